@@ -1,0 +1,278 @@
+/* hvd root-interface client. */
+#include <errno.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "hv-client.h"
+#include "hv-wire.h"
+
+struct HvClient {
+        int fd;
+        uint64_t next_id;
+        uint8_t *buf;
+        char *last_error;
+        HvClientEventFn on_event;
+        void *on_event_userdata;
+};
+
+int hv_client_connect(const char *socket_path, HvClient **ret)
+{
+        g_autoptr(HvClient) c = g_new0(HvClient, 1);
+        struct sockaddr_un addr = {.sun_family = AF_UNIX};
+
+        c->fd = -1;
+        c->next_id = 1;
+        if (strlen(socket_path) >= sizeof(addr.sun_path))
+                return -ENAMETOOLONG;
+        strcpy(addr.sun_path, socket_path);
+        c->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        if (c->fd < 0)
+                return -errno;
+        if (connect(c->fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+                return -errno;
+        c->buf = g_malloc(HV_WIRE_MESSAGE_MAX);
+        *ret = g_steal_pointer(&c);
+        return 0;
+}
+
+void hv_client_free(HvClient *c)
+{
+        if (!c)
+                return;
+        if (c->fd >= 0)
+                close(c->fd);
+        g_free(c->buf);
+        g_free(c->last_error);
+        g_free(c);
+}
+
+int hv_client_fd(HvClient *c)
+{
+        return c->fd;
+}
+
+void hv_client_set_event_handler(HvClient *c, HvClientEventFn fn, void *userdata)
+{
+        c->on_event = fn;
+        c->on_event_userdata = userdata;
+}
+
+const char *hv_client_last_error(HvClient *c)
+{
+        return c->last_error;
+}
+
+static void set_last_error(HvClient *c, const char *message)
+{
+        g_free(c->last_error);
+        c->last_error = g_strdup(message);
+}
+
+/* Reads one message, waiting for it when `wait`. Events go to the handler; a reply
+ * is returned in *ret_reply (NULL if the message was an event). */
+static int read_message(HvClient *c, bool wait, Vmms__Hv__Reply **ret_reply, int *ret_fd)
+{
+        Vmms__Hv__Message *msg;
+        size_t len;
+        int fd = -1, r;
+
+        for (;;) {
+                r = hv_wire_recv(c->fd, c->buf, HV_WIRE_MESSAGE_MAX, &len, &fd);
+                if (r != -EAGAIN || !wait)
+                        break;
+                struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+                if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+                        return -errno;
+        }
+        if (r < 0)
+                return r;
+        msg = vmms__hv__message__unpack(NULL, len, c->buf);
+        if (!msg) {
+                if (fd >= 0)
+                        close(fd);
+                set_last_error(c, "malformed message from hvd");
+                return -EBADMSG;
+        }
+        *ret_reply = NULL;
+        if (msg->body_case == VMMS__HV__MESSAGE__BODY_EVENT) {
+                if (c->on_event)
+                        c->on_event(msg->event, c->on_event_userdata);
+                vmms__hv__message__free_unpacked(msg, NULL);
+                if (fd >= 0)
+                        close(fd);
+                return 0;
+        }
+        if (msg->body_case != VMMS__HV__MESSAGE__BODY_REPLY) {
+                vmms__hv__message__free_unpacked(msg, NULL);
+                if (fd >= 0)
+                        close(fd);
+                return -EBADMSG;
+        }
+        /* Keep the reply, free its envelope. */
+        *ret_reply = msg->reply;
+        msg->reply = NULL;
+        msg->body_case = VMMS__HV__MESSAGE__BODY__NOT_SET;
+        vmms__hv__message__free_unpacked(msg, NULL);
+        if (ret_fd)
+                *ret_fd = fd;
+        else if (fd >= 0)
+                close(fd);
+        return 0;
+}
+
+int hv_client_dispatch(HvClient *c)
+{
+        for (;;) {
+                Vmms__Hv__Reply *reply = NULL;
+                int r = read_message(c, false, &reply, NULL);
+
+                if (r == -EAGAIN)
+                        return 0;
+                if (r < 0)
+                        return r;
+                if (reply)
+                        hv_client_reply_free(reply); /* a reply nobody waits for */
+        }
+}
+
+void hv_client_reply_free(Vmms__Hv__Reply *reply)
+{
+        if (reply)
+                vmms__hv__reply__free_unpacked(reply, NULL);
+}
+
+/* Sends `req` and waits for its reply. A reply carrying an error returns that error
+ * (its message in hv_client_last_error) and no reply. */
+static int call(HvClient *c, Vmms__Hv__Request *req, Vmms__Hv__Reply **ret_reply, int *ret_fd)
+{
+        int r;
+
+        req->id = c->next_id++;
+        r = hv_wire_send(c->fd, &req->base, -1);
+        if (r == -EAGAIN) {
+                struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
+
+                (void)poll(&pfd, 1, 5000);
+                r = hv_wire_send(c->fd, &req->base, -1);
+        }
+        if (r < 0) {
+                set_last_error(c, "cannot send to hvd");
+                return r;
+        }
+        for (;;) {
+                Vmms__Hv__Reply *reply = NULL;
+                int fd = -1;
+
+                r = read_message(c, true, &reply, &fd);
+                if (r < 0) {
+                        set_last_error(c, r == -ECONNRESET ? "hvd closed the connection" : g_strerror(-r));
+                        return r;
+                }
+                if (!reply)
+                        continue;
+                if (reply->id != req->id) {
+                        if (fd >= 0)
+                                close(fd);
+                        hv_client_reply_free(reply);
+                        continue;
+                }
+                if (reply->error < 0) {
+                        r = reply->error;
+                        set_last_error(c, reply->error_message && *reply->error_message ? reply->error_message
+                                                                                         : g_strerror(-r));
+                        if (fd >= 0)
+                                close(fd);
+                        hv_client_reply_free(reply);
+                        return r;
+                }
+                if (ret_fd)
+                        *ret_fd = fd;
+                else if (fd >= 0)
+                        close(fd);
+                if (ret_reply)
+                        *ret_reply = reply;
+                else
+                        hv_client_reply_free(reply);
+                return 0;
+        }
+}
+
+int hv_client_partition_create(HvClient *c, const char *name, uint32_t vp_count, uint64_t startup_bytes,
+                               uint64_t maximum_bytes, uint64_t *ret_id, int *ret_ram_fd)
+{
+        Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
+        Vmms__Hv__PartitionCreate body = VMMS__HV__PARTITION_CREATE__INIT;
+        g_autoptr(Vmms__Hv__Reply) reply = NULL;
+        int fd = -1, r;
+
+        body.name = (char *)name;
+        body.vp_count = vp_count;
+        body.startup_bytes = startup_bytes;
+        body.maximum_bytes = maximum_bytes;
+        req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_CREATE;
+        req.partition_create = &body;
+        r = call(c, &req, &reply, &fd);
+        if (r < 0)
+                return r;
+        if (reply->body_case != VMMS__HV__REPLY__BODY_PARTITION_CREATED || fd < 0) {
+                if (fd >= 0)
+                        close(fd);
+                set_last_error(c, "hvd's reply to PartitionCreate lacks the partition or its RAM");
+                return -EPROTO;
+        }
+        *ret_id = reply->partition_created->partition_id;
+        *ret_ram_fd = fd;
+        return 0;
+}
+
+int hv_client_vp_start(HvClient *c, uint64_t partition_id, uint32_t vp_index, uint64_t rip, uint64_t rsp,
+                       uint64_t rdi, uint64_t rsi)
+{
+        Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
+        Vmms__Hv__VpStart body = VMMS__HV__VP_START__INIT;
+
+        body.partition_id = partition_id;
+        body.vp_index = vp_index;
+        body.rip = rip;
+        body.rsp = rsp;
+        body.rdi = rdi;
+        body.rsi = rsi;
+        req.body_case = VMMS__HV__REQUEST__BODY_VP_START;
+        req.vp_start = &body;
+        return call(c, &req, NULL, NULL);
+}
+
+int hv_client_partition_destroy(HvClient *c, uint64_t partition_id)
+{
+        Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
+        Vmms__Hv__PartitionDestroy body = VMMS__HV__PARTITION_DESTROY__INIT;
+
+        body.partition_id = partition_id;
+        req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_DESTROY;
+        req.partition_destroy = &body;
+        return call(c, &req, NULL, NULL);
+}
+
+int hv_client_counters_get(HvClient *c, Vmms__Hv__Reply **ret_reply)
+{
+        Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
+        Vmms__Hv__CountersGet body = VMMS__HV__COUNTERS_GET__INIT;
+        g_autoptr(Vmms__Hv__Reply) reply = NULL;
+        int r;
+
+        req.body_case = VMMS__HV__REQUEST__BODY_COUNTERS_GET;
+        req.counters_get = &body;
+        r = call(c, &req, &reply, NULL);
+        if (r < 0)
+                return r;
+        if (reply->body_case != VMMS__HV__REPLY__BODY_COUNTERS) {
+                set_last_error(c, "hvd's reply to CountersGet lacks counters");
+                return -EPROTO;
+        }
+        *ret_reply = g_steal_pointer(&reply);
+        return 0;
+}

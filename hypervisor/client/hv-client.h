@@ -1,0 +1,32 @@
+/* Client of hvd's root interface, for vmwp, vmmsd and tools. Synchronous calls;
+ * events that arrive meanwhile go to the event handler. */
+#pragma once
+
+#include <glib.h>
+#include <stdint.h>
+
+#include "hv.pb-c.h"
+
+typedef struct HvClient HvClient;
+typedef void (*HvClientEventFn)(const Vmms__Hv__Event *event, void *userdata);
+
+int hv_client_connect(const char *socket_path, HvClient **ret);
+void hv_client_free(HvClient *c);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(HvClient, hv_client_free)
+
+int hv_client_fd(HvClient *c);
+void hv_client_set_event_handler(HvClient *c, HvClientEventFn fn, void *userdata);
+/* Delivers the events waiting on the socket. -ECONNRESET when hvd has gone. */
+int hv_client_dispatch(HvClient *c);
+/* The message of the last failed call, or NULL. */
+const char *hv_client_last_error(HvClient *c);
+
+int hv_client_partition_create(HvClient *c, const char *name, uint32_t vp_count, uint64_t startup_bytes,
+                               uint64_t maximum_bytes, uint64_t *ret_id, int *ret_ram_fd);
+int hv_client_vp_start(HvClient *c, uint64_t partition_id, uint32_t vp_index, uint64_t rip, uint64_t rsp,
+                       uint64_t rdi, uint64_t rsi);
+int hv_client_partition_destroy(HvClient *c, uint64_t partition_id);
+/* On success *ret_reply holds reply->counters; free with hv_client_reply_free. */
+int hv_client_counters_get(HvClient *c, Vmms__Hv__Reply **ret_reply);
+void hv_client_reply_free(Vmms__Hv__Reply *reply);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(Vmms__Hv__Reply, hv_client_reply_free)

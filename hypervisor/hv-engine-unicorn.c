@@ -1,0 +1,213 @@
+/* The Unicorn engine: one uc_engine per VP over the partition's shared RAM mapping.
+ * Facts it relies on are in shared/notes/unicorn-facts.md: preemption only from a
+ * block hook polling vp->preempt, guest RAM mapped as one region, hypercalls through
+ * an `out` hook whose block ends right after the `out`. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unicorn/unicorn.h>
+
+#include "hv-abi.h"
+#include "hv-clock.h"
+#include "hv-hypercall.h"
+#include "hv-partition.h"
+
+#define UNICORN_UNTIL_NEVER UINT64_MAX /* a non-canonical address no guest reaches */
+
+struct HvEngineVp {
+        HvVp *vp;
+        uc_engine *uc;
+        uint64_t mapped_bytes;
+        HvVpExit *exit; /* of the run in progress */
+        uc_hook hook_block, hook_out, hook_in, hook_intr, hook_invalid;
+};
+
+static void exit_halt(HvVpExit *exit, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static void exit_halt(HvVpExit *exit, const char *fmt, ...)
+{
+        va_list ap;
+
+        exit->kind = HV_EXIT_HALT;
+        va_start(ap, fmt);
+        vsnprintf(exit->reason, sizeof(exit->reason), fmt, ap);
+        va_end(ap);
+}
+
+static uint64_t reg_read(uc_engine *uc, int reg)
+{
+        uint64_t value = 0;
+
+        uc_reg_read(uc, reg, &value);
+        return value;
+}
+
+static void on_block(uc_engine *uc, uint64_t address, uint32_t size, void *userdata)
+{
+        HvEngineVp *e = userdata;
+
+        (void)address;
+        (void)size;
+        if (atomic_load_explicit(&e->vp->preempt, memory_order_relaxed)) {
+                if (e->exit->kind == HV_EXIT_NONE)
+                        e->exit->kind = HV_EXIT_PREEMPTED;
+                uc_emu_stop(uc);
+        }
+}
+
+static void on_out(uc_engine *uc, uint32_t port, int size, uint32_t value, void *userdata)
+{
+        HvEngineVp *e = userdata;
+        uint64_t t0 = hv_clock_monotonic_ns();
+        int64_t result;
+
+        if (port != HV_HYPERCALL_PORT || size != 4) {
+                /* No device lives on other ports; the write goes nowhere. */
+                atomic_fetch_add(&e->vp->invalid_hypercalls, 1);
+                return;
+        }
+        result = hv_hypercall_dispatch(e->vp, value, reg_read(uc, UC_X86_REG_RDI), reg_read(uc, UC_X86_REG_RSI),
+                                       reg_read(uc, UC_X86_REG_R8), e->exit);
+        uc_reg_write(uc, UC_X86_REG_RAX, &result);
+        if (e->exit->kind != HV_EXIT_NONE)
+                uc_emu_stop(uc);
+        e->exit->hypercall_ns += hv_clock_monotonic_ns() - t0;
+}
+
+static uint32_t on_in(uc_engine *uc, uint32_t port, int size, void *userdata)
+{
+        (void)uc;
+        (void)port;
+        (void)size;
+        (void)userdata;
+        return UINT32_MAX; /* an empty bus */
+}
+
+static void on_interrupt(uc_engine *uc, uint32_t intno, void *userdata)
+{
+        HvEngineVp *e = userdata;
+
+        exit_halt(e->exit, "guest exception %u at rip 0x%" G_GINT64_MODIFIER "x", intno,
+                  reg_read(uc, UC_X86_REG_RIP));
+        uc_emu_stop(uc);
+}
+
+static bool on_invalid(uc_engine *uc, void *userdata)
+{
+        HvEngineVp *e = userdata;
+
+        exit_halt(e->exit, "invalid instruction at rip 0x%" G_GINT64_MODIFIER "x", reg_read(uc, UC_X86_REG_RIP));
+        return false;
+}
+
+static int map_visible(HvEngineVp *e, uint64_t visible)
+{
+        HvPartition *p = e->vp->partition;
+
+        if (e->mapped_bytes == visible)
+                return 0;
+        if (e->mapped_bytes && uc_mem_unmap(e->uc, 0, e->mapped_bytes) != UC_ERR_OK)
+                return -EIO;
+        e->mapped_bytes = 0;
+        if (uc_mem_map_ptr(e->uc, 0, visible, UC_PROT_ALL, p->ram) != UC_ERR_OK)
+                return -ENOMEM;
+        e->mapped_bytes = visible;
+        return 0;
+}
+
+static void unicorn_vp_free(HvEngineVp *e)
+{
+        if (!e)
+                return;
+        if (e->uc)
+                uc_close(e->uc);
+        g_free(e);
+}
+
+static int unicorn_vp_create(HvVp *vp, HvEngineVp **ret_engine)
+{
+        HvEngineVp *e = g_new0(HvEngineVp, 1);
+        uc_err err;
+        int r;
+
+        e->vp = vp;
+        err = uc_open(UC_ARCH_X86, UC_MODE_64, &e->uc);
+        if (err != UC_ERR_OK) {
+                g_free(e);
+                return -ENOMEM;
+        }
+        r = map_visible(e, atomic_load(&vp->partition->visible_bytes));
+        if (r < 0)
+                goto fail;
+        if (uc_hook_add(e->uc, &e->hook_block, UC_HOOK_BLOCK, (void *)on_block, e, 1, 0) != UC_ERR_OK ||
+            uc_hook_add(e->uc, &e->hook_out, UC_HOOK_INSN, (void *)on_out, e, 1, 0, UC_X86_INS_OUT) != UC_ERR_OK ||
+            uc_hook_add(e->uc, &e->hook_in, UC_HOOK_INSN, (void *)on_in, e, 1, 0, UC_X86_INS_IN) != UC_ERR_OK ||
+            uc_hook_add(e->uc, &e->hook_intr, UC_HOOK_INTR, (void *)on_interrupt, e, 1, 0) != UC_ERR_OK ||
+            uc_hook_add(e->uc, &e->hook_invalid, UC_HOOK_INSN_INVALID, (void *)on_invalid, e, 1, 0) != UC_ERR_OK) {
+                r = -EIO;
+                goto fail;
+        }
+        *ret_engine = e;
+        return 0;
+fail:
+        unicorn_vp_free(e);
+        return r;
+}
+
+static int unicorn_vp_set_regs(HvEngineVp *e, const HvVpRegs *regs)
+{
+        if (uc_reg_write(e->uc, UC_X86_REG_RIP, &regs->rip) != UC_ERR_OK ||
+            uc_reg_write(e->uc, UC_X86_REG_RSP, &regs->rsp) != UC_ERR_OK ||
+            uc_reg_write(e->uc, UC_X86_REG_RDI, &regs->rdi) != UC_ERR_OK ||
+            uc_reg_write(e->uc, UC_X86_REG_RSI, &regs->rsi) != UC_ERR_OK)
+                return -EIO;
+        return 0;
+}
+
+static bool stopped_after_hlt(HvEngineVp *e, uint64_t rip)
+{
+        uint8_t byte = 0;
+
+        return rip > 0 && uc_mem_read(e->uc, rip - 1, &byte, 1) == UC_ERR_OK && byte == 0xf4;
+}
+
+static int unicorn_vp_run(HvEngineVp *e, HvVpExit *exit)
+{
+        HvVp *vp = e->vp;
+        uint64_t rip;
+        uc_err err;
+        int r;
+
+        r = map_visible(e, atomic_load(&vp->partition->visible_bytes));
+        if (r < 0) {
+                exit_halt(exit, "cannot map guest RAM into the engine");
+                return r;
+        }
+        if (vp->resume_rax_valid) {
+                uc_reg_write(e->uc, UC_X86_REG_RAX, &vp->resume_rax);
+                vp->resume_rax_valid = false;
+        }
+        e->exit = exit;
+        rip = reg_read(e->uc, UC_X86_REG_RIP);
+        err = uc_emu_start(e->uc, rip, UNICORN_UNTIL_NEVER, 0, 0);
+        e->exit = NULL;
+        if (err != UC_ERR_OK) {
+                if (exit->kind != HV_EXIT_HALT)
+                        exit_halt(exit, "guest fault: %s at rip 0x%" G_GINT64_MODIFIER "x", uc_strerror(err),
+                                  reg_read(e->uc, UC_X86_REG_RIP));
+                return 0;
+        }
+        if (exit->kind == HV_EXIT_NONE && stopped_after_hlt(e, reg_read(e->uc, UC_X86_REG_RIP))) {
+                /* hlt is not trapped: treat it as Idle until an event, as hardware would. */
+                exit->kind = HV_EXIT_IDLE;
+                exit->idle_deadline_ns = 0;
+        }
+        return 0;
+}
+
+const HvEngineOps hv_engine_unicorn_ops = {
+        .name = "unicorn",
+        .vp_create = unicorn_vp_create,
+        .vp_set_regs = unicorn_vp_set_regs,
+        .vp_run = unicorn_vp_run,
+        .vp_free = unicorn_vp_free,
+};

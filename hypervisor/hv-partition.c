@@ -1,0 +1,149 @@
+/* Partitions: guest RAM as a sparse memfd shared with the worker, and their VPs. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "hv-abi.h"
+#include "hv.h"
+
+static void vp_free(HvVp *vp, const HvEngineOps *engine)
+{
+        if (!vp)
+                return;
+        engine->vp_free(vp->engine);
+        g_free(vp);
+}
+
+/* Builds a partition with its RAM and VPs; the caller charges the pool and adds the
+ * VPs to the scheduler. */
+int hv_partition_new(Hv *hv, const char *name, uint32_t vp_count, uint64_t startup_bytes,
+                     uint64_t maximum_bytes, HvPartition **ret)
+{
+        g_autoptr(HvPartition) p = NULL;
+        g_autofree char *memfd_name = NULL;
+        int r;
+
+        p = g_new0(HvPartition, 1);
+        p->hv = hv;
+        p->ram_fd = -1;
+        p->name = g_strdup(name);
+        p->maximum_bytes = maximum_bytes;
+        p->visible_bytes = startup_bytes;
+        p->vp_count = vp_count;
+        p->vps = g_new0(HvVp *, vp_count);
+        g_mutex_init(&p->console_lock);
+        p->console = g_byte_array_new();
+
+        memfd_name = g_strdup_printf("vmms-ram-%s", name);
+        p->ram_fd = memfd_create(memfd_name, MFD_CLOEXEC);
+        if (p->ram_fd < 0)
+                return -errno;
+        if (ftruncate(p->ram_fd, (off_t)maximum_bytes) < 0)
+                return -errno;
+        p->ram = mmap(NULL, maximum_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, p->ram_fd, 0);
+        if (p->ram == MAP_FAILED) {
+                p->ram = NULL;
+                return -errno;
+        }
+        for (uint32_t i = 0; i < vp_count; i++) {
+                HvVp *vp = g_new0(HvVp, 1);
+
+                vp->partition = p;
+                vp->index = i;
+                p->vps[i] = vp;
+                r = hv->engine->vp_create(vp, &vp->engine);
+                if (r < 0)
+                        return r;
+        }
+        *ret = g_steal_pointer(&p);
+        return 0;
+}
+
+/* The VPs must be out of the scheduler (hv_sched_partition_stop). Guest RAM is punched
+ * out before it is closed, so host memory returns even while a worker that has not
+ * exited yet still holds the memfd. */
+void hv_partition_free(HvPartition *p)
+{
+        if (!p)
+                return;
+        for (uint32_t i = 0; p->vps && i < p->vp_count; i++)
+                vp_free(p->vps[i], p->hv->engine);
+        g_free(p->vps);
+        if (p->ram)
+                munmap(p->ram, p->maximum_bytes);
+        if (p->ram_fd >= 0) {
+                (void)fallocate(p->ram_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)p->maximum_bytes);
+                close(p->ram_fd);
+        }
+        if (p->console)
+                g_byte_array_unref(p->console);
+        g_mutex_clear(&p->console_lock);
+        g_free(p->name);
+        g_free(p);
+}
+
+int hv_partition_vp_start(HvPartition *p, uint32_t vp_index, const HvVpRegs *regs)
+{
+        if (vp_index >= p->vp_count)
+                return -EINVAL;
+        if (!hv_partition_range_valid(p, regs->rip, 1) || regs->rsp < 8 ||
+            !hv_partition_range_valid(p, regs->rsp - 8, 8))
+                return -ERANGE;
+        return hv_sched_vp_start(p->hv->sched, p->vps[vp_index], regs);
+}
+
+/* Host memory really backing guest RAM, measured, never estimated. */
+uint64_t hv_partition_resident_bytes(const HvPartition *p)
+{
+        struct stat st;
+
+        if (fstat(p->ram_fd, &st) < 0)
+                return 0;
+        return (uint64_t)st.st_blocks * 512u;
+}
+
+/* Whether [gpa, gpa + len) lies inside the RAM the guest may use now. */
+bool hv_partition_range_valid(const HvPartition *p, uint64_t gpa, uint64_t len)
+{
+        uint64_t visible = atomic_load(&p->visible_bytes);
+
+        return gpa < visible && len <= visible - gpa;
+}
+
+/* On an LP thread: buffer console bytes and have the main thread send them. Bytes
+ * beyond the buffer are dropped and counted; a slow worker never stalls an LP. */
+void hv_partition_console_write(HvPartition *p, const uint8_t *data, size_t len)
+{
+        bool queue = false;
+
+        g_mutex_lock(&p->console_lock);
+        if (p->console->len + len > HV_CONSOLE_BUFFER_MAX) {
+                size_t room = HV_CONSOLE_BUFFER_MAX - p->console->len;
+
+                p->console_dropped_bytes += len - room;
+                len = room;
+        }
+        g_byte_array_append(p->console, data, (guint)len);
+        if (!p->console_flush_queued && p->console->len > 0) {
+                p->console_flush_queued = true;
+                queue = true;
+        }
+        g_mutex_unlock(&p->console_lock);
+        if (queue)
+                hv_queue_console_flush(p);
+}
+
+GBytes *hv_partition_console_take(HvPartition *p)
+{
+        GBytes *bytes;
+
+        g_mutex_lock(&p->console_lock);
+        bytes = g_byte_array_free_to_bytes(p->console);
+        p->console = g_byte_array_new();
+        p->console_flush_queued = false;
+        g_mutex_unlock(&p->console_lock);
+        return bytes;
+}

@@ -1,0 +1,108 @@
+/* Round-robin policy: one FIFO of runnable VPs shared by all LPs, a fixed slice each.
+ * Fair when every VP is CPU-bound; an idle VP is not queued and costs nothing. */
+#include <errno.h>
+
+#include "hv-sched.h"
+
+typedef struct RoundRobin {
+        GQueue runqueue; /* of HvVp*, linked through RoundRobinVp.link */
+} RoundRobin;
+
+typedef struct RoundRobinVp {
+        GList link;
+        bool queued;
+} RoundRobinVp;
+
+static int rr_init(uint32_t n_lps, void **ret_policy)
+{
+        RoundRobin *rr = g_new0(RoundRobin, 1);
+
+        (void)n_lps;
+        g_queue_init(&rr->runqueue);
+        *ret_policy = rr;
+        return 0;
+}
+
+static void rr_free(void *policy)
+{
+        g_free(policy);
+}
+
+static int rr_vp_add(void *policy, HvVp *vp)
+{
+        RoundRobinVp *rvp = g_new0(RoundRobinVp, 1);
+
+        (void)policy;
+        rvp->link.data = vp;
+        vp->policy_data = rvp;
+        return 0;
+}
+
+static void rr_dequeue(RoundRobin *rr, RoundRobinVp *rvp)
+{
+        if (!rvp->queued)
+                return;
+        g_queue_unlink(&rr->runqueue, &rvp->link);
+        rvp->queued = false;
+}
+
+static void rr_enqueue(RoundRobin *rr, RoundRobinVp *rvp)
+{
+        if (rvp->queued)
+                return;
+        g_queue_push_tail_link(&rr->runqueue, &rvp->link);
+        rvp->queued = true;
+}
+
+static void rr_vp_remove(void *policy, HvVp *vp)
+{
+        RoundRobinVp *rvp = vp->policy_data;
+
+        if (!rvp)
+                return;
+        rr_dequeue(policy, rvp);
+        g_free(rvp);
+        vp->policy_data = NULL;
+}
+
+static void rr_vp_wake(void *policy, HvVp *vp, uint64_t now)
+{
+        (void)now;
+        rr_enqueue(policy, vp->policy_data);
+}
+
+static HvVp *rr_pick_next(void *policy, HvLp *lp, uint64_t now, uint64_t *ret_slice_ns)
+{
+        RoundRobin *rr = policy;
+        GList *link = g_queue_peek_head_link(&rr->runqueue);
+        HvVp *vp;
+
+        (void)lp;
+        (void)now;
+        (void)ret_slice_ns; /* the core's default slice */
+        if (!link)
+                return NULL;
+        vp = link->data;
+        rr_dequeue(rr, vp->policy_data);
+        return vp;
+}
+
+static void rr_vp_put(void *policy, HvVp *vp, HvLp *lp, uint64_t ran_ns, uint64_t now, bool runnable)
+{
+        (void)lp;
+        (void)ran_ns;
+        (void)now;
+        if (runnable)
+                rr_enqueue(policy, vp->policy_data);
+}
+
+const HvSchedOps hv_sched_round_robin_ops = {
+        .name = "round-robin",
+        .init = rr_init,
+        .free = rr_free,
+        .vp_add = rr_vp_add,
+        .vp_remove = rr_vp_remove,
+        .vp_wake = rr_vp_wake,
+        .pick_next = rr_pick_next,
+        .vp_put = rr_vp_put,
+};

@@ -1,0 +1,418 @@
+/* The VP scheduler's mechanism, after Xen's sched/core.c: it owns the LP threads,
+ * dispatches the VP a policy picks for a slice, accounts time, and runs the timers.
+ *
+ * Threads: one per LP, plus one timer thread. An LP thread asks the policy for a VP,
+ * runs it in the engine until the engine returns, then hands it back. The engine is
+ * never stopped from outside (that corrupts guest memory under Unicorn); instead the
+ * timer thread sets vp->preempt when the slice ends and the engine polls it at block
+ * boundaries. The timer thread also wakes VPs whose Idle deadline passed.
+ *
+ * Locking: one lock, s->lock, guards all scheduler state, every policy call, and the
+ * VP fields marked so. It is never held while guest code runs. Nothing else is taken
+ * while it is held except partition console locks (leaf).
+ *
+ * Accounting per LP: guest time = inside the engine minus hypercall handling;
+ * hypervisor time = scheduling, dispatch and hypercalls; idle = waiting for work. */
+#include <errno.h>
+#include <string.h>
+
+#include "hv-abi.h"
+#include "hv-clock.h"
+#include "hv-sched.h"
+
+struct HvSched {
+        GMutex lock;
+        GCond timer_cond;
+        GCond vp_cond; /* a VP left an LP; partition_stop waits on it */
+        GThread *timer_thread;
+        HvLp *lps;
+        uint32_t n_lps;
+        GPtrArray *vps;
+        uint64_t slice_ns;
+        const HvSchedOps *ops;
+        void *policy;
+        const HvEngineOps *engine;
+        HvSchedHaltFn on_halt;
+        void *userdata;
+        bool shutting_down;
+};
+
+const char *hv_vp_state_to_string(HvVpState state)
+{
+        static const char *const names[] = {
+                [HV_VP_STOPPED] = "stopped", [HV_VP_RUNNABLE] = "runnable", [HV_VP_RUNNING] = "running",
+                [HV_VP_IDLE] = "idle",       [HV_VP_DEAD] = "dead",
+        };
+        return state < G_N_ELEMENTS(names) ? names[state] : "unknown";
+}
+
+static void assert_locked(HvSched *s)
+{
+        /* GMutex cannot say who holds it; a failed trylock proves someone does. */
+        g_assert(!g_mutex_trylock(&s->lock) || (g_mutex_unlock(&s->lock), false));
+}
+
+static void kick_idle_lp(HvSched *s, HvVp *vp)
+{
+        HvLp *lp = vp->last_lp;
+
+        if (!lp || !lp->idle) {
+                lp = NULL;
+                for (uint32_t i = 0; i < s->n_lps; i++)
+                        if (s->lps[i].idle) {
+                                lp = &s->lps[i];
+                                break;
+                        }
+        }
+        if (lp) {
+                lp->idle = false; /* claimed; the LP sets it again if it finds nothing */
+                g_cond_signal(&lp->cond);
+        }
+}
+
+static void vp_make_runnable(HvSched *s, HvVp *vp, uint64_t now)
+{
+        assert_locked(s);
+        vp->state = HV_VP_RUNNABLE;
+        vp->runnable_since_ns = now;
+        s->ops->vp_wake(s->policy, vp, now);
+        kick_idle_lp(s, vp);
+}
+
+static void vp_wake_from_idle(HvSched *s, HvVp *vp, uint64_t now, uint64_t woke)
+{
+        vp->resume_rax_valid = true;
+        vp->resume_rax = woke;
+        vp_make_runnable(s, vp, now);
+}
+
+/* After a run: the VP's next state from how the engine exited. */
+static void vp_after_run(HvSched *s, HvVp *vp, HvLp *lp, const HvVpExit *exit, uint64_t ran_ns, uint64_t now)
+{
+        bool runnable = false;
+
+        if (atomic_load(&vp->partition->dying)) {
+                vp->state = HV_VP_DEAD;
+        } else
+                switch (exit->kind) {
+                case HV_EXIT_NONE:
+                case HV_EXIT_PREEMPTED:
+                case HV_EXIT_YIELD:
+                        runnable = true;
+                        break;
+                case HV_EXIT_IDLE:
+                        if (atomic_exchange(&vp->event_pending, 0)) {
+                                vp->resume_rax_valid = true;
+                                vp->resume_rax = HV_IDLE_WOKE_EVENT;
+                                runnable = true;
+                        } else if (exit->idle_deadline_ns != 0 && exit->idle_deadline_ns <= now) {
+                                runnable = true;
+                        } else {
+                                vp->state = HV_VP_IDLE;
+                                vp->idle_deadline_ns = exit->idle_deadline_ns;
+                                g_cond_signal(&s->timer_cond);
+                        }
+                        break;
+                case HV_EXIT_HALT:
+                        vp->state = HV_VP_STOPPED;
+                        if (s->on_halt)
+                                s->on_halt(vp, exit->reason, s->userdata);
+                        break;
+                }
+        if (runnable) {
+                vp->state = HV_VP_RUNNABLE;
+                vp->runnable_since_ns = now;
+        }
+        s->ops->vp_put(s->policy, vp, lp, ran_ns, now, runnable);
+        g_cond_broadcast(&s->vp_cond);
+}
+
+static gpointer lp_thread(gpointer data)
+{
+        HvLp *lp = data;
+        HvSched *s = lp->sched;
+
+        g_mutex_lock(&s->lock);
+        lp->mark_ns = hv_clock_monotonic_ns();
+        while (!s->shutting_down) {
+                uint64_t now = hv_clock_monotonic_ns(), slice_ns = s->slice_ns, t0, t1;
+                HvVpExit exit = {0};
+                HvVp *vp;
+
+                lp->hypervisor_ns += now - lp->mark_ns;
+                lp->mark_ns = now;
+                vp = s->ops->pick_next(s->policy, lp, now, &slice_ns);
+                if (!vp) {
+                        lp->idle = true;
+                        lp->waiting = true;
+                        while (lp->idle && !s->shutting_down)
+                                g_cond_wait(&lp->cond, &s->lock);
+                        lp->idle = false;
+                        lp->waiting = false;
+                        now = hv_clock_monotonic_ns();
+                        lp->idle_ns += now - lp->mark_ns;
+                        lp->mark_ns = now;
+                        continue;
+                }
+
+                g_assert(vp->state == HV_VP_RUNNABLE);
+                vp->state = HV_VP_RUNNING;
+                vp->dispatches++;
+                vp->wait_ns += now - vp->runnable_since_ns;
+                if (lp->last_vp != vp)
+                        lp->context_switches++;
+                lp->current = vp;
+                vp->last_lp = lp;
+                lp->slice_end_ns = now + slice_ns;
+                atomic_store(&vp->preempt, 0);
+                g_cond_signal(&s->timer_cond);
+                t0 = hv_clock_monotonic_ns();
+                lp->run_start_ns = t0;
+                g_mutex_unlock(&s->lock);
+
+                s->engine->vp_run(vp->engine, &exit);
+                t1 = hv_clock_monotonic_ns();
+
+                g_mutex_lock(&s->lock);
+                lp->hypervisor_ns += (t0 - lp->mark_ns) + exit.hypercall_ns;
+                lp->guest_ns += (t1 - t0) - MIN(exit.hypercall_ns, t1 - t0);
+                lp->mark_ns = t1;
+                vp->run_ns += t1 - t0;
+                vp->guest_ns += (t1 - t0) - MIN(exit.hypercall_ns, t1 - t0);
+                lp->current = NULL;
+                lp->last_vp = vp;
+                vp_after_run(s, vp, lp, &exit, t1 - t0, t1);
+        }
+        g_mutex_unlock(&s->lock);
+        return NULL;
+}
+
+static gpointer timer_thread(gpointer data)
+{
+        HvSched *s = data;
+
+        g_mutex_lock(&s->lock);
+        while (!s->shutting_down) {
+                uint64_t now = hv_clock_monotonic_ns(), next = now + G_TIME_SPAN_SECOND * 1000ull;
+                gint64 wait_until;
+
+                for (uint32_t i = 0; i < s->n_lps; i++) {
+                        HvLp *lp = &s->lps[i];
+
+                        if (!lp->current)
+                                continue;
+                        if (lp->slice_end_ns <= now) {
+                                atomic_store(&lp->current->preempt, 1);
+                                lp->slice_end_ns = UINT64_MAX; /* asked once per slice */
+                        } else
+                                next = MIN(next, lp->slice_end_ns);
+                }
+                for (guint i = 0; i < s->vps->len; i++) {
+                        HvVp *vp = s->vps->pdata[i];
+
+                        if (vp->state != HV_VP_IDLE || vp->idle_deadline_ns == 0)
+                                continue;
+                        if (vp->idle_deadline_ns <= now)
+                                vp_wake_from_idle(s, vp, now, HV_IDLE_WOKE_TIMER);
+                        else
+                                next = MIN(next, vp->idle_deadline_ns);
+                }
+                /* g_cond_wait_until takes g_get_monotonic_time() microseconds, the same clock. */
+                wait_until = (gint64)(next / 1000) + 1;
+                g_cond_wait_until(&s->timer_cond, &s->lock, wait_until);
+        }
+        g_mutex_unlock(&s->lock);
+        return NULL;
+}
+
+int hv_sched_new(const HvSchedConfig *config, HvSched **ret)
+{
+        g_autoptr(HvSched) s = NULL;
+        int r;
+
+        if (config->n_lps == 0 || config->n_lps > 1024 || config->slice_ns < 100000 || !config->ops ||
+            !config->engine)
+                return -EINVAL;
+
+        s = g_new0(HvSched, 1);
+        g_mutex_init(&s->lock);
+        g_cond_init(&s->timer_cond);
+        g_cond_init(&s->vp_cond);
+        s->n_lps = config->n_lps;
+        s->slice_ns = config->slice_ns;
+        s->ops = config->ops;
+        s->engine = config->engine;
+        s->on_halt = config->on_halt;
+        s->userdata = config->userdata;
+        s->vps = g_ptr_array_new();
+        s->lps = g_new0(HvLp, s->n_lps);
+        r = s->ops->init(s->n_lps, &s->policy);
+        if (r < 0)
+                return r;
+        for (uint32_t i = 0; i < s->n_lps; i++) {
+                HvLp *lp = &s->lps[i];
+                g_autofree char *name = g_strdup_printf("hv-lp%u", i);
+
+                lp->sched = s;
+                lp->index = i;
+                g_cond_init(&lp->cond);
+                lp->thread = g_thread_new(name, lp_thread, lp);
+        }
+        s->timer_thread = g_thread_new("hv-timer", timer_thread, s);
+        *ret = g_steal_pointer(&s);
+        return 0;
+}
+
+void hv_sched_free(HvSched *s)
+{
+        if (!s)
+                return;
+        g_mutex_lock(&s->lock);
+        s->shutting_down = true;
+        for (uint32_t i = 0; s->lps && i < s->n_lps; i++) {
+                if (s->lps[i].current)
+                        atomic_store(&s->lps[i].current->preempt, 1);
+                g_cond_signal(&s->lps[i].cond);
+        }
+        g_cond_signal(&s->timer_cond);
+        g_mutex_unlock(&s->lock);
+        for (uint32_t i = 0; s->lps && i < s->n_lps; i++) {
+                if (s->lps[i].thread)
+                        g_thread_join(s->lps[i].thread);
+                g_cond_clear(&s->lps[i].cond);
+        }
+        if (s->timer_thread)
+                g_thread_join(s->timer_thread);
+        if (s->policy)
+                s->ops->free(s->policy);
+        g_free(s->lps);
+        if (s->vps)
+                g_ptr_array_unref(s->vps);
+        g_cond_clear(&s->vp_cond);
+        g_cond_clear(&s->timer_cond);
+        g_mutex_clear(&s->lock);
+        g_free(s);
+}
+
+int hv_sched_vp_add(HvSched *s, HvVp *vp)
+{
+        int r;
+
+        g_mutex_lock(&s->lock);
+        vp->state = HV_VP_STOPPED;
+        r = s->ops->vp_add(s->policy, vp);
+        if (r >= 0)
+                g_ptr_array_add(s->vps, vp);
+        g_mutex_unlock(&s->lock);
+        return r;
+}
+
+/* Starts a VP that has never run, at `regs`. -EBUSY if it has run already. */
+int hv_sched_vp_start(HvSched *s, HvVp *vp, const HvVpRegs *regs)
+{
+        int r = -EBUSY;
+
+        g_mutex_lock(&s->lock);
+        if (vp->state == HV_VP_STOPPED && vp->dispatches == 0 && !atomic_load(&vp->partition->dying)) {
+                r = s->engine->vp_set_regs(vp->engine, regs);
+                if (r >= 0)
+                        vp_make_runnable(s, vp, hv_clock_monotonic_ns());
+        }
+        g_mutex_unlock(&s->lock);
+        return r;
+}
+
+/* An event for the VP: wakes it from Idle, or makes its next Idle return at once. */
+void hv_sched_vp_signal(HvSched *s, HvVp *vp)
+{
+        g_mutex_lock(&s->lock);
+        if (vp->state == HV_VP_IDLE)
+                vp_wake_from_idle(s, vp, hv_clock_monotonic_ns(), HV_IDLE_WOKE_EVENT);
+        else
+                atomic_store(&vp->event_pending, 1);
+        g_mutex_unlock(&s->lock);
+}
+
+/* Takes every VP of `p` off the LPs and out of the scheduler. Returns once none of
+ * them runs; the wait is bounded by one translated block per running VP. */
+void hv_sched_partition_stop(HvSched *s, HvPartition *p)
+{
+        bool running;
+
+        g_mutex_lock(&s->lock);
+        atomic_store(&p->dying, true);
+        do {
+                running = false;
+                for (uint32_t i = 0; i < p->vp_count; i++) {
+                        HvVp *vp = p->vps[i];
+
+                        if (!vp)
+                                continue;
+                        if (vp->state == HV_VP_RUNNING) {
+                                atomic_store(&vp->preempt, 1);
+                                running = true;
+                        }
+                }
+                if (running)
+                        g_cond_wait(&s->vp_cond, &s->lock);
+        } while (running);
+
+        for (uint32_t i = 0; i < p->vp_count; i++) {
+                HvVp *vp = p->vps[i];
+
+                if (!vp || !g_ptr_array_remove_fast(s->vps, vp))
+                        continue;
+                s->ops->vp_remove(s->policy, vp);
+                vp->state = HV_VP_DEAD;
+        }
+        g_mutex_unlock(&s->lock);
+}
+
+uint32_t hv_sched_lp_count(HvSched *s)
+{
+        return s->n_lps;
+}
+
+void hv_sched_sample_lps(HvSched *s, HvLpSample *ret_samples)
+{
+        uint64_t now;
+
+        g_mutex_lock(&s->lock);
+        now = hv_clock_monotonic_ns();
+        for (uint32_t i = 0; i < s->n_lps; i++) {
+                HvLp *lp = &s->lps[i];
+
+                ret_samples[i] = (HvLpSample){
+                        .guest_ns = lp->guest_ns,
+                        .hypervisor_ns = lp->hypervisor_ns,
+                        .idle_ns = lp->idle_ns,
+                        .context_switches = lp->context_switches,
+                };
+                /* Count the segment in progress, so a long slice or a long idle shows. */
+                if (lp->waiting)
+                        ret_samples[i].idle_ns += now - lp->mark_ns;
+                else if (lp->current)
+                        ret_samples[i].guest_ns += now - lp->run_start_ns;
+        }
+        g_mutex_unlock(&s->lock);
+}
+
+void hv_sched_sample_vp(HvSched *s, HvVp *vp, HvVpSample *ret_sample)
+{
+        uint64_t now;
+
+        g_mutex_lock(&s->lock);
+        now = hv_clock_monotonic_ns();
+        *ret_sample = (HvVpSample){
+                .state = vp->state,
+                .run_ns = vp->run_ns,
+                .guest_ns = vp->guest_ns,
+                .dispatches = vp->dispatches,
+                .wait_ns = vp->wait_ns,
+        };
+        if (vp->state == HV_VP_RUNNING && vp->last_lp) {
+                ret_sample->run_ns += now - vp->last_lp->run_start_ns;
+                ret_sample->guest_ns += now - vp->last_lp->run_start_ns;
+        }
+        g_mutex_unlock(&s->lock);
+}

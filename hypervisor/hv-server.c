@@ -1,0 +1,409 @@
+/* Root-interface server. Each connection owns the partitions it creates; when it
+ * closes (its worker exited or died) they are destroyed and their memory returned.
+ * A client is not trusted: a malformed request gets an error reply, and a request
+ * may touch only the connection's own partitions (counters are readable by all). */
+#include <errno.h>
+#include <glib-unix.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "hv-abi.h"
+#include "hv-server.h"
+#include "hv-wire.h"
+#include "hv.pb-c.h"
+
+struct HvServer {
+        Hv *hv;
+        int listen_fd;
+        guint listen_source;
+        char *path;
+        GHashTable *connections; /* HvConnection* set */
+};
+
+typedef struct HvConnection {
+        HvServer *server;
+        int fd;
+        guint source;
+        GHashTable *partitions; /* id -> HvPartition*, owned here */
+        uint8_t *buf;
+} HvConnection;
+
+static void connection_free(HvConnection *c)
+{
+        if (!c)
+                return;
+        if (c->partitions) {
+                g_autoptr(GList) owned = g_hash_table_get_values(c->partitions);
+
+                for (GList *l = owned; l; l = l->next) {
+                        HvPartition *p = l->data;
+
+                        g_message("partition %" G_GUINT64_FORMAT " (%s): its worker disconnected, destroying", p->id,
+                                  p->name);
+                        hv_partition_destroy(c->server->hv, p);
+                }
+                g_hash_table_unref(c->partitions);
+        }
+        if (c->source)
+                g_source_remove(c->source);
+        if (c->fd >= 0)
+                close(c->fd);
+        g_free(c->buf);
+        g_free(c);
+}
+
+static void connection_close(HvConnection *c)
+{
+        g_hash_table_remove(c->server->connections, c);
+        connection_free(c);
+}
+
+static int send_reply(HvConnection *c, Vmms__Hv__Reply *reply, int pass_fd)
+{
+        Vmms__Hv__Message msg = VMMS__HV__MESSAGE__INIT;
+
+        msg.body_case = VMMS__HV__MESSAGE__BODY_REPLY;
+        msg.reply = reply;
+        return hv_wire_send(c->fd, &msg.base, pass_fd);
+}
+
+static void reply_error(Vmms__Hv__Reply *reply, int error, char *message)
+{
+        reply->error = error;
+        reply->error_message = message;
+}
+
+static HvPartition *owned_partition(HvConnection *c, uint64_t id, Vmms__Hv__Reply *reply)
+{
+        HvPartition *p = g_hash_table_lookup(c->partitions, &id);
+
+        if (!p)
+                reply_error(reply, -ENOENT,
+                            g_strdup_printf("partition %" G_GUINT64_FORMAT " does not exist on this connection", id));
+        return p;
+}
+
+static int handle_partition_create(HvConnection *c, const Vmms__Hv__PartitionCreate *req, Vmms__Hv__Reply *reply,
+                                   Vmms__Hv__PartitionCreated *created, int *ret_fd)
+{
+        Hv *hv = c->server->hv;
+        HvPartition *p;
+        char *error = NULL;
+        int r;
+
+        r = hv_partition_create(hv, req->name, req->vp_count, req->startup_bytes, req->maximum_bytes, &p, &error);
+        if (r < 0) {
+                reply_error(reply, r, error ? error : g_strdup(g_strerror(-r)));
+                return 0;
+        }
+        p->owner = c;
+        g_hash_table_insert(c->partitions, &p->id, p);
+        created->partition_id = p->id;
+        created->ram_bytes = p->maximum_bytes;
+        reply->body_case = VMMS__HV__REPLY__BODY_PARTITION_CREATED;
+        reply->partition_created = created;
+        *ret_fd = p->ram_fd;
+        g_message("partition %" G_GUINT64_FORMAT " (%s): created, %u VPs, %" G_GUINT64_FORMAT " bytes", p->id,
+                  p->name, p->vp_count, p->assigned_bytes);
+        return 0;
+}
+
+static void handle_vp_start(HvConnection *c, const Vmms__Hv__VpStart *req, Vmms__Hv__Reply *reply)
+{
+        HvPartition *p = owned_partition(c, req->partition_id, reply);
+        HvVpRegs regs = {.rip = req->rip, .rsp = req->rsp, .rdi = req->rdi, .rsi = req->rsi};
+        int r;
+
+        if (!p)
+                return;
+        r = hv_partition_vp_start(p, req->vp_index, &regs);
+        if (r == -EINVAL)
+                reply_error(reply, r, g_strdup_printf("vp_index %u is out of range 0-%u", req->vp_index, p->vp_count - 1));
+        else if (r == -ERANGE)
+                reply_error(reply, r, g_strdup("rip or rsp lies outside the partition's visible RAM"));
+        else if (r == -EBUSY)
+                reply_error(reply, r, g_strdup_printf("vp %u has already been started", req->vp_index));
+        else if (r < 0)
+                reply_error(reply, r, g_strdup(g_strerror(-r)));
+}
+
+static void handle_partition_destroy(HvConnection *c, const Vmms__Hv__PartitionDestroy *req, Vmms__Hv__Reply *reply)
+{
+        HvPartition *p = owned_partition(c, req->partition_id, reply);
+
+        if (!p)
+                return;
+        g_hash_table_remove(c->partitions, &p->id);
+        g_message("partition %" G_GUINT64_FORMAT " (%s): destroyed", p->id, p->name);
+        hv_partition_destroy(c->server->hv, p);
+}
+
+static gint compare_partitions(gconstpointer a, gconstpointer b)
+{
+        const HvPartition *pa = *(HvPartition *const *)a, *pb = *(HvPartition *const *)b;
+
+        return pa->id < pb->id ? -1 : pa->id > pb->id;
+}
+
+/* Builds the counters; every allocation goes to `arena`, freed after the reply is sent. */
+static Vmms__Hv__Counters *build_counters(Hv *hv, GPtrArray *arena)
+{
+        Vmms__Hv__Counters *counters = g_new0(Vmms__Hv__Counters, 1);
+        uint32_t n_lps = hv_sched_lp_count(hv->sched);
+        HvLpSample *lps = g_new0(HvLpSample, n_lps);
+        g_autoptr(GPtrArray) partitions = g_ptr_array_new();
+        GHashTableIter iter;
+        gpointer value;
+
+        g_ptr_array_add(arena, counters);
+        g_ptr_array_add(arena, lps);
+        vmms__hv__counters__init(counters);
+        counters->time_ns = hv_reference_time_ns(hv);
+        counters->pool_total_bytes = hv->pool.total_bytes;
+        counters->pool_used_bytes = hv->pool.used_bytes;
+
+        hv_sched_sample_lps(hv->sched, lps);
+        counters->n_lps = n_lps;
+        counters->lps = g_new0(Vmms__Hv__LpCounters *, n_lps);
+        g_ptr_array_add(arena, counters->lps);
+        for (uint32_t i = 0; i < n_lps; i++) {
+                Vmms__Hv__LpCounters *lc = g_new0(Vmms__Hv__LpCounters, 1);
+
+                g_ptr_array_add(arena, lc);
+                vmms__hv__lp_counters__init(lc);
+                lc->index = i;
+                lc->guest_ns = lps[i].guest_ns;
+                lc->hypervisor_ns = lps[i].hypervisor_ns;
+                lc->idle_ns = lps[i].idle_ns;
+                lc->context_switches = lps[i].context_switches;
+                counters->lps[i] = lc;
+        }
+
+        g_hash_table_iter_init(&iter, hv->partitions);
+        while (g_hash_table_iter_next(&iter, NULL, &value))
+                g_ptr_array_add(partitions, value);
+        g_ptr_array_sort(partitions, compare_partitions);
+        counters->n_partitions = partitions->len;
+        counters->partitions = g_new0(Vmms__Hv__PartitionCounters *, partitions->len);
+        g_ptr_array_add(arena, counters->partitions);
+        for (guint i = 0; i < partitions->len; i++) {
+                HvPartition *p = partitions->pdata[i];
+                Vmms__Hv__PartitionCounters *pc = g_new0(Vmms__Hv__PartitionCounters, 1);
+
+                g_ptr_array_add(arena, pc);
+                vmms__hv__partition_counters__init(pc);
+                pc->partition_id = p->id;
+                pc->name = p->name;
+                pc->assigned_bytes = p->assigned_bytes;
+                pc->maximum_bytes = p->maximum_bytes;
+                pc->resident_bytes = hv_partition_resident_bytes(p);
+                g_mutex_lock(&p->console_lock);
+                pc->console_dropped_bytes = p->console_dropped_bytes;
+                g_mutex_unlock(&p->console_lock);
+                pc->n_vps = p->vp_count;
+                pc->vps = g_new0(Vmms__Hv__VpCounters *, p->vp_count);
+                g_ptr_array_add(arena, pc->vps);
+                for (uint32_t v = 0; v < p->vp_count; v++) {
+                        Vmms__Hv__VpCounters *vc = g_new0(Vmms__Hv__VpCounters, 1);
+                        HvVpSample sample;
+
+                        g_ptr_array_add(arena, vc);
+                        vmms__hv__vp_counters__init(vc);
+                        hv_sched_sample_vp(hv->sched, p->vps[v], &sample);
+                        vc->index = v;
+                        vc->state = (char *)hv_vp_state_to_string(sample.state);
+                        vc->run_ns = sample.run_ns;
+                        vc->guest_ns = sample.guest_ns;
+                        vc->dispatches = sample.dispatches;
+                        vc->wait_ns = sample.wait_ns;
+                        vc->hypercalls = atomic_load(&p->vps[v]->hypercalls);
+                        vc->invalid_hypercalls = atomic_load(&p->vps[v]->invalid_hypercalls);
+                        pc->vps[v] = vc;
+                }
+                counters->partitions[i] = pc;
+        }
+        return counters;
+}
+
+static void handle_request(HvConnection *c, const uint8_t *data, size_t len)
+{
+        Vmms__Hv__Request *req = vmms__hv__request__unpack(NULL, len, data);
+        Vmms__Hv__Reply reply = VMMS__HV__REPLY__INIT;
+        Vmms__Hv__PartitionCreated created = VMMS__HV__PARTITION_CREATED__INIT;
+        g_autoptr(GPtrArray) arena = g_ptr_array_new_with_free_func(g_free);
+        int pass_fd = -1, r;
+
+        if (!req) {
+                reply_error(&reply, -EBADMSG, g_strdup("malformed request: not a vmms.hv.Request message"));
+        } else {
+                reply.id = req->id;
+                switch (req->body_case) {
+                case VMMS__HV__REQUEST__BODY_PARTITION_CREATE:
+                        handle_partition_create(c, req->partition_create, &reply, &created, &pass_fd);
+                        break;
+                case VMMS__HV__REQUEST__BODY_VP_START:
+                        handle_vp_start(c, req->vp_start, &reply);
+                        break;
+                case VMMS__HV__REQUEST__BODY_PARTITION_DESTROY:
+                        handle_partition_destroy(c, req->partition_destroy, &reply);
+                        break;
+                case VMMS__HV__REQUEST__BODY_COUNTERS_GET:
+                        reply.body_case = VMMS__HV__REPLY__BODY_COUNTERS;
+                        reply.counters = build_counters(c->server->hv, arena);
+                        break;
+                default:
+                        reply_error(&reply, -EOPNOTSUPP, g_strdup("request has no known body"));
+                        break;
+                }
+        }
+        if (reply.error_message)
+                g_ptr_array_add(arena, reply.error_message);
+        r = send_reply(c, &reply, pass_fd);
+        if (r < 0)
+                g_warning("cannot send a reply: %s", g_strerror(-r));
+        if (req)
+                vmms__hv__request__free_unpacked(req, NULL);
+}
+
+static gboolean on_connection_readable(gint fd, GIOCondition condition, gpointer userdata)
+{
+        HvConnection *c = userdata;
+
+        (void)fd;
+        (void)condition;
+        for (;;) {
+                size_t len;
+                int r = hv_wire_recv(c->fd, c->buf, HV_WIRE_MESSAGE_MAX, &len, NULL);
+
+                if (r == -EAGAIN)
+                        return G_SOURCE_CONTINUE;
+                if (r == -EMSGSIZE) {
+                        Vmms__Hv__Reply reply = VMMS__HV__REPLY__INIT;
+                        g_autofree char *message = g_strdup("request larger than the 1 MiB limit");
+
+                        reply_error(&reply, -EMSGSIZE, message);
+                        send_reply(c, &reply, -1);
+                        continue;
+                }
+                if (r < 0) {
+                        c->source = 0; /* removed by returning G_SOURCE_REMOVE */
+                        connection_close(c);
+                        return G_SOURCE_REMOVE;
+                }
+                handle_request(c, c->buf, len);
+        }
+}
+
+static gboolean on_accept(gint fd, GIOCondition condition, gpointer userdata)
+{
+        HvServer *server = userdata;
+        HvConnection *c;
+        int conn;
+
+        (void)condition;
+        conn = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (conn < 0)
+                return G_SOURCE_CONTINUE;
+        c = g_new0(HvConnection, 1);
+        c->server = server;
+        c->fd = conn;
+        c->buf = g_malloc(HV_WIRE_MESSAGE_MAX);
+        c->partitions = g_hash_table_new(g_int64_hash, g_int64_equal);
+        c->source = g_unix_fd_add(conn, G_IO_IN | G_IO_HUP | G_IO_ERR, on_connection_readable, c);
+        g_hash_table_add(server->connections, c);
+        return G_SOURCE_CONTINUE;
+}
+
+static void on_hv_event(HvPartition *p, const HvEvent *event, void *userdata)
+{
+        HvConnection *c = p->owner;
+        Vmms__Hv__Message msg = VMMS__HV__MESSAGE__INIT;
+        Vmms__Hv__Event ev = VMMS__HV__EVENT__INIT;
+        Vmms__Hv__ConsoleOutput console = VMMS__HV__CONSOLE_OUTPUT__INIT;
+        Vmms__Hv__VpStopped stopped = VMMS__HV__VP_STOPPED__INIT;
+        int r;
+
+        (void)userdata;
+        if (!c)
+                return;
+        msg.body_case = VMMS__HV__MESSAGE__BODY_EVENT;
+        msg.event = &ev;
+        ev.partition_id = p->id;
+        if (event->kind == HV_EVENT_CONSOLE) {
+                gsize size;
+                const uint8_t *data = g_bytes_get_data(event->console, &size);
+
+                ev.body_case = VMMS__HV__EVENT__BODY_CONSOLE;
+                ev.console = &console;
+                console.data.data = (uint8_t *)data;
+                console.data.len = size;
+        } else {
+                ev.body_case = VMMS__HV__EVENT__BODY_VP_STOPPED;
+                ev.vp_stopped = &stopped;
+                stopped.vp_index = event->vp_index;
+                stopped.reason = (char *)(event->reason ? event->reason : "");
+                g_message("partition %" G_GUINT64_FORMAT " (%s): vp %u stopped: %s", p->id, p->name, event->vp_index,
+                          stopped.reason);
+        }
+        r = hv_wire_send(c->fd, &msg.base, -1);
+        if (r < 0 && event->kind == HV_EVENT_CONSOLE) {
+                g_mutex_lock(&p->console_lock);
+                p->console_dropped_bytes += console.data.len;
+                g_mutex_unlock(&p->console_lock);
+        }
+}
+
+int hv_server_new(Hv *hv, const char *socket_path, HvServer **ret)
+{
+        g_autoptr(HvServer) server = g_new0(HvServer, 1);
+        struct sockaddr_un addr = {.sun_family = AF_UNIX};
+        int sndbuf = 4 << 20;
+
+        server->hv = hv;
+        server->listen_fd = -1;
+        server->path = g_strdup(socket_path);
+        server->connections = g_hash_table_new(NULL, NULL);
+        if (strlen(socket_path) >= sizeof(addr.sun_path))
+                return -ENAMETOOLONG;
+        strcpy(addr.sun_path, socket_path);
+        server->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (server->listen_fd < 0)
+                return -errno;
+        (void)setsockopt(server->listen_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+        (void)unlink(socket_path);
+        if (bind(server->listen_fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+                return -errno;
+        if (chmod(socket_path, 0600) < 0 || listen(server->listen_fd, 64) < 0)
+                return -errno;
+        server->listen_source = g_unix_fd_add(server->listen_fd, G_IO_IN, on_accept, server);
+        hv->on_event = on_hv_event;
+        hv->on_event_userdata = server;
+        *ret = g_steal_pointer(&server);
+        return 0;
+}
+
+void hv_server_free(HvServer *server)
+{
+        if (!server)
+                return;
+        if (server->connections) {
+                g_autoptr(GList) conns = g_hash_table_get_keys(server->connections);
+
+                for (GList *l = conns; l; l = l->next)
+                        connection_free(l->data);
+                g_hash_table_unref(server->connections);
+        }
+        if (server->hv && server->hv->on_event == on_hv_event)
+                server->hv->on_event = NULL;
+        if (server->listen_source)
+                g_source_remove(server->listen_source);
+        if (server->listen_fd >= 0) {
+                close(server->listen_fd);
+                unlink(server->path);
+        }
+        g_free(server->path);
+        g_free(server);
+}

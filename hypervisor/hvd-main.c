@@ -1,0 +1,101 @@
+/* hvd: the thin hypervisor's process. Options, the socket, the main loop; the rest is
+ * the hypervisor core library. */
+#include <errno.h>
+#include <glib-unix.h>
+#include <glib/gstdio.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "hv-server.h"
+#include "hv-size.h"
+#include "hv-wire.h"
+#include "hv.h"
+
+static gboolean on_quit_signal(gpointer userdata)
+{
+        g_main_loop_quit(userdata);
+        return G_SOURCE_CONTINUE;
+}
+
+static uint64_t default_pool_bytes(void)
+{
+        long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
+
+        return pages > 0 && page_size > 0 ? (uint64_t)pages * (uint64_t)page_size / 2 / 4096 * 4096 : 1ull << 30;
+}
+
+int main(int argc, char **argv)
+{
+        g_autofree char *socket_path = NULL, *memory = NULL;
+        gint lps = 0, slice_ms = 10;
+        GOptionEntry entries[] = {
+                {"socket", 's', 0, G_OPTION_ARG_FILENAME, &socket_path, "Root-interface socket", "PATH"},
+                {"memory", 'm', 0, G_OPTION_ARG_STRING, &memory, "Machine memory pool (default: half of RAM)",
+                 "SIZE"},
+                {"lps", 'l', 0, G_OPTION_ARG_INT, &lps, "Logical processors (default: host CPUs)", "N"},
+                {"slice-ms", 0, 0, G_OPTION_ARG_INT, &slice_ms, "Scheduler time slice (default 10)", "MS"},
+                {NULL},
+        };
+        g_autoptr(GOptionContext) options = g_option_context_new("- the vmms thin hypervisor");
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GMainLoop) loop = NULL;
+        g_autoptr(Hv) hv = NULL;
+        g_autoptr(HvServer) server = NULL;
+        g_autofree char *socket_dir = NULL;
+        HvConfig config = {
+                .sched_ops = &hv_sched_round_robin_ops,
+                .engine = &hv_engine_unicorn_ops,
+        };
+        int r;
+
+        g_option_context_add_main_entries(options, entries, NULL);
+        if (!g_option_context_parse(options, &argc, &argv, &error)) {
+                fprintf(stderr, "hvd: %s\n", error->message);
+                return 2;
+        }
+        config.pool_bytes = default_pool_bytes();
+        if (memory && (hv_size_parse(memory, &config.pool_bytes) < 0 || config.pool_bytes < (4u << 20) ||
+                       config.pool_bytes % 4096)) {
+                fprintf(stderr, "hvd: --memory '%s' is not a size of at least 4MB in whole pages (e.g. 2GB)\n",
+                        memory);
+                return 2;
+        }
+        if (lps < 0 || lps > 1024) {
+                fprintf(stderr, "hvd: --lps %d is out of range 1-1024\n", lps);
+                return 2;
+        }
+        config.n_lps = lps ? (uint32_t)lps : (uint32_t)g_get_num_processors();
+        if (slice_ms < 1 || slice_ms > 1000) {
+                fprintf(stderr, "hvd: --slice-ms %d is out of range 1-1000\n", slice_ms);
+                return 2;
+        }
+        config.slice_ns = (uint64_t)slice_ms * 1000000ull;
+        if (!socket_path)
+                socket_path = hv_wire_default_socket_path();
+        socket_dir = g_path_get_dirname(socket_path);
+        if (g_mkdir_with_parents(socket_dir, 0700) < 0) {
+                fprintf(stderr, "hvd: cannot create %s: %s\n", socket_dir, g_strerror(errno));
+                return 1;
+        }
+
+        r = hv_new(&config, g_main_context_default(), &hv);
+        if (r < 0) {
+                fprintf(stderr, "hvd: cannot start the hypervisor: %s\n", g_strerror(-r));
+                return 1;
+        }
+        r = hv_server_new(hv, socket_path, &server);
+        if (r < 0) {
+                fprintf(stderr, "hvd: cannot listen on %s: %s\n", socket_path, g_strerror(-r));
+                return 1;
+        }
+        loop = g_main_loop_new(NULL, FALSE);
+        g_unix_signal_add(SIGTERM, on_quit_signal, loop);
+        g_unix_signal_add(SIGINT, on_quit_signal, loop);
+        g_message("hvd: %u LPs, pool %" G_GUINT64_FORMAT " bytes, slice %d ms, engine %s, scheduler %s, socket %s",
+                  config.n_lps, config.pool_bytes, slice_ms, config.engine->name, config.sched_ops->name,
+                  socket_path);
+        g_main_loop_run(loop);
+        g_message("hvd: stopping");
+        return 0;
+}

@@ -1,0 +1,134 @@
+/* vmwp: the VM worker process. Options and the main loop; the worker is a library. */
+#include <errno.h>
+#include <glib-unix.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "hv-size.h"
+#include "hv-wire.h"
+#include "vmwp-worker.h"
+
+typedef struct VmwpMain {
+        GMainLoop *loop;
+        int exit_status;
+} VmwpMain;
+
+static gboolean on_term(gpointer userdata)
+{
+        VmwpMain *m = userdata;
+
+        g_main_loop_quit(m->loop);
+        return G_SOURCE_CONTINUE;
+}
+
+static void on_stopped(VmwpWorker *w, bool crashed, void *userdata)
+{
+        VmwpMain *m = userdata;
+
+        (void)w;
+        m->exit_status = crashed ? 3 : 0;
+        g_main_loop_quit(m->loop);
+}
+
+static gboolean on_hvd(gint fd, GIOCondition condition, gpointer userdata)
+{
+        VmwpWorker *w = ((void **)userdata)[0];
+        VmwpMain *m = ((void **)userdata)[1];
+
+        (void)fd;
+        (void)condition;
+        if (vmwp_worker_dispatch(w) < 0) {
+                fprintf(stderr, "vmwp: hvd went away; the VM is lost\n");
+                m->exit_status = 1;
+                g_main_loop_quit(m->loop);
+                return G_SOURCE_REMOVE;
+        }
+        return G_SOURCE_CONTINUE;
+}
+
+static int parse_size(const char *option, const char *text, uint64_t *ret)
+{
+        if (hv_size_parse(text, ret) < 0) {
+                fprintf(stderr, "vmwp: %s '%s' is not a size (e.g. 512MB, 2GB)\n", option, text);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+int main(int argc, char **argv)
+{
+        g_auto(VmwpConfig) config = {0};
+        g_autofree char *memory = NULL, *maximum = NULL;
+        gint vps = 1;
+        gboolean console_stdout = FALSE;
+        GOptionEntry entries[] = {
+                {"name", 'n', 0, G_OPTION_ARG_STRING, &config.name, "VM name", "NAME"},
+                {"vps", 'p', 0, G_OPTION_ARG_INT, &vps, "Virtual processors (default 1)", "N"},
+                {"memory", 'm', 0, G_OPTION_ARG_STRING, &memory, "Startup memory (default 256MB)", "SIZE"},
+                {"maximum-memory", 0, 0, G_OPTION_ARG_STRING, &maximum, "Maximum memory (default: startup)", "SIZE"},
+                {"workload", 'w', 0, G_OPTION_ARG_STRING, &config.workload, "idle, cpu or memsoak", "NAME"},
+                {"boot-args", 0, 0, G_OPTION_ARG_STRING, &config.cmdline_extra, "More guest boot parameters",
+                 "K=V ..."},
+                {"guest", 'g', 0, G_OPTION_ARG_FILENAME, &config.guest_path, "Guest kernel ELF", "PATH"},
+                {"hvd-socket", 's', 0, G_OPTION_ARG_FILENAME, &config.hvd_socket, "hvd's socket", "PATH"},
+                {"console-log", 'c', 0, G_OPTION_ARG_FILENAME, &config.console_log, "Append the console here",
+                 "PATH"},
+                {"console-stdout", 0, 0, G_OPTION_ARG_NONE, &console_stdout, "Echo the console on stdout", NULL},
+                {NULL},
+        };
+        g_autoptr(GOptionContext) options = g_option_context_new("- run one VM on hvd");
+        g_autoptr(GError) error = NULL;
+        g_autoptr(VmwpWorker) worker = NULL;
+        g_autofree char *why = NULL;
+        VmwpMain m = {0};
+        void *watch_data[2];
+        int r;
+
+        g_option_context_add_main_entries(options, entries, NULL);
+        if (!g_option_context_parse(options, &argc, &argv, &error)) {
+                fprintf(stderr, "vmwp: %s\n", error->message);
+                return 2;
+        }
+        if (!config.name) {
+                fprintf(stderr, "vmwp: --name is required\n");
+                return 2;
+        }
+        if (vps < 1 || vps > 32) {
+                fprintf(stderr, "vmwp: --vps %d is out of range 1-32\n", vps);
+                return 2;
+        }
+        config.vp_count = (uint32_t)vps;
+        config.startup_bytes = 256ull << 20;
+        if ((memory && parse_size("--memory", memory, &config.startup_bytes) < 0) ||
+            (maximum && parse_size("--maximum-memory", maximum, &config.maximum_bytes) < 0))
+                return 2;
+        config.console_stdout = console_stdout;
+        if (!config.guest_path)
+                config.guest_path = g_strdup(VMMS_GUEST_PATH);
+        if (!config.hvd_socket)
+                config.hvd_socket = hv_wire_default_socket_path();
+
+        r = vmwp_worker_new(&config, &worker, &why);
+        if (r >= 0)
+                r = vmwp_worker_start(worker, &why);
+        if (r < 0) {
+                fprintf(stderr, "vmwp: %s: %s\n", config.name, why);
+                return 1;
+        }
+        m.loop = g_main_loop_new(NULL, FALSE);
+        vmwp_worker_set_stopped_handler(worker, on_stopped, &m);
+        watch_data[0] = worker;
+        watch_data[1] = &m;
+        g_unix_fd_add(vmwp_worker_fd(worker), G_IO_IN | G_IO_HUP | G_IO_ERR, on_hvd, watch_data);
+        g_unix_signal_add(SIGTERM, on_term, &m);
+        g_unix_signal_add(SIGINT, on_term, &m);
+        fprintf(stderr, "vmwp: %s: running (%u VPs, %" G_GUINT64_FORMAT " bytes, workload %s)\n", config.name,
+                config.vp_count, config.startup_bytes, config.workload ? config.workload : "idle");
+        g_main_loop_run(m.loop);
+        r = vmwp_worker_stop(worker);
+        if (r < 0 && m.exit_status == 0 && r != -ECONNRESET)
+                fprintf(stderr, "vmwp: %s: stopping: %s\n", config.name, g_strerror(-r));
+        g_main_loop_unref(m.loop);
+        fprintf(stderr, "vmwp: %s: stopped\n", config.name);
+        return m.exit_status;
+}

@@ -1,0 +1,249 @@
+/* The VM worker's core: partition, guest image, boot data, VPs, console. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "hv-abi.h"
+#include "hv-client.h"
+#include "vmwp-elf.h"
+#include "vmwp-worker.h"
+
+struct VmwpWorker {
+        VmwpConfig config;
+        HvClient *hv;
+        uint64_t partition_id;
+        bool partition_live;
+        int ram_fd;
+        uint8_t *ram;
+        uint64_t ram_bytes;
+        FILE *console_log;
+        uint32_t vps_stopped;
+        bool crashed;
+        VmwpStoppedFn on_stopped;
+        void *on_stopped_userdata;
+};
+
+static const char *const workloads[] = {"idle", "cpu", "memsoak"};
+
+void vmwp_config_clear(VmwpConfig *config)
+{
+        g_free(config->name);
+        g_free(config->workload);
+        g_free(config->cmdline_extra);
+        g_free(config->guest_path);
+        g_free(config->hvd_socket);
+        g_free(config->console_log);
+        memset(config, 0, sizeof(*config));
+}
+
+/* The guest's boot command line: the workload and the extra parameters. */
+int vmwp_config_cmdline(const VmwpConfig *config, char **ret_cmdline, char **ret_error)
+{
+        const char *workload = config->workload ? config->workload : "idle";
+        g_autofree char *cmdline = NULL;
+        bool known = false;
+
+        for (size_t i = 0; i < G_N_ELEMENTS(workloads); i++)
+                known = known || strcmp(workload, workloads[i]) == 0;
+        if (!known) {
+                *ret_error = g_strdup_printf("workload '%s' is not one of idle, cpu, memsoak", workload);
+                return -EINVAL;
+        }
+        cmdline = g_strdup_printf("workload=%s%s%s", workload, config->cmdline_extra ? " " : "",
+                                  config->cmdline_extra ? config->cmdline_extra : "");
+        if (strlen(cmdline) >= HV_BOOT_CMDLINE_MAX) {
+                *ret_error = g_strdup_printf("boot parameters are %zu bytes; the limit is %d", strlen(cmdline),
+                                             HV_BOOT_CMDLINE_MAX - 1);
+                return -E2BIG;
+        }
+        *ret_cmdline = g_steal_pointer(&cmdline);
+        return 0;
+}
+
+static void write_console(VmwpWorker *w, const uint8_t *data, size_t len)
+{
+        if (w->console_log) {
+                fwrite(data, 1, len, w->console_log);
+                fflush(w->console_log);
+        }
+        if (w->config.console_stdout) {
+                fwrite(data, 1, len, stdout);
+                fflush(stdout);
+        }
+}
+
+static void on_hv_event(const Vmms__Hv__Event *event, void *userdata)
+{
+        VmwpWorker *w = userdata;
+
+        if (event->partition_id != w->partition_id)
+                return;
+        if (event->body_case == VMMS__HV__EVENT__BODY_CONSOLE) {
+                write_console(w, event->console->data.data, event->console->data.len);
+        } else if (event->body_case == VMMS__HV__EVENT__BODY_VP_STOPPED) {
+                const char *reason = event->vp_stopped->reason;
+
+                fprintf(stderr, "vmwp: %s: vp %u stopped: %s\n", w->config.name, event->vp_stopped->vp_index, reason);
+                if (!g_str_has_prefix(reason, "guest halted"))
+                        w->crashed = true;
+                if (++w->vps_stopped == w->config.vp_count && w->on_stopped)
+                        w->on_stopped(w, w->crashed, w->on_stopped_userdata);
+        }
+}
+
+int vmwp_worker_new(const VmwpConfig *config, VmwpWorker **ret, char **ret_error)
+{
+        g_autoptr(VmwpWorker) w = g_new0(VmwpWorker, 1);
+        g_autofree char *cmdline = NULL;
+        int r;
+
+        w->ram_fd = -1;
+        w->config = (VmwpConfig){
+                .name = g_strdup(config->name),
+                .vp_count = config->vp_count,
+                .startup_bytes = config->startup_bytes,
+                .maximum_bytes = config->maximum_bytes ? config->maximum_bytes : config->startup_bytes,
+                .workload = g_strdup(config->workload),
+                .cmdline_extra = g_strdup(config->cmdline_extra),
+                .guest_path = g_strdup(config->guest_path),
+                .hvd_socket = g_strdup(config->hvd_socket),
+                .console_log = g_strdup(config->console_log),
+                .console_stdout = config->console_stdout,
+        };
+        r = vmwp_config_cmdline(&w->config, &cmdline, ret_error);
+        if (r < 0)
+                return r;
+        if (w->config.console_log) {
+                w->console_log = fopen(w->config.console_log, "ae");
+                if (!w->console_log) {
+                        r = -errno;
+                        *ret_error = g_strdup_printf("cannot open console log %s: %s", w->config.console_log,
+                                                     g_strerror(-r));
+                        return r;
+                }
+        }
+        r = hv_client_connect(w->config.hvd_socket, &w->hv);
+        if (r < 0) {
+                *ret_error = g_strdup_printf("cannot connect to hvd at %s: %s", w->config.hvd_socket, g_strerror(-r));
+                return r;
+        }
+        hv_client_set_event_handler(w->hv, on_hv_event, w);
+        *ret = g_steal_pointer(&w);
+        return 0;
+}
+
+void vmwp_worker_free(VmwpWorker *w)
+{
+        if (!w)
+                return;
+        if (w->partition_live)
+                (void)vmwp_worker_stop(w);
+        if (w->ram)
+                munmap(w->ram, w->ram_bytes);
+        if (w->ram_fd >= 0)
+                close(w->ram_fd);
+        hv_client_free(w->hv);
+        if (w->console_log)
+                fclose(w->console_log);
+        vmwp_config_clear(&w->config);
+        g_free(w);
+}
+
+static int load_guest(VmwpWorker *w, uint64_t *ret_entry, char **ret_error)
+{
+        g_autoptr(GMappedFile) image = NULL;
+        g_autoptr(GError) error = NULL;
+
+        image = g_mapped_file_new(w->config.guest_path, FALSE, &error);
+        if (!image) {
+                *ret_error = g_strdup_printf("cannot read guest image: %s", error->message);
+                return -ENOENT;
+        }
+        return vmwp_elf_load((const uint8_t *)g_mapped_file_get_contents(image), g_mapped_file_get_length(image),
+                             w->ram, w->config.startup_bytes, HV_GUEST_KERNEL_BASE, ret_entry, ret_error);
+}
+
+static void write_boot_info(VmwpWorker *w, const char *cmdline)
+{
+        struct hv_boot_info info = {
+                .magic = HV_BOOT_INFO_MAGIC,
+                .abi_version = HV_ABI_VERSION,
+                .vp_count = w->config.vp_count,
+                .visible_bytes = w->config.startup_bytes,
+                .maximum_bytes = w->config.maximum_bytes,
+        };
+
+        g_strlcpy(info.cmdline, cmdline, sizeof(info.cmdline));
+        memcpy(w->ram + HV_BOOT_INFO_GPA, &info, sizeof(info));
+}
+
+static int fail(VmwpWorker *w, char **ret_error, int r, const char *what)
+{
+        *ret_error = g_strdup_printf("%s: %s", what, hv_client_last_error(w->hv));
+        return r;
+}
+
+int vmwp_worker_start(VmwpWorker *w, char **ret_error)
+{
+        g_autofree char *cmdline = NULL;
+        uint64_t entry;
+        int r;
+
+        r = vmwp_config_cmdline(&w->config, &cmdline, ret_error);
+        if (r < 0)
+                return r;
+        r = hv_client_partition_create(w->hv, w->config.name, w->config.vp_count, w->config.startup_bytes,
+                                       w->config.maximum_bytes, &w->partition_id, &w->ram_fd);
+        if (r < 0)
+                return fail(w, ret_error, r, "hvd refused the partition");
+        w->partition_live = true;
+        w->ram_bytes = w->config.maximum_bytes;
+        w->ram = mmap(NULL, w->ram_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, w->ram_fd, 0);
+        if (w->ram == MAP_FAILED) {
+                w->ram = NULL;
+                r = -errno;
+                *ret_error = g_strdup_printf("cannot map guest RAM: %s", g_strerror(-r));
+                return r;
+        }
+        r = load_guest(w, &entry, ret_error);
+        if (r < 0)
+                return r;
+        write_boot_info(w, cmdline);
+        for (uint32_t i = 0; i < w->config.vp_count; i++) {
+                r = hv_client_vp_start(w->hv, w->partition_id, i, entry, HV_BOOT_STACK_TOP(i), i, HV_BOOT_INFO_GPA);
+                if (r < 0)
+                        return fail(w, ret_error, r, "hvd refused to start a VP");
+        }
+        return 0;
+}
+
+int vmwp_worker_stop(VmwpWorker *w)
+{
+        int r;
+
+        if (!w->partition_live)
+                return 0;
+        (void)hv_client_dispatch(w->hv); /* the console's last lines */
+        r = hv_client_partition_destroy(w->hv, w->partition_id);
+        w->partition_live = false;
+        return r;
+}
+
+void vmwp_worker_set_stopped_handler(VmwpWorker *w, VmwpStoppedFn fn, void *userdata)
+{
+        w->on_stopped = fn;
+        w->on_stopped_userdata = userdata;
+}
+
+int vmwp_worker_fd(VmwpWorker *w)
+{
+        return hv_client_fd(w->hv);
+}
+
+int vmwp_worker_dispatch(VmwpWorker *w)
+{
+        return hv_client_dispatch(w->hv);
+}

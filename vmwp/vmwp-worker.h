@@ -1,0 +1,40 @@
+/* The VM worker: one per running VM. Creates the partition through hvd, loads the
+ * guest, starts its VPs, and carries its console. */
+#pragma once
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct VmwpConfig {
+        char *name;
+        uint32_t vp_count;
+        uint64_t startup_bytes;
+        uint64_t maximum_bytes;
+        char *workload;
+        char *cmdline_extra; /* more key=value boot parameters */
+        char *guest_path;
+        char *hvd_socket;
+        char *console_log; /* NULL: none */
+        bool console_stdout;
+} VmwpConfig;
+
+typedef struct VmwpWorker VmwpWorker;
+
+/* Called when the guest's VPs have all stopped; `crashed` when one faulted. */
+typedef void (*VmwpStoppedFn)(VmwpWorker *w, bool crashed, void *userdata);
+
+void vmwp_config_clear(VmwpConfig *config);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(VmwpConfig, vmwp_config_clear)
+int vmwp_config_cmdline(const VmwpConfig *config, char **ret_cmdline, char **ret_error);
+
+int vmwp_worker_new(const VmwpConfig *config, VmwpWorker **ret, char **ret_error);
+void vmwp_worker_free(VmwpWorker *w);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmwpWorker, vmwp_worker_free)
+
+int vmwp_worker_start(VmwpWorker *w, char **ret_error);
+int vmwp_worker_stop(VmwpWorker *w);
+void vmwp_worker_set_stopped_handler(VmwpWorker *w, VmwpStoppedFn fn, void *userdata);
+/* The socket to watch; call vmwp_worker_dispatch when it is readable. */
+int vmwp_worker_fd(VmwpWorker *w);
+int vmwp_worker_dispatch(VmwpWorker *w);
