@@ -259,7 +259,7 @@ static void handle_request(HvConnection *c, const uint8_t *data, size_t len)
                         break;
                 }
         }
-        if (reply.error_message)
+        if (reply.error < 0) /* reply_error's message is ours; the default is protobuf-c's constant "" */
                 g_ptr_array_add(arena, reply.error_message);
         r = send_reply(c, &reply, pass_fd);
         if (r < 0)
