@@ -18,6 +18,7 @@ typedef enum HvVpState {
         HV_VP_RUNNING,  /* on an LP */
         HV_VP_IDLE,     /* blocked in the Idle hypercall until its deadline or an event */
         HV_VP_DEAD,     /* its partition is being destroyed */
+        HV_VP_PAUSED,   /* its partition is paused; runnable again on resume */
 } HvVpState;
 
 const char *hv_vp_state_to_string(HvVpState state);
@@ -51,7 +52,7 @@ struct HvVp {
         HvVpState state;
         uint64_t idle_deadline_ns;
         uint64_t runnable_since_ns;
-        HvLp *last_lp; /* where it runs now, or ran last (soft affinity) */
+        HvLp *last_lp;         /* where it runs now, or ran last (soft affinity) */
         bool resume_rax_valid; /* the engine writes RAX before resuming */
         uint64_t resume_rax;
         void *policy_data; /* owned by the scheduling policy */
@@ -81,6 +82,7 @@ struct HvPartition {
         HvVp **vps;
 
         atomic_bool dying;
+        bool paused; /* guarded by the scheduler lock */
 
         GMutex console_lock;
         GByteArray *console;

@@ -41,7 +41,7 @@ const char *hv_vp_state_to_string(HvVpState state)
 {
         static const char *const names[] = {
                 [HV_VP_STOPPED] = "stopped", [HV_VP_RUNNABLE] = "runnable", [HV_VP_RUNNING] = "running",
-                [HV_VP_IDLE] = "idle",       [HV_VP_DEAD] = "dead",
+                [HV_VP_IDLE] = "idle",       [HV_VP_DEAD] = "dead",         [HV_VP_PAUSED] = "paused",
         };
         return state < G_N_ELEMENTS(names) ? names[state] : "unknown";
 }
@@ -119,7 +119,10 @@ static void vp_after_run(HvSched *s, HvVp *vp, HvLp *lp, const HvVpExit *exit, u
                                 s->on_halt(vp, exit->reason, s->userdata);
                         break;
                 }
-        if (runnable) {
+        if (runnable && vp->partition->paused) {
+                vp->state = HV_VP_PAUSED;
+                runnable = false;
+        } else if (runnable) {
                 vp->state = HV_VP_RUNNABLE;
                 vp->runnable_since_ns = now;
         }
@@ -156,6 +159,12 @@ static gpointer lp_thread(gpointer data)
                 }
 
                 g_assert(vp->state == HV_VP_RUNNABLE);
+                if (vp->partition->paused) {
+                        /* Paused while queued: the policy has dequeued it; park it. */
+                        vp->state = HV_VP_PAUSED;
+                        s->ops->vp_put(s->policy, vp, lp, 0, now, false);
+                        continue;
+                }
                 vp->state = HV_VP_RUNNING;
                 vp->dispatches++;
                 vp->wait_ns += now - vp->runnable_since_ns;
@@ -210,7 +219,7 @@ static gpointer timer_thread(gpointer data)
                 for (guint i = 0; i < s->vps->len; i++) {
                         HvVp *vp = s->vps->pdata[i];
 
-                        if (vp->state != HV_VP_IDLE || vp->idle_deadline_ns == 0)
+                        if (vp->state != HV_VP_IDLE || vp->idle_deadline_ns == 0 || vp->partition->paused)
                                 continue;
                         if (vp->idle_deadline_ns <= now)
                                 vp_wake_from_idle(s, vp, now, HV_IDLE_WOKE_TIMER);
@@ -326,10 +335,53 @@ int hv_sched_vp_start(HvSched *s, HvVp *vp, const HvVpRegs *regs)
 void hv_sched_vp_signal(HvSched *s, HvVp *vp)
 {
         g_mutex_lock(&s->lock);
-        if (vp->state == HV_VP_IDLE)
+        if (vp->state == HV_VP_IDLE && !vp->partition->paused)
                 vp_wake_from_idle(s, vp, hv_clock_monotonic_ns(), HV_IDLE_WOKE_EVENT);
         else
                 atomic_store(&vp->event_pending, 1);
+        g_mutex_unlock(&s->lock);
+}
+
+/* Pausing takes effect before this returns: no VP of `p` runs afterwards (each running
+ * one leaves its LP at its next block). Idle VPs stay idle and keep their deadline;
+ * resuming wakes those whose deadline or event came meanwhile. */
+void hv_sched_partition_pause(HvSched *s, HvPartition *p, bool paused)
+{
+        uint64_t now = hv_clock_monotonic_ns();
+        bool running;
+
+        g_mutex_lock(&s->lock);
+        if (p->paused == paused || atomic_load(&p->dying)) {
+                g_mutex_unlock(&s->lock);
+                return;
+        }
+        p->paused = paused;
+        if (!paused) {
+                for (uint32_t i = 0; i < p->vp_count; i++) {
+                        HvVp *vp = p->vps[i];
+
+                        if (vp->state == HV_VP_PAUSED)
+                                vp_make_runnable(s, vp, now);
+                        else if (vp->state == HV_VP_IDLE && atomic_exchange(&vp->event_pending, 0))
+                                vp_wake_from_idle(s, vp, now, HV_IDLE_WOKE_EVENT);
+                        else if (vp->state == HV_VP_IDLE && vp->idle_deadline_ns &&
+                                 vp->idle_deadline_ns <= now)
+                                vp_wake_from_idle(s, vp, now, HV_IDLE_WOKE_TIMER);
+                }
+                g_cond_signal(&s->timer_cond);
+                g_mutex_unlock(&s->lock);
+                return;
+        }
+        do {
+                running = false;
+                for (uint32_t i = 0; i < p->vp_count; i++)
+                        if (p->vps[i]->state == HV_VP_RUNNING) {
+                                atomic_store(&p->vps[i]->preempt, 1);
+                                running = true;
+                        }
+                if (running)
+                        g_cond_wait(&s->vp_cond, &s->lock);
+        } while (running);
         g_mutex_unlock(&s->lock);
 }
 

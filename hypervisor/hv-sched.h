@@ -74,6 +74,7 @@ int hv_sched_vp_add(HvSched *s, HvVp *vp);
 int hv_sched_vp_start(HvSched *s, HvVp *vp, const HvVpRegs *regs);
 void hv_sched_vp_signal(HvSched *s, HvVp *vp);
 void hv_sched_partition_stop(HvSched *s, HvPartition *p);
+void hv_sched_partition_pause(HvSched *s, HvPartition *p, bool paused);
 
 typedef struct HvLpSample {
         uint64_t guest_ns;

@@ -41,8 +41,8 @@ static void connection_free(HvConnection *c)
                 for (GList *l = owned; l; l = l->next) {
                         HvPartition *p = l->data;
 
-                        g_message("partition %" G_GUINT64_FORMAT " (%s): its worker disconnected, destroying", p->id,
-                                  p->name);
+                        g_message("partition %" G_GUINT64_FORMAT " (%s): its worker disconnected, destroying",
+                                  p->id, p->name);
                         hv_partition_destroy(c->server->hv, p);
                 }
                 g_hash_table_unref(c->partitions);
@@ -82,19 +82,21 @@ static HvPartition *owned_partition(HvConnection *c, uint64_t id, Vmms__Hv__Repl
 
         if (!p)
                 reply_error(reply, -ENOENT,
-                            g_strdup_printf("partition %" G_GUINT64_FORMAT " does not exist on this connection", id));
+                            g_strdup_printf(
+                                    "partition %" G_GUINT64_FORMAT " does not exist on this connection", id));
         return p;
 }
 
-static int handle_partition_create(HvConnection *c, const Vmms__Hv__PartitionCreate *req, Vmms__Hv__Reply *reply,
-                                   Vmms__Hv__PartitionCreated *created, int *ret_fd)
+static int handle_partition_create(HvConnection *c, const Vmms__Hv__PartitionCreate *req,
+                                   Vmms__Hv__Reply *reply, Vmms__Hv__PartitionCreated *created, int *ret_fd)
 {
         Hv *hv = c->server->hv;
         HvPartition *p;
         char *error = NULL;
         int r;
 
-        r = hv_partition_create(hv, req->name, req->vp_count, req->startup_bytes, req->maximum_bytes, &p, &error);
+        r = hv_partition_create(hv, req->name, req->vp_count, req->startup_bytes, req->maximum_bytes, &p,
+                                &error);
         if (r < 0) {
                 reply_error(reply, r, error ? error : g_strdup(g_strerror(-r)));
                 return 0;
@@ -121,7 +123,9 @@ static void handle_vp_start(HvConnection *c, const Vmms__Hv__VpStart *req, Vmms_
                 return;
         r = hv_partition_vp_start(p, req->vp_index, &regs);
         if (r == -EINVAL)
-                reply_error(reply, r, g_strdup_printf("vp_index %u is out of range 0-%u", req->vp_index, p->vp_count - 1));
+                reply_error(
+                        reply, r,
+                        g_strdup_printf("vp_index %u is out of range 0-%u", req->vp_index, p->vp_count - 1));
         else if (r == -ERANGE)
                 reply_error(reply, r, g_strdup("rip or rsp lies outside the partition's visible RAM"));
         else if (r == -EBUSY)
@@ -130,7 +134,8 @@ static void handle_vp_start(HvConnection *c, const Vmms__Hv__VpStart *req, Vmms_
                 reply_error(reply, r, g_strdup(g_strerror(-r)));
 }
 
-static void handle_partition_destroy(HvConnection *c, const Vmms__Hv__PartitionDestroy *req, Vmms__Hv__Reply *reply)
+static void handle_partition_destroy(HvConnection *c, const Vmms__Hv__PartitionDestroy *req,
+                                     Vmms__Hv__Reply *reply)
 {
         HvPartition *p = owned_partition(c, req->partition_id, reply);
 
@@ -139,6 +144,34 @@ static void handle_partition_destroy(HvConnection *c, const Vmms__Hv__PartitionD
         g_hash_table_remove(c->partitions, &p->id);
         g_message("partition %" G_GUINT64_FORMAT " (%s): destroyed", p->id, p->name);
         hv_partition_destroy(c->server->hv, p);
+}
+
+static void handle_partition_signal(HvConnection *c, const Vmms__Hv__PartitionSignal *req,
+                                    Vmms__Hv__Reply *reply)
+{
+        HvPartition *p = owned_partition(c, req->partition_id, reply);
+
+        if (!p)
+                return;
+        if (req->vp_index >= p->vp_count) {
+                reply_error(
+                        reply, -EINVAL,
+                        g_strdup_printf("vp_index %u is out of range 0-%u", req->vp_index, p->vp_count - 1));
+                return;
+        }
+        hv_sched_vp_signal(c->server->hv->sched, p->vps[req->vp_index]);
+}
+
+static void handle_partition_pause(HvConnection *c, const Vmms__Hv__PartitionPause *req,
+                                   Vmms__Hv__Reply *reply)
+{
+        HvPartition *p = owned_partition(c, req->partition_id, reply);
+
+        if (!p)
+                return;
+        hv_sched_partition_pause(c->server->hv->sched, p, req->paused);
+        g_message("partition %" G_GUINT64_FORMAT " (%s): %s", p->id, p->name,
+                  req->paused ? "paused" : "resumed");
 }
 
 static gint compare_partitions(gconstpointer a, gconstpointer b)
@@ -250,6 +283,12 @@ static void handle_request(HvConnection *c, const uint8_t *data, size_t len)
                 case VMMS__HV__REQUEST__BODY_PARTITION_DESTROY:
                         handle_partition_destroy(c, req->partition_destroy, &reply);
                         break;
+                case VMMS__HV__REQUEST__BODY_PARTITION_SIGNAL:
+                        handle_partition_signal(c, req->partition_signal, &reply);
+                        break;
+                case VMMS__HV__REQUEST__BODY_PARTITION_PAUSE:
+                        handle_partition_pause(c, req->partition_pause, &reply);
+                        break;
                 case VMMS__HV__REQUEST__BODY_COUNTERS_GET:
                         reply.body_case = VMMS__HV__REPLY__BODY_COUNTERS;
                         reply.counters = build_counters(c->server->hv, arena);
@@ -345,8 +384,8 @@ static void on_hv_event(HvPartition *p, const HvEvent *event, void *userdata)
                 ev.vp_stopped = &stopped;
                 stopped.vp_index = event->vp_index;
                 stopped.reason = (char *)(event->reason ? event->reason : "");
-                g_message("partition %" G_GUINT64_FORMAT " (%s): vp %u stopped: %s", p->id, p->name, event->vp_index,
-                          stopped.reason);
+                g_message("partition %" G_GUINT64_FORMAT " (%s): vp %u stopped: %s", p->id, p->name,
+                          event->vp_index, stopped.reason);
         }
         r = hv_wire_send(c->fd, &msg.base, -1);
         if (r < 0 && event->kind == HV_EVENT_CONSOLE) {

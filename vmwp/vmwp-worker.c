@@ -22,6 +22,7 @@ struct VmwpWorker {
         FILE *console_log;
         uint32_t vps_stopped;
         bool crashed;
+        bool paused;
         VmwpStoppedFn on_stopped;
         void *on_stopped_userdata;
 };
@@ -236,6 +237,44 @@ void vmwp_worker_set_stopped_handler(VmwpWorker *w, VmwpStoppedFn fn, void *user
 {
         w->on_stopped = fn;
         w->on_stopped_userdata = userdata;
+}
+
+uint64_t vmwp_worker_partition_id(VmwpWorker *w)
+{
+        return w->partition_id;
+}
+
+bool vmwp_worker_paused(VmwpWorker *w)
+{
+        return w->paused;
+}
+
+int vmwp_worker_request_shutdown(VmwpWorker *w)
+{
+        struct hv_boot_info *info;
+
+        if (!w->partition_live || !w->ram)
+                return -ESRCH;
+        info = (struct hv_boot_info *)(w->ram + HV_BOOT_INFO_GPA);
+        __atomic_or_fetch(&info->host_request, HV_HOST_REQUEST_SHUTDOWN, __ATOMIC_SEQ_CST);
+        return hv_client_partition_signal(w->hv, w->partition_id, 0);
+}
+
+int vmwp_worker_pause(VmwpWorker *w, bool paused, char **ret_error)
+{
+        int r;
+
+        if (!w->partition_live) {
+                *ret_error = g_strdup("the VM has no partition");
+                return -ESRCH;
+        }
+        r = hv_client_partition_pause(w->hv, w->partition_id, paused);
+        if (r < 0) {
+                *ret_error = g_strdup(hv_client_last_error(w->hv));
+                return r;
+        }
+        w->paused = paused;
+        return 0;
 }
 
 int vmwp_worker_fd(VmwpWorker *w)

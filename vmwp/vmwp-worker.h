@@ -37,4 +37,9 @@ int vmwp_worker_stop(VmwpWorker *w);
 void vmwp_worker_set_stopped_handler(VmwpWorker *w, VmwpStoppedFn fn, void *userdata);
 /* The socket to watch; call vmwp_worker_dispatch when it is readable. */
 int vmwp_worker_fd(VmwpWorker *w);
+uint64_t vmwp_worker_partition_id(VmwpWorker *w);
+bool vmwp_worker_paused(VmwpWorker *w);
+/* Asks the guest to shut down (it halts every VP); the stopped handler runs when it has. */
+int vmwp_worker_request_shutdown(VmwpWorker *w);
+int vmwp_worker_pause(VmwpWorker *w, bool paused, char **ret_error);
 int vmwp_worker_dispatch(VmwpWorker *w);

@@ -183,7 +183,7 @@ static int call(HvClient *c, Vmms__Hv__Request *req, Vmms__Hv__Reply **ret_reply
                 if (reply->error < 0) {
                         r = reply->error;
                         set_last_error(c, reply->error_message && *reply->error_message ? reply->error_message
-                                                                                         : g_strerror(-r));
+                                                                                        : g_strerror(-r));
                         if (fd >= 0)
                                 close(fd);
                         hv_client_reply_free(reply);
@@ -254,6 +254,30 @@ int hv_client_partition_destroy(HvClient *c, uint64_t partition_id)
         body.partition_id = partition_id;
         req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_DESTROY;
         req.partition_destroy = &body;
+        return call(c, &req, NULL, NULL);
+}
+
+int hv_client_partition_signal(HvClient *c, uint64_t partition_id, uint32_t vp_index)
+{
+        Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
+        Vmms__Hv__PartitionSignal body = VMMS__HV__PARTITION_SIGNAL__INIT;
+
+        body.partition_id = partition_id;
+        body.vp_index = vp_index;
+        req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_SIGNAL;
+        req.partition_signal = &body;
+        return call(c, &req, NULL, NULL);
+}
+
+int hv_client_partition_pause(HvClient *c, uint64_t partition_id, bool paused)
+{
+        Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
+        Vmms__Hv__PartitionPause body = VMMS__HV__PARTITION_PAUSE__INIT;
+
+        body.partition_id = partition_id;
+        body.paused = paused;
+        req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_PAUSE;
+        req.partition_pause = &body;
         return call(c, &req, NULL, NULL);
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <glib.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "hv.pb-c.h"
@@ -26,6 +27,8 @@ int hv_client_partition_create(HvClient *c, const char *name, uint32_t vp_count,
 int hv_client_vp_start(HvClient *c, uint64_t partition_id, uint32_t vp_index, uint64_t rip, uint64_t rsp,
                        uint64_t rdi, uint64_t rsi);
 int hv_client_partition_destroy(HvClient *c, uint64_t partition_id);
+int hv_client_partition_signal(HvClient *c, uint64_t partition_id, uint32_t vp_index);
+int hv_client_partition_pause(HvClient *c, uint64_t partition_id, bool paused);
 /* On success *ret_reply holds reply->counters; free with hv_client_reply_free. */
 int hv_client_counters_get(HvClient *c, Vmms__Hv__Reply **ret_reply);
 void hv_client_reply_free(Vmms__Hv__Reply *reply);

@@ -13,12 +13,12 @@
 #define HV_HYPERCALL_PORT 0x4856
 
 enum hv_call_code {
-        HV_CALL_CONSOLE_WRITE = 1,   /* (gpa, len) -> bytes accepted; len <= HV_CONSOLE_WRITE_MAX */
-        HV_CALL_IDLE = 2,            /* (deadline_ns) -> HV_IDLE_WOKE_*; 0 = until an event */
-        HV_CALL_REFERENCE_TIME = 3,  /* () -> ns on the reference clock shared by all partitions */
-        HV_CALL_LONG_SPIN_WAIT = 4,  /* (spin_count) -> 0; the VP yields the rest of its slice */
-        HV_CALL_HALT = 5,            /* (reason) -> does not return; the VP stops */
-        HV_CALL_PARTITION_INFO = 6,  /* (what) -> value; see enum hv_partition_info */
+        HV_CALL_CONSOLE_WRITE = 1,  /* (gpa, len) -> bytes accepted; len <= HV_CONSOLE_WRITE_MAX */
+        HV_CALL_IDLE = 2,           /* (deadline_ns) -> HV_IDLE_WOKE_*; 0 = until an event */
+        HV_CALL_REFERENCE_TIME = 3, /* () -> ns on the reference clock shared by all partitions */
+        HV_CALL_LONG_SPIN_WAIT = 4, /* (spin_count) -> 0; the VP yields the rest of its slice */
+        HV_CALL_HALT = 5,           /* (reason) -> does not return; the VP stops */
+        HV_CALL_PARTITION_INFO = 6, /* (what) -> value; see enum hv_partition_info */
         HV_CALL_CODE_MAX
 };
 
@@ -34,8 +34,8 @@ enum hv_status {
 };
 
 enum hv_idle_woke {
-        HV_IDLE_WOKE_TIMER = 0,  /* the deadline passed */
-        HV_IDLE_WOKE_EVENT = 1,  /* an event was signalled to the VP */
+        HV_IDLE_WOKE_TIMER = 0, /* the deadline passed */
+        HV_IDLE_WOKE_EVENT = 1, /* an event was signalled to the VP */
 };
 
 enum hv_partition_info {
@@ -66,7 +66,14 @@ struct hv_boot_info {
         uint32_t abi_version;
         uint32_t vp_count;
         uint32_t reserved0;
-        uint64_t visible_bytes; /* RAM the guest may use, from GPA 0 */
-        uint64_t maximum_bytes; /* the most it may ever be given (hot-add) */
+        uint64_t visible_bytes;            /* RAM the guest may use, from GPA 0 */
+        uint64_t maximum_bytes;            /* the most it may ever be given (hot-add) */
         char cmdline[HV_BOOT_CMDLINE_MAX]; /* "workload=cpu memsoak_mb=64 ..." */
+        /* Written by the host while the guest runs, then VP 0 is signalled (its Idle
+         * returns HV_IDLE_WOKE_EVENT); the guest reads it on every wake-up and between
+         * batches of work. HV_HOST_REQUEST_* bits. */
+        volatile uint32_t host_request;
+        uint32_t reserved1;
 };
+
+#define HV_HOST_REQUEST_SHUTDOWN 0x1u /* shut down: print a line, then every VP halts */
