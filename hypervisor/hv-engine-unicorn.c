@@ -65,8 +65,8 @@ static void on_out(uc_engine *uc, uint32_t port, int size, uint32_t value, void 
                 atomic_fetch_add(&e->vp->invalid_hypercalls, 1);
                 return;
         }
-        result = hv_hypercall_dispatch(e->vp, value, reg_read(uc, UC_X86_REG_RDI), reg_read(uc, UC_X86_REG_RSI),
-                                       reg_read(uc, UC_X86_REG_R8), e->exit);
+        result = hv_hypercall_dispatch(e->vp, value, reg_read(uc, UC_X86_REG_RDI),
+                                       reg_read(uc, UC_X86_REG_RSI), reg_read(uc, UC_X86_REG_R8), e->exit);
         uc_reg_write(uc, UC_X86_REG_RAX, &result);
         if (e->exit->kind != HV_EXIT_NONE)
                 uc_emu_stop(uc);
@@ -95,7 +95,8 @@ static bool on_invalid(uc_engine *uc, void *userdata)
 {
         HvEngineVp *e = userdata;
 
-        exit_halt(e->exit, "invalid instruction at rip 0x%" G_GINT64_MODIFIER "x", reg_read(uc, UC_X86_REG_RIP));
+        exit_halt(e->exit, "invalid instruction at rip 0x%" G_GINT64_MODIFIER "x",
+                  reg_read(uc, UC_X86_REG_RIP));
         return false;
 }
 
@@ -139,10 +140,13 @@ static int unicorn_vp_create(HvVp *vp, HvEngineVp **ret_engine)
         if (r < 0)
                 goto fail;
         if (uc_hook_add(e->uc, &e->hook_block, UC_HOOK_BLOCK, (void *)on_block, e, 1, 0) != UC_ERR_OK ||
-            uc_hook_add(e->uc, &e->hook_out, UC_HOOK_INSN, (void *)on_out, e, 1, 0, UC_X86_INS_OUT) != UC_ERR_OK ||
-            uc_hook_add(e->uc, &e->hook_in, UC_HOOK_INSN, (void *)on_in, e, 1, 0, UC_X86_INS_IN) != UC_ERR_OK ||
+            uc_hook_add(e->uc, &e->hook_out, UC_HOOK_INSN, (void *)on_out, e, 1, 0, UC_X86_INS_OUT) !=
+                    UC_ERR_OK ||
+            uc_hook_add(e->uc, &e->hook_in, UC_HOOK_INSN, (void *)on_in, e, 1, 0, UC_X86_INS_IN) !=
+                    UC_ERR_OK ||
             uc_hook_add(e->uc, &e->hook_intr, UC_HOOK_INTR, (void *)on_interrupt, e, 1, 0) != UC_ERR_OK ||
-            uc_hook_add(e->uc, &e->hook_invalid, UC_HOOK_INSN_INVALID, (void *)on_invalid, e, 1, 0) != UC_ERR_OK) {
+            uc_hook_add(e->uc, &e->hook_invalid, UC_HOOK_INSN_INVALID, (void *)on_invalid, e, 1, 0) !=
+                    UC_ERR_OK) {
                 r = -EIO;
                 goto fail;
         }

@@ -42,7 +42,8 @@ int64_t hv_hypercall_dispatch(HvVp *vp, uint64_t code, uint64_t arg0, uint64_t a
                 break;
         case HV_CALL_IDLE:
                 exit->kind = HV_EXIT_IDLE;
-                /* Reference time to host monotonic time; a deadline past the end of time waits for an event. */
+                /* Reference time to host monotonic time; a deadline past the end of time waits for an event.
+                 */
                 exit->idle_deadline_ns = arg0 && arg0 < UINT64_MAX - vp->partition->hv->clock_base_ns
                                                  ? arg0 + vp->partition->hv->clock_base_ns
                                                  : 0;
@@ -57,7 +58,8 @@ int64_t hv_hypercall_dispatch(HvVp *vp, uint64_t code, uint64_t arg0, uint64_t a
                 break;
         case HV_CALL_HALT:
                 exit->kind = HV_EXIT_HALT;
-                g_snprintf(exit->reason, sizeof(exit->reason), "guest halted (code %" G_GUINT64_FORMAT ")", arg0);
+                g_snprintf(exit->reason, sizeof(exit->reason), "guest halted (code %" G_GUINT64_FORMAT ")",
+                           arg0);
                 result = 0;
                 break;
         case HV_CALL_PARTITION_INFO:

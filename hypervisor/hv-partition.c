@@ -75,7 +75,8 @@ void hv_partition_free(HvPartition *p)
         if (p->ram)
                 munmap(p->ram, p->maximum_bytes);
         if (p->ram_fd >= 0) {
-                (void)fallocate(p->ram_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)p->maximum_bytes);
+                (void)fallocate(p->ram_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+                                (off_t)p->maximum_bytes);
                 close(p->ram_fd);
         }
         if (p->console)

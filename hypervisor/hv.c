@@ -44,7 +44,8 @@ static gboolean main_call_run(gpointer data)
                 return G_SOURCE_REMOVE;
         deliver_console(call->hv, p); /* a halt's last words come before the halt */
         if (call->kind == HV_EVENT_VP_STOPPED && call->hv->on_event) {
-                HvEvent event = {.kind = HV_EVENT_VP_STOPPED, .vp_index = call->vp_index, .reason = call->reason};
+                HvEvent event = {
+                        .kind = HV_EVENT_VP_STOPPED, .vp_index = call->vp_index, .reason = call->reason};
 
                 call->hv->on_event(p, &event, call->hv->on_event_userdata);
         }
@@ -60,7 +61,8 @@ static void queue_main_call(HvPartition *p, HvEventKind kind, uint32_t vp_index,
         call->kind = kind;
         call->vp_index = vp_index;
         call->reason = g_strdup(reason);
-        g_main_context_invoke_full(p->hv->main_context, G_PRIORITY_DEFAULT, main_call_run, call, main_call_free);
+        g_main_context_invoke_full(p->hv->main_context, G_PRIORITY_DEFAULT, main_call_run, call,
+                                   main_call_free);
 }
 
 void hv_queue_console_flush(HvPartition *p)
@@ -157,7 +159,8 @@ int hv_partition_create(Hv *hv, const char *name, uint32_t vp_count, uint64_t st
         int r;
 
         if (!name_valid(name)) {
-                set_error(ret_error, "name must be 1-%d characters of A-Z a-z 0-9 - _ .", HV_PARTITION_NAME_MAX);
+                set_error(ret_error, "name must be 1-%d characters of A-Z a-z 0-9 - _ .",
+                          HV_PARTITION_NAME_MAX);
                 return -EINVAL;
         }
         if (vp_count == 0 || vp_count > HV_MAX_VPS_PER_PARTITION) {
@@ -165,22 +168,24 @@ int hv_partition_create(Hv *hv, const char *name, uint32_t vp_count, uint64_t st
                 return -EINVAL;
         }
         if (startup_bytes < HV_PARTITION_MIN_BYTES || startup_bytes % HV_PAGE_SIZE != 0) {
-                set_error(ret_error, "startup_bytes %" G_GUINT64_FORMAT " must be a multiple of 4096 and at least %llu",
+                set_error(ret_error,
+                          "startup_bytes %" G_GUINT64_FORMAT " must be a multiple of 4096 and at least %llu",
                           startup_bytes, HV_PARTITION_MIN_BYTES);
                 return -EINVAL;
         }
         if (maximum_bytes < startup_bytes || maximum_bytes > HV_PARTITION_MAX_BYTES ||
             maximum_bytes % HV_PAGE_SIZE != 0) {
                 set_error(ret_error,
-                          "maximum_bytes %" G_GUINT64_FORMAT " must be a multiple of 4096, at least startup_bytes "
+                          "maximum_bytes %" G_GUINT64_FORMAT
+                          " must be a multiple of 4096, at least startup_bytes "
                           "%" G_GUINT64_FORMAT " and at most %llu",
                           maximum_bytes, startup_bytes, HV_PARTITION_MAX_BYTES);
                 return -EINVAL;
         }
         if (startup_bytes > hv_pool_available(&hv->pool)) {
                 set_error(ret_error,
-                          "startup_bytes %" G_GUINT64_FORMAT " exceeds the pool's available %" G_GUINT64_FORMAT
-                          " bytes",
+                          "startup_bytes %" G_GUINT64_FORMAT
+                          " exceeds the pool's available %" G_GUINT64_FORMAT " bytes",
                           startup_bytes, hv_pool_available(&hv->pool));
                 return -ENOMEM;
         }

@@ -22,7 +22,8 @@ static uint64_t default_pool_bytes(void)
 {
         long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
 
-        return pages > 0 && page_size > 0 ? (uint64_t)pages * (uint64_t)page_size / 2 / 4096 * 4096 : 1ull << 30;
+        return pages > 0 && page_size > 0 ? (uint64_t)pages * (uint64_t)page_size / 2 / 4096 * 4096
+                                          : 1ull << 30;
 }
 
 int main(int argc, char **argv)
@@ -57,7 +58,8 @@ int main(int argc, char **argv)
         config.pool_bytes = default_pool_bytes();
         if (memory && (hv_size_parse(memory, &config.pool_bytes) < 0 || config.pool_bytes < (4u << 20) ||
                        config.pool_bytes % 4096)) {
-                fprintf(stderr, "hvd: --memory '%s' is not a size of at least 4MB in whole pages (e.g. 2GB)\n",
+                fprintf(stderr,
+                        "hvd: --memory '%s' is not a size of at least 4MB in whole pages (e.g. 2GB)\n",
                         memory);
                 return 2;
         }
@@ -92,7 +94,8 @@ int main(int argc, char **argv)
         loop = g_main_loop_new(NULL, FALSE);
         g_unix_signal_add(SIGTERM, on_quit_signal, loop);
         g_unix_signal_add(SIGINT, on_quit_signal, loop);
-        g_message("hvd: %u LPs, pool %" G_GUINT64_FORMAT " bytes, slice %d ms, engine %s, scheduler %s, socket %s",
+        g_message("hvd: %u LPs, pool %" G_GUINT64_FORMAT
+                  " bytes, slice %d ms, engine %s, scheduler %s, socket %s",
                   config.n_lps, config.pool_bytes, slice_ms, config.engine->name, config.sched_ops->name,
                   socket_path);
         g_main_loop_run(loop);

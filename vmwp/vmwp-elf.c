@@ -41,7 +41,8 @@ static int check_segment(const Elf64_Phdr *ph, unsigned index, size_t image_size
                          uint64_t min_gpa, char **ret_error)
 {
         if (ph->p_vaddr != ph->p_paddr)
-                return fail(ret_error, -ENOEXEC, "segment %u: virtual and physical addresses differ (guests run with paging off)",
+                return fail(ret_error, -ENOEXEC,
+                            "segment %u: virtual and physical addresses differ (guests run with paging off)",
                             index);
         if (ph->p_filesz > ph->p_memsz)
                 return fail(ret_error, -ENOEXEC, "segment %u: file size exceeds memory size", index);
@@ -50,7 +51,8 @@ static int check_segment(const Elf64_Phdr *ph, unsigned index, size_t image_size
         if (ph->p_paddr < min_gpa || ph->p_paddr > ram_bytes || ph->p_memsz > ram_bytes - ph->p_paddr)
                 return fail(ret_error, -E2BIG,
                             "segment %u: [0x%" G_GINT64_MODIFIER "x, +0x%" G_GINT64_MODIFIER
-                            "x) does not fit guest RAM [0x%" G_GINT64_MODIFIER "x, 0x%" G_GINT64_MODIFIER "x)",
+                            "x) does not fit guest RAM [0x%" G_GINT64_MODIFIER "x, 0x%" G_GINT64_MODIFIER
+                            "x)",
                             index, (uint64_t)ph->p_paddr, (uint64_t)ph->p_memsz, min_gpa, ram_bytes);
         return 0;
 }

@@ -65,7 +65,8 @@ int main(int argc, char **argv)
                 {"name", 'n', 0, G_OPTION_ARG_STRING, &config.name, "VM name", "NAME"},
                 {"vps", 'p', 0, G_OPTION_ARG_INT, &vps, "Virtual processors (default 1)", "N"},
                 {"memory", 'm', 0, G_OPTION_ARG_STRING, &memory, "Startup memory (default 256MB)", "SIZE"},
-                {"maximum-memory", 0, 0, G_OPTION_ARG_STRING, &maximum, "Maximum memory (default: startup)", "SIZE"},
+                {"maximum-memory", 0, 0, G_OPTION_ARG_STRING, &maximum, "Maximum memory (default: startup)",
+                 "SIZE"},
                 {"workload", 'w', 0, G_OPTION_ARG_STRING, &config.workload, "idle, cpu or memsoak", "NAME"},
                 {"boot-args", 0, 0, G_OPTION_ARG_STRING, &config.cmdline_extra, "More guest boot parameters",
                  "K=V ..."},
@@ -73,7 +74,8 @@ int main(int argc, char **argv)
                 {"hvd-socket", 's', 0, G_OPTION_ARG_FILENAME, &config.hvd_socket, "hvd's socket", "PATH"},
                 {"console-log", 'c', 0, G_OPTION_ARG_FILENAME, &config.console_log, "Append the console here",
                  "PATH"},
-                {"console-stdout", 0, 0, G_OPTION_ARG_NONE, &console_stdout, "Echo the console on stdout", NULL},
+                {"console-stdout", 0, 0, G_OPTION_ARG_NONE, &console_stdout, "Echo the console on stdout",
+                 NULL},
                 {NULL},
         };
         g_autoptr(GOptionContext) options = g_option_context_new("- run one VM on hvd");

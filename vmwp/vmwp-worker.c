@@ -56,8 +56,8 @@ int vmwp_config_cmdline(const VmwpConfig *config, char **ret_cmdline, char **ret
         cmdline = g_strdup_printf("workload=%s%s%s", workload, config->cmdline_extra ? " " : "",
                                   config->cmdline_extra ? config->cmdline_extra : "");
         if (strlen(cmdline) >= HV_BOOT_CMDLINE_MAX) {
-                *ret_error = g_strdup_printf("boot parameters are %zu bytes; the limit is %d", strlen(cmdline),
-                                             HV_BOOT_CMDLINE_MAX - 1);
+                *ret_error = g_strdup_printf("boot parameters are %zu bytes; the limit is %d",
+                                             strlen(cmdline), HV_BOOT_CMDLINE_MAX - 1);
                 return -E2BIG;
         }
         *ret_cmdline = g_steal_pointer(&cmdline);
@@ -87,7 +87,8 @@ static void on_hv_event(const Vmms__Hv__Event *event, void *userdata)
         } else if (event->body_case == VMMS__HV__EVENT__BODY_VP_STOPPED) {
                 const char *reason = event->vp_stopped->reason;
 
-                fprintf(stderr, "vmwp: %s: vp %u stopped: %s\n", w->config.name, event->vp_stopped->vp_index, reason);
+                fprintf(stderr, "vmwp: %s: vp %u stopped: %s\n", w->config.name, event->vp_stopped->vp_index,
+                        reason);
                 if (!g_str_has_prefix(reason, "guest halted"))
                         w->crashed = true;
                 if (++w->vps_stopped == w->config.vp_count && w->on_stopped)
@@ -128,7 +129,8 @@ int vmwp_worker_new(const VmwpConfig *config, VmwpWorker **ret, char **ret_error
         }
         r = hv_client_connect(w->config.hvd_socket, &w->hv);
         if (r < 0) {
-                *ret_error = g_strdup_printf("cannot connect to hvd at %s: %s", w->config.hvd_socket, g_strerror(-r));
+                *ret_error = g_strdup_printf("cannot connect to hvd at %s: %s", w->config.hvd_socket,
+                                             g_strerror(-r));
                 return r;
         }
         hv_client_set_event_handler(w->hv, on_hv_event, w);
@@ -163,8 +165,9 @@ static int load_guest(VmwpWorker *w, uint64_t *ret_entry, char **ret_error)
                 *ret_error = g_strdup_printf("cannot read guest image: %s", error->message);
                 return -ENOENT;
         }
-        return vmwp_elf_load((const uint8_t *)g_mapped_file_get_contents(image), g_mapped_file_get_length(image),
-                             w->ram, w->config.startup_bytes, HV_GUEST_KERNEL_BASE, ret_entry, ret_error);
+        return vmwp_elf_load((const uint8_t *)g_mapped_file_get_contents(image),
+                             g_mapped_file_get_length(image), w->ram, w->config.startup_bytes,
+                             HV_GUEST_KERNEL_BASE, ret_entry, ret_error);
 }
 
 static void write_boot_info(VmwpWorker *w, const char *cmdline)
@@ -214,7 +217,8 @@ int vmwp_worker_start(VmwpWorker *w, char **ret_error)
                 return r;
         write_boot_info(w, cmdline);
         for (uint32_t i = 0; i < w->config.vp_count; i++) {
-                r = hv_client_vp_start(w->hv, w->partition_id, i, entry, HV_BOOT_STACK_TOP(i), i, HV_BOOT_INFO_GPA);
+                r = hv_client_vp_start(w->hv, w->partition_id, i, entry, HV_BOOT_STACK_TOP(i), i,
+                                       HV_BOOT_INFO_GPA);
                 if (r < 0)
                         return fail(w, ret_error, r, "hvd refused to start a VP");
         }

@@ -54,7 +54,9 @@ int hv_wire_recv(int sock, uint8_t *buf, size_t size, size_t *ret_len, int *ret_
                 char data[CMSG_SPACE(sizeof(int) * 4)];
         } control;
         struct iovec iov = {.iov_base = buf, .iov_len = size};
-        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.data,
+        struct msghdr mh = {.msg_iov = &iov,
+                            .msg_iovlen = 1,
+                            .msg_control = control.data,
                             .msg_controllen = sizeof(control.data)};
         int fd = -1;
         ssize_t n;

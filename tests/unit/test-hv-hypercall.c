@@ -51,7 +51,7 @@ static void fixture_teardown(Fixture *f, gconstpointer data)
 typedef struct CallCase {
         const char *name;
         uint64_t code, arg0, arg1;
-        int64_t expect;        /* exact result, unless expect_nonneg */
+        int64_t expect; /* exact result, unless expect_nonneg */
         bool expect_nonneg;
         HvExitKind expect_exit;
         uint64_t console_bytes; /* bytes the console must hold afterwards */
@@ -59,19 +59,22 @@ typedef struct CallCase {
 } CallCase;
 
 static const CallCase call_cases[] = {
-        {"console_write_inside_ram_is_accepted", HV_CALL_CONSOLE_WRITE, 0x2000, 6, 6, false, HV_EXIT_NONE, 6, 0},
-        {"console_write_of_zero_bytes_is_accepted", HV_CALL_CONSOLE_WRITE, 0x2000, 0, 0, false, HV_EXIT_NONE, 0, 0},
-        {"console_write_ending_at_the_last_visible_byte_is_accepted", HV_CALL_CONSOLE_WRITE, VISIBLE - 16, 16, 16,
-         false, HV_EXIT_NONE, 16, 0},
+        {"console_write_inside_ram_is_accepted", HV_CALL_CONSOLE_WRITE, 0x2000, 6, 6, false, HV_EXIT_NONE, 6,
+         0},
+        {"console_write_of_zero_bytes_is_accepted", HV_CALL_CONSOLE_WRITE, 0x2000, 0, 0, false, HV_EXIT_NONE,
+         0, 0},
+        {"console_write_ending_at_the_last_visible_byte_is_accepted", HV_CALL_CONSOLE_WRITE, VISIBLE - 16, 16,
+         16, false, HV_EXIT_NONE, 16, 0},
         {"console_write_past_visible_ram_is_denied", HV_CALL_CONSOLE_WRITE, VISIBLE - 4, 16,
          -HV_STATUS_ACCESS_DENIED, false, HV_EXIT_NONE, 0, 1},
         {"console_write_in_unassigned_maximum_is_denied", HV_CALL_CONSOLE_WRITE, VISIBLE + 4096, 16,
          -HV_STATUS_ACCESS_DENIED, false, HV_EXIT_NONE, 0, 1},
         {"console_write_with_wrapping_address_is_denied", HV_CALL_CONSOLE_WRITE, UINT64_MAX - 2, 16,
          -HV_STATUS_ACCESS_DENIED, false, HV_EXIT_NONE, 0, 1},
-        {"console_write_longer_than_the_limit_is_refused", HV_CALL_CONSOLE_WRITE, 0x2000, HV_CONSOLE_WRITE_MAX + 1,
-         -HV_STATUS_INVALID_PARAMETER, false, HV_EXIT_NONE, 0, 1},
-        {"unknown_call_code_is_refused", 999, 0, 0, -HV_STATUS_INVALID_HYPERCALL_CODE, false, HV_EXIT_NONE, 0, 1},
+        {"console_write_longer_than_the_limit_is_refused", HV_CALL_CONSOLE_WRITE, 0x2000,
+         HV_CONSOLE_WRITE_MAX + 1, -HV_STATUS_INVALID_PARAMETER, false, HV_EXIT_NONE, 0, 1},
+        {"unknown_call_code_is_refused", 999, 0, 0, -HV_STATUS_INVALID_HYPERCALL_CODE, false, HV_EXIT_NONE, 0,
+         1},
         {"call_code_zero_is_refused", 0, 0, 0, -HV_STATUS_INVALID_HYPERCALL_CODE, false, HV_EXIT_NONE, 0, 1},
         {"idle_exits_the_engine", HV_CALL_IDLE, 0, 0, HV_IDLE_WOKE_TIMER, false, HV_EXIT_IDLE, 0, 0},
         {"long_spin_wait_yields", HV_CALL_LONG_SPIN_WAIT, 100, 0, 0, false, HV_EXIT_YIELD, 0, 0},
@@ -79,8 +82,8 @@ static const CallCase call_cases[] = {
         {"reference_time_is_nonnegative", HV_CALL_REFERENCE_TIME, 0, 0, 0, true, HV_EXIT_NONE, 0, 0},
         {"partition_info_reports_visible_bytes", HV_CALL_PARTITION_INFO, HV_PARTITION_INFO_VISIBLE_BYTES, 0,
          VISIBLE, false, HV_EXIT_NONE, 0, 0},
-        {"partition_info_refuses_unknown_item", HV_CALL_PARTITION_INFO, 77, 0, -HV_STATUS_INVALID_PARAMETER, false,
-         HV_EXIT_NONE, 0, 1},
+        {"partition_info_refuses_unknown_item", HV_CALL_PARTITION_INFO, 77, 0, -HV_STATUS_INVALID_PARAMETER,
+         false, HV_EXIT_NONE, 0, 1},
 };
 
 static void test_call_case(Fixture *f, gconstpointer data)

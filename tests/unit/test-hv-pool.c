@@ -20,15 +20,20 @@ typedef struct PoolCase {
 } PoolCase;
 
 static const PoolCase pool_cases[] = {
-        {"charges_up_to_the_total", 64 * MiB,
+        {"charges_up_to_the_total",
+         64 * MiB,
          {{'c', 32 * MiB, 0, 32 * MiB}, {'c', 32 * MiB, 0, 64 * MiB}, {'c', 4096, -ENOMEM, 64 * MiB}}},
-        {"refuses_a_charge_larger_than_available_and_charges_nothing", 64 * MiB,
+        {"refuses_a_charge_larger_than_available_and_charges_nothing",
+         64 * MiB,
          {{'c', 48 * MiB, 0, 48 * MiB}, {'c', 32 * MiB, -ENOMEM, 48 * MiB}, {'c', 16 * MiB, 0, 64 * MiB}}},
-        {"credit_returns_memory", 64 * MiB,
+        {"credit_returns_memory",
+         64 * MiB,
          {{'c', 64 * MiB, 0, 64 * MiB}, {'r', 16 * MiB, 0, 48 * MiB}, {'c', 16 * MiB, 0, 64 * MiB}}},
-        {"refuses_credit_beyond_what_is_charged", 64 * MiB,
+        {"refuses_credit_beyond_what_is_charged",
+         64 * MiB,
          {{'c', 8 * MiB, 0, 8 * MiB}, {'r', 16 * MiB, -ERANGE, 8 * MiB}}},
-        {"refuses_partial_pages", 64 * MiB,
+        {"refuses_partial_pages",
+         64 * MiB,
          {{'c', 4095, -EINVAL, 0}, {'c', 4096, 0, 4096}, {'r', 100, -EINVAL, 4096}}},
         {"huge_charge_does_not_wrap", 64 * MiB, {{'c', UINT64_MAX - 4095, -ENOMEM, 0}}},
 };
@@ -41,7 +46,8 @@ static void test_pool_case(gconstpointer data)
         g_assert_cmpint(hv_pool_init(&pool, tc->total), ==, 0);
         for (size_t i = 0; i < G_N_ELEMENTS(tc->steps) && tc->steps[i].op; i++) {
                 const PoolStep *step = &tc->steps[i];
-                int r = step->op == 'c' ? hv_pool_charge(&pool, step->bytes) : hv_pool_credit(&pool, step->bytes);
+                int r = step->op == 'c' ? hv_pool_charge(&pool, step->bytes)
+                                        : hv_pool_credit(&pool, step->bytes);
 
                 g_assert_cmpint(r, ==, step->expect);
                 g_assert_cmpuint(pool.used_bytes, ==, step->expect_used);

@@ -167,11 +167,12 @@ static const ElfCase elf_cases[] = {
         {"refuses_wrong_program_header_size", phentsize_wrong, -ENOEXEC, "malformed"},
         {"refuses_segment_data_past_end", segment_data_past_end, -ENOEXEC, "past the end of the file"},
         {"refuses_segment_offset_that_wraps", segment_offset_wraps, -ENOEXEC, "past the end of the file"},
-        {"refuses_file_size_over_memory_size", filesz_exceeds_memsz, -ENOEXEC, "file size exceeds memory size"},
+        {"refuses_file_size_over_memory_size", filesz_exceeds_memsz, -ENOEXEC,
+         "file size exceeds memory size"},
         {"refuses_segment_past_ram", segment_past_ram, -E2BIG, "does not fit guest RAM"},
         {"refuses_segment_size_that_wraps", segment_memsz_wraps, -E2BIG, "does not fit guest RAM"},
         {"refuses_segment_below_kernel_base", segment_below_kernel_base, -E2BIG, "does not fit guest RAM"},
-        {"refuses_virtual_address_not_physical", virtual_differs_from_physical, -ENOEXEC, "paging is off"},
+        {"refuses_virtual_address_not_physical", virtual_differs_from_physical, -ENOEXEC, "paging off"},
         {"refuses_entry_outside_segments", entry_outside_segments, -ENOEXEC, "entry point"},
         {"refuses_entry_in_non_executable_segment", entry_in_data_segment, -ENOEXEC, "entry point"},
         {"refuses_image_without_load_segment", no_load_segment, -ENOEXEC, "no loadable segment"},
@@ -214,8 +215,9 @@ static void test_loads_segments_and_zeroes_bss(void)
 
         memset(ram, 0xaa, RAM_BYTES);
         image_init(&img);
-        g_assert_cmpint(vmwp_elf_load((const uint8_t *)&img, sizeof(img), ram, RAM_BYTES, MIN_GPA, &entry, &error), ==,
-                        0);
+        g_assert_cmpint(
+                vmwp_elf_load((const uint8_t *)&img, sizeof(img), ram, RAM_BYTES, MIN_GPA, &entry, &error),
+                ==, 0);
         g_assert_null(error);
         g_assert_cmpuint(entry, ==, LOAD_GPA + 8);
         g_assert_cmpmem(ram + LOAD_GPA, CODE_BYTES, img.code, CODE_BYTES);
@@ -236,7 +238,9 @@ static void test_loads_the_real_guest_kernel(void)
                 return;
         }
         g_assert_true(g_file_get_contents(path, &contents, &len, NULL));
-        g_assert_cmpint(vmwp_elf_load((const uint8_t *)contents, len, ram, 64u << 20, MIN_GPA, &entry, &error), ==, 0);
+        g_assert_cmpint(
+                vmwp_elf_load((const uint8_t *)contents, len, ram, 64u << 20, MIN_GPA, &entry, &error), ==,
+                0);
         g_assert_cmpuint(entry, >=, MIN_GPA);
 }
 

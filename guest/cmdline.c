@@ -1,0 +1,142 @@
+/* The boot command line: space-separated key=value tokens that choose the workload
+ * and its parameters. Problems are recorded and printed after the boot banner. */
+#include "guest.h"
+
+#define GUEST_MEMSOAK_MB_DEFAULT 64
+#define GUEST_MEMSOAK_STEP_MB_DEFAULT 8
+#define GUEST_MEMSOAK_STEP_MS_DEFAULT 500
+
+static const char *const guest_workload_names[] = {
+        [GUEST_WORKLOAD_IDLE] = "idle",
+        [GUEST_WORKLOAD_CPU] = "cpu",
+        [GUEST_WORKLOAD_MEMSOAK] = "memsoak",
+};
+
+const char *guest_workload_name(enum guest_workload workload)
+{
+        if ((unsigned)workload >= sizeof(guest_workload_names) / sizeof(guest_workload_names[0]))
+                return "?";
+        return guest_workload_names[workload];
+}
+
+static bool guest_token_is(const char *s, size_t len, const char *word)
+{
+        return strlen(word) == len && memcmp(s, word, len) == 0;
+}
+
+static void guest_cmdline_note(struct guest_config *config, bool bad_value, const char *key, size_t key_len)
+{
+        if (config->n_issues == GUEST_CMDLINE_MAX_ISSUES) {
+                config->n_issues_dropped++;
+                return;
+        }
+        config->issues[config->n_issues++] = (struct guest_cmdline_issue){bad_value, key, key_len};
+}
+
+static int guest_parse_workload(const char *value, size_t len, enum guest_workload *ret_workload)
+{
+        for (unsigned w = 0; w < sizeof(guest_workload_names) / sizeof(guest_workload_names[0]); w++) {
+                if (guest_token_is(value, len, guest_workload_names[w])) {
+                        *ret_workload = (enum guest_workload)w;
+                        return 0;
+                }
+        }
+        return -EINVAL;
+}
+
+static int guest_parse_bounded(const char *value, size_t len, uint64_t min, uint64_t max, uint64_t *ret_value)
+{
+        uint64_t v;
+        int r = guest_parse_u64(value, len, &v);
+
+        if (r < 0)
+                return r;
+        if (v < min || v > max)
+                return -ERANGE;
+        *ret_value = v;
+        return 0;
+}
+
+/* Numeric parameters; the bounds keep byte and nanosecond products far from overflow. */
+static const struct guest_cmdline_number {
+        const char *key;
+        size_t offset;
+        uint64_t min, max;
+} guest_cmdline_numbers[] = {
+        {"memsoak_mb", offsetof(struct guest_config, memsoak_mb), 1, 1u << 20},
+        {"memsoak_step_mb", offsetof(struct guest_config, memsoak_step_mb), 1, 1u << 20},
+        {"memsoak_step_ms", offsetof(struct guest_config, memsoak_step_ms), 0, 3600u * 1000u},
+};
+
+static void guest_cmdline_apply(struct guest_config *config, const char *key, size_t key_len,
+                                const char *value, size_t value_len, bool has_value)
+{
+        if (guest_token_is(key, key_len, "workload")) {
+                if (!has_value || guest_parse_workload(value, value_len, &config->workload) < 0)
+                        guest_cmdline_note(config, true, key, key_len);
+                return;
+        }
+        for (size_t i = 0; i < sizeof(guest_cmdline_numbers) / sizeof(guest_cmdline_numbers[0]); i++) {
+                const struct guest_cmdline_number *n = &guest_cmdline_numbers[i];
+
+                if (!guest_token_is(key, key_len, n->key))
+                        continue;
+                if (!has_value || guest_parse_bounded(value, value_len, n->min, n->max,
+                                                      (uint64_t *)((char *)config + n->offset)) < 0)
+                        guest_cmdline_note(config, true, key, key_len);
+                return;
+        }
+        guest_cmdline_note(config, false, key, key_len);
+}
+
+/* cmdline must stay alive while the recorded issues are printed (they point into it).
+ * A bad value leaves that parameter at its default. */
+void guest_cmdline_parse(const char *cmdline, struct guest_config *ret_config)
+{
+        struct guest_config config = {
+                .workload = GUEST_WORKLOAD_IDLE,
+                .memsoak_mb = GUEST_MEMSOAK_MB_DEFAULT,
+                .memsoak_step_mb = GUEST_MEMSOAK_STEP_MB_DEFAULT,
+                .memsoak_step_ms = GUEST_MEMSOAK_STEP_MS_DEFAULT,
+        };
+        const char *p = cmdline;
+
+        for (;;) {
+                const char *key, *eq = NULL;
+                size_t len;
+
+                while (*p == ' ')
+                        p++;
+                if (!*p)
+                        break;
+                key = p;
+                while (*p && *p != ' ') {
+                        if (*p == '=' && !eq)
+                                eq = p;
+                        p++;
+                }
+                len = (size_t)(p - key);
+                if (eq)
+                        guest_cmdline_apply(&config, key, (size_t)(eq - key), eq + 1, (size_t)(p - eq - 1),
+                                            true);
+                else
+                        guest_cmdline_apply(&config, key, len, NULL, 0, false);
+        }
+        *ret_config = config;
+}
+
+void guest_cmdline_print_issues(const struct guest_config *config)
+{
+        for (unsigned i = 0; i < config->n_issues; i++) {
+                const struct guest_cmdline_issue *issue = &config->issues[i];
+
+                if (issue->bad_value)
+                        guest_printf("vmms-guest: bad value for %.*s\n", (int)issue->key_len, issue->key);
+                else
+                        guest_printf("vmms-guest: ignoring unknown parameter %.*s\n", (int)issue->key_len,
+                                     issue->key);
+        }
+        if (config->n_issues_dropped)
+                guest_printf("vmms-guest: %u more command line problems not shown\n",
+                             config->n_issues_dropped);
+}

@@ -1,0 +1,41 @@
+/* The `idle` workload: every VP sleeps in the IDLE hypercall; VP 0 reports its uptime
+ * every ten seconds. Also what VPs without work run, and the kernel's sleep. */
+#include "guest.h"
+#include "hypercall.h"
+
+#define GUEST_IDLE_REPORT_SECONDS 10
+
+/* IDLE may return early on an event, so sleep until the deadline really passed. */
+void guest_sleep_ns(uint64_t ns)
+{
+        uint64_t deadline = guest_hv_reference_time() + ns;
+
+        while (guest_hv_reference_time() < deadline) {
+                int64_t r = guest_hv_idle(deadline);
+
+                guest_check_host_request();
+                if (r < 0)
+                        break; /* a hypervisor without IDLE must not turn this into a spin */
+        }
+}
+
+void guest_workload_idle_run(bool report)
+{
+        uint64_t next_report = GUEST_IDLE_REPORT_SECONDS;
+
+        for (;;) {
+                uint64_t now, up;
+
+                guest_hv_idle(guest_hv_reference_time() + GUEST_NS_PER_SEC);
+                guest_check_host_request();
+                if (!report)
+                        continue;
+                now = guest_hv_reference_time();
+                up = now > guest_boot_time_ns() ? (now - guest_boot_time_ns()) / GUEST_NS_PER_SEC : 0;
+                if (up < next_report)
+                        continue;
+                guest_printf("idle: up %lus\n", up);
+                /* After a long pause, report at the next multiple rather than catching up. */
+                next_report = (up / GUEST_IDLE_REPORT_SECONDS + 1) * GUEST_IDLE_REPORT_SECONDS;
+        }
+}
