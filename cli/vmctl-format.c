@@ -1,0 +1,568 @@
+/* Tables for people, JSON for machines. */
+#include <math.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include "vmctl-format.h"
+
+struct VmctlTable {
+        const VmctlColumn *columns;
+        size_t n_columns;
+        GPtrArray *cells; /* row-major, n_columns per row */
+};
+
+VmctlTable *vmctl_table_new(const VmctlColumn *columns, size_t n_columns)
+{
+        VmctlTable *table = g_new0(VmctlTable, 1);
+
+        table->columns = columns;
+        table->n_columns = n_columns;
+        table->cells = g_ptr_array_new_with_free_func(g_free);
+        return table;
+}
+
+void vmctl_table_free(VmctlTable *table)
+{
+        if (!table)
+                return;
+        if (table->cells)
+                g_ptr_array_unref(table->cells);
+        g_free(table);
+}
+
+/* A cell on one line: control characters (a newline in an event message) become spaces. */
+static char *one_line(char *text)
+{
+        if (!g_utf8_validate(text, -1, NULL)) {
+                char *valid = g_utf8_make_valid(text, -1);
+
+                g_free(text);
+                text = valid;
+        }
+        for (char *p = text; *p; p++)
+                if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                        *p = ' ';
+        return text;
+}
+
+void vmctl_table_add(VmctlTable *table, ...)
+{
+        va_list ap;
+
+        va_start(ap, table);
+        for (size_t i = 0; i < table->n_columns; i++) {
+                char *cell = va_arg(ap, char *);
+
+                g_ptr_array_add(table->cells, one_line(cell ? cell : g_strdup("")));
+        }
+        va_end(ap);
+}
+
+size_t vmctl_table_rows(const VmctlTable *table)
+{
+        return table->cells->len / table->n_columns;
+}
+
+static void append_cell(GString *out, const char *text, size_t width, bool right, bool last)
+{
+        size_t len = g_utf8_strlen(text, -1);
+
+        if (right)
+                for (size_t i = len; i < width; i++)
+                        g_string_append_c(out, ' ');
+        g_string_append(out, text);
+        if (!right && !last)
+                for (size_t i = len; i < width; i++)
+                        g_string_append_c(out, ' ');
+        g_string_append_c(out, last ? '\n' : ' ');
+}
+
+void vmctl_table_render(const VmctlTable *table, GString *out)
+{
+        size_t rows = vmctl_table_rows(table), n = table->n_columns;
+        g_autofree size_t *widths = g_new0(size_t, n);
+
+        if (rows == 0)
+                return;
+        for (size_t c = 0; c < n; c++) {
+                widths[c] = strlen(table->columns[c].header);
+                for (size_t r = 0; r < rows; r++)
+                        widths[c] = MAX(widths[c], (size_t)g_utf8_strlen(table->cells->pdata[r * n + c], -1));
+        }
+        for (size_t c = 0; c < n; c++)
+                append_cell(out, table->columns[c].header, widths[c], table->columns[c].right, c + 1 == n);
+        for (size_t c = 0; c < n; c++) {
+                g_autofree char *dashes = g_strnfill(strlen(table->columns[c].header), '-');
+
+                append_cell(out, dashes, widths[c], table->columns[c].right, c + 1 == n);
+        }
+        for (size_t r = 0; r < rows; r++)
+                for (size_t c = 0; c < n; c++)
+                        append_cell(out, table->cells->pdata[r * n + c], widths[c], table->columns[c].right,
+                                    c + 1 == n);
+}
+
+char *vmctl_json_name(const char *proto_name)
+{
+        GString *name = g_string_new(NULL);
+        bool upper = false;
+
+        for (const char *p = proto_name; *p; p++) {
+                if (*p == '_') {
+                        upper = true;
+                        continue;
+                }
+                g_string_append_c(name, upper ? g_ascii_toupper(*p) : *p);
+                upper = false;
+        }
+        return g_string_free(name, FALSE);
+}
+
+static void json_string(GString *out, const char *text)
+{
+        g_autofree char *valid = g_utf8_validate(text, -1, NULL) ? NULL : g_utf8_make_valid(text, -1);
+
+        g_string_append_c(out, '"');
+        for (const char *p = valid ? valid : text; *p; p++) {
+                unsigned char c = (unsigned char)*p;
+
+                if (c == '"' || c == '\\')
+                        g_string_append_printf(out, "\\%c", c);
+                else if (c == '\n')
+                        g_string_append(out, "\\n");
+                else if (c == '\t')
+                        g_string_append(out, "\\t");
+                else if (c < 0x20 || c == 0x7f)
+                        g_string_append_printf(out, "\\u%04x", c);
+                else
+                        g_string_append_c(out, (char)c);
+        }
+        g_string_append_c(out, '"');
+}
+
+/* The shortest decimal that reads back as the same double; proto3 JSON's words for the rest. */
+static void json_double(GString *out, double value)
+{
+        char buf[G_ASCII_DTOSTR_BUF_SIZE];
+
+        if (isnan(value)) {
+                g_string_append(out, "\"NaN\"");
+                return;
+        }
+        if (isinf(value)) {
+                g_string_append(out, value > 0 ? "\"Infinity\"" : "\"-Infinity\"");
+                return;
+        }
+        g_ascii_formatd(buf, sizeof(buf), "%.15g", value);
+        if (g_ascii_strtod(buf, NULL) != value)
+                g_ascii_formatd(buf, sizeof(buf), "%.17g", value);
+        g_string_append(out, buf);
+}
+
+typedef struct JsonWriter {
+        GString *out;
+        bool pretty;
+} JsonWriter;
+
+static void json_newline(JsonWriter *w, unsigned level)
+{
+        if (!w->pretty)
+                return;
+        g_string_append_c(w->out, '\n');
+        for (unsigned i = 0; i < level; i++)
+                g_string_append(w->out, "  ");
+}
+
+static void json_message(JsonWriter *w, const ProtobufCMessage *message, unsigned level);
+
+static size_t field_element_size(const ProtobufCFieldDescriptor *f)
+{
+        switch (f->type) {
+        case PROTOBUF_C_TYPE_INT32:
+        case PROTOBUF_C_TYPE_SINT32:
+        case PROTOBUF_C_TYPE_SFIXED32:
+        case PROTOBUF_C_TYPE_UINT32:
+        case PROTOBUF_C_TYPE_FIXED32:
+        case PROTOBUF_C_TYPE_FLOAT:
+                return 4;
+        case PROTOBUF_C_TYPE_INT64:
+        case PROTOBUF_C_TYPE_SINT64:
+        case PROTOBUF_C_TYPE_SFIXED64:
+        case PROTOBUF_C_TYPE_UINT64:
+        case PROTOBUF_C_TYPE_FIXED64:
+        case PROTOBUF_C_TYPE_DOUBLE:
+                return 8;
+        case PROTOBUF_C_TYPE_BOOL:
+                return sizeof(protobuf_c_boolean);
+        case PROTOBUF_C_TYPE_ENUM:
+                return sizeof(int);
+        case PROTOBUF_C_TYPE_STRING:
+                return sizeof(char *);
+        case PROTOBUF_C_TYPE_BYTES:
+                return sizeof(ProtobufCBinaryData);
+        case PROTOBUF_C_TYPE_MESSAGE:
+                return sizeof(ProtobufCMessage *);
+        }
+        return 0;
+}
+
+static void json_value(JsonWriter *w, const ProtobufCFieldDescriptor *f, const void *p, unsigned level)
+{
+        switch (f->type) {
+        case PROTOBUF_C_TYPE_INT32:
+        case PROTOBUF_C_TYPE_SINT32:
+        case PROTOBUF_C_TYPE_SFIXED32:
+                g_string_append_printf(w->out, "%" G_GINT32_FORMAT, *(const int32_t *)p);
+                break;
+        case PROTOBUF_C_TYPE_UINT32:
+        case PROTOBUF_C_TYPE_FIXED32:
+                g_string_append_printf(w->out, "%" G_GUINT32_FORMAT, *(const uint32_t *)p);
+                break;
+        case PROTOBUF_C_TYPE_INT64:
+        case PROTOBUF_C_TYPE_SINT64:
+        case PROTOBUF_C_TYPE_SFIXED64:
+                g_string_append_printf(w->out, "%" G_GINT64_FORMAT, *(const int64_t *)p);
+                break;
+        case PROTOBUF_C_TYPE_UINT64:
+        case PROTOBUF_C_TYPE_FIXED64:
+                g_string_append_printf(w->out, "%" G_GUINT64_FORMAT, *(const uint64_t *)p);
+                break;
+        case PROTOBUF_C_TYPE_FLOAT:
+                json_double(w->out, *(const float *)p);
+                break;
+        case PROTOBUF_C_TYPE_DOUBLE:
+                json_double(w->out, *(const double *)p);
+                break;
+        case PROTOBUF_C_TYPE_BOOL:
+                g_string_append(w->out, *(const protobuf_c_boolean *)p ? "true" : "false");
+                break;
+        case PROTOBUF_C_TYPE_ENUM: {
+                const ProtobufCEnumValue *value =
+                        protobuf_c_enum_descriptor_get_value(f->descriptor, *(const int *)p);
+
+                if (value)
+                        json_string(w->out, value->name);
+                else
+                        g_string_append_printf(w->out, "%d", *(const int *)p);
+                break;
+        }
+        case PROTOBUF_C_TYPE_STRING: {
+                const char *text = *(char *const *)p;
+
+                json_string(w->out, text ? text : "");
+                break;
+        }
+        case PROTOBUF_C_TYPE_BYTES: {
+                const ProtobufCBinaryData *data = p;
+                g_autofree char *base64 = g_base64_encode(data->data, data->len);
+
+                json_string(w->out, base64);
+                break;
+        }
+        case PROTOBUF_C_TYPE_MESSAGE:
+                json_message(w, *(ProtobufCMessage *const *)p, level);
+                break;
+        }
+}
+
+static void json_field(JsonWriter *w, const ProtobufCMessage *message, const ProtobufCFieldDescriptor *f,
+                       unsigned level)
+{
+        const char *member = (const char *)message + f->offset;
+        g_autofree char *name = vmctl_json_name(f->name);
+        size_t n, size;
+
+        json_string(w->out, name);
+        g_string_append(w->out, w->pretty ? ": " : ":");
+        if (f->label != PROTOBUF_C_LABEL_REPEATED) {
+                json_value(w, f, member, level);
+                return;
+        }
+        n = *(const size_t *)((const char *)message + f->quantifier_offset);
+        size = field_element_size(f);
+        g_string_append_c(w->out, '[');
+        for (size_t i = 0; i < n; i++) {
+                if (i)
+                        g_string_append_c(w->out, ',');
+                json_newline(w, level + 1);
+                json_value(w, f, *(const char *const *)member + i * size, level + 1);
+        }
+        if (n)
+                json_newline(w, level);
+        g_string_append_c(w->out, ']');
+}
+
+static void json_message(JsonWriter *w, const ProtobufCMessage *message, unsigned level)
+{
+        const ProtobufCMessageDescriptor *d;
+        bool first = true;
+
+        if (!message) {
+                g_string_append(w->out, "null");
+                return;
+        }
+        d = message->descriptor;
+        g_string_append_c(w->out, '{');
+        for (unsigned i = 0; i < d->n_fields; i++) {
+                const ProtobufCFieldDescriptor *f = &d->fields[i];
+
+                /* Of a oneof, only the member that is set. */
+                if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+                    *(const uint32_t *)((const char *)message + f->quantifier_offset) != f->id)
+                        continue;
+                if (!first)
+                        g_string_append_c(w->out, ',');
+                first = false;
+                json_newline(w, level + 1);
+                json_field(w, message, f, level + 1);
+        }
+        if (!first)
+                json_newline(w, level);
+        g_string_append_c(w->out, '}');
+}
+
+void vmctl_json_append_message(GString *out, const ProtobufCMessage *message, bool pretty)
+{
+        JsonWriter w = {.out = out, .pretty = pretty};
+
+        json_message(&w, message, 0);
+        g_string_append_c(out, '\n');
+}
+
+void vmctl_json_append_array(GString *out, ProtobufCMessage *const *messages, size_t n_messages, bool pretty)
+{
+        JsonWriter w = {.out = out, .pretty = pretty};
+
+        g_string_append_c(out, '[');
+        for (size_t i = 0; i < n_messages; i++) {
+                if (i)
+                        g_string_append_c(out, ',');
+                json_newline(&w, 1);
+                json_message(&w, messages[i], 1);
+        }
+        if (n_messages)
+                json_newline(&w, 0);
+        g_string_append(out, "]\n");
+}
+
+const char *vmctl_vm_state_name(Vmms__V1__VmState state)
+{
+        switch (state) {
+        case VMMS__V1__VM_STATE__VM_STATE_OFF:
+                return "Off";
+        case VMMS__V1__VM_STATE__VM_STATE_STARTING:
+                return "Starting";
+        case VMMS__V1__VM_STATE__VM_STATE_RUNNING:
+                return "Running";
+        case VMMS__V1__VM_STATE__VM_STATE_PAUSED:
+                return "Paused";
+        case VMMS__V1__VM_STATE__VM_STATE_STOPPING:
+                return "Stopping";
+        case VMMS__V1__VM_STATE__VM_STATE_SAVED:
+                return "Saved";
+        case VMMS__V1__VM_STATE__VM_STATE_MIGRATING:
+                return "Migrating";
+        default:
+                return "Unknown";
+        }
+}
+
+/* Hyper-V's Status column: "Operating normally" unless the VM is between states. */
+static const char *vm_status(Vmms__V1__VmState state)
+{
+        switch (state) {
+        case VMMS__V1__VM_STATE__VM_STATE_STARTING:
+                return "Starting";
+        case VMMS__V1__VM_STATE__VM_STATE_STOPPING:
+                return "Stopping";
+        case VMMS__V1__VM_STATE__VM_STATE_MIGRATING:
+                return "Migrating";
+        case VMMS__V1__VM_STATE__VM_STATE_OFF:
+        case VMMS__V1__VM_STATE__VM_STATE_RUNNING:
+        case VMMS__V1__VM_STATE__VM_STATE_PAUSED:
+        case VMMS__V1__VM_STATE__VM_STATE_SAVED:
+                return "Operating normally";
+        default:
+                return "Unknown";
+        }
+}
+
+char *vmctl_format_uptime(int64_t ms)
+{
+        int64_t s = ms > 0 ? ms / 1000 : 0;
+        int64_t days = s / 86400;
+
+        if (days)
+                return g_strdup_printf("%" G_GINT64_FORMAT ".%02d:%02d:%02d", days, (int)(s % 86400 / 3600),
+                                       (int)(s % 3600 / 60), (int)(s % 60));
+        return g_strdup_printf("%02d:%02d:%02d", (int)(s / 3600), (int)(s % 3600 / 60), (int)(s % 60));
+}
+
+char *vmctl_format_counter_value(double value)
+{
+        char buf[G_ASCII_DTOSTR_BUF_SIZE];
+
+        if (isfinite(value) && value == floor(value) && fabs(value) < 1e15)
+                return g_strdup(g_ascii_formatd(buf, sizeof(buf), "%.0f", value));
+        return g_strdup(g_ascii_formatd(buf, sizeof(buf), "%.2f", value));
+}
+
+static char *mib(uint64_t bytes)
+{
+        return g_strdup_printf("%" G_GUINT64_FORMAT, bytes >> 20);
+}
+
+static char *text(const char *s)
+{
+        return g_strdup(s ? s : "");
+}
+
+static char *number(uint64_t n)
+{
+        return g_strdup_printf("%" G_GUINT64_FORMAT, n);
+}
+
+static char *boolean(bool b)
+{
+        return g_strdup(b ? "True" : "False");
+}
+
+void vmctl_format_vms(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms)
+{
+        static const VmctlColumn columns[] = {
+                {"Name", false},           {"State", false},
+                {"CPUUsage(%)", true},     {"MemoryAssigned(M)", true},
+                {"MemoryDemand(M)", true}, {"Pressure", true},
+                {"Uptime", false},         {"Status", false},
+        };
+        g_autoptr(VmctlTable) table = vmctl_table_new(columns, G_N_ELEMENTS(columns));
+
+        for (size_t i = 0; i < n_vms; i++) {
+                const Vmms__V1__Vm *vm = vms[i];
+
+                vmctl_table_add(table, text(vm->name), text(vmctl_vm_state_name(vm->state)),
+                                g_strdup_printf("%.0f", vm->cpu_usage_pct), mib(vm->assigned_memory_bytes),
+                                mib(vm->memory_demand_bytes), number(vm->memory_pressure),
+                                vmctl_format_uptime(vm->uptime_ms), text(vm_status(vm->state)));
+        }
+        vmctl_table_render(table, out);
+}
+
+void vmctl_format_processors(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms)
+{
+        static const VmctlColumn columns[] = {
+                {"VMName", false}, {"Count", true},          {"Reserve", true},
+                {"Maximum", true}, {"RelativeWeight", true},
+        };
+        g_autoptr(VmctlTable) table = vmctl_table_new(columns, G_N_ELEMENTS(columns));
+
+        for (size_t i = 0; i < n_vms; i++) {
+                const Vmms__V1__ProcessorSettings *p = vms[i]->processor;
+
+                vmctl_table_add(table, text(vms[i]->name), number(p ? p->count : 0),
+                                number(p ? p->reserve : 0), number(p ? p->maximum : 0),
+                                number(p ? p->relative_weight : 0));
+        }
+        vmctl_table_render(table, out);
+}
+
+void vmctl_format_memory(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms)
+{
+        static const VmctlColumn columns[] = {
+                {"VMName", false},    {"DynamicMemoryEnabled", false},
+                {"Minimum(M)", true}, {"Startup(M)", true},
+                {"Maximum(M)", true}, {"Buffer", true},
+                {"Priority", true},
+        };
+        g_autoptr(VmctlTable) table = vmctl_table_new(columns, G_N_ELEMENTS(columns));
+
+        for (size_t i = 0; i < n_vms; i++) {
+                const Vmms__V1__MemorySettings *m = vms[i]->memory;
+
+                vmctl_table_add(table, text(vms[i]->name), boolean(m && m->dynamic_memory_enabled),
+                                mib(m ? m->minimum_bytes : 0), mib(m ? m->startup_bytes : 0),
+                                mib(m ? m->maximum_bytes : 0), number(m ? m->buffer : 0),
+                                number(m ? m->priority : 0));
+        }
+        vmctl_table_render(table, out);
+}
+
+void vmctl_format_host(GString *out, const Vmms__V1__Host *host)
+{
+        static const VmctlColumn columns[] = {
+                {"Name", false},
+                {"LogicalProcessorCount", true},
+                {"MemoryCapacity(M)", true},
+                {"MemoryInUse(M)", true},
+                {"VMCount", true},
+                {"RunningVMCount", true},
+                {"Reserved(%)", true},
+                {"ReservationCapacity(%)", true},
+        };
+        g_autoptr(VmctlTable) table = vmctl_table_new(columns, G_N_ELEMENTS(columns));
+
+        vmctl_table_add(table, text(host->hostname), number(host->logical_processors),
+                        mib(host->memory_pool_bytes), mib(host->memory_pool_used_bytes),
+                        number(host->vm_count), number(host->running_vm_count),
+                        number(host->reservation_used_pct), number(host->reservation_capacity_pct));
+        vmctl_table_render(table, out);
+}
+
+void vmctl_format_counters(GString *out, const Vmms__V1__GetCountersResponse *counters)
+{
+        static const VmctlColumn columns[] = {{"Path", false}, {"Value", true}};
+        g_autoptr(VmctlTable) table = vmctl_table_new(columns, G_N_ELEMENTS(columns));
+
+        for (size_t i = 0; i < counters->n_samples; i++)
+                vmctl_table_add(table, text(counters->samples[i]->path),
+                                vmctl_format_counter_value(counters->samples[i]->value));
+        vmctl_table_render(table, out);
+}
+
+static char *event_time(int64_t unix_ms)
+{
+        g_autoptr(GDateTime) time = g_date_time_new_from_unix_local(unix_ms / 1000);
+
+        return time ? g_date_time_format(time, "%Y-%m-%d %H:%M:%S") : g_strdup("");
+}
+
+static char *event_state(const Vmms__V1__Event *event)
+{
+        return g_strdup(event->state == VMMS__V1__VM_STATE__VM_STATE_UNSPECIFIED
+                                ? ""
+                                : vmctl_vm_state_name(event->state));
+}
+
+static const VmctlColumn event_columns[] = {
+        {"Id", true},    {"Time", false},  {"VMName", false},
+        {"Kind", false}, {"State", false}, {"Message", false},
+};
+
+void vmctl_format_events(GString *out, Vmms__V1__Event *const *events, size_t n_events)
+{
+        g_autoptr(VmctlTable) table = vmctl_table_new(event_columns, G_N_ELEMENTS(event_columns));
+
+        for (size_t i = 0; i < n_events; i++) {
+                const Vmms__V1__Event *e = events[i];
+
+                vmctl_table_add(table, g_strdup_printf("%" G_GINT64_FORMAT, e->id),
+                                event_time(e->time_unix_ms), text(e->vm_name), text(e->kind), event_state(e),
+                                text(e->message));
+        }
+        vmctl_table_render(table, out);
+}
+
+#define EVENT_LINE "%8s %-19s %-16s %-11s %-9s %s\n"
+
+void vmctl_format_event_line(GString *out, const Vmms__V1__Event *event, bool header)
+{
+        g_autofree char *id = g_strdup_printf("%" G_GINT64_FORMAT, event->id);
+        g_autofree char *time = event_time(event->time_unix_ms), *state = event_state(event);
+        g_autofree char *message = one_line(text(event->message));
+
+        if (header) {
+                g_string_append_printf(out, EVENT_LINE, "Id", "Time", "VMName", "Kind", "State", "Message");
+                g_string_append_printf(out, EVENT_LINE, "--", "----", "------", "----", "-----", "-------");
+        }
+        g_string_append_printf(out, EVENT_LINE, id, time, event->vm_name, event->kind, state, message);
+}

@@ -1,0 +1,354 @@
+/* One channel and one completion queue per vmctl run; each call waits for its own batches in turn. */
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/log.h>
+#include <grpc/support/time.h>
+
+#include "vmctl-rpc.h"
+
+/* A Get-VM of thousands of VMs must fit; gRPC's default receive limit is 4 MiB. */
+#define VMCTL_MAX_MESSAGE_BYTES (64 * 1024 * 1024)
+
+struct VmctlClient {
+        char *target;
+        grpc_channel *channel;
+        grpc_completion_queue *cq;
+};
+
+static const char *const status_names[] = {
+        "OK",        "CANCELLED",       "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+        "NOT_FOUND", "ALREADY_EXISTS",  "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+        "ABORTED",   "OUT_OF_RANGE",    "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+        "DATA_LOSS", "UNAUTHENTICATED",
+};
+
+const char *vmctl_rpc_status_name(int status)
+{
+        if (status < 0 || (size_t)status >= G_N_ELEMENTS(status_names))
+                return "UNKNOWN";
+        return status_names[status];
+}
+
+char *vmctl_rpc_normalize_target(const char *server)
+{
+        if (server[0] == '/')
+                return g_strconcat("unix:", server, NULL);
+        return g_strdup(server);
+}
+
+bool vmctl_rpc_target_is_unix(const char *target)
+{
+        return g_str_has_prefix(target, "unix:");
+}
+
+char *vmctl_rpc_default_target(bool is_root, const char *env_socket, const char *runtime_dir)
+{
+        if (env_socket && env_socket[0])
+                return vmctl_rpc_normalize_target(env_socket);
+        if (is_root || !runtime_dir || !runtime_dir[0])
+                return g_strdup("unix:/run/vmms/vmms.sock");
+        return g_strconcat("unix:", runtime_dir, "/vmms/vmms.sock", NULL);
+}
+
+/* gRPC logs connection failures itself; vmctl says them once, in its own words. */
+static void silent_log(gpr_log_func_args *args)
+{
+        (void)args;
+}
+
+int vmctl_client_new(const char *target, const char *root_cert_pem, VmctlClient **ret_client)
+{
+        g_autoptr(VmctlClient) client = NULL;
+        grpc_channel_credentials *credentials;
+        grpc_arg arg = {
+                .type = GRPC_ARG_INTEGER,
+                .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                .value.integer = VMCTL_MAX_MESSAGE_BYTES,
+        };
+        grpc_channel_args args = {.num_args = 1, .args = &arg};
+
+        if (!target || !target[0])
+                return -EINVAL;
+        if (root_cert_pem && vmctl_rpc_target_is_unix(target))
+                return -EINVAL;
+        if (!g_getenv("GRPC_VERBOSITY"))
+                gpr_set_log_function(silent_log);
+        grpc_init();
+        client = g_new0(VmctlClient, 1);
+        client->target = g_strdup(target);
+        credentials = root_cert_pem ? grpc_ssl_credentials_create(root_cert_pem, NULL, NULL, NULL)
+                                    : grpc_insecure_credentials_create();
+        client->channel = grpc_channel_create(target, credentials, &args);
+        grpc_channel_credentials_release(credentials);
+        client->cq = grpc_completion_queue_create_for_next(NULL);
+        *ret_client = g_steal_pointer(&client);
+        return 0;
+}
+
+void vmctl_client_free(VmctlClient *client)
+{
+        if (!client)
+                return;
+        if (client->cq) {
+                grpc_completion_queue_shutdown(client->cq);
+                while (grpc_completion_queue_next(client->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+                               .type != GRPC_QUEUE_SHUTDOWN)
+                        ;
+                grpc_completion_queue_destroy(client->cq);
+        }
+        if (client->channel)
+                grpc_channel_destroy(client->channel);
+        if (client->target)
+                grpc_shutdown();
+        g_free(client->target);
+        g_free(client);
+}
+
+const char *vmctl_client_target(const VmctlClient *client)
+{
+        return client->target;
+}
+
+/* Waits for the batch started with tag; returns whether it succeeded. */
+static bool wait_batch(VmctlClient *client, void *tag)
+{
+        for (;;) {
+                grpc_event ev =
+                        grpc_completion_queue_next(client->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+
+                if (ev.type == GRPC_QUEUE_SHUTDOWN)
+                        return false;
+                if (ev.type == GRPC_OP_COMPLETE && ev.tag == tag)
+                        return ev.success != 0;
+        }
+}
+
+static grpc_byte_buffer *pack_message(const ProtobufCMessage *message)
+{
+        size_t len = protobuf_c_message_get_packed_size(message);
+        grpc_slice slice = grpc_slice_malloc(len);
+        grpc_byte_buffer *buffer;
+
+        protobuf_c_message_pack(message, GRPC_SLICE_START_PTR(slice));
+        buffer = grpc_raw_byte_buffer_create(&slice, 1);
+        grpc_slice_unref(slice);
+        return buffer;
+}
+
+static ProtobufCMessage *unpack_message(grpc_byte_buffer *buffer, const ProtobufCMessageDescriptor *type)
+{
+        grpc_byte_buffer_reader reader;
+        ProtobufCMessage *message;
+        grpc_slice all;
+
+        if (!grpc_byte_buffer_reader_init(&reader, buffer))
+                return NULL;
+        all = grpc_byte_buffer_reader_readall(&reader);
+        grpc_byte_buffer_reader_destroy(&reader);
+        message = protobuf_c_message_unpack(type, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+        grpc_slice_unref(all);
+        return message;
+}
+
+/* Why a unix socket cannot be reached, in an operator's words; NULL when it looks reachable. */
+static char *unix_socket_problem(const char *target)
+{
+        const char *path = target + strlen("unix:");
+        struct stat st;
+
+        if (g_str_has_prefix(path, "//"))
+                path += 2;
+        if (stat(path, &st) < 0)
+                return g_strdup_printf("%s (is vmmsd running?)", g_strerror(errno));
+        if (!S_ISSOCK(st.st_mode))
+                return g_strdup("the path is not a socket");
+        if (access(path, R_OK | W_OK) < 0)
+                return g_strdup_printf("%s (vmmsd's socket is for root and its group)", g_strerror(errno));
+        return NULL;
+}
+
+/* Maps a call's final status to vmctl's errors. A failure while the channel never became ready means
+ * vmmsd was not reached; anything else is vmmsd's answer. */
+static int call_result(VmctlClient *client, grpc_status_code status, grpc_slice details, int *ret_status,
+                       char **ret_error)
+{
+        g_autofree char *message =
+                g_strndup((const char *)GRPC_SLICE_START_PTR(details), GRPC_SLICE_LENGTH(details));
+        g_autofree char *problem = NULL;
+
+        if (status == GRPC_STATUS_OK)
+                return 0;
+        if ((status == GRPC_STATUS_UNAVAILABLE || status == GRPC_STATUS_DEADLINE_EXCEEDED) &&
+            grpc_channel_check_connectivity_state(client->channel, 0) != GRPC_CHANNEL_READY) {
+                if (vmctl_rpc_target_is_unix(client->target))
+                        problem = unix_socket_problem(client->target);
+                if (ret_error)
+                        *ret_error = g_strdup_printf("cannot connect to vmmsd at %s: %s", client->target,
+                                                     problem      ? problem
+                                                     : message[0] ? message
+                                                                  : "no answer");
+                return -ENOTCONN;
+        }
+        if (ret_status)
+                *ret_status = status;
+        if (ret_error)
+                *ret_error = message[0] ? g_steal_pointer(&message) : g_strdup(vmctl_rpc_status_name(status));
+        return -EREMOTEIO;
+}
+
+static gpr_timespec deadline_after(int64_t timeout_ms)
+{
+        if (timeout_ms <= 0)
+                return gpr_inf_future(GPR_CLOCK_REALTIME);
+        return gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+}
+
+int vmctl_client_call(VmctlClient *client, const char *method, const ProtobufCMessage *request,
+                      const ProtobufCMessageDescriptor *reply_type, int64_t timeout_ms,
+                      ProtobufCMessage **ret_reply, int *ret_status, char **ret_error)
+{
+        grpc_byte_buffer *send = pack_message(request), *received = NULL;
+        grpc_metadata_array initial, trailing;
+        grpc_status_code status = GRPC_STATUS_UNKNOWN;
+        grpc_slice details = grpc_empty_slice();
+        ProtobufCMessage *reply = NULL;
+        grpc_op ops[6] = {0};
+        grpc_call *call;
+        int r;
+
+        grpc_metadata_array_init(&initial);
+        grpc_metadata_array_init(&trailing);
+        call = grpc_channel_create_call(client->channel, NULL, GRPC_PROPAGATE_DEFAULTS, client->cq,
+                                        grpc_slice_from_static_string(method), NULL,
+                                        deadline_after(timeout_ms), NULL);
+        ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+        ops[1].op = GRPC_OP_SEND_MESSAGE;
+        ops[1].data.send_message.send_message = send;
+        ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+        ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+        ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial;
+        ops[4].op = GRPC_OP_RECV_MESSAGE;
+        ops[4].data.recv_message.recv_message = &received;
+        ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+        ops[5].data.recv_status_on_client.trailing_metadata = &trailing;
+        ops[5].data.recv_status_on_client.status = &status;
+        ops[5].data.recv_status_on_client.status_details = &details;
+        if (grpc_call_start_batch(call, ops, G_N_ELEMENTS(ops), ops, NULL) != GRPC_CALL_OK) {
+                r = -EIO;
+                if (ret_error)
+                        *ret_error = g_strdup_printf("cannot start a call to %s", method);
+                goto cleanup;
+        }
+        wait_batch(client, ops);
+        r = call_result(client, status, details, ret_status, ret_error);
+        if (r < 0)
+                goto cleanup;
+        reply = received ? unpack_message(received, reply_type) : NULL;
+        if (!reply) {
+                r = -EBADMSG;
+                if (ret_error)
+                        *ret_error = g_strdup_printf("vmmsd's answer to %s is not a %s message", method,
+                                                     reply_type->name);
+                goto cleanup;
+        }
+        *ret_reply = reply;
+cleanup:
+        grpc_call_unref(call);
+        grpc_byte_buffer_destroy(send);
+        if (received)
+                grpc_byte_buffer_destroy(received);
+        grpc_slice_unref(details);
+        grpc_metadata_array_destroy(&initial);
+        grpc_metadata_array_destroy(&trailing);
+        return r;
+}
+
+/* Receives messages until the stream ends or on_message stops it; returns the callback's error or 0. */
+static int receive_stream(VmctlClient *client, grpc_call *call, const ProtobufCMessageDescriptor *reply_type,
+                          VmctlStreamFunc on_message, void *userdata, char **ret_error)
+{
+        for (;;) {
+                grpc_byte_buffer *received = NULL;
+                ProtobufCMessage *message;
+                grpc_op op = {.op = GRPC_OP_RECV_MESSAGE, .data.recv_message.recv_message = &received};
+                int r;
+
+                if (grpc_call_start_batch(call, &op, 1, &op, NULL) != GRPC_CALL_OK)
+                        return 0;
+                if (!wait_batch(client, &op) || !received)
+                        return 0;
+                message = unpack_message(received, reply_type);
+                grpc_byte_buffer_destroy(received);
+                if (!message) {
+                        if (ret_error)
+                                *ret_error =
+                                        g_strdup_printf("vmmsd streamed something that is not a %s message",
+                                                        reply_type->name);
+                        grpc_call_cancel(call, NULL);
+                        return -EBADMSG;
+                }
+                r = on_message(message, userdata);
+                protobuf_c_message_free_unpacked(message, NULL);
+                if (r < 0) {
+                        grpc_call_cancel(call, NULL);
+                        return r;
+                }
+        }
+}
+
+int vmctl_client_stream(VmctlClient *client, const char *method, const ProtobufCMessage *request,
+                        const ProtobufCMessageDescriptor *reply_type, VmctlStreamFunc on_message,
+                        void *userdata, int *ret_status, char **ret_error)
+{
+        grpc_byte_buffer *send = pack_message(request);
+        grpc_metadata_array initial, trailing;
+        grpc_status_code status = GRPC_STATUS_UNKNOWN;
+        grpc_slice details = grpc_empty_slice();
+        grpc_op start[4] = {0}, finish[1] = {0};
+        grpc_call *call;
+        int r = 0, stopped = 0;
+
+        grpc_metadata_array_init(&initial);
+        grpc_metadata_array_init(&trailing);
+        call = grpc_channel_create_call(client->channel, NULL, GRPC_PROPAGATE_DEFAULTS, client->cq,
+                                        grpc_slice_from_static_string(method), NULL, deadline_after(0), NULL);
+        start[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+        start[1].op = GRPC_OP_SEND_MESSAGE;
+        start[1].data.send_message.send_message = send;
+        start[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+        start[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+        start[3].data.recv_initial_metadata.recv_initial_metadata = &initial;
+        finish[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+        finish[0].data.recv_status_on_client.trailing_metadata = &trailing;
+        finish[0].data.recv_status_on_client.status = &status;
+        finish[0].data.recv_status_on_client.status_details = &details;
+        if (grpc_call_start_batch(call, start, G_N_ELEMENTS(start), start, NULL) != GRPC_CALL_OK) {
+                r = -EIO;
+                if (ret_error)
+                        *ret_error = g_strdup_printf("cannot start a call to %s", method);
+                goto cleanup;
+        }
+        if (wait_batch(client, start))
+                stopped = receive_stream(client, call, reply_type, on_message, userdata, ret_error);
+        if (grpc_call_start_batch(call, finish, G_N_ELEMENTS(finish), finish, NULL) == GRPC_CALL_OK)
+                wait_batch(client, finish);
+        if (stopped < 0)
+                r = stopped;
+        else
+                r = call_result(client, status, details, ret_status, ret_error);
+cleanup:
+        grpc_call_unref(call);
+        grpc_byte_buffer_destroy(send);
+        grpc_slice_unref(details);
+        grpc_metadata_array_destroy(&initial);
+        grpc_metadata_array_destroy(&trailing);
+        return r;
+}

@@ -1,0 +1,1018 @@
+/* The verb table, the handlers that call vmmsd, Get-Help, and the dispatch from argv to a verb. */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vmctl-format.h"
+#include "vmctl-verbs.h"
+
+/* Per-call deadlines. A graceful Stop-VM waits for the guest and then vmmsd's own fallback timeout. */
+#define VMCTL_TIMEOUT_MS (60 * 1000)
+#define VMCTL_STOP_TIMEOUT_MS (10 * 60 * 1000)
+
+/* ListEvents answers at most this many events a call (vmms.proto). */
+#define VMCTL_EVENTS_MAX 10000
+
+#define METHOD(name) "/vmms.v1.Vmms/" name
+
+static const char *const workloads[] = {"idle", "cpu", "memsoak", NULL};
+
+#define COMMON_PARAMS                                                                                        \
+        {.name = "Json",                                                                                     \
+         .type = VMCTL_PARAM_SWITCH,                                                                         \
+         .help = "Print the result as JSON (vmms.proto's field names)."},                                    \
+                {.name = "Server",                                                                           \
+                 .type = VMCTL_PARAM_STRING,                                                                 \
+                 .help = "vmmsd's address: unix:/path, a socket path, or host:port. Default: $VMMS_SOCKET, " \
+                         "else /run/vmms/vmms.sock as root, else $XDG_RUNTIME_DIR/vmms/vmms.sock."},         \
+        {                                                                                                    \
+                .name = "CertificateFile", .type = VMCTL_PARAM_STRING,                                       \
+                .help = "PEM CA certificate to trust: talk TLS to a host:port server."                       \
+        }
+
+static const VmctlParam common_params[] = {COMMON_PARAMS};
+
+#define VM_NAME_PARAM(pname, req)                                                                            \
+        {                                                                                                    \
+                .name = pname, .type = VMCTL_PARAM_STRING, .required = req, .positional = true,              \
+                .help = "The VM, by name or UUID."                                                           \
+        }
+
+#define PASSTHRU_PARAM                                                                                       \
+        {                                                                                                    \
+                .name = "Passthru", .type = VMCTL_PARAM_SWITCH, .help = "Print the VM afterwards."           \
+        }
+
+static const VmctlParam get_vm_params[] = {
+        {.name = "Name",
+         .type = VMCTL_PARAM_STRING,
+         .positional = true,
+         .help = "A VM name or UUID; '*' and '?' match any text and any one character. Default: all VMs."},
+        COMMON_PARAMS,
+};
+
+static const VmctlParam new_vm_params[] = {
+        {.name = "Name",
+         .type = VMCTL_PARAM_STRING,
+         .required = true,
+         .positional = true,
+         .help = "The new VM's name."},
+        {.name = "MemoryStartupBytes",
+         .type = VMCTL_PARAM_SIZE,
+         .required = true,
+         .help = "Memory the VM starts with (512MB, 2GB, or bytes; MB means MiB)."},
+        {.name = "ProcessorCount",
+         .type = VMCTL_PARAM_UINT,
+         .min = 1,
+         .max = 32,
+         .help = "Virtual processors. Default 1."},
+        {.name = "Workload",
+         .type = VMCTL_PARAM_CHOICE,
+         .choices = workloads,
+         .help = "What the guest runs: idle, cpu (burns its VPs) or memsoak (touches memory). Default idle."},
+        {.name = "BootArgs",
+         .type = VMCTL_PARAM_STRING,
+         .help = "More guest boot parameters, e.g. \"memsoak_mb=64 memsoak_step_mb=8\"."},
+        {.name = "Notes", .type = VMCTL_PARAM_STRING, .help = "Free text kept with the VM."},
+        COMMON_PARAMS,
+};
+
+static const VmctlParam remove_vm_params[] = {
+        VM_NAME_PARAM("Name", true),
+        {.name = "Force",
+         .type = VMCTL_PARAM_SWITCH,
+         .help = "Turn the VM off first if it is running or paused."},
+        COMMON_PARAMS,
+};
+
+static const VmctlParam vm_only_params[] = {
+        VM_NAME_PARAM("Name", true),
+        PASSTHRU_PARAM,
+        COMMON_PARAMS,
+};
+
+static const VmctlParam stop_vm_params[] = {
+        VM_NAME_PARAM("Name", true),
+        {.name = "TurnOff",
+         .type = VMCTL_PARAM_SWITCH,
+         .help = "Turn the VM off at once, without asking the guest."},
+        {.name = "Force",
+         .type = VMCTL_PARAM_SWITCH,
+         .help = "Shut down even if the guest does not answer: turn it off after the timeout."},
+        PASSTHRU_PARAM,
+        COMMON_PARAMS,
+};
+
+static const VmctlParam set_processor_params[] = {
+        VM_NAME_PARAM("VMName", true),
+        {.name = "Count", .type = VMCTL_PARAM_UINT, .min = 1, .max = 32, .help = "Virtual processors."},
+        {.name = "Reserve",
+         .type = VMCTL_PARAM_UINT,
+         .min = 0,
+         .max = 100,
+         .help = "% of one logical processor guaranteed to each VP when it is runnable."},
+        {.name = "Maximum",
+         .type = VMCTL_PARAM_UINT,
+         .min = 0,
+         .max = 100,
+         .help = "% of one logical processor each VP may use at most (100 = no cap)."},
+        {.name = "RelativeWeight",
+         .type = VMCTL_PARAM_UINT,
+         .min = 1,
+         .max = 10000,
+         .help = "Share among VMs competing for processors. Default 100."},
+        PASSTHRU_PARAM,
+        COMMON_PARAMS,
+};
+
+static const VmctlParam set_memory_params[] = {
+        VM_NAME_PARAM("VMName", true),
+        {.name = "DynamicMemoryEnabled",
+         .type = VMCTL_PARAM_BOOL,
+         .help = "$true lets the balancer add and remove memory between Minimum and Maximum."},
+        {.name = "StartupBytes", .type = VMCTL_PARAM_SIZE, .help = "Memory the VM starts with."},
+        {.name = "MinimumBytes",
+         .type = VMCTL_PARAM_SIZE,
+         .min = 32 * VMCTL_MIB,
+         .help = "Least memory Dynamic Memory leaves the VM; at least 32MB, at most StartupBytes."},
+        {.name = "MaximumBytes",
+         .type = VMCTL_PARAM_SIZE,
+         .help = "Most memory Dynamic Memory gives the VM; at least StartupBytes."},
+        {.name = "Buffer",
+         .type = VMCTL_PARAM_UINT,
+         .min = 5,
+         .max = 2000,
+         .help = "% of memory to keep on top of what the guest commits. Default 20."},
+        {.name = "Priority",
+         .type = VMCTL_PARAM_UINT,
+         .min = 0,
+         .max = 100,
+         .help = "Who gets memory first when the host runs short. Default 50."},
+        PASSTHRU_PARAM,
+        COMMON_PARAMS,
+};
+
+static const VmctlParam get_vm_settings_params[] = {
+        {.name = "VMName",
+         .type = VMCTL_PARAM_STRING,
+         .positional = true,
+         .help = "A VM name or UUID; '*' and '?' are wildcards. Default: all VMs."},
+        COMMON_PARAMS,
+};
+
+static const VmctlParam no_params[] = {COMMON_PARAMS};
+
+static const VmctlParam get_counter_params[] = {
+        {.name = "Counter",
+         .type = VMCTL_PARAM_LIST,
+         .positional = true,
+         .help = "Counter paths '\\Set(Instance)\\Counter'; (*) matches every instance. Default: every "
+                 "counter."},
+        COMMON_PARAMS,
+};
+
+static const VmctlParam get_event_params[] = {
+        {.name = "VMName",
+         .type = VMCTL_PARAM_STRING,
+         .positional = true,
+         .help = "Only this VM's events (name or UUID)."},
+        {.name = "Newest",
+         .type = VMCTL_PARAM_UINT,
+         .min = 1,
+         .max = VMCTL_EVENTS_MAX,
+         .help = "Only the last N events. Default: the last 10000."},
+        {.name = "Wait",
+         .type = VMCTL_PARAM_SWITCH,
+         .help = "Keep printing events as they happen, until Ctrl-C (with -Json: one object per line)."},
+        COMMON_PARAMS,
+};
+
+static const VmctlParam get_help_params[] = {
+        {.name = "Name", .type = VMCTL_PARAM_STRING, .positional = true, .help = "The verb to explain."},
+        COMMON_PARAMS,
+};
+
+static int fail(VmctlContext *ctx, int error, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static int fail(VmctlContext *ctx, int error, const char *fmt, ...)
+{
+        va_list ap;
+
+        g_free(ctx->error);
+        va_start(ap, fmt);
+        ctx->error = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+        return error;
+}
+
+static void emit(VmctlContext *ctx, const GString *text)
+{
+        fputs(text->str, ctx->out);
+        fflush(ctx->out);
+}
+
+static const char *arg_text(const VmctlContext *ctx, const char *name)
+{
+        const VmctlValue *v = vmctl_args_get(ctx->args, name);
+
+        return v->set ? v->text : NULL;
+}
+
+static bool arg_flag(const VmctlContext *ctx, const char *name)
+{
+        const VmctlValue *v = vmctl_args_get(ctx->args, name);
+
+        return v->set && v->flag;
+}
+
+static int call(VmctlContext *ctx, const char *method, const ProtobufCMessage *request,
+                const ProtobufCMessageDescriptor *reply_type, int64_t timeout_ms,
+                ProtobufCMessage **ret_reply)
+{
+        return vmctl_client_call(ctx->client, method, request, reply_type, timeout_ms, ret_reply, NULL,
+                                 &ctx->error);
+}
+
+/* A set of VMs from GetVm (one, by exact name or UUID) or ListVms (a pattern, or all). */
+typedef struct VmList {
+        ProtobufCMessage *reply;
+        Vmms__V1__Vm *single;
+        Vmms__V1__Vm **vms;
+        size_t n_vms;
+} VmList;
+
+static void vm_list_clear(VmList *list)
+{
+        if (list->reply)
+                protobuf_c_message_free_unpacked(list->reply, NULL);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(VmList, vm_list_clear)
+
+static int compare_vm_names(const void *a, const void *b)
+{
+        const Vmms__V1__Vm *x = *(Vmms__V1__Vm *const *)a, *y = *(Vmms__V1__Vm *const *)b;
+
+        return g_ascii_strcasecmp(x->name, y->name);
+}
+
+/* An exact name goes through GetVm, so an unknown VM is an error, as in PowerShell; a pattern that
+ * matches nothing is an empty list. */
+static int fetch_vms(VmctlContext *ctx, const char *pattern, VmList *list)
+{
+        int r;
+
+        if (pattern && !strpbrk(pattern, "*?")) {
+                Vmms__V1__VmRef ref = VMMS__V1__VM_REF__INIT;
+
+                ref.vm = (char *)pattern;
+                r = call(ctx, METHOD("GetVm"), &ref.base, &vmms__v1__vm__descriptor, VMCTL_TIMEOUT_MS,
+                         &list->reply);
+                if (r < 0)
+                        return r;
+                list->single = (Vmms__V1__Vm *)list->reply;
+                list->vms = &list->single;
+                list->n_vms = 1;
+                return 0;
+        } else {
+                Vmms__V1__ListVmsRequest request = VMMS__V1__LIST_VMS_REQUEST__INIT;
+                Vmms__V1__ListVmsResponse *response;
+
+                request.name_filter = (char *)(pattern ? pattern : "");
+                r = call(ctx, METHOD("ListVms"), &request.base, &vmms__v1__list_vms_response__descriptor,
+                         VMCTL_TIMEOUT_MS, &list->reply);
+                if (r < 0)
+                        return r;
+                response = (Vmms__V1__ListVmsResponse *)list->reply;
+                list->vms = response->vms;
+                list->n_vms = response->n_vms;
+                if (list->n_vms > 1)
+                        qsort(list->vms, list->n_vms, sizeof(list->vms[0]), compare_vm_names);
+                return 0;
+        }
+}
+
+typedef void (*VmTableFunc)(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms);
+
+static int print_vms(VmctlContext *ctx, const char *pattern, VmTableFunc table)
+{
+        g_auto(VmList) list = {0};
+        g_autoptr(GString) out = g_string_new(NULL);
+        int r;
+
+        r = fetch_vms(ctx, pattern, &list);
+        if (r < 0)
+                return r;
+        if (ctx->json)
+                vmctl_json_append_array(out, (ProtobufCMessage *const *)list.vms, list.n_vms, true);
+        else
+                table(out, list.vms, list.n_vms);
+        emit(ctx, out);
+        return 0;
+}
+
+static int handle_get_vm(VmctlContext *ctx)
+{
+        return print_vms(ctx, arg_text(ctx, "Name"), vmctl_format_vms);
+}
+
+static int handle_get_vm_processor(VmctlContext *ctx)
+{
+        return print_vms(ctx, arg_text(ctx, "VMName"), vmctl_format_processors);
+}
+
+static int handle_get_vm_memory(VmctlContext *ctx)
+{
+        return print_vms(ctx, arg_text(ctx, "VMName"), vmctl_format_memory);
+}
+
+/* Prints a VM a verb returned: JSON with -Json, the table with -Passthru (or always, for New-VM). */
+static void print_vm_result(VmctlContext *ctx, const ProtobufCMessage *reply, bool table, VmTableFunc format)
+{
+        g_autoptr(GString) out = g_string_new(NULL);
+        Vmms__V1__Vm *vm = (Vmms__V1__Vm *)reply;
+
+        if (ctx->json)
+                vmctl_json_append_message(out, reply, true);
+        else if (table)
+                format(out, &vm, 1);
+        emit(ctx, out);
+}
+
+void vmctl_create_init(VmctlCreate *create, const VmctlArgs *args)
+{
+        const VmctlValue *v;
+
+        *create = (VmctlCreate){
+                .request = VMMS__V1__CREATE_VM_REQUEST__INIT,
+                .processor = VMMS__V1__PROCESSOR_SETTINGS__INIT,
+                .memory = VMMS__V1__MEMORY_SETTINGS__INIT,
+        };
+        create->request.name = (char *)vmctl_args_get(args, "Name")->text;
+        create->memory.startup_bytes = vmctl_args_get(args, "MemoryStartupBytes")->number;
+        create->request.memory = &create->memory;
+        v = vmctl_args_get(args, "ProcessorCount");
+        if (v->set) {
+                create->processor.count = (uint32_t)v->number;
+                create->request.processor = &create->processor;
+        }
+        if ((v = vmctl_args_get(args, "Workload"))->set)
+                create->request.workload = (char *)v->text;
+        if ((v = vmctl_args_get(args, "BootArgs"))->set)
+                create->request.boot_args = (char *)v->text;
+        if ((v = vmctl_args_get(args, "Notes"))->set)
+                create->request.notes = (char *)v->text;
+}
+
+static int handle_new_vm(VmctlContext *ctx)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        VmctlCreate create;
+        int r;
+
+        vmctl_create_init(&create, ctx->args);
+        r = call(ctx, METHOD("CreateVm"), &create.request.base, &vmms__v1__vm__descriptor, VMCTL_TIMEOUT_MS,
+                 &reply);
+        if (r < 0)
+                return r;
+        print_vm_result(ctx, reply, true, vmctl_format_vms);
+        return 0;
+}
+
+static int vm_ref_call(VmctlContext *ctx, const char *method, int64_t timeout_ms)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        Vmms__V1__VmRef ref = VMMS__V1__VM_REF__INIT;
+        int r;
+
+        ref.vm = (char *)arg_text(ctx, "Name");
+        r = call(ctx, method, &ref.base, &vmms__v1__vm__descriptor, timeout_ms, &reply);
+        if (r < 0)
+                return r;
+        print_vm_result(ctx, reply, arg_flag(ctx, "Passthru"), vmctl_format_vms);
+        return 0;
+}
+
+static int handle_start_vm(VmctlContext *ctx)
+{
+        return vm_ref_call(ctx, METHOD("StartVm"), VMCTL_TIMEOUT_MS);
+}
+
+static int handle_suspend_vm(VmctlContext *ctx)
+{
+        return vm_ref_call(ctx, METHOD("PauseVm"), VMCTL_TIMEOUT_MS);
+}
+
+static int handle_resume_vm(VmctlContext *ctx)
+{
+        return vm_ref_call(ctx, METHOD("ResumeVm"), VMCTL_TIMEOUT_MS);
+}
+
+static int stop_vm(VmctlContext *ctx, const char *vm, bool turn_off, bool force, ProtobufCMessage **ret_reply)
+{
+        Vmms__V1__StopVmRequest request = VMMS__V1__STOP_VM_REQUEST__INIT;
+
+        request.vm = (char *)vm;
+        request.turn_off = turn_off;
+        request.force = force;
+        return call(ctx, METHOD("StopVm"), &request.base, &vmms__v1__vm__descriptor,
+                    turn_off ? VMCTL_TIMEOUT_MS : VMCTL_STOP_TIMEOUT_MS, ret_reply);
+}
+
+static int handle_stop_vm(VmctlContext *ctx)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        int r;
+
+        r = stop_vm(ctx, arg_text(ctx, "Name"), arg_flag(ctx, "TurnOff"), arg_flag(ctx, "Force"), &reply);
+        if (r < 0)
+                return r;
+        print_vm_result(ctx, reply, arg_flag(ctx, "Passthru"), vmctl_format_vms);
+        return 0;
+}
+
+static bool vm_state_is_active(Vmms__V1__VmState state)
+{
+        return state == VMMS__V1__VM_STATE__VM_STATE_STARTING ||
+               state == VMMS__V1__VM_STATE__VM_STATE_RUNNING ||
+               state == VMMS__V1__VM_STATE__VM_STATE_PAUSED || state == VMMS__V1__VM_STATE__VM_STATE_STOPPING;
+}
+
+/* Without -Force vmmsd refuses to remove a VM that is not off; with it, vmctl turns the VM off first. */
+static int handle_remove_vm(VmctlContext *ctx)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        g_autoptr(GString) out = g_string_new(NULL);
+        Vmms__V1__VmRef ref = VMMS__V1__VM_REF__INIT;
+        int r;
+
+        ref.vm = (char *)arg_text(ctx, "Name");
+        if (arg_flag(ctx, "Force")) {
+                g_autoptr(ProtobufCMessage) vm = NULL, stopped = NULL;
+
+                r = call(ctx, METHOD("GetVm"), &ref.base, &vmms__v1__vm__descriptor, VMCTL_TIMEOUT_MS, &vm);
+                if (r < 0)
+                        return r;
+                if (vm_state_is_active(((Vmms__V1__Vm *)vm)->state)) {
+                        r = stop_vm(ctx, ref.vm, true, true, &stopped);
+                        if (r < 0)
+                                return r;
+                }
+        }
+        r = call(ctx, METHOD("RemoveVm"), &ref.base, &vmms__v1__remove_vm_response__descriptor,
+                 VMCTL_TIMEOUT_MS, &reply);
+        if (r < 0)
+                return r;
+        if (ctx->json)
+                vmctl_json_append_message(out, reply, true);
+        emit(ctx, out);
+        return 0;
+}
+
+int vmctl_processor_update_init(VmctlProcessorUpdate *update, const VmctlArgs *args, char **ret_error)
+{
+        static const struct {
+                const char *param, *field;
+                size_t offset;
+        } fields[] = {
+                {"Count", "count", G_STRUCT_OFFSET(Vmms__V1__ProcessorSettings, count)},
+                {"Reserve", "reserve", G_STRUCT_OFFSET(Vmms__V1__ProcessorSettings, reserve)},
+                {"Maximum", "maximum", G_STRUCT_OFFSET(Vmms__V1__ProcessorSettings, maximum)},
+                {"RelativeWeight", "relative_weight",
+                 G_STRUCT_OFFSET(Vmms__V1__ProcessorSettings, relative_weight)},
+        };
+        VmctlProcessorUpdate u = {
+                .request = VMMS__V1__UPDATE_PROCESSOR_REQUEST__INIT,
+                .processor = VMMS__V1__PROCESSOR_SETTINGS__INIT,
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(fields); i++) {
+                const VmctlValue *v = vmctl_args_get(args, fields[i].param);
+
+                if (!v->set)
+                        continue;
+                G_STRUCT_MEMBER(uint32_t, &u.processor, fields[i].offset) = (uint32_t)v->number;
+                u.mask[u.request.n_update_mask++] = (char *)fields[i].field;
+        }
+        if (u.request.n_update_mask == 0) {
+                if (ret_error)
+                        *ret_error =
+                                g_strdup("give at least one of -Count, -Reserve, -Maximum, -RelativeWeight");
+                return -EINVAL;
+        }
+        *update = u;
+        update->request.vm = (char *)vmctl_args_get(args, "VMName")->text;
+        update->request.processor = &update->processor;
+        update->request.update_mask = update->mask;
+        return 0;
+}
+
+/* Minimum <= Startup <= Maximum among the sizes given; vmmsd checks them against the stored ones too. */
+static int check_memory_order(const VmctlArgs *args, char **ret_error)
+{
+        static const char *const order[] = {"MinimumBytes", "StartupBytes", "MaximumBytes"};
+
+        for (size_t i = 0; i < G_N_ELEMENTS(order); i++) {
+                for (size_t j = i + 1; j < G_N_ELEMENTS(order); j++) {
+                        const VmctlValue *low = vmctl_args_get(args, order[i]),
+                                         *high = vmctl_args_get(args, order[j]);
+
+                        if (!low->set || !high->set || low->number <= high->number)
+                                continue;
+                        if (ret_error)
+                                *ret_error = g_strdup_printf("-%s (%s) must not be more than -%s (%s)",
+                                                             order[i], low->text, order[j], high->text);
+                        return -EINVAL;
+                }
+        }
+        return 0;
+}
+
+int vmctl_memory_update_init(VmctlMemoryUpdate *update, const VmctlArgs *args, char **ret_error)
+{
+        VmctlMemoryUpdate u = {
+                .request = VMMS__V1__UPDATE_MEMORY_REQUEST__INIT,
+                .memory = VMMS__V1__MEMORY_SETTINGS__INIT,
+        };
+        const VmctlValue *v;
+        int r;
+
+        r = check_memory_order(args, ret_error);
+        if (r < 0)
+                return r;
+        if ((v = vmctl_args_get(args, "DynamicMemoryEnabled"))->set) {
+                u.memory.dynamic_memory_enabled = v->flag;
+                u.mask[u.request.n_update_mask++] = (char *)"dynamic_memory_enabled";
+        }
+        if ((v = vmctl_args_get(args, "StartupBytes"))->set) {
+                u.memory.startup_bytes = v->number;
+                u.mask[u.request.n_update_mask++] = (char *)"startup_bytes";
+        }
+        if ((v = vmctl_args_get(args, "MinimumBytes"))->set) {
+                u.memory.minimum_bytes = v->number;
+                u.mask[u.request.n_update_mask++] = (char *)"minimum_bytes";
+        }
+        if ((v = vmctl_args_get(args, "MaximumBytes"))->set) {
+                u.memory.maximum_bytes = v->number;
+                u.mask[u.request.n_update_mask++] = (char *)"maximum_bytes";
+        }
+        if ((v = vmctl_args_get(args, "Buffer"))->set) {
+                u.memory.buffer = (uint32_t)v->number;
+                u.mask[u.request.n_update_mask++] = (char *)"buffer";
+        }
+        if ((v = vmctl_args_get(args, "Priority"))->set) {
+                u.memory.priority = (uint32_t)v->number;
+                u.mask[u.request.n_update_mask++] = (char *)"priority";
+        }
+        if (u.request.n_update_mask == 0) {
+                if (ret_error)
+                        *ret_error = g_strdup(
+                                "give at least one of -DynamicMemoryEnabled, -StartupBytes, -MinimumBytes, "
+                                "-MaximumBytes, -Buffer, -Priority");
+                return -EINVAL;
+        }
+        *update = u;
+        update->request.vm = (char *)vmctl_args_get(args, "VMName")->text;
+        update->request.memory = &update->memory;
+        update->request.update_mask = update->mask;
+        return 0;
+}
+
+static int handle_set_vm_processor(VmctlContext *ctx)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        VmctlProcessorUpdate update;
+        int r;
+
+        r = vmctl_processor_update_init(&update, ctx->args, &ctx->error);
+        if (r < 0)
+                return r;
+        r = call(ctx, METHOD("UpdateProcessor"), &update.request.base, &vmms__v1__vm__descriptor,
+                 VMCTL_TIMEOUT_MS, &reply);
+        if (r < 0)
+                return r;
+        print_vm_result(ctx, reply, arg_flag(ctx, "Passthru"), vmctl_format_processors);
+        return 0;
+}
+
+static int handle_set_vm_memory(VmctlContext *ctx)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        VmctlMemoryUpdate update;
+        int r;
+
+        r = vmctl_memory_update_init(&update, ctx->args, &ctx->error);
+        if (r < 0)
+                return r;
+        r = call(ctx, METHOD("UpdateMemory"), &update.request.base, &vmms__v1__vm__descriptor,
+                 VMCTL_TIMEOUT_MS, &reply);
+        if (r < 0)
+                return r;
+        print_vm_result(ctx, reply, arg_flag(ctx, "Passthru"), vmctl_format_memory);
+        return 0;
+}
+
+static int handle_get_vm_host(VmctlContext *ctx)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        g_autoptr(GString) out = g_string_new(NULL);
+        Vmms__V1__GetHostRequest request = VMMS__V1__GET_HOST_REQUEST__INIT;
+        int r;
+
+        r = call(ctx, METHOD("GetHost"), &request.base, &vmms__v1__host__descriptor, VMCTL_TIMEOUT_MS,
+                 &reply);
+        if (r < 0)
+                return r;
+        if (ctx->json)
+                vmctl_json_append_message(out, reply, true);
+        else
+                vmctl_format_host(out, (Vmms__V1__Host *)reply);
+        emit(ctx, out);
+        return 0;
+}
+
+static int handle_get_counter(VmctlContext *ctx)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        g_autoptr(GString) out = g_string_new(NULL);
+        Vmms__V1__GetCountersRequest request = VMMS__V1__GET_COUNTERS_REQUEST__INIT;
+        const VmctlValue *paths = vmctl_args_get(ctx->args, "Counter");
+        int r;
+
+        if (paths->set) {
+                request.paths = (char **)paths->list->pdata;
+                request.n_paths = paths->list->len;
+        }
+        r = call(ctx, METHOD("GetCounters"), &request.base, &vmms__v1__get_counters_response__descriptor,
+                 VMCTL_TIMEOUT_MS, &reply);
+        if (r < 0)
+                return r;
+        if (ctx->json)
+                vmctl_json_append_message(out, reply, true);
+        else
+                vmctl_format_counters(out, (Vmms__V1__GetCountersResponse *)reply);
+        emit(ctx, out);
+        return 0;
+}
+
+typedef struct EventWatch {
+        VmctlContext *ctx;
+        bool header_printed;
+} EventWatch;
+
+static void print_event_line(EventWatch *watch, const Vmms__V1__Event *event)
+{
+        g_autoptr(GString) out = g_string_new(NULL);
+
+        if (watch->ctx->json)
+                vmctl_json_append_message(out, &event->base, false);
+        else
+                vmctl_format_event_line(out, event, !watch->header_printed);
+        watch->header_printed = true;
+        emit(watch->ctx, out);
+}
+
+static int on_watched_event(const ProtobufCMessage *message, void *userdata)
+{
+        print_event_line(userdata, (const Vmms__V1__Event *)message);
+        return 0;
+}
+
+/* ListEvents with after_id 0 answers the newest `limit` events, oldest first; -Wait then streams from
+ * the last one shown, so nothing falls between the two calls. */
+static int handle_get_vm_event(VmctlContext *ctx)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        g_autoptr(GString) out = g_string_new(NULL);
+        Vmms__V1__ListEventsRequest list = VMMS__V1__LIST_EVENTS_REQUEST__INIT;
+        Vmms__V1__WatchEventsRequest watch_request = VMMS__V1__WATCH_EVENTS_REQUEST__INIT;
+        const VmctlValue *newest = vmctl_args_get(ctx->args, "Newest");
+        const char *vm = arg_text(ctx, "VMName");
+        Vmms__V1__ListEventsResponse *events;
+        EventWatch watch = {.ctx = ctx};
+        int r;
+
+        list.vm = (char *)(vm ? vm : "");
+        list.limit = newest->set ? (uint32_t)newest->number : VMCTL_EVENTS_MAX;
+        r = call(ctx, METHOD("ListEvents"), &list.base, &vmms__v1__list_events_response__descriptor,
+                 VMCTL_TIMEOUT_MS, &reply);
+        if (r < 0)
+                return r;
+        events = (Vmms__V1__ListEventsResponse *)reply;
+        if (!arg_flag(ctx, "Wait")) {
+                if (ctx->json)
+                        vmctl_json_append_array(out, (ProtobufCMessage *const *)events->events,
+                                                events->n_events, true);
+                else
+                        vmctl_format_events(out, events->events, events->n_events);
+                emit(ctx, out);
+                return 0;
+        }
+        for (size_t i = 0; i < events->n_events; i++) {
+                print_event_line(&watch, events->events[i]);
+                watch_request.after_id = MAX(watch_request.after_id, events->events[i]->id);
+        }
+        watch_request.vm = list.vm;
+        return vmctl_client_stream(ctx->client, METHOD("WatchEvents"), &watch_request.base,
+                                   &vmms__v1__event__descriptor, on_watched_event, &watch, NULL, &ctx->error);
+}
+
+static int handle_get_help(VmctlContext *ctx);
+
+static const VmctlVerb verbs[] = {
+        {"Get-VM", "Lists VMs with their state, CPU usage, memory and uptime.", "vmctl Get-VM 'web*'",
+         get_vm_params, G_N_ELEMENTS(get_vm_params), handle_get_vm, true},
+        {"New-VM", "Defines a new VM (it starts Off).",
+         "vmctl New-VM -Name web -MemoryStartupBytes 512MB -ProcessorCount 2 -Workload cpu", new_vm_params,
+         G_N_ELEMENTS(new_vm_params), handle_new_vm, true},
+        {"Remove-VM", "Deletes a VM's definition; the VM must be off unless -Force.",
+         "vmctl Remove-VM web -Force", remove_vm_params, G_N_ELEMENTS(remove_vm_params), handle_remove_vm,
+         true},
+        {"Start-VM", "Starts a VM.", "vmctl Start-VM web", vm_only_params, G_N_ELEMENTS(vm_only_params),
+         handle_start_vm, true},
+        {"Stop-VM", "Shuts a VM down through its guest, or turns it off with -TurnOff.",
+         "vmctl Stop-VM web -TurnOff", stop_vm_params, G_N_ELEMENTS(stop_vm_params), handle_stop_vm, true},
+        {"Suspend-VM", "Pauses a running VM: its processors stop, its memory stays.", "vmctl Suspend-VM web",
+         vm_only_params, G_N_ELEMENTS(vm_only_params), handle_suspend_vm, true},
+        {"Resume-VM", "Resumes a paused VM.", "vmctl Resume-VM web", vm_only_params,
+         G_N_ELEMENTS(vm_only_params), handle_resume_vm, true},
+        {"Get-VMProcessor", "Lists VMs' processor settings.", "vmctl Get-VMProcessor web",
+         get_vm_settings_params, G_N_ELEMENTS(get_vm_settings_params), handle_get_vm_processor, true},
+        {"Set-VMProcessor", "Changes a VM's processor settings; only the ones given change.",
+         "vmctl Set-VMProcessor web -Reserve 10 -Maximum 75 -RelativeWeight 200", set_processor_params,
+         G_N_ELEMENTS(set_processor_params), handle_set_vm_processor, true},
+        {"Get-VMMemory", "Lists VMs' memory settings.", "vmctl Get-VMMemory web", get_vm_settings_params,
+         G_N_ELEMENTS(get_vm_settings_params), handle_get_vm_memory, true},
+        {"Set-VMMemory", "Changes a VM's memory settings; only the ones given change.",
+         "vmctl Set-VMMemory web -DynamicMemoryEnabled true -MinimumBytes 256MB -MaximumBytes 2GB -Buffer 20 "
+         "-Priority 80",
+         set_memory_params, G_N_ELEMENTS(set_memory_params), handle_set_vm_memory, true},
+        {"Get-VMHost", "Shows the host: logical processors, memory pool, VM counts, CPU reservation.",
+         "vmctl Get-VMHost", no_params, G_N_ELEMENTS(no_params), handle_get_vm_host, true},
+        {"Get-Counter", "Reads performance counters, as Path and Value rows.",
+         "vmctl Get-Counter '\\Hyper-V Hypervisor Logical Processor(*)\\% Total Run Time'",
+         get_counter_params, G_N_ELEMENTS(get_counter_params), handle_get_counter, true},
+        {"Get-VMEvent", "Shows the event log (created, state changes, settings, worker exits, errors).",
+         "vmctl Get-VMEvent -VMName web -Newest 20 -Wait", get_event_params, G_N_ELEMENTS(get_event_params),
+         handle_get_vm_event, true},
+        {"Get-Help", "Explains a verb, or lists them.", "vmctl Get-Help Set-VMMemory", get_help_params,
+         G_N_ELEMENTS(get_help_params), handle_get_help, false},
+};
+
+const VmctlVerb *vmctl_verbs(size_t *ret_n_verbs)
+{
+        *ret_n_verbs = G_N_ELEMENTS(verbs);
+        return verbs;
+}
+
+const VmctlVerb *vmctl_verb_find(const char *name)
+{
+        for (size_t i = 0; i < G_N_ELEMENTS(verbs); i++)
+                if (g_ascii_strcasecmp(verbs[i].name, name) == 0)
+                        return &verbs[i];
+        return NULL;
+}
+
+int vmctl_verb_parse(const VmctlVerb *verb, int argc, char **argv, VmctlArgs **ret_args, char **ret_error)
+{
+        return vmctl_args_parse(verb->params, verb->n_params, argc, argv, false, ret_args, NULL, ret_error);
+}
+
+static bool is_common_param(const VmctlParam *p)
+{
+        for (size_t i = 0; i < G_N_ELEMENTS(common_params); i++)
+                if (strcmp(common_params[i].name, p->name) == 0)
+                        return true;
+        return false;
+}
+
+static char *param_value_hint(const VmctlParam *p)
+{
+        switch (p->type) {
+        case VMCTL_PARAM_STRING:
+                return g_strdup(" <string>");
+        case VMCTL_PARAM_LIST:
+                return g_strdup(" <string[]>");
+        case VMCTL_PARAM_CHOICE: {
+                g_autofree char *choices = g_strjoinv("|", (char **)p->choices);
+
+                return g_strdup_printf(" <%s>", choices);
+        }
+        case VMCTL_PARAM_UINT:
+                if (p->max)
+                        return g_strdup_printf(" <%" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT ">", p->min,
+                                               p->max);
+                return g_strdup(" <N>");
+        case VMCTL_PARAM_SIZE:
+                return g_strdup(" <size>");
+        case VMCTL_PARAM_BOOL:
+                return g_strdup(" <$true|$false>");
+        case VMCTL_PARAM_SWITCH:
+                break;
+        }
+        return g_strdup("");
+}
+
+static void append_syntax(GString *out, const VmctlVerb *verb)
+{
+        g_string_append(out, verb->name);
+        for (size_t i = 0; i < verb->n_params; i++) {
+                const VmctlParam *p = &verb->params[i];
+                g_autofree char *hint = param_value_hint(p);
+
+                if (is_common_param(p))
+                        continue;
+                if (p->positional)
+                        g_string_append_printf(out, p->required ? " [-%s]%s" : " [[-%s]%s]", p->name, hint);
+                else
+                        g_string_append_printf(out, p->required ? " -%s%s" : " [-%s%s]", p->name, hint);
+        }
+        g_string_append(out, " [-Json] [-Server <target>] [-CertificateFile <pem>]");
+}
+
+static void append_param_help(GString *out, const VmctlParam *p)
+{
+        g_autofree char *hint = param_value_hint(p);
+
+        g_string_append_printf(out, "    -%s%s\n        %s", p->name, hint, p->help);
+        if (p->required)
+                g_string_append(out, " Required.");
+        if (p->positional)
+                g_string_append(out, " May be given without its name, first.");
+        g_string_append(out, "\n\n");
+}
+
+static void append_verb_help(GString *out, const VmctlVerb *verb)
+{
+        g_string_append_printf(out, "NAME\n    %s\n\nSYNOPSIS\n    %s\n\nSYNTAX\n    ", verb->name,
+                               verb->synopsis);
+        append_syntax(out, verb);
+        g_string_append(out, "\n\nPARAMETERS\n");
+        for (size_t i = 0; i < verb->n_params; i++)
+                if (!is_common_param(&verb->params[i]))
+                        append_param_help(out, &verb->params[i]);
+        g_string_append(out, "COMMON PARAMETERS\n");
+        for (size_t i = 0; i < G_N_ELEMENTS(common_params); i++)
+                append_param_help(out, &common_params[i]);
+        g_string_append_printf(out, "EXAMPLE\n    %s\n", verb->example);
+}
+
+static void append_verb_list(GString *out)
+{
+        g_string_append(out, "vmctl: manages vmms virtual machines through vmmsd.\n\n"
+                             "Usage: vmctl [-Server <target>] [-Json] <Verb> [-Parameter value]...\n\n");
+        for (size_t i = 0; i < G_N_ELEMENTS(verbs); i++)
+                g_string_append_printf(out, "  %-16s %s\n", verbs[i].name, verbs[i].synopsis);
+        g_string_append(
+                out,
+                "\nVerbs and parameter names are case-insensitive; a parameter may be shortened while it\n"
+                "stays unambiguous, and written -Name value or -Name:value. Sizes: 512MB, 2GB or bytes.\n"
+                "Booleans: $true $false true false 1 0. vmctl Get-Help <Verb> explains a verb.\n"
+                "Exit status: 0 done, 1 vmmsd refused or failed, 2 bad command line, 3 vmmsd unreachable.\n");
+}
+
+static int handle_get_help(VmctlContext *ctx)
+{
+        g_autoptr(GString) out = g_string_new(NULL);
+        const char *name = arg_text(ctx, "Name");
+        const VmctlVerb *verb = NULL;
+
+        if (name) {
+                verb = vmctl_verb_find(name);
+                if (!verb)
+                        return fail(ctx, -EINVAL, "unknown verb '%s'; vmctl -? lists the verbs", name);
+        }
+        if (verb)
+                append_verb_help(out, verb);
+        else
+                append_verb_list(out);
+        emit(ctx, out);
+        return 0;
+}
+
+static int exit_status(int r)
+{
+        switch (r) {
+        case 0:
+                return VMCTL_EXIT_OK;
+        case -EINVAL:
+                return VMCTL_EXIT_USAGE;
+        case -ENOTCONN:
+                return VMCTL_EXIT_UNREACHABLE;
+        default:
+                return VMCTL_EXIT_FAILED;
+        }
+}
+
+/* The channel for -Server/-CertificateFile or the default socket. -EINVAL (a usage error) when they do
+ * not fit together or the certificate cannot be read. */
+static int connect_client(VmctlContext *ctx, VmctlClient **ret_client)
+{
+        const char *server = arg_text(ctx, "Server"), *cert_file = arg_text(ctx, "CertificateFile");
+        g_autofree char *target = NULL, *pem = NULL;
+        g_autoptr(GError) error = NULL;
+
+        target = server ? vmctl_rpc_normalize_target(server)
+                        : vmctl_rpc_default_target(geteuid() == 0, g_getenv("VMMS_SOCKET"),
+                                                   g_get_user_runtime_dir());
+        if (cert_file) {
+                if (vmctl_rpc_target_is_unix(target))
+                        return fail(ctx, -EINVAL,
+                                    "-CertificateFile is for a host:port -Server, not the unix socket %s",
+                                    target);
+                if (!g_file_get_contents(cert_file, &pem, NULL, &error))
+                        return fail(ctx, -EINVAL, "cannot read -CertificateFile: %s", error->message);
+        }
+        if (vmctl_client_new(target, pem, ret_client) < 0)
+                return fail(ctx, -EINVAL, "-Server '%s' is not an address vmctl can use", target);
+        return 0;
+}
+
+/* Splits argv into common options before the verb, the verb, and the rest; binds them all against the
+ * verb's table as if the leading options had come after it. */
+static int parse_command_line(int argc, char **argv, const VmctlVerb **ret_verb, VmctlArgs **ret_args,
+                              bool *ret_list_verbs, char **ret_error)
+{
+        g_autoptr(VmctlArgs) leading = NULL;
+        g_autoptr(GPtrArray) rest = g_ptr_array_new();
+        g_autofree char *error = NULL;
+        const VmctlVerb *verb;
+        int consumed, r;
+
+        r = vmctl_args_parse(common_params, G_N_ELEMENTS(common_params), argc - 1, argv + 1, true, &leading,
+                             &consumed, ret_error);
+        if (r < 0)
+                return r;
+        if (consumed == argc - 1) {
+                if (!leading->help) {
+                        *ret_error = g_strdup("no verb given; vmctl -? lists the verbs");
+                        return -EINVAL;
+                }
+                *ret_list_verbs = true;
+                return 0;
+        }
+        verb = vmctl_verb_find(argv[1 + consumed]);
+        if (!verb) {
+                *ret_error =
+                        g_strdup_printf("unknown verb '%s'; vmctl -? lists the verbs", argv[1 + consumed]);
+                return -EINVAL;
+        }
+        for (int i = 1; i <= consumed; i++)
+                g_ptr_array_add(rest, argv[i]);
+        for (int i = 2 + consumed; i < argc; i++)
+                g_ptr_array_add(rest, argv[i]);
+        if (leading->help)
+                g_ptr_array_add(rest, (gpointer) "-?");
+        r = vmctl_verb_parse(verb, (int)rest->len, (char **)rest->pdata, ret_args, &error);
+        if (r < 0) {
+                *ret_error = g_strdup_printf("%s: %s", verb->name, error);
+                return r;
+        }
+        *ret_verb = verb;
+        return 0;
+}
+
+int vmctl_main(int argc, char **argv, FILE *out, FILE *err)
+{
+        g_autoptr(VmctlArgs) args = NULL;
+        g_autoptr(VmctlClient) client = NULL;
+        g_autofree char *error = NULL;
+        const VmctlVerb *verb = NULL;
+        VmctlContext ctx = {.out = out};
+        bool list_verbs = false;
+        int r;
+
+        r = parse_command_line(argc, argv, &verb, &args, &list_verbs, &error);
+        if (r < 0) {
+                fprintf(err, "vmctl: %s\n", error);
+                return VMCTL_EXIT_USAGE;
+        }
+        if (list_verbs || args->help) {
+                g_autoptr(GString) help = g_string_new(NULL);
+
+                if (list_verbs)
+                        append_verb_list(help);
+                else
+                        append_verb_help(help, verb);
+                fputs(help->str, out);
+                return VMCTL_EXIT_OK;
+        }
+        ctx.verb = verb;
+        ctx.args = args;
+        ctx.json = arg_flag(&ctx, "Json");
+        if (verb->needs_server) {
+                r = connect_client(&ctx, &client);
+                if (r < 0)
+                        goto done;
+                ctx.client = client;
+        }
+        r = verb->handler(&ctx);
+done:
+        fflush(out);
+        if (r < 0) {
+                if (r == -ENOTCONN)
+                        fprintf(err, "vmctl: %s\n", ctx.error);
+                else
+                        fprintf(err, "vmctl: %s: %s\n", verb->name, ctx.error ? ctx.error : g_strerror(-r));
+        }
+        g_free(ctx.error);
+        return exit_status(r);
+}
