@@ -17,23 +17,82 @@ static void vp_free(HvVp *vp, const HvEngineOps *engine)
         g_free(vp);
 }
 
+/* Zeros mean the defaults (hv.proto has no presence for scalars). Out-of-range values
+ * are refused naming the field; a reservation above the cap could never be honoured. */
+int hv_processor_settings_from_wire(uint32_t reserve_pct, uint32_t maximum_pct, uint32_t relative_weight,
+                                    HvProcessorSettings *ret, char **ret_error)
+{
+        HvProcessorSettings settings = {
+                .reserve_pct = reserve_pct,
+                .maximum_pct = maximum_pct ? maximum_pct : 100,
+                .relative_weight = relative_weight ? relative_weight : HV_PROCESSOR_WEIGHT_DEFAULT,
+        };
+
+        if (reserve_pct > 100) {
+                *ret_error = g_strdup_printf("reserve %u is out of range 0-100", reserve_pct);
+                return -EINVAL;
+        }
+        if (maximum_pct > 100) {
+                *ret_error = g_strdup_printf("maximum %u is out of range 1-100 (0 = no cap)", maximum_pct);
+                return -EINVAL;
+        }
+        if (relative_weight > HV_PROCESSOR_WEIGHT_MAX) {
+                *ret_error = g_strdup_printf("relative_weight %u is out of range 1-%u", relative_weight,
+                                             HV_PROCESSOR_WEIGHT_MAX);
+                return -EINVAL;
+        }
+        if (settings.reserve_pct > settings.maximum_pct) {
+                *ret_error = g_strdup_printf("reserve %u exceeds maximum %u: a VP cannot be guaranteed more "
+                                             "than its cap",
+                                             settings.reserve_pct, settings.maximum_pct);
+                return -EINVAL;
+        }
+        *ret = settings;
+        return 0;
+}
+
+/* Builds the VP that would be number p->vp_count, with its engine, without publishing
+ * it in p->vps: the caller does that once the scheduler has it. */
+int hv_partition_vp_new(HvPartition *p, HvVp **ret)
+{
+        uint32_t index = p->vp_count;
+        HvVp *vp;
+        int r;
+
+        if (index >= p->max_vp_count)
+                return -ENOSPC;
+        vp = g_new0(HvVp, 1);
+        vp->partition = p;
+        vp->index = index;
+        r = p->hv->engine->vp_create(vp, &vp->engine);
+        if (r < 0) {
+                g_free(vp);
+                return r;
+        }
+        *ret = vp;
+        return 0;
+}
+
 /* Builds a partition with its RAM and VPs; the caller charges the pool and adds the
- * VPs to the scheduler. */
-int hv_partition_new(Hv *hv, const char *name, uint32_t vp_count, uint64_t startup_bytes,
-                     uint64_t maximum_bytes, HvPartition **ret)
+ * VPs to the scheduler. vps[] is sized for max_vp_count so hot-add never moves it. */
+int hv_partition_new(Hv *hv, const char *name, uint32_t vp_count, uint32_t max_vp_count,
+                     uint64_t startup_bytes, uint64_t maximum_bytes, HvPartition **ret)
 {
         g_autoptr(HvPartition) p = NULL;
         g_autofree char *memfd_name = NULL;
         int r;
 
+        g_assert(vp_count <= max_vp_count);
         p = g_new0(HvPartition, 1);
         p->hv = hv;
         p->ram_fd = -1;
         p->name = g_strdup(name);
         p->maximum_bytes = maximum_bytes;
         p->visible_bytes = startup_bytes;
-        p->vp_count = vp_count;
-        p->vps = g_new0(HvVp *, vp_count);
+        p->max_vp_count = max_vp_count;
+        p->vps = g_new0(HvVp *, max_vp_count);
+        p->processor = HV_PROCESSOR_DEFAULTS;
+        p->home_node = -1;
         g_mutex_init(&p->console_lock);
         p->console = g_byte_array_new();
 
@@ -49,14 +108,13 @@ int hv_partition_new(Hv *hv, const char *name, uint32_t vp_count, uint64_t start
                 return -errno;
         }
         for (uint32_t i = 0; i < vp_count; i++) {
-                HvVp *vp = g_new0(HvVp, 1);
+                HvVp *vp;
 
-                vp->partition = p;
-                vp->index = i;
-                p->vps[i] = vp;
-                r = hv->engine->vp_create(vp, &vp->engine);
+                r = hv_partition_vp_new(p, &vp);
                 if (r < 0)
                         return r;
+                p->vps[i] = vp;
+                p->vp_count = i + 1;
         }
         *ret = g_steal_pointer(&p);
         return 0;

@@ -23,6 +23,19 @@ typedef enum HvVpState {
 
 const char *hv_vp_state_to_string(HvVpState state);
 
+/* Set-VMProcessor's settings, per partition, applied to each of its VPs. */
+typedef struct HvProcessorSettings {
+        uint32_t reserve_pct;     /* 0-100: % of one LP guaranteed while runnable */
+        uint32_t maximum_pct;     /* 1-100: cap, % of one LP in any HV_SCHED_CAP_WINDOW_NS */
+        uint32_t relative_weight; /* 1-10000: share among contenders */
+} HvProcessorSettings;
+
+#define HV_PROCESSOR_WEIGHT_DEFAULT 100u
+#define HV_PROCESSOR_WEIGHT_MAX 10000u
+#define HV_PROCESSOR_DEFAULTS                                                                                \
+        ((HvProcessorSettings){                                                                              \
+                .reserve_pct = 0, .maximum_pct = 100, .relative_weight = HV_PROCESSOR_WEIGHT_DEFAULT})
+
 typedef enum HvExitKind {
         HV_EXIT_NONE,
         HV_EXIT_PREEMPTED, /* slice over, or the VP is wanted elsewhere */
@@ -60,6 +73,15 @@ struct HvVp {
         uint64_t guest_ns;
         uint64_t dispatches;
         uint64_t wait_ns;
+        uint32_t home_node;  /* NUMA node it is placed on */
+        bool woke_from_idle; /* its next dispatch ends a wake-up, for wake latency */
+        uint64_t signals;    /* events signalled to it (pending interrupts) */
+        uint64_t preferred_lp_dispatches;
+        uint64_t home_node_dispatches;
+        uint64_t wake_dispatches;
+        uint64_t wake_wait_ns;
+        uint64_t wake_wait_max_ns;
+        uint64_t yields;
 
         /* Written by the LP running the VP, read by counters. */
         _Atomic uint64_t hypercalls;
@@ -78,11 +100,17 @@ struct HvPartition {
         _Atomic uint64_t visible_bytes;
         uint64_t assigned_bytes; /* charged to the pool; main thread only */
 
-        uint32_t vp_count;
+        /* vps[] has max_vp_count slots; a hot-added VP is stored before vp_count grows
+         * (main thread only), so a reader on another thread sees only built VPs. */
+        _Atomic uint32_t vp_count;
+        uint32_t max_vp_count;
         HvVp **vps;
 
         atomic_bool dying;
-        bool paused; /* guarded by the scheduler lock */
+        /* Guarded by the scheduler lock. */
+        bool paused;
+        HvProcessorSettings processor;
+        int32_t home_node; /* NUMA node its VPs are placed on, -1 when they did not fit on one */
 
         GMutex console_lock;
         GByteArray *console;
@@ -92,8 +120,12 @@ struct HvPartition {
 
 #define HV_CONSOLE_BUFFER_MAX (64u * 1024u)
 
-int hv_partition_new(Hv *hv, const char *name, uint32_t vp_count, uint64_t startup_bytes,
-                     uint64_t maximum_bytes, HvPartition **ret);
+int hv_processor_settings_from_wire(uint32_t reserve_pct, uint32_t maximum_pct, uint32_t relative_weight,
+                                    HvProcessorSettings *ret, char **ret_error);
+
+int hv_partition_new(Hv *hv, const char *name, uint32_t vp_count, uint32_t max_vp_count,
+                     uint64_t startup_bytes, uint64_t maximum_bytes, HvPartition **ret);
+int hv_partition_vp_new(HvPartition *p, HvVp **ret);
 void hv_partition_free(HvPartition *p);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(HvPartition, hv_partition_free)
 

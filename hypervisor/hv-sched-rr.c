@@ -1,5 +1,7 @@
 /* Round-robin policy: one FIFO of runnable VPs shared by all LPs, a fixed slice each.
- * Fair when every VP is CPU-bound; an idle VP is not queued and costs nothing. */
+ * Fair when every VP is CPU-bound; an idle VP is not queued and costs nothing. It
+ * ignores reserve, cap, weight and NUMA homes: `hvd --scheduler round-robin` is the
+ * baseline the share policy is measured against. */
 #include <errno.h>
 
 #include "hv-sched.h"
@@ -13,11 +15,11 @@ typedef struct RoundRobinVp {
         bool queued;
 } RoundRobinVp;
 
-static int rr_init(uint32_t n_lps, void **ret_policy)
+static int rr_init(const HvSchedPolicyConfig *config, void **ret_policy)
 {
         RoundRobin *rr = g_new0(RoundRobin, 1);
 
-        (void)n_lps;
+        (void)config;
         g_queue_init(&rr->runqueue);
         *ret_policy = rr;
         return 0;
@@ -65,13 +67,16 @@ static void rr_vp_remove(void *policy, HvVp *vp)
         vp->policy_data = NULL;
 }
 
-static void rr_vp_wake(void *policy, HvVp *vp, uint64_t now)
+static HvLp *rr_vp_wake(void *policy, HvVp *vp, uint64_t now, bool from_idle)
 {
         (void)now;
+        (void)from_idle;
         rr_enqueue(policy, vp->policy_data);
+        return NULL; /* never preempts */
 }
 
-static HvVp *rr_pick_next(void *policy, HvLp *lp, uint64_t now, uint64_t *ret_slice_ns)
+static HvVp *rr_pick_next(void *policy, HvLp *lp, uint64_t now, uint64_t *ret_slice_ns,
+                          uint64_t *ret_retry_ns)
 {
         RoundRobin *rr = policy;
         GList *link = g_queue_peek_head_link(&rr->runqueue);
@@ -80,6 +85,7 @@ static HvVp *rr_pick_next(void *policy, HvLp *lp, uint64_t now, uint64_t *ret_sl
         (void)lp;
         (void)now;
         (void)ret_slice_ns; /* the core's default slice */
+        (void)ret_retry_ns; /* nothing is held back: idle until kicked */
         if (!link)
                 return NULL;
         vp = link->data;
@@ -87,12 +93,13 @@ static HvVp *rr_pick_next(void *policy, HvLp *lp, uint64_t now, uint64_t *ret_sl
         return vp;
 }
 
-static void rr_vp_put(void *policy, HvVp *vp, HvLp *lp, uint64_t ran_ns, uint64_t now, bool runnable)
+static void rr_vp_put(void *policy, HvVp *vp, HvLp *lp, uint64_t ran_ns, uint64_t now,
+                      HvSchedPutReason reason)
 {
         (void)lp;
         (void)ran_ns;
         (void)now;
-        if (runnable)
+        if (reason != HV_SCHED_PUT_BLOCKED) /* a yielder goes to the tail, behind every other */
                 rr_enqueue(policy, vp->policy_data);
 }
 

@@ -7,14 +7,26 @@
  * timer thread sets vp->preempt when the slice ends and the engine polls it at block
  * boundaries. The timer thread also wakes VPs whose Idle deadline passed.
  *
+ * A policy may hold a VP back (a capped one): pick_next then returns a time to retry
+ * and the LP waits until that time or a kick. A policy may also ask, when a VP wakes,
+ * for a busy LP's VP to leave early (I/O-wake boost); the mechanism sets that VP's
+ * preempt flag, so the engine still stops only at a block boundary.
+ *
+ * Placement: LPs are split evenly into NUMA nodes; a partition gets a home node where
+ * all its VPs fit (hv_sched_partition_place), and each VP carries it (vp->home_node)
+ * for the policy to honour. The mechanism counts dispatches on the home node and on
+ * the LP a VP last ran on (soft affinity).
+ *
  * Locking: one lock, s->lock, guards all scheduler state, every policy call, and the
- * VP fields marked so. It is never held while guest code runs. Nothing else is taken
- * while it is held except partition console locks (leaf).
+ * VP and partition fields marked so. It is never held while guest code runs. Nothing
+ * else is taken while it is held except partition console locks (leaf).
  *
  * Accounting per LP: guest time = inside the engine minus hypercall handling;
- * hypervisor time = scheduling, dispatch and hypercalls; idle = waiting for work. */
+ * hypervisor time = scheduling, dispatch and hypercalls, of which scheduler time is
+ * everything but the hypercalls; idle = waiting for work. */
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "hv-abi.h"
 #include "hv-clock.h"
@@ -25,10 +37,15 @@ struct HvSched {
         GCond timer_cond;
         GCond vp_cond; /* a VP left an LP; partition_stop waits on it */
         GThread *timer_thread;
+        pid_t timer_tid;
         HvLp *lps;
         uint32_t n_lps;
+        uint32_t n_nodes;
+        uint32_t *node_lps; /* LPs per node */
+        uint32_t *node_vps; /* VPs placed per node */
         GPtrArray *vps;
         uint64_t slice_ns;
+        bool io_boost;
         const HvSchedOps *ops;
         void *policy;
         const HvEngineOps *engine;
@@ -52,61 +69,97 @@ static void assert_locked(HvSched *s)
         g_assert(!g_mutex_trylock(&s->lock) || (g_mutex_unlock(&s->lock), false));
 }
 
-static void kick_idle_lp(HvSched *s, HvVp *vp)
+static void policy_assert_locked(void *ctx)
 {
-        HvLp *lp = vp->last_lp;
-
-        if (!lp || !lp->idle) {
-                lp = NULL;
-                for (uint32_t i = 0; i < s->n_lps; i++)
-                        if (s->lps[i].idle) {
-                                lp = &s->lps[i];
-                                break;
-                        }
-        }
-        if (lp) {
-                lp->idle = false; /* claimed; the LP sets it again if it finds nothing */
-                g_cond_signal(&lp->cond);
-        }
+        assert_locked(ctx);
 }
 
-static void vp_make_runnable(HvSched *s, HvVp *vp, uint64_t now)
+const HvSchedOps *hv_sched_ops_lookup(const char *name)
 {
+        static const HvSchedOps *const all[] = {&hv_sched_share_ops, &hv_sched_round_robin_ops};
+
+        for (size_t i = 0; i < G_N_ELEMENTS(all); i++)
+                if (strcmp(all[i]->name, name) == 0)
+                        return all[i];
+        return NULL;
+}
+
+/* An idle LP for `vp`: the one it last ran on, else one of its home node, else any. */
+static HvLp *find_idle_lp(HvSched *s, HvVp *vp)
+{
+        HvLp *any = NULL;
+
+        assert_locked(s);
+        if (vp->last_lp && vp->last_lp->idle)
+                return vp->last_lp;
+        for (uint32_t i = 0; i < s->n_lps; i++) {
+                HvLp *lp = &s->lps[i];
+
+                if (!lp->idle)
+                        continue;
+                if (lp->node == vp->home_node)
+                        return lp;
+                if (!any)
+                        any = lp;
+        }
+        return any;
+}
+
+static void kick_lp(HvLp *lp)
+{
+        lp->idle = false; /* claimed; the LP sets it again if it finds nothing */
+        g_cond_signal(&lp->cond);
+}
+
+static void vp_make_runnable(HvSched *s, HvVp *vp, uint64_t now, bool from_idle)
+{
+        HvLp *idle_lp, *preempt_lp;
+
         assert_locked(s);
         vp->state = HV_VP_RUNNABLE;
         vp->runnable_since_ns = now;
-        s->ops->vp_wake(s->policy, vp, now);
-        kick_idle_lp(s, vp);
+        vp->woke_from_idle = from_idle;
+        preempt_lp = s->ops->vp_wake(s->policy, vp, now, from_idle);
+        idle_lp = find_idle_lp(s, vp);
+        if (idle_lp)
+                kick_lp(idle_lp);
+        else if (preempt_lp && preempt_lp->current)
+                atomic_store(&preempt_lp->current->preempt, 1);
 }
 
 static void vp_wake_from_idle(HvSched *s, HvVp *vp, uint64_t now, uint64_t woke)
 {
+        assert_locked(s);
         vp->resume_rax_valid = true;
         vp->resume_rax = woke;
-        vp_make_runnable(s, vp, now);
+        vp_make_runnable(s, vp, now, true);
 }
 
 /* After a run: the VP's next state from how the engine exited. */
 static void vp_after_run(HvSched *s, HvVp *vp, HvLp *lp, const HvVpExit *exit, uint64_t ran_ns, uint64_t now)
 {
-        bool runnable = false;
+        HvSchedPutReason reason = HV_SCHED_PUT_BLOCKED;
 
+        assert_locked(s);
         if (atomic_load(&vp->partition->dying)) {
                 vp->state = HV_VP_DEAD;
         } else
                 switch (exit->kind) {
                 case HV_EXIT_NONE:
                 case HV_EXIT_PREEMPTED:
+                        reason = HV_SCHED_PUT_PREEMPTED;
+                        break;
                 case HV_EXIT_YIELD:
-                        runnable = true;
+                        vp->yields++;
+                        reason = HV_SCHED_PUT_YIELDED;
                         break;
                 case HV_EXIT_IDLE:
                         if (atomic_exchange(&vp->event_pending, 0)) {
                                 vp->resume_rax_valid = true;
                                 vp->resume_rax = HV_IDLE_WOKE_EVENT;
-                                runnable = true;
+                                reason = HV_SCHED_PUT_PREEMPTED;
                         } else if (exit->idle_deadline_ns != 0 && exit->idle_deadline_ns <= now) {
-                                runnable = true;
+                                reason = HV_SCHED_PUT_PREEMPTED;
                         } else {
                                 vp->state = HV_VP_IDLE;
                                 vp->idle_deadline_ns = exit->idle_deadline_ns;
@@ -119,15 +172,77 @@ static void vp_after_run(HvSched *s, HvVp *vp, HvLp *lp, const HvVpExit *exit, u
                                 s->on_halt(vp, exit->reason, s->userdata);
                         break;
                 }
-        if (runnable && vp->partition->paused) {
+        if (reason != HV_SCHED_PUT_BLOCKED && vp->partition->paused) {
                 vp->state = HV_VP_PAUSED;
-                runnable = false;
-        } else if (runnable) {
+                reason = HV_SCHED_PUT_BLOCKED;
+        } else if (reason != HV_SCHED_PUT_BLOCKED) {
                 vp->state = HV_VP_RUNNABLE;
                 vp->runnable_since_ns = now;
         }
-        s->ops->vp_put(s->policy, vp, lp, ran_ns, now, runnable);
+        s->ops->vp_put(s->policy, vp, lp, ran_ns, now, reason);
         g_cond_broadcast(&s->vp_cond);
+}
+
+/* Time since lp->mark_ns was hypervisor time spent scheduling. */
+static void account_scheduling(HvLp *lp, uint64_t now)
+{
+        lp->hypervisor_ns += now - lp->mark_ns;
+        lp->scheduler_ns += now - lp->mark_ns;
+        lp->mark_ns = now;
+}
+
+/* Waits until kicked, shutting down, or `retry_ns` (absolute; UINT64_MAX = never). */
+static void lp_idle_wait(HvSched *s, HvLp *lp, uint64_t retry_ns)
+{
+        uint64_t now;
+
+        assert_locked(s);
+        lp->idle = true;
+        lp->waiting = true;
+        while (lp->idle && !s->shutting_down) {
+                if (retry_ns == UINT64_MAX) {
+                        g_cond_wait(&lp->cond, &s->lock);
+                        continue;
+                }
+                /* g_cond_wait_until takes g_get_monotonic_time() microseconds, the same clock. */
+                if (!g_cond_wait_until(&lp->cond, &s->lock, (gint64)((retry_ns + 999) / 1000)) &&
+                    hv_clock_monotonic_ns() >= retry_ns)
+                        break;
+        }
+        lp->idle = false;
+        lp->waiting = false;
+        now = hv_clock_monotonic_ns();
+        lp->idle_ns += now - lp->mark_ns;
+        lp->mark_ns = now;
+}
+
+/* Dispatch bookkeeping for `vp` about to enter the engine on `lp`. */
+static void lp_dispatch(HvSched *s, HvLp *lp, HvVp *vp, uint64_t now, uint64_t slice_ns)
+{
+        uint64_t waited = now - vp->runnable_since_ns;
+
+        assert_locked(s);
+        vp->state = HV_VP_RUNNING;
+        vp->dispatches++;
+        vp->wait_ns += waited;
+        if (vp->woke_from_idle) {
+                vp->woke_from_idle = false;
+                vp->wake_dispatches++;
+                vp->wake_wait_ns += waited;
+                vp->wake_wait_max_ns = MAX(vp->wake_wait_max_ns, waited);
+        }
+        if (vp->last_lp == lp)
+                vp->preferred_lp_dispatches++;
+        if (lp->node == vp->home_node)
+                vp->home_node_dispatches++;
+        if (lp->last_vp != vp)
+                lp->context_switches++;
+        lp->dispatches++;
+        lp->current = vp;
+        vp->last_lp = lp;
+        lp->slice_end_ns = now + slice_ns;
+        atomic_store(&vp->preempt, 0);
+        g_cond_signal(&s->timer_cond);
 }
 
 static gpointer lp_thread(gpointer data)
@@ -136,25 +251,18 @@ static gpointer lp_thread(gpointer data)
         HvSched *s = lp->sched;
 
         g_mutex_lock(&s->lock);
+        lp->tid = gettid();
         lp->mark_ns = hv_clock_monotonic_ns();
         while (!s->shutting_down) {
-                uint64_t now = hv_clock_monotonic_ns(), slice_ns = s->slice_ns, t0, t1;
+                uint64_t now = hv_clock_monotonic_ns(), slice_ns = s->slice_ns, retry_ns = UINT64_MAX, t0, t1;
                 HvVpExit exit = {0};
                 HvVp *vp;
 
-                lp->hypervisor_ns += now - lp->mark_ns;
-                lp->mark_ns = now;
-                vp = s->ops->pick_next(s->policy, lp, now, &slice_ns);
+                account_scheduling(lp, now);
+                vp = s->ops->pick_next(s->policy, lp, now, &slice_ns, &retry_ns);
                 if (!vp) {
-                        lp->idle = true;
-                        lp->waiting = true;
-                        while (lp->idle && !s->shutting_down)
-                                g_cond_wait(&lp->cond, &s->lock);
-                        lp->idle = false;
-                        lp->waiting = false;
-                        now = hv_clock_monotonic_ns();
-                        lp->idle_ns += now - lp->mark_ns;
-                        lp->mark_ns = now;
+                        account_scheduling(lp, hv_clock_monotonic_ns());
+                        lp_idle_wait(s, lp, retry_ns);
                         continue;
                 }
 
@@ -162,20 +270,12 @@ static gpointer lp_thread(gpointer data)
                 if (vp->partition->paused) {
                         /* Paused while queued: the policy has dequeued it; park it. */
                         vp->state = HV_VP_PAUSED;
-                        s->ops->vp_put(s->policy, vp, lp, 0, now, false);
+                        s->ops->vp_put(s->policy, vp, lp, 0, now, HV_SCHED_PUT_BLOCKED);
                         continue;
                 }
-                vp->state = HV_VP_RUNNING;
-                vp->dispatches++;
-                vp->wait_ns += now - vp->runnable_since_ns;
-                if (lp->last_vp != vp)
-                        lp->context_switches++;
-                lp->current = vp;
-                vp->last_lp = lp;
-                lp->slice_end_ns = now + slice_ns;
-                atomic_store(&vp->preempt, 0);
-                g_cond_signal(&s->timer_cond);
+                lp_dispatch(s, lp, vp, now, slice_ns);
                 t0 = hv_clock_monotonic_ns();
+                account_scheduling(lp, t0);
                 lp->run_start_ns = t0;
                 g_mutex_unlock(&s->lock);
 
@@ -183,9 +283,9 @@ static gpointer lp_thread(gpointer data)
                 t1 = hv_clock_monotonic_ns();
 
                 g_mutex_lock(&s->lock);
-                lp->hypervisor_ns += (t0 - lp->mark_ns) + exit.hypercall_ns;
+                lp->hypervisor_ns += exit.hypercall_ns;
                 lp->guest_ns += (t1 - t0) - MIN(exit.hypercall_ns, t1 - t0);
-                lp->mark_ns = t1;
+                lp->mark_ns = t1; /* waiting for the lock counts as scheduling */
                 vp->run_ns += t1 - t0;
                 vp->guest_ns += (t1 - t0) - MIN(exit.hypercall_ns, t1 - t0);
                 lp->current = NULL;
@@ -201,6 +301,7 @@ static gpointer timer_thread(gpointer data)
         HvSched *s = data;
 
         g_mutex_lock(&s->lock);
+        s->timer_tid = gettid();
         while (!s->shutting_down) {
                 uint64_t now = hv_clock_monotonic_ns(), next = now + G_TIME_SPAN_SECOND * 1000ull;
                 gint64 wait_until;
@@ -237,10 +338,11 @@ static gpointer timer_thread(gpointer data)
 int hv_sched_new(const HvSchedConfig *config, HvSched **ret)
 {
         g_autoptr(HvSched) s = NULL;
+        HvSchedPolicyConfig policy_config;
         int r;
 
-        if (config->n_lps == 0 || config->n_lps > 1024 || config->slice_ns < 100000 || !config->ops ||
-            !config->engine)
+        if (config->n_lps == 0 || config->n_lps > 1024 || config->n_nodes > config->n_lps ||
+            config->slice_ns < 100000 || !config->ops || !config->engine)
                 return -EINVAL;
 
         s = g_new0(HvSched, 1);
@@ -248,24 +350,40 @@ int hv_sched_new(const HvSchedConfig *config, HvSched **ret)
         g_cond_init(&s->timer_cond);
         g_cond_init(&s->vp_cond);
         s->n_lps = config->n_lps;
+        s->n_nodes = MAX(config->n_nodes, 1u);
         s->slice_ns = config->slice_ns;
+        s->io_boost = config->io_boost;
         s->ops = config->ops;
         s->engine = config->engine;
         s->on_halt = config->on_halt;
         s->userdata = config->userdata;
         s->vps = g_ptr_array_new();
         s->lps = g_new0(HvLp, s->n_lps);
-        r = s->ops->init(s->n_lps, &s->policy);
+        s->node_lps = g_new0(uint32_t, s->n_nodes);
+        s->node_vps = g_new0(uint32_t, s->n_nodes);
+        for (uint32_t i = 0; i < s->n_lps; i++) {
+                s->lps[i].sched = s;
+                s->lps[i].index = i;
+                s->lps[i].node = (uint32_t)((uint64_t)i * s->n_nodes / s->n_lps);
+                s->node_lps[s->lps[i].node]++;
+                g_cond_init(&s->lps[i].cond);
+        }
+        policy_config = (HvSchedPolicyConfig){
+                .lps = s->lps,
+                .n_lps = s->n_lps,
+                .n_nodes = s->n_nodes,
+                .slice_ns = s->slice_ns,
+                .io_boost = s->io_boost,
+                .assert_locked = policy_assert_locked,
+                .lock_ctx = s,
+        };
+        r = s->ops->init(&policy_config, &s->policy);
         if (r < 0)
                 return r;
         for (uint32_t i = 0; i < s->n_lps; i++) {
-                HvLp *lp = &s->lps[i];
                 g_autofree char *name = g_strdup_printf("hv-lp%u", i);
 
-                lp->sched = s;
-                lp->index = i;
-                g_cond_init(&lp->cond);
-                lp->thread = g_thread_new(name, lp_thread, lp);
+                s->lps[i].thread = g_thread_new(name, lp_thread, &s->lps[i]);
         }
         s->timer_thread = g_thread_new("hv-timer", timer_thread, s);
         *ret = g_steal_pointer(&s);
@@ -295,6 +413,8 @@ void hv_sched_free(HvSched *s)
         if (s->policy)
                 s->ops->free(s->policy);
         g_free(s->lps);
+        g_free(s->node_lps);
+        g_free(s->node_vps);
         if (s->vps)
                 g_ptr_array_unref(s->vps);
         g_cond_clear(&s->vp_cond);
@@ -303,15 +423,52 @@ void hv_sched_free(HvSched *s)
         g_free(s);
 }
 
+/* The node with the most LPs left over after the VPs already placed on it, among
+ * those with room for `n_vps` (all nodes when `n_vps` is 0); -1 if none has room. */
+static int32_t least_loaded_node(HvSched *s, uint32_t n_vps)
+{
+        int32_t best = -1;
+        int64_t best_free = INT64_MIN;
+
+        assert_locked(s);
+        for (uint32_t n = 0; n < s->n_nodes; n++) {
+                int64_t free_lps = (int64_t)s->node_lps[n] - (int64_t)s->node_vps[n];
+
+                if (n_vps > s->node_lps[n])
+                        continue;
+                if (free_lps > best_free) {
+                        best = (int32_t)n;
+                        best_free = free_lps;
+                }
+        }
+        return best;
+}
+
+void hv_sched_partition_place(HvSched *s, HvPartition *p)
+{
+        g_mutex_lock(&s->lock);
+        p->home_node = least_loaded_node(s, p->vp_count);
+        g_mutex_unlock(&s->lock);
+}
+
+/* A VP goes to its partition's home node while the partition still fits there (it
+ * may have grown by hot-add); otherwise to the least loaded node. */
 int hv_sched_vp_add(HvSched *s, HvVp *vp)
 {
+        HvPartition *p = vp->partition;
         int r;
 
         g_mutex_lock(&s->lock);
         vp->state = HV_VP_STOPPED;
+        if (p->home_node >= 0 && MAX(p->vp_count, vp->index + 1) <= s->node_lps[p->home_node])
+                vp->home_node = (uint32_t)p->home_node;
+        else
+                vp->home_node = (uint32_t)least_loaded_node(s, 0);
         r = s->ops->vp_add(s->policy, vp);
-        if (r >= 0)
+        if (r >= 0) {
                 g_ptr_array_add(s->vps, vp);
+                s->node_vps[vp->home_node]++;
+        }
         g_mutex_unlock(&s->lock);
         return r;
 }
@@ -325,7 +482,7 @@ int hv_sched_vp_start(HvSched *s, HvVp *vp, const HvVpRegs *regs)
         if (vp->state == HV_VP_STOPPED && vp->dispatches == 0 && !atomic_load(&vp->partition->dying)) {
                 r = s->engine->vp_set_regs(vp->engine, regs);
                 if (r >= 0)
-                        vp_make_runnable(s, vp, hv_clock_monotonic_ns());
+                        vp_make_runnable(s, vp, hv_clock_monotonic_ns(), false);
         }
         g_mutex_unlock(&s->lock);
         return r;
@@ -335,6 +492,7 @@ int hv_sched_vp_start(HvSched *s, HvVp *vp, const HvVpRegs *regs)
 void hv_sched_vp_signal(HvSched *s, HvVp *vp)
 {
         g_mutex_lock(&s->lock);
+        vp->signals++;
         if (vp->state == HV_VP_IDLE && !vp->partition->paused)
                 vp_wake_from_idle(s, vp, hv_clock_monotonic_ns(), HV_IDLE_WOKE_EVENT);
         else
@@ -361,7 +519,7 @@ void hv_sched_partition_pause(HvSched *s, HvPartition *p, bool paused)
                         HvVp *vp = p->vps[i];
 
                         if (vp->state == HV_VP_PAUSED)
-                                vp_make_runnable(s, vp, now);
+                                vp_make_runnable(s, vp, now, false);
                         else if (vp->state == HV_VP_IDLE && atomic_exchange(&vp->event_pending, 0))
                                 vp_wake_from_idle(s, vp, now, HV_IDLE_WOKE_EVENT);
                         else if (vp->state == HV_VP_IDLE && vp->idle_deadline_ns &&
@@ -415,14 +573,54 @@ void hv_sched_partition_stop(HvSched *s, HvPartition *p)
                 if (!vp || !g_ptr_array_remove_fast(s->vps, vp))
                         continue;
                 s->ops->vp_remove(s->policy, vp);
+                s->node_vps[vp->home_node]--;
                 vp->state = HV_VP_DEAD;
         }
+        g_mutex_unlock(&s->lock);
+}
+
+/* Settings apply to the next decision; the partition's running VPs leave their LPs at
+ * their next block so a lower cap or weight holds at once, not after their slice. */
+void hv_sched_partition_set_processor(HvSched *s, HvPartition *p, const HvProcessorSettings *settings)
+{
+        g_mutex_lock(&s->lock);
+        p->processor = *settings;
+        if (s->ops->partition_changed)
+                s->ops->partition_changed(s->policy, p, hv_clock_monotonic_ns());
+        for (uint32_t i = 0; i < p->vp_count; i++)
+                if (p->vps[i]->state == HV_VP_RUNNING)
+                        atomic_store(&p->vps[i]->preempt, 1);
         g_mutex_unlock(&s->lock);
 }
 
 uint32_t hv_sched_lp_count(HvSched *s)
 {
         return s->n_lps;
+}
+
+uint32_t hv_sched_node_count(HvSched *s)
+{
+        return s->n_nodes;
+}
+
+const char *hv_sched_policy_name(HvSched *s)
+{
+        return s->ops->name;
+}
+
+bool hv_sched_io_boost(HvSched *s)
+{
+        return s->io_boost;
+}
+
+pid_t hv_sched_timer_tid(HvSched *s)
+{
+        pid_t tid;
+
+        g_mutex_lock(&s->lock);
+        tid = s->timer_tid;
+        g_mutex_unlock(&s->lock);
+        return tid;
 }
 
 void hv_sched_sample_lps(HvSched *s, HvLpSample *ret_samples)
@@ -435,10 +633,14 @@ void hv_sched_sample_lps(HvSched *s, HvLpSample *ret_samples)
                 HvLp *lp = &s->lps[i];
 
                 ret_samples[i] = (HvLpSample){
+                        .node = lp->node,
+                        .tid = lp->tid,
                         .guest_ns = lp->guest_ns,
                         .hypervisor_ns = lp->hypervisor_ns,
+                        .scheduler_ns = lp->scheduler_ns,
                         .idle_ns = lp->idle_ns,
                         .context_switches = lp->context_switches,
+                        .dispatches = lp->dispatches,
                 };
                 /* Count the segment in progress, so a long slice or a long idle shows. */
                 if (lp->waiting)
@@ -461,10 +663,20 @@ void hv_sched_sample_vp(HvSched *s, HvVp *vp, HvVpSample *ret_sample)
                 .guest_ns = vp->guest_ns,
                 .dispatches = vp->dispatches,
                 .wait_ns = vp->wait_ns,
+                .home_node = vp->home_node,
+                .signals = vp->signals,
+                .preferred_lp_dispatches = vp->preferred_lp_dispatches,
+                .home_node_dispatches = vp->home_node_dispatches,
+                .wake_dispatches = vp->wake_dispatches,
+                .wake_wait_ns = vp->wake_wait_ns,
+                .wake_wait_max_ns = vp->wake_wait_max_ns,
+                .yields = vp->yields,
         };
         if (vp->state == HV_VP_RUNNING && vp->last_lp) {
                 ret_sample->run_ns += now - vp->last_lp->run_start_ns;
                 ret_sample->guest_ns += now - vp->last_lp->run_start_ns;
         }
+        if (s->ops->vp_stats && vp->state != HV_VP_DEAD)
+                s->ops->vp_stats(s->policy, vp, now, &ret_sample->policy);
         g_mutex_unlock(&s->lock);
 }

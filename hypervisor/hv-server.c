@@ -87,16 +87,36 @@ static HvPartition *owned_partition(HvConnection *c, uint64_t id, Vmms__Hv__Repl
         return p;
 }
 
+/* Out-of-range settings are refused naming the field; a missing message is all defaults. */
+static int processor_from_wire(const Vmms__Hv__ProcessorSettings *wire, HvProcessorSettings *ret,
+                               char **ret_error)
+{
+        if (!wire) {
+                *ret = HV_PROCESSOR_DEFAULTS;
+                return 0;
+        }
+        return hv_processor_settings_from_wire(wire->reserve, wire->maximum, wire->relative_weight, ret,
+                                               ret_error);
+}
+
 static int handle_partition_create(HvConnection *c, const Vmms__Hv__PartitionCreate *req,
                                    Vmms__Hv__Reply *reply, Vmms__Hv__PartitionCreated *created, int *ret_fd)
 {
         Hv *hv = c->server->hv;
+        HvPartitionSpec spec = {
+                .name = req->name,
+                .vp_count = req->vp_count,
+                .max_vp_count = req->maximum_vp_count,
+                .startup_bytes = req->startup_bytes,
+                .maximum_bytes = req->maximum_bytes,
+        };
         HvPartition *p;
         char *error = NULL;
         int r;
 
-        r = hv_partition_create(hv, req->name, req->vp_count, req->startup_bytes, req->maximum_bytes, &p,
-                                &error);
+        r = processor_from_wire(req->processor, &spec.processor, &error);
+        if (r >= 0)
+                r = hv_partition_create(hv, &spec, &p, &error);
         if (r < 0) {
                 reply_error(reply, r, error ? error : g_strdup(g_strerror(-r)));
                 return 0;
@@ -108,9 +128,54 @@ static int handle_partition_create(HvConnection *c, const Vmms__Hv__PartitionCre
         reply->body_case = VMMS__HV__REPLY__BODY_PARTITION_CREATED;
         reply->partition_created = created;
         *ret_fd = p->ram_fd;
-        g_message("partition %" G_GUINT64_FORMAT " (%s): created, %u VPs, %" G_GUINT64_FORMAT " bytes", p->id,
-                  p->name, p->vp_count, p->assigned_bytes);
+        g_message("partition %" G_GUINT64_FORMAT " (%s): created, %u VPs, %" G_GUINT64_FORMAT
+                  " bytes, reserve %u%% maximum %u%% weight %u, node %d",
+                  p->id, p->name, (uint32_t)p->vp_count, p->assigned_bytes, p->processor.reserve_pct,
+                  p->processor.maximum_pct, p->processor.relative_weight, p->home_node);
         return 0;
+}
+
+static void handle_partition_set_processor(HvConnection *c, const Vmms__Hv__PartitionSetProcessor *req,
+                                           Vmms__Hv__Reply *reply)
+{
+        HvPartition *p = owned_partition(c, req->partition_id, reply);
+        HvProcessorSettings settings;
+        char *error = NULL;
+        int r;
+
+        if (!p)
+                return;
+        r = processor_from_wire(req->processor, &settings, &error);
+        if (r >= 0)
+                r = hv_partition_set_processor(c->server->hv, p, &settings, &error);
+        if (r < 0) {
+                reply_error(reply, r, error ? error : g_strdup(g_strerror(-r)));
+                return;
+        }
+        g_message("partition %" G_GUINT64_FORMAT " (%s): reserve %u%% maximum %u%% weight %u", p->id, p->name,
+                  settings.reserve_pct, settings.maximum_pct, settings.relative_weight);
+}
+
+static void handle_vp_add(HvConnection *c, const Vmms__Hv__VpAdd *req, Vmms__Hv__Reply *reply,
+                          Vmms__Hv__VpAdded *added)
+{
+        HvPartition *p = owned_partition(c, req->partition_id, reply);
+        HvVpRegs regs = {.rip = req->rip, .rsp = req->rsp, .rdi = req->rdi, .rsi = req->rsi};
+        char *error = NULL;
+        uint32_t index;
+        int r;
+
+        if (!p)
+                return;
+        r = hv_partition_vp_add(c->server->hv, p, &regs, &index, &error);
+        if (r < 0) {
+                reply_error(reply, r, error ? error : g_strdup(g_strerror(-r)));
+                return;
+        }
+        added->vp_index = index;
+        reply->body_case = VMMS__HV__REPLY__BODY_VP_ADDED;
+        reply->vp_added = added;
+        g_message("partition %" G_GUINT64_FORMAT " (%s): vp %u added", p->id, p->name, index);
 }
 
 static void handle_vp_start(HvConnection *c, const Vmms__Hv__VpStart *req, Vmms__Hv__Reply *reply)
@@ -184,8 +249,10 @@ static gint compare_partitions(gconstpointer a, gconstpointer b)
 /* Builds the counters; every allocation goes to `arena`, freed after the reply is sent. */
 static Vmms__Hv__Counters *build_counters(Hv *hv, GPtrArray *arena)
 {
+        static const char *const root_threads[] = {"main", "timer"};
         Vmms__Hv__Counters *counters = g_new0(Vmms__Hv__Counters, 1);
         uint32_t n_lps = hv_sched_lp_count(hv->sched);
+        HvThreadStat host;
         HvLpSample *lps = g_new0(HvLpSample, n_lps);
         g_autoptr(GPtrArray) partitions = g_ptr_array_new();
         GHashTableIter iter;
@@ -212,7 +279,36 @@ static Vmms__Hv__Counters *build_counters(Hv *hv, GPtrArray *arena)
                 lc->hypervisor_ns = lps[i].hypervisor_ns;
                 lc->idle_ns = lps[i].idle_ns;
                 lc->context_switches = lps[i].context_switches;
+                lc->scheduler_ns = lps[i].scheduler_ns;
+                lc->dispatches = lps[i].dispatches;
+                lc->node = lps[i].node;
+                if (hv_thread_stat(lps[i].tid, &host) >= 0) {
+                        lc->host_run_ns = host.run_ns;
+                        lc->host_wait_ns = host.wait_ns;
+                }
                 counters->lps[i] = lc;
+        }
+        counters->scheduler = (char *)hv_sched_policy_name(hv->sched);
+        counters->numa_nodes = hv_sched_node_count(hv->sched);
+        counters->reserved_pct = (uint32_t)hv->reserved_pct;
+        counters->capacity_pct = (uint32_t)hv_capacity_pct(hv);
+        counters->io_boost = hv_sched_io_boost(hv->sched);
+        counters->n_root_vps = G_N_ELEMENTS(root_threads);
+        counters->root_vps = g_new0(Vmms__Hv__RootVpCounters *, counters->n_root_vps);
+        g_ptr_array_add(arena, counters->root_vps);
+        for (size_t i = 0; i < G_N_ELEMENTS(root_threads); i++) {
+                Vmms__Hv__RootVpCounters *rc = g_new0(Vmms__Hv__RootVpCounters, 1);
+                pid_t tid = i == 0 ? hv->main_tid : hv_sched_timer_tid(hv->sched);
+
+                g_ptr_array_add(arena, rc);
+                vmms__hv__root_vp_counters__init(rc);
+                rc->name = (char *)root_threads[i];
+                if (hv_thread_stat(tid, &host) >= 0) {
+                        rc->run_ns = host.run_ns;
+                        rc->wait_ns = host.wait_ns;
+                        rc->dispatches = host.timeslices;
+                }
+                counters->root_vps[i] = rc;
         }
 
         g_hash_table_iter_init(&iter, hv->partitions);
@@ -236,10 +332,17 @@ static Vmms__Hv__Counters *build_counters(Hv *hv, GPtrArray *arena)
                 g_mutex_lock(&p->console_lock);
                 pc->console_dropped_bytes = p->console_dropped_bytes;
                 g_mutex_unlock(&p->console_lock);
+                pc->processor = g_new0(Vmms__Hv__ProcessorSettings, 1);
+                g_ptr_array_add(arena, pc->processor);
+                vmms__hv__processor_settings__init(pc->processor);
+                pc->processor->reserve = p->processor.reserve_pct; /* main thread is its only writer */
+                pc->processor->maximum = p->processor.maximum_pct;
+                pc->processor->relative_weight = p->processor.relative_weight;
+                pc->maximum_vp_count = p->max_vp_count;
                 pc->n_vps = p->vp_count;
-                pc->vps = g_new0(Vmms__Hv__VpCounters *, p->vp_count);
+                pc->vps = g_new0(Vmms__Hv__VpCounters *, pc->n_vps);
                 g_ptr_array_add(arena, pc->vps);
-                for (uint32_t v = 0; v < p->vp_count; v++) {
+                for (uint32_t v = 0; v < pc->n_vps; v++) {
                         Vmms__Hv__VpCounters *vc = g_new0(Vmms__Hv__VpCounters, 1);
                         HvVpSample sample;
 
@@ -252,6 +355,18 @@ static Vmms__Hv__Counters *build_counters(Hv *hv, GPtrArray *arena)
                         vc->guest_ns = sample.guest_ns;
                         vc->dispatches = sample.dispatches;
                         vc->wait_ns = sample.wait_ns;
+                        vc->signals = sample.signals;
+                        vc->preferred_lp_dispatches = sample.preferred_lp_dispatches;
+                        vc->home_node_dispatches = sample.home_node_dispatches;
+                        vc->home_node = sample.home_node;
+                        vc->wake_dispatches = sample.wake_dispatches;
+                        vc->wake_wait_ns = sample.wake_wait_ns;
+                        vc->wake_wait_max_ns = sample.wake_wait_max_ns;
+                        vc->yields = sample.yields;
+                        vc->share_ppm = sample.policy.share_ppm;
+                        vc->lag_ns = sample.policy.lag_ns;
+                        vc->cap_throttles = sample.policy.cap_throttles;
+                        vc->boosts = sample.policy.boosts;
                         vc->hypercalls = atomic_load(&p->vps[v]->hypercalls);
                         vc->invalid_hypercalls = atomic_load(&p->vps[v]->invalid_hypercalls);
                         pc->vps[v] = vc;
@@ -266,6 +381,7 @@ static void handle_request(HvConnection *c, const uint8_t *data, size_t len)
         Vmms__Hv__Request *req = vmms__hv__request__unpack(NULL, len, data);
         Vmms__Hv__Reply reply = VMMS__HV__REPLY__INIT;
         Vmms__Hv__PartitionCreated created = VMMS__HV__PARTITION_CREATED__INIT;
+        Vmms__Hv__VpAdded added = VMMS__HV__VP_ADDED__INIT;
         g_autoptr(GPtrArray) arena = g_ptr_array_new_with_free_func(g_free);
         int pass_fd = -1, r;
 
@@ -288,6 +404,12 @@ static void handle_request(HvConnection *c, const uint8_t *data, size_t len)
                         break;
                 case VMMS__HV__REQUEST__BODY_PARTITION_PAUSE:
                         handle_partition_pause(c, req->partition_pause, &reply);
+                        break;
+                case VMMS__HV__REQUEST__BODY_PARTITION_SET_PROCESSOR:
+                        handle_partition_set_processor(c, req->partition_set_processor, &reply);
+                        break;
+                case VMMS__HV__REQUEST__BODY_VP_ADD:
+                        handle_vp_add(c, req->vp_add, &reply, &added);
                         break;
                 case VMMS__HV__REQUEST__BODY_COUNTERS_GET:
                         reply.body_case = VMMS__HV__REPLY__BODY_COUNTERS;

@@ -1,6 +1,9 @@
 /* The hypervisor context: pool, scheduler, partitions, and events to the main thread. */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "hv-abi.h"
 #include "hv-clock.h"
@@ -81,7 +84,9 @@ int hv_new(const HvConfig *config, GMainContext *main_context, Hv **ret)
         g_autoptr(Hv) hv = g_new0(Hv, 1);
         HvSchedConfig sched_config = {
                 .n_lps = config->n_lps,
+                .n_nodes = config->n_nodes,
                 .slice_ns = config->slice_ns,
+                .io_boost = config->io_boost,
                 .ops = config->sched_ops,
                 .engine = config->engine,
                 .on_halt = on_vp_halt,
@@ -90,6 +95,7 @@ int hv_new(const HvConfig *config, GMainContext *main_context, Hv **ret)
         int r;
 
         hv->main_context = g_main_context_ref(main_context);
+        hv->main_tid = gettid(); /* the root-interface thread, for its counters */
         hv->engine = config->engine;
         hv->clock_base_ns = hv_clock_monotonic_ns();
         hv->next_partition_id = 1;
@@ -150,21 +156,75 @@ static bool name_valid(const char *name)
         return true;
 }
 
-/* Validates everything (the worker is not trusted), charges the pool for the startup
- * memory, and registers the VPs with the scheduler. */
-int hv_partition_create(Hv *hv, const char *name, uint32_t vp_count, uint64_t startup_bytes,
-                        uint64_t maximum_bytes, HvPartition **ret, char **ret_error)
+uint64_t hv_capacity_pct(const Hv *hv)
+{
+        return 100ull * hv_sched_lp_count(hv->sched);
+}
+
+/* Reads what Linux knows of a host thread: "run_ns wait_ns timeslices". -ENOENT where
+ * the kernel keeps no schedstat. */
+int hv_thread_stat(pid_t tid, HvThreadStat *ret)
+{
+        char path[64], buf[128];
+        FILE *f;
+        HvThreadStat st;
+        int n;
+
+        if (tid <= 0)
+                return -ENOENT;
+        snprintf(path, sizeof(path), "/proc/self/task/%d/schedstat", (int)tid);
+        f = fopen(path, "re");
+        if (!f)
+                return -errno;
+        n = fgets(buf, sizeof(buf), f)
+                    ? sscanf(buf, "%" SCNu64 " %" SCNu64 " %" SCNu64, &st.run_ns, &st.wait_ns, &st.timeslices)
+                    : 0;
+        fclose(f);
+        if (n != 3)
+                return -EIO;
+        *ret = st;
+        return 0;
+}
+
+/* Admission control, as VMware does it: the host's reservations may not exceed its
+ * capacity, so every reservation can be honoured at once. */
+static int admit_reservation(Hv *hv, uint64_t old_pct, uint64_t new_pct, char **ret_error)
+{
+        uint64_t total = hv->reserved_pct - old_pct + new_pct;
+
+        if (new_pct > old_pct && total > hv_capacity_pct(hv)) {
+                set_error(ret_error,
+                          "reservations would total %" G_GUINT64_FORMAT "%% of %" G_GUINT64_FORMAT
+                          "%% capacity",
+                          total, hv_capacity_pct(hv));
+                return -ENOSPC;
+        }
+        return 0;
+}
+
+/* Validates everything (the worker is not trusted), admits the reservation, charges
+ * the pool for the startup memory, places the partition on a NUMA node and registers
+ * the VPs with the scheduler. */
+int hv_partition_create(Hv *hv, const HvPartitionSpec *spec, HvPartition **ret, char **ret_error)
 {
         g_autoptr(HvPartition) p = NULL;
+        uint32_t vp_count = spec->vp_count;
+        uint32_t max_vp_count = spec->max_vp_count ? spec->max_vp_count : HV_MAX_VPS_PER_PARTITION;
+        uint64_t startup_bytes = spec->startup_bytes, maximum_bytes = spec->maximum_bytes, reserve_pct;
         int r;
 
-        if (!name_valid(name)) {
+        if (!name_valid(spec->name)) {
                 set_error(ret_error, "name must be 1-%d characters of A-Z a-z 0-9 - _ .",
                           HV_PARTITION_NAME_MAX);
                 return -EINVAL;
         }
         if (vp_count == 0 || vp_count > HV_MAX_VPS_PER_PARTITION) {
                 set_error(ret_error, "vp_count %u is out of range 1-%d", vp_count, HV_MAX_VPS_PER_PARTITION);
+                return -EINVAL;
+        }
+        if (max_vp_count < vp_count || max_vp_count > HV_MAX_VPS_PER_PARTITION) {
+                set_error(ret_error, "maximum_vp_count %u is out of range %u-%d", max_vp_count, vp_count,
+                          HV_MAX_VPS_PER_PARTITION);
                 return -EINVAL;
         }
         if (startup_bytes < HV_PARTITION_MIN_BYTES || startup_bytes % HV_PAGE_SIZE != 0) {
@@ -182,6 +242,10 @@ int hv_partition_create(Hv *hv, const char *name, uint32_t vp_count, uint64_t st
                           maximum_bytes, startup_bytes, HV_PARTITION_MAX_BYTES);
                 return -EINVAL;
         }
+        reserve_pct = (uint64_t)spec->processor.reserve_pct * vp_count;
+        r = admit_reservation(hv, 0, reserve_pct, ret_error);
+        if (r < 0)
+                return r;
         if (startup_bytes > hv_pool_available(&hv->pool)) {
                 set_error(ret_error,
                           "startup_bytes %" G_GUINT64_FORMAT
@@ -189,7 +253,7 @@ int hv_partition_create(Hv *hv, const char *name, uint32_t vp_count, uint64_t st
                           startup_bytes, hv_pool_available(&hv->pool));
                 return -ENOMEM;
         }
-        r = hv_partition_new(hv, name, vp_count, startup_bytes, maximum_bytes, &p);
+        r = hv_partition_new(hv, spec->name, vp_count, max_vp_count, startup_bytes, maximum_bytes, &p);
         if (r < 0) {
                 set_error(ret_error, "cannot build the partition: %s", g_strerror(-r));
                 return r;
@@ -198,7 +262,9 @@ int hv_partition_create(Hv *hv, const char *name, uint32_t vp_count, uint64_t st
         if (r < 0)
                 return r;
         p->assigned_bytes = startup_bytes;
+        p->processor = spec->processor; /* not in the scheduler yet: no lock needed */
         p->id = hv->next_partition_id++;
+        hv_sched_partition_place(hv->sched, p);
         for (uint32_t i = 0; i < vp_count; i++) {
                 r = hv_sched_vp_add(hv->sched, p->vps[i]);
                 if (r < 0) {
@@ -208,8 +274,70 @@ int hv_partition_create(Hv *hv, const char *name, uint32_t vp_count, uint64_t st
                         return r;
                 }
         }
+        hv->reserved_pct += reserve_pct;
         g_hash_table_insert(hv->partitions, &p->id, p);
         *ret = g_steal_pointer(&p);
+        return 0;
+}
+
+/* Set-VMProcessor on a running partition: admitted like a new one, then applied by
+ * the scheduler from its next decision. */
+int hv_partition_set_processor(Hv *hv, HvPartition *p, const HvProcessorSettings *settings, char **ret_error)
+{
+        uint32_t vps = p->vp_count;
+        int r;
+
+        r = admit_reservation(hv, (uint64_t)p->processor.reserve_pct * vps,
+                              (uint64_t)settings->reserve_pct * vps, ret_error);
+        if (r < 0)
+                return r;
+        hv->reserved_pct = hv->reserved_pct - (uint64_t)p->processor.reserve_pct * vps +
+                           (uint64_t)settings->reserve_pct * vps;
+        hv_sched_partition_set_processor(hv->sched, p, settings);
+        return 0;
+}
+
+/* Hot-adds VP number p->vp_count and starts it at `regs`. The VP is published in
+ * p->vps before vp_count grows, so readers on other threads never see a hole. */
+int hv_partition_vp_add(Hv *hv, HvPartition *p, const HvVpRegs *regs, uint32_t *ret_index, char **ret_error)
+{
+        uint32_t index = p->vp_count;
+        HvVp *vp;
+        int r;
+
+        if (index >= p->max_vp_count) {
+                set_error(ret_error, "partition already has its maximum of %u VPs", p->max_vp_count);
+                return -ENOSPC;
+        }
+        if (!hv_partition_range_valid(p, regs->rip, 1) || regs->rsp < 8 ||
+            !hv_partition_range_valid(p, regs->rsp - 8, 8)) {
+                set_error(ret_error, "rip or rsp lies outside the partition's visible RAM");
+                return -ERANGE;
+        }
+        r = admit_reservation(hv, 0, p->processor.reserve_pct, ret_error);
+        if (r < 0)
+                return r;
+        r = hv_partition_vp_new(p, &vp);
+        if (r < 0) {
+                set_error(ret_error, "cannot build the VP: %s", g_strerror(-r));
+                return r;
+        }
+        r = hv_sched_vp_add(hv->sched, vp);
+        if (r < 0) {
+                hv->engine->vp_free(vp->engine);
+                g_free(vp);
+                set_error(ret_error, "the scheduler refused the VP: %s", g_strerror(-r));
+                return r;
+        }
+        p->vps[index] = vp;
+        atomic_store_explicit(&p->vp_count, index + 1, memory_order_release);
+        hv->reserved_pct += p->processor.reserve_pct;
+        r = hv_partition_vp_start(p, index, regs);
+        if (r < 0) {
+                set_error(ret_error, "cannot start the VP: %s", g_strerror(-r));
+                return r; /* it stays, stopped, counted; the partition is otherwise fine */
+        }
+        *ret_index = index;
         return 0;
 }
 
@@ -218,6 +346,7 @@ void hv_partition_destroy(Hv *hv, HvPartition *p)
         hv_sched_partition_stop(hv->sched, p);
         g_hash_table_remove(hv->partitions, &p->id);
         hv_pool_credit(&hv->pool, p->assigned_bytes);
+        hv->reserved_pct -= (uint64_t)p->processor.reserve_pct * p->vp_count;
         hv_partition_free(p);
 }
 

@@ -3,6 +3,7 @@
 
 #include <glib.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "hv-partition.h"
 #include "hv-pool.h"
@@ -26,7 +27,9 @@ typedef void (*HvEventFn)(HvPartition *p, const HvEvent *event, void *userdata);
 typedef struct HvConfig {
         uint64_t pool_bytes;
         uint32_t n_lps;
+        uint32_t n_nodes; /* 0 or 1: one NUMA node */
         uint64_t slice_ns;
+        bool io_boost;
         const HvSchedOps *sched_ops;
         const HvEngineOps *engine;
 } HvConfig;
@@ -39,6 +42,8 @@ struct Hv {
         uint64_t clock_base_ns;
         GHashTable *partitions; /* id -> HvPartition*, main thread only */
         uint64_t next_partition_id;
+        uint64_t reserved_pct; /* sum of reserve % x VPs over partitions; main thread only */
+        pid_t main_tid;
         HvEventFn on_event;
         void *on_event_userdata;
 };
@@ -48,8 +53,27 @@ void hv_free(Hv *hv);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(Hv, hv_free)
 
 uint64_t hv_reference_time_ns(const Hv *hv);
-int hv_partition_create(Hv *hv, const char *name, uint32_t vp_count, uint64_t startup_bytes,
-                        uint64_t maximum_bytes, HvPartition **ret, char **ret_error);
+typedef struct HvPartitionSpec {
+        const char *name;
+        uint32_t vp_count;
+        uint32_t max_vp_count; /* 0: HV_MAX_VPS_PER_PARTITION */
+        uint64_t startup_bytes;
+        uint64_t maximum_bytes;
+        HvProcessorSettings processor; /* in range (hv_processor_settings_from_wire) */
+} HvPartitionSpec;
+
+/* Host threads as Linux's scheduler sees them (/proc/self/task/TID/schedstat). */
+typedef struct HvThreadStat {
+        uint64_t run_ns;
+        uint64_t wait_ns;
+        uint64_t timeslices;
+} HvThreadStat;
+
+uint64_t hv_capacity_pct(const Hv *hv);
+int hv_thread_stat(pid_t tid, HvThreadStat *ret);
+int hv_partition_create(Hv *hv, const HvPartitionSpec *spec, HvPartition **ret, char **ret_error);
+int hv_partition_set_processor(Hv *hv, HvPartition *p, const HvProcessorSettings *settings, char **ret_error);
+int hv_partition_vp_add(Hv *hv, HvPartition *p, const HvVpRegs *regs, uint32_t *ret_index, char **ret_error);
 void hv_partition_destroy(Hv *hv, HvPartition *p);
 HvPartition *hv_partition_lookup(Hv *hv, uint64_t id);
 void hv_queue_console_flush(HvPartition *p);

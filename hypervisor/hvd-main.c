@@ -28,14 +28,21 @@ static uint64_t default_pool_bytes(void)
 
 int main(int argc, char **argv)
 {
-        g_autofree char *socket_path = NULL, *memory = NULL;
-        gint lps = 0, slice_ms = 10;
+        g_autofree char *socket_path = NULL, *memory = NULL, *scheduler = NULL;
+        gint lps = 0, slice_ms = 10, numa_nodes = 1;
+        gboolean io_boost = FALSE;
         GOptionEntry entries[] = {
                 {"socket", 's', 0, G_OPTION_ARG_FILENAME, &socket_path, "Root-interface socket", "PATH"},
                 {"memory", 'm', 0, G_OPTION_ARG_STRING, &memory, "Machine memory pool (default: half of RAM)",
                  "SIZE"},
                 {"lps", 'l', 0, G_OPTION_ARG_INT, &lps, "Logical processors (default: host CPUs)", "N"},
                 {"slice-ms", 0, 0, G_OPTION_ARG_INT, &slice_ms, "Scheduler time slice (default 10)", "MS"},
+                {"scheduler", 0, 0, G_OPTION_ARG_STRING, &scheduler,
+                 "Scheduling policy: share (reserve, cap, weight; default) or round-robin", "NAME"},
+                {"numa-nodes", 0, 0, G_OPTION_ARG_INT, &numa_nodes,
+                 "NUMA nodes to split the LPs into, evenly (default 1)", "N"},
+                {"io-boost", 0, 0, G_OPTION_ARG_NONE, &io_boost,
+                 "Boost VPs woken from Idle ahead of running ones (default off)", NULL},
                 {NULL},
         };
         g_autoptr(GOptionContext) options = g_option_context_new("- the vmms thin hypervisor");
@@ -45,7 +52,7 @@ int main(int argc, char **argv)
         g_autoptr(HvServer) server = NULL;
         g_autofree char *socket_dir = NULL;
         HvConfig config = {
-                .sched_ops = &hv_sched_round_robin_ops,
+                .sched_ops = &hv_sched_share_ops,
                 .engine = &hv_engine_unicorn_ops,
         };
         int r;
@@ -73,6 +80,17 @@ int main(int argc, char **argv)
                 return 2;
         }
         config.slice_ns = (uint64_t)slice_ms * 1000000ull;
+        if (scheduler && !(config.sched_ops = hv_sched_ops_lookup(scheduler))) {
+                fprintf(stderr, "hvd: --scheduler '%s' is not one of share, round-robin\n", scheduler);
+                return 2;
+        }
+        if (numa_nodes < 1 || (uint32_t)numa_nodes > config.n_lps) {
+                fprintf(stderr, "hvd: --numa-nodes %d is out of range 1-%u (the LP count)\n", numa_nodes,
+                        config.n_lps);
+                return 2;
+        }
+        config.n_nodes = (uint32_t)numa_nodes;
+        config.io_boost = io_boost;
         if (!socket_path)
                 socket_path = hv_wire_default_socket_path();
         socket_dir = g_path_get_dirname(socket_path);
@@ -94,10 +112,13 @@ int main(int argc, char **argv)
         loop = g_main_loop_new(NULL, FALSE);
         g_unix_signal_add(SIGTERM, on_quit_signal, loop);
         g_unix_signal_add(SIGINT, on_quit_signal, loop);
-        g_message("hvd: %u LPs, pool %" G_GUINT64_FORMAT
-                  " bytes, slice %d ms, engine %s, scheduler %s, socket %s",
-                  config.n_lps, config.pool_bytes, slice_ms, config.engine->name, config.sched_ops->name,
-                  socket_path);
+        g_message("hvd: %u LPs in %u NUMA nodes, pool %" G_GUINT64_FORMAT
+                  " bytes, slice %d ms, engine %s, scheduler %s%s, socket %s",
+                  config.n_lps, config.n_nodes, config.pool_bytes, slice_ms, config.engine->name,
+                  config.sched_ops->name, config.io_boost ? " with I/O-wake boost" : "", socket_path);
+        if (config.sched_ops == &hv_sched_round_robin_ops)
+                g_message("hvd: round-robin ignores reserve, maximum and relative weight (admission still "
+                          "applies)");
         g_main_loop_run(loop);
         g_message("hvd: stopping");
         return 0;

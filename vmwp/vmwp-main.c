@@ -59,11 +59,17 @@ int main(int argc, char **argv)
 {
         g_auto(VmwpConfig) config = {0};
         g_autofree char *memory = NULL, *maximum = NULL;
-        gint vps = 1;
+        gint vps = 1, reserve = 0, cpu_maximum = 0, relative_weight = 0;
         gboolean console_stdout = FALSE;
         GOptionEntry entries[] = {
                 {"name", 'n', 0, G_OPTION_ARG_STRING, &config.name, "VM name", "NAME"},
                 {"vps", 'p', 0, G_OPTION_ARG_INT, &vps, "Virtual processors (default 1)", "N"},
+                {"reserve", 0, 0, G_OPTION_ARG_INT, &reserve, "% of one LP guaranteed to each VP (default 0)",
+                 "N"},
+                {"cpu-maximum", 0, 0, G_OPTION_ARG_INT, &cpu_maximum, "Cap, % of one LP per VP (default 100)",
+                 "N"},
+                {"relative-weight", 0, 0, G_OPTION_ARG_INT, &relative_weight,
+                 "Share among contending VMs, 1-10000 (default 100)", "N"},
                 {"memory", 'm', 0, G_OPTION_ARG_STRING, &memory, "Startup memory (default 256MB)", "SIZE"},
                 {"maximum-memory", 0, 0, G_OPTION_ARG_STRING, &maximum, "Maximum memory (default: startup)",
                  "SIZE"},
@@ -100,6 +106,17 @@ int main(int argc, char **argv)
                 return 2;
         }
         config.vp_count = (uint32_t)vps;
+        if (reserve < 0 || reserve > 100 || cpu_maximum < 0 || cpu_maximum > 100 || relative_weight < 0 ||
+            relative_weight > 10000) {
+                fprintf(stderr,
+                        "vmwp: --reserve %d, --cpu-maximum %d, --relative-weight %d: expected 0-100, 1-100 "
+                        "and 1-10000\n",
+                        reserve, cpu_maximum, relative_weight);
+                return 2;
+        }
+        config.reserve_pct = (uint32_t)reserve;
+        config.maximum_pct = (uint32_t)cpu_maximum;
+        config.relative_weight = (uint32_t)relative_weight;
         config.startup_bytes = 256ull << 20;
         if ((memory && parse_size("--memory", memory, &config.startup_bytes) < 0) ||
             (maximum && parse_size("--maximum-memory", maximum, &config.maximum_bytes) < 0))

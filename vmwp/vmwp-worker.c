@@ -114,6 +114,9 @@ int vmwp_worker_new(const VmwpConfig *config, VmwpWorker **ret, char **ret_error
                 .hvd_socket = g_strdup(config->hvd_socket),
                 .console_log = g_strdup(config->console_log),
                 .console_stdout = config->console_stdout,
+                .reserve_pct = config->reserve_pct,
+                .maximum_pct = config->maximum_pct,
+                .relative_weight = config->relative_weight,
         };
         r = vmwp_config_cmdline(&w->config, &cmdline, ret_error);
         if (r < 0)
@@ -192,6 +195,8 @@ static int fail(VmwpWorker *w, char **ret_error, int r, const char *what)
 
 int vmwp_worker_start(VmwpWorker *w, char **ret_error)
 {
+        HvClientProcessor processor = {w->config.reserve_pct, w->config.maximum_pct,
+                                       w->config.relative_weight};
         g_autofree char *cmdline = NULL;
         uint64_t entry;
         int r;
@@ -200,7 +205,7 @@ int vmwp_worker_start(VmwpWorker *w, char **ret_error)
         if (r < 0)
                 return r;
         r = hv_client_partition_create(w->hv, w->config.name, w->config.vp_count, w->config.startup_bytes,
-                                       w->config.maximum_bytes, &w->partition_id, &w->ram_fd);
+                                       w->config.maximum_bytes, &processor, &w->partition_id, &w->ram_fd);
         if (r < 0)
                 return fail(w, ret_error, r, "hvd refused the partition");
         w->partition_live = true;
@@ -289,4 +294,23 @@ int vmwp_worker_fd(VmwpWorker *w)
 int vmwp_worker_dispatch(VmwpWorker *w)
 {
         return hv_client_dispatch(w->hv);
+}
+
+int vmwp_worker_set_processor(VmwpWorker *w, uint32_t reserve_pct, uint32_t maximum_pct,
+                              uint32_t relative_weight, char **ret_error)
+{
+        HvClientProcessor processor = {reserve_pct, maximum_pct, relative_weight};
+        int r;
+
+        if (!w->partition_live) {
+                *ret_error = g_strdup("the VM has no partition");
+                return -ESRCH;
+        }
+        r = hv_client_partition_set_processor(w->hv, w->partition_id, &processor);
+        if (r < 0)
+                return fail(w, ret_error, r, "hvd refused the processor settings");
+        w->config.reserve_pct = reserve_pct;
+        w->config.maximum_pct = maximum_pct;
+        w->config.relative_weight = relative_weight;
+        return 0;
 }

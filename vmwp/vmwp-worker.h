@@ -17,6 +17,10 @@ typedef struct VmwpConfig {
         char *hvd_socket;
         char *console_log; /* NULL: none */
         bool console_stdout;
+        /* Set-VMProcessor's settings; zeros are hvd's defaults (no reserve, no cap, 100). */
+        uint32_t reserve_pct;
+        uint32_t maximum_pct;
+        uint32_t relative_weight;
 } VmwpConfig;
 
 typedef struct VmwpWorker VmwpWorker;
@@ -43,3 +47,7 @@ bool vmwp_worker_paused(VmwpWorker *w);
 int vmwp_worker_request_shutdown(VmwpWorker *w);
 int vmwp_worker_pause(VmwpWorker *w, bool paused, char **ret_error);
 int vmwp_worker_dispatch(VmwpWorker *w);
+/* Replaces the VM's processor settings in hvd (applies within one scheduling period);
+ * hvd's refusal (range, admission) is in *ret_error. */
+int vmwp_worker_set_processor(VmwpWorker *w, uint32_t reserve_pct, uint32_t maximum_pct,
+                              uint32_t relative_weight, char **ret_error);

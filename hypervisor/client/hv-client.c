@@ -201,11 +201,23 @@ static int call(HvClient *c, Vmms__Hv__Request *req, Vmms__Hv__Reply **ret_reply
         }
 }
 
+static void processor_to_wire(const HvClientProcessor *processor, Vmms__Hv__ProcessorSettings *ret)
+{
+        vmms__hv__processor_settings__init(ret);
+        if (!processor)
+                return;
+        ret->reserve = processor->reserve_pct;
+        ret->maximum = processor->maximum_pct;
+        ret->relative_weight = processor->relative_weight;
+}
+
 int hv_client_partition_create(HvClient *c, const char *name, uint32_t vp_count, uint64_t startup_bytes,
-                               uint64_t maximum_bytes, uint64_t *ret_id, int *ret_ram_fd)
+                               uint64_t maximum_bytes, const HvClientProcessor *processor, uint64_t *ret_id,
+                               int *ret_ram_fd)
 {
         Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
         Vmms__Hv__PartitionCreate body = VMMS__HV__PARTITION_CREATE__INIT;
+        Vmms__Hv__ProcessorSettings settings;
         g_autoptr(Vmms__Hv__Reply) reply = NULL;
         int fd = -1, r;
 
@@ -213,6 +225,8 @@ int hv_client_partition_create(HvClient *c, const char *name, uint32_t vp_count,
         body.vp_count = vp_count;
         body.startup_bytes = startup_bytes;
         body.maximum_bytes = maximum_bytes;
+        processor_to_wire(processor, &settings);
+        body.processor = &settings;
         req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_CREATE;
         req.partition_create = &body;
         r = call(c, &req, &reply, &fd);
@@ -226,6 +240,46 @@ int hv_client_partition_create(HvClient *c, const char *name, uint32_t vp_count,
         }
         *ret_id = reply->partition_created->partition_id;
         *ret_ram_fd = fd;
+        return 0;
+}
+
+int hv_client_partition_set_processor(HvClient *c, uint64_t partition_id, const HvClientProcessor *processor)
+{
+        Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
+        Vmms__Hv__PartitionSetProcessor body = VMMS__HV__PARTITION_SET_PROCESSOR__INIT;
+        Vmms__Hv__ProcessorSettings settings;
+
+        body.partition_id = partition_id;
+        processor_to_wire(processor, &settings);
+        body.processor = &settings;
+        req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_SET_PROCESSOR;
+        req.partition_set_processor = &body;
+        return call(c, &req, NULL, NULL);
+}
+
+int hv_client_vp_add(HvClient *c, uint64_t partition_id, uint64_t rip, uint64_t rsp, uint64_t rdi,
+                     uint64_t rsi, uint32_t *ret_vp_index)
+{
+        Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
+        Vmms__Hv__VpAdd body = VMMS__HV__VP_ADD__INIT;
+        g_autoptr(Vmms__Hv__Reply) reply = NULL;
+        int r;
+
+        body.partition_id = partition_id;
+        body.rip = rip;
+        body.rsp = rsp;
+        body.rdi = rdi;
+        body.rsi = rsi;
+        req.body_case = VMMS__HV__REQUEST__BODY_VP_ADD;
+        req.vp_add = &body;
+        r = call(c, &req, &reply, NULL);
+        if (r < 0)
+                return r;
+        if (reply->body_case != VMMS__HV__REPLY__BODY_VP_ADDED) {
+                set_last_error(c, "hvd's reply to VpAdd lacks the VP's index");
+                return -EPROTO;
+        }
+        *ret_vp_index = reply->vp_added->vp_index;
         return 0;
 }
 

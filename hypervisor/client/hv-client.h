@@ -22,8 +22,24 @@ int hv_client_dispatch(HvClient *c);
 /* The message of the last failed call, or NULL. */
 const char *hv_client_last_error(HvClient *c);
 
+/* Set-VMProcessor's settings. Zeros mean the defaults: no reserve, no cap (100 %),
+ * weight 100. hvd refuses out-of-range values naming the field, and a reservation the
+ * host cannot honour naming the totals (hv_client_last_error). */
+typedef struct HvClientProcessor {
+        uint32_t reserve_pct;     /* 0-100 % of one LP, per VP */
+        uint32_t maximum_pct;     /* 1-100 % of one LP, per VP */
+        uint32_t relative_weight; /* 1-10000 */
+} HvClientProcessor;
+
+/* `processor` NULL: the defaults. The partition may grow to HV_MAX_VPS_PER_PARTITION VPs. */
 int hv_client_partition_create(HvClient *c, const char *name, uint32_t vp_count, uint64_t startup_bytes,
-                               uint64_t maximum_bytes, uint64_t *ret_id, int *ret_ram_fd);
+                               uint64_t maximum_bytes, const HvClientProcessor *processor, uint64_t *ret_id,
+                               int *ret_ram_fd);
+/* Replaces all three settings of a running partition; applies within one scheduling period. */
+int hv_client_partition_set_processor(HvClient *c, uint64_t partition_id, const HvClientProcessor *processor);
+/* Hot-adds a VP started at rip/rsp (like VpStart); its index is returned. */
+int hv_client_vp_add(HvClient *c, uint64_t partition_id, uint64_t rip, uint64_t rsp, uint64_t rdi,
+                     uint64_t rsi, uint32_t *ret_vp_index);
 int hv_client_vp_start(HvClient *c, uint64_t partition_id, uint32_t vp_index, uint64_t rip, uint64_t rsp,
                        uint64_t rdi, uint64_t rsi);
 int hv_client_partition_destroy(HvClient *c, uint64_t partition_id);
