@@ -153,9 +153,13 @@ static void json_double(GString *out, double value)
                 g_string_append(out, value > 0 ? "\"Infinity\"" : "\"-Infinity\"");
                 return;
         }
-        g_ascii_formatd(buf, sizeof(buf), "%.15g", value);
-        if (g_ascii_strtod(buf, NULL) != value)
-                g_ascii_formatd(buf, sizeof(buf), "%.17g", value);
+        for (int precision = 15; precision <= 17; precision++) {
+                g_autofree char *format = g_strdup_printf("%%.%dg", precision);
+
+                g_ascii_formatd(buf, sizeof(buf), format, value);
+                if (g_ascii_strtod(buf, NULL) == value)
+                        break;
+        }
         g_string_append(out, buf);
 }
 
@@ -552,7 +556,7 @@ void vmctl_format_events(GString *out, Vmms__V1__Event *const *events, size_t n_
         vmctl_table_render(table, out);
 }
 
-#define EVENT_LINE "%8s %-19s %-16s %-11s %-9s %s\n"
+#define EVENT_LINE "%6s %-19s %-15s %-10s %-9s %s\n"
 
 void vmctl_format_event_line(GString *out, const Vmms__V1__Event *event, bool header)
 {

@@ -175,10 +175,10 @@ static char *unix_socket_problem(const char *target)
         return NULL;
 }
 
-/* Maps a call's final status to vmctl's errors. A failure while the channel never became ready means
- * vmmsd was not reached; anything else is vmmsd's answer. */
-static int call_result(VmctlClient *client, grpc_status_code status, grpc_slice details, int *ret_status,
-                       char **ret_error)
+/* Maps a call's final status to vmctl's errors. A failure while the channel is not ready means vmmsd
+ * was not reached (or, for a stream that had started, went away); anything else is vmmsd's answer. */
+static int call_result(VmctlClient *client, grpc_status_code status, grpc_slice details, bool was_connected,
+                       int *ret_status, char **ret_error)
 {
         g_autofree char *message =
                 g_strndup((const char *)GRPC_SLICE_START_PTR(details), GRPC_SLICE_LENGTH(details));
@@ -188,13 +188,15 @@ static int call_result(VmctlClient *client, grpc_status_code status, grpc_slice 
                 return 0;
         if ((status == GRPC_STATUS_UNAVAILABLE || status == GRPC_STATUS_DEADLINE_EXCEEDED) &&
             grpc_channel_check_connectivity_state(client->channel, 0) != GRPC_CHANNEL_READY) {
-                if (vmctl_rpc_target_is_unix(client->target))
+                if (!was_connected && vmctl_rpc_target_is_unix(client->target))
                         problem = unix_socket_problem(client->target);
+                if (!problem)
+                        problem = g_strdup(message[0] ? message : "no answer");
                 if (ret_error)
-                        *ret_error = g_strdup_printf("cannot connect to vmmsd at %s: %s", client->target,
-                                                     problem      ? problem
-                                                     : message[0] ? message
-                                                                  : "no answer");
+                        *ret_error = g_strdup_printf("%s vmmsd at %s: %s",
+                                                     was_connected ? "lost the connection to"
+                                                                   : "cannot connect to",
+                                                     client->target, problem);
                 return -ENOTCONN;
         }
         if (ret_status)
@@ -248,7 +250,7 @@ int vmctl_client_call(VmctlClient *client, const char *method, const ProtobufCMe
                 goto cleanup;
         }
         wait_batch(client, ops);
-        r = call_result(client, status, details, ret_status, ret_error);
+        r = call_result(client, status, details, false, ret_status, ret_error);
         if (r < 0)
                 goto cleanup;
         reply = received ? unpack_message(received, reply_type) : NULL;
@@ -314,6 +316,7 @@ int vmctl_client_stream(VmctlClient *client, const char *method, const ProtobufC
         grpc_slice details = grpc_empty_slice();
         grpc_op start[4] = {0}, finish[1] = {0};
         grpc_call *call;
+        bool connected = false;
         int r = 0, stopped = 0;
 
         grpc_metadata_array_init(&initial);
@@ -336,14 +339,15 @@ int vmctl_client_stream(VmctlClient *client, const char *method, const ProtobufC
                         *ret_error = g_strdup_printf("cannot start a call to %s", method);
                 goto cleanup;
         }
-        if (wait_batch(client, start))
+        connected = wait_batch(client, start);
+        if (connected)
                 stopped = receive_stream(client, call, reply_type, on_message, userdata, ret_error);
         if (grpc_call_start_batch(call, finish, G_N_ELEMENTS(finish), finish, NULL) == GRPC_CALL_OK)
                 wait_batch(client, finish);
         if (stopped < 0)
                 r = stopped;
         else
-                r = call_result(client, status, details, ret_status, ret_error);
+                r = call_result(client, status, details, connected, ret_status, ret_error);
 cleanup:
         grpc_call_unref(call);
         grpc_byte_buffer_destroy(send);

@@ -17,31 +17,26 @@
 
 static const char *const workloads[] = {"idle", "cpu", "memsoak", NULL};
 
+/* Parameter tables read best as tables; clang-format cannot lay out initializers inside macros. */
+/* clang-format off */
 #define COMMON_PARAMS                                                                                        \
-        {.name = "Json",                                                                                     \
-         .type = VMCTL_PARAM_SWITCH,                                                                         \
+        {.name = "Json", .type = VMCTL_PARAM_SWITCH,                                                         \
          .help = "Print the result as JSON (vmms.proto's field names)."},                                    \
-                {.name = "Server",                                                                           \
-                 .type = VMCTL_PARAM_STRING,                                                                 \
-                 .help = "vmmsd's address: unix:/path, a socket path, or host:port. Default: $VMMS_SOCKET, " \
-                         "else /run/vmms/vmms.sock as root, else $XDG_RUNTIME_DIR/vmms/vmms.sock."},         \
-        {                                                                                                    \
-                .name = "CertificateFile", .type = VMCTL_PARAM_STRING,                                       \
-                .help = "PEM CA certificate to trust: talk TLS to a host:port server."                       \
-        }
+        {.name = "Server", .type = VMCTL_PARAM_STRING,                                                       \
+         .help = "vmmsd's address: unix:/path, a socket path, or host:port. Default: $VMMS_SOCKET, "         \
+                 "else /run/vmms/vmms.sock as root, else $XDG_RUNTIME_DIR/vmms/vmms.sock."},                 \
+        {.name = "CertificateFile", .type = VMCTL_PARAM_STRING,                                              \
+         .help = "PEM CA certificate to trust: talk TLS to a host:port server."}
 
-static const VmctlParam common_params[] = {COMMON_PARAMS};
-
-#define VM_NAME_PARAM(pname, req)                                                                            \
-        {                                                                                                    \
-                .name = pname, .type = VMCTL_PARAM_STRING, .required = req, .positional = true,              \
-                .help = "The VM, by name or UUID."                                                           \
-        }
+#define VM_NAME_PARAM(pname)                                                                                 \
+        {.name = pname, .type = VMCTL_PARAM_STRING, .required = true, .positional = true,                    \
+         .help = "The VM, by name or UUID."}
 
 #define PASSTHRU_PARAM                                                                                       \
-        {                                                                                                    \
-                .name = "Passthru", .type = VMCTL_PARAM_SWITCH, .help = "Print the VM afterwards."           \
-        }
+        {.name = "Passthru", .type = VMCTL_PARAM_SWITCH, .help = "Print the VM afterwards."}
+/* clang-format on */
+
+static const VmctlParam common_params[] = {COMMON_PARAMS};
 
 static const VmctlParam get_vm_params[] = {
         {.name = "Name",
@@ -78,7 +73,7 @@ static const VmctlParam new_vm_params[] = {
 };
 
 static const VmctlParam remove_vm_params[] = {
-        VM_NAME_PARAM("Name", true),
+        VM_NAME_PARAM("Name"),
         {.name = "Force",
          .type = VMCTL_PARAM_SWITCH,
          .help = "Turn the VM off first if it is running or paused."},
@@ -86,13 +81,13 @@ static const VmctlParam remove_vm_params[] = {
 };
 
 static const VmctlParam vm_only_params[] = {
-        VM_NAME_PARAM("Name", true),
+        VM_NAME_PARAM("Name"),
         PASSTHRU_PARAM,
         COMMON_PARAMS,
 };
 
 static const VmctlParam stop_vm_params[] = {
-        VM_NAME_PARAM("Name", true),
+        VM_NAME_PARAM("Name"),
         {.name = "TurnOff",
          .type = VMCTL_PARAM_SWITCH,
          .help = "Turn the VM off at once, without asking the guest."},
@@ -104,7 +99,7 @@ static const VmctlParam stop_vm_params[] = {
 };
 
 static const VmctlParam set_processor_params[] = {
-        VM_NAME_PARAM("VMName", true),
+        VM_NAME_PARAM("VMName"),
         {.name = "Count", .type = VMCTL_PARAM_UINT, .min = 1, .max = 32, .help = "Virtual processors."},
         {.name = "Reserve",
          .type = VMCTL_PARAM_UINT,
@@ -126,7 +121,7 @@ static const VmctlParam set_processor_params[] = {
 };
 
 static const VmctlParam set_memory_params[] = {
-        VM_NAME_PARAM("VMName", true),
+        VM_NAME_PARAM("VMName"),
         {.name = "DynamicMemoryEnabled",
          .type = VMCTL_PARAM_BOOL,
          .help = "$true lets the balancer add and remove memory between Minimum and Maximum."},
@@ -718,43 +713,143 @@ static int handle_get_vm_event(VmctlContext *ctx)
 static int handle_get_help(VmctlContext *ctx);
 
 static const VmctlVerb verbs[] = {
-        {"Get-VM", "Lists VMs with their state, CPU usage, memory and uptime.", "vmctl Get-VM 'web*'",
-         get_vm_params, G_N_ELEMENTS(get_vm_params), handle_get_vm, true},
-        {"New-VM", "Defines a new VM (it starts Off).",
-         "vmctl New-VM -Name web -MemoryStartupBytes 512MB -ProcessorCount 2 -Workload cpu", new_vm_params,
-         G_N_ELEMENTS(new_vm_params), handle_new_vm, true},
-        {"Remove-VM", "Deletes a VM's definition; the VM must be off unless -Force.",
-         "vmctl Remove-VM web -Force", remove_vm_params, G_N_ELEMENTS(remove_vm_params), handle_remove_vm,
-         true},
-        {"Start-VM", "Starts a VM.", "vmctl Start-VM web", vm_only_params, G_N_ELEMENTS(vm_only_params),
-         handle_start_vm, true},
-        {"Stop-VM", "Shuts a VM down through its guest, or turns it off with -TurnOff.",
-         "vmctl Stop-VM web -TurnOff", stop_vm_params, G_N_ELEMENTS(stop_vm_params), handle_stop_vm, true},
-        {"Suspend-VM", "Pauses a running VM: its processors stop, its memory stays.", "vmctl Suspend-VM web",
-         vm_only_params, G_N_ELEMENTS(vm_only_params), handle_suspend_vm, true},
-        {"Resume-VM", "Resumes a paused VM.", "vmctl Resume-VM web", vm_only_params,
-         G_N_ELEMENTS(vm_only_params), handle_resume_vm, true},
-        {"Get-VMProcessor", "Lists VMs' processor settings.", "vmctl Get-VMProcessor web",
-         get_vm_settings_params, G_N_ELEMENTS(get_vm_settings_params), handle_get_vm_processor, true},
-        {"Set-VMProcessor", "Changes a VM's processor settings; only the ones given change.",
-         "vmctl Set-VMProcessor web -Reserve 10 -Maximum 75 -RelativeWeight 200", set_processor_params,
-         G_N_ELEMENTS(set_processor_params), handle_set_vm_processor, true},
-        {"Get-VMMemory", "Lists VMs' memory settings.", "vmctl Get-VMMemory web", get_vm_settings_params,
-         G_N_ELEMENTS(get_vm_settings_params), handle_get_vm_memory, true},
-        {"Set-VMMemory", "Changes a VM's memory settings; only the ones given change.",
-         "vmctl Set-VMMemory web -DynamicMemoryEnabled true -MinimumBytes 256MB -MaximumBytes 2GB -Buffer 20 "
-         "-Priority 80",
-         set_memory_params, G_N_ELEMENTS(set_memory_params), handle_set_vm_memory, true},
-        {"Get-VMHost", "Shows the host: logical processors, memory pool, VM counts, CPU reservation.",
-         "vmctl Get-VMHost", no_params, G_N_ELEMENTS(no_params), handle_get_vm_host, true},
-        {"Get-Counter", "Reads performance counters, as Path and Value rows.",
-         "vmctl Get-Counter '\\Hyper-V Hypervisor Logical Processor(*)\\% Total Run Time'",
-         get_counter_params, G_N_ELEMENTS(get_counter_params), handle_get_counter, true},
-        {"Get-VMEvent", "Shows the event log (created, state changes, settings, worker exits, errors).",
-         "vmctl Get-VMEvent -VMName web -Newest 20 -Wait", get_event_params, G_N_ELEMENTS(get_event_params),
-         handle_get_vm_event, true},
-        {"Get-Help", "Explains a verb, or lists them.", "vmctl Get-Help Set-VMMemory", get_help_params,
-         G_N_ELEMENTS(get_help_params), handle_get_help, false},
+        {
+                .name = "Get-VM",
+                .synopsis = "Lists VMs with their state, CPU usage, memory and uptime.",
+                .example = "vmctl Get-VM 'web*'",
+                .params = get_vm_params,
+                .n_params = G_N_ELEMENTS(get_vm_params),
+                .handler = handle_get_vm,
+                .needs_server = true,
+        },
+        {
+                .name = "New-VM",
+                .synopsis = "Defines a new VM (it starts Off).",
+                .example = "vmctl New-VM -Name web -MemoryStartupBytes 512MB -ProcessorCount 2 -Workload cpu",
+                .params = new_vm_params,
+                .n_params = G_N_ELEMENTS(new_vm_params),
+                .handler = handle_new_vm,
+                .needs_server = true,
+        },
+        {
+                .name = "Remove-VM",
+                .synopsis = "Deletes a VM's definition; the VM must be off unless -Force.",
+                .example = "vmctl Remove-VM web -Force",
+                .params = remove_vm_params,
+                .n_params = G_N_ELEMENTS(remove_vm_params),
+                .handler = handle_remove_vm,
+                .needs_server = true,
+        },
+        {
+                .name = "Start-VM",
+                .synopsis = "Starts a VM.",
+                .example = "vmctl Start-VM web",
+                .params = vm_only_params,
+                .n_params = G_N_ELEMENTS(vm_only_params),
+                .handler = handle_start_vm,
+                .needs_server = true,
+        },
+        {
+                .name = "Stop-VM",
+                .synopsis = "Shuts a VM down through its guest, or turns it off with -TurnOff.",
+                .example = "vmctl Stop-VM web -TurnOff",
+                .params = stop_vm_params,
+                .n_params = G_N_ELEMENTS(stop_vm_params),
+                .handler = handle_stop_vm,
+                .needs_server = true,
+        },
+        {
+                .name = "Suspend-VM",
+                .synopsis = "Pauses a running VM: its processors stop, its memory stays.",
+                .example = "vmctl Suspend-VM web",
+                .params = vm_only_params,
+                .n_params = G_N_ELEMENTS(vm_only_params),
+                .handler = handle_suspend_vm,
+                .needs_server = true,
+        },
+        {
+                .name = "Resume-VM",
+                .synopsis = "Resumes a paused VM.",
+                .example = "vmctl Resume-VM web",
+                .params = vm_only_params,
+                .n_params = G_N_ELEMENTS(vm_only_params),
+                .handler = handle_resume_vm,
+                .needs_server = true,
+        },
+        {
+                .name = "Get-VMProcessor",
+                .synopsis = "Lists VMs' processor settings.",
+                .example = "vmctl Get-VMProcessor web",
+                .params = get_vm_settings_params,
+                .n_params = G_N_ELEMENTS(get_vm_settings_params),
+                .handler = handle_get_vm_processor,
+                .needs_server = true,
+        },
+        {
+                .name = "Set-VMProcessor",
+                .synopsis = "Changes a VM's processor settings; only the ones given change.",
+                .example = "vmctl Set-VMProcessor web -Reserve 10 -Maximum 75 -RelativeWeight 200",
+                .params = set_processor_params,
+                .n_params = G_N_ELEMENTS(set_processor_params),
+                .handler = handle_set_vm_processor,
+                .needs_server = true,
+        },
+        {
+                .name = "Get-VMMemory",
+                .synopsis = "Lists VMs' memory settings.",
+                .example = "vmctl Get-VMMemory web",
+                .params = get_vm_settings_params,
+                .n_params = G_N_ELEMENTS(get_vm_settings_params),
+                .handler = handle_get_vm_memory,
+                .needs_server = true,
+        },
+        {
+                .name = "Set-VMMemory",
+                .synopsis = "Changes a VM's memory settings; only the ones given change.",
+                .example = "vmctl Set-VMMemory web -DynamicMemoryEnabled true -MinimumBytes 256MB "
+                           "-MaximumBytes 2GB -Buffer 20 "
+                           "-Priority 80",
+                .params = set_memory_params,
+                .n_params = G_N_ELEMENTS(set_memory_params),
+                .handler = handle_set_vm_memory,
+                .needs_server = true,
+        },
+        {
+                .name = "Get-VMHost",
+                .synopsis = "Shows the host: logical processors, memory pool, VM counts, CPU reservation.",
+                .example = "vmctl Get-VMHost",
+                .params = no_params,
+                .n_params = G_N_ELEMENTS(no_params),
+                .handler = handle_get_vm_host,
+                .needs_server = true,
+        },
+        {
+                .name = "Get-Counter",
+                .synopsis = "Reads performance counters, as Path and Value rows.",
+                .example = "vmctl Get-Counter '\\Hyper-V Hypervisor Logical Processor(*)\\% Total Run Time'",
+                .params = get_counter_params,
+                .n_params = G_N_ELEMENTS(get_counter_params),
+                .handler = handle_get_counter,
+                .needs_server = true,
+        },
+        {
+                .name = "Get-VMEvent",
+                .synopsis = "Shows the event log (created, state changes, settings, worker exits, errors).",
+                .example = "vmctl Get-VMEvent -VMName web -Newest 20 -Wait",
+                .params = get_event_params,
+                .n_params = G_N_ELEMENTS(get_event_params),
+                .handler = handle_get_vm_event,
+                .needs_server = true,
+        },
+        {
+                .name = "Get-Help",
+                .synopsis = "Explains a verb, or lists them.",
+                .example = "vmctl Get-Help Set-VMMemory",
+                .params = get_help_params,
+                .n_params = G_N_ELEMENTS(get_help_params),
+                .handler = handle_get_help,
+                .needs_server = false,
+        },
 };
 
 const VmctlVerb *vmctl_verbs(size_t *ret_n_verbs)
