@@ -5,13 +5,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HV_SCHED_CAP_WINDOW_NS (100ull * 1000000ull) /* a cap holds in every window this long */
-#define HV_SCHED_CAP_MIN_SLICE_NS (500ull * 1000ull) /* a capped VP waits for at least this much budget */
-#define HV_SCHED_CAP_GUARD_NS (250ull * 1000ull)     /* budget kept back for the engine's stop latency */
-#define HV_SCHED_CAP_RUNS 64u                        /* run intervals remembered per VP */
-#define HV_SCHED_LAG_SLICES 3u                       /* lag is bounded to this many default slices */
-#define HV_SCHED_AFFINITY_DIVISOR 10u                /* soft affinity tolerates slice / this */
-#define HV_SCHED_BOOST_SLICE_NS (1000000ull)         /* the slice of a boosted dispatch */
+#define HV_SCHED_CAP_WINDOW_NS (100ull * 1000000ull)  /* a cap holds in every window this long */
+#define HV_SCHED_CAP_MIN_SLICE_NS (1000ull * 1000ull) /* a capped VP waits for at least this much budget */
+#define HV_SCHED_CAP_GUARD_NS (250ull * 1000ull)      /* budget kept back for the engine's stop latency */
+#define HV_SCHED_CAP_RUNS 64u                         /* run intervals remembered per VP */
+#define HV_SCHED_LAG_SLICES 3u                        /* lag is bounded to this many default slices */
+#define HV_SCHED_AFFINITY_DIVISOR 10u                 /* soft affinity tolerates slice / this */
+#define HV_SCHED_BOOST_SLICE_NS (1000000ull)          /* the slice of a boosted dispatch */
 
 /* Fluid shares by water-filling: s_i = clamp(lambda * weight_i, lo_i, hi_i) with the one
  * lambda that makes sum(s_i) = min(capacity, sum(hi_i)). Needs lo_i <= hi_i and

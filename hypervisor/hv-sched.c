@@ -423,18 +423,15 @@ void hv_sched_free(HvSched *s)
         g_free(s);
 }
 
-/* The node with the most LPs left over after the VPs already placed on it, among
- * those with room for `n_vps` (all nodes when `n_vps` is 0); -1 if none has room. */
-static int32_t least_loaded_node(HvSched *s, uint32_t n_vps)
+int32_t hv_sched_place(const uint32_t *node_lps, const uint32_t *node_vps, uint32_t n_nodes, uint32_t n_vps)
 {
         int32_t best = -1;
         int64_t best_free = INT64_MIN;
 
-        assert_locked(s);
-        for (uint32_t n = 0; n < s->n_nodes; n++) {
-                int64_t free_lps = (int64_t)s->node_lps[n] - (int64_t)s->node_vps[n];
+        for (uint32_t n = 0; n < n_nodes; n++) {
+                int64_t free_lps = (int64_t)node_lps[n] - (int64_t)node_vps[n];
 
-                if (n_vps > s->node_lps[n])
+                if (n_vps > node_lps[n])
                         continue;
                 if (free_lps > best_free) {
                         best = (int32_t)n;
@@ -447,7 +444,7 @@ static int32_t least_loaded_node(HvSched *s, uint32_t n_vps)
 void hv_sched_partition_place(HvSched *s, HvPartition *p)
 {
         g_mutex_lock(&s->lock);
-        p->home_node = least_loaded_node(s, p->vp_count);
+        p->home_node = hv_sched_place(s->node_lps, s->node_vps, s->n_nodes, p->vp_count);
         g_mutex_unlock(&s->lock);
 }
 
@@ -463,7 +460,7 @@ int hv_sched_vp_add(HvSched *s, HvVp *vp)
         if (p->home_node >= 0 && MAX(p->vp_count, vp->index + 1) <= s->node_lps[p->home_node])
                 vp->home_node = (uint32_t)p->home_node;
         else
-                vp->home_node = (uint32_t)least_loaded_node(s, 0);
+                vp->home_node = (uint32_t)hv_sched_place(s->node_lps, s->node_vps, s->n_nodes, 0);
         r = s->ops->vp_add(s->policy, vp);
         if (r >= 0) {
                 g_ptr_array_add(s->vps, vp);

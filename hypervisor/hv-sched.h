@@ -122,6 +122,10 @@ int hv_sched_new(const HvSchedConfig *config, HvSched **ret);
 void hv_sched_free(HvSched *s);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(HvSched, hv_sched_free)
 
+/* NUMA placement: the node with the most LPs left over after the VPs already placed
+ * on it, among those with at least `n_vps` LPs (any node when `n_vps` is 0); -1 when
+ * none is that large. Pure, so the simulation places VPs as hvd does. */
+int32_t hv_sched_place(const uint32_t *node_lps, const uint32_t *node_vps, uint32_t n_nodes, uint32_t n_vps);
 /* Chooses p->home_node for a partition of p->vp_count VPs; before its VPs are added. */
 void hv_sched_partition_place(HvSched *s, HvPartition *p);
 int hv_sched_vp_add(HvSched *s, HvVp *vp);
