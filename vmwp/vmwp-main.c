@@ -6,10 +6,12 @@
 
 #include "hv-size.h"
 #include "hv-wire.h"
+#include "vmwp-control.h"
 #include "vmwp-worker.h"
 
 typedef struct VmwpMain {
         GMainLoop *loop;
+        VmwpControl *control;
         int exit_status;
 } VmwpMain;
 
@@ -25,9 +27,25 @@ static void on_stopped(VmwpWorker *w, bool crashed, void *userdata)
 {
         VmwpMain *m = userdata;
 
-        (void)w;
         m->exit_status = crashed ? 3 : 0;
+        if (m->control)
+                vmwp_control_guest_stopped(m->control, vmwp_worker_stop_reason(w), crashed);
         g_main_loop_quit(m->loop);
+}
+
+static void on_control_action(VmwpControlAction action, void *userdata)
+{
+        VmwpMain *m = userdata;
+
+        if (action == VMWP_CONTROL_TURN_OFF)
+                g_main_loop_quit(m->loop);
+}
+
+/* Exit codes: 0 the guest halted, 1 refused or lost hvd, 2 bad arguments, 3 the guest
+ * crashed, 4 refused for lack of resources (pool, reservations). */
+static int exit_code_for(int error)
+{
+        return error == -ENOMEM || error == -ENOSPC ? 4 : 1;
 }
 
 static gboolean on_hvd(gint fd, GIOCondition condition, gpointer userdata)
@@ -58,7 +76,7 @@ static int parse_size(const char *option, const char *text, uint64_t *ret)
 int main(int argc, char **argv)
 {
         g_auto(VmwpConfig) config = {0};
-        g_autofree char *memory = NULL, *maximum = NULL;
+        g_autofree char *memory = NULL, *maximum = NULL, *control_socket = NULL, *vm_id = NULL;
         gint vps = 1, reserve = 0, cpu_maximum = 0, relative_weight = 0;
         gboolean console_stdout = FALSE;
         GOptionEntry entries[] = {
@@ -82,11 +100,15 @@ int main(int argc, char **argv)
                  "PATH"},
                 {"console-stdout", 0, 0, G_OPTION_ARG_NONE, &console_stdout, "Echo the console on stdout",
                  NULL},
+                {"control-socket", 0, 0, G_OPTION_ARG_FILENAME, &control_socket,
+                 "Serve vmmsd's control protocol here", "PATH"},
+                {"vm-id", 0, 0, G_OPTION_ARG_STRING, &vm_id, "The VM's id, reported to vmmsd", "UUID"},
                 {NULL},
         };
         g_autoptr(GOptionContext) options = g_option_context_new("- run one VM on hvd");
         g_autoptr(GError) error = NULL;
         g_autoptr(VmwpWorker) worker = NULL;
+        g_autoptr(VmwpControl) control = NULL;
         g_autofree char *why = NULL;
         VmwpMain m = {0};
         void *watch_data[2];
@@ -132,9 +154,17 @@ int main(int argc, char **argv)
                 r = vmwp_worker_start(worker, &why);
         if (r < 0) {
                 fprintf(stderr, "vmwp: %s: %s\n", config.name, why);
-                return 1;
+                return exit_code_for(r);
         }
         m.loop = g_main_loop_new(NULL, FALSE);
+        if (control_socket) {
+                r = vmwp_control_new(worker, control_socket, vm_id, on_control_action, &m, &control, &why);
+                if (r < 0) {
+                        fprintf(stderr, "vmwp: %s: %s\n", config.name, why);
+                        return 1;
+                }
+                m.control = control;
+        }
         vmwp_worker_set_stopped_handler(worker, on_stopped, &m);
         watch_data[0] = worker;
         watch_data[1] = &m;

@@ -23,6 +23,7 @@ struct VmwpWorker {
         uint32_t vps_stopped;
         bool crashed;
         bool paused;
+        char *stop_reason;
         VmwpStoppedFn on_stopped;
         void *on_stopped_userdata;
 };
@@ -91,6 +92,10 @@ static void on_hv_event(const Vmms__Hv__Event *event, void *userdata)
                         reason);
                 if (!g_str_has_prefix(reason, "guest halted"))
                         w->crashed = true;
+                if (!w->stop_reason || (w->crashed && !g_str_has_prefix(reason, "guest halted"))) {
+                        g_free(w->stop_reason);
+                        w->stop_reason = g_strdup(reason); /* the first, or the first fault */
+                }
                 if (++w->vps_stopped == w->config.vp_count && w->on_stopped)
                         w->on_stopped(w, w->crashed, w->on_stopped_userdata);
         }
@@ -152,6 +157,7 @@ void vmwp_worker_free(VmwpWorker *w)
         if (w->ram_fd >= 0)
                 close(w->ram_fd);
         hv_client_free(w->hv);
+        g_free(w->stop_reason);
         if (w->console_log)
                 fclose(w->console_log);
         vmwp_config_clear(&w->config);
@@ -256,6 +262,11 @@ uint64_t vmwp_worker_partition_id(VmwpWorker *w)
 bool vmwp_worker_paused(VmwpWorker *w)
 {
         return w->paused;
+}
+
+const char *vmwp_worker_stop_reason(VmwpWorker *w)
+{
+        return w->stop_reason ? w->stop_reason : "";
 }
 
 int vmwp_worker_request_shutdown(VmwpWorker *w)

@@ -43,6 +43,8 @@ void vmwp_worker_set_stopped_handler(VmwpWorker *w, VmwpStoppedFn fn, void *user
 int vmwp_worker_fd(VmwpWorker *w);
 uint64_t vmwp_worker_partition_id(VmwpWorker *w);
 bool vmwp_worker_paused(VmwpWorker *w);
+/* Why the guest stopped (the first VP's reason), or "" while it runs. */
+const char *vmwp_worker_stop_reason(VmwpWorker *w);
 /* Asks the guest to shut down (it halts every VP); the stopped handler runs when it has. */
 int vmwp_worker_request_shutdown(VmwpWorker *w);
 int vmwp_worker_pause(VmwpWorker *w, bool paused, char **ret_error);

@@ -1,0 +1,533 @@
+/* gRPC server. One completion-queue thread takes calls off the wire; each call is
+ * unpacked there and run on the main thread through the operation table, so the vmms
+ * core is single-threaded. Answers are sent from the main thread (grpc_call_start_batch
+ * is thread-safe); the queue thread frees a call once its last batch completes.
+ *
+ * Streams (WatchEvents) keep at most one message in flight, as the C core requires;
+ * later ones queue. A stream ends when the client cancels (RECV_CLOSE_ON_SERVER
+ * completes) or the server shuts down. */
+#include <errno.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api-grpc.h"
+#include "vmms-ops.h"
+
+typedef enum TagKind {
+        TAG_NEW_CALL,
+        TAG_UNARY_DONE,
+        TAG_STREAM_SENT,
+        TAG_STREAM_CLOSED,
+        TAG_SHUTDOWN,
+} TagKind;
+
+typedef struct ApiMethod ApiMethod;
+typedef struct ApiCall ApiCall;
+
+typedef struct Tag {
+        TagKind kind;
+        void *data;
+} Tag;
+
+/* A registered method, waiting for its next call. */
+struct ApiMethod {
+        ApiGrpc *server;
+        const VmmsOp *op;
+        void *handle;
+        Tag tag;
+        grpc_call *call;
+        gpr_timespec deadline;
+        grpc_metadata_array metadata;
+        grpc_byte_buffer *payload;
+};
+
+struct ApiCall {
+        ApiGrpc *server;
+        const VmmsOp *op;
+        grpc_call *call;
+        ProtobufCMessage *request;
+        VmmsCall *vmms_call;
+        Tag done_tag, sent_tag, closed_tag;
+        grpc_byte_buffer *out;
+        grpc_slice details;
+        bool has_details;
+        int cancelled;
+        bool free_on_done; /* the done batch is the call's last */
+        /* Streams: guarded by lock. refs: the queue thread's close batch and the main
+         * thread's VmmsCall each hold one. */
+        GMutex lock;
+        GQueue pending; /* grpc_byte_buffer* */
+        bool sending;
+        bool closed;
+        int refs;
+};
+
+struct ApiGrpc {
+        VmmsManager *manager;
+        GMainContext *main_context;
+        grpc_server *server;
+        grpc_completion_queue *cq;
+        GThread *thread;
+        ApiMethod *methods;
+        size_t n_methods;
+        Tag shutdown_tag;
+        char *unix_path;
+        bool started;
+};
+
+static grpc_status_code status_from_error(VmmsErrorCode code)
+{
+        switch (code) {
+        case VMMS_OK:
+                return GRPC_STATUS_OK;
+        case VMMS_ERROR_INVALID_ARGUMENT:
+                return GRPC_STATUS_INVALID_ARGUMENT;
+        case VMMS_ERROR_NOT_FOUND:
+                return GRPC_STATUS_NOT_FOUND;
+        case VMMS_ERROR_ALREADY_EXISTS:
+                return GRPC_STATUS_ALREADY_EXISTS;
+        case VMMS_ERROR_FAILED_PRECONDITION:
+                return GRPC_STATUS_FAILED_PRECONDITION;
+        case VMMS_ERROR_RESOURCE_EXHAUSTED:
+                return GRPC_STATUS_RESOURCE_EXHAUSTED;
+        case VMMS_ERROR_UNAVAILABLE:
+                return GRPC_STATUS_UNAVAILABLE;
+        default:
+                return GRPC_STATUS_INTERNAL;
+        }
+}
+
+static grpc_byte_buffer *pack(const ProtobufCMessage *msg)
+{
+        size_t len = protobuf_c_message_get_packed_size(msg);
+        grpc_slice slice = grpc_slice_malloc(len);
+        grpc_byte_buffer *bb;
+
+        protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(slice));
+        bb = grpc_raw_byte_buffer_create(&slice, 1);
+        grpc_slice_unref(slice);
+        return bb;
+}
+
+static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *type, grpc_byte_buffer *bb)
+{
+        grpc_byte_buffer_reader reader;
+        grpc_slice slice;
+        ProtobufCMessage *msg;
+
+        if (!bb) {
+                /* No payload: the empty message. */
+                return protobuf_c_message_unpack(type, NULL, 0, (const uint8_t *)"");
+        }
+        if (!grpc_byte_buffer_reader_init(&reader, bb))
+                return NULL;
+        slice = grpc_byte_buffer_reader_readall(&reader);
+        grpc_byte_buffer_reader_destroy(&reader);
+        msg = protobuf_c_message_unpack(type, NULL, GRPC_SLICE_LENGTH(slice), GRPC_SLICE_START_PTR(slice));
+        grpc_slice_unref(slice);
+        return msg;
+}
+
+static void api_call_free(ApiCall *c)
+{
+        grpc_byte_buffer *bb;
+
+        if (c->request)
+                protobuf_c_message_free_unpacked(c->request, NULL);
+        if (c->out)
+                grpc_byte_buffer_destroy(c->out);
+        if (c->has_details)
+                grpc_slice_unref(c->details);
+        while ((bb = g_queue_pop_head(&c->pending)))
+                grpc_byte_buffer_destroy(bb);
+        g_mutex_clear(&c->lock);
+        if (c->call)
+                grpc_call_unref(c->call);
+        g_free(c);
+}
+
+static void stream_unref(ApiCall *c)
+{
+        bool last;
+
+        g_mutex_lock(&c->lock);
+        last = --c->refs == 0;
+        g_mutex_unlock(&c->lock);
+        if (last)
+                api_call_free(c);
+}
+
+/* Ends a call with `status` and `response` (if any). A stream has already sent its
+ * initial metadata and waits for the close in its own batch; anything else sends
+ * both here and is freed when this batch completes. */
+static void finish(ApiCall *c, const ProtobufCMessage *response, grpc_status_code status, const char *message,
+                   bool stream_started)
+{
+        grpc_op ops[4];
+        size_t n = 0;
+        grpc_call_error err;
+
+        memset(ops, 0, sizeof(ops));
+        c->free_on_done = !stream_started;
+        if (!stream_started) {
+                ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+                n++;
+                if (response) {
+                        c->out = pack(response);
+                        ops[n].op = GRPC_OP_SEND_MESSAGE;
+                        ops[n].data.send_message.send_message = c->out;
+                        n++;
+                }
+                ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+                ops[n].data.recv_close_on_server.cancelled = &c->cancelled;
+                n++;
+        }
+        ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+        ops[n].data.send_status_from_server.status = status;
+        if (message) {
+                c->details = grpc_slice_from_copied_string(message);
+                c->has_details = true;
+                ops[n].data.send_status_from_server.status_details = &c->details;
+        }
+        n++;
+        c->done_tag = (Tag){.kind = TAG_UNARY_DONE, .data = c};
+        err = grpc_call_start_batch(c->call, ops, n, &c->done_tag, NULL);
+        if (err != GRPC_CALL_OK) {
+                g_warning("grpc: cannot answer %s: error %d", c->op->name, err);
+                if (c->free_on_done)
+                        api_call_free(c);
+        }
+}
+
+static void on_vmms_reply(VmmsCall *call, const ProtobufCMessage *response, const VmmsError *error,
+                          void *userdata)
+{
+        ApiCall *c = userdata;
+
+        (void)call;
+        c->vmms_call = NULL;
+        if (c->op->streaming) {
+                /* A stream refused before it began (e.g. unknown VM). */
+                g_mutex_lock(&c->lock);
+                if (!c->closed)
+                        finish(c, NULL, status_from_error(error->code), error->message, true);
+                g_mutex_unlock(&c->lock);
+                stream_unref(c);
+                return;
+        }
+        finish(c, error->code == VMMS_OK ? response : NULL, status_from_error(error->code), error->message,
+               false);
+}
+
+static void stream_send_next_locked(ApiCall *c)
+{
+        grpc_op op;
+        grpc_byte_buffer *bb = g_queue_pop_head(&c->pending);
+
+        if (!bb) {
+                c->sending = false;
+                return;
+        }
+        if (c->out)
+                grpc_byte_buffer_destroy(c->out);
+        c->out = bb;
+        memset(&op, 0, sizeof(op));
+        op.op = GRPC_OP_SEND_MESSAGE;
+        op.data.send_message.send_message = bb;
+        c->sending = true;
+        c->refs++; /* held by the send batch */
+        c->sent_tag = (Tag){.kind = TAG_STREAM_SENT, .data = c};
+        if (grpc_call_start_batch(c->call, &op, 1, &c->sent_tag, NULL) != GRPC_CALL_OK) {
+                c->sending = false;
+                c->refs--;
+        }
+}
+
+static void on_vmms_send(VmmsCall *call, const ProtobufCMessage *item, void *userdata)
+{
+        ApiCall *c = userdata;
+
+        (void)call;
+        g_mutex_lock(&c->lock);
+        if (!c->closed) {
+                g_queue_push_tail(&c->pending, pack(item));
+                if (!c->sending)
+                        stream_send_next_locked(c);
+        }
+        g_mutex_unlock(&c->lock);
+}
+
+static gboolean run_on_main(gpointer userdata)
+{
+        ApiCall *c = userdata;
+        ProtobufCMessage *request;
+        bool closed;
+
+        if (c->op->streaming) {
+                g_mutex_lock(&c->lock);
+                closed = c->closed;
+                g_mutex_unlock(&c->lock);
+                if (closed) { /* the client left before we began */
+                        stream_unref(c);
+                        return G_SOURCE_REMOVE;
+                }
+        }
+        /* A reply made inside run() may let the queue thread free `c` before run()
+         * returns: take the request out first and touch nothing of `c` after. */
+        request = g_steal_pointer(&c->request);
+        c->vmms_call = vmms_call_new(c->op, (uid_t)-1, on_vmms_reply, on_vmms_send, c);
+        c->op->run(c->server->manager, request, c->vmms_call);
+        protobuf_c_message_free_unpacked(request, NULL); /* valid only during run() */
+        return G_SOURCE_REMOVE;
+}
+
+/* On the main thread: the client of a stream went away. */
+static gboolean cancel_on_main(gpointer userdata)
+{
+        ApiCall *c = userdata;
+
+        if (c->vmms_call) {
+                vmms_call_cancel(c->vmms_call);
+                c->vmms_call = NULL;
+                stream_unref(c); /* the VmmsCall's reference */
+        }
+        stream_unref(c); /* this task's reference */
+        return G_SOURCE_REMOVE;
+}
+
+static void request_next(ApiMethod *method)
+{
+        grpc_metadata_array_init(&method->metadata);
+        method->call = NULL;
+        method->payload = NULL;
+        method->tag = (Tag){.kind = TAG_NEW_CALL, .data = method};
+        grpc_server_request_registered_call(method->server->server, method->handle, &method->call,
+                                            &method->deadline, &method->metadata, &method->payload,
+                                            method->server->cq, method->server->cq, &method->tag);
+}
+
+static void on_new_call(ApiMethod *method, bool success)
+{
+        ApiGrpc *server = method->server;
+        ApiCall *c;
+
+        grpc_metadata_array_destroy(&method->metadata);
+        if (!success) { /* the server is shutting down */
+                if (method->payload)
+                        grpc_byte_buffer_destroy(method->payload);
+                return;
+        }
+        c = g_new0(ApiCall, 1);
+        c->server = server;
+        c->op = method->op;
+        c->call = method->call;
+        g_mutex_init(&c->lock);
+        g_queue_init(&c->pending);
+        c->request = unpack(c->op->request_type, method->payload);
+        if (method->payload)
+                grpc_byte_buffer_destroy(method->payload);
+        request_next(method);
+        if (!c->request) {
+                g_autofree char *message =
+                        g_strdup_printf("malformed request: not a %s message", c->op->request_type->name);
+
+                finish(c, NULL, GRPC_STATUS_INVALID_ARGUMENT, message, false);
+                return;
+        }
+        if (c->op->streaming) {
+                grpc_op ops[2];
+
+                memset(ops, 0, sizeof(ops));
+                ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+                ops[1].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+                ops[1].data.recv_close_on_server.cancelled = &c->cancelled;
+                c->refs = 2; /* the close batch, and the main thread's VmmsCall */
+                c->closed_tag = (Tag){.kind = TAG_STREAM_CLOSED, .data = c};
+                grpc_call_start_batch(c->call, ops, 2, &c->closed_tag, NULL);
+        }
+        g_main_context_invoke(server->main_context, run_on_main, c);
+}
+
+static gpointer cq_thread(gpointer userdata)
+{
+        ApiGrpc *server = userdata;
+
+        for (;;) {
+                grpc_event ev =
+                        grpc_completion_queue_next(server->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+                Tag *tag;
+
+                if (ev.type == GRPC_QUEUE_SHUTDOWN)
+                        break;
+                if (ev.type != GRPC_OP_COMPLETE)
+                        continue;
+                tag = ev.tag;
+                switch (tag->kind) {
+                case TAG_NEW_CALL:
+                        on_new_call(tag->data, ev.success);
+                        break;
+                case TAG_UNARY_DONE: {
+                        ApiCall *c = tag->data;
+
+                        if (c->free_on_done)
+                                api_call_free(c);
+                        break;
+                }
+                case TAG_STREAM_SENT: {
+                        ApiCall *c = tag->data;
+                        bool last;
+
+                        g_mutex_lock(&c->lock);
+                        c->refs--;
+                        if (ev.success && !c->closed)
+                                stream_send_next_locked(c);
+                        else
+                                c->sending = false;
+                        last = c->refs == 0;
+                        g_mutex_unlock(&c->lock);
+                        if (last)
+                                api_call_free(c);
+                        break;
+                }
+                case TAG_STREAM_CLOSED: {
+                        ApiCall *c = tag->data;
+
+                        g_mutex_lock(&c->lock);
+                        c->closed = true;
+                        g_mutex_unlock(&c->lock);
+                        /* The close batch's reference moves to the main-thread task. */
+                        g_main_context_invoke(server->main_context, cancel_on_main, c);
+                        break;
+                }
+                case TAG_SHUTDOWN:
+                        /* Every call is cancelled; nothing new can arrive. */
+                        grpc_completion_queue_shutdown(server->cq);
+                        break;
+                }
+        }
+        return NULL;
+}
+
+static int add_tls_port(ApiGrpc *server, const ApiGrpcConfig *config, char **ret_error)
+{
+        g_autofree char *cert = NULL, *key = NULL;
+        g_autoptr(GError) error = NULL;
+        grpc_ssl_pem_key_cert_pair pair;
+        grpc_server_credentials *creds;
+        int port;
+
+        if (!config->tls_cert_path || !config->tls_key_path) {
+                *ret_error =
+                        g_strdup("TCP listening needs --tls-cert and --tls-key (plain TCP is not offered)");
+                return -EINVAL;
+        }
+        if (!g_file_get_contents(config->tls_cert_path, &cert, NULL, &error) ||
+            !g_file_get_contents(config->tls_key_path, &key, NULL, &error)) {
+                *ret_error = g_strdup_printf("cannot read TLS material: %s", error->message);
+                return -ENOENT;
+        }
+        pair.cert_chain = cert;
+        pair.private_key = key;
+        creds = grpc_ssl_server_credentials_create(NULL, &pair, 1, 0, NULL);
+        port = grpc_server_add_http2_port(server->server, config->tcp_address, creds);
+        grpc_server_credentials_release(creds);
+        if (port <= 0) {
+                *ret_error = g_strdup_printf("cannot listen on %s with TLS", config->tcp_address);
+                return -EADDRINUSE;
+        }
+        return 0;
+}
+
+int api_grpc_new(VmmsManager *m, GMainContext *main_context, const ApiGrpcConfig *config, ApiGrpc **ret,
+                 char **ret_error)
+{
+        g_autoptr(ApiGrpc) server = g_new0(ApiGrpc, 1);
+        int r;
+
+        grpc_init();
+        server->manager = m;
+        server->main_context = g_main_context_ref(main_context);
+        server->cq = grpc_completion_queue_create_for_next(NULL);
+        server->server = grpc_server_create(NULL, NULL);
+        grpc_server_register_completion_queue(server->server, server->cq, NULL);
+        server->n_methods = vmms_ops_count;
+        server->methods = g_new0(ApiMethod, vmms_ops_count);
+        for (size_t i = 0; i < vmms_ops_count; i++) {
+                g_autofree char *path = g_strdup_printf("/vmms.v1.Vmms/%s", vmms_ops[i].name);
+
+                server->methods[i].server = server;
+                server->methods[i].op = &vmms_ops[i];
+                server->methods[i].handle = grpc_server_register_method(
+                        server->server, path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+        }
+        if (config->unix_path) {
+                g_autofree char *address = g_strdup_printf("unix:%s", config->unix_path);
+                grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+                int port;
+
+                (void)unlink(config->unix_path);
+                port = grpc_server_add_http2_port(server->server, address, creds);
+                grpc_server_credentials_release(creds);
+                if (port <= 0) {
+                        *ret_error = g_strdup_printf("cannot listen on %s", address);
+                        return -EADDRINUSE;
+                }
+                server->unix_path = g_strdup(config->unix_path);
+        }
+        if (config->tcp_address) {
+                r = add_tls_port(server, config, ret_error);
+                if (r < 0)
+                        return r;
+        }
+        grpc_server_start(server->server);
+        server->started = true;
+        if (server->unix_path && chmod(server->unix_path, 0660) < 0) {
+                r = -errno;
+                *ret_error =
+                        g_strdup_printf("cannot set the mode of %s: %s", server->unix_path, g_strerror(-r));
+                return r;
+        }
+        for (size_t i = 0; i < server->n_methods; i++)
+                request_next(&server->methods[i]);
+        server->thread = g_thread_new("grpc-cq", cq_thread, server);
+        *ret = g_steal_pointer(&server);
+        return 0;
+}
+
+void api_grpc_free(ApiGrpc *server)
+{
+        if (!server)
+                return;
+        if (server->server) {
+                server->shutdown_tag = (Tag){.kind = TAG_SHUTDOWN};
+                grpc_server_shutdown_and_notify(server->server, server->cq, &server->shutdown_tag);
+                grpc_server_cancel_all_calls(server->server);
+        }
+        if (server->thread) {
+                g_thread_join(server->thread); /* it ends the queue on the shutdown tag */
+        } else if (server->cq) {
+                /* Never started serving: take the shutdown notification here. */
+                if (server->server)
+                        grpc_completion_queue_next(server->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+                grpc_completion_queue_shutdown(server->cq);
+                while (grpc_completion_queue_next(server->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+                               .type != GRPC_QUEUE_SHUTDOWN)
+                        ;
+        }
+        if (server->server)
+                grpc_server_destroy(server->server);
+        if (server->cq)
+                grpc_completion_queue_destroy(server->cq);
+        if (server->unix_path)
+                unlink(server->unix_path);
+        g_free(server->unix_path);
+        g_free(server->methods);
+        if (server->main_context)
+                g_main_context_unref(server->main_context);
+        g_free(server);
+        grpc_shutdown();
+}

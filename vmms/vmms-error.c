@@ -1,0 +1,38 @@
+/* Error values of the management service. */
+#include <stdarg.h>
+
+#include "vmms-error.h"
+
+/* Keeps the first error: the cause, not what followed from it. */
+void vmms_error_set(VmmsError *error, VmmsErrorCode code, const char *fmt, ...)
+{
+        va_list ap;
+
+        if (!error || error->code != VMMS_OK)
+                return;
+        error->code = code;
+        va_start(ap, fmt);
+        error->message = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+}
+
+void vmms_error_clear(VmmsError *error)
+{
+        g_clear_pointer(&error->message, g_free);
+        error->code = VMMS_OK;
+}
+
+const char *vmms_error_code_name(VmmsErrorCode code)
+{
+        static const char *const names[] = {
+                [VMMS_OK] = "OK",
+                [VMMS_ERROR_INVALID_ARGUMENT] = "InvalidArgument",
+                [VMMS_ERROR_NOT_FOUND] = "NotFound",
+                [VMMS_ERROR_ALREADY_EXISTS] = "AlreadyExists",
+                [VMMS_ERROR_FAILED_PRECONDITION] = "NotAllowed",
+                [VMMS_ERROR_RESOURCE_EXHAUSTED] = "ResourceExhausted",
+                [VMMS_ERROR_UNAVAILABLE] = "Unavailable",
+                [VMMS_ERROR_INTERNAL] = "Internal",
+        };
+        return code < G_N_ELEMENTS(names) ? names[code] : "Internal";
+}

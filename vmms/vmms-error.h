@@ -1,0 +1,25 @@
+/* The management service's error contract: a code every API maps to its own (gRPC
+ * status, D-Bus error name) and a message naming what was wrong. */
+#pragma once
+
+#include <glib.h>
+
+typedef enum VmmsErrorCode {
+        VMMS_OK = 0,
+        VMMS_ERROR_INVALID_ARGUMENT,
+        VMMS_ERROR_NOT_FOUND,
+        VMMS_ERROR_ALREADY_EXISTS,
+        VMMS_ERROR_FAILED_PRECONDITION, /* not allowed in the VM's state, or busy */
+        VMMS_ERROR_RESOURCE_EXHAUSTED,  /* pool or reservation capacity */
+        VMMS_ERROR_UNAVAILABLE,         /* hvd or the worker cannot be reached */
+        VMMS_ERROR_INTERNAL,
+} VmmsErrorCode;
+
+typedef struct VmmsError {
+        VmmsErrorCode code;
+        char *message;
+} VmmsError;
+
+void vmms_error_set(VmmsError *error, VmmsErrorCode code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+void vmms_error_clear(VmmsError *error);
+const char *vmms_error_code_name(VmmsErrorCode code);

@@ -1,0 +1,720 @@
+/* Operation handlers, all with one skeleton: look the VM up, check the request,
+ * begin the VM's job, check its state, act, end the job (see vmms-vm.c for the state
+ * machine and vmms-manager.c for jobs). */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vmms-ops.h"
+#include "vmms.pb-c.h"
+
+#define EVENTS_DEFAULT_LIMIT 100
+#define EVENTS_MAX_LIMIT 10000
+
+/* ---- Conversions (responses are built from the call's memory) ---- */
+
+static Vmms__V1__VmState state_to_proto(VmmsVmState state)
+{
+        static const Vmms__V1__VmState map[VMMS_VM_STATE_COUNT] = {
+                [VMMS_VM_OFF] = VMMS__V1__VM_STATE__VM_STATE_OFF,
+                [VMMS_VM_STARTING] = VMMS__V1__VM_STATE__VM_STATE_STARTING,
+                [VMMS_VM_RUNNING] = VMMS__V1__VM_STATE__VM_STATE_RUNNING,
+                [VMMS_VM_PAUSED] = VMMS__V1__VM_STATE__VM_STATE_PAUSED,
+                [VMMS_VM_STOPPING] = VMMS__V1__VM_STATE__VM_STATE_STOPPING,
+                [VMMS_VM_SAVED] = VMMS__V1__VM_STATE__VM_STATE_SAVED,
+                [VMMS_VM_MIGRATING] = VMMS__V1__VM_STATE__VM_STATE_MIGRATING,
+        };
+        return state < VMMS_VM_STATE_COUNT ? map[state] : VMMS__V1__VM_STATE__VM_STATE_UNSPECIFIED;
+}
+
+static Vmms__V1__Vm *vm_to_proto(VmmsCall *call, const VmmsVm *vm)
+{
+        Vmms__V1__Vm *out = vmms_call_new0(call, Vmms__V1__Vm);
+        Vmms__V1__ProcessorSettings *p = vmms_call_new0(call, Vmms__V1__ProcessorSettings);
+        Vmms__V1__MemorySettings *mem = vmms_call_new0(call, Vmms__V1__MemorySettings);
+        bool live = vm->def.state != VMMS_VM_OFF && vm->def.state != VMMS_VM_SAVED;
+
+        vmms__v1__vm__init(out);
+        vmms__v1__processor_settings__init(p);
+        vmms__v1__memory_settings__init(mem);
+        out->id = vmms_call_strdup(call, vm->def.id);
+        out->name = vmms_call_strdup(call, vm->def.name);
+        out->state = state_to_proto(vm->def.state);
+        p->count = vm->def.processor.count;
+        p->reserve = vm->def.processor.reserve;
+        p->maximum = vm->def.processor.maximum;
+        p->relative_weight = vm->def.processor.relative_weight;
+        out->processor = p;
+        mem->dynamic_memory_enabled = vm->def.memory.dynamic_memory_enabled;
+        mem->startup_bytes = vm->def.memory.startup_bytes;
+        mem->minimum_bytes = vm->def.memory.minimum_bytes;
+        mem->maximum_bytes = vm->def.memory.maximum_bytes;
+        mem->buffer = vm->def.memory.buffer;
+        mem->priority = vm->def.memory.priority;
+        out->memory = mem;
+        out->workload = vmms_call_strdup(call, vm->def.workload);
+        out->boot_args = vmms_call_strdup(call, vm->def.boot_args);
+        out->notes = vmms_call_strdup(call, vm->def.notes);
+        out->created_unix_ms = vm->def.created_unix_ms;
+        out->updated_unix_ms = vm->def.updated_unix_ms;
+        if (live) {
+                out->uptime_ms =
+                        vm->def.started_unix_ms ? g_get_real_time() / 1000 - vm->def.started_unix_ms : 0;
+                out->assigned_memory_bytes = vm->assigned_bytes;
+                out->cpu_usage_pct = vm->cpu_usage_pct;
+                out->worker_pid = vm->def.worker_pid;
+        }
+        return out;
+}
+
+static void reply_vm(VmmsVm *vm, VmmsCall *call)
+{
+        vmms_call_return(call, &vm_to_proto(call, vm)->base);
+}
+
+static void fail(VmmsCall *call, VmmsError *error)
+{
+        vmms_call_fail_with(call, error);
+        vmms_error_clear(error);
+}
+
+/* ---- Create, get, list, remove ---- */
+
+static void processor_from_proto(VmmsProcessorSettings *p, const Vmms__V1__ProcessorSettings *in)
+{
+        if (!in)
+                return;
+        if (in->count)
+                p->count = in->count;
+        p->reserve = in->reserve;
+        if (in->maximum)
+                p->maximum = in->maximum;
+        if (in->relative_weight)
+                p->relative_weight = in->relative_weight;
+}
+
+static void op_create_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        const Vmms__V1__CreateVmRequest *req = (const Vmms__V1__CreateVmRequest *)request;
+        g_auto(VmmsVmDefinition) def = {0};
+        VmmsError error = {0};
+        g_autofree char *uuid = g_uuid_string_random();
+        VmmsVm *vm;
+
+        vmms_vm_definition_init_defaults(&def);
+        g_strlcpy(def.id, uuid, sizeof(def.id));
+        def.name = g_strdup(req->name);
+        /* Unset fields take Hyper-V's New-VM defaults: 1 VP, weight 100, no cap,
+         * Minimum = min(512MB, Startup), Maximum 1TB, Buffer 20 %, Priority 50. */
+        processor_from_proto(&def.processor, req->processor);
+        if (req->memory) {
+                const Vmms__V1__MemorySettings *in = req->memory;
+
+                def.memory.dynamic_memory_enabled = in->dynamic_memory_enabled;
+                if (in->startup_bytes)
+                        def.memory.startup_bytes = in->startup_bytes;
+                def.memory.minimum_bytes =
+                        in->minimum_bytes ? in->minimum_bytes : MIN(512ull << 20, def.memory.startup_bytes);
+                if (in->maximum_bytes)
+                        def.memory.maximum_bytes = in->maximum_bytes;
+                if (in->buffer)
+                        def.memory.buffer = in->buffer;
+                if (in->priority)
+                        def.memory.priority = in->priority;
+        }
+        if (req->workload && *req->workload) {
+                g_free(def.workload);
+                def.workload = g_strdup(req->workload);
+        }
+        g_free(def.boot_args);
+        def.boot_args = g_strdup(req->boot_args ? req->boot_args : "");
+        g_free(def.notes);
+        def.notes = g_strdup(req->notes ? req->notes : "");
+        def.created_unix_ms = def.updated_unix_ms = g_get_real_time() / 1000;
+        if (!vmms_vm_name_valid(def.name, &error) || !vmms_vm_processor_valid(&def.processor, &error) ||
+            !vmms_vm_memory_valid(&def.memory, &error) ||
+            !vmms_vm_workload_valid(def.workload, def.boot_args, def.notes, &error) ||
+            vmms_manager_vm_add(m, &def, &vm, &error) < 0) {
+                fail(call, &error);
+                return;
+        }
+        reply_vm(vm, call);
+}
+
+static VmmsVm *lookup(VmmsManager *m, const char *ref, VmmsCall *call)
+{
+        VmmsError error = {0};
+        VmmsVm *vm = vmms_manager_lookup(m, ref, &error);
+
+        if (!vm)
+                fail(call, &error);
+        return vm;
+}
+
+static void op_get_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        VmmsVm *vm = lookup(m, ((const Vmms__V1__VmRef *)request)->vm, call);
+
+        if (vm)
+                reply_vm(vm, call);
+}
+
+static void op_list_vms(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        const Vmms__V1__ListVmsRequest *req = (const Vmms__V1__ListVmsRequest *)request;
+        Vmms__V1__ListVmsResponse *out = vmms_call_new0(call, Vmms__V1__ListVmsResponse);
+        GPtrArray *vms = vmms_manager_vms(m);
+        g_autoptr(GPatternSpec) pattern = NULL;
+        g_autofree char *folded = NULL;
+
+        vmms__v1__list_vms_response__init(out);
+        if (req->name_filter && *req->name_filter) {
+                folded = g_utf8_casefold(req->name_filter, -1);
+                pattern = g_pattern_spec_new(folded);
+        }
+        out->vms = vmms_call_alloc(call, sizeof(Vmms__V1__Vm *) * (vms->len + 1));
+        for (guint i = 0; i < vms->len; i++) {
+                VmmsVm *vm = vms->pdata[i];
+
+                if (pattern) {
+                        g_autofree char *name = g_utf8_casefold(vm->def.name, -1);
+
+                        if (!g_pattern_spec_match_string(pattern, name))
+                                continue;
+                }
+                out->vms[out->n_vms++] = vm_to_proto(call, vm);
+        }
+        vmms_call_return(call, &out->base);
+}
+
+static void op_remove_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        Vmms__V1__RemoveVmResponse *out = vmms_call_new0(call, Vmms__V1__RemoveVmResponse);
+        VmmsVm *vm = lookup(m, ((const Vmms__V1__VmRef *)request)->vm, call);
+        VmmsError error = {0};
+
+        if (!vm)
+                return;
+        vmms__v1__remove_vm_response__init(out);
+        out->id = vmms_call_strdup(call, vm->def.id);
+        if (vmms_manager_vm_remove(m, vm, &error) < 0) {
+                fail(call, &error);
+                return;
+        }
+        vmms_call_return(call, &out->base);
+}
+
+/* ---- Lifecycle ---- */
+
+static void op_start_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        VmmsVm *vm = lookup(m, ((const Vmms__V1__VmRef *)request)->vm, call);
+
+        if (vm)
+                vmms_vm_start(vm, call);
+}
+
+static void op_stop_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        const Vmms__V1__StopVmRequest *req = (const Vmms__V1__StopVmRequest *)request;
+        VmmsVm *vm = lookup(m, req->vm, call);
+
+        if (vm)
+                vmms_vm_stop(vm, req->turn_off, req->force, call);
+}
+
+static void op_pause_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        VmmsVm *vm = lookup(m, ((const Vmms__V1__VmRef *)request)->vm, call);
+
+        if (vm)
+                vmms_vm_pause(vm, true, call);
+}
+
+static void op_resume_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        VmmsVm *vm = lookup(m, ((const Vmms__V1__VmRef *)request)->vm, call);
+
+        if (vm)
+                vmms_vm_pause(vm, false, call);
+}
+
+/* ---- Settings ---- */
+
+/* Checks every mask entry against `fields`; an empty or unknown one is refused. */
+static bool mask_valid(char **mask, size_t n, const char *const *fields, size_t n_fields, VmmsError *error)
+{
+        if (n == 0) {
+                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
+                               "update_mask is empty: name the fields to change");
+                return false;
+        }
+        for (size_t i = 0; i < n; i++) {
+                bool known = false;
+
+                for (size_t f = 0; f < n_fields; f++)
+                        known = known || g_strcmp0(mask[i], fields[f]) == 0;
+                if (!known) {
+                        vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
+                                       "update_mask names unknown field '%s'", mask[i]);
+                        return false;
+                }
+        }
+        return true;
+}
+
+static bool masked(char **mask, size_t n, const char *field)
+{
+        for (size_t i = 0; i < n; i++)
+                if (g_strcmp0(mask[i], field) == 0)
+                        return true;
+        return false;
+}
+
+static void op_update_processor(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        static const char *const fields[] = {"count", "reserve", "maximum", "relative_weight"};
+        const Vmms__V1__UpdateProcessorRequest *req = (const Vmms__V1__UpdateProcessorRequest *)request;
+        Vmms__V1__ProcessorSettings empty = VMMS__V1__PROCESSOR_SETTINGS__INIT;
+        const Vmms__V1__ProcessorSettings *in = req->processor ? req->processor : &empty;
+        VmmsVm *vm = lookup(m, req->vm, call);
+        VmmsProcessorSettings p;
+        VmmsError error = {0};
+        bool running;
+
+        if (!vm)
+                return;
+        if (!mask_valid(req->update_mask, req->n_update_mask, fields, G_N_ELEMENTS(fields), &error)) {
+                fail(call, &error);
+                return;
+        }
+        p = vm->def.processor;
+        if (masked(req->update_mask, req->n_update_mask, "count"))
+                p.count = in->count;
+        if (masked(req->update_mask, req->n_update_mask, "reserve"))
+                p.reserve = in->reserve;
+        if (masked(req->update_mask, req->n_update_mask, "maximum"))
+                p.maximum = in->maximum;
+        if (masked(req->update_mask, req->n_update_mask, "relative_weight"))
+                p.relative_weight = in->relative_weight;
+        if (!vmms_vm_processor_valid(&p, &error) ||
+            (p.count != vm->def.processor.count &&
+             !vmms_vm_action_allowed(vm->def.name, vm->def.state, VMMS_ACTION_SET_PROCESSOR_COUNT, &error))) {
+                fail(call, &error);
+                return;
+        }
+        if (vm->job) {
+                vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION, "VM '%s' is busy: %s is in progress",
+                               vm->def.name, vm->job);
+                return;
+        }
+        running = vm->def.state == VMMS_VM_RUNNING || vm->def.state == VMMS_VM_PAUSED;
+        if (running) {
+                vmms_vm_set_processor(vm, &p, call); /* hvd applies it, then it is saved */
+                return;
+        }
+        vm->def.processor = p;
+        if (vmms_vm_persist(vm, "settings", &error,
+                            "processor: Count %u, Reserve %u, Maximum %u, RelativeWeight %u", p.count,
+                            p.reserve, p.maximum, p.relative_weight) < 0) {
+                fail(call, &error);
+                return;
+        }
+        reply_vm(vm, call);
+}
+
+static void op_update_memory(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        static const char *const fields[] = {"dynamic_memory_enabled", "startup_bytes", "minimum_bytes",
+                                             "maximum_bytes",          "buffer",        "priority"};
+        const Vmms__V1__UpdateMemoryRequest *req = (const Vmms__V1__UpdateMemoryRequest *)request;
+        Vmms__V1__MemorySettings empty = VMMS__V1__MEMORY_SETTINGS__INIT;
+        const Vmms__V1__MemorySettings *in = req->memory ? req->memory : &empty;
+        VmmsVm *vm = lookup(m, req->vm, call);
+        VmmsMemorySettings mem;
+        VmmsError error = {0};
+        bool off;
+
+        if (!vm)
+                return;
+        if (!mask_valid(req->update_mask, req->n_update_mask, fields, G_N_ELEMENTS(fields), &error)) {
+                fail(call, &error);
+                return;
+        }
+        mem = vm->def.memory;
+        if (masked(req->update_mask, req->n_update_mask, "dynamic_memory_enabled"))
+                mem.dynamic_memory_enabled = in->dynamic_memory_enabled;
+        if (masked(req->update_mask, req->n_update_mask, "startup_bytes"))
+                mem.startup_bytes = in->startup_bytes;
+        if (masked(req->update_mask, req->n_update_mask, "minimum_bytes"))
+                mem.minimum_bytes = in->minimum_bytes;
+        if (masked(req->update_mask, req->n_update_mask, "maximum_bytes"))
+                mem.maximum_bytes = in->maximum_bytes;
+        if (masked(req->update_mask, req->n_update_mask, "buffer"))
+                mem.buffer = in->buffer;
+        if (masked(req->update_mask, req->n_update_mask, "priority"))
+                mem.priority = in->priority;
+        off = vm->def.state == VMMS_VM_OFF || vm->def.state == VMMS_VM_SAVED;
+        if (!vmms_vm_memory_valid(&mem, &error) ||
+            ((mem.startup_bytes != vm->def.memory.startup_bytes ||
+              mem.dynamic_memory_enabled != vm->def.memory.dynamic_memory_enabled) &&
+             !vmms_vm_action_allowed(vm->def.name, vm->def.state, VMMS_ACTION_SET_STARTUP_MEMORY, &error)) ||
+            (!off && !vmms_vm_memory_change_allowed_running(&vm->def.memory, &mem, &error))) {
+                fail(call, &error);
+                return;
+        }
+        if (vm->job) {
+                vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION, "VM '%s' is busy: %s is in progress",
+                               vm->def.name, vm->job);
+                return;
+        }
+        vm->def.memory = mem;
+        if (vmms_vm_persist(vm, "settings", &error,
+                            "memory: DynamicMemoryEnabled %s, Startup %" G_GUINT64_FORMAT
+                            ", Minimum %" G_GUINT64_FORMAT ", Maximum %" G_GUINT64_FORMAT
+                            ", Buffer %u, Priority %u",
+                            mem.dynamic_memory_enabled ? "true" : "false", mem.startup_bytes,
+                            mem.minimum_bytes, mem.maximum_bytes, mem.buffer, mem.priority) < 0) {
+                fail(call, &error);
+                return;
+        }
+        reply_vm(vm, call);
+}
+
+/* ---- Host, counters, events ---- */
+
+static void op_get_host(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        Vmms__V1__Host *out = vmms_call_new0(call, Vmms__V1__Host);
+        const VmmsConfig *config = vmms_manager_config(m);
+        const Vmms__Hv__Counters *prev, *cur;
+        GPtrArray *vms = vmms_manager_vms(m);
+
+        (void)request;
+        vmms__v1__host__init(out);
+        out->hostname = vmms_call_strdup(call, g_get_host_name());
+        out->version = vmms_call_strdup(call, VMMS_VERSION);
+        out->state_dir = vmms_call_strdup(call, config->state_dir);
+        out->hypervisor_socket = vmms_call_strdup(call, config->hvd_socket);
+        if (vmms_manager_counters(m, &prev, &cur)) {
+                out->logical_processors = (uint32_t)cur->n_lps;
+                out->memory_pool_bytes = cur->pool_total_bytes;
+                out->memory_pool_used_bytes = cur->pool_used_bytes;
+                out->reservation_capacity_pct = (uint32_t)cur->n_lps * 100;
+        }
+        out->vm_count = vms->len;
+        for (guint i = 0; i < vms->len; i++) {
+                VmmsVm *vm = vms->pdata[i];
+
+                if (vm->def.state == VMMS_VM_OFF || vm->def.state == VMMS_VM_SAVED)
+                        continue;
+                out->running_vm_count++;
+                out->reservation_used_pct += vm->def.processor.reserve * vm->def.processor.count;
+        }
+        vmms_call_return(call, &out->base);
+}
+
+typedef struct CounterList {
+        VmmsCall *call;
+        GPtrArray *samples;
+        GPtrArray *patterns; /* GPatternSpec*, casefolded; empty = all */
+} CounterList;
+
+static void counter_add(CounterList *list, const char *set, const char *instance, const char *counter,
+                        double value)
+{
+        g_autofree char *path = g_strdup_printf("\\%s(%s)\\%s", set, instance, counter);
+        g_autofree char *folded = g_utf8_casefold(path, -1);
+        Vmms__V1__CounterSample *s;
+        bool wanted = list->patterns->len == 0;
+
+        for (guint i = 0; !wanted && i < list->patterns->len; i++)
+                wanted = g_pattern_spec_match_string(list->patterns->pdata[i], folded);
+        if (!wanted)
+                return;
+        s = vmms_call_new0(list->call, Vmms__V1__CounterSample);
+        vmms__v1__counter_sample__init(s);
+        s->path = vmms_call_strdup(list->call, path);
+        s->value = value;
+        g_ptr_array_add(list->samples, s);
+}
+
+static double rate(uint64_t now, uint64_t before, uint64_t dt_ns, double scale)
+{
+        return dt_ns ? (double)(now - before) * scale / (double)dt_ns : 0;
+}
+
+static const VmmsVm *vm_of_partition(VmmsManager *m, uint64_t partition_id)
+{
+        GPtrArray *vms = vmms_manager_vms(m);
+
+        for (guint i = 0; partition_id && i < vms->len; i++)
+                if (((VmmsVm *)vms->pdata[i])->partition_id == partition_id)
+                        return vms->pdata[i];
+        return NULL;
+}
+
+/* Counters follow Hyper-V's sets and names; rates are over the last second. */
+static void collect_counters(VmmsManager *m, CounterList *list)
+{
+        const Vmms__Hv__Counters *prev, *cur;
+        uint64_t dt, total_guest = 0, total_hyp = 0, total_idle = 0;
+
+        if (!vmms_manager_counters(m, &prev, &cur))
+                return;
+        dt = cur->time_ns - prev->time_ns;
+        for (size_t i = 0; i < cur->n_lps && i < prev->n_lps; i++) {
+                const Vmms__Hv__LpCounters *a = prev->lps[i], *b = cur->lps[i];
+                g_autofree char *instance = g_strdup_printf("Hv LP %u", b->index);
+                double guest = rate(b->guest_ns, a->guest_ns, dt, 100),
+                       hyp = rate(b->hypervisor_ns, a->hypervisor_ns, dt, 100);
+
+                total_guest += b->guest_ns - a->guest_ns;
+                total_hyp += b->hypervisor_ns - a->hypervisor_ns;
+                total_idle += b->idle_ns - a->idle_ns;
+                counter_add(list, "Hyper-V Hypervisor Logical Processor", instance, "% Total Run Time",
+                            guest + hyp);
+                counter_add(list, "Hyper-V Hypervisor Logical Processor", instance, "% Guest Run Time",
+                            guest);
+                counter_add(list, "Hyper-V Hypervisor Logical Processor", instance, "% Hypervisor Run Time",
+                            hyp);
+                counter_add(list, "Hyper-V Hypervisor Logical Processor", instance, "% Idle Time",
+                            rate(b->idle_ns, a->idle_ns, dt, 100));
+                counter_add(list, "Hyper-V Hypervisor Logical Processor", instance, "Context Switches/sec",
+                            rate(b->context_switches, a->context_switches, dt, 1e9));
+        }
+        if (cur->n_lps) {
+                double n = (double)cur->n_lps;
+
+                counter_add(list, "Hyper-V Hypervisor Logical Processor", "_Total", "% Total Run Time",
+                            rate(total_guest + total_hyp, 0, dt, 100) / n);
+                counter_add(list, "Hyper-V Hypervisor Logical Processor", "_Total", "% Guest Run Time",
+                            rate(total_guest, 0, dt, 100) / n);
+                counter_add(list, "Hyper-V Hypervisor Logical Processor", "_Total", "% Hypervisor Run Time",
+                            rate(total_hyp, 0, dt, 100) / n);
+                counter_add(list, "Hyper-V Hypervisor Logical Processor", "_Total", "% Idle Time",
+                            rate(total_idle, 0, dt, 100) / n);
+        }
+        counter_add(list, "Hyper-V Hypervisor", "_Total", "Logical Processors", (double)cur->n_lps);
+        counter_add(list, "Hyper-V Hypervisor", "_Total", "Partitions", (double)cur->n_partitions);
+        counter_add(list, "Hyper-V Hypervisor", "_Total", "Memory Pool Bytes", (double)cur->pool_total_bytes);
+        counter_add(list, "Hyper-V Hypervisor", "_Total", "Memory Pool Used Bytes",
+                    (double)cur->pool_used_bytes);
+        for (size_t i = 0; i < cur->n_partitions; i++) {
+                const Vmms__Hv__PartitionCounters *pc = cur->partitions[i], *pp = NULL;
+                const VmmsVm *vm = vm_of_partition(m, pc->partition_id);
+                const char *name = vm ? vm->def.name : pc->name;
+
+                for (size_t k = 0; k < prev->n_partitions; k++)
+                        if (prev->partitions[k]->partition_id == pc->partition_id)
+                                pp = prev->partitions[k];
+                counter_add(list, "Hyper-V Dynamic Memory VM", name, "Physical Memory",
+                            (double)(pc->assigned_bytes >> 20));
+                counter_add(list, "VMMS Partition", name, "Host Resident Bytes", (double)pc->resident_bytes);
+                for (size_t v = 0; pp && v < pc->n_vps && v < pp->n_vps; v++) {
+                        const Vmms__Hv__VpCounters *a = pp->vps[v], *b = pc->vps[v];
+                        g_autofree char *instance = g_strdup_printf("%s:Hv VP %u", name, b->index);
+                        uint64_t dispatches = b->dispatches - a->dispatches;
+
+                        counter_add(list, "Hyper-V Hypervisor Virtual Processor", instance,
+                                    "% Total Run Time", rate(b->run_ns, a->run_ns, dt, 100));
+                        counter_add(list, "Hyper-V Hypervisor Virtual Processor", instance,
+                                    "% Guest Run Time", rate(b->guest_ns, a->guest_ns, dt, 100));
+                        counter_add(list, "Hyper-V Hypervisor Virtual Processor", instance,
+                                    "CPU Wait Time Per Dispatch",
+                                    dispatches ? (double)(b->wait_ns - a->wait_ns) / (double)dispatches : 0);
+                        counter_add(list, "Hyper-V Hypervisor Virtual Processor", instance, "Dispatches/sec",
+                                    rate(b->dispatches, a->dispatches, dt, 1e9));
+                        counter_add(list, "Hyper-V Hypervisor Virtual Processor", instance, "Hypercalls/sec",
+                                    rate(b->hypercalls, a->hypercalls, dt, 1e9));
+                }
+        }
+}
+
+static void op_get_counters(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        const Vmms__V1__GetCountersRequest *req = (const Vmms__V1__GetCountersRequest *)request;
+        Vmms__V1__GetCountersResponse *out = vmms_call_new0(call, Vmms__V1__GetCountersResponse);
+        g_autoptr(GPtrArray) samples = g_ptr_array_new();
+        g_autoptr(GPtrArray) patterns = g_ptr_array_new_with_free_func((GDestroyNotify)g_pattern_spec_free);
+        CounterList list = {.call = call, .samples = samples, .patterns = patterns};
+
+        for (size_t i = 0; i < req->n_paths; i++) {
+                g_autofree char *folded = NULL;
+
+                if (!req->paths[i] || req->paths[i][0] != '\\' || !strchr(req->paths[i] + 1, '\\')) {
+                        vmms_call_fail(call, VMMS_ERROR_INVALID_ARGUMENT,
+                                       "counter path '%s' is not of the form \\Set(Instance)\\Counter",
+                                       req->paths[i] ? req->paths[i] : "");
+                        return;
+                }
+                folded = g_utf8_casefold(req->paths[i], -1);
+                g_ptr_array_add(patterns, g_pattern_spec_new(folded));
+        }
+        collect_counters(m, &list);
+        vmms__v1__get_counters_response__init(out);
+        out->timestamp_unix_ms = g_get_real_time() / 1000;
+        out->n_samples = samples->len;
+        out->samples = (Vmms__V1__CounterSample **)samples->pdata;
+        vmms_call_return(call, &out->base);
+}
+
+static void event_to_proto(Vmms__V1__Event *out, const VmmsEventRecord *e)
+{
+        vmms__v1__event__init(out);
+        out->id = e->id;
+        out->time_unix_ms = e->time_unix_ms;
+        out->vm_id = e->vm_id;
+        out->vm_name = e->vm_name;
+        out->kind = e->kind;
+        out->state = state_to_proto(e->state);
+        out->message = e->message ? e->message : "";
+}
+
+static const char *event_vm_filter(VmmsManager *m, const char *ref, VmmsCall *call, bool *ret_ok)
+{
+        VmmsVm *vm;
+
+        *ret_ok = true;
+        if (!ref || !*ref)
+                return NULL;
+        vm = lookup(m, ref, call);
+        *ret_ok = vm != NULL;
+        return vm ? vm->def.id : NULL;
+}
+
+static void op_list_events(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        const Vmms__V1__ListEventsRequest *req = (const Vmms__V1__ListEventsRequest *)request;
+        Vmms__V1__ListEventsResponse *out = vmms_call_new0(call, Vmms__V1__ListEventsResponse);
+        g_autoptr(GPtrArray) events = NULL;
+        uint32_t limit = req->limit ? req->limit : EVENTS_DEFAULT_LIMIT;
+        bool ok;
+        const char *vm_id = event_vm_filter(m, req->vm, call, &ok);
+        int r;
+
+        if (!ok)
+                return;
+        if (limit > EVENTS_MAX_LIMIT) {
+                vmms_call_fail(call, VMMS_ERROR_INVALID_ARGUMENT, "limit %u is out of range 1-%d", limit,
+                               EVENTS_MAX_LIMIT);
+                return;
+        }
+        /* Without after_id: the newest `limit` events, oldest first (Get-VMEvent -Newest). */
+        r = vmms_store_event_list(vmms_manager_store(m), vm_id, req->after_id, limit, req->after_id == 0,
+                                  &events);
+        if (r < 0) {
+                vmms_call_fail(call, VMMS_ERROR_INTERNAL, "cannot read the event log: %s", g_strerror(-r));
+                return;
+        }
+        vmms__v1__list_events_response__init(out);
+        out->events = vmms_call_alloc(call, sizeof(Vmms__V1__Event *) * (events->len + 1));
+        for (guint i = 0; i < events->len; i++) {
+                Vmms__V1__Event *e = vmms_call_new0(call, Vmms__V1__Event);
+                VmmsEventRecord *rec = events->pdata[i];
+
+                event_to_proto(e, rec);
+                e->vm_id = vmms_call_strdup(call, rec->vm_id);
+                e->vm_name = vmms_call_strdup(call, rec->vm_name);
+                e->kind = vmms_call_strdup(call, rec->kind);
+                e->message = vmms_call_strdup(call, rec->message);
+                out->events[out->n_events++] = e;
+        }
+        vmms_call_return(call, &out->base);
+}
+
+typedef struct EventWatch {
+        VmmsManager *m;
+        VmmsCall *call;
+        char vm_id[37];
+        void *watch;
+} EventWatch;
+
+static void on_watched_event(const VmmsEventRecord *event, void *userdata)
+{
+        EventWatch *w = userdata;
+        Vmms__V1__Event item;
+
+        if (w->vm_id[0] && g_strcmp0(w->vm_id, event->vm_id) != 0)
+                return;
+        event_to_proto(&item, event);
+        vmms_call_send(w->call, &item.base);
+}
+
+static void on_watch_cancel(VmmsCall *call, void *op_data)
+{
+        EventWatch *w = op_data;
+
+        (void)call;
+        vmms_manager_unwatch(w->m, w->watch);
+        g_free(w);
+}
+
+static void op_watch_events(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        const Vmms__V1__WatchEventsRequest *req = (const Vmms__V1__WatchEventsRequest *)request;
+        g_autoptr(GPtrArray) backlog = NULL;
+        bool ok;
+        const char *vm_id = event_vm_filter(m, req->vm, call, &ok);
+        EventWatch *w;
+
+        if (!ok)
+                return;
+        w = g_new0(EventWatch, 1);
+        w->m = m;
+        w->call = call;
+        g_strlcpy(w->vm_id, vm_id ? vm_id : "", sizeof(w->vm_id));
+        /* The backlog after after_id first, then every event as it is recorded. */
+        if (req->after_id > 0 && vmms_store_event_list(vmms_manager_store(m), vm_id, req->after_id,
+                                                       EVENTS_MAX_LIMIT, false, &backlog) >= 0)
+                for (guint i = 0; i < backlog->len; i++)
+                        on_watched_event(backlog->pdata[i], w);
+        w->watch = vmms_manager_watch(m, on_watched_event, w);
+        vmms_call_set_cancel(call, on_watch_cancel, w);
+}
+
+#define OP(method, req, resp, fn, mut)                                                                       \
+        {                                                                                                    \
+                .name = method, .request_type = &req, .response_type = &resp, .run = fn, .mutates = mut      \
+        }
+
+const VmmsOp vmms_ops[] = {
+        OP("CreateVm", vmms__v1__create_vm_request__descriptor, vmms__v1__vm__descriptor, op_create_vm, true),
+        OP("GetVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_get_vm, false),
+        OP("ListVms", vmms__v1__list_vms_request__descriptor, vmms__v1__list_vms_response__descriptor,
+           op_list_vms, false),
+        OP("UpdateProcessor", vmms__v1__update_processor_request__descriptor, vmms__v1__vm__descriptor,
+           op_update_processor, true),
+        OP("UpdateMemory", vmms__v1__update_memory_request__descriptor, vmms__v1__vm__descriptor,
+           op_update_memory, true),
+        OP("StartVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_start_vm, true),
+        OP("StopVm", vmms__v1__stop_vm_request__descriptor, vmms__v1__vm__descriptor, op_stop_vm, true),
+        OP("PauseVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_pause_vm, true),
+        OP("ResumeVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_resume_vm, true),
+        OP("RemoveVm", vmms__v1__vm_ref__descriptor, vmms__v1__remove_vm_response__descriptor, op_remove_vm,
+           true),
+        OP("GetHost", vmms__v1__get_host_request__descriptor, vmms__v1__host__descriptor, op_get_host, false),
+        OP("GetCounters", vmms__v1__get_counters_request__descriptor,
+           vmms__v1__get_counters_response__descriptor, op_get_counters, false),
+        OP("ListEvents", vmms__v1__list_events_request__descriptor,
+           vmms__v1__list_events_response__descriptor, op_list_events, false),
+        {.name = "WatchEvents",
+         .request_type = &vmms__v1__watch_events_request__descriptor,
+         .response_type = &vmms__v1__event__descriptor,
+         .run = op_watch_events,
+         .streaming = true},
+};
+const size_t vmms_ops_count = G_N_ELEMENTS(vmms_ops);
+
+const VmmsOp *vmms_op_lookup(const char *name)
+{
+        for (size_t i = 0; i < vmms_ops_count; i++)
+                if (g_strcmp0(vmms_ops[i].name, name) == 0)
+                        return &vmms_ops[i];
+        return NULL;
+}
+
+void vmms_ops_attach(VmmsManager *m)
+{
+        vmms_manager_set_vm_reply(m, reply_vm);
+}

@@ -1,0 +1,447 @@
+/* The SQLite store. Schema changes are migrations, applied in order inside one
+ * transaction each; the schema version lives in PRAGMA user_version. */
+#include <errno.h>
+#include <sqlite3.h>
+#include <string.h>
+
+#include "vmms-store.h"
+
+struct VmmsStore {
+        sqlite3 *db;
+};
+
+/* migrations[i] brings the schema from version i to i + 1. */
+static const char *const migrations[] = {
+        "CREATE TABLE vms ("
+        "  id TEXT PRIMARY KEY NOT NULL,"
+        "  name TEXT NOT NULL UNIQUE COLLATE NOCASE,"
+        "  state TEXT NOT NULL,"
+        "  vp_count INTEGER NOT NULL CHECK (vp_count BETWEEN 1 AND 32),"
+        "  cpu_reserve INTEGER NOT NULL CHECK (cpu_reserve BETWEEN 0 AND 100),"
+        "  cpu_maximum INTEGER NOT NULL CHECK (cpu_maximum BETWEEN 0 AND 100),"
+        "  cpu_weight INTEGER NOT NULL CHECK (cpu_weight BETWEEN 1 AND 10000),"
+        "  dm_enabled INTEGER NOT NULL,"
+        "  mem_startup INTEGER NOT NULL,"
+        "  mem_minimum INTEGER NOT NULL,"
+        "  mem_maximum INTEGER NOT NULL,"
+        "  mem_buffer INTEGER NOT NULL CHECK (mem_buffer BETWEEN 5 AND 2000),"
+        "  mem_priority INTEGER NOT NULL CHECK (mem_priority BETWEEN 0 AND 100),"
+        "  workload TEXT NOT NULL,"
+        "  boot_args TEXT NOT NULL,"
+        "  notes TEXT NOT NULL,"
+        "  created_ms INTEGER NOT NULL,"
+        "  updated_ms INTEGER NOT NULL"
+        ");"
+        "CREATE TABLE vm_runtime ("
+        "  vm_id TEXT PRIMARY KEY NOT NULL REFERENCES vms(id) ON DELETE CASCADE,"
+        "  worker_pid INTEGER NOT NULL,"
+        "  started_ms INTEGER NOT NULL"
+        ");"
+        "CREATE TABLE events ("
+        "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        "  time_ms INTEGER NOT NULL,"
+        "  vm_id TEXT NOT NULL,"
+        "  vm_name TEXT NOT NULL,"
+        "  kind TEXT NOT NULL,"
+        "  state TEXT NOT NULL,"
+        "  message TEXT NOT NULL"
+        ");"
+        "CREATE INDEX events_by_vm ON events (vm_id, id);",
+};
+
+void vmms_event_record_free(VmmsEventRecord *event)
+{
+        if (!event)
+                return;
+        g_free(event->vm_id);
+        g_free(event->vm_name);
+        g_free(event->kind);
+        g_free(event->message);
+        g_free(event);
+}
+
+void vmms_vm_definition_free(VmmsVmDefinition *def)
+{
+        if (!def)
+                return;
+        vmms_vm_definition_clear(def);
+        g_free(def);
+}
+
+static int exec(VmmsStore *store, const char *sql)
+{
+        return sqlite3_exec(store->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+}
+
+static int schema_version(VmmsStore *store, int *ret_version)
+{
+        sqlite3_stmt *st;
+        int r = -EIO;
+
+        if (sqlite3_prepare_v2(store->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+                return -EIO;
+        if (sqlite3_step(st) == SQLITE_ROW) {
+                *ret_version = sqlite3_column_int(st, 0);
+                r = 0;
+        }
+        sqlite3_finalize(st);
+        return r;
+}
+
+static int migrate(VmmsStore *store, char **ret_error)
+{
+        int version;
+
+        if (schema_version(store, &version) < 0) {
+                *ret_error = g_strdup_printf("cannot read the schema version: %s", sqlite3_errmsg(store->db));
+                return -EIO;
+        }
+        if (version > (int)G_N_ELEMENTS(migrations)) {
+                *ret_error =
+                        g_strdup_printf("the store has schema version %d, newer than this vmmsd knows (%d)",
+                                        version, (int)G_N_ELEMENTS(migrations));
+                return -EPROTO;
+        }
+        for (; version < (int)G_N_ELEMENTS(migrations); version++) {
+                g_autofree char *bump = g_strdup_printf("PRAGMA user_version = %d", version + 1);
+
+                if (exec(store, "BEGIN IMMEDIATE") < 0 || exec(store, migrations[version]) < 0 ||
+                    exec(store, bump) < 0 || exec(store, "COMMIT") < 0) {
+                        *ret_error = g_strdup_printf("migration to schema version %d failed: %s", version + 1,
+                                                     sqlite3_errmsg(store->db));
+                        exec(store, "ROLLBACK");
+                        return -EIO;
+                }
+        }
+        return 0;
+}
+
+int vmms_store_open(const char *path, VmmsStore **ret, char **ret_error)
+{
+        g_autoptr(VmmsStore) store = g_new0(VmmsStore, 1);
+        int r;
+
+        if (sqlite3_open_v2(path, &store->db,
+                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                            NULL) != SQLITE_OK) {
+                *ret_error = g_strdup_printf("cannot open %s: %s", path,
+                                             store->db ? sqlite3_errmsg(store->db) : "out of memory");
+                return -EIO;
+        }
+        sqlite3_busy_timeout(store->db, 5000);
+        /* WAL with synchronous=FULL: a commit is on disk when it returns, and a crash
+         * mid-write leaves the last commit. */
+        if (exec(store, "PRAGMA journal_mode = WAL") < 0 || exec(store, "PRAGMA synchronous = FULL") < 0 ||
+            exec(store, "PRAGMA foreign_keys = ON") < 0) {
+                *ret_error = g_strdup_printf("cannot configure %s: %s", path, sqlite3_errmsg(store->db));
+                return -EIO;
+        }
+        r = migrate(store, ret_error);
+        if (r < 0)
+                return r;
+        *ret = g_steal_pointer(&store);
+        return 0;
+}
+
+void vmms_store_free(VmmsStore *store)
+{
+        if (!store)
+                return;
+        sqlite3_close_v2(store->db);
+        g_free(store);
+}
+
+static int prepare(VmmsStore *store, const char *sql, sqlite3_stmt **ret)
+{
+        if (sqlite3_prepare_v2(store->db, sql, -1, ret, NULL) != SQLITE_OK) {
+                g_warning("store: cannot prepare '%s': %s", sql, sqlite3_errmsg(store->db));
+                return -EIO;
+        }
+        return 0;
+}
+
+/* Steps a write statement and finalizes it. */
+static int step_done(VmmsStore *store, sqlite3_stmt *st)
+{
+        int rc = sqlite3_step(st), extended = sqlite3_extended_errcode(store->db);
+
+        sqlite3_finalize(st);
+        if (rc == SQLITE_DONE)
+                return 0;
+        if (extended == SQLITE_CONSTRAINT_UNIQUE || extended == SQLITE_CONSTRAINT_PRIMARYKEY)
+                return -EEXIST;
+        g_warning("store: write failed: %s", sqlite3_errmsg(store->db));
+        return extended == SQLITE_CONSTRAINT_CHECK ? -EINVAL : -EIO;
+}
+
+static int write_event(VmmsStore *store, VmmsEventRecord *event)
+{
+        sqlite3_stmt *st;
+        int r;
+
+        r = prepare(store,
+                    "INSERT INTO events (time_ms, vm_id, vm_name, kind, state, message) VALUES (?, ?, ?, ?, "
+                    "?, ?)",
+                    &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st, 1, event->time_unix_ms);
+        sqlite3_bind_text(st, 2, event->vm_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, event->vm_name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, event->kind, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, vmms_vm_state_to_string(event->state), -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 6, event->message ? event->message : "", -1, SQLITE_STATIC);
+        r = step_done(store, st);
+        if (r < 0)
+                return r == -EEXIST ? -EIO : r;
+        event->id = sqlite3_last_insert_rowid(store->db);
+        return 0;
+}
+
+static void bind_definition(sqlite3_stmt *st, const VmmsVmDefinition *def)
+{
+        sqlite3_bind_text(st, 1, def->id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, def->name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, vmms_vm_state_to_string(def->state), -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 4, (int)def->processor.count);
+        sqlite3_bind_int(st, 5, (int)def->processor.reserve);
+        sqlite3_bind_int(st, 6, (int)def->processor.maximum);
+        sqlite3_bind_int(st, 7, (int)def->processor.relative_weight);
+        sqlite3_bind_int(st, 8, def->memory.dynamic_memory_enabled);
+        sqlite3_bind_int64(st, 9, (sqlite3_int64)def->memory.startup_bytes);
+        sqlite3_bind_int64(st, 10, (sqlite3_int64)def->memory.minimum_bytes);
+        sqlite3_bind_int64(st, 11, (sqlite3_int64)def->memory.maximum_bytes);
+        sqlite3_bind_int(st, 12, (int)def->memory.buffer);
+        sqlite3_bind_int(st, 13, (int)def->memory.priority);
+        sqlite3_bind_text(st, 14, def->workload, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 15, def->boot_args ? def->boot_args : "", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 16, def->notes ? def->notes : "", -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 17, def->created_unix_ms);
+        sqlite3_bind_int64(st, 18, def->updated_unix_ms);
+}
+
+static int write_runtime(VmmsStore *store, const VmmsVmDefinition *def)
+{
+        sqlite3_stmt *st;
+        int r;
+
+        if (def->worker_pid <= 0) {
+                r = prepare(store, "DELETE FROM vm_runtime WHERE vm_id = ?", &st);
+                if (r < 0)
+                        return r;
+                sqlite3_bind_text(st, 1, def->id, -1, SQLITE_STATIC);
+                return step_done(store, st);
+        }
+        r = prepare(store,
+                    "INSERT OR REPLACE INTO vm_runtime (vm_id, worker_pid, started_ms) VALUES (?, ?, ?)",
+                    &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, def->id, -1, SQLITE_STATIC);
+        sqlite3_bind_int(st, 2, def->worker_pid);
+        sqlite3_bind_int64(st, 3, def->started_unix_ms);
+        return step_done(store, st);
+}
+
+/* Runs body() between BEGIN and COMMIT; rolls back on any failure. */
+static int transaction(VmmsStore *store, int (*body)(VmmsStore *, const void *, VmmsEventRecord *),
+                       const void *arg, VmmsEventRecord *event)
+{
+        int r;
+
+        if (exec(store, "BEGIN IMMEDIATE") < 0)
+                return -EIO;
+        r = body(store, arg, event);
+        if (r >= 0 && event)
+                r = write_event(store, event);
+        if (r >= 0 && exec(store, "COMMIT") < 0)
+                r = -EIO;
+        if (r < 0) {
+                exec(store, "ROLLBACK");
+                if (event)
+                        event->id = 0;
+        }
+        return r;
+}
+
+static int insert_body(VmmsStore *store, const void *arg, VmmsEventRecord *event)
+{
+        const VmmsVmDefinition *def = arg;
+        sqlite3_stmt *st;
+        int r;
+
+        (void)event;
+        r = prepare(store,
+                    "INSERT INTO vms (id, name, state, vp_count, cpu_reserve, cpu_maximum, cpu_weight, "
+                    "dm_enabled, "
+                    "mem_startup, mem_minimum, mem_maximum, mem_buffer, mem_priority, workload, boot_args, "
+                    "notes, "
+                    "created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    &st);
+        if (r < 0)
+                return r;
+        bind_definition(st, def);
+        r = step_done(store, st);
+        return r < 0 ? r : write_runtime(store, def);
+}
+
+static int update_body(VmmsStore *store, const void *arg, VmmsEventRecord *event)
+{
+        const VmmsVmDefinition *def = arg;
+        sqlite3_stmt *st;
+        int r;
+
+        (void)event;
+        r = prepare(
+                store,
+                "UPDATE vms SET name = ?2, state = ?3, vp_count = ?4, cpu_reserve = ?5, cpu_maximum = ?6, "
+                "cpu_weight = ?7, dm_enabled = ?8, mem_startup = ?9, mem_minimum = ?10, mem_maximum = ?11, "
+                "mem_buffer = ?12, mem_priority = ?13, workload = ?14, boot_args = ?15, notes = ?16, "
+                "created_ms = ?17, updated_ms = ?18 WHERE id = ?1",
+                &st);
+        if (r < 0)
+                return r;
+        bind_definition(st, def);
+        r = step_done(store, st);
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(store->db) == 0)
+                return -ENOENT;
+        return write_runtime(store, def);
+}
+
+static int remove_body(VmmsStore *store, const void *arg, VmmsEventRecord *event)
+{
+        sqlite3_stmt *st;
+        int r;
+
+        (void)event;
+        r = prepare(store, "DELETE FROM vms WHERE id = ?", &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+        r = step_done(store, st);
+        if (r < 0)
+                return r;
+        return sqlite3_changes(store->db) == 0 ? -ENOENT : 0;
+}
+
+int vmms_store_vm_insert(VmmsStore *store, const VmmsVmDefinition *def, VmmsEventRecord *event)
+{
+        return transaction(store, insert_body, def, event);
+}
+
+int vmms_store_vm_update(VmmsStore *store, const VmmsVmDefinition *def, VmmsEventRecord *event)
+{
+        return transaction(store, update_body, def, event);
+}
+
+int vmms_store_vm_remove(VmmsStore *store, const char *id, VmmsEventRecord *event)
+{
+        return transaction(store, remove_body, id, event);
+}
+
+int vmms_store_event_append(VmmsStore *store, VmmsEventRecord *event)
+{
+        return write_event(store, event);
+}
+
+static char *column_text(sqlite3_stmt *st, int column)
+{
+        const unsigned char *text = sqlite3_column_text(st, column);
+
+        return g_strdup(text ? (const char *)text : "");
+}
+
+int vmms_store_vm_list(VmmsStore *store, GPtrArray **ret_defs)
+{
+        g_autoptr(GPtrArray) defs = g_ptr_array_new_with_free_func((GDestroyNotify)vmms_vm_definition_free);
+        sqlite3_stmt *st;
+        int rc, r;
+
+        r = prepare(
+                store,
+                "SELECT v.id, v.name, v.state, v.vp_count, v.cpu_reserve, v.cpu_maximum, v.cpu_weight, "
+                "v.dm_enabled, v.mem_startup, v.mem_minimum, v.mem_maximum, v.mem_buffer, v.mem_priority, "
+                "v.workload, v.boot_args, v.notes, v.created_ms, v.updated_ms, "
+                "COALESCE(r.worker_pid, 0), COALESCE(r.started_ms, 0) "
+                "FROM vms v LEFT JOIN vm_runtime r ON r.vm_id = v.id ORDER BY v.created_ms, v.name",
+                &st);
+        if (r < 0)
+                return r;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                VmmsVmDefinition *def = g_new0(VmmsVmDefinition, 1);
+                g_autofree char *state = column_text(st, 2);
+
+                g_strlcpy(def->id, (const char *)sqlite3_column_text(st, 0), sizeof(def->id));
+                def->name = column_text(st, 1);
+                if (vmms_vm_state_from_string(state, &def->state) < 0)
+                        def->state = VMMS_VM_OFF;
+                def->processor.count = (uint32_t)sqlite3_column_int(st, 3);
+                def->processor.reserve = (uint32_t)sqlite3_column_int(st, 4);
+                def->processor.maximum = (uint32_t)sqlite3_column_int(st, 5);
+                def->processor.relative_weight = (uint32_t)sqlite3_column_int(st, 6);
+                def->memory.dynamic_memory_enabled = sqlite3_column_int(st, 7) != 0;
+                def->memory.startup_bytes = (uint64_t)sqlite3_column_int64(st, 8);
+                def->memory.minimum_bytes = (uint64_t)sqlite3_column_int64(st, 9);
+                def->memory.maximum_bytes = (uint64_t)sqlite3_column_int64(st, 10);
+                def->memory.buffer = (uint32_t)sqlite3_column_int(st, 11);
+                def->memory.priority = (uint32_t)sqlite3_column_int(st, 12);
+                def->workload = column_text(st, 13);
+                def->boot_args = column_text(st, 14);
+                def->notes = column_text(st, 15);
+                def->created_unix_ms = sqlite3_column_int64(st, 16);
+                def->updated_unix_ms = sqlite3_column_int64(st, 17);
+                def->worker_pid = sqlite3_column_int(st, 18);
+                def->started_unix_ms = sqlite3_column_int64(st, 19);
+                g_ptr_array_add(defs, def);
+        }
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+                return -EIO;
+        *ret_defs = g_steal_pointer(&defs);
+        return 0;
+}
+
+int vmms_store_event_list(VmmsStore *store, const char *vm_id, int64_t after_id, uint32_t limit, bool newest,
+                          GPtrArray **ret_events)
+{
+        g_autoptr(GPtrArray) events = g_ptr_array_new_with_free_func((GDestroyNotify)vmms_event_record_free);
+        const char *sql =
+                newest ? "SELECT * FROM (SELECT id, time_ms, vm_id, vm_name, kind, state, message FROM "
+                         "events "
+                         "WHERE id > ?1 AND (?2 IS NULL OR vm_id = ?2) ORDER BY id DESC LIMIT ?3) ORDER BY id"
+                       : "SELECT id, time_ms, vm_id, vm_name, kind, state, message FROM events "
+                         "WHERE id > ?1 AND (?2 IS NULL OR vm_id = ?2) ORDER BY id LIMIT ?3";
+        sqlite3_stmt *st;
+        int rc, r;
+
+        r = prepare(store, sql, &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_int64(st, 1, after_id);
+        if (vm_id)
+                sqlite3_bind_text(st, 2, vm_id, -1, SQLITE_STATIC);
+        else
+                sqlite3_bind_null(st, 2);
+        sqlite3_bind_int64(st, 3, limit);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                VmmsEventRecord *e = g_new0(VmmsEventRecord, 1);
+                g_autofree char *state = column_text(st, 5);
+
+                e->id = sqlite3_column_int64(st, 0);
+                e->time_unix_ms = sqlite3_column_int64(st, 1);
+                e->vm_id = column_text(st, 2);
+                e->vm_name = column_text(st, 3);
+                e->kind = column_text(st, 4);
+                if (vmms_vm_state_from_string(state, &e->state) < 0)
+                        e->state = VMMS_VM_OFF;
+                e->message = column_text(st, 6);
+                g_ptr_array_add(events, e);
+        }
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+                return -EIO;
+        *ret_events = g_steal_pointer(&events);
+        return 0;
+}

@@ -1,0 +1,46 @@
+/* Durable state of the management service: VM definitions and the event log, in
+ * SQLite (WAL, foreign keys on). Every change is one transaction, so a kill -9 at any
+ * moment leaves either the old or the new definition. */
+#pragma once
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vmms-vm.h"
+
+typedef struct VmmsStore VmmsStore;
+
+typedef struct VmmsEventRecord {
+        int64_t id;
+        int64_t time_unix_ms;
+        char *vm_id;
+        char *vm_name;
+        char *kind; /* created, state, settings, worker-exit, removed, error */
+        VmmsVmState state;
+        char *message;
+} VmmsEventRecord;
+
+void vmms_event_record_free(VmmsEventRecord *event);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmmsEventRecord, vmms_event_record_free)
+
+#define VMMS_STORE_SCHEMA_VERSION 1
+
+int vmms_store_open(const char *path, VmmsStore **ret, char **ret_error);
+void vmms_store_free(VmmsStore *store);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmmsStore, vmms_store_free)
+
+/* Each writes the definition and appends `event` (its id set on success) in one
+ * transaction. insert: -EEXIST if the name or id is taken. update/remove: -ENOENT. */
+int vmms_store_vm_insert(VmmsStore *store, const VmmsVmDefinition *def, VmmsEventRecord *event);
+int vmms_store_vm_update(VmmsStore *store, const VmmsVmDefinition *def, VmmsEventRecord *event);
+int vmms_store_vm_remove(VmmsStore *store, const char *id, VmmsEventRecord *event);
+/* All definitions, as VmmsVmDefinition* (free with vmms_vm_definition_free). */
+int vmms_store_vm_list(VmmsStore *store, GPtrArray **ret_defs);
+void vmms_vm_definition_free(VmmsVmDefinition *def);
+
+int vmms_store_event_append(VmmsStore *store, VmmsEventRecord *event);
+/* Events after `after_id` (of one VM when vm_id is set), oldest first, at most `limit`;
+ * with newest, the last `limit` of them. */
+int vmms_store_event_list(VmmsStore *store, const char *vm_id, int64_t after_id, uint32_t limit, bool newest,
+                          GPtrArray **ret_events);

@@ -1,0 +1,342 @@
+/* Worker supervision. A spawned worker is our child (its exit status comes from a
+ * child watch); an attached one is not, and its exit shows as the control connection
+ * closing. Workers run in their own session so a vmmsd crash does not take them down. */
+#include <errno.h>
+#include <fcntl.h>
+#include <glib-unix.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "hv-wire.h"
+#include "vmms-worker.h"
+
+#define WORKER_MESSAGE_MAX (64u * 1024u)
+#define CONNECT_RETRY_MS 20
+#define CONNECT_TIMEOUT_MS 15000
+
+typedef struct PendingReply {
+        uint64_t id;
+        VmmsWorkerReplyFn fn;
+        void *userdata;
+} PendingReply;
+
+struct VmmsWorker {
+        VmmsWorkerCallbacks callbacks;
+        void *userdata;
+        char *control_socket;
+        char *log_path;
+        GPid pid;
+        bool is_child;
+        guint child_watch;
+        int fd;
+        guint fd_source;
+        guint connect_timer;
+        int64_t connect_deadline_us;
+        uint64_t next_id;
+        GQueue pending;
+        bool exited;
+        uint8_t buf[WORKER_MESSAGE_MAX];
+};
+
+static void fail_pending(VmmsWorker *w)
+{
+        PendingReply *p;
+
+        while ((p = g_queue_pop_head(&w->pending))) {
+                p->fn(-ECONNRESET, "the worker went away", p->userdata);
+                g_free(p);
+        }
+}
+
+static void disconnect(VmmsWorker *w)
+{
+        if (w->fd_source)
+                g_source_remove(w->fd_source);
+        w->fd_source = 0;
+        if (w->fd >= 0)
+                close(w->fd);
+        w->fd = -1;
+        fail_pending(w);
+}
+
+/* Reports the exit once; the callback may free the worker, so nothing follows it. */
+static void report_exit(VmmsWorker *w, const char *why, int exit_code)
+{
+        if (w->exited)
+                return;
+        w->exited = true;
+        disconnect(w);
+        w->callbacks.exited(w, why, exit_code, w->userdata);
+}
+
+static void on_child_exit(GPid pid, gint status, gpointer userdata)
+{
+        VmmsWorker *w = userdata;
+        g_autofree char *why = NULL;
+        int code = -1;
+
+        (void)pid;
+        w->child_watch = 0;
+        g_spawn_close_pid(pid);
+        if (WIFEXITED(status)) {
+                code = WEXITSTATUS(status);
+                why = g_strdup_printf("worker exited with status %d", code);
+        } else if (WIFSIGNALED(status)) {
+                why = g_strdup_printf("worker was killed by signal %d (%s)", WTERMSIG(status),
+                                      strsignal(WTERMSIG(status)));
+        } else {
+                why = g_strdup("worker ended");
+        }
+        w->pid = 0;
+        report_exit(w, why, code);
+}
+
+static void handle_message(VmmsWorker *w, const Vmms__Worker__Message *msg)
+{
+        switch (msg->body_case) {
+        case VMMS__WORKER__MESSAGE__BODY_HELLO:
+                w->callbacks.hello(w, msg->hello, w->userdata);
+                break;
+        case VMMS__WORKER__MESSAGE__BODY_GUEST_STOPPED:
+                w->callbacks.guest_stopped(w, msg->guest_stopped->reason, msg->guest_stopped->crashed,
+                                           w->userdata);
+                break;
+        case VMMS__WORKER__MESSAGE__BODY_REPLY: {
+                PendingReply *p = g_queue_peek_head(&w->pending);
+
+                /* Replies come in request order; one that matches nothing is ignored. */
+                if (!p || p->id != msg->reply->id)
+                        break;
+                g_queue_pop_head(&w->pending);
+                p->fn(msg->reply->error, msg->reply->error_message, p->userdata);
+                g_free(p);
+                break;
+        }
+        default:
+                break;
+        }
+}
+
+static gboolean on_readable(gint fd, GIOCondition condition, gpointer userdata)
+{
+        VmmsWorker *w = userdata;
+
+        (void)fd;
+        (void)condition;
+        for (;;) {
+                Vmms__Worker__Message *msg;
+                size_t len;
+                int r = hv_wire_recv(w->fd, w->buf, sizeof(w->buf), &len, NULL);
+
+                if (r == -EAGAIN)
+                        return G_SOURCE_CONTINUE;
+                if (r < 0) {
+                        w->fd_source = 0;
+                        disconnect(w);
+                        /* A child's exit status is on its way through the child watch. */
+                        if (!w->is_child)
+                                report_exit(w, "the worker's control connection closed", -1);
+                        return G_SOURCE_REMOVE;
+                }
+                msg = vmms__worker__message__unpack(NULL, len, w->buf);
+                if (msg) {
+                        handle_message(w, msg);
+                        vmms__worker__message__free_unpacked(msg, NULL);
+                }
+                if (w->fd < 0)
+                        return G_SOURCE_REMOVE;
+        }
+}
+
+static int try_connect(VmmsWorker *w)
+{
+        struct sockaddr_un addr = {.sun_family = AF_UNIX};
+        int fd;
+
+        if (strlen(w->control_socket) >= sizeof(addr.sun_path))
+                return -ENAMETOOLONG;
+        strcpy(addr.sun_path, w->control_socket);
+        fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return -errno;
+        if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+                int r = -errno;
+
+                close(fd);
+                return r;
+        }
+        w->fd = fd;
+        w->fd_source = g_unix_fd_add(fd, G_IO_IN | G_IO_HUP | G_IO_ERR, on_readable, w);
+        return 0;
+}
+
+static gboolean on_connect_retry(gpointer userdata)
+{
+        VmmsWorker *w = userdata;
+
+        if (try_connect(w) >= 0) {
+                w->connect_timer = 0;
+                return G_SOURCE_REMOVE;
+        }
+        if (g_get_monotonic_time() > w->connect_deadline_us) {
+                w->connect_timer = 0;
+                g_warning("worker %d did not open its control socket in time; killing it", w->pid);
+                vmms_worker_kill(w);
+                return G_SOURCE_REMOVE;
+        }
+        return G_SOURCE_CONTINUE;
+}
+
+static void child_setup(gpointer userdata)
+{
+        (void)userdata;
+        setsid(); /* a vmmsd crash must not take the worker down */
+}
+
+static VmmsWorker *worker_new(const char *control_socket, const VmmsWorkerCallbacks *callbacks,
+                              void *userdata)
+{
+        VmmsWorker *w = g_new0(VmmsWorker, 1);
+
+        w->callbacks = *callbacks;
+        w->userdata = userdata;
+        w->control_socket = g_strdup(control_socket);
+        w->fd = -1;
+        w->next_id = 1;
+        g_queue_init(&w->pending);
+        return w;
+}
+
+int vmms_worker_spawn(const VmmsWorkerSpawn *s, const VmmsWorkerCallbacks *callbacks, void *userdata,
+                      VmmsWorker **ret, char **ret_error)
+{
+        g_autoptr(VmmsWorker) w = worker_new(s->control_socket, callbacks, userdata);
+        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+        g_autoptr(GError) error = NULL;
+        int log_fd;
+        bool ok;
+
+        g_ptr_array_add(argv, g_strdup(s->vmwp_path));
+        g_ptr_array_add(argv, g_strdup_printf("--name=%s", s->partition_name));
+        g_ptr_array_add(argv, g_strdup_printf("--vm-id=%s", s->vm_id));
+        g_ptr_array_add(argv, g_strdup_printf("--vps=%u", s->vp_count));
+        g_ptr_array_add(argv, g_strdup_printf("--memory=%" G_GUINT64_FORMAT, s->startup_bytes));
+        g_ptr_array_add(argv, g_strdup_printf("--maximum-memory=%" G_GUINT64_FORMAT, s->maximum_bytes));
+        g_ptr_array_add(argv, g_strdup_printf("--reserve=%u", s->reserve));
+        g_ptr_array_add(argv, g_strdup_printf("--cpu-maximum=%u", s->maximum));
+        g_ptr_array_add(argv, g_strdup_printf("--relative-weight=%u", s->relative_weight));
+        g_ptr_array_add(argv, g_strdup_printf("--workload=%s", s->workload));
+        if (s->boot_args && *s->boot_args)
+                g_ptr_array_add(argv, g_strdup_printf("--boot-args=%s", s->boot_args));
+        g_ptr_array_add(argv, g_strdup_printf("--guest=%s", s->guest_path));
+        g_ptr_array_add(argv, g_strdup_printf("--hvd-socket=%s", s->hvd_socket));
+        g_ptr_array_add(argv, g_strdup_printf("--control-socket=%s", s->control_socket));
+        g_ptr_array_add(argv, g_strdup_printf("--console-log=%s", s->console_path));
+        g_ptr_array_add(argv, NULL);
+
+        log_fd = open(s->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+        if (log_fd < 0) {
+                int r = -errno;
+
+                *ret_error = g_strdup_printf("cannot open worker log %s: %s", s->log_path, g_strerror(-r));
+                return r;
+        }
+        (void)unlink(s->control_socket); /* a stale socket must not be mistaken for the new worker */
+        ok = g_spawn_async_with_fds(NULL, (char **)argv->pdata, NULL, G_SPAWN_DO_NOT_REAP_CHILD, child_setup,
+                                    NULL, &w->pid, -1, log_fd, log_fd, &error);
+        close(log_fd);
+        if (!ok) {
+                *ret_error = g_strdup_printf("cannot start the worker %s: %s", s->vmwp_path, error->message);
+                return -ENOEXEC;
+        }
+        w->is_child = true;
+        w->log_path = g_strdup(s->log_path);
+        w->child_watch = g_child_watch_add(w->pid, on_child_exit, w);
+        w->connect_deadline_us = g_get_monotonic_time() + CONNECT_TIMEOUT_MS * 1000;
+        w->connect_timer = g_timeout_add(CONNECT_RETRY_MS, on_connect_retry, w);
+        *ret = g_steal_pointer(&w);
+        return 0;
+}
+
+int vmms_worker_attach(const char *control_socket, int32_t pid, const VmmsWorkerCallbacks *callbacks,
+                       void *userdata, VmmsWorker **ret)
+{
+        g_autoptr(VmmsWorker) w = worker_new(control_socket, callbacks, userdata);
+        int r;
+
+        w->pid = pid;
+        r = try_connect(w);
+        if (r < 0)
+                return r;
+        *ret = g_steal_pointer(&w);
+        return 0;
+}
+
+void vmms_worker_free(VmmsWorker *w)
+{
+        if (!w)
+                return;
+        if (w->connect_timer)
+                g_source_remove(w->connect_timer);
+        disconnect(w);
+        /* A child still running keeps being reaped by GLib once the watch is gone. */
+        if (w->child_watch)
+                g_source_remove(w->child_watch);
+        g_free(w->control_socket);
+        g_free(w->log_path);
+        g_free(w);
+}
+
+int32_t vmms_worker_pid(VmmsWorker *w)
+{
+        return w->pid;
+}
+
+bool vmms_worker_connected(VmmsWorker *w)
+{
+        return w->fd >= 0;
+}
+
+void vmms_worker_request(VmmsWorker *w, Vmms__Worker__Request *req, VmmsWorkerReplyFn fn, void *userdata)
+{
+        PendingReply *p;
+
+        if (w->fd < 0 || w->exited) {
+                fn(-ENOTCONN, "the worker is not connected", userdata);
+                return;
+        }
+        req->id = w->next_id++;
+        if (hv_wire_send(w->fd, &req->base, -1) < 0) {
+                fn(-ECONNRESET, "cannot send to the worker", userdata);
+                return;
+        }
+        p = g_new0(PendingReply, 1);
+        p->id = req->id;
+        p->fn = fn;
+        p->userdata = userdata;
+        g_queue_push_tail(&w->pending, p);
+}
+
+char *vmms_worker_last_log_line(VmmsWorker *w)
+{
+        g_autofree char *contents = NULL;
+        g_auto(GStrv) lines = NULL;
+
+        if (!w->log_path || !g_file_get_contents(w->log_path, &contents, NULL, NULL))
+                return NULL;
+        lines = g_strsplit(g_strchomp(contents), "\n", -1);
+        for (int i = (int)g_strv_length(lines) - 1; i >= 0; i--)
+                if (*g_strstrip(lines[i]))
+                        return g_strdup(lines[i]);
+        return NULL;
+}
+
+void vmms_worker_kill(VmmsWorker *w)
+{
+        if (w->pid > 0)
+                kill(w->pid, SIGKILL);
+}

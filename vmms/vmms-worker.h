@@ -1,0 +1,58 @@
+/* Supervision of one VM worker (vmwp): spawning it, its control connection, and
+ * learning when and why it exits. A worker outlives a vmmsd restart; the new vmmsd
+ * attaches to it through its control socket. */
+#pragma once
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "worker.pb-c.h"
+
+typedef struct VmmsWorker VmmsWorker;
+
+typedef struct VmmsWorkerCallbacks {
+        /* The worker is up (on every connection, including after a re-attach). */
+        void (*hello)(VmmsWorker *w, const Vmms__Worker__Hello *hello, void *userdata);
+        void (*guest_stopped)(VmmsWorker *w, const char *reason, bool crashed, void *userdata);
+        /* Exactly once, when the worker is gone: `why` says how (exit status, signal,
+         * or connection lost); `exit_code` is -1 when unknown. The worker may be freed
+         * from the callback. */
+        void (*exited)(VmmsWorker *w, const char *why, int exit_code, void *userdata);
+} VmmsWorkerCallbacks;
+
+typedef struct VmmsWorkerSpawn {
+        const char *vmwp_path;
+        const char *guest_path;
+        const char *hvd_socket;
+        const char *control_socket;
+        const char *log_path;     /* the worker's stdout and stderr */
+        const char *console_path; /* the guest console */
+        const char *vm_id;
+        const char *partition_name;
+        uint32_t vp_count;
+        uint64_t startup_bytes;
+        uint64_t maximum_bytes;
+        uint32_t reserve, maximum, relative_weight;
+        const char *workload;
+        const char *boot_args;
+} VmmsWorkerSpawn;
+
+/* A reply from the worker: error 0 or a negative errno with a message. */
+typedef void (*VmmsWorkerReplyFn)(int error, const char *message, void *userdata);
+
+int vmms_worker_spawn(const VmmsWorkerSpawn *spawn, const VmmsWorkerCallbacks *callbacks, void *userdata,
+                      VmmsWorker **ret, char **ret_error);
+int vmms_worker_attach(const char *control_socket, int32_t pid, const VmmsWorkerCallbacks *callbacks,
+                       void *userdata, VmmsWorker **ret);
+void vmms_worker_free(VmmsWorker *w);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmmsWorker, vmms_worker_free)
+
+int32_t vmms_worker_pid(VmmsWorker *w);
+bool vmms_worker_connected(VmmsWorker *w);
+/* Sends `req` (its id is set here); `fn` runs once with the reply, or with
+ * -ECONNRESET if the worker goes away first. */
+void vmms_worker_request(VmmsWorker *w, Vmms__Worker__Request *req, VmmsWorkerReplyFn fn, void *userdata);
+/* The last line the worker wrote to its log (its reason for failing to start). */
+char *vmms_worker_last_log_line(VmmsWorker *w);
+void vmms_worker_kill(VmmsWorker *w);

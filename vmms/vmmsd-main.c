@@ -1,0 +1,157 @@
+/* vmmsd: the management service's process. Options, the config file, the main loop;
+ * the service itself is the vmms core library and the API servers. */
+#include <errno.h>
+#include <glib-unix.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "api-grpc.h"
+#include "hv-size.h"
+#include "vmms-manager.h"
+#include "vmms-ops.h"
+
+static gboolean on_quit_signal(gpointer userdata)
+{
+        g_main_loop_quit(userdata);
+        return G_SOURCE_CONTINUE;
+}
+
+static char *default_dir(bool state)
+{
+        if (geteuid() == 0)
+                return g_strdup(state ? "/var/lib/vmms" : "/run/vmms");
+        return g_build_filename(state ? g_get_user_state_dir() : g_get_user_runtime_dir(), "vmms", NULL);
+}
+
+/* Values from vmms.conf ([vmmsd] group) fill what the command line left unset. */
+static int read_config(const char *path, char **state_dir, char **runtime_dir, char **hvd_memory,
+                       gint *hvd_lps, char **grpc_tcp, char **tls_cert, char **tls_key)
+{
+        g_autoptr(GKeyFile) kf = g_key_file_new();
+        g_autoptr(GError) error = NULL;
+        struct {
+                const char *key;
+                char **value;
+        } strings[] = {{"state-dir", state_dir}, {"runtime-dir", runtime_dir}, {"hvd-memory", hvd_memory},
+                       {"grpc-tcp", grpc_tcp},   {"tls-cert", tls_cert},       {"tls-key", tls_key}};
+
+        if (!g_key_file_load_from_file(kf, path, G_KEY_FILE_NONE, &error)) {
+                fprintf(stderr, "vmmsd: cannot read %s: %s\n", path, error->message);
+                return -EINVAL;
+        }
+        for (size_t i = 0; i < G_N_ELEMENTS(strings); i++)
+                if (!*strings[i].value)
+                        *strings[i].value = g_key_file_get_string(kf, "vmmsd", strings[i].key, NULL);
+        if (*hvd_lps == 0 && g_key_file_has_key(kf, "vmmsd", "hvd-lps", NULL)) {
+                *hvd_lps = g_key_file_get_integer(kf, "vmmsd", "hvd-lps", &error);
+                if (error) {
+                        fprintf(stderr, "vmmsd: %s: hvd-lps: %s\n", path, error->message);
+                        return -EINVAL;
+                }
+        }
+        return 0;
+}
+
+int main(int argc, char **argv)
+{
+        g_autofree char *state_dir = NULL, *runtime_dir = NULL, *hvd_socket = NULL, *hvd_memory = NULL,
+                        *grpc_socket = NULL, *grpc_tcp = NULL, *tls_cert = NULL, *tls_key = NULL,
+                        *config_path = NULL, *hvd_path = NULL, *vmwp_path = NULL, *guest_path = NULL;
+        gint hvd_lps = 0, stop_timeout = 30;
+        gboolean no_spawn_hvd = FALSE;
+        GOptionEntry entries[] = {
+                {"config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path, "vmms.conf ([vmmsd] group)", "FILE"},
+                {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir,
+                 "Store and logs (default /var/lib/vmms)", "DIR"},
+                {"runtime-dir", 0, 0, G_OPTION_ARG_FILENAME, &runtime_dir, "Sockets (default /run/vmms)",
+                 "DIR"},
+                {"grpc-socket", 0, 0, G_OPTION_ARG_FILENAME, &grpc_socket,
+                 "gRPC unix socket (RUNTIME/vmms.sock)", "PATH"},
+                {"grpc-tcp", 0, 0, G_OPTION_ARG_STRING, &grpc_tcp, "Also serve gRPC over TCP with TLS",
+                 "HOST:PORT"},
+                {"tls-cert", 0, 0, G_OPTION_ARG_FILENAME, &tls_cert, "TLS certificate chain (PEM)", "FILE"},
+                {"tls-key", 0, 0, G_OPTION_ARG_FILENAME, &tls_key, "TLS private key (PEM)", "FILE"},
+                {"hvd-socket", 0, 0, G_OPTION_ARG_FILENAME, &hvd_socket, "hvd's socket (RUNTIME/hvd.sock)",
+                 "PATH"},
+                {"hvd-memory", 0, 0, G_OPTION_ARG_STRING, &hvd_memory, "Pool size when vmmsd starts hvd",
+                 "SIZE"},
+                {"hvd-lps", 0, 0, G_OPTION_ARG_INT, &hvd_lps, "Logical processors when vmmsd starts hvd",
+                 "N"},
+                {"no-spawn-hvd", 0, 0, G_OPTION_ARG_NONE, &no_spawn_hvd,
+                 "Never start hvd; fail if it is not up", NULL},
+                {"stop-timeout", 0, 0, G_OPTION_ARG_INT, &stop_timeout,
+                 "Seconds a graceful Stop-VM waits before turning off (default 30)", "SEC"},
+                {"hvd-path", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_FILENAME, &hvd_path, NULL, NULL},
+                {"vmwp-path", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_FILENAME, &vmwp_path, NULL, NULL},
+                {"guest-path", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_FILENAME, &guest_path, NULL, NULL},
+                {NULL},
+        };
+        g_autoptr(GOptionContext) options = g_option_context_new("- the vmms management service");
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GMainLoop) loop = NULL;
+        g_autoptr(VmmsManager) manager = NULL;
+        g_autoptr(ApiGrpc) grpc = NULL;
+        g_auto(VmmsConfig) config = {0};
+        g_autofree char *why = NULL;
+        ApiGrpcConfig grpc_config = {0};
+        int r;
+
+        g_option_context_add_main_entries(options, entries, NULL);
+        if (!g_option_context_parse(options, &argc, &argv, &error)) {
+                fprintf(stderr, "vmmsd: %s\n", error->message);
+                return 2;
+        }
+        if (config_path && read_config(config_path, &state_dir, &runtime_dir, &hvd_memory, &hvd_lps,
+                                       &grpc_tcp, &tls_cert, &tls_key) < 0)
+                return 2;
+        if (hvd_memory && hv_size_parse(hvd_memory, &config.hvd_memory) < 0) {
+                fprintf(stderr, "vmmsd: --hvd-memory '%s' is not a size (e.g. 4GB)\n", hvd_memory);
+                return 2;
+        }
+        if (hvd_lps < 0 || hvd_lps > 1024) {
+                fprintf(stderr, "vmmsd: --hvd-lps %d is out of range 1-1024\n", hvd_lps);
+                return 2;
+        }
+        if (stop_timeout < 1 || stop_timeout > 3600) {
+                fprintf(stderr, "vmmsd: --stop-timeout %d is out of range 1-3600\n", stop_timeout);
+                return 2;
+        }
+        config.state_dir = state_dir ? g_strdup(state_dir) : default_dir(true);
+        config.runtime_dir = runtime_dir ? g_strdup(runtime_dir) : default_dir(false);
+        config.hvd_socket =
+                hvd_socket ? g_strdup(hvd_socket) : g_build_filename(config.runtime_dir, "hvd.sock", NULL);
+        config.hvd_path = g_strdup(hvd_path ? hvd_path : VMMS_HVD_PATH);
+        config.vmwp_path = g_strdup(vmwp_path ? vmwp_path : VMMS_VMWP_PATH);
+        config.guest_path = g_strdup(guest_path ? guest_path : VMMS_GUEST_PATH);
+        config.hvd_lps = (uint32_t)hvd_lps;
+        config.spawn_hvd = !no_spawn_hvd;
+        config.stop_timeout_ms = (uint32_t)stop_timeout * 1000;
+        config.force_timeout_ms = MIN(config.stop_timeout_ms, 5000);
+        if (!grpc_socket)
+                grpc_socket = g_build_filename(config.runtime_dir, "vmms.sock", NULL);
+
+        r = vmms_manager_new(&config, &manager, &why);
+        if (r < 0) {
+                fprintf(stderr, "vmmsd: %s\n", why);
+                return 1;
+        }
+        vmms_ops_attach(manager);
+        grpc_config.unix_path = grpc_socket;
+        grpc_config.tcp_address = grpc_tcp;
+        grpc_config.tls_cert_path = tls_cert;
+        grpc_config.tls_key_path = tls_key;
+        r = api_grpc_new(manager, g_main_context_default(), &grpc_config, &grpc, &why);
+        if (r < 0) {
+                fprintf(stderr, "vmmsd: %s\n", why);
+                return 1;
+        }
+        loop = g_main_loop_new(NULL, FALSE);
+        g_unix_signal_add(SIGTERM, on_quit_signal, loop);
+        g_unix_signal_add(SIGINT, on_quit_signal, loop);
+        g_message("vmmsd %s: state %s, gRPC unix:%s%s%s, hvd %s", VMMS_VERSION, config.state_dir, grpc_socket,
+                  grpc_tcp ? " and tls:" : "", grpc_tcp ? grpc_tcp : "", config.hvd_socket);
+        g_main_loop_run(loop);
+        g_message("vmmsd: stopping (VMs keep running)");
+        return 0;
+}

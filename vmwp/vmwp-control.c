@@ -1,0 +1,240 @@
+/* vmwp's control socket server. One vmmsd at a time: a new connection replaces the
+ * old one (vmmsd restarted). Requests are checked like any client's. */
+#include <errno.h>
+#include <glib-unix.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "hv-wire.h"
+#include "vmwp-control.h"
+#include "worker.pb-c.h"
+
+#define CONTROL_MESSAGE_MAX (64u * 1024u)
+
+struct VmwpControl {
+        VmwpWorker *worker;
+        char *path;
+        char *vm_id;
+        int listen_fd;
+        guint listen_source;
+        int conn_fd;
+        guint conn_source;
+        guint shutdown_timer;
+        int64_t started_unix_ms;
+        VmwpControlActionFn on_action;
+        void *on_action_userdata;
+        uint8_t buf[CONTROL_MESSAGE_MAX];
+};
+
+static void drop_connection(VmwpControl *c)
+{
+        if (c->conn_source)
+                g_source_remove(c->conn_source);
+        c->conn_source = 0;
+        if (c->conn_fd >= 0)
+                close(c->conn_fd);
+        c->conn_fd = -1;
+}
+
+static void send_message(VmwpControl *c, Vmms__Worker__Message *msg)
+{
+        if (c->conn_fd >= 0 && hv_wire_send(c->conn_fd, &msg->base, -1) < 0)
+                drop_connection(c);
+}
+
+static void send_reply(VmwpControl *c, uint64_t id, int error, const char *message)
+{
+        Vmms__Worker__Message msg = VMMS__WORKER__MESSAGE__INIT;
+        Vmms__Worker__Reply reply = VMMS__WORKER__REPLY__INIT;
+
+        reply.id = id;
+        reply.error = error;
+        reply.error_message = (char *)(message ? message : "");
+        msg.body_case = VMMS__WORKER__MESSAGE__BODY_REPLY;
+        msg.reply = &reply;
+        send_message(c, &msg);
+}
+
+static gboolean on_shutdown_timeout(gpointer userdata)
+{
+        VmwpControl *c = userdata;
+
+        c->shutdown_timer = 0;
+        g_message("vmwp: the guest did not shut down in time; turning the VM off");
+        c->on_action(VMWP_CONTROL_TURN_OFF, c->on_action_userdata);
+        return G_SOURCE_REMOVE;
+}
+
+static void handle_shutdown(VmwpControl *c, const Vmms__Worker__Request *req)
+{
+        const Vmms__Worker__Shutdown *s = req->shutdown;
+        int r;
+
+        if (s->turn_off) {
+                send_reply(c, req->id, 0, NULL);
+                c->on_action(VMWP_CONTROL_TURN_OFF, c->on_action_userdata);
+                return;
+        }
+        if (s->timeout_ms == 0 || s->timeout_ms > 3600 * 1000) {
+                send_reply(c, req->id, -EINVAL, "shutdown timeout_ms must be 1-3600000");
+                return;
+        }
+        r = vmwp_worker_request_shutdown(c->worker);
+        if (r < 0) {
+                send_reply(c, req->id, r, "cannot ask the guest to shut down");
+                return;
+        }
+        if (c->shutdown_timer)
+                g_source_remove(c->shutdown_timer);
+        c->shutdown_timer = g_timeout_add(s->timeout_ms, on_shutdown_timeout, c);
+        send_reply(c, req->id, 0, NULL);
+}
+
+static void handle_request(VmwpControl *c, const Vmms__Worker__Request *req)
+{
+        g_autofree char *why = NULL;
+        int r;
+
+        switch (req->body_case) {
+        case VMMS__WORKER__REQUEST__BODY_SHUTDOWN:
+                handle_shutdown(c, req);
+                return;
+        case VMMS__WORKER__REQUEST__BODY_SET_PROCESSOR:
+                r = vmwp_worker_set_processor(c->worker, req->set_processor->reserve,
+                                              req->set_processor->maximum,
+                                              req->set_processor->relative_weight, &why);
+                break;
+        case VMMS__WORKER__REQUEST__BODY_PAUSE:
+                r = vmwp_worker_pause(c->worker, true, &why);
+                break;
+        case VMMS__WORKER__REQUEST__BODY_RESUME:
+                r = vmwp_worker_pause(c->worker, false, &why);
+                break;
+        default:
+                r = -EOPNOTSUPP;
+                why = g_strdup("request has no known body");
+                break;
+        }
+        send_reply(c, req->id, r < 0 ? r : 0, why);
+}
+
+static gboolean on_readable(gint fd, GIOCondition condition, gpointer userdata)
+{
+        VmwpControl *c = userdata;
+
+        (void)fd;
+        (void)condition;
+        for (;;) {
+                Vmms__Worker__Request *req;
+                size_t len;
+                int r = hv_wire_recv(c->conn_fd, c->buf, sizeof(c->buf), &len, NULL);
+
+                if (r == -EAGAIN)
+                        return G_SOURCE_CONTINUE;
+                if (r < 0) {
+                        c->conn_source = 0;
+                        drop_connection(c);
+                        return G_SOURCE_REMOVE;
+                }
+                req = vmms__worker__request__unpack(NULL, len, c->buf);
+                if (!req) {
+                        send_reply(c, 0, -EBADMSG, "malformed request: not a vmms.worker.Request message");
+                        continue;
+                }
+                handle_request(c, req);
+                vmms__worker__request__free_unpacked(req, NULL);
+                if (c->conn_fd < 0)
+                        return G_SOURCE_REMOVE;
+        }
+}
+
+static gboolean on_accept(gint fd, GIOCondition condition, gpointer userdata)
+{
+        VmwpControl *c = userdata;
+        Vmms__Worker__Message msg = VMMS__WORKER__MESSAGE__INIT;
+        Vmms__Worker__Hello hello = VMMS__WORKER__HELLO__INIT;
+        int conn;
+
+        (void)condition;
+        conn = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        if (conn < 0)
+                return G_SOURCE_CONTINUE;
+        drop_connection(c);
+        c->conn_fd = conn;
+        c->conn_source = g_unix_fd_add(conn, G_IO_IN | G_IO_HUP | G_IO_ERR, on_readable, c);
+        hello.vm_id = c->vm_id;
+        hello.pid = getpid();
+        hello.partition_id = vmwp_worker_partition_id(c->worker);
+        hello.started_unix_ms = c->started_unix_ms;
+        hello.paused = vmwp_worker_paused(c->worker);
+        msg.body_case = VMMS__WORKER__MESSAGE__BODY_HELLO;
+        msg.hello = &hello;
+        send_message(c, &msg);
+        return G_SOURCE_CONTINUE;
+}
+
+int vmwp_control_new(VmwpWorker *worker, const char *socket_path, const char *vm_id, VmwpControlActionFn fn,
+                     void *userdata, VmwpControl **ret, char **ret_error)
+{
+        g_autoptr(VmwpControl) c = g_new0(VmwpControl, 1);
+        struct sockaddr_un addr = {.sun_family = AF_UNIX};
+
+        c->worker = worker;
+        c->path = g_strdup(socket_path);
+        c->vm_id = g_strdup(vm_id ? vm_id : "");
+        c->listen_fd = c->conn_fd = -1;
+        c->started_unix_ms = g_get_real_time() / 1000;
+        c->on_action = fn;
+        c->on_action_userdata = userdata;
+        if (strlen(socket_path) >= sizeof(addr.sun_path)) {
+                *ret_error = g_strdup_printf("control socket path %s is too long", socket_path);
+                return -ENAMETOOLONG;
+        }
+        strcpy(addr.sun_path, socket_path);
+        c->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        (void)unlink(socket_path);
+        if (c->listen_fd < 0 || bind(c->listen_fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+            chmod(socket_path, 0600) < 0 || listen(c->listen_fd, 4) < 0) {
+                int r = -errno;
+
+                *ret_error = g_strdup_printf("cannot listen on control socket %s: %s", socket_path,
+                                             g_strerror(-r));
+                return r;
+        }
+        c->listen_source = g_unix_fd_add(c->listen_fd, G_IO_IN, on_accept, c);
+        *ret = g_steal_pointer(&c);
+        return 0;
+}
+
+void vmwp_control_free(VmwpControl *c)
+{
+        if (!c)
+                return;
+        drop_connection(c);
+        if (c->shutdown_timer)
+                g_source_remove(c->shutdown_timer);
+        if (c->listen_source)
+                g_source_remove(c->listen_source);
+        if (c->listen_fd >= 0) {
+                close(c->listen_fd);
+                unlink(c->path);
+        }
+        g_free(c->path);
+        g_free(c->vm_id);
+        g_free(c);
+}
+
+void vmwp_control_guest_stopped(VmwpControl *c, const char *reason, bool crashed)
+{
+        Vmms__Worker__Message msg = VMMS__WORKER__MESSAGE__INIT;
+        Vmms__Worker__GuestStopped stopped = VMMS__WORKER__GUEST_STOPPED__INIT;
+
+        stopped.reason = (char *)reason;
+        stopped.crashed = crashed;
+        msg.body_case = VMMS__WORKER__MESSAGE__BODY_GUEST_STOPPED;
+        msg.guest_stopped = &stopped;
+        send_message(c, &msg);
+}
