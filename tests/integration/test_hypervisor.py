@@ -124,7 +124,7 @@ class MemoryTest(unittest.TestCase):
     def test_partition_larger_than_the_pool_is_refused_by_name(self):
         with HvHost(memory="64MB") as host:
             vm = host.start_vm("big", memory="128MB", wait_boot=False)
-            self.assertEqual(vm.proc.wait(timeout=10), 1)
+            self.assertEqual(vm.proc.wait(timeout=10), 4, "exit code 4: refused for lack of resources")
             self.assertIn("exceeds the pool's available", vm.stderr())
             self.assertEqual(host.counters(0.05)["pool_used_bytes"], 0)
 
