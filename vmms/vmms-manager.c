@@ -29,6 +29,8 @@ struct VmmsManager {
         VmmsConfig config;
         VmmsStore *store;
         GPtrArray *vms;
+        GHashTable *by_id;   /* lower-case UUID -> VmmsVm* */
+        GHashTable *by_name; /* case-folded name -> VmmsVm* */
         HvClient *hv;
         Vmms__Hv__Reply *counters_prev;
         Vmms__Hv__Reply *counters_cur;
@@ -528,6 +530,21 @@ void vmms_manager_set_vm_reply(VmmsManager *m, VmmsVmReplyFn fn)
 
 /* ---- Definitions ---- */
 
+static void index_vm(VmmsManager *m, VmmsVm *vm)
+{
+        g_hash_table_insert(m->by_id, g_ascii_strdown(vm->def.id, -1), vm);
+        g_hash_table_insert(m->by_name, g_utf8_casefold(vm->def.name, -1), vm);
+}
+
+static void unindex_vm(VmmsManager *m, VmmsVm *vm)
+{
+        g_autofree char *id = g_ascii_strdown(vm->def.id, -1);
+        g_autofree char *name = g_utf8_casefold(vm->def.name, -1);
+
+        g_hash_table_remove(m->by_id, id);
+        g_hash_table_remove(m->by_name, name);
+}
+
 int vmms_manager_vm_add(VmmsManager *m, const VmmsVmDefinition *def, VmmsVm **ret, VmmsError *error)
 {
         VmmsVm *vm;
@@ -554,6 +571,7 @@ int vmms_manager_vm_add(VmmsManager *m, const VmmsVmDefinition *def, VmmsVm **re
                 return r;
         }
         g_ptr_array_add(m->vms, vm);
+        index_vm(m, vm);
         notify(m, &event);
         *ret = vm;
         return 0;
@@ -578,21 +596,25 @@ int vmms_manager_vm_remove(VmmsManager *m, VmmsVm *vm, VmmsError *error)
                 return r;
         }
         notify(m, &event);
+        unindex_vm(m, vm);
         g_ptr_array_remove(m->vms, vm);
         return 0;
 }
 
 VmmsVm *vmms_manager_lookup(VmmsManager *m, const char *ref, VmmsError *error)
 {
-        if (ref && *ref)
-                for (guint i = 0; i < m->vms->len; i++) {
-                        VmmsVm *vm = m->vms->pdata[i];
+        VmmsVm *vm = NULL;
 
-                        if (g_ascii_strcasecmp(vm->def.id, ref) == 0 ||
-                            g_utf8_collate(vm->def.name, ref) == 0 ||
-                            g_ascii_strcasecmp(vm->def.name, ref) == 0)
-                                return vm;
-                }
+        if (ref && *ref && g_utf8_validate(ref, -1, NULL)) {
+                g_autofree char *id = g_ascii_strdown(ref, -1);
+                g_autofree char *name = g_utf8_casefold(ref, -1);
+
+                vm = g_hash_table_lookup(m->by_id, id);
+                if (!vm)
+                        vm = g_hash_table_lookup(m->by_name, name);
+                if (vm)
+                        return vm;
+        }
         vmms_error_set(error, VMMS_ERROR_NOT_FOUND, "no VM named or with id '%s'", ref ? ref : "");
         return NULL;
 }
@@ -801,6 +823,8 @@ int vmms_manager_new(const VmmsConfig *config, VmmsManager **ret, char **ret_err
                 .force_timeout_ms = config->force_timeout_ms,
         };
         m->vms = g_ptr_array_new_with_free_func((GDestroyNotify)vm_free);
+        m->by_id = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        m->by_name = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         r = make_dirs(&m->config, ret_error);
         if (r < 0)
                 return r;
@@ -822,6 +846,7 @@ int vmms_manager_new(const VmmsConfig *config, VmmsManager **ret, char **ret_err
                 vm->manager = m;
                 vmms_vm_definition_copy(&vm->def, defs->pdata[i]);
                 g_ptr_array_add(m->vms, vm);
+                index_vm(m, vm);
                 if (vm->def.state != VMMS_VM_OFF && vm->def.state != VMMS_VM_SAVED)
                         reattach(m, vm);
         }
@@ -839,6 +864,10 @@ void vmms_manager_free(VmmsManager *m)
         if (m->tick_source)
                 g_source_remove(m->tick_source);
         g_list_free_full(m->watches, g_free);
+        if (m->by_id)
+                g_hash_table_unref(m->by_id);
+        if (m->by_name)
+                g_hash_table_unref(m->by_name);
         if (m->vms)
                 g_ptr_array_unref(m->vms);
         hv_client_reply_free(m->counters_prev);
