@@ -11,48 +11,24 @@ import time
 import unittest
 from pathlib import Path
 
+from vmmsd_host import VMMSD, VmmsdHost
 from vmms_host import BUILD, wait_for
 
-VMMSD = BUILD / "vmms" / "vmmsd"
 VMCTL = BUILD / "cli" / "vmctl"
 MiB = 1 << 20
 GiB = 1 << 30
 
 
-class VmmsdHost:
-    """One vmmsd with its own state and runtime directories; vmctl talks to it through
-    VMMS_SOCKET. vmmsd leaves hvd and the workers running when it stops (a restart must
-    not stop VMs), so close() ends those too: the processes whose command line names this
-    host's directory, by pid."""
+class Vmctl:
+    """vmctl pointed at one VmmsdHost through VMMS_SOCKET."""
 
-    def __init__(self, memory="1GB", lps=2, stop_timeout=5, extra=()):
-        if not VMMSD.exists():
-            raise AssertionError(f"vmmsd is not built at {VMMSD}")
-        self._tmp = tempfile.TemporaryDirectory(prefix="vmctl-test-")
-        self.dir = Path(self._tmp.name)
-        self.state_dir = self.dir / "state"
-        self.runtime_dir = self.dir / "run"
-        self.socket = self.runtime_dir / "vmms.sock"
-        self._log = open(self.dir / "vmmsd.log", "wb")
-        self.vmmsd = subprocess.Popen(
-            [str(VMMSD), "--state-dir", str(self.state_dir), "--runtime-dir", str(self.runtime_dir),
-             "--hvd-memory", memory, "--hvd-lps", str(lps), "--stop-timeout", str(stop_timeout), *extra],
-            stdout=self._log, stderr=subprocess.STDOUT)
-        try:
-            wait_for(lambda: self.socket.exists() or self.vmmsd.poll() is not None, 20, what="vmmsd's socket")
-        except TimeoutError:
-            self.close()
-            raise
-        if self.vmmsd.poll() is not None:
-            log = self.log()
-            self.close()
-            raise AssertionError(f"vmmsd exited: {log}")
+    def __init__(self, daemon):
+        self.daemon = daemon
+        self.socket = daemon.socket
         # vmmsd serves before it has attached to hvd; until then the host reports no processors.
+        lps = int(daemon.args[daemon.args.index("--hvd-lps") + 1])
         wait_for(lambda: self.json("Get-VMHost")["logicalProcessors"] == lps, 20, interval=0.1,
                  what="vmmsd to attach to hvd")
-
-    def log(self):
-        return (self.dir / "vmmsd.log").read_text(errors="replace")
 
     def vmctl(self, *args, timeout=120):
         env = dict(os.environ, VMMS_SOCKET=str(self.socket))
@@ -63,7 +39,7 @@ class VmmsdHost:
         out = self.vmctl(*args, timeout=timeout)
         if out.returncode != 0:
             raise AssertionError(f"vmctl {' '.join(args)} exited {out.returncode}: {out.stderr}\n"
-                                 f"--- vmmsd ---\n{self.log()[-3000:]}")
+                                 f"--- vmmsd ---\n{self.daemon.log()[-3000:]}")
         return out.stdout
 
     def json(self, *args):
@@ -77,42 +53,6 @@ class VmmsdHost:
     def wait_state(self, name, state, timeout=30):
         return wait_for(lambda: self.vm(name)["state"] == state, timeout, interval=0.2,
                         what=f"{name} to be {state}")
-
-    def _spawned_pids(self):
-        pids = []
-        marker = str(self.dir).encode()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) == self.vmmsd.pid:
-                continue
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if marker in cmdline:
-                pids.append(int(entry.name))
-        return pids
-
-    def close(self):
-        if self.vmmsd.poll() is None:
-            self.vmmsd.terminate()
-            try:
-                self.vmmsd.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.vmmsd.kill()
-                self.vmmsd.wait()
-        for pid in self._spawned_pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self._log.close()
-        self._tmp.cleanup()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def table(text):
@@ -128,17 +68,22 @@ def require_vmmsd(test):
 
 
 class HostTestCase(unittest.TestCase):
-    host = None
+    daemon = None
 
     @classmethod
     def setUpClass(cls):
         if VMMSD.exists():
-            cls.host = VmmsdHost()
+            cls.daemon = VmmsdHost(stop_timeout=5)
+            try:
+                cls.host = Vmctl(cls.daemon)
+            except BaseException:
+                cls.daemon.close()
+                raise
 
     @classmethod
     def tearDownClass(cls):
-        if cls.host:
-            cls.host.close()
+        if cls.daemon:
+            cls.daemon.close()
 
     def setUp(self):
         require_vmmsd(self)
@@ -451,8 +396,8 @@ class TlsTest(unittest.TestCase):
                             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
                            check=True, capture_output=True, timeout=60)
             address = f"127.0.0.1:{free_tcp_port()}"
-            with VmmsdHost(memory="256MB", lps=1, extra=("--grpc-tcp", address, "--tls-cert", str(cert),
-                                                          "--tls-key", str(key))) as host:
+            with VmmsdHost(hvd_memory="256MB", hvd_lps=1, extra=("--grpc-tcp", address, "--tls-cert", str(cert),
+                                                                  "--tls-key", str(key))):
                 def vmctl(*args):
                     return subprocess.run([str(VMCTL), "-Server", address, *args], capture_output=True, text=True,
                                           timeout=60)
@@ -461,8 +406,9 @@ class TlsTest(unittest.TestCase):
                     out = vmctl("-CertificateFile", str(cert), "Get-VMHost", "-Json")
                     return json.loads(out.stdout) if out.returncode == 0 else None
 
-                answer = wait_for(host_over_tls, 10, interval=0.2, what="vmmsd over TLS")
-                self.assertEqual(answer["logicalProcessors"], 1)
+                # Until vmmsd has attached to hvd it reports no processors; wait for that too.
+                answer = wait_for(lambda: (lambda h: h if h and h["logicalProcessors"] == 1 else None)(
+                    host_over_tls()), 20, interval=0.2, what="vmmsd over TLS")
                 self.assertEqual(answer["memoryPoolBytes"], 256 * MiB)
                 plain = vmctl("Get-VMHost")
                 self.assertEqual(plain.returncode, 3, "without -CertificateFile vmctl speaks plaintext to a TLS port")
