@@ -213,44 +213,87 @@ static gpr_timespec deadline_after(int64_t timeout_ms)
         return gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
 }
 
+/* One call's state: the request sent, the metadata and status received. */
+typedef struct RpcCall {
+        grpc_call *call;
+        grpc_byte_buffer *send;
+        grpc_metadata_array initial, trailing;
+        grpc_status_code status;
+        grpc_slice details;
+} RpcCall;
+
+static void rpc_call_begin(RpcCall *rc, VmctlClient *client, const char *method,
+                           const ProtobufCMessage *request, int64_t timeout_ms)
+{
+        *rc = (RpcCall){
+                .send = pack_message(request), .status = GRPC_STATUS_UNKNOWN, .details = grpc_empty_slice()};
+        grpc_metadata_array_init(&rc->initial);
+        grpc_metadata_array_init(&rc->trailing);
+        rc->call = grpc_channel_create_call(client->channel, NULL, GRPC_PROPAGATE_DEFAULTS, client->cq,
+                                            grpc_slice_from_static_string(method), NULL,
+                                            deadline_after(timeout_ms), NULL);
+}
+
+static void rpc_call_end(RpcCall *rc)
+{
+        grpc_call_unref(rc->call);
+        grpc_byte_buffer_destroy(rc->send);
+        grpc_slice_unref(rc->details);
+        grpc_metadata_array_destroy(&rc->initial);
+        grpc_metadata_array_destroy(&rc->trailing);
+}
+
+/* The ops that open a call: our metadata, the request and the half-close out, the server's metadata in. */
+#define RPC_OPEN_OPS 4
+static void rpc_open_ops(RpcCall *rc, grpc_op ops[RPC_OPEN_OPS])
+{
+        memset(ops, 0, RPC_OPEN_OPS * sizeof(grpc_op));
+        ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+        ops[1].op = GRPC_OP_SEND_MESSAGE;
+        ops[1].data.send_message.send_message = rc->send;
+        ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+        ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+        ops[3].data.recv_initial_metadata.recv_initial_metadata = &rc->initial;
+}
+
+static void rpc_status_op(RpcCall *rc, grpc_op *op)
+{
+        memset(op, 0, sizeof(*op));
+        op->op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+        op->data.recv_status_on_client.trailing_metadata = &rc->trailing;
+        op->data.recv_status_on_client.status = &rc->status;
+        op->data.recv_status_on_client.status_details = &rc->details;
+}
+
+static int start_failed(const char *method, char **ret_error)
+{
+        if (ret_error)
+                *ret_error = g_strdup_printf("cannot start a call to %s", method);
+        return -EIO;
+}
+
 int vmctl_client_call(VmctlClient *client, const char *method, const ProtobufCMessage *request,
                       const ProtobufCMessageDescriptor *reply_type, int64_t timeout_ms,
                       ProtobufCMessage **ret_reply, int *ret_status, char **ret_error)
 {
-        grpc_byte_buffer *send = pack_message(request), *received = NULL;
-        grpc_metadata_array initial, trailing;
-        grpc_status_code status = GRPC_STATUS_UNKNOWN;
-        grpc_slice details = grpc_empty_slice();
+        grpc_byte_buffer *received = NULL;
         ProtobufCMessage *reply = NULL;
-        grpc_op ops[6] = {0};
-        grpc_call *call;
+        grpc_op ops[RPC_OPEN_OPS + 2];
+        RpcCall rc;
         int r;
 
-        grpc_metadata_array_init(&initial);
-        grpc_metadata_array_init(&trailing);
-        call = grpc_channel_create_call(client->channel, NULL, GRPC_PROPAGATE_DEFAULTS, client->cq,
-                                        grpc_slice_from_static_string(method), NULL,
-                                        deadline_after(timeout_ms), NULL);
-        ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-        ops[1].op = GRPC_OP_SEND_MESSAGE;
-        ops[1].data.send_message.send_message = send;
-        ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-        ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-        ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial;
-        ops[4].op = GRPC_OP_RECV_MESSAGE;
-        ops[4].data.recv_message.recv_message = &received;
-        ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-        ops[5].data.recv_status_on_client.trailing_metadata = &trailing;
-        ops[5].data.recv_status_on_client.status = &status;
-        ops[5].data.recv_status_on_client.status_details = &details;
-        if (grpc_call_start_batch(call, ops, G_N_ELEMENTS(ops), ops, NULL) != GRPC_CALL_OK) {
-                r = -EIO;
-                if (ret_error)
-                        *ret_error = g_strdup_printf("cannot start a call to %s", method);
+        rpc_call_begin(&rc, client, method, request, timeout_ms);
+        rpc_open_ops(&rc, ops);
+        memset(&ops[RPC_OPEN_OPS], 0, sizeof(grpc_op));
+        ops[RPC_OPEN_OPS].op = GRPC_OP_RECV_MESSAGE;
+        ops[RPC_OPEN_OPS].data.recv_message.recv_message = &received;
+        rpc_status_op(&rc, &ops[RPC_OPEN_OPS + 1]);
+        if (grpc_call_start_batch(rc.call, ops, G_N_ELEMENTS(ops), ops, NULL) != GRPC_CALL_OK) {
+                r = start_failed(method, ret_error);
                 goto cleanup;
         }
         wait_batch(client, ops);
-        r = call_result(client, status, details, false, ret_status, ret_error);
+        r = call_result(client, rc.status, rc.details, false, ret_status, ret_error);
         if (r < 0)
                 goto cleanup;
         reply = received ? unpack_message(received, reply_type) : NULL;
@@ -263,13 +306,9 @@ int vmctl_client_call(VmctlClient *client, const char *method, const ProtobufCMe
         }
         *ret_reply = reply;
 cleanup:
-        grpc_call_unref(call);
-        grpc_byte_buffer_destroy(send);
         if (received)
                 grpc_byte_buffer_destroy(received);
-        grpc_slice_unref(details);
-        grpc_metadata_array_destroy(&initial);
-        grpc_metadata_array_destroy(&trailing);
+        rpc_call_end(&rc);
         return r;
 }
 
@@ -310,49 +349,28 @@ int vmctl_client_stream(VmctlClient *client, const char *method, const ProtobufC
                         const ProtobufCMessageDescriptor *reply_type, VmctlStreamFunc on_message,
                         void *userdata, int *ret_status, char **ret_error)
 {
-        grpc_byte_buffer *send = pack_message(request);
-        grpc_metadata_array initial, trailing;
-        grpc_status_code status = GRPC_STATUS_UNKNOWN;
-        grpc_slice details = grpc_empty_slice();
-        grpc_op start[4] = {0}, finish[1] = {0};
-        grpc_call *call;
-        bool connected = false;
-        int r = 0, stopped = 0;
+        grpc_op start[RPC_OPEN_OPS], finish;
+        bool connected;
+        int r, stopped = 0;
+        RpcCall rc;
 
-        grpc_metadata_array_init(&initial);
-        grpc_metadata_array_init(&trailing);
-        call = grpc_channel_create_call(client->channel, NULL, GRPC_PROPAGATE_DEFAULTS, client->cq,
-                                        grpc_slice_from_static_string(method), NULL, deadline_after(0), NULL);
-        start[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-        start[1].op = GRPC_OP_SEND_MESSAGE;
-        start[1].data.send_message.send_message = send;
-        start[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-        start[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-        start[3].data.recv_initial_metadata.recv_initial_metadata = &initial;
-        finish[0].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-        finish[0].data.recv_status_on_client.trailing_metadata = &trailing;
-        finish[0].data.recv_status_on_client.status = &status;
-        finish[0].data.recv_status_on_client.status_details = &details;
-        if (grpc_call_start_batch(call, start, G_N_ELEMENTS(start), start, NULL) != GRPC_CALL_OK) {
-                r = -EIO;
-                if (ret_error)
-                        *ret_error = g_strdup_printf("cannot start a call to %s", method);
+        rpc_call_begin(&rc, client, method, request, 0);
+        rpc_open_ops(&rc, start);
+        rpc_status_op(&rc, &finish);
+        if (grpc_call_start_batch(rc.call, start, G_N_ELEMENTS(start), start, NULL) != GRPC_CALL_OK) {
+                r = start_failed(method, ret_error);
                 goto cleanup;
         }
         connected = wait_batch(client, start);
         if (connected)
-                stopped = receive_stream(client, call, reply_type, on_message, userdata, ret_error);
-        if (grpc_call_start_batch(call, finish, G_N_ELEMENTS(finish), finish, NULL) == GRPC_CALL_OK)
-                wait_batch(client, finish);
+                stopped = receive_stream(client, rc.call, reply_type, on_message, userdata, ret_error);
+        if (grpc_call_start_batch(rc.call, &finish, 1, &finish, NULL) == GRPC_CALL_OK)
+                wait_batch(client, &finish);
         if (stopped < 0)
                 r = stopped;
         else
-                r = call_result(client, status, details, connected, ret_status, ret_error);
+                r = call_result(client, rc.status, rc.details, connected, ret_status, ret_error);
 cleanup:
-        grpc_call_unref(call);
-        grpc_byte_buffer_destroy(send);
-        grpc_slice_unref(details);
-        grpc_metadata_array_destroy(&initial);
-        grpc_metadata_array_destroy(&trailing);
+        rpc_call_end(&rc);
         return r;
 }

@@ -462,41 +462,83 @@ static int handle_remove_vm(VmctlContext *ctx)
         return 0;
 }
 
+/* A Set-VMProcessor/Set-VMMemory parameter, the settings field it writes and names in update_mask. */
+typedef struct MaskedField {
+        const char *param;
+        const char *field;
+        size_t offset;
+        size_t size; /* of the field: uint32_t or uint64_t (a bool parameter writes a protobuf_c_boolean) */
+} MaskedField;
+
+#define MASKED(param, type, field)                                                                           \
+        {                                                                                                    \
+                param, #field, G_STRUCT_OFFSET(type, field), sizeof(((type *)0)->field)                      \
+        }
+
+static const MaskedField processor_fields[] = {
+        MASKED("Count", Vmms__V1__ProcessorSettings, count),
+        MASKED("Reserve", Vmms__V1__ProcessorSettings, reserve),
+        MASKED("Maximum", Vmms__V1__ProcessorSettings, maximum),
+        MASKED("RelativeWeight", Vmms__V1__ProcessorSettings, relative_weight),
+};
+
+static const MaskedField memory_fields[] = {
+        MASKED("DynamicMemoryEnabled", Vmms__V1__MemorySettings, dynamic_memory_enabled),
+        MASKED("StartupBytes", Vmms__V1__MemorySettings, startup_bytes),
+        MASKED("MinimumBytes", Vmms__V1__MemorySettings, minimum_bytes),
+        MASKED("MaximumBytes", Vmms__V1__MemorySettings, maximum_bytes),
+        MASKED("Buffer", Vmms__V1__MemorySettings, buffer),
+        MASKED("Priority", Vmms__V1__MemorySettings, priority),
+};
+
+/* Writes each given parameter into settings and its field name into mask; returns how many, or
+ * -EINVAL naming the parameters when none is given. */
+static int apply_masked_fields(const MaskedField *fields, size_t n_fields, const VmctlArgs *args,
+                               void *settings, char **mask, char **ret_error)
+{
+        g_autoptr(GString) names = g_string_new(NULL);
+        int n_mask = 0;
+
+        for (size_t i = 0; i < n_fields; i++) {
+                const VmctlValue *v = vmctl_args_get(args, fields[i].param);
+                void *field = (char *)settings + fields[i].offset;
+
+                g_string_append_printf(names, "%s-%s", i ? ", " : "", fields[i].param);
+                if (!v->set)
+                        continue;
+                if (args->params[v - args->values].type == VMCTL_PARAM_BOOL)
+                        *(protobuf_c_boolean *)field = v->flag;
+                else if (fields[i].size == sizeof(uint64_t))
+                        *(uint64_t *)field = v->number;
+                else
+                        *(uint32_t *)field = (uint32_t)v->number;
+                mask[n_mask++] = (char *)fields[i].field;
+        }
+        if (n_mask == 0) {
+                if (ret_error)
+                        *ret_error = g_strdup_printf("give at least one of %s", names->str);
+                return -EINVAL;
+        }
+        return n_mask;
+}
+
 int vmctl_processor_update_init(VmctlProcessorUpdate *update, const VmctlArgs *args, char **ret_error)
 {
-        static const struct {
-                const char *param, *field;
-                size_t offset;
-        } fields[] = {
-                {"Count", "count", G_STRUCT_OFFSET(Vmms__V1__ProcessorSettings, count)},
-                {"Reserve", "reserve", G_STRUCT_OFFSET(Vmms__V1__ProcessorSettings, reserve)},
-                {"Maximum", "maximum", G_STRUCT_OFFSET(Vmms__V1__ProcessorSettings, maximum)},
-                {"RelativeWeight", "relative_weight",
-                 G_STRUCT_OFFSET(Vmms__V1__ProcessorSettings, relative_weight)},
-        };
         VmctlProcessorUpdate u = {
                 .request = VMMS__V1__UPDATE_PROCESSOR_REQUEST__INIT,
                 .processor = VMMS__V1__PROCESSOR_SETTINGS__INIT,
         };
+        int n;
 
-        for (size_t i = 0; i < G_N_ELEMENTS(fields); i++) {
-                const VmctlValue *v = vmctl_args_get(args, fields[i].param);
-
-                if (!v->set)
-                        continue;
-                G_STRUCT_MEMBER(uint32_t, &u.processor, fields[i].offset) = (uint32_t)v->number;
-                u.mask[u.request.n_update_mask++] = (char *)fields[i].field;
-        }
-        if (u.request.n_update_mask == 0) {
-                if (ret_error)
-                        *ret_error =
-                                g_strdup("give at least one of -Count, -Reserve, -Maximum, -RelativeWeight");
-                return -EINVAL;
-        }
+        n = apply_masked_fields(processor_fields, G_N_ELEMENTS(processor_fields), args, &u.processor, u.mask,
+                                ret_error);
+        if (n < 0)
+                return n;
         *update = u;
         update->request.vm = (char *)vmctl_args_get(args, "VMName")->text;
         update->request.processor = &update->processor;
         update->request.update_mask = update->mask;
+        update->request.n_update_mask = (size_t)n;
         return 0;
 }
 
@@ -527,82 +569,57 @@ int vmctl_memory_update_init(VmctlMemoryUpdate *update, const VmctlArgs *args, c
                 .request = VMMS__V1__UPDATE_MEMORY_REQUEST__INIT,
                 .memory = VMMS__V1__MEMORY_SETTINGS__INIT,
         };
-        const VmctlValue *v;
-        int r;
+        int n;
 
-        r = check_memory_order(args, ret_error);
-        if (r < 0)
-                return r;
-        if ((v = vmctl_args_get(args, "DynamicMemoryEnabled"))->set) {
-                u.memory.dynamic_memory_enabled = v->flag;
-                u.mask[u.request.n_update_mask++] = (char *)"dynamic_memory_enabled";
-        }
-        if ((v = vmctl_args_get(args, "StartupBytes"))->set) {
-                u.memory.startup_bytes = v->number;
-                u.mask[u.request.n_update_mask++] = (char *)"startup_bytes";
-        }
-        if ((v = vmctl_args_get(args, "MinimumBytes"))->set) {
-                u.memory.minimum_bytes = v->number;
-                u.mask[u.request.n_update_mask++] = (char *)"minimum_bytes";
-        }
-        if ((v = vmctl_args_get(args, "MaximumBytes"))->set) {
-                u.memory.maximum_bytes = v->number;
-                u.mask[u.request.n_update_mask++] = (char *)"maximum_bytes";
-        }
-        if ((v = vmctl_args_get(args, "Buffer"))->set) {
-                u.memory.buffer = (uint32_t)v->number;
-                u.mask[u.request.n_update_mask++] = (char *)"buffer";
-        }
-        if ((v = vmctl_args_get(args, "Priority"))->set) {
-                u.memory.priority = (uint32_t)v->number;
-                u.mask[u.request.n_update_mask++] = (char *)"priority";
-        }
-        if (u.request.n_update_mask == 0) {
-                if (ret_error)
-                        *ret_error = g_strdup(
-                                "give at least one of -DynamicMemoryEnabled, -StartupBytes, -MinimumBytes, "
-                                "-MaximumBytes, -Buffer, -Priority");
-                return -EINVAL;
-        }
+        n = check_memory_order(args, ret_error);
+        if (n < 0)
+                return n;
+        n = apply_masked_fields(memory_fields, G_N_ELEMENTS(memory_fields), args, &u.memory, u.mask,
+                                ret_error);
+        if (n < 0)
+                return n;
         *update = u;
         update->request.vm = (char *)vmctl_args_get(args, "VMName")->text;
         update->request.memory = &update->memory;
         update->request.update_mask = update->mask;
+        update->request.n_update_mask = (size_t)n;
+        return 0;
+}
+
+/* Sends a Set-VM* update; -Passthru prints the settings table, -Json the VM. */
+static int send_update(VmctlContext *ctx, const char *method, const ProtobufCMessage *request,
+                       VmTableFunc format)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        int r;
+
+        r = call(ctx, method, request, &vmms__v1__vm__descriptor, VMCTL_TIMEOUT_MS, &reply);
+        if (r < 0)
+                return r;
+        print_vm_result(ctx, reply, arg_flag(ctx, "Passthru"), format);
         return 0;
 }
 
 static int handle_set_vm_processor(VmctlContext *ctx)
 {
-        g_autoptr(ProtobufCMessage) reply = NULL;
         VmctlProcessorUpdate update;
         int r;
 
         r = vmctl_processor_update_init(&update, ctx->args, &ctx->error);
         if (r < 0)
                 return r;
-        r = call(ctx, METHOD("UpdateProcessor"), &update.request.base, &vmms__v1__vm__descriptor,
-                 VMCTL_TIMEOUT_MS, &reply);
-        if (r < 0)
-                return r;
-        print_vm_result(ctx, reply, arg_flag(ctx, "Passthru"), vmctl_format_processors);
-        return 0;
+        return send_update(ctx, METHOD("UpdateProcessor"), &update.request.base, vmctl_format_processors);
 }
 
 static int handle_set_vm_memory(VmctlContext *ctx)
 {
-        g_autoptr(ProtobufCMessage) reply = NULL;
         VmctlMemoryUpdate update;
         int r;
 
         r = vmctl_memory_update_init(&update, ctx->args, &ctx->error);
         if (r < 0)
                 return r;
-        r = call(ctx, METHOD("UpdateMemory"), &update.request.base, &vmms__v1__vm__descriptor,
-                 VMCTL_TIMEOUT_MS, &reply);
-        if (r < 0)
-                return r;
-        print_vm_result(ctx, reply, arg_flag(ctx, "Passthru"), vmctl_format_memory);
-        return 0;
+        return send_update(ctx, METHOD("UpdateMemory"), &update.request.base, vmctl_format_memory);
 }
 
 static int handle_get_vm_host(VmctlContext *ctx)
