@@ -50,11 +50,14 @@
  * HV_SCHED_AFFINITY_DIVISOR of the earliest, the LP prefers the one that last ran on it.
  * NUMA: a VP contends in its home node (its shares are computed against that node's
  * LPs); an LP with nothing eligible at home takes the earliest deadline of another node
- * (work conservation). Long spin wait: the yielder goes behind every other eligible
- * VP once. I/O-wake boost (optional): a VP woken from Idle goes ahead of all others for
- * one HV_SCHED_BOOST_SLICE_NS dispatch and may make a busy LP's unboosted VP leave at
- * once; it is still charged, and a VP already ahead of its share by half the lag bound
- * gets no boost, so waking often buys latency, not extra share.
+ * (work conservation). Long spin wait: for the LP's next decision the yielder goes
+ * behind every other eligible VP; it gives away the rest of its slice, not its share
+ * (a yield that lasted until the yielder next ran would starve a VP that spun once
+ * while others stay runnable). I/O-wake boost (optional): a VP woken from Idle goes
+ * ahead of all others for one HV_SCHED_BOOST_SLICE_NS dispatch and may make a busy
+ * LP's unboosted VP leave at once; it is still charged, and a VP already ahead of its
+ * share by half the lag bound gets no boost, so waking often buys latency, not extra
+ * share.
  *
  * Constants. The default slice (hvd --slice-ms, 10 ms) keeps the dispatch cost (a few
  * microseconds) far below 1 % and is fine-grained against the 100 ms cap window. The
@@ -103,7 +106,6 @@ typedef struct ShareVp {
         ShareNode *node;
         bool contender; /* runnable or running */
         bool queued;    /* runnable and waiting for an LP */
-        bool yielded;   /* goes behind the others at the next pick */
         bool boosted;   /* woken from Idle, boost not used yet */
         bool running_boosted;
         bool throttled;   /* the cap held it back at the last look */
@@ -123,6 +125,7 @@ typedef struct Share {
         ShareNode *nodes;
         double lag_max;
         double affinity_ns;
+        ShareVp **yielders; /* per LP: the VP that just yielded it, for the LP's next pick */
 } Share;
 
 static void share_assert_locked(Share *sh)
@@ -288,9 +291,11 @@ static void vp_leave(Share *sh, ShareVp *sv)
         sv->lag = MIN(sv->lag, 0.0);
         sv->contender = false;
         sv->queued = false;
-        sv->yielded = false;
         sv->boosted = false;
         sv->share = 0;
+        for (uint32_t i = 0; i < sh->config.n_lps; i++)
+                if (sh->yielders[i] == sv)
+                        sh->yielders[i] = NULL;
         node->shares_dirty = true;
 }
 
@@ -398,10 +403,10 @@ typedef struct ShareChoice {
         uint64_t retry_ns; /* earliest cap release among the held-back */
 } ShareChoice;
 
-/* Lower runs first: boosted, then ordinary, then yielders. */
-static int vp_class(const ShareVp *sv)
+/* Lower runs first: boosted, then ordinary, then the VP that just yielded `lp`. */
+static int vp_class(Share *sh, const ShareVp *sv, const HvLp *lp)
 {
-        return sv->boosted ? 0 : sv->yielded ? 2 : 1;
+        return sv->boosted ? 0 : sh->yielders[lp->index] == sv ? 2 : 1;
 }
 
 static double vp_deadline(Share *sh, const ShareVp *sv)
@@ -432,7 +437,7 @@ static void node_choose(Share *sh, ShareNode *node, HvLp *lp, uint64_t now, Shar
                         continue;
                 }
                 sv->throttled = false;
-                cls = vp_class(sv);
+                cls = vp_class(sh, sv, lp);
                 deadline = vp_deadline(sh, sv);
                 if (!c->best || cls < c->best_class ||
                     (cls == c->best_class && deadline < c->best_deadline)) {
@@ -447,7 +452,7 @@ static void node_choose(Share *sh, ShareNode *node, HvLp *lp, uint64_t now, Shar
         for (guint i = 0; i < node->vps->len; i++) {
                 ShareVp *sv = node->vps->pdata[i];
 
-                if (sv->queued && !sv->throttled && vp_class(sv) == 1 && sv->vp->last_lp == lp &&
+                if (sv->queued && !sv->throttled && vp_class(sh, sv, lp) == 1 && sv->vp->last_lp == lp &&
                     vp_deadline(sh, sv) <= c->best_deadline + sh->affinity_ns) {
                         c->best = sv;
                         return;
@@ -491,6 +496,7 @@ static void share_free(void *policy)
                 g_free(node->events);
         }
         g_free(sh->nodes);
+        g_free(sh->yielders);
         g_free(sh);
 }
 
@@ -506,6 +512,7 @@ static int share_init(const HvSchedPolicyConfig *config, void **ret_policy)
         sh->lag_max = (double)HV_SCHED_LAG_SLICES * (double)config->slice_ns;
         sh->affinity_ns = (double)config->slice_ns / HV_SCHED_AFFINITY_DIVISOR;
         sh->nodes = g_new0(ShareNode, config->n_nodes);
+        sh->yielders = g_new0(ShareVp *, config->n_lps);
         for (uint32_t n = 0; n < config->n_nodes; n++) {
                 sh->nodes[n].index = n;
                 sh->nodes[n].vps = g_ptr_array_new();
@@ -587,7 +594,6 @@ static HvLp *share_vp_wake(void *policy, HvVp *vp, uint64_t now, bool from_idle)
         if (!sv->contender)
                 vp_join(sh, sv);
         sv->queued = true;
-        sv->yielded = false;
         if (!from_idle || !sh->config.io_boost || cap_budget(sv, now) == 0 || sv->lag < -sh->lag_max / 2)
                 return NULL;
         sv->boosted = true;
@@ -609,6 +615,7 @@ static HvVp *share_pick_next(void *policy, HvLp *lp, uint64_t now, uint64_t *ret
         for (uint32_t n = 0; !c.best && n < sh->config.n_nodes; n++)
                 if (n != lp->node)
                         node_choose(sh, &sh->nodes[n], lp, now, &c);
+        sh->yielders[lp->index] = NULL; /* a yield gives away one decision, not a turn forever */
         if (!c.best) {
                 *ret_retry_ns = c.retry_ns;
                 return NULL;
@@ -627,7 +634,6 @@ static HvVp *share_pick_next(void *policy, HvLp *lp, uint64_t now, uint64_t *ret
                 *ret_slice_ns = MIN(*ret_slice_ns, HV_SCHED_BOOST_SLICE_NS);
         sv->running_boosted = sv->boosted;
         sv->boosted = false;
-        sv->yielded = false;
         sv->queued = false;
         return sv->vp;
 }
@@ -640,7 +646,6 @@ static void share_vp_put(void *policy, HvVp *vp, HvLp *lp, uint64_t ran_ns, uint
         ShareNode *node = sv->node;
 
         share_assert_locked(sh);
-        (void)lp;
         node_refresh(sh, node);
         if (ran_ns > 0) {
                 if (node->share_sum > 0)
@@ -657,7 +662,7 @@ static void share_vp_put(void *policy, HvVp *vp, HvLp *lp, uint64_t ran_ns, uint
                 break;
         case HV_SCHED_PUT_YIELDED:
                 sv->queued = true;
-                sv->yielded = true;
+                sh->yielders[lp->index] = sv; /* the LP picks next, right after this put */
                 break;
         case HV_SCHED_PUT_BLOCKED:
                 vp_leave(sh, sv);

@@ -19,8 +19,8 @@
 typedef enum SimKind {
         SIM_CPU,      /* always runnable */
         SIM_PERIODIC, /* runs burst_ns of CPU, then idles sleep_ns (woken from Idle) */
-        SIM_SPINNER,  /* runs burst_ns, then long-spin-wait yields; always runnable */
-        SIM_IDLE,     /* never runnable after start */
+        SIM_SPINNER, /* runs burst_ns, then long-spin-wait yields (spin_yields times, 0: forever), then CPU */
+        SIM_IDLE,    /* never runnable after start */
 } SimKind;
 
 typedef struct SimVmSpec {
@@ -30,6 +30,7 @@ typedef struct SimVmSpec {
         SimKind kind;
         uint64_t burst_ns, sleep_ns;
         uint64_t hot_add_ns; /* > 0: one more VP is hot-added then */
+        uint32_t spin_yields;
 } SimVmSpec;
 
 typedef enum SimMetric {
@@ -79,6 +80,7 @@ typedef struct SimVp {
         uint64_t burst_left;
         GArray *runs; /* SimRun, clipped to the measurement later */
         uint64_t wake_waits, wake_wait_ns;
+        uint32_t yields;
 } SimVp;
 
 typedef struct SimLp {
@@ -169,6 +171,11 @@ static void sim_wake(Sim *sim, SimVp *sv, bool from_idle)
         }
 }
 
+static bool sim_spinning(const SimVp *sv)
+{
+        return sv->spec->spin_yields == 0 || sv->yields < sv->spec->spin_yields;
+}
+
 static void sim_pick(Sim *sim, HvLp *lp)
 {
         SimLp *s = &sim->slp[lp->index];
@@ -206,9 +213,10 @@ static void sim_pick(Sim *sim, HvLp *lp)
         s->cur = sv;
         s->run_start = sim->now;
         slice_end = sim->now + slice + sim_overshoot(sim);
-        s->ends_by_burst = sv->spec->kind == SIM_PERIODIC || sv->spec->kind == SIM_SPINNER
-                                   ? sim->now + sv->burst_left <= slice_end
-                                   : false;
+        s->ends_by_burst =
+                sv->spec->kind == SIM_PERIODIC || (sv->spec->kind == SIM_SPINNER && sim_spinning(sv))
+                        ? sim->now + sv->burst_left <= slice_end
+                        : false;
         s->run_end = s->ends_by_burst ? sim->now + sv->burst_left : slice_end;
 }
 
@@ -231,6 +239,7 @@ static void sim_end_run(Sim *sim, HvLp *lp)
                         sv->wake_at = sim->now + sv->spec->sleep_ns;
                 } else {
                         reason = HV_SCHED_PUT_YIELDED;
+                        sv->yields++;
                 }
         } else if (sv->spec->kind == SIM_PERIODIC || sv->spec->kind == SIM_SPINNER) {
                 sv->burst_left -= MIN(ran, sv->burst_left);
@@ -393,7 +402,8 @@ static void sim_setup(Sim *sim, const SimCase *tc)
                 HvPartition *p = &sim->parts[m];
                 g_autofree char *error = NULL;
 
-                sim->specs[m] = tc->many_vps ? (SimVmSpec){"many", 1, 0, 0, 0, SIM_CPU, 0, 0, 0} : tc->vms[m];
+                sim->specs[m] =
+                        tc->many_vps ? (SimVmSpec){.name = "many", .vps = 1, .kind = SIM_CPU} : tc->vms[m];
                 p->id = m + 1;
                 p->max_vp_count = sim->specs[m].vps + (sim->specs[m].hot_add_ns ? 1 : 0);
                 p->vps = g_new0(HvVp *, p->max_vp_count);
@@ -701,6 +711,20 @@ static const SimCase cases[] = {
                 .vms = {{.name = "spinner", .vps = 1, .kind = SIM_SPINNER, .burst_ns = 50000},
                         CPU("worker", 1, 0)},
                 .expect = {{"spinner", SIM_LP_PCT, 0, 2}, {"worker", SIM_LP_PCT, 98, 100}},
+        },
+        {
+                /* As a guest's secondary VP spinning at boot, then busy like the rest. */
+                .name = "a_vp_that_yielded_is_not_starved_afterwards",
+                .n_lps = 2,
+                .duration_ns = 10 * SEC,
+                .measure_from_ns = 1 * SEC,
+                .vms = {{.name = "booting",
+                         .vps = 1,
+                         .kind = SIM_SPINNER,
+                         .burst_ns = 50000,
+                         .spin_yields = 1},
+                        CPU("busy", 3, 0)},
+                .expect = {{"booting", SIM_LP_PCT, 49.5, 50.5}, {"busy", SIM_LP_PCT, 49.5, 50.5}},
         },
         {
                 .name = "weight_change_applies_within_one_period",
