@@ -13,6 +13,10 @@
 #include "hv-partition.h"
 
 #define UNICORN_UNTIL_NEVER UINT64_MAX /* a non-canonical address no guest reaches */
+/* Unicorn 2.1 reserves 1 GiB of address space per engine for translated code; a
+ * guest kernel's hot code is kilobytes, and 256 VPs would reserve 256 GiB. Resident
+ * memory is what is touched either way (about 3 MiB per engine, measured). */
+#define UNICORN_TCG_BUFFER_BYTES (32u << 20)
 
 struct HvEngineVp {
         HvVp *vp;
@@ -136,6 +140,9 @@ static int unicorn_vp_create(HvVp *vp, HvEngineVp **ret_engine)
                 g_free(e);
                 return -ENOMEM;
         }
+#ifdef uc_ctl_set_tcg_buffer_size /* Unicorn >= 2.1 */
+        (void)uc_ctl_set_tcg_buffer_size(e->uc, UNICORN_TCG_BUFFER_BYTES); /* an older default is no error */
+#endif
         r = map_visible(e, atomic_load(&vp->partition->visible_bytes));
         if (r < 0)
                 goto fail;
