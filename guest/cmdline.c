@@ -5,6 +5,7 @@
 #define GUEST_MEMSOAK_MB_DEFAULT 64
 #define GUEST_MEMSOAK_STEP_MB_DEFAULT 8
 #define GUEST_MEMSOAK_STEP_MS_DEFAULT 500
+#define GUEST_IDLE_PERIOD_MS_DEFAULT 1000
 
 static const char *const guest_workload_names[] = {
         [GUEST_WORKLOAD_IDLE] = "idle",
@@ -66,6 +67,7 @@ static const struct guest_cmdline_number {
         {"memsoak_mb", offsetof(struct guest_config, memsoak_mb), 1, 1u << 20},
         {"memsoak_step_mb", offsetof(struct guest_config, memsoak_step_mb), 1, 1u << 20},
         {"memsoak_step_ms", offsetof(struct guest_config, memsoak_step_ms), 0, 3600u * 1000u},
+        {"idle_period_ms", offsetof(struct guest_config, idle_period_ms), 1, 3600u * 1000u},
 };
 
 static void guest_cmdline_apply(struct guest_config *config, const char *key, size_t key_len,
@@ -98,6 +100,7 @@ void guest_cmdline_parse(const char *cmdline, struct guest_config *ret_config)
                 .memsoak_mb = GUEST_MEMSOAK_MB_DEFAULT,
                 .memsoak_step_mb = GUEST_MEMSOAK_STEP_MB_DEFAULT,
                 .memsoak_step_ms = GUEST_MEMSOAK_STEP_MS_DEFAULT,
+                .idle_period_ms = GUEST_IDLE_PERIOD_MS_DEFAULT,
         };
         const char *p = cmdline;
 

@@ -128,7 +128,7 @@ static __attribute__((noreturn)) void guest_run_workload(uint32_t vp)
                 guest_workload_memsoak_run(vp, &guest_config);
         case GUEST_WORKLOAD_IDLE:
         default:
-                guest_workload_idle_run(vp == 0);
+                guest_workload_idle_run(vp == 0, guest_config.idle_period_ms);
         }
 }
 

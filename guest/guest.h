@@ -119,6 +119,7 @@ struct guest_config {
         uint64_t memsoak_mb;
         uint64_t memsoak_step_mb;
         uint64_t memsoak_step_ms;
+        uint64_t idle_period_ms; /* how often an idle VP wakes (idle_period_ms=, default 1000) */
         /* Problems found while parsing, printed after the banner. */
         struct guest_cmdline_issue issues[GUEST_CMDLINE_MAX_ISSUES];
         unsigned n_issues;
@@ -131,7 +132,7 @@ const char *guest_workload_name(enum guest_workload workload);
 
 /* workload-*.c: each runs forever on the calling VP. */
 void guest_sleep_ns(uint64_t ns);
-__attribute__((noreturn)) void guest_workload_idle_run(bool report);
+__attribute__((noreturn)) void guest_workload_idle_run(bool report, uint64_t period_ms);
 __attribute__((noreturn)) void guest_workload_cpu_run(uint32_t vp);
 __attribute__((noreturn)) void guest_workload_memsoak_run(uint32_t vp, const struct guest_config *config);
 

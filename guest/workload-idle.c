@@ -1,5 +1,7 @@
-/* The `idle` workload: every VP sleeps in the IDLE hypercall; VP 0 reports its uptime
- * every ten seconds. Also what VPs without work run, and the kernel's sleep. */
+/* The `idle` workload: every VP sleeps in the IDLE hypercall, waking every
+ * idle_period_ms (a short period makes it a wake-latency probe for the scheduler); VP 0
+ * reports its uptime every ten seconds. Also what VPs without work run, and the
+ * kernel's sleep. */
 #include "guest.h"
 #include "hypercall.h"
 
@@ -19,14 +21,14 @@ void guest_sleep_ns(uint64_t ns)
         }
 }
 
-void guest_workload_idle_run(bool report)
+void guest_workload_idle_run(bool report, uint64_t period_ms)
 {
         uint64_t next_report = GUEST_IDLE_REPORT_SECONDS;
 
         for (;;) {
                 uint64_t now, up;
 
-                guest_hv_idle(guest_hv_reference_time() + GUEST_NS_PER_SEC);
+                guest_hv_idle(guest_hv_reference_time() + period_ms * GUEST_NS_PER_MS);
                 guest_check_host_request();
                 if (!report)
                         continue;

@@ -96,7 +96,7 @@ void guest_workload_memsoak_run(uint32_t vp, const struct guest_config *config)
         uint64_t next_step;
 
         if (vp != 0)
-                guest_workload_idle_run(false);
+                guest_workload_idle_run(false, config->idle_period_ms);
 
         while (!m.reached && !m.out_of_memory) {
                 guest_memsoak_grow(&m);
