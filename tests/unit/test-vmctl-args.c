@@ -270,6 +270,27 @@ static void test_verbs_are_case_insensitive(void)
         g_assert_null(vmctl_verb_find("Get"));
 }
 
+static void test_every_verb_and_parameter_explains_itself(void)
+{
+        size_t n_verbs;
+        const VmctlVerb *verbs = vmctl_verbs(&n_verbs);
+
+        g_assert_cmpuint(n_verbs, >=, 15);
+        for (size_t i = 0; i < n_verbs; i++) {
+                const char *args[] = {"Get-Help", verbs[i].name, NULL};
+                g_auto(Run) run = {0};
+
+                g_assert_true(verbs[i].synopsis && verbs[i].synopsis[0]);
+                g_assert_true(g_str_has_prefix(verbs[i].example, "vmctl "));
+                for (size_t p = 0; p < verbs[i].n_params; p++)
+                        if (!verbs[i].params[p].help || !verbs[i].params[p].help[0])
+                                g_error("%s -%s has no help", verbs[i].name, verbs[i].params[p].name);
+                run_vmctl(args, &run);
+                g_assert_cmpint(run.status, ==, 0);
+                g_assert_true(strstr(run.out, verbs[i].synopsis));
+        }
+}
+
 /* Parses args for verb and returns the bound values; the args must outlive them. */
 static VmctlArgs *bind(const char *verb_name, const char *const *args)
 {
@@ -811,6 +832,8 @@ int main(int argc, char **argv)
                 g_test_add_data_func(path, &size_cases[i], test_size_case);
         }
         g_test_add_func("/vmctl/verbs-are-case-insensitive", test_verbs_are_case_insensitive);
+        g_test_add_func("/vmctl/help/every-verb-and-parameter-explains-itself",
+                        test_every_verb_and_parameter_explains_itself);
         g_test_add_func("/vmctl/bind/exact-name-beats-longer-prefix-match",
                         test_exact_name_beats_longer_prefix_match);
         g_test_add_func("/vmctl/bind/counter-paths-are-all-positional",
