@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "api-dbus.h"
 #include "api-grpc.h"
 #include "hv-size.h"
 #include "vmms-manager.h"
@@ -53,11 +54,45 @@ static int read_config(const char *path, char **state_dir, char **runtime_dir, c
         return 0;
 }
 
+/* --dbus: a bus named on the command line must work; without one, vmmsd uses the system
+ * bus as root and the session bus otherwise, if it is there. A contract defect (-EPROTO)
+ * is fatal either way. */
+static int start_dbus(VmmsManager *m, const char *mode, ApiDbus **ret)
+{
+        g_autofree char *why = NULL;
+        const char *session = g_getenv("DBUS_SESSION_BUS_ADDRESS");
+        g_autofree char *session_socket = g_build_filename(g_get_user_runtime_dir(), "bus", NULL);
+        GBusType bus;
+        int r;
+
+        if (g_strcmp0(mode, "none") == 0)
+                return 0;
+        if (g_strcmp0(mode, "system") == 0 || (!mode && geteuid() == 0)) {
+                bus = G_BUS_TYPE_SYSTEM;
+        } else {
+                bus = G_BUS_TYPE_SESSION;
+                /* Without a session bus GLib would try to autolaunch one. */
+                if (!mode && !session && !g_file_test(session_socket, G_FILE_TEST_EXISTS)) {
+                        g_message("vmmsd: no session bus; D-Bus API off");
+                        return 0;
+                }
+        }
+        r = api_dbus_new(m, bus, ret, &why);
+        if (r < 0 && (mode || r == -EPROTO)) {
+                fprintf(stderr, "vmmsd: D-Bus: %s\n", why);
+                return r;
+        }
+        if (r < 0)
+                g_message("vmmsd: D-Bus API off: %s (--dbus none says so quietly)", why);
+        return 0;
+}
+
 int main(int argc, char **argv)
 {
         g_autofree char *state_dir = NULL, *runtime_dir = NULL, *hvd_socket = NULL, *hvd_memory = NULL,
                         *grpc_socket = NULL, *grpc_tcp = NULL, *tls_cert = NULL, *tls_key = NULL,
-                        *config_path = NULL, *hvd_path = NULL, *vmwp_path = NULL, *guest_path = NULL;
+                        *config_path = NULL, *hvd_path = NULL, *vmwp_path = NULL, *guest_path = NULL,
+                        *dbus = NULL;
         gint hvd_lps = 0, stop_timeout = 30;
         gboolean no_spawn_hvd = FALSE;
         GOptionEntry entries[] = {
@@ -70,6 +105,9 @@ int main(int argc, char **argv)
                  "gRPC unix socket (RUNTIME/vmms.sock)", "PATH"},
                 {"grpc-tcp", 0, 0, G_OPTION_ARG_STRING, &grpc_tcp, "Also serve gRPC over TCP with TLS",
                  "HOST:PORT"},
+                {"dbus", 0, 0, G_OPTION_ARG_STRING, &dbus,
+                 "D-Bus API on the system or session bus, or none (default: system as root, else session)",
+                 "BUS"},
                 {"tls-cert", 0, 0, G_OPTION_ARG_FILENAME, &tls_cert, "TLS certificate chain (PEM)", "FILE"},
                 {"tls-key", 0, 0, G_OPTION_ARG_FILENAME, &tls_key, "TLS private key (PEM)", "FILE"},
                 {"hvd-socket", 0, 0, G_OPTION_ARG_FILENAME, &hvd_socket, "hvd's socket (RUNTIME/hvd.sock)",
@@ -92,6 +130,7 @@ int main(int argc, char **argv)
         g_autoptr(GMainLoop) loop = NULL;
         g_autoptr(VmmsManager) manager = NULL;
         g_autoptr(ApiGrpc) grpc = NULL;
+        g_autoptr(ApiDbus) dbus_api = NULL;
         g_auto(VmmsConfig) config = {0};
         g_autofree char *why = NULL;
         ApiGrpcConfig grpc_config = {0};
@@ -115,6 +154,11 @@ int main(int argc, char **argv)
         }
         if (stop_timeout < 1 || stop_timeout > 3600) {
                 fprintf(stderr, "vmmsd: --stop-timeout %d is out of range 1-3600\n", stop_timeout);
+                return 2;
+        }
+        if (dbus && g_strcmp0(dbus, "system") != 0 && g_strcmp0(dbus, "session") != 0 &&
+            g_strcmp0(dbus, "none") != 0) {
+                fprintf(stderr, "vmmsd: --dbus '%s' is not one of system, session, none\n", dbus);
                 return 2;
         }
         config.state_dir = state_dir ? g_strdup(state_dir) : default_dir(true);
@@ -146,6 +190,8 @@ int main(int argc, char **argv)
                 fprintf(stderr, "vmmsd: %s\n", why);
                 return 1;
         }
+        if (start_dbus(manager, dbus, &dbus_api) < 0)
+                return 1;
         loop = g_main_loop_new(NULL, FALSE);
         g_unix_signal_add(SIGTERM, on_quit_signal, loop);
         g_unix_signal_add(SIGINT, on_quit_signal, loop);
