@@ -9,12 +9,14 @@ SUDO=""
 
 PACKAGES=(
   build-essential meson ninja-build pkg-config clang-format
-  libglib2.0-dev libglib2.0-bin
+  libglib2.0-dev libglib2.0-dev-bin libglib2.0-bin
   libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
   libsqlite3-dev sqlite3
   libgrpc-dev protobuf-compiler-grpc
   python3-grpcio python3-protobuf
-  dbus dbus-bin
+  dbus dbus-bin dbus-daemon
+  # busctl, one of the D-Bus tests' clients; the package installs without systemd as init
+  systemd
 )
 
 need=()
