@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "vmms-manager.h"
+#include "vmms-memory.h"
 
 #define HVD_START_TIMEOUT_US (10 * G_USEC_PER_SEC)
 #define KILL_GRACE_MS 10000 /* after a stop's own timeout, before SIGKILL */
@@ -37,6 +38,8 @@ struct VmmsManager {
         guint tick_source;
         GList *watches;
         VmmsVmReplyFn vm_reply;
+        VmmsMemory *memory;
+        uint64_t next_balancer_id;
 };
 
 static int64_t now_ms(void)
@@ -300,17 +303,82 @@ static void on_worker_exited(VmmsWorker *w, const char *why, int exit_code, void
                 job_fail(vm, VMMS_ERROR_UNAVAILABLE, message);
         }
         g_clear_pointer(&vm->guest_stop_reason, g_free);
+        vm->memory = (VmmsMemoryStatus){0};
         vm->partition_id = 0;
         vm->cpu_usage_pct = 0;
         vm->assigned_bytes = vm->resident_bytes = 0;
         g_clear_pointer(&vm->worker, vmms_worker_free);
 }
 
+static void on_memory_status(VmmsWorker *w, const Vmms__Worker__MemoryStatus *s, void *userdata)
+{
+        VmmsVm *vm = userdata;
+
+        (void)w;
+        vm->memory = (VmmsMemoryStatus){
+                .reporting = s->reporting,
+                .received_ns = (uint64_t)g_get_monotonic_time() * 1000,
+                .committed_bytes = s->committed_bytes,
+                .visible_bytes = s->visible_bytes,
+                .assigned_bytes = s->assigned_bytes,
+                .ballooned_bytes = s->ballooned_bytes,
+                .pending_remove_bytes = s->pending_remove_bytes,
+                .resident_bytes = s->resident_bytes,
+                .page_in_total = s->page_in_total,
+                .page_out_total = s->page_out_total,
+        };
+}
+
 static const VmmsWorkerCallbacks worker_callbacks = {
         .hello = on_worker_hello,
         .guest_stopped = on_guest_stopped,
+        .memory_status = on_memory_status,
         .exited = on_worker_exited,
 };
+
+/* An event that changes no definition (e.g. a memory move). */
+static void record_event(VmmsVm *vm, const char *kind, const char *message)
+{
+        VmmsEventRecord event = event_for(vm, kind, (char *)message);
+        int r = vmms_store_event_append(vm->manager->store, &event);
+
+        if (r < 0)
+                g_warning("VM '%s': cannot record an event: %s", vm->def.name, g_strerror(-r));
+        else
+                notify(vm->manager, &event);
+}
+
+static void on_memory_adjust_reply(int error, const char *message, void *userdata)
+{
+        char *name = userdata;
+
+        if (error < 0 && error != -ECONNRESET)
+                g_warning("VM '%s': the worker refused a memory change: %s", name, message);
+        g_free(name);
+}
+
+void vmms_vm_adjust_memory(VmmsVm *vm, int64_t delta_bytes, const char *reason)
+{
+        Vmms__Worker__Request req = VMMS__WORKER__REQUEST__INIT;
+        Vmms__Worker__MemoryAdjust body = VMMS__WORKER__MEMORY_ADJUST__INIT;
+        g_autofree char *message = NULL;
+
+        if (!vm->worker)
+                return;
+        body.delta_bytes = delta_bytes;
+        body.reason = (char *)reason;
+        req.body_case = VMMS__WORKER__REQUEST__BODY_MEMORY_ADJUST;
+        req.memory_adjust = &body;
+        vmms_worker_request(vm->worker, &req, on_memory_adjust_reply, g_strdup(vm->def.name));
+        message = g_strdup_printf("%s %" G_GINT64_FORMAT " MiB: %s", delta_bytes > 0 ? "adding" : "removing",
+                                  (delta_bytes > 0 ? delta_bytes : -delta_bytes) >> 20, reason);
+        record_event(vm, "memory", message);
+}
+
+VmmsMemory *vmms_manager_memory(VmmsManager *m)
+{
+        return m->memory;
+}
 
 void vmms_vm_start(VmmsVm *vm, VmmsCall *call)
 {
@@ -557,6 +625,7 @@ int vmms_manager_vm_add(VmmsManager *m, const VmmsVmDefinition *def, VmmsVm **re
         }
         vm = g_new0(VmmsVm, 1);
         vm->manager = m;
+        vm->balancer_id = ++m->next_balancer_id;
         vmms_vm_definition_copy(&vm->def, def);
         event = event_for(vm, "created", "created");
         r = vmms_store_vm_insert(m->store, &vm->def, &event);
@@ -744,6 +813,7 @@ static gboolean on_tick(gpointer userdata)
         m->counters_prev = m->counters_cur;
         m->counters_cur = sample;
         update_vm_figures(m);
+        vmms_memory_tick(m->memory, m, sample->counters, (uint64_t)g_get_monotonic_time() * 1000);
         return G_SOURCE_CONTINUE;
 }
 
@@ -821,10 +891,16 @@ int vmms_manager_new(const VmmsConfig *config, VmmsManager **ret, char **ret_err
                 .spawn_hvd = config->spawn_hvd,
                 .stop_timeout_ms = config->stop_timeout_ms,
                 .force_timeout_ms = config->force_timeout_ms,
+                .memory_reserve = config->memory_reserve,
         };
         m->vms = g_ptr_array_new_with_free_func((GDestroyNotify)vm_free);
         m->by_id = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         m->by_name = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        r = vmms_memory_new(m->config.memory_reserve, &m->memory);
+        if (r < 0) {
+                *ret_error = g_strdup_printf("cannot start the memory balancer: %s", g_strerror(-r));
+                return r;
+        }
         r = make_dirs(&m->config, ret_error);
         if (r < 0)
                 return r;
@@ -844,6 +920,7 @@ int vmms_manager_new(const VmmsConfig *config, VmmsManager **ret, char **ret_err
                 VmmsVm *vm = g_new0(VmmsVm, 1);
 
                 vm->manager = m;
+                vm->balancer_id = ++m->next_balancer_id;
                 vmms_vm_definition_copy(&vm->def, defs->pdata[i]);
                 g_ptr_array_add(m->vms, vm);
                 index_vm(m, vm);
@@ -870,6 +947,7 @@ void vmms_manager_free(VmmsManager *m)
                 g_hash_table_unref(m->by_name);
         if (m->vms)
                 g_ptr_array_unref(m->vms);
+        vmms_memory_free(m->memory);
         hv_client_reply_free(m->counters_prev);
         hv_client_reply_free(m->counters_cur);
         hv_client_free(m->hv);

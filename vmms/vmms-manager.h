@@ -26,12 +26,27 @@ typedef struct VmmsConfig {
         bool spawn_hvd;
         uint32_t stop_timeout_ms;  /* how long a graceful stop waits before turning off */
         uint32_t force_timeout_ms; /* the same with -Force */
+        uint64_t memory_reserve;   /* pool memory the balancer never gives to a VM */
 } VmmsConfig;
 
 void vmms_config_clear(VmmsConfig *config);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(VmmsConfig, vmms_config_clear)
 
 typedef struct VmmsManager VmmsManager;
+
+/* A worker's latest Dynamic Memory report (worker.proto MemoryStatus). */
+typedef struct VmmsMemoryStatus {
+        bool reporting;
+        uint64_t received_ns; /* host monotonic time it arrived; 0: never */
+        uint64_t committed_bytes;
+        uint64_t visible_bytes;
+        uint64_t assigned_bytes;
+        uint64_t ballooned_bytes;
+        uint64_t pending_remove_bytes;
+        uint64_t resident_bytes;
+        uint64_t page_in_total;
+        uint64_t page_out_total;
+} VmmsMemoryStatus;
 
 typedef struct VmmsVm {
         VmmsManager *manager;
@@ -49,6 +64,9 @@ typedef struct VmmsVm {
         double cpu_usage_pct;
         uint64_t assigned_bytes;
         uint64_t resident_bytes;
+        /* Dynamic Memory. */
+        uint64_t balancer_id; /* the balancer's key for this VM, unique for vmmsd's life */
+        VmmsMemoryStatus memory;
 } VmmsVm;
 
 int vmms_manager_new(const VmmsConfig *config, VmmsManager **ret, char **ret_error);
@@ -81,6 +99,11 @@ void vmms_manager_set_vm_reply(VmmsManager *m, VmmsVmReplyFn fn);
 typedef void (*VmmsEventFn)(const VmmsEventRecord *event, void *userdata);
 void *vmms_manager_watch(VmmsManager *m, VmmsEventFn fn, void *userdata);
 void vmms_manager_unwatch(VmmsManager *m, void *watch);
+
+/* Dynamic Memory: asks the VM's worker to grow (> 0) or shrink its assigned memory. */
+void vmms_vm_adjust_memory(VmmsVm *vm, int64_t delta_bytes, const char *reason);
+typedef struct VmmsMemory VmmsMemory;
+VmmsMemory *vmms_manager_memory(VmmsManager *m);
 
 /* The last two hypervisor counter samples (NULL until there are two). */
 bool vmms_manager_counters(VmmsManager *m, const Vmms__Hv__Counters **ret_prev,

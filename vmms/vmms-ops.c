@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "vmms-memory.h"
 #include "vmms-ops.h"
 #include "vmms.pb-c.h"
 
@@ -58,9 +59,23 @@ static Vmms__V1__Vm *vm_to_proto(VmmsCall *call, const VmmsVm *vm)
         out->created_unix_ms = vm->def.created_unix_ms;
         out->updated_unix_ms = vm->def.updated_unix_ms;
         if (live) {
+                const BalancerVmCounters *dm =
+                        vmms_memory_vm_counters(vmms_manager_memory(vm->manager), vm->balancer_id);
+
                 out->uptime_ms =
                         vm->def.started_unix_ms ? g_get_real_time() / 1000 - vm->def.started_unix_ms : 0;
-                out->assigned_memory_bytes = vm->assigned_bytes;
+                out->assigned_memory_bytes =
+                        vm->memory.received_ns ? vm->memory.assigned_bytes : vm->assigned_bytes;
+                /* Demand and pressure as Hyper-V Manager shows them: what the guest commits,
+                 * and committed / assigned. */
+                if (vm->memory.reporting) {
+                        out->memory_demand_bytes = vm->memory.committed_bytes;
+                        out->memory_pressure = dm ? dm->current_pressure
+                                                  : (uint32_t)(out->assigned_memory_bytes
+                                                                       ? vm->memory.committed_bytes * 100 /
+                                                                                 out->assigned_memory_bytes
+                                                                       : 0);
+                }
                 out->cpu_usage_pct = vm->cpu_usage_pct;
                 out->worker_pid = vm->def.worker_pid;
         }
@@ -454,6 +469,31 @@ static const VmmsVm *vm_of_partition(VmmsManager *m, uint64_t partition_id)
         return NULL;
 }
 
+/* Hyper-V's "Dynamic Memory VM" set (memory in MB, as Hyper-V counts it), from the
+ * balancer's last plan and the worker's last report. */
+static void add_memory_counters(VmmsManager *m, CounterList *list, const VmmsVm *vm, const char *name,
+                                const Vmms__Hv__PartitionCounters *pc)
+{
+        const BalancerVmCounters *dm =
+                vm ? vmms_memory_vm_counters(vmms_manager_memory(m), vm->balancer_id) : NULL;
+        static const char *const set = "Hyper-V Dynamic Memory VM";
+
+        counter_add(list, set, name, "Physical Memory", (double)(pc->assigned_bytes >> 20));
+        if (vm && vm->memory.received_ns)
+                counter_add(list, set, name, "Guest Visible Physical Memory",
+                            (double)(vm->memory.visible_bytes >> 20));
+        if (!dm)
+                return;
+        counter_add(list, set, name, "Current Pressure", dm->current_pressure);
+        counter_add(list, set, name, "Average Pressure", dm->average_pressure);
+        counter_add(list, set, name, "Minimum Pressure", dm->minimum_pressure);
+        counter_add(list, set, name, "Maximum Pressure", dm->maximum_pressure);
+        counter_add(list, set, name, "Added Memory", (double)(dm->added_bytes >> 20));
+        counter_add(list, set, name, "Removed Memory", (double)(dm->removed_bytes >> 20));
+        counter_add(list, set, name, "Memory Add Operations", (double)dm->add_operations);
+        counter_add(list, set, name, "Memory Remove Operations", (double)dm->remove_operations);
+}
+
 /* Counters follow Hyper-V's sets and names; rates are over the last second. */
 static void collect_counters(VmmsManager *m, CounterList *list)
 {
@@ -500,6 +540,16 @@ static void collect_counters(VmmsManager *m, CounterList *list)
         counter_add(list, "Hyper-V Hypervisor", "_Total", "Memory Pool Bytes", (double)cur->pool_total_bytes);
         counter_add(list, "Hyper-V Hypervisor", "_Total", "Memory Pool Used Bytes",
                     (double)cur->pool_used_bytes);
+        if (vmms_memory_host_counters(vmms_manager_memory(m))) {
+                const BalancerHostCounters *h = vmms_memory_host_counters(vmms_manager_memory(m));
+
+                counter_add(list, "Hyper-V Dynamic Memory Balancer", "System Balancer", "Available Memory",
+                            (double)(h->available_bytes >> 20));
+                counter_add(list, "Hyper-V Dynamic Memory Balancer", "System Balancer", "Average Pressure",
+                            h->average_pressure);
+                counter_add(list, "Hyper-V Dynamic Memory Balancer", "System Balancer",
+                            "System Current Pressure", h->system_current_pressure);
+        }
         for (size_t i = 0; i < cur->n_partitions; i++) {
                 const Vmms__Hv__PartitionCounters *pc = cur->partitions[i], *pp = NULL;
                 const VmmsVm *vm = vm_of_partition(m, pc->partition_id);
@@ -508,8 +558,7 @@ static void collect_counters(VmmsManager *m, CounterList *list)
                 for (size_t k = 0; k < prev->n_partitions; k++)
                         if (prev->partitions[k]->partition_id == pc->partition_id)
                                 pp = prev->partitions[k];
-                counter_add(list, "Hyper-V Dynamic Memory VM", name, "Physical Memory",
-                            (double)(pc->assigned_bytes >> 20));
+                add_memory_counters(m, list, vm, name, pc);
                 counter_add(list, "VMMS Partition", name, "Host Resident Bytes", (double)pc->resident_bytes);
                 for (size_t v = 0; pp && v < pc->n_vps && v < pp->n_vps; v++) {
                         const Vmms__Hv__VpCounters *a = pp->vps[v], *b = pc->vps[v];

@@ -101,6 +101,10 @@ static void handle_message(VmmsWorker *w, const Vmms__Worker__Message *msg)
         case VMMS__WORKER__MESSAGE__BODY_HELLO:
                 w->callbacks.hello(w, msg->hello, w->userdata);
                 break;
+        case VMMS__WORKER__MESSAGE__BODY_MEMORY_STATUS:
+                if (w->callbacks.memory_status)
+                        w->callbacks.memory_status(w, msg->memory_status, w->userdata);
+                break;
         case VMMS__WORKER__MESSAGE__BODY_GUEST_STOPPED:
                 w->callbacks.guest_stopped(w, msg->guest_stopped->reason, msg->guest_stopped->crashed,
                                            w->userdata);

@@ -15,6 +15,8 @@ typedef struct VmmsWorkerCallbacks {
         /* The worker is up (on every connection, including after a re-attach). */
         void (*hello)(VmmsWorker *w, const Vmms__Worker__Hello *hello, void *userdata);
         void (*guest_stopped)(VmmsWorker *w, const char *reason, bool crashed, void *userdata);
+        /* The guest's Dynamic Memory figures, about once a second. */
+        void (*memory_status)(VmmsWorker *w, const Vmms__Worker__MemoryStatus *status, void *userdata);
         /* Exactly once, when the worker is gone: `why` says how (exit status, signal,
          * or connection lost); `exit_code` is -1 when unknown. The worker may be freed
          * from the callback. */
