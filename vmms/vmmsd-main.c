@@ -92,7 +92,7 @@ int main(int argc, char **argv)
         g_autofree char *state_dir = NULL, *runtime_dir = NULL, *hvd_socket = NULL, *hvd_memory = NULL,
                         *grpc_socket = NULL, *grpc_tcp = NULL, *tls_cert = NULL, *tls_key = NULL,
                         *config_path = NULL, *hvd_path = NULL, *vmwp_path = NULL, *guest_path = NULL,
-                        *dbus = NULL;
+                        *dbus = NULL, *memory_reserve = NULL;
         gint hvd_lps = 0, stop_timeout = 30;
         gboolean no_spawn_hvd = FALSE;
         GOptionEntry entries[] = {
@@ -118,6 +118,8 @@ int main(int argc, char **argv)
                  "N"},
                 {"no-spawn-hvd", 0, 0, G_OPTION_ARG_NONE, &no_spawn_hvd,
                  "Never start hvd; fail if it is not up", NULL},
+                {"memory-reserve", 0, 0, G_OPTION_ARG_STRING, &memory_reserve,
+                 "Pool memory Dynamic Memory never gives to a VM (default 0)", "SIZE"},
                 {"stop-timeout", 0, 0, G_OPTION_ARG_INT, &stop_timeout,
                  "Seconds a graceful Stop-VM waits before turning off (default 30)", "SEC"},
                 {"hvd-path", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_FILENAME, &hvd_path, NULL, NULL},
