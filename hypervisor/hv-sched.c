@@ -38,6 +38,7 @@ struct HvSched {
         GCond vp_cond; /* a VP left an LP; partition_stop waits on it */
         GThread *timer_thread;
         pid_t timer_tid;
+        uint64_t timer_wake_ns; /* when the timer thread will next look, if not kicked */
         HvLp *lps;
         uint32_t n_lps;
         uint32_t n_nodes;
@@ -111,6 +112,19 @@ static void kick_lp(HvLp *lp)
         g_cond_signal(&lp->cond);
 }
 
+/* Makes the timer thread look again by `when` (a slice end or an idle deadline). It
+ * is woken only if it would look later: waking it on every dispatch cost each LP a
+ * round trip through the host scheduler (the timer preempting the LP thread, then
+ * blocking on the lock it holds), about as much as the rest of the dispatch. */
+static void timer_kick(HvSched *s, uint64_t when)
+{
+        assert_locked(s);
+        if (when >= s->timer_wake_ns)
+                return;
+        s->timer_wake_ns = when;
+        g_cond_signal(&s->timer_cond);
+}
+
 static void vp_make_runnable(HvSched *s, HvVp *vp, uint64_t now, bool from_idle)
 {
         HvLp *idle_lp, *preempt_lp;
@@ -163,7 +177,8 @@ static void vp_after_run(HvSched *s, HvVp *vp, HvLp *lp, const HvVpExit *exit, u
                         } else {
                                 vp->state = HV_VP_IDLE;
                                 vp->idle_deadline_ns = exit->idle_deadline_ns;
-                                g_cond_signal(&s->timer_cond);
+                                if (vp->idle_deadline_ns)
+                                        timer_kick(s, vp->idle_deadline_ns);
                         }
                         break;
                 case HV_EXIT_HALT:
@@ -242,7 +257,7 @@ static void lp_dispatch(HvSched *s, HvLp *lp, HvVp *vp, uint64_t now, uint64_t s
         vp->last_lp = lp;
         lp->slice_end_ns = now + slice_ns;
         atomic_store(&vp->preempt, 0);
-        g_cond_signal(&s->timer_cond);
+        timer_kick(s, lp->slice_end_ns);
 }
 
 static gpointer lp_thread(gpointer data)
@@ -328,8 +343,10 @@ static gpointer timer_thread(gpointer data)
                                 next = MIN(next, vp->idle_deadline_ns);
                 }
                 /* g_cond_wait_until takes g_get_monotonic_time() microseconds, the same clock. */
+                s->timer_wake_ns = next;
                 wait_until = (gint64)(next / 1000) + 1;
                 g_cond_wait_until(&s->timer_cond, &s->lock, wait_until);
+                s->timer_wake_ns = 0; /* looking now: nobody needs to kick */
         }
         g_mutex_unlock(&s->lock);
         return NULL;
