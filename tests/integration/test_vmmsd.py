@@ -107,6 +107,39 @@ class LifecycleTest(unittest.TestCase):
             self.assertEqual(seen, ["starting", "started"])
 
 
+class ProcessorSettingsTest(unittest.TestCase):
+    def test_live_processor_change_reaches_hvd_and_reservations_are_admission_controlled(self):
+        import json
+        import subprocess
+        from vmms_host import HVCTL
+
+        with VmmsdHost(hvd_lps=1) as host:  # capacity: 100 % of one LP
+            pb = host.pb
+            host.create("web", workload="idle", vps=2, reserve=20)
+            host.api.StartVm(pb.VmRef(vm="web"), timeout=30)
+            host.api.UpdateProcessor(pb.UpdateProcessorRequest(
+                vm="web", processor=pb.ProcessorSettings(reserve=30, maximum=75, relative_weight=300),
+                update_mask=["reserve", "maximum", "relative_weight"]), timeout=10)
+            out = subprocess.run([str(HVCTL), "--socket", str(host.runtime / "hvd.sock"), "--json", "--interval",
+                                  "0.05", "counters"], check=True, capture_output=True, text=True).stdout
+            part = [p for p in json.loads(out)["partitions"] if p["name"].startswith("web-")][0]
+            self.assertEqual((part["reserve"], part["maximum"]), (30, 75), part)
+            self.assertEqual(host.api.GetVm(pb.VmRef(vm="web"), timeout=5).processor.relative_weight, 300)
+            # 2 VPs x 30 % are reserved of 100 %: 2 VPs x 80 % more would exceed capacity.
+            host.create("greedy", workload="idle", vps=2, reserve=80)
+            with self.assertRaises(grpc.RpcError) as e:
+                host.api.StartVm(pb.VmRef(vm="greedy"), timeout=30)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED, e.exception.details())
+            self.assertEqual(host.api.GetVm(pb.VmRef(vm="greedy"), timeout=5).state, pb.VM_STATE_OFF)
+            # A live change beyond capacity is refused and leaves the stored settings alone.
+            with self.assertRaises(grpc.RpcError) as e:
+                host.api.UpdateProcessor(pb.UpdateProcessorRequest(
+                    vm="web", processor=pb.ProcessorSettings(reserve=60, maximum=100),
+                    update_mask=["reserve", "maximum"]), timeout=10)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED, e.exception.details())
+            self.assertEqual(host.api.GetVm(pb.VmRef(vm="web"), timeout=5).processor.reserve, 30)
+
+
 class BadInputTest(unittest.TestCase):
     def test_errors_are_named_and_leave_the_store_unchanged(self):
         with VmmsdHost(hvd_memory="256MB") as host:
