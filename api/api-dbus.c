@@ -4,10 +4,10 @@
  * name, with the types checked against the protobuf descriptors, so a method cannot
  * exist that the op table does not serve, and no method has code of its own.
  *
- * A call asks the bus for the caller's uid (methods that change things need root, our
- * own user or group "vmms"), builds the request from the arguments, runs the op with a
- * VmmsCall and answers from its reply, which may come later (StartVm waits for the
- * worker).
+ * A call asks the bus for the caller's uid, once per client connection (methods that
+ * change things need root, our own user or group "vmms"), builds the request from the
+ * arguments, runs the op with a VmmsCall and answers from its reply, which may come
+ * later (StartVm waits for the worker).
  *
  * VM objects follow the core through the op table too: a WatchEvents stream started
  * at once exports a VM when it is created (over any API), refreshes its state and
@@ -94,7 +94,9 @@ struct ApiDbus {
         VmmsCall *watch;
         guint figures_timer;
         GCancellable *cancellable;
-        GHashTable *pending; /* PendingCall set, answered at shutdown */
+        GHashTable *pending;     /* PendingCall set, answered at shutdown */
+        GHashTable *caller_uids; /* unique bus name → uid */
+        guint name_owner_changed;
 };
 
 /* ---- Interfaces bound to the operation table ---- */
@@ -812,35 +814,20 @@ static int request_from_args(const Method *m, GVariant *args, const char *vm_id,
         return 0;
 }
 
-static void on_caller_uid(GObject *source, GAsyncResult *result, gpointer userdata)
+/* Checks the caller, builds the request and hands it to the op. */
+static void dispatch(PendingCall *pc, uid_t uid)
 {
-        PendingCall *pc = userdata;
         ApiDbus *api = pc->api;
-        g_autoptr(GError) error = NULL;
-        g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &error);
+        const Method *m = pc->method;
         g_autoptr(GPtrArray) arena = g_ptr_array_new_with_free_func(g_free);
         g_autofree char *why = NULL;
-        const Method *m = pc->method;
         ProtobufCMessage *request;
-        guint32 uid;
 
-        if (!api) {
-                g_free(pc);
-                return;
-        }
-        if (!reply) {
-                g_autofree char *message =
-                        g_strdup_printf("%s: cannot identify the caller: %s", m->info->name, error->message);
-
-                return_error(pc, "Internal", message);
-                pending_free(pc);
-                return;
-        }
-        g_variant_get(reply, "(u)", &uid);
         if (m->op->mutates && !caller_may_manage(uid)) {
-                g_autofree char *message = g_strdup_printf("%s: access denied: changing VMs needs root or "
-                                                           "membership in group '%s' (caller uid %u)",
-                                                           m->info->name, API_DBUS_MANAGER_GROUP, uid);
+                g_autofree char *message =
+                        g_strdup_printf("%s: access denied: changing VMs needs root or "
+                                        "membership in group '%s' (caller uid %u)",
+                                        m->info->name, API_DBUS_MANAGER_GROUP, (unsigned)uid);
 
                 return_error(pc, "AccessDenied", message);
                 pending_free(pc);
@@ -856,6 +843,46 @@ static void on_caller_uid(GObject *source, GAsyncResult *result, gpointer userda
         m->op->run(api->manager, request, vmms_call_new(m->op, uid, on_method_reply, NULL, pc));
 }
 
+static void on_caller_uid(GObject *source, GAsyncResult *result, gpointer userdata)
+{
+        PendingCall *pc = userdata;
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GVariant) reply = g_dbus_connection_call_finish(G_DBUS_CONNECTION(source), result, &error);
+        guint32 uid;
+
+        if (!pc->api) {
+                g_free(pc);
+                return;
+        }
+        if (!reply) {
+                g_autofree char *message = g_strdup_printf("%s: cannot identify the caller: %s",
+                                                           pc->method->info->name, error->message);
+
+                return_error(pc, "Internal", message);
+                pending_free(pc);
+                return;
+        }
+        g_variant_get(reply, "(u)", &uid);
+        g_hash_table_insert(pc->api->caller_uids,
+                            g_strdup(g_dbus_method_invocation_get_sender(pc->invocation)),
+                            GUINT_TO_POINTER(uid));
+        dispatch(pc, uid);
+}
+
+/* A unique name is never given out again, so its uid holds until it leaves the bus. */
+static void on_name_owner_changed(GDBusConnection *connection, const char *sender, const char *object_path,
+                                  const char *interface_name, const char *signal_name, GVariant *parameters,
+                                  gpointer userdata)
+{
+        ApiDbus *api = userdata;
+        const char *name, *old_owner, *new_owner;
+
+        (void)connection, (void)sender, (void)object_path, (void)interface_name, (void)signal_name;
+        g_variant_get(parameters, "(&s&s&s)", &name, &old_owner, &new_owner);
+        if (name[0] == ':' && !*new_owner)
+                g_hash_table_remove(api->caller_uids, name);
+}
+
 static void method_call(GDBusConnection *connection, const char *sender, const char *object_path,
                         const char *interface_name, const char *method_name, GVariant *parameters,
                         GDBusMethodInvocation *invocation, gpointer userdata)
@@ -863,6 +890,7 @@ static void method_call(GDBusConnection *connection, const char *sender, const c
         ApiDbusSkeleton *s = userdata;
         ApiDbus *api = s->api;
         const Method *m = interface_method(s->iface, method_name);
+        gpointer cached_uid;
         PendingCall *pc;
 
         (void)object_path, (void)interface_name, (void)parameters;
@@ -877,6 +905,10 @@ static void method_call(GDBusConnection *connection, const char *sender, const c
         pc->invocation = invocation;
         g_strlcpy(pc->vm_id, s->vm_id, sizeof(pc->vm_id));
         g_hash_table_add(api->pending, pc);
+        if (g_hash_table_lookup_extended(api->caller_uids, sender, NULL, &cached_uid)) {
+                dispatch(pc, GPOINTER_TO_UINT(cached_uid));
+                return;
+        }
         g_dbus_connection_call(connection, "org.freedesktop.DBus", "/org/freedesktop/DBus",
                                "org.freedesktop.DBus", "GetConnectionUnixUser", g_variant_new("(s)", sender),
                                G_VARIANT_TYPE("(u)"), G_DBUS_CALL_FLAGS_NONE, -1, api->cancellable,
@@ -974,6 +1006,7 @@ int api_dbus_new(VmmsManager *m, GBusType bus, ApiDbus **ret, char **ret_error)
         api->manager = m;
         api->vms = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_object_unref);
         api->pending = g_hash_table_new(NULL, NULL);
+        api->caller_uids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         api->cancellable = g_cancellable_new();
         r = bind_contract(api, ret_error);
         if (r < 0)
@@ -981,6 +1014,9 @@ int api_dbus_new(VmmsManager *m, GBusType bus, ApiDbus **ret, char **ret_error)
         r = connect_bus(api, bus, ret_error);
         if (r < 0)
                 return r;
+        api->name_owner_changed = g_dbus_connection_signal_subscribe(
+                api->connection, "org.freedesktop.DBus", "org.freedesktop.DBus", "NameOwnerChanged",
+                "/org/freedesktop/DBus", NULL, G_DBUS_SIGNAL_FLAGS_NONE, on_name_owner_changed, api, NULL);
         api->objects = g_dbus_object_manager_server_new(API_DBUS_OBJECTS_PATH);
         api->manager_skeleton = skeleton_new(api, &api->manager_iface, NULL);
         manager_object = g_dbus_object_skeleton_new(API_DBUS_MANAGER_PATH);
@@ -1029,7 +1065,10 @@ void api_dbus_free(ApiDbus *api)
         g_clear_object(&api->objects);
         g_clear_pointer(&api->vms, g_hash_table_unref);
         g_clear_object(&api->manager_skeleton);
+        g_clear_pointer(&api->caller_uids, g_hash_table_unref);
         if (api->connection) {
+                if (api->name_owner_changed)
+                        g_dbus_connection_signal_unsubscribe(api->connection, api->name_owner_changed);
                 g_signal_handlers_disconnect_by_data(api->connection, api);
                 g_dbus_connection_flush_sync(api->connection, NULL, NULL);
                 g_dbus_connection_close_sync(api->connection, NULL, NULL);
