@@ -13,7 +13,7 @@ PACKAGES=(
   libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
   libsqlite3-dev sqlite3
   libgrpc-dev protobuf-compiler-grpc
-  python3-grpcio python3-protobuf
+  python3-grpcio python3-protobuf python3-gi
   dbus dbus-bin dbus-daemon
   # busctl, one of the D-Bus tests' clients; the package installs without systemd as init
   systemd

@@ -368,6 +368,34 @@ class SessionBusTest(unittest.TestCase):
         finally:
             d.call("RemoveVm", "s", "guarded")
 
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to run a client as another user")
+    def test_one_connection_keeps_its_callers_rights_across_calls(self):
+        """vmmsd learns a caller's uid once per connection: the answers on one connection
+        (GLib's own client, through PyGObject) stay those of its user."""
+        script = """import sys
+from gi.repository import Gio, GLib
+flags = Gio.DBusConnectionFlags.AUTHENTICATION_CLIENT | Gio.DBusConnectionFlags.MESSAGE_BUS_CONNECTION
+c = Gio.DBusConnection.new_for_address_sync(sys.argv[1], flags, None, None)
+for method, sig, args in (("GetVm", "(s)", ("kept",)), ("CreateVm", "(sa{sv})", ("kept-2", {})),
+                          ("GetVm", "(s)", ("kept",)), ("RemoveVm", "(s)", ("kept-2",))):
+    try:
+        c.call_sync("org.vmms.Manager1", "/org/vmms/Manager1", "org.vmms.Manager1", method,
+                    GLib.Variant(sig, args), None, Gio.DBusCallFlags.NONE, -1, None)
+        print(method, "ok")
+    except GLib.Error as e:
+        print(method, Gio.DBusError.get_remote_error(e))
+"""
+        self.dbus.create("kept")
+        try:
+            for user, expected in ((NOBODY, ["GetVm ok", "CreateVm org.vmms.Error.AccessDenied", "GetVm ok",
+                                             "RemoveVm org.vmms.Error.AccessDenied"]),
+                                   (None, ["GetVm ok", "CreateVm ok", "GetVm ok", "RemoveVm ok"])):
+                with self.subTest(user=user):
+                    p = run(["/usr/bin/python3", "-c", script, self.bus.address], user=user)
+                    self.assertEqual(p.stdout.split("\n")[:-1], expected, p.stderr)
+        finally:
+            self.dbus.call("RemoveVm", "s", "kept")
+
     def test_introspection_matches_golden_files(self):
         """The XML vmmsd serves, byte for byte; VMMS_UPDATE_GOLDEN=1 rewrites the files
         after a deliberate change to api/*.xml."""
