@@ -66,7 +66,7 @@ class VmmsdHost:
         self.socket = self.runtime / "vmms.sock"
         self.args = [str(VMMSD), "--state-dir", str(self.state), "--runtime-dir", str(self.runtime),
                      "--hvd-memory", hvd_memory, "--hvd-lps", str(hvd_lps), "--stop-timeout", str(stop_timeout),
-                     *extra]
+                     "--dbus", "none", *extra]  # a later --dbus in extra wins
         self.proc = None
         self._channel = None
         self.pb, self.pb_grpc = stubs()
