@@ -51,6 +51,21 @@ struct HvVpExit {
         char reason[160];          /* HV_EXIT_HALT */
 };
 
+/* What the scheduler counts per VP; hv_sched_sample_vp copies it out. */
+typedef struct HvVpCounters {
+        uint64_t run_ns;   /* dispatched on an LP (guest + hypercalls) */
+        uint64_t guest_ns; /* running guest code */
+        uint64_t dispatches;
+        uint64_t wait_ns; /* runnable but not dispatched */
+        uint64_t signals; /* events signalled to it (pending interrupts) */
+        uint64_t preferred_lp_dispatches;
+        uint64_t home_node_dispatches;
+        uint64_t wake_dispatches; /* dispatches right after a wake from Idle */
+        uint64_t wake_wait_ns;
+        uint64_t wake_wait_max_ns;
+        uint64_t yields;
+} HvVpCounters;
+
 struct HvVp {
         HvPartition *partition;
         uint32_t index;
@@ -68,20 +83,10 @@ struct HvVp {
         HvLp *last_lp;         /* where it runs now, or ran last (soft affinity) */
         bool resume_rax_valid; /* the engine writes RAX before resuming */
         uint64_t resume_rax;
-        void *policy_data; /* owned by the scheduling policy */
-        uint64_t run_ns;
-        uint64_t guest_ns;
-        uint64_t dispatches;
-        uint64_t wait_ns;
+        void *policy_data;   /* owned by the scheduling policy */
         uint32_t home_node;  /* NUMA node it is placed on */
         bool woke_from_idle; /* its next dispatch ends a wake-up, for wake latency */
-        uint64_t signals;    /* events signalled to it (pending interrupts) */
-        uint64_t preferred_lp_dispatches;
-        uint64_t home_node_dispatches;
-        uint64_t wake_dispatches;
-        uint64_t wake_wait_ns;
-        uint64_t wake_wait_max_ns;
-        uint64_t yields;
+        HvVpCounters counters;
 
         /* Written by the LP running the VP, read by counters. */
         _Atomic uint64_t hypercalls;

@@ -108,6 +108,7 @@ static HvLp *find_idle_lp(HvSched *s, HvVp *vp)
 
 static void kick_lp(HvLp *lp)
 {
+        assert_locked(lp->sched);
         lp->idle = false; /* claimed; the LP sets it again if it finds nothing */
         g_cond_signal(&lp->cond);
 }
@@ -164,7 +165,7 @@ static void vp_after_run(HvSched *s, HvVp *vp, HvLp *lp, const HvVpExit *exit, u
                         reason = HV_SCHED_PUT_PREEMPTED;
                         break;
                 case HV_EXIT_YIELD:
-                        vp->yields++;
+                        vp->counters.yields++;
                         reason = HV_SCHED_PUT_YIELDED;
                         break;
                 case HV_EXIT_IDLE:
@@ -201,6 +202,7 @@ static void vp_after_run(HvSched *s, HvVp *vp, HvLp *lp, const HvVpExit *exit, u
 /* Time since lp->mark_ns was hypervisor time spent scheduling. */
 static void account_scheduling(HvLp *lp, uint64_t now)
 {
+        assert_locked(lp->sched);
         lp->hypervisor_ns += now - lp->mark_ns;
         lp->scheduler_ns += now - lp->mark_ns;
         lp->mark_ns = now;
@@ -238,18 +240,18 @@ static void lp_dispatch(HvSched *s, HvLp *lp, HvVp *vp, uint64_t now, uint64_t s
 
         assert_locked(s);
         vp->state = HV_VP_RUNNING;
-        vp->dispatches++;
-        vp->wait_ns += waited;
+        vp->counters.dispatches++;
+        vp->counters.wait_ns += waited;
         if (vp->woke_from_idle) {
                 vp->woke_from_idle = false;
-                vp->wake_dispatches++;
-                vp->wake_wait_ns += waited;
-                vp->wake_wait_max_ns = MAX(vp->wake_wait_max_ns, waited);
+                vp->counters.wake_dispatches++;
+                vp->counters.wake_wait_ns += waited;
+                vp->counters.wake_wait_max_ns = MAX(vp->counters.wake_wait_max_ns, waited);
         }
         if (vp->last_lp == lp)
-                vp->preferred_lp_dispatches++;
+                vp->counters.preferred_lp_dispatches++;
         if (lp->node == vp->home_node)
-                vp->home_node_dispatches++;
+                vp->counters.home_node_dispatches++;
         if (lp->last_vp != vp)
                 lp->context_switches++;
         lp->dispatches++;
@@ -301,8 +303,8 @@ static gpointer lp_thread(gpointer data)
                 lp->hypervisor_ns += exit.hypercall_ns;
                 lp->guest_ns += (t1 - t0) - MIN(exit.hypercall_ns, t1 - t0);
                 lp->mark_ns = t1; /* waiting for the lock counts as scheduling */
-                vp->run_ns += t1 - t0;
-                vp->guest_ns += (t1 - t0) - MIN(exit.hypercall_ns, t1 - t0);
+                vp->counters.run_ns += t1 - t0;
+                vp->counters.guest_ns += (t1 - t0) - MIN(exit.hypercall_ns, t1 - t0);
                 lp->current = NULL;
                 lp->last_vp = vp;
                 vp_after_run(s, vp, lp, &exit, t1 - t0, t1);
@@ -493,7 +495,8 @@ int hv_sched_vp_start(HvSched *s, HvVp *vp, const HvVpRegs *regs)
         int r = -EBUSY;
 
         g_mutex_lock(&s->lock);
-        if (vp->state == HV_VP_STOPPED && vp->dispatches == 0 && !atomic_load(&vp->partition->dying)) {
+        if (vp->state == HV_VP_STOPPED && vp->counters.dispatches == 0 &&
+            !atomic_load(&vp->partition->dying)) {
                 r = s->engine->vp_set_regs(vp->engine, regs);
                 if (r >= 0)
                         vp_make_runnable(s, vp, hv_clock_monotonic_ns(), false);
@@ -506,7 +509,7 @@ int hv_sched_vp_start(HvSched *s, HvVp *vp, const HvVpRegs *regs)
 void hv_sched_vp_signal(HvSched *s, HvVp *vp)
 {
         g_mutex_lock(&s->lock);
-        vp->signals++;
+        vp->counters.signals++;
         if (vp->state == HV_VP_IDLE && !vp->partition->paused)
                 vp_wake_from_idle(s, vp, hv_clock_monotonic_ns(), HV_IDLE_WOKE_EVENT);
         else
@@ -673,22 +676,12 @@ void hv_sched_sample_vp(HvSched *s, HvVp *vp, HvVpSample *ret_sample)
         now = hv_clock_monotonic_ns();
         *ret_sample = (HvVpSample){
                 .state = vp->state,
-                .run_ns = vp->run_ns,
-                .guest_ns = vp->guest_ns,
-                .dispatches = vp->dispatches,
-                .wait_ns = vp->wait_ns,
                 .home_node = vp->home_node,
-                .signals = vp->signals,
-                .preferred_lp_dispatches = vp->preferred_lp_dispatches,
-                .home_node_dispatches = vp->home_node_dispatches,
-                .wake_dispatches = vp->wake_dispatches,
-                .wake_wait_ns = vp->wake_wait_ns,
-                .wake_wait_max_ns = vp->wake_wait_max_ns,
-                .yields = vp->yields,
+                .counters = vp->counters,
         };
         if (vp->state == HV_VP_RUNNING && vp->last_lp) {
-                ret_sample->run_ns += now - vp->last_lp->run_start_ns;
-                ret_sample->guest_ns += now - vp->last_lp->run_start_ns;
+                ret_sample->counters.run_ns += now - vp->last_lp->run_start_ns;
+                ret_sample->counters.guest_ns += now - vp->last_lp->run_start_ns;
         }
         if (s->ops->vp_stats && vp->state != HV_VP_DEAD)
                 s->ops->vp_stats(s->policy, vp, now, &ret_sample->policy);

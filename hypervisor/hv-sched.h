@@ -149,18 +149,8 @@ typedef struct HvLpSample {
 
 typedef struct HvVpSample {
         HvVpState state;
-        uint64_t run_ns;
-        uint64_t guest_ns;
-        uint64_t dispatches;
-        uint64_t wait_ns;
         uint32_t home_node;
-        uint64_t signals;
-        uint64_t preferred_lp_dispatches;
-        uint64_t home_node_dispatches;
-        uint64_t wake_dispatches;
-        uint64_t wake_wait_ns;
-        uint64_t wake_wait_max_ns;
-        uint64_t yields;
+        HvVpCounters counters; /* with the run in progress counted */
         HvSchedVpStats policy;
 } HvVpSample;
 

@@ -198,16 +198,16 @@ static void sim_pick(Sim *sim, HvLp *lp)
         lp->idle = false;
         s->retry_at = UINT64_MAX;
         /* Dispatch bookkeeping, as lp_dispatch. */
-        vp->dispatches++;
+        vp->counters.dispatches++;
         if (vp->woke_from_idle) {
                 vp->woke_from_idle = false;
                 sv->wake_waits++;
                 sv->wake_wait_ns += sim->now - vp->runnable_since_ns;
         }
         if (vp->last_lp == lp)
-                vp->preferred_lp_dispatches++;
+                vp->counters.preferred_lp_dispatches++;
         if (lp->node == vp->home_node)
-                vp->home_node_dispatches++;
+                vp->counters.home_node_dispatches++;
         vp->last_lp = lp;
         lp->current = vp;
         s->cur = sv;
@@ -229,7 +229,7 @@ static void sim_end_run(Sim *sim, HvLp *lp)
         SimRun run = {s->run_start, sim->now};
 
         g_array_append_val(sv->runs, run);
-        sv->vp.run_ns += ran;
+        sv->vp.counters.run_ns += ran;
         if (s->ends_by_burst) {
                 sv->burst_left = sv->spec->burst_ns;
                 if (sv->spec->kind == SIM_PERIODIC) {
@@ -514,13 +514,13 @@ static double sim_measure(Sim *sim, const SimExpect *e)
                         continue;
                 count++;
                 mine += (double)runs_between(sv, from, to);
-                dispatches += sv->vp.dispatches;
+                dispatches += sv->vp.counters.dispatches;
                 waits += sv->wake_waits;
                 wait_ns += sv->wake_wait_ns;
                 if (e->metric == SIM_PREFERRED_LP_PCT)
-                        hits += sv->vp.preferred_lp_dispatches;
+                        hits += sv->vp.counters.preferred_lp_dispatches;
                 if (e->metric == SIM_HOME_NODE_PCT)
-                        hits += sv->vp.home_node_dispatches;
+                        hits += sv->vp.counters.home_node_dispatches;
                 if (e->metric == SIM_MAX_WINDOW_PCT)
                         value = MAX(value,
                                     100.0 * (double)max_window_run(sv, HV_SCHED_CAP_WINDOW_NS, from, to) /
