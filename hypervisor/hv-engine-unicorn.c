@@ -140,8 +140,9 @@ static int unicorn_vp_create(HvVp *vp, HvEngineVp **ret_engine)
                 g_free(e);
                 return -ENOMEM;
         }
-#ifdef uc_ctl_set_tcg_buffer_size /* Unicorn >= 2.1 */
-        (void)uc_ctl_set_tcg_buffer_size(e->uc, UNICORN_TCG_BUFFER_BYTES); /* an older default is no error */
+        /* Unicorn >= 2.1 only; an older one keeps its default, which is no error. */
+#ifdef uc_ctl_set_tcg_buffer_size
+        (void)uc_ctl_set_tcg_buffer_size(e->uc, UNICORN_TCG_BUFFER_BYTES);
 #endif
         r = map_visible(e, atomic_load(&vp->partition->visible_bytes));
         if (r < 0)
