@@ -13,6 +13,10 @@
 #include "hv-partition.h"
 
 #define UNICORN_UNTIL_NEVER UINT64_MAX /* a non-canonical address no guest reaches */
+/* The block hook reads the clock every this many blocks (a few microseconds of guest
+ * code) to end the slice itself: relying on the timer thread alone let slices overrun
+ * by milliseconds whenever the host was slow to wake it, which broke caps. */
+#define UNICORN_CLOCK_BLOCKS 1024u
 /* Unicorn 2.1 reserves 1 GiB of address space per engine for translated code; a
  * guest kernel's hot code is kilobytes, and 256 VPs would reserve 256 GiB. Resident
  * memory is what is touched either way (about 3 MiB per engine, measured). */
@@ -21,6 +25,7 @@
 struct HvEngineVp {
         HvVp *vp;
         uc_engine *uc;
+        uint32_t blocks_to_clock; /* blocks left before the hook reads the clock */
         uint64_t mapped_bytes;
         HvVpExit *exit; /* of the run in progress */
         uc_hook hook_block, hook_out, hook_in, hook_intr, hook_invalid;
@@ -51,6 +56,12 @@ static void on_block(uc_engine *uc, uint64_t address, uint32_t size, void *userd
 
         (void)address;
         (void)size;
+        if (--e->blocks_to_clock == 0) {
+                e->blocks_to_clock = UNICORN_CLOCK_BLOCKS;
+                if (hv_clock_monotonic_ns() >=
+                    atomic_load_explicit(&e->vp->slice_end_ns, memory_order_relaxed))
+                        atomic_store_explicit(&e->vp->preempt, 1, memory_order_relaxed);
+        }
         if (atomic_load_explicit(&e->vp->preempt, memory_order_relaxed)) {
                 if (e->exit->kind == HV_EXIT_NONE)
                         e->exit->kind = HV_EXIT_PREEMPTED;
@@ -199,6 +210,7 @@ static int unicorn_vp_run(HvEngineVp *e, HvVpExit *exit)
                 vp->resume_rax_valid = false;
         }
         e->exit = exit;
+        e->blocks_to_clock = UNICORN_CLOCK_BLOCKS;
         rip = reg_read(e->uc, UC_X86_REG_RIP);
         err = uc_emu_start(e->uc, rip, UNICORN_UNTIL_NEVER, 0, 0);
         e->exit = NULL;

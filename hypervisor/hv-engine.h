@@ -18,8 +18,9 @@ typedef struct HvVpRegs {
  * - vp_create: builds the VP's execution state over the partition's RAM (mapping
  *   [0, visible) of it); called on the main thread before the VP is started.
  * - vp_set_regs: sets the start registers; only while the VP is not running.
- * - vp_run: runs guest code on the calling LP thread until vp->preempt is set, a
- *   hypercall asks for an exit, or the guest faults; fills *exit (kind HV_EXIT_HALT
+ * - vp_run: runs guest code on the calling LP thread until vp->preempt is set or
+ *   vp->slice_end_ns has passed (checked every few microseconds), a hypercall asks
+ *   for an exit, or the guest faults; fills *exit (kind HV_EXIT_HALT
  *   with a reason on a fault). Never preempted from another thread (see
  *   shared/notes/unicorn-facts.md): it polls vp->preempt at block boundaries.
  * - vp_free: accepts NULL; only while the VP is not running. */

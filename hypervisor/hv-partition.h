@@ -73,6 +73,7 @@ struct HvVp {
 
         /* Set under the scheduler lock, read by the engine without it. */
         atomic_int preempt;
+        _Atomic uint64_t slice_end_ns; /* the engine stops by itself once this passes */
         /* An event was signalled while the VP was not idle; Idle returns at once. */
         atomic_int event_pending;
 

@@ -115,6 +115,8 @@ typedef struct ShareVp {
         double vmark;
         uint64_t cap_throttles;
         uint64_t boosts;
+        uint64_t cap_since_ns;      /* when the partition's settings last changed */
+        uint64_t cap_window_max_ns; /* the most run in a window wholly after cap_since_ns */
         uint32_t n_runs;
         uint32_t first_run;
         ShareRun runs[HV_SCHED_CAP_RUNS];
@@ -654,6 +656,10 @@ static void share_vp_put(void *policy, HvVp *vp, HvLp *lp, uint64_t ran_ns, uint
                 sv->lag -= (double)ran_ns;
                 vp_sync(sh, sv); /* clamp */
                 runs_record(sv, now - MIN(ran_ns, now), now);
+                /* A window's run peaks where a run ends: check the one ending here. */
+                if (sv->vp->partition->processor.maximum_pct < 100 &&
+                    now >= sv->cap_since_ns + HV_SCHED_CAP_WINDOW_NS)
+                        sv->cap_window_max_ns = MAX(sv->cap_window_max_ns, runs_in_window(sv, now));
         }
         sv->running_boosted = false;
         switch (reason) {
@@ -675,12 +681,14 @@ static void share_partition_changed(void *policy, HvPartition *p, uint64_t now)
         Share *sh = policy;
 
         share_assert_locked(sh);
-        (void)now;
         for (uint32_t i = 0; i < p->vp_count; i++) {
                 ShareVp *sv = p->vps[i]->policy_data;
 
-                if (sv)
-                        sv->node->shares_dirty = true;
+                if (!sv)
+                        continue;
+                sv->node->shares_dirty = true;
+                sv->cap_since_ns = now;
+                sv->cap_window_max_ns = 0;
         }
 }
 
@@ -698,6 +706,7 @@ static void share_vp_stats(void *policy, HvVp *vp, uint64_t now, HvSchedVpStats 
         ret->lag_ns = (int64_t)vp_lag(sv);
         ret->cap_throttles = sv->cap_throttles;
         ret->boosts = sv->boosts;
+        ret->cap_window_max_ns = sv->cap_window_max_ns;
 }
 
 const HvSchedOps hv_sched_share_ops = {

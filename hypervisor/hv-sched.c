@@ -258,6 +258,7 @@ static void lp_dispatch(HvSched *s, HvLp *lp, HvVp *vp, uint64_t now, uint64_t s
         lp->current = vp;
         vp->last_lp = lp;
         lp->slice_end_ns = now + slice_ns;
+        atomic_store(&vp->slice_end_ns, lp->slice_end_ns);
         atomic_store(&vp->preempt, 0);
         timer_kick(s, lp->slice_end_ns);
 }

@@ -60,6 +60,7 @@ typedef struct HvSchedVpStats {
         int64_t lag_ns;     /* entitled minus received: > 0 behind, < 0 ahead */
         uint64_t cap_throttles;
         uint64_t boosts;
+        uint64_t cap_window_max_ns; /* the most run in any cap window since the cap was set */
 } HvSchedVpStats;
 
 /* A scheduling policy. Every op is called with the scheduler lock held (the mechanism

@@ -367,6 +367,7 @@ static Vmms__Hv__Counters *build_counters(Hv *hv, GPtrArray *arena)
                         vc->lag_ns = sample.policy.lag_ns;
                         vc->cap_throttles = sample.policy.cap_throttles;
                         vc->boosts = sample.policy.boosts;
+                        vc->cap_window_max_ns = sample.policy.cap_window_max_ns;
                         vc->hypercalls = atomic_load(&p->vps[v]->hypercalls);
                         vc->invalid_hypercalls = atomic_load(&p->vps[v]->invalid_hypercalls);
                         pc->vps[v] = vc;

@@ -99,7 +99,8 @@ static void print_vp(GString *out, const Vmms__Hv__VpCounters *va, const Vmms__H
                         ",\"wake_dispatches\":%" G_GUINT64_FORMAT ",\"wake_wait_ns\":%" G_GUINT64_FORMAT
                         ",\"wake_wait_ns_per_dispatch\":%" G_GUINT64_FORMAT
                         ",\"wake_wait_max_ns\":%" G_GUINT64_FORMAT ",\"yields\":%" G_GUINT64_FORMAT
-                        ",\"cap_throttles\":%" G_GUINT64_FORMAT ",\"boosts\":%" G_GUINT64_FORMAT "}",
+                        ",\"cap_throttles\":%" G_GUINT64_FORMAT ",\"boosts\":%" G_GUINT64_FORMAT
+                        ",\"cap_window_max_pct\":%.3f}",
                         first ? "" : ",", vb->index, vb->state, pct(run, dt), pct(guest, dt), share,
                         vb->lag_ns, vb->dispatches, vb->hypercalls, vb->invalid_hypercalls,
                         dispatches ? wait / dispatches : 0, vb->run_ns, vb->wait_ns,
@@ -107,7 +108,8 @@ static void print_vp(GString *out, const Vmms__Hv__VpCounters *va, const Vmms__H
                         per_sec(delta(vb->signals, va->signals), dt), vb->signals, vb->home_node,
                         vb->preferred_lp_dispatches, vb->home_node_dispatches, vb->wake_dispatches,
                         vb->wake_wait_ns, wake_dispatches ? wake_wait / wake_dispatches : 0,
-                        vb->wake_wait_max_ns, vb->yields, vb->cap_throttles, vb->boosts);
+                        vb->wake_wait_max_ns, vb->yields, vb->cap_throttles, vb->boosts,
+                        vb->cap_window_max_ns / 1e6);
                 return;
         }
         g_string_append_printf(

@@ -479,9 +479,17 @@ static void add_memory_counters(VmmsManager *m, CounterList *list, const VmmsVm 
         static const char *const set = "Hyper-V Dynamic Memory VM";
 
         counter_add(list, set, name, "Physical Memory", (double)(pc->assigned_bytes >> 20));
-        if (vm && vm->memory.received_ns)
+        if (vm && vm->memory.received_ns) {
                 counter_add(list, set, name, "Guest Visible Physical Memory",
                             (double)(vm->memory.visible_bytes >> 20));
+                /* Not Hyper-V counters: what the guest commits and pages to its synthetic disk. */
+                counter_add(list, "VMMS Guest Memory", name, "Committed Bytes",
+                            (double)vm->memory.committed_bytes);
+                counter_add(list, "VMMS Guest Memory", name, "Pages In", (double)vm->memory.page_in_total);
+                counter_add(list, "VMMS Guest Memory", name, "Pages Out", (double)vm->memory.page_out_total);
+                counter_add(list, "VMMS Guest Memory", name, "Ballooned Bytes",
+                            (double)vm->memory.ballooned_bytes);
+        }
         if (!dm)
                 return;
         counter_add(list, set, name, "Current Pressure", dm->current_pressure);
