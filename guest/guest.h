@@ -91,7 +91,7 @@ int guest_page_alloc_contig(uint64_t count, uint64_t *ret_gpa);
 int guest_page_free(uint64_t gpa);
 int guest_page_free_contig(uint64_t gpa, uint64_t count);
 uint64_t guest_page_take(uint64_t count, uint64_t *ret_pfns);
-int guest_page_give_back(const uint64_t *pfns, uint64_t count);
+uint64_t guest_page_give_back(const uint64_t *pfns, uint64_t count);
 int guest_page_add_range(uint64_t gpa, uint64_t bytes);
 uint64_t guest_page_committed_bytes(void);
 uint64_t guest_page_free_bytes(void);

@@ -317,27 +317,27 @@ uint64_t guest_page_take(uint64_t count, uint64_t *ret_pfns)
         return n;
 }
 
-/* The balloon gives pages back. Pages that were not taken are skipped and reported. */
-int guest_page_give_back(const uint64_t *pfns, uint64_t count)
+/* The balloon gives pages back. Pages that were not taken (or are listed twice) are
+ * skipped; returns how many came back. */
+uint64_t guest_page_give_back(const uint64_t *pfns, uint64_t count)
 {
         struct guest_page_allocator *a = &guest_pages;
-        int r = 0;
+        uint64_t accepted = 0;
 
         guest_spin_lock(&a->lock);
         for (uint64_t i = 0; i < count; i++) {
                 uint64_t pfn = pfns[i];
 
-                if (pfn >= a->maximum_pfn || !guest_bit_test(a->taken, pfn)) {
-                        r = -EINVAL;
+                if (pfn >= a->maximum_pfn || !guest_bit_test(a->taken, pfn))
                         continue;
-                }
                 guest_bit_clear(a->taken, pfn);
                 guest_bit_clear(a->used, pfn);
                 a->taken_pages--;
                 a->free_pages++;
+                accepted++;
         }
         guest_spin_unlock(&a->lock);
-        return r;
+        return accepted;
 }
 
 /* Hot-add: [gpa, gpa + bytes) becomes free memory. It must be page aligned, below
