@@ -194,11 +194,22 @@ static void job_fail(VmmsVm *vm, VmmsErrorCode code, const char *message)
                 vmms_call_fail(call, code, "%s", message);
 }
 
+bool vmms_vm_check_idle(VmmsVm *vm, VmmsError *error)
+{
+        if (!vm->job)
+                return true;
+        vmms_error_set(error, VMMS_ERROR_FAILED_PRECONDITION, "VM '%s' is busy: %s is in progress",
+                       vm->def.name, vm->job);
+        return false;
+}
+
 static bool job_begin(VmmsVm *vm, const char *job, VmmsCall *call)
 {
-        if (vm->job) {
-                vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION, "VM '%s' is busy: %s is in progress",
-                               vm->def.name, vm->job);
+        VmmsError error = {0};
+
+        if (!vmms_vm_check_idle(vm, &error)) {
+                vmms_call_fail_with(call, &error);
+                vmms_error_clear(&error);
                 return false;
         }
         vm->job = job;
@@ -653,11 +664,8 @@ int vmms_manager_vm_remove(VmmsManager *m, VmmsVm *vm, VmmsError *error)
 
         if (!vmms_vm_action_allowed(vm->def.name, vm->def.state, VMMS_ACTION_REMOVE, error))
                 return -EBUSY;
-        if (vm->job) {
-                vmms_error_set(error, VMMS_ERROR_FAILED_PRECONDITION, "VM '%s' is busy: %s is in progress",
-                               vm->def.name, vm->job);
+        if (!vmms_vm_check_idle(vm, error))
                 return -EBUSY;
-        }
         r = vmms_store_vm_remove(m->store, vm->def.id, &event);
         if (r < 0) {
                 vmms_error_set(error, VMMS_ERROR_INTERNAL, "cannot remove VM '%s': %s", vm->def.name,

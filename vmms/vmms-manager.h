@@ -86,6 +86,9 @@ int vmms_manager_vm_remove(VmmsManager *m, VmmsVm *vm, VmmsError *error);
 /* Persists vm->def with an event in one transaction, then tells the watchers. */
 int vmms_vm_persist(VmmsVm *vm, const char *kind, VmmsError *error, const char *fmt, ...) G_GNUC_PRINTF(4, 5);
 
+/* Whether no job is in progress on the VM; if one is, a NotAllowed error naming it. */
+bool vmms_vm_check_idle(VmmsVm *vm, VmmsError *error);
+
 /* Lifecycle. Each ends `call` when the VM has reached its state or failed. */
 void vmms_vm_start(VmmsVm *vm, VmmsCall *call);
 void vmms_vm_stop(VmmsVm *vm, bool turn_off, bool force, VmmsCall *call);

@@ -286,23 +286,34 @@ static bool masked(char **mask, size_t n, const char *field)
         return false;
 }
 
+/* The start of both updates: the VM, and a mask naming only `fields`. */
+static VmmsVm *update_target(VmmsManager *m, const char *ref, char **mask, size_t n_mask,
+                             const char *const *fields, size_t n_fields, VmmsCall *call)
+{
+        VmmsVm *vm = lookup(m, ref, call);
+        VmmsError error = {0};
+
+        if (vm && !mask_valid(mask, n_mask, fields, n_fields, &error)) {
+                fail(call, &error);
+                return NULL;
+        }
+        return vm;
+}
+
 static void op_update_processor(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
 {
         static const char *const fields[] = {"count", "reserve", "maximum", "relative_weight"};
         const Vmms__V1__UpdateProcessorRequest *req = (const Vmms__V1__UpdateProcessorRequest *)request;
         Vmms__V1__ProcessorSettings empty = VMMS__V1__PROCESSOR_SETTINGS__INIT;
         const Vmms__V1__ProcessorSettings *in = req->processor ? req->processor : &empty;
-        VmmsVm *vm = lookup(m, req->vm, call);
+        VmmsVm *vm = update_target(m, req->vm, req->update_mask, req->n_update_mask, fields,
+                                   G_N_ELEMENTS(fields), call);
         VmmsProcessorSettings p;
         VmmsError error = {0};
         bool running;
 
         if (!vm)
                 return;
-        if (!mask_valid(req->update_mask, req->n_update_mask, fields, G_N_ELEMENTS(fields), &error)) {
-                fail(call, &error);
-                return;
-        }
         p = vm->def.processor;
         if (masked(req->update_mask, req->n_update_mask, "count"))
                 p.count = in->count;
@@ -318,9 +329,8 @@ static void op_update_processor(VmmsManager *m, const ProtobufCMessage *request,
                 fail(call, &error);
                 return;
         }
-        if (vm->job) {
-                vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION, "VM '%s' is busy: %s is in progress",
-                               vm->def.name, vm->job);
+        if (!vmms_vm_check_idle(vm, &error)) {
+                fail(call, &error);
                 return;
         }
         running = vm->def.state == VMMS_VM_RUNNING || vm->def.state == VMMS_VM_PAUSED;
@@ -345,17 +355,14 @@ static void op_update_memory(VmmsManager *m, const ProtobufCMessage *request, Vm
         const Vmms__V1__UpdateMemoryRequest *req = (const Vmms__V1__UpdateMemoryRequest *)request;
         Vmms__V1__MemorySettings empty = VMMS__V1__MEMORY_SETTINGS__INIT;
         const Vmms__V1__MemorySettings *in = req->memory ? req->memory : &empty;
-        VmmsVm *vm = lookup(m, req->vm, call);
+        VmmsVm *vm = update_target(m, req->vm, req->update_mask, req->n_update_mask, fields,
+                                   G_N_ELEMENTS(fields), call);
         VmmsMemorySettings mem;
         VmmsError error = {0};
         bool off;
 
         if (!vm)
                 return;
-        if (!mask_valid(req->update_mask, req->n_update_mask, fields, G_N_ELEMENTS(fields), &error)) {
-                fail(call, &error);
-                return;
-        }
         mem = vm->def.memory;
         if (masked(req->update_mask, req->n_update_mask, "dynamic_memory_enabled"))
                 mem.dynamic_memory_enabled = in->dynamic_memory_enabled;
@@ -378,9 +385,8 @@ static void op_update_memory(VmmsManager *m, const ProtobufCMessage *request, Vm
                 fail(call, &error);
                 return;
         }
-        if (vm->job) {
-                vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION, "VM '%s' is busy: %s is in progress",
-                               vm->def.name, vm->job);
+        if (!vmms_vm_check_idle(vm, &error)) {
+                fail(call, &error);
                 return;
         }
         vm->def.memory = mem;
