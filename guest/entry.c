@@ -160,7 +160,9 @@ static __attribute__((noreturn)) void guest_boot_vp0(const struct hv_boot_info *
                      guest_page_visible_bytes(), b->maximum_bytes, guest_page_committed_bytes(),
                      guest_page_free_bytes());
 
+        /* The other VPs need nothing from VMBus (it is VP 0's): let them go first. */
         __atomic_store_n(&guest_boot_state, GUEST_BOOT_DONE, __ATOMIC_RELEASE);
+        guest_vmbus_start();
         guest_run_workload(0);
 }
 

@@ -10,10 +10,16 @@
 #include "hv-abi.h"
 
 /* There is no libc: the few errno values the kernel returns, negated. */
-#define EEXIST 17
-#define EINVAL 22
+#define EIO 5
+#define EAGAIN 11
 #define ENOMEM 12
+#define EBUSY 16
+#define EEXIST 17
+#define ENODEV 19
+#define EINVAL 22
+#define ENOSPC 28
 #define ERANGE 34
+#define ETIMEDOUT 110
 
 /* uint64_t (unsigned long) constants, so they print with %lu like every other figure. */
 #define GUEST_NS_PER_SEC UINT64_C(1000000000)
@@ -98,6 +104,21 @@ uint64_t guest_page_free_bytes(void);
 uint64_t guest_page_visible_bytes(void);
 uint64_t guest_page_taken_bytes(void);
 uint64_t guest_page_bitmap_bytes(uint64_t maximum_bytes);
+
+/* vmbus.c — the VMBus client, VP 0 only (on other VPs poll does nothing). start posts
+ * INITIATE and waits briefly for the channels; poll, called after every Idle return and
+ * between batches of work, reads the host's messages and packets and runs the drivers'
+ * timers; next_deadline is the reference time poll next wants to run by (0: none). */
+void guest_vmbus_start(void);
+void guest_vmbus_poll(void);
+uint64_t guest_vmbus_next_deadline(void);
+
+/* dm.c — the low-memory notification (see the threshold in dm.c). Callbacks run on VP
+ * 0 from guest_vmbus_poll and may allocate and free pages but must not wait on VMBus. */
+typedef void guest_low_memory_fn(void *userdata, uint64_t free_bytes, uint64_t threshold_bytes);
+int guest_dm_low_memory_subscribe(guest_low_memory_fn *fn, void *userdata);
+uint64_t guest_dm_low_memory_threshold_bytes(void);
+void guest_dm_check_low_memory(uint64_t now_ns);
 
 /* cmdline.c */
 enum guest_workload {

@@ -20,6 +20,7 @@ void guest_workload_cpu_run(uint32_t vp)
                 batches++;
                 iterations += GUEST_CPU_BATCH_ITERATIONS;
                 guest_check_host_request();
+                guest_vmbus_poll();
                 /* a == c alone misses a replay of a block holding both stores. */
                 if (s.a != s.c || s.a != iterations) {
                         guest_printf("cpu: CORRUPTION a=%lu c=%lu expected=%lu\n", s.a, s.c, iterations);

@@ -7,15 +7,26 @@
 
 #define GUEST_IDLE_REPORT_SECONDS 10
 
-/* IDLE may return early on an event, so sleep until the deadline really passed. */
+/* The earlier of deadline and what VMBus wants (its timers run from guest_vmbus_poll). */
+static uint64_t guest_idle_deadline(uint64_t deadline)
+{
+        uint64_t vmbus = guest_vp_index() == 0 ? guest_vmbus_next_deadline() : 0;
+
+        return vmbus && vmbus < deadline ? vmbus : deadline;
+}
+
+/* IDLE may return early on an event (VMBus news for VP 0), so sleep until the deadline
+ * really passed, serving each event as it comes. */
 void guest_sleep_ns(uint64_t ns)
 {
         uint64_t deadline = guest_hv_reference_time() + ns;
 
+        guest_vmbus_poll();
         while (guest_hv_reference_time() < deadline) {
-                int64_t r = guest_hv_idle(deadline);
+                int64_t r = guest_hv_idle(guest_idle_deadline(deadline));
 
                 guest_check_host_request();
+                guest_vmbus_poll();
                 if (r < 0)
                         break; /* a hypervisor without IDLE must not turn this into a spin */
         }
@@ -28,8 +39,9 @@ void guest_workload_idle_run(bool report, uint64_t period_ms)
         for (;;) {
                 uint64_t now, up;
 
-                guest_hv_idle(guest_hv_reference_time() + period_ms * GUEST_NS_PER_MS);
+                guest_hv_idle(guest_idle_deadline(guest_hv_reference_time() + period_ms * GUEST_NS_PER_MS));
                 guest_check_host_request();
+                guest_vmbus_poll();
                 if (!report)
                         continue;
                 now = guest_hv_reference_time();
