@@ -209,7 +209,13 @@ class LivePartitionTest(unittest.TestCase):
             # engine's stop latency, so it is below 20 % plus a point for host hiccups.
             self.assertLess(vp_pct(host, counters, "a")[0], 21, counters)
             self.assertGreater(vp_pct(host, counters, "b")[0], 75, counters)
-            self.assertGreater(host.partition(counters, "a")["vps"][0]["cap_throttles"], 0)
+            capped = host.partition(counters, "a")["vps"][0]
+            self.assertGreater(capped["cap_throttles"], 0)
+            # hvd measures the fullest 100 ms window itself. It is not asserted tight:
+            # the host may deschedule an LP thread past its slice end, which hvd cannot
+            # prevent (20.3-20.9 % on a quiet host, more under load); the simulation
+            # checks the exact bound. Here: it is measured, and is near the cap.
+            self.assertGreater(capped["cap_window_max_pct"], 15, counters)
             self.assertIsNone(client.set_processor(a, weight=300))
             counters = host.counters(1.5)
             self.assertAlmostEqual(vp_pct(host, counters, "a")[0], 75, delta=5, msg=counters)
