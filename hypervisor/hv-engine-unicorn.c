@@ -27,8 +27,9 @@ struct HvEngineVp {
         uc_engine *uc;
         uint32_t blocks_to_clock; /* blocks left before the hook reads the clock */
         uint64_t mapped_bytes;
-        HvVpExit *exit; /* of the run in progress */
-        uc_hook hook_block, hook_out, hook_in, hook_intr, hook_invalid;
+        bool mapped_in_pieces; /* a hot-add was mapped mid-run as a second region */
+        HvVpExit *exit;        /* of the run in progress */
+        uc_hook hook_block, hook_out, hook_in, hook_intr, hook_invalid, hook_unmapped;
 };
 
 static void exit_halt(HvVpExit *exit, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
@@ -115,19 +116,45 @@ static bool on_invalid(uc_engine *uc, void *userdata)
         return false;
 }
 
+/* Between runs: [0, visible) as one region (one region keeps guest code fast). */
 static int map_visible(HvEngineVp *e, uint64_t visible)
 {
         HvPartition *p = e->vp->partition;
 
-        if (e->mapped_bytes == visible)
+        if (e->mapped_bytes == visible && !e->mapped_in_pieces)
                 return 0;
         if (e->mapped_bytes && uc_mem_unmap(e->uc, 0, e->mapped_bytes) != UC_ERR_OK)
                 return -EIO;
         e->mapped_bytes = 0;
+        e->mapped_in_pieces = false;
         if (uc_mem_map_ptr(e->uc, 0, visible, UC_PROT_ALL, p->ram) != UC_ERR_OK)
                 return -ENOMEM;
         e->mapped_bytes = visible;
         return 0;
+}
+
+/* RAM hot-added while the VP runs is announced to the guest through a ring it may
+ * read in the same slice, so its first touch can come before the next dispatch. The
+ * new range is mapped here as a second region, and the access retried; the next
+ * dispatch maps it back into one. Anything else past visible RAM is a guest fault. */
+static bool on_unmapped(uc_engine *uc, uc_mem_type type, uint64_t address, int size, int64_t value,
+                        void *userdata)
+{
+        HvEngineVp *e = userdata;
+        HvPartition *p = e->vp->partition;
+        uint64_t visible = atomic_load_explicit(&p->visible_bytes, memory_order_acquire);
+
+        (void)type;
+        (void)size;
+        (void)value;
+        if (address >= visible || e->mapped_bytes >= visible)
+                return false;
+        if (uc_mem_map_ptr(uc, e->mapped_bytes, visible - e->mapped_bytes, UC_PROT_ALL,
+                           p->ram + e->mapped_bytes) != UC_ERR_OK)
+                return false;
+        e->mapped_bytes = visible;
+        e->mapped_in_pieces = true;
+        return true;
 }
 
 static void unicorn_vp_free(HvEngineVp *e)
@@ -165,6 +192,8 @@ static int unicorn_vp_create(HvVp *vp, HvEngineVp **ret_engine)
                     UC_ERR_OK ||
             uc_hook_add(e->uc, &e->hook_intr, UC_HOOK_INTR, (void *)on_interrupt, e, 1, 0) != UC_ERR_OK ||
             uc_hook_add(e->uc, &e->hook_invalid, UC_HOOK_INSN_INVALID, (void *)on_invalid, e, 1, 0) !=
+                    UC_ERR_OK ||
+            uc_hook_add(e->uc, &e->hook_unmapped, UC_HOOK_MEM_UNMAPPED, (void *)on_unmapped, e, 1, 0) !=
                     UC_ERR_OK) {
                 r = -EIO;
                 goto fail;

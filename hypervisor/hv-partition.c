@@ -95,6 +95,8 @@ int hv_partition_new(Hv *hv, const char *name, uint32_t vp_count, uint32_t max_v
         p->home_node = -1;
         g_mutex_init(&p->console_lock);
         p->console = g_byte_array_new();
+        g_mutex_init(&p->mailbox_lock);
+        g_queue_init(&p->mailbox);
 
         memfd_name = g_strdup_printf("vmms-ram-%s", name);
         p->ram_fd = memfd_create(memfd_name, MFD_CLOEXEC);
@@ -140,6 +142,9 @@ void hv_partition_free(HvPartition *p)
         if (p->console)
                 g_byte_array_unref(p->console);
         g_mutex_clear(&p->console_lock);
+        g_queue_clear_full(&p->mailbox, g_free);
+        g_mutex_clear(&p->mailbox_lock);
+        g_free(p->ballooned);
         g_free(p->name);
         g_free(p);
 }
@@ -205,4 +210,114 @@ GBytes *hv_partition_console_take(HvPartition *p)
         p->console_flush_queued = false;
         g_mutex_unlock(&p->console_lock);
         return bytes;
+}
+
+/* Queues a flush unless one is queued; called with mailbox_lock held. */
+static bool mailbox_want_flush_locked(HvPartition *p)
+{
+        if (p->mailbox_flush_queued)
+                return false;
+        p->mailbox_flush_queued = true;
+        return true;
+}
+
+int hv_partition_post_message(HvPartition *p, const uint8_t *data, uint32_t len)
+{
+        HvGuestNote *note;
+        bool flush;
+
+        g_mutex_lock(&p->mailbox_lock);
+        if (p->mailbox_messages >= HV_MAILBOX_MESSAGES_MAX) {
+                p->guest_messages_refused++;
+                g_mutex_unlock(&p->mailbox_lock);
+                return -HV_STATUS_INSUFFICIENT_BUFFERS;
+        }
+        note = g_malloc(sizeof(*note) + len);
+        note->kind = HV_GUEST_NOTE_MESSAGE;
+        note->connection_id = 0;
+        note->len = len;
+        memcpy(note->data, data, len);
+        g_queue_push_tail(&p->mailbox, note);
+        p->mailbox_messages++;
+        p->guest_messages++;
+        flush = mailbox_want_flush_locked(p);
+        g_mutex_unlock(&p->mailbox_lock);
+        if (flush)
+                hv_queue_mailbox_flush(p);
+        return 0;
+}
+
+static bool signal_pending_locked(HvPartition *p, uint32_t connection_id)
+{
+        for (GList *l = p->mailbox.head; l; l = l->next) {
+                const HvGuestNote *note = l->data;
+
+                if (note->kind == HV_GUEST_NOTE_SIGNAL && note->connection_id == connection_id)
+                        return true;
+        }
+        return false;
+}
+
+/* A signal only says "look at this channel", so one pending per connection id is as
+ * good as many; the queue stays bounded however often the guest signals. */
+int hv_partition_signal_event(HvPartition *p, uint32_t connection_id)
+{
+        HvGuestNote *note;
+        bool flush;
+
+        g_mutex_lock(&p->mailbox_lock);
+        if (signal_pending_locked(p, connection_id)) {
+                p->guest_signals++;
+                p->guest_signals_coalesced++;
+                g_mutex_unlock(&p->mailbox_lock);
+                return 0;
+        }
+        if (p->mailbox_signals >= HV_MAILBOX_SIGNALS_MAX) {
+                g_mutex_unlock(&p->mailbox_lock);
+                return -HV_STATUS_INSUFFICIENT_BUFFERS;
+        }
+        note = g_new0(HvGuestNote, 1);
+        note->kind = HV_GUEST_NOTE_SIGNAL;
+        note->connection_id = connection_id;
+        g_queue_push_tail(&p->mailbox, note);
+        p->mailbox_signals++;
+        p->guest_signals++;
+        flush = mailbox_want_flush_locked(p);
+        g_mutex_unlock(&p->mailbox_lock);
+        if (flush)
+                hv_queue_mailbox_flush(p);
+        return 0;
+}
+
+/* A note is out of the queue while it is being sent, so a signal arriving meanwhile is
+ * queued anew rather than merged into one the worker may already have acted on. */
+HvGuestNote *hv_partition_mailbox_pop(HvPartition *p)
+{
+        HvGuestNote *note;
+
+        g_mutex_lock(&p->mailbox_lock);
+        note = g_queue_pop_head(&p->mailbox);
+        if (!note)
+                p->mailbox_flush_queued = false;
+        else if (note->kind == HV_GUEST_NOTE_MESSAGE)
+                p->mailbox_messages--;
+        else
+                p->mailbox_signals--;
+        g_mutex_unlock(&p->mailbox_lock);
+        return note;
+}
+
+void hv_partition_mailbox_push_back(HvPartition *p, HvGuestNote *note)
+{
+        g_mutex_lock(&p->mailbox_lock);
+        if (note->kind == HV_GUEST_NOTE_SIGNAL && signal_pending_locked(p, note->connection_id)) {
+                g_free(note); /* signalled again meanwhile: the queued one covers both */
+        } else {
+                g_queue_push_head(&p->mailbox, note);
+                if (note->kind == HV_GUEST_NOTE_MESSAGE)
+                        p->mailbox_messages++;
+                else
+                        p->mailbox_signals++;
+        }
+        g_mutex_unlock(&p->mailbox_lock);
 }

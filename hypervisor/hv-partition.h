@@ -122,9 +122,43 @@ struct HvPartition {
         GByteArray *console;
         bool console_flush_queued;
         uint64_t console_dropped_bytes;
+
+        /* Dynamic Memory (hv-memory.c); main thread only. assigned_bytes is always
+         * visible_bytes - ballooned_pages * HV_PAGE_SIZE. */
+        uint64_t *ballooned; /* one bit per page of maximum_bytes; NULL until the first balloon */
+        uint64_t ballooned_pages;
+        uint64_t hot_added_bytes;
+        uint64_t refused_pages;
+
+        /* Guest -> worker notes (PostMessage, SignalEvent): queued by LP threads, sent
+         * by the main thread in order. Bounded, so a guest cannot make hvd hoard memory
+         * for a worker that does not read; signals are kept once per connection id. */
+        GMutex mailbox_lock;
+        GQueue mailbox; /* HvGuestNote*, oldest first */
+        uint32_t mailbox_messages;
+        uint32_t mailbox_signals;
+        bool mailbox_flush_queued;
+        uint64_t guest_messages;
+        uint64_t guest_messages_refused;
+        uint64_t guest_signals;
+        uint64_t guest_signals_coalesced;
 };
 
 #define HV_CONSOLE_BUFFER_MAX (64u * 1024u)
+#define HV_MAILBOX_MESSAGES_MAX 64u /* posted messages waiting for the worker */
+#define HV_MAILBOX_SIGNALS_MAX 32u  /* distinct connection ids with a signal pending */
+
+typedef enum HvGuestNoteKind {
+        HV_GUEST_NOTE_MESSAGE,
+        HV_GUEST_NOTE_SIGNAL,
+} HvGuestNoteKind;
+
+typedef struct HvGuestNote {
+        HvGuestNoteKind kind;
+        uint32_t connection_id; /* HV_GUEST_NOTE_SIGNAL */
+        uint32_t len;           /* HV_GUEST_NOTE_MESSAGE */
+        uint8_t data[];
+} HvGuestNote;
 
 int hv_processor_settings_from_wire(uint32_t reserve_pct, uint32_t maximum_pct, uint32_t relative_weight,
                                     HvProcessorSettings *ret, char **ret_error);
@@ -140,3 +174,11 @@ uint64_t hv_partition_resident_bytes(const HvPartition *p);
 bool hv_partition_range_valid(const HvPartition *p, uint64_t gpa, uint64_t len);
 void hv_partition_console_write(HvPartition *p, const uint8_t *data, size_t len);
 GBytes *hv_partition_console_take(HvPartition *p);
+/* On an LP thread: queue a copy of a guest message or a signal for the worker. Return
+ * 0 or -HV_STATUS_INSUFFICIENT_BUFFERS when the mailbox is full (the guest retries). */
+int hv_partition_post_message(HvPartition *p, const uint8_t *data, uint32_t len);
+int hv_partition_signal_event(HvPartition *p, uint32_t connection_id);
+/* On the main thread: the oldest note (NULL when empty), and putting it back first when
+ * the worker could not take it yet. */
+HvGuestNote *hv_partition_mailbox_pop(HvPartition *p);
+void hv_partition_mailbox_push_back(HvPartition *p, HvGuestNote *note);

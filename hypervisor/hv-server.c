@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "hv-abi.h"
+#include "hv-memory.h"
 #include "hv-server.h"
 #include "hv-wire.h"
 #include "hv.pb-c.h"
@@ -239,6 +240,106 @@ static void handle_partition_pause(HvConnection *c, const Vmms__Hv__PartitionPau
                   req->paused ? "paused" : "resumed");
 }
 
+/* hv.proto PartitionMemory: the figures of the partition and the pool it draws on. */
+static void fill_partition_memory(Hv *hv, const HvPartition *p, Vmms__Hv__PartitionMemory *memory)
+{
+        memory->visible_bytes = atomic_load(&p->visible_bytes);
+        memory->assigned_bytes = p->assigned_bytes;
+        memory->ballooned_bytes = p->ballooned_pages * HV_PAGE_SIZE;
+        memory->maximum_bytes = p->maximum_bytes;
+        memory->resident_bytes = hv_partition_resident_bytes(p);
+        memory->hot_added_bytes = p->hot_added_bytes;
+        memory->refused_pages = p->refused_pages;
+        memory->pool_available_bytes = hv_pool_available(&hv->pool);
+}
+
+static void reply_memory(HvConnection *c, HvPartition *p, Vmms__Hv__Reply *reply, GPtrArray *arena)
+{
+        Vmms__Hv__PartitionMemory *memory = g_new0(Vmms__Hv__PartitionMemory, 1);
+
+        g_ptr_array_add(arena, memory);
+        vmms__hv__partition_memory__init(memory);
+        fill_partition_memory(c->server->hv, p, memory);
+        reply->body_case = VMMS__HV__REPLY__BODY_PARTITION_MEMORY;
+        reply->partition_memory = memory;
+}
+
+static void handle_partition_hot_add(HvConnection *c, const Vmms__Hv__PartitionHotAdd *req,
+                                     Vmms__Hv__Reply *reply, GPtrArray *arena)
+{
+        HvPartition *p = owned_partition(c, req->partition_id, reply);
+        uint64_t visible;
+        char *error = NULL;
+        int r;
+
+        if (!p)
+                return;
+        visible = atomic_load(&p->visible_bytes);
+        r = hv_memory_hot_add(p, req->bytes, &error);
+        if (r < 0) {
+                reply_error(reply, r, error ? error : g_strdup(g_strerror(-r)));
+                return;
+        }
+        reply_memory(c, p, reply, arena);
+        g_message("partition %" G_GUINT64_FORMAT " (%s): hot-added %" G_GUINT64_FORMAT
+                  " bytes at 0x%" G_GINT64_MODIFIER "x, visible %" G_GUINT64_FORMAT,
+                  p->id, p->name, req->bytes, visible, visible + req->bytes);
+}
+
+/* Balloon and unballoon: each page judged alone, the refused ones listed in the reply. */
+static void handle_partition_pages(HvConnection *c, uint64_t partition_id, const uint64_t *pfns, size_t n,
+                                   bool to_balloon, Vmms__Hv__Reply *reply, GPtrArray *arena)
+{
+        HvPartition *p = owned_partition(c, partition_id, reply);
+        g_autofree HvPageVerdict *verdicts = NULL;
+        Vmms__Hv__PageResult *pages;
+        HvPageTally tally;
+        char *error = NULL;
+        size_t refused = 0;
+        int r;
+
+        if (!p)
+                return;
+        verdicts = g_new(HvPageVerdict, n ? n : 1);
+        r = to_balloon ? hv_memory_balloon(p, pfns, n, verdicts, &tally, &error)
+                       : hv_memory_unballoon(p, pfns, n, verdicts, &tally, &error);
+        if (r < 0) {
+                reply_error(reply, r, error ? error : g_strdup(g_strerror(-r)));
+                return;
+        }
+        reply_memory(c, p, reply, arena);
+        pages = g_new0(Vmms__Hv__PageResult, 1);
+        g_ptr_array_add(arena, pages);
+        vmms__hv__page_result__init(pages);
+        pages->accepted = tally.accepted;
+        pages->refused_outside_ram = tally.outside_ram;
+        pages->refused_duplicate = tally.duplicate;
+        pages->refused_wrong_state = tally.wrong_state;
+        pages->refused_indices = g_new(uint32_t, n - tally.accepted + 1);
+        g_ptr_array_add(arena, pages->refused_indices);
+        for (size_t i = 0; i < n; i++)
+                if (verdicts[i] != HV_PAGE_ACCEPTED)
+                        pages->refused_indices[refused++] = (uint32_t)i;
+        pages->n_refused_indices = refused;
+        reply->partition_memory->pages = pages;
+        if (refused > 0)
+                g_message("partition %" G_GUINT64_FORMAT
+                          " (%s): %s refused %zu of %zu pages (%u outside RAM, "
+                          "%u duplicates, %u %s)",
+                          p->id, p->name, to_balloon ? "balloon" : "unballoon", refused, n, tally.outside_ram,
+                          tally.duplicate, tally.wrong_state,
+                          to_balloon ? "already ballooned" : "not ballooned");
+}
+
+static void handle_partition_memory_get(HvConnection *c, const Vmms__Hv__PartitionMemoryGet *req,
+                                        Vmms__Hv__Reply *reply, GPtrArray *arena)
+{
+        HvPartition *p = owned_partition(c, req->partition_id, reply);
+
+        if (p)
+                reply_memory(c, p, reply, arena);
+}
+
 static gint compare_partitions(gconstpointer a, gconstpointer b)
 {
         const HvPartition *pa = *(HvPartition *const *)a, *pb = *(HvPartition *const *)b;
@@ -339,6 +440,16 @@ static Vmms__Hv__Counters *build_counters(Hv *hv, GPtrArray *arena)
                 pc->processor->maximum = p->processor.maximum_pct;
                 pc->processor->relative_weight = p->processor.relative_weight;
                 pc->maximum_vp_count = p->max_vp_count;
+                pc->visible_bytes = atomic_load(&p->visible_bytes);
+                pc->ballooned_bytes = p->ballooned_pages * HV_PAGE_SIZE;
+                pc->hot_added_bytes = p->hot_added_bytes;
+                pc->refused_pages = p->refused_pages;
+                g_mutex_lock(&p->mailbox_lock);
+                pc->guest_messages = p->guest_messages;
+                pc->guest_messages_refused = p->guest_messages_refused;
+                pc->guest_signals = p->guest_signals;
+                pc->guest_signals_coalesced = p->guest_signals_coalesced;
+                g_mutex_unlock(&p->mailbox_lock);
                 pc->n_vps = p->vp_count;
                 pc->vps = g_new0(Vmms__Hv__VpCounters *, pc->n_vps);
                 g_ptr_array_add(arena, pc->vps);
@@ -412,6 +523,22 @@ static void handle_request(HvConnection *c, const uint8_t *data, size_t len)
                 case VMMS__HV__REQUEST__BODY_VP_ADD:
                         handle_vp_add(c, req->vp_add, &reply, &added);
                         break;
+                case VMMS__HV__REQUEST__BODY_PARTITION_HOT_ADD:
+                        handle_partition_hot_add(c, req->partition_hot_add, &reply, arena);
+                        break;
+                case VMMS__HV__REQUEST__BODY_PARTITION_BALLOON:
+                        handle_partition_pages(c, req->partition_balloon->partition_id,
+                                               req->partition_balloon->pfns, req->partition_balloon->n_pfns,
+                                               true, &reply, arena);
+                        break;
+                case VMMS__HV__REQUEST__BODY_PARTITION_UNBALLOON:
+                        handle_partition_pages(c, req->partition_unballoon->partition_id,
+                                               req->partition_unballoon->pfns,
+                                               req->partition_unballoon->n_pfns, false, &reply, arena);
+                        break;
+                case VMMS__HV__REQUEST__BODY_PARTITION_MEMORY_GET:
+                        handle_partition_memory_get(c, req->partition_memory_get, &reply, arena);
+                        break;
                 case VMMS__HV__REQUEST__BODY_COUNTERS_GET:
                         reply.body_case = VMMS__HV__REPLY__BODY_COUNTERS;
                         reply.counters = build_counters(c->server->hv, arena);
@@ -479,22 +606,25 @@ static gboolean on_accept(gint fd, GIOCondition condition, gpointer userdata)
         return G_SOURCE_CONTINUE;
 }
 
-static void on_hv_event(HvPartition *p, const HvEvent *event, void *userdata)
+static int on_hv_event(HvPartition *p, const HvEvent *event, void *userdata)
 {
         HvConnection *c = p->owner;
         Vmms__Hv__Message msg = VMMS__HV__MESSAGE__INIT;
         Vmms__Hv__Event ev = VMMS__HV__EVENT__INIT;
         Vmms__Hv__ConsoleOutput console = VMMS__HV__CONSOLE_OUTPUT__INIT;
         Vmms__Hv__VpStopped stopped = VMMS__HV__VP_STOPPED__INIT;
+        Vmms__Hv__GuestMessage message = VMMS__HV__GUEST_MESSAGE__INIT;
+        Vmms__Hv__GuestSignal signal = VMMS__HV__GUEST_SIGNAL__INIT;
         int r;
 
         (void)userdata;
         if (!c)
-                return;
+                return 0;
         msg.body_case = VMMS__HV__MESSAGE__BODY_EVENT;
         msg.event = &ev;
         ev.partition_id = p->id;
-        if (event->kind == HV_EVENT_CONSOLE) {
+        switch (event->kind) {
+        case HV_EVENT_CONSOLE: {
                 gsize size;
                 const uint8_t *data = g_bytes_get_data(event->console, &size);
 
@@ -502,13 +632,27 @@ static void on_hv_event(HvPartition *p, const HvEvent *event, void *userdata)
                 ev.console = &console;
                 console.data.data = (uint8_t *)data;
                 console.data.len = size;
-        } else {
+                break;
+        }
+        case HV_EVENT_VP_STOPPED:
                 ev.body_case = VMMS__HV__EVENT__BODY_VP_STOPPED;
                 ev.vp_stopped = &stopped;
                 stopped.vp_index = event->vp_index;
                 stopped.reason = (char *)(event->reason ? event->reason : "");
                 g_message("partition %" G_GUINT64_FORMAT " (%s): vp %u stopped: %s", p->id, p->name,
                           event->vp_index, stopped.reason);
+                break;
+        case HV_EVENT_GUEST_MESSAGE:
+                ev.body_case = VMMS__HV__EVENT__BODY_GUEST_MESSAGE;
+                ev.guest_message = &message;
+                message.data.data = (uint8_t *)event->note->data;
+                message.data.len = event->note->len;
+                break;
+        case HV_EVENT_GUEST_SIGNAL:
+                ev.body_case = VMMS__HV__EVENT__BODY_GUEST_SIGNAL;
+                ev.guest_signal = &signal;
+                signal.connection_id = event->note->connection_id;
+                break;
         }
         r = hv_wire_send(c->fd, &msg.base, -1);
         if (r < 0 && event->kind == HV_EVENT_CONSOLE) {
@@ -516,6 +660,8 @@ static void on_hv_event(HvPartition *p, const HvEvent *event, void *userdata)
                 p->console_dropped_bytes += console.data.len;
                 g_mutex_unlock(&p->console_lock);
         }
+        return r == -EAGAIN ? r
+                            : 0; /* another failure: the connection is closing, and the partition with it */
 }
 
 int hv_server_new(Hv *hv, const char *socket_path, HvServer **ret)

@@ -13,13 +13,23 @@
 #define HV_PARTITION_MIN_BYTES (4ull << 20) /* room for boot data, stacks and the 1 MiB kernel base */
 #define HV_PARTITION_MAX_BYTES (1ull << 40)
 
+/* Work an LP thread hands to the main thread, which alone talks to workers. */
+typedef enum HvMainCallKind {
+        HV_MAIN_CALL_CONSOLE,
+        HV_MAIN_CALL_VP_STOPPED,
+        HV_MAIN_CALL_MAILBOX,
+} HvMainCallKind;
+
 typedef struct HvMainCall {
         Hv *hv;
         uint64_t partition_id;
-        HvEventKind kind;
+        HvMainCallKind kind;
         uint32_t vp_index;
         char *reason;
 } HvMainCall;
+
+/* A worker whose socket is full gets its guest notes again after this long. */
+#define HV_MAILBOX_RETRY_MS 2
 
 static void main_call_free(gpointer data)
 {
@@ -35,7 +45,33 @@ static void deliver_console(Hv *hv, HvPartition *p)
         HvEvent event = {.kind = HV_EVENT_CONSOLE, .console = bytes};
 
         if (g_bytes_get_size(bytes) > 0 && hv->on_event)
-                hv->on_event(p, &event, hv->on_event_userdata);
+                (void)hv->on_event(p, &event, hv->on_event_userdata);
+}
+
+static void queue_main_call(HvPartition *p, HvMainCallKind kind, uint32_t vp_index, const char *reason,
+                            guint delay_ms);
+
+/* Sends the guest's notes in order; a full socket keeps the rest queued (the guest sees
+ * INSUFFICIENT_BUFFERS once the mailbox fills) and retries shortly. */
+static void deliver_mailbox(Hv *hv, HvPartition *p)
+{
+        HvGuestNote *note;
+
+        while ((note = hv_partition_mailbox_pop(p))) {
+                HvEvent event = {
+                        .kind = note->kind == HV_GUEST_NOTE_MESSAGE ? HV_EVENT_GUEST_MESSAGE
+                                                                    : HV_EVENT_GUEST_SIGNAL,
+                        .note = note,
+                };
+                int r = hv->on_event ? hv->on_event(p, &event, hv->on_event_userdata) : 0;
+
+                if (r == -EAGAIN) {
+                        hv_partition_mailbox_push_back(p, note);
+                        queue_main_call(p, HV_MAIN_CALL_MAILBOX, 0, NULL, HV_MAILBOX_RETRY_MS);
+                        return;
+                }
+                g_free(note);
+        }
 }
 
 static gboolean main_call_run(gpointer data)
@@ -45,17 +81,22 @@ static gboolean main_call_run(gpointer data)
 
         if (!p)
                 return G_SOURCE_REMOVE;
+        if (call->kind == HV_MAIN_CALL_MAILBOX) {
+                deliver_mailbox(call->hv, p);
+                return G_SOURCE_REMOVE;
+        }
         deliver_console(call->hv, p); /* a halt's last words come before the halt */
-        if (call->kind == HV_EVENT_VP_STOPPED && call->hv->on_event) {
+        if (call->kind == HV_MAIN_CALL_VP_STOPPED && call->hv->on_event) {
                 HvEvent event = {
                         .kind = HV_EVENT_VP_STOPPED, .vp_index = call->vp_index, .reason = call->reason};
 
-                call->hv->on_event(p, &event, call->hv->on_event_userdata);
+                (void)call->hv->on_event(p, &event, call->hv->on_event_userdata);
         }
         return G_SOURCE_REMOVE;
 }
 
-static void queue_main_call(HvPartition *p, HvEventKind kind, uint32_t vp_index, const char *reason)
+static void queue_main_call(HvPartition *p, HvMainCallKind kind, uint32_t vp_index, const char *reason,
+                            guint delay_ms)
 {
         HvMainCall *call = g_new0(HvMainCall, 1);
 
@@ -64,19 +105,31 @@ static void queue_main_call(HvPartition *p, HvEventKind kind, uint32_t vp_index,
         call->kind = kind;
         call->vp_index = vp_index;
         call->reason = g_strdup(reason);
+        if (delay_ms) {
+                g_autoptr(GSource) source = g_timeout_source_new(delay_ms);
+
+                g_source_set_callback(source, main_call_run, call, main_call_free);
+                g_source_attach(source, p->hv->main_context);
+                return;
+        }
         g_main_context_invoke_full(p->hv->main_context, G_PRIORITY_DEFAULT, main_call_run, call,
                                    main_call_free);
 }
 
 void hv_queue_console_flush(HvPartition *p)
 {
-        queue_main_call(p, HV_EVENT_CONSOLE, 0, NULL);
+        queue_main_call(p, HV_MAIN_CALL_CONSOLE, 0, NULL, 0);
+}
+
+void hv_queue_mailbox_flush(HvPartition *p)
+{
+        queue_main_call(p, HV_MAIN_CALL_MAILBOX, 0, NULL, 0);
 }
 
 static void on_vp_halt(HvVp *vp, const char *reason, void *userdata)
 {
         (void)userdata;
-        queue_main_call(vp->partition, HV_EVENT_VP_STOPPED, vp->index, reason);
+        queue_main_call(vp->partition, HV_MAIN_CALL_VP_STOPPED, vp->index, reason, 0);
 }
 
 int hv_new(const HvConfig *config, GMainContext *main_context, Hv **ret)

@@ -12,6 +12,8 @@
 typedef enum HvEventKind {
         HV_EVENT_CONSOLE,
         HV_EVENT_VP_STOPPED,
+        HV_EVENT_GUEST_MESSAGE,
+        HV_EVENT_GUEST_SIGNAL,
 } HvEventKind;
 
 typedef struct HvEvent {
@@ -19,10 +21,13 @@ typedef struct HvEvent {
         uint32_t vp_index;
         const char *reason;
         GBytes *console;
+        const HvGuestNote *note; /* HV_EVENT_GUEST_MESSAGE, HV_EVENT_GUEST_SIGNAL */
 } HvEvent;
 
-/* Called on the main thread for each event of a partition that still exists. */
-typedef void (*HvEventFn)(HvPartition *p, const HvEvent *event, void *userdata);
+/* Called on the main thread for each event of a partition that still exists. Returns 0,
+ * or -EAGAIN when the receiver cannot take a guest note now (it is offered again
+ * later, in order); other kinds are never offered twice. */
+typedef int (*HvEventFn)(HvPartition *p, const HvEvent *event, void *userdata);
 
 typedef struct HvConfig {
         uint64_t pool_bytes;
@@ -77,3 +82,4 @@ int hv_partition_vp_add(Hv *hv, HvPartition *p, const HvVpRegs *regs, uint32_t *
 void hv_partition_destroy(Hv *hv, HvPartition *p);
 HvPartition *hv_partition_lookup(Hv *hv, uint64_t id);
 void hv_queue_console_flush(HvPartition *p);
+void hv_queue_mailbox_flush(HvPartition *p);

@@ -142,19 +142,33 @@ static void print_partitions(GString *out, const Vmms__Hv__Counters *a, const Vm
                                                ",\"resident_bytes\":%" G_GUINT64_FORMAT
                                                ",\"console_dropped_bytes\":%" G_GUINT64_FORMAT
                                                ",\"reserve\":%u,\"maximum\":%u"
-                                               ",\"relative_weight\":%u,\"maximum_vp_count\":%u,\"vps\":[",
+                                               ",\"relative_weight\":%u,\"maximum_vp_count\":%u"
+                                               ",\"visible_bytes\":%" G_GUINT64_FORMAT
+                                               ",\"ballooned_bytes\":%" G_GUINT64_FORMAT
+                                               ",\"hot_added_bytes\":%" G_GUINT64_FORMAT
+                                               ",\"refused_pages\":%" G_GUINT64_FORMAT
+                                               ",\"guest_messages\":%" G_GUINT64_FORMAT
+                                               ",\"guest_messages_refused\":%" G_GUINT64_FORMAT
+                                               ",\"guest_signals\":%" G_GUINT64_FORMAT
+                                               ",\"guest_signals_coalesced\":%" G_GUINT64_FORMAT ",\"vps\":[",
                                                i ? "," : "", pb->partition_id, pb->name, pb->assigned_bytes,
                                                pb->maximum_bytes, pb->resident_bytes,
                                                pb->console_dropped_bytes, ps->reserve, ps->maximum,
-                                               ps->relative_weight, pb->maximum_vp_count);
+                                               ps->relative_weight, pb->maximum_vp_count, pb->visible_bytes,
+                                               pb->ballooned_bytes, pb->hot_added_bytes, pb->refused_pages,
+                                               pb->guest_messages, pb->guest_messages_refused,
+                                               pb->guest_signals, pb->guest_signals_coalesced);
                 else
                         g_string_append_printf(
                                 out,
                                 "Partition %" G_GUINT64_FORMAT " %s: assigned %" G_GUINT64_FORMAT
-                                " MiB, resident %.1f MiB, reserve %u%%, maximum %u%%, weight %u\n"
+                                " MiB (visible %" G_GUINT64_FORMAT
+                                " MiB, ballooned %.1f MiB), resident %.1f MiB, "
+                                "reserve %u%%, maximum %u%%, weight %u\n"
                                 "  VP  State     %%Total  %%Guest  %%Share  Dispatches  WaitNs/Dispatch"
                                 "  Intercepts/s  Interrupts/s  %%PrefLP  %%HomeNode  WakeNs/Dispatch\n",
-                                pb->partition_id, pb->name, pb->assigned_bytes >> 20,
+                                pb->partition_id, pb->name, pb->assigned_bytes >> 20, pb->visible_bytes >> 20,
+                                (double)pb->ballooned_bytes / (1 << 20),
                                 (double)pb->resident_bytes / (1 << 20), ps->reserve, ps->maximum,
                                 ps->relative_weight);
                 for (size_t v = 0; v < pb->n_vps; v++)

@@ -335,6 +335,130 @@ int hv_client_partition_pause(HvClient *c, uint64_t partition_id, bool paused)
         return call(c, &req, NULL, NULL);
 }
 
+/* Calls `req`, whose reply must carry PartitionMemory, and copies its figures out. */
+static int call_memory(HvClient *c, Vmms__Hv__Request *req, const char *what, HvClientMemory *ret_memory,
+                       Vmms__Hv__Reply **ret_reply)
+{
+        g_autoptr(Vmms__Hv__Reply) reply = NULL;
+        const Vmms__Hv__PartitionMemory *m;
+        int r;
+
+        r = call(c, req, &reply, NULL);
+        if (r < 0)
+                return r;
+        if (reply->body_case != VMMS__HV__REPLY__BODY_PARTITION_MEMORY) {
+                g_autofree char *message =
+                        g_strdup_printf("hvd's reply to %s lacks the partition's memory", what);
+
+                set_last_error(c, message);
+                return -EPROTO;
+        }
+        m = reply->partition_memory;
+        if (ret_memory)
+                *ret_memory = (HvClientMemory){
+                        .visible_bytes = m->visible_bytes,
+                        .assigned_bytes = m->assigned_bytes,
+                        .ballooned_bytes = m->ballooned_bytes,
+                        .maximum_bytes = m->maximum_bytes,
+                        .resident_bytes = m->resident_bytes,
+                        .hot_added_bytes = m->hot_added_bytes,
+                        .refused_pages = m->refused_pages,
+                        .pool_available_bytes = m->pool_available_bytes,
+                };
+        if (ret_reply)
+                *ret_reply = g_steal_pointer(&reply);
+        return 0;
+}
+
+int hv_client_partition_hot_add(HvClient *c, uint64_t partition_id, uint64_t bytes,
+                                HvClientMemory *ret_memory)
+{
+        Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
+        Vmms__Hv__PartitionHotAdd body = VMMS__HV__PARTITION_HOT_ADD__INIT;
+
+        body.partition_id = partition_id;
+        body.bytes = bytes;
+        req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_HOT_ADD;
+        req.partition_hot_add = &body;
+        return call_memory(c, &req, "PartitionHotAdd", ret_memory, NULL);
+}
+
+static int page_result(HvClient *c, const Vmms__Hv__Reply *reply, size_t n, bool *ret_accepted,
+                       HvClientPageTally *ret_tally)
+{
+        const Vmms__Hv__PageResult *pages = reply->partition_memory->pages;
+
+        if (!pages) {
+                set_last_error(c, "hvd's reply lacks the verdict on the pages");
+                return -EPROTO;
+        }
+        if (ret_accepted) {
+                for (size_t i = 0; i < n; i++)
+                        ret_accepted[i] = true;
+                for (size_t i = 0; i < pages->n_refused_indices; i++)
+                        if (pages->refused_indices[i] < n)
+                                ret_accepted[pages->refused_indices[i]] = false;
+        }
+        if (ret_tally)
+                *ret_tally = (HvClientPageTally){
+                        .accepted = pages->accepted,
+                        .refused_outside_ram = pages->refused_outside_ram,
+                        .refused_duplicate = pages->refused_duplicate,
+                        .refused_wrong_state = pages->refused_wrong_state,
+                };
+        return 0;
+}
+
+int hv_client_partition_balloon(HvClient *c, uint64_t partition_id, const uint64_t *pfns, size_t n,
+                                bool *ret_accepted, HvClientPageTally *ret_tally, HvClientMemory *ret_memory)
+{
+        Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
+        Vmms__Hv__PartitionBalloon body = VMMS__HV__PARTITION_BALLOON__INIT;
+        g_autoptr(Vmms__Hv__Reply) reply = NULL;
+        int r;
+
+        body.partition_id = partition_id;
+        body.pfns = (uint64_t *)pfns;
+        body.n_pfns = n;
+        req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_BALLOON;
+        req.partition_balloon = &body;
+        r = call_memory(c, &req, "PartitionBalloon", ret_memory, &reply);
+        if (r < 0)
+                return r;
+        return page_result(c, reply, n, ret_accepted, ret_tally);
+}
+
+int hv_client_partition_unballoon(HvClient *c, uint64_t partition_id, const uint64_t *pfns, size_t n,
+                                  bool *ret_accepted, HvClientPageTally *ret_tally,
+                                  HvClientMemory *ret_memory)
+{
+        Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
+        Vmms__Hv__PartitionUnballoon body = VMMS__HV__PARTITION_UNBALLOON__INIT;
+        g_autoptr(Vmms__Hv__Reply) reply = NULL;
+        int r;
+
+        body.partition_id = partition_id;
+        body.pfns = (uint64_t *)pfns;
+        body.n_pfns = n;
+        req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_UNBALLOON;
+        req.partition_unballoon = &body;
+        r = call_memory(c, &req, "PartitionUnballoon", ret_memory, &reply);
+        if (r < 0)
+                return r;
+        return page_result(c, reply, n, ret_accepted, ret_tally);
+}
+
+int hv_client_partition_memory_get(HvClient *c, uint64_t partition_id, HvClientMemory *ret_memory)
+{
+        Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
+        Vmms__Hv__PartitionMemoryGet body = VMMS__HV__PARTITION_MEMORY_GET__INIT;
+
+        body.partition_id = partition_id;
+        req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_MEMORY_GET;
+        req.partition_memory_get = &body;
+        return call_memory(c, &req, "PartitionMemoryGet", ret_memory, NULL);
+}
+
 int hv_client_counters_get(HvClient *c, Vmms__Hv__Reply **ret_reply)
 {
         Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;

@@ -45,6 +45,40 @@ int hv_client_vp_start(HvClient *c, uint64_t partition_id, uint32_t vp_index, ui
 int hv_client_partition_destroy(HvClient *c, uint64_t partition_id);
 int hv_client_partition_signal(HvClient *c, uint64_t partition_id, uint32_t vp_index);
 int hv_client_partition_pause(HvClient *c, uint64_t partition_id, bool paused);
+/* Dynamic Memory. A partition's memory figures (hv.proto PartitionMemory). */
+typedef struct HvClientMemory {
+        uint64_t visible_bytes;
+        uint64_t assigned_bytes; /* visible - ballooned: what the pool is charged */
+        uint64_t ballooned_bytes;
+        uint64_t maximum_bytes;
+        uint64_t resident_bytes; /* measured: memfd st_blocks */
+        uint64_t hot_added_bytes;
+        uint64_t refused_pages;
+        uint64_t pool_available_bytes;
+} HvClientMemory;
+
+/* What hvd made of each page of a balloon or unballoon request. */
+typedef struct HvClientPageTally {
+        uint32_t accepted;
+        uint32_t refused_outside_ram;
+        uint32_t refused_duplicate;
+        uint32_t refused_wrong_state;
+} HvClientPageTally;
+
+/* Grows visible RAM by `bytes` (2 MiB units, or up to the maximum); -ENOMEM naming the
+ * figures when the pool cannot cover it. ret_memory (may be NULL): the figures after. */
+int hv_client_partition_hot_add(HvClient *c, uint64_t partition_id, uint64_t bytes,
+                                HvClientMemory *ret_memory);
+/* Gives back (balloon) or takes again (unballoon) the guest pages `pfns`. Bad pages are
+ * refused one by one, not failing the call: ret_accepted[i] (n entries, may be NULL)
+ * says which went through. At most 65536 pages per call. */
+int hv_client_partition_balloon(HvClient *c, uint64_t partition_id, const uint64_t *pfns, size_t n,
+                                bool *ret_accepted, HvClientPageTally *ret_tally, HvClientMemory *ret_memory);
+int hv_client_partition_unballoon(HvClient *c, uint64_t partition_id, const uint64_t *pfns, size_t n,
+                                  bool *ret_accepted, HvClientPageTally *ret_tally,
+                                  HvClientMemory *ret_memory);
+int hv_client_partition_memory_get(HvClient *c, uint64_t partition_id, HvClientMemory *ret_memory);
+
 /* On success *ret_reply holds reply->counters; free with hv_client_reply_free. */
 int hv_client_counters_get(HvClient *c, Vmms__Hv__Reply **ret_reply);
 void hv_client_reply_free(Vmms__Hv__Reply *reply);

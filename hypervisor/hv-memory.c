@@ -1,0 +1,238 @@
+/* Dynamic Memory in hvd: hot-add, balloon and unballoon, and the pool accounting.
+ *
+ * Design note.
+ *
+ * Figures, per partition, in bytes:
+ *   visible   = startup + hot-added          (what the guest may address, from GPA 0)
+ *   ballooned = pages the balloon gave back  (a bitmap over maximum_bytes, one bit a page)
+ *   assigned  = visible - ballooned          (what the pool is charged for it)
+ * Hot-add charges the pool before visible grows; a balloon credits it after the pages
+ * are punched out of the memfd; an unballoon charges it before the bits clear. So
+ * pool.used is the sum of assigned over partitions at every return to the main loop,
+ * and a request the pool cannot cover changes nothing.
+ *
+ * Trust. The requests come from a worker, their page numbers from its guest: neither
+ * is trusted. Page numbers are relative to the partition (gpa / 4096) and checked
+ * against its visible RAM, so no request can reach another partition's memory. Each
+ * page is judged alone (hv_memory_classify) and a bad one is refused and counted while
+ * the good ones of the same request go through.
+ *
+ * Host memory. A ballooned page is punched out of the memfd (FALLOC_FL_PUNCH_HOLE), so
+ * the host really gets it back: resident memory (st_blocks) falls, measured. Runs of
+ * consecutive pages are punched with one call. A guest that touches a ballooned page
+ * again makes the host allocate it anew (memfd faults fill holes), which shows up as
+ * resident above assigned; the pool is not fooled, the host pays.
+ *
+ * Visible RAM never shrinks: memory is taken back by the balloon only. Engines map
+ * [0, visible) and pick up a hot-add at the guest's first touch of the new range or at
+ * their next dispatch (hv-engine-unicorn.c). Main thread only: no lock is taken, and
+ * visible_bytes is atomic for the LP threads that read it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hv-abi.h"
+#include "hv-memory.h"
+#include "hv.h"
+
+static bool bit_test(const uint64_t *map, uint64_t bit)
+{
+        return map && (map[bit / 64] >> (bit % 64)) & 1;
+}
+
+static void bit_set(uint64_t *map, uint64_t bit)
+{
+        map[bit / 64] |= 1ull << (bit % 64);
+}
+
+static void bit_clear(uint64_t *map, uint64_t bit)
+{
+        map[bit / 64] &= ~(1ull << (bit % 64));
+}
+
+static uint64_t maximum_pages(const HvPartition *p)
+{
+        return p->maximum_bytes / HV_PAGE_SIZE;
+}
+
+static uint64_t visible_pages(const HvPartition *p)
+{
+        return atomic_load(&p->visible_bytes) / HV_PAGE_SIZE;
+}
+
+void hv_memory_classify(uint64_t n_visible_pages, const uint64_t *ballooned, bool to_balloon,
+                        const uint64_t *pfns, size_t n, HvPageVerdict *ret_verdicts, HvPageTally *ret_tally)
+{
+        /* Pages seen so far in this request; key pfn + 1 (pfn < visible, so no wrap). */
+        g_autoptr(GHashTable) seen = g_hash_table_new(g_direct_hash, NULL);
+        HvPageTally tally = {0};
+
+        for (size_t i = 0; i < n; i++) {
+                uint64_t pfn = pfns[i];
+                HvPageVerdict verdict;
+
+                if (pfn >= n_visible_pages) {
+                        verdict = HV_PAGE_OUTSIDE_RAM;
+                        tally.outside_ram++;
+                } else if (!g_hash_table_add(seen, (gpointer)(uintptr_t)(pfn + 1))) {
+                        verdict = HV_PAGE_DUPLICATE;
+                        tally.duplicate++;
+                } else if (bit_test(ballooned, pfn) == to_balloon) {
+                        verdict = HV_PAGE_WRONG_STATE;
+                        tally.wrong_state++;
+                } else {
+                        verdict = HV_PAGE_ACCEPTED;
+                        tally.accepted++;
+                }
+                ret_verdicts[i] = verdict;
+        }
+        *ret_tally = tally;
+}
+
+static void set_error(char **ret_error, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static void set_error(char **ret_error, const char *fmt, ...)
+{
+        va_list ap;
+
+        va_start(ap, fmt);
+        *ret_error = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+}
+
+int hv_memory_hot_add(HvPartition *p, uint64_t bytes, char **ret_error)
+{
+        HvPool *pool = &p->hv->pool;
+        uint64_t visible = atomic_load(&p->visible_bytes);
+        uint64_t room = p->maximum_bytes - visible;
+        int r;
+
+        if (bytes == 0 || bytes > room) {
+                set_error(ret_error,
+                          "hot-add of %" G_GUINT64_FORMAT
+                          " bytes: the partition has room for 1-%" G_GUINT64_FORMAT
+                          " more (visible %" G_GUINT64_FORMAT " of maximum %" G_GUINT64_FORMAT ")",
+                          bytes, room, visible, p->maximum_bytes);
+                return bytes == 0 ? -EINVAL : -ENOSPC;
+        }
+        if (bytes % HV_HOT_ADD_UNIT != 0 && bytes != room) {
+                set_error(ret_error,
+                          "hot-add of %" G_GUINT64_FORMAT
+                          " bytes: must be whole 2 MiB units, or exactly the %" G_GUINT64_FORMAT
+                          " bytes up to the maximum",
+                          bytes, room);
+                return -EINVAL;
+        }
+        r = hv_pool_charge(pool, bytes);
+        if (r < 0) {
+                set_error(ret_error,
+                          "hot-add of %" G_GUINT64_FORMAT
+                          " bytes exceeds the pool's available %" G_GUINT64_FORMAT
+                          " bytes (%" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " used)",
+                          bytes, hv_pool_available(pool), pool->used_bytes, pool->total_bytes);
+                return r;
+        }
+        p->assigned_bytes += bytes;
+        p->hot_added_bytes += bytes;
+        atomic_store_explicit(&p->visible_bytes, visible + bytes, memory_order_release);
+        return 0;
+}
+
+static int compare_pfns(const void *a, const void *b)
+{
+        uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+        return x < y ? -1 : x > y;
+}
+
+/* Gives the pages' host memory back, one fallocate per run of consecutive pages. A
+ * failure leaves those pages resident (reported); their accounting stands, since the
+ * guest gave them up either way. */
+static void punch_pages(HvPartition *p, uint64_t *pfns, size_t n)
+{
+        qsort(pfns, n, sizeof(*pfns), compare_pfns);
+        for (size_t i = 0; i < n;) {
+                size_t j = i + 1;
+
+                while (j < n && pfns[j] == pfns[j - 1] + 1)
+                        j++;
+                if (fallocate(p->ram_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                              (off_t)(pfns[i] * HV_PAGE_SIZE), (off_t)((j - i) * HV_PAGE_SIZE)) < 0)
+                        g_warning("partition %" G_GUINT64_FORMAT
+                                  " (%s): cannot release %zu pages at pfn %" G_GUINT64_FORMAT ": %s",
+                                  p->id, p->name, j - i, pfns[i], g_strerror(errno));
+                i = j;
+        }
+}
+
+static int check_request(size_t n, char **ret_error)
+{
+        if (n > HV_MEMORY_PAGES_MAX) {
+                set_error(ret_error, "%zu pages in one request; the limit is %u", n, HV_MEMORY_PAGES_MAX);
+                return -E2BIG;
+        }
+        return 0;
+}
+
+int hv_memory_balloon(HvPartition *p, const uint64_t *pfns, size_t n, HvPageVerdict *ret_verdicts,
+                      HvPageTally *ret_tally, char **ret_error)
+{
+        g_autofree uint64_t *accepted = NULL;
+        HvPageTally tally;
+        size_t n_accepted = 0;
+        int r;
+
+        r = check_request(n, ret_error);
+        if (r < 0)
+                return r;
+        hv_memory_classify(visible_pages(p), p->ballooned, true, pfns, n, ret_verdicts, &tally);
+        if (tally.accepted > 0 && !p->ballooned)
+                p->ballooned = g_new0(uint64_t, (maximum_pages(p) + 63) / 64);
+        accepted = g_new(uint64_t, tally.accepted ? tally.accepted : 1);
+        for (size_t i = 0; i < n; i++)
+                if (ret_verdicts[i] == HV_PAGE_ACCEPTED) {
+                        bit_set(p->ballooned, pfns[i]);
+                        accepted[n_accepted++] = pfns[i];
+                }
+        punch_pages(p, accepted, n_accepted);
+        r = hv_pool_credit(&p->hv->pool, n_accepted * HV_PAGE_SIZE);
+        g_assert(r == 0); /* the pages were part of assigned, which the pool was charged for */
+        p->ballooned_pages += n_accepted;
+        p->assigned_bytes -= n_accepted * HV_PAGE_SIZE;
+        p->refused_pages += n - n_accepted;
+        *ret_tally = tally;
+        return 0;
+}
+
+int hv_memory_unballoon(HvPartition *p, const uint64_t *pfns, size_t n, HvPageVerdict *ret_verdicts,
+                        HvPageTally *ret_tally, char **ret_error)
+{
+        HvPool *pool = &p->hv->pool;
+        HvPageTally tally;
+        uint64_t bytes;
+        int r;
+
+        r = check_request(n, ret_error);
+        if (r < 0)
+                return r;
+        hv_memory_classify(visible_pages(p), p->ballooned, false, pfns, n, ret_verdicts, &tally);
+        bytes = (uint64_t)tally.accepted * HV_PAGE_SIZE;
+        r = hv_pool_charge(pool, bytes);
+        if (r < 0) {
+                set_error(ret_error,
+                          "unballoon of %u pages (%" G_GUINT64_FORMAT
+                          " bytes) exceeds the pool's available %" G_GUINT64_FORMAT
+                          " bytes (%" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " used)",
+                          tally.accepted, bytes, hv_pool_available(pool), pool->used_bytes,
+                          pool->total_bytes);
+                return r;
+        }
+        for (size_t i = 0; i < n; i++)
+                if (ret_verdicts[i] == HV_PAGE_ACCEPTED)
+                        bit_clear(p->ballooned, pfns[i]);
+        p->ballooned_pages -= tally.accepted;
+        p->assigned_bytes += bytes;
+        p->refused_pages += n - tally.accepted;
+        *ret_tally = tally;
+        return 0;
+}
