@@ -13,6 +13,7 @@
 #include "worker.pb-c.h"
 
 #define CONTROL_MESSAGE_MAX (64u * 1024u)
+#define CONTROL_STATUS_PERIOD_MS 1000 /* MemoryStatus to vmmsd */
 
 struct VmwpControl {
         VmwpWorker *worker;
@@ -23,6 +24,7 @@ struct VmwpControl {
         int conn_fd;
         guint conn_source;
         guint shutdown_timer;
+        guint status_timer;
         int64_t started_unix_ms;
         VmwpControlActionFn on_action;
         void *on_action_userdata;
@@ -34,6 +36,9 @@ static void drop_connection(VmwpControl *c)
         if (c->conn_source)
                 g_source_remove(c->conn_source);
         c->conn_source = 0;
+        if (c->status_timer)
+                g_source_remove(c->status_timer);
+        c->status_timer = 0;
         if (c->conn_fd >= 0)
                 close(c->conn_fd);
         c->conn_fd = -1;
@@ -56,6 +61,42 @@ static void send_reply(VmwpControl *c, uint64_t id, int error, const char *messa
         msg.body_case = VMMS__WORKER__MESSAGE__BODY_REPLY;
         msg.reply = &reply;
         send_message(c, &msg);
+}
+
+/* The guest's Dynamic Memory figures with hvd's, once a second while vmmsd listens;
+ * reporting = false says no guest figures are behind them. */
+static gboolean on_status_timer(gpointer userdata)
+{
+        VmwpControl *c = userdata;
+        Vmms__Worker__Message msg = VMMS__WORKER__MESSAGE__INIT;
+        Vmms__Worker__MemoryStatus status = VMMS__WORKER__MEMORY_STATUS__INIT;
+        VmwpMemoryStatus s;
+
+        if (vmwp_worker_memory_status(c->worker, &s) < 0)
+                return G_SOURCE_CONTINUE;
+        status.reporting = s.reporting;
+        status.guest_time_ns = s.guest_time_ns;
+        status.committed_bytes = s.committed_bytes;
+        status.visible_bytes = s.visible_bytes;
+        status.assigned_bytes = s.assigned_bytes;
+        status.ballooned_bytes = s.ballooned_bytes;
+        status.pending_remove_bytes = s.pending_remove_bytes;
+        status.resident_bytes = s.resident_bytes;
+        status.page_in_total = s.page_in_total;
+        status.page_out_total = s.page_out_total;
+        status.added_bytes_total = s.added_bytes_total;
+        status.removed_bytes_total = s.removed_bytes_total;
+        status.add_operations = s.add_operations;
+        status.remove_operations = s.remove_operations;
+        status.refused_pages = s.refused_pages;
+        msg.body_case = VMMS__WORKER__MESSAGE__BODY_MEMORY_STATUS;
+        msg.memory_status = &status;
+        send_message(c, &msg);
+        if (c->conn_fd < 0) { /* the send dropped the connection, and this timer with it */
+                c->status_timer = 0;
+                return G_SOURCE_REMOVE;
+        }
+        return G_SOURCE_CONTINUE;
 }
 
 static gboolean on_shutdown_timeout(gpointer userdata)
@@ -112,6 +153,9 @@ static void handle_request(VmwpControl *c, const Vmms__Worker__Request *req)
                 break;
         case VMMS__WORKER__REQUEST__BODY_RESUME:
                 r = vmwp_worker_pause(c->worker, false, &why);
+                break;
+        case VMMS__WORKER__REQUEST__BODY_MEMORY_ADJUST:
+                r = vmwp_worker_memory_adjust(c->worker, req->memory_adjust->delta_bytes, &why);
                 break;
         default:
                 r = -EOPNOTSUPP;
@@ -173,6 +217,8 @@ static gboolean on_accept(gint fd, GIOCondition condition, gpointer userdata)
         msg.body_case = VMMS__WORKER__MESSAGE__BODY_HELLO;
         msg.hello = &hello;
         send_message(c, &msg);
+        if (c->conn_fd >= 0)
+                c->status_timer = g_timeout_add(CONTROL_STATUS_PERIOD_MS, on_status_timer, c);
         return G_SOURCE_CONTINUE;
 }
 

@@ -9,6 +9,8 @@
 #include "hv-abi.h"
 #include "hv-client.h"
 #include "vmwp-elf.h"
+#include "vmwp-storage.h"
+#include "vmwp-vmbus.h"
 #include "vmwp-worker.h"
 
 struct VmwpWorker {
@@ -20,6 +22,11 @@ struct VmwpWorker {
         uint8_t *ram;
         uint64_t ram_bytes;
         FILE *console_log;
+        VmwpGuestRam guest_ram; /* what VMBus and the DM VSP see of RAM */
+        VmwpVmbus *vmbus;
+        VmwpDm *dm;
+        VmwpStorage *storage;
+        char *paging_path;
         uint32_t vps_stopped;
         bool crashed;
         bool paused;
@@ -28,7 +35,7 @@ struct VmwpWorker {
         void *on_stopped_userdata;
 };
 
-static const char *const workloads[] = {"idle", "cpu", "memsoak"};
+static const char *const workloads[] = {"idle", "cpu", "memsoak", "cache"};
 
 void vmwp_config_clear(VmwpConfig *config)
 {
@@ -38,6 +45,7 @@ void vmwp_config_clear(VmwpConfig *config)
         g_free(config->guest_path);
         g_free(config->hvd_socket);
         g_free(config->console_log);
+        g_free(config->paging_file);
         memset(config, 0, sizeof(*config));
 }
 
@@ -51,7 +59,8 @@ int vmwp_config_cmdline(const VmwpConfig *config, char **ret_cmdline, char **ret
         for (size_t i = 0; i < G_N_ELEMENTS(workloads); i++)
                 known = known || strcmp(workload, workloads[i]) == 0;
         if (!known) {
-                *ret_error = g_strdup_printf("workload '%s' is not one of idle, cpu, memsoak", workload);
+                *ret_error =
+                        g_strdup_printf("workload '%s' is not one of idle, cpu, memsoak, cache", workload);
                 return -EINVAL;
         }
         cmdline = g_strdup_printf("workload=%s%s%s", workload, config->cmdline_extra ? " " : "",
@@ -83,7 +92,12 @@ static void on_hv_event(const Vmms__Hv__Event *event, void *userdata)
 
         if (event->partition_id != w->partition_id)
                 return;
-        if (event->body_case == VMMS__HV__EVENT__BODY_CONSOLE) {
+        if (event->body_case == VMMS__HV__EVENT__BODY_GUEST_MESSAGE && w->vmbus) {
+                vmwp_vmbus_queue_message(w->vmbus, event->guest_message->data.data,
+                                         event->guest_message->data.len);
+        } else if (event->body_case == VMMS__HV__EVENT__BODY_GUEST_SIGNAL && w->vmbus) {
+                vmwp_vmbus_queue_signal(w->vmbus, event->guest_signal->connection_id);
+        } else if (event->body_case == VMMS__HV__EVENT__BODY_CONSOLE) {
                 write_console(w, event->console->data.data, event->console->data.len);
         } else if (event->body_case == VMMS__HV__EVENT__BODY_VP_STOPPED) {
                 const char *reason = event->vp_stopped->reason;
@@ -118,6 +132,7 @@ int vmwp_worker_new(const VmwpConfig *config, VmwpWorker **ret, char **ret_error
                 .guest_path = g_strdup(config->guest_path),
                 .hvd_socket = g_strdup(config->hvd_socket),
                 .console_log = g_strdup(config->console_log),
+                .paging_file = g_strdup(config->paging_file),
                 .console_stdout = config->console_stdout,
                 .reserve_pct = config->reserve_pct,
                 .maximum_pct = config->maximum_pct,
@@ -152,6 +167,10 @@ void vmwp_worker_free(VmwpWorker *w)
                 return;
         if (w->partition_live)
                 (void)vmwp_worker_stop(w);
+        vmwp_dm_free(w->dm);
+        vmwp_storage_free(w->storage);
+        vmwp_vmbus_free(w->vmbus);
+        g_free(w->paging_path);
         if (w->ram)
                 munmap(w->ram, w->ram_bytes);
         if (w->ram_fd >= 0)
@@ -193,6 +212,102 @@ static void write_boot_info(VmwpWorker *w, const char *cmdline)
         memcpy(w->ram + HV_BOOT_INFO_GPA, &info, sizeof(info));
 }
 
+/* ---- The hvd side of the VSPs ---- */
+
+static int signal_guest(void *userdata)
+{
+        VmwpWorker *w = userdata;
+
+        /* A partition already destroyed has no guest left to tell. */
+        return w->partition_live ? hv_client_partition_signal(w->hv, w->partition_id, 0) : 0;
+}
+
+static int dm_hot_add(void *userdata, uint64_t bytes, HvClientMemory *ret_memory, char **ret_error)
+{
+        VmwpWorker *w = userdata;
+        int r = hv_client_partition_hot_add(w->hv, w->partition_id, bytes, ret_memory);
+
+        if (r < 0)
+                *ret_error = g_strdup(hv_client_last_error(w->hv));
+        return r;
+}
+
+static int dm_balloon(void *userdata, const uint64_t *pfns, size_t n, bool *ret_accepted,
+                      HvClientPageTally *ret_tally, char **ret_error)
+{
+        VmwpWorker *w = userdata;
+        int r = hv_client_partition_balloon(w->hv, w->partition_id, pfns, n, ret_accepted, ret_tally, NULL);
+
+        if (r < 0)
+                *ret_error = g_strdup(hv_client_last_error(w->hv));
+        return r;
+}
+
+static int dm_unballoon(void *userdata, const uint64_t *pfns, size_t n, bool *ret_accepted,
+                        HvClientPageTally *ret_tally, char **ret_error)
+{
+        VmwpWorker *w = userdata;
+        int r = hv_client_partition_unballoon(w->hv, w->partition_id, pfns, n, ret_accepted, ret_tally, NULL);
+
+        if (r < 0)
+                *ret_error = g_strdup(hv_client_last_error(w->hv));
+        return r;
+}
+
+static int dm_memory_get(void *userdata, HvClientMemory *ret_memory)
+{
+        VmwpWorker *w = userdata;
+
+        return w->partition_live ? hv_client_partition_memory_get(w->hv, w->partition_id, ret_memory)
+                                 : -ESRCH;
+}
+
+static const VmwpDmHvOps dm_hv_ops = {
+        .hot_add = dm_hot_add,
+        .balloon = dm_balloon,
+        .unballoon = dm_unballoon,
+        .memory_get = dm_memory_get,
+};
+
+/* The paging file: as asked, else beside the console log, else in /tmp. */
+static char *paging_path(const VmwpConfig *config)
+{
+        g_autofree char *dir = NULL;
+
+        if (config->paging_file)
+                return g_strdup(config->paging_file);
+        if (config->console_log) {
+                dir = g_path_get_dirname(config->console_log);
+                return g_strdup_printf("%s/%s.paging", dir, config->name);
+        }
+        return g_strdup_printf("%s/vmms-%s-%d.paging", g_get_tmp_dir(), config->name, (int)getpid());
+}
+
+/* VMBus and its devices exist before the guest runs: its first message may come at once. */
+static int start_devices(VmwpWorker *w, char **ret_error)
+{
+        uint64_t slots = w->config.maximum_bytes / HV_PAGE_SIZE * VMWP_PAGING_SLOTS_PER_PAGE;
+        int r;
+
+        w->guest_ram = (VmwpGuestRam){
+                .ram = w->ram,
+                .maximum_bytes = w->config.maximum_bytes,
+                .visible_bytes = w->config.startup_bytes,
+        };
+        r = vmwp_vmbus_new(&w->guest_ram, signal_guest, w, &w->vmbus);
+        if (r < 0) {
+                *ret_error = g_strdup_printf("cannot start VMBus: %s", g_strerror(-r));
+                return r;
+        }
+        r = vmwp_dm_new(w->vmbus, &w->guest_ram, &dm_hv_ops, w, &w->dm);
+        if (r < 0) {
+                *ret_error = g_strdup_printf("cannot start the Dynamic Memory device: %s", g_strerror(-r));
+                return r;
+        }
+        w->paging_path = paging_path(&w->config);
+        return vmwp_storage_new(w->vmbus, w->paging_path, slots, &w->storage, ret_error);
+}
+
 static int fail(VmwpWorker *w, char **ret_error, int r, const char *what)
 {
         *ret_error = g_strdup_printf("%s: %s", what, hv_client_last_error(w->hv));
@@ -227,6 +342,9 @@ int vmwp_worker_start(VmwpWorker *w, char **ret_error)
         if (r < 0)
                 return r;
         write_boot_info(w, cmdline);
+        r = start_devices(w, ret_error);
+        if (r < 0)
+                return r;
         for (uint32_t i = 0; i < w->config.vp_count; i++) {
                 r = hv_client_vp_start(w->hv, w->partition_id, i, entry, HV_BOOT_STACK_TOP(i), i,
                                        HV_BOOT_INFO_GPA);
@@ -323,5 +441,22 @@ int vmwp_worker_set_processor(VmwpWorker *w, uint32_t reserve_pct, uint32_t maxi
         w->config.reserve_pct = reserve_pct;
         w->config.maximum_pct = maximum_pct;
         w->config.relative_weight = relative_weight;
+        return 0;
+}
+
+int vmwp_worker_memory_adjust(VmwpWorker *w, int64_t delta_bytes, char **ret_error)
+{
+        if (!w->partition_live || !w->dm) {
+                *ret_error = g_strdup("the VM has no partition");
+                return -ESRCH;
+        }
+        return vmwp_dm_adjust(w->dm, delta_bytes, ret_error);
+}
+
+int vmwp_worker_memory_status(VmwpWorker *w, VmwpMemoryStatus *ret)
+{
+        if (!w->partition_live || !w->dm)
+                return -ESRCH;
+        vmwp_dm_status(w->dm, ret);
         return 0;
 }

@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "vmwp-dm.h"
+
 typedef struct VmwpConfig {
         char *name;
         uint32_t vp_count;
@@ -16,6 +18,7 @@ typedef struct VmwpConfig {
         char *guest_path;
         char *hvd_socket;
         char *console_log; /* NULL: none */
+        char *paging_file; /* the synthetic disk; NULL: next to the console log, or in /tmp */
         bool console_stdout;
         /* Set-VMProcessor's settings; zeros are hvd's defaults (no reserve, no cap, 100). */
         uint32_t reserve_pct;
@@ -53,3 +56,8 @@ int vmwp_worker_dispatch(VmwpWorker *w);
  * hvd's refusal (range, admission) is in *ret_error. */
 int vmwp_worker_set_processor(VmwpWorker *w, uint32_t reserve_pct, uint32_t maximum_pct,
                               uint32_t relative_weight, char **ret_error);
+/* Dynamic Memory: vmmsd's MemoryAdjust (see vmwp_dm_adjust) and the MemoryStatus figures. */
+int vmwp_worker_memory_adjust(VmwpWorker *w, int64_t delta_bytes, char **ret_error);
+int vmwp_worker_memory_status(VmwpWorker *w, VmwpMemoryStatus *ret);
+/* The paging disk's slots: page-sized, VMWP_PAGING_SLOTS_PER_PAGE per page of maximum memory. */
+#define VMWP_PAGING_SLOTS_PER_PAGE 4u

@@ -158,8 +158,8 @@ static void test_own_index_ignores_what_the_guest_writes_there(void)
 
         ring_setup(&r, true, 24, 0, &init);
         put_header(&r, 0, 1, 16);
-        ((struct hv_ring_header *)r.pages[0])->read_index =
-                4096; /* the guest scribbles on the reader's index */
+        /* The guest scribbles on the reader's index. */
+        ((struct hv_ring_header *)r.pages[0])->read_index = 4096;
         g_assert_cmpint(vmwp_ring_read(&r.ring, &packet), ==, 0);
         g_assert_cmpuint(r.ring.own_index, ==, 24);
 }

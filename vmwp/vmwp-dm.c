@@ -1,0 +1,432 @@
+/* The Dynamic Memory VSP.
+ *
+ * Design note.
+ *
+ * Grow (MemoryAdjust delta > 0). hvd acts first, then the guest is told: hvd charges
+ * the pool (PartitionUnballoon, PartitionHotAdd) and may refuse, and only memory hvd
+ * granted is offered. Deflating the balloon comes first (no new guest-physical range,
+ * no engine remap), then hot-add in whole 2 MiB units from the old visible end
+ * (vmwp_dm_plan_grow keeps the split exact). UNBALLOON_REQUEST carries the page
+ * numbers most recently ballooned.
+ *
+ * Shrink (delta < 0). BALLOON_REQUEST asks the guest for n pages; it answers with
+ * chunks of page numbers. Each chunk goes to hvd (PartitionBalloon) as it arrives, so
+ * host memory falls while the guest is still collecting. Pages the worker itself
+ * writes (the message page, ring pages) are refused here, the rest are judged by
+ * hvd page by page; refused pages are counted, never acted on. What was asked and not
+ * yet returned is pending_remove; a final chunk (more = 0) closes the request even if
+ * the guest could spare fewer pages.
+ *
+ * The balancer in vmmsd sees the outcome in MemoryStatus; nothing here retries.
+ * Figures that hvd owns (visible, assigned, ballooned, resident) are read from it, so
+ * the report cannot drift from what the pool is charged. */
+#include <errno.h>
+#include <string.h>
+
+#include "vmwp-dm.h"
+
+/* Pages per hvd request: hvd's limit (hv-memory.h HV_MEMORY_PAGES_MAX). */
+#define DM_HV_PAGES_MAX 65536u
+
+typedef struct BalloonRequest {
+        uint32_t id;
+        uint64_t remaining; /* pages asked and not yet returned */
+        uint64_t accepted;  /* pages hvd took so far */
+} BalloonRequest;
+
+struct VmwpDm {
+        VmwpVmbus *bus;
+        VmwpChannel *channel;
+        VmwpGuestRam *ram;
+        const VmwpDmHvOps *hv;
+        void *hv_userdata;
+        struct hv_dm_status status;
+        bool have_status;
+        int64_t status_us; /* monotonic time it arrived */
+        GArray *ballooned; /* uint64_t pfns hvd holds as ballooned, most recent last */
+        GArray *requests;  /* BalloonRequest, not finished by the guest */
+        uint32_t next_request_id;
+        uint64_t added_bytes_total;
+        uint64_t removed_bytes_total;
+        uint64_t add_operations;
+        uint64_t remove_operations;
+        uint64_t refused_pages;
+        uint64_t bad_packets;
+};
+
+void vmwp_dm_plan_grow(uint64_t want, uint64_t ballooned, uint64_t room, uint64_t unit,
+                       uint64_t *ret_unballoon, uint64_t *ret_hot_add)
+{
+        uint64_t hot_add;
+
+        if (want <= ballooned) {
+                *ret_unballoon = want;
+                *ret_hot_add = 0;
+                return;
+        }
+        hot_add = (want - ballooned + unit - 1) / unit * unit;
+        if (hot_add > room)
+                hot_add = room;
+        if (hot_add > want)
+                hot_add = want;
+        *ret_unballoon = want - hot_add < ballooned ? want - hot_add : ballooned;
+        *ret_hot_add = hot_add;
+}
+
+/* ---- From the guest ---- */
+
+static BalloonRequest *find_request(VmwpDm *dm, uint32_t id, guint *ret_index)
+{
+        for (guint i = 0; i < dm->requests->len; i++) {
+                BalloonRequest *req = &g_array_index(dm->requests, BalloonRequest, i);
+
+                if (req->id == id) {
+                        *ret_index = i;
+                        return req;
+                }
+        }
+        return NULL;
+}
+
+/* Hands the guest's pages to hvd; returns how many hvd took. */
+static uint64_t balloon_pages(VmwpDm *dm, const uint64_t *pfns, uint32_t n)
+{
+        uint64_t keep[HV_DM_PFNS_PER_PACKET];
+        bool accepted[HV_DM_PFNS_PER_PACKET];
+        HvClientPageTally tally;
+        g_autofree char *why = NULL;
+        uint32_t n_keep = 0;
+        uint64_t n_accepted = 0;
+        int r;
+
+        for (uint32_t i = 0; i < n; i++)
+                if (!vmwp_vmbus_page_in_use(dm->bus, pfns[i]))
+                        keep[n_keep++] = pfns[i];
+        dm->refused_pages += n - n_keep;
+        if (n_keep == 0)
+                return 0;
+        r = dm->hv->balloon(dm->hv_userdata, keep, n_keep, accepted, &tally, &why);
+        if (r < 0) {
+                g_warning("dm: hvd did not take %u ballooned pages: %s", n_keep, why ? why : g_strerror(-r));
+                return 0;
+        }
+        for (uint32_t i = 0; i < n_keep; i++)
+                if (accepted[i]) {
+                        g_array_append_val(dm->ballooned, keep[i]);
+                        n_accepted++;
+                }
+        dm->refused_pages += n_keep - n_accepted;
+        dm->removed_bytes_total += n_accepted * HV_PAGE_SIZE;
+        if (n_accepted < n)
+                g_message("dm: %" G_GUINT64_FORMAT " of %u ballooned pages refused (bad page numbers)",
+                          (uint64_t)n - n_accepted, n);
+        return n_accepted;
+}
+
+static void on_balloon_response(VmwpDm *dm, const VmwpPacket *packet)
+{
+        struct hv_dm_balloon_response response;
+        uint64_t pfns[HV_DM_PFNS_PER_PACKET];
+        BalloonRequest *req;
+        uint64_t accepted;
+        guint index;
+
+        if (packet->length < sizeof(response)) {
+                dm->bad_packets++;
+                return;
+        }
+        memcpy(&response, packet->data, sizeof(response));
+        if (response.n_pfns > HV_DM_PFNS_PER_PACKET ||
+            packet->length < sizeof(response) + response.n_pfns * sizeof(uint64_t)) {
+                dm->bad_packets++;
+                return;
+        }
+        memcpy(pfns, packet->data + sizeof(response), response.n_pfns * sizeof(uint64_t));
+        /* Pages from a request the worker does not know are the guest's to give all the same. */
+        accepted = balloon_pages(dm, pfns, response.n_pfns);
+        req = find_request(dm, response.request_id, &index);
+        if (!req)
+                return;
+        req->remaining -= MIN(req->remaining, response.n_pfns);
+        req->accepted += accepted;
+        if (!response.more) {
+                if (req->accepted > 0)
+                        dm->remove_operations++;
+                g_array_remove_index(dm->requests, index);
+        }
+}
+
+static void on_packet(VmwpChannel *channel, const VmwpPacket *packet, void *userdata)
+{
+        VmwpDm *dm = userdata;
+
+        (void)channel;
+        switch (packet->type) {
+        case HV_DM_STATUS:
+                if (packet->length < sizeof(dm->status)) {
+                        dm->bad_packets++;
+                        return;
+                }
+                memcpy(&dm->status, packet->data, sizeof(dm->status));
+                dm->have_status = true;
+                dm->status_us = g_get_monotonic_time();
+                break;
+        case HV_DM_BALLOON_RESPONSE:
+                on_balloon_response(dm, packet);
+                break;
+        case HV_DM_UNBALLOON_RESPONSE: {
+                struct hv_dm_unballoon_response response;
+
+                if (packet->length < sizeof(response)) {
+                        dm->bad_packets++;
+                        return;
+                }
+                memcpy(&response, packet->data, sizeof(response));
+                break;
+        }
+        case HV_DM_HOT_ADD_RESPONSE: {
+                struct hv_dm_hot_add_response response;
+
+                if (packet->length < sizeof(response)) {
+                        dm->bad_packets++;
+                        return;
+                }
+                memcpy(&response, packet->data, sizeof(response));
+                if (response.bytes_accepted == 0)
+                        g_message("dm: the guest refused hot-add request %u", response.request_id);
+                break;
+        }
+        default:
+                dm->bad_packets++;
+                break;
+        }
+}
+
+static void on_opened(VmwpChannel *channel, void *userdata)
+{
+        VmwpDm *dm = userdata;
+
+        (void)channel;
+        dm->have_status = false;
+}
+
+/* Requests in flight die with the channel; pages hvd holds stay ballooned. */
+static void on_closed(VmwpChannel *channel, void *userdata)
+{
+        VmwpDm *dm = userdata;
+
+        (void)channel;
+        g_array_set_size(dm->requests, 0);
+        dm->have_status = false;
+}
+
+static const VmwpVspOps dm_vsp_ops = {
+        .name = "dynamic-memory",
+        .device_class = HV_VMBUS_CLASS_DYNAMIC_MEMORY,
+        .min_ring_pages = 4,
+        .opened = on_opened,
+        .packet = on_packet,
+        .closed = on_closed,
+};
+
+int vmwp_dm_new(VmwpVmbus *bus, VmwpGuestRam *ram, const VmwpDmHvOps *hv, void *hv_userdata, VmwpDm **ret)
+{
+        VmwpDm *dm = g_new0(VmwpDm, 1);
+
+        dm->bus = bus;
+        dm->ram = ram;
+        dm->hv = hv;
+        dm->hv_userdata = hv_userdata;
+        dm->ballooned = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+        dm->requests = g_array_new(FALSE, FALSE, sizeof(BalloonRequest));
+        dm->next_request_id = 1;
+        dm->channel = vmwp_vmbus_add_device(bus, &dm_vsp_ops, dm);
+        *ret = dm;
+        return 0;
+}
+
+void vmwp_dm_free(VmwpDm *dm)
+{
+        if (!dm)
+                return;
+        g_array_unref(dm->ballooned);
+        g_array_unref(dm->requests);
+        g_free(dm);
+}
+
+/* ---- MemoryAdjust ---- */
+
+static int send_unballoon(VmwpDm *dm, const uint64_t *pfns, uint64_t n)
+{
+        for (uint64_t i = 0; i < n; i += HV_DM_PFNS_PER_PACKET) {
+                uint32_t chunk = (uint32_t)MIN(n - i, HV_DM_PFNS_PER_PACKET);
+                struct hv_dm_unballoon_request request = {.request_id = dm->next_request_id++,
+                                                          .n_pfns = chunk};
+                VmwpSegment segs[] = {{&request, sizeof(request)},
+                                      {pfns + i, chunk * (uint32_t)sizeof(uint64_t)}};
+                int r = vmwp_channel_send(dm->channel, HV_DM_UNBALLOON_REQUEST, segs, G_N_ELEMENTS(segs));
+
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* Deflates by up to n pages, newest first: hvd charges them, then the guest gets them.
+ * Returns the pages given back, or a negative errno when none could be. */
+static int64_t deflate(VmwpDm *dm, uint64_t n, char **ret_error)
+{
+        g_autofree bool *accepted = g_new(bool, MIN(n, DM_HV_PAGES_MAX) + 1);
+        g_autoptr(GArray) given = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+        int r = 0;
+
+        while (given->len < n && dm->ballooned->len > 0) {
+                uint64_t chunk = MIN(MIN(n - given->len, DM_HV_PAGES_MAX), dm->ballooned->len);
+                uint64_t *tail = &g_array_index(dm->ballooned, uint64_t, dm->ballooned->len - chunk);
+                HvClientPageTally tally;
+
+                r = dm->hv->unballoon(dm->hv_userdata, tail, chunk, accepted, &tally, ret_error);
+                if (r < 0)
+                        break;
+                for (uint64_t i = 0; i < chunk; i++) {
+                        if (accepted[i])
+                                g_array_append_val(given, tail[i]);
+                        else
+                                dm->refused_pages++; /* hvd does not hold it: forget it */
+                }
+                g_array_set_size(dm->ballooned, dm->ballooned->len - (guint)chunk);
+        }
+        if (given->len == 0 && r < 0)
+                return r;
+        if (given->len > 0) {
+                g_clear_pointer(ret_error, g_free);
+                r = send_unballoon(dm, (const uint64_t *)given->data, given->len);
+                if (r < 0)
+                        g_warning("dm: cannot send %u unballooned pages to the guest: %s", given->len,
+                                  g_strerror(-r));
+                dm->added_bytes_total += (uint64_t)given->len * HV_PAGE_SIZE;
+        }
+        return given->len;
+}
+
+static int hot_add(VmwpDm *dm, uint64_t bytes, char **ret_error)
+{
+        HvClientMemory memory;
+        struct hv_dm_hot_add_request request = {.request_id = dm->next_request_id++, .bytes = bytes};
+        VmwpSegment seg = {&request, sizeof(request)};
+        int r;
+
+        r = dm->hv->hot_add(dm->hv_userdata, bytes, &memory, ret_error);
+        if (r < 0)
+                return r;
+        dm->ram->visible_bytes = memory.visible_bytes;
+        request.gpa = memory.visible_bytes - bytes;
+        dm->added_bytes_total += bytes;
+        r = vmwp_channel_send(dm->channel, HV_DM_HOT_ADD_REQUEST, &seg, 1);
+        if (r < 0)
+                g_warning("dm: cannot send hot-add of %" G_GUINT64_FORMAT " bytes to the guest: %s", bytes,
+                          g_strerror(-r));
+        return 0;
+}
+
+static int grow(VmwpDm *dm, uint64_t bytes, char **ret_error)
+{
+        uint64_t want = bytes / HV_PAGE_SIZE, room, unballoon, hot_add_pages;
+        int64_t deflated = 0;
+        int r;
+
+        room = (dm->ram->maximum_bytes - dm->ram->visible_bytes) / HV_PAGE_SIZE;
+        vmwp_dm_plan_grow(want, dm->ballooned->len, room, VMWP_DM_UNIT_BYTES / HV_PAGE_SIZE, &unballoon,
+                          &hot_add_pages);
+        if (unballoon + hot_add_pages == 0) {
+                *ret_error = g_strdup_printf("the VM is at its maximum memory (%" G_GUINT64_FORMAT
+                                             " bytes) with nothing ballooned",
+                                             dm->ram->maximum_bytes);
+                return -ENOSPC;
+        }
+        if (unballoon > 0) {
+                deflated = deflate(dm, unballoon, ret_error);
+                if (deflated < 0)
+                        return (int)deflated;
+        }
+        if (hot_add_pages > 0) {
+                r = hot_add(dm, hot_add_pages * HV_PAGE_SIZE, ret_error);
+                if (r < 0 && deflated == 0)
+                        return r;
+                if (r < 0) /* part of the grow happened: that is the answer, the status says how much */
+                        g_clear_pointer(ret_error, g_free);
+        }
+        dm->add_operations++;
+        return 0;
+}
+
+static int shrink(VmwpDm *dm, uint64_t bytes)
+{
+        BalloonRequest req = {.id = dm->next_request_id++, .remaining = bytes / HV_PAGE_SIZE};
+        struct hv_dm_balloon_request request = {.request_id = req.id, .n_pages = (uint32_t)req.remaining};
+        VmwpSegment seg = {&request, sizeof(request)};
+        int r;
+
+        r = vmwp_channel_send(dm->channel, HV_DM_BALLOON_REQUEST, &seg, 1);
+        if (r < 0)
+                return r;
+        g_array_append_val(dm->requests, req);
+        return 0;
+}
+
+int vmwp_dm_adjust(VmwpDm *dm, int64_t delta_bytes, char **ret_error)
+{
+        uint64_t bytes = delta_bytes < 0 ? -(uint64_t)delta_bytes : (uint64_t)delta_bytes;
+        uint64_t packets;
+
+        if (delta_bytes == 0 || bytes % VMWP_DM_UNIT_BYTES != 0 || bytes / HV_PAGE_SIZE > UINT32_MAX) {
+                *ret_error = g_strdup_printf("delta_bytes %" G_GINT64_FORMAT
+                                             " must be a non-zero multiple of 2 MiB (2097152) below 16 TiB",
+                                             delta_bytes);
+                return -EINVAL;
+        }
+        if (!vmwp_channel_open(dm->channel)) {
+                *ret_error = g_strdup("the guest's Dynamic Memory driver is not connected");
+                return -ENOTCONN;
+        }
+        packets = bytes / HV_PAGE_SIZE / HV_DM_PFNS_PER_PACKET + 2;
+        if (vmwp_channel_backlog(dm->channel) + packets > VMWP_CHANNEL_BACKLOG_MAX) {
+                *ret_error = g_strdup_printf("the guest has %u Dynamic Memory requests still to take",
+                                             vmwp_channel_backlog(dm->channel));
+                return -EBUSY;
+        }
+        return delta_bytes > 0 ? grow(dm, bytes, ret_error) : shrink(dm, bytes);
+}
+
+void vmwp_dm_status(VmwpDm *dm, VmwpMemoryStatus *ret)
+{
+        HvClientMemory memory = {
+                .visible_bytes = dm->ram->visible_bytes,
+                .assigned_bytes = dm->ram->visible_bytes - (uint64_t)dm->ballooned->len * HV_PAGE_SIZE,
+                .ballooned_bytes = (uint64_t)dm->ballooned->len * HV_PAGE_SIZE,
+        };
+        uint64_t pending = 0;
+
+        if (dm->hv->memory_get(dm->hv_userdata, &memory) < 0)
+                g_warning("dm: hvd did not report the partition's memory; using the worker's figures");
+        for (guint i = 0; i < dm->requests->len; i++)
+                pending += g_array_index(dm->requests, BalloonRequest, i).remaining;
+        *ret = (VmwpMemoryStatus){
+                .reporting = vmwp_channel_open(dm->channel) && dm->have_status &&
+                             g_get_monotonic_time() - dm->status_us < VMWP_DM_REPORT_STALE_US,
+                .guest_time_ns = dm->have_status ? dm->status.time_ns : 0,
+                .committed_bytes = dm->have_status ? dm->status.committed_bytes : 0,
+                .visible_bytes = memory.visible_bytes,
+                .assigned_bytes = memory.assigned_bytes,
+                .ballooned_bytes = memory.ballooned_bytes,
+                .pending_remove_bytes = pending * HV_PAGE_SIZE,
+                .resident_bytes = memory.resident_bytes,
+                .page_in_total = dm->have_status ? dm->status.page_in_total : 0,
+                .page_out_total = dm->have_status ? dm->status.page_out_total : 0,
+                .added_bytes_total = dm->added_bytes_total,
+                .removed_bytes_total = dm->removed_bytes_total,
+                .add_operations = dm->add_operations,
+                .remove_operations = dm->remove_operations,
+                .refused_pages = dm->refused_pages,
+        };
+}
