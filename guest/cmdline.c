@@ -1,5 +1,15 @@
 /* The boot command line: space-separated key=value tokens that choose the workload
- * and its parameters. Problems are recorded and printed after the boot banner. */
+ * and its parameters. Problems are recorded and printed after the boot banner.
+ *
+ * Parameters (a later token overrides an earlier one; a bad value keeps the default):
+ *   workload=idle|cpu|memsoak   what VP 0 runs (default idle)
+ *   idle_period_ms=N     how often an idle VP wakes, 1..3600000 (default 1000)
+ *   memsoak_mb=N         memsoak's target, 1..1048576 MiB (default 64); beyond visible
+ *                        memory it pages to the synthetic disk
+ *   memsoak_step_mb=N    memsoak grows this much per step, 1..1048576 (default 8)
+ *   memsoak_step_ms=N    pause between steps, 0..3600000 (default 500)
+ *   memsoak_hold_s=N     seconds memsoak holds its target before releasing all of
+ *                        it, 0..86400; 0 holds forever (default 0) */
 #include "guest.h"
 
 #define GUEST_MEMSOAK_MB_DEFAULT 64
@@ -67,6 +77,7 @@ static const struct guest_cmdline_number {
         {"memsoak_mb", offsetof(struct guest_config, memsoak_mb), 1, 1u << 20},
         {"memsoak_step_mb", offsetof(struct guest_config, memsoak_step_mb), 1, 1u << 20},
         {"memsoak_step_ms", offsetof(struct guest_config, memsoak_step_ms), 0, 3600u * 1000u},
+        {"memsoak_hold_s", offsetof(struct guest_config, memsoak_hold_s), 0, 86400u},
         {"idle_period_ms", offsetof(struct guest_config, idle_period_ms), 1, 3600u * 1000u},
 };
 

@@ -8,7 +8,8 @@
  *
  * Status. Once per GUEST_DM_STATUS_PERIOD_NS of reference time (and at once when the
  * channel opens) the guest sends HV_DM_STATUS: committed (the allocator's committed
- * bytes), visible, free and ballooned. A full ring skips a report, not the next.
+ * bytes plus what is paged out, see guest_memory_committed_bytes), visible, free,
+ * ballooned, and the page-in/out totals. A full ring skips a report, not the next.
  *
  * Balloon. BALLOON_REQUEST(n) takes up to n free pages with guest_page_take, which
  * only marks them in the allocator's bitmaps: the guest never reads or writes a
@@ -120,10 +121,12 @@ static void guest_dm_send_status(struct guest_dm *dm, uint64_t now_ns)
 {
         struct hv_dm_status status = {
                 .time_ns = now_ns,
-                .committed_bytes = guest_page_committed_bytes(),
+                .committed_bytes = guest_memory_committed_bytes(),
                 .visible_bytes = guest_page_visible_bytes(),
                 .free_bytes = guest_page_free_bytes(),
                 .ballooned_bytes = guest_page_taken_bytes(),
+                .page_in_total = guest_paging_in_total(),
+                .page_out_total = guest_paging_out_total(),
         };
         struct guest_vmbus_segment seg = {&status, sizeof(status)};
 

@@ -120,6 +120,44 @@ int guest_dm_low_memory_subscribe(guest_low_memory_fn *fn, void *userdata);
 uint64_t guest_dm_low_memory_threshold_bytes(void);
 void guest_dm_check_low_memory(uint64_t now_ns);
 
+/* storage.c — the synthetic disk the guest pages to: page-sized slots, asynchronous
+ * requests (at most GUEST_STORAGE_MAX_INFLIGHT) that wait_* completes. VP 0 only. */
+#define GUEST_STORAGE_MAX_INFLIGHT 16
+bool guest_storage_ready(void);
+int guest_storage_reserve_slots(uint64_t count, uint64_t *ret_first);
+int guest_storage_submit(bool write, uint64_t slot, uint64_t gpa, uint32_t *ret_handle);
+int guest_storage_wait(uint32_t handle);
+
+/* paging.c — a region of pages that may live on the synthetic disk while the
+ * allocator has no free page; see the design note there. */
+struct guest_pager {
+        uint64_t *table;    /* one entry per page of the region */
+        uint64_t *slot_map; /* one bit per slot of the region's share of the disk */
+        uint64_t table_pages;
+        uint64_t capacity;
+        uint64_t n_pages;
+        uint64_t first_slot;
+        uint64_t slot_limit; /* slots at or past it failed to write: the disk ends there */
+        uint64_t slot_hint;
+        uint64_t bounce_gpa; /* a spare frame for paging in when no slot is free */
+        uint64_t resident_pages;
+        uint64_t paged_out_pages;
+        uint64_t rng;
+        bool has_slots;
+        bool paging_off;
+};
+
+int guest_pager_init(struct guest_pager *pager, uint64_t capacity);
+int guest_pager_add(struct guest_pager *pager, uint64_t *ret_gpa);
+int guest_pager_get(struct guest_pager *pager, uint64_t index, uint64_t *ret_gpa);
+void guest_pager_release(struct guest_pager *pager);
+uint64_t guest_paging_in_total(void);
+uint64_t guest_paging_out_total(void);
+uint64_t guest_paging_out_bytes(void);
+/* What Dynamic Memory reports as committed: the allocator's committed bytes plus the
+ * pages that live on the disk (they are demand the guest has, like a commit charge). */
+uint64_t guest_memory_committed_bytes(void);
+
 /* cmdline.c */
 enum guest_workload {
         GUEST_WORKLOAD_IDLE,
@@ -140,6 +178,7 @@ struct guest_config {
         uint64_t memsoak_mb;
         uint64_t memsoak_step_mb;
         uint64_t memsoak_step_ms;
+        uint64_t memsoak_hold_s; /* then release everything; 0 = hold forever */
         uint64_t idle_period_ms; /* how often an idle VP wakes (idle_period_ms=, default 1000) */
         /* Problems found while parsing, printed after the banner. */
         struct guest_cmdline_issue issues[GUEST_CMDLINE_MAX_ISSUES];

@@ -96,6 +96,7 @@ static struct guest_vmbus guest_vmbus;
 
 static const struct guest_vmbus_driver *const guest_vmbus_drivers[] = {
         &guest_dm_driver,
+        &guest_storage_driver,
 };
 
 static inline void guest_compiler_barrier(void)

@@ -40,6 +40,7 @@ struct guest_vmbus_segment {
 };
 
 extern const struct guest_vmbus_driver guest_dm_driver;
+extern const struct guest_vmbus_driver guest_storage_driver;
 
 void guest_vmbus_packet_copy(const struct guest_vmbus_packet *packet, uint32_t offset, void *dst,
                              uint32_t len);
