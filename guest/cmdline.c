@@ -2,25 +2,28 @@
  * and its parameters. Problems are recorded and printed after the boot banner.
  *
  * Parameters (a later token overrides an earlier one; a bad value keeps the default):
- *   workload=idle|cpu|memsoak   what VP 0 runs (default idle)
+ *   workload=idle|cpu|memsoak|cache   what VP 0 runs (default idle)
  *   idle_period_ms=N     how often an idle VP wakes, 1..3600000 (default 1000)
  *   memsoak_mb=N         memsoak's target, 1..1048576 MiB (default 64); beyond visible
  *                        memory it pages to the synthetic disk
  *   memsoak_step_mb=N    memsoak grows this much per step, 1..1048576 (default 8)
  *   memsoak_step_ms=N    pause between steps, 0..3600000 (default 500)
  *   memsoak_hold_s=N     seconds memsoak holds its target before releasing all of
- *                        it, 0..86400; 0 holds forever (default 0) */
+ *                        it, 0..86400; 0 holds forever (default 0)
+ *   cache_mb=N           the cache workload's target size, 1..1048576 MiB (default 64) */
 #include "guest.h"
 
 #define GUEST_MEMSOAK_MB_DEFAULT 64
 #define GUEST_MEMSOAK_STEP_MB_DEFAULT 8
 #define GUEST_MEMSOAK_STEP_MS_DEFAULT 500
+#define GUEST_CACHE_MB_DEFAULT 64
 #define GUEST_IDLE_PERIOD_MS_DEFAULT 1000
 
 static const char *const guest_workload_names[] = {
         [GUEST_WORKLOAD_IDLE] = "idle",
         [GUEST_WORKLOAD_CPU] = "cpu",
         [GUEST_WORKLOAD_MEMSOAK] = "memsoak",
+        [GUEST_WORKLOAD_CACHE] = "cache",
 };
 
 const char *guest_workload_name(enum guest_workload workload)
@@ -78,6 +81,7 @@ static const struct guest_cmdline_number {
         {"memsoak_step_mb", offsetof(struct guest_config, memsoak_step_mb), 1, 1u << 20},
         {"memsoak_step_ms", offsetof(struct guest_config, memsoak_step_ms), 0, 3600u * 1000u},
         {"memsoak_hold_s", offsetof(struct guest_config, memsoak_hold_s), 0, 86400u},
+        {"cache_mb", offsetof(struct guest_config, cache_mb), 1, 1u << 20},
         {"idle_period_ms", offsetof(struct guest_config, idle_period_ms), 1, 3600u * 1000u},
 };
 
@@ -111,6 +115,7 @@ void guest_cmdline_parse(const char *cmdline, struct guest_config *ret_config)
                 .memsoak_mb = GUEST_MEMSOAK_MB_DEFAULT,
                 .memsoak_step_mb = GUEST_MEMSOAK_STEP_MB_DEFAULT,
                 .memsoak_step_ms = GUEST_MEMSOAK_STEP_MS_DEFAULT,
+                .cache_mb = GUEST_CACHE_MB_DEFAULT,
                 .idle_period_ms = GUEST_IDLE_PERIOD_MS_DEFAULT,
         };
         const char *p = cmdline;

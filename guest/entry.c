@@ -126,6 +126,8 @@ static __attribute__((noreturn)) void guest_run_workload(uint32_t vp)
                 guest_workload_cpu_run(vp);
         case GUEST_WORKLOAD_MEMSOAK:
                 guest_workload_memsoak_run(vp, &guest_config);
+        case GUEST_WORKLOAD_CACHE:
+                guest_workload_cache_run(vp, &guest_config);
         case GUEST_WORKLOAD_IDLE:
         default:
                 guest_workload_idle_run(vp == 0, guest_config.idle_period_ms);

@@ -163,6 +163,7 @@ enum guest_workload {
         GUEST_WORKLOAD_IDLE,
         GUEST_WORKLOAD_CPU,
         GUEST_WORKLOAD_MEMSOAK,
+        GUEST_WORKLOAD_CACHE,
 };
 
 #define GUEST_CMDLINE_MAX_ISSUES 8
@@ -179,6 +180,7 @@ struct guest_config {
         uint64_t memsoak_step_mb;
         uint64_t memsoak_step_ms;
         uint64_t memsoak_hold_s; /* then release everything; 0 = hold forever */
+        uint64_t cache_mb;
         uint64_t idle_period_ms; /* how often an idle VP wakes (idle_period_ms=, default 1000) */
         /* Problems found while parsing, printed after the banner. */
         struct guest_cmdline_issue issues[GUEST_CMDLINE_MAX_ISSUES];
@@ -195,6 +197,7 @@ void guest_sleep_ns(uint64_t ns);
 __attribute__((noreturn)) void guest_workload_idle_run(bool report, uint64_t period_ms);
 __attribute__((noreturn)) void guest_workload_cpu_run(uint32_t vp);
 __attribute__((noreturn)) void guest_workload_memsoak_run(uint32_t vp, const struct guest_config *config);
+__attribute__((noreturn)) void guest_workload_cache_run(uint32_t vp, const struct guest_config *config);
 
 /* entry.c: called by boot.S on every VP; the reference time of VP 0's boot; host
  * requests, checked on every wake-up and between batches of work (may not return). */
