@@ -73,6 +73,8 @@ static void report_exit(VmmsWorker *w, const char *why, int exit_code)
         w->callbacks.exited(w, why, exit_code, w->userdata);
 }
 
+static int drain_messages(VmmsWorker *w);
+
 static void on_child_exit(GPid pid, gint status, gpointer userdata)
 {
         VmmsWorker *w = userdata;
@@ -81,6 +83,10 @@ static void on_child_exit(GPid pid, gint status, gpointer userdata)
 
         (void)pid;
         w->child_watch = 0;
+        /* The exit can be seen before the worker's last messages (GuestStopped) are read:
+         * take what is still in the socket first, so the exit is explained by them. */
+        if (w->fd >= 0)
+                (void)drain_messages(w);
         g_spawn_close_pid(pid);
         if (WIFEXITED(status)) {
                 code = WEXITSTATUS(status);
@@ -125,35 +131,44 @@ static void handle_message(VmmsWorker *w, const Vmms__Worker__Message *msg)
         }
 }
 
-static gboolean on_readable(gint fd, GIOCondition condition, gpointer userdata)
+/* Handles every message waiting. Returns -EAGAIN when none is left, another negative
+ * errno when the connection is gone, 0 if a handler disconnected it. */
+static int drain_messages(VmmsWorker *w)
 {
-        VmmsWorker *w = userdata;
-
-        (void)fd;
-        (void)condition;
-        for (;;) {
+        while (w->fd >= 0) {
                 Vmms__Worker__Message *msg;
                 size_t len;
                 int r = hv_wire_recv(w->fd, w->buf, sizeof(w->buf), &len, NULL);
 
-                if (r == -EAGAIN)
-                        return G_SOURCE_CONTINUE;
-                if (r < 0) {
-                        w->fd_source = 0;
-                        disconnect(w);
-                        /* A child's exit status is on its way through the child watch. */
-                        if (!w->is_child)
-                                report_exit(w, "the worker's control connection closed", -1);
-                        return G_SOURCE_REMOVE;
-                }
+                if (r < 0)
+                        return r;
                 msg = vmms__worker__message__unpack(NULL, len, w->buf);
                 if (msg) {
                         handle_message(w, msg);
                         vmms__worker__message__free_unpacked(msg, NULL);
                 }
-                if (w->fd < 0)
-                        return G_SOURCE_REMOVE;
         }
+        return 0;
+}
+
+static gboolean on_readable(gint fd, GIOCondition condition, gpointer userdata)
+{
+        VmmsWorker *w = userdata;
+        int r;
+
+        (void)fd;
+        (void)condition;
+        r = drain_messages(w);
+        if (r == -EAGAIN)
+                return G_SOURCE_CONTINUE;
+        w->fd_source = 0; /* removed by returning G_SOURCE_REMOVE */
+        if (r < 0) {
+                disconnect(w);
+                /* A child's exit status is on its way through the child watch. */
+                if (!w->is_child)
+                        report_exit(w, "the worker's control connection closed", -1);
+        }
+        return G_SOURCE_REMOVE;
 }
 
 static int try_connect(VmmsWorker *w)
