@@ -19,7 +19,7 @@ enum hv_call_code {
         HV_CALL_LONG_SPIN_WAIT = 4, /* (spin_count) -> 0; the VP yields the rest of its slice */
         HV_CALL_HALT = 5,           /* (reason) -> does not return; the VP stops */
         HV_CALL_PARTITION_INFO = 6, /* (what) -> value; see enum hv_partition_info */
-        HV_CALL_POST_MESSAGE = 7,   /* (gpa, len) -> 0; len <= HV_MESSAGE_PAYLOAD_MAX; to the worker (hv-vmbus.h) */
+        HV_CALL_POST_MESSAGE = 7,   /* (gpa, len) -> 0; len <= HV_MESSAGE_PAYLOAD_MAX; see hv-vmbus.h */
         HV_CALL_SIGNAL_EVENT = 8,   /* (connection_id) -> 0; tells the worker a channel has news */
         HV_CALL_CODE_MAX
 };

@@ -73,8 +73,8 @@ struct hv_vmbus_version_response {
 
 struct hv_vmbus_offer {
         uint32_t channel_id;
-        uint32_t device_class;  /* enum hv_vmbus_class */
-        uint32_t connection_id; /* what the guest passes to HV_CALL_SIGNAL_EVENT */
+        uint32_t device_class;   /* enum hv_vmbus_class */
+        uint32_t connection_id;  /* what the guest passes to HV_CALL_SIGNAL_EVENT */
         uint32_t min_ring_pages; /* per direction, including the ring's header page */
 };
 
@@ -125,7 +125,7 @@ enum hv_dm_packet_type {
         HV_DM_BALLOON_RESPONSE = 3,  /* guest -> host: the pages, in chunks */
         HV_DM_UNBALLOON_REQUEST = 4, /* host -> guest: these pages are yours again */
         HV_DM_UNBALLOON_RESPONSE = 5,
-        HV_DM_HOT_ADD_REQUEST = 6,   /* host -> guest: a new range of RAM */
+        HV_DM_HOT_ADD_REQUEST = 6, /* host -> guest: a new range of RAM */
         HV_DM_HOT_ADD_RESPONSE = 7,
 };
 
