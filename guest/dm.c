@@ -247,7 +247,8 @@ static void guest_dm_hot_add(struct guest_dm *dm, const struct hv_dm_hot_add_req
                      request->request_id, request->gpa, request->bytes, response.bytes_accepted,
                      r == -EEXIST   ? " (overlaps present memory)"
                      : r == -ERANGE ? " (beyond the maximum)"
-                     : r < 0        ? " (refused)"
+                     : r == -EINVAL ? " (not whole pages)"
+                     : r < 0        ? " (too many ranges)"
                                     : "",
                      guest_page_visible_bytes());
         guest_dm_reply(dm, HV_DM_HOT_ADD_RESPONSE, &response, sizeof(response), NULL, 0);
@@ -306,18 +307,11 @@ static void guest_dm_opened(struct guest_vmbus_channel *channel)
         dm->next_status_ns = guest_hv_reference_time(); /* the first report at the next tick */
 }
 
-static void guest_dm_lost(struct guest_vmbus_channel *channel)
-{
-        (void)channel;
-        guest_dm.channel = NULL;
-}
-
 const struct guest_vmbus_driver guest_dm_driver = {
         .name = "dynamic-memory",
         .device_class = HV_VMBUS_CLASS_DYNAMIC_MEMORY,
         .ring_pages = GUEST_DM_RING_PAGES,
         .opened = guest_dm_opened,
         .packet = guest_dm_packet,
-        .lost = guest_dm_lost,
         .tick = guest_dm_tick,
 };

@@ -599,8 +599,8 @@ uint64_t guest_vmbus_next_deadline(void)
         return next;
 }
 
-/* Done waiting at boot: refused, gave up, or every offer so far settled and no new one
- * for a while. */
+/* Done waiting at boot: refused, or every offer so far settled and either every driver
+ * has its channel or no new offer came for a while (the host offers what it has). */
 static bool guest_vmbus_settled(uint64_t now)
 {
         const struct guest_vmbus *bus = &guest_vmbus;
@@ -610,7 +610,8 @@ static bool guest_vmbus_settled(uint64_t now)
         for (unsigned i = 0; i < bus->n_channels; i++)
                 if (bus->channels[i].state == GUEST_VMBUS_CHANNEL_OPENING)
                         return false;
-        return now - bus->last_offer_ns >= GUEST_VMBUS_OFFER_SETTLE_NS;
+        return bus->n_channels == sizeof(guest_vmbus_drivers) / sizeof(guest_vmbus_drivers[0]) ||
+               now - bus->last_offer_ns >= GUEST_VMBUS_OFFER_SETTLE_NS;
 }
 
 void guest_vmbus_start(void)
