@@ -100,6 +100,19 @@ static void set_error(char **ret_error, const char *fmt, ...)
         va_end(ap);
 }
 
+/* Charges the pool, or names the figures when it cannot cover `bytes`. */
+static int charge_pool(HvPool *pool, const char *what, uint64_t bytes, char **ret_error)
+{
+        int r = hv_pool_charge(pool, bytes);
+
+        if (r < 0)
+                set_error(ret_error,
+                          "%s (%" G_GUINT64_FORMAT " bytes) exceeds the pool's available %" G_GUINT64_FORMAT
+                          " bytes (%" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " used)",
+                          what, bytes, hv_pool_available(pool), pool->used_bytes, pool->total_bytes);
+        return r;
+}
+
 int hv_memory_hot_add(HvPartition *p, uint64_t bytes, char **ret_error)
 {
         HvPool *pool = &p->hv->pool;
@@ -123,15 +136,9 @@ int hv_memory_hot_add(HvPartition *p, uint64_t bytes, char **ret_error)
                           bytes, room);
                 return -EINVAL;
         }
-        r = hv_pool_charge(pool, bytes);
-        if (r < 0) {
-                set_error(ret_error,
-                          "hot-add of %" G_GUINT64_FORMAT
-                          " bytes exceeds the pool's available %" G_GUINT64_FORMAT
-                          " bytes (%" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " used)",
-                          bytes, hv_pool_available(pool), pool->used_bytes, pool->total_bytes);
+        r = charge_pool(pool, "hot-add", bytes, ret_error);
+        if (r < 0)
                 return r;
-        }
         p->assigned_bytes += bytes;
         p->hot_added_bytes += bytes;
         atomic_store_explicit(&p->visible_bytes, visible + bytes, memory_order_release);
@@ -208,6 +215,7 @@ int hv_memory_unballoon(HvPartition *p, const uint64_t *pfns, size_t n, HvPageVe
                         HvPageTally *ret_tally, char **ret_error)
 {
         HvPool *pool = &p->hv->pool;
+        g_autofree char *what = NULL;
         HvPageTally tally;
         uint64_t bytes;
         int r;
@@ -217,16 +225,10 @@ int hv_memory_unballoon(HvPartition *p, const uint64_t *pfns, size_t n, HvPageVe
                 return r;
         hv_memory_classify(visible_pages(p), p->ballooned, false, pfns, n, ret_verdicts, &tally);
         bytes = (uint64_t)tally.accepted * HV_PAGE_SIZE;
-        r = hv_pool_charge(pool, bytes);
-        if (r < 0) {
-                set_error(ret_error,
-                          "unballoon of %u pages (%" G_GUINT64_FORMAT
-                          " bytes) exceeds the pool's available %" G_GUINT64_FORMAT
-                          " bytes (%" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " used)",
-                          tally.accepted, bytes, hv_pool_available(pool), pool->used_bytes,
-                          pool->total_bytes);
+        what = g_strdup_printf("unballoon of %u pages", tally.accepted);
+        r = charge_pool(pool, what, bytes, ret_error);
+        if (r < 0)
                 return r;
-        }
         for (size_t i = 0; i < n; i++)
                 if (ret_verdicts[i] == HV_PAGE_ACCEPTED)
                         bit_clear(p->ballooned, pfns[i]);

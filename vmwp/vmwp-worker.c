@@ -232,26 +232,29 @@ static int dm_hot_add(void *userdata, uint64_t bytes, HvClientMemory *ret_memory
         return r;
 }
 
-static int dm_balloon(void *userdata, const uint64_t *pfns, size_t n, bool *ret_accepted,
-                      HvClientPageTally *ret_tally, char **ret_error)
+static int dm_pages(VmwpWorker *w, bool balloon, const uint64_t *pfns, size_t n, bool *ret_accepted,
+                    HvClientPageTally *ret_tally, char **ret_error)
 {
-        VmwpWorker *w = userdata;
-        int r = hv_client_partition_balloon(w->hv, w->partition_id, pfns, n, ret_accepted, ret_tally, NULL);
+        int r = balloon ? hv_client_partition_balloon(w->hv, w->partition_id, pfns, n, ret_accepted,
+                                                      ret_tally, NULL)
+                        : hv_client_partition_unballoon(w->hv, w->partition_id, pfns, n, ret_accepted,
+                                                        ret_tally, NULL);
 
         if (r < 0)
                 *ret_error = g_strdup(hv_client_last_error(w->hv));
         return r;
 }
 
+static int dm_balloon(void *userdata, const uint64_t *pfns, size_t n, bool *ret_accepted,
+                      HvClientPageTally *ret_tally, char **ret_error)
+{
+        return dm_pages(userdata, true, pfns, n, ret_accepted, ret_tally, ret_error);
+}
+
 static int dm_unballoon(void *userdata, const uint64_t *pfns, size_t n, bool *ret_accepted,
                         HvClientPageTally *ret_tally, char **ret_error)
 {
-        VmwpWorker *w = userdata;
-        int r = hv_client_partition_unballoon(w->hv, w->partition_id, pfns, n, ret_accepted, ret_tally, NULL);
-
-        if (r < 0)
-                *ret_error = g_strdup(hv_client_last_error(w->hv));
-        return r;
+        return dm_pages(userdata, false, pfns, n, ret_accepted, ret_tally, ret_error);
 }
 
 static int dm_memory_get(void *userdata, HvClientMemory *ret_memory)

@@ -409,43 +409,46 @@ static int page_result(HvClient *c, const Vmms__Hv__Reply *reply, size_t n, bool
         return 0;
 }
 
-int hv_client_partition_balloon(HvClient *c, uint64_t partition_id, const uint64_t *pfns, size_t n,
-                                bool *ret_accepted, HvClientPageTally *ret_tally, HvClientMemory *ret_memory)
+/* PartitionBalloon and PartitionUnballoon carry the same fields. */
+static int call_pages(HvClient *c, bool balloon, uint64_t partition_id, const uint64_t *pfns, size_t n,
+                      bool *ret_accepted, HvClientPageTally *ret_tally, HvClientMemory *ret_memory)
 {
         Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
-        Vmms__Hv__PartitionBalloon body = VMMS__HV__PARTITION_BALLOON__INIT;
+        Vmms__Hv__PartitionBalloon to_balloon = VMMS__HV__PARTITION_BALLOON__INIT;
+        Vmms__Hv__PartitionUnballoon to_unballoon = VMMS__HV__PARTITION_UNBALLOON__INIT;
         g_autoptr(Vmms__Hv__Reply) reply = NULL;
         int r;
 
-        body.partition_id = partition_id;
-        body.pfns = (uint64_t *)pfns;
-        body.n_pfns = n;
-        req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_BALLOON;
-        req.partition_balloon = &body;
-        r = call_memory(c, &req, "PartitionBalloon", ret_memory, &reply);
+        if (balloon) {
+                to_balloon.partition_id = partition_id;
+                to_balloon.pfns = (uint64_t *)pfns;
+                to_balloon.n_pfns = n;
+                req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_BALLOON;
+                req.partition_balloon = &to_balloon;
+        } else {
+                to_unballoon.partition_id = partition_id;
+                to_unballoon.pfns = (uint64_t *)pfns;
+                to_unballoon.n_pfns = n;
+                req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_UNBALLOON;
+                req.partition_unballoon = &to_unballoon;
+        }
+        r = call_memory(c, &req, balloon ? "PartitionBalloon" : "PartitionUnballoon", ret_memory, &reply);
         if (r < 0)
                 return r;
         return page_result(c, reply, n, ret_accepted, ret_tally);
+}
+
+int hv_client_partition_balloon(HvClient *c, uint64_t partition_id, const uint64_t *pfns, size_t n,
+                                bool *ret_accepted, HvClientPageTally *ret_tally, HvClientMemory *ret_memory)
+{
+        return call_pages(c, true, partition_id, pfns, n, ret_accepted, ret_tally, ret_memory);
 }
 
 int hv_client_partition_unballoon(HvClient *c, uint64_t partition_id, const uint64_t *pfns, size_t n,
                                   bool *ret_accepted, HvClientPageTally *ret_tally,
                                   HvClientMemory *ret_memory)
 {
-        Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
-        Vmms__Hv__PartitionUnballoon body = VMMS__HV__PARTITION_UNBALLOON__INIT;
-        g_autoptr(Vmms__Hv__Reply) reply = NULL;
-        int r;
-
-        body.partition_id = partition_id;
-        body.pfns = (uint64_t *)pfns;
-        body.n_pfns = n;
-        req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_UNBALLOON;
-        req.partition_unballoon = &body;
-        r = call_memory(c, &req, "PartitionUnballoon", ret_memory, &reply);
-        if (r < 0)
-                return r;
-        return page_result(c, reply, n, ret_accepted, ret_tally);
+        return call_pages(c, false, partition_id, pfns, n, ret_accepted, ret_tally, ret_memory);
 }
 
 int hv_client_partition_memory_get(HvClient *c, uint64_t partition_id, HvClientMemory *ret_memory)
