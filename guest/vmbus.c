@@ -125,11 +125,6 @@ bool guest_vmbus_in_poll(void)
         return guest_vmbus.in_poll;
 }
 
-uint32_t guest_vmbus_channel_id(const struct guest_vmbus_channel *channel)
-{
-        return channel->channel_id;
-}
-
 /* ---- Rings ---- */
 
 static void *guest_ring_at(const struct guest_vmbus_ring *ring, uint32_t offset, uint32_t *ret_contig)
@@ -157,6 +152,8 @@ static void guest_ring_read(const struct guest_vmbus_ring *ring, uint32_t offset
         }
 }
 
+/* Copies len bytes into the data area at offset (zeros when src is NULL), wrapping at
+ * its end; returns the offset after them. */
 static uint32_t guest_ring_write(struct guest_vmbus_ring *ring, uint32_t offset, const void *src,
                                  uint32_t len)
 {
@@ -167,12 +164,12 @@ static uint32_t guest_ring_write(struct guest_vmbus_ring *ring, uint32_t offset,
                 void *dst = guest_ring_at(ring, offset, &contig);
                 uint32_t n = len < contig ? len : contig;
 
-                if (s)
+                if (s) {
                         memcpy(dst, s, n);
-                else
-                        memset(dst, 0, n);
-                if (s)
                         s += n;
+                } else {
+                        memset(dst, 0, n);
+                }
                 len -= n;
                 offset = (offset + n) % ring->data_size;
         }

@@ -54,7 +54,6 @@ int guest_vmbus_send(struct guest_vmbus_channel *channel, uint16_t type,
  * not poll, so drivers' callbacks may use it. -ETIMEDOUT if the host never made room. */
 int guest_vmbus_send_wait(struct guest_vmbus_channel *channel, uint16_t type,
                           const struct guest_vmbus_segment *segs, unsigned n_segs, uint64_t timeout_ns);
-uint32_t guest_vmbus_channel_id(const struct guest_vmbus_channel *channel);
 bool guest_vmbus_in_poll(void);
 
 /* Prints a problem with what the host sent, the first GUEST_VMBUS_MAX_COMPLAINTS times;
