@@ -194,7 +194,11 @@ class RootInterfaceMemoryTest(unittest.TestCase):
             wait_for(lambda: ram[16 * MiB - 8:16 * MiB] == (16 * MiB).to_bytes(8, "little"), 10,
                      what="the VP's store at the old visible end")
             previous = 16 * MiB
-            for visible in (18 * MiB, 20 * MiB, 64 * MiB):
+            for visible in (18 * MiB, 20 * MiB, 40 * MiB, 64 * MiB):
+                if visible == 64 * MiB:  # after a re-dispatch, which maps the pieces back into one region
+                    dispatches = host.partition(host.counters(0.01), "busy")["vps"][0]["dispatches"]
+                    wait_for(lambda: host.partition(host.counters(0.01), "busy")["vps"][0]["dispatches"] > dispatches,
+                             10, what="the VP's next dispatch")
                 reply = client.hot_add(pid, visible - previous)
                 self.assertEqual(reply.error, 0, reply.error_message)
                 wait_for(lambda: ram[visible - 8:visible] == visible.to_bytes(8, "little"), 10,
