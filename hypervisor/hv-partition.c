@@ -212,9 +212,16 @@ GBytes *hv_partition_console_take(HvPartition *p)
         return bytes;
 }
 
-/* Queues a flush unless one is queued; called with mailbox_lock held. */
+static void mailbox_assert_locked(HvPartition *p)
+{
+        /* GMutex cannot say who holds it; a failed trylock proves someone does. */
+        g_assert(!g_mutex_trylock(&p->mailbox_lock) || (g_mutex_unlock(&p->mailbox_lock), false));
+}
+
+/* Queues a flush unless one is queued. */
 static bool mailbox_want_flush_locked(HvPartition *p)
 {
+        mailbox_assert_locked(p);
         if (p->mailbox_flush_queued)
                 return false;
         p->mailbox_flush_queued = true;
@@ -249,6 +256,7 @@ int hv_partition_post_message(HvPartition *p, const uint8_t *data, uint32_t len)
 
 static bool signal_pending_locked(HvPartition *p, uint32_t connection_id)
 {
+        mailbox_assert_locked(p);
         for (GList *l = p->mailbox.head; l; l = l->next) {
                 const HvGuestNote *note = l->data;
 
