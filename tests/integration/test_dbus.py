@@ -13,8 +13,8 @@ import time
 import unittest
 from pathlib import Path
 
-from vmmsd_host import SOURCE, VMMSD, VmmsdHost
-from vmms_host import wait_for
+from vmmsd_host import VMMSD, VmmsdHost
+from vmms_host import SOURCE, wait_for
 
 NAME = "org.vmms.Manager1"
 MANAGER = "/org/vmms/Manager1"

@@ -16,7 +16,7 @@ import time
 import unittest
 from pathlib import Path
 
-from vmms_host import GUEST, VMWP, HvHost, Vm, wait_for
+from vmms_host import GUEST, VMWP, HvHost, Vm, proto_modules, wait_for
 
 MiB = 1 << 20
 PAGE = 4096
@@ -27,22 +27,11 @@ STACK_TOP = 0x80000
 # out dx,eax; jmp +0; mov [rax-8],rax; jmp to the start.
 STORE_AT_VISIBLE_END = bytes([0xB8, 6, 0, 0, 0, 0xBF, 1, 0, 0, 0, 0xBA, 0x56, 0x48, 0, 0, 0xEF, 0xEB, 0x00,
                               0x48, 0x89, 0x40, 0xF8, 0xEB, 0x100 - 24])
-SOURCE = Path(__file__).resolve().parents[2]
-_stubs = None
 
 
 def stubs():
-    """hv_pb2 and worker_pb2, generated once per run."""
-    global _stubs
-    if _stubs is None:
-        out = Path(tempfile.mkdtemp(prefix="vmms-dm-stubs-"))
-        subprocess.run(["protoc", f"--python_out={out}", f"-I{SOURCE / 'proto'}",
-                        str(SOURCE / "proto" / "hv.proto"), str(SOURCE / "proto" / "worker.proto")], check=True)
-        sys.path.insert(0, str(out))
-        import hv_pb2  # noqa: E402
-        import worker_pb2  # noqa: E402
-        _stubs = (hv_pb2, worker_pb2)
-    return _stubs
+    """hv_pb2 and worker_pb2."""
+    return proto_modules("hv", "worker")
 
 
 class RootClient:

@@ -1,20 +1,44 @@
 """Test fixtures that run the real programs: hvd, vmwp and hvctl from the build tree,
 side by side in a temporary directory. Everything started is stopped at the end."""
+import importlib
 import json
 import os
 import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-BUILD = Path(os.environ.get("VMMS_BUILD", Path(__file__).resolve().parents[2] / "build"))
+SOURCE = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("VMMS_BUILD", SOURCE / "build"))
 HVD = BUILD / "hypervisor" / "hvd"
 HVCTL = BUILD / "hypervisor" / "hvctl"
 VMWP = BUILD / "vmwp" / "vmwp"
 GUEST = BUILD / "guest" / "vmms-guest"
+
+
+_generated = {}
+
+
+def proto_modules(*names, grpc=False):
+    """Python modules protoc generates from proto/NAME.proto (NAME_pb2, and NAME_pb2_grpc
+    with grpc), once per run, for clients nobody here wrote."""
+    key = (names, grpc)
+    if key not in _generated:
+        out = Path(tempfile.mkdtemp(prefix="vmms-stubs-"))
+        args = ["protoc", f"--python_out={out}", f"-I{SOURCE / 'proto'}"]
+        if grpc:
+            args += [f"--grpc_python_out={out}", "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin"]
+        subprocess.run(args + [str(SOURCE / "proto" / f"{n}.proto") for n in names], check=True)
+        sys.path.insert(0, str(out))
+        modules = [importlib.import_module(f"{n}_pb2") for n in names]
+        if grpc:
+            modules += [importlib.import_module(f"{n}_pb2_grpc") for n in names]
+        _generated[key] = tuple(modules)
+    return _generated[key]
 
 
 def wait_for(predicate, timeout, interval=0.05, what="condition"):

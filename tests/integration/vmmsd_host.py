@@ -5,31 +5,18 @@ killed at the end (vmmsd detaches hvd and the workers so they outlive it)."""
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from vmms_host import BUILD, wait_for
+from vmms_host import BUILD, proto_modules, wait_for
 
-SOURCE = Path(__file__).resolve().parents[2]
 VMMSD = BUILD / "vmms" / "vmmsd"
-_stubs = None
 
 
 def stubs():
-    """vmms_pb2 and vmms_pb2_grpc, generated once per run."""
-    global _stubs
-    if _stubs is None:
-        out = Path(tempfile.mkdtemp(prefix="vmms-stubs-"))
-        subprocess.run(["protoc", f"--python_out={out}", f"--grpc_python_out={out}",
-                        "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin",
-                        f"-I{SOURCE / 'proto'}", str(SOURCE / "proto" / "vmms.proto")], check=True)
-        sys.path.insert(0, str(out))
-        import vmms_pb2  # noqa: E402
-        import vmms_pb2_grpc  # noqa: E402
-        _stubs = (vmms_pb2, vmms_pb2_grpc)
-    return _stubs
+    """vmms_pb2 and vmms_pb2_grpc."""
+    return proto_modules("vmms", grpc=True)
 
 
 def processes_naming(text):
