@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/build.sh >/dev/null
-seconds=${1:-4}
+seconds=${1:-6}
 dir=$(mktemp -d /tmp/vmms-demo.XXXXXX)
 export VMMS_SOCKET="unix:$dir/run/vmms.sock"
 vmctl() { build/cli/vmctl "$@"; }
@@ -25,7 +25,8 @@ for _ in $(seq 200); do [ -S "$dir/run/vmms.sock" ] && break; sleep 0.05; done
 
 echo "== vmctl New-VM / Set-VMProcessor / Start-VM"
 vmctl New-VM -Name web -MemoryStartupBytes 128MB -ProcessorCount 2 -Workload cpu
-vmctl New-VM -Name db -MemoryStartupBytes 256MB -Workload memsoak -BootArgs "memsoak_mb=96 memsoak_step_mb=32"
+vmctl New-VM -Name db -MemoryStartupBytes 128MB -Workload memsoak -BootArgs "memsoak_mb=300 memsoak_step_mb=32"
+vmctl Set-VMMemory db -DynamicMemoryEnabled '$true' -MinimumBytes 64MB -MaximumBytes 1GB -Buffer 20
 vmctl New-VM -Name spare -MemoryStartupBytes 64MB -Workload idle
 vmctl Set-VMProcessor web -RelativeWeight 200 -Reserve 10
 vmctl Start-VM web
@@ -40,7 +41,8 @@ echo
 echo "== vmctl Get-Counter (logical processors, virtual processors, memory)"
 vmctl Get-Counter '\Hyper-V Hypervisor Logical Processor(*)\% Total Run Time' \
   '\Hyper-V Hypervisor Virtual Processor(*)\% Total Run Time' \
-  '\Hyper-V Dynamic Memory VM(*)\Physical Memory' '\VMMS Partition(*)\Host Resident Bytes'
+  '\Hyper-V Dynamic Memory VM(*)\Physical Memory' '\Hyper-V Dynamic Memory VM(*)\Current Pressure' \
+  '\VMMS Partition(*)\Host Resident Bytes'
 echo
 echo "== vmctl Stop-VM (the guests shut down when asked) and Get-VMEvent"
 vmctl Stop-VM web
