@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api-dbus-message.h"
+#include "proto-util.h"
 
 static const char *type_signature(ProtobufCType type)
 {
@@ -73,39 +74,6 @@ static const char *type_description(ProtobufCType type)
         case PROTOBUF_C_TYPE_MESSAGE:
         default:
                 return "a dictionary (a{sv})";
-        }
-}
-
-static size_t element_size(ProtobufCType type)
-{
-        switch (type) {
-        case PROTOBUF_C_TYPE_INT32:
-        case PROTOBUF_C_TYPE_SINT32:
-        case PROTOBUF_C_TYPE_SFIXED32:
-        case PROTOBUF_C_TYPE_UINT32:
-        case PROTOBUF_C_TYPE_FIXED32:
-                return sizeof(uint32_t);
-        case PROTOBUF_C_TYPE_INT64:
-        case PROTOBUF_C_TYPE_SINT64:
-        case PROTOBUF_C_TYPE_SFIXED64:
-        case PROTOBUF_C_TYPE_UINT64:
-        case PROTOBUF_C_TYPE_FIXED64:
-                return sizeof(uint64_t);
-        case PROTOBUF_C_TYPE_FLOAT:
-                return sizeof(float);
-        case PROTOBUF_C_TYPE_DOUBLE:
-                return sizeof(double);
-        case PROTOBUF_C_TYPE_BOOL:
-                return sizeof(protobuf_c_boolean);
-        case PROTOBUF_C_TYPE_ENUM:
-                return sizeof(int);
-        case PROTOBUF_C_TYPE_STRING:
-                return sizeof(char *);
-        case PROTOBUF_C_TYPE_BYTES:
-                return sizeof(ProtobufCBinaryData);
-        case PROTOBUF_C_TYPE_MESSAGE:
-        default:
-                return sizeof(ProtobufCMessage *);
         }
 }
 
@@ -264,7 +232,8 @@ GVariant *api_dbus_message_field_to_variant(const ProtobufCMessage *message,
                 g_variant_builder_init(&builder, G_VARIANT_TYPE(signature));
                 for (size_t i = 0; i < n; i++)
                         g_variant_builder_add_value(
-                                &builder, element_to_variant(field, array + i * element_size(field->type)));
+                                &builder,
+                                element_to_variant(field, array + i * proto_field_element_size(field->type)));
                 return g_variant_builder_end(&builder);
         }
         return element_to_variant(field, base + field->offset);
@@ -413,7 +382,7 @@ static int integer_from_variant(const ProtobufCFieldDescriptor *field, GVariant 
                 return -EINVAL;
         }
         value = negative ? -(int64_t)(magnitude - 1) - 1 : (int64_t)magnitude;
-        switch (element_size(field->type)) {
+        switch (proto_field_element_size(field->type)) {
         case sizeof(uint32_t):
                 if (is_signed)
                         *(int32_t *)p = (int32_t)value;
@@ -523,7 +492,7 @@ int api_dbus_message_set_field(ProtobufCMessage *message, const ProtobufCFieldDe
 
         if (field->label == PROTOBUF_C_LABEL_REPEATED) {
                 g_autoptr(GVariant) v = unboxed(value);
-                size_t n, size = element_size(field->type);
+                size_t n, size = proto_field_element_size(field->type);
                 uint8_t *array;
 
                 if (!g_variant_is_of_type(v, G_VARIANT_TYPE_ARRAY)) {

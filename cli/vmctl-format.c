@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "proto-util.h"
 #include "vmctl-format.h"
 
 struct VmctlTable {
@@ -179,37 +180,6 @@ static void json_newline(JsonWriter *w, unsigned level)
 
 static void json_message(JsonWriter *w, const ProtobufCMessage *message, unsigned level);
 
-static size_t field_element_size(const ProtobufCFieldDescriptor *f)
-{
-        switch (f->type) {
-        case PROTOBUF_C_TYPE_INT32:
-        case PROTOBUF_C_TYPE_SINT32:
-        case PROTOBUF_C_TYPE_SFIXED32:
-        case PROTOBUF_C_TYPE_UINT32:
-        case PROTOBUF_C_TYPE_FIXED32:
-        case PROTOBUF_C_TYPE_FLOAT:
-                return 4;
-        case PROTOBUF_C_TYPE_INT64:
-        case PROTOBUF_C_TYPE_SINT64:
-        case PROTOBUF_C_TYPE_SFIXED64:
-        case PROTOBUF_C_TYPE_UINT64:
-        case PROTOBUF_C_TYPE_FIXED64:
-        case PROTOBUF_C_TYPE_DOUBLE:
-                return 8;
-        case PROTOBUF_C_TYPE_BOOL:
-                return sizeof(protobuf_c_boolean);
-        case PROTOBUF_C_TYPE_ENUM:
-                return sizeof(int);
-        case PROTOBUF_C_TYPE_STRING:
-                return sizeof(char *);
-        case PROTOBUF_C_TYPE_BYTES:
-                return sizeof(ProtobufCBinaryData);
-        case PROTOBUF_C_TYPE_MESSAGE:
-                return sizeof(ProtobufCMessage *);
-        }
-        return 0;
-}
-
 static void json_value(JsonWriter *w, const ProtobufCFieldDescriptor *f, const void *p, unsigned level)
 {
         switch (f->type) {
@@ -283,7 +253,7 @@ static void json_field(JsonWriter *w, const ProtobufCMessage *message, const Pro
                 return;
         }
         n = *(const size_t *)((const char *)message + f->quantifier_offset);
-        size = field_element_size(f);
+        size = proto_field_element_size(f->type);
         g_string_append_c(w->out, '[');
         for (size_t i = 0; i < n; i++) {
                 if (i)
