@@ -82,6 +82,21 @@ class LifecycleTest(unittest.TestCase):
             off = host.api.StopVm(pb.StopVmRequest(vm="box", turn_off=True), timeout=20)
             self.assertEqual(off.state, pb.VM_STATE_OFF)
 
+    def test_graceful_stop_turns_off_a_guest_that_does_not_answer(self):
+        # A paused guest cannot see the shutdown request: after --stop-timeout the worker
+        # turns the VM off, and the event says so.
+        with VmmsdHost(stop_timeout=2) as host:
+            pb = host.pb
+            host.create("deaf", workload="idle")
+            host.api.StartVm(pb.VmRef(vm="deaf"), timeout=30)
+            host.api.PauseVm(pb.VmRef(vm="deaf"), timeout=10)
+            t0 = time.monotonic()
+            stopped = host.api.StopVm(pb.StopVmRequest(vm="deaf"), timeout=30)
+            self.assertEqual(stopped.state, pb.VM_STATE_OFF)
+            self.assertGreaterEqual(time.monotonic() - t0, 1.5, "it must wait for the guest first")
+            events = host.api.ListEvents(pb.ListEventsRequest(vm="deaf", limit=2), timeout=5).events
+            self.assertEqual([e.message for e in events], ["shutting down", "stopped (turned off)"])
+
     def test_watch_events_streams_state_changes(self):
         with VmmsdHost() as host:
             pb = host.pb
@@ -145,7 +160,7 @@ class BadInputTest(unittest.TestCase):
         with VmmsdHost(hvd_memory="256MB") as host:
             pb = host.pb
             host.create("base")
-            host.create("busy")
+            host.create("busy", startup=128 * MiB, minimum_bytes=64 * MiB)
             host.api.StartVm(pb.VmRef(vm="busy"), timeout=30)
             before = host.api.ListVms(pb.ListVmsRequest(), timeout=5)
             C = grpc.StatusCode
@@ -186,6 +201,15 @@ class BadInputTest(unittest.TestCase):
                  C.FAILED_PRECONDITION, "processor count"),
                 ("bad counter path", lambda: host.api.GetCounters(pb.GetCountersRequest(paths=["nonsense"])),
                  C.INVALID_ARGUMENT, "not of the form"),
+                ("raise minimum while running", lambda: host.api.UpdateMemory(pb.UpdateMemoryRequest(
+                    vm="busy", memory=pb.MemorySettings(minimum_bytes=96 * MiB), update_mask=["minimum_bytes"])),
+                 C.FAILED_PRECONDITION, "may only be lowered"),
+                ("lower maximum while running", lambda: host.api.UpdateMemory(pb.UpdateMemoryRequest(
+                    vm="busy", memory=pb.MemorySettings(maximum_bytes=128 * MiB), update_mask=["maximum_bytes"])),
+                 C.FAILED_PRECONDITION, "may only be raised"),
+                ("startup change while running", lambda: host.api.UpdateMemory(pb.UpdateMemoryRequest(
+                    vm="busy", memory=pb.MemorySettings(startup_bytes=192 * MiB), update_mask=["startup_bytes"])),
+                 C.FAILED_PRECONDITION, "startup memory"),
             ]
             for what, call, code, text in cases:
                 with self.subTest(what):
