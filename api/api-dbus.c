@@ -823,7 +823,7 @@ static void dispatch(PendingCall *pc, uid_t uid)
         g_autofree char *why = NULL;
         ProtobufCMessage *request;
 
-        if (m->op->mutates && !caller_may_manage(uid)) {
+        if (m->op->role >= VMMS_ROLE_OPERATOR && !caller_may_manage(uid)) {
                 g_autofree char *message =
                         g_strdup_printf("%s: access denied: changing VMs needs root or "
                                         "membership in group '%s' (caller uid %u)",

@@ -96,6 +96,8 @@ static grpc_status_code status_from_error(VmmsErrorCode code)
                 return GRPC_STATUS_RESOURCE_EXHAUSTED;
         case VMMS_ERROR_UNAVAILABLE:
                 return GRPC_STATUS_UNAVAILABLE;
+        case VMMS_ERROR_PERMISSION_DENIED:
+                return GRPC_STATUS_PERMISSION_DENIED;
         default:
                 return GRPC_STATUS_INTERNAL;
         }

@@ -33,6 +33,7 @@ const char *vmms_error_code_name(VmmsErrorCode code)
                 [VMMS_ERROR_RESOURCE_EXHAUSTED] = "ResourceExhausted",
                 [VMMS_ERROR_UNAVAILABLE] = "Unavailable",
                 [VMMS_ERROR_INTERNAL] = "Internal",
+                [VMMS_ERROR_PERMISSION_DENIED] = "AccessDenied",
         };
         return code < G_N_ELEMENTS(names) ? names[code] : "Internal";
 }

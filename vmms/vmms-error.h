@@ -13,6 +13,7 @@ typedef enum VmmsErrorCode {
         VMMS_ERROR_RESOURCE_EXHAUSTED,  /* pool or reservation capacity */
         VMMS_ERROR_UNAVAILABLE,         /* hvd or the worker cannot be reached */
         VMMS_ERROR_INTERNAL,
+        VMMS_ERROR_PERMISSION_DENIED, /* the caller's role does not allow the operation */
 } VmmsErrorCode;
 
 typedef struct VmmsError {

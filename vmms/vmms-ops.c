@@ -736,36 +736,43 @@ static void op_watch_events(VmmsManager *m, const ProtobufCMessage *request, Vmm
         vmms_call_set_cancel(call, on_watch_cancel, w);
 }
 
-#define OP(method, req, resp, fn, mut)                                                                       \
+#define OP(method, req, resp, fn, least_role)                                                                \
         {                                                                                                    \
-                .name = method, .request_type = &req, .response_type = &resp, .run = fn, .mutates = mut      \
+                .name = method, .request_type = &req, .response_type = &resp, .run = fn, .role = least_role  \
         }
 
 const VmmsOp vmms_ops[] = {
-        OP("CreateVm", vmms__v1__create_vm_request__descriptor, vmms__v1__vm__descriptor, op_create_vm, true),
-        OP("GetVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_get_vm, false),
+        OP("CreateVm", vmms__v1__create_vm_request__descriptor, vmms__v1__vm__descriptor, op_create_vm,
+           VMMS_ROLE_OPERATOR),
+        OP("GetVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_get_vm, VMMS_ROLE_READER),
         OP("ListVms", vmms__v1__list_vms_request__descriptor, vmms__v1__list_vms_response__descriptor,
-           op_list_vms, false),
+           op_list_vms, VMMS_ROLE_READER),
         OP("UpdateProcessor", vmms__v1__update_processor_request__descriptor, vmms__v1__vm__descriptor,
-           op_update_processor, true),
+           op_update_processor, VMMS_ROLE_OPERATOR),
         OP("UpdateMemory", vmms__v1__update_memory_request__descriptor, vmms__v1__vm__descriptor,
-           op_update_memory, true),
-        OP("StartVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_start_vm, true),
-        OP("StopVm", vmms__v1__stop_vm_request__descriptor, vmms__v1__vm__descriptor, op_stop_vm, true),
-        OP("PauseVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_pause_vm, true),
-        OP("ResumeVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_resume_vm, true),
+           op_update_memory, VMMS_ROLE_OPERATOR),
+        OP("StartVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_start_vm,
+           VMMS_ROLE_OPERATOR),
+        OP("StopVm", vmms__v1__stop_vm_request__descriptor, vmms__v1__vm__descriptor, op_stop_vm,
+           VMMS_ROLE_OPERATOR),
+        OP("PauseVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_pause_vm,
+           VMMS_ROLE_OPERATOR),
+        OP("ResumeVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_resume_vm,
+           VMMS_ROLE_OPERATOR),
         OP("RemoveVm", vmms__v1__vm_ref__descriptor, vmms__v1__remove_vm_response__descriptor, op_remove_vm,
            true),
-        OP("GetHost", vmms__v1__get_host_request__descriptor, vmms__v1__host__descriptor, op_get_host, false),
+        OP("GetHost", vmms__v1__get_host_request__descriptor, vmms__v1__host__descriptor, op_get_host,
+           VMMS_ROLE_READER),
         OP("GetCounters", vmms__v1__get_counters_request__descriptor,
-           vmms__v1__get_counters_response__descriptor, op_get_counters, false),
+           vmms__v1__get_counters_response__descriptor, op_get_counters, VMMS_ROLE_READER),
         OP("ListEvents", vmms__v1__list_events_request__descriptor,
-           vmms__v1__list_events_response__descriptor, op_list_events, false),
+           vmms__v1__list_events_response__descriptor, op_list_events, VMMS_ROLE_READER),
         {.name = "WatchEvents",
          .request_type = &vmms__v1__watch_events_request__descriptor,
          .response_type = &vmms__v1__event__descriptor,
          .run = op_watch_events,
-         .streaming = true},
+         .streaming = true,
+         .role = VMMS_ROLE_READER},
 };
 const size_t vmms_ops_count = G_N_ELEMENTS(vmms_ops);
 

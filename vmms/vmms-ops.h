@@ -6,20 +6,21 @@
 #include <protobuf-c/protobuf-c.h>
 #include <stdbool.h>
 
+#include "vmms-access.h"
 #include "vmms-call.h"
 #include "vmms-manager.h"
 
 /* Contract: run() is called on the main thread with a request of request_type, valid
  * only during run(). It ends `call` exactly once (now or later), with a message of
  * response_type or an error; a streaming op sends items until the call is cancelled.
- * `mutates` marks operations that change state (the D-Bus policy lets only managers
- * call those). */
+ * `role` is the least role a caller needs (vmms-access.h): reader for what only looks,
+ * operator for everything that changes something. */
 struct VmmsOp {
         const char *name; /* the gRPC method and the D-Bus method name */
         const ProtobufCMessageDescriptor *request_type;
         const ProtobufCMessageDescriptor *response_type;
         bool streaming;
-        bool mutates;
+        VmmsRole role;
         void (*run)(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call);
 };
 

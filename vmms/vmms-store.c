@@ -47,6 +47,12 @@ static const char *const migrations[] = {
         "  message TEXT NOT NULL"
         ");"
         "CREATE INDEX events_by_vm ON events (vm_id, id);",
+        /* 2: the engine that runs each VM and its AutomaticStartAction. Maximum 0 used to
+         * be stored as given while hvd ran such a VP uncapped; it is 100 now and 0 is
+         * refused. */
+        "ALTER TABLE vms ADD COLUMN engine TEXT NOT NULL DEFAULT 'bundled';"
+        "ALTER TABLE vms ADD COLUMN auto_start TEXT NOT NULL DEFAULT 'StartIfRunning';"
+        "UPDATE vms SET cpu_maximum = 100 WHERE cpu_maximum = 0;",
 };
 
 void vmms_event_record_free(VmmsEventRecord *event)
@@ -218,6 +224,8 @@ static void bind_definition(sqlite3_stmt *st, const VmmsVmDefinition *def)
         sqlite3_bind_text(st, 16, def->notes ? def->notes : "", -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 17, def->created_unix_ms);
         sqlite3_bind_int64(st, 18, def->updated_unix_ms);
+        sqlite3_bind_text(st, 19, def->engine ? def->engine : "bundled", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 20, vmms_auto_start_to_string(def->automatic_start_action), -1, SQLITE_STATIC);
 }
 
 static int write_runtime(VmmsStore *store, const VmmsVmDefinition *def)
@@ -276,7 +284,8 @@ static int insert_body(VmmsStore *store, const void *arg, VmmsEventRecord *event
                     "dm_enabled, "
                     "mem_startup, mem_minimum, mem_maximum, mem_buffer, mem_priority, workload, boot_args, "
                     "notes, "
-                    "created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "created_ms, updated_ms, engine, auto_start) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     &st);
         if (r < 0)
                 return r;
@@ -297,7 +306,7 @@ static int update_body(VmmsStore *store, const void *arg, VmmsEventRecord *event
                 "UPDATE vms SET name = ?2, state = ?3, vp_count = ?4, cpu_reserve = ?5, cpu_maximum = ?6, "
                 "cpu_weight = ?7, dm_enabled = ?8, mem_startup = ?9, mem_minimum = ?10, mem_maximum = ?11, "
                 "mem_buffer = ?12, mem_priority = ?13, workload = ?14, boot_args = ?15, notes = ?16, "
-                "created_ms = ?17, updated_ms = ?18 WHERE id = ?1",
+                "created_ms = ?17, updated_ms = ?18, engine = ?19, auto_start = ?20 WHERE id = ?1",
                 &st);
         if (r < 0)
                 return r;
@@ -364,7 +373,7 @@ int vmms_store_vm_list(VmmsStore *store, GPtrArray **ret_defs)
                 "SELECT v.id, v.name, v.state, v.vp_count, v.cpu_reserve, v.cpu_maximum, v.cpu_weight, "
                 "v.dm_enabled, v.mem_startup, v.mem_minimum, v.mem_maximum, v.mem_buffer, v.mem_priority, "
                 "v.workload, v.boot_args, v.notes, v.created_ms, v.updated_ms, "
-                "COALESCE(r.worker_pid, 0), COALESCE(r.started_ms, 0) "
+                "COALESCE(r.worker_pid, 0), COALESCE(r.started_ms, 0), v.engine, v.auto_start "
                 "FROM vms v LEFT JOIN vm_runtime r ON r.vm_id = v.id ORDER BY v.created_ms, v.name",
                 &st);
         if (r < 0)
@@ -372,6 +381,7 @@ int vmms_store_vm_list(VmmsStore *store, GPtrArray **ret_defs)
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
                 VmmsVmDefinition *def = g_new0(VmmsVmDefinition, 1);
                 g_autofree char *state = column_text(st, 2);
+                g_autofree char *auto_start = column_text(st, 21);
 
                 g_strlcpy(def->id, (const char *)sqlite3_column_text(st, 0), sizeof(def->id));
                 def->name = column_text(st, 1);
@@ -394,6 +404,9 @@ int vmms_store_vm_list(VmmsStore *store, GPtrArray **ret_defs)
                 def->updated_unix_ms = sqlite3_column_int64(st, 17);
                 def->worker_pid = sqlite3_column_int(st, 18);
                 def->started_unix_ms = sqlite3_column_int64(st, 19);
+                def->engine = column_text(st, 20);
+                if (vmms_auto_start_from_string(auto_start, &def->automatic_start_action) < 0)
+                        def->automatic_start_action = VMMS_AUTO_START_START_IF_RUNNING;
                 g_ptr_array_add(defs, def);
         }
         sqlite3_finalize(st);

@@ -7,7 +7,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "vmms-vm.h"
+#include "vmms-definition.h"
 
 typedef struct VmmsStore VmmsStore;
 

@@ -1,0 +1,90 @@
+/* A VM's durable definition (one row of the store): its settings, their defaults and
+ * the validation of each, and the state it was last recorded in. */
+#pragma once
+
+#include <glib.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vmms-error.h"
+
+#define VMMS_VM_NAME_MAX 100
+#define VMMS_VM_VPS_MAX 32
+#define VMMS_MEMORY_MIN_BYTES (32ull << 20)
+#define VMMS_MEMORY_MAX_BYTES (1ull << 40)
+#define VMMS_MEMORY_ALIGN (2ull << 20) /* Hyper-V takes memory sizes in multiples of 2 MB */
+#define VMMS_BOOT_ARGS_MAX 200
+#define VMMS_NOTES_MAX 4096
+
+typedef enum VmmsVmState {
+        VMMS_VM_OFF,
+        VMMS_VM_STARTING,
+        VMMS_VM_RUNNING,
+        VMMS_VM_PAUSED,
+        VMMS_VM_STOPPING,
+        VMMS_VM_SAVED,     /* reserved: save/restore */
+        VMMS_VM_MIGRATING, /* reserved: live migration */
+        VMMS_VM_STATE_COUNT,
+} VmmsVmState;
+
+/* Hyper-V's AutomaticStartAction (vmms.proto has the meaning of each). */
+typedef enum VmmsAutoStart {
+        VMMS_AUTO_START_NOTHING,
+        VMMS_AUTO_START_START_IF_RUNNING,
+        VMMS_AUTO_START_START,
+        VMMS_AUTO_START_COUNT,
+} VmmsAutoStart;
+
+const char *vmms_auto_start_to_string(VmmsAutoStart action);
+int vmms_auto_start_from_string(const char *text, VmmsAutoStart *ret_action);
+
+typedef struct VmmsProcessorSettings {
+        uint32_t count;
+        uint32_t reserve;
+        uint32_t maximum;
+        uint32_t relative_weight;
+} VmmsProcessorSettings;
+
+typedef struct VmmsMemorySettings {
+        bool dynamic_memory_enabled;
+        uint64_t startup_bytes;
+        uint64_t minimum_bytes;
+        uint64_t maximum_bytes;
+        uint32_t buffer;
+        uint32_t priority;
+} VmmsMemorySettings;
+
+/* The durable definition: one row of the store. */
+typedef struct VmmsVmDefinition {
+        char id[37];
+        char *name;
+        VmmsVmState state;
+        VmmsProcessorSettings processor;
+        VmmsMemorySettings memory;
+        char *workload;
+        char *boot_args;
+        char *notes;
+        char *engine; /* "bundled" */
+        VmmsAutoStart automatic_start_action;
+        int64_t created_unix_ms;
+        int64_t updated_unix_ms;
+        /* Runtime, kept so a restarted vmmsd finds its workers. */
+        int32_t worker_pid;
+        int64_t started_unix_ms;
+} VmmsVmDefinition;
+
+void vmms_vm_definition_init_defaults(VmmsVmDefinition *def);
+void vmms_vm_definition_clear(VmmsVmDefinition *def);
+void vmms_vm_definition_copy(VmmsVmDefinition *dst, const VmmsVmDefinition *src);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(VmmsVmDefinition, vmms_vm_definition_clear)
+
+const char *vmms_vm_state_to_string(VmmsVmState state);
+int vmms_vm_state_from_string(const char *text, VmmsVmState *ret_state);
+
+bool vmms_vm_name_valid(const char *name, VmmsError *error);
+bool vmms_vm_processor_valid(const VmmsProcessorSettings *p, VmmsError *error);
+bool vmms_vm_memory_valid(const VmmsMemorySettings *m, VmmsError *error);
+bool vmms_vm_workload_valid(const char *workload, const char *boot_args, const char *notes, VmmsError *error);
+/* While running, Minimum may only be lowered and Maximum only raised (as Hyper-V). */
+bool vmms_vm_memory_change_allowed_running(const VmmsMemorySettings *old, const VmmsMemorySettings *new,
+                                           VmmsError *error);
