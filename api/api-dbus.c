@@ -4,10 +4,10 @@
  * name, with the types checked against the protobuf descriptors, so a method cannot
  * exist that the op table does not serve, and no method has code of its own.
  *
- * A call asks the bus for the caller's uid, once per client connection (methods that
- * change things need root, our own user or group "vmms"), builds the request from the
- * arguments, runs the op with a VmmsCall and answers from its reply, which may come
- * later (StartVm waits for the worker).
+ * A call asks the bus for the caller's uid, once per client connection, builds the
+ * request from the arguments, hands the op and a D-Bus caller to the core's access
+ * decision (vmms-access.h), and answers from its reply, which may come later (StartVm
+ * waits for the worker).
  *
  * VM objects follow the core through the op table too: a WatchEvents stream started
  * at once exports a VM when it is created (over any API), refreshes its state and
@@ -16,7 +16,6 @@
  * so those change at most once a second. Properties are served from what was last
  * announced, so a Get never disagrees with the signals a client has seen. */
 #include <errno.h>
-#include <grp.h>
 #include <pwd.h>
 #include <string.h>
 #include <unistd.h>
@@ -30,7 +29,6 @@
 #define VM_INTERFACE "org.vmms.VM1"
 #define ERROR_PREFIX "org.vmms.Error."
 #define FIGURES_INTERVAL_MS 1000
-#define GROUPS_MAX 65536
 
 typedef enum InKind {
         IN_FIELD,   /* sets the request field of its name */
@@ -84,6 +82,7 @@ typedef struct _ApiDbusSkeleton ApiDbusSkeleton;
 
 struct ApiDbus {
         VmmsManager *manager;
+        VmmsAccess *access;
         GDBusConnection *connection;
         GDBusObjectManagerServer *objects;
         Interface manager_iface, vm_iface;
@@ -500,6 +499,7 @@ static int query(ApiDbus *api, const VmmsOp *op, const char *vm_id, QueryFn fn, 
         g_autoptr(GPtrArray) arena = g_ptr_array_new_with_free_func(g_free);
         ProtobufCMessage *request = api_dbus_message_new(op->request_type, arena);
         Query *q = g_new0(Query, 1);
+        g_auto(VmmsCaller) self = {0};
         int r;
 
         if (vm_id) {
@@ -516,7 +516,9 @@ static int query(ApiDbus *api, const VmmsOp *op, const char *vm_id, QueryFn fn, 
         q->api = api;
         q->fn = fn;
         q->userdata = userdata;
-        op->run(api->manager, request, vmms_call_new(op, 0, on_query_reply, NULL, q));
+        vmms_caller_init_self(&self);
+        vmms_access_dispatch(api->access, api->manager, op, request,
+                             vmms_call_new(op, &self, on_query_reply, NULL, q));
         if (!q->done) {
                 q->abandoned = true;
                 return -EINPROGRESS;
@@ -682,44 +684,17 @@ static void pending_free(PendingCall *pc)
         g_free(pc);
 }
 
-static bool uid_in_group(uid_t uid, const char *group_name)
+/* The bus names only the uid; the core also weighs the user's primary group. */
+static gid_t primary_gid(uid_t uid)
 {
         long size = sysconf(_SC_GETPW_R_SIZE_MAX);
         size_t buflen = size > 0 ? (size_t)size * 4 : 16384;
-        g_autofree char *pwbuf = g_malloc(buflen), *grbuf = g_malloc(buflen);
-        g_autofree gid_t *groups = NULL;
+        g_autofree char *buf = g_malloc(buflen);
         struct passwd pw, *pwp = NULL;
-        struct group gr, *grp = NULL;
-        int n = 64;
 
-        if (getgrnam_r(group_name, &gr, grbuf, buflen, &grp) != 0 || !grp)
-                return false;
-        if (getpwuid_r(uid, &pw, pwbuf, buflen, &pwp) != 0 || !pwp)
-                return false;
-        if (pw.pw_gid == gr.gr_gid)
-                return true;
-        for (;;) {
-                int want = n;
-
-                groups = g_renew(gid_t, groups, n);
-                if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &want) >= 0) {
-                        n = want;
-                        break;
-                }
-                if (want <= n || want > GROUPS_MAX)
-                        return false;
-                n = want;
-        }
-        for (int i = 0; i < n; i++)
-                if (groups[i] == gr.gr_gid)
-                        return true;
-        return false;
-}
-
-/* Root, the daemon's own user (a session bus is one user's), or group vmms. */
-static bool caller_may_manage(uid_t uid)
-{
-        return uid == 0 || uid == geteuid() || uid_in_group(uid, API_DBUS_MANAGER_GROUP);
+        if (getpwuid_r(uid, &pw, buf, buflen, &pwp) != 0 || !pwp)
+                return (gid_t)-1;
+        return pw.pw_gid;
 }
 
 static void return_error(PendingCall *pc, const char *name, const char *message)
@@ -814,33 +789,26 @@ static int request_from_args(const Method *m, GVariant *args, const char *vm_id,
         return 0;
 }
 
-/* Checks the caller, builds the request and hands it to the op. */
+/* Builds the request and hands it, with the caller, to the core's access decision. */
 static void dispatch(PendingCall *pc, uid_t uid)
 {
         ApiDbus *api = pc->api;
         const Method *m = pc->method;
         g_autoptr(GPtrArray) arena = g_ptr_array_new_with_free_func(g_free);
         g_autofree char *why = NULL;
+        g_auto(VmmsCaller) caller = {0};
         ProtobufCMessage *request;
 
-        if (m->op->role >= VMMS_ROLE_OPERATOR && !caller_may_manage(uid)) {
-                g_autofree char *message =
-                        g_strdup_printf("%s: access denied: changing VMs needs root or "
-                                        "membership in group '%s' (caller uid %u)",
-                                        m->info->name, API_DBUS_MANAGER_GROUP, (unsigned)uid);
-
-                return_error(pc, "AccessDenied", message);
-                pending_free(pc);
-                return;
-        }
         if (request_from_args(m, g_dbus_method_invocation_get_parameters(pc->invocation), pc->vm_id, arena,
                               &request, &why) < 0) {
                 return_error(pc, vmms_error_code_name(VMMS_ERROR_INVALID_ARGUMENT), why);
                 pending_free(pc);
                 return;
         }
-        /* The request is valid only during run(); the call answers now or later. */
-        m->op->run(api->manager, request, vmms_call_new(m->op, uid, on_method_reply, NULL, pc));
+        /* The request is valid only during dispatch; the call answers now or later. */
+        vmms_caller_init_dbus(&caller, uid, primary_gid(uid));
+        vmms_access_dispatch(api->access, api->manager, m->op, request,
+                             vmms_call_new(m->op, &caller, on_method_reply, NULL, pc));
 }
 
 static void on_caller_uid(GObject *source, GAsyncResult *result, gpointer userdata)
@@ -996,14 +964,16 @@ static int own_name(ApiDbus *api, char **ret_error)
         return 0;
 }
 
-int api_dbus_new(VmmsManager *m, GBusType bus, ApiDbus **ret, char **ret_error)
+int api_dbus_new(VmmsManager *m, VmmsAccess *access, GBusType bus, ApiDbus **ret, char **ret_error)
 {
         g_autoptr(ApiDbus) api = g_new0(ApiDbus, 1);
         g_autoptr(GDBusObjectSkeleton) manager_object = NULL;
         g_autoptr(GPtrArray) arena = g_ptr_array_new_with_free_func(g_free);
+        g_auto(VmmsCaller) self = {0};
         int r;
 
         api->manager = m;
+        api->access = access;
         api->vms = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_object_unref);
         api->pending = g_hash_table_new(NULL, NULL);
         api->caller_uids = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
@@ -1025,8 +995,10 @@ int api_dbus_new(VmmsManager *m, GBusType bus, ApiDbus **ret, char **ret_error)
         g_dbus_object_manager_server_export(api->objects, manager_object);
         /* Objects first, then the stream, so no VM is missed or announced twice. */
         vms_sync(api);
-        api->watch = vmms_call_new(api->watch_events, 0, on_events_end, on_event, api);
-        api->watch_events->run(m, api_dbus_message_new(api->watch_events->request_type, arena), api->watch);
+        vmms_caller_init_self(&self);
+        api->watch = vmms_call_new(api->watch_events, &self, on_events_end, on_event, api);
+        vmms_access_dispatch(access, m, api->watch_events,
+                             api_dbus_message_new(api->watch_events->request_type, arena), api->watch);
         api->figures_timer = g_timeout_add(FIGURES_INTERVAL_MS, on_figures_tick, api);
         g_dbus_object_manager_server_set_connection(api->objects, api->connection);
         r = own_name(api, ret_error);

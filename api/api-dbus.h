@@ -5,22 +5,22 @@
 
 #include <gio/gio.h>
 
+#include "vmms-access.h"
 #include "vmms-manager.h"
 
 #define API_DBUS_NAME "org.vmms.Manager1"
 #define API_DBUS_MANAGER_PATH "/org/vmms/Manager1"
 #define API_DBUS_OBJECTS_PATH "/org/vmms"
 #define API_DBUS_VM_PATH_PREFIX "/org/vmms/vm/"
-/* Members of this group may call the methods that change things, like root. */
-#define API_DBUS_MANAGER_GROUP "vmms"
 
 typedef struct ApiDbus ApiDbus;
 
 /* Connects to `bus`, exports the objects and owns API_DBUS_NAME. Errors: -EPROTO when
  * the interface XML and the operation table disagree (a build defect), -ECONNREFUSED
  * when the bus cannot be reached, -EADDRINUSE when another process owns the name,
- * -EACCES when the bus's policy does not let us own it; each with a message. */
-int api_dbus_new(VmmsManager *m, GBusType bus, ApiDbus **ret, char **ret_error);
+ * -EACCES when the bus's policy does not let us own it; each with a message. Every
+ * method call goes through vmms_access_dispatch with `access`, which must outlive it. */
+int api_dbus_new(VmmsManager *m, VmmsAccess *access, GBusType bus, ApiDbus **ret, char **ret_error);
 void api_dbus_free(ApiDbus *api);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(ApiDbus, api_dbus_free)
 

@@ -5,16 +5,31 @@
  *
  * Streams (WatchEvents) keep at most one message in flight, as the C core requires;
  * later ones queue. A stream ends when the client cancels (RECV_CLOSE_ON_SERVER
- * completes) or the server shuts down. */
+ * completes) or the server shuts down.
+ *
+ * Callers: the C core tells a server nothing about a unix peer's credentials, so
+ * vmmsd accepts on the unix socket itself, reads SO_PEERCRED and hands the connected
+ * fd to gRPC (grpc_server_add_channel_from_fd), whose calls then report the peer
+ * "fd:N". While a call lives its transport keeps fd N open, so the last connection
+ * accepted as N is the call's. On TCP, TLS requires a client certificate signed by the
+ * configured CA; the call's auth context carries its subject. Every call goes to
+ * vmms_access_dispatch with the caller so found. */
 #include <errno.h>
+#include <glib-unix.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
+#include <grpc/grpc_posix.h>
 #include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "api-grpc.h"
+#include "vmms-access.h"
 #include "vmms-ops.h"
 
 typedef enum TagKind {
@@ -51,6 +66,7 @@ struct ApiCall {
         grpc_call *call;
         ProtobufCMessage *request;
         VmmsCall *vmms_call;
+        VmmsCaller caller;
         Tag done_tag, sent_tag, closed_tag;
         grpc_byte_buffer *out;
         grpc_slice details;
@@ -66,8 +82,15 @@ struct ApiCall {
         int refs;
 };
 
+/* A unix-socket peer as SO_PEERCRED saw it when vmmsd accepted it. */
+typedef struct UnixPeer {
+        uid_t uid;
+        gid_t gid;
+} UnixPeer;
+
 struct ApiGrpc {
         VmmsManager *manager;
+        VmmsAccess *access;
         GMainContext *main_context;
         grpc_server *server;
         grpc_completion_queue *cq;
@@ -76,6 +99,10 @@ struct ApiGrpc {
         size_t n_methods;
         Tag shutdown_tag;
         char *unix_path;
+        int unix_fd;
+        GSource *accept_source;
+        GMutex peers_lock;
+        GHashTable *unix_peers; /* accepted fd → UnixPeer, read by the queue thread */
         bool started;
 };
 
@@ -147,6 +174,7 @@ static void api_call_free(ApiCall *c)
         while ((bb = g_queue_pop_head(&c->pending)))
                 grpc_byte_buffer_destroy(bb);
         g_mutex_clear(&c->lock);
+        vmms_caller_clear(&c->caller);
         if (c->call)
                 grpc_call_unref(c->call);
         g_free(c);
@@ -281,8 +309,8 @@ static gboolean run_on_main(gpointer userdata)
         /* A reply made inside run() may let the queue thread free `c` before run()
          * returns: take the request out first and touch nothing of `c` after. */
         request = g_steal_pointer(&c->request);
-        c->vmms_call = vmms_call_new(c->op, (uid_t)-1, on_vmms_reply, on_vmms_send, c);
-        c->op->run(c->server->manager, request, c->vmms_call);
+        c->vmms_call = vmms_call_new(c->op, &c->caller, on_vmms_reply, on_vmms_send, c);
+        vmms_access_dispatch(c->server->access, c->server->manager, c->op, request, c->vmms_call);
         protobuf_c_message_free_unpacked(request, NULL); /* valid only during run() */
         return G_SOURCE_REMOVE;
 }
@@ -312,6 +340,57 @@ static void request_next(ApiMethod *method)
                                             method->server->cq, method->server->cq, &method->tag);
 }
 
+/* The first value of an auth-context property, as a string (NULL if absent). */
+static char *auth_property(const grpc_auth_context *ctx, const char *name)
+{
+        grpc_auth_property_iterator it = grpc_auth_context_find_properties_by_name(ctx, name);
+        const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
+
+        return p ? g_strndup(p->value, p->value_length) : NULL;
+}
+
+/* Who is calling, from the connection the call came on. */
+static void identify_caller(ApiGrpc *server, grpc_call *call, VmmsCaller *ret)
+{
+        g_autofree char *peer = NULL;
+        grpc_auth_context *ctx;
+        char *raw = grpc_call_get_peer(call);
+        int fd;
+
+        peer = g_strdup(raw);
+        gpr_free(raw);
+        if (peer && sscanf(peer, "fd:%d", &fd) == 1) {
+                UnixPeer *p;
+
+                g_mutex_lock(&server->peers_lock);
+                p = g_hash_table_lookup(server->unix_peers, GINT_TO_POINTER(fd));
+                if (p)
+                        vmms_caller_init_unix(ret, p->uid, p->gid);
+                else
+                        vmms_caller_init_unknown(ret, peer);
+                g_mutex_unlock(&server->peers_lock);
+                return;
+        }
+        ctx = grpc_call_auth_context(call);
+        if (ctx) {
+                g_autofree char *type = auth_property(ctx, GRPC_TRANSPORT_SECURITY_TYPE_PROPERTY_NAME);
+
+                if (g_strcmp0(type, GRPC_SSL_TRANSPORT_SECURITY_TYPE) == 0) {
+                        g_autofree char *subject = NULL, *cn = NULL;
+
+                        if (grpc_auth_context_peer_is_authenticated(ctx)) {
+                                subject = auth_property(ctx, GRPC_X509_SUBJECT_PROPERTY_NAME);
+                                cn = auth_property(ctx, GRPC_X509_CN_PROPERTY_NAME);
+                        }
+                        vmms_caller_init_tls(ret, subject, cn);
+                        grpc_auth_context_release(ctx);
+                        return;
+                }
+                grpc_auth_context_release(ctx);
+        }
+        vmms_caller_init_unknown(ret, peer);
+}
+
 static void on_new_call(ApiMethod *method, bool success)
 {
         ApiGrpc *server = method->server;
@@ -327,6 +406,7 @@ static void on_new_call(ApiMethod *method, bool success)
         c->server = server;
         c->op = method->op;
         c->call = method->call;
+        identify_caller(server, c->call, &c->caller);
         g_mutex_init(&c->lock);
         g_queue_init(&c->pending);
         c->request = unpack(c->op->request_type, method->payload);
@@ -416,7 +496,7 @@ static gpointer cq_thread(gpointer userdata)
 
 static int add_tls_port(ApiGrpc *server, const ApiGrpcConfig *config, char **ret_error)
 {
-        g_autofree char *cert = NULL, *key = NULL;
+        g_autofree char *cert = NULL, *key = NULL, *ca = NULL;
         g_autoptr(GError) error = NULL;
         grpc_ssl_pem_key_cert_pair pair;
         grpc_server_credentials *creds;
@@ -427,14 +507,22 @@ static int add_tls_port(ApiGrpc *server, const ApiGrpcConfig *config, char **ret
                         g_strdup("TCP listening needs --tls-cert and --tls-key (plain TCP is not offered)");
                 return -EINVAL;
         }
+        if (!config->tls_ca_path) {
+                *ret_error = g_strdup("TCP listening needs --tls-ca: without a CA to verify client "
+                                      "certificates anyone who reaches the port could manage VMs");
+                return -EINVAL;
+        }
         if (!g_file_get_contents(config->tls_cert_path, &cert, NULL, &error) ||
-            !g_file_get_contents(config->tls_key_path, &key, NULL, &error)) {
+            !g_file_get_contents(config->tls_key_path, &key, NULL, &error) ||
+            !g_file_get_contents(config->tls_ca_path, &ca, NULL, &error)) {
                 *ret_error = g_strdup_printf("cannot read TLS material: %s", error->message);
                 return -ENOENT;
         }
         pair.cert_chain = cert;
         pair.private_key = key;
-        creds = grpc_ssl_server_credentials_create(NULL, &pair, 1, 0, NULL);
+        /* No certificate, or one the CA did not sign: the handshake fails, no call opens. */
+        creds = grpc_ssl_server_credentials_create_ex(
+                ca, &pair, 1, GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY, NULL);
         port = grpc_server_add_http2_port(server->server, config->tcp_address, creds);
         grpc_server_credentials_release(creds);
         if (port <= 0) {
@@ -444,14 +532,101 @@ static int add_tls_port(ApiGrpc *server, const ApiGrpcConfig *config, char **ret
         return 0;
 }
 
-int api_grpc_new(VmmsManager *m, GMainContext *main_context, const ApiGrpcConfig *config, ApiGrpc **ret,
-                 char **ret_error)
+/* On the main context: takes every pending connection, records its credentials and
+ * hands it to gRPC. A peer whose credentials cannot be read is dropped. */
+static gboolean on_unix_accept(gint fd, GIOCondition condition, gpointer userdata)
+{
+        ApiGrpc *server = userdata;
+
+        (void)condition;
+        for (;;) {
+                int conn = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+                struct ucred cred;
+                socklen_t len = sizeof(cred);
+                grpc_server_credentials *creds;
+                UnixPeer *peer;
+
+                if (conn < 0) {
+                        if (errno != EAGAIN && errno != EINTR)
+                                g_warning("grpc: cannot accept on %s: %s", server->unix_path,
+                                          g_strerror(errno));
+                        if (errno == EINTR)
+                                continue;
+                        return G_SOURCE_CONTINUE;
+                }
+                if (getsockopt(conn, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+                        g_warning("grpc: dropping a connection on %s: cannot read its credentials: %s",
+                                  server->unix_path, g_strerror(errno));
+                        close(conn);
+                        continue;
+                }
+                peer = g_new(UnixPeer, 1);
+                peer->uid = cred.uid;
+                peer->gid = cred.gid;
+                g_mutex_lock(&server->peers_lock);
+                g_hash_table_replace(server->unix_peers, GINT_TO_POINTER(conn), peer);
+                g_mutex_unlock(&server->peers_lock);
+                creds = grpc_insecure_server_credentials_create();
+                grpc_server_add_channel_from_fd(server->server, conn, creds);
+                grpc_server_credentials_release(creds);
+        }
+}
+
+/* Binds the socket with `mode`, owned by the operator group so its members can
+ * connect; accepting starts with start_unix_accept once gRPC serves. */
+static int listen_unix(ApiGrpc *server, const char *path, mode_t mode, char **ret_error)
+{
+        struct sockaddr_un addr = {.sun_family = AF_UNIX};
+        gid_t gid;
+        int r;
+
+        if (strlen(path) >= sizeof(addr.sun_path)) {
+                *ret_error = g_strdup_printf("the socket path %s is too long", path);
+                return -ENAMETOOLONG;
+        }
+        strcpy(addr.sun_path, path);
+        server->unix_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (server->unix_fd < 0) {
+                r = -errno;
+                *ret_error = g_strdup_printf("cannot create a socket: %s", g_strerror(-r));
+                return r;
+        }
+        (void)unlink(path);
+        if (bind(server->unix_fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+                r = -errno;
+                *ret_error = g_strdup_printf("cannot listen on unix:%s: %s", path, g_strerror(-r));
+                return r;
+        }
+        server->unix_path = g_strdup(path);
+        /* Nobody can connect before listen(), so the mode holds from the first peer. */
+        if (chmod(path, mode) < 0) {
+                r = -errno;
+                *ret_error = g_strdup_printf("cannot set the mode of %s: %s", path, g_strerror(-r));
+                return r;
+        }
+        if (vmms_access_operator_gid(server->access, &gid) && chown(path, (uid_t)-1, gid) < 0)
+                g_warning("grpc: cannot give %s to group %s (its members cannot connect): %s", path,
+                          vmms_access_operator_group(server->access), g_strerror(errno));
+        if (listen(server->unix_fd, SOMAXCONN) < 0) {
+                r = -errno;
+                *ret_error = g_strdup_printf("cannot listen on unix:%s: %s", path, g_strerror(-r));
+                return r;
+        }
+        return 0;
+}
+
+int api_grpc_new(VmmsManager *m, VmmsAccess *access, GMainContext *main_context, const ApiGrpcConfig *config,
+                 ApiGrpc **ret, char **ret_error)
 {
         g_autoptr(ApiGrpc) server = g_new0(ApiGrpc, 1);
         int r;
 
         grpc_init();
         server->manager = m;
+        server->access = access;
+        server->unix_fd = -1;
+        g_mutex_init(&server->peers_lock);
+        server->unix_peers = g_hash_table_new_full(NULL, NULL, NULL, g_free);
         server->main_context = g_main_context_ref(main_context);
         server->cq = grpc_completion_queue_create_for_next(NULL);
         server->server = grpc_server_create(NULL, NULL);
@@ -467,18 +642,10 @@ int api_grpc_new(VmmsManager *m, GMainContext *main_context, const ApiGrpcConfig
                         server->server, path, NULL, GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
         }
         if (config->unix_path) {
-                g_autofree char *address = g_strdup_printf("unix:%s", config->unix_path);
-                grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
-                int port;
-
-                (void)unlink(config->unix_path);
-                port = grpc_server_add_http2_port(server->server, address, creds);
-                grpc_server_credentials_release(creds);
-                if (port <= 0) {
-                        *ret_error = g_strdup_printf("cannot listen on %s", address);
-                        return -EADDRINUSE;
-                }
-                server->unix_path = g_strdup(config->unix_path);
+                r = listen_unix(server, config->unix_path, config->unix_mode ? config->unix_mode : 0660,
+                                ret_error);
+                if (r < 0)
+                        return r;
         }
         if (config->tcp_address) {
                 r = add_tls_port(server, config, ret_error);
@@ -487,11 +654,10 @@ int api_grpc_new(VmmsManager *m, GMainContext *main_context, const ApiGrpcConfig
         }
         grpc_server_start(server->server);
         server->started = true;
-        if (server->unix_path && chmod(server->unix_path, 0660) < 0) {
-                r = -errno;
-                *ret_error =
-                        g_strdup_printf("cannot set the mode of %s: %s", server->unix_path, g_strerror(-r));
-                return r;
+        if (server->unix_fd >= 0) {
+                server->accept_source = g_unix_fd_source_new(server->unix_fd, G_IO_IN);
+                g_source_set_callback(server->accept_source, G_SOURCE_FUNC(on_unix_accept), server, NULL);
+                g_source_attach(server->accept_source, server->main_context);
         }
         for (size_t i = 0; i < server->n_methods; i++)
                 request_next(&server->methods[i]);
@@ -504,6 +670,12 @@ void api_grpc_free(ApiGrpc *server)
 {
         if (!server)
                 return;
+        if (server->accept_source) {
+                g_source_destroy(server->accept_source);
+                g_source_unref(server->accept_source);
+        }
+        if (server->unix_fd >= 0)
+                close(server->unix_fd);
         if (server->server) {
                 server->shutdown_tag = (Tag){.kind = TAG_SHUTDOWN};
                 grpc_server_shutdown_and_notify(server->server, server->cq, &server->shutdown_tag);
@@ -527,6 +699,9 @@ void api_grpc_free(ApiGrpc *server)
         if (server->unix_path)
                 unlink(server->unix_path);
         g_free(server->unix_path);
+        if (server->unix_peers)
+                g_hash_table_unref(server->unix_peers);
+        g_mutex_clear(&server->peers_lock);
         g_free(server->methods);
         if (server->main_context)
                 g_main_context_unref(server->main_context);

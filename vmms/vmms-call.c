@@ -5,7 +5,7 @@
 
 struct VmmsCall {
         const VmmsOp *op;
-        uid_t caller_uid;
+        VmmsCaller caller;
         VmmsCallReplyFn reply;
         VmmsCallSendFn send;
         void *userdata;
@@ -14,13 +14,72 @@ struct VmmsCall {
         GPtrArray *arena;
 };
 
-VmmsCall *vmms_call_new(const VmmsOp *op, uid_t caller_uid, VmmsCallReplyFn reply, VmmsCallSendFn send,
-                        void *userdata)
+void vmms_caller_init_self(VmmsCaller *caller)
+{
+        *caller = (VmmsCaller){.transport = VMMS_TRANSPORT_SELF, .description = g_strdup("vmmsd itself")};
+}
+
+void vmms_caller_init_unix(VmmsCaller *caller, uid_t uid, gid_t gid)
+{
+        *caller = (VmmsCaller){
+                .transport = VMMS_TRANSPORT_UNIX,
+                .uid = uid,
+                .gid = gid,
+                .description = g_strdup_printf("uid %u", (unsigned)uid),
+        };
+}
+
+void vmms_caller_init_dbus(VmmsCaller *caller, uid_t uid, gid_t gid)
+{
+        *caller = (VmmsCaller){
+                .transport = VMMS_TRANSPORT_DBUS,
+                .uid = uid,
+                .gid = gid,
+                .description = g_strdup_printf("uid %u", (unsigned)uid),
+        };
+}
+
+void vmms_caller_init_tls(VmmsCaller *caller, const char *subject, const char *common_name)
+{
+        *caller = (VmmsCaller){
+                .transport = VMMS_TRANSPORT_TLS,
+                .subject = g_strdup(subject),
+                .common_name = g_strdup(common_name),
+                .description = subject ? g_strdup_printf("certificate %s", subject)
+                                       : g_strdup("a TLS client without a certificate"),
+        };
+}
+
+void vmms_caller_init_unknown(VmmsCaller *caller, const char *peer)
+{
+        *caller = (VmmsCaller){
+                .transport = VMMS_TRANSPORT_UNKNOWN,
+                .description = g_strdup_printf("unidentified peer %s", peer ? peer : "(none)"),
+        };
+}
+
+void vmms_caller_copy(VmmsCaller *dest, const VmmsCaller *src)
+{
+        *dest = *src;
+        dest->subject = g_strdup(src->subject);
+        dest->common_name = g_strdup(src->common_name);
+        dest->description = g_strdup(src->description);
+}
+
+void vmms_caller_clear(VmmsCaller *caller)
+{
+        g_clear_pointer(&caller->subject, g_free);
+        g_clear_pointer(&caller->common_name, g_free);
+        g_clear_pointer(&caller->description, g_free);
+}
+
+VmmsCall *vmms_call_new(const VmmsOp *op, const VmmsCaller *caller, VmmsCallReplyFn reply,
+                        VmmsCallSendFn send, void *userdata)
 {
         VmmsCall *call = g_new0(VmmsCall, 1);
 
         call->op = op;
-        call->caller_uid = caller_uid;
+        vmms_caller_copy(&call->caller, caller);
         call->reply = reply;
         call->send = send;
         call->userdata = userdata;
@@ -31,6 +90,7 @@ VmmsCall *vmms_call_new(const VmmsOp *op, uid_t caller_uid, VmmsCallReplyFn repl
 static void call_free(VmmsCall *call)
 {
         g_ptr_array_unref(call->arena);
+        vmms_caller_clear(&call->caller);
         g_free(call);
 }
 
@@ -39,9 +99,9 @@ const VmmsOp *vmms_call_op(VmmsCall *call)
         return call->op;
 }
 
-uid_t vmms_call_caller_uid(VmmsCall *call)
+const VmmsCaller *vmms_call_caller(VmmsCall *call)
 {
-        return call->caller_uid;
+        return &call->caller;
 }
 
 void *vmms_call_alloc(VmmsCall *call, size_t size)

@@ -963,3 +963,23 @@ void vmms_manager_free(VmmsManager *m)
         vmms_config_clear(&m->config);
         g_free(m);
 }
+
+/* An event about the host rather than one VM (e.g. a refused call): the store keys
+ * events by VM, so it has an empty vm_id and vm_name. */
+void vmms_manager_record_host_event(VmmsManager *m, const char *kind, const char *message)
+{
+        VmmsEventRecord event = {
+                .time_unix_ms = now_ms(),
+                .vm_id = (char *)"",
+                .vm_name = (char *)"",
+                .kind = (char *)kind,
+                .state = VMMS_VM_OFF,
+                .message = (char *)message,
+        };
+        int r = vmms_store_event_append(m->store, &event);
+
+        if (r < 0)
+                g_warning("cannot record a %s event: %s", kind, g_strerror(-r));
+        else
+                notify(m, &event);
+}

@@ -112,3 +112,7 @@ VmmsMemory *vmms_manager_memory(VmmsManager *m);
 bool vmms_manager_counters(VmmsManager *m, const Vmms__Hv__Counters **ret_prev,
                            const Vmms__Hv__Counters **ret_cur);
 char *vmms_vm_partition_name(const VmmsVm *vm);
+
+/* Records an event about the host, not one VM (vm_id and vm_name ""), e.g. a refused
+ * call; watchers see it like any other. */
+void vmms_manager_record_host_event(VmmsManager *m, const char *kind, const char *message);

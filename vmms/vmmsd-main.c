@@ -9,6 +9,7 @@
 #include "api-dbus.h"
 #include "api-grpc.h"
 #include "hv-size.h"
+#include "vmms-access.h"
 #include "vmms-manager.h"
 #include "vmms-ops.h"
 
@@ -25,9 +26,11 @@ static char *default_dir(bool state)
         return g_build_filename(state ? g_get_user_state_dir() : g_get_user_runtime_dir(), "vmms", NULL);
 }
 
-/* Values from vmms.conf ([vmmsd] group) fill what the command line left unset. */
+/* Values from vmms.conf ([vmmsd] group) fill what the command line left unset; the
+ * file is handed back for its [access] group. */
 static int read_config(const char *path, char **state_dir, char **runtime_dir, char **hvd_memory,
-                       gint *hvd_lps, char **grpc_tcp, char **tls_cert, char **tls_key)
+                       gint *hvd_lps, char **grpc_tcp, char **tls_cert, char **tls_key, char **tls_ca,
+                       char **socket_mode, GKeyFile **ret_kf)
 {
         g_autoptr(GKeyFile) kf = g_key_file_new();
         g_autoptr(GError) error = NULL;
@@ -35,7 +38,8 @@ static int read_config(const char *path, char **state_dir, char **runtime_dir, c
                 const char *key;
                 char **value;
         } strings[] = {{"state-dir", state_dir}, {"runtime-dir", runtime_dir}, {"hvd-memory", hvd_memory},
-                       {"grpc-tcp", grpc_tcp},   {"tls-cert", tls_cert},       {"tls-key", tls_key}};
+                       {"grpc-tcp", grpc_tcp},   {"tls-cert", tls_cert},       {"tls-key", tls_key},
+                       {"tls-ca", tls_ca},       {"socket-mode", socket_mode}};
 
         if (!g_key_file_load_from_file(kf, path, G_KEY_FILE_NONE, &error)) {
                 fprintf(stderr, "vmmsd: cannot read %s: %s\n", path, error->message);
@@ -51,13 +55,32 @@ static int read_config(const char *path, char **state_dir, char **runtime_dir, c
                         return -EINVAL;
                 }
         }
+        *ret_kf = g_steal_pointer(&kf);
+        return 0;
+}
+
+/* --socket-mode: octal permissions of the unix socket. Other local users can only
+ * connect, and then read, when it lets them (0666); 0660 keeps them out. */
+static int parse_socket_mode(const char *text, mode_t *ret_mode)
+{
+        char *end = NULL;
+        unsigned long mode;
+
+        if (!text) {
+                *ret_mode = 0660;
+                return 0;
+        }
+        mode = strtoul(text, &end, 8);
+        if (!*text || *end || mode > 0777 || !(mode & 0600))
+                return -EINVAL;
+        *ret_mode = (mode_t)mode;
         return 0;
 }
 
 /* --dbus: a bus named on the command line must work; without one, vmmsd uses the system
  * bus as root and the session bus otherwise, if it is there. A contract defect (-EPROTO)
  * is fatal either way. */
-static int start_dbus(VmmsManager *m, const char *mode, ApiDbus **ret)
+static int start_dbus(VmmsManager *m, VmmsAccess *access, const char *mode, ApiDbus **ret)
 {
         g_autofree char *why = NULL;
         const char *session = g_getenv("DBUS_SESSION_BUS_ADDRESS");
@@ -77,7 +100,7 @@ static int start_dbus(VmmsManager *m, const char *mode, ApiDbus **ret)
                         return 0;
                 }
         }
-        r = api_dbus_new(m, bus, ret, &why);
+        r = api_dbus_new(m, access, bus, ret, &why);
         if (r < 0 && (mode || r == -EPROTO)) {
                 fprintf(stderr, "vmmsd: D-Bus: %s\n", why);
                 return r;
@@ -92,7 +115,7 @@ int main(int argc, char **argv)
         g_autofree char *state_dir = NULL, *runtime_dir = NULL, *hvd_socket = NULL, *hvd_memory = NULL,
                         *grpc_socket = NULL, *grpc_tcp = NULL, *tls_cert = NULL, *tls_key = NULL,
                         *config_path = NULL, *hvd_path = NULL, *vmwp_path = NULL, *guest_path = NULL,
-                        *dbus = NULL, *memory_reserve = NULL;
+                        *dbus = NULL, *memory_reserve = NULL, *tls_ca = NULL, *socket_mode = NULL;
         gint hvd_lps = 0, stop_timeout = 30;
         gboolean no_spawn_hvd = FALSE;
         GOptionEntry entries[] = {
@@ -110,6 +133,12 @@ int main(int argc, char **argv)
                  "BUS"},
                 {"tls-cert", 0, 0, G_OPTION_ARG_FILENAME, &tls_cert, "TLS certificate chain (PEM)", "FILE"},
                 {"tls-key", 0, 0, G_OPTION_ARG_FILENAME, &tls_key, "TLS private key (PEM)", "FILE"},
+                {"tls-ca", 0, 0, G_OPTION_ARG_FILENAME, &tls_ca,
+                 "CA (PEM) that signs client certificates; required with --grpc-tcp", "FILE"},
+                {"socket-mode", 0, 0, G_OPTION_ARG_STRING, &socket_mode,
+                 "Mode of the gRPC unix socket: 0660 (default: root and group vmms) or 0666 (other "
+                 "local users may read)",
+                 "MODE"},
                 {"hvd-socket", 0, 0, G_OPTION_ARG_FILENAME, &hvd_socket, "hvd's socket (RUNTIME/hvd.sock)",
                  "PATH"},
                 {"hvd-memory", 0, 0, G_OPTION_ARG_STRING, &hvd_memory, "Pool size when vmmsd starts hvd",
@@ -130,9 +159,12 @@ int main(int argc, char **argv)
         g_autoptr(GOptionContext) options = g_option_context_new("- the vmms management service");
         g_autoptr(GError) error = NULL;
         g_autoptr(GMainLoop) loop = NULL;
+        g_autoptr(VmmsAccess) access = NULL; /* freed last: the APIs and the manager use it */
         g_autoptr(VmmsManager) manager = NULL;
         g_autoptr(ApiGrpc) grpc = NULL;
         g_autoptr(ApiDbus) dbus_api = NULL;
+        g_autoptr(GKeyFile) config_file = NULL;
+        mode_t unix_mode;
         g_auto(VmmsConfig) config = {0};
         g_autofree char *why = NULL;
         ApiGrpcConfig grpc_config = {0};
@@ -143,9 +175,30 @@ int main(int argc, char **argv)
                 fprintf(stderr, "vmmsd: %s\n", error->message);
                 return 2;
         }
-        if (config_path && read_config(config_path, &state_dir, &runtime_dir, &hvd_memory, &hvd_lps,
-                                       &grpc_tcp, &tls_cert, &tls_key) < 0)
+        if (config_path &&
+            read_config(config_path, &state_dir, &runtime_dir, &hvd_memory, &hvd_lps, &grpc_tcp, &tls_cert,
+                        &tls_key, &tls_ca, &socket_mode, &config_file) < 0)
                 return 2;
+        if (parse_socket_mode(socket_mode, &unix_mode) < 0) {
+                fprintf(stderr,
+                        "vmmsd: --socket-mode '%s' is not an octal mode the owner can use (e.g. 0660)\n",
+                        socket_mode);
+                return 2;
+        }
+        if (grpc_tcp && (!tls_cert || !tls_key || !tls_ca)) {
+                fprintf(stderr,
+                        "vmmsd: --grpc-tcp needs --tls-cert, --tls-key and --tls-ca (the CA that signs "
+                        "client certificates): vmmsd serves TCP only to verified clients\n");
+                return 2;
+        }
+        access = vmms_access_new(NULL, unix_mode & 0006 ? VMMS_ROLE_READER : VMMS_ROLE_NONE);
+        if (config_file) {
+                r = vmms_access_load(access, config_file, &why);
+                if (r < 0) {
+                        fprintf(stderr, "vmmsd: %s: %s\n", config_path, why);
+                        return 2;
+                }
+        }
         if (hvd_memory && hv_size_parse(hvd_memory, &config.hvd_memory) < 0) {
                 fprintf(stderr, "vmmsd: --hvd-memory '%s' is not a size (e.g. 4GB)\n", hvd_memory);
                 return 2;
@@ -184,15 +237,17 @@ int main(int argc, char **argv)
         }
         vmms_ops_attach(manager);
         grpc_config.unix_path = grpc_socket;
+        grpc_config.unix_mode = unix_mode;
         grpc_config.tcp_address = grpc_tcp;
         grpc_config.tls_cert_path = tls_cert;
         grpc_config.tls_key_path = tls_key;
-        r = api_grpc_new(manager, g_main_context_default(), &grpc_config, &grpc, &why);
+        grpc_config.tls_ca_path = tls_ca;
+        r = api_grpc_new(manager, access, g_main_context_default(), &grpc_config, &grpc, &why);
         if (r < 0) {
                 fprintf(stderr, "vmmsd: %s\n", why);
                 return 1;
         }
-        if (start_dbus(manager, dbus, &dbus_api) < 0)
+        if (start_dbus(manager, access, dbus, &dbus_api) < 0)
                 return 1;
         loop = g_main_loop_new(NULL, FALSE);
         g_unix_signal_add(SIGTERM, on_quit_signal, loop);
