@@ -1,4 +1,5 @@
 /* Error values of the management service. */
+#include <errno.h>
 #include <stdarg.h>
 
 #include "vmms-error.h"
@@ -36,4 +37,37 @@ const char *vmms_error_code_name(VmmsErrorCode code)
                 [VMMS_ERROR_PERMISSION_DENIED] = "AccessDenied",
         };
         return code < G_N_ELEMENTS(names) ? names[code] : "Internal";
+}
+
+VmmsErrorCode vmms_error_code_from_errno(int negative_errno)
+{
+        switch (-negative_errno) {
+        case 0:
+                return VMMS_OK;
+        case EINVAL:
+        case ERANGE:
+                return VMMS_ERROR_INVALID_ARGUMENT;
+        case ENOENT:
+                return VMMS_ERROR_NOT_FOUND;
+        case EEXIST:
+                return VMMS_ERROR_ALREADY_EXISTS;
+        case EBUSY:
+        case EPERM:
+        case EOPNOTSUPP:
+                return VMMS_ERROR_FAILED_PRECONDITION;
+        case ENOSPC:
+        case ENOMEM:
+        case EDQUOT:
+                return VMMS_ERROR_RESOURCE_EXHAUSTED;
+        case ECONNRESET:
+        case ENOTCONN:
+        case ECONNREFUSED:
+        case ETIMEDOUT:
+        case EPIPE:
+                return VMMS_ERROR_UNAVAILABLE;
+        case EACCES:
+                return VMMS_ERROR_PERMISSION_DENIED;
+        default:
+                return VMMS_ERROR_INTERNAL;
+        }
 }

@@ -24,3 +24,5 @@ typedef struct VmmsError {
 void vmms_error_set(VmmsError *error, VmmsErrorCode code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 void vmms_error_clear(VmmsError *error);
 const char *vmms_error_code_name(VmmsErrorCode code);
+/* The one map from the internal contract (a negative errno) to an error code. */
+VmmsErrorCode vmms_error_code_from_errno(int negative_errno);

@@ -1,11 +1,10 @@
 /* The Dynamic Memory loop of vmmsd. The policy is the balancer's (its design note is
  * atop balancer/balancer.c); this file only gathers the figures and carries out the
- * plan, bounded by the balancer's own per-tick budget. Figures come from one source
+ * plan (the manager does that), bounded by the balancer's own per-tick budget. Figures come from one source
  * each: the pool from hvd's counters, each VM's assigned/pending/committed from its
  * worker's MemoryStatus (a VM whose worker has not reported is held by the balancer). */
 #include <errno.h>
 
-#include "vmms-manager.h"
 #include "vmms-memory.h"
 
 struct VmmsMemory {
@@ -36,25 +35,16 @@ void vmms_memory_free(VmmsMemory *mem)
         g_free(mem);
 }
 
-static VmmsVm *vm_by_balancer_id(GPtrArray *vms, uint64_t id)
+const BalancerPlan *vmms_memory_tick(VmmsMemory *mem, GPtrArray *vms, const VmmsMemoryPool *pool,
+                                     uint64_t now_ns)
 {
-        for (guint i = 0; i < vms->len; i++)
-                if (((VmmsVm *)vms->pdata[i])->balancer_id == id)
-                        return vms->pdata[i];
-        return NULL;
-}
-
-void vmms_memory_tick(VmmsMemory *mem, VmmsManager *m, const Vmms__Hv__Counters *counters, uint64_t now_ns)
-{
-        GPtrArray *vms = vmms_manager_vms(m);
         g_autofree BalancerVm *snap = g_new0(BalancerVm, vms->len + 1);
         BalancerSnapshot snapshot = {
                 .host =
                         {
                                 .now_ns = now_ns,
-                                .pool_total_bytes = counters->pool_total_bytes,
-                                .pool_available_bytes =
-                                        counters->pool_total_bytes - counters->pool_used_bytes,
+                                .pool_total_bytes = pool->total_bytes,
+                                .pool_available_bytes = pool->total_bytes - pool->used_bytes,
                                 .reserve_bytes = mem->reserve_bytes,
                         },
                 .vms = snap,
@@ -65,8 +55,8 @@ void vmms_memory_tick(VmmsMemory *mem, VmmsManager *m, const Vmms__Hv__Counters 
         for (guint i = 0; i < vms->len; i++) {
                 VmmsVm *vm = vms->pdata[i];
                 BalancerVm *b = &snap[snapshot.n_vms++];
-                bool live =
-                        vm->worker && (vm->def.state == VMMS_VM_RUNNING || vm->def.state == VMMS_VM_PAUSED);
+                bool live = vm->engine_data &&
+                            (vm->def.state == VMMS_VM_RUNNING || vm->def.state == VMMS_VM_PAUSED);
 
                 b->id = vm->balancer_id;
                 b->dynamic_memory_enabled = vm->def.memory.dynamic_memory_enabled;
@@ -80,7 +70,7 @@ void vmms_memory_tick(VmmsMemory *mem, VmmsManager *m, const Vmms__Hv__Counters 
                         b->assigned_bytes = vm->memory.assigned_bytes;
                         b->pending_remove_bytes = vm->memory.pending_remove_bytes;
                 } else {
-                        b->assigned_bytes = live ? vm->assigned_bytes : 0;
+                        b->assigned_bytes = live ? vm->figures.assigned_bytes : 0;
                 }
                 if (live && vm->memory.reporting) {
                         b->committed_bytes = vm->memory.committed_bytes;
@@ -90,20 +80,11 @@ void vmms_memory_tick(VmmsMemory *mem, VmmsManager *m, const Vmms__Hv__Counters 
         r = balancer_plan(mem->balancer, &snapshot, &plan);
         if (r < 0) {
                 g_warning("balancer refused the snapshot: %s", g_strerror(-r));
-                return;
-        }
-        for (size_t i = 0; i < plan->n_actions; i++) {
-                const BalancerAction *a = &plan->actions[i];
-                VmmsVm *vm = vm_by_balancer_id(vms, a->vm_id);
-
-                if (!vm)
-                        continue;
-                vmms_vm_adjust_memory(vm,
-                                      a->kind == BALANCER_ACTION_ADD ? (int64_t)a->bytes : -(int64_t)a->bytes,
-                                      a->reason);
+                return NULL;
         }
         balancer_plan_free(mem->plan);
         mem->plan = plan;
+        return plan;
 }
 
 const BalancerVmCounters *vmms_memory_vm_counters(VmmsMemory *mem, uint64_t balancer_id)

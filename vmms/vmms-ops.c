@@ -1,6 +1,7 @@
-/* Operation handlers, all with one skeleton: look the VM up, check the request,
- * begin the VM's job, check its state, act, end the job (see vmms-vm.c for the state
- * machine and vmms-manager.c for jobs). */
+/* The operation table: each handler turns a request into a core operation — it looks
+ * the VM up and converts messages; the operation itself (job, state, engine, store)
+ * is in vmms-vm.c, the registry's in vmms-manager.c. Access was judged before a
+ * handler runs (vmms-access.c). */
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
@@ -28,12 +29,49 @@ static Vmms__V1__VmState state_to_proto(VmmsVmState state)
         return state < VMMS_VM_STATE_COUNT ? map[state] : VMMS__V1__VM_STATE__VM_STATE_UNSPECIFIED;
 }
 
-static Vmms__V1__Vm *vm_to_proto(VmmsCall *call, const VmmsVm *vm)
+static Vmms__V1__AutomaticStartAction auto_start_to_proto(VmmsAutoStart action)
+{
+        switch (action) {
+        case VMMS_AUTO_START_NOTHING:
+                return VMMS__V1__AUTOMATIC_START_ACTION__AUTOMATIC_START_ACTION_NOTHING;
+        case VMMS_AUTO_START_START:
+                return VMMS__V1__AUTOMATIC_START_ACTION__AUTOMATIC_START_ACTION_START;
+        default:
+                return VMMS__V1__AUTOMATIC_START_ACTION__AUTOMATIC_START_ACTION_START_IF_RUNNING;
+        }
+}
+
+/* UNSPECIFIED -> `unset`; an unknown value is refused. */
+static bool auto_start_from_proto(Vmms__V1__AutomaticStartAction in, VmmsAutoStart unset, VmmsAutoStart *ret,
+                                  VmmsError *error)
+{
+        switch (in) {
+        case VMMS__V1__AUTOMATIC_START_ACTION__AUTOMATIC_START_ACTION_UNSPECIFIED:
+                *ret = unset;
+                return true;
+        case VMMS__V1__AUTOMATIC_START_ACTION__AUTOMATIC_START_ACTION_NOTHING:
+                *ret = VMMS_AUTO_START_NOTHING;
+                return true;
+        case VMMS__V1__AUTOMATIC_START_ACTION__AUTOMATIC_START_ACTION_START_IF_RUNNING:
+                *ret = VMMS_AUTO_START_START_IF_RUNNING;
+                return true;
+        case VMMS__V1__AUTOMATIC_START_ACTION__AUTOMATIC_START_ACTION_START:
+                *ret = VMMS_AUTO_START_START;
+                return true;
+        default:
+                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
+                               "automatic_start_action %d is not one of %s", (int)in,
+                               "NOTHING, START_IF_RUNNING, START");
+                return false;
+        }
+}
+
+static Vmms__V1__Vm *vm_to_proto(VmmsManager *m, VmmsCall *call, const VmmsVm *vm)
 {
         Vmms__V1__Vm *out = vmms_call_new0(call, Vmms__V1__Vm);
         Vmms__V1__ProcessorSettings *p = vmms_call_new0(call, Vmms__V1__ProcessorSettings);
         Vmms__V1__MemorySettings *mem = vmms_call_new0(call, Vmms__V1__MemorySettings);
-        bool live = vm->def.state != VMMS_VM_OFF && vm->def.state != VMMS_VM_SAVED;
+        bool live = vmms_vm_is_live(vm);
 
         vmms__v1__vm__init(out);
         vmms__v1__processor_settings__init(p);
@@ -58,14 +96,16 @@ static Vmms__V1__Vm *vm_to_proto(VmmsCall *call, const VmmsVm *vm)
         out->notes = vmms_call_strdup(call, vm->def.notes);
         out->created_unix_ms = vm->def.created_unix_ms;
         out->updated_unix_ms = vm->def.updated_unix_ms;
+        out->engine = vmms_call_strdup(call, vm->def.engine);
+        out->automatic_start_action = auto_start_to_proto(vm->def.automatic_start_action);
         if (live) {
                 const BalancerVmCounters *dm =
-                        vmms_memory_vm_counters(vmms_manager_memory(vm->manager), vm->balancer_id);
+                        vmms_memory_vm_counters(vmms_manager_memory(m), vm->balancer_id);
 
                 out->uptime_ms =
                         vm->def.started_unix_ms ? g_get_real_time() / 1000 - vm->def.started_unix_ms : 0;
                 out->assigned_memory_bytes =
-                        vm->memory.received_ns ? vm->memory.assigned_bytes : vm->assigned_bytes;
+                        vm->memory.received_ns ? vm->memory.assigned_bytes : vm->figures.assigned_bytes;
                 /* Demand and pressure as Hyper-V Manager shows them: what the guest commits,
                  * and committed / assigned. */
                 if (vm->memory.reporting) {
@@ -76,15 +116,15 @@ static Vmms__V1__Vm *vm_to_proto(VmmsCall *call, const VmmsVm *vm)
                                                                                  out->assigned_memory_bytes
                                                                        : 0);
                 }
-                out->cpu_usage_pct = vm->cpu_usage_pct;
+                out->cpu_usage_pct = vm->figures.cpu_usage_pct;
                 out->worker_pid = vm->def.worker_pid;
         }
         return out;
 }
 
-static void reply_vm(VmmsVm *vm, VmmsCall *call)
+static void reply_vm(VmmsVm *vm, VmmsCall *call, void *manager)
 {
-        vmms_call_return(call, &vm_to_proto(call, vm)->base);
+        vmms_call_return(call, &vm_to_proto(manager, call, vm)->base);
 }
 
 static void fail(VmmsCall *call, VmmsError *error)
@@ -146,14 +186,20 @@ static void op_create_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCa
         g_free(def.notes);
         def.notes = g_strdup(req->notes ? req->notes : "");
         def.created_unix_ms = def.updated_unix_ms = g_get_real_time() / 1000;
-        if (!vmms_vm_name_valid(def.name, &error) || !vmms_vm_processor_valid(&def.processor, &error) ||
+        if (req->engine && *req->engine) {
+                g_free(def.engine);
+                def.engine = g_strdup(req->engine);
+        }
+        if (!auto_start_from_proto(req->automatic_start_action, VMMS_AUTO_START_START_IF_RUNNING,
+                                   &def.automatic_start_action, &error) ||
+            !vmms_vm_name_valid(def.name, &error) || !vmms_vm_processor_valid(&def.processor, &error) ||
             !vmms_vm_memory_valid(&def.memory, &error) ||
             !vmms_vm_workload_valid(def.workload, def.boot_args, def.notes, &error) ||
             vmms_manager_vm_add(m, &def, &vm, &error) < 0) {
                 fail(call, &error);
                 return;
         }
-        reply_vm(vm, call);
+        reply_vm(vm, call, m);
 }
 
 static VmmsVm *lookup(VmmsManager *m, const char *ref, VmmsCall *call)
@@ -171,7 +217,7 @@ static void op_get_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall 
         VmmsVm *vm = lookup(m, ((const Vmms__V1__VmRef *)request)->vm, call);
 
         if (vm)
-                reply_vm(vm, call);
+                reply_vm(vm, call, m);
 }
 
 static void op_list_vms(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
@@ -197,7 +243,7 @@ static void op_list_vms(VmmsManager *m, const ProtobufCMessage *request, VmmsCal
                         if (!g_pattern_spec_match_string(pattern, name))
                                 continue;
                 }
-                out->vms[out->n_vms++] = vm_to_proto(call, vm);
+                out->vms[out->n_vms++] = vm_to_proto(m, call, vm);
         }
         vmms_call_return(call, &out->base);
 }
@@ -309,8 +355,6 @@ static void op_update_processor(VmmsManager *m, const ProtobufCMessage *request,
         VmmsVm *vm = update_target(m, req->vm, req->update_mask, req->n_update_mask, fields,
                                    G_N_ELEMENTS(fields), call);
         VmmsProcessorSettings p;
-        VmmsError error = {0};
-        bool running;
 
         if (!vm)
                 return;
@@ -323,29 +367,7 @@ static void op_update_processor(VmmsManager *m, const ProtobufCMessage *request,
                 p.maximum = in->maximum;
         if (masked(req->update_mask, req->n_update_mask, "relative_weight"))
                 p.relative_weight = in->relative_weight;
-        if (!vmms_vm_processor_valid(&p, &error) ||
-            (p.count != vm->def.processor.count &&
-             !vmms_vm_action_allowed(vm->def.name, vm->def.state, VMMS_ACTION_SET_PROCESSOR_COUNT, &error))) {
-                fail(call, &error);
-                return;
-        }
-        if (!vmms_vm_check_idle(vm, &error)) {
-                fail(call, &error);
-                return;
-        }
-        running = vm->def.state == VMMS_VM_RUNNING || vm->def.state == VMMS_VM_PAUSED;
-        if (running) {
-                vmms_vm_set_processor(vm, &p, call); /* hvd applies it, then it is saved */
-                return;
-        }
-        vm->def.processor = p;
-        if (vmms_vm_persist(vm, "settings", &error,
-                            "processor: Count %u, Reserve %u, Maximum %u, RelativeWeight %u", p.count,
-                            p.reserve, p.maximum, p.relative_weight) < 0) {
-                fail(call, &error);
-                return;
-        }
-        reply_vm(vm, call);
+        vmms_vm_set_processor(vm, &p, call);
 }
 
 static void op_update_memory(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
@@ -358,8 +380,6 @@ static void op_update_memory(VmmsManager *m, const ProtobufCMessage *request, Vm
         VmmsVm *vm = update_target(m, req->vm, req->update_mask, req->n_update_mask, fields,
                                    G_N_ELEMENTS(fields), call);
         VmmsMemorySettings mem;
-        VmmsError error = {0};
-        bool off;
 
         if (!vm)
                 return;
@@ -376,30 +396,43 @@ static void op_update_memory(VmmsManager *m, const ProtobufCMessage *request, Vm
                 mem.buffer = in->buffer;
         if (masked(req->update_mask, req->n_update_mask, "priority"))
                 mem.priority = in->priority;
-        off = vm->def.state == VMMS_VM_OFF || vm->def.state == VMMS_VM_SAVED;
-        if (!vmms_vm_memory_valid(&mem, &error) ||
-            ((mem.startup_bytes != vm->def.memory.startup_bytes ||
-              mem.dynamic_memory_enabled != vm->def.memory.dynamic_memory_enabled) &&
-             !vmms_vm_action_allowed(vm->def.name, vm->def.state, VMMS_ACTION_SET_STARTUP_MEMORY, &error)) ||
-            (!off && !vmms_vm_memory_change_allowed_running(&vm->def.memory, &mem, &error))) {
+        vmms_vm_set_memory(vm, &mem, call);
+}
+
+static void op_update_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        static const char *const fields[] = {"name", "notes", "automatic_start_action", "workload",
+                                             "boot_args"};
+        const Vmms__V1__UpdateVmRequest *req = (const Vmms__V1__UpdateVmRequest *)request;
+        VmmsVm *vm = update_target(m, req->vm, req->update_mask, req->n_update_mask, fields,
+                                   G_N_ELEMENTS(fields), call);
+        VmmsVmSettings s = {.automatic_start_action = VMMS_AUTO_START_COUNT};
+        VmmsError error = {0};
+
+        if (!vm)
+                return;
+        if (masked(req->update_mask, req->n_update_mask, "name"))
+                s.name = req->name ? req->name : "";
+        if (masked(req->update_mask, req->n_update_mask, "notes"))
+                s.notes = req->notes ? req->notes : "";
+        if (masked(req->update_mask, req->n_update_mask, "workload"))
+                s.workload = req->workload ? req->workload : "";
+        if (masked(req->update_mask, req->n_update_mask, "boot_args"))
+                s.boot_args = req->boot_args ? req->boot_args : "";
+        if (masked(req->update_mask, req->n_update_mask, "automatic_start_action") &&
+            req->automatic_start_action ==
+                    VMMS__V1__AUTOMATIC_START_ACTION__AUTOMATIC_START_ACTION_UNSPECIFIED)
+                vmms_error_set(&error, VMMS_ERROR_INVALID_ARGUMENT,
+                               "automatic_start_action is in update_mask but unset");
+        if (error.code ||
+            (masked(req->update_mask, req->n_update_mask, "automatic_start_action") &&
+             !auto_start_from_proto(req->automatic_start_action, VMMS_AUTO_START_COUNT,
+                                    &s.automatic_start_action, &error)) ||
+            vmms_manager_vm_update(m, vm, &s, &error) < 0) {
                 fail(call, &error);
                 return;
         }
-        if (!vmms_vm_check_idle(vm, &error)) {
-                fail(call, &error);
-                return;
-        }
-        vm->def.memory = mem;
-        if (vmms_vm_persist(vm, "settings", &error,
-                            "memory: DynamicMemoryEnabled %s, Startup %" G_GUINT64_FORMAT
-                            ", Minimum %" G_GUINT64_FORMAT ", Maximum %" G_GUINT64_FORMAT
-                            ", Buffer %u, Priority %u",
-                            mem.dynamic_memory_enabled ? "true" : "false", mem.startup_bytes,
-                            mem.minimum_bytes, mem.maximum_bytes, mem.buffer, mem.priority) < 0) {
-                fail(call, &error);
-                return;
-        }
-        reply_vm(vm, call);
+        reply_vm(vm, call, m);
 }
 
 /* ---- Host, counters, events ---- */
@@ -410,6 +443,7 @@ static void op_get_host(VmmsManager *m, const ProtobufCMessage *request, VmmsCal
         const VmmsConfig *config = vmms_manager_config(m);
         const Vmms__Hv__Counters *prev, *cur;
         GPtrArray *vms = vmms_manager_vms(m);
+        g_autoptr(GArray) engines = NULL;
 
         (void)request;
         vmms__v1__host__init(out);
@@ -422,6 +456,15 @@ static void op_get_host(VmmsManager *m, const ProtobufCMessage *request, VmmsCal
                 out->memory_pool_bytes = cur->pool_total_bytes;
                 out->memory_pool_used_bytes = cur->pool_used_bytes;
                 out->reservation_capacity_pct = (uint32_t)cur->n_lps * 100;
+        }
+        out->hypervisor_status = vmms_call_strdup(call, vmms_manager_hypervisor_status(m));
+        engines = vmms_manager_engines(m);
+        out->engines = vmms_call_alloc(call, sizeof(char *) * (engines->len + 1));
+        for (guint i = 0; i < engines->len; i++) {
+                VmmsEngineInfo *e = &g_array_index(engines, VmmsEngineInfo, i);
+
+                out->engines[out->n_engines++] = vmms_call_strdup(call, e->name);
+                g_free(e->why_not);
         }
         out->vm_count = vms->len;
         for (guint i = 0; i < vms->len; i++) {
@@ -751,6 +794,8 @@ const VmmsOp vmms_ops[] = {
            op_update_processor, VMMS_ROLE_OPERATOR),
         OP("UpdateMemory", vmms__v1__update_memory_request__descriptor, vmms__v1__vm__descriptor,
            op_update_memory, VMMS_ROLE_OPERATOR),
+        OP("UpdateVm", vmms__v1__update_vm_request__descriptor, vmms__v1__vm__descriptor, op_update_vm,
+           VMMS_ROLE_OPERATOR),
         OP("StartVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_start_vm,
            VMMS_ROLE_OPERATOR),
         OP("StopVm", vmms__v1__stop_vm_request__descriptor, vmms__v1__vm__descriptor, op_stop_vm,

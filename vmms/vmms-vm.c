@@ -1,16 +1,26 @@
-/* The VM's state machine.
+/* The VM object and every operation on one VM. This is where a gRPC or D-Bus call
+ * becomes a VM operation: the API adapter decodes the request, the core's access
+ * check (vmms-access.c) judges the caller, the operation table (vmms-ops.c) looks the
+ * VM up, and the functions here do the rest with one skeleton:
+ *
+ *   check the request -> begin the VM's job -> check its state -> act (through the
+ *   engine) -> record the change with its event -> end the job (answer the call)
  *
  * States and what each action may do from them (anything else is NotAllowed):
- *   Off      --Start-->  Starting --(worker ready)--> Running
+ *   Off      --Start-->  Starting --(engine: running)--> Running
  *   Running  --Pause-->  Paused   --Resume--> Running
- *   Running|Paused --Stop--> Stopping --(worker gone)--> Off
+ *   Running|Paused --Stop--> Stopping --(engine: exited)--> Off
+ *   any live state --(engine: exited)--> Off, with the reason as an event
  *   Off|Saved --Remove--> (gone)
  * Starting and Stopping belong to a job in progress: every action waits for it to
  * end, so two clients racing on one VM get a clean refusal, never a half state.
- * Processor count and startup memory change only while Off, as in Hyper-V. */
+ * Processor count, startup memory and the workload change only while Off, as in
+ * Hyper-V. A change reaches the store (with its event, in one transaction) before
+ * memory, so a crash never leaves vmmsd believing something the disk does not say. */
 #include <errno.h>
 #include <string.h>
 
+#include "vmms-engine.h"
 #include "vmms-vm.h"
 
 static const char *const action_names[VMMS_ACTION_COUNT] = {
@@ -21,6 +31,9 @@ static const char *const action_names[VMMS_ACTION_COUNT] = {
         [VMMS_ACTION_REMOVE] = "remove",
         [VMMS_ACTION_SET_PROCESSOR_COUNT] = "change the processor count of",
         [VMMS_ACTION_SET_STARTUP_MEMORY] = "change the startup memory or Dynamic Memory switch of",
+        [VMMS_ACTION_SET_WORKLOAD] = "change the workload or boot arguments of",
+        [VMMS_ACTION_SAVE] = "save",
+        [VMMS_ACTION_MIGRATE] = "move",
 };
 
 /* allowed[action][state] */
@@ -32,6 +45,9 @@ static const bool allowed[VMMS_ACTION_COUNT][VMMS_VM_STATE_COUNT] = {
         [VMMS_ACTION_REMOVE] = {[VMMS_VM_OFF] = true, [VMMS_VM_SAVED] = true},
         [VMMS_ACTION_SET_PROCESSOR_COUNT] = {[VMMS_VM_OFF] = true},
         [VMMS_ACTION_SET_STARTUP_MEMORY] = {[VMMS_VM_OFF] = true},
+        [VMMS_ACTION_SET_WORKLOAD] = {[VMMS_VM_OFF] = true},
+        [VMMS_ACTION_SAVE] = {[VMMS_VM_RUNNING] = true, [VMMS_VM_PAUSED] = true},
+        [VMMS_ACTION_MIGRATE] = {[VMMS_VM_RUNNING] = true},
 };
 
 const char *vmms_vm_action_to_string(VmmsVmAction action)
@@ -52,3 +68,474 @@ bool vmms_vm_action_allowed(const char *name, VmmsVmState state, VmmsVmAction ac
                                vmms_vm_action_to_string(action), name, vmms_vm_state_to_string(state));
         return false;
 }
+
+/* ---- The object ---- */
+
+static int64_t now_ms(void)
+{
+        return g_get_real_time() / 1000;
+}
+
+VmmsVm *vmms_vm_new(VmmsVmContext *ctx, const VmmsVmDefinition *def, VmmsEngine *engine, uint64_t balancer_id)
+{
+        VmmsVm *vm = g_new0(VmmsVm, 1);
+
+        vm->ctx = ctx;
+        vm->engine = engine;
+        vm->balancer_id = balancer_id;
+        vmms_vm_definition_copy(&vm->def, def);
+        return vm;
+}
+
+/* What runs the VM keeps running: a vmmsd that stops leaves the VMs alone. */
+void vmms_vm_free(VmmsVm *vm)
+{
+        if (!vm)
+                return;
+        if (vm->engine && vm->engine_data)
+                vm->engine->ops->release(vm->engine, vm);
+        vmms_vm_definition_clear(&vm->def);
+        g_free(vm->exit_reason);
+        g_free(vm);
+}
+
+bool vmms_vm_is_live(const VmmsVm *vm)
+{
+        return vm->def.state != VMMS_VM_OFF && vm->def.state != VMMS_VM_SAVED;
+}
+
+char *vmms_vm_partition_name(const VmmsVm *vm)
+{
+        GString *name = g_string_new(NULL);
+
+        for (const char *c = vm->def.name; *c && name->len < 40; c++)
+                g_string_append_c(name, g_ascii_isalnum(*c) || strchr("-_.", *c) ? *c : '_');
+        g_string_append_printf(name, "-%.8s", vm->def.id);
+        return g_string_free(name, FALSE);
+}
+
+static VmmsEventRecord event_for(const VmmsVm *vm, const char *kind, char *message)
+{
+        return (VmmsEventRecord){
+                .time_unix_ms = now_ms(),
+                .vm_id = (char *)vm->def.id,
+                .vm_name = vm->def.name,
+                .kind = (char *)kind,
+                .state = vm->def.state,
+                .message = message,
+        };
+}
+
+int vmms_vm_persist(VmmsVm *vm, const char *kind, VmmsError *error, const char *fmt, ...)
+{
+        g_autofree char *message = NULL;
+        VmmsEventRecord event;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        message = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+        vm->def.updated_unix_ms = now_ms();
+        event = event_for(vm, kind, message);
+        r = vmms_store_vm_update(vm->ctx->store, &vm->def, &event);
+        if (r < 0) {
+                vmms_error_set(error, vmms_error_code_from_errno(r), "cannot save VM '%s': %s", vm->def.name,
+                               g_strerror(-r));
+                return r;
+        }
+        vmms_events_notify(vm->ctx->events, &event);
+        return 0;
+}
+
+void vmms_vm_record_event(VmmsVm *vm, const char *kind, const char *message)
+{
+        VmmsEventRecord event = event_for(vm, kind, (char *)message);
+        int r = vmms_events_record(vm->ctx->events, &event);
+
+        if (r < 0)
+                g_warning("VM '%s': cannot record an event: %s", vm->def.name, g_strerror(-r));
+}
+
+/* A state change from the engine's side, which has no caller to tell: logged if the
+ * store refuses it (the next change or a restart reconciles). */
+static void set_state(VmmsVm *vm, VmmsVmState state, const char *kind, const char *message)
+{
+        VmmsError error = {0};
+
+        vm->def.state = state;
+        if (state == VMMS_VM_OFF) {
+                vm->def.worker_pid = 0;
+                vm->def.started_unix_ms = 0;
+        }
+        if (vmms_vm_persist(vm, kind, &error, "%s", message) < 0) {
+                g_warning("%s", error.message);
+                vmms_error_clear(&error);
+        }
+}
+
+/* ---- Jobs ---- */
+
+bool vmms_vm_check_idle(VmmsVm *vm, VmmsError *error)
+{
+        if (!vm->job)
+                return true;
+        vmms_error_set(error, VMMS_ERROR_FAILED_PRECONDITION, "VM '%s' is busy: %s is in progress",
+                       vm->def.name, vm->job);
+        return false;
+}
+
+static void fail_call(VmmsCall *call, VmmsError *error)
+{
+        if (call)
+                vmms_call_fail_with(call, error);
+        vmms_error_clear(error);
+}
+
+/* Begins `job` if `action` is allowed and no other job runs; otherwise fails `call`. */
+static bool job_begin(VmmsVm *vm, const char *job, VmmsVmAction action, VmmsCall *call)
+{
+        VmmsError error = {0};
+
+        if (!vmms_vm_check_idle(vm, &error) ||
+            (action < VMMS_ACTION_COUNT &&
+             !vmms_vm_action_allowed(vm->def.name, vm->def.state, action, &error))) {
+                fail_call(call, &error);
+                return false;
+        }
+        vm->job = job;
+        vm->job_call = call;
+        return true;
+}
+
+static void job_end(VmmsVm *vm)
+{
+        VmmsCall *call = vm->job_call;
+
+        vm->job = NULL;
+        vm->job_call = NULL;
+        if (call)
+                vm->ctx->reply(vm, call, vm->ctx->reply_data);
+}
+
+static void job_fail(VmmsVm *vm, VmmsErrorCode code, const char *message)
+{
+        VmmsCall *call = vm->job_call;
+
+        vm->job = NULL;
+        vm->job_call = NULL;
+        if (call)
+                vmms_call_fail(call, code, "%s", message);
+}
+
+static void job_fail_with(VmmsVm *vm, const VmmsError *error)
+{
+        job_fail(vm, error->code, error->message);
+}
+
+/* ---- Lifecycle ---- */
+
+void vmms_vm_start(VmmsVm *vm, VmmsCall *call)
+{
+        VmmsError error = {0};
+        VmmsVmState was = vm->def.state;
+
+        if (!job_begin(vm, "start", VMMS_ACTION_START, call))
+                return;
+        vm->restart_pending = false;
+        vm->def.state = VMMS_VM_STARTING;
+        if (vmms_vm_persist(vm, "state", &error, "starting") < 0) {
+                vm->def.state = was;
+                job_fail_with(vm, &error);
+                vmms_error_clear(&error);
+                return;
+        }
+        vm->engine->ops->start(vm->engine, vm);
+}
+
+void vmms_vm_stop(VmmsVm *vm, bool turn_off, bool force, VmmsCall *call)
+{
+        VmmsError error = {0};
+        VmmsVmState was = vm->def.state;
+
+        if (!job_begin(vm, "stop", VMMS_ACTION_STOP, call))
+                return;
+        vm->def.state = VMMS_VM_STOPPING;
+        if (vmms_vm_persist(vm, "state", &error, turn_off ? "turning off" : "shutting down") < 0) {
+                vm->def.state = was;
+                job_fail_with(vm, &error);
+                vmms_error_clear(&error);
+                return;
+        }
+        vm->engine->ops->stop(vm->engine, vm, turn_off,
+                              force ? vm->ctx->force_timeout_ms : vm->ctx->stop_timeout_ms);
+}
+
+static void on_pause_done(VmmsVm *vm, const VmmsError *error)
+{
+        bool paused = g_strcmp0(vm->job, "pause") == 0;
+
+        if (error) {
+                job_fail_with(vm, error);
+                return;
+        }
+        set_state(vm, paused ? VMMS_VM_PAUSED : VMMS_VM_RUNNING, "state", paused ? "paused" : "resumed");
+        job_end(vm);
+}
+
+void vmms_vm_pause(VmmsVm *vm, bool paused, VmmsCall *call)
+{
+        if (!job_begin(vm, paused ? "pause" : "resume", paused ? VMMS_ACTION_PAUSE : VMMS_ACTION_RESUME,
+                       call))
+                return;
+        vm->engine->ops->pause(vm->engine, vm, paused, on_pause_done);
+}
+
+/* ---- Settings ---- */
+
+static void on_set_processor_done(VmmsVm *vm, const VmmsError *error)
+{
+        VmmsError perr = {0};
+
+        if (error) {
+                job_fail_with(vm, error);
+                return;
+        }
+        vm->def.processor = vm->job_processor;
+        if (vmms_vm_persist(vm, "settings", &perr,
+                            "processor: Reserve %u, Maximum %u, RelativeWeight %u (applied live)",
+                            vm->def.processor.reserve, vm->def.processor.maximum,
+                            vm->def.processor.relative_weight) < 0) {
+                job_fail_with(vm, &perr);
+                vmms_error_clear(&perr);
+                return;
+        }
+        job_end(vm);
+}
+
+/* Live processor settings go to the engine first; the store follows its yes. */
+void vmms_vm_set_processor(VmmsVm *vm, const VmmsProcessorSettings *p, VmmsCall *call)
+{
+        VmmsError error = {0};
+
+        if (!vmms_vm_processor_valid(p, &error) ||
+            (p->count != vm->def.processor.count &&
+             !vmms_vm_action_allowed(vm->def.name, vm->def.state, VMMS_ACTION_SET_PROCESSOR_COUNT, &error))) {
+                fail_call(call, &error);
+                return;
+        }
+        if (!job_begin(vm, "processor settings", VMMS_ACTION_COUNT, call))
+                return;
+        if (vm->def.state == VMMS_VM_RUNNING || vm->def.state == VMMS_VM_PAUSED) {
+                vm->job_processor = *p;
+                vm->engine->ops->set_processor(vm->engine, vm, p, on_set_processor_done);
+                return;
+        }
+        vm->def.processor = *p;
+        if (vmms_vm_persist(vm, "settings", &error,
+                            "processor: Count %u, Reserve %u, Maximum %u, RelativeWeight %u", p->count,
+                            p->reserve, p->maximum, p->relative_weight) < 0) {
+                job_fail_with(vm, &error);
+                vmms_error_clear(&error);
+                return;
+        }
+        job_end(vm);
+}
+
+void vmms_vm_set_memory(VmmsVm *vm, const VmmsMemorySettings *mem, VmmsCall *call)
+{
+        VmmsError error = {0};
+        VmmsMemorySettings old = vm->def.memory;
+
+        if (!vmms_vm_memory_valid(mem, &error) ||
+            ((mem->startup_bytes != old.startup_bytes ||
+              mem->dynamic_memory_enabled != old.dynamic_memory_enabled) &&
+             !vmms_vm_action_allowed(vm->def.name, vm->def.state, VMMS_ACTION_SET_STARTUP_MEMORY, &error)) ||
+            (vmms_vm_is_live(vm) && !vmms_vm_memory_change_allowed_running(&old, mem, &error)) ||
+            !vmms_vm_check_idle(vm, &error)) {
+                fail_call(call, &error);
+                return;
+        }
+        vm->def.memory = *mem;
+        if (vmms_vm_persist(vm, "settings", &error,
+                            "memory: DynamicMemoryEnabled %s, Startup %" G_GUINT64_FORMAT
+                            ", Minimum %" G_GUINT64_FORMAT ", Maximum %" G_GUINT64_FORMAT
+                            ", Buffer %u, Priority %u",
+                            mem->dynamic_memory_enabled ? "true" : "false", mem->startup_bytes,
+                            mem->minimum_bytes, mem->maximum_bytes, mem->buffer, mem->priority) < 0) {
+                vm->def.memory = old;
+                fail_call(call, &error);
+                return;
+        }
+        if (call)
+                vm->ctx->reply(vm, call, vm->ctx->reply_data);
+}
+
+int vmms_vm_update_settings(VmmsVm *vm, const VmmsVmSettings *s, VmmsError *error)
+{
+        g_auto(VmmsVmDefinition) old = {0};
+        bool workload_changes = (s->workload && g_strcmp0(s->workload, vm->def.workload) != 0) ||
+                                (s->boot_args && g_strcmp0(s->boot_args, vm->def.boot_args) != 0);
+        GString *what = g_string_new(NULL);
+        int r;
+
+        if ((s->name && !vmms_vm_name_valid(s->name, error)) ||
+            !vmms_vm_workload_valid(s->workload ? s->workload : vm->def.workload,
+                                    s->boot_args ? s->boot_args : vm->def.boot_args,
+                                    s->notes ? s->notes : vm->def.notes, error) ||
+            s->automatic_start_action > VMMS_AUTO_START_COUNT ||
+            (workload_changes &&
+             !vmms_vm_action_allowed(vm->def.name, vm->def.state, VMMS_ACTION_SET_WORKLOAD, error)) ||
+            !vmms_vm_check_idle(vm, error)) {
+                g_string_free(what, TRUE);
+                return -EINVAL;
+        }
+        vmms_vm_definition_copy(&old, &vm->def);
+        if (s->name && g_strcmp0(s->name, vm->def.name) != 0) {
+                g_string_append_printf(what, "renamed from '%s'; ", vm->def.name);
+                g_free(vm->def.name);
+                vm->def.name = g_strdup(s->name);
+        }
+        if (s->notes) {
+                g_free(vm->def.notes);
+                vm->def.notes = g_strdup(s->notes);
+                g_string_append(what, "notes changed; ");
+        }
+        if (s->automatic_start_action < VMMS_AUTO_START_COUNT) {
+                vm->def.automatic_start_action = s->automatic_start_action;
+                g_string_append_printf(what, "AutomaticStartAction %s; ",
+                                       vmms_auto_start_to_string(s->automatic_start_action));
+        }
+        if (s->workload) {
+                g_free(vm->def.workload);
+                vm->def.workload = g_strdup(s->workload);
+                g_string_append_printf(what, "Workload %s; ", s->workload);
+        }
+        if (s->boot_args) {
+                g_free(vm->def.boot_args);
+                vm->def.boot_args = g_strdup(s->boot_args);
+                g_string_append_printf(what, "BootArgs '%s'; ", s->boot_args);
+        }
+        if (what->len >= 2)
+                g_string_truncate(what, what->len - 2);
+        r = vmms_vm_persist(vm, "settings", error, "%s", what->str);
+        g_string_free(what, TRUE);
+        if (r < 0) {
+                vmms_vm_definition_clear(&vm->def);
+                vmms_vm_definition_copy(&vm->def, &old);
+        }
+        return r;
+}
+
+bool vmms_vm_removable(VmmsVm *vm, VmmsError *error)
+{
+        return vmms_vm_action_allowed(vm->def.name, vm->def.state, VMMS_ACTION_REMOVE, error) &&
+               vmms_vm_check_idle(vm, error);
+}
+
+int vmms_vm_save(VmmsVm *vm, VmmsError *error)
+{
+        if (!vmms_vm_action_allowed(vm->def.name, vm->def.state, VMMS_ACTION_SAVE, error) ||
+            !vmms_vm_check_idle(vm, error))
+                return -EBUSY;
+        return vm->engine->ops->save(vm->engine, vm, error);
+}
+
+/* ---- Figures and Dynamic Memory ---- */
+
+void vmms_vm_adjust_memory(VmmsVm *vm, int64_t delta_bytes, const char *reason)
+{
+        g_autofree char *message = NULL;
+
+        if (vm->def.state != VMMS_VM_RUNNING || !vm->engine_data)
+                return;
+        vm->engine->ops->adjust_memory(vm->engine, vm, delta_bytes, reason);
+        message = g_strdup_printf("%s %" G_GINT64_FORMAT " MiB: %s", delta_bytes > 0 ? "adding" : "removing",
+                                  (delta_bytes > 0 ? delta_bytes : -delta_bytes) >> 20, reason);
+        vmms_vm_record_event(vm, "memory", message);
+}
+
+void vmms_vm_sample(VmmsVm *vm)
+{
+        if (vmms_vm_is_live(vm) && vm->engine_data)
+                vm->engine->ops->sample(vm->engine, vm, &vm->figures);
+        else
+                vm->figures = (VmmsVmFigures){0};
+}
+
+void vmms_vm_host_lost(VmmsVm *vm, const char *why)
+{
+        if (!vmms_vm_is_live(vm) || !vm->engine_data)
+                return;
+        g_free(vm->exit_reason);
+        vm->exit_reason = g_strdup(why);
+        /* Hyper-V starts such a VM again when the host is back, unless told Nothing. */
+        vm->restart_pending = vm->def.automatic_start_action != VMMS_AUTO_START_NOTHING &&
+                              vm->def.state != VMMS_VM_STOPPING;
+        vm->engine->ops->kill(vm->engine, vm);
+}
+
+/* ---- What the engine reports ---- */
+
+static void on_engine_running(VmmsVm *vm, const VmmsEngineRunning *info)
+{
+        vm->partition_id = info->partition_id;
+        vm->def.worker_pid = info->pid;
+        vm->def.started_unix_ms = info->started_unix_ms;
+        if (vm->def.state == VMMS_VM_STARTING) {
+                set_state(vm, VMMS_VM_RUNNING, "state", "started");
+                job_end(vm);
+        } else if (vm->def.state == VMMS_VM_RUNNING && info->paused) {
+                set_state(vm, VMMS_VM_PAUSED, "state", "re-attached to its worker: paused");
+        } else if (vm->def.state == VMMS_VM_PAUSED && !info->paused) {
+                set_state(vm, VMMS_VM_RUNNING, "state", "re-attached to its worker: running");
+        }
+}
+
+static void on_engine_exited(VmmsVm *vm, const VmmsEngineExit *exit)
+{
+        VmmsVmState was = vm->def.state;
+        g_autofree char *message = NULL;
+
+        if (vm->exit_reason) {
+                message = g_strdup_printf("%s", vm->exit_reason);
+                set_state(vm, VMMS_VM_OFF, "error", message);
+                job_fail(vm, VMMS_ERROR_UNAVAILABLE, message);
+        } else if (was == VMMS_VM_STARTING) {
+                message = g_strdup_printf("failed to start: %s",
+                                          exit->last_words ? exit->last_words : exit->how);
+                set_state(vm, VMMS_VM_OFF, "error", message);
+                job_fail(vm, exit->start_error ? exit->start_error : VMMS_ERROR_INTERNAL, message);
+        } else if (was == VMMS_VM_STOPPING) {
+                message = g_strdup_printf("stopped (%s)",
+                                          exit->guest_reason ? "the guest shut down" : "turned off");
+                set_state(vm, VMMS_VM_OFF, "state", message);
+                job_end(vm);
+        } else if (exit->guest_reason) {
+                message = g_strdup_printf("the guest %s: %s",
+                                          exit->guest_crashed ? "crashed" : "stopped itself",
+                                          exit->guest_reason);
+                set_state(vm, VMMS_VM_OFF, exit->guest_crashed ? "error" : "state", message);
+                job_fail(vm, VMMS_ERROR_FAILED_PRECONDITION, message);
+        } else {
+                message = g_strdup_printf("%s%s%s", exit->how, exit->last_words ? ": " : "",
+                                          exit->last_words ? exit->last_words : "");
+                set_state(vm, VMMS_VM_OFF, "worker-exit", message);
+                job_fail(vm, VMMS_ERROR_UNAVAILABLE, message);
+        }
+        g_clear_pointer(&vm->exit_reason, g_free);
+        vm->memory = (VmmsMemoryStatus){0};
+        vm->figures = (VmmsVmFigures){0};
+        vm->partition_id = 0;
+}
+
+static void on_engine_memory_status(VmmsVm *vm, const VmmsMemoryStatus *status)
+{
+        vm->memory = *status;
+}
+
+const VmmsEngineCallbacks vmms_vm_engine_callbacks = {
+        .running = on_engine_running,
+        .exited = on_engine_exited,
+        .memory_status = on_engine_memory_status,
+};

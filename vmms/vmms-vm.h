@@ -1,13 +1,17 @@
-/* The VM object: its state machine (which action is allowed in which state) and, in
- * vmms-vm.c, every operation on one VM. */
+/* The VM object: its definition, its state machine, its job, and every operation on
+ * one VM (vmms-vm.c). An engine (vmms-engine.h) runs it; the manager keeps the
+ * registry; the APIs reach these operations through the operation table. */
 #pragma once
 
 #include <glib.h>
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "vmms-call.h"
 #include "vmms-definition.h"
 #include "vmms-error.h"
+#include "vmms-events.h"
+#include "vmms-store.h"
 
 typedef enum VmmsVmAction {
         VMMS_ACTION_START,
@@ -17,9 +21,121 @@ typedef enum VmmsVmAction {
         VMMS_ACTION_REMOVE,
         VMMS_ACTION_SET_PROCESSOR_COUNT,
         VMMS_ACTION_SET_STARTUP_MEMORY,
+        VMMS_ACTION_SET_WORKLOAD,
+        VMMS_ACTION_SAVE,
+        VMMS_ACTION_MIGRATE,
         VMMS_ACTION_COUNT,
 } VmmsVmAction;
 
 const char *vmms_vm_action_to_string(VmmsVmAction action);
 /* Whether `action` is allowed in `state`; if not, a NotAllowed error naming both. */
 bool vmms_vm_action_allowed(const char *name, VmmsVmState state, VmmsVmAction action, VmmsError *error);
+
+typedef struct VmmsVm VmmsVm;
+typedef struct VmmsEngine VmmsEngine;
+
+/* Answers a finished job's call with the VM; set by the operation table. */
+typedef void (*VmmsVmReplyFn)(VmmsVm *vm, VmmsCall *call, void *userdata);
+
+/* What every VM shares: where it is recorded and how a finished job is answered. */
+typedef struct VmmsVmContext {
+        VmmsStore *store;
+        VmmsEvents *events;
+        VmmsVmReplyFn reply;
+        void *reply_data;
+        uint32_t stop_timeout_ms;  /* how long a graceful stop waits before turning off */
+        uint32_t force_timeout_ms; /* the same with -Force */
+} VmmsVmContext;
+
+/* The guest's latest Dynamic Memory report. */
+typedef struct VmmsMemoryStatus {
+        bool reporting;
+        uint64_t received_ns; /* host monotonic time it arrived; 0: never */
+        uint64_t committed_bytes;
+        uint64_t visible_bytes;
+        uint64_t assigned_bytes;
+        uint64_t ballooned_bytes;
+        uint64_t pending_remove_bytes;
+        uint64_t resident_bytes;
+        uint64_t page_in_total;
+        uint64_t page_out_total;
+} VmmsMemoryStatus;
+
+/* Live figures, sampled by the engine once a second. */
+typedef struct VmmsVmFigures {
+        double cpu_usage_pct; /* of the host's logical processors */
+        uint64_t assigned_bytes;
+        uint64_t resident_bytes; /* host memory really backing the guest, measured */
+} VmmsVmFigures;
+
+struct VmmsVm {
+        VmmsVmContext *ctx;
+        VmmsVmDefinition def;
+        VmmsEngine *engine;
+        void *engine_data;     /* the engine's state for this VM while it runs */
+        uint64_t partition_id; /* hvd's partition (bundled engine), for counters */
+        /* The job in progress (NULL: none): every state-changing operation waits for
+         * it to end, so racing clients get a clean "busy" answer. job_call is NULL for
+         * jobs vmmsd began itself (automatic start). */
+        const char *job;
+        VmmsCall *job_call;
+        /* Why the VM is being ended when vmmsd knows better than the engine. */
+        char *exit_reason;
+        /* Started again when the hypervisor is back (AutomaticStartAction). */
+        bool restart_pending;
+        VmmsProcessorSettings job_processor; /* what a live processor job applies */
+        VmmsVmFigures figures;
+        uint64_t balancer_id; /* the balancer's key for this VM, unique for vmmsd's life */
+        VmmsMemoryStatus memory;
+};
+
+VmmsVm *vmms_vm_new(VmmsVmContext *ctx, const VmmsVmDefinition *def, VmmsEngine *engine,
+                    uint64_t balancer_id);
+void vmms_vm_free(VmmsVm *vm);
+
+/* Whether the VM runs in some form (Starting, Running, Paused, Stopping, Migrating). */
+bool vmms_vm_is_live(const VmmsVm *vm);
+/* hvd's partition name for the VM: [A-Za-z0-9-_.] from its name, and its UUID. */
+char *vmms_vm_partition_name(const VmmsVm *vm);
+
+/* Persists vm->def with an event in one transaction, then tells the watchers. */
+int vmms_vm_persist(VmmsVm *vm, const char *kind, VmmsError *error, const char *fmt, ...) G_GNUC_PRINTF(4, 5);
+/* An event about the VM that changes no definition. */
+void vmms_vm_record_event(VmmsVm *vm, const char *kind, const char *message);
+
+/* Whether no job is in progress on the VM; if one is, a NotAllowed error naming it. */
+bool vmms_vm_check_idle(VmmsVm *vm, VmmsError *error);
+
+/* Operations. Each ends `call` (when not NULL) once: with the VM when it has reached
+ * its state, or with an error naming what was wrong. */
+void vmms_vm_start(VmmsVm *vm, VmmsCall *call);
+void vmms_vm_stop(VmmsVm *vm, bool turn_off, bool force, VmmsCall *call);
+void vmms_vm_pause(VmmsVm *vm, bool paused, VmmsCall *call);
+void vmms_vm_set_processor(VmmsVm *vm, const VmmsProcessorSettings *p, VmmsCall *call);
+void vmms_vm_set_memory(VmmsVm *vm, const VmmsMemorySettings *mem, VmmsCall *call);
+
+/* Set-VM (the name is the registry's: vmms_manager_vm_update checks it is free). */
+/* NULL fields are unchanged. */
+typedef struct VmmsVmSettings {
+        const char *name;
+        const char *notes;
+        VmmsAutoStart automatic_start_action; /* VMMS_AUTO_START_COUNT: unchanged */
+        const char *workload;
+        const char *boot_args;
+} VmmsVmSettings;
+int vmms_vm_update_settings(VmmsVm *vm, const VmmsVmSettings *s, VmmsError *error);
+/* Whether the VM may be removed now. */
+bool vmms_vm_removable(VmmsVm *vm, VmmsError *error);
+/* Save-VM (refused by name where the engine cannot). */
+int vmms_vm_save(VmmsVm *vm, VmmsError *error);
+
+/* Dynamic Memory: asks the engine to grow (> 0) or shrink the VM's memory. */
+void vmms_vm_adjust_memory(VmmsVm *vm, int64_t delta_bytes, const char *reason);
+/* The engine's live figures, once a second. */
+void vmms_vm_sample(VmmsVm *vm);
+/* What ran the VM is gone (hvd died): the VM is ended and recorded Off with `why`,
+ * and marked for an automatic start if its AutomaticStartAction says so. */
+void vmms_vm_host_lost(VmmsVm *vm, const char *why);
+
+/* The callbacks every engine reports through. */
+extern const struct VmmsEngineCallbacks vmms_vm_engine_callbacks;

@@ -462,6 +462,43 @@ int hv_client_partition_memory_get(HvClient *c, uint64_t partition_id, HvClientM
         return call_memory(c, &req, "PartitionMemoryGet", ret_memory, NULL);
 }
 
+int hv_client_counters_request(HvClient *c, uint64_t *ret_id)
+{
+        Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
+        Vmms__Hv__CountersGet body = VMMS__HV__COUNTERS_GET__INIT;
+        int r;
+
+        req.body_case = VMMS__HV__REQUEST__BODY_COUNTERS_GET;
+        req.counters_get = &body;
+        req.id = c->next_id++;
+        r = hv_wire_send(c->fd, &req.base, -1);
+        if (r < 0) {
+                set_last_error(c, "cannot send to hvd");
+                return r;
+        }
+        *ret_id = req.id;
+        return 0;
+}
+
+int hv_client_reply_take(HvClient *c, Vmms__Hv__Reply **ret_reply)
+{
+        for (;;) {
+                Vmms__Hv__Reply *reply = NULL;
+                int r = read_message(c, false, &reply, NULL);
+
+                if (r < 0) {
+                        if (r != -EAGAIN)
+                                set_last_error(c, r == -ECONNRESET ? "hvd closed the connection"
+                                                                   : g_strerror(-r));
+                        return r;
+                }
+                if (reply) {
+                        *ret_reply = reply;
+                        return 0;
+                }
+        }
+}
+
 int hv_client_counters_get(HvClient *c, Vmms__Hv__Reply **ret_reply)
 {
         Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;

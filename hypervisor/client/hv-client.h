@@ -22,9 +22,10 @@ int hv_client_dispatch(HvClient *c);
 /* The message of the last failed call, or NULL. */
 const char *hv_client_last_error(HvClient *c);
 
-/* Set-VMProcessor's settings. Zeros mean the defaults: no reserve, no cap (100 %),
- * weight 100. hvd refuses out-of-range values naming the field, and a reservation the
- * host cannot honour naming the totals (hv_client_last_error). */
+/* Set-VMProcessor's settings; the ranges are proto/vmms-limits.h's. A zero maximum or
+ * weight is "unset" on the wire and takes the default (100 % cap, weight 100), never a
+ * 0 % cap (hv.proto). hvd refuses out-of-range values naming the field, and a
+ * reservation the host cannot honour naming the totals (hv_client_last_error). */
 typedef struct HvClientProcessor {
         uint32_t reserve_pct;     /* 0-100 % of one LP, per VP */
         uint32_t maximum_pct;     /* 1-100 % of one LP, per VP */
@@ -78,6 +79,12 @@ int hv_client_partition_unballoon(HvClient *c, uint64_t partition_id, const uint
                                   bool *ret_accepted, HvClientPageTally *ret_tally,
                                   HvClientMemory *ret_memory);
 int hv_client_partition_memory_get(HvClient *c, uint64_t partition_id, HvClientMemory *ret_memory);
+
+/* Without waiting, for callers on a main loop: sends a CountersGet (its id in *ret_id),
+ * and takes the next reply that has arrived (-EAGAIN: none yet; -ECONNRESET: hvd has
+ * gone). Events met on the way go to the event handler. */
+int hv_client_counters_request(HvClient *c, uint64_t *ret_id);
+int hv_client_reply_take(HvClient *c, Vmms__Hv__Reply **ret_reply);
 
 /* On success *ret_reply holds reply->counters; free with hv_client_reply_free. */
 int hv_client_counters_get(HvClient *c, Vmms__Hv__Reply **ret_reply);

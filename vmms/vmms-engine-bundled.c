@@ -1,0 +1,536 @@
+/* The bundled engine: the VM runs in one vmwp worker process that talks to hvd.
+ *
+ * A worker runs in its own session, so it outlives a vmmsd crash; the store keeps
+ * its pid and the new vmmsd attaches to it through its control socket
+ * (RUNTIME/workers/<id>.sock). Before a start the engine probes hvd (vmms-hvd.c): a
+ * hypervisor that does not answer fails the start at once with Unavailable instead
+ * of leaving a worker waiting on it. A worker that is not up within start_timeout_ms,
+ * or not gone within a stop's timeout plus KILL_GRACE_MS, is killed. Save-VM and live
+ * migration are not implemented by this engine yet and are refused by name. */
+#include <errno.h>
+#include <string.h>
+
+#include "vmms-engine.h"
+#include "vmms-hvd.h"
+#include "vmms-worker.h"
+
+#define KILL_GRACE_MS 10000 /* after a stop's own timeout, before SIGKILL */
+
+typedef struct Bundled {
+        VmmsEngine base;
+        VmmsBundledConfig config;
+        VmmsHvd *hvd;
+} Bundled;
+
+/* The engine's state for one VM while it runs. */
+typedef struct BundledVm {
+        VmmsWorker *worker;
+        guint kill_timer;
+        guint start_timer;
+        bool probing;  /* a start waits for hvd's answer */
+        char *failure; /* why the engine killed the worker itself */
+        char *guest_reason;
+        bool guest_crashed;
+        VmmsEngineDoneFn done; /* the pause or processor request in flight */
+} BundledVm;
+
+static Bundled *bundled(VmmsEngine *e)
+{
+        return (Bundled *)e;
+}
+
+static BundledVm *vm_data(VmmsVm *vm)
+{
+        if (!vm->engine_data)
+                vm->engine_data = g_new0(BundledVm, 1);
+        return vm->engine_data;
+}
+
+static void clear_timer(guint *timer)
+{
+        if (*timer)
+                g_source_remove(*timer);
+        *timer = 0;
+}
+
+static void release(VmmsEngine *e, VmmsVm *vm)
+{
+        BundledVm *b = vm->engine_data;
+
+        (void)e;
+        if (!b)
+                return;
+        clear_timer(&b->kill_timer);
+        clear_timer(&b->start_timer);
+        vmms_worker_free(b->worker);
+        g_free(b->guest_reason);
+        g_free(b->failure);
+        g_free(b);
+        vm->engine_data = NULL;
+}
+
+static char *file_for(const char *dir, const char *sub, const VmmsVm *vm, const char *suffix)
+{
+        g_autofree char *name = g_strconcat(vm->def.id, suffix, NULL);
+
+        return g_build_filename(dir, sub, name, NULL);
+}
+
+/* ---- The worker's reports ---- */
+
+static void on_worker_hello(VmmsWorker *w, const Vmms__Worker__Hello *hello, void *userdata)
+{
+        VmmsVm *vm = userdata;
+        BundledVm *b = vm->engine_data;
+        VmmsEngineRunning info = {
+                .paused = hello->paused,
+                .pid = hello->pid,
+                .started_unix_ms = hello->started_unix_ms,
+                .partition_id = hello->partition_id,
+        };
+
+        (void)w;
+        if (g_strcmp0(hello->vm_id, vm->def.id) != 0) {
+                g_warning("worker at %d says it runs VM %s, expected %s; ignoring it", hello->pid,
+                          hello->vm_id, vm->def.id);
+                return;
+        }
+        clear_timer(&b->start_timer);
+        vm->engine->callbacks->running(vm, &info);
+}
+
+static void on_guest_stopped(VmmsWorker *w, const char *reason, bool crashed, void *userdata)
+{
+        VmmsVm *vm = userdata;
+        BundledVm *b = vm->engine_data;
+
+        (void)w;
+        g_free(b->guest_reason);
+        b->guest_reason = g_strdup(reason);
+        b->guest_crashed = crashed;
+}
+
+static void on_memory_status(VmmsWorker *w, const Vmms__Worker__MemoryStatus *s, void *userdata)
+{
+        VmmsVm *vm = userdata;
+        VmmsMemoryStatus status = {
+                .reporting = s->reporting,
+                .received_ns = (uint64_t)g_get_monotonic_time() * 1000,
+                .committed_bytes = s->committed_bytes,
+                .visible_bytes = s->visible_bytes,
+                .assigned_bytes = s->assigned_bytes,
+                .ballooned_bytes = s->ballooned_bytes,
+                .pending_remove_bytes = s->pending_remove_bytes,
+                .resident_bytes = s->resident_bytes,
+                .page_in_total = s->page_in_total,
+                .page_out_total = s->page_out_total,
+        };
+
+        (void)w;
+        vm->engine->callbacks->memory_status(vm, &status);
+}
+
+/* From the worker's exit code: why a start failed. */
+static VmmsErrorCode start_failure_code(int exit_code)
+{
+        switch (exit_code) {
+        case 4:
+                return VMMS_ERROR_RESOURCE_EXHAUSTED; /* the pool or the reservations cannot cover it */
+        case 1:
+                return VMMS_ERROR_FAILED_PRECONDITION;
+        default:
+                return VMMS_ERROR_INTERNAL;
+        }
+}
+
+/* "vmwp: <partition>: <reason>" -> "<reason>" */
+static char *worker_last_words(VmmsWorker *w)
+{
+        g_autofree char *line = vmms_worker_last_log_line(w);
+        const char *text = line;
+
+        if (!line)
+                return NULL;
+        if (g_str_has_prefix(text, "vmwp: ")) {
+                const char *colon = strstr(text + 6, ": ");
+
+                text = colon ? colon + 2 : text + 6;
+        }
+        return g_strdup(text);
+}
+
+static void report_exit(VmmsVm *vm, const char *how, const char *last_words, VmmsErrorCode start_error)
+{
+        BundledVm *b = vm->engine_data;
+        g_autofree char *guest_reason = g_steal_pointer(&b->guest_reason);
+        VmmsEngineExit exit = {
+                .how = how,
+                .last_words = last_words,
+                .guest_reason = guest_reason,
+                .guest_crashed = b->guest_crashed,
+                .start_error = start_error,
+        };
+        VmmsEngineDoneFn done = g_steal_pointer(&b->done);
+
+        release(vm->engine, vm);
+        if (done) {
+                VmmsError error = {0};
+
+                vmms_error_set(&error, VMMS_ERROR_UNAVAILABLE, "VM '%s': its worker is gone: %s",
+                               vm->def.name, how);
+                done(vm, &error);
+                vmms_error_clear(&error);
+        }
+        vm->engine->callbacks->exited(vm, &exit);
+}
+
+static void on_worker_exited(VmmsWorker *w, const char *why, int exit_code, void *userdata)
+{
+        VmmsVm *vm = userdata;
+        BundledVm *b = vm->engine_data;
+        g_autofree char *failure = NULL;
+        g_autofree char *last = NULL;
+
+        /* A worker dies with its hypervisor: if hvd has gone, say so (the manager
+         * hears it now and marks every VM it ran, this one included). */
+        vmms_hvd_check(bundled(vm->engine)->hvd);
+        failure = g_steal_pointer(&b->failure);
+        if (!failure)
+                last = worker_last_words(w);
+        report_exit(vm, why, failure ? failure : last,
+                    failure ? VMMS_ERROR_UNAVAILABLE : start_failure_code(exit_code));
+}
+
+static const VmmsWorkerCallbacks worker_callbacks = {
+        .hello = on_worker_hello,
+        .guest_stopped = on_guest_stopped,
+        .memory_status = on_memory_status,
+        .exited = on_worker_exited,
+};
+
+/* ---- Lifecycle ---- */
+
+static bool available(VmmsEngine *e, char **ret_why)
+{
+        const char *status = vmms_hvd_status(bundled(e)->hvd);
+
+        if (g_strcmp0(status, "running") == 0)
+                return true;
+        *ret_why = g_strdup(status);
+        return false;
+}
+
+static gboolean on_start_timeout(gpointer userdata)
+{
+        VmmsVm *vm = userdata;
+        BundledVm *b = vm->engine_data;
+
+        b->start_timer = 0;
+        g_warning("VM '%s': its worker did not come up in %u s; killing it", vm->def.name,
+                  bundled(vm->engine)->config.start_timeout_ms / 1000);
+        g_free(b->failure);
+        b->failure = g_strdup_printf("the worker did not come up in %u s (is the hypervisor answering?)",
+                                     bundled(vm->engine)->config.start_timeout_ms / 1000);
+        vmms_worker_kill(b->worker);
+        return G_SOURCE_REMOVE;
+}
+
+static void spawn_worker(VmmsVm *vm)
+{
+        Bundled *e = bundled(vm->engine);
+        BundledVm *b = vm_data(vm);
+        g_autofree char *control = file_for(e->config.runtime_dir, "workers", vm, ".sock");
+        g_autofree char *log = file_for(e->config.state_dir, "logs", vm, ".worker.log");
+        g_autofree char *console = file_for(e->config.state_dir, "logs", vm, ".console.log");
+        g_autofree char *partition = vmms_vm_partition_name(vm);
+        g_autofree char *why = NULL;
+        VmmsWorkerSpawn spawn = {
+                .vmwp_path = e->config.vmwp_path,
+                .guest_path = e->config.guest_path,
+                .hvd_socket = vmms_hvd_socket(e->hvd),
+                .control_socket = control,
+                .log_path = log,
+                .console_path = console,
+                .vm_id = vm->def.id,
+                .partition_name = partition,
+                .vp_count = vm->def.processor.count,
+                .startup_bytes = vm->def.memory.startup_bytes,
+                .maximum_bytes = vm->def.memory.dynamic_memory_enabled ? vm->def.memory.maximum_bytes
+                                                                       : vm->def.memory.startup_bytes,
+                .reserve = vm->def.processor.reserve,
+                .maximum = vm->def.processor.maximum,
+                .relative_weight = vm->def.processor.relative_weight,
+                .workload = vm->def.workload,
+                .boot_args = vm->def.boot_args,
+        };
+
+        if (vmms_worker_spawn(&spawn, &worker_callbacks, vm, &b->worker, &why) < 0) {
+                report_exit(vm, why, NULL, VMMS_ERROR_INTERNAL);
+                return;
+        }
+        b->start_timer = g_timeout_add(e->config.start_timeout_ms, on_start_timeout, vm);
+}
+
+static void on_start_probe(const VmmsError *error, void *userdata)
+{
+        VmmsVm *vm = userdata;
+        BundledVm *b = vm->engine_data;
+
+        b->probing = false;
+        if (error) {
+                report_exit(vm, error->message, NULL, error->code);
+                return;
+        }
+        spawn_worker(vm);
+}
+
+static void start(VmmsEngine *e, VmmsVm *vm)
+{
+        BundledVm *b = vm_data(vm);
+
+        b->probing = true;
+        vmms_hvd_probe(bundled(e)->hvd, on_start_probe, vm);
+}
+
+static int attach(VmmsEngine *e, VmmsVm *vm)
+{
+        g_autofree char *control = file_for(bundled(e)->config.runtime_dir, "workers", vm, ".sock");
+        BundledVm *b = vm_data(vm);
+        int r;
+
+        r = vmms_worker_attach(control, vm->def.worker_pid, &worker_callbacks, vm, &b->worker);
+        if (r < 0)
+                release(e, vm);
+        return r;
+}
+
+static gboolean on_kill_timer(gpointer userdata)
+{
+        VmmsVm *vm = userdata;
+        BundledVm *b = vm->engine_data;
+
+        b->kill_timer = 0;
+        g_warning("VM '%s': its worker did not stop in time; killing it", vm->def.name);
+        vmms_worker_kill(b->worker);
+        return G_SOURCE_REMOVE;
+}
+
+static void on_shutdown_reply(int error, const char *message, void *userdata)
+{
+        VmmsVm *vm = userdata;
+        BundledVm *b = vm->engine_data;
+
+        /* Success: the worker exits when the guest has stopped or the timeout hits. */
+        if (error < 0 && error != -ECONNRESET && b && b->worker) {
+                g_warning("VM '%s': the worker refused to stop (%s); killing it", vm->def.name, message);
+                vmms_worker_kill(b->worker);
+        }
+}
+
+static void stop(VmmsEngine *e, VmmsVm *vm, bool turn_off, uint32_t timeout_ms)
+{
+        BundledVm *b = vm_data(vm);
+        Vmms__Worker__Request req = VMMS__WORKER__REQUEST__INIT;
+        Vmms__Worker__Shutdown shutdown = VMMS__WORKER__SHUTDOWN__INIT;
+
+        (void)e;
+        if (!b->worker) {
+                report_exit(vm, "its worker was not running", NULL, VMMS_OK);
+                return;
+        }
+        shutdown.turn_off = turn_off;
+        shutdown.timeout_ms = timeout_ms;
+        req.body_case = VMMS__WORKER__REQUEST__BODY_SHUTDOWN;
+        req.shutdown = &shutdown;
+        clear_timer(&b->kill_timer);
+        b->kill_timer = g_timeout_add(timeout_ms + KILL_GRACE_MS, on_kill_timer, vm);
+        vmms_worker_request(b->worker, &req, on_shutdown_reply, vm);
+}
+
+static void kill_vm(VmmsEngine *e, VmmsVm *vm)
+{
+        BundledVm *b = vm->engine_data;
+
+        (void)e;
+        if (b && b->worker)
+                vmms_worker_kill(b->worker);
+        else if (b && b->probing)
+                return; /* the probe fails and reports the exit */
+}
+
+/* ---- Requests to a running worker ---- */
+
+static void on_worker_reply(int error, const char *message, void *userdata)
+{
+        VmmsVm *vm = userdata;
+        BundledVm *b = vm->engine_data;
+        VmmsEngineDoneFn done;
+        VmmsError e = {0};
+
+        if (!b || !b->done)
+                return; /* the worker's exit already answered */
+        done = g_steal_pointer(&b->done);
+        if (error < 0) {
+                vmms_error_set(&e, vmms_error_code_from_errno(error), "VM '%s': %s", vm->def.name,
+                               message && *message ? message : g_strerror(-error));
+                if (e.code == VMMS_ERROR_INTERNAL || e.code == VMMS_ERROR_PERMISSION_DENIED)
+                        e.code = VMMS_ERROR_FAILED_PRECONDITION;
+                done(vm, &e);
+                vmms_error_clear(&e);
+                return;
+        }
+        done(vm, NULL);
+}
+
+static void request(VmmsVm *vm, Vmms__Worker__Request *req, VmmsEngineDoneFn done)
+{
+        BundledVm *b = vm->engine_data;
+
+        if (!b || !b->worker || b->done) {
+                VmmsError error = {0};
+
+                vmms_error_set(&error, VMMS_ERROR_UNAVAILABLE, "VM '%s': its worker is not reachable",
+                               vm->def.name);
+                done(vm, &error);
+                vmms_error_clear(&error);
+                return;
+        }
+        b->done = done;
+        vmms_worker_request(b->worker, req, on_worker_reply, vm);
+}
+
+static void pause_vm(VmmsEngine *e, VmmsVm *vm, bool paused, VmmsEngineDoneFn done)
+{
+        Vmms__Worker__Request req = VMMS__WORKER__REQUEST__INIT;
+        Vmms__Worker__Pause pause = VMMS__WORKER__PAUSE__INIT;
+        Vmms__Worker__Resume resume = VMMS__WORKER__RESUME__INIT;
+
+        (void)e;
+        if (paused) {
+                req.body_case = VMMS__WORKER__REQUEST__BODY_PAUSE;
+                req.pause = &pause;
+        } else {
+                req.body_case = VMMS__WORKER__REQUEST__BODY_RESUME;
+                req.resume = &resume;
+        }
+        request(vm, &req, done);
+}
+
+static void set_processor(VmmsEngine *e, VmmsVm *vm, const VmmsProcessorSettings *p, VmmsEngineDoneFn done)
+{
+        Vmms__Worker__Request req = VMMS__WORKER__REQUEST__INIT;
+        Vmms__Worker__SetProcessor body = VMMS__WORKER__SET_PROCESSOR__INIT;
+
+        (void)e;
+        body.reserve = p->reserve;
+        body.maximum = p->maximum;
+        body.relative_weight = p->relative_weight;
+        req.body_case = VMMS__WORKER__REQUEST__BODY_SET_PROCESSOR;
+        req.set_processor = &body;
+        request(vm, &req, done);
+}
+
+static void on_memory_adjust_reply(int error, const char *message, void *userdata)
+{
+        char *name = userdata;
+
+        if (error < 0 && error != -ECONNRESET)
+                g_warning("VM '%s': the worker refused a memory change: %s", name, message);
+        g_free(name);
+}
+
+static void adjust_memory(VmmsEngine *e, VmmsVm *vm, int64_t delta_bytes, const char *reason)
+{
+        BundledVm *b = vm->engine_data;
+        Vmms__Worker__Request req = VMMS__WORKER__REQUEST__INIT;
+        Vmms__Worker__MemoryAdjust body = VMMS__WORKER__MEMORY_ADJUST__INIT;
+
+        (void)e;
+        if (!b || !b->worker)
+                return;
+        body.delta_bytes = delta_bytes;
+        body.reason = (char *)reason;
+        req.body_case = VMMS__WORKER__REQUEST__BODY_MEMORY_ADJUST;
+        req.memory_adjust = &body;
+        vmms_worker_request(b->worker, &req, on_memory_adjust_reply, g_strdup(vm->def.name));
+}
+
+/* CPU use over the last two hvd samples; memory as hvd accounts and measures it. */
+static void sample(VmmsEngine *e, VmmsVm *vm, VmmsVmFigures *ret)
+{
+        const Vmms__Hv__Counters *prev, *cur;
+        const Vmms__Hv__PartitionCounters *pc = NULL, *pp = NULL;
+        uint64_t run = 0, dt;
+
+        *ret = (VmmsVmFigures){0};
+        if (!vm->partition_id || !vmms_hvd_counters(bundled(e)->hvd, &prev, &cur))
+                return;
+        for (size_t k = 0; k < cur->n_partitions; k++)
+                if (cur->partitions[k]->partition_id == vm->partition_id)
+                        pc = cur->partitions[k];
+        for (size_t k = 0; pc && k < prev->n_partitions; k++)
+                if (prev->partitions[k]->partition_id == vm->partition_id)
+                        pp = prev->partitions[k];
+        if (!pc)
+                return;
+        dt = cur->time_ns - prev->time_ns;
+        for (size_t v = 0; pp && v < pc->n_vps && v < pp->n_vps; v++)
+                run += pc->vps[v]->run_ns - pp->vps[v]->run_ns;
+        ret->cpu_usage_pct = dt && cur->n_lps ? 100.0 * (double)run / ((double)dt * (double)cur->n_lps) : 0;
+        ret->assigned_bytes = pc->assigned_bytes;
+        ret->resident_bytes = pc->resident_bytes;
+}
+
+static int not_yet(VmmsVm *vm, const char *what, VmmsError *error)
+{
+        vmms_error_set(error, VMMS_ERROR_FAILED_PRECONDITION,
+                       "cannot %s VM '%s': the bundled engine does not implement %s yet", what, vm->def.name,
+                       what);
+        return -EOPNOTSUPP;
+}
+
+static int save(VmmsEngine *e, VmmsVm *vm, VmmsError *error)
+{
+        (void)e;
+        return not_yet(vm, "save", error);
+}
+
+static int migrate_send(VmmsEngine *e, VmmsVm *vm, const char *destination, VmmsError *error)
+{
+        (void)e;
+        (void)destination;
+        return not_yet(vm, "live-migrate", error);
+}
+
+static const VmmsEngineOps bundled_ops = {
+        .name = "bundled",
+        .available = available,
+        .start = start,
+        .attach = attach,
+        .stop = stop,
+        .kill = kill_vm,
+        .pause = pause_vm,
+        .set_processor = set_processor,
+        .adjust_memory = adjust_memory,
+        .sample = sample,
+        .release = release,
+        .save = save,
+        .migrate_send = migrate_send,
+};
+
+VmmsEngine *vmms_engine_bundled_new(const VmmsBundledConfig *config, VmmsHvd *hvd,
+                                    const VmmsEngineCallbacks *callbacks)
+{
+        Bundled *e = g_new0(Bundled, 1);
+
+        e->base.ops = &bundled_ops;
+        e->base.callbacks = callbacks;
+        e->config = *config;
+        e->hvd = hvd;
+        return &e->base;
+}
+
+void vmms_engine_bundled_free(VmmsEngine *e)
+{
+        g_free(e);
+}

@@ -1,0 +1,96 @@
+/* Engines: what runs a VM. The core (vmms-vm.c) decides what may happen to a VM and
+ * records it; an engine only makes it happen and reports back, through the callbacks
+ * the core gives it. One file per engine; `bundled` (hvd + one vmwp per VM) is the
+ * first. Every op runs on the main thread and never waits for the engine's processes.
+ *
+ * Outcomes: an op that ends later reports through `done` (exactly once) or, for the
+ * lifecycle, through the callbacks: after start() or attach() succeeds the engine
+ * calls running() when the VM runs and exited() exactly once when it is gone
+ * (including a start that failed). */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vmms-vm.h"
+
+typedef struct VmmsEngine VmmsEngine;
+
+/* Why a VM the engine ran is gone. */
+typedef struct VmmsEngineExit {
+        const char *how;          /* how its process ended ("exited with status 1", "killed by signal 9") */
+        const char *last_words;   /* the engine's last message about it, or NULL */
+        const char *guest_reason; /* the guest stopped itself: its reason; NULL otherwise */
+        bool guest_crashed;
+        VmmsErrorCode start_error; /* a start that failed: why, as an error code */
+} VmmsEngineExit;
+
+typedef struct VmmsEngineRunning {
+        bool paused;
+        int32_t pid;             /* the process that runs the VM */
+        int64_t started_unix_ms; /* when it started (kept across a vmmsd restart) */
+        uint64_t partition_id;   /* hvd's partition (bundled), 0 for other engines */
+} VmmsEngineRunning;
+
+typedef struct VmmsEngineCallbacks {
+        void (*running)(VmmsVm *vm, const VmmsEngineRunning *info);
+        void (*exited)(VmmsVm *vm, const VmmsEngineExit *exit);
+        void (*memory_status)(VmmsVm *vm, const VmmsMemoryStatus *status);
+} VmmsEngineCallbacks;
+
+/* error NULL: done. */
+typedef void (*VmmsEngineDoneFn)(VmmsVm *vm, const VmmsError *error);
+
+typedef struct VmmsEngineOps {
+        const char *name;
+        /* Whether VMs can run now; if not, *ret_why says why. Any state. */
+        bool (*available)(VmmsEngine *e, char **ret_why);
+        /* Off -> Starting: begins running the VM from its definition. Outcome through
+         * running() or exited() (a failed start names its cause in exit->last_words). */
+        void (*start)(VmmsEngine *e, VmmsVm *vm);
+        /* At vmmsd start-up, for a VM the store says runs: finds it again. < 0 (a
+         * negative errno): it is gone; nothing was reported. Then as after start(). */
+        int (*attach)(VmmsEngine *e, VmmsVm *vm);
+        /* Running|Paused -> Stopping: asks the guest to shut down (turn_off: stops it at
+         * once), turning it off after timeout_ms. Outcome through exited(). */
+        void (*stop)(VmmsEngine *e, VmmsVm *vm, bool turn_off, uint32_t timeout_ms);
+        /* Ends the VM now, asking nothing (the host lost what ran it). Outcome through
+         * exited(). */
+        void (*kill)(VmmsEngine *e, VmmsVm *vm);
+        /* Running <-> Paused. */
+        void (*pause)(VmmsEngine *e, VmmsVm *vm, bool paused, VmmsEngineDoneFn done);
+        /* Running|Paused: applies Reserve, Maximum and RelativeWeight live. */
+        void (*set_processor)(VmmsEngine *e, VmmsVm *vm, const VmmsProcessorSettings *p,
+                              VmmsEngineDoneFn done);
+        /* Running: Dynamic Memory grows (> 0) or shrinks the VM's memory; refusals are
+         * logged, the balancer's next snapshot shows what happened. */
+        void (*adjust_memory)(VmmsEngine *e, VmmsVm *vm, int64_t delta_bytes, const char *reason);
+        /* Running|Paused: live figures, measured by what runs the VM. */
+        void (*sample)(VmmsEngine *e, VmmsVm *vm, VmmsVmFigures *ret);
+        /* Frees the engine's state for the VM without touching what runs it (vmmsd is
+         * stopping, or the VM is gone). No callback follows. */
+        void (*release)(VmmsEngine *e, VmmsVm *vm);
+        /* Save-VM and live migration. Not implemented by the bundled engine yet: it
+         * refuses them with an error naming the operation. */
+        int (*save)(VmmsEngine *e, VmmsVm *vm, VmmsError *error);
+        int (*migrate_send)(VmmsEngine *e, VmmsVm *vm, const char *destination, VmmsError *error);
+} VmmsEngineOps;
+
+struct VmmsEngine {
+        const VmmsEngineOps *ops;
+        const VmmsEngineCallbacks *callbacks;
+};
+
+/* The bundled engine: hvd (supervised by vmmsd) and one vmwp per running VM. */
+typedef struct VmmsHvd VmmsHvd;
+typedef struct VmmsBundledConfig {
+        const char *vmwp_path;
+        const char *guest_path;
+        const char *runtime_dir;   /* workers/<id>.sock */
+        const char *state_dir;     /* logs/<id>.worker.log, logs/<id>.console.log */
+        uint32_t start_timeout_ms; /* a worker that is not up by then is killed */
+} VmmsBundledConfig;
+
+VmmsEngine *vmms_engine_bundled_new(const VmmsBundledConfig *config, VmmsHvd *hvd,
+                                    const VmmsEngineCallbacks *callbacks);
+void vmms_engine_bundled_free(VmmsEngine *e);
