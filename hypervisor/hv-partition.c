@@ -8,6 +8,9 @@
 
 #include "hv-abi.h"
 #include "hv.h"
+#include "vmms-limits.h"
+
+G_STATIC_ASSERT(VMMS_PROCESSOR_COUNT_MAX == HV_MAX_VPS_PER_PARTITION);
 
 static void vp_free(HvVp *vp, const HvEngineOps *engine)
 {
@@ -17,30 +20,34 @@ static void vp_free(HvVp *vp, const HvEngineOps *engine)
         g_free(vp);
 }
 
-/* Zeros mean the defaults (hv.proto has no presence for scalars). Out-of-range values
- * are refused naming the field; a reservation above the cap could never be honoured. */
+/* hv.proto's scalars have no presence, so 0 is "unset": Maximum and RelativeWeight take
+ * their defaults (proto/vmms-limits.h says why 0 is never a cap). Everything else is checked
+ * against the table vmctl and vmmsd use, naming the wire field; a reservation above the
+ * cap could never be honoured. */
 int hv_processor_settings_from_wire(uint32_t reserve_pct, uint32_t maximum_pct, uint32_t relative_weight,
                                     HvProcessorSettings *ret, char **ret_error)
 {
         HvProcessorSettings settings = {
                 .reserve_pct = reserve_pct,
-                .maximum_pct = maximum_pct ? maximum_pct : 100,
-                .relative_weight = relative_weight ? relative_weight : HV_PROCESSOR_WEIGHT_DEFAULT,
+                .maximum_pct = maximum_pct ? maximum_pct : VMMS_PROCESSOR_MAXIMUM_DEFAULT,
+                .relative_weight = relative_weight ? relative_weight : VMMS_PROCESSOR_RELATIVE_WEIGHT_DEFAULT,
         };
+        const struct {
+                VmmsLimitId limit;
+                uint32_t value;
+        } checks[] = {
+                {VMMS_LIMIT_PROCESSOR_RESERVE, settings.reserve_pct},
+                {VMMS_LIMIT_PROCESSOR_MAXIMUM, settings.maximum_pct},
+                {VMMS_LIMIT_PROCESSOR_RELATIVE_WEIGHT, settings.relative_weight},
+        };
+        char message[128];
 
-        if (reserve_pct > 100) {
-                *ret_error = g_strdup_printf("reserve %u is out of range 0-100", reserve_pct);
-                return -EINVAL;
-        }
-        if (maximum_pct > 100) {
-                *ret_error = g_strdup_printf("maximum %u is out of range 1-100 (0 = no cap)", maximum_pct);
-                return -EINVAL;
-        }
-        if (relative_weight > HV_PROCESSOR_WEIGHT_MAX) {
-                *ret_error = g_strdup_printf("relative_weight %u is out of range 1-%u", relative_weight,
-                                             HV_PROCESSOR_WEIGHT_MAX);
-                return -EINVAL;
-        }
+        for (size_t i = 0; i < G_N_ELEMENTS(checks); i++)
+                if (!vmms_limit_check(checks[i].limit, vmms_limit(checks[i].limit)->field, checks[i].value,
+                                      message, sizeof(message))) {
+                        *ret_error = g_strdup(message);
+                        return -EINVAL;
+                }
         if (settings.reserve_pct > settings.maximum_pct) {
                 *ret_error = g_strdup_printf("reserve %u exceeds maximum %u: a VP cannot be guaranteed more "
                                              "than its cap",

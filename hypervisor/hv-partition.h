@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "hv-engine.h"
+#include "vmms-limits.h"
 
 typedef struct Hv Hv;
 typedef struct HvLp HvLp;
@@ -30,11 +31,10 @@ typedef struct HvProcessorSettings {
         uint32_t relative_weight; /* 1-10000: share among contenders */
 } HvProcessorSettings;
 
-#define HV_PROCESSOR_WEIGHT_DEFAULT 100u
-#define HV_PROCESSOR_WEIGHT_MAX 10000u
 #define HV_PROCESSOR_DEFAULTS                                                                                \
-        ((HvProcessorSettings){                                                                              \
-                .reserve_pct = 0, .maximum_pct = 100, .relative_weight = HV_PROCESSOR_WEIGHT_DEFAULT})
+        ((HvProcessorSettings){.reserve_pct = VMMS_PROCESSOR_RESERVE_DEFAULT,                                \
+                               .maximum_pct = VMMS_PROCESSOR_MAXIMUM_DEFAULT,                                \
+                               .relative_weight = VMMS_PROCESSOR_RELATIVE_WEIGHT_DEFAULT})
 
 typedef enum HvExitKind {
         HV_EXIT_NONE,

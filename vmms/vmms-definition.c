@@ -54,15 +54,19 @@ void vmms_vm_definition_init_defaults(VmmsVmDefinition *def)
 {
         memset(def, 0, sizeof(*def));
         def->state = VMMS_VM_OFF;
-        def->processor =
-                (VmmsProcessorSettings){.count = 1, .reserve = 0, .maximum = 100, .relative_weight = 100};
+        def->processor = (VmmsProcessorSettings){
+                .count = VMMS_PROCESSOR_COUNT_DEFAULT,
+                .reserve = VMMS_PROCESSOR_RESERVE_DEFAULT,
+                .maximum = VMMS_PROCESSOR_MAXIMUM_DEFAULT,
+                .relative_weight = VMMS_PROCESSOR_RELATIVE_WEIGHT_DEFAULT,
+        };
         def->memory = (VmmsMemorySettings){
                 .dynamic_memory_enabled = false,
-                .startup_bytes = 512ull << 20,
-                .minimum_bytes = 512ull << 20,
-                .maximum_bytes = 1ull << 40,
-                .buffer = 20,
-                .priority = 50,
+                .startup_bytes = VMMS_MEMORY_STARTUP_BYTES_DEFAULT,
+                .minimum_bytes = VMMS_MEMORY_MINIMUM_BYTES_DEFAULT,
+                .maximum_bytes = VMMS_MEMORY_MAXIMUM_BYTES_DEFAULT,
+                .buffer = VMMS_MEMORY_BUFFER_DEFAULT,
+                .priority = VMMS_MEMORY_PRIORITY_DEFAULT,
         };
         def->workload = g_strdup("idle");
         def->boot_args = g_strdup("");
@@ -97,9 +101,9 @@ bool vmms_vm_name_valid(const char *name, VmmsError *error)
 {
         size_t len = name ? strlen(name) : 0;
 
-        if (len == 0 || len > VMMS_VM_NAME_MAX) {
-                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT, "name must be 1-%d characters (got %zu)",
-                               VMMS_VM_NAME_MAX, len);
+        if (!vmms_limit_check(VMMS_LIMIT_NAME_LENGTH, NULL, len, NULL, 0)) {
+                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT, "name must be %d-%d bytes long (got %zu)",
+                               VMMS_NAME_LENGTH_MIN, VMMS_NAME_LENGTH_MAX, len);
                 return false;
         }
         if (!g_utf8_validate(name, (gssize)len, NULL)) {
@@ -122,22 +126,24 @@ bool vmms_vm_name_valid(const char *name, VmmsError *error)
         return true;
 }
 
-static bool in_range(const char *field, uint64_t value, uint64_t min, uint64_t max, VmmsError *error)
+/* Checks value against its limit, naming the setting as Hyper-V does ("Maximum 0 is out of range
+ * 1-100"). */
+static bool in_range(VmmsLimitId id, uint64_t value, VmmsError *error)
 {
-        if (value >= min && value <= max)
+        char message[128];
+
+        if (vmms_limit_check(id, NULL, value, message, sizeof(message)))
                 return true;
-        vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
-                       "%s %" G_GUINT64_FORMAT " is out of range %" G_GUINT64_FORMAT "-%" G_GUINT64_FORMAT,
-                       field, value, min, max);
+        vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT, "%s", message);
         return false;
 }
 
 bool vmms_vm_processor_valid(const VmmsProcessorSettings *p, VmmsError *error)
 {
-        if (!in_range("Count", p->count, 1, VMMS_VM_VPS_MAX, error) ||
-            !in_range("Reserve", p->reserve, 0, 100, error) ||
-            !in_range("Maximum", p->maximum, 0, 100, error) ||
-            !in_range("RelativeWeight", p->relative_weight, 1, 10000, error))
+        if (!in_range(VMMS_LIMIT_PROCESSOR_COUNT, p->count, error) ||
+            !in_range(VMMS_LIMIT_PROCESSOR_RESERVE, p->reserve, error) ||
+            !in_range(VMMS_LIMIT_PROCESSOR_MAXIMUM, p->maximum, error) ||
+            !in_range(VMMS_LIMIT_PROCESSOR_RELATIVE_WEIGHT, p->relative_weight, error))
                 return false;
         if (p->reserve > p->maximum) {
                 vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT, "Reserve %u exceeds Maximum %u",
@@ -147,13 +153,14 @@ bool vmms_vm_processor_valid(const VmmsProcessorSettings *p, VmmsError *error)
         return true;
 }
 
-static bool size_valid(const char *field, uint64_t bytes, VmmsError *error)
+static bool size_valid(VmmsLimitId id, uint64_t bytes, VmmsError *error)
 {
-        if (!in_range(field, bytes, VMMS_MEMORY_MIN_BYTES, VMMS_MEMORY_MAX_BYTES, error))
+        if (!in_range(id, bytes, error))
                 return false;
-        if (bytes % VMMS_MEMORY_ALIGN != 0) {
+        if (bytes % VMMS_MEMORY_BYTES_ALIGN != 0) {
                 vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
-                               "%s %" G_GUINT64_FORMAT " is not a multiple of 2MB", field, bytes);
+                               "%s %" G_GUINT64_FORMAT " is not a multiple of 2MB", vmms_limit(id)->name,
+                               bytes);
                 return false;
         }
         return true;
@@ -161,11 +168,11 @@ static bool size_valid(const char *field, uint64_t bytes, VmmsError *error)
 
 bool vmms_vm_memory_valid(const VmmsMemorySettings *m, VmmsError *error)
 {
-        if (!size_valid("StartupBytes", m->startup_bytes, error) ||
-            !size_valid("MinimumBytes", m->minimum_bytes, error) ||
-            !size_valid("MaximumBytes", m->maximum_bytes, error) ||
-            !in_range("Buffer", m->buffer, 5, 2000, error) ||
-            !in_range("Priority", m->priority, 0, 100, error))
+        if (!size_valid(VMMS_LIMIT_MEMORY_STARTUP_BYTES, m->startup_bytes, error) ||
+            !size_valid(VMMS_LIMIT_MEMORY_MINIMUM_BYTES, m->minimum_bytes, error) ||
+            !size_valid(VMMS_LIMIT_MEMORY_MAXIMUM_BYTES, m->maximum_bytes, error) ||
+            !in_range(VMMS_LIMIT_MEMORY_BUFFER, m->buffer, error) ||
+            !in_range(VMMS_LIMIT_MEMORY_PRIORITY, m->priority, error))
                 return false;
         if (m->minimum_bytes > m->startup_bytes) {
                 vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
@@ -194,10 +201,10 @@ bool vmms_vm_workload_valid(const char *workload, const char *boot_args, const c
                                "Workload '%s' is not one of idle, cpu, memsoak", workload ? workload : "");
                 return false;
         }
-        if (boot_args && strlen(boot_args) > VMMS_BOOT_ARGS_MAX) {
+        if (boot_args && !vmms_limit_check(VMMS_LIMIT_BOOT_ARGS_LENGTH, NULL, strlen(boot_args), NULL, 0)) {
                 vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
-                               "BootArgs is %zu characters; the limit is %d", strlen(boot_args),
-                               VMMS_BOOT_ARGS_MAX);
+                               "BootArgs is %zu bytes long; the limit is %d", strlen(boot_args),
+                               VMMS_BOOT_ARGS_LENGTH_MAX);
                 return false;
         }
         for (const char *c = boot_args; c && *c; c++)
@@ -206,9 +213,11 @@ bool vmms_vm_workload_valid(const char *workload, const char *boot_args, const c
                                        "BootArgs may hold printable ASCII only");
                         return false;
                 }
-        if (notes && (strlen(notes) > VMMS_NOTES_MAX || !g_utf8_validate(notes, -1, NULL))) {
-                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT, "Notes must be UTF-8 of at most %d bytes",
-                               VMMS_NOTES_MAX);
+        if (notes && (!vmms_limit_check(VMMS_LIMIT_NOTES_LENGTH, NULL, strlen(notes), NULL, 0) ||
+                      !g_utf8_validate(notes, -1, NULL))) {
+                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
+                               "Notes must be UTF-8 of at most %d bytes (got %zu)", VMMS_NOTES_LENGTH_MAX,
+                               strlen(notes));
                 return false;
         }
         return true;

@@ -7,14 +7,16 @@
 #include <stdint.h>
 
 #include "vmms-error.h"
+#include "vmms-limits.h"
 
-#define VMMS_VM_NAME_MAX 100
-#define VMMS_VM_VPS_MAX 32
-#define VMMS_MEMORY_MIN_BYTES (32ull << 20)
-#define VMMS_MEMORY_MAX_BYTES (1ull << 40)
-#define VMMS_MEMORY_ALIGN (2ull << 20) /* Hyper-V takes memory sizes in multiples of 2 MB */
-#define VMMS_BOOT_ARGS_MAX 200
-#define VMMS_NOTES_MAX 4096
+/* The settings' limits are proto/vmms-limits.h's, which vmctl and hvd read too. */
+#define VMMS_VM_NAME_MAX VMMS_NAME_LENGTH_MAX
+#define VMMS_VM_VPS_MAX VMMS_PROCESSOR_COUNT_MAX
+#define VMMS_MEMORY_MIN_BYTES VMMS_MEMORY_BYTES_MIN
+#define VMMS_MEMORY_MAX_BYTES VMMS_MEMORY_BYTES_MAX
+#define VMMS_MEMORY_ALIGN VMMS_MEMORY_BYTES_ALIGN
+#define VMMS_BOOT_ARGS_MAX VMMS_BOOT_ARGS_LENGTH_MAX
+#define VMMS_NOTES_MAX VMMS_NOTES_LENGTH_MAX
 
 typedef enum VmmsVmState {
         VMMS_VM_OFF,

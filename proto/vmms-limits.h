@@ -1,0 +1,126 @@
+/* The limits of a VM's processor, memory and text settings: one table that vmctl (its early range
+ * checks and help), vmmsd (its validators) and hvd (PartitionCreate/PartitionSetProcessor) all read,
+ * so the three cannot disagree. Plain C with no dependencies, beside the generated proto code that
+ * every layer may include.
+ *
+ * Maximum, the processor cap, is 1-100 % everywhere, as in Hyper-V: a 0 % cap would never let a
+ * VP run. vmctl and vmmsd refuse 0. On hv.proto's wire (and only there) 0 stays "unset": proto3
+ * scalars have no presence, so hvd reads 0 as the default, 100, for workers that predate this
+ * table; it checks every other value against the range here. RelativeWeight's 0 on that wire is
+ * "unset" (100) the same way. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* The values by name, for static initialisers (vmctl's parameter tables) and messages. */
+#define VMMS_PROCESSOR_COUNT_MIN 1
+#define VMMS_PROCESSOR_COUNT_MAX 32
+#define VMMS_PROCESSOR_COUNT_DEFAULT 1
+#define VMMS_PROCESSOR_RESERVE_MIN 0
+#define VMMS_PROCESSOR_RESERVE_MAX 100
+#define VMMS_PROCESSOR_RESERVE_DEFAULT 0
+#define VMMS_PROCESSOR_MAXIMUM_MIN 1
+#define VMMS_PROCESSOR_MAXIMUM_MAX 100
+#define VMMS_PROCESSOR_MAXIMUM_DEFAULT 100
+#define VMMS_PROCESSOR_RELATIVE_WEIGHT_MIN 1
+#define VMMS_PROCESSOR_RELATIVE_WEIGHT_MAX 10000
+#define VMMS_PROCESSOR_RELATIVE_WEIGHT_DEFAULT 100
+
+#define VMMS_MEMORY_BYTES_MIN (32ull << 20)
+#define VMMS_MEMORY_BYTES_MAX (1ull << 40)
+#define VMMS_MEMORY_BYTES_ALIGN (2ull << 20) /* Hyper-V takes memory sizes in multiples of 2 MB */
+#define VMMS_MEMORY_STARTUP_BYTES_DEFAULT (512ull << 20)
+#define VMMS_MEMORY_MINIMUM_BYTES_DEFAULT (512ull << 20)
+#define VMMS_MEMORY_MAXIMUM_BYTES_DEFAULT VMMS_MEMORY_BYTES_MAX
+#define VMMS_MEMORY_BUFFER_MIN 5
+#define VMMS_MEMORY_BUFFER_MAX 2000
+#define VMMS_MEMORY_BUFFER_DEFAULT 20
+#define VMMS_MEMORY_PRIORITY_MIN 0
+#define VMMS_MEMORY_PRIORITY_MAX 100
+#define VMMS_MEMORY_PRIORITY_DEFAULT 50
+
+/* Text settings, in bytes of UTF-8 (BootArgs: printable ASCII). */
+#define VMMS_NAME_LENGTH_MIN 1
+#define VMMS_NAME_LENGTH_MAX 100
+#define VMMS_BOOT_ARGS_LENGTH_MAX 200
+#define VMMS_NOTES_LENGTH_MAX 4096
+
+typedef enum VmmsLimitId {
+        VMMS_LIMIT_PROCESSOR_COUNT,
+        VMMS_LIMIT_PROCESSOR_RESERVE,
+        VMMS_LIMIT_PROCESSOR_MAXIMUM,
+        VMMS_LIMIT_PROCESSOR_RELATIVE_WEIGHT,
+        VMMS_LIMIT_MEMORY_STARTUP_BYTES,
+        VMMS_LIMIT_MEMORY_MINIMUM_BYTES,
+        VMMS_LIMIT_MEMORY_MAXIMUM_BYTES,
+        VMMS_LIMIT_MEMORY_BUFFER,
+        VMMS_LIMIT_MEMORY_PRIORITY,
+        VMMS_LIMIT_NAME_LENGTH,
+        VMMS_LIMIT_BOOT_ARGS_LENGTH,
+        VMMS_LIMIT_NOTES_LENGTH,
+        VMMS_LIMIT_COUNT,
+} VmmsLimitId;
+
+typedef struct VmmsLimit {
+        const char *name;  /* Hyper-V's parameter name: vmctl's and vmmsd's messages */
+        const char *field; /* the proto field: hvd's messages, update masks */
+        uint64_t min;
+        uint64_t max;
+        uint64_t default_value;
+        const char *unit;
+} VmmsLimit;
+
+static const VmmsLimit vmms_limits[VMMS_LIMIT_COUNT] = {
+        [VMMS_LIMIT_PROCESSOR_COUNT] = {"Count", "count", VMMS_PROCESSOR_COUNT_MIN, VMMS_PROCESSOR_COUNT_MAX,
+                                        VMMS_PROCESSOR_COUNT_DEFAULT, "virtual processors"},
+        [VMMS_LIMIT_PROCESSOR_RESERVE] = {"Reserve", "reserve", VMMS_PROCESSOR_RESERVE_MIN,
+                                          VMMS_PROCESSOR_RESERVE_MAX, VMMS_PROCESSOR_RESERVE_DEFAULT,
+                                          "% of one logical processor"},
+        [VMMS_LIMIT_PROCESSOR_MAXIMUM] = {"Maximum", "maximum", VMMS_PROCESSOR_MAXIMUM_MIN,
+                                          VMMS_PROCESSOR_MAXIMUM_MAX, VMMS_PROCESSOR_MAXIMUM_DEFAULT,
+                                          "% of one logical processor"},
+        [VMMS_LIMIT_PROCESSOR_RELATIVE_WEIGHT] = {"RelativeWeight", "relative_weight",
+                                                  VMMS_PROCESSOR_RELATIVE_WEIGHT_MIN,
+                                                  VMMS_PROCESSOR_RELATIVE_WEIGHT_MAX,
+                                                  VMMS_PROCESSOR_RELATIVE_WEIGHT_DEFAULT, "share"},
+        [VMMS_LIMIT_MEMORY_STARTUP_BYTES] = {"StartupBytes", "startup_bytes", VMMS_MEMORY_BYTES_MIN,
+                                             VMMS_MEMORY_BYTES_MAX, VMMS_MEMORY_STARTUP_BYTES_DEFAULT,
+                                             "bytes"},
+        [VMMS_LIMIT_MEMORY_MINIMUM_BYTES] = {"MinimumBytes", "minimum_bytes", VMMS_MEMORY_BYTES_MIN,
+                                             VMMS_MEMORY_BYTES_MAX, VMMS_MEMORY_MINIMUM_BYTES_DEFAULT,
+                                             "bytes"},
+        [VMMS_LIMIT_MEMORY_MAXIMUM_BYTES] = {"MaximumBytes", "maximum_bytes", VMMS_MEMORY_BYTES_MIN,
+                                             VMMS_MEMORY_BYTES_MAX, VMMS_MEMORY_MAXIMUM_BYTES_DEFAULT,
+                                             "bytes"},
+        [VMMS_LIMIT_MEMORY_BUFFER] = {"Buffer", "buffer", VMMS_MEMORY_BUFFER_MIN, VMMS_MEMORY_BUFFER_MAX,
+                                      VMMS_MEMORY_BUFFER_DEFAULT, "% over committed memory"},
+        [VMMS_LIMIT_MEMORY_PRIORITY] = {"Priority", "priority", VMMS_MEMORY_PRIORITY_MIN,
+                                        VMMS_MEMORY_PRIORITY_MAX, VMMS_MEMORY_PRIORITY_DEFAULT, "priority"},
+        [VMMS_LIMIT_NAME_LENGTH] = {"Name", "name", VMMS_NAME_LENGTH_MIN, VMMS_NAME_LENGTH_MAX, 0, "bytes"},
+        [VMMS_LIMIT_BOOT_ARGS_LENGTH] = {"BootArgs", "boot_args", 0, VMMS_BOOT_ARGS_LENGTH_MAX, 0, "bytes"},
+        [VMMS_LIMIT_NOTES_LENGTH] = {"Notes", "notes", 0, VMMS_NOTES_LENGTH_MAX, 0, "bytes"},
+};
+
+static inline const VmmsLimit *vmms_limit(VmmsLimitId id)
+{
+        return &vmms_limits[id];
+}
+
+/* Whether value is within the limit. Otherwise, when error is not NULL, writes
+ * "<label> <value> is out of range <min>-<max>" there, label being what the caller's users call the
+ * setting (the limit's name or field; NULL: its name). */
+static inline bool vmms_limit_check(VmmsLimitId id, const char *label, uint64_t value, char *error,
+                                    size_t error_size)
+{
+        const VmmsLimit *limit = vmms_limit(id);
+
+        if (value >= limit->min && value <= limit->max)
+                return true;
+        if (error && error_size)
+                snprintf(error, error_size, "%s %llu is out of range %llu-%llu", label ? label : limit->name,
+                         (unsigned long long)value, (unsigned long long)limit->min,
+                         (unsigned long long)limit->max);
+        return false;
+}
