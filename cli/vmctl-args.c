@@ -231,8 +231,12 @@ static int bind_value(const VmctlParam *p, VmctlValue *v, const char *text, char
         v->text = text;
         switch (p->type) {
         case VMCTL_PARAM_STRING:
-                if (text[0] == '\0')
+                if (text[0] == '\0' && !p->allow_empty)
                         return fail(ret_error, "-%s must not be empty", p->name);
+                if (p->max && strlen(text) > p->max)
+                        return fail(ret_error,
+                                    "-%s must be at most %" G_GUINT64_FORMAT " bytes long (got %zu)", p->name,
+                                    p->max, strlen(text));
                 break;
         case VMCTL_PARAM_LIST:
                 if (text[0] == '\0')

@@ -24,10 +24,13 @@ typedef struct VmctlParam {
         VmctlParamType type;
         bool required;
         bool positional;            /* loose arguments bind here (at most one per table) */
+        bool allow_empty;           /* STRING: '' is a value (it clears the setting) */
         uint64_t min;               /* UINT and SIZE */
-        uint64_t max;               /* UINT and SIZE; 0 means no upper limit */
+        uint64_t max;               /* UINT and SIZE; STRING: its length in bytes; 0 means no limit */
         const char *const *choices; /* CHOICE: NULL-terminated */
         const char *help;
+        bool has_default;       /* UINT and SIZE: help says "Default: <default_value>." */
+        uint64_t default_value; /* what vmmsd uses when the parameter is not given */
 } VmctlParam;
 
 typedef struct VmctlValue {

@@ -391,6 +391,16 @@ static char *text(const char *s)
         return g_strdup(s ? s : "");
 }
 
+/* A repeated string field (not NULL-terminated) as one cell. */
+static char *joined(char *const *items, size_t n_items, const char *separator)
+{
+        GString *cell = g_string_new(NULL);
+
+        for (size_t i = 0; i < n_items; i++)
+                g_string_append_printf(cell, "%s%s", i ? separator : "", items[i]);
+        return g_string_free(cell, FALSE);
+}
+
 static char *number(uint64_t n)
 {
         return g_strdup_printf("%" G_GUINT64_FORMAT, n);
@@ -472,13 +482,16 @@ void vmctl_format_host(GString *out, const Vmms__V1__Host *host)
                 {"RunningVMCount", true},
                 {"Reserved(%)", true},
                 {"ReservationCapacity(%)", true},
+                {"Engines", false},
+                {"HypervisorStatus", false}, /* last: it may be a sentence */
         };
         g_autoptr(VmctlTable) table = vmctl_table_new(columns, G_N_ELEMENTS(columns));
 
         vmctl_table_add(table, text(host->hostname), number(host->logical_processors),
                         mib(host->memory_pool_bytes), mib(host->memory_pool_used_bytes),
                         number(host->vm_count), number(host->running_vm_count),
-                        number(host->reservation_used_pct), number(host->reservation_capacity_pct));
+                        number(host->reservation_used_pct), number(host->reservation_capacity_pct),
+                        joined(host->engines, host->n_engines, ","), text(host->hypervisor_status));
         vmctl_table_render(table, out);
 }
 

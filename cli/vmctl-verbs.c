@@ -5,6 +5,7 @@
 
 #include "vmctl-format.h"
 #include "vmctl-verbs.h"
+#include "vmms-limits.h"
 
 /* Per-call deadlines. A graceful Stop-VM waits for the guest and then vmmsd's own fallback timeout. */
 #define VMCTL_TIMEOUT_MS (60 * 1000)
@@ -16,6 +17,9 @@
 #define METHOD(name) "/vmms.v1.Vmms/" name
 
 static const char *const workloads[] = {"idle", "cpu", "memsoak", NULL};
+
+/* Hyper-V's AutomaticStartAction words, in vmms.proto's order (NOTHING = 1, ...). */
+static const char *const automatic_start_actions[] = {"Nothing", "StartIfRunning", "Start", NULL};
 
 /* Parameter tables read best as tables; clang-format cannot lay out initializers inside macros. */
 /* clang-format off */
@@ -51,24 +55,42 @@ static const VmctlParam new_vm_params[] = {
          .type = VMCTL_PARAM_STRING,
          .required = true,
          .positional = true,
+         .max = VMMS_NAME_LENGTH_MAX,
          .help = "The new VM's name."},
         {.name = "MemoryStartupBytes",
          .type = VMCTL_PARAM_SIZE,
          .required = true,
+         .min = VMMS_MEMORY_BYTES_MIN,
+         .max = VMMS_MEMORY_BYTES_MAX,
          .help = "Memory the VM starts with (512MB, 2GB, or bytes; MB means MiB)."},
         {.name = "ProcessorCount",
          .type = VMCTL_PARAM_UINT,
-         .min = 1,
-         .max = 32,
-         .help = "Virtual processors. Default 1."},
+         .min = VMMS_PROCESSOR_COUNT_MIN,
+         .max = VMMS_PROCESSOR_COUNT_MAX,
+         .has_default = true,
+         .default_value = VMMS_PROCESSOR_COUNT_DEFAULT,
+         .help = "Virtual processors."},
         {.name = "Workload",
          .type = VMCTL_PARAM_CHOICE,
          .choices = workloads,
          .help = "What the guest runs: idle, cpu (burns its VPs) or memsoak (touches memory). Default idle."},
         {.name = "BootArgs",
          .type = VMCTL_PARAM_STRING,
+         .max = VMMS_BOOT_ARGS_LENGTH_MAX,
          .help = "More guest boot parameters, e.g. \"memsoak_mb=64 memsoak_step_mb=8\"."},
-        {.name = "Notes", .type = VMCTL_PARAM_STRING, .help = "Free text kept with the VM."},
+        {.name = "Notes",
+         .type = VMCTL_PARAM_STRING,
+         .max = VMMS_NOTES_LENGTH_MAX,
+         .help = "Free text kept with the VM."},
+        {.name = "AutomaticStartAction",
+         .type = VMCTL_PARAM_CHOICE,
+         .choices = automatic_start_actions,
+         .help = "What vmmsd does with the VM when the host starts: Nothing, StartIfRunning (start it if it "
+                 "was running) or Start. Default StartIfRunning."},
+        {.name = "Engine",
+         .type = VMCTL_PARAM_STRING,
+         .help = "What runs the VM; Get-VMHost lists this host's engines. Default bundled (hvd and a "
+                 "worker)."},
         COMMON_PARAMS,
 };
 
@@ -100,22 +122,33 @@ static const VmctlParam stop_vm_params[] = {
 
 static const VmctlParam set_processor_params[] = {
         VM_NAME_PARAM("VMName"),
-        {.name = "Count", .type = VMCTL_PARAM_UINT, .min = 1, .max = 32, .help = "Virtual processors."},
+        {.name = "Count",
+         .type = VMCTL_PARAM_UINT,
+         .min = VMMS_PROCESSOR_COUNT_MIN,
+         .max = VMMS_PROCESSOR_COUNT_MAX,
+         .help = "Virtual processors."},
         {.name = "Reserve",
          .type = VMCTL_PARAM_UINT,
-         .min = 0,
-         .max = 100,
+         .min = VMMS_PROCESSOR_RESERVE_MIN,
+         .max = VMMS_PROCESSOR_RESERVE_MAX,
+         .has_default = true,
+         .default_value = VMMS_PROCESSOR_RESERVE_DEFAULT,
          .help = "% of one logical processor guaranteed to each VP when it is runnable."},
         {.name = "Maximum",
          .type = VMCTL_PARAM_UINT,
-         .min = 0,
-         .max = 100,
-         .help = "% of one logical processor each VP may use at most (100 = no cap)."},
+         .min = VMMS_PROCESSOR_MAXIMUM_MIN,
+         .max = VMMS_PROCESSOR_MAXIMUM_MAX,
+         .has_default = true,
+         .default_value = VMMS_PROCESSOR_MAXIMUM_DEFAULT,
+         .help = "% of one logical processor each VP may use at most (100 = no cap; 0 is refused, as in "
+                 "Hyper-V)."},
         {.name = "RelativeWeight",
          .type = VMCTL_PARAM_UINT,
-         .min = 1,
-         .max = 10000,
-         .help = "Share among VMs competing for processors. Default 100."},
+         .min = VMMS_PROCESSOR_RELATIVE_WEIGHT_MIN,
+         .max = VMMS_PROCESSOR_RELATIVE_WEIGHT_MAX,
+         .has_default = true,
+         .default_value = VMMS_PROCESSOR_RELATIVE_WEIGHT_DEFAULT,
+         .help = "Share among VMs competing for processors."},
         PASSTHRU_PARAM,
         COMMON_PARAMS,
 };
@@ -125,24 +158,70 @@ static const VmctlParam set_memory_params[] = {
         {.name = "DynamicMemoryEnabled",
          .type = VMCTL_PARAM_BOOL,
          .help = "$true lets the balancer add and remove memory between Minimum and Maximum."},
-        {.name = "StartupBytes", .type = VMCTL_PARAM_SIZE, .help = "Memory the VM starts with."},
+        {.name = "StartupBytes",
+         .type = VMCTL_PARAM_SIZE,
+         .min = VMMS_MEMORY_BYTES_MIN,
+         .max = VMMS_MEMORY_BYTES_MAX,
+         .help = "Memory the VM starts with."},
         {.name = "MinimumBytes",
          .type = VMCTL_PARAM_SIZE,
-         .min = 32 * VMCTL_MIB,
-         .help = "Least memory Dynamic Memory leaves the VM; at least 32MB, at most StartupBytes."},
+         .min = VMMS_MEMORY_BYTES_MIN,
+         .max = VMMS_MEMORY_BYTES_MAX,
+         .help = "Least memory Dynamic Memory leaves the VM; at most StartupBytes."},
         {.name = "MaximumBytes",
          .type = VMCTL_PARAM_SIZE,
+         .min = VMMS_MEMORY_BYTES_MIN,
+         .max = VMMS_MEMORY_BYTES_MAX,
          .help = "Most memory Dynamic Memory gives the VM; at least StartupBytes."},
         {.name = "Buffer",
          .type = VMCTL_PARAM_UINT,
-         .min = 5,
-         .max = 2000,
-         .help = "% of memory to keep on top of what the guest commits. Default 20."},
+         .min = VMMS_MEMORY_BUFFER_MIN,
+         .max = VMMS_MEMORY_BUFFER_MAX,
+         .has_default = true,
+         .default_value = VMMS_MEMORY_BUFFER_DEFAULT,
+         .help = "% of memory to keep on top of what the guest commits."},
         {.name = "Priority",
          .type = VMCTL_PARAM_UINT,
-         .min = 0,
-         .max = 100,
-         .help = "Who gets memory first when the host runs short. Default 50."},
+         .min = VMMS_MEMORY_PRIORITY_MIN,
+         .max = VMMS_MEMORY_PRIORITY_MAX,
+         .has_default = true,
+         .default_value = VMMS_MEMORY_PRIORITY_DEFAULT,
+         .help = "Who gets memory first when the host runs short."},
+        PASSTHRU_PARAM,
+        COMMON_PARAMS,
+};
+
+static const VmctlParam set_vm_params[] = {
+        VM_NAME_PARAM("Name"),
+        {.name = "Notes",
+         .type = VMCTL_PARAM_STRING,
+         .allow_empty = true,
+         .max = VMMS_NOTES_LENGTH_MAX,
+         .help = "Free text kept with the VM; '' clears it."},
+        {.name = "AutomaticStartAction",
+         .type = VMCTL_PARAM_CHOICE,
+         .choices = automatic_start_actions,
+         .help = "What vmmsd does with the VM when the host starts: Nothing, StartIfRunning or Start."},
+        {.name = "Workload",
+         .type = VMCTL_PARAM_CHOICE,
+         .choices = workloads,
+         .help = "What the guest runs: idle, cpu or memsoak. Only while the VM is off."},
+        {.name = "BootArgs",
+         .type = VMCTL_PARAM_STRING,
+         .allow_empty = true,
+         .max = VMMS_BOOT_ARGS_LENGTH_MAX,
+         .help = "More guest boot parameters; '' clears them. Only while the VM is off."},
+        PASSTHRU_PARAM,
+        COMMON_PARAMS,
+};
+
+static const VmctlParam rename_vm_params[] = {
+        VM_NAME_PARAM("Name"),
+        {.name = "NewName",
+         .type = VMCTL_PARAM_STRING,
+         .required = true,
+         .max = VMMS_NAME_LENGTH_MAX,
+         .help = "The VM's new name; no other VM may have it."},
         PASSTHRU_PARAM,
         COMMON_PARAMS,
 };
@@ -332,6 +411,15 @@ static void print_vm_result(VmctlContext *ctx, const ProtobufCMessage *reply, bo
         emit(ctx, out);
 }
 
+Vmms__V1__AutomaticStartAction vmctl_automatic_start_action(const char *text)
+{
+        for (size_t i = 0; automatic_start_actions[i]; i++)
+                if (g_ascii_strcasecmp(automatic_start_actions[i], text) == 0)
+                        return (Vmms__V1__AutomaticStartAction)(VMMS__V1__AUTOMATIC_START_ACTION__AUTOMATIC_START_ACTION_NOTHING +
+                                                                i);
+        return VMMS__V1__AUTOMATIC_START_ACTION__AUTOMATIC_START_ACTION_UNSPECIFIED;
+}
+
 void vmctl_create_init(VmctlCreate *create, const VmctlArgs *args)
 {
         const VmctlValue *v;
@@ -355,6 +443,10 @@ void vmctl_create_init(VmctlCreate *create, const VmctlArgs *args)
                 create->request.boot_args = (char *)v->text;
         if ((v = vmctl_args_get(args, "Notes"))->set)
                 create->request.notes = (char *)v->text;
+        if ((v = vmctl_args_get(args, "AutomaticStartAction"))->set)
+                create->request.automatic_start_action = vmctl_automatic_start_action(v->text);
+        if ((v = vmctl_args_get(args, "Engine"))->set)
+                create->request.engine = (char *)v->text;
 }
 
 static int handle_new_vm(VmctlContext *ctx)
@@ -622,6 +714,78 @@ static int handle_set_vm_memory(VmctlContext *ctx)
         return send_update(ctx, METHOD("UpdateMemory"), &update.request.base, vmctl_format_memory);
 }
 
+/* The value of a parameter the verb's table may not have; NULL when it has none or it was not given. */
+static const VmctlValue *given_value(const VmctlArgs *args, const char *name)
+{
+        for (size_t i = 0; i < args->n_params; i++)
+                if (strcmp(args->params[i].name, name) == 0)
+                        return args->values[i].set ? &args->values[i] : NULL;
+        return NULL;
+}
+
+/* Set-VM's and Rename-VM's text parameters, the UpdateVmRequest field each writes and names in
+ * update_mask. */
+typedef struct VmTextField {
+        const char *param;
+        const char *field;
+        size_t offset;
+} VmTextField;
+
+#define VM_TEXT_FIELD(param, field)                                                                          \
+        {                                                                                                    \
+                param, #field, G_STRUCT_OFFSET(Vmms__V1__UpdateVmRequest, field)                             \
+        }
+
+static const VmTextField vm_text_fields[] = {
+        VM_TEXT_FIELD("NewName", name),
+        VM_TEXT_FIELD("Notes", notes),
+        VM_TEXT_FIELD("Workload", workload),
+        VM_TEXT_FIELD("BootArgs", boot_args),
+};
+
+int vmctl_vm_update_init(VmctlVmUpdate *update, const VmctlArgs *args, char **ret_error)
+{
+        Vmms__V1__UpdateVmRequest request = VMMS__V1__UPDATE_VM_REQUEST__INIT;
+        const VmctlValue *v;
+        size_t n = 0;
+
+        for (size_t i = 0; i < G_N_ELEMENTS(vm_text_fields); i++) {
+                v = given_value(args, vm_text_fields[i].param);
+                if (!v)
+                        continue;
+                *(char **)((char *)&request + vm_text_fields[i].offset) = (char *)v->text;
+                update->mask[n++] = (char *)vm_text_fields[i].field;
+        }
+        v = given_value(args, "AutomaticStartAction");
+        if (v) {
+                request.automatic_start_action = vmctl_automatic_start_action(v->text);
+                update->mask[n++] = (char *)"automatic_start_action";
+        }
+        if (n == 0) {
+                if (ret_error)
+                        *ret_error =
+                                g_strdup("give at least one of -Notes, -AutomaticStartAction, -Workload, "
+                                         "-BootArgs");
+                return -EINVAL;
+        }
+        request.vm = (char *)vmctl_args_get(args, "Name")->text;
+        request.update_mask = update->mask;
+        request.n_update_mask = n;
+        update->request = request;
+        return 0;
+}
+
+static int handle_set_vm(VmctlContext *ctx)
+{
+        VmctlVmUpdate update;
+        int r;
+
+        r = vmctl_vm_update_init(&update, ctx->args, &ctx->error);
+        if (r < 0)
+                return r;
+        return send_update(ctx, METHOD("UpdateVm"), &update.request.base, vmctl_format_vms);
+}
+
 static int handle_get_vm_host(VmctlContext *ctx)
 {
         g_autoptr(ProtobufCMessage) reply = NULL;
@@ -832,6 +996,24 @@ static const VmctlVerb verbs[] = {
                 .needs_server = true,
         },
         {
+                .name = "Set-VM",
+                .synopsis = "Changes a VM's notes, automatic start action, workload or boot parameters.",
+                .example = "vmctl Set-VM web -Notes 'front end' -AutomaticStartAction Start",
+                .params = set_vm_params,
+                .n_params = G_N_ELEMENTS(set_vm_params),
+                .handler = handle_set_vm,
+                .needs_server = true,
+        },
+        {
+                .name = "Rename-VM",
+                .synopsis = "Gives a VM a new name; its UUID stays.",
+                .example = "vmctl Rename-VM web -NewName web2",
+                .params = rename_vm_params,
+                .n_params = G_N_ELEMENTS(rename_vm_params),
+                .handler = handle_set_vm,
+                .needs_server = true,
+        },
+        {
                 .name = "Get-VMHost",
                 .synopsis = "Shows the host: logical processors, memory pool, VM counts, CPU reservation.",
                 .example = "vmctl Get-VMHost",
@@ -914,6 +1096,11 @@ static char *param_value_hint(const VmctlParam *p)
                                                p->max);
                 return g_strdup(" <N>");
         case VMCTL_PARAM_SIZE:
+                if (p->max) {
+                        g_autofree char *min = vmctl_format_size(p->min), *max = vmctl_format_size(p->max);
+
+                        return g_strdup_printf(" <size %s-%s>", min, max);
+                }
                 return g_strdup(" <size>");
         case VMCTL_PARAM_BOOL:
                 return g_strdup(" <$true|$false>");
@@ -945,6 +1132,15 @@ static void append_param_help(GString *out, const VmctlParam *p)
         g_autofree char *hint = param_value_hint(p);
 
         g_string_append_printf(out, "    -%s%s\n        %s", p->name, hint, p->help);
+        if (p->has_default) {
+                g_autofree char *value = p->type == VMCTL_PARAM_SIZE
+                                                 ? vmctl_format_size(p->default_value)
+                                                 : g_strdup_printf("%" G_GUINT64_FORMAT, p->default_value);
+
+                g_string_append_printf(out, " Default %s.", value);
+        }
+        if (p->type == VMCTL_PARAM_STRING && p->max)
+                g_string_append_printf(out, " At most %" G_GUINT64_FORMAT " bytes.", p->max);
         if (p->required)
                 g_string_append(out, " Required.");
         if (p->positional)

@@ -66,6 +66,17 @@ typedef struct VmctlMemoryUpdate {
 } VmctlMemoryUpdate;
 int vmctl_memory_update_init(VmctlMemoryUpdate *update, const VmctlArgs *args, char **ret_error);
 
+/* Set-VM's and Rename-VM's request, the same way: -NewName, -Notes, -AutomaticStartAction, -Workload
+ * and -BootArgs as far as the verb has them. -EINVAL when none is given. */
+typedef struct VmctlVmUpdate {
+        Vmms__V1__UpdateVmRequest request;
+        char *mask[5];
+} VmctlVmUpdate;
+int vmctl_vm_update_init(VmctlVmUpdate *update, const VmctlArgs *args, char **ret_error);
+
+/* -AutomaticStartAction's word (any case) as vmms.proto's enum; UNSPECIFIED for no word of it. */
+Vmms__V1__AutomaticStartAction vmctl_automatic_start_action(const char *text);
+
 /* New-VM's request, pointing into args. */
 typedef struct VmctlCreate {
         Vmms__V1__CreateVmRequest request;

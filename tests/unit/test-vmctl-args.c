@@ -146,7 +146,11 @@ static const UsageCase usage_cases[] = {
         {"maximum-above-range",
          {"Set-VMProcessor", "web", "-Maximum:150", NULL},
          2,
-         "vmctl: Set-VMProcessor: -Maximum must be between 0 and 100 (got 150)\n"},
+         "vmctl: Set-VMProcessor: -Maximum must be between 1 and 100 (got 150)\n"},
+        {"maximum-zero-is-refused-as-in-hyper-v",
+         {"Set-VMProcessor", "web", "-Maximum", "0", NULL},
+         2,
+         "vmctl: Set-VMProcessor: -Maximum must be between 1 and 100 (got 0)\n"},
         {"relative-weight-below-range",
          {"Set-VMProcessor", "web", "-RelativeWeight", "0", NULL},
          2,
@@ -170,7 +174,33 @@ static const UsageCase usage_cases[] = {
         {"minimum-bytes-below-32mb",
          {"Set-VMMemory", "web", "-MinimumBytes", "16MB", NULL},
          2,
-         "vmctl: Set-VMMemory: -MinimumBytes must be at least 32MB (got 16MB)\n"},
+         "vmctl: Set-VMMemory: -MinimumBytes must be between 32MB and 1TB (got 16MB)\n"},
+        {"startup-bytes-below-32mb",
+         {"New-VM", "web", "-MemoryStartupBytes", "16MB", NULL},
+         2,
+         "vmctl: New-VM: -MemoryStartupBytes must be between 32MB and 1TB (got 16MB)\n"},
+        {"set-vm-needs-a-setting",
+         {"Set-VM", "web", NULL},
+         2,
+         "vmctl: Set-VM: give at least one of -Notes, -AutomaticStartAction, -Workload, -BootArgs\n"},
+        {"set-vm-bad-automatic-start-action",
+         {"Set-VM", "web", "-AutomaticStartAction", "Sometimes", NULL},
+         2,
+         "vmctl: Set-VM: -AutomaticStartAction must be one of Nothing, StartIfRunning, Start (got "
+         "'Sometimes')\n"},
+        {"new-vm-bad-automatic-start-action",
+         {"New-VM", "web", "-MemoryStartupBytes", "64MB", "-AutomaticStartAction", "Always", NULL},
+         2,
+         "vmctl: New-VM: -AutomaticStartAction must be one of Nothing, StartIfRunning, Start (got "
+         "'Always')\n"},
+        {"rename-vm-needs-new-name",
+         {"Rename-VM", "web", NULL},
+         2,
+         "vmctl: Rename-VM: missing required parameter -NewName\n"},
+        {"rename-vm-empty-new-name",
+         {"Rename-VM", "web", "-NewName:", NULL},
+         2,
+         "vmctl: Rename-VM: -NewName must not be empty\n"},
         {"minimum-above-startup",
          {"Set-VMMemory", "web", "-MinimumBytes", "1GB", "-StartupBytes", "512MB", NULL},
          2,
@@ -240,7 +270,21 @@ static const HelpCase help_cases[] = {
          {"Get-Help", "Set-VMMemory", NULL},
          "[-Buffer <5-2000>] [-Priority <0-100>]"},
         {"verb-question-mark-explains-it", {"Stop-VM", "-?", NULL}, "    -TurnOff\n"},
-        {"verb-help-needs-no-required-parameters", {"New-VM", "--help", NULL}, "-MemoryStartupBytes <size>"},
+        {"verb-help-needs-no-required-parameters",
+         {"New-VM", "--help", NULL},
+         "-MemoryStartupBytes <size 32MB-1TB>"},
+        {"get-help-shows-maximum-from-one", {"Get-Help", "Set-VMProcessor", NULL}, "[-Maximum <1-100>]"},
+        {"get-help-shows-defaults-from-the-limits",
+         {"Get-Help", "Set-VMProcessor", NULL},
+         "Share among VMs competing for processors. Default 100."},
+        {"get-help-explains-set-vm",
+         {"Get-Help", "Set-VM", NULL},
+         "[-AutomaticStartAction <Nothing|StartIfRunning|Start>]"},
+        {"get-help-explains-rename-vm",
+         {"Rename-VM", "-?", NULL},
+         "SYNTAX\n    Rename-VM [-Name] <string> -NewName <string>"},
+        {"verb-list-has-set-vm", {"-?", NULL}, "  Set-VM           Changes a VM's notes"},
+        {"verb-list-has-rename-vm", {"-?", NULL}, "  Rename-VM        Gives a VM a new name"},
         {"question-mark-before-verb", {"-?", "Start-VM", NULL}, "SYNTAX\n    Start-VM [-Name] <string>"},
 };
 
@@ -369,7 +413,7 @@ static const BindCase bind_cases[] = {
          NULL,
          2 * GiB,
          false},
-        {"size-bytes", "New-VM", {"web", "-Mem", "1024", NULL}, "MemoryStartupBytes", NULL, 1024, false},
+        {"size-bytes", "New-VM", {"web", "-Mem", "1073741824", NULL}, "MemoryStartupBytes", NULL, GiB, false},
         {"size-gib", "New-VM", {"web", "-Mem", "1GiB", NULL}, "MemoryStartupBytes", NULL, GiB, false},
         {"minimum-bytes-at-32mb",
          "Set-VMMemory",
@@ -617,6 +661,84 @@ static void test_new_vm_sends_processor_settings_only_when_given(void)
         g_assert_cmpstr(create.request.notes, ==, "n");
 }
 
+/* Set-VM and Rename-VM: the UpdateVmRequest on the wire names exactly the given parameters. */
+typedef struct VmUpdateCase {
+        const char *name;
+        const char *verb;
+        const char *args[MAX_ARGS];
+        const char *mask[6];   /* NULL-terminated */
+        const char *values[5]; /* each masked field on the wire: text, or an enum's proto name */
+} VmUpdateCase;
+
+static const VmUpdateCase vm_update_cases[] = {
+        {"set-vm-notes-only", "Set-VM", {"web", "-Notes", "front end", NULL}, {"notes", NULL}, {"front end"}},
+        {"set-vm-notes-may-be-cleared", "Set-VM", {"web", "-Notes:", NULL}, {"notes", NULL}, {""}},
+        {"set-vm-automatic-start-action-any-case",
+         "Set-VM",
+         {"web", "-AutomaticStartAction", "startifrunning", NULL},
+         {"automatic_start_action", NULL},
+         {"AUTOMATIC_START_ACTION_START_IF_RUNNING"}},
+        {"set-vm-everything",
+         "Set-VM",
+         {"-Name", "web", "-Workload", "cpu", "-BootArgs", "a=1", "-AutomaticStartAction", "Nothing",
+          "-Notes", "n", NULL},
+         {"notes", "workload", "boot_args", "automatic_start_action", NULL},
+         {"n", "cpu", "a=1", "AUTOMATIC_START_ACTION_NOTHING"}},
+        {"rename-vm", "Rename-VM", {"web", "-NewName", "web2", NULL}, {"name", NULL}, {"web2"}},
+};
+
+static void test_vm_update_case(gconstpointer data)
+{
+        const VmUpdateCase *tc = data;
+        g_autoptr(VmctlArgs) args = bind(tc->verb, tc->args);
+        g_autoptr(ProtobufCMessage) sent = NULL;
+        g_autofree char *error = NULL;
+        Vmms__V1__UpdateVmRequest *request;
+        VmctlVmUpdate update;
+        size_t n = 0;
+
+        g_assert_cmpint(vmctl_vm_update_init(&update, args, &error), ==, 0);
+        sent = wire_round_trip(&update.request.base);
+        request = (Vmms__V1__UpdateVmRequest *)sent;
+        g_assert_cmpstr(request->vm, ==, "web");
+        while (tc->mask[n])
+                n++;
+        g_assert_cmpuint(request->n_update_mask, ==, n);
+        for (size_t i = 0; i < n; i++) {
+                const ProtobufCFieldDescriptor *f =
+                        protobuf_c_message_descriptor_get_field_by_name(sent->descriptor, tc->mask[i]);
+                const char *member = (const char *)sent + f->offset;
+
+                g_assert_cmpstr(request->update_mask[i], ==, tc->mask[i]);
+                if (f->type == PROTOBUF_C_TYPE_ENUM)
+                        g_assert_cmpstr(
+                                protobuf_c_enum_descriptor_get_value(f->descriptor, *(const int *)member)
+                                        ->name,
+                                ==, tc->values[i]);
+                else
+                        g_assert_cmpstr(*(char *const *)member, ==, tc->values[i]);
+        }
+}
+
+static void test_new_vm_sends_automatic_start_action_and_engine(void)
+{
+        const char *plain[] = {"web", "-MemoryStartupBytes", "64MB", NULL};
+        const char *full[] = {
+                "web", "-MemoryStartupBytes", "64MB", "-AutomaticStartAction", "start", "-Engine", "bundled",
+                NULL};
+        g_autoptr(VmctlArgs) a = bind("New-VM", plain), b = bind("New-VM", full);
+        VmctlCreate create;
+
+        vmctl_create_init(&create, a);
+        g_assert_cmpint(create.request.automatic_start_action, ==,
+                        VMMS__V1__AUTOMATIC_START_ACTION__AUTOMATIC_START_ACTION_UNSPECIFIED);
+        g_assert_cmpstr(create.request.engine, ==, "");
+        vmctl_create_init(&create, b);
+        g_assert_cmpint(create.request.automatic_start_action, ==,
+                        VMMS__V1__AUTOMATIC_START_ACTION__AUTOMATIC_START_ACTION_START);
+        g_assert_cmpstr(create.request.engine, ==, "bundled");
+}
+
 typedef struct SizeCase {
         const char *text;
         int expect;
@@ -707,8 +829,11 @@ static void test_json_has_every_field_with_proto_names(void)
         vm.name = (char *)"we\"b\n";
         vm.state = VMMS__V1__VM_STATE__VM_STATE_RUNNING;
         processor.count = 2;
+        processor.maximum = 100;
         processor.relative_weight = 100;
         vm.processor = &processor;
+        vm.engine = (char *)"bundled";
+        vm.automatic_start_action = VMMS__V1__AUTOMATIC_START_ACTION__AUTOMATIC_START_ACTION_START;
         vm.cpu_usage_pct = 12.5;
         vm.assigned_memory_bytes = 5ull << 30;
         vm.uptime_ms = -1;
@@ -716,10 +841,11 @@ static void test_json_has_every_field_with_proto_names(void)
         g_assert_cmpstr(
                 out->str, ==,
                 "{\"id\":\"1b4e28ba-2fa1-11d2-883f-0016d3cca427\",\"name\":\"we\\\"b\\n\","
-                "\"state\":\"VM_STATE_RUNNING\",\"processor\":{\"count\":2,\"reserve\":0,\"maximum\":0,"
+                "\"state\":\"VM_STATE_RUNNING\",\"processor\":{\"count\":2,\"reserve\":0,\"maximum\":100,"
                 "\"relativeWeight\":100},\"memory\":null,\"workload\":\"\",\"bootArgs\":\"\",\"notes\":\"\","
                 "\"createdUnixMs\":0,\"updatedUnixMs\":0,\"uptimeMs\":-1,\"assignedMemoryBytes\":5368709120,"
-                "\"memoryDemandBytes\":0,\"memoryPressure\":0,\"cpuUsagePct\":12.5,\"workerPid\":0}\n");
+                "\"memoryDemandBytes\":0,\"memoryPressure\":0,\"cpuUsagePct\":12.5,\"workerPid\":0,"
+                "\"engine\":\"bundled\",\"automaticStartAction\":\"AUTOMATIC_START_ACTION_START\"}\n");
 }
 
 static void test_json_arrays_pretty_print(void)
@@ -825,6 +951,7 @@ int main(int argc, char **argv)
         ADD_CASES("/vmctl/help", help_cases, test_help_case);
         ADD_CASES("/vmctl/bind", bind_cases, test_bind_case);
         ADD_CASES("/vmctl/update-mask", mask_cases, test_mask_case);
+        ADD_CASES("/vmctl/update-vm", vm_update_cases, test_vm_update_case);
         for (size_t i = 0; i < G_N_ELEMENTS(size_cases); i++) {
                 g_autofree char *path = g_strdup_printf("/vmctl/size/%s",
                                                         size_cases[i].text[0] ? size_cases[i].text : "empty");
@@ -840,6 +967,8 @@ int main(int argc, char **argv)
                         test_counter_paths_are_all_positional);
         g_test_add_func("/vmctl/new-vm/processor-settings-only-when-given",
                         test_new_vm_sends_processor_settings_only_when_given);
+        g_test_add_func("/vmctl/new-vm/automatic-start-action-and-engine",
+                        test_new_vm_sends_automatic_start_action_and_engine);
         g_test_add_func("/vmctl/size/prints-in-largest-exact-unit",
                         test_sizes_print_in_the_largest_exact_unit);
         g_test_add_func("/vmctl/default-target", test_default_target);
