@@ -21,11 +21,21 @@
  * guest kernel's hot code is kilobytes, and 256 VPs would reserve 256 GiB. Resident
  * memory is what is touched either way (about 3 MiB per engine, measured). */
 #define UNICORN_TCG_BUFFER_BYTES (32u << 20)
+/* Unicorn's software TLB (QEMU's) starts at 256 entries (1 MiB of reach) and resizes
+ * only when it is flushed: doubling when more than 70 % was used since the last flush,
+ * halving after 100 ms under 30 %. With paging off the guest never flushes it, so it
+ * would stay at 256 entries forever. The engine flushes it when the VP has run this
+ * long since the last flush; measured (bench/guest_speed_vs_qemu.py), flushing every
+ * 10 ms took one store per page over 64 MiB from 15.1x native to 1.15x and a copy whose
+ * destination aliases its source in a 256-entry TLB from 72x to 4.7x, with no kernel
+ * measurably slower. Bounded: at most 100 flushes a second per VP. */
+#define UNICORN_TLB_FLUSH_RUN_NS (10u * 1000 * 1000)
 
 struct HvEngineVp {
         HvVp *vp;
         uc_engine *uc;
         uint32_t blocks_to_clock; /* blocks left before the hook reads the clock */
+        uint64_t run_ns_since_tlb_flush;
         uint64_t mapped_bytes;
         bool mapped_in_pieces; /* a hot-add was mapped mid-run as a second region */
         HvVpExit *exit;        /* of the run in progress */
@@ -225,7 +235,7 @@ static bool stopped_after_hlt(HvEngineVp *e, uint64_t rip)
 static int unicorn_vp_run(HvEngineVp *e, HvVpExit *exit)
 {
         HvVp *vp = e->vp;
-        uint64_t rip;
+        uint64_t rip, t0;
         uc_err err;
         int r;
 
@@ -238,10 +248,16 @@ static int unicorn_vp_run(HvEngineVp *e, HvVpExit *exit)
                 uc_reg_write(e->uc, UC_X86_REG_RAX, &vp->resume_rax);
                 vp->resume_rax_valid = false;
         }
+        if (e->run_ns_since_tlb_flush >= UNICORN_TLB_FLUSH_RUN_NS) {
+                uc_ctl_flush_tlb(e->uc); /* lets the TLB resize to the working set */
+                e->run_ns_since_tlb_flush = 0;
+        }
         e->exit = exit;
         e->blocks_to_clock = UNICORN_CLOCK_BLOCKS;
         rip = reg_read(e->uc, UC_X86_REG_RIP);
+        t0 = hv_clock_monotonic_ns();
         err = uc_emu_start(e->uc, rip, UNICORN_UNTIL_NEVER, 0, 0);
+        e->run_ns_since_tlb_flush += hv_clock_monotonic_ns() - t0;
         e->exit = NULL;
         if (err != UC_ERR_OK) {
                 if (exit->kind != HV_EXIT_HALT)
