@@ -64,7 +64,125 @@ static void silent_log(gpr_log_func_args *args)
         (void)args;
 }
 
-int vmctl_client_new(const char *target, const char *root_cert_pem, VmctlClient **ret_client)
+void vmctl_tls_clear(VmctlTls *tls)
+{
+        g_clear_pointer(&tls->ca_pem, g_free);
+        g_clear_pointer(&tls->cert_pem, g_free);
+        if (tls->key_pem) {
+                explicit_bzero(tls->key_pem, strlen(tls->key_pem));
+                g_clear_pointer(&tls->key_pem, g_free);
+        }
+}
+
+char *vmctl_rpc_config_path(const char *env_config, const char *config_home)
+{
+        g_autofree char *user = NULL;
+
+        if (env_config && env_config[0])
+                return g_strdup(env_config);
+        if (config_home && config_home[0]) {
+                user = g_build_filename(config_home, "vmms", "vmctl.conf", NULL);
+                if (g_file_test(user, G_FILE_TEST_EXISTS))
+                        return g_steal_pointer(&user);
+        }
+        if (g_file_test("/etc/vmms/vmctl.conf", G_FILE_TEST_EXISTS))
+                return g_strdup("/etc/vmms/vmctl.conf");
+        return NULL;
+}
+
+/* One PEM file: from the command line (`param`) or the config file's `key`, relative to its directory. */
+static int read_pem(const char *cmdline, const char *param, GKeyFile *kf, const char *config_path,
+                    const char *key, char **ret_pem, char **ret_error)
+{
+        g_autofree char *from_config = NULL, *path = NULL;
+        g_autoptr(GError) error = NULL;
+
+        if (cmdline) {
+                path = g_strdup(cmdline);
+        } else if (kf && (from_config = g_key_file_get_string(kf, "vmctl", key, NULL))) {
+                g_autofree char *dir = g_path_get_dirname(config_path);
+
+                path = g_path_is_absolute(from_config) ? g_strdup(from_config)
+                                                       : g_build_filename(dir, from_config, NULL);
+        } else {
+                return 0;
+        }
+        if (!g_file_get_contents(path, ret_pem, NULL, &error)) {
+                *ret_error = cmdline ? g_strdup_printf("cannot read -%s: %s", param, error->message)
+                                     : g_strdup_printf("%s: %s: %s", config_path, key, error->message);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+int vmctl_rpc_resolve(const VmctlConnectOptions *options, bool is_root, const char *env_socket,
+                      const char *runtime_dir, const char *config_path, char **ret_target, VmctlTls *ret_tls,
+                      char **ret_error)
+{
+        g_autoptr(GKeyFile) kf = NULL;
+        g_autoptr(GError) error = NULL;
+        g_autofree char *target = NULL, *config_server = NULL;
+        g_auto(VmctlTls) tls = {0};
+        int r;
+
+        if (config_path) {
+                kf = g_key_file_new();
+                if (!g_key_file_load_from_file(kf, config_path, G_KEY_FILE_NONE, &error)) {
+                        *ret_error = g_strdup_printf("cannot read %s: %s", config_path, error->message);
+                        return -EINVAL;
+                }
+                config_server = g_key_file_get_string(kf, "vmctl", "server", NULL);
+        }
+        if (options->server)
+                target = vmctl_rpc_normalize_target(options->server);
+        else if ((!env_socket || !env_socket[0]) && config_server)
+                target = vmctl_rpc_normalize_target(config_server);
+        else
+                target = vmctl_rpc_default_target(is_root, env_socket, runtime_dir);
+        if (vmctl_rpc_target_is_unix(target)) {
+                const char *given = options->ca_file     ? "-CertificateFile"
+                                    : options->cert_file ? "-ClientCertificateFile"
+                                    : options->key_file  ? "-ClientKeyFile"
+                                                         : NULL;
+
+                if (given) {
+                        *ret_error = g_strdup_printf("%s is for a host:port -Server, not the unix socket %s",
+                                                     given, target);
+                        return -EINVAL;
+                }
+                *ret_target = g_steal_pointer(&target);
+                return 0; /* the config file's TLS settings are for its TCP server */
+        }
+        r = read_pem(options->ca_file, "CertificateFile", kf, config_path, "ca", &tls.ca_pem, ret_error);
+        if (r >= 0)
+                r = read_pem(options->cert_file, "ClientCertificateFile", kf, config_path, "cert",
+                             &tls.cert_pem, ret_error);
+        if (r >= 0)
+                r = read_pem(options->key_file, "ClientKeyFile", kf, config_path, "key", &tls.key_pem,
+                             ret_error);
+        if (r < 0)
+                return r;
+        if (!tls.cert_pem != !tls.key_pem) {
+                *ret_error =
+                        g_strdup(tls.cert_pem ? "-ClientCertificateFile needs -ClientKeyFile (or key in the "
+                                                "config file)"
+                                              : "-ClientKeyFile needs -ClientCertificateFile (or cert in the "
+                                                "config file)");
+                return -EINVAL;
+        }
+        if (tls.cert_pem && !tls.ca_pem) {
+                *ret_error =
+                        g_strdup("a client certificate needs -CertificateFile (or ca in the config file): "
+                                 "the CA that signed vmmsd's certificate");
+                return -EINVAL;
+        }
+        *ret_target = g_steal_pointer(&target);
+        *ret_tls = tls;
+        tls = (VmctlTls){0};
+        return 0;
+}
+
+int vmctl_client_new(const char *target, const VmctlTls *tls, VmctlClient **ret_client)
 {
         g_autoptr(VmctlClient) client = NULL;
         grpc_channel_credentials *credentials;
@@ -74,6 +192,8 @@ int vmctl_client_new(const char *target, const char *root_cert_pem, VmctlClient 
                 .value.integer = VMCTL_MAX_MESSAGE_BYTES,
         };
         grpc_channel_args args = {.num_args = 1, .args = &arg};
+        const char *root_cert_pem = tls ? tls->ca_pem : NULL;
+        grpc_ssl_pem_key_cert_pair pair = {0};
 
         if (!target || !target[0])
                 return -EINVAL;
@@ -84,7 +204,12 @@ int vmctl_client_new(const char *target, const char *root_cert_pem, VmctlClient 
         grpc_init();
         client = g_new0(VmctlClient, 1);
         client->target = g_strdup(target);
-        credentials = root_cert_pem ? grpc_ssl_credentials_create(root_cert_pem, NULL, NULL, NULL)
+        if (root_cert_pem && tls->cert_pem) {
+                pair.cert_chain = tls->cert_pem;
+                pair.private_key = tls->key_pem;
+        }
+        credentials = root_cert_pem ? grpc_ssl_credentials_create(root_cert_pem,
+                                                                  pair.cert_chain ? &pair : NULL, NULL, NULL)
                                     : grpc_insecure_credentials_create();
         client->channel = grpc_channel_create(target, credentials, &args);
         grpc_channel_credentials_release(credentials);

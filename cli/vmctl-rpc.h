@@ -19,9 +19,40 @@ char *vmctl_rpc_default_target(bool is_root, const char *env_socket, const char 
 char *vmctl_rpc_normalize_target(const char *server);
 bool vmctl_rpc_target_is_unix(const char *target);
 
-/* A channel to target; with root_cert_pem (not for unix targets) the channel uses TLS and trusts only
- * that certificate. Connecting happens on the first call. */
-int vmctl_client_new(const char *target, const char *root_cert_pem, VmctlClient **ret_client);
+/* TLS for a host:port target, as PEM text: the CA to trust (NULL: no TLS) and the client's certificate
+ * and key, which vmmsd requires. */
+typedef struct VmctlTls {
+        char *ca_pem;
+        char *cert_pem;
+        char *key_pem;
+} VmctlTls;
+
+void vmctl_tls_clear(VmctlTls *tls);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(VmctlTls, vmctl_tls_clear)
+
+/* What the command line said about the server (NULL: not given). */
+typedef struct VmctlConnectOptions {
+        const char *server;    /* -Server */
+        const char *ca_file;   /* -CertificateFile */
+        const char *cert_file; /* -ClientCertificateFile */
+        const char *key_file;  /* -ClientKeyFile */
+} VmctlConnectOptions;
+
+/* The client config file: $VMCTL_CONFIG, else $XDG_CONFIG_HOME/vmms/vmctl.conf, else /etc/vmms/vmctl.conf,
+ * the first that exists (NULL: none). */
+char *vmctl_rpc_config_path(const char *env_config, const char *config_home);
+
+/* Where and how to connect. The command line wins; then $VMMS_SOCKET for the server; then the config
+ * file's [vmctl] server, ca, cert and key (paths relative to the file); then the default socket. Reads the
+ * PEM files. -EINVAL with a message naming the parameter or key and the file when something does not fit
+ * (a certificate for a unix socket, a certificate without its key) or cannot be read. */
+int vmctl_rpc_resolve(const VmctlConnectOptions *options, bool is_root, const char *env_socket,
+                      const char *runtime_dir, const char *config_path, char **ret_target, VmctlTls *ret_tls,
+                      char **ret_error);
+
+/* A channel to target; with tls->ca_pem (not for unix targets) the channel uses TLS, trusts only that CA and
+ * presents the client certificate if there is one. Connecting happens on the first call. */
+int vmctl_client_new(const char *target, const VmctlTls *tls, VmctlClient **ret_client);
 void vmctl_client_free(VmctlClient *client);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmctlClient, vmctl_client_free)
 

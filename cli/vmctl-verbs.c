@@ -30,7 +30,11 @@ static const char *const automatic_start_actions[] = {"Nothing", "StartIfRunning
          .help = "vmmsd's address: unix:/path, a socket path, or host:port. Default: $VMMS_SOCKET, "         \
                  "else /run/vmms/vmms.sock as root, else $XDG_RUNTIME_DIR/vmms/vmms.sock."},                 \
         {.name = "CertificateFile", .type = VMCTL_PARAM_STRING,                                              \
-         .help = "PEM CA certificate to trust: talk TLS to a host:port server."}
+         .help = "PEM CA certificate to trust: talk TLS to a host:port server."},                            \
+        {.name = "ClientCertificateFile", .type = VMCTL_PARAM_STRING,                                        \
+         .help = "PEM client certificate vmmsd's CA signed, presented over TLS (vmmsd requires one)."},     \
+        {.name = "ClientKeyFile", .type = VMCTL_PARAM_STRING,                                                \
+         .help = "PEM private key of -ClientCertificateFile."}
 
 #define VM_NAME_PARAM(pname)                                                                                 \
         {.name = pname, .type = VMCTL_PARAM_STRING, .required = true, .positional = true,                    \
@@ -1124,7 +1128,9 @@ static void append_syntax(GString *out, const VmctlVerb *verb)
                 else
                         g_string_append_printf(out, p->required ? " -%s%s" : " [-%s%s]", p->name, hint);
         }
-        g_string_append(out, " [-Json] [-Server <target>] [-CertificateFile <pem>]");
+        g_string_append(out,
+                        " [-Json] [-Server <target>] [-CertificateFile <pem>] [-ClientCertificateFile <pem> "
+                        "-ClientKeyFile <pem>]");
 }
 
 static void append_param_help(GString *out, const VmctlParam *p)
@@ -1210,26 +1216,24 @@ static int exit_status(int r)
         }
 }
 
-/* The channel for -Server/-CertificateFile or the default socket. -EINVAL (a usage error) when they do
- * not fit together or the certificate cannot be read. */
+/* The channel for -Server and the certificates, the client config file, or the default socket. -EINVAL
+ * (a usage error) when they do not fit together or a file cannot be read. */
 static int connect_client(VmctlContext *ctx, VmctlClient **ret_client)
 {
-        const char *server = arg_text(ctx, "Server"), *cert_file = arg_text(ctx, "CertificateFile");
-        g_autofree char *target = NULL, *pem = NULL;
-        g_autoptr(GError) error = NULL;
+        VmctlConnectOptions options = {
+                .server = arg_text(ctx, "Server"),
+                .ca_file = arg_text(ctx, "CertificateFile"),
+                .cert_file = arg_text(ctx, "ClientCertificateFile"),
+                .key_file = arg_text(ctx, "ClientKeyFile"),
+        };
+        g_autofree char *config = vmctl_rpc_config_path(g_getenv("VMCTL_CONFIG"), g_get_user_config_dir());
+        g_autofree char *target = NULL, *why = NULL;
+        g_auto(VmctlTls) tls = {0};
 
-        target = server ? vmctl_rpc_normalize_target(server)
-                        : vmctl_rpc_default_target(geteuid() == 0, g_getenv("VMMS_SOCKET"),
-                                                   g_get_user_runtime_dir());
-        if (cert_file) {
-                if (vmctl_rpc_target_is_unix(target))
-                        return fail(ctx, -EINVAL,
-                                    "-CertificateFile is for a host:port -Server, not the unix socket %s",
-                                    target);
-                if (!g_file_get_contents(cert_file, &pem, NULL, &error))
-                        return fail(ctx, -EINVAL, "cannot read -CertificateFile: %s", error->message);
-        }
-        if (vmctl_client_new(target, pem, ret_client) < 0)
+        if (vmctl_rpc_resolve(&options, geteuid() == 0, g_getenv("VMMS_SOCKET"), g_get_user_runtime_dir(),
+                              config, &target, &tls, &why) < 0)
+                return fail(ctx, -EINVAL, "%s", why);
+        if (vmctl_client_new(target, &tls, ret_client) < 0)
                 return fail(ctx, -EINVAL, "-Server '%s' is not an address vmctl can use", target);
         return 0;
 }
