@@ -390,20 +390,34 @@ class TlsTest(unittest.TestCase):
     def test_host_port_with_certificate_file_talks_tls(self):
         require_vmmsd(self)
         with tempfile.TemporaryDirectory(prefix="vmctl-tls-") as tmp:
-            cert, key = Path(tmp) / "cert.pem", Path(tmp) / "key.pem"
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                            "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-                            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-                           check=True, capture_output=True, timeout=60)
+            d = Path(tmp)
+            ca, cert, key = d / "ca.pem", d / "cert.pem", d / "key.pem"
+
+            def openssl(*args):
+                subprocess.run(["openssl", *args], cwd=tmp, check=True, capture_output=True, timeout=60)
+
+            # A CA, vmmsd's certificate and vmctl's client certificate (vmmsd requires one).
+            openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+                    "-days", "1", "-subj", "/CN=vmctl test CA")
+            for name, subject, ext in (("", "/CN=localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+                                       ("client-", "/CN=vmctl-test", "extendedKeyUsage=clientAuth")):
+                (d / f"{name}ext").write_text(ext + "\n")
+                openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}key.pem", "-out",
+                        f"{name}req.pem", "-subj", subject)
+                openssl("x509", "-req", "-in", f"{name}req.pem", "-CA", "ca.pem", "-CAkey", "ca.key",
+                        "-CAcreateserial", "-out", f"{name}cert.pem", "-days", "1", "-extfile", f"{name}ext")
+            (d / "vmms.conf").write_text("[access]\nreaders=CN=vmctl-test\n")
             address = f"127.0.0.1:{free_tcp_port()}"
             with VmmsdHost(hvd_memory="256MB", hvd_lps=1, extra=("--grpc-tcp", address, "--tls-cert", str(cert),
-                                                                  "--tls-key", str(key))):
+                                                                  "--tls-key", str(key), "--tls-ca", str(ca),
+                                                                  "--config", str(d / "vmms.conf"))):
                 def vmctl(*args):
                     return subprocess.run([str(VMCTL), "-Server", address, *args], capture_output=True, text=True,
-                                          timeout=60)
+                                          timeout=60, env={**os.environ, "VMCTL_CONFIG": ""})
 
                 def host_over_tls():
-                    out = vmctl("-CertificateFile", str(cert), "Get-VMHost", "-Json")
+                    out = vmctl("-CertificateFile", str(ca), "-ClientCertificateFile", str(d / "client-cert.pem"),
+                                "-ClientKeyFile", str(d / "client-key.pem"), "Get-VMHost", "-Json")
                     return json.loads(out.stdout) if out.returncode == 0 else None
 
                 # Until vmmsd has attached to hvd it reports no processors; wait for that too.
@@ -413,6 +427,8 @@ class TlsTest(unittest.TestCase):
                 plain = vmctl("Get-VMHost")
                 self.assertEqual(plain.returncode, 3, "without -CertificateFile vmctl speaks plaintext to a TLS port")
                 self.assertIn(f"cannot connect to vmmsd at {address}", plain.stderr)
+                anonymous = vmctl("-CertificateFile", str(ca), "Get-VMHost")
+                self.assertEqual(anonymous.returncode, 3, "vmmsd lets no client without a certificate open a call")
 
 
 if __name__ == "__main__":
