@@ -32,7 +32,7 @@
 
 typedef enum InKind {
         IN_FIELD,   /* sets the request field of its name */
-        IN_OPTIONS, /* an a{sv} of request fields */
+        IN_OPTIONS, /* an a{sv} of request fields (and of update_mask, if the request has one) */
 } InKind;
 
 typedef enum OutKind {
@@ -188,6 +188,7 @@ static int bind_method(Method *m, const GDBusMethodInfo *info, bool per_vm, char
                         m->in[i].fills_mask = field->type == PROTOBUF_C_TYPE_MESSAGE && m->mask;
                 } else if (strcmp(arg->name, "options") == 0 && strcmp(arg->signature, "a{sv}") == 0) {
                         m->in[i].kind = IN_OPTIONS;
+                        m->in[i].fills_mask = m->mask != NULL;
                 } else {
                         return bind_refuse(ret_error, "method %s: argument %s is no field of %s", info->name,
                                            arg->name, req->name);
@@ -755,13 +756,10 @@ static int request_from_args(const Method *m, GVariant *args, const char *vm_id,
                 g_autoptr(GVariant) arg = g_variant_get_child_value(args, i);
                 const char *name = m->info->in_args[i]->name;
 
-                if (m->in[i].kind == IN_OPTIONS) {
+                if (m->in[i].kind == IN_OPTIONS)
                         r = api_dbus_message_set_fields(request, arg, "", arena, ret_error);
-                        if (r < 0)
-                                return r;
-                        continue;
-                }
-                r = api_dbus_message_set_field(request, m->in[i].field, arg, name, arena, ret_error);
+                else
+                        r = api_dbus_message_set_field(request, m->in[i].field, arg, name, arena, ret_error);
                 if (r < 0)
                         return r;
                 if (m->in[i].fills_mask) {

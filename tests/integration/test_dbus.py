@@ -304,6 +304,13 @@ class SessionBusTest(unittest.TestCase):
             (("UpdateProcessor", "bad-input", "{'reserve': <150>}"), "org.vmms.Error.InvalidArgument", "Reserve",
              lambda: self.host.api.UpdateProcessor(pb.UpdateProcessorRequest(
                  vm="bad-input", processor=pb.ProcessorSettings(reserve=150), update_mask=["reserve"]), timeout=5)),
+            # Maximum is 1-100 as in Hyper-V: 0 is refused, not stored as a 0 % cap or "no cap".
+            (("UpdateProcessor", "bad-input", "{'maximum': <0>}"), "org.vmms.Error.InvalidArgument",
+             "Maximum 0 is out of range 1-100",
+             lambda: self.host.api.UpdateProcessor(pb.UpdateProcessorRequest(
+                 vm="bad-input", processor=pb.ProcessorSettings(maximum=0), update_mask=["maximum"]), timeout=5)),
+            (("UpdateVm", "bad-input", "{'automatic_start_action': <'Sometimes'>}"),
+             "org.vmms.Error.InvalidArgument", "Sometimes", None),
             (("UpdateMemory", "bad-input", "{'buffer': <1>}"), "org.vmms.Error.InvalidArgument", "Buffer",
              lambda: self.host.api.UpdateMemory(pb.UpdateMemoryRequest(
                  vm="bad-input", memory=pb.MemorySettings(buffer=1), update_mask=["buffer"]), timeout=5)),
@@ -340,6 +347,39 @@ class SessionBusTest(unittest.TestCase):
         self.assertIsNone(self.host.proc.poll(), "vmmsd survived the bad input")
         self.assertIn("hostname", d.call("GetHost")[0])
         d.call("RemoveVm", "s", "bad-input")
+
+    def test_update_vm_changes_only_the_keys_given_and_the_properties_follow(self):
+        d, pb = self.dbus, self.host.pb
+        path, vm = d.create("dbus-set")
+        self.assertEqual((vm["engine"], vm["automatic_start_action"]), ("bundled", "StartIfRunning"))
+        self.assertEqual(d.prop(path, "Engine"), "bundled")
+        self.assertEqual(d.prop(path, "AutomaticStartAction"), "StartIfRunning")
+
+        got_path, got = d.call("UpdateVm", "sa{sv}", "dbus-set", 2, "notes", "s", "set over D-Bus",
+                               "automatic_start_action", "s", "Start")
+        self.assertEqual(got_path, path)
+        self.assertIn(path, d.objects(), "UpdateVm must leave the VM's object exported")
+        self.assertEqual((got["notes"], got["automatic_start_action"], got["workload"], got["name"]),
+                         ("set over D-Bus", "Start", "idle", "dbus-set"), "only the keys given change")
+        wait_for(lambda: d.prop(path, "AutomaticStartAction") == "Start", 5, interval=0.1,
+                 what="AutomaticStartAction to follow UpdateVm")
+        self.assertEqual(d.prop(path, "Notes"), "set over D-Bus")
+        grpc_vm = self.host.api.GetVm(pb.VmRef(vm="dbus-set"), timeout=5)
+        self.assertEqual((grpc_vm.notes, grpc_vm.automatic_start_action),
+                         ("set over D-Bus", pb.AUTOMATIC_START_ACTION_START))
+
+        # The VM object's own Update renames it; the object (named by UUID) stays.
+        renamed = d.call("Update", "a{sv}", 1, "name", "s", "dbus-set2", path=path, interface="org.vmms.VM1")
+        self.assertEqual((renamed[0]["name"], renamed[0]["notes"]), ("dbus-set2", "set over D-Bus"))
+        wait_for(lambda: d.prop(path, "Name") == "dbus-set2", 5, interval=0.1, what="Name to follow Update")
+        self.assertEqual(dbus_error(d.gdbus("GetVm", "dbus-set"))[0], "org.vmms.Error.NotFound")
+        d.create("dbus-taken")
+        error, message = dbus_error(d.gdbus("UpdateVm", "dbus-set2", "{'name': <'dbus-taken'>}"))
+        self.assertEqual(error, "org.vmms.Error.AlreadyExists", message)
+        self.assertIn("dbus-taken", message)
+        self.assertEqual(d.prop(path, "Name"), "dbus-set2")
+        d.call("RemoveVm", "s", "dbus-set2")
+        d.call("RemoveVm", "s", "dbus-taken")
 
     def test_second_vmmsd_on_the_same_bus_says_the_name_is_taken(self):
         with tempfile.TemporaryDirectory(prefix="vmmsd-second-") as tmp:
