@@ -178,7 +178,7 @@ class JsonTest(HostTestCase):
         self.addCleanup(self.host.vmctl, "Remove-VM", "jay", "-Force")
         for field in ("id", "name", "state", "processor", "memory", "workload", "bootArgs", "notes",
                       "createdUnixMs", "updatedUnixMs", "uptimeMs", "assignedMemoryBytes", "memoryDemandBytes",
-                      "memoryPressure", "cpuUsagePct", "workerPid"):
+                      "memoryPressure", "cpuUsagePct", "workerPid", "engine", "automaticStartAction"):
             self.assertIn(field, vm)
         self.assertEqual(vm["name"], "jay")
         self.assertEqual(vm["state"], "VM_STATE_OFF")
@@ -197,6 +197,8 @@ class JsonTest(HostTestCase):
         self.assertEqual(host["logicalProcessors"], 2)
         self.assertEqual(host["memoryPoolBytes"], GiB)
         self.assertGreaterEqual(host["vmCount"], 1)
+        self.assertIn("bundled", host["engines"])
+        self.assertEqual(host["hypervisorStatus"], "running")
 
         processors = self.host.json("Get-VMProcessor", "jay")
         self.assertEqual(processors[0]["processor"]["relativeWeight"], 100)
@@ -219,8 +221,11 @@ class JsonTest(HostTestCase):
 
     def test_tables_for_host_counters_and_events(self):
         self.new_vm("tab")
-        header = table(self.host.ok("Get-VMHost"))[0]
+        header, dashes, rows = table(self.host.ok("Get-VMHost"))
         self.assertEqual(header[:3], ["Name", "LogicalProcessorCount", "MemoryCapacity(M)"])
+        self.assertEqual(header[-2:], ["Engines", "HypervisorStatus"])
+        self.assertIn("bundled", rows[0][-2].split(","))
+        self.assertEqual(rows[0][-1], "running")
         out = self.host.ok("Get-Counter")
         if out:
             header, dashes, rows = table(out)
@@ -291,6 +296,43 @@ class SettingsTest(HostTestCase):
         out = self.host.ok("Set-VMMemory", "memset", "-Dyn:false", "-Passthru")
         self.assertEqual(table(out)[2][0], ["memset", "False", "32", "64", "256", "25", "80"])
 
+    def test_set_vm_notes_and_automatic_start_action_round_trip(self):
+        self.new_vm("setvm")
+        vm = self.host.vm("setvm")
+        self.assertEqual((vm["engine"], vm["automaticStartAction"]),
+                         ("bundled", "AUTOMATIC_START_ACTION_START_IF_RUNNING"))
+        self.assertEqual(self.host.ok("Set-VM", "setvm", "-Notes", "front end", "-AutomaticStartAction", "Start"),
+                         "", "Set-VM prints nothing without -Passthru")
+        vm = self.host.vm("setvm")
+        self.assertEqual((vm["notes"], vm["automaticStartAction"]), ("front end", "AUTOMATIC_START_ACTION_START"))
+        # Only what is given changes; the words are case-insensitive.
+        vm = json.loads(self.host.ok("Set-VM", "setvm", "-AutomaticStartAction", "nothing", "-Json"))
+        self.assertEqual((vm["notes"], vm["automaticStartAction"]), ("front end", "AUTOMATIC_START_ACTION_NOTHING"))
+        self.host.ok("Set-VM", "setvm", "-Notes", "")
+        self.assertEqual(self.host.vm("setvm")["notes"], "", "-Notes '' clears the notes")
+        rows = table(self.host.ok("Set-VM", "setvm", "-Workload", "cpu", "-BootArgs", "a=1", "-Passthru"))[2]
+        self.assertEqual(rows[0][:2], ["setvm", "Off"])
+        vm = self.host.vm("setvm")
+        self.assertEqual((vm["workload"], vm["bootArgs"], vm["automaticStartAction"]),
+                         ("cpu", "a=1", "AUTOMATIC_START_ACTION_NOTHING"))
+
+    def test_new_vm_takes_automatic_start_action_and_engine(self):
+        self.new_vm("autostart", "-AutomaticStartAction", "Start", "-Engine", "bundled")
+        vm = self.host.vm("autostart")
+        self.assertEqual((vm["engine"], vm["automaticStartAction"]), ("bundled", "AUTOMATIC_START_ACTION_START"))
+
+    def test_rename_vm_keeps_the_vm_and_refuses_a_taken_name(self):
+        self.new_vm("oldname")
+        vm_id = self.host.vm("oldname")["id"]
+        self.addCleanup(self.host.vmctl, "Remove-VM", "newname", "-Force")
+        self.assertEqual(self.host.ok("Rename-VM", "oldname", "-NewName", "newname"), "")
+        self.assertEqual(self.host.vm("newname")["id"], vm_id)
+        self.assert_fails(["Get-VM", "oldname"], 1, "vmctl: Get-VM: ", "oldname")
+        self.new_vm("taken")
+        self.assert_fails(["Rename-VM", "newname", "-NewName", "taken"], 1, "vmctl: Rename-VM: ", "taken")
+        self.assertEqual(self.host.vm("newname")["id"], vm_id, "a refused rename changes nothing")
+        self.assertEqual(self.host.vm("taken")["name"], "taken")
+
     def test_daemon_refuses_settings_that_conflict_with_stored_ones(self):
         # The CLI cannot know the stored StartupBytes (64MB): vmmsd refuses, naming the field.
         self.new_vm("memconflict")
@@ -305,7 +347,8 @@ class SettingsTest(HostTestCase):
         before = self.host.vm("ranges")
         cases = [
             (["Set-VMProcessor", "ranges", "-Reserve", "101"], "-Reserve must be between 0 and 100 (got 101)"),
-            (["Set-VMProcessor", "ranges", "-Maximum", "101"], "-Maximum must be between 0 and 100 (got 101)"),
+            (["Set-VMProcessor", "ranges", "-Maximum", "101"], "-Maximum must be between 1 and 100 (got 101)"),
+            (["Set-VMProcessor", "ranges", "-Maximum", "0"], "-Maximum must be between 1 and 100 (got 0)"),
             (["Set-VMProcessor", "ranges", "-RelativeWeight", "0"],
              "-RelativeWeight must be between 1 and 10000 (got 0)"),
             (["Set-VMProcessor", "ranges", "-RelativeWeight", "10001"],
@@ -314,7 +357,14 @@ class SettingsTest(HostTestCase):
             (["Set-VMMemory", "ranges", "-Buffer", "4"], "-Buffer must be between 5 and 2000 (got 4)"),
             (["Set-VMMemory", "ranges", "-Buffer", "2001"], "-Buffer must be between 5 and 2000 (got 2001)"),
             (["Set-VMMemory", "ranges", "-Priority", "101"], "-Priority must be between 0 and 100 (got 101)"),
-            (["Set-VMMemory", "ranges", "-MinimumBytes", "16MB"], "-MinimumBytes must be at least 32MB (got 16MB)"),
+            (["Set-VMMemory", "ranges", "-MinimumBytes", "16MB"],
+             "-MinimumBytes must be between 32MB and 1TB (got 16MB)"),
+            (["Set-VM", "ranges", "-AutomaticStartAction", "Sometimes"],
+             "-AutomaticStartAction must be one of Nothing, StartIfRunning, Start (got 'Sometimes')"),
+            (["Set-VM", "ranges", "-Notes", "n" * 4097], "-Notes must be at most 4096 bytes long (got 4097)"),
+            (["Rename-VM", "ranges", "-NewName", "x" * 101], "-NewName must be at most 100 bytes long (got 101)"),
+            (["New-VM", "ranges2", "-MemoryStartupBytes", "64MB", "-AutomaticStartAction", "Always"],
+             "-AutomaticStartAction must be one of Nothing, StartIfRunning, Start (got 'Always')"),
             (["Set-VMMemory", "ranges", "-StartupBytes", "1GB", "-MaximumBytes", "512MB"],
              "-StartupBytes (1GB) must not be more than -MaximumBytes (512MB)"),
             (["New-VM", "ranges2", "-MemoryStartupBytes", "64MB", "-ProcessorCount", "0"],
@@ -334,6 +384,7 @@ class ErrorTest(HostTestCase):
         for args in (["Get-VM", "-Name", "ghost"], ["Start-VM", "ghost"], ["Stop-VM", "ghost", "-TurnOff"],
                      ["Suspend-VM", "ghost"], ["Resume-VM", "ghost"], ["Remove-VM", "ghost"],
                      ["Set-VMProcessor", "ghost", "-Reserve", "5"], ["Set-VMMemory", "ghost", "-Priority", "5"],
+                     ["Set-VM", "ghost", "-Notes", "n"], ["Rename-VM", "ghost", "-NewName", "ghost2"],
                      ["Get-VMEvent", "-VMName", "ghost"]):
             with self.subTest(args=args):
                 self.assert_fails(args, 1, f"vmctl: {args[0]}: ", "ghost")
@@ -344,7 +395,9 @@ class ErrorTest(HostTestCase):
 
     def test_names_the_daemon_refuses_exit_1(self):
         self.assert_fails(["New-VM", "a/b", "-MemoryStartupBytes", "64MB"], 1, "vmctl: New-VM: ")
-        self.assert_fails(["New-VM", "x" * 300, "-MemoryStartupBytes", "64MB"], 1, "vmctl: New-VM: ")
+        # A name longer than vmmsd takes is refused before it is sent, with the daemon's limit.
+        self.assert_fails(["New-VM", "x" * 300, "-MemoryStartupBytes", "64MB"], 2,
+                          "vmctl: New-VM: -Name must be at most 100 bytes long (got 300)")
 
     def test_bad_usage_exits_2_with_one_line(self):
         cases = [
@@ -354,6 +407,8 @@ class ErrorTest(HostTestCase):
             (["Set-VMMemory", "x", "-M", "1GB"], "parameter -M is ambiguous"),
             (["New-VM", "x", "-MemoryStartupBytes", "lots"], "-MemoryStartupBytes expects a size"),
             (["Set-VMProcessor", "x"], "give at least one of -Count, -Reserve"),
+            (["Set-VM", "x"], "vmctl: Set-VM: give at least one of -Notes, -AutomaticStartAction"),
+            (["Rename-VM", "x"], "vmctl: Rename-VM: missing required parameter -NewName"),
             ([], "vmctl: no verb given"),
         ]
         for args, message in cases:
@@ -376,7 +431,10 @@ class ErrorTest(HostTestCase):
         self.assertIn("Set-VMMemory", out.stdout)
         out = subprocess.run([str(VMCTL), "Get-Help", "New-VM"], capture_output=True, text=True, timeout=30)
         self.assertEqual(out.returncode, 0)
-        self.assertIn("-MemoryStartupBytes <size>", out.stdout)
+        self.assertIn("-MemoryStartupBytes <size 32MB-1TB>", out.stdout)
+        out = subprocess.run([str(VMCTL), "Get-Help", "Set-VM"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.returncode, 0)
+        self.assertIn("[-AutomaticStartAction <Nothing|StartIfRunning|Start>]", out.stdout)
 
 
 def free_tcp_port():
