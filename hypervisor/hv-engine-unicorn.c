@@ -1,7 +1,32 @@
 /* The Unicorn engine: one uc_engine per VP over the partition's shared RAM mapping.
  * Facts it relies on are in shared/notes/unicorn-facts.md: preemption only from a
  * block hook polling vp->preempt, guest RAM mapped as one region, hypercalls through
- * an `out` hook whose block ends right after the `out`. */
+ * an `out` hook whose block ends right after the `out`.
+ *
+ * What was measured for issue 14 (bench/guest_speed_vs_qemu.py: the same compiled
+ * kernels natively, on hvd and under qemu-system-x86_64 -accel tcg; ratios to native):
+ *
+ * Preemption. Why stopping from another thread replays stores, read in Unicorn 2.1.1's
+ * source (qemu/tcg/tcg-op.c, check_exit_request): after every guest load and store
+ * Unicorn emits a test of the same exit flag the block prologue tests, and leaves the
+ * block through its exit label, which resets RIP to the block's start. A stop from
+ * another thread (uc_emu_stop, or the timeout's timer thread) sets that flag at any
+ * moment, so it lands after the first access of a block as often as before it: of
+ * 20,000 stops every 50 us into `inc [A]; mov; add; inc [C]; jmp`, 9,444 came back
+ * with A one ahead of C and RIP at the block's start (registers updated before the
+ * access run again too). The block hook is called before the prologue's test, so a
+ * uc_emu_stop made inside it leaves before any instruction of the block: the only
+ * safe point. The alternatives looked at all fail a promise: a hook's address range is
+ * decided when a block is translated, so a hook on part of RAM never preempts a loop
+ * outside it; exits (UC_CTL_UC_USE_EXITS) are fixed at translation too and cannot
+ * follow a timer; count mode adds a per-instruction hook (x22-35); the timeout is a
+ * cross-thread stop. So the hook stays, and costs what a helper call per block costs:
+ * with it removed (measurement only, unsafe) fib went 10.4x -> 5.3x native, fill
+ * 8.7x -> 3.5x, the cpu-burn loop 5.6x -> 4.0x. The per-access exit test itself also
+ * costs memory-bound code a load and a branch per access that QEMU does not pay; no
+ * public setting removes it (uc->no_exit_request is internal, used for ARM IT blocks).
+ *
+ * TLB and code buffer: see UNICORN_TLB_FLUSH_RUN_NS and UNICORN_TCG_BUFFER_BYTES. */
 #include <errno.h>
 #include <malloc.h>
 #include <stdio.h>
