@@ -14,11 +14,13 @@
  * itself (the host came up), VMs with AutomaticStartAction Start are started too. */
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vmms-engine.h"
 #include "vmms-hvd.h"
 #include "vmms-manager.h"
 #include "vmms-memory.h"
+#include "vmms-store-file.h"
 
 #define START_TIMEOUT_MS_DEFAULT 30000
 
@@ -35,6 +37,7 @@ struct VmmsManager {
         guint tick_source;
         VmmsMemory *memory;
         uint64_t next_balancer_id;
+        int lock_fd; /* the state directory's lock, held for vmmsd's life */
 };
 
 void vmms_config_clear(VmmsConfig *config)
@@ -165,15 +168,19 @@ int vmms_manager_vm_remove(VmmsManager *m, VmmsVm *vm, VmmsError *error)
 int vmms_manager_vm_update(VmmsManager *m, VmmsVm *vm, const VmmsVmSettings *s, VmmsError *error)
 {
         VmmsVm *other = s->name ? vmms_manager_lookup(m, s->name, NULL) : NULL;
+        g_autofree char *old_name = g_utf8_casefold(vm->def.name, -1);
         int r;
 
         if (other && other != vm) {
                 vmms_error_set(error, VMMS_ERROR_ALREADY_EXISTS, "a VM named '%s' already exists", s->name);
                 return -EEXIST;
         }
-        unindex_vm(m, vm);
+        /* The VM stays findable while the change is recorded: watchers look it up. */
         r = vmms_vm_update_settings(vm, s, error);
-        index_vm(m, vm); /* under the new name, or the old one if the change was refused */
+        if (r >= 0) {
+                g_hash_table_remove(m->by_name, old_name);
+                index_vm(m, vm);
+        }
         return r;
 }
 
@@ -392,6 +399,7 @@ int vmms_manager_new(const VmmsConfig *config, VmmsManager **ret, char **ret_err
         bool host_started;
         int r;
 
+        m->lock_fd = -1;
         copy_config(&m->config, config);
         m->vms = g_ptr_array_new_with_free_func((GDestroyNotify)vmms_vm_free);
         m->by_id = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
@@ -405,7 +413,10 @@ int vmms_manager_new(const VmmsConfig *config, VmmsManager **ret, char **ret_err
         if (r < 0)
                 return r;
         db = g_build_filename(m->config.state_dir, "vmms.db", NULL);
-        r = vmms_store_open(db, &m->store, ret_error);
+        r = vmms_store_file_lock(m->config.state_dir, &m->lock_fd, ret_error);
+        if (r < 0)
+                return r;
+        r = vmms_store_open(db, m->config.init_store, &m->store, ret_error);
         if (r < 0)
                 return r;
         m->events = vmms_events_new(m->store);
@@ -484,5 +495,7 @@ void vmms_manager_free(VmmsManager *m)
         vmms_events_free(m->events);
         vmms_store_free(m->store);
         vmms_config_clear(&m->config);
+        if (m->lock_fd >= 0)
+                close(m->lock_fd);
         g_free(m);
 }

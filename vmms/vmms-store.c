@@ -1,9 +1,12 @@
 /* The SQLite store. Schema changes are migrations, applied in order inside one
  * transaction each; the schema version lives in PRAGMA user_version. */
 #include <errno.h>
+#include <glib/gstdio.h>
 #include <sqlite3.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "vmms-store-file.h"
 #include "vmms-store.h"
 
 struct VmmsStore {
@@ -53,6 +56,9 @@ static const char *const migrations[] = {
         "ALTER TABLE vms ADD COLUMN engine TEXT NOT NULL DEFAULT 'bundled';"
         "ALTER TABLE vms ADD COLUMN auto_start TEXT NOT NULL DEFAULT 'StartIfRunning';"
         "UPDATE vms SET cpu_maximum = 100 WHERE cpu_maximum = 0;",
+        /* 3: the store's identity, kept beside it in vmms.db.id (vmms-store-file.c). */
+        "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);"
+        "INSERT INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))));",
 };
 
 void vmms_event_record_free(VmmsEventRecord *event)
@@ -74,9 +80,31 @@ void vmms_vm_definition_free(VmmsVmDefinition *def)
         g_free(def);
 }
 
+/* SQLite's result as a negative errno: a full disk is -ENOSPC, so callers can say so. */
+static int sqlite_errno(int rc)
+{
+        switch (rc & 0xff) {
+        case SQLITE_OK:
+        case SQLITE_DONE:
+                return 0;
+        case SQLITE_FULL:
+                return -ENOSPC;
+        case SQLITE_CORRUPT:
+        case SQLITE_NOTADB:
+                return -EUCLEAN;
+        case SQLITE_READONLY:
+                return -EROFS;
+        case SQLITE_BUSY:
+        case SQLITE_LOCKED:
+                return -EBUSY;
+        default:
+                return -EIO;
+        }
+}
+
 static int exec(VmmsStore *store, const char *sql)
 {
-        return sqlite3_exec(store->db, sql, NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+        return sqlite_errno(sqlite3_exec(store->db, sql, NULL, NULL, NULL));
 }
 
 static int schema_version(VmmsStore *store, int *ret_version)
@@ -122,11 +150,29 @@ static int migrate(VmmsStore *store, char **ret_error)
         return 0;
 }
 
-int vmms_store_open(const char *path, VmmsStore **ret, char **ret_error)
+int vmms_store_open(const char *path, bool init, VmmsStore **ret, char **ret_error)
 {
         g_autoptr(VmmsStore) store = g_new0(VmmsStore, 1);
         int r;
 
+        r = vmms_store_file_precheck(path, init, ret_error);
+        if (r < 0)
+                return r;
+        if (init) {
+                g_autofree char *ids = g_strconcat(path, ".id", NULL);
+                struct stat st;
+
+                /* A new store replaces only an empty or missing file, never a damaged one. */
+                if (stat(path, &st) == 0 && st.st_size > 0) {
+                        *ret_error =
+                                g_strdup_printf("--init-store makes a new store only where %s is empty or "
+                                                "missing; it holds %lld bytes: move it away first",
+                                                path, (long long)st.st_size);
+                        return -EEXIST;
+                }
+                g_unlink(path);
+                g_unlink(ids);
+        }
         if (sqlite3_open_v2(path, &store->db,
                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                             NULL) != SQLITE_OK) {
@@ -135,6 +181,12 @@ int vmms_store_open(const char *path, VmmsStore **ret, char **ret_error)
                 return -EIO;
         }
         sqlite3_busy_timeout(store->db, 5000);
+        /* Nothing reaches the file until it has passed the checks: no checkpoint of a
+         * WAL that may not be ours on the way out. */
+        sqlite3_db_config(store->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+        r = vmms_store_file_check(store->db, path, ret_error);
+        if (r < 0)
+                return r;
         /* WAL with synchronous=FULL: a commit is on disk when it returns, and a crash
          * mid-write leaves the last commit. */
         if (exec(store, "PRAGMA journal_mode = WAL") < 0 || exec(store, "PRAGMA synchronous = FULL") < 0 ||
@@ -145,6 +197,10 @@ int vmms_store_open(const char *path, VmmsStore **ret, char **ret_error)
         r = migrate(store, ret_error);
         if (r < 0)
                 return r;
+        r = vmms_store_file_remember(store->db, path, ret_error);
+        if (r < 0)
+                return r;
+        sqlite3_db_config(store->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 0, NULL);
         *ret = g_steal_pointer(&store);
         return 0;
 }
@@ -177,7 +233,7 @@ static int step_done(VmmsStore *store, sqlite3_stmt *st)
         if (extended == SQLITE_CONSTRAINT_UNIQUE || extended == SQLITE_CONSTRAINT_PRIMARYKEY)
                 return -EEXIST;
         g_warning("store: write failed: %s", sqlite3_errmsg(store->db));
-        return extended == SQLITE_CONSTRAINT_CHECK ? -EINVAL : -EIO;
+        return extended == SQLITE_CONSTRAINT_CHECK ? -EINVAL : sqlite_errno(rc);
 }
 
 static int write_event(VmmsStore *store, VmmsEventRecord *event)
@@ -257,13 +313,14 @@ static int transaction(VmmsStore *store, int (*body)(VmmsStore *, const void *, 
 {
         int r;
 
-        if (exec(store, "BEGIN IMMEDIATE") < 0)
-                return -EIO;
+        r = exec(store, "BEGIN IMMEDIATE");
+        if (r < 0)
+                return r;
         r = body(store, arg, event);
         if (r >= 0 && event)
                 r = write_event(store, event);
-        if (r >= 0 && exec(store, "COMMIT") < 0)
-                r = -EIO;
+        if (r >= 0)
+                r = exec(store, "COMMIT");
         if (r < 0) {
                 exec(store, "ROLLBACK");
                 if (event)
@@ -457,4 +514,9 @@ int vmms_store_event_list(VmmsStore *store, const char *vm_id, int64_t after_id,
                 return -EIO;
         *ret_events = g_steal_pointer(&events);
         return 0;
+}
+
+int vmms_store_backup(VmmsStore *store, const char *dest, char **ret_error)
+{
+        return vmms_store_file_backup(store->db, dest, ret_error);
 }

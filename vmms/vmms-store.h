@@ -24,9 +24,12 @@ typedef struct VmmsEventRecord {
 void vmms_event_record_free(VmmsEventRecord *event);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmmsEventRecord, vmms_event_record_free)
 
-#define VMMS_STORE_SCHEMA_VERSION 1
-
-int vmms_store_open(const char *path, VmmsStore **ret, char **ret_error);
+/* Opens the store at `path` after checking it is whole and ours (vmms-store-file.h);
+ * a new store is made where there is no file, or with `init` where the file is
+ * empty. Refusals say what is wrong and what to do. */
+int vmms_store_open(const char *path, bool init, VmmsStore **ret, char **ret_error);
+/* An online backup to `dest` (whole or absent). */
+int vmms_store_backup(VmmsStore *store, const char *dest, char **ret_error);
 void vmms_store_free(VmmsStore *store);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmmsStore, vmms_store_free)
 

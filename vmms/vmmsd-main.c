@@ -12,6 +12,7 @@
 #include "vmms-access.h"
 #include "vmms-manager.h"
 #include "vmms-ops.h"
+#include "vmms-store-file.h"
 
 static gboolean on_quit_signal(gpointer userdata)
 {
@@ -110,14 +111,55 @@ static int start_dbus(VmmsManager *m, VmmsAccess *access, const char *mode, ApiD
         return 0;
 }
 
+/* --backup and --restore: one act on the store, then exit. */
+static int store_command(const char *state_dir, const char *backup, const char *restore)
+{
+        g_autofree char *db = g_build_filename(state_dir, "vmms.db", NULL);
+        g_autofree char *why = NULL;
+        g_autoptr(VmmsStore) store = NULL;
+        int lock_fd = -1, r;
+
+        if (backup && restore) {
+                fprintf(stderr, "vmmsd: --backup and --restore are separate acts: give one\n");
+                return 2;
+        }
+        if (backup) {
+                r = vmms_store_open(db, false, &store, &why);
+                if (r >= 0)
+                        r = vmms_store_backup(store, backup, &why);
+                if (r < 0) {
+                        fprintf(stderr, "vmmsd: --backup: %s\n", why);
+                        return 1;
+                }
+                printf("backed up %s to %s\n", db, backup);
+                return 0;
+        }
+        r = g_mkdir_with_parents(state_dir, 0750) < 0 ? -errno : 0;
+        if (r < 0)
+                why = g_strdup_printf("cannot create %s: %s", state_dir, g_strerror(-r));
+        else
+                r = vmms_store_file_lock(state_dir, &lock_fd, &why);
+        if (r >= 0)
+                r = vmms_store_file_restore(restore, db, &why);
+        if (lock_fd >= 0)
+                close(lock_fd);
+        if (r < 0) {
+                fprintf(stderr, "vmmsd: --restore: %s\n", why);
+                return 1;
+        }
+        printf("restored %s from %s\n", db, restore);
+        return 0;
+}
+
 int main(int argc, char **argv)
 {
         g_autofree char *state_dir = NULL, *runtime_dir = NULL, *hvd_socket = NULL, *hvd_memory = NULL,
                         *grpc_socket = NULL, *grpc_tcp = NULL, *tls_cert = NULL, *tls_key = NULL,
                         *config_path = NULL, *hvd_path = NULL, *vmwp_path = NULL, *guest_path = NULL,
-                        *dbus = NULL, *memory_reserve = NULL, *tls_ca = NULL, *socket_mode = NULL;
+                        *dbus = NULL, *memory_reserve = NULL, *tls_ca = NULL, *socket_mode = NULL,
+                        *backup = NULL, *restore = NULL;
         gint hvd_lps = 0, stop_timeout = 30;
-        gboolean no_spawn_hvd = FALSE;
+        gboolean no_spawn_hvd = FALSE, init_store = FALSE;
         GOptionEntry entries[] = {
                 {"config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path, "vmms.conf ([vmmsd] group)", "FILE"},
                 {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir,
@@ -152,6 +194,12 @@ int main(int argc, char **argv)
                 {"stop-timeout", 0, 0, G_OPTION_ARG_INT, &stop_timeout,
                  "Seconds a graceful Stop-VM waits before turning off (default 30)", "SEC"},
                 {"hvd-path", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_FILENAME, &hvd_path, NULL, NULL},
+                {"init-store", 0, 0, G_OPTION_ARG_NONE, &init_store,
+                 "Begin with a new, empty store where vmms.db is empty or missing", NULL},
+                {"backup", 0, 0, G_OPTION_ARG_FILENAME, &backup,
+                 "Copy the store to FILE (while vmmsd runs, too) and exit", "FILE"},
+                {"restore", 0, 0, G_OPTION_ARG_FILENAME, &restore,
+                 "Replace the store with the backup FILE (vmmsd must not be running) and exit", "FILE"},
                 {"vmwp-path", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_FILENAME, &vmwp_path, NULL, NULL},
                 {"guest-path", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_FILENAME, &guest_path, NULL, NULL},
                 {NULL},
@@ -227,8 +275,11 @@ int main(int argc, char **argv)
         config.spawn_hvd = !no_spawn_hvd;
         config.stop_timeout_ms = (uint32_t)stop_timeout * 1000;
         config.force_timeout_ms = MIN(config.stop_timeout_ms, 5000);
+        config.init_store = init_store;
         if (!grpc_socket)
                 grpc_socket = g_build_filename(config.runtime_dir, "vmms.sock", NULL);
+        if (backup || restore)
+                return store_command(config.state_dir, backup, restore);
 
         r = vmms_manager_new(&config, &manager, &why);
         if (r < 0) {

@@ -215,7 +215,7 @@ static void fixture_set_up(Fixture *f, gconstpointer data)
         (void)data;
         f->dir = g_dir_make_tmp("vmms-vm-XXXXXX", NULL);
         db = g_build_filename(f->dir, "vmms.db", NULL);
-        g_assert_cmpint(vmms_store_open(db, &f->store, &why), ==, 0);
+        g_assert_cmpint(vmms_store_open(db, false, &f->store, &why), ==, 0);
         f->events = vmms_events_new(f->store);
         f->ctx = (VmmsVmContext){.store = f->store,
                                  .events = f->events,
