@@ -191,6 +191,12 @@ static const VmctlParam set_memory_params[] = {
          .has_default = true,
          .default_value = VMMS_MEMORY_PRIORITY_DEFAULT,
          .help = "Who gets memory first when the host runs short."},
+        {.name = "PagingBytes",
+         .type = VMCTL_PARAM_SIZE,
+         .min = 0,
+         .max = VMMS_PAGING_BYTES_MAX,
+         .help = "Size of the guest's paging disk, checked against free space when the VM starts; 0 = 4 x "
+                 "StartupBytes."},
         PASSTHRU_PARAM,
         COMMON_PARAMS,
 };
@@ -585,6 +591,7 @@ static const MaskedField memory_fields[] = {
         MASKED("MaximumBytes", Vmms__V1__MemorySettings, maximum_bytes),
         MASKED("Buffer", Vmms__V1__MemorySettings, buffer),
         MASKED("Priority", Vmms__V1__MemorySettings, priority),
+        MASKED("PagingBytes", Vmms__V1__MemorySettings, paging_bytes),
 };
 
 /* Writes each given parameter into settings and its field name into mask; returns how many, or

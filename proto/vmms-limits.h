@@ -40,6 +40,10 @@
 #define VMMS_MEMORY_PRIORITY_MIN 0
 #define VMMS_MEMORY_PRIORITY_MAX 100
 #define VMMS_MEMORY_PRIORITY_DEFAULT 50
+/* The paging disk: 0 means VMMS_PAGING_DEFAULT_FACTOR x startup, never a multiple of the
+ * (Dynamic Memory) maximum, which may be 1 TB. */
+#define VMMS_PAGING_BYTES_MAX (4ull << 40)
+#define VMMS_PAGING_DEFAULT_FACTOR 4
 
 /* Text settings, in bytes of UTF-8 (BootArgs: printable ASCII). */
 #define VMMS_NAME_LENGTH_MIN 1
@@ -57,6 +61,7 @@ typedef enum VmmsLimitId {
         VMMS_LIMIT_MEMORY_MAXIMUM_BYTES,
         VMMS_LIMIT_MEMORY_BUFFER,
         VMMS_LIMIT_MEMORY_PRIORITY,
+        VMMS_LIMIT_MEMORY_PAGING_BYTES,
         VMMS_LIMIT_NAME_LENGTH,
         VMMS_LIMIT_BOOT_ARGS_LENGTH,
         VMMS_LIMIT_NOTES_LENGTH,
@@ -98,6 +103,8 @@ static const VmmsLimit vmms_limits[VMMS_LIMIT_COUNT] = {
                                       VMMS_MEMORY_BUFFER_DEFAULT, "% over committed memory"},
         [VMMS_LIMIT_MEMORY_PRIORITY] = {"Priority", "priority", VMMS_MEMORY_PRIORITY_MIN,
                                         VMMS_MEMORY_PRIORITY_MAX, VMMS_MEMORY_PRIORITY_DEFAULT, "priority"},
+        [VMMS_LIMIT_MEMORY_PAGING_BYTES] = {"PagingBytes", "paging_bytes", 0, VMMS_PAGING_BYTES_MAX, 0,
+                                            "bytes (0: 4 x StartupBytes)"},
         [VMMS_LIMIT_NAME_LENGTH] = {"Name", "name", VMMS_NAME_LENGTH_MIN, VMMS_NAME_LENGTH_MAX, 0, "bytes"},
         [VMMS_LIMIT_BOOT_ARGS_LENGTH] = {"BootArgs", "boot_args", 0, VMMS_BOOT_ARGS_LENGTH_MAX, 0, "bytes"},
         [VMMS_LIMIT_NOTES_LENGTH] = {"Notes", "notes", 0, VMMS_NOTES_LENGTH_MAX, 0, "bytes"},

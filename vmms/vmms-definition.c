@@ -172,7 +172,8 @@ bool vmms_vm_memory_valid(const VmmsMemorySettings *m, VmmsError *error)
             !size_valid(VMMS_LIMIT_MEMORY_MINIMUM_BYTES, m->minimum_bytes, error) ||
             !size_valid(VMMS_LIMIT_MEMORY_MAXIMUM_BYTES, m->maximum_bytes, error) ||
             !in_range(VMMS_LIMIT_MEMORY_BUFFER, m->buffer, error) ||
-            !in_range(VMMS_LIMIT_MEMORY_PRIORITY, m->priority, error))
+            !in_range(VMMS_LIMIT_MEMORY_PRIORITY, m->priority, error) ||
+            !size_valid(VMMS_LIMIT_MEMORY_PAGING_BYTES, m->paging_bytes, error))
                 return false;
         if (m->minimum_bytes > m->startup_bytes) {
                 vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
@@ -241,4 +242,9 @@ bool vmms_vm_memory_change_allowed_running(const VmmsMemorySettings *old, const 
                 return false;
         }
         return true;
+}
+
+uint64_t vmms_vm_paging_bytes(const VmmsMemorySettings *m)
+{
+        return m->paging_bytes ? m->paging_bytes : m->startup_bytes * VMMS_PAGING_DEFAULT_FACTOR;
 }

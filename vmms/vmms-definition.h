@@ -54,6 +54,7 @@ typedef struct VmmsMemorySettings {
         uint64_t maximum_bytes;
         uint32_t buffer;
         uint32_t priority;
+        uint64_t paging_bytes; /* the paging disk; 0: VMMS_PAGING_DEFAULT_FACTOR x startup */
 } VmmsMemorySettings;
 
 /* The durable definition: one row of the store. */
@@ -85,6 +86,8 @@ int vmms_vm_state_from_string(const char *text, VmmsVmState *ret_state);
 
 bool vmms_vm_name_valid(const char *name, VmmsError *error);
 bool vmms_vm_processor_valid(const VmmsProcessorSettings *p, VmmsError *error);
+/* The paging disk's size: the setting, or its default. */
+uint64_t vmms_vm_paging_bytes(const VmmsMemorySettings *m);
 bool vmms_vm_memory_valid(const VmmsMemorySettings *m, VmmsError *error);
 bool vmms_vm_workload_valid(const char *workload, const char *boot_args, const char *notes, VmmsError *error);
 /* While running, Minimum may only be lowered and Maximum only raised (as Hyper-V). */

@@ -4,11 +4,14 @@
  * its pid and the new vmmsd attaches to it through its control socket
  * (RUNTIME/workers/<id>.sock). Before a start the engine probes hvd (vmms-hvd.c): a
  * hypervisor that does not answer fails the start at once with Unavailable instead
- * of leaving a worker waiting on it. A worker that is not up within start_timeout_ms,
+ * of leaving a worker waiting on it. Each VM's paging disk (a sparse file of its
+ * PagingBytes in paging_dir) must fit in the free space there when it starts, or the
+ * start is refused naming both figures. A worker that is not up within start_timeout_ms,
  * or not gone within a stop's timeout plus KILL_GRACE_MS, is killed. Save-VM and live
  * migration are not implemented by this engine yet and are refused by name. */
 #include <errno.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 #include "vmms-engine.h"
 #include "vmms-hvd.h"
@@ -235,6 +238,28 @@ static gboolean on_start_timeout(gpointer userdata)
         return G_SOURCE_REMOVE;
 }
 
+/* The paging disk is sparse and grows as the guest pages, up to its size: that size
+ * must be free now, or the guest would fill the filesystem vmmsd's store may share. */
+static bool paging_fits(VmmsVm *vm, const char *dir, uint64_t bytes)
+{
+        struct statvfs st;
+        uint64_t free_bytes;
+        g_autofree char *need = NULL, *have = NULL, *message = NULL;
+
+        if (statvfs(dir, &st) < 0)
+                return true; /* the worker's own open names the problem */
+        free_bytes = (uint64_t)st.f_bavail * st.f_frsize;
+        if (free_bytes >= bytes)
+                return true;
+        need = vmms_format_bytes(bytes);
+        have = vmms_format_bytes(free_bytes);
+        message = g_strdup_printf("its paging disk needs %s but %s has %s free (lower Set-VMMemory "
+                                  "-PagingBytes, or free space there)",
+                                  need, dir, have);
+        report_exit(vm, message, message, VMMS_ERROR_RESOURCE_EXHAUSTED);
+        return false;
+}
+
 static void spawn_worker(VmmsVm *vm)
 {
         Bundled *e = bundled(vm->engine);
@@ -243,6 +268,7 @@ static void spawn_worker(VmmsVm *vm)
         g_autofree char *log = file_for(e->config.state_dir, "logs", vm, ".worker.log");
         g_autofree char *console = file_for(e->config.state_dir, "logs", vm, ".console.log");
         g_autofree char *partition = vmms_vm_partition_name(vm);
+        g_autofree char *paging = file_for(e->config.paging_dir, "", vm, ".paging");
         g_autofree char *why = NULL;
         VmmsWorkerSpawn spawn = {
                 .vmwp_path = e->config.vmwp_path,
@@ -262,8 +288,12 @@ static void spawn_worker(VmmsVm *vm)
                 .relative_weight = vm->def.processor.relative_weight,
                 .workload = vm->def.workload,
                 .boot_args = vm->def.boot_args,
+                .paging_file = paging,
+                .paging_bytes = vmms_vm_paging_bytes(&vm->def.memory),
         };
 
+        if (!paging_fits(vm, e->config.paging_dir, spawn.paging_bytes))
+                return;
         if (vmms_worker_spawn(&spawn, &worker_callbacks, vm, &b->worker, &why) < 0) {
                 report_exit(vm, why, NULL, VMMS_ERROR_INTERNAL);
                 return;

@@ -88,6 +88,7 @@ typedef struct VmmsBundledConfig {
         const char *guest_path;
         const char *runtime_dir;   /* workers/<id>.sock */
         const char *state_dir;     /* logs/<id>.worker.log, logs/<id>.console.log */
+        const char *paging_dir;    /* <id>.paging: each VM's paging disk, sized by its PagingBytes */
         uint32_t start_timeout_ms; /* a worker that is not up by then is killed */
 } VmmsBundledConfig;
 

@@ -71,3 +71,18 @@ VmmsErrorCode vmms_error_code_from_errno(int negative_errno)
                 return VMMS_ERROR_INTERNAL;
         }
 }
+
+char *vmms_format_bytes(uint64_t bytes)
+{
+        static const char *const units[] = {"bytes", "KB", "MB", "GB", "TB"};
+        double value = (double)bytes;
+        size_t u = 0;
+
+        while (value >= 1024 && u + 1 < G_N_ELEMENTS(units)) {
+                value /= 1024;
+                u++;
+        }
+        if (u == 0 || value >= 100 || value == (double)(uint64_t)value)
+                return g_strdup_printf("%.0f %s", value, units[u]);
+        return g_strdup_printf("%.1f %s", value, units[u]);
+}

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <glib.h>
+#include <stdint.h>
 
 typedef enum VmmsErrorCode {
         VMMS_OK = 0,
@@ -24,5 +25,8 @@ typedef struct VmmsError {
 void vmms_error_set(VmmsError *error, VmmsErrorCode code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 void vmms_error_clear(VmmsError *error);
 const char *vmms_error_code_name(VmmsErrorCode code);
+/* A size as people write it: "512 KB", "64 MB", "1.5 GB" (binary units). */
+char *vmms_format_bytes(uint64_t bytes);
+
 /* The one map from the internal contract (a negative errno) to an error code. */
 VmmsErrorCode vmms_error_code_from_errno(int negative_errno);

@@ -37,8 +37,15 @@ struct VmmsManager {
         guint tick_source;
         VmmsMemory *memory;
         uint64_t next_balancer_id;
-        int lock_fd; /* the state directory's lock, held for vmmsd's life */
+        int lock_fd;                 /* the state directory's lock, held for vmmsd's life */
+        GPtrArray *unsaved_removals; /* ids of VMs removed while the store refused writes */
+        bool low_space;              /* the low-space event was recorded and space has not come back */
 };
+
+/* Below this much free space where the store lives, vmmsd records a host event: the
+ * larger of 64 MiB and 5 % of the filesystem. */
+#define LOW_SPACE_FLOOR (UINT64_C(64) << 20)
+#define LOW_SPACE_PERCENT 5
 
 void vmms_config_clear(VmmsConfig *config)
 {
@@ -48,6 +55,7 @@ void vmms_config_clear(VmmsConfig *config)
         g_free(config->hvd_path);
         g_free(config->vmwp_path);
         g_free(config->guest_path);
+        g_free(config->paging_dir);
         memset(config, 0, sizeof(*config));
 }
 
@@ -101,6 +109,7 @@ static VmmsVm *vm_new(VmmsManager *m, const VmmsVmDefinition *def, VmmsEngine *e
 int vmms_manager_vm_add(VmmsManager *m, const VmmsVmDefinition *def, VmmsVm **ret, VmmsError *error)
 {
         VmmsEngine *engine = engine_named(m, def->engine);
+        g_autofree char *explained = NULL;
         VmmsVm *vm;
         VmmsEventRecord event = {0};
         int r;
@@ -130,7 +139,7 @@ int vmms_manager_vm_add(VmmsManager *m, const VmmsVmDefinition *def, VmmsVm **re
                                        def->name);
                 else
                         vmms_error_set(error, vmms_error_code_from_errno(r), "cannot save VM '%s': %s",
-                                       def->name, g_strerror(-r));
+                                       def->name, explained = vmms_store_explain(m->store, r));
                 vmms_vm_free(vm);
                 return r;
         }
@@ -154,12 +163,21 @@ int vmms_manager_vm_remove(VmmsManager *m, VmmsVm *vm, VmmsError *error)
         if (!vmms_vm_removable(vm, error))
                 return -EBUSY;
         r = vmms_store_vm_remove(m->store, vm->def.id, &event);
-        if (r < 0) {
+        if (r == -ENOSPC || r == -EDQUOT || r == -EIO) {
+                /* Removing a VM always works: the store forgets it when it can. */
+                g_autofree char *why = vmms_store_explain(m->store, r);
+
+                g_warning("VM '%s': removed, but the store could not record it yet (%s)", vm->def.name, why);
+                g_ptr_array_add(m->unsaved_removals, g_strdup(vm->def.id));
+        } else if (r < 0) {
+                g_autofree char *why = vmms_store_explain(m->store, r);
+
                 vmms_error_set(error, vmms_error_code_from_errno(r), "cannot remove VM '%s': %s",
-                               vm->def.name, g_strerror(-r));
+                               vm->def.name, why);
                 return r;
+        } else {
+                vmms_events_notify(m->events, &event);
         }
-        vmms_events_notify(m->events, &event);
         unindex_vm(m, vm);
         g_ptr_array_remove(m->vms, vm);
         return 0;
@@ -326,10 +344,60 @@ static void start_pending(VmmsManager *m)
         }
 }
 
+/* Changes the store refused (a full disk) are written as soon as it takes them. */
+static void save_pending(VmmsManager *m)
+{
+        for (guint i = 0; i < m->vms->len; i++)
+                vmms_vm_save_pending(m->vms->pdata[i]);
+        while (m->unsaved_removals->len) {
+                const char *id = m->unsaved_removals->pdata[m->unsaved_removals->len - 1];
+                VmmsEventRecord event = {
+                        .time_unix_ms = g_get_real_time() / 1000,
+                        .vm_id = (char *)id,
+                        .vm_name = (char *)"",
+                        .kind = (char *)"removed",
+                        .message = (char *)"removed (recorded late: the store refused it at the time)"};
+                int r = vmms_store_vm_remove(m->store, id, &event);
+
+                if (r < 0 && r != -ENOENT)
+                        return;
+                if (r == 0)
+                        vmms_events_notify(m->events, &event);
+                g_ptr_array_remove_index(m->unsaved_removals, m->unsaved_removals->len - 1);
+        }
+}
+
+/* A host event when free space where the store lives runs low, and one when it is back. */
+static void watch_space(VmmsManager *m)
+{
+        uint64_t total, free_bytes = vmms_store_free_bytes(m->store, &total);
+        uint64_t floor = MAX(LOW_SPACE_FLOOR, total / 100 * LOW_SPACE_PERCENT);
+        g_autofree char *free_text = NULL;
+        g_autofree char *floor_text = NULL;
+        g_autofree char *message = NULL;
+
+        if (free_bytes == UINT64_MAX || (free_bytes < floor) == m->low_space)
+                return;
+        m->low_space = free_bytes < floor;
+        free_text = vmms_format_bytes(free_bytes);
+        floor_text = vmms_format_bytes(floor);
+        message = m->low_space
+                          ? g_strdup_printf("the state filesystem (%s) has %s free, below %s: free space "
+                                            "before the store fills and changes can no longer be saved",
+                                            m->config.state_dir, free_text, floor_text)
+                          : g_strdup_printf("the state filesystem (%s) has %s free again",
+                                            m->config.state_dir, free_text);
+        if (m->low_space)
+                g_warning("%s", message);
+        vmms_manager_record_host_event(m, m->low_space ? "low-space" : "space", message);
+}
+
 static gboolean on_tick(gpointer userdata)
 {
         VmmsManager *m = userdata;
 
+        watch_space(m);
+        save_pending(m);
         vmms_hvd_tick(m->hvd);
         start_pending(m);
         return G_SOURCE_CONTINUE;
@@ -364,7 +432,7 @@ static int make_dirs(const VmmsConfig *config, char **ret_error)
 {
         g_autofree char *logs = g_build_filename(config->state_dir, "logs", NULL);
         g_autofree char *workers = g_build_filename(config->runtime_dir, "workers", NULL);
-        const char *dirs[] = {config->state_dir, logs, config->runtime_dir, workers};
+        const char *dirs[] = {config->state_dir, logs, config->runtime_dir, workers, config->paging_dir};
 
         for (size_t i = 0; i < G_N_ELEMENTS(dirs); i++)
                 if (g_mkdir_with_parents(dirs[i], 0750) < 0) {
@@ -385,6 +453,8 @@ static void copy_config(VmmsConfig *dst, const VmmsConfig *src)
         dst->hvd_path = g_strdup(src->hvd_path);
         dst->vmwp_path = g_strdup(src->vmwp_path);
         dst->guest_path = g_strdup(src->guest_path);
+        dst->paging_dir = src->paging_dir ? g_strdup(src->paging_dir)
+                                          : g_build_filename(src->state_dir, "paging", NULL);
         if (!dst->start_timeout_ms)
                 dst->start_timeout_ms = START_TIMEOUT_MS_DEFAULT;
 }
@@ -400,6 +470,7 @@ int vmms_manager_new(const VmmsConfig *config, VmmsManager **ret, char **ret_err
         int r;
 
         m->lock_fd = -1;
+        m->unsaved_removals = g_ptr_array_new_with_free_func(g_free);
         copy_config(&m->config, config);
         m->vms = g_ptr_array_new_with_free_func((GDestroyNotify)vmms_vm_free);
         m->by_id = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
@@ -444,6 +515,7 @@ int vmms_manager_new(const VmmsConfig *config, VmmsManager **ret, char **ret_err
                 .guest_path = m->config.guest_path,
                 .runtime_dir = m->config.runtime_dir,
                 .state_dir = m->config.state_dir,
+                .paging_dir = m->config.paging_dir,
                 .start_timeout_ms = m->config.start_timeout_ms,
         };
         m->bundled = vmms_engine_bundled_new(&bundled_config, m->hvd, &vmms_vm_engine_callbacks);
@@ -497,5 +569,7 @@ void vmms_manager_free(VmmsManager *m)
         vmms_config_clear(&m->config);
         if (m->lock_fd >= 0)
                 close(m->lock_fd);
+        if (m->unsaved_removals)
+                g_ptr_array_unref(m->unsaved_removals);
         g_free(m);
 }

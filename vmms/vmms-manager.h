@@ -30,6 +30,7 @@ typedef struct VmmsConfig {
         uint32_t start_timeout_ms; /* a VM not running by then is turned off; 0 = 30 s */
         uint64_t memory_reserve;   /* pool memory the balancer never gives to a VM */
         bool init_store;           /* an empty or missing vmms.db may become a new store */
+        char *paging_dir;          /* the VMs' paging disks; NULL: STATE/paging */
 } VmmsConfig;
 
 void vmms_config_clear(VmmsConfig *config);

@@ -90,6 +90,7 @@ static Vmms__V1__Vm *vm_to_proto(VmmsManager *m, VmmsCall *call, const VmmsVm *v
         mem->maximum_bytes = vm->def.memory.maximum_bytes;
         mem->buffer = vm->def.memory.buffer;
         mem->priority = vm->def.memory.priority;
+        mem->paging_bytes = vm->def.memory.paging_bytes;
         out->memory = mem;
         out->workload = vmms_call_strdup(call, vm->def.workload);
         out->boot_args = vmms_call_strdup(call, vm->def.boot_args);
@@ -176,6 +177,7 @@ static void op_create_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCa
                         def.memory.buffer = in->buffer;
                 if (in->priority)
                         def.memory.priority = in->priority;
+                def.memory.paging_bytes = in->paging_bytes;
         }
         if (req->workload && *req->workload) {
                 g_free(def.workload);
@@ -372,8 +374,13 @@ static void op_update_processor(VmmsManager *m, const ProtobufCMessage *request,
 
 static void op_update_memory(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
 {
-        static const char *const fields[] = {"dynamic_memory_enabled", "startup_bytes", "minimum_bytes",
-                                             "maximum_bytes",          "buffer",        "priority"};
+        static const char *const fields[] = {"dynamic_memory_enabled",
+                                             "startup_bytes",
+                                             "minimum_bytes",
+                                             "maximum_bytes",
+                                             "buffer",
+                                             "priority",
+                                             "paging_bytes"};
         const Vmms__V1__UpdateMemoryRequest *req = (const Vmms__V1__UpdateMemoryRequest *)request;
         Vmms__V1__MemorySettings empty = VMMS__V1__MEMORY_SETTINGS__INIT;
         const Vmms__V1__MemorySettings *in = req->memory ? req->memory : &empty;
@@ -396,6 +403,8 @@ static void op_update_memory(VmmsManager *m, const ProtobufCMessage *request, Vm
                 mem.buffer = in->buffer;
         if (masked(req->update_mask, req->n_update_mask, "priority"))
                 mem.priority = in->priority;
+        if (masked(req->update_mask, req->n_update_mask, "paging_bytes"))
+                mem.paging_bytes = in->paging_bytes;
         vmms_vm_set_memory(vm, &mem, call);
 }
 

@@ -5,12 +5,14 @@
 #include <sqlite3.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include "vmms-store-file.h"
 #include "vmms-store.h"
 
 struct VmmsStore {
         sqlite3 *db;
+        char *dir; /* where the store's file lives */
 };
 
 /* migrations[i] brings the schema from version i to i + 1. */
@@ -59,6 +61,8 @@ static const char *const migrations[] = {
         /* 3: the store's identity, kept beside it in vmms.db.id (vmms-store-file.c). */
         "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);"
         "INSERT INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))));",
+        /* 4: the paging disk's size (0: 4 x startup). */
+        "ALTER TABLE vms ADD COLUMN paging_bytes INTEGER NOT NULL DEFAULT 0;",
 };
 
 void vmms_event_record_free(VmmsEventRecord *event)
@@ -155,6 +159,7 @@ int vmms_store_open(const char *path, bool init, VmmsStore **ret, char **ret_err
         g_autoptr(VmmsStore) store = g_new0(VmmsStore, 1);
         int r;
 
+        store->dir = g_path_get_dirname(path);
         r = vmms_store_file_precheck(path, init, ret_error);
         if (r < 0)
                 return r;
@@ -210,6 +215,7 @@ void vmms_store_free(VmmsStore *store)
         if (!store)
                 return;
         sqlite3_close_v2(store->db);
+        g_free(store->dir);
         g_free(store);
 }
 
@@ -282,6 +288,7 @@ static void bind_definition(sqlite3_stmt *st, const VmmsVmDefinition *def)
         sqlite3_bind_int64(st, 18, def->updated_unix_ms);
         sqlite3_bind_text(st, 19, def->engine ? def->engine : "bundled", -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 20, vmms_auto_start_to_string(def->automatic_start_action), -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 21, (sqlite3_int64)def->memory.paging_bytes);
 }
 
 static int write_runtime(VmmsStore *store, const VmmsVmDefinition *def)
@@ -341,8 +348,8 @@ static int insert_body(VmmsStore *store, const void *arg, VmmsEventRecord *event
                     "dm_enabled, "
                     "mem_startup, mem_minimum, mem_maximum, mem_buffer, mem_priority, workload, boot_args, "
                     "notes, "
-                    "created_ms, updated_ms, engine, auto_start) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "created_ms, updated_ms, engine, auto_start, paging_bytes) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     &st);
         if (r < 0)
                 return r;
@@ -363,7 +370,8 @@ static int update_body(VmmsStore *store, const void *arg, VmmsEventRecord *event
                 "UPDATE vms SET name = ?2, state = ?3, vp_count = ?4, cpu_reserve = ?5, cpu_maximum = ?6, "
                 "cpu_weight = ?7, dm_enabled = ?8, mem_startup = ?9, mem_minimum = ?10, mem_maximum = ?11, "
                 "mem_buffer = ?12, mem_priority = ?13, workload = ?14, boot_args = ?15, notes = ?16, "
-                "created_ms = ?17, updated_ms = ?18, engine = ?19, auto_start = ?20 WHERE id = ?1",
+                "created_ms = ?17, updated_ms = ?18, engine = ?19, auto_start = ?20, paging_bytes = ?21 "
+                "WHERE id = ?1",
                 &st);
         if (r < 0)
                 return r;
@@ -430,7 +438,8 @@ int vmms_store_vm_list(VmmsStore *store, GPtrArray **ret_defs)
                 "SELECT v.id, v.name, v.state, v.vp_count, v.cpu_reserve, v.cpu_maximum, v.cpu_weight, "
                 "v.dm_enabled, v.mem_startup, v.mem_minimum, v.mem_maximum, v.mem_buffer, v.mem_priority, "
                 "v.workload, v.boot_args, v.notes, v.created_ms, v.updated_ms, "
-                "COALESCE(r.worker_pid, 0), COALESCE(r.started_ms, 0), v.engine, v.auto_start "
+                "COALESCE(r.worker_pid, 0), COALESCE(r.started_ms, 0), v.engine, v.auto_start, "
+                "v.paging_bytes "
                 "FROM vms v LEFT JOIN vm_runtime r ON r.vm_id = v.id ORDER BY v.created_ms, v.name",
                 &st);
         if (r < 0)
@@ -462,6 +471,7 @@ int vmms_store_vm_list(VmmsStore *store, GPtrArray **ret_defs)
                 def->worker_pid = sqlite3_column_int(st, 18);
                 def->started_unix_ms = sqlite3_column_int64(st, 19);
                 def->engine = column_text(st, 20);
+                def->memory.paging_bytes = (uint64_t)sqlite3_column_int64(st, 22);
                 if (vmms_auto_start_from_string(auto_start, &def->automatic_start_action) < 0)
                         def->automatic_start_action = VMMS_AUTO_START_START_IF_RUNNING;
                 g_ptr_array_add(defs, def);
@@ -519,4 +529,28 @@ int vmms_store_event_list(VmmsStore *store, const char *vm_id, int64_t after_id,
 int vmms_store_backup(VmmsStore *store, const char *dest, char **ret_error)
 {
         return vmms_store_file_backup(store->db, dest, ret_error);
+}
+
+uint64_t vmms_store_free_bytes(VmmsStore *store, uint64_t *ret_total)
+{
+        struct statvfs st;
+
+        if (statvfs(store->dir, &st) < 0) {
+                if (ret_total)
+                        *ret_total = 0;
+                return UINT64_MAX;
+        }
+        if (ret_total)
+                *ret_total = (uint64_t)st.f_blocks * st.f_frsize;
+        return (uint64_t)st.f_bavail * st.f_frsize;
+}
+
+char *vmms_store_explain(VmmsStore *store, int r)
+{
+        g_autofree char *free_text = NULL;
+
+        if (r != -ENOSPC && r != -EDQUOT)
+                return g_strdup(g_strerror(-r));
+        free_text = vmms_format_bytes(vmms_store_free_bytes(store, NULL));
+        return g_strdup_printf("the state filesystem is full (%s free in %s)", free_text, store->dir);
 }

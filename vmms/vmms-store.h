@@ -28,6 +28,11 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmmsEventRecord, vmms_event_record_free)
  * a new store is made where there is no file, or with `init` where the file is
  * empty. Refusals say what is wrong and what to do. */
 int vmms_store_open(const char *path, bool init, VmmsStore **ret, char **ret_error);
+/* What a failed write means, for a message: a full disk says how much is free and
+ * where; anything else is strerror. */
+char *vmms_store_explain(VmmsStore *store, int r);
+/* Free bytes where the store lives (UINT64_MAX if unknown), and the filesystem's size. */
+uint64_t vmms_store_free_bytes(VmmsStore *store, uint64_t *ret_total);
 /* An online backup to `dest` (whole or absent). */
 int vmms_store_backup(VmmsStore *store, const char *dest, char **ret_error);
 void vmms_store_free(VmmsStore *store);

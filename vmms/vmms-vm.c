@@ -140,10 +140,13 @@ int vmms_vm_persist(VmmsVm *vm, const char *kind, VmmsError *error, const char *
         event = event_for(vm, kind, message);
         r = vmms_store_vm_update(vm->ctx->store, &vm->def, &event);
         if (r < 0) {
+                g_autofree char *why = vmms_store_explain(vm->ctx->store, r);
+
                 vmms_error_set(error, vmms_error_code_from_errno(r), "cannot save VM '%s': %s", vm->def.name,
-                               g_strerror(-r));
+                               why);
                 return r;
         }
+        vm->unsaved = false; /* the whole definition is written each time */
         vmms_events_notify(vm->ctx->events, &event);
         return 0;
 }
@@ -169,9 +172,17 @@ static void set_state(VmmsVm *vm, VmmsVmState state, const char *kind, const cha
                 vm->def.started_unix_ms = 0;
         }
         if (vmms_vm_persist(vm, kind, &error, "%s", message) < 0) {
-                g_warning("%s", error.message);
+                g_warning("%s; it is recorded when the store takes writes again", error.message);
+                vm->unsaved = true;
                 vmms_error_clear(&error);
         }
+}
+
+void vmms_vm_save_pending(VmmsVm *vm)
+{
+        if (vm->unsaved)
+                vmms_vm_persist(vm, "state", NULL, "%s (recorded late: the store refused it at the time)",
+                                vmms_vm_state_to_string(vm->def.state));
 }
 
 /* ---- Jobs ---- */
@@ -256,16 +267,16 @@ void vmms_vm_start(VmmsVm *vm, VmmsCall *call)
 void vmms_vm_stop(VmmsVm *vm, bool turn_off, bool force, VmmsCall *call)
 {
         VmmsError error = {0};
-        VmmsVmState was = vm->def.state;
 
         if (!job_begin(vm, "stop", VMMS_ACTION_STOP, call))
                 return;
         vm->def.state = VMMS_VM_STOPPING;
+        /* Stopping a VM always works, store or no store (a full disk must not keep a VM
+         * running): the state is recorded when the store takes writes again. */
         if (vmms_vm_persist(vm, "state", &error, turn_off ? "turning off" : "shutting down") < 0) {
-                vm->def.state = was;
-                job_fail_with(vm, &error);
+                g_warning("%s; stopping it all the same", error.message);
+                vm->unsaved = true;
                 vmms_error_clear(&error);
-                return;
         }
         vm->engine->ops->stop(vm->engine, vm, turn_off,
                               force ? vm->ctx->force_timeout_ms : vm->ctx->stop_timeout_ms);

@@ -83,6 +83,8 @@ struct VmmsVm {
         char *exit_reason;
         /* Started again when the hypervisor is back (AutomaticStartAction). */
         bool restart_pending;
+        /* A state change the store refused (a full disk): written on a later tick. */
+        bool unsaved;
         VmmsProcessorSettings job_processor; /* what a live processor job applies */
         VmmsVmFigures figures;
         uint64_t balancer_id; /* the balancer's key for this VM, unique for vmmsd's life */
@@ -131,6 +133,8 @@ int vmms_vm_save(VmmsVm *vm, VmmsError *error);
 
 /* Dynamic Memory: asks the engine to grow (> 0) or shrink the VM's memory. */
 void vmms_vm_adjust_memory(VmmsVm *vm, int64_t delta_bytes, const char *reason);
+/* Writes a state change the store refused earlier, if there is one. */
+void vmms_vm_save_pending(VmmsVm *vm);
 /* The engine's live figures, once a second. */
 void vmms_vm_sample(VmmsVm *vm);
 /* What ran the VM is gone (hvd died): the VM is ended and recorded Off with `why`,

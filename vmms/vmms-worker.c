@@ -255,6 +255,10 @@ int vmms_worker_spawn(const VmmsWorkerSpawn *s, const VmmsWorkerCallbacks *callb
         g_ptr_array_add(argv, g_strdup_printf("--hvd-socket=%s", s->hvd_socket));
         g_ptr_array_add(argv, g_strdup_printf("--control-socket=%s", s->control_socket));
         g_ptr_array_add(argv, g_strdup_printf("--console-log=%s", s->console_path));
+        if (s->paging_file)
+                g_ptr_array_add(argv, g_strdup_printf("--paging-file=%s", s->paging_file));
+        if (s->paging_bytes)
+                g_ptr_array_add(argv, g_strdup_printf("--paging-bytes=%" G_GUINT64_FORMAT, s->paging_bytes));
         g_ptr_array_add(argv, NULL);
 
         log_fd = open(s->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);

@@ -38,6 +38,8 @@ typedef struct VmmsWorkerSpawn {
         uint32_t reserve, maximum, relative_weight;
         const char *workload;
         const char *boot_args;
+        const char *paging_file;
+        uint64_t paging_bytes;
 } VmmsWorkerSpawn;
 
 /* A reply from the worker: error 0 or a negative errno with a message. */

@@ -157,7 +157,7 @@ int main(int argc, char **argv)
                         *grpc_socket = NULL, *grpc_tcp = NULL, *tls_cert = NULL, *tls_key = NULL,
                         *config_path = NULL, *hvd_path = NULL, *vmwp_path = NULL, *guest_path = NULL,
                         *dbus = NULL, *memory_reserve = NULL, *tls_ca = NULL, *socket_mode = NULL,
-                        *backup = NULL, *restore = NULL;
+                        *backup = NULL, *restore = NULL, *paging_dir = NULL;
         gint hvd_lps = 0, stop_timeout = 30;
         gboolean no_spawn_hvd = FALSE, init_store = FALSE;
         GOptionEntry entries[] = {
@@ -194,6 +194,8 @@ int main(int argc, char **argv)
                 {"stop-timeout", 0, 0, G_OPTION_ARG_INT, &stop_timeout,
                  "Seconds a graceful Stop-VM waits before turning off (default 30)", "SEC"},
                 {"hvd-path", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_FILENAME, &hvd_path, NULL, NULL},
+                {"paging-dir", 0, 0, G_OPTION_ARG_FILENAME, &paging_dir,
+                 "Where the VMs' paging disks live (default STATE/paging)", "DIR"},
                 {"init-store", 0, 0, G_OPTION_ARG_NONE, &init_store,
                  "Begin with a new, empty store where vmms.db is empty or missing", NULL},
                 {"backup", 0, 0, G_OPTION_ARG_FILENAME, &backup,
@@ -276,6 +278,7 @@ int main(int argc, char **argv)
         config.stop_timeout_ms = (uint32_t)stop_timeout * 1000;
         config.force_timeout_ms = MIN(config.stop_timeout_ms, 5000);
         config.init_store = init_store;
+        config.paging_dir = g_strdup(paging_dir);
         if (!grpc_socket)
                 grpc_socket = g_build_filename(config.runtime_dir, "vmms.sock", NULL);
         if (backup || restore)

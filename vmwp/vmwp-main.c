@@ -76,7 +76,8 @@ static int parse_size(const char *option, const char *text, uint64_t *ret)
 int main(int argc, char **argv)
 {
         g_auto(VmwpConfig) config = {0};
-        g_autofree char *memory = NULL, *maximum = NULL, *control_socket = NULL, *vm_id = NULL;
+        g_autofree char *memory = NULL, *maximum = NULL, *control_socket = NULL, *vm_id = NULL,
+                        *paging_bytes = NULL;
         gint vps = 1, reserve = 0, cpu_maximum = 0, relative_weight = 0;
         gboolean console_stdout = FALSE;
         GOptionEntry entries[] = {
@@ -105,6 +106,10 @@ int main(int argc, char **argv)
                  "The guest's paging disk, removed at exit (default: NAME.paging beside the console log, "
                  "or in /tmp)",
                  "PATH"},
+                {"paging-bytes", 0, 0, G_OPTION_ARG_STRING, &paging_bytes,
+                 "Size of the paging disk; writes past it fail and the guest pages within it (default: "
+                 "four times --memory)",
+                 "SIZE"},
                 {"control-socket", 0, 0, G_OPTION_ARG_FILENAME, &control_socket,
                  "Serve vmmsd's control protocol here", "PATH"},
                 {"vm-id", 0, 0, G_OPTION_ARG_STRING, &vm_id, "The VM's id, reported to vmmsd", "UUID"},
@@ -146,7 +151,8 @@ int main(int argc, char **argv)
         config.relative_weight = (uint32_t)relative_weight;
         config.startup_bytes = 256ull << 20;
         if ((memory && parse_size("--memory", memory, &config.startup_bytes) < 0) ||
-            (maximum && parse_size("--maximum-memory", maximum, &config.maximum_bytes) < 0))
+            (maximum && parse_size("--maximum-memory", maximum, &config.maximum_bytes) < 0) ||
+            (paging_bytes && parse_size("--paging-bytes", paging_bytes, &config.paging_bytes) < 0))
                 return 2;
         config.console_stdout = console_stdout;
         if (!config.guest_path)

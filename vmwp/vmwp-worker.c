@@ -133,6 +133,7 @@ int vmwp_worker_new(const VmwpConfig *config, VmwpWorker **ret, char **ret_error
                 .hvd_socket = g_strdup(config->hvd_socket),
                 .console_log = g_strdup(config->console_log),
                 .paging_file = g_strdup(config->paging_file),
+                .paging_bytes = config->paging_bytes,
                 .console_stdout = config->console_stdout,
                 .reserve_pct = config->reserve_pct,
                 .maximum_pct = config->maximum_pct,
@@ -289,7 +290,9 @@ static char *paging_path(const VmwpConfig *config)
 /* VMBus and its devices exist before the guest runs: its first message may come at once. */
 static int start_devices(VmwpWorker *w, char **ret_error)
 {
-        uint64_t slots = w->config.maximum_bytes / HV_PAGE_SIZE * VMWP_PAGING_SLOTS_PER_PAGE;
+        uint64_t paging_bytes = w->config.paging_bytes ? w->config.paging_bytes
+                                                       : w->config.startup_bytes * VMWP_PAGING_DEFAULT_FACTOR;
+        uint64_t slots = MAX(paging_bytes / HV_PAGE_SIZE, 1);
         int r;
 
         w->guest_ram = (VmwpGuestRam){

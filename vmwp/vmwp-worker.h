@@ -17,8 +17,9 @@ typedef struct VmwpConfig {
         char *cmdline_extra; /* more key=value boot parameters */
         char *guest_path;
         char *hvd_socket;
-        char *console_log; /* NULL: none */
-        char *paging_file; /* the synthetic disk; NULL: next to the console log, or in /tmp */
+        char *console_log;     /* NULL: none */
+        char *paging_file;     /* the synthetic disk; NULL: next to the console log, or in /tmp */
+        uint64_t paging_bytes; /* its size; 0: VMWP_PAGING_DEFAULT_FACTOR x startup */
         bool console_stdout;
         /* Set-VMProcessor's settings; zeros are hvd's defaults (no reserve, no cap, 100). */
         uint32_t reserve_pct;
@@ -59,5 +60,6 @@ int vmwp_worker_set_processor(VmwpWorker *w, uint32_t reserve_pct, uint32_t maxi
 /* Dynamic Memory: vmmsd's MemoryAdjust (see vmwp_dm_adjust) and the MemoryStatus figures. */
 int vmwp_worker_memory_adjust(VmwpWorker *w, int64_t delta_bytes, char **ret_error);
 int vmwp_worker_memory_status(VmwpWorker *w, VmwpMemoryStatus *ret);
-/* The paging disk's slots: page-sized, VMWP_PAGING_SLOTS_PER_PAGE per page of maximum memory. */
-#define VMWP_PAGING_SLOTS_PER_PAGE 4u
+/* The paging disk's default size, in startup memories: bounded by what the VM starts
+ * with, never by its (Dynamic Memory) maximum, which may be 1 TB. vmmsd sets it. */
+#define VMWP_PAGING_DEFAULT_FACTOR 4u

@@ -37,7 +37,8 @@ def run(scale=16, seconds=60, stop_at=35, soak_bytes=None, on_sample=None):
             host.api.CreateVm(pb.CreateVmRequest(
                 name=name, workload=workload, boot_args=args,
                 memory=pb.MemorySettings(dynamic_memory_enabled=True, startup_bytes=minimum, minimum_bytes=minimum,
-                                         maximum_bytes=maximum, buffer=20, priority=50)), timeout=10)
+                                         maximum_bytes=maximum, buffer=20, priority=50,
+                                         paging_bytes=align(soak))), timeout=10)  # room to page all it soaks
         for name, _, _ in SEED_VMS:
             host.api.StartVm(pb.VmRef(vm=name), timeout=60)
         t0 = time.monotonic()

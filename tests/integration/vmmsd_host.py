@@ -90,7 +90,7 @@ class VmmsdHost:
     def create(self, name, startup=64 << 20, workload="idle", vps=1, **kw):
         pb = self.pb
         memory = pb.MemorySettings(startup_bytes=startup, **{k: v for k, v in kw.items() if k in (
-            "minimum_bytes", "maximum_bytes", "buffer", "priority", "dynamic_memory_enabled")})
+            "minimum_bytes", "maximum_bytes", "buffer", "priority", "dynamic_memory_enabled", "paging_bytes")})
         processor = pb.ProcessorSettings(count=vps, **{k: v for k, v in kw.items() if k in (
             "reserve", "maximum", "relative_weight")})
         return self.api.CreateVm(pb.CreateVmRequest(name=name, memory=memory, processor=processor,

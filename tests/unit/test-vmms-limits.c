@@ -75,6 +75,12 @@ static void set_priority(VmmsVmDefinition *def, uint64_t value, char **text)
 }
 
 /* Text settings: value is a length; *text is a string of that many bytes. */
+static void set_paging_bytes(VmmsVmDefinition *def, uint64_t value, char **text)
+{
+        (void)text;
+        def->memory.paging_bytes = value;
+}
+
 static void set_name(VmmsVmDefinition *def, uint64_t value, char **text)
 {
         (void)value;
@@ -125,6 +131,8 @@ static const LimitCase limit_cases[] = {
          VMMS_MEMORY_BYTES_ALIGN, false, false},
         {"buffer", VMMS_LIMIT_MEMORY_BUFFER, "Set-VMMemory", "Buffer", set_buffer, 1, false, false},
         {"priority", VMMS_LIMIT_MEMORY_PRIORITY, "Set-VMMemory", "Priority", set_priority, 1, false, false},
+        {"paging-bytes", VMMS_LIMIT_MEMORY_PAGING_BYTES, "Set-VMMemory", "PagingBytes", set_paging_bytes,
+         VMMS_MEMORY_BYTES_ALIGN, false, false},
         {"name", VMMS_LIMIT_NAME_LENGTH, "New-VM", "Name", set_name, 1, true, false},
         {"new-name", VMMS_LIMIT_NAME_LENGTH, "Rename-VM", "NewName", set_name, 1, true, false},
         {"boot-args", VMMS_LIMIT_BOOT_ARGS_LENGTH, "Set-VM", "BootArgs", set_boot_args, 1, true, false},
