@@ -814,7 +814,7 @@ const VmmsOp vmms_ops[] = {
         OP("ResumeVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_resume_vm,
            VMMS_ROLE_OPERATOR),
         OP("RemoveVm", vmms__v1__vm_ref__descriptor, vmms__v1__remove_vm_response__descriptor, op_remove_vm,
-           true),
+           VMMS_ROLE_OPERATOR),
         OP("GetHost", vmms__v1__get_host_request__descriptor, vmms__v1__host__descriptor, op_get_host,
            VMMS_ROLE_READER),
         OP("GetCounters", vmms__v1__get_counters_request__descriptor,

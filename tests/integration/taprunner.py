@@ -12,6 +12,7 @@ class TapResult(unittest.TestResult):
         self.number = 0
 
     def _line(self, ok, test, note=""):
+        self._reported = True
         self.number += 1
         name = test.id().split(".", 1)[-1]
         print(f"{'ok' if ok else 'not ok'} {self.number} - {name}{note}", flush=True)
@@ -19,7 +20,20 @@ class TapResult(unittest.TestResult):
     def startTest(self, test):
         super().startTest(test)
         self._start = time.monotonic()
+        self._reported = False
         print(f"# {test.id()} ...", flush=True)
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            for line in self._exc_info_to_string(err, test).rstrip().splitlines():
+                print(f"# {subtest.id()}: {line}", flush=True)
+
+    def stopTest(self, test):
+        # A test whose subtests failed gets neither addSuccess nor addFailure.
+        if not self._reported:
+            self._line(False, test, " (subtest failure)")
+        super().stopTest(test)
 
     def addSuccess(self, test):
         super().addSuccess(test)

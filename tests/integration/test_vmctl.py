@@ -292,7 +292,7 @@ class SettingsTest(HostTestCase):
         memory = self.host.vm("memset")["memory"]
         self.assertEqual(memory, {"dynamicMemoryEnabled": True, "startupBytes": before["startupBytes"],
                                   "minimumBytes": 32 * MiB, "maximumBytes": 256 * MiB, "buffer": 25,
-                                  "priority": 80})
+                                  "priority": 80, "pagingBytes": before["pagingBytes"]})
         out = self.host.ok("Set-VMMemory", "memset", "-Dyn:false", "-Passthru")
         self.assertEqual(table(out)[2][0], ["memset", "False", "32", "64", "256", "25", "80"])
 

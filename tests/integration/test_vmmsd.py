@@ -168,7 +168,7 @@ class BadInputTest(unittest.TestCase):
                 ("unknown VM", lambda: host.api.GetVm(pb.VmRef(vm="nope")), C.NOT_FOUND, "nope"),
                 ("duplicate name", lambda: host.create("BASE"), C.ALREADY_EXISTS, "already exists"),
                 ("name with a slash", lambda: host.create("a/b"), C.INVALID_ARGUMENT, "'/'"),
-                ("300-character name", lambda: host.create("x" * 300), C.INVALID_ARGUMENT, "1-100 characters"),
+                ("300-character name", lambda: host.create("x" * 300), C.INVALID_ARGUMENT, "1-100 bytes"),
                 ("count 33", lambda: host.create("c", vps=33), C.INVALID_ARGUMENT, "Count 33"),
                 ("reserve 101", lambda: host.create("c", reserve=101), C.INVALID_ARGUMENT, "Reserve 101"),
                 ("maximum 101", lambda: host.create("c", maximum=101), C.INVALID_ARGUMENT, "Maximum 101"),
