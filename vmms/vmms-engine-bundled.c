@@ -140,6 +140,7 @@ static VmmsErrorCode start_failure_code(int exit_code)
         case 4:
                 return VMMS_ERROR_RESOURCE_EXHAUSTED; /* the pool or the reservations cannot cover it */
         case 1:
+        case 3: /* the guest crashed: its image or its boot arguments, not vmmsd */
                 return VMMS_ERROR_FAILED_PRECONDITION;
         default:
                 return VMMS_ERROR_INTERNAL;
@@ -147,9 +148,11 @@ static VmmsErrorCode start_failure_code(int exit_code)
 }
 
 /* "vmwp: <partition>: <reason>" -> "<reason>" */
-static char *worker_last_words(VmmsWorker *w)
+/* A worker killed by a signal wrote nothing about it: its log's last line would be
+ * unrelated, so only a worker that exited by itself is read. */
+static char *worker_last_words(VmmsWorker *w, int exit_code)
 {
-        g_autofree char *line = vmms_worker_last_log_line(w);
+        g_autofree char *line = vmms_worker_last_words(w, exit_code >= 0);
         const char *text = line;
 
         if (!line)
@@ -159,6 +162,8 @@ static char *worker_last_words(VmmsWorker *w)
 
                 text = colon ? colon + 2 : text + 6;
         }
+        if (g_str_has_prefix(text, "stopped: "))
+                text += strlen("stopped: ");
         return g_strdup(text);
 }
 
@@ -199,7 +204,7 @@ static void on_worker_exited(VmmsWorker *w, const char *why, int exit_code, void
         vmms_hvd_check(bundled(vm->engine)->hvd);
         failure = g_steal_pointer(&b->failure);
         if (!failure)
-                last = worker_last_words(w);
+                last = worker_last_words(w, exit_code);
         report_exit(vm, why, failure ? failure : last,
                     failure ? VMMS_ERROR_UNAVAILABLE : start_failure_code(exit_code));
 }

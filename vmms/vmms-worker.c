@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -27,6 +28,7 @@ typedef struct PendingReply {
 struct VmmsWorker {
         VmmsWorkerCallbacks callbacks;
         void *userdata;
+        char *exit_message; /* its Exiting message: why it is about to exit */
         char *control_socket;
         char *log_path;
         GPid pid;
@@ -110,6 +112,11 @@ static void handle_message(VmmsWorker *w, const Vmms__Worker__Message *msg)
         case VMMS__WORKER__MESSAGE__BODY_MEMORY_STATUS:
                 if (w->callbacks.memory_status)
                         w->callbacks.memory_status(w, msg->memory_status, w->userdata);
+                break;
+        case VMMS__WORKER__MESSAGE__BODY_EXITING:
+                g_free(w->exit_message);
+                w->exit_message = g_strdup(
+                        msg->exiting->message && *msg->exiting->message ? msg->exiting->message : NULL);
                 break;
         case VMMS__WORKER__MESSAGE__BODY_GUEST_STOPPED:
                 w->callbacks.guest_stopped(w, msg->guest_stopped->reason, msg->guest_stopped->crashed,
@@ -311,6 +318,7 @@ void vmms_worker_free(VmmsWorker *w)
                 g_source_remove(w->child_watch);
         g_free(w->control_socket);
         g_free(w->log_path);
+        g_free(w->exit_message);
         g_free(w);
 }
 
@@ -344,16 +352,36 @@ void vmms_worker_request(VmmsWorker *w, Vmms__Worker__Request *req, VmmsWorkerRe
         g_queue_push_tail(&w->pending, p);
 }
 
-char *vmms_worker_last_log_line(VmmsWorker *w)
-{
-        g_autofree char *contents = NULL;
-        g_auto(GStrv) lines = NULL;
+/* The worker's own word on why it exits, else the last line of its log; only the
+ * log's last LOG_TAIL_BYTES are read, however large it grew. */
+#define LOG_TAIL_BYTES 4096
 
-        if (!w->log_path || !g_file_get_contents(w->log_path, &contents, NULL, NULL))
+char *vmms_worker_last_words(VmmsWorker *w, bool read_log)
+{
+        g_autofree char *tail = NULL;
+        g_auto(GStrv) lines = NULL;
+        struct stat st;
+        ssize_t n;
+        int fd;
+
+        if (w->exit_message)
+                return g_strdup(w->exit_message);
+        if (!read_log || !w->log_path)
                 return NULL;
-        lines = g_strsplit(g_strchomp(contents), "\n", -1);
+        fd = open(w->log_path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return NULL;
+        tail = g_malloc0(LOG_TAIL_BYTES + 1);
+        n = fstat(fd, &st) < 0 ? -1
+                               : pread(fd, tail, LOG_TAIL_BYTES,
+                                       st.st_size > LOG_TAIL_BYTES ? st.st_size - LOG_TAIL_BYTES : 0);
+        close(fd);
+        if (n <= 0)
+                return NULL;
+        tail[n] = '\0';
+        lines = g_strsplit(g_strchomp(tail), "\n", -1);
         for (int i = (int)g_strv_length(lines) - 1; i >= 0; i--)
-                if (*g_strstrip(lines[i]))
+                if (*g_strstrip(lines[i]) && g_utf8_validate(lines[i], -1, NULL))
                         return g_strdup(lines[i]);
         return NULL;
 }

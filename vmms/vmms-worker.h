@@ -57,6 +57,8 @@ bool vmms_worker_connected(VmmsWorker *w);
 /* Sends `req` (its id is set here); `fn` runs once with the reply, or with
  * -ECONNRESET if the worker goes away first. */
 void vmms_worker_request(VmmsWorker *w, Vmms__Worker__Request *req, VmmsWorkerReplyFn fn, void *userdata);
-/* The last line the worker wrote to its log (its reason for failing to start). */
-char *vmms_worker_last_log_line(VmmsWorker *w);
+/* Why the worker exited: its Exiting message (worker.proto), else with read_log the
+ * last line of its log (a start that failed before vmmsd connected); the log is never
+ * read whole. */
+char *vmms_worker_last_words(VmmsWorker *w, bool read_log);
 void vmms_worker_kill(VmmsWorker *w);

@@ -284,3 +284,15 @@ void vmwp_control_guest_stopped(VmwpControl *c, const char *reason, bool crashed
         msg.guest_stopped = &stopped;
         send_message(c, &msg);
 }
+
+void vmwp_control_exiting(VmwpControl *c, int reason, const char *message)
+{
+        Vmms__Worker__Message msg = VMMS__WORKER__MESSAGE__INIT;
+        Vmms__Worker__Exiting exiting = VMMS__WORKER__EXITING__INIT;
+
+        exiting.reason = (Vmms__Worker__Exiting__Reason)reason;
+        exiting.message = (char *)message;
+        msg.body_case = VMMS__WORKER__MESSAGE__BODY_EXITING;
+        msg.exiting = &exiting;
+        send_message(c, &msg);
+}

@@ -21,5 +21,7 @@ int vmwp_control_new(VmwpWorker *worker, const char *socket_path, const char *vm
 void vmwp_control_free(VmwpControl *c);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmwpControl, vmwp_control_free)
 
+/* Tells a connected vmmsd why the worker is about to exit (worker.proto Exiting). */
+void vmwp_control_exiting(VmwpControl *c, int reason, const char *message);
 /* Tells a connected vmmsd that the guest stopped by itself. */
 void vmwp_control_guest_stopped(VmwpControl *c, const char *reason, bool crashed);

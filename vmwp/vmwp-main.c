@@ -7,18 +7,32 @@
 #include "hv-size.h"
 #include "hv-wire.h"
 #include "vmwp-control.h"
+#include "vmwp-log.h"
 #include "vmwp-worker.h"
+#include "worker.pb-c.h"
 
 typedef struct VmwpMain {
         GMainLoop *loop;
         VmwpControl *control;
         int exit_status;
+        Vmms__Worker__Exiting__Reason exit_reason; /* told to vmmsd before exiting */
+        char *exit_message;
 } VmwpMain;
+
+/* The first reason wins: what follows from it is not news. */
+static void set_exit(VmwpMain *m, Vmms__Worker__Exiting__Reason reason, const char *message)
+{
+        if (m->exit_reason != VMMS__WORKER__EXITING__REASON__REASON_UNSPECIFIED)
+                return;
+        m->exit_reason = reason;
+        m->exit_message = g_strdup(message);
+}
 
 static gboolean on_term(gpointer userdata)
 {
         VmwpMain *m = userdata;
 
+        set_exit(m, VMMS__WORKER__EXITING__REASON__TURNED_OFF, "turned off by a signal");
         g_main_loop_quit(m->loop);
         return G_SOURCE_CONTINUE;
 }
@@ -28,6 +42,10 @@ static void on_stopped(VmwpWorker *w, bool crashed, void *userdata)
         VmwpMain *m = userdata;
 
         m->exit_status = crashed ? 3 : 0;
+        set_exit(m,
+                 crashed ? VMMS__WORKER__EXITING__REASON__GUEST_CRASHED
+                         : VMMS__WORKER__EXITING__REASON__GUEST_SHUTDOWN,
+                 vmwp_worker_stop_reason(w));
         if (m->control)
                 vmwp_control_guest_stopped(m->control, vmwp_worker_stop_reason(w), crashed);
         g_main_loop_quit(m->loop);
@@ -37,8 +55,10 @@ static void on_control_action(VmwpControlAction action, void *userdata)
 {
         VmwpMain *m = userdata;
 
-        if (action == VMWP_CONTROL_TURN_OFF)
+        if (action == VMWP_CONTROL_TURN_OFF) {
+                set_exit(m, VMMS__WORKER__EXITING__REASON__TURNED_OFF, "turned off");
                 g_main_loop_quit(m->loop);
+        }
 }
 
 /* Exit codes: 0 the guest halted, 1 refused or lost hvd, 2 bad arguments, 3 the guest
@@ -57,6 +77,7 @@ static gboolean on_hvd(gint fd, GIOCondition condition, gpointer userdata)
         (void)condition;
         if (vmwp_worker_dispatch(w) < 0) {
                 fprintf(stderr, "vmwp: hvd went away; the VM is lost\n");
+                set_exit(m, VMMS__WORKER__EXITING__REASON__HYPERVISOR_LOST, "hvd went away; the VM is lost");
                 m->exit_status = 1;
                 g_main_loop_quit(m->loop);
                 return G_SOURCE_REMOVE;
@@ -124,6 +145,7 @@ int main(int argc, char **argv)
         void *watch_data[2];
         int r;
 
+        vmwp_log_install(VMWP_LOG_CAP_BYTES);
         g_option_context_add_main_entries(options, entries, NULL);
         if (!g_option_context_parse(options, &argc, &argv, &error)) {
                 fprintf(stderr, "vmwp: %s\n", error->message);
@@ -186,9 +208,19 @@ int main(int argc, char **argv)
                 config.vp_count, config.startup_bytes, config.workload ? config.workload : "idle");
         g_main_loop_run(m.loop);
         r = vmwp_worker_stop(worker);
-        if (r < 0 && m.exit_status == 0 && r != -ECONNRESET)
-                fprintf(stderr, "vmwp: %s: stopping: %s\n", config.name, g_strerror(-r));
+        if (r < 0 && m.exit_status == 0 && r != -ECONNRESET) {
+                g_autofree char *text = g_strdup_printf("stopping: %s", g_strerror(-r));
+
+                fprintf(stderr, "vmwp: %s: %s\n", config.name, text);
+                set_exit(&m, VMMS__WORKER__EXITING__REASON__STOP_FAILED, text);
+        }
+        if (control)
+                vmwp_control_exiting(control, m.exit_reason, m.exit_message ? m.exit_message : "");
         g_main_loop_unref(m.loop);
-        fprintf(stderr, "vmwp: %s: stopped\n", config.name);
+        /* The last line says why: vmmsd reads it when the worker ended before it could
+         * be told (a guest that faults at boot). */
+        fprintf(stderr, "vmwp: %s: stopped: %s\n", config.name,
+                m.exit_message ? m.exit_message : "turned off");
+        g_free(m.exit_message);
         return m.exit_status;
 }
