@@ -19,9 +19,23 @@
  *
  * Host memory. A ballooned page is punched out of the memfd (FALLOC_FL_PUNCH_HOLE), so
  * the host really gets it back: resident memory (st_blocks) falls, measured. Runs of
- * consecutive pages are punched with one call. A guest that touches a ballooned page
- * again makes the host allocate it anew (memfd faults fill holes), which shows up as
- * resident above assigned; the pool is not fooled, the host pays.
+ * consecutive pages are punched with one call.
+ *
+ * A guest that touches a ballooned page again makes the host allocate it anew (memfd
+ * faults fill holes, reads too), and nothing in the engine can stop it. So hvd looks:
+ * hv_memory_reconcile, every HV_MEMORY_RECONCILE_MS and before any figure is reported,
+ * compares resident (fstat, O(1)) with assigned. Resident above assigned can only be
+ * ballooned pages touched again, or pages past visible RAM that the worker touched
+ * through its mapping. Then it finds the ballooned pages that are resident (mincore
+ * over the partition's RAM, in chunks that hold ballooned pages only) and takes them
+ * out of the balloon: charged to the pool and to the connection's quota like an
+ * unballoon. If either cannot cover them, nothing is charged and the caller stops the
+ * partition, whose retouched pages are punched again (hv_memory_release_retouched).
+ * Pages past visible are punched: nothing of the guest's lives there.
+ * So resident <= assigned holds at every reconcile, and between two of them a guest can
+ * hold no more than what its VPs touch in HV_MEMORY_RECONCILE_MS (the documented slack,
+ * HV_MEMORY_RESIDENT_SLACK_BYTES, measured by tests/integration/test_dynamic_memory.py
+ * with a guest that stores to every ballooned page as fast as it can).
  *
  * Visible RAM never shrinks: memory is taken back by the balloon only. Engines map
  * [0, visible) and pick up a hot-add at the guest's first touch of the new range or at
@@ -31,6 +45,8 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "hv-abi.h"
 #include "hv-memory.h"
@@ -100,22 +116,47 @@ static void set_error(char **ret_error, const char *fmt, ...)
         va_end(ap);
 }
 
-/* Charges the pool, or names the figures when it cannot cover `bytes`. */
-static int charge_pool(HvPool *pool, const char *what, uint64_t bytes, char **ret_error)
+/* Charges the pool and the partition's quota, or names the figures of the one that
+ * cannot cover `bytes` (and charges neither). */
+static int charge_pool(HvPartition *p, const char *what, uint64_t bytes, char **ret_error)
 {
+        HvPool *pool = &p->hv->pool;
+        HvQuota *quota = p->quota;
         int r = hv_pool_charge(pool, bytes);
 
-        if (r < 0)
+        if (r < 0) {
                 set_error(ret_error,
                           "%s (%" G_GUINT64_FORMAT " bytes) exceeds the pool's available %" G_GUINT64_FORMAT
                           " bytes (%" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT " used)",
                           what, bytes, hv_pool_available(pool), pool->used_bytes, pool->total_bytes);
-        return r;
+                return r;
+        }
+        if (quota &&
+            bytes > quota->memory_limit_bytes - MIN(quota->memory_used_bytes, quota->memory_limit_bytes)) {
+                (void)hv_pool_credit(pool, bytes);
+                set_error(ret_error,
+                          "%s (%" G_GUINT64_FORMAT
+                          " bytes) exceeds the connection's memory limit of %" G_GUINT64_FORMAT
+                          " bytes (%" G_GUINT64_FORMAT " held; hvd --connection-memory)",
+                          what, bytes, quota->memory_limit_bytes, quota->memory_used_bytes);
+                return -EDQUOT;
+        }
+        if (quota)
+                quota->memory_used_bytes += bytes;
+        return 0;
+}
+
+static void credit_pool(HvPartition *p, uint64_t bytes)
+{
+        int r = hv_pool_credit(&p->hv->pool, bytes);
+
+        g_assert(r == 0); /* the pages were part of assigned, which the pool was charged for */
+        if (p->quota)
+                p->quota->memory_used_bytes -= MIN(bytes, p->quota->memory_used_bytes);
 }
 
 int hv_memory_hot_add(HvPartition *p, uint64_t bytes, char **ret_error)
 {
-        HvPool *pool = &p->hv->pool;
         uint64_t visible = atomic_load(&p->visible_bytes);
         uint64_t room = p->maximum_bytes - visible;
         int r;
@@ -136,7 +177,7 @@ int hv_memory_hot_add(HvPartition *p, uint64_t bytes, char **ret_error)
                           bytes, room);
                 return -EINVAL;
         }
-        r = charge_pool(pool, "hot-add", bytes, ret_error);
+        r = charge_pool(p, "hot-add", bytes, ret_error);
         if (r < 0)
                 return r;
         p->assigned_bytes += bytes;
@@ -202,8 +243,7 @@ int hv_memory_balloon(HvPartition *p, const uint64_t *pfns, size_t n, HvPageVerd
                         accepted[n_accepted++] = pfns[i];
                 }
         punch_pages(p, accepted, n_accepted);
-        r = hv_pool_credit(&p->hv->pool, n_accepted * HV_PAGE_SIZE);
-        g_assert(r == 0); /* the pages were part of assigned, which the pool was charged for */
+        credit_pool(p, n_accepted * HV_PAGE_SIZE);
         p->ballooned_pages += n_accepted;
         p->assigned_bytes -= n_accepted * HV_PAGE_SIZE;
         p->refused_pages += n - n_accepted;
@@ -214,7 +254,6 @@ int hv_memory_balloon(HvPartition *p, const uint64_t *pfns, size_t n, HvPageVerd
 int hv_memory_unballoon(HvPartition *p, const uint64_t *pfns, size_t n, HvPageVerdict *ret_verdicts,
                         HvPageTally *ret_tally, char **ret_error)
 {
-        HvPool *pool = &p->hv->pool;
         g_autofree char *what = NULL;
         HvPageTally tally;
         uint64_t bytes;
@@ -226,7 +265,7 @@ int hv_memory_unballoon(HvPartition *p, const uint64_t *pfns, size_t n, HvPageVe
         hv_memory_classify(visible_pages(p), p->ballooned, false, pfns, n, ret_verdicts, &tally);
         bytes = (uint64_t)tally.accepted * HV_PAGE_SIZE;
         what = g_strdup_printf("unballoon of %u pages", tally.accepted);
-        r = charge_pool(pool, what, bytes, ret_error);
+        r = charge_pool(p, what, bytes, ret_error);
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n; i++)
@@ -237,4 +276,98 @@ int hv_memory_unballoon(HvPartition *p, const uint64_t *pfns, size_t n, HvPageVe
         p->refused_pages += n - tally.accepted;
         *ret_tally = tally;
         return 0;
+}
+
+/* Pages per mincore call: 16 MiB of guest RAM, a 4 KiB vector. */
+#define RECONCILE_CHUNK_PAGES 4096u
+
+static bool chunk_has_ballooned(const HvPartition *p, uint64_t first, uint64_t n)
+{
+        for (uint64_t w = first / 64; w < (first + n + 63) / 64; w++)
+                if (p->ballooned[w])
+                        return true;
+        return false;
+}
+
+/* The ballooned pages of [0, visible) that are resident again, in order. */
+static GArray *find_retouched(HvPartition *p)
+{
+        GArray *found = g_array_new(FALSE, FALSE, sizeof(uint64_t));
+        uint64_t n_visible = visible_pages(p);
+        unsigned char vec[RECONCILE_CHUNK_PAGES];
+
+        if (!p->ballooned)
+                return found;
+        for (uint64_t first = 0; first < n_visible; first += RECONCILE_CHUNK_PAGES) {
+                uint64_t n = MIN(RECONCILE_CHUNK_PAGES, n_visible - first);
+
+                if (!chunk_has_ballooned(p, first, n))
+                        continue;
+                if (mincore(p->ram + first * HV_PAGE_SIZE, n * HV_PAGE_SIZE, vec) < 0) {
+                        g_warning("partition %" G_GUINT64_FORMAT " (%s): mincore: %s", p->id, p->name,
+                                  g_strerror(errno));
+                        continue;
+                }
+                for (uint64_t i = 0; i < n; i++)
+                        if ((vec[i] & 1) && bit_test(p->ballooned, first + i)) {
+                                uint64_t pfn = first + i;
+
+                                g_array_append_val(found, pfn);
+                        }
+        }
+        return found;
+}
+
+/* Pages past visible RAM hold nothing of the guest's: anything resident there (the
+ * worker's mapping covers the whole memfd) is punched. */
+static void release_past_visible(HvPartition *p)
+{
+        uint64_t visible = atomic_load(&p->visible_bytes);
+        off_t data;
+
+        if (visible >= p->maximum_bytes)
+                return;
+        data = lseek(p->ram_fd, (off_t)visible, SEEK_DATA);
+        if (data < 0 || (uint64_t)data >= p->maximum_bytes)
+                return;
+        if (fallocate(p->ram_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)visible,
+                      (off_t)(p->maximum_bytes - visible)) < 0)
+                g_warning("partition %" G_GUINT64_FORMAT " (%s): cannot release memory past visible: %s",
+                          p->id, p->name, g_strerror(errno));
+}
+
+int hv_memory_reconcile(HvPartition *p, uint64_t *ret_pages, char **ret_error)
+{
+        g_autoptr(GArray) found = NULL;
+        g_autofree char *what = NULL;
+        uint64_t bytes;
+        int r;
+
+        *ret_pages = 0;
+        if (hv_partition_resident_bytes(p) <= p->assigned_bytes)
+                return 0;
+        release_past_visible(p);
+        found = find_retouched(p);
+        if (found->len == 0)
+                return 0;
+        bytes = (uint64_t)found->len * HV_PAGE_SIZE;
+        what = g_strdup_printf("the guest touched %u ballooned pages again; charging them back", found->len);
+        r = charge_pool(p, what, bytes, ret_error);
+        if (r < 0)
+                return r;
+        for (guint i = 0; i < found->len; i++)
+                bit_clear(p->ballooned, g_array_index(found, uint64_t, i));
+        p->ballooned_pages -= found->len;
+        p->assigned_bytes += bytes;
+        p->retouched_pages += found->len;
+        *ret_pages = found->len;
+        return 0;
+}
+
+void hv_memory_release_retouched(HvPartition *p)
+{
+        g_autoptr(GArray) found = find_retouched(p);
+
+        release_past_visible(p);
+        punch_pages(p, (uint64_t *)(void *)found->data, found->len);
 }

@@ -11,6 +11,13 @@
 /* Hot-add is in these units (Hyper-V's granularity), except a last piece up to the
  * partition's maximum. */
 #define HV_HOT_ADD_UNIT (2ull << 20)
+/* How often hvd looks for ballooned pages the guest touched again (hv-memory.c). */
+#define HV_MEMORY_RECONCILE_MS 10u
+/* What resident may exceed assigned by between two looks: what a guest's VPs can touch
+ * in HV_MEMORY_RECONCILE_MS (about 1 GiB/s per VP storing to a new page per instruction
+ * batch) plus the reconcile's own run. Reported figures are reconciled first, so they
+ * stay within it with room to spare. */
+#define HV_MEMORY_RESIDENT_SLACK_BYTES (32ull << 20)
 /* Pages one balloon or unballoon request may name (bounds the work of one request). */
 #define HV_MEMORY_PAGES_MAX 65536u
 
@@ -41,3 +48,12 @@ int hv_memory_balloon(HvPartition *p, const uint64_t *pfns, size_t n, HvPageVerd
                       HvPageTally *ret_tally, char **ret_error);
 int hv_memory_unballoon(HvPartition *p, const uint64_t *pfns, size_t n, HvPageVerdict *ret_verdicts,
                         HvPageTally *ret_tally, char **ret_error);
+
+/* Ballooned pages the guest touched again are taken out of the balloon and charged to
+ * the pool and the quota (*ret_pages of them). Cheap when resident <= assigned (one
+ * fstat). Returns -ENOMEM or -EDQUOT, charging nothing, when they cannot be covered:
+ * the caller stops the partition and calls hv_memory_release_retouched. */
+int hv_memory_reconcile(HvPartition *p, uint64_t *ret_pages, char **ret_error);
+/* Punches the retouched ballooned pages (and anything past visible) out again; for a
+ * partition whose VPs no longer run. */
+void hv_memory_release_retouched(HvPartition *p);

@@ -99,6 +99,7 @@ int hv_partition_new(Hv *hv, const char *name, uint32_t vp_count, uint32_t max_v
         p->max_vp_count = max_vp_count;
         p->vps = g_new0(HvVp *, max_vp_count);
         p->processor = HV_PROCESSOR_DEFAULTS;
+        p->ganged = true;
         p->home_node = -1;
         g_mutex_init(&p->console_lock);
         p->console = g_byte_array_new();

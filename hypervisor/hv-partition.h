@@ -13,6 +13,13 @@ typedef struct Hv Hv;
 typedef struct HvLp HvLp;
 typedef struct HvPartition HvPartition;
 
+/* What one root-interface connection may hold (hv-server.c owns it; hv-memory.c charges
+ * memory against it alongside the pool). Main thread only. */
+typedef struct HvQuota {
+        uint64_t memory_limit_bytes;
+        uint64_t memory_used_bytes; /* sum of assigned_bytes over the connection's partitions */
+} HvQuota;
+
 typedef enum HvVpState {
         HV_VP_STOPPED,  /* created, not started; or halted */
         HV_VP_RUNNABLE, /* wants an LP */
@@ -113,8 +120,14 @@ struct HvPartition {
         HvVp **vps;
 
         atomic_bool dying;
+        /* Ganged (the default): at most one of its VPs is on an LP at any instant, so
+         * the guest's lock-prefixed instructions stay atomic (the engine does not make
+         * them atomic between threads). false: the guest opted out (PartitionCreate
+         * concurrent_vps). Set before its VPs reach the scheduler, then read-only. */
+        bool ganged;
         /* Guarded by the scheduler lock. */
         bool paused;
+        uint32_t running_vps; /* its VPs on an LP now (hv-sched.c keeps it) */
         HvProcessorSettings processor;
         int32_t home_node; /* NUMA node its VPs are placed on, -1 when they did not fit on one */
 
@@ -129,6 +142,8 @@ struct HvPartition {
         uint64_t ballooned_pages;
         uint64_t hot_added_bytes;
         uint64_t refused_pages;
+        uint64_t retouched_pages; /* ballooned pages the guest touched again, charged back */
+        HvQuota *quota;           /* its connection's memory limit; NULL: none */
 
         /* Guest -> worker notes (PostMessage, SignalEvent): queued by LP threads, sent
          * by the main thread in order. Bounded, so a guest cannot make hvd hoard memory

@@ -86,6 +86,9 @@ static HvVp *rr_pick_next(void *policy, HvLp *lp, uint64_t now, uint64_t *ret_sl
         (void)now;
         (void)ret_slice_ns; /* the core's default slice */
         (void)ret_retry_ns; /* nothing is held back: idle until kicked */
+        /* The first in line whose ganged sibling is not on an LP. */
+        while (link && hv_sched_vp_gang_blocked(link->data))
+                link = link->next;
         if (!link)
                 return NULL;
         vp = link->data;

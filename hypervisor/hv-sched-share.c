@@ -46,6 +46,23 @@
  * lose its time waiting behind someone else's slice. What a cap costs below c_i: the
  * guard and the minimum slice, about 1 point at 30 % (test-sched-sim.c measures 29.2).
  *
+ * Ganging. A partition's VPs are ganged unless it opted out (HvPartition.ganged;
+ * Unicorn's lock-prefixed instructions are not atomic between LPs): at most one of
+ * them is on an LP at any instant. The fluid model sees a ganged partition's k
+ * contenders as one entity of weight sum(w_i), floor min(sum(r_i), 1) and ceiling
+ * min(sum(c_i), 1) — it can never use more than one LP — and its members (whose
+ * settings are the partition's, so equal) split its share evenly: s_i = S / k. So
+ * a ganged VM competes with the same weight as before but is capped at one LP in
+ * all; a reservation of k x r_i above 100 % is honoured only up to one LP (admission
+ * still counts k x r_i, so nothing is over-promised to others). EDF then skips a
+ * queued VP whose sibling is on an LP (hv_sched_vp_gang_blocked); since the entity's
+ * share is at most 1, its members run one after another without losing their
+ * deadlines, and the mechanism kicks an idle LP for a waiting sibling as soon as
+ * the running one leaves. Placement needs one LP for a ganged partition. Measured on
+ * the simulation: every case above holds with ganging on (the cases that need a VM
+ * on two LPs at once opt out); what ganging costs is a multi-VP VM's parallelism —
+ * a 2-VP VM alone on 2 LPs gets 1 LP, not 2.
+ *
  * Extras. Soft affinity: among VPs whose deadlines are within slice /
  * HV_SCHED_AFFINITY_DIVISOR of the earliest, the LP prefers the one that last ran on it.
  * NUMA: a VP contends in its home node (its shares are computed against that node's
@@ -98,6 +115,7 @@ typedef struct ShareNode {
         /* Scratch for the water-fill, grown as needed. */
         size_t scratch_len;
         double *weight, *lo, *hi, *out;
+        uint32_t *members; /* contenders per water-fill entity */
         HvSchedShareEvent *events;
 } ShareNode;
 
@@ -111,6 +129,7 @@ typedef struct ShareVp {
         bool throttled;   /* the cap held it back at the last look */
         uint64_t woke_ns; /* orders the boosted, first come first served */
         double share;     /* fluid share of one LP */
+        size_t entity;    /* its water-fill entity, as last computed */
         double lag;       /* ns, as of node->vtime == vmark */
         double vmark;
         uint64_t cap_throttles;
@@ -225,32 +244,64 @@ static void node_grow_scratch(ShareNode *node, size_t n)
         node->hi = g_renew(double, node->hi, node->scratch_len);
         node->out = g_renew(double, node->out, node->scratch_len);
         node->events = g_renew(HvSchedShareEvent, node->events, 2 * node->scratch_len);
+        node->members = g_renew(uint32_t, node->members, node->scratch_len);
+}
+
+/* The water-fill's entities: each contender of a partition that opted out of ganging,
+ * and each ganged partition's contenders as one (see "Ganging" above). sv->entity and
+ * node->members[e] (contenders in entity e) are set here. */
+static size_t node_build_entities(ShareNode *node)
+{
+        g_autoptr(GHashTable) ganged = g_hash_table_new(NULL, NULL); /* HvPartition* -> entity + 1 */
+        size_t n = 0;
+
+        for (guint i = 0; i < node->vps->len; i++) {
+                ShareVp *sv = node->vps->pdata[i];
+                HvPartition *p = sv->vp->partition;
+                const HvProcessorSettings *ps = &p->processor;
+                gpointer found;
+
+                if (!sv->contender)
+                        continue;
+                if (p->ganged && (found = g_hash_table_lookup(ganged, p))) {
+                        size_t e = GPOINTER_TO_SIZE(found) - 1;
+
+                        node->members[e]++;
+                        node->weight[e] += ps->relative_weight;
+                        node->lo[e] += ps->reserve_pct / 100.0;
+                        node->hi[e] += ps->maximum_pct / 100.0;
+                        sv->entity = e;
+                        continue;
+                }
+                if (p->ganged)
+                        g_hash_table_insert(ganged, p, GSIZE_TO_POINTER(n + 1));
+                node->members[n] = 1;
+                node->weight[n] = ps->relative_weight;
+                node->lo[n] = ps->reserve_pct / 100.0;
+                node->hi[n] = ps->maximum_pct / 100.0;
+                sv->entity = n++;
+        }
+        for (size_t e = 0; e < n; e++) {
+                node->hi[e] = MIN(node->hi[e], 1.0); /* a gang runs on one LP at a time */
+                node->lo[e] = MIN(node->lo[e], node->hi[e]);
+        }
+        return n;
 }
 
 static void node_compute_shares(ShareNode *node)
 {
-        size_t n = 0;
+        size_t n;
 
         node_grow_scratch(node, node->vps->len);
-        for (guint i = 0; i < node->vps->len; i++) {
-                ShareVp *sv = node->vps->pdata[i];
-                const HvProcessorSettings *ps = &sv->vp->partition->processor;
-
-                if (!sv->contender)
-                        continue;
-                node->weight[n] = ps->relative_weight;
-                node->lo[n] = ps->reserve_pct / 100.0;
-                node->hi[n] = ps->maximum_pct / 100.0;
-                n++;
-        }
+        n = node_build_entities(node);
         hv_sched_share_waterfill(node->weight, node->lo, node->hi, n, node->capacity, node->out,
                                  node->events);
         node->share_sum = 0;
-        n = 0;
         for (guint i = 0; i < node->vps->len; i++) {
                 ShareVp *sv = node->vps->pdata[i];
 
-                sv->share = sv->contender ? node->out[n++] : 0;
+                /* A gang's members have the same settings, so they split its share evenly. */
+                sv->share = sv->contender ? node->out[sv->entity] / node->members[sv->entity] : 0;
                 node->share_sum += sv->share;
         }
         node->shares_dirty = false;
@@ -429,7 +480,7 @@ static void node_choose(Share *sh, ShareNode *node, HvLp *lp, uint64_t now, Shar
                 double deadline;
                 int cls;
 
-                if (!sv->queued)
+                if (!sv->queued || hv_sched_vp_gang_blocked(sv->vp))
                         continue;
                 if (cap_budget(sv, now) == 0) {
                         if (!sv->throttled)
@@ -454,7 +505,8 @@ static void node_choose(Share *sh, ShareNode *node, HvLp *lp, uint64_t now, Shar
         for (guint i = 0; i < node->vps->len; i++) {
                 ShareVp *sv = node->vps->pdata[i];
 
-                if (sv->queued && !sv->throttled && vp_class(sh, sv, lp) == 1 && sv->vp->last_lp == lp &&
+                if (sv->queued && !sv->throttled && !hv_sched_vp_gang_blocked(sv->vp) &&
+                    vp_class(sh, sv, lp) == 1 && sv->vp->last_lp == lp &&
                     vp_deadline(sh, sv) <= c->best_deadline + sh->affinity_ns) {
                         c->best = sv;
                         return;
@@ -496,6 +548,7 @@ static void share_free(void *policy)
                 g_free(node->hi);
                 g_free(node->out);
                 g_free(node->events);
+                g_free(node->members);
         }
         g_free(sh->nodes);
         g_free(sh->yielders);
@@ -567,6 +620,18 @@ static void share_vp_remove(void *policy, HvVp *vp)
 static HvLp *boost_victim(Share *sh, ShareVp *sv)
 {
         HvLp *same_node = NULL, *any = NULL;
+
+        if (hv_sched_vp_gang_blocked(sv->vp)) {
+                /* Only its running sibling's LP can make room for it. */
+                for (uint32_t i = 0; i < sh->config.n_lps; i++) {
+                        HvLp *lp = &sh->config.lps[i];
+                        ShareVp *cur = lp->current ? lp->current->policy_data : NULL;
+
+                        if (lp->current && lp->current->partition == sv->vp->partition)
+                                return cur && cur->running_boosted ? NULL : lp;
+                }
+                return NULL;
+        }
 
         for (uint32_t i = 0; i < sh->config.n_lps; i++) {
                 HvLp *lp = &sh->config.lps[i];

@@ -12,6 +12,14 @@
  * for a busy LP's VP to leave early (I/O-wake boost); the mechanism sets that VP's
  * preempt flag, so the engine still stops only at a block boundary.
  *
+ * Ganging: a ganged partition (the default, HvPartition.ganged) has at most one VP
+ * on an LP at any instant, because Unicorn does not make a guest's lock-prefixed
+ * instructions atomic between engines on different threads. The mechanism counts
+ * p->running_vps around each run; a policy never picks a VP whose sibling runs
+ * (hv_sched_vp_gang_blocked), and when a ganged VP leaves its LP with a sibling
+ * waiting, an idle LP is kicked for the sibling, so ganging never leaves work behind
+ * an idle LP. A partition that opted out runs its VPs on as many LPs as it likes.
+ *
  * Placement: LPs are split evenly into NUMA nodes; a partition gets a home node where
  * all its VPs fit (hv_sched_partition_place), and each VP carries it (vp->home_node)
  * for the policy to honour. The mechanism counts dispatches on the home node and on
@@ -135,7 +143,8 @@ static void vp_make_runnable(HvSched *s, HvVp *vp, uint64_t now, bool from_idle)
         vp->runnable_since_ns = now;
         vp->woke_from_idle = from_idle;
         preempt_lp = s->ops->vp_wake(s->policy, vp, now, from_idle);
-        idle_lp = find_idle_lp(s, vp);
+        /* A VP whose sibling runs cannot use an idle LP yet; gang_kick does it later. */
+        idle_lp = hv_sched_vp_gang_blocked(vp) ? NULL : find_idle_lp(s, vp);
         if (idle_lp)
                 kick_lp(idle_lp);
         else if (preempt_lp && preempt_lp->current)
@@ -148,6 +157,25 @@ static void vp_wake_from_idle(HvSched *s, HvVp *vp, uint64_t now, uint64_t woke)
         vp->resume_rax_valid = true;
         vp->resume_rax = woke;
         vp_make_runnable(s, vp, now, true);
+}
+
+/* A ganged VP left its LP: an idle LP for a sibling that waited for it, if any. */
+static void gang_kick(HvSched *s, HvPartition *p)
+{
+        assert_locked(s);
+        if (!p->ganged || p->running_vps > 0)
+                return;
+        for (uint32_t i = 0; i < p->vp_count; i++) {
+                HvVp *sibling = p->vps[i];
+                HvLp *idle_lp;
+
+                if (!sibling || sibling->state != HV_VP_RUNNABLE)
+                        continue;
+                idle_lp = find_idle_lp(s, sibling);
+                if (idle_lp)
+                        kick_lp(idle_lp);
+                return;
+        }
 }
 
 /* After a run: the VP's next state from how the engine exited. */
@@ -196,6 +224,7 @@ static void vp_after_run(HvSched *s, HvVp *vp, HvLp *lp, const HvVpExit *exit, u
                 vp->runnable_since_ns = now;
         }
         s->ops->vp_put(s->policy, vp, lp, ran_ns, now, reason);
+        gang_kick(s, vp->partition);
         g_cond_broadcast(&s->vp_cond);
 }
 
@@ -239,6 +268,8 @@ static void lp_dispatch(HvSched *s, HvLp *lp, HvVp *vp, uint64_t now, uint64_t s
         uint64_t waited = now - vp->runnable_since_ns;
 
         assert_locked(s);
+        g_assert(!hv_sched_vp_gang_blocked(vp)); /* the policy's contract */
+        vp->partition->running_vps++;
         vp->state = HV_VP_RUNNING;
         vp->counters.dispatches++;
         vp->counters.wait_ns += waited;
@@ -308,6 +339,7 @@ static gpointer lp_thread(gpointer data)
                 vp->counters.guest_ns += (t1 - t0) - MIN(exit.hypercall_ns, t1 - t0);
                 lp->current = NULL;
                 lp->last_vp = vp;
+                vp->partition->running_vps--;
                 vp_after_run(s, vp, lp, &exit, t1 - t0, t1);
         }
         g_mutex_unlock(&s->lock);
@@ -464,7 +496,8 @@ int32_t hv_sched_place(const uint32_t *node_lps, const uint32_t *node_vps, uint3
 void hv_sched_partition_place(HvSched *s, HvPartition *p)
 {
         g_mutex_lock(&s->lock);
-        p->home_node = hv_sched_place(s->node_lps, s->node_vps, s->n_nodes, p->vp_count);
+        /* A ganged partition needs one LP at a time, however many VPs it has. */
+        p->home_node = hv_sched_place(s->node_lps, s->node_vps, s->n_nodes, p->ganged ? 1 : p->vp_count);
         g_mutex_unlock(&s->lock);
 }
 
@@ -477,7 +510,7 @@ int hv_sched_vp_add(HvSched *s, HvVp *vp)
 
         g_mutex_lock(&s->lock);
         vp->state = HV_VP_STOPPED;
-        if (p->home_node >= 0 && MAX(p->vp_count, vp->index + 1) <= s->node_lps[p->home_node])
+        if (p->home_node >= 0 && (p->ganged || MAX(p->vp_count, vp->index + 1) <= s->node_lps[p->home_node]))
                 vp->home_node = (uint32_t)p->home_node;
         else
                 vp->home_node = (uint32_t)hv_sched_place(s->node_lps, s->node_vps, s->n_nodes, 0);

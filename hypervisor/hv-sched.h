@@ -77,7 +77,9 @@ typedef struct HvSchedVpStats {
  * - pick_next: chooses and dequeues a runnable VP for `lp` and may shorten
  *   *ret_slice_ns (preset to the default slice). NULL idles the LP until it is kicked
  *   or until *ret_retry_ns (preset to UINT64_MAX = until kicked), an absolute time at
- *   which a VP held back now (a capped one) may run.
+ *   which a VP held back now (a capped one) may run. It never returns a VP that
+ *   hv_sched_vp_gang_blocked() says must wait (the mechanism asserts it); such a VP
+ *   stays queued, and the mechanism kicks an idle LP for it when its sibling leaves.
  * - vp_put: the VP left `lp` after running `ran_ns` (ending at `now`) for `reason`;
  *   a runnable one is queued again. Also called with ran_ns 0 for a VP picked and then
  *   parked by the mechanism (its partition was paused meanwhile).
@@ -98,6 +100,13 @@ typedef struct HvSchedOps {
         void (*partition_changed)(void *policy, HvPartition *p, uint64_t now);
         void (*vp_stats)(void *policy, HvVp *vp, uint64_t now, HvSchedVpStats *ret);
 } HvSchedOps;
+
+/* Whether `vp` must wait because another VP of its ganged partition is on an LP
+ * (HvPartition.ganged). Under the scheduler lock. */
+static inline bool hv_sched_vp_gang_blocked(const HvVp *vp)
+{
+        return vp->partition->ganged && vp->partition->running_vps > 0;
+}
 
 extern const HvSchedOps hv_sched_round_robin_ops;
 extern const HvSchedOps hv_sched_share_ops;

@@ -1,9 +1,14 @@
 /* Root-interface server. Each connection owns the partitions it creates; when it
  * closes (its worker exited or died) they are destroyed and their memory returned.
- * A client is not trusted: a malformed request gets an error reply, and a request
- * may touch only the connection's own partitions (counters are readable by all). */
+ * A client is not trusted: a malformed or empty request gets an error reply (never a
+ * teardown), a request may touch only the connection's own partitions (counters are
+ * readable by all), and a connection holds at most its limits (HvConnectionLimits:
+ * partitions, VPs, assigned memory). Every HV_MEMORY_RECONCILE_MS, and before memory
+ * figures are reported, ballooned pages a guest touched again are charged back; a
+ * partition whose pool or quota cannot cover them is stopped, saying why. */
 #include <errno.h>
 #include <glib-unix.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -22,6 +27,8 @@ struct HvServer {
         guint listen_source;
         char *path;
         GHashTable *connections; /* HvConnection* set */
+        HvConnectionLimits limits;
+        guint reconcile_source;
 };
 
 typedef struct HvConnection {
@@ -29,8 +36,18 @@ typedef struct HvConnection {
         int fd;
         guint source;
         GHashTable *partitions; /* id -> HvPartition*, owned here */
+        uint32_t vps;           /* over its partitions */
+        HvQuota quota;          /* its partitions' assigned memory, against the limit */
         uint8_t *buf;
 } HvConnection;
+
+/* Takes a partition off the connection's books and destroys it. */
+static void connection_destroy_partition(HvConnection *c, HvPartition *p)
+{
+        c->vps -= MIN(c->vps, (uint32_t)p->vp_count);
+        c->quota.memory_used_bytes -= MIN(c->quota.memory_used_bytes, p->assigned_bytes);
+        hv_partition_destroy(c->server->hv, p);
+}
 
 static void connection_free(HvConnection *c)
 {
@@ -44,7 +61,7 @@ static void connection_free(HvConnection *c)
 
                         g_message("partition %" G_GUINT64_FORMAT " (%s): its worker disconnected, destroying",
                                   p->id, p->name);
-                        hv_partition_destroy(c->server->hv, p);
+                        connection_destroy_partition(c, p);
                 }
                 g_hash_table_unref(c->partitions);
         }
@@ -100,6 +117,36 @@ static int processor_from_wire(const Vmms__Hv__ProcessorSettings *wire, HvProces
                                                ret_error);
 }
 
+/* A new partition of `vps` VPs and `bytes` of memory within the connection's limits? */
+static int check_limits(HvConnection *c, uint32_t partitions, uint32_t vps, uint64_t bytes, char **ret_error)
+{
+        const HvConnectionLimits *limits = &c->server->limits;
+        uint32_t held = g_hash_table_size(c->partitions);
+
+        if (held + partitions > limits->partitions) {
+                *ret_error = g_strdup_printf("this connection holds %u partitions, its limit (hvd "
+                                             "--connection-partitions %u)",
+                                             held, limits->partitions);
+                return -EDQUOT;
+        }
+        if (vps > limits->vps || c->vps > limits->vps - vps) {
+                *ret_error = g_strdup_printf("%u more VPs would make this connection's %u exceed its limit "
+                                             "(hvd --connection-vps %u)",
+                                             vps, c->vps, limits->vps);
+                return -EDQUOT;
+        }
+        if (bytes >
+            c->quota.memory_limit_bytes - MIN(c->quota.memory_used_bytes, c->quota.memory_limit_bytes)) {
+                *ret_error =
+                        g_strdup_printf("%" G_GUINT64_FORMAT " bytes would exceed this connection's memory "
+                                        "limit of %" G_GUINT64_FORMAT " bytes (%" G_GUINT64_FORMAT
+                                        " held; hvd --connection-memory)",
+                                        bytes, c->quota.memory_limit_bytes, c->quota.memory_used_bytes);
+                return -EDQUOT;
+        }
+        return 0;
+}
+
 static int handle_partition_create(HvConnection *c, const Vmms__Hv__PartitionCreate *req,
                                    Vmms__Hv__Reply *reply, Vmms__Hv__PartitionCreated *created, int *ret_fd)
 {
@@ -110,12 +157,15 @@ static int handle_partition_create(HvConnection *c, const Vmms__Hv__PartitionCre
                 .max_vp_count = req->maximum_vp_count,
                 .startup_bytes = req->startup_bytes,
                 .maximum_bytes = req->maximum_bytes,
+                .concurrent_vps = req->concurrent_vps,
         };
         HvPartition *p;
         char *error = NULL;
         int r;
 
-        r = processor_from_wire(req->processor, &spec.processor, &error);
+        r = check_limits(c, 1, req->vp_count, req->startup_bytes, &error);
+        if (r >= 0)
+                r = processor_from_wire(req->processor, &spec.processor, &error);
         if (r >= 0)
                 r = hv_partition_create(hv, &spec, &p, &error);
         if (r < 0) {
@@ -123,16 +173,20 @@ static int handle_partition_create(HvConnection *c, const Vmms__Hv__PartitionCre
                 return 0;
         }
         p->owner = c;
+        p->quota = &c->quota;
+        c->quota.memory_used_bytes += p->assigned_bytes;
+        c->vps += p->vp_count;
         g_hash_table_insert(c->partitions, &p->id, p);
         created->partition_id = p->id;
         created->ram_bytes = p->maximum_bytes;
         reply->body_case = VMMS__HV__REPLY__BODY_PARTITION_CREATED;
         reply->partition_created = created;
         *ret_fd = p->ram_fd;
-        g_message("partition %" G_GUINT64_FORMAT " (%s): created, %u VPs, %" G_GUINT64_FORMAT
+        g_message("partition %" G_GUINT64_FORMAT " (%s): created, %u VPs%s, %" G_GUINT64_FORMAT
                   " bytes, reserve %u%% maximum %u%% weight %u, node %d",
-                  p->id, p->name, (uint32_t)p->vp_count, p->assigned_bytes, p->processor.reserve_pct,
-                  p->processor.maximum_pct, p->processor.relative_weight, p->home_node);
+                  p->id, p->name, (uint32_t)p->vp_count, p->ganged ? " ganged" : " concurrent",
+                  p->assigned_bytes, p->processor.reserve_pct, p->processor.maximum_pct,
+                  p->processor.relative_weight, p->home_node);
         return 0;
 }
 
@@ -163,12 +217,15 @@ static void handle_vp_add(HvConnection *c, const Vmms__Hv__VpAdd *req, Vmms__Hv_
         HvPartition *p = owned_partition(c, req->partition_id, reply);
         HvVpRegs regs = {.rip = req->rip, .rsp = req->rsp, .rdi = req->rdi, .rsi = req->rsi};
         char *error = NULL;
-        uint32_t index;
+        uint32_t index, index_before = p ? p->vp_count : 0;
         int r;
 
         if (!p)
                 return;
-        r = hv_partition_vp_add(c->server->hv, p, &regs, &index, &error);
+        r = check_limits(c, 0, 1, 0, &error);
+        if (r >= 0)
+                r = hv_partition_vp_add(c->server->hv, p, &regs, &index, &error);
+        c->vps += p->vp_count - index_before; /* a VP added that then failed to start counts too */
         if (r < 0) {
                 reply_error(reply, r, error ? error : g_strdup(g_strerror(-r)));
                 return;
@@ -209,7 +266,7 @@ static void handle_partition_destroy(HvConnection *c, const Vmms__Hv__PartitionD
                 return;
         g_hash_table_remove(c->partitions, &p->id);
         g_message("partition %" G_GUINT64_FORMAT " (%s): destroyed", p->id, p->name);
-        hv_partition_destroy(c->server->hv, p);
+        connection_destroy_partition(c, p);
 }
 
 static void handle_partition_signal(HvConnection *c, const Vmms__Hv__PartitionSignal *req,
@@ -240,6 +297,64 @@ static void handle_partition_pause(HvConnection *c, const Vmms__Hv__PartitionPau
                   req->paused ? "paused" : "resumed");
 }
 
+/* Stops every VP of `p` for good and tells its worker why, as a fault would: the worker
+ * records the reason and exits, and its partition goes with its connection. */
+static void stop_partition(HvConnection *c, HvPartition *p, const char *reason)
+{
+        Hv *hv = c->server->hv;
+
+        g_warning("partition %" G_GUINT64_FORMAT " (%s): stopped: %s", p->id, p->name, reason);
+        hv_sched_partition_stop(hv->sched, p);
+        hv_memory_release_retouched(p);
+        for (uint32_t i = 0; i < p->vp_count; i++) {
+                HvEvent event = {.kind = HV_EVENT_VP_STOPPED, .vp_index = i, .reason = reason};
+
+                if (hv->on_event)
+                        (void)hv->on_event(p, &event, hv->on_event_userdata);
+        }
+}
+
+/* Charges back the ballooned pages `p`'s guest touched again, or stops it. */
+static void reconcile_partition(HvConnection *c, HvPartition *p)
+{
+        g_autofree char *error = NULL;
+        uint64_t pages;
+        int r;
+
+        if (atomic_load(&p->dying))
+                return;
+        r = hv_memory_reconcile(p, &pages, &error);
+        if (r < 0) {
+                g_autofree char *reason = g_strdup_printf("memory: %s", error);
+
+                stop_partition(c, p, reason);
+        } else if (pages > 0)
+                g_message("partition %" G_GUINT64_FORMAT " (%s): the guest touched %" G_GUINT64_FORMAT
+                          " ballooned pages again; charged back, assigned %" G_GUINT64_FORMAT,
+                          p->id, p->name, pages, p->assigned_bytes);
+}
+
+static void reconcile_all(HvServer *server)
+{
+        GHashTableIter iter;
+        gpointer key;
+
+        g_hash_table_iter_init(&iter, server->connections);
+        while (g_hash_table_iter_next(&iter, &key, NULL)) {
+                HvConnection *c = key;
+                g_autoptr(GList) owned = g_hash_table_get_values(c->partitions);
+
+                for (GList *l = owned; l; l = l->next)
+                        reconcile_partition(c, l->data);
+        }
+}
+
+static gboolean on_reconcile_timer(gpointer userdata)
+{
+        reconcile_all(userdata);
+        return G_SOURCE_CONTINUE;
+}
+
 /* hv.proto PartitionMemory: the figures of the partition and the pool it draws on. */
 static void fill_partition_memory(Hv *hv, const HvPartition *p, Vmms__Hv__PartitionMemory *memory)
 {
@@ -257,6 +372,7 @@ static void reply_memory(HvConnection *c, HvPartition *p, Vmms__Hv__Reply *reply
 {
         Vmms__Hv__PartitionMemory *memory = g_new0(Vmms__Hv__PartitionMemory, 1);
 
+        reconcile_partition(c, p); /* figures are reported reconciled */
         g_ptr_array_add(arena, memory);
         vmms__hv__partition_memory__init(memory);
         fill_partition_memory(c->server->hv, p, memory);
@@ -444,6 +560,8 @@ static Vmms__Hv__Counters *build_counters(Hv *hv, GPtrArray *arena)
                 pc->ballooned_bytes = p->ballooned_pages * HV_PAGE_SIZE;
                 pc->hot_added_bytes = p->hot_added_bytes;
                 pc->refused_pages = p->refused_pages;
+                pc->retouched_pages = p->retouched_pages;
+                pc->concurrent_vps = !p->ganged;
                 g_mutex_lock(&p->mailbox_lock);
                 pc->guest_messages = p->guest_messages;
                 pc->guest_messages_refused = p->guest_messages_refused;
@@ -540,6 +658,7 @@ static void handle_request(HvConnection *c, const uint8_t *data, size_t len)
                         handle_partition_memory_get(c, req->partition_memory_get, &reply, arena);
                         break;
                 case VMMS__HV__REQUEST__BODY_COUNTERS_GET:
+                        reconcile_all(c->server);
                         reply.body_case = VMMS__HV__REPLY__BODY_COUNTERS;
                         reply.counters = build_counters(c->server->hv, arena);
                         break;
@@ -557,6 +676,17 @@ static void handle_request(HvConnection *c, const uint8_t *data, size_t len)
                 vmms__hv__request__free_unpacked(req, NULL);
 }
 
+/* A SOCK_SEQPACKET read of 0 bytes is either an empty packet or the end: only a peer
+ * that is gone leaves the socket hung up. */
+static bool peer_hung_up(int fd)
+{
+        struct pollfd pfd = {.fd = fd, .events = POLLIN | POLLRDHUP};
+
+        if (poll(&pfd, 1, 0) < 0)
+                return true;
+        return pfd.revents & (POLLRDHUP | POLLHUP | POLLERR);
+}
+
 static gboolean on_connection_readable(gint fd, GIOCondition condition, gpointer userdata)
 {
         HvConnection *c = userdata;
@@ -569,11 +699,13 @@ static gboolean on_connection_readable(gint fd, GIOCondition condition, gpointer
 
                 if (r == -EAGAIN)
                         return G_SOURCE_CONTINUE;
-                if (r == -EMSGSIZE) {
+                if (r == -EMSGSIZE || (r == -ECONNRESET && !peer_hung_up(c->fd))) {
                         Vmms__Hv__Reply reply = VMMS__HV__REPLY__INIT;
-                        g_autofree char *message = g_strdup("request larger than the 1 MiB limit");
+                        g_autofree char *message =
+                                g_strdup(r == -EMSGSIZE ? "request larger than the 1 MiB limit"
+                                                        : "empty request: a vmms.hv.Request needs a body");
 
-                        reply_error(&reply, -EMSGSIZE, message);
+                        reply_error(&reply, r == -EMSGSIZE ? -EMSGSIZE : -EBADMSG, message);
                         send_reply(c, &reply, -1);
                         continue;
                 }
@@ -601,6 +733,7 @@ static gboolean on_accept(gint fd, GIOCondition condition, gpointer userdata)
         c->fd = conn;
         c->buf = g_malloc(HV_WIRE_MESSAGE_MAX);
         c->partitions = g_hash_table_new(g_int64_hash, g_int64_equal);
+        c->quota.memory_limit_bytes = server->limits.memory_bytes;
         c->source = g_unix_fd_add(conn, G_IO_IN | G_IO_HUP | G_IO_ERR, on_connection_readable, c);
         g_hash_table_add(server->connections, c);
         return G_SOURCE_CONTINUE;
@@ -664,13 +797,21 @@ static int on_hv_event(HvPartition *p, const HvEvent *event, void *userdata)
                             : 0; /* another failure: the connection is closing, and the partition with it */
 }
 
-int hv_server_new(Hv *hv, const char *socket_path, HvServer **ret)
+int hv_server_new(Hv *hv, const char *socket_path, const HvConnectionLimits *limits, HvServer **ret)
 {
         g_autoptr(HvServer) server = g_new0(HvServer, 1);
         struct sockaddr_un addr = {.sun_family = AF_UNIX};
         int sndbuf = 4 << 20;
 
         server->hv = hv;
+        server->limits =
+                limits ? *limits
+                       : (HvConnectionLimits){
+                                 .partitions = HV_CONNECTION_PARTITIONS_DEFAULT,
+                                 .vps = HV_CONNECTION_VPS_DEFAULT,
+                                 .memory_bytes = hv->pool.total_bytes * HV_CONNECTION_MEMORY_DEFAULT_PCT /
+                                                 100 / HV_PAGE_SIZE * HV_PAGE_SIZE,
+                         };
         server->listen_fd = -1;
         server->path = g_strdup(socket_path);
         server->connections = g_hash_table_new(NULL, NULL);
@@ -687,6 +828,7 @@ int hv_server_new(Hv *hv, const char *socket_path, HvServer **ret)
         if (chmod(socket_path, 0600) < 0 || listen(server->listen_fd, 64) < 0)
                 return -errno;
         server->listen_source = g_unix_fd_add(server->listen_fd, G_IO_IN, on_accept, server);
+        server->reconcile_source = g_timeout_add(HV_MEMORY_RECONCILE_MS, on_reconcile_timer, server);
         hv->on_event = on_hv_event;
         hv->on_event_userdata = server;
         *ret = g_steal_pointer(&server);
@@ -708,6 +850,8 @@ void hv_server_free(HvServer *server)
                 server->hv->on_event = NULL;
         if (server->listen_source)
                 g_source_remove(server->listen_source);
+        if (server->reconcile_source)
+                g_source_remove(server->reconcile_source);
         if (server->listen_fd >= 0) {
                 close(server->listen_fd);
                 unlink(server->path);

@@ -316,6 +316,7 @@ int hv_partition_create(Hv *hv, const HvPartitionSpec *spec, HvPartition **ret, 
                 return r;
         p->assigned_bytes = startup_bytes;
         p->processor = spec->processor; /* not in the scheduler yet: no lock needed */
+        p->ganged = !spec->concurrent_vps;
         p->id = hv->next_partition_id++;
         hv_sched_partition_place(hv->sched, p);
         for (uint32_t i = 0; i < vp_count; i++) {

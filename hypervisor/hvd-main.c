@@ -26,10 +26,32 @@ static uint64_t default_pool_bytes(void)
                                           : 1ull << 30;
 }
 
+/* "N%" of the pool, or a size; NULL: HV_CONNECTION_MEMORY_DEFAULT_PCT %. Whole pages. */
+static int parse_connection_memory(const char *text, uint64_t pool_bytes, uint64_t *ret)
+{
+        uint64_t pct = HV_CONNECTION_MEMORY_DEFAULT_PCT, bytes;
+        char *end;
+
+        if (text && g_str_has_suffix(text, "%")) {
+                pct = g_ascii_strtoull(text, &end, 10);
+                if (end == text || *end != '%' || pct < 1 || pct > 100)
+                        return -EINVAL;
+        } else if (text) {
+                if (hv_size_parse(text, &bytes) < 0 || bytes < (4u << 20))
+                        return -EINVAL;
+                *ret = bytes / 4096 * 4096;
+                return 0;
+        }
+        *ret = pool_bytes * pct / 100 / 4096 * 4096;
+        return 0;
+}
+
 int main(int argc, char **argv)
 {
-        g_autofree char *socket_path = NULL, *memory = NULL, *scheduler = NULL;
+        g_autofree char *socket_path = NULL, *memory = NULL, *scheduler = NULL, *connection_memory = NULL;
         gint lps = 0, slice_ms = 10, numa_nodes = 1;
+        gint connection_partitions = HV_CONNECTION_PARTITIONS_DEFAULT,
+             connection_vps = HV_CONNECTION_VPS_DEFAULT;
         gboolean io_boost = FALSE;
         GOptionEntry entries[] = {
                 {"socket", 's', 0, G_OPTION_ARG_FILENAME, &socket_path, "Root-interface socket", "PATH"},
@@ -43,6 +65,12 @@ int main(int argc, char **argv)
                  "NUMA nodes to split the LPs into, evenly (default 1)", "N"},
                 {"io-boost", 0, 0, G_OPTION_ARG_NONE, &io_boost,
                  "Boost VPs woken from Idle ahead of running ones (default off)", NULL},
+                {"connection-partitions", 0, 0, G_OPTION_ARG_INT, &connection_partitions,
+                 "Partitions one root-interface connection may hold (default 4)", "N"},
+                {"connection-vps", 0, 0, G_OPTION_ARG_INT, &connection_vps,
+                 "VPs one connection may hold over its partitions (default 64)", "N"},
+                {"connection-memory", 0, 0, G_OPTION_ARG_STRING, &connection_memory,
+                 "Memory one connection may be assigned: a size or a % of the pool (default 75%)", "SIZE|N%"},
                 {NULL},
         };
         g_autoptr(GOptionContext) options = g_option_context_new("- the vmms thin hypervisor");
@@ -55,6 +83,7 @@ int main(int argc, char **argv)
                 .sched_ops = &hv_sched_share_ops,
                 .engine = &hv_engine_unicorn_ops,
         };
+        HvConnectionLimits limits;
         int r;
 
         g_option_context_add_main_entries(options, entries, NULL);
@@ -90,6 +119,25 @@ int main(int argc, char **argv)
                 return 2;
         }
         config.n_nodes = (uint32_t)numa_nodes;
+        if (connection_partitions < 1 || connection_partitions > 4096) {
+                fprintf(stderr, "hvd: --connection-partitions %d is out of range 1-4096\n",
+                        connection_partitions);
+                return 2;
+        }
+        if (connection_vps < 1 || connection_vps > 4096) {
+                fprintf(stderr, "hvd: --connection-vps %d is out of range 1-4096\n", connection_vps);
+                return 2;
+        }
+        limits.partitions = (uint32_t)connection_partitions;
+        limits.vps = (uint32_t)connection_vps;
+        r = parse_connection_memory(connection_memory, config.pool_bytes, &limits.memory_bytes);
+        if (r < 0) {
+                fprintf(stderr,
+                        "hvd: --connection-memory '%s' is neither a size of at least 4MB (e.g. 2GB) nor "
+                        "1%%-100%% of the pool\n",
+                        connection_memory);
+                return 2;
+        }
         config.io_boost = io_boost;
         if (!socket_path)
                 socket_path = hv_wire_default_socket_path();
@@ -104,7 +152,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "hvd: cannot start the hypervisor: %s\n", g_strerror(-r));
                 return 1;
         }
-        r = hv_server_new(hv, socket_path, &server);
+        r = hv_server_new(hv, socket_path, &limits, &server);
         if (r < 0) {
                 fprintf(stderr, "hvd: cannot listen on %s: %s\n", socket_path, g_strerror(-r));
                 return 1;
@@ -113,9 +161,11 @@ int main(int argc, char **argv)
         g_unix_signal_add(SIGTERM, on_quit_signal, loop);
         g_unix_signal_add(SIGINT, on_quit_signal, loop);
         g_message("hvd: %u LPs in %u NUMA nodes, pool %" G_GUINT64_FORMAT
-                  " bytes, slice %d ms, engine %s, scheduler %s%s, socket %s",
+                  " bytes, slice %d ms, engine %s, scheduler %s%s, socket %s; per connection %u partitions, "
+                  "%u VPs, %" G_GUINT64_FORMAT " bytes",
                   config.n_lps, config.n_nodes, config.pool_bytes, slice_ms, config.engine->name,
-                  config.sched_ops->name, config.io_boost ? " with I/O-wake boost" : "", socket_path);
+                  config.sched_ops->name, config.io_boost ? " with I/O-wake boost" : "", socket_path,
+                  limits.partitions, limits.vps, limits.memory_bytes);
         if (config.sched_ops == &hv_sched_round_robin_ops)
                 g_message("hvd: round-robin ignores reserve, maximum and relative weight (admission still "
                           "applies)");

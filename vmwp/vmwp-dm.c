@@ -129,6 +129,7 @@ static void on_balloon_response(VmwpDm *dm, const VmwpPacket *packet)
         uint64_t pfns[HV_DM_PFNS_PER_PACKET];
         BalloonRequest *req;
         uint64_t accepted;
+        uint32_t asked;
         guint index;
 
         if (packet->length < sizeof(response)) {
@@ -142,12 +143,20 @@ static void on_balloon_response(VmwpDm *dm, const VmwpPacket *packet)
                 return;
         }
         memcpy(pfns, packet->data + sizeof(response), response.n_pfns * sizeof(uint64_t));
-        /* Pages from a request the worker does not know are the guest's to give all the same. */
-        accepted = balloon_pages(dm, pfns, response.n_pfns);
+        /* The guest gives back only what a MemoryAdjust asked for: pages beyond what the
+         * request still wants, or for a request that is not open, are refused unread, so a
+         * guest cannot shrink itself unasked and then make the host hold the pages anew. */
         req = find_request(dm, response.request_id, &index);
+        asked = req ? (uint32_t)MIN(req->remaining, (uint64_t)response.n_pfns) : 0;
+        if (asked < response.n_pfns) {
+                dm->refused_pages += response.n_pfns - asked;
+                g_message("dm: refused %u ballooned pages the guest was not asked for (request %u %s)",
+                          response.n_pfns - asked, response.request_id, req ? "wants fewer" : "is not open");
+        }
+        accepted = asked ? balloon_pages(dm, pfns, asked) : 0;
         if (!req)
                 return;
-        req->remaining -= MIN(req->remaining, response.n_pfns);
+        req->remaining -= asked;
         req->accepted += accepted;
         if (!response.more) {
                 if (req->accepted > 0)

@@ -100,7 +100,7 @@ int main(int argc, char **argv)
         g_autofree char *memory = NULL, *maximum = NULL, *control_socket = NULL, *vm_id = NULL,
                         *paging_bytes = NULL;
         gint vps = 1, reserve = 0, cpu_maximum = 0, relative_weight = 0;
-        gboolean console_stdout = FALSE;
+        gboolean console_stdout = FALSE, concurrent_vps = FALSE;
         GOptionEntry entries[] = {
                 {"name", 'n', 0, G_OPTION_ARG_STRING, &config.name, "VM name", "NAME"},
                 {"vps", 'p', 0, G_OPTION_ARG_INT, &vps, "Virtual processors (default 1)", "N"},
@@ -108,6 +108,10 @@ int main(int argc, char **argv)
                  "N"},
                 {"cpu-maximum", 0, 0, G_OPTION_ARG_INT, &cpu_maximum, "Cap, % of one LP per VP (default 100)",
                  "N"},
+                {"concurrent-vps", 0, 0, G_OPTION_ARG_NONE, &concurrent_vps,
+                 "Let the VPs run on several LPs at once: only for a guest whose VPs share no atomics "
+                 "(lock-prefixed instructions are not atomic between LPs; default: one VP at a time)",
+                 NULL},
                 {"relative-weight", 0, 0, G_OPTION_ARG_INT, &relative_weight,
                  "Share among contending VMs, 1-10000 (default 100)", "N"},
                 {"memory", 'm', 0, G_OPTION_ARG_STRING, &memory, "Startup memory (default 256MB)", "SIZE"},
@@ -171,6 +175,7 @@ int main(int argc, char **argv)
         config.reserve_pct = (uint32_t)reserve;
         config.maximum_pct = (uint32_t)cpu_maximum;
         config.relative_weight = (uint32_t)relative_weight;
+        config.concurrent_vps = concurrent_vps;
         config.startup_bytes = 256ull << 20;
         if ((memory && parse_size("--memory", memory, &config.startup_bytes) < 0) ||
             (maximum && parse_size("--maximum-memory", maximum, &config.maximum_bytes) < 0) ||

@@ -323,7 +323,7 @@ static int fail(VmwpWorker *w, char **ret_error, int r, const char *what)
 int vmwp_worker_start(VmwpWorker *w, char **ret_error)
 {
         HvClientProcessor processor = {w->config.reserve_pct, w->config.maximum_pct,
-                                       w->config.relative_weight};
+                                       w->config.relative_weight, w->config.concurrent_vps};
         g_autofree char *cmdline = NULL;
         uint64_t entry;
         int r;
@@ -434,7 +434,7 @@ int vmwp_worker_dispatch(VmwpWorker *w)
 int vmwp_worker_set_processor(VmwpWorker *w, uint32_t reserve_pct, uint32_t maximum_pct,
                               uint32_t relative_weight, char **ret_error)
 {
-        HvClientProcessor processor = {reserve_pct, maximum_pct, relative_weight};
+        HvClientProcessor processor = {reserve_pct, maximum_pct, relative_weight, false};
         int r;
 
         if (!w->partition_live) {

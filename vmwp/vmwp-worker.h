@@ -25,6 +25,7 @@ typedef struct VmwpConfig {
         uint32_t reserve_pct;
         uint32_t maximum_pct;
         uint32_t relative_weight;
+        bool concurrent_vps; /* the guest shares no atomics between VPs: do not gang them */
 } VmwpConfig;
 
 typedef struct VmwpWorker VmwpWorker;

@@ -227,6 +227,7 @@ int hv_client_partition_create(HvClient *c, const char *name, uint32_t vp_count,
         body.maximum_bytes = maximum_bytes;
         processor_to_wire(processor, &settings);
         body.processor = &settings;
+        body.concurrent_vps = processor && processor->concurrent_vps;
         req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_CREATE;
         req.partition_create = &body;
         r = call(c, &req, &reply, &fd);

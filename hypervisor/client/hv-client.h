@@ -30,6 +30,7 @@ typedef struct HvClientProcessor {
         uint32_t reserve_pct;     /* 0-100 % of one LP, per VP */
         uint32_t maximum_pct;     /* 1-100 % of one LP, per VP */
         uint32_t relative_weight; /* 1-10000 */
+        bool concurrent_vps;      /* PartitionCreate only: opt out of ganging (hv.proto) */
 } HvClientProcessor;
 
 /* `processor` NULL: the defaults. The partition may grow to HV_MAX_VPS_PER_PARTITION VPs. */

@@ -81,6 +81,27 @@ class RootClient:
     def hot_add(self, partition_id, nbytes):
         return self.call(partition_hot_add=self.hv.PartitionHotAdd(partition_id=partition_id, bytes=nbytes))[0]
 
+    def counters(self):
+        return self.call(counters_get=self.hv.CountersGet())[0].counters
+
+    def partition_counters(self, name):
+        return next(p for p in self.counters().partitions if p.name == name)
+
+    def wait_vp_stopped(self, timeout):
+        """The reason of the next VpStopped event on this connection."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data, fds, _, _ = socket.recv_fds(self.sock, 1 << 20, 1)
+                for fd in fds:
+                    os.close(fd)
+                message = self.hv.Message()
+                message.ParseFromString(data)
+                if message.HasField("event") and message.event.HasField("vp_stopped"):
+                    return message.event.vp_stopped.reason
+        finally:
+            self.sock.settimeout(None)
+
     def close(self):
         for ram in self.maps:
             ram.close()
@@ -90,6 +111,119 @@ class RootClient:
 def touch(ram, first_pfn, pages):
     for pfn in range(first_pfn, first_pfn + pages):
         ram[pfn * PAGE:pfn * PAGE + 8] = b"touched!"
+
+
+# A hostile guest: stores to every page of [8 MiB, 512 MiB) as fast as it can, again and
+# again. mov rax,START; mov rbx,END; L: mov [rax],rax; add rax,4096; cmp rax,rbx; jb L;
+# jmp to the start.
+RETOUCH_FROM, RETOUCH_TO = 8 * MiB, 512 * MiB
+RETOUCH_ALL = (bytes([0x48, 0xB8]) + RETOUCH_FROM.to_bytes(8, "little") + bytes([0x48, 0xBB]) +
+               RETOUCH_TO.to_bytes(8, "little") + bytes([0x48, 0x89, 0x00, 0x48, 0x05, 0, 0x10, 0, 0]) +
+               bytes([0x48, 0x39, 0xD8, 0x72, 0xF2, 0xEB, 0xDC]))
+# hvd's documented slack (hv-memory.h HV_MEMORY_RESIDENT_SLACK_BYTES).
+RESIDENT_SLACK = 32 * MiB
+
+
+def balloon_range(client, pid, first_pfn, end_pfn):
+    for start in range(first_pfn, end_pfn, 65536):
+        reply = client.balloon(pid, list(range(start, min(end_pfn, start + 65536))))
+        assert reply.error == 0, reply.error_message
+
+
+class HostileGuestMemoryTest(unittest.TestCase):
+    """A guest that balloons 504 of its 512 MiB and touches all of it again: hvd charges
+    the pages back, so the host never holds much more than the pool is charged for."""
+
+    def test_ballooned_pages_touched_again_are_charged_back_to_the_pool(self):
+        with HvHost(memory="1GB", lps=2) as host:
+            client = RootClient(host)
+            pid, _ = client.create("hostile", 512 * MiB, 512 * MiB)
+            balloon_range(client, pid, RETOUCH_FROM // PAGE, RETOUCH_TO // PAGE)
+            self.assertEqual(client.counters().pool_used_bytes, 8 * MiB)
+            client.start(pid, RETOUCH_ALL)
+            # Sampled as vmmsd samples Host Resident Bytes, but every 5 ms for 5 s: the
+            # guest makes several passes over all 504 MiB in that time.
+            worst = 0
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                part = client.partition_counters("hostile")
+                worst = max(worst, part.resident_bytes - part.assigned_bytes)
+                time.sleep(0.005)
+            counters = client.counters()
+            part = next(p for p in counters.partitions if p.name == "hostile")
+            print(f"# hostile guest: resident {part.resident_bytes} assigned {part.assigned_bytes} "
+                  f"retouched {part.retouched_pages} pages; worst resident - assigned seen {worst} bytes",
+                  flush=True)
+            # Resident 504 MiB and more: were it not charged back, assigned would be 8 MiB.
+            self.assertGreaterEqual(part.resident_bytes, RETOUCH_TO - RETOUCH_FROM)
+            self.assertGreaterEqual(part.assigned_bytes, part.resident_bytes - RESIDENT_SLACK)
+            self.assertGreater(part.retouched_pages, (RETOUCH_TO - RETOUCH_FROM - RESIDENT_SLACK) // PAGE)
+            self.assertEqual(counters.pool_used_bytes, part.assigned_bytes)
+            self.assertLessEqual(worst, RESIDENT_SLACK)
+            self.assertIn("ballooned pages again; charged back", host.hvd_log())
+            client.close()
+
+    def test_a_guest_the_pool_cannot_cover_is_stopped_naming_why(self):
+        with HvHost(memory="600MB", lps=2, extra=["--connection-memory", "100%"]) as host:
+            client, other = RootClient(host), RootClient(host)
+            pid, _ = client.create("hostile", 512 * MiB, 512 * MiB)
+            balloon_range(client, pid, RETOUCH_FROM // PAGE, RETOUCH_TO // PAGE)
+            other.create("bystander", 560 * MiB, 560 * MiB)  # 32 MiB of the pool left
+            client.start(pid, RETOUCH_ALL)
+            reason = client.wait_vp_stopped(60)
+            self.assertIn("ballooned pages again", reason)
+            self.assertIn("exceeds the pool's available", reason)
+            counters = client.counters()
+            part = next(p for p in counters.partitions if p.name == "hostile")
+            self.assertLessEqual(part.resident_bytes, part.assigned_bytes)
+            self.assertEqual(counters.pool_used_bytes, sum(p.assigned_bytes for p in counters.partitions))
+            self.assertIsNone(host.hvd.poll())
+            other.close()
+            client.close()
+
+
+class RootInterfaceLimitsTest(unittest.TestCase):
+    """One connection cannot take the whole pool, and a bad packet is answered, not fatal."""
+
+    def test_an_empty_packet_is_refused_and_the_connection_keeps_its_partition(self):
+        with HvHost(memory="256MB") as host:
+            client = RootClient(host)
+            pid, _ = client.create("keep", 16 * MiB, 16 * MiB)
+            for packet, says in ((b"", "empty request"), (b"\xff\xff\xff", "malformed request")):
+                client.sock.send(packet)
+                data, _, _, _ = socket.recv_fds(client.sock, 1 << 20, 1)
+                message = client.hv.Message()
+                message.ParseFromString(data)
+                self.assertLess(message.reply.error, 0)
+                self.assertIn(says, message.reply.error_message)
+            part = client.partition_counters("keep")
+            self.assertEqual(part.partition_id, pid)
+            self.assertIsNone(host.hvd.poll())
+            client.close()
+
+    def test_a_connection_is_held_to_its_limits_naming_them(self):
+        with HvHost(memory="256MB", extra=["--connection-partitions", "2", "--connection-vps", "3"]) as host:
+            client = RootClient(host)
+            # Default memory limit: 75 % of the pool, 192 MiB.
+            reply, _ = client.call(partition_create=client.hv.PartitionCreate(
+                name="big", vp_count=1, startup_bytes=200 * MiB, maximum_bytes=200 * MiB))
+            self.assertIn("would exceed this connection's memory limit of 201326592 bytes", reply.error_message)
+            pid, _ = client.create("a", 128 * MiB, 256 * MiB)
+            reply = client.hot_add(pid, 96 * MiB)
+            self.assertIn("exceeds the connection's memory limit of 201326592 bytes", reply.error_message)
+            self.assertEqual(client.counters().pool_used_bytes, 128 * MiB)
+            reply, _ = client.call(partition_create=client.hv.PartitionCreate(
+                name="b", vp_count=3, startup_bytes=16 * MiB, maximum_bytes=16 * MiB))
+            self.assertIn("exceed its limit (hvd --connection-vps 3)", reply.error_message)
+            client.create("c", 16 * MiB, 16 * MiB)
+            reply, _ = client.call(partition_create=client.hv.PartitionCreate(
+                name="d", vp_count=1, startup_bytes=16 * MiB, maximum_bytes=16 * MiB))
+            self.assertIn("holds 2 partitions, its limit (hvd --connection-partitions 2)", reply.error_message)
+            # Another connection has limits of its own.
+            other = RootClient(host)
+            other.create("e", 64 * MiB, 64 * MiB)
+            other.close()
+            client.close()
 
 
 class RootInterfaceMemoryTest(unittest.TestCase):

@@ -1,6 +1,7 @@
 /* hvd's Dynamic Memory: each balloon page is judged alone (outside RAM, duplicate,
  * wrong state), hot-add and unballoon are charged to the pool or refused whole, and a
  * ballooned page really leaves host memory. Real partitions (memfd RAM), no VPs. */
+#include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
 #include <string.h>
@@ -340,6 +341,93 @@ static void test_a_request_over_the_page_limit_is_refused_whole(Fixture *f, gcon
         g_assert_cmpuint(f->p->refused_pages, ==, 0);
 }
 
+/* A hostile guest balloons pages, then touches them again: hvd finds them and charges
+ * them back, so resident never stays above assigned. */
+static void test_retouched_ballooned_pages_are_charged_back(Fixture *f, gconstpointer data)
+{
+        g_autofree uint64_t *pfns = g_new(uint64_t, 2048);
+        g_autofree HvPageVerdict *verdicts = g_new(HvPageVerdict, 2048);
+        HvPageTally tally;
+        g_autofree char *error = NULL;
+        uint64_t pages;
+
+        (void)data;
+        touch(f->p, 1024, 2048);
+        for (uint64_t i = 0; i < 2048; i++)
+                pfns[i] = 1024 + i;
+        g_assert_cmpint(hv_memory_balloon(f->p, pfns, 2048, verdicts, &tally, &error), ==, 0);
+        g_assert_cmpuint(f->hv.pool.used_bytes, ==, 8 * MiB);
+        g_assert_cmpint(hv_memory_reconcile(f->p, &pages, &error), ==, 0);
+        g_assert_cmpuint(pages, ==, 0); /* nothing touched again yet */
+        touch(f->p, 0, 4096);           /* every page, the ballooned ones too */
+        g_assert_cmpuint(resident(f->p), >, f->p->assigned_bytes);
+        g_assert_cmpint(hv_memory_reconcile(f->p, &pages, &error), ==, 0);
+        g_assert_cmpuint(pages, ==, 2048);
+        g_assert_cmpuint(f->p->retouched_pages, ==, 2048);
+        g_assert_cmpuint(f->p->ballooned_pages, ==, 0);
+        g_assert_cmpuint(resident(f->p), <=, f->p->assigned_bytes);
+        assert_accounting(f);
+}
+
+static void test_retouched_pages_the_pool_cannot_cover_are_refused_and_released(Fixture *f,
+                                                                                gconstpointer data)
+{
+        HvPartition *hog;
+        g_autofree uint64_t *pfns = g_new(uint64_t, 2048);
+        g_autofree HvPageVerdict *verdicts = g_new(HvPageVerdict, 2048);
+        HvPageTally tally;
+        g_autofree char *error = NULL;
+        uint64_t pages;
+
+        (void)data;
+        for (uint64_t i = 0; i < 2048; i++)
+                pfns[i] = 1024 + i;
+        g_assert_cmpint(hv_memory_balloon(f->p, pfns, 2048, verdicts, &tally, &error), ==, 0);
+        hog = partition_new(&f->hv, "hog", 54 * MiB, 54 * MiB); /* 2 MiB left */
+        touch(f->p, 0, 4096);
+        g_assert_cmpint(hv_memory_reconcile(f->p, &pages, &error), ==, -ENOMEM);
+        g_assert_nonnull(strstr(error, "touched 2048 ballooned pages again"));
+        g_assert_nonnull(strstr(error, "exceeds the pool's available 2097152 bytes"));
+        g_assert_cmpuint(f->p->ballooned_pages, ==, 2048); /* nothing charged */
+        g_assert_cmpuint(f->hv.pool.used_bytes, ==, 62 * MiB);
+        hv_memory_release_retouched(f->p);
+        g_assert_cmpuint(resident(f->p), <=, f->p->assigned_bytes);
+        hv_partition_free(hog);
+        f->hv.pool.used_bytes -= 54 * MiB;
+        assert_accounting(f);
+}
+
+static void test_a_quota_limits_what_a_partition_may_be_charged(Fixture *f, gconstpointer data)
+{
+        HvQuota quota = {.memory_limit_bytes = 20 * MiB, .memory_used_bytes = 16 * MiB};
+        g_autofree char *error = NULL;
+
+        (void)data;
+        f->p->quota = &quota;
+        g_assert_cmpint(hv_memory_hot_add(f->p, 8 * MiB, &error), ==, -EDQUOT);
+        g_assert_nonnull(strstr(error, "exceeds the connection's memory limit of 20971520 bytes"));
+        g_assert_cmpuint(f->hv.pool.used_bytes, ==, 16 * MiB); /* the pool was not charged either */
+        g_clear_pointer(&error, g_free);
+        g_assert_cmpint(hv_memory_hot_add(f->p, 4 * MiB, &error), ==, 0);
+        g_assert_cmpuint(quota.memory_used_bytes, ==, 20 * MiB);
+        assert_accounting(f);
+}
+
+static void test_pages_past_visible_ram_are_released(Fixture *f, gconstpointer data)
+{
+        g_autofree char *error = NULL;
+        uint64_t pages, before;
+
+        (void)data;
+        touch(f->p, 0, 1024);
+        before = resident(f->p);
+        /* The worker's mapping reaches past visible: all 32 MiB of it, above assigned. */
+        touch(f->p, PAGES(16 * MiB), PAGES(32 * MiB));
+        g_assert_cmpint(hv_memory_reconcile(f->p, &pages, &error), ==, 0);
+        g_assert_cmpuint(resident(f->p), ==, before);
+        assert_accounting(f);
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -369,6 +457,12 @@ int main(int argc, char **argv)
         ADD("unballoon_charges_the_pool_all_or_nothing", test_unballoon_charges_the_pool_all_or_nothing);
         ADD("a_request_over_the_page_limit_is_refused_whole",
             test_a_request_over_the_page_limit_is_refused_whole);
+        ADD("retouched_ballooned_pages_are_charged_back", test_retouched_ballooned_pages_are_charged_back);
+        ADD("retouched_pages_the_pool_cannot_cover_are_refused_and_released",
+            test_retouched_pages_the_pool_cannot_cover_are_refused_and_released);
+        ADD("a_quota_limits_what_a_partition_may_be_charged",
+            test_a_quota_limits_what_a_partition_may_be_charged);
+        ADD("pages_past_visible_ram_are_released", test_pages_past_visible_ram_are_released);
 #undef ADD
         return g_test_run();
 }

@@ -31,6 +31,7 @@ typedef struct SimVmSpec {
         uint64_t burst_ns, sleep_ns;
         uint64_t hot_add_ns; /* > 0: one more VP is hot-added then */
         uint32_t spin_yields;
+        bool concurrent; /* opted out of ganging: its VPs may run on several LPs at once */
 } SimVmSpec;
 
 typedef enum SimMetric {
@@ -44,6 +45,7 @@ typedef enum SimMetric {
         SIM_LP_BUSY_PCT,             /* all LPs' run time / capacity, % (vm unused) */
         SIM_FAIRNESS_ERROR,          /* max |VP run - mean| / mean over all VPs, % (vm unused) */
         SIM_REPORTED_CAP_WINDOW_PCT, /* the policy's own cap_window_max_ns counter, % of the window */
+        SIM_MAX_PARALLEL,            /* the most VPs of the VM running at one instant */
 } SimMetric;
 
 typedef struct SimExpect {
@@ -163,7 +165,7 @@ static void sim_wake(Sim *sim, SimVp *sv, bool from_idle)
         sim->in_op = true;
         preempt_lp = sim->ops->vp_wake(sim->policy, &sv->vp, sim->now, from_idle);
         sim->in_op = false;
-        idle_lp = sim_find_idle_lp(sim, &sv->vp);
+        idle_lp = hv_sched_vp_gang_blocked(&sv->vp) ? NULL : sim_find_idle_lp(sim, &sv->vp);
         if (idle_lp) {
                 idle_lp->idle = false;
                 sim->slp[idle_lp->index].kicked = true;
@@ -195,6 +197,8 @@ static void sim_pick(Sim *sim, HvLp *lp)
         }
         sv = (SimVp *)vp;
         g_assert_true(sv->runnable);
+        g_assert_false(hv_sched_vp_gang_blocked(vp));
+        vp->partition->running_vps++;
         g_assert_cmpuint(slice, >, 0);
         lp->idle = false;
         s->retry_at = UINT64_MAX;
@@ -219,6 +223,26 @@ static void sim_pick(Sim *sim, HvLp *lp)
                         ? sim->now + sv->burst_left <= slice_end
                         : false;
         s->run_end = s->ends_by_burst ? sim->now + sv->burst_left : slice_end;
+}
+
+/* As gang_kick in hv-sched.c: a waiting sibling gets an idle LP once its gang leaves. */
+static void sim_gang_kick(Sim *sim, HvPartition *p)
+{
+        if (!p->ganged || p->running_vps > 0)
+                return;
+        for (uint32_t i = 0; i < p->vp_count; i++) {
+                SimVp *sibling = (SimVp *)p->vps[i];
+                HvLp *idle_lp;
+
+                if (!sibling || !sibling->runnable)
+                        continue;
+                idle_lp = sim_find_idle_lp(sim, &sibling->vp);
+                if (idle_lp) {
+                        idle_lp->idle = false;
+                        sim->slp[idle_lp->index].kicked = true;
+                }
+                return;
+        }
 }
 
 static void sim_end_run(Sim *sim, HvLp *lp)
@@ -249,10 +273,12 @@ static void sim_end_run(Sim *sim, HvLp *lp)
                 sv->vp.runnable_since_ns = sim->now;
         lp->current = NULL;
         s->cur = NULL;
+        sv->vp.partition->running_vps--;
         sim->in_op = true;
         sim->ops->vp_put(sim->policy, &sv->vp, lp, ran, sim->now, reason);
         sim->in_op = false;
         s->kicked = true; /* the LP loop picks again at once */
+        sim_gang_kick(sim, sv->vp.partition);
 }
 
 static void sim_apply_change(Sim *sim)
@@ -348,7 +374,7 @@ static SimVp *sim_vp_new(Sim *sim, uint32_t m, uint32_t index, uint64_t start_at
         p->vps[index] = &sv->vp;
         p->vp_count = MAX(p->vp_count, index + 1);
         /* Placement as hv_sched_vp_add. */
-        if (p->home_node >= 0 && index + 1 <= sim->node_lps[p->home_node])
+        if (p->home_node >= 0 && (p->ganged || index + 1 <= sim->node_lps[p->home_node]))
                 sv->vp.home_node = (uint32_t)p->home_node;
         else
                 sv->vp.home_node = (uint32_t)hv_sched_place(sim->node_lps, sim->node_vps, sim->n_nodes, 0);
@@ -411,7 +437,9 @@ static void sim_setup(Sim *sim, const SimCase *tc)
                 g_assert_cmpint(hv_processor_settings_from_wire(sim->specs[m].reserve, sim->specs[m].maximum,
                                                                 sim->specs[m].weight, &p->processor, &error),
                                 ==, 0);
-                p->home_node = hv_sched_place(sim->node_lps, sim->node_vps, sim->n_nodes, sim->specs[m].vps);
+                p->ganged = !sim->specs[m].concurrent;
+                p->home_node = hv_sched_place(sim->node_lps, sim->node_vps, sim->n_nodes,
+                                              p->ganged ? 1 : sim->specs[m].vps);
                 for (uint32_t v = 0; v < sim->specs[m].vps; v++)
                         g_ptr_array_add(vps, sim_vp_new(sim, m, v, 0));
                 if (sim->specs[m].hot_add_ns)
@@ -491,6 +519,43 @@ static uint64_t max_window_run(const SimVp *sv, uint64_t w, uint64_t from, uint6
         return best;
 }
 
+static int compare_edges(const void *a, const void *b)
+{
+        const int64_t *x = a, *y = b;
+
+        /* By time; at one instant an end (-1) before a start (+1). */
+        return x[0] != y[0] ? (x[0] < y[0] ? -1 : 1) : (int)(x[1] - y[1]);
+}
+
+/* The most VPs of VM `vm` running at one instant. */
+static double max_parallel(Sim *sim, const char *vm)
+{
+        g_autoptr(GArray) edges = g_array_new(FALSE, FALSE, 2 * sizeof(int64_t));
+        int64_t now = 0, best = 0;
+
+        for (uint32_t v = 0; v < sim->n_vps; v++) {
+                SimVp *sv = sim->vps[v];
+
+                if (strcmp(sv->spec->name, vm) != 0)
+                        continue;
+                for (guint k = 0; k < sv->runs->len; k++) {
+                        const SimRun *r = &g_array_index(sv->runs, SimRun, k);
+                        int64_t start[2] = {(int64_t)r->start_ns, 1}, end[2] = {(int64_t)r->end_ns, -1};
+
+                        if (r->end_ns > r->start_ns) {
+                                g_array_append_val(edges, start);
+                                g_array_append_val(edges, end);
+                        }
+                }
+        }
+        g_array_sort(edges, compare_edges);
+        for (guint k = 0; k < edges->len; k++) {
+                now += ((int64_t *)(void *)edges->data)[2 * k + 1];
+                best = MAX(best, now);
+        }
+        return (double)best;
+}
+
 static double sim_measure(Sim *sim, const SimExpect *e)
 {
         uint64_t from = sim->tc->measure_from_ns, to = sim->tc->duration_ns, span = to - from;
@@ -501,6 +566,8 @@ static double sim_measure(Sim *sim, const SimExpect *e)
                 total += (double)runs_between(sim->vps[v], from, to);
         if (e->metric == SIM_LP_BUSY_PCT)
                 return 100.0 * total / ((double)span * sim->n_lps);
+        if (e->metric == SIM_MAX_PARALLEL)
+                return max_parallel(sim, e->vm);
         if (e->metric == SIM_FAIRNESS_ERROR) {
                 double mean = total / sim->n_vps, worst = 0;
 
@@ -565,6 +632,7 @@ static const char *const metric_names[] = {
         [SIM_LP_BUSY_PCT] = "LP busy %",
         [SIM_FAIRNESS_ERROR] = "fairness error %",
         [SIM_REPORTED_CAP_WINDOW_PCT] = "max % in a 100 ms window, as hvd reports it",
+        [SIM_MAX_PARALLEL] = "most VPs running at one instant",
 };
 
 /* ---- cases ---- */
@@ -734,7 +802,7 @@ static const SimCase cases[] = {
                          .kind = SIM_SPINNER,
                          .burst_ns = 50000,
                          .spin_yields = 1},
-                        CPU("busy", 3, 0)},
+                        {.name = "busy", .vps = 3, .kind = SIM_CPU, .concurrent = true}},
                 .expect = {{"booting", SIM_LP_PCT, 49.5, 50.5}, {"busy", SIM_LP_PCT, 49.5, 50.5}},
         },
         {
@@ -798,7 +866,9 @@ static const SimCase cases[] = {
                 .measure_from_ns = 1 * SEC,
                 /* a on node 0, idle on node 1, c on node 0 (both full; the first wins):
                  * node 1's LPs have nothing of their own and take node 0's third VP. */
-                .vms = {CPU("a", 2, 0), {.name = "idle", .vps = 2, .kind = SIM_IDLE}, CPU("c", 1, 0)},
+                .vms = {{.name = "a", .vps = 2, .kind = SIM_CPU, .concurrent = true},
+                        {.name = "idle", .vps = 2, .kind = SIM_IDLE, .concurrent = true},
+                        CPU("c", 1, 0)},
                 .expect = {{"a", SIM_LP_PCT, 99, 100.01},
                            {"c", SIM_LP_PCT, 99, 100.01},
                            {NULL, SIM_LP_BUSY_PCT, 74.9, 75.1}},
@@ -813,7 +883,7 @@ static const SimCase cases[] = {
                          .kind = SIM_PERIODIC,
                          .burst_ns = 100000,
                          .sleep_ns = 5 * MS},
-                        CPU("cpu", 4, 0)},
+                        {.name = "cpu", .vps = 4, .kind = SIM_CPU, .concurrent = true}},
                 .expect = {{"io", SIM_WAKE_WAIT_US, 1000, 20000}},
         },
         {
@@ -828,8 +898,54 @@ static const SimCase cases[] = {
                          .kind = SIM_PERIODIC,
                          .burst_ns = 100000,
                          .sleep_ns = 5 * MS},
-                        CPU("cpu", 4, 0)},
+                        {.name = "cpu", .vps = 4, .kind = SIM_CPU, .concurrent = true}},
                 .expect = {{"io", SIM_WAKE_WAIT_US, 0, 250}, {"cpu", SIM_LP_PCT, 47, 50}},
+        },
+        {
+                .name = "ganged_vm_never_runs_two_vps_at_once",
+                .n_lps = 2,
+                .overshoot = true,
+                .duration_ns = 20 * SEC,
+                .measure_from_ns = 1 * SEC,
+                .vms = {CPU("g", 2, 0)},
+                .expect = {{"g", SIM_MAX_PARALLEL, 1, 1},
+                           {"g", SIM_LP_PCT, 49.5, 50.5},
+                           {NULL, SIM_LP_BUSY_PCT, 49.9, 50.1}},
+        },
+        {
+                .name = "concurrent_vm_runs_its_vps_on_two_lps",
+                .n_lps = 2,
+                .duration_ns = 20 * SEC,
+                .measure_from_ns = 1 * SEC,
+                .vms = {{.name = "c", .vps = 2, .kind = SIM_CPU, .concurrent = true}},
+                .expect = {{"c", SIM_MAX_PARALLEL, 2, 2}, {"c", SIM_LP_PCT, 99.5, 100.01}},
+        },
+        {
+                /* Entities g (2 x 100, at most 1 LP), a, b share 2 LPs: g 1, a 0.5, b 0.5. */
+                .name = "ganged_vm_beside_others_keeps_every_lp_busy",
+                .n_lps = 2,
+                .overshoot = true,
+                .duration_ns = 30 * SEC,
+                .measure_from_ns = 1 * SEC,
+                .vms = {CPU("g", 2, 0), CPU("a", 1, 0), CPU("b", 1, 0)},
+                .expect = {{"g", SIM_MAX_PARALLEL, 1, 1},
+                           {"g", SIM_LP_PCT, 49, 51},
+                           {"a", SIM_LP_PCT, 49, 51},
+                           {"b", SIM_LP_PCT, 49, 51},
+                           {NULL, SIM_LP_BUSY_PCT, 99.9, 100.1}},
+        },
+        {
+                /* Ungang-ed, 100:150:250 of 3 LPs would be 0.6/0.9/1.5 LP; a gang takes at
+                 * most one LP, so each of the three VMs gets exactly one. */
+                .name = "ganged_vms_take_at_most_one_lp_each_whatever_their_weight",
+                .n_lps = 3,
+                .duration_ns = 20 * SEC,
+                .measure_from_ns = 1 * SEC,
+                .vms = {CPU("w100", 2, 100), CPU("w150", 2, 150), CPU("w250", 2, 250)},
+                .expect = {{"w100", SIM_LP_PCT, 49.5, 50.5},
+                           {"w250", SIM_LP_PCT, 49.5, 50.5},
+                           {"w250", SIM_MAX_PARALLEL, 1, 1},
+                           {NULL, SIM_LP_BUSY_PCT, 99.9, 100.1}},
         },
         {
                 .name = "many_vps_share_fairly_256_on_2_lps",

@@ -543,6 +543,37 @@ static void test_balloon_pages_are_judged_one_by_one(Fixture *f, gconstpointer d
         g_assert_cmpuint(s.remove_operations, ==, 1);
 }
 
+/* A hostile guest: pages nobody asked for, then more than a request asked for. */
+static void test_unasked_balloon_pages_are_refused(Fixture *f, gconstpointer data)
+{
+        struct hv_dm_balloon_request request;
+        g_autofree char *why = NULL;
+        uint64_t pages[600];
+        VmwpMemoryStatus s;
+
+        (void)data;
+        connect_all(f);
+        for (uint32_t i = 0; i < G_N_ELEMENTS(pages); i++)
+                pages[i] = 2000 + i;
+        balloon_response(f, 77, false, pages, 100); /* no request 77 is open */
+        vmwp_dm_status(f->dm, &s);
+        g_assert_cmpuint(s.ballooned_bytes, ==, 0);
+        g_assert_cmpuint(s.assigned_bytes, ==, VISIBLE);
+        g_assert_cmpuint(s.refused_pages, ==, 100);
+        g_assert_cmpuint(g_hash_table_size(f->hv.ballooned), ==, 0); /* hvd never heard of them */
+
+        g_assert_cmpint(vmwp_dm_adjust(f->dm, -(int64_t)(2 * MiB), &why), ==, 0);
+        request = expect_balloon_request(f);
+        g_assert_cmpuint(request.n_pages, ==, 512);
+        balloon_response(f, request.request_id, true, pages, 500);
+        balloon_response(f, request.request_id, true, pages + 500, 100); /* 12 more are wanted, not 100 */
+        vmwp_dm_status(f->dm, &s);
+        g_assert_cmpuint(s.ballooned_bytes, ==, 512 * HV_PAGE_SIZE);
+        g_assert_cmpuint(s.refused_pages, ==, 100 + 88);
+        g_assert_cmpuint(g_hash_table_size(f->hv.ballooned), ==, 512);
+        g_assert_cmpuint(s.pending_remove_bytes, ==, 0);
+}
+
 static void test_balloon_response_with_a_lying_page_count_is_dropped(Fixture *f, gconstpointer data)
 {
         struct hv_dm_balloon_response response = {.request_id = 1, .n_pfns = 400};
@@ -785,6 +816,7 @@ int main(int argc, char **argv)
         ADD("dm/status_report_makes_the_vm_reporting", test_status_report_makes_the_vm_reporting);
         ADD("dm/short_status_is_dropped", test_short_status_is_dropped);
         ADD("dm/balloon_pages_are_judged_one_by_one", test_balloon_pages_are_judged_one_by_one);
+        ADD("dm/unasked_balloon_pages_are_refused", test_unasked_balloon_pages_are_refused);
         ADD("dm/balloon_response_with_a_lying_page_count_is_dropped",
             test_balloon_response_with_a_lying_page_count_is_dropped);
         ADD("dm/grow_deflates_the_balloon_then_hot_adds_whole_units",
