@@ -163,7 +163,12 @@ static int handle_partition_create(HvConnection *c, const Vmms__Hv__PartitionCre
         char *error = NULL;
         int r;
 
-        r = check_limits(c, 1, req->vp_count, req->startup_bytes, &error);
+        /* A request hvd would refuse anyway (a bad field, more than the pool) gets that
+         * answer; the connection's limits come after. */
+        r = 0;
+        if (req->vp_count >= 1 && req->vp_count <= HV_MAX_VPS_PER_PARTITION &&
+            req->startup_bytes <= hv_pool_available(&hv->pool))
+                r = check_limits(c, 1, req->vp_count, req->startup_bytes, &error);
         if (r >= 0)
                 r = processor_from_wire(req->processor, &spec.processor, &error);
         if (r >= 0)
