@@ -3,7 +3,8 @@
  * Design note
  * ===========
  * vmmsd calls balancer_plan() once a second with a snapshot (host pool figures, every VM's settings, assigned
- * memory and the guest's last committed report) and carries out the add/remove actions it gets back. The
+ * memory and the guest's last committed report) and carries out the add/remove actions it gets back; between
+ * ticks, on a guest's prompt report, it may call balancer_plan_prompt() (see Prompt plans). The
  * balancer does no I/O and reads no clock; its only state is a Balancer object holding, per VM id, a short
  * history (last action, a window of pressures, running totals) for hysteresis and counters.
  *
@@ -43,14 +44,29 @@
  * (pending_remove_bytes, meanwhile, keeps it from being removed twice). (4) Every action is a whole number
  * of 2 MiB units and every tick's work is bounded.
  *
- * Step bounds (defaults in balancer_config_init_default). An add to one VM is at most 256 MiB a tick: adds
- * relieve pressure, so they should be quick (1 GiB in four seconds) but a guest must still map and online
- * what it is given. A remove is at most 128 MiB a tick: the guest has to find free pages for its balloon,
- * trimming caches if it must, and taking memory more slowly than giving it errs towards a guest holding a
- * little too much for a few seconds rather than paging. All adds of a tick together are at most 1 GiB, and
- * so are all removes: that bounds the host's hot-add and page-release work per second and the damage one
- * wrong snapshot can do. A gap larger than one step is cut into equal steps (ceil(gap / bound) of them), so
- * a move never ends with a sliver.
+ * Step bounds (defaults in balancer_config_init_default). Where memory is short, an add to one VM is at
+ * most 256 MiB a tick: VMs compete for it, and small steps let the targets (which move as guests report)
+ * settle before much memory has moved the wrong way. Where the host has room — every VM is headed for its
+ * want (outcome enough) and the pool above the reserve covers every add under way now (plan->room) — an
+ * add takes its whole gap at once: no VM competes for that memory, a guest onlines a hot-added range in
+ * milliseconds, and each further step would only keep it paging for another second. A remove is at most
+ * 128 MiB a tick, room or not, on purpose: the guest has to find free pages for its balloon, trimming
+ * caches if it must; demand that fell may come back (a guest that just released memory often re-commits
+ * it), and taking memory slowly errs towards a guest holding a little too much for a few seconds rather
+ * than paging; and a slow remove costs the host nothing while it has room, while when it does not, the
+ * VMs short of memory are served by the removes at 128 MiB a tick each. All adds of a tick together are at
+ * most 1 GiB, and so are all removes: that bounds the host's hot-add and page-release work per second and
+ * the damage one wrong snapshot can do. A gap larger than one step is cut into equal steps
+ * (ceil(gap / bound) of them), so a move never ends with a sliver.
+ *
+ * Prompt plans. A guest whose pressure steps up reports at once (guest/dm.c), and vmmsd asks for a prompt
+ * plan (at most once per 200 ms). It computes the same targets from the same snapshot, but only adds, and
+ * only when the host has room as above: between ticks nothing contended moves, so the bounded steps,
+ * the hysteresis and the reversal hold keep their meaning where they matter. It does not advance the tick
+ * (the hold, the dead band's "move under way", the counters' 60-tick window all count ticks, not plans),
+ * and its adds are charged to the tick's 1 GiB add budget, so the work per tick stays bounded however many
+ * prompt plans run. The reserve promise holds as in a tick: adds never exceed pool available − reserve
+ * as the snapshot gives it (vmmsd subtracts the adds planned since hvd's last sample).
  *
  * Hysteresis. (a) Dead band: a move starts only when the gap to the target is at least max(4 MiB,
  * assigned / 64) — about 1.5 points of pressure — unless it restores a guarantee (below Minimum, above
@@ -72,7 +88,7 @@
  *
  * Work per tick, for n VMs in the snapshot: validation (sort of ids), band sort, water-filling and action
  * ordering are O(n log n); history lookups O(1) each; counters O(n × BALANCER_PRESSURE_WINDOW). No loop
- * depends on memory sizes.
+ * depends on memory sizes. A prompt plan costs the same, and vmmsd runs at most one per 200 ms.
  *
  * Outcomes of a tick (BalancerPlan.outcome): nothing to balance; enough (everyone headed for its want);
  * shortage (band short_band equalised at band_target_pressure, bands above satisfied, bands below at
@@ -113,7 +129,8 @@ typedef struct BalancerVmHistory {
 struct Balancer {
         BalancerConfig config;
         uint64_t tick;
-        GHashTable *histories; /* &vm_id → BalancerVmHistory, for running Dynamic Memory VMs */
+        uint64_t tick_added_units; /* adds issued in this tick, its prompt plans included */
+        GHashTable *histories;     /* &vm_id → BalancerVmHistory, for running Dynamic Memory VMs */
 };
 
 typedef enum TargetWhy {
@@ -545,6 +562,7 @@ typedef enum Proposal {
         PROPOSAL_SLACK, /* a remove inside the dead band: started only if a move under way needs it */
 } Proposal;
 
+/* Cuts a move into equal steps of at most the per-VM bound. */
 static void plan_vm_start_move(const BalancerConfig *config, PlanVm *p)
 {
         uint64_t bound = units_floor(p->direction > 0 ? config->max_add_per_vm_bytes
@@ -647,6 +665,7 @@ static void plan_emit(Balancer *balancer, BalancerPlan *plan, PlanVm *p, uint64_
         history->last_direction = p->direction;
         history->last_action_tick = balancer->tick;
         if (p->direction > 0) {
+                balancer->tick_added_units += units;
                 history->added_bytes += bytes;
                 history->add_operations++;
         } else {
@@ -705,7 +724,7 @@ static void plan_actions(Balancer *balancer, BalancerPlan *plan, PlanVm **vms, s
         bool reserve_breached = host->pool_available_bytes < host->reserve_bytes;
         uint64_t available =
                 reserve_breached ? 0 : units_floor(host->pool_available_bytes - host->reserve_bytes);
-        uint64_t need = 0, supply = available;
+        uint64_t need = 0, supply = available, add_budget;
         g_autofree PlanVm **adds = g_new(PlanVm *, n + 1);
         g_autofree PlanVm **removes = g_new(PlanVm *, n + 1);
         g_autofree PlanVm **slack = g_new(PlanVm *, n + 1);
@@ -713,6 +732,7 @@ static void plan_actions(Balancer *balancer, BalancerPlan *plan, PlanVm **vms, s
 
         for (size_t i = 0; i < n; i++) {
                 PlanVm *p = vms[i];
+                int moving = p->history->moving_direction;
 
                 supply += units_floor(p->vm->pending_remove_bytes);
                 switch (plan_vm_propose(balancer, p, reserve_breached)) {
@@ -728,12 +748,34 @@ static void plan_actions(Balancer *balancer, BalancerPlan *plan, PlanVm **vms, s
                         if (p->direction > 0) {
                                 adds[n_adds++] = p;
                                 need += p->gap_units;
+                        } else if (plan->prompt) {
+                                p->history->moving_direction = moving; /* removes wait for the tick */
+                                plan->n_deferred++;
                         } else {
                                 removes[n_removes++] = p;
                                 supply += p->gap_units;
                         }
                         break;
                 }
+        }
+        /* Room: everyone is headed for what it wants and the pool above the reserve covers every add under
+         * way now. Then an add takes its whole gap at once: no VM competes for this memory, so cutting it
+         * into steps would only keep a guest paging for longer. */
+        plan->room = plan->outcome == BALANCER_OUTCOME_ENOUGH && n_adds > 0 && need <= available;
+        for (size_t i = 0; plan->room && i < n_adds; i++)
+                adds[i]->step_units = adds[i]->gap_units;
+        add_budget = units_floor(config->max_add_total_bytes);
+        add_budget = add_budget > balancer->tick_added_units ? add_budget - balancer->tick_added_units : 0;
+        add_budget = MIN(add_budget, available);
+        qsort(adds, n_adds, sizeof(*adds), compare_add_order);
+        if (plan->prompt) {
+                /* Between ticks only the uncontended case moves; the tick handles the rest in steps. */
+                if (!plan->room) {
+                        plan->n_deferred += n_adds;
+                        return;
+                }
+                plan_spend(balancer, plan, adds, n_adds, add_budget);
+                return;
         }
         /* Moves under way want more than the pool, the balloons in flight and the removes started will
          * give: release the dead-band slack of donors too, least needy first, or those moves would wait
@@ -745,9 +787,8 @@ static void plan_actions(Balancer *balancer, BalancerPlan *plan, PlanVm **vms, s
                 supply += slack[i]->gap_units;
         }
         qsort(removes, n_removes, sizeof(*removes), compare_remove_order);
-        qsort(adds, n_adds, sizeof(*adds), compare_add_order);
         plan_spend(balancer, plan, removes, n_removes, units_floor(config->max_remove_total_bytes));
-        plan_spend(balancer, plan, adds, n_adds, MIN(units_floor(config->max_add_total_bytes), available));
+        plan_spend(balancer, plan, adds, n_adds, add_budget);
 }
 
 static void history_sample(BalancerVmHistory *history, uint32_t pressure)
@@ -797,7 +838,11 @@ static void plan_counters(BalancerPlan *plan, PlanVm *pvs, size_t n, const Balan
 
         for (size_t i = 0; i < n; i++) {
                 if (pvs[i].status == BALANCER_VM_BALANCED) {
-                        history_sample(pvs[i].history, pvs[i].pressure);
+                        /* The window holds one sample a tick; a prompt plan only updates Current. */
+                        if (plan->prompt)
+                                pvs[i].history->last_pressure = pvs[i].pressure;
+                        else
+                                history_sample(pvs[i].history, pvs[i].pressure);
                         committed += pvs[i].vm->committed_bytes;
                         assigned += pvs[i].vm->assigned_bytes;
                         pressure_sum += pvs[i].pressure;
@@ -826,7 +871,8 @@ static gboolean history_unseen(gpointer key, gpointer value, gpointer user_data)
         return history->seen_tick != *tick;
 }
 
-int balancer_plan(Balancer *balancer, const BalancerSnapshot *snapshot, BalancerPlan **ret_plan)
+static int plan_make(Balancer *balancer, const BalancerSnapshot *snapshot, bool prompt,
+                     BalancerPlan **ret_plan)
 {
         g_autoptr(BalancerPlan) plan = NULL;
         g_autofree PlanVm *pvs = NULL;
@@ -844,9 +890,13 @@ int balancer_plan(Balancer *balancer, const BalancerSnapshot *snapshot, Balancer
 
         host = &snapshot->host;
         n = snapshot->n_vms;
-        balancer->tick++;
+        if (!prompt) {
+                balancer->tick++;
+                balancer->tick_added_units = 0;
+        }
         plan = g_new0(BalancerPlan, 1);
         plan->tick = balancer->tick;
+        plan->prompt = prompt;
         plan->actions = g_new0(BalancerAction, n + 1);
         plan->vms = g_new0(BalancerVmCounters, n + 1);
         pvs = g_new0(PlanVm, n + 1);
@@ -871,4 +921,14 @@ int balancer_plan(Balancer *balancer, const BalancerSnapshot *snapshot, Balancer
 
         *ret_plan = g_steal_pointer(&plan);
         return 0;
+}
+
+int balancer_plan(Balancer *balancer, const BalancerSnapshot *snapshot, BalancerPlan **ret_plan)
+{
+        return plan_make(balancer, snapshot, false, ret_plan);
+}
+
+int balancer_plan_prompt(Balancer *balancer, const BalancerSnapshot *snapshot, BalancerPlan **ret_plan)
+{
+        return plan_make(balancer, snapshot, true, ret_plan);
 }

@@ -118,6 +118,8 @@ typedef struct BalancerPlan {
         BalancerOutcome outcome;
         unsigned short_band;
         uint32_t band_target_pressure;
+        bool prompt;       /* made by balancer_plan_prompt */
+        bool room;         /* the pool covered every add under way: adds took their whole gap */
         size_t n_deferred; /* balanced VMs still short of their target after this tick's actions */
         size_t n_actions;
         BalancerAction *actions; /* at most one per VM */
@@ -138,6 +140,12 @@ void balancer_free(Balancer *balancer);
  * pointers, duplicate VM ids, available above total. A VM with bad settings is not an error: it is held
  * and reported BALANCER_VM_INVALID. Work is O(n log n) in the snapshot's VMs. */
 int balancer_plan(Balancer *balancer, const BalancerSnapshot *snapshot, BalancerPlan **ret_plan);
+/* A plan between two ticks, for a guest that reported a step up in demand: the same targets, but it only
+ * adds, and only when the host has room for every add under way (see "Prompt plans" in balancer.c); it
+ * does not advance the tick (plan->tick is the current one) and spends what is left of the tick's add
+ * budget. Call it at most a few times a tick (vmmsd: once per 200 ms at most). Same returns as
+ * balancer_plan. */
+int balancer_plan_prompt(Balancer *balancer, const BalancerSnapshot *snapshot, BalancerPlan **ret_plan);
 void balancer_plan_free(BalancerPlan *plan);
 
 const char *balancer_outcome_to_string(BalancerOutcome outcome);

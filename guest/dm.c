@@ -11,6 +11,17 @@
  * bytes plus what is paged out, see guest_memory_committed_bytes), visible, free,
  * ballooned, and the page-in/out totals. A full ring skips a report, not the next.
  *
+ * Prompt reports. A step in demand should not wait up to a second to be heard: at
+ * every poll the VSC compares its pressure (committed / held × 100, held = visible −
+ * ballooned) with the last one it reported, and reports at once, flagged
+ * HV_DM_STATUS_PROMPT, when pressure is at least GUEST_DM_PROMPT_PRESSURE and has risen
+ * GUEST_DM_PROMPT_RISE points since. The host runs its balancer on such a report, so it
+ * is rate-limited to one per GUEST_DM_PROMPT_INTERVAL_NS, and only rises count: a guest
+ * that releases memory can wait for the next second (the host removes slowly anyway).
+ * At the default 20 % buffer a guest given what it wants sits near pressure 83, so 90
+ * means it has used over half its buffer; the rise keeps a guest that stays short (a
+ * host with no room) from reporting more than once a second.
+ *
  * Balloon. BALLOON_REQUEST(n) takes up to n free pages with guest_page_take, which
  * only marks them in the allocator's bitmaps: the guest never reads or writes a
  * ballooned page (the host punched it; a read would allocate it again). The page
@@ -37,6 +48,9 @@
 
 #define GUEST_DM_RING_PAGES 4
 #define GUEST_DM_STATUS_PERIOD_NS GUEST_NS_PER_SEC
+#define GUEST_DM_PROMPT_PRESSURE 90
+#define GUEST_DM_PROMPT_RISE 10
+#define GUEST_DM_PROMPT_INTERVAL_NS (200 * GUEST_NS_PER_MS)
 #define GUEST_DM_SEND_TIMEOUT_NS (2 * GUEST_NS_PER_SEC)
 #define GUEST_DM_SUMMARY_PERIOD_NS GUEST_NS_PER_SEC
 #define GUEST_LOW_MEMORY_PERCENT 10
@@ -54,6 +68,9 @@ struct guest_dm {
         uint64_t next_status_ns;
         uint64_t status_sent;
         uint64_t status_skipped;
+        uint64_t last_status_ns;       /* when the last report went out; 0: none yet */
+        uint64_t last_status_pressure; /* its pressure */
+        uint64_t prompt_sent;
         struct guest_low_memory_subscriber subscribers[GUEST_LOW_MEMORY_MAX_SUBSCRIBERS];
         unsigned n_subscribers;
         uint64_t low_memory_last_ns;
@@ -117,7 +134,15 @@ void guest_dm_check_low_memory(uint64_t now_ns)
 
 /* ---- Status ---- */
 
-static void guest_dm_send_status(struct guest_dm *dm, uint64_t now_ns)
+/* committed / held × 100; held is what the guest has now (visible − ballooned). */
+static uint64_t guest_dm_pressure(uint64_t committed)
+{
+        uint64_t held = guest_page_visible_bytes() - guest_page_taken_bytes();
+
+        return held ? committed / (held / 100 ? held / 100 : 1) : UINT64_MAX;
+}
+
+static void guest_dm_send_status(struct guest_dm *dm, uint64_t now_ns, uint32_t flags)
 {
         struct hv_dm_status status = {
                 .time_ns = now_ns,
@@ -127,13 +152,33 @@ static void guest_dm_send_status(struct guest_dm *dm, uint64_t now_ns)
                 .ballooned_bytes = guest_page_taken_bytes(),
                 .page_in_total = guest_paging_in_total(),
                 .page_out_total = guest_paging_out_total(),
+                .flags = flags,
         };
         struct guest_vmbus_segment seg = {&status, sizeof(status)};
 
-        if (guest_vmbus_send(dm->channel, HV_DM_STATUS, &seg, 1) == 0)
-                dm->status_sent++;
-        else
+        if (guest_vmbus_send(dm->channel, HV_DM_STATUS, &seg, 1) < 0) {
                 dm->status_skipped++;
+                return;
+        }
+        dm->status_sent++;
+        dm->last_status_ns = now_ns;
+        dm->last_status_pressure = guest_dm_pressure(status.committed_bytes);
+}
+
+/* A report at once when pressure has stepped up (see the design note). */
+static void guest_dm_check_prompt(struct guest_dm *dm, uint64_t now_ns)
+{
+        uint64_t pressure, last = dm->last_status_pressure;
+
+        if (!dm->last_status_ns || now_ns - dm->last_status_ns < GUEST_DM_PROMPT_INTERVAL_NS)
+                return;
+        pressure = guest_dm_pressure(guest_memory_committed_bytes());
+        if (pressure < GUEST_DM_PROMPT_PRESSURE || pressure < last + GUEST_DM_PROMPT_RISE)
+                return;
+        guest_dm_send_status(dm, now_ns, HV_DM_STATUS_PROMPT);
+        dm->prompt_sent++;
+        guest_printf("dm: prompt report pressure=%lu (last reported %lu) committed=%lu\n", pressure, last,
+                     guest_memory_committed_bytes());
 }
 
 static void guest_dm_print_unballoon(struct guest_dm *dm, uint64_t now_ns)
@@ -152,8 +197,9 @@ static uint64_t guest_dm_tick(struct guest_vmbus_channel *channel, uint64_t now_
         (void)channel;
         if (dm->unballoon_requests && now_ns >= dm->next_summary_ns)
                 guest_dm_print_unballoon(dm, now_ns);
+        guest_dm_check_prompt(dm, now_ns);
         if (now_ns >= dm->next_status_ns) {
-                guest_dm_send_status(dm, now_ns);
+                guest_dm_send_status(dm, now_ns, 0);
                 /* Keep the phase: a late poll does not push every later report back. */
                 dm->next_status_ns += GUEST_DM_STATUS_PERIOD_NS;
                 if (dm->next_status_ns <= now_ns)

@@ -118,6 +118,7 @@ static void on_memory_status(VmmsWorker *w, const Vmms__Worker__MemoryStatus *s,
         VmmsVm *vm = userdata;
         VmmsMemoryStatus status = {
                 .reporting = s->reporting,
+                .prompt = s->prompt,
                 .received_ns = (uint64_t)g_get_monotonic_time() * 1000,
                 .committed_bytes = s->committed_bytes,
                 .visible_bytes = s->visible_bytes,

@@ -36,6 +36,7 @@ struct VmmsManager {
         VmmsEngine *bundled;
         guint tick_source;
         VmmsMemory *memory;
+        guint memory_prompt_source; /* a prompt balancer run waiting out the rate limit */
         uint64_t next_balancer_id;
         int lock_fd;                 /* the state directory's lock, held for vmmsd's life */
         GPtrArray *unsaved_removals; /* ids of VMs removed while the store refused writes */
@@ -289,16 +290,8 @@ static VmmsVm *vm_by_balancer_id(VmmsManager *m, uint64_t id)
         return NULL;
 }
 
-static void on_hvd_sample(const Vmms__Hv__Counters *prev, const Vmms__Hv__Counters *cur, void *userdata)
+static void memory_carry_out(VmmsManager *m, const BalancerPlan *plan)
 {
-        VmmsManager *m = userdata;
-        VmmsMemoryPool pool = {.total_bytes = cur->pool_total_bytes, .used_bytes = cur->pool_used_bytes};
-        const BalancerPlan *plan;
-
-        (void)prev;
-        for (guint i = 0; i < m->vms->len; i++)
-                vmms_vm_sample(m->vms->pdata[i]);
-        plan = vmms_memory_tick(m->memory, m->vms, &pool, (uint64_t)g_get_monotonic_time() * 1000);
         for (size_t i = 0; plan && i < plan->n_actions; i++) {
                 const BalancerAction *a = &plan->actions[i];
                 VmmsVm *vm = vm_by_balancer_id(m, a->vm_id);
@@ -308,6 +301,51 @@ static void on_hvd_sample(const Vmms__Hv__Counters *prev, const Vmms__Hv__Counte
                                 vm, a->kind == BALANCER_ACTION_ADD ? (int64_t)a->bytes : -(int64_t)a->bytes,
                                 a->reason);
         }
+}
+
+/* A guest's prompt report: the balancer runs now on the last pool figures, or once the
+ * rate limit (vmms-memory.c) allows; the periodic tick still runs as before. */
+static gboolean on_memory_prompt_timer(gpointer userdata);
+
+static void memory_run_prompt(VmmsManager *m)
+{
+        uint64_t now_ns = (uint64_t)g_get_monotonic_time() * 1000;
+        uint64_t delay_ns = vmms_memory_prompt_delay_ns(m->memory, now_ns);
+
+        if (delay_ns > 0) {
+                if (!m->memory_prompt_source)
+                        m->memory_prompt_source =
+                                g_timeout_add((guint)(delay_ns / 1000000) + 1, on_memory_prompt_timer, m);
+                return;
+        }
+        memory_carry_out(m, vmms_memory_prompt(m->memory, m->vms, now_ns));
+}
+
+static gboolean on_memory_prompt_timer(gpointer userdata)
+{
+        VmmsManager *m = userdata;
+
+        m->memory_prompt_source = 0;
+        memory_run_prompt(m);
+        return G_SOURCE_REMOVE;
+}
+
+static void on_vm_memory_prompt(VmmsVm *vm, void *userdata)
+{
+        (void)vm;
+        memory_run_prompt(userdata);
+}
+
+static void on_hvd_sample(const Vmms__Hv__Counters *prev, const Vmms__Hv__Counters *cur, void *userdata)
+{
+        VmmsManager *m = userdata;
+        VmmsMemoryPool pool = {.total_bytes = cur->pool_total_bytes, .used_bytes = cur->pool_used_bytes};
+
+        (void)prev;
+        for (guint i = 0; i < m->vms->len; i++)
+                vmms_vm_sample(m->vms->pdata[i]);
+        memory_carry_out(m,
+                         vmms_memory_tick(m->memory, m->vms, &pool, (uint64_t)g_get_monotonic_time() * 1000));
 }
 
 static void on_hvd_lost(const char *why, void *userdata)
@@ -496,6 +534,8 @@ int vmms_manager_new(const VmmsConfig *config, VmmsManager **ret, char **ret_err
                 .events = m->events,
                 .stop_timeout_ms = m->config.stop_timeout_ms,
                 .force_timeout_ms = m->config.force_timeout_ms,
+                .memory_prompt = on_vm_memory_prompt,
+                .memory_prompt_data = m,
         };
         hvd_log = g_build_filename(m->config.state_dir, "logs", "hvd.log", NULL);
         hvd_config = (VmmsHvdConfig){
@@ -555,6 +595,8 @@ void vmms_manager_free(VmmsManager *m)
                 return;
         if (m->tick_source)
                 g_source_remove(m->tick_source);
+        if (m->memory_prompt_source)
+                g_source_remove(m->memory_prompt_source);
         if (m->vms)
                 g_ptr_array_unref(m->vms);
         if (m->by_id)

@@ -2,7 +2,17 @@
  * atop balancer/balancer.c); this file only gathers the figures and carries out the
  * plan (the manager does that), bounded by the balancer's own per-tick budget. Figures come from one source
  * each: the pool from hvd's counters, each VM's assigned/pending/committed from its
- * worker's MemoryStatus (a VM whose worker has not reported is held by the balancer). */
+ * worker's MemoryStatus (a VM whose worker has not reported is held by the balancer).
+ *
+ * Prompt plans. A guest whose pressure steps up reports at once, and the manager asks
+ * for a prompt plan (balancer_plan_prompt: adds only, only where the host has room) at
+ * most once per VMMS_MEMORY_PROMPT_INTERVAL_NS after the last plan of either kind. hvd's
+ * pool figure is a second old by then, so it is corrected by the adds planned since that
+ * sample (each one charges the pool within milliseconds; hvd's next sample includes it).
+ * Removes are not subtracted: their pages return later, and counting them early could
+ * hand out memory that is still the guest's. Each VM's assigned figure needs no
+ * correction: the worker sends a MemoryStatus right after every MemoryAdjust, before its
+ * reply, and plans are at least the interval apart. */
 #include <errno.h>
 
 #include "vmms-memory.h"
@@ -11,6 +21,10 @@ struct VmmsMemory {
         Balancer *balancer;
         uint64_t reserve_bytes;
         BalancerPlan *plan;
+        VmmsMemoryPool pool; /* hvd's last sample */
+        bool have_pool;
+        uint64_t added_since_sample; /* adds planned since that sample */
+        uint64_t last_plan_ns;       /* monotonic; 0: none yet */
 };
 
 int vmms_memory_new(uint64_t reserve_bytes, VmmsMemory **ret)
@@ -35,8 +49,8 @@ void vmms_memory_free(VmmsMemory *mem)
         g_free(mem);
 }
 
-const BalancerPlan *vmms_memory_tick(VmmsMemory *mem, GPtrArray *vms, const VmmsMemoryPool *pool,
-                                     uint64_t now_ns)
+static const BalancerPlan *memory_plan(VmmsMemory *mem, GPtrArray *vms, const VmmsMemoryPool *pool,
+                                       uint64_t now_ns, bool prompt)
 {
         g_autofree BalancerVm *snap = g_new0(BalancerVm, vms->len + 1);
         BalancerSnapshot snapshot = {
@@ -77,14 +91,48 @@ const BalancerPlan *vmms_memory_tick(VmmsMemory *mem, GPtrArray *vms, const Vmms
                         b->committed_time_ns = vm->memory.received_ns;
                 }
         }
-        r = balancer_plan(mem->balancer, &snapshot, &plan);
+        r = prompt ? balancer_plan_prompt(mem->balancer, &snapshot, &plan)
+                   : balancer_plan(mem->balancer, &snapshot, &plan);
         if (r < 0) {
                 g_warning("balancer refused the snapshot: %s", g_strerror(-r));
                 return NULL;
         }
+        for (size_t i = 0; i < plan->n_actions; i++)
+                if (plan->actions[i].kind == BALANCER_ACTION_ADD)
+                        mem->added_since_sample += plan->actions[i].bytes;
+        mem->last_plan_ns = now_ns;
         balancer_plan_free(mem->plan);
         mem->plan = plan;
         return plan;
+}
+
+const BalancerPlan *vmms_memory_tick(VmmsMemory *mem, GPtrArray *vms, const VmmsMemoryPool *pool,
+                                     uint64_t now_ns)
+{
+        mem->pool = *pool;
+        mem->have_pool = true;
+        mem->added_since_sample = 0;
+        return memory_plan(mem, vms, pool, now_ns, false);
+}
+
+uint64_t vmms_memory_prompt_delay_ns(VmmsMemory *mem, uint64_t now_ns)
+{
+        uint64_t next;
+
+        if (!mem->last_plan_ns)
+                return 0;
+        next = mem->last_plan_ns + VMMS_MEMORY_PROMPT_INTERVAL_NS;
+        return now_ns < next ? next - now_ns : 0;
+}
+
+const BalancerPlan *vmms_memory_prompt(VmmsMemory *mem, GPtrArray *vms, uint64_t now_ns)
+{
+        VmmsMemoryPool pool = mem->pool;
+
+        if (!mem->have_pool)
+                return NULL;
+        pool.used_bytes = MIN(pool.used_bytes + mem->added_since_sample, pool.total_bytes);
+        return memory_plan(mem, vms, &pool, now_ns, true);
 }
 
 const BalancerVmCounters *vmms_memory_vm_counters(VmmsMemory *mem, uint64_t balancer_id)

@@ -543,6 +543,8 @@ static void on_engine_exited(VmmsVm *vm, const VmmsEngineExit *exit)
 static void on_engine_memory_status(VmmsVm *vm, const VmmsMemoryStatus *status)
 {
         vm->memory = *status;
+        if (status->prompt && status->reporting && vm->def.state == VMMS_VM_RUNNING && vm->ctx->memory_prompt)
+                vm->ctx->memory_prompt(vm, vm->ctx->memory_prompt_data);
 }
 
 const VmmsEngineCallbacks vmms_vm_engine_callbacks = {

@@ -43,6 +43,10 @@ typedef struct VmmsVmContext {
         VmmsEvents *events;
         VmmsVmReplyFn reply;
         void *reply_data;
+        /* A guest reported at once that its pressure stepped up (a prompt report): the
+         * manager may run the memory balancer now. NULL: nothing is told. */
+        void (*memory_prompt)(VmmsVm *vm, void *userdata);
+        void *memory_prompt_data;
         uint32_t stop_timeout_ms;  /* how long a graceful stop waits before turning off */
         uint32_t force_timeout_ms; /* the same with -Force */
 } VmmsVmContext;
@@ -50,6 +54,7 @@ typedef struct VmmsVmContext {
 /* The guest's latest Dynamic Memory report. */
 typedef struct VmmsMemoryStatus {
         bool reporting;
+        bool prompt;          /* sent at once: the guest's pressure stepped up */
         uint64_t received_ns; /* host monotonic time it arrived; 0: never */
         uint64_t committed_bytes;
         uint64_t visible_bytes;

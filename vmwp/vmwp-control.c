@@ -63,17 +63,19 @@ static void send_reply(VmwpControl *c, uint64_t id, int error, const char *messa
         send_message(c, &msg);
 }
 
-/* The guest's Dynamic Memory figures with hvd's, once a second while vmmsd listens;
- * reporting = false says no guest figures are behind them. */
-static gboolean on_status_timer(gpointer userdata)
+/* The guest's Dynamic Memory figures with hvd's: once a second while vmmsd listens, at
+ * once for a prompt guest report or a finished balloon request, and right after each
+ * MemoryAdjust (before its Reply, so vmmsd never plans on figures the adjust made
+ * stale). reporting = false says no guest figures are behind them. */
+static void send_memory_status(VmwpControl *c, bool prompt)
 {
-        VmwpControl *c = userdata;
         Vmms__Worker__Message msg = VMMS__WORKER__MESSAGE__INIT;
         Vmms__Worker__MemoryStatus status = VMMS__WORKER__MEMORY_STATUS__INIT;
         VmwpMemoryStatus s;
 
-        if (vmwp_worker_memory_status(c->worker, &s) < 0)
-                return G_SOURCE_CONTINUE;
+        if (c->conn_fd < 0 || vmwp_worker_memory_status(c->worker, &s) < 0)
+                return;
+        status.prompt = prompt;
         status.reporting = s.reporting;
         status.guest_time_ns = s.guest_time_ns;
         status.committed_bytes = s.committed_bytes;
@@ -92,6 +94,18 @@ static gboolean on_status_timer(gpointer userdata)
         msg.body_case = VMMS__WORKER__MESSAGE__BODY_MEMORY_STATUS;
         msg.memory_status = &status;
         send_message(c, &msg);
+}
+
+static void on_memory_status_now(void *userdata, bool prompt)
+{
+        send_memory_status(userdata, prompt);
+}
+
+static gboolean on_status_timer(gpointer userdata)
+{
+        VmwpControl *c = userdata;
+
+        send_memory_status(c, false);
         if (c->conn_fd < 0) { /* the send dropped the connection, and this timer with it */
                 c->status_timer = 0;
                 return G_SOURCE_REMOVE;
@@ -156,6 +170,7 @@ static void handle_request(VmwpControl *c, const Vmms__Worker__Request *req)
                 break;
         case VMMS__WORKER__REQUEST__BODY_MEMORY_ADJUST:
                 r = vmwp_worker_memory_adjust(c->worker, req->memory_adjust->delta_bytes, &why);
+                send_memory_status(c, false);
                 break;
         default:
                 r = -EOPNOTSUPP;
@@ -251,6 +266,7 @@ int vmwp_control_new(VmwpWorker *worker, const char *socket_path, const char *vm
                 return r;
         }
         c->listen_source = g_unix_fd_add(c->listen_fd, G_IO_IN, on_accept, c);
+        vmwp_worker_set_memory_status_handler(worker, on_memory_status_now, c);
         *ret = g_steal_pointer(&c);
         return 0;
 }
@@ -259,6 +275,8 @@ void vmwp_control_free(VmwpControl *c)
 {
         if (!c)
                 return;
+        if (c->listen_source) /* registered once the control was built */
+                vmwp_worker_set_memory_status_handler(c->worker, NULL, NULL);
         drop_connection(c);
         if (c->shutdown_timer)
                 g_source_remove(c->shutdown_timer);

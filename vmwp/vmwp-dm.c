@@ -17,6 +17,13 @@
  * yet returned is pending_remove; a final chunk (more = 0) closes the request even if
  * the guest could spare fewer pages.
  *
+ * Figures that cannot wait. A guest report flagged HV_DM_STATUS_PROMPT (its pressure
+ * stepped up, guest/dm.c) is handed on at once through the status handler, so vmmsd
+ * hears of it without waiting for the once-a-second MemoryStatus; the guest rate-limits
+ * them. So is the end of a balloon request (its last chunk): assigned memory has fallen,
+ * and vmmsd should not plan the next remove on the figure from before. A report from a
+ * guest that predates the flags field is shorter and counts as periodic.
+ *
  * The balancer in vmmsd sees the outcome in MemoryStatus; nothing here retries.
  * Figures that hvd owns (visible, assigned, ballooned, resident) are read from it, so
  * the report cannot drift from what the pool is charged. */
@@ -43,6 +50,9 @@ struct VmwpDm {
         struct hv_dm_status status;
         bool have_status;
         int64_t status_us; /* monotonic time it arrived */
+        VmwpDmStatusFn status_fn;
+        void *status_userdata;
+        uint64_t prompt_reports;
         GArray *ballooned; /* uint64_t pfns hvd holds as ballooned, most recent last */
         GArray *requests;  /* BalloonRequest, not finished by the guest */
         uint32_t next_request_id;
@@ -162,6 +172,8 @@ static void on_balloon_response(VmwpDm *dm, const VmwpPacket *packet)
                 if (req->accepted > 0)
                         dm->remove_operations++;
                 g_array_remove_index(dm->requests, index);
+                if (dm->status_fn)
+                        dm->status_fn(dm->status_userdata, false);
         }
 }
 
@@ -172,13 +184,19 @@ static void on_packet(VmwpChannel *channel, const VmwpPacket *packet, void *user
         (void)channel;
         switch (packet->type) {
         case HV_DM_STATUS:
-                if (packet->length < sizeof(dm->status)) {
+                if (packet->length < HV_DM_STATUS_MIN_SIZE) {
                         dm->bad_packets++;
                         return;
                 }
-                memcpy(&dm->status, packet->data, sizeof(dm->status));
+                memset(&dm->status, 0, sizeof(dm->status));
+                memcpy(&dm->status, packet->data, MIN(packet->length, sizeof(dm->status)));
                 dm->have_status = true;
                 dm->status_us = g_get_monotonic_time();
+                if (dm->status.flags & HV_DM_STATUS_PROMPT) {
+                        dm->prompt_reports++;
+                        if (dm->status_fn)
+                                dm->status_fn(dm->status_userdata, true);
+                }
                 break;
         case HV_DM_BALLOON_RESPONSE:
                 on_balloon_response(dm, packet);
@@ -252,6 +270,12 @@ int vmwp_dm_new(VmwpVmbus *bus, VmwpGuestRam *ram, const VmwpDmHvOps *hv, void *
         dm->channel = vmwp_vmbus_add_device(bus, &dm_vsp_ops, dm);
         *ret = dm;
         return 0;
+}
+
+void vmwp_dm_set_status_handler(VmwpDm *dm, VmwpDmStatusFn fn, void *userdata)
+{
+        dm->status_fn = fn;
+        dm->status_userdata = userdata;
 }
 
 void vmwp_dm_free(VmwpDm *dm)

@@ -59,6 +59,12 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmwpDm, vmwp_dm_free)
 int vmwp_dm_adjust(VmwpDm *dm, int64_t delta_bytes, char **ret_error);
 void vmwp_dm_status(VmwpDm *dm, VmwpMemoryStatus *ret);
 
+/* Called when the figures should reach vmmsd now rather than on the second: prompt =
+ * true as a guest report flagged HV_DM_STATUS_PROMPT arrives, false when a balloon
+ * request has ended (vmwp_dm_status already returns the new figures). NULL stops it. */
+typedef void (*VmwpDmStatusFn)(void *userdata, bool prompt);
+void vmwp_dm_set_status_handler(VmwpDm *dm, VmwpDmStatusFn fn, void *userdata);
+
 /* How a grow of `want` pages is split, for `ballooned` pages held by the balloon and
  * `room` pages left below the maximum: pages handed back, and pages hot-added (whole
  * `unit`s, or all of `room`). Deflating is preferred, but not so far that hot-add

@@ -33,6 +33,8 @@ struct VmwpWorker {
         char *stop_reason;
         VmwpStoppedFn on_stopped;
         void *on_stopped_userdata;
+        VmwpDmStatusFn on_memory_status;
+        void *on_memory_status_userdata;
 };
 
 static const char *const workloads[] = {"idle", "cpu", "memsoak", "cache"};
@@ -310,6 +312,7 @@ static int start_devices(VmwpWorker *w, char **ret_error)
                 *ret_error = g_strdup_printf("cannot start the Dynamic Memory device: %s", g_strerror(-r));
                 return r;
         }
+        vmwp_dm_set_status_handler(w->dm, w->on_memory_status, w->on_memory_status_userdata);
         w->paging_path = paging_path(&w->config);
         return vmwp_storage_new(w->vmbus, w->paging_path, slots, &w->storage, ret_error);
 }
@@ -457,6 +460,14 @@ int vmwp_worker_memory_adjust(VmwpWorker *w, int64_t delta_bytes, char **ret_err
                 return -ESRCH;
         }
         return vmwp_dm_adjust(w->dm, delta_bytes, ret_error);
+}
+
+void vmwp_worker_set_memory_status_handler(VmwpWorker *w, VmwpDmStatusFn fn, void *userdata)
+{
+        w->on_memory_status = fn;
+        w->on_memory_status_userdata = userdata;
+        if (w->dm)
+                vmwp_dm_set_status_handler(w->dm, fn, userdata);
 }
 
 int vmwp_worker_memory_status(VmwpWorker *w, VmwpMemoryStatus *ret)

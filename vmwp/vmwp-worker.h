@@ -61,6 +61,8 @@ int vmwp_worker_set_processor(VmwpWorker *w, uint32_t reserve_pct, uint32_t maxi
 /* Dynamic Memory: vmmsd's MemoryAdjust (see vmwp_dm_adjust) and the MemoryStatus figures. */
 int vmwp_worker_memory_adjust(VmwpWorker *w, int64_t delta_bytes, char **ret_error);
 int vmwp_worker_memory_status(VmwpWorker *w, VmwpMemoryStatus *ret);
+/* Called when the Dynamic Memory figures should reach vmmsd at once (vmwp_dm_set_status_handler). */
+void vmwp_worker_set_memory_status_handler(VmwpWorker *w, VmwpDmStatusFn fn, void *userdata);
 /* The paging disk's default size, in startup memories: bounded by what the VM starts
  * with, never by its (Dynamic Memory) maximum, which may be 1 TB. vmmsd sets it. */
 #define VMWP_PAGING_DEFAULT_FACTOR 4u

@@ -137,7 +137,18 @@ struct hv_dm_status {
         uint64_t ballooned_bytes; /* pages the balloon holds */
         uint64_t page_in_total;   /* pages read back from the synthetic disk */
         uint64_t page_out_total;  /* pages written to it */
+        /* Added after version 1 shipped: a guest may send the struct without it (the
+         * worker reads a missing field as 0). */
+        uint32_t flags; /* HV_DM_STATUS_* */
+        uint32_t reserved;
 };
+
+/* Sent at once, not on the second: the guest's pressure stepped up (guest/dm.c). */
+#define HV_DM_STATUS_PROMPT 1u
+/* The size of struct hv_dm_status before flags. */
+#define HV_DM_STATUS_MIN_SIZE 56u
+_Static_assert(__builtin_offsetof(struct hv_dm_status, flags) == HV_DM_STATUS_MIN_SIZE,
+               "hv_dm_status grew only at its end");
 
 struct hv_dm_balloon_request {
         uint32_t request_id;

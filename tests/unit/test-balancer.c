@@ -38,6 +38,7 @@ typedef struct Sim {
         size_t n_vms;
         uint64_t tick;
         unsigned balloon_latency;
+        uint64_t tick_adds; /* bytes added in this tick, its prompt plans included */
         FILE *csv;
 } Sim;
 
@@ -156,7 +157,10 @@ static void sim_check_and_apply(Sim *sim, const BalancerPlan *plan)
                 g_assert_cmpuint(a->bytes % BALANCER_UNIT_BYTES, ==, 0);
                 g_assert_cmpstr(a->reason, !=, "");
                 if (a->kind == BALANCER_ACTION_ADD) {
-                        g_assert_cmpuint(a->bytes, <=, config->max_add_per_vm_bytes);
+                        /* Past the per-VM step only where the host has room, and never past the target. */
+                        if (!plan->room)
+                                g_assert_cmpuint(a->bytes, <=, config->max_add_per_vm_bytes);
+                        g_assert_cmpuint(before + a->bytes, <=, plan_vm(plan, a->vm_id)->target_bytes);
                         adds += a->bytes;
                         after = before + a->bytes;
                         v->vm.assigned_bytes += a->bytes;
@@ -164,6 +168,7 @@ static void sim_check_and_apply(Sim *sim, const BalancerPlan *plan)
                 } else {
                         SimBalloon *slot = NULL;
 
+                        g_assert_false(plan->prompt); /* prompt plans only add */
                         g_assert_cmpuint(a->bytes, <=, config->max_remove_per_vm_bytes);
                         g_assert_cmpuint(a->bytes, <=, before);
                         removes += a->bytes;
@@ -184,8 +189,10 @@ static void sim_check_and_apply(Sim *sim, const BalancerPlan *plan)
                         v->direction_changes++;
                 v->last_direction = direction;
         }
-        /* Per-tick totals, and adds only from memory that is back now, above the reserve. */
-        g_assert_cmpuint(adds, <=, config->max_add_total_bytes);
+        /* Per-tick totals (prompt plans share their tick's), and adds only from memory that is back now,
+         * above the reserve. */
+        sim->tick_adds += adds;
+        g_assert_cmpuint(sim->tick_adds, <=, config->max_add_total_bytes);
         g_assert_cmpuint(removes, <=, config->max_remove_total_bytes);
         g_assert_cmpuint(adds, <=, giveable);
 }
@@ -199,6 +206,7 @@ static BalancerPlan *sim_tick(Sim *sim)
         BalancerPlan *plan = NULL;
 
         sim->tick++;
+        sim->tick_adds = 0;
         sim->host.now_ns = sim->tick * NSEC_PER_TICK;
         for (size_t i = 0; i < sim->n_vms; i++) {
                 SimVm *v = &sim->vms[i];
@@ -232,6 +240,27 @@ static BalancerPlan *sim_tick(Sim *sim)
                                 sim->host.pool_available_bytes / MiB);
                 }
         }
+        return plan;
+}
+
+/* A prompt plan between ticks (a guest's prompt report), checked and carried out like a tick's. */
+static BalancerPlan *sim_prompt(Sim *sim)
+{
+        BalancerVm snapshot_vms[SIM_MAX_VMS];
+        BalancerSnapshot snapshot;
+        BalancerPlan *plan = NULL;
+
+        sim->host.now_ns += NSEC_PER_TICK / 5;
+        for (size_t i = 0; i < sim->n_vms; i++) {
+                if (sim->vms[i].reporting && sim->vms[i].vm.running)
+                        sim->vms[i].vm.committed_time_ns = sim->host.now_ns;
+                snapshot_vms[i] = sim->vms[i].vm;
+        }
+        snapshot = (BalancerSnapshot){sim->host, snapshot_vms, sim->n_vms};
+        g_assert_cmpint(balancer_plan_prompt(sim->balancer, &snapshot, &plan), ==, 0);
+        g_assert_true(plan->prompt);
+        g_assert_cmpuint(plan->tick, ==, sim->tick); /* the tick does not advance */
+        sim_check_and_apply(sim, plan);
         return plan;
 }
 
@@ -391,21 +420,26 @@ static void test_steady_case(gconstpointer data)
         sim_clear(&sim);
 }
 
-/* Bounded steps: no action exceeds the bounds (checked every tick by the model) and a move of a known size
+/* Step bounds: where the host has room an add takes its whole gap in one tick; where memory is short (or
+ * for removes) no action exceeds the bounds (checked every tick by the model) and a move of a known size
  * takes a known number of ticks, in equal steps. */
 typedef struct StepCase {
         const char *name;
         size_t n_vms;
         uint64_t min_mib, max_mib, start_mib, committed_mib;
+        uint64_t reserve_mib; /* of a 16 GiB pool: a large one leaves the VMs short of their want */
         uint64_t expect_ticks;
         uint64_t expect_step_mib; /* every action of the run */
 } StepCase;
 
 static const StepCase step_cases[] = {
-        {"add_of_1_GiB_takes_four_ticks_of_256_MiB", 1, 256, 4096, 512, 1280, 4, 256},
-        {"remove_of_512_MiB_takes_four_ticks_of_128_MiB", 1, 512, 4096, 1024, 100, 4, 128},
-        {"gap_just_over_one_step_is_cut_in_two_equal_steps", 1, 256, 4096, 508, 640, 2, 130},
-        {"total_bound_spreads_eight_adds_over_two_ticks", 8, 256, 4096, 256, 426, 2, 256},
+        {"add_of_1_GiB_with_room_is_one_tick", 1, 256, 4096, 512, 1280, 0, 1, 1024},
+        {"add_of_1_GiB_in_a_short_pool_takes_four_ticks_of_256_MiB", 1, 256, 4096, 512, 1300, 14848, 4, 256},
+        {"remove_of_512_MiB_takes_four_ticks_of_128_MiB", 1, 512, 4096, 1024, 100, 0, 4, 128},
+        {"gap_just_over_one_step_with_room_is_one_tick", 1, 256, 4096, 508, 640, 0, 1, 260},
+        {"gap_just_over_one_step_in_a_short_pool_is_cut_in_two_equal_steps", 1, 256, 4096, 508, 660, 15616, 2,
+         130},
+        {"total_bound_spreads_eight_adds_over_two_ticks", 8, 256, 4096, 256, 426, 0, 2, 256},
 };
 
 static void test_step_case(gconstpointer data)
@@ -414,7 +448,7 @@ static void test_step_case(gconstpointer data)
         uint64_t start = 0, last_active = 0;
         Sim sim;
 
-        sim_init(&sim, 16384 * MiB, 0);
+        sim_init(&sim, 16384 * MiB, tc->reserve_mib * MiB);
         for (size_t i = 0; i < tc->n_vms; i++)
                 sim_add_vm(&sim, tc->min_mib, tc->max_mib, 20, 50, tc->start_mib, tc->committed_mib);
         for (uint64_t t = 0; t < 20; t++) {
@@ -480,6 +514,168 @@ static void test_no_oscillation(gconstpointer data)
         g_assert_cmpuint(late_actions, <=, tc->max_late_actions);
         for (size_t i = 0; i < sim.n_vms; i++)
                 g_assert_cmpuint(sim.vms[i].direction_changes, <=, 1);
+        sim_clear(&sim);
+}
+
+/* Step changes in demand, closed loop, with prompt plans between ticks as vmmsd runs them on a guest's
+ * prompt report: VM 1's committed memory steps up by step_mib at tick 50, holds, and falls back at tick
+ * 400; the other VMs stay steady. Checked: the step is met within expect_up_ticks (adds in one tick where
+ * there is room), every tick's bounds and the reserve hold (the model checks each plan), the balancer is
+ * silent for the 50 ticks before each change and for the last 100 (no oscillation over 1,000 ticks), and
+ * no VM turns back more than once per change in demand. */
+typedef struct StepRunCase {
+        const char *name;
+        uint64_t pool_mib, reserve_mib;
+        size_t n_vms;      /* VM 1 steps; the others commit other_committed_mib */
+        uint64_t rest_mib; /* VM 1's committed at rest */
+        uint64_t step_mib; /* added to it at tick 50, taken away at tick 400 */
+        uint64_t other_committed_mib;
+        uint64_t expect_up_ticks; /* from the step to VM 1 at its target */
+        unsigned prompts_per_tick;
+} StepRunCase;
+
+static const StepRunCase step_run_cases[] = {
+        {"step_of_64_MiB_with_room_is_met_in_one_tick", 8192, 512, 1, 200, 64, 0, 1, 4},
+        {"step_of_512_MiB_with_room_is_met_in_one_tick", 8192, 512, 1, 50, 512, 0, 1, 4},
+        {"step_of_2_GiB_with_room_is_met_in_three_ticks", 8192, 512, 1, 50, 2048, 0, 3, 4},
+        {"step_of_512_MiB_with_room_beside_steady_vms", 8192, 512, 4, 50, 512, 600, 1, 4},
+        {"step_of_512_MiB_without_prompt_plans", 8192, 512, 2, 50, 512, 600, 1, 0},
+        {"step_of_512_MiB_in_a_short_pool_moves_in_bounded_steps", 2048, 256, 3, 50, 512, 500, 8, 4},
+        {"step_of_1_GiB_in_a_short_pool_moves_in_bounded_steps", 2048, 256, 3, 200, 1024, 400, 8, 4},
+        {"step_of_256_MiB_in_a_short_pool_moves_in_bounded_steps", 1536, 128, 2, 300, 256, 500, 8, 4},
+};
+
+static uint64_t sim_step_run_vm_target(const BalancerPlan *plan)
+{
+        return plan_vm(plan, 1)->target_bytes;
+}
+
+static void test_step_run(gconstpointer data)
+{
+        const StepRunCase *tc = data;
+        uint64_t up_ticks = 0, last_action = 0, changes_in_demand = 2;
+        Sim sim;
+
+        sim_init(&sim, tc->pool_mib * MiB, tc->reserve_mib * MiB);
+        sim_add_vm(&sim, 64, 4096, 20, 50, 128, tc->rest_mib);
+        for (size_t i = 1; i < tc->n_vms; i++)
+                sim_add_vm(&sim, 64, 4096, 20, 50, 128, tc->other_committed_mib);
+        for (uint64_t t = 1; t <= 1000; t++) {
+                g_autoptr(BalancerPlan) plan = NULL;
+                SimVm *v = &sim.vms[0];
+                bool acted;
+
+                if (t == 50)
+                        v->vm.committed_bytes = (tc->rest_mib + tc->step_mib) * MiB;
+                if (t == 400)
+                        v->vm.committed_bytes = tc->rest_mib * MiB;
+                plan = sim_tick(&sim);
+                acted = plan->n_actions > 0;
+                if (t >= 50 && t < 400 && !up_ticks && v->vm.assigned_bytes == sim_step_run_vm_target(plan) &&
+                    plan->n_deferred == 0 && !acted)
+                        up_ticks = t - 50;
+                for (unsigned k = 0; k < tc->prompts_per_tick; k++) {
+                        g_autoptr(BalancerPlan) prompt = sim_prompt(&sim);
+
+                        acted = acted || prompt->n_actions > 0;
+                }
+                if (acted)
+                        last_action = t;
+                /* Silent before each change in demand, and at the end. */
+                g_assert_false(acted && ((t >= 0 + 350 && t < 400) || (t >= 900)));
+                g_assert_false(acted && t > 10 && t < 50);
+                if (sim.host.pool_available_bytes < sim.host.reserve_bytes)
+                        g_assert_cmpuint(t, <, 10); /* only the start may find the reserve short */
+        }
+        g_test_message("%s: up in %" G_GUINT64_FORMAT " ticks, last action at tick %" G_GUINT64_FORMAT,
+                       tc->name, up_ticks, last_action);
+        g_assert_cmpuint(up_ticks, >, 0);
+        /* up_ticks counts to the first quiet tick: the move's ticks, plus one when prompts do not act. */
+        g_assert_cmpuint(up_ticks, <=, tc->expect_up_ticks + 1);
+        for (size_t i = 0; i < sim.n_vms; i++) {
+                g_test_message("VM %zu: %u direction changes", i + 1, sim.vms[i].direction_changes);
+                g_assert_cmpuint(sim.vms[i].direction_changes, <=, changes_in_demand);
+        }
+        g_assert_cmpuint(sim.host.pool_available_bytes, >=, sim.host.reserve_bytes);
+        sim_clear(&sim);
+}
+
+/* A prompt plan adds the whole gap at once where the host has room, does not advance the tick, and never
+ * removes; where memory is short it leaves the move to the tick's bounded steps. */
+static void test_prompt_plan_adds_the_whole_gap_only_where_there_is_room(void)
+{
+        Sim sim;
+
+        sim_init(&sim, 4096 * MiB, 256 * MiB);
+        sim_add_vm(&sim, 64, 4096, 20, 50, 128, 100);
+        sim_add_vm(&sim, 64, 4096, 20, 50, 1024, 100); /* wants 120: a remove is due, but not from a prompt */
+        sim_vm(&sim, 1)->vm.committed_bytes = 800 * MiB;
+        {
+                g_autoptr(BalancerPlan) plan = sim_prompt(&sim);
+                const BalancerAction *a = plan_action(plan, 1);
+
+                g_assert_true(plan->room);
+                g_assert_nonnull(a);
+                g_assert_cmpint(a->kind, ==, BALANCER_ACTION_ADD);
+                g_assert_cmpuint(a->bytes, ==, 960 * MiB - 128 * MiB);
+                g_assert_null(plan_action(plan, 2));
+                g_assert_cmpuint(plan->tick, ==, 0);
+        }
+        sim_clear(&sim);
+
+        /* Short: 1536 MiB above the reserve for wants of 2400 and 2400. */
+        sim_init(&sim, 2048 * MiB, 512 * MiB);
+        sim_add_vm(&sim, 64, 4096, 20, 50, 512, 500);
+        sim_add_vm(&sim, 64, 4096, 20, 50, 512, 500);
+        {
+                g_autoptr(BalancerPlan) tick = sim_tick(&sim);
+        }
+        sim_vm(&sim, 1)->vm.committed_bytes = 2000 * MiB;
+        sim_vm(&sim, 2)->vm.committed_bytes = 2000 * MiB;
+        {
+                g_autoptr(BalancerPlan) plan = sim_prompt(&sim);
+
+                g_assert_false(plan->room);
+                g_assert_cmpuint(plan->n_actions, ==, 0);
+                g_assert_cmpuint(plan->n_deferred, >, 0);
+        }
+        {
+                g_autoptr(BalancerPlan) tick = sim_tick(&sim);
+
+                g_assert_cmpint(tick->outcome, ==, BALANCER_OUTCOME_SHORTAGE);
+                for (size_t i = 0; i < tick->n_actions; i++)
+                        g_assert_cmpuint(tick->actions[i].bytes, <=, sim.config.max_add_per_vm_bytes);
+        }
+        sim_clear(&sim);
+}
+
+/* Prompt plans spend what is left of their tick's add budget: many of them cannot add more in one tick
+ * than the tick itself may. */
+static void test_prompt_plans_share_the_tick_add_budget(void)
+{
+        Sim sim;
+        uint64_t added = 0;
+
+        sim_init(&sim, 16384 * MiB, 0);
+        for (size_t i = 0; i < 4; i++)
+                sim_add_vm(&sim, 64, 4096, 20, 50, 128, 100);
+        {
+                g_autoptr(BalancerPlan) tick = sim_tick(&sim);
+        }
+        for (size_t i = 0; i < 4; i++) {
+                g_autoptr(BalancerPlan) plan = NULL;
+
+                sim.vms[i].vm.committed_bytes = 600 * MiB; /* wants 720: a gap of 600 each */
+                plan = sim_prompt(&sim);
+                for (size_t k = 0; k < plan->n_actions; k++)
+                        added += plan->actions[k].bytes;
+        }
+        g_assert_cmpuint(added, ==, sim.config.max_add_total_bytes); /* sim_prompt checks it per tick */
+        {
+                g_autoptr(BalancerPlan) tick = sim_tick(&sim);
+
+                g_assert_cmpuint(tick->n_actions, >, 0); /* the next tick carries on */
+        }
         sim_clear(&sim);
 }
 
@@ -713,7 +909,7 @@ static void test_counters_follow_history(void)
                         g_assert_cmpuint(p->want_bytes, ==, 1024 * MiB);
                 }
         }
-        g_assert_cmpuint(adds, ==, 4); /* 256 → 1200: four equal steps of 236 MiB */
+        g_assert_cmpuint(adds, ==, 1); /* 256 → 1200 with room: the whole gap in one add */
         g_assert_cmpuint(added, ==, 944 * MiB);
         g_assert_cmpuint(removes, ==, 8); /* 1200 → 256: eight equal steps of 118 MiB */
         g_assert_cmpuint(removed, ==, 944 * MiB);
@@ -1073,6 +1269,11 @@ int main(int argc, char **argv)
         ADD_CASES("/balancer/", steady_cases, test_steady_case);
         ADD_CASES("/balancer/", step_cases, test_step_case);
         ADD_CASES("/balancer/", steady_run_cases, test_no_oscillation);
+        ADD_CASES("/balancer/", step_run_cases, test_step_run);
+        g_test_add_func("/balancer/prompt_plan_adds_the_whole_gap_only_where_there_is_room",
+                        test_prompt_plan_adds_the_whole_gap_only_where_there_is_room);
+        g_test_add_func("/balancer/prompt_plans_share_the_tick_add_budget",
+                        test_prompt_plans_share_the_tick_add_budget);
         ADD_CASES("/balancer/invalid_settings_hold_only_that_vm/", invalid_cases,
                   test_invalid_settings_hold_only_that_vm);
         ADD_CASES("/balancer/", seed_cases, test_seed_case);
