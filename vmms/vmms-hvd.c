@@ -30,6 +30,7 @@ struct VmmsHvd {
         char *log_path;
         uint64_t memory;
         uint32_t lps;
+        VmmsHvdOptions options;
         bool spawn;
         bool started_here; /* this vmmsd started the hvd it first connected to */
         VmmsHvdCallbacks callbacks;
@@ -104,6 +105,14 @@ static int spawn_hvd(VmmsHvd *hvd, GPid *ret_pid, char **ret_error)
                 g_ptr_array_add(argv, g_strdup_printf("--memory=%" G_GUINT64_FORMAT, hvd->memory));
         if (hvd->lps)
                 g_ptr_array_add(argv, g_strdup_printf("--lps=%u", hvd->lps));
+        if (hvd->options.scheduler)
+                g_ptr_array_add(argv, g_strdup_printf("--scheduler=%s", hvd->options.scheduler));
+        if (hvd->options.numa_nodes)
+                g_ptr_array_add(argv, g_strdup_printf("--numa-nodes=%u", hvd->options.numa_nodes));
+        if (hvd->options.slice_ms)
+                g_ptr_array_add(argv, g_strdup_printf("--slice-ms=%u", hvd->options.slice_ms));
+        if (hvd->options.io_boost)
+                g_ptr_array_add(argv, g_strdup("--io-boost"));
         g_ptr_array_add(argv, NULL);
         log_fd = open(hvd->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
         ok = g_spawn_async_with_fds(NULL, (char **)argv->pdata, NULL, G_SPAWN_DO_NOT_REAP_CHILD,
@@ -338,6 +347,7 @@ int vmms_hvd_new(const VmmsHvdConfig *config, const VmmsHvdCallbacks *callbacks,
         hvd->log_path = g_strdup(config->log_path);
         hvd->memory = config->memory;
         hvd->lps = config->lps;
+        hvd->options = config->options;
         hvd->spawn = config->spawn;
         hvd->callbacks = *callbacks;
         hvd->userdata = userdata;

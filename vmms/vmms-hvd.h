@@ -15,6 +15,15 @@
 
 typedef struct VmmsHvd VmmsHvd;
 
+/* hvd's own options that vmmsd passes on when it starts hvd (hvd-main.c checks them
+ * again). Zero or NULL: hvd's default. `scheduler` is a static string. */
+typedef struct VmmsHvdOptions {
+        const char *scheduler; /* "share" or "round-robin" */
+        uint32_t numa_nodes;
+        uint32_t slice_ms;
+        bool io_boost;
+} VmmsHvdOptions;
+
 typedef struct VmmsHvdConfig {
         const char *socket_path;
         const char *hvd_path;
@@ -22,6 +31,7 @@ typedef struct VmmsHvdConfig {
         uint64_t memory;      /* pool size; 0 = hvd's default */
         uint32_t lps;         /* 0 = hvd's default */
         bool spawn;           /* start hvd when it is not running */
+        VmmsHvdOptions options;
 } VmmsHvdConfig;
 
 typedef struct VmmsHvdCallbacks {

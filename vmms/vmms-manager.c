@@ -549,6 +549,7 @@ int vmms_manager_new(const VmmsConfig *config, VmmsManager **ret, char **ret_err
         r = vmms_hvd_new(&hvd_config, &hvd_callbacks, m, &m->hvd, ret_error);
         if (r < 0)
                 return r;
+                .options = m->config.hvd_options,
         host_started = vmms_hvd_started_here(m->hvd);
         bundled_config = (VmmsBundledConfig){
                 .vmwp_path = m->config.vmwp_path,

@@ -12,6 +12,7 @@
 #include "hv.pb-c.h"
 #include "vmms-call.h"
 #include "vmms-events.h"
+#include "vmms-hvd.h"
 #include "vmms-store.h"
 #include "vmms-vm.h"
 
@@ -22,8 +23,9 @@ typedef struct VmmsConfig {
         char *hvd_path;
         char *vmwp_path;
         char *guest_path;
-        uint64_t hvd_memory; /* pool size when vmmsd starts hvd; 0 = hvd's default */
-        uint32_t hvd_lps;    /* 0 = hvd's default */
+        uint64_t hvd_memory;        /* pool size when vmmsd starts hvd; 0 = hvd's default */
+        uint32_t hvd_lps;           /* 0 = hvd's default */
+        VmmsHvdOptions hvd_options; /* scheduler, NUMA nodes, slice, I/O boost */
         bool spawn_hvd;
         uint32_t stop_timeout_ms;  /* how long a graceful stop waits before turning off */
         uint32_t force_timeout_ms; /* the same with -Force */

@@ -4,6 +4,7 @@
 #include <glib-unix.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "api-dbus.h"
@@ -61,6 +62,64 @@ static int read_config(const char *path, char **state_dir, char **runtime_dir, c
 }
 
 /* --socket-mode: octal permissions of the unix socket. Other local users can only
+/* An integer key of [vmmsd] that the command line left at 0. */
+static int config_int(GKeyFile *kf, const char *key, gint *value)
+{
+        g_autoptr(GError) error = NULL;
+
+        if (*value || !kf || !g_key_file_has_key(kf, "vmmsd", key, NULL))
+                return 0;
+        *value = g_key_file_get_integer(kf, "vmmsd", key, &error);
+        if (error) {
+                fprintf(stderr, "vmmsd: vmms.conf: %s: %s\n", key, error->message);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+/* hvd's own options, passed on when vmmsd starts hvd: the command line over vmms.conf's
+ * keys of the same names. Checked here too, so a bad one stops vmmsd, not hvd later. */
+static int hvd_options_parse(GKeyFile *kf, const char *scheduler, gint numa_nodes, gint slice_ms,
+                             gboolean io_boost, gint lps, VmmsHvdOptions *ret)
+{
+        static const char *const schedulers[] = {"share", "round-robin"};
+        g_autofree char *conf_scheduler = NULL;
+        g_autoptr(GError) error = NULL;
+
+        if (kf && !scheduler)
+                scheduler = conf_scheduler = g_key_file_get_string(kf, "vmmsd", "hvd-scheduler", NULL);
+        if (config_int(kf, "hvd-numa-nodes", &numa_nodes) < 0 ||
+            config_int(kf, "hvd-slice-ms", &slice_ms) < 0)
+                return -EINVAL;
+        if (kf && !io_boost && g_key_file_has_key(kf, "vmmsd", "hvd-io-boost", NULL)) {
+                io_boost = g_key_file_get_boolean(kf, "vmmsd", "hvd-io-boost", &error);
+                if (error) {
+                        fprintf(stderr, "vmmsd: vmms.conf: hvd-io-boost: %s\n", error->message);
+                        return -EINVAL;
+                }
+        }
+        *ret = (VmmsHvdOptions){.io_boost = io_boost};
+        for (size_t i = 0; scheduler && i < G_N_ELEMENTS(schedulers); i++)
+                if (strcmp(scheduler, schedulers[i]) == 0)
+                        ret->scheduler = schedulers[i];
+        if (scheduler && !ret->scheduler) {
+                fprintf(stderr, "vmmsd: --hvd-scheduler '%s' is not one of share, round-robin\n", scheduler);
+                return -EINVAL;
+        }
+        if (numa_nodes < 0 || numa_nodes > (lps ? lps : 1024)) {
+                fprintf(stderr, "vmmsd: --hvd-numa-nodes %d is out of range 1-%d%s\n", numa_nodes,
+                        lps ? lps : 1024, lps ? " (--hvd-lps)" : "");
+                return -EINVAL;
+        }
+        if (slice_ms < 0 || slice_ms > 1000) {
+                fprintf(stderr, "vmmsd: --hvd-slice-ms %d is out of range 1-1000\n", slice_ms);
+                return -EINVAL;
+        }
+        ret->numa_nodes = (uint32_t)numa_nodes;
+        ret->slice_ms = (uint32_t)slice_ms;
+        return 0;
+}
+
  * connect, and then read, when it lets them (0666); 0660 keeps them out. */
 static int parse_socket_mode(const char *text, mode_t *ret_mode)
 {
@@ -157,9 +216,9 @@ int main(int argc, char **argv)
                         *grpc_socket = NULL, *grpc_tcp = NULL, *tls_cert = NULL, *tls_key = NULL,
                         *config_path = NULL, *hvd_path = NULL, *vmwp_path = NULL, *guest_path = NULL,
                         *dbus = NULL, *memory_reserve = NULL, *tls_ca = NULL, *socket_mode = NULL,
-                        *backup = NULL, *restore = NULL, *paging_dir = NULL;
-        gint hvd_lps = 0, stop_timeout = 30;
-        gboolean no_spawn_hvd = FALSE, init_store = FALSE;
+                        *backup = NULL, *restore = NULL, *paging_dir = NULL, *hvd_scheduler = NULL;
+        gint hvd_lps = 0, stop_timeout = 30, hvd_numa_nodes = 0, hvd_slice_ms = 0;
+        gboolean no_spawn_hvd = FALSE, init_store = FALSE, hvd_io_boost = FALSE;
         GOptionEntry entries[] = {
                 {"config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path, "vmms.conf ([vmmsd] group)", "FILE"},
                 {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir,
@@ -231,6 +290,14 @@ int main(int argc, char **argv)
                 return 2;
         if (parse_socket_mode(socket_mode, &unix_mode) < 0) {
                 fprintf(stderr,
+                {"hvd-scheduler", 0, 0, G_OPTION_ARG_STRING, &hvd_scheduler,
+                 "hvd's scheduling policy when vmmsd starts it: share (default) or round-robin", "NAME"},
+                {"hvd-numa-nodes", 0, 0, G_OPTION_ARG_INT, &hvd_numa_nodes,
+                 "NUMA nodes hvd splits its LPs into (default 1)", "N"},
+                {"hvd-slice-ms", 0, 0, G_OPTION_ARG_INT, &hvd_slice_ms,
+                 "hvd's scheduler time slice (default 10)", "MS"},
+                {"hvd-io-boost", 0, 0, G_OPTION_ARG_NONE, &hvd_io_boost,
+                 "hvd runs VPs woken from Idle ahead of running ones", NULL},
                         "vmmsd: --socket-mode '%s' is not an octal mode the owner can use (e.g. 0660)\n",
                         socket_mode);
                 return 2;
@@ -302,6 +369,9 @@ int main(int argc, char **argv)
                 return 1;
         }
         if (start_dbus(manager, access, dbus, &dbus_api) < 0)
+        if (hvd_options_parse(config_file, hvd_scheduler, hvd_numa_nodes, hvd_slice_ms, hvd_io_boost, hvd_lps,
+                              &config.hvd_options) < 0)
+                return 2;
                 return 1;
         loop = g_main_loop_new(NULL, FALSE);
         g_unix_signal_add(SIGTERM, on_quit_signal, loop);
