@@ -255,6 +255,18 @@ static const VmctlParam get_counter_params[] = {
         COMMON_PARAMS,
 };
 
+static const VmctlParam connect_vm_params[] = {
+        VM_NAME_PARAM("VMName"),
+        {.name = "Tail",
+         .type = VMCTL_PARAM_UINT,
+         .min = 1,
+         .max = VMMS_CONSOLE_TAIL_LINES_MAX,
+         .has_default = true,
+         .default_value = VMMS_CONSOLE_TAIL_LINES_DEFAULT,
+         .help = "Show the console's last N lines first."},
+        COMMON_PARAMS,
+};
+
 static const VmctlParam get_event_params[] = {
         {.name = "VMName",
          .type = VMCTL_PARAM_STRING,
@@ -902,6 +914,37 @@ static int handle_get_vm_event(VmctlContext *ctx)
                                    &vmms__v1__event__descriptor, on_watched_event, &watch, NULL, &ctx->error);
 }
 
+static int on_console_chunk(const ProtobufCMessage *message, void *userdata)
+{
+        const Vmms__V1__ConsoleChunk *chunk = (const Vmms__V1__ConsoleChunk *)message;
+        VmctlContext *ctx = userdata;
+
+        if (ctx->json) {
+                g_autoptr(GString) out = g_string_new(NULL);
+
+                vmctl_json_append_message(out, message, false);
+                g_string_append_c(out, '\n');
+                emit(ctx, out);
+                return 0;
+        }
+        fwrite(chunk->data.data, 1, chunk->data.len, ctx->out);
+        fflush(ctx->out);
+        return 0;
+}
+
+/* The guest's console, followed like vmconnect's window or `virsh console`, until Ctrl-C. */
+static int handle_connect_vm(VmctlContext *ctx)
+{
+        Vmms__V1__WatchConsoleRequest request = VMMS__V1__WATCH_CONSOLE_REQUEST__INIT;
+        const VmctlValue *tail = vmctl_args_get(ctx->args, "Tail");
+
+        request.vm = (char *)arg_text(ctx, "VMName");
+        request.tail_lines = tail->set ? (uint32_t)tail->number : VMMS_CONSOLE_TAIL_LINES_DEFAULT;
+        return vmctl_client_stream(ctx->client, METHOD("WatchConsole"), &request.base,
+                                   &vmms__v1__console_chunk__descriptor, on_console_chunk, ctx, NULL,
+                                   &ctx->error);
+}
+
 static int handle_get_help(VmctlContext *ctx);
 
 static const VmctlVerb verbs[] = {
@@ -1049,6 +1092,15 @@ static const VmctlVerb verbs[] = {
                 .params = get_event_params,
                 .n_params = G_N_ELEMENTS(get_event_params),
                 .handler = handle_get_vm_event,
+                .needs_server = true,
+        },
+        {
+                .name = "Connect-VM",
+                .synopsis = "Shows the guest's console and follows it, until Ctrl-C.",
+                .example = "vmctl Connect-VM web -Tail 50",
+                .params = connect_vm_params,
+                .n_params = G_N_ELEMENTS(connect_vm_params),
+                .handler = handle_connect_vm,
                 .needs_server = true,
         },
         {

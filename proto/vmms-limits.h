@@ -51,6 +51,10 @@
 #define VMMS_BOOT_ARGS_LENGTH_MAX 200
 #define VMMS_NOTES_LENGTH_MAX 4096
 
+/* Connect-VM (WatchConsole): the console lines shown before following it. */
+#define VMMS_CONSOLE_TAIL_LINES_DEFAULT 10
+#define VMMS_CONSOLE_TAIL_LINES_MAX 10000
+
 typedef enum VmmsLimitId {
         VMMS_LIMIT_PROCESSOR_COUNT,
         VMMS_LIMIT_PROCESSOR_RESERVE,

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "vmms-console.h"
 #include "vmms-memory.h"
 #include "vmms-ops.h"
 #include "vmms.pb-c.h"
@@ -788,6 +789,42 @@ static void op_watch_events(VmmsManager *m, const ProtobufCMessage *request, Vmm
         vmms_call_set_cancel(call, on_watch_cancel, w);
 }
 
+/* Connect-VM: the guest's console from the log its engine writes. */
+static void on_console_data(const uint8_t *data, size_t len, void *userdata)
+{
+        Vmms__V1__ConsoleChunk chunk = VMMS__V1__CONSOLE_CHUNK__INIT;
+
+        chunk.data.data = (uint8_t *)data;
+        chunk.data.len = len;
+        vmms_call_send(userdata, &chunk.base);
+}
+
+static void on_console_cancel(VmmsCall *call, void *op_data)
+{
+        (void)call;
+        vmms_console_watch_free(op_data);
+}
+
+static void op_watch_console(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        const Vmms__V1__WatchConsoleRequest *req = (const Vmms__V1__WatchConsoleRequest *)request;
+        VmmsVm *vm = lookup(m, req->vm, call);
+        g_autofree char *name = NULL, *path = NULL;
+        uint32_t tail = req->tail_lines ? req->tail_lines : VMMS_CONSOLE_TAIL_LINES_DEFAULT;
+
+        if (!vm)
+                return;
+        if (tail > VMMS_CONSOLE_TAIL_LINES_MAX) {
+                vmms_call_fail(call, VMMS_ERROR_INVALID_ARGUMENT, "tail_lines %u is out of range 1-%d", tail,
+                               VMMS_CONSOLE_TAIL_LINES_MAX);
+                return;
+        }
+        name = g_strconcat(vm->def.id, ".console.log", NULL);
+        path = g_build_filename(vmms_manager_config(m)->state_dir, "logs", name, NULL);
+        vmms_call_set_cancel(call, on_console_cancel,
+                             vmms_console_watch_new(path, tail, on_console_data, call));
+}
+
 #define OP(method, req, resp, fn, least_role)                                                                \
         {                                                                                                    \
                 .name = method, .request_type = &req, .response_type = &resp, .run = fn, .role = least_role  \
@@ -825,6 +862,12 @@ const VmmsOp vmms_ops[] = {
          .request_type = &vmms__v1__watch_events_request__descriptor,
          .response_type = &vmms__v1__event__descriptor,
          .run = op_watch_events,
+         .streaming = true,
+         .role = VMMS_ROLE_READER},
+        {.name = "WatchConsole",
+         .request_type = &vmms__v1__watch_console_request__descriptor,
+         .response_type = &vmms__v1__console_chunk__descriptor,
+         .run = op_watch_console,
          .streaming = true,
          .role = VMMS_ROLE_READER},
 };
