@@ -545,11 +545,11 @@ int vmms_manager_new(const VmmsConfig *config, VmmsManager **ret, char **ret_err
                 .memory = m->config.hvd_memory,
                 .lps = m->config.hvd_lps,
                 .spawn = m->config.spawn_hvd,
+                .options = m->config.hvd_options,
         };
         r = vmms_hvd_new(&hvd_config, &hvd_callbacks, m, &m->hvd, ret_error);
         if (r < 0)
                 return r;
-                .options = m->config.hvd_options,
         host_started = vmms_hvd_started_here(m->hvd);
         bundled_config = (VmmsBundledConfig){
                 .vmwp_path = m->config.vmwp_path,
