@@ -61,7 +61,6 @@ static int read_config(const char *path, char **state_dir, char **runtime_dir, c
         return 0;
 }
 
-/* --socket-mode: octal permissions of the unix socket. Other local users can only
 /* An integer key of [vmmsd] that the command line left at 0. */
 static int config_int(GKeyFile *kf, const char *key, gint *value)
 {
@@ -120,6 +119,7 @@ static int hvd_options_parse(GKeyFile *kf, const char *scheduler, gint numa_node
         return 0;
 }
 
+/* --socket-mode: octal permissions of the unix socket. Other local users can only
  * connect, and then read, when it lets them (0666); 0660 keeps them out. */
 static int parse_socket_mode(const char *text, mode_t *ret_mode)
 {
@@ -246,6 +246,14 @@ int main(int argc, char **argv)
                  "SIZE"},
                 {"hvd-lps", 0, 0, G_OPTION_ARG_INT, &hvd_lps, "Logical processors when vmmsd starts hvd",
                  "N"},
+                {"hvd-scheduler", 0, 0, G_OPTION_ARG_STRING, &hvd_scheduler,
+                 "hvd's scheduling policy when vmmsd starts it: share (default) or round-robin", "NAME"},
+                {"hvd-numa-nodes", 0, 0, G_OPTION_ARG_INT, &hvd_numa_nodes,
+                 "NUMA nodes hvd splits its LPs into (default 1)", "N"},
+                {"hvd-slice-ms", 0, 0, G_OPTION_ARG_INT, &hvd_slice_ms,
+                 "hvd's scheduler time slice (default 10)", "MS"},
+                {"hvd-io-boost", 0, 0, G_OPTION_ARG_NONE, &hvd_io_boost,
+                 "hvd runs VPs woken from Idle ahead of running ones", NULL},
                 {"no-spawn-hvd", 0, 0, G_OPTION_ARG_NONE, &no_spawn_hvd,
                  "Never start hvd; fail if it is not up", NULL},
                 {"memory-reserve", 0, 0, G_OPTION_ARG_STRING, &memory_reserve,
@@ -290,14 +298,6 @@ int main(int argc, char **argv)
                 return 2;
         if (parse_socket_mode(socket_mode, &unix_mode) < 0) {
                 fprintf(stderr,
-                {"hvd-scheduler", 0, 0, G_OPTION_ARG_STRING, &hvd_scheduler,
-                 "hvd's scheduling policy when vmmsd starts it: share (default) or round-robin", "NAME"},
-                {"hvd-numa-nodes", 0, 0, G_OPTION_ARG_INT, &hvd_numa_nodes,
-                 "NUMA nodes hvd splits its LPs into (default 1)", "N"},
-                {"hvd-slice-ms", 0, 0, G_OPTION_ARG_INT, &hvd_slice_ms,
-                 "hvd's scheduler time slice (default 10)", "MS"},
-                {"hvd-io-boost", 0, 0, G_OPTION_ARG_NONE, &hvd_io_boost,
-                 "hvd runs VPs woken from Idle ahead of running ones", NULL},
                         "vmmsd: --socket-mode '%s' is not an octal mode the owner can use (e.g. 0660)\n",
                         socket_mode);
                 return 2;
@@ -324,6 +324,9 @@ int main(int argc, char **argv)
                 fprintf(stderr, "vmmsd: --hvd-lps %d is out of range 1-1024\n", hvd_lps);
                 return 2;
         }
+        if (hvd_options_parse(config_file, hvd_scheduler, hvd_numa_nodes, hvd_slice_ms, hvd_io_boost, hvd_lps,
+                              &config.hvd_options) < 0)
+                return 2;
         if (stop_timeout < 1 || stop_timeout > 3600) {
                 fprintf(stderr, "vmmsd: --stop-timeout %d is out of range 1-3600\n", stop_timeout);
                 return 2;
@@ -369,9 +372,6 @@ int main(int argc, char **argv)
                 return 1;
         }
         if (start_dbus(manager, access, dbus, &dbus_api) < 0)
-        if (hvd_options_parse(config_file, hvd_scheduler, hvd_numa_nodes, hvd_slice_ms, hvd_io_boost, hvd_lps,
-                              &config.hvd_options) < 0)
-                return 2;
                 return 1;
         loop = g_main_loop_new(NULL, FALSE);
         g_unix_signal_add(SIGTERM, on_quit_signal, loop);
