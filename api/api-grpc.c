@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "api-grpc.h"
+#include "proto-util.h"
 #include "vmms-access.h"
 #include "vmms-ops.h"
 
@@ -38,7 +39,14 @@ typedef enum TagKind {
         TAG_STREAM_SENT,
         TAG_STREAM_CLOSED,
         TAG_SHUTDOWN,
+        TAG_UNKNOWN_CALL,
+        TAG_UNKNOWN_DONE,
 } TagKind;
+
+/* Limits on what one client may ask: a request's size (gRPC refuses a larger one with
+ * RESOURCE_EXHAUSTED naming both sizes), and calls in flight per caller. */
+#define API_GRPC_REQUEST_MAX_BYTES (256 * 1024)
+#define API_GRPC_CALLS_PER_CALLER 64
 
 typedef struct ApiMethod ApiMethod;
 typedef struct ApiCall ApiCall;
@@ -103,6 +111,7 @@ struct ApiGrpc {
         GSource *accept_source;
         GMutex peers_lock;
         GHashTable *unix_peers; /* accepted fd → UnixPeer, read by the queue thread */
+        GHashTable *in_flight;  /* caller description → calls open, under peers_lock */
         bool started;
 };
 
@@ -142,11 +151,13 @@ static grpc_byte_buffer *pack(const ProtobufCMessage *msg)
         return bb;
 }
 
-static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *type, grpc_byte_buffer *bb)
+/* NULL for malformed data; with *error set when a string field is bad (proto-util.h). */
+static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *type, grpc_byte_buffer *bb, char *error,
+                                size_t error_size)
 {
         grpc_byte_buffer_reader reader;
         grpc_slice slice;
-        ProtobufCMessage *msg;
+        ProtobufCMessage *msg = NULL;
 
         if (!bb) {
                 /* No payload: the empty message. */
@@ -156,15 +167,46 @@ static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *type, grpc_byt
                 return NULL;
         slice = grpc_byte_buffer_reader_readall(&reader);
         grpc_byte_buffer_reader_destroy(&reader);
-        msg = protobuf_c_message_unpack(type, NULL, GRPC_SLICE_LENGTH(slice), GRPC_SLICE_START_PTR(slice));
+        if (proto_check_strings(type, GRPC_SLICE_START_PTR(slice), GRPC_SLICE_LENGTH(slice), error,
+                                error_size) == 0)
+                msg = protobuf_c_message_unpack(type, NULL, GRPC_SLICE_LENGTH(slice),
+                                                GRPC_SLICE_START_PTR(slice));
         grpc_slice_unref(slice);
         return msg;
+}
+
+/* Counts a caller's open calls; false when it already has API_GRPC_CALLS_PER_CALLER. */
+static bool caller_enter(ApiGrpc *server, const VmmsCaller *caller)
+{
+        const char *key = caller->description ? caller->description : "?";
+        unsigned n;
+
+        g_mutex_lock(&server->peers_lock);
+        n = GPOINTER_TO_UINT(g_hash_table_lookup(server->in_flight, key));
+        g_hash_table_replace(server->in_flight, g_strdup(key), GUINT_TO_POINTER(n + 1));
+        g_mutex_unlock(&server->peers_lock);
+        return n < API_GRPC_CALLS_PER_CALLER;
+}
+
+static void caller_leave(ApiGrpc *server, const VmmsCaller *caller)
+{
+        const char *key = caller->description ? caller->description : "?";
+        unsigned n;
+
+        g_mutex_lock(&server->peers_lock);
+        n = GPOINTER_TO_UINT(g_hash_table_lookup(server->in_flight, key));
+        if (n > 1)
+                g_hash_table_replace(server->in_flight, g_strdup(key), GUINT_TO_POINTER(n - 1));
+        else
+                g_hash_table_remove(server->in_flight, key);
+        g_mutex_unlock(&server->peers_lock);
 }
 
 static void api_call_free(ApiCall *c)
 {
         grpc_byte_buffer *bb;
 
+        caller_leave(c->server, &c->caller);
         if (c->request)
                 protobuf_c_message_free_unpacked(c->request, NULL);
         if (c->out)
@@ -394,6 +436,7 @@ static void identify_caller(ApiGrpc *server, grpc_call *call, VmmsCaller *ret)
 static void on_new_call(ApiMethod *method, bool success)
 {
         ApiGrpc *server = method->server;
+        char bad_string[160] = "";
         ApiCall *c;
 
         grpc_metadata_array_destroy(&method->metadata);
@@ -409,13 +452,27 @@ static void on_new_call(ApiMethod *method, bool success)
         identify_caller(server, c->call, &c->caller);
         g_mutex_init(&c->lock);
         g_queue_init(&c->pending);
-        c->request = unpack(c->op->request_type, method->payload);
+        if (!caller_enter(server, &c->caller)) {
+                g_autofree char *message = g_strdup_printf(
+                        "%s has %d calls in flight, the most one caller may have; wait for some to end",
+                        c->caller.description ? c->caller.description : "this caller",
+                        API_GRPC_CALLS_PER_CALLER);
+
+                if (method->payload)
+                        grpc_byte_buffer_destroy(method->payload);
+                request_next(method);
+                finish(c, NULL, GRPC_STATUS_RESOURCE_EXHAUSTED, message, false);
+                return;
+        }
+        c->request = unpack(c->op->request_type, method->payload, bad_string, sizeof(bad_string));
         if (method->payload)
                 grpc_byte_buffer_destroy(method->payload);
         request_next(method);
         if (!c->request) {
-                g_autofree char *message =
-                        g_strdup_printf("malformed request: not a %s message", c->op->request_type->name);
+                g_autofree char *message = bad_string[0]
+                                                   ? g_strdup_printf("%s: %s", c->op->name, bad_string)
+                                                   : g_strdup_printf("malformed request: not a %s message",
+                                                                     c->op->request_type->name);
 
                 finish(c, NULL, GRPC_STATUS_INVALID_ARGUMENT, message, false);
                 return;
@@ -432,6 +489,71 @@ static void on_new_call(ApiMethod *method, bool success)
                 grpc_call_start_batch(c->call, ops, 2, &c->closed_tag, NULL);
         }
         g_main_context_invoke(server->main_context, run_on_main, c);
+}
+
+/* A call to a method vmmsd does not serve: answered UNIMPLEMENTED at once (without
+ * this, gRPC leaves it waiting for its deadline and holding memory). */
+typedef struct UnknownCall {
+        ApiGrpc *server;
+        Tag tag;
+        grpc_call *call;
+        grpc_call_details details;
+        grpc_metadata_array metadata;
+        grpc_slice status_details;
+        bool has_status_details;
+        int cancelled;
+} UnknownCall;
+
+static void unknown_call_free(UnknownCall *u)
+{
+        if (u->call)
+                grpc_call_unref(u->call);
+        if (u->has_status_details)
+                grpc_slice_unref(u->status_details);
+        grpc_call_details_destroy(&u->details);
+        grpc_metadata_array_destroy(&u->metadata);
+        g_free(u);
+}
+
+static void request_unknown(ApiGrpc *server)
+{
+        UnknownCall *u = g_new0(UnknownCall, 1);
+
+        u->server = server;
+        grpc_call_details_init(&u->details);
+        grpc_metadata_array_init(&u->metadata);
+        u->tag = (Tag){.kind = TAG_UNKNOWN_CALL, .data = u};
+        if (grpc_server_request_call(server->server, &u->call, &u->details, &u->metadata, server->cq,
+                                     server->cq, &u->tag) != GRPC_CALL_OK)
+                unknown_call_free(u);
+}
+
+static void on_unknown_call(UnknownCall *u, bool success)
+{
+        g_autofree char *method = NULL;
+        g_autofree char *message = NULL;
+        grpc_op ops[3];
+
+        if (!success) { /* the server is shutting down */
+                unknown_call_free(u);
+                return;
+        }
+        request_unknown(u->server);
+        method = grpc_slice_to_c_string(u->details.method);
+        message = g_strdup_printf("vmmsd has no method %.100s%s (it serves vmms.v1.Vmms, proto/vmms.proto)",
+                                  method, strlen(method) > 100 ? "…" : "");
+        memset(ops, 0, sizeof(ops));
+        ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+        ops[1].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+        ops[1].data.recv_close_on_server.cancelled = &u->cancelled;
+        ops[2].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+        ops[2].data.send_status_from_server.status = GRPC_STATUS_UNIMPLEMENTED;
+        u->status_details = grpc_slice_from_copied_string(message);
+        u->has_status_details = true;
+        ops[2].data.send_status_from_server.status_details = &u->status_details;
+        u->tag = (Tag){.kind = TAG_UNKNOWN_DONE, .data = u};
+        if (grpc_call_start_batch(u->call, ops, 3, &u->tag, NULL) != GRPC_CALL_OK)
+                unknown_call_free(u);
 }
 
 static gpointer cq_thread(gpointer userdata)
@@ -485,6 +607,12 @@ static gpointer cq_thread(gpointer userdata)
                         g_main_context_invoke(server->main_context, cancel_on_main, c);
                         break;
                 }
+                case TAG_UNKNOWN_CALL:
+                        on_unknown_call(tag->data, ev.success);
+                        break;
+                case TAG_UNKNOWN_DONE:
+                        unknown_call_free(tag->data);
+                        break;
                 case TAG_SHUTDOWN:
                         /* Every call is cancelled; nothing new can arrive. */
                         grpc_completion_queue_shutdown(server->cq);
@@ -615,6 +743,16 @@ static int listen_unix(ApiGrpc *server, const char *path, mode_t mode, char **re
         return 0;
 }
 
+static grpc_server *create_server(void)
+{
+        grpc_arg limit = {.type = GRPC_ARG_INTEGER,
+                          .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                          .value.integer = API_GRPC_REQUEST_MAX_BYTES};
+        grpc_channel_args args = {.num_args = 1, .args = &limit};
+
+        return grpc_server_create(&args, NULL);
+}
+
 int api_grpc_new(VmmsManager *m, VmmsAccess *access, GMainContext *main_context, const ApiGrpcConfig *config,
                  ApiGrpc **ret, char **ret_error)
 {
@@ -627,9 +765,10 @@ int api_grpc_new(VmmsManager *m, VmmsAccess *access, GMainContext *main_context,
         server->unix_fd = -1;
         g_mutex_init(&server->peers_lock);
         server->unix_peers = g_hash_table_new_full(NULL, NULL, NULL, g_free);
+        server->in_flight = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         server->main_context = g_main_context_ref(main_context);
         server->cq = grpc_completion_queue_create_for_next(NULL);
-        server->server = grpc_server_create(NULL, NULL);
+        server->server = create_server();
         grpc_server_register_completion_queue(server->server, server->cq, NULL);
         server->n_methods = vmms_ops_count;
         server->methods = g_new0(ApiMethod, vmms_ops_count);
@@ -661,6 +800,7 @@ int api_grpc_new(VmmsManager *m, VmmsAccess *access, GMainContext *main_context,
         }
         for (size_t i = 0; i < server->n_methods; i++)
                 request_next(&server->methods[i]);
+        request_unknown(server);
         server->thread = g_thread_new("grpc-cq", cq_thread, server);
         *ret = g_steal_pointer(&server);
         return 0;
@@ -701,6 +841,8 @@ void api_grpc_free(ApiGrpc *server)
         g_free(server->unix_path);
         if (server->unix_peers)
                 g_hash_table_unref(server->unix_peers);
+        if (server->in_flight)
+                g_hash_table_unref(server->in_flight);
         g_mutex_clear(&server->peers_lock);
         g_free(server->methods);
         if (server->main_context)

@@ -16,7 +16,7 @@
 
 #define METHOD(name) "/vmms.v1.Vmms/" name
 
-static const char *const workloads[] = {"idle", "cpu", "memsoak", NULL};
+static const char *const workloads[] = {"idle", "cpu", "memsoak", "cache", NULL};
 
 /* Hyper-V's AutomaticStartAction words, in vmms.proto's order (NOTHING = 1, ...). */
 static const char *const automatic_start_actions[] = {"Nothing", "StartIfRunning", "Start", NULL};

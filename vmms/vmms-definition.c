@@ -110,6 +110,15 @@ bool vmms_vm_name_valid(const char *name, VmmsError *error)
                 vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT, "name is not valid UTF-8");
                 return false;
         }
+        for (const char *p = name; *p; p = g_utf8_next_char(p))
+                if (vmms_unichar_hidden(g_utf8_get_char(p), NULL)) {
+                        vmms_error_set(
+                                error, VMMS_ERROR_INVALID_ARGUMENT,
+                                "name holds U+%04X, a control, format or separator character (such as a "
+                                "right-to-left override): names show as they are",
+                                g_utf8_get_char(p));
+                        return false;
+                }
         for (const char *c = name; *c; c++)
                 if ((unsigned char)*c < 0x20 || *c == 0x7f || strchr("/\\:*?\"<>|", *c)) {
                         vmms_error_set(
@@ -192,14 +201,19 @@ bool vmms_vm_memory_valid(const VmmsMemorySettings *m, VmmsError *error)
 
 bool vmms_vm_workload_valid(const char *workload, const char *boot_args, const char *notes, VmmsError *error)
 {
-        static const char *const workloads[] = {"idle", "cpu", "memsoak"};
+        static const char *const workloads[] = {"idle", "cpu", "memsoak", "cache"};
+        /* Boot parameters the definition sets itself: BootArgs may not override them. */
+        static const char *const defined_keys[] = {"workload"};
+        g_auto(GStrv) words = NULL;
         bool known = false;
+        g_autofree char *quoted = NULL;
 
         for (size_t i = 0; i < G_N_ELEMENTS(workloads); i++)
                 known = known || g_strcmp0(workload, workloads[i]) == 0;
         if (!known) {
                 vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
-                               "Workload '%s' is not one of idle, cpu, memsoak", workload ? workload : "");
+                               "Workload '%s' is not one of idle, cpu, memsoak, cache",
+                               quoted = vmms_quote(workload));
                 return false;
         }
         if (boot_args && !vmms_limit_check(VMMS_LIMIT_BOOT_ARGS_LENGTH, NULL, strlen(boot_args), NULL, 0)) {
@@ -214,6 +228,18 @@ bool vmms_vm_workload_valid(const char *workload, const char *boot_args, const c
                                        "BootArgs may hold printable ASCII only");
                         return false;
                 }
+        words = g_strsplit(boot_args ? boot_args : "", " ", -1);
+        for (size_t w = 0; words[w]; w++)
+                for (size_t k = 0; k < G_N_ELEMENTS(defined_keys); k++) {
+                        size_t n = strlen(defined_keys[k]);
+
+                        if (strncmp(words[w], defined_keys[k], n) == 0 && words[w][n] == '=') {
+                                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
+                                               "BootArgs may not set %s=: the VM's %s setting does",
+                                               defined_keys[k], defined_keys[k]);
+                                return false;
+                        }
+                }
         if (notes && (!vmms_limit_check(VMMS_LIMIT_NOTES_LENGTH, NULL, strlen(notes), NULL, 0) ||
                       !g_utf8_validate(notes, -1, NULL))) {
                 vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
@@ -221,6 +247,15 @@ bool vmms_vm_workload_valid(const char *workload, const char *boot_args, const c
                                strlen(notes));
                 return false;
         }
+        for (const char *p = notes; p && *p; p = g_utf8_next_char(p))
+                if (vmms_unichar_hidden(g_utf8_get_char(p), "\n\t\r")) {
+                        vmms_error_set(
+                                error, VMMS_ERROR_INVALID_ARGUMENT,
+                                "Notes hold U+%04X, a control or format character (only newlines and tabs "
+                                "may be in notes)",
+                                g_utf8_get_char(p));
+                        return false;
+                }
         return true;
 }
 

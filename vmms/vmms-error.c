@@ -1,6 +1,7 @@
 /* Error values of the management service. */
 #include <errno.h>
 #include <stdarg.h>
+#include <string.h>
 
 #include "vmms-error.h"
 
@@ -85,4 +86,37 @@ char *vmms_format_bytes(uint64_t bytes)
         if (u == 0 || value >= 100 || value == (double)(uint64_t)value)
                 return g_strdup_printf("%.0f %s", value, units[u]);
         return g_strdup_printf("%.1f %s", value, units[u]);
+}
+
+bool vmms_unichar_hidden(gunichar c, const char *allowed)
+{
+        switch (g_unichar_type(c)) {
+        case G_UNICODE_CONTROL:
+                return !(c < 0x80 && allowed && strchr(allowed, (int)c));
+        case G_UNICODE_FORMAT:
+        case G_UNICODE_LINE_SEPARATOR:
+        case G_UNICODE_PARAGRAPH_SEPARATOR:
+        case G_UNICODE_SURROGATE:
+                return true;
+        default:
+                return (c >= 0xfdd0 && c <= 0xfdef) || (c & 0xfffe) == 0xfffe;
+        }
+}
+
+#define QUOTE_MAX_CHARS 64
+
+char *vmms_quote(const char *text)
+{
+        g_autofree char *valid = g_utf8_make_valid(text ? text : "", -1);
+        GString *out = g_string_new(NULL);
+        glong n = 0;
+
+        for (const char *p = valid; *p && n < QUOTE_MAX_CHARS; p = g_utf8_next_char(p), n++) {
+                gunichar c = g_utf8_get_char(p);
+
+                g_string_append_unichar(out, vmms_unichar_hidden(c, NULL) ? 0xfffd : c);
+        }
+        if (g_utf8_strlen(valid, -1) > QUOTE_MAX_CHARS)
+                g_string_append(out, "…");
+        return g_string_free(out, FALSE);
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <glib.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef enum VmmsErrorCode {
@@ -25,6 +26,15 @@ typedef struct VmmsError {
 void vmms_error_set(VmmsError *error, VmmsErrorCode code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 void vmms_error_clear(VmmsError *error);
 const char *vmms_error_code_name(VmmsErrorCode code);
+/* Text from a client, fit to quote in a message: at most 64 characters (then "…"),
+ * invalid UTF-8 and control or format characters shown as U+FFFD. */
+char *vmms_quote(const char *text);
+
+/* Whether a character may not appear in a name or note: controls (but those in
+ * `allowed`), format characters such as U+202E RIGHT-TO-LEFT OVERRIDE, line and
+ * paragraph separators, surrogates and noncharacters. */
+bool vmms_unichar_hidden(gunichar c, const char *allowed);
+
 /* A size as people write it: "512 KB", "64 MB", "1.5 GB" (binary units). */
 char *vmms_format_bytes(uint64_t bytes);
 

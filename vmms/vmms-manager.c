@@ -91,7 +91,11 @@ VmmsVm *vmms_manager_lookup(VmmsManager *m, const char *ref, VmmsError *error)
                 if (vm)
                         return vm;
         }
-        vmms_error_set(error, VMMS_ERROR_NOT_FOUND, "no VM named or with id '%s'", ref ? ref : "");
+        if (error) {
+                g_autofree char *quoted = vmms_quote(ref);
+
+                vmms_error_set(error, VMMS_ERROR_NOT_FOUND, "no VM named or with id '%s'", quoted);
+        }
         return NULL;
 }
 

@@ -12,6 +12,10 @@
 #include "vmms.pb-c.h"
 
 #define EVENTS_DEFAULT_LIMIT 100
+/* Bounds on a request's work: counter path patterns (each sample is matched against
+ * every one) and update-mask entries. */
+#define COUNTER_PATHS_MAX 256
+#define UPDATE_MASK_MAX 32
 #define EVENTS_MAX_LIMIT 10000
 
 /* ---- Conversions (responses are built from the call's memory) ---- */
@@ -313,14 +317,21 @@ static bool mask_valid(char **mask, size_t n, const char *const *fields, size_t 
                                "update_mask is empty: name the fields to change");
                 return false;
         }
+        if (n > UPDATE_MASK_MAX) {
+                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT, "update_mask has %zu entries; at most %d",
+                               n, UPDATE_MASK_MAX);
+                return false;
+        }
         for (size_t i = 0; i < n; i++) {
                 bool known = false;
 
                 for (size_t f = 0; f < n_fields; f++)
                         known = known || g_strcmp0(mask[i], fields[f]) == 0;
                 if (!known) {
+                        g_autofree char *quoted = vmms_quote(mask[i]);
+
                         vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
-                                       "update_mask names unknown field '%s'", mask[i]);
+                                       "update_mask names unknown field '%s'", quoted);
                         return false;
                 }
         }
@@ -655,13 +666,20 @@ static void op_get_counters(VmmsManager *m, const ProtobufCMessage *request, Vmm
         g_autoptr(GPtrArray) patterns = g_ptr_array_new_with_free_func((GDestroyNotify)g_pattern_spec_free);
         CounterList list = {.call = call, .samples = samples, .patterns = patterns};
 
+        if (req->n_paths > COUNTER_PATHS_MAX) {
+                vmms_call_fail(call, VMMS_ERROR_INVALID_ARGUMENT, "paths has %zu entries; at most %d",
+                               req->n_paths, COUNTER_PATHS_MAX);
+                return;
+        }
         for (size_t i = 0; i < req->n_paths; i++) {
                 g_autofree char *folded = NULL;
 
                 if (!req->paths[i] || req->paths[i][0] != '\\' || !strchr(req->paths[i] + 1, '\\')) {
+                        g_autofree char *quoted = vmms_quote(req->paths[i]);
+
                         vmms_call_fail(call, VMMS_ERROR_INVALID_ARGUMENT,
                                        "counter path '%s' is not of the form \\Set(Instance)\\Counter",
-                                       req->paths[i] ? req->paths[i] : "");
+                                       quoted);
                         return;
                 }
                 folded = g_utf8_casefold(req->paths[i], -1);

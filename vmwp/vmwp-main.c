@@ -62,10 +62,11 @@ static void on_control_action(VmwpControlAction action, void *userdata)
 }
 
 /* Exit codes: 0 the guest halted, 1 refused or lost hvd, 2 bad arguments, 3 the guest
- * crashed, 4 refused for lack of resources (pool, reservations). */
+ * crashed, 4 refused for lack of resources (pool, reservations, hvd's per-connection
+ * limits). */
 static int exit_code_for(int error)
 {
-        return error == -ENOMEM || error == -ENOSPC ? 4 : 1;
+        return error == -ENOMEM || error == -ENOSPC || error == -EDQUOT ? 4 : 1;
 }
 
 static gboolean on_hvd(gint fd, GIOCondition condition, gpointer userdata)

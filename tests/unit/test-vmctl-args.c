@@ -109,7 +109,7 @@ static const UsageCase usage_cases[] = {
         {"bad-workload",
          {"New-VM", "web", "-MemoryStartupBytes", "512MB", "-Workload", "gpu", NULL},
          2,
-         "vmctl: New-VM: -Workload must be one of idle, cpu, memsoak (got 'gpu')\n"},
+         "vmctl: New-VM: -Workload must be one of idle, cpu, memsoak, cache (got 'gpu')\n"},
         {"bad-size",
          {"New-VM", "web", "-MemoryStartupBytes", "12XB", NULL},
          2,
