@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages vmms builds and tests with; safe to run again.
 # Unicorn comes from Debian 13 (trixie), pinned low so nothing else is taken from it:
-# 2.1.1 runs call-heavy guest code ~24x faster than bookworm's 2.0.1.
+# 2.1.1 runs call-heavy guest code ~24x faster than bookworm's 2.0.1. Trixie is fetched
+# from the Debian mirror this machine's apt sources already use: no host name is
+# written here.
 set -euo pipefail
 
 SUDO=""
@@ -14,6 +16,8 @@ PACKAGES=(
   libsqlite3-dev sqlite3
   libgrpc-dev protobuf-compiler-grpc
   python3-grpcio python3-protobuf python3-gi
+  # the man pages' source format
+  scdoc
   dbus dbus-bin dbus-daemon
   # busctl, one of the D-Bus tests' clients; the package installs without systemd as init
   systemd
@@ -28,10 +32,47 @@ if ! pkg-config --atleast-version=2.1 unicorn 2>/dev/null; then
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
+# The URI of the first source of the running release's main archive, read from both of
+# apt's formats: one-line (sources.list, *.list) and deb822 (*.sources).
+debian_mirror() {
+  local codename f
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  [ -n "$codename" ] || return 0
+  {
+    cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+      awk -v c="$codename" '$1 == "deb" {
+        i = 2
+        if ($i ~ /^\[/) { while (i < NF && $i !~ /\]$/) i++; i++ }
+        if ($(i + 1) == c) print $i
+      }'
+    for f in /etc/apt/sources.list.d/*.sources; do
+      [ -f "$f" ] && [ "$f" != /etc/apt/sources.list.d/vmms-trixie.sources ] || continue
+      awk -v c="$codename" '
+        function flush(  n, k, u) {
+          if ((" " types " ") ~ / deb / && (" " suites " ") ~ (" " c " ")) {
+            n = split(uris, u, " "); for (k = 1; k <= n; k++) print u[k]
+          }
+          types = suites = uris = ""
+        }
+        /^[ \t]*$/ { flush(); next }
+        /^Types:/ { sub(/^Types:[ \t]*/, ""); types = $0 }
+        /^URIs:/ { sub(/^URIs:[ \t]*/, ""); uris = $0 }
+        /^Suites:/ { sub(/^Suites:[ \t]*/, ""); suites = $0 }
+        END { flush() }' "$f"
+    done
+  } | head -n 1
+}
+
 if [ ! -f /etc/apt/sources.list.d/vmms-trixie.sources ]; then
-  $SUDO tee /etc/apt/sources.list.d/vmms-trixie.sources >/dev/null <<'SRC'
+  mirror=$(debian_mirror)
+  if [ -z "$mirror" ]; then
+    echo "install-deps: no apt source for this release's Debian archive in /etc/apt/sources.list or" \
+      "/etc/apt/sources.list.d/; add one, or install libunicorn-dev >= 2.1 by hand" >&2
+    exit 1
+  fi
+  $SUDO tee /etc/apt/sources.list.d/vmms-trixie.sources >/dev/null <<SRC
 Types: deb
-URIs: http://deb.debian.org/debian
+URIs: $mirror
 Suites: trixie
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg

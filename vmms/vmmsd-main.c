@@ -119,6 +119,15 @@ static int hvd_options_parse(GKeyFile *kf, const char *scheduler, gint numa_node
         return 0;
 }
 
+/* hvd, vmwp and the guest kernel: this build tree's when vmmsd runs from it, else the
+ * installed ones (the hidden --hvd-path, --vmwp-path and --guest-path override both). */
+static const char *program_path(const char *built, const char *installed)
+{
+        g_autofree char *self = g_file_read_link("/proc/self/exe", NULL);
+
+        return self && g_str_has_prefix(self, VMMS_BUILD_ROOT "/") ? built : installed;
+}
+
 /* --socket-mode: octal permissions of the unix socket. Other local users can only
  * connect, and then read, when it lets them (0666); 0660 keeps them out. */
 static int parse_socket_mode(const char *text, mode_t *ret_mode)
@@ -340,9 +349,12 @@ int main(int argc, char **argv)
         config.runtime_dir = runtime_dir ? g_strdup(runtime_dir) : default_dir(false);
         config.hvd_socket =
                 hvd_socket ? g_strdup(hvd_socket) : g_build_filename(config.runtime_dir, "hvd.sock", NULL);
-        config.hvd_path = g_strdup(hvd_path ? hvd_path : VMMS_HVD_PATH);
-        config.vmwp_path = g_strdup(vmwp_path ? vmwp_path : VMMS_VMWP_PATH);
-        config.guest_path = g_strdup(guest_path ? guest_path : VMMS_GUEST_PATH);
+        config.hvd_path =
+                g_strdup(hvd_path ? hvd_path : program_path(VMMS_HVD_PATH, VMMS_INSTALLED_HVD_PATH));
+        config.vmwp_path =
+                g_strdup(vmwp_path ? vmwp_path : program_path(VMMS_VMWP_PATH, VMMS_INSTALLED_VMWP_PATH));
+        config.guest_path =
+                g_strdup(guest_path ? guest_path : program_path(VMMS_GUEST_PATH, VMMS_INSTALLED_GUEST_PATH));
         config.hvd_lps = (uint32_t)hvd_lps;
         config.spawn_hvd = !no_spawn_hvd;
         config.stop_timeout_ms = (uint32_t)stop_timeout * 1000;
