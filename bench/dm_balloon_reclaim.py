@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Dynamic Memory: how fast the balloon gives host memory back, and how long hot-add
 takes. Host memory freed is measured (the partition memfd's st_blocks, as hvd's
 counters report it), never computed from page counts. Prints one JSON object:

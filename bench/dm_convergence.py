@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Dynamic Memory convergence after a step change in demand, end to end through vmmsd:
 a VM at rest (at its 64 MiB minimum, 1 GiB maximum, its guest committing about 1 MiB)
 suddenly commits 512 MiB more in one step, holds it for 20 s, then releases it. (Until

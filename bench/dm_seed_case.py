@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """The seed's five-guest Dynamic Memory case at full size (12 GiB pool; --scale 16 for the
 CI size), as a benchmark: writes CSV and an SVG plot of assigned memory and pressure per
 VM over time, and prints a JSON summary."""

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Get-VM latency (p50/p99) and throughput over vmmsd's unix socket with 1,000 defined
 VMs, measured by bench-getvm (a gRPC C-core client). Prints one JSON object."""
 import json

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Guest speed on the bundled hypervisor next to the same loop compiled natively, the
 time from vmwp start to the guest's first console line, and the host memory a VM costs
 beyond its guest RAM. Prints one JSON object."""

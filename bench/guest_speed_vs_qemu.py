@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Guest speed on hvd next to the same code natively and under QEMU's TCG.
 
 The kernels (bench/speed/) are compiled once with the guest's flags and linked into a

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Dispatch overhead and fairness of hvd's VP scheduler with 2, 16 and 256 CPU-bound
 VPs (guest `cpu` workloads, equal weights) on 2 LPs, for the share policy and, as the
 baseline, round-robin. Prints one JSON object.

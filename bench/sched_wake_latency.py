@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Wake-to-run latency of a VP woken from Idle while every LP is busy, with and
 without hvd's I/O-wake boost. Two 2-VP `cpu` VMs keep both LPs busy; an `idle` VM
 wakes every IDLE_PERIOD_MS. hvd measures the latency itself: the time from the wake
