@@ -16,6 +16,8 @@ PACKAGES=(
   libsqlite3-dev sqlite3
   libgrpc-dev protobuf-compiler-grpc
   python3-grpcio python3-protobuf python3-gi
+  # vmmsd --metrics (libsoup; glib-networking for its TLS), and the metrics test's Prometheus and parser
+  libsoup-3.0-dev glib-networking prometheus python3-prometheus-client
   # the man pages' source format
   scdoc
   dbus dbus-bin dbus-daemon

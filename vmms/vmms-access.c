@@ -185,6 +185,9 @@ VmmsRole vmms_access_role(VmmsAccess *a, const VmmsCaller *caller)
                 return caller->transport == VMMS_TRANSPORT_UNIX ? a->socket_others : VMMS_ROLE_READER;
         case VMMS_TRANSPORT_TLS:
                 return subject_role(a, caller);
+        case VMMS_TRANSPORT_LOOPBACK:
+                /* Any local user can connect to a loopback port: reading, never more. */
+                return VMMS_ROLE_READER;
         case VMMS_TRANSPORT_UNKNOWN:
         default:
                 return VMMS_ROLE_NONE;
@@ -205,6 +208,8 @@ static char *holders(VmmsAccess *a, const VmmsCaller *caller, VmmsRole role)
                                         : "a client certificate listed in [access] readers or operators");
         if (caller->transport == VMMS_TRANSPORT_UNKNOWN)
                 return g_strdup("a caller vmmsd can identify");
+        if (caller->transport == VMMS_TRANSPORT_LOOPBACK)
+                return g_strdup("a caller on the unix socket, D-Bus or TLS");
         if (role == VMMS_ROLE_OPERATOR)
                 return g_strdup_printf("root or group %s", a->operator_group);
         return g_strdup_printf("root or group %s; other local users only when the socket is shared "

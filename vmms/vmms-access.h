@@ -24,7 +24,8 @@ typedef struct VmmsAccess VmmsAccess;
  * makes nobody an operator by group). Other local users on the unix socket get
  * `socket_others` (READER or NONE); on D-Bus they are readers, as the bus policy
  * (api/org.vmms.Manager1.conf) lets anyone read. A TLS client's role comes only from
- * the subject map; a certificate not in it gets NONE. */
+ * the subject map; a certificate not in it gets NONE. A plain HTTP client on a loopback
+ * address (the metrics exporter) could be any local user: READER. */
 VmmsAccess *vmms_access_new(const char *operator_group, VmmsRole socket_others);
 void vmms_access_free(VmmsAccess *a);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmmsAccess, vmms_access_free)

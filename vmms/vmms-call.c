@@ -50,6 +50,14 @@ void vmms_caller_init_tls(VmmsCaller *caller, const char *subject, const char *c
         };
 }
 
+void vmms_caller_init_loopback(VmmsCaller *caller, const char *peer)
+{
+        *caller = (VmmsCaller){
+                .transport = VMMS_TRANSPORT_LOOPBACK,
+                .description = g_strdup_printf("local HTTP client %s", peer ? peer : "(unknown)"),
+        };
+}
+
 void vmms_caller_init_unknown(VmmsCaller *caller, const char *peer)
 {
         *caller = (VmmsCaller){

@@ -17,11 +17,12 @@ typedef struct VmmsOp VmmsOp;
 /* Who a call comes from, as its API established it; the core judges it
  * (vmms-access.h). An API never guesses: what it cannot establish stays unset. */
 typedef enum VmmsTransport {
-        VMMS_TRANSPORT_UNKNOWN, /* a peer the API could not identify: refused */
-        VMMS_TRANSPORT_SELF,    /* vmmsd itself (an API's own bookkeeping, e.g. D-Bus objects) */
-        VMMS_TRANSPORT_UNIX,    /* the gRPC unix socket: SO_PEERCRED */
-        VMMS_TRANSPORT_TLS,     /* gRPC over TCP: the verified client certificate */
-        VMMS_TRANSPORT_DBUS,    /* the bus's word for the sender's uid */
+        VMMS_TRANSPORT_UNKNOWN,  /* a peer the API could not identify: refused */
+        VMMS_TRANSPORT_SELF,     /* vmmsd itself (an API's own bookkeeping, e.g. D-Bus objects) */
+        VMMS_TRANSPORT_UNIX,     /* the gRPC unix socket: SO_PEERCRED */
+        VMMS_TRANSPORT_TLS,      /* gRPC over TCP: the verified client certificate */
+        VMMS_TRANSPORT_DBUS,     /* the bus's word for the sender's uid */
+        VMMS_TRANSPORT_LOOPBACK, /* plain HTTP on a loopback address (metrics): any local process */
 } VmmsTransport;
 
 typedef struct VmmsCaller {
@@ -38,6 +39,8 @@ void vmms_caller_init_unix(VmmsCaller *caller, uid_t uid, gid_t gid);
 void vmms_caller_init_dbus(VmmsCaller *caller, uid_t uid, gid_t gid);
 /* subject NULL: a TLS client that presented no certificate. */
 void vmms_caller_init_tls(VmmsCaller *caller, const char *subject, const char *common_name);
+/* A local process on a loopback TCP connection without TLS; `peer` is its address. */
+void vmms_caller_init_loopback(VmmsCaller *caller, const char *peer);
 void vmms_caller_init_unknown(VmmsCaller *caller, const char *peer);
 void vmms_caller_copy(VmmsCaller *dest, const VmmsCaller *src);
 void vmms_caller_clear(VmmsCaller *caller);

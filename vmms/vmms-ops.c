@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "vmms-console.h"
+#include "vmms-counters.h"
 #include "vmms-memory.h"
 #include "vmms-ops.h"
 #include "vmms.pb-c.h"
@@ -505,10 +506,11 @@ typedef struct CounterList {
         GPtrArray *patterns; /* GPatternSpec*, casefolded; empty = all */
 } CounterList;
 
-static void counter_add(CounterList *list, const char *set, const char *instance, const char *counter,
-                        double value)
+static void counter_add(const VmmsCounterSample *sample, void *userdata)
 {
-        g_autofree char *path = g_strdup_printf("\\%s(%s)\\%s", set, instance, counter);
+        CounterList *list = userdata;
+        const VmmsCounterInfo *info = &vmms_counter_info[sample->id];
+        g_autofree char *path = g_strdup_printf("\\%s(%s)\\%s", info->set, sample->instance, info->name);
         g_autofree char *folded = g_utf8_casefold(path, -1);
         Vmms__V1__CounterSample *s;
         bool wanted = list->patterns->len == 0;
@@ -520,142 +522,8 @@ static void counter_add(CounterList *list, const char *set, const char *instance
         s = vmms_call_new0(list->call, Vmms__V1__CounterSample);
         vmms__v1__counter_sample__init(s);
         s->path = vmms_call_strdup(list->call, path);
-        s->value = value;
+        s->value = sample->value;
         g_ptr_array_add(list->samples, s);
-}
-
-static double rate(uint64_t now, uint64_t before, uint64_t dt_ns, double scale)
-{
-        return dt_ns ? (double)(now - before) * scale / (double)dt_ns : 0;
-}
-
-static const VmmsVm *vm_of_partition(VmmsManager *m, uint64_t partition_id)
-{
-        GPtrArray *vms = vmms_manager_vms(m);
-
-        for (guint i = 0; partition_id && i < vms->len; i++)
-                if (((VmmsVm *)vms->pdata[i])->partition_id == partition_id)
-                        return vms->pdata[i];
-        return NULL;
-}
-
-/* Hyper-V's "Dynamic Memory VM" set (memory in MB, as Hyper-V counts it), from the
- * balancer's last plan and the worker's last report. */
-static void add_memory_counters(VmmsManager *m, CounterList *list, const VmmsVm *vm, const char *name,
-                                const Vmms__Hv__PartitionCounters *pc)
-{
-        const BalancerVmCounters *dm =
-                vm ? vmms_memory_vm_counters(vmms_manager_memory(m), vm->balancer_id) : NULL;
-        static const char *const set = "Hyper-V Dynamic Memory VM";
-
-        counter_add(list, set, name, "Physical Memory", (double)(pc->assigned_bytes >> 20));
-        if (vm && vm->memory.received_ns) {
-                counter_add(list, set, name, "Guest Visible Physical Memory",
-                            (double)(vm->memory.visible_bytes >> 20));
-                /* Not Hyper-V counters: what the guest commits and pages to its synthetic disk. */
-                counter_add(list, "VMMS Guest Memory", name, "Committed Bytes",
-                            (double)vm->memory.committed_bytes);
-                counter_add(list, "VMMS Guest Memory", name, "Pages In", (double)vm->memory.page_in_total);
-                counter_add(list, "VMMS Guest Memory", name, "Pages Out", (double)vm->memory.page_out_total);
-                counter_add(list, "VMMS Guest Memory", name, "Ballooned Bytes",
-                            (double)vm->memory.ballooned_bytes);
-        }
-        if (!dm)
-                return;
-        counter_add(list, set, name, "Current Pressure", dm->current_pressure);
-        counter_add(list, set, name, "Average Pressure", dm->average_pressure);
-        counter_add(list, set, name, "Minimum Pressure", dm->minimum_pressure);
-        counter_add(list, set, name, "Maximum Pressure", dm->maximum_pressure);
-        counter_add(list, set, name, "Added Memory", (double)(dm->added_bytes >> 20));
-        counter_add(list, set, name, "Removed Memory", (double)(dm->removed_bytes >> 20));
-        counter_add(list, set, name, "Memory Add Operations", (double)dm->add_operations);
-        counter_add(list, set, name, "Memory Remove Operations", (double)dm->remove_operations);
-}
-
-/* Counters follow Hyper-V's sets and names; rates are over the last second. */
-static void collect_counters(VmmsManager *m, CounterList *list)
-{
-        const Vmms__Hv__Counters *prev, *cur;
-        uint64_t dt, total_guest = 0, total_hyp = 0, total_idle = 0;
-
-        if (!vmms_manager_counters(m, &prev, &cur))
-                return;
-        dt = cur->time_ns - prev->time_ns;
-        for (size_t i = 0; i < cur->n_lps && i < prev->n_lps; i++) {
-                const Vmms__Hv__LpCounters *a = prev->lps[i], *b = cur->lps[i];
-                g_autofree char *instance = g_strdup_printf("Hv LP %u", b->index);
-                double guest = rate(b->guest_ns, a->guest_ns, dt, 100),
-                       hyp = rate(b->hypervisor_ns, a->hypervisor_ns, dt, 100);
-
-                total_guest += b->guest_ns - a->guest_ns;
-                total_hyp += b->hypervisor_ns - a->hypervisor_ns;
-                total_idle += b->idle_ns - a->idle_ns;
-                counter_add(list, "Hyper-V Hypervisor Logical Processor", instance, "% Total Run Time",
-                            guest + hyp);
-                counter_add(list, "Hyper-V Hypervisor Logical Processor", instance, "% Guest Run Time",
-                            guest);
-                counter_add(list, "Hyper-V Hypervisor Logical Processor", instance, "% Hypervisor Run Time",
-                            hyp);
-                counter_add(list, "Hyper-V Hypervisor Logical Processor", instance, "% Idle Time",
-                            rate(b->idle_ns, a->idle_ns, dt, 100));
-                counter_add(list, "Hyper-V Hypervisor Logical Processor", instance, "Context Switches/sec",
-                            rate(b->context_switches, a->context_switches, dt, 1e9));
-        }
-        if (cur->n_lps) {
-                double n = (double)cur->n_lps;
-
-                counter_add(list, "Hyper-V Hypervisor Logical Processor", "_Total", "% Total Run Time",
-                            rate(total_guest + total_hyp, 0, dt, 100) / n);
-                counter_add(list, "Hyper-V Hypervisor Logical Processor", "_Total", "% Guest Run Time",
-                            rate(total_guest, 0, dt, 100) / n);
-                counter_add(list, "Hyper-V Hypervisor Logical Processor", "_Total", "% Hypervisor Run Time",
-                            rate(total_hyp, 0, dt, 100) / n);
-                counter_add(list, "Hyper-V Hypervisor Logical Processor", "_Total", "% Idle Time",
-                            rate(total_idle, 0, dt, 100) / n);
-        }
-        counter_add(list, "Hyper-V Hypervisor", "_Total", "Logical Processors", (double)cur->n_lps);
-        counter_add(list, "Hyper-V Hypervisor", "_Total", "Partitions", (double)cur->n_partitions);
-        counter_add(list, "Hyper-V Hypervisor", "_Total", "Memory Pool Bytes", (double)cur->pool_total_bytes);
-        counter_add(list, "Hyper-V Hypervisor", "_Total", "Memory Pool Used Bytes",
-                    (double)cur->pool_used_bytes);
-        if (vmms_memory_host_counters(vmms_manager_memory(m))) {
-                const BalancerHostCounters *h = vmms_memory_host_counters(vmms_manager_memory(m));
-
-                counter_add(list, "Hyper-V Dynamic Memory Balancer", "System Balancer", "Available Memory",
-                            (double)(h->available_bytes >> 20));
-                counter_add(list, "Hyper-V Dynamic Memory Balancer", "System Balancer", "Average Pressure",
-                            h->average_pressure);
-                counter_add(list, "Hyper-V Dynamic Memory Balancer", "System Balancer",
-                            "System Current Pressure", h->system_current_pressure);
-        }
-        for (size_t i = 0; i < cur->n_partitions; i++) {
-                const Vmms__Hv__PartitionCounters *pc = cur->partitions[i], *pp = NULL;
-                const VmmsVm *vm = vm_of_partition(m, pc->partition_id);
-                const char *name = vm ? vm->def.name : pc->name;
-
-                for (size_t k = 0; k < prev->n_partitions; k++)
-                        if (prev->partitions[k]->partition_id == pc->partition_id)
-                                pp = prev->partitions[k];
-                add_memory_counters(m, list, vm, name, pc);
-                counter_add(list, "VMMS Partition", name, "Host Resident Bytes", (double)pc->resident_bytes);
-                for (size_t v = 0; pp && v < pc->n_vps && v < pp->n_vps; v++) {
-                        const Vmms__Hv__VpCounters *a = pp->vps[v], *b = pc->vps[v];
-                        g_autofree char *instance = g_strdup_printf("%s:Hv VP %u", name, b->index);
-                        uint64_t dispatches = b->dispatches - a->dispatches;
-
-                        counter_add(list, "Hyper-V Hypervisor Virtual Processor", instance,
-                                    "% Total Run Time", rate(b->run_ns, a->run_ns, dt, 100));
-                        counter_add(list, "Hyper-V Hypervisor Virtual Processor", instance,
-                                    "% Guest Run Time", rate(b->guest_ns, a->guest_ns, dt, 100));
-                        counter_add(list, "Hyper-V Hypervisor Virtual Processor", instance,
-                                    "CPU Wait Time Per Dispatch",
-                                    dispatches ? (double)(b->wait_ns - a->wait_ns) / (double)dispatches : 0);
-                        counter_add(list, "Hyper-V Hypervisor Virtual Processor", instance, "Dispatches/sec",
-                                    rate(b->dispatches, a->dispatches, dt, 1e9));
-                        counter_add(list, "Hyper-V Hypervisor Virtual Processor", instance, "Hypercalls/sec",
-                                    rate(b->hypercalls, a->hypercalls, dt, 1e9));
-                }
-        }
 }
 
 static void op_get_counters(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
@@ -685,7 +553,7 @@ static void op_get_counters(VmmsManager *m, const ProtobufCMessage *request, Vmm
                 folded = g_utf8_casefold(req->paths[i], -1);
                 g_ptr_array_add(patterns, g_pattern_spec_new(folded));
         }
-        collect_counters(m, &list);
+        vmms_counters_walk(m, counter_add, &list);
         vmms__v1__get_counters_response__init(out);
         out->timestamp_unix_ms = g_get_real_time() / 1000;
         out->n_samples = samples->len;

@@ -9,6 +9,7 @@
 
 #include "api-dbus.h"
 #include "api-grpc.h"
+#include "api-metrics.h"
 #include "hv-size.h"
 #include "vmms-access.h"
 #include "vmms-manager.h"
@@ -179,6 +180,32 @@ static int start_dbus(VmmsManager *m, VmmsAccess *access, const char *mode, ApiD
         return 0;
 }
 
+/* --metrics: the Prometheus exporter's settings, from the command line or vmms.conf's
+ * `metrics` and `metrics-tls` keys, checked before anything starts; over TLS it uses
+ * the gRPC TLS material. */
+static int metrics_settings(GKeyFile *kf, char **address, gboolean *tls, ApiMetricsConfig *ret)
+{
+        g_autoptr(GError) error = NULL;
+        g_autofree char *why = NULL;
+
+        if (kf && !*address)
+                *address = g_key_file_get_string(kf, "vmmsd", "metrics", NULL);
+        if (kf && !*tls && g_key_file_has_key(kf, "vmmsd", "metrics-tls", NULL)) {
+                *tls = g_key_file_get_boolean(kf, "vmmsd", "metrics-tls", &error);
+                if (error) {
+                        fprintf(stderr, "vmmsd: vmms.conf: metrics-tls: %s\n", error->message);
+                        return -EINVAL;
+                }
+        }
+        ret->address = *address;
+        ret->tls = *tls;
+        if (*address && api_metrics_config_check(ret, &why) < 0) {
+                fprintf(stderr, "vmmsd: %s\n", why);
+                return -EINVAL;
+        }
+        return 0;
+}
+
 /* --backup and --restore: one act on the store, then exit. */
 static int store_command(const char *state_dir, const char *backup, const char *restore)
 {
@@ -228,6 +255,9 @@ int main(int argc, char **argv)
                         *backup = NULL, *restore = NULL, *paging_dir = NULL, *hvd_scheduler = NULL;
         gint hvd_lps = 0, stop_timeout = 30, hvd_numa_nodes = 0, hvd_slice_ms = 0;
         gboolean no_spawn_hvd = FALSE, init_store = FALSE, hvd_io_boost = FALSE;
+        g_autofree char *metrics_address = NULL;
+        gboolean metrics_tls = FALSE;
+        ApiMetricsConfig metrics_config = {0};
         GOptionEntry entries[] = {
                 {"config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path, "vmms.conf ([vmmsd] group)", "FILE"},
                 {"state-dir", 0, 0, G_OPTION_ARG_FILENAME, &state_dir,
@@ -249,6 +279,12 @@ int main(int argc, char **argv)
                  "Mode of the gRPC unix socket: 0660 (default: root and group vmms) or 0666 (other "
                  "local users may read)",
                  "MODE"},
+                {"metrics", 0, 0, G_OPTION_ARG_STRING, &metrics_address,
+                 "Serve Prometheus metrics on HOST:PORT (plain HTTP to local readers on a loopback address, "
+                 "else HTTPS with client certificates)",
+                 "HOST:PORT"},
+                {"metrics-tls", 0, 0, G_OPTION_ARG_NONE, &metrics_tls,
+                 "Serve metrics over TLS with client certificates on a loopback address too", NULL},
                 {"hvd-socket", 0, 0, G_OPTION_ARG_FILENAME, &hvd_socket, "hvd's socket (RUNTIME/hvd.sock)",
                  "PATH"},
                 {"hvd-memory", 0, 0, G_OPTION_ARG_STRING, &hvd_memory, "Pool size when vmmsd starts hvd",
@@ -289,6 +325,7 @@ int main(int argc, char **argv)
         g_autoptr(VmmsManager) manager = NULL;
         g_autoptr(ApiGrpc) grpc = NULL;
         g_autoptr(ApiDbus) dbus_api = NULL;
+        g_autoptr(ApiMetrics) metrics = NULL;
         g_autoptr(GKeyFile) config_file = NULL;
         mode_t unix_mode;
         g_auto(VmmsConfig) config = {0};
@@ -317,6 +354,10 @@ int main(int argc, char **argv)
                         "client certificates): vmmsd serves TCP only to verified clients\n");
                 return 2;
         }
+        metrics_config =
+                (ApiMetricsConfig){.tls_cert_path = tls_cert, .tls_key_path = tls_key, .tls_ca_path = tls_ca};
+        if (metrics_settings(config_file, &metrics_address, &metrics_tls, &metrics_config) < 0)
+                return 2;
         access = vmms_access_new(NULL, unix_mode & 0006 ? VMMS_ROLE_READER : VMMS_ROLE_NONE);
         if (config_file) {
                 r = vmms_access_load(access, config_file, &why);
@@ -385,6 +426,14 @@ int main(int argc, char **argv)
         }
         if (start_dbus(manager, access, dbus, &dbus_api) < 0)
                 return 1;
+        if (metrics_address) {
+                r = api_metrics_new(manager, access, &metrics_config, &metrics, &why);
+                if (r < 0) {
+                        fprintf(stderr, "vmmsd: %s\n", why);
+                        return 1;
+                }
+                g_message("vmmsd: metrics at %s", api_metrics_url(metrics));
+        }
         loop = g_main_loop_new(NULL, FALSE);
         g_unix_signal_add(SIGTERM, on_quit_signal, loop);
         g_unix_signal_add(SIGINT, on_quit_signal, loop);
