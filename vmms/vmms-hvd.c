@@ -327,6 +327,11 @@ const char *vmms_hvd_socket(VmmsHvd *hvd)
         return hvd->socket_path;
 }
 
+const Vmms__Hv__Counters *vmms_hvd_last_sample(VmmsHvd *hvd)
+{
+        return hvd->cur ? hvd->cur->counters : NULL;
+}
+
 bool vmms_hvd_counters(VmmsHvd *hvd, const Vmms__Hv__Counters **ret_prev, const Vmms__Hv__Counters **ret_cur)
 {
         if (!hvd->prev || !hvd->cur)

@@ -67,5 +67,7 @@ void vmms_hvd_check(VmmsHvd *hvd);
 /* "running", or why hvd cannot be used now. */
 const char *vmms_hvd_status(VmmsHvd *hvd);
 const char *vmms_hvd_socket(VmmsHvd *hvd);
+/* The latest sample (NULL until hvd first answered). */
+const Vmms__Hv__Counters *vmms_hvd_last_sample(VmmsHvd *hvd);
 /* The last two samples of one connection (false until there are two). */
 bool vmms_hvd_counters(VmmsHvd *hvd, const Vmms__Hv__Counters **ret_prev, const Vmms__Hv__Counters **ret_cur);

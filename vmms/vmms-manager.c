@@ -271,6 +271,16 @@ bool vmms_manager_counters(VmmsManager *m, const Vmms__Hv__Counters **ret_prev,
         return vmms_hvd_counters(m->hvd, ret_prev, ret_cur);
 }
 
+const Vmms__Hv__Counters *vmms_manager_last_sample(VmmsManager *m)
+{
+        return vmms_hvd_last_sample(m->hvd);
+}
+
+void vmms_manager_when_sampled(VmmsManager *m, VmmsSampledFn fn, void *userdata)
+{
+        vmms_hvd_probe(m->hvd, fn, userdata);
+}
+
 const char *vmms_manager_hypervisor_status(VmmsManager *m)
 {
         return vmms_hvd_status(m->hvd);

@@ -73,6 +73,11 @@ VmmsMemory *vmms_manager_memory(VmmsManager *m);
 /* The last two hypervisor counter samples (false until there are two). */
 bool vmms_manager_counters(VmmsManager *m, const Vmms__Hv__Counters **ret_prev,
                            const Vmms__Hv__Counters **ret_cur);
+/* The hypervisor's latest counter sample (NULL before its first answer), and a way to
+ * wait for one: `fn` runs once hvd has answered or failed to within its deadline. */
+const Vmms__Hv__Counters *vmms_manager_last_sample(VmmsManager *m);
+typedef void (*VmmsSampledFn)(const VmmsError *error, void *userdata);
+void vmms_manager_when_sampled(VmmsManager *m, VmmsSampledFn fn, void *userdata);
 /* "running", or why the hypervisor cannot be used now. */
 const char *vmms_manager_hypervisor_status(VmmsManager *m);
 /* The engines VMs can name, each with whether it can run VMs now. */

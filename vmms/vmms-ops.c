@@ -6,8 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "vmms-console.h"
 #include "vmms-counters.h"
+#include "vmms-console.h"
 #include "vmms-memory.h"
 #include "vmms-ops.h"
 #include "vmms.pb-c.h"
@@ -72,7 +72,7 @@ static bool auto_start_from_proto(Vmms__V1__AutomaticStartAction in, VmmsAutoSta
         }
 }
 
-static Vmms__V1__Vm *vm_to_proto(VmmsManager *m, VmmsCall *call, const VmmsVm *vm)
+static Vmms__V1__Vm *vm_to_proto(VmmsCall *call, const VmmsVm *vm)
 {
         Vmms__V1__Vm *out = vmms_call_new0(call, Vmms__V1__Vm);
         Vmms__V1__ProcessorSettings *p = vmms_call_new0(call, Vmms__V1__ProcessorSettings);
@@ -106,24 +106,21 @@ static Vmms__V1__Vm *vm_to_proto(VmmsManager *m, VmmsCall *call, const VmmsVm *v
         out->engine = vmms_call_strdup(call, vm->def.engine);
         out->automatic_start_action = auto_start_to_proto(vm->def.automatic_start_action);
         if (live) {
-                const BalancerVmCounters *dm =
-                        vmms_memory_vm_counters(vmms_manager_memory(m), vm->balancer_id);
-
                 out->uptime_ms =
                         vm->def.started_unix_ms ? g_get_real_time() / 1000 - vm->def.started_unix_ms : 0;
-                out->assigned_memory_bytes =
-                        vm->memory.received_ns ? vm->memory.assigned_bytes : vm->figures.assigned_bytes;
-                /* Demand and pressure as Hyper-V Manager shows them: what the guest commits,
-                 * and committed / assigned. */
-                if (vm->memory.reporting) {
+                /* Every figure of one reply from one sample: assigned, demand and pressure
+                 * from the guest's last report (Hyper-V Manager's Memory Demand and
+                 * committed / assigned), before any report what the VM started with. */
+                out->assigned_memory_bytes = vm->memory.received_ns  ? vm->memory.assigned_bytes
+                                             : vm->figures.assigned_bytes ? vm->figures.assigned_bytes
+                                                                          : vm->def.memory.startup_bytes;
+                if (vm->memory.reporting && out->assigned_memory_bytes) {
                         out->memory_demand_bytes = vm->memory.committed_bytes;
-                        out->memory_pressure = dm ? dm->current_pressure
-                                                  : (uint32_t)(out->assigned_memory_bytes
-                                                                       ? vm->memory.committed_bytes * 100 /
-                                                                                 out->assigned_memory_bytes
-                                                                       : 0);
+                        out->memory_pressure =
+                                (uint32_t)(vm->memory.committed_bytes * 100 / out->assigned_memory_bytes);
                 }
-                out->cpu_usage_pct = vm->figures.cpu_usage_pct;
+                /* A paused VM uses no processor time, whatever the last sample said. */
+                out->cpu_usage_pct = vm->def.state == VMMS_VM_PAUSED ? 0 : vm->figures.cpu_usage_pct;
                 out->worker_pid = vm->def.worker_pid;
         }
         return out;
@@ -131,7 +128,8 @@ static Vmms__V1__Vm *vm_to_proto(VmmsManager *m, VmmsCall *call, const VmmsVm *v
 
 static void reply_vm(VmmsVm *vm, VmmsCall *call, void *manager)
 {
-        vmms_call_return(call, &vm_to_proto(manager, call, vm)->base);
+        (void)manager;
+        vmms_call_return(call, &vm_to_proto(call, vm)->base);
 }
 
 static void fail(VmmsCall *call, VmmsError *error)
@@ -251,7 +249,7 @@ static void op_list_vms(VmmsManager *m, const ProtobufCMessage *request, VmmsCal
                         if (!g_pattern_spec_match_string(pattern, name))
                                 continue;
                 }
-                out->vms[out->n_vms++] = vm_to_proto(m, call, vm);
+                out->vms[out->n_vms++] = vm_to_proto(call, vm);
         }
         vmms_call_return(call, &out->base);
 }
@@ -319,8 +317,8 @@ static bool mask_valid(char **mask, size_t n, const char *const *fields, size_t 
                 return false;
         }
         if (n > UPDATE_MASK_MAX) {
-                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT, "update_mask has %zu entries; at most %d",
-                               n, UPDATE_MASK_MAX);
+                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT, "update_mask has %zu entries; at most %d", n,
+                               UPDATE_MASK_MAX);
                 return false;
         }
         for (size_t i = 0; i < n; i++) {
@@ -459,21 +457,25 @@ static void op_update_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCa
 
 /* ---- Host, counters, events ---- */
 
-static void op_get_host(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+typedef struct HostQuery {
+        VmmsManager *m;
+        VmmsCall *call;
+} HostQuery;
+
+static void reply_host(VmmsManager *m, VmmsCall *call)
 {
         Vmms__V1__Host *out = vmms_call_new0(call, Vmms__V1__Host);
         const VmmsConfig *config = vmms_manager_config(m);
-        const Vmms__Hv__Counters *prev, *cur;
+        const Vmms__Hv__Counters *cur = vmms_manager_last_sample(m);
         GPtrArray *vms = vmms_manager_vms(m);
         g_autoptr(GArray) engines = NULL;
 
-        (void)request;
         vmms__v1__host__init(out);
         out->hostname = vmms_call_strdup(call, g_get_host_name());
         out->version = vmms_call_strdup(call, VMMS_VERSION);
         out->state_dir = vmms_call_strdup(call, config->state_dir);
         out->hypervisor_socket = vmms_call_strdup(call, config->hvd_socket);
-        if (vmms_manager_counters(m, &prev, &cur)) {
+        if (cur) {
                 out->logical_processors = (uint32_t)cur->n_lps;
                 out->memory_pool_bytes = cur->pool_total_bytes;
                 out->memory_pool_used_bytes = cur->pool_used_bytes;
@@ -498,6 +500,31 @@ static void op_get_host(VmmsManager *m, const ProtobufCMessage *request, VmmsCal
                 out->reservation_used_pct += vm->def.processor.reserve * vm->def.processor.count;
         }
         vmms_call_return(call, &out->base);
+}
+
+static void on_host_sampled(const VmmsError *error, void *userdata)
+{
+        g_autofree HostQuery *q = userdata;
+
+        (void)error; /* hypervisor_status says why there are no figures */
+        reply_host(q->m, q->call);
+}
+
+/* The host's figures come from hvd's latest sample; before its first, the answer waits
+ * for one (at most hvd's deadline) rather than saying 0 processors. */
+static void op_get_host(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        HostQuery *q;
+
+        (void)request;
+        if (vmms_manager_last_sample(m)) {
+                reply_host(m, call);
+                return;
+        }
+        q = g_new0(HostQuery, 1);
+        q->m = m;
+        q->call = call;
+        vmms_manager_when_sampled(m, on_host_sampled, q);
 }
 
 typedef struct CounterList {
@@ -535,8 +562,8 @@ static void op_get_counters(VmmsManager *m, const ProtobufCMessage *request, Vmm
         CounterList list = {.call = call, .samples = samples, .patterns = patterns};
 
         if (req->n_paths > COUNTER_PATHS_MAX) {
-                vmms_call_fail(call, VMMS_ERROR_INVALID_ARGUMENT, "paths has %zu entries; at most %d",
-                               req->n_paths, COUNTER_PATHS_MAX);
+                vmms_call_fail(call, VMMS_ERROR_INVALID_ARGUMENT, "paths has %zu entries; at most %d", req->n_paths,
+                               COUNTER_PATHS_MAX);
                 return;
         }
         for (size_t i = 0; i < req->n_paths; i++) {
@@ -546,8 +573,7 @@ static void op_get_counters(VmmsManager *m, const ProtobufCMessage *request, Vmm
                         g_autofree char *quoted = vmms_quote(req->paths[i]);
 
                         vmms_call_fail(call, VMMS_ERROR_INVALID_ARGUMENT,
-                                       "counter path '%s' is not of the form \\Set(Instance)\\Counter",
-                                       quoted);
+                                       "counter path '%s' is not of the form \\Set(Instance)\\Counter", quoted);
                         return;
                 }
                 folded = g_utf8_casefold(req->paths[i], -1);
