@@ -111,7 +111,7 @@ static Vmms__V1__Vm *vm_to_proto(VmmsCall *call, const VmmsVm *vm)
                 /* Every figure of one reply from one sample: assigned, demand and pressure
                  * from the guest's last report (Hyper-V Manager's Memory Demand and
                  * committed / assigned), before any report what the VM started with. */
-                out->assigned_memory_bytes = vm->memory.received_ns  ? vm->memory.assigned_bytes
+                out->assigned_memory_bytes = vm->memory.received_ns       ? vm->memory.assigned_bytes
                                              : vm->figures.assigned_bytes ? vm->figures.assigned_bytes
                                                                           : vm->def.memory.startup_bytes;
                 if (vm->memory.reporting && out->assigned_memory_bytes) {
@@ -317,8 +317,8 @@ static bool mask_valid(char **mask, size_t n, const char *const *fields, size_t 
                 return false;
         }
         if (n > UPDATE_MASK_MAX) {
-                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT, "update_mask has %zu entries; at most %d", n,
-                               UPDATE_MASK_MAX);
+                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT, "update_mask has %zu entries; at most %d",
+                               n, UPDATE_MASK_MAX);
                 return false;
         }
         for (size_t i = 0; i < n; i++) {
@@ -562,8 +562,8 @@ static void op_get_counters(VmmsManager *m, const ProtobufCMessage *request, Vmm
         CounterList list = {.call = call, .samples = samples, .patterns = patterns};
 
         if (req->n_paths > COUNTER_PATHS_MAX) {
-                vmms_call_fail(call, VMMS_ERROR_INVALID_ARGUMENT, "paths has %zu entries; at most %d", req->n_paths,
-                               COUNTER_PATHS_MAX);
+                vmms_call_fail(call, VMMS_ERROR_INVALID_ARGUMENT, "paths has %zu entries; at most %d",
+                               req->n_paths, COUNTER_PATHS_MAX);
                 return;
         }
         for (size_t i = 0; i < req->n_paths; i++) {
@@ -573,7 +573,8 @@ static void op_get_counters(VmmsManager *m, const ProtobufCMessage *request, Vmm
                         g_autofree char *quoted = vmms_quote(req->paths[i]);
 
                         vmms_call_fail(call, VMMS_ERROR_INVALID_ARGUMENT,
-                                       "counter path '%s' is not of the form \\Set(Instance)\\Counter", quoted);
+                                       "counter path '%s' is not of the form \\Set(Instance)\\Counter",
+                                       quoted);
                         return;
                 }
                 folded = g_utf8_casefold(req->paths[i], -1);
