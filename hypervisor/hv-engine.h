@@ -14,6 +14,37 @@ typedef struct HvVpRegs {
         uint64_t rsi;
 } HvVpRegs;
 
+/* A VP's architectural state for save and restore (hv.proto's VpRegisters, whose
+ * comments say what each array holds). */
+#define HV_VP_GPRS 16
+#define HV_VP_SELECTORS 6
+#define HV_VP_CRS 4
+#define HV_VP_MSRS 8
+#define HV_VP_DRS 6
+typedef struct HvVpSegmentTable {
+        uint64_t base;
+        uint32_t limit;
+        uint32_t selector;
+        uint32_t flags;
+} HvVpSegmentTable;
+
+typedef struct HvVpCpuState {
+        uint64_t gpr[HV_VP_GPRS];
+        uint64_t rip, rflags;
+        uint16_t selectors[HV_VP_SELECTORS];
+        uint64_t fs_base, gs_base, kernel_gs_base;
+        HvVpSegmentTable gdtr, idtr, ldtr, tr;
+        uint64_t cr[HV_VP_CRS];
+        uint64_t efer;
+        uint64_t msrs[HV_VP_MSRS];
+        uint64_t dr[HV_VP_DRS];
+        uint16_t fpu_control, fpu_status, fpu_tag, fpu_opcode, fpu_cs, fpu_ds;
+        uint64_t fpu_ip, fpu_dp;
+        uint8_t fpu_registers[8][10];
+        uint32_t mxcsr;
+        uint8_t xmm[16][16];
+} HvVpCpuState;
+
 /* Contract of an engine. All ops return 0 or a negative errno.
  * - vp_create: builds the VP's execution state over the partition's RAM (mapping
  *   [0, visible) of it); called on the main thread before the VP is started.
@@ -23,12 +54,17 @@ typedef struct HvVpRegs {
  *   for an exit, or the guest faults; fills *exit (kind HV_EXIT_HALT
  *   with a reason on a fault). Never preempted from another thread (see
  *   shared/notes/unicorn-facts.md): it polls vp->preempt at block boundaries.
+ * - vp_get_state / vp_set_state: the whole architectural state, only while the VP is
+ *   not running (its partition paused); vp_set_state takes state already checked
+ *   (hv-state.c) and returns -EINVAL if the engine still refuses a part of it.
  * - vp_free: accepts NULL; only while the VP is not running. */
 typedef struct HvEngineOps {
         const char *name;
         int (*vp_create)(HvVp *vp, HvEngineVp **ret_engine);
         int (*vp_set_regs)(HvEngineVp *engine, const HvVpRegs *regs);
         int (*vp_run)(HvEngineVp *engine, HvVpExit *exit);
+        int (*vp_get_state)(HvEngineVp *engine, HvVpCpuState *ret);
+        int (*vp_set_state)(HvEngineVp *engine, const HvVpCpuState *state);
         void (*vp_free)(HvEngineVp *engine);
 } HvEngineOps;
 

@@ -62,15 +62,13 @@ int64_t hv_hypercall_dispatch(HvVp *vp, uint64_t code, uint64_t arg0, uint64_t a
                 break;
         case HV_CALL_IDLE:
                 exit->kind = HV_EXIT_IDLE;
-                /* Reference time to host monotonic time; a deadline past the end of time waits for an event.
-                 */
-                exit->idle_deadline_ns = arg0 && arg0 < UINT64_MAX - vp->partition->hv->clock_base_ns
-                                                 ? arg0 + vp->partition->hv->clock_base_ns
-                                                 : 0;
+                /* The guest's reference time to host monotonic time; a deadline past the end
+                 * of time waits for an event. */
+                exit->idle_deadline_ns = hv_partition_deadline_to_host(vp->partition, arg0);
                 result = HV_IDLE_WOKE_TIMER; /* replaced at wake-up if an event woke it */
                 break;
         case HV_CALL_REFERENCE_TIME:
-                result = (int64_t)hv_reference_time_ns(vp->partition->hv);
+                result = (int64_t)hv_partition_reference_time_ns(vp->partition);
                 break;
         case HV_CALL_LONG_SPIN_WAIT:
                 exit->kind = HV_EXIT_YIELD;

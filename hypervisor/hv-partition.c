@@ -168,6 +168,32 @@ int hv_partition_vp_start(HvPartition *p, uint32_t vp_index, const HvVpRegs *reg
 }
 
 /* Host memory really backing guest RAM, measured, never estimated. */
+uint64_t hv_partition_reference_time_ns(const HvPartition *p)
+{
+        __int128 t = (__int128)hv_reference_time_ns(p->hv) + atomic_load(&p->reference_offset_ns);
+
+        return t > 0 ? (uint64_t)t : 0;
+}
+
+/* A deadline already past stays a deadline (1), one past the end of time is none (0). */
+uint64_t hv_partition_deadline_to_host(const HvPartition *p, uint64_t guest_ns)
+{
+        __int128 t = (__int128)guest_ns - atomic_load(&p->reference_offset_ns) + p->hv->clock_base_ns;
+
+        if (guest_ns == 0 || t >= (__int128)UINT64_MAX)
+                return 0;
+        return t > 0 ? (uint64_t)t : 1;
+}
+
+uint64_t hv_partition_deadline_to_guest(const HvPartition *p, uint64_t host_ns)
+{
+        __int128 t = (__int128)host_ns - p->hv->clock_base_ns + atomic_load(&p->reference_offset_ns);
+
+        if (host_ns == 0 || t >= (__int128)UINT64_MAX)
+                return 0;
+        return t > 0 ? (uint64_t)t : 1;
+}
+
 uint64_t hv_partition_resident_bytes(const HvPartition *p)
 {
         struct stat st;

@@ -125,6 +125,13 @@ struct HvPartition {
          * them atomic between threads). false: the guest opted out (PartitionCreate
          * concurrent_vps). Set before its VPs reach the scheduler, then read-only. */
         bool ganged;
+        /* Created by a restore (hv.proto PartitionCreate.restoring): paused, its VPs
+         * wait for their saved state; cleared at its first resume. Main thread only. */
+        bool restoring;
+        /* The guest's reference time minus hvd's (hv_partition_reference_time_ns): 0
+         * for a new partition, set by a restore so its guest's time goes on from where
+         * it was saved. Written only while the partition is paused and restoring. */
+        _Atomic int64_t reference_offset_ns;
         /* Guarded by the scheduler lock. */
         bool paused;
         uint32_t running_vps; /* its VPs on an LP now (hv-sched.c keeps it) */
@@ -184,6 +191,11 @@ int hv_partition_vp_new(HvPartition *p, HvVp **ret);
 void hv_partition_free(HvPartition *p);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(HvPartition, hv_partition_free)
 
+/* The reference clock as this partition's guest sees it, and its deadlines (guest
+ * reference time, 0 = none) as host monotonic time and back. */
+uint64_t hv_partition_reference_time_ns(const HvPartition *p);
+uint64_t hv_partition_deadline_to_host(const HvPartition *p, uint64_t guest_ns);
+uint64_t hv_partition_deadline_to_guest(const HvPartition *p, uint64_t host_ns);
 int hv_partition_vp_start(HvPartition *p, uint32_t vp_index, const HvVpRegs *regs);
 uint64_t hv_partition_resident_bytes(const HvPartition *p);
 bool hv_partition_range_valid(const HvPartition *p, uint64_t gpa, uint64_t len);

@@ -539,6 +539,47 @@ int hv_sched_vp_start(HvSched *s, HvVp *vp, const HvVpRegs *regs)
         return r;
 }
 
+int hv_sched_vp_snapshot(HvSched *s, HvVp *vp, HvVpCpuState *ret_cpu, HvVpRunSnapshot *ret_run)
+{
+        HvVpRunSnapshot run = {0};
+        int r = -EBUSY;
+
+        g_mutex_lock(&s->lock);
+        if (vp->partition->paused && vp->state != HV_VP_RUNNING && !atomic_load(&vp->partition->dying)) {
+                r = s->engine->vp_get_state(vp->engine, ret_cpu);
+                run.state = vp->state == HV_VP_PAUSED ? HV_VP_RUNNABLE : vp->state;
+                run.idle_deadline_ns = vp->state == HV_VP_IDLE ? vp->idle_deadline_ns : 0;
+                run.event_pending = atomic_load(&vp->event_pending);
+                run.resume_rax_valid = vp->resume_rax_valid;
+                run.resume_rax = vp->resume_rax;
+        }
+        g_mutex_unlock(&s->lock);
+        if (r >= 0)
+                *ret_run = run;
+        return r;
+}
+
+int hv_sched_vp_restore(HvSched *s, HvVp *vp, const HvVpCpuState *cpu, const HvVpRunSnapshot *run)
+{
+        int r = -EBUSY;
+
+        g_mutex_lock(&s->lock);
+        if (vp->partition->paused && vp->state == HV_VP_STOPPED && vp->counters.dispatches == 0 &&
+            !atomic_load(&vp->partition->dying)) {
+                r = s->engine->vp_set_state(vp->engine, cpu);
+                if (r >= 0) {
+                        /* Paused stands for runnable: the resume makes it so, as for any pause. */
+                        vp->state = run->state == HV_VP_RUNNABLE ? HV_VP_PAUSED : run->state;
+                        vp->idle_deadline_ns = run->state == HV_VP_IDLE ? run->idle_deadline_ns : 0;
+                        atomic_store(&vp->event_pending, run->event_pending);
+                        vp->resume_rax_valid = run->resume_rax_valid;
+                        vp->resume_rax = run->resume_rax;
+                }
+        }
+        g_mutex_unlock(&s->lock);
+        return r;
+}
+
 /* An event for the VP: wakes it from Idle, or makes its next Idle return at once. */
 void hv_sched_vp_signal(HvSched *s, HvVp *vp)
 {

@@ -143,6 +143,19 @@ int hv_sched_vp_start(HvSched *s, HvVp *vp, const HvVpRegs *regs);
 void hv_sched_vp_signal(HvSched *s, HvVp *vp);
 void hv_sched_partition_stop(HvSched *s, HvPartition *p);
 void hv_sched_partition_pause(HvSched *s, HvPartition *p, bool paused);
+/* Save and restore (hv-state.c): what a VP of a paused partition was doing. */
+typedef struct HvVpRunSnapshot {
+        HvVpState state;           /* HV_VP_STOPPED, HV_VP_RUNNABLE (runs on resume) or HV_VP_IDLE */
+        uint64_t idle_deadline_ns; /* host monotonic; 0 = until an event */
+        bool event_pending;
+        bool resume_rax_valid;
+        uint64_t resume_rax;
+} HvVpRunSnapshot;
+/* Reads the VP's run state and registers. -EBUSY unless its partition is paused. */
+int hv_sched_vp_snapshot(HvSched *s, HvVp *vp, HvVpCpuState *ret_cpu, HvVpRunSnapshot *ret_run);
+/* Gives a VP that never ran (of a paused partition) its registers and run state, both
+ * checked already; it runs from there on resume. -EBUSY otherwise, or the engine's error. */
+int hv_sched_vp_restore(HvSched *s, HvVp *vp, const HvVpCpuState *cpu, const HvVpRunSnapshot *run);
 /* Applies new settings (already validated and admitted). */
 void hv_sched_partition_set_processor(HvSched *s, HvPartition *p, const HvProcessorSettings *settings);
 

@@ -18,6 +18,7 @@
 #include "hv-abi.h"
 #include "hv-memory.h"
 #include "hv-server.h"
+#include "hv-state.h"
 #include "hv-wire.h"
 #include "hv.pb-c.h"
 
@@ -158,6 +159,7 @@ static int handle_partition_create(HvConnection *c, const Vmms__Hv__PartitionCre
                 .startup_bytes = req->startup_bytes,
                 .maximum_bytes = req->maximum_bytes,
                 .concurrent_vps = req->concurrent_vps,
+                .restoring = req->restoring,
         };
         HvPartition *p;
         char *error = NULL;
@@ -298,8 +300,74 @@ static void handle_partition_pause(HvConnection *c, const Vmms__Hv__PartitionPau
         if (!p)
                 return;
         hv_sched_partition_pause(c->server->hv->sched, p, req->paused);
+        if (!req->paused)
+                p->restoring = false; /* its state is its own from now on */
         g_message("partition %" G_GUINT64_FORMAT " (%s): %s", p->id, p->name,
                   req->paused ? "paused" : "resumed");
+}
+
+/* Save and restore (hv-state.c does the work and the checking). */
+static void handle_vp_state_get(HvConnection *c, const Vmms__Hv__VpStateGet *req, Vmms__Hv__Reply *reply,
+                                Vmms__Hv__VpState *state, GPtrArray *arena)
+{
+        HvPartition *p = owned_partition(c, req->partition_id, reply);
+        char *error = NULL;
+        int r;
+
+        if (!p)
+                return;
+        r = hv_state_vp_get(c->server->hv, p, req->vp_index, state, arena, &error);
+        if (r < 0) {
+                reply_error(reply, r, error);
+                return;
+        }
+        reply->body_case = VMMS__HV__REPLY__BODY_VP_STATE;
+        reply->vp_state = state;
+}
+
+static void handle_vp_state_set(HvConnection *c, const Vmms__Hv__VpStateSet *req, Vmms__Hv__Reply *reply)
+{
+        HvPartition *p = owned_partition(c, req->partition_id, reply);
+        char *error = NULL;
+        int r;
+
+        if (!p)
+                return;
+        r = hv_state_vp_set(c->server->hv, p, req->state, &error);
+        if (r < 0)
+                reply_error(reply, r, error);
+}
+
+static void handle_partition_state_get(HvConnection *c, const Vmms__Hv__PartitionStateGet *req,
+                                       Vmms__Hv__Reply *reply, Vmms__Hv__PartitionState *state)
+{
+        HvPartition *p = owned_partition(c, req->partition_id, reply);
+        char *error = NULL;
+        int r;
+
+        if (!p)
+                return;
+        r = hv_state_partition_get(p, state, &error);
+        if (r < 0) {
+                reply_error(reply, r, error);
+                return;
+        }
+        reply->body_case = VMMS__HV__REPLY__BODY_PARTITION_STATE;
+        reply->partition_state = state;
+}
+
+static void handle_partition_state_set(HvConnection *c, const Vmms__Hv__PartitionStateSet *req,
+                                       Vmms__Hv__Reply *reply)
+{
+        HvPartition *p = owned_partition(c, req->partition_id, reply);
+        char *error = NULL;
+        int r;
+
+        if (!p)
+                return;
+        r = hv_state_partition_set(p, req->reference_time_ns, &error);
+        if (r < 0)
+                reply_error(reply, r, error);
 }
 
 /* Stops every VP of `p` for good and tells its worker why, as a fault would: the worker
@@ -617,6 +685,8 @@ static void handle_request(HvConnection *c, const uint8_t *data, size_t len)
         Vmms__Hv__Reply reply = VMMS__HV__REPLY__INIT;
         Vmms__Hv__PartitionCreated created = VMMS__HV__PARTITION_CREATED__INIT;
         Vmms__Hv__VpAdded added = VMMS__HV__VP_ADDED__INIT;
+        Vmms__Hv__VpState vp_state = VMMS__HV__VP_STATE__INIT;
+        Vmms__Hv__PartitionState partition_state = VMMS__HV__PARTITION_STATE__INIT;
         g_autoptr(GPtrArray) arena = g_ptr_array_new_with_free_func(g_free);
         int pass_fd = -1, r;
 
@@ -661,6 +731,18 @@ static void handle_request(HvConnection *c, const uint8_t *data, size_t len)
                         break;
                 case VMMS__HV__REQUEST__BODY_PARTITION_MEMORY_GET:
                         handle_partition_memory_get(c, req->partition_memory_get, &reply, arena);
+                        break;
+                case VMMS__HV__REQUEST__BODY_VP_STATE_GET:
+                        handle_vp_state_get(c, req->vp_state_get, &reply, &vp_state, arena);
+                        break;
+                case VMMS__HV__REQUEST__BODY_VP_STATE_SET:
+                        handle_vp_state_set(c, req->vp_state_set, &reply);
+                        break;
+                case VMMS__HV__REQUEST__BODY_PARTITION_STATE_GET:
+                        handle_partition_state_get(c, req->partition_state_get, &reply, &partition_state);
+                        break;
+                case VMMS__HV__REQUEST__BODY_PARTITION_STATE_SET:
+                        handle_partition_state_set(c, req->partition_state_set, &reply);
                         break;
                 case VMMS__HV__REQUEST__BODY_COUNTERS_GET:
                         reconcile_all(c->server);

@@ -317,6 +317,8 @@ int hv_partition_create(Hv *hv, const HvPartitionSpec *spec, HvPartition **ret, 
         p->assigned_bytes = startup_bytes;
         p->processor = spec->processor; /* not in the scheduler yet: no lock needed */
         p->ganged = !spec->concurrent_vps;
+        p->restoring = spec->restoring;
+        p->paused = spec->restoring; /* not in the scheduler yet: no lock needed */
         p->id = hv->next_partition_id++;
         hv_sched_partition_place(hv->sched, p);
         for (uint32_t i = 0; i < vp_count; i++) {

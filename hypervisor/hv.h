@@ -66,6 +66,7 @@ typedef struct HvPartitionSpec {
         uint64_t maximum_bytes;
         HvProcessorSettings processor; /* in range (hv_processor_settings_from_wire) */
         bool concurrent_vps;           /* opt out of ganging (HvPartition.ganged) */
+        bool restoring;                /* created paused, VPs wait for their saved state */
 } HvPartitionSpec;
 
 /* Host threads as Linux's scheduler sees them (/proc/self/task/TID/schedstat). */

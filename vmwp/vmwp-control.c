@@ -10,6 +10,7 @@
 
 #include "hv-wire.h"
 #include "vmwp-control.h"
+#include "vmwp-save.h"
 #include "worker.pb-c.h"
 
 #define CONTROL_MESSAGE_MAX (64u * 1024u)
@@ -148,6 +149,37 @@ static void handle_shutdown(VmwpControl *c, const Vmms__Worker__Request *req)
         send_reply(c, req->id, 0, NULL);
 }
 
+/* Save-VM: the reply carries what was written; the worker exits after it. */
+static void handle_save(VmwpControl *c, const Vmms__Worker__Request *req)
+{
+        Vmms__Worker__Message msg = VMMS__WORKER__MESSAGE__INIT;
+        Vmms__Worker__Reply reply = VMMS__WORKER__REPLY__INIT;
+        Vmms__Worker__SaveResult saved = VMMS__WORKER__SAVE_RESULT__INIT;
+        g_autofree char *why = NULL;
+        VmwpSaveResult result;
+        int r;
+
+        if (!req->save->path || !g_path_is_absolute(req->save->path)) {
+                send_reply(c, req->id, -EINVAL, "save path must be absolute");
+                return;
+        }
+        r = vmwp_worker_save(c->worker, req->save->path, &result, &why);
+        if (r < 0) {
+                send_reply(c, req->id, r, why);
+                return;
+        }
+        saved.file_bytes = result.file_bytes;
+        saved.memory_bytes = result.memory_bytes;
+        saved.disk_bytes = result.disk_bytes;
+        saved.duration_ms = result.duration_ms;
+        reply.id = req->id;
+        reply.saved = &saved;
+        msg.body_case = VMMS__WORKER__MESSAGE__BODY_REPLY;
+        msg.reply = &reply;
+        send_message(c, &msg);
+        c->on_action(VMWP_CONTROL_SAVED, c->on_action_userdata);
+}
+
 static void handle_request(VmwpControl *c, const Vmms__Worker__Request *req)
 {
         g_autofree char *why = NULL;
@@ -156,6 +188,9 @@ static void handle_request(VmwpControl *c, const Vmms__Worker__Request *req)
         switch (req->body_case) {
         case VMMS__WORKER__REQUEST__BODY_SHUTDOWN:
                 handle_shutdown(c, req);
+                return;
+        case VMMS__WORKER__REQUEST__BODY_SAVE:
+                handle_save(c, req);
                 return;
         case VMMS__WORKER__REQUEST__BODY_SET_PROCESSOR:
                 r = vmwp_worker_set_processor(c->worker, req->set_processor->reserve,

@@ -12,6 +12,7 @@ typedef struct VmwpControl VmwpControl;
 /* What the control channel asks of the worker's main loop. */
 typedef enum VmwpControlAction {
         VMWP_CONTROL_TURN_OFF, /* destroy the partition and exit */
+        VMWP_CONTROL_SAVED,    /* the state is saved: destroy the partition and exit */
 } VmwpControlAction;
 
 typedef void (*VmwpControlActionFn)(VmwpControlAction action, void *userdata);

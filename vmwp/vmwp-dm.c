@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "vmwp-dm.h"
+#include "vmwp-state.h"
 
 /* Pages per hvd request: hvd's limit (hv-memory.h HV_MEMORY_PAGES_MAX). */
 #define DM_HV_PAGES_MAX 65536u
@@ -462,4 +463,106 @@ void vmwp_dm_status(VmwpDm *dm, VmwpMemoryStatus *ret)
                 .remove_operations = dm->remove_operations,
                 .refused_pages = dm->refused_pages,
         };
+}
+
+/* ---- Save-VM ---- */
+
+#define DM_SAVED_REQUESTS_MAX 64u /* requests in flight; vmwp_dm_adjust keeps far fewer */
+
+void vmwp_dm_save(const VmwpDm *dm, GByteArray *out)
+{
+        vmwp_state_put_u32(out, dm->have_status);
+        vmwp_state_put_blob(out, &dm->status, sizeof(dm->status));
+        vmwp_state_put_u64(out, dm->prompt_reports);
+        vmwp_state_put_u32(out, dm->next_request_id);
+        vmwp_state_put_u64(out, dm->added_bytes_total);
+        vmwp_state_put_u64(out, dm->removed_bytes_total);
+        vmwp_state_put_u64(out, dm->add_operations);
+        vmwp_state_put_u64(out, dm->remove_operations);
+        vmwp_state_put_u64(out, dm->refused_pages);
+        vmwp_state_put_u64(out, dm->bad_packets);
+        vmwp_state_put_u32(out, dm->requests->len);
+        for (guint i = 0; i < dm->requests->len; i++) {
+                const BalloonRequest *req = &g_array_index(dm->requests, BalloonRequest, i);
+
+                vmwp_state_put_u32(out, req->id);
+                vmwp_state_put_u64(out, req->remaining);
+                vmwp_state_put_u64(out, req->accepted);
+        }
+        vmwp_state_put_u64(out, dm->ballooned->len);
+        for (guint i = 0; i < dm->ballooned->len; i++)
+                vmwp_state_put_u64(out, g_array_index(dm->ballooned, uint64_t, i));
+}
+
+int vmwp_dm_restore(VmwpDm *dm, const uint8_t *data, size_t len, char **ret_error)
+{
+        VmwpStateReader r = vmwp_state_reader(data, len);
+        uint64_t max_pages = dm->ram->maximum_bytes / HV_PAGE_SIZE, n_ballooned;
+        uint32_t have_status = vmwp_state_get_u32(&r), status_len, n_requests;
+        const uint8_t *status = vmwp_state_get_blob(&r, sizeof(dm->status), &status_len);
+
+        if (!status || status_len != sizeof(dm->status) || have_status > 1) {
+                *ret_error = g_strdup("dm: the saved guest report is malformed");
+                return -EBADMSG;
+        }
+        memcpy(&dm->status, status, sizeof(dm->status));
+        dm->have_status = have_status;
+        dm->status_us = g_get_monotonic_time();
+        dm->prompt_reports = vmwp_state_get_u64(&r);
+        dm->next_request_id = vmwp_state_get_u32(&r);
+        dm->added_bytes_total = vmwp_state_get_u64(&r);
+        dm->removed_bytes_total = vmwp_state_get_u64(&r);
+        dm->add_operations = vmwp_state_get_u64(&r);
+        dm->remove_operations = vmwp_state_get_u64(&r);
+        dm->refused_pages = vmwp_state_get_u64(&r);
+        dm->bad_packets = vmwp_state_get_u64(&r);
+        n_requests = vmwp_state_get_u32(&r);
+        if (r.failed || n_requests > DM_SAVED_REQUESTS_MAX) {
+                *ret_error = g_strdup_printf("dm: %u saved requests in flight, at most %u", n_requests,
+                                             DM_SAVED_REQUESTS_MAX);
+                return -EBADMSG;
+        }
+        g_array_set_size(dm->requests, 0);
+        for (uint32_t i = 0; i < n_requests; i++) {
+                BalloonRequest req = {.id = vmwp_state_get_u32(&r)};
+
+                req.remaining = vmwp_state_get_u64(&r);
+                req.accepted = vmwp_state_get_u64(&r);
+                if (req.remaining > max_pages || req.accepted > max_pages) {
+                        *ret_error = g_strdup_printf(
+                                "dm: saved request %u asks for more pages than the VM has", req.id);
+                        return -EBADMSG;
+                }
+                g_array_append_val(dm->requests, req);
+        }
+        n_ballooned = vmwp_state_get_u64(&r);
+        if (r.failed || n_ballooned > dm->ram->visible_bytes / HV_PAGE_SIZE) {
+                *ret_error = g_strdup_printf("dm: %" G_GUINT64_FORMAT
+                                             " saved ballooned pages, more than visible RAM",
+                                             n_ballooned);
+                return -EBADMSG;
+        }
+        g_array_set_size(dm->ballooned, 0);
+        for (uint64_t i = 0; i < n_ballooned && !r.failed; i++) {
+                uint64_t pfn = vmwp_state_get_u64(&r);
+
+                if (pfn >= dm->ram->visible_bytes / HV_PAGE_SIZE) {
+                        *ret_error = g_strdup_printf("dm: saved ballooned page %" G_GUINT64_FORMAT
+                                                     " lies outside visible RAM",
+                                                     pfn);
+                        return -EBADMSG;
+                }
+                g_array_append_val(dm->ballooned, pfn);
+        }
+        if (!vmwp_state_done(&r)) {
+                *ret_error = g_strdup("dm: the saved state is cut short or has bytes left over");
+                return -EBADMSG;
+        }
+        return 0;
+}
+
+const uint64_t *vmwp_dm_ballooned(const VmwpDm *dm, size_t *ret_n)
+{
+        *ret_n = dm->ballooned->len;
+        return (const uint64_t *)dm->ballooned->data;
 }

@@ -58,6 +58,13 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmwpDm, vmwp_dm_free)
  * -EINVAL, -EBUSY; *ret_error names the cause. */
 int vmwp_dm_adjust(VmwpDm *dm, int64_t delta_bytes, char **ret_error);
 void vmwp_dm_status(VmwpDm *dm, VmwpMemoryStatus *ret);
+/* Save-VM: the VSP's state (the guest's last report, the pages its balloon holds,
+ * requests in flight, the totals), appended to `out`; restore reads it back after
+ * VMBus's (which reopens the channel) and checks every page against the maximum. */
+void vmwp_dm_save(const VmwpDm *dm, GByteArray *out);
+int vmwp_dm_restore(VmwpDm *dm, const uint8_t *data, size_t len, char **ret_error);
+/* The pages hvd holds as ballooned, for a restore to hand back to hvd. */
+const uint64_t *vmwp_dm_ballooned(const VmwpDm *dm, size_t *ret_n);
 
 /* Called when the figures should reach vmmsd now rather than on the second: prompt =
  * true as a guest report flagged HV_DM_STATUS_PROMPT arrives, false when a balloon

@@ -58,6 +58,9 @@ static void on_control_action(VmwpControlAction action, void *userdata)
         if (action == VMWP_CONTROL_TURN_OFF) {
                 set_exit(m, VMMS__WORKER__EXITING__REASON__TURNED_OFF, "turned off");
                 g_main_loop_quit(m->loop);
+        } else if (action == VMWP_CONTROL_SAVED) {
+                set_exit(m, VMMS__WORKER__EXITING__REASON__SAVED, "saved");
+                g_main_loop_quit(m->loop);
         }
 }
 
@@ -99,7 +102,7 @@ int main(int argc, char **argv)
 {
         g_auto(VmwpConfig) config = {0};
         g_autofree char *memory = NULL, *maximum = NULL, *control_socket = NULL, *vm_id = NULL,
-                        *paging_bytes = NULL;
+                        *paging_bytes = NULL, *restore = NULL;
         gint vps = 1, reserve = 0, cpu_maximum = 0, relative_weight = 0;
         gboolean console_stdout = FALSE, concurrent_vps = FALSE;
         GOptionEntry entries[] = {
@@ -139,6 +142,8 @@ int main(int argc, char **argv)
                 {"control-socket", 0, 0, G_OPTION_ARG_FILENAME, &control_socket,
                  "Serve vmmsd's control protocol here", "PATH"},
                 {"vm-id", 0, 0, G_OPTION_ARG_STRING, &vm_id, "The VM's id, reported to vmmsd", "UUID"},
+                {"restore", 0, 0, G_OPTION_ARG_FILENAME, &restore,
+                 "Start from this saved state (Save-VM's file), checked whole first", "FILE"},
                 {NULL},
         };
         g_autoptr(GOptionContext) options = g_option_context_new("- run one VM on hvd");
@@ -190,7 +195,7 @@ int main(int argc, char **argv)
 
         r = vmwp_worker_new(&config, &worker, &why);
         if (r >= 0)
-                r = vmwp_worker_start(worker, &why);
+                r = restore ? vmwp_worker_restore(worker, restore, &why) : vmwp_worker_start(worker, &why);
         if (r < 0) {
                 fprintf(stderr, "vmwp: %s: %s\n", config.name, why);
                 return exit_code_for(r);

@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "vmwp-state.h"
 #include "vmwp-vmbus.h"
 
 #define VMBUS_NOTES_PER_PROCESS 64
@@ -588,4 +589,174 @@ bool vmwp_vmbus_process(VmwpVmbus *bus)
         if (backlog && !bus->retry_source)
                 bus->retry_source = g_timeout_add(VMBUS_RETRY_MS, on_retry, bus);
         return bus->notes.length > 0;
+}
+
+/* ---- Save-VM ---- */
+
+static void save_outgoing(const GQueue *queue, GByteArray *out)
+{
+        vmwp_state_put_u32(out, queue->length);
+        for (const GList *l = queue->head; l; l = l->next) {
+                const VmbusOutgoing *o = l->data;
+
+                vmwp_state_put_u32(out, o->type);
+                vmwp_state_put_blob(out, o->data, o->len);
+        }
+}
+
+void vmwp_vmbus_save(const VmwpVmbus *bus, GByteArray *out)
+{
+        vmwp_state_put_u32(out, bus->have_message_page);
+        vmwp_state_put_u32(out, bus->connected);
+        vmwp_state_put_u64(out, bus->message_page_gpa);
+        vmwp_state_put_u32(out, bus->channels->len);
+        for (guint i = 0; i < bus->channels->len; i++) {
+                const VmwpChannel *ch = bus->channels->pdata[i];
+
+                vmwp_state_put_u32(out, ch->open);
+                vmwp_state_put_u32(out, ch->open ? ch->n_pfns : 0);
+                for (uint32_t k = 0; ch->open && k < ch->n_pfns; k++)
+                        vmwp_state_put_u64(out, ch->pfns[k]);
+                vmwp_state_put_u32(out, ch->open ? ch->in.own_index : 0);
+                vmwp_state_put_u32(out, ch->open ? ch->out.own_index : 0);
+                save_outgoing(&ch->backlog, out);
+        }
+        save_outgoing(&bus->messages, out);
+        vmwp_state_put_u32(out, bus->notes.length);
+        for (const GList *l = bus->notes.head; l; l = l->next) {
+                const VmbusNote *note = l->data;
+
+                vmwp_state_put_u32(out, note->is_signal);
+                vmwp_state_put_u32(out, note->connection_id);
+                vmwp_state_put_blob(out, note->data, note->len);
+        }
+}
+
+static int restore_outgoing(VmwpStateReader *r, GQueue *queue, uint32_t max_count, uint32_t max_len)
+{
+        uint32_t n = vmwp_state_get_u32(r);
+
+        if (n > max_count)
+                return -EBADMSG;
+        for (uint32_t i = 0; i < n && !r->failed; i++) {
+                uint32_t type = vmwp_state_get_u32(r), len;
+                const uint8_t *data = vmwp_state_get_blob(r, max_len, &len);
+                VmbusOutgoing *o;
+
+                if (!data)
+                        return -EBADMSG;
+                o = g_malloc(sizeof(*o) + len);
+                o->type = type;
+                o->len = len;
+                memcpy(o->data, data, len);
+                g_queue_push_tail(queue, o);
+        }
+        return r->failed ? -EBADMSG : 0;
+}
+
+static int restore_channel(VmwpVmbus *bus, VmwpChannel *ch, VmwpStateReader *r, char **ret_error)
+{
+        struct hv_vmbus_open open = {.channel_id = ch->id};
+        uint8_t *pages[HV_VMBUS_OPEN_MAX_PAGES];
+        uint32_t is_open = vmwp_state_get_u32(r), n_pfns = vmwp_state_get_u32(r), in_index, out_index;
+
+        if (r->failed || is_open > 1 || n_pfns > HV_VMBUS_OPEN_MAX_PAGES || n_pfns % 2 != 0 ||
+            (is_open && n_pfns == 0) || (!is_open && n_pfns != 0)) {
+                *ret_error = g_strdup_printf("vmbus: channel %u's saved state is malformed", ch->id);
+                return -EBADMSG;
+        }
+        open.ring_pages = n_pfns / 2;
+        for (uint32_t k = 0; k < n_pfns; k++)
+                open.pfns[k] = vmwp_state_get_u64(r);
+        in_index = vmwp_state_get_u32(r);
+        out_index = vmwp_state_get_u32(r);
+        if (r->failed) {
+                *ret_error = g_strdup_printf("vmbus: channel %u's saved state is cut short", ch->id);
+                return -EBADMSG;
+        }
+        if (is_open) {
+                if (check_open(bus, ch, &open, sizeof(open)) != 0) {
+                        *ret_error = g_strdup_printf("vmbus: channel %u's saved ring pages are not usable",
+                                                     ch->id);
+                        return -EBADMSG;
+                }
+                for (uint32_t k = 0; k < n_pfns; k++)
+                        pages[k] = bus->ram->ram + open.pfns[k] * HV_PAGE_SIZE;
+                if (vmwp_ring_init(&ch->in, pages, open.ring_pages, true) < 0 ||
+                    vmwp_ring_init(&ch->out, pages + open.ring_pages, open.ring_pages, false) < 0 ||
+                    in_index >= ch->in.data_size || in_index % 8 != 0 || out_index >= ch->out.data_size ||
+                    out_index % 8 != 0) {
+                        *ret_error = g_strdup_printf("vmbus: channel %u's saved rings are corrupt", ch->id);
+                        return -EBADMSG;
+                }
+                ch->in.own_index = in_index;
+                ch->out.own_index = out_index;
+                ch->n_pfns = n_pfns;
+                memcpy(ch->pfns, open.pfns, n_pfns * sizeof(uint64_t));
+                ch->open = true;
+        }
+        if (restore_outgoing(r, &ch->backlog, VMWP_CHANNEL_BACKLOG_MAX, HV_PACKET_MAX) < 0) {
+                *ret_error = g_strdup_printf("vmbus: channel %u's saved backlog is malformed", ch->id);
+                return -EBADMSG;
+        }
+        if (is_open && ch->ops->opened)
+                ch->ops->opened(ch, ch->userdata);
+        return 0;
+}
+
+int vmwp_vmbus_restore(VmwpVmbus *bus, const uint8_t *data, size_t len, char **ret_error)
+{
+        VmwpStateReader r = vmwp_state_reader(data, len);
+        uint32_t have_page = vmwp_state_get_u32(&r), connected = vmwp_state_get_u32(&r), n_channels, n_notes;
+        uint64_t page_gpa = vmwp_state_get_u64(&r);
+        int ret;
+
+        n_channels = vmwp_state_get_u32(&r);
+        if (r.failed || have_page > 1 || connected > 1 || (connected && !have_page) ||
+            (have_page && (page_gpa % HV_PAGE_SIZE != 0 || !page_visible(bus, page_gpa / HV_PAGE_SIZE)))) {
+                *ret_error = g_strdup("vmbus: the saved message page is not a page inside visible RAM");
+                return -EBADMSG;
+        }
+        if (n_channels != bus->channels->len) {
+                *ret_error = g_strdup_printf("vmbus: the saved VM has %u channels, this worker offers %u",
+                                             n_channels, bus->channels->len);
+                return -EBADMSG;
+        }
+        bus->have_message_page = have_page;
+        bus->connected = connected;
+        bus->message_page_gpa = page_gpa;
+        for (guint i = 0; i < bus->channels->len; i++) {
+                ret = restore_channel(bus, bus->channels->pdata[i], &r, ret_error);
+                if (ret < 0)
+                        return ret;
+        }
+        if (restore_outgoing(&r, &bus->messages, VMBUS_HOST_MESSAGES_MAX, HV_MESSAGE_PAYLOAD_MAX) < 0) {
+                *ret_error = g_strdup("vmbus: the saved host messages are malformed");
+                return -EBADMSG;
+        }
+        n_notes = vmwp_state_get_u32(&r);
+        if (n_notes > VMBUS_NOTES_MAX) {
+                *ret_error = g_strdup("vmbus: too many saved guest notes");
+                return -EBADMSG;
+        }
+        for (uint32_t i = 0; i < n_notes && !r.failed; i++) {
+                uint32_t is_signal = vmwp_state_get_u32(&r), connection_id = vmwp_state_get_u32(&r), note_len;
+                const uint8_t *note_data = vmwp_state_get_blob(&r, HV_MESSAGE_PAYLOAD_MAX, &note_len);
+                VmbusNote *note;
+
+                if (!note_data || is_signal > 1)
+                        break;
+                note = g_malloc(sizeof(*note) + note_len);
+                note->is_signal = is_signal;
+                note->connection_id = connection_id;
+                note->len = note_len;
+                memcpy(note->data, note_data, note_len);
+                g_queue_push_tail(&bus->notes, note);
+        }
+        if (!vmwp_state_done(&r)) {
+                *ret_error = g_strdup("vmbus: the saved state is cut short or has bytes left over");
+                return -EBADMSG;
+        }
+        schedule_process(bus);
+        return 0;
 }

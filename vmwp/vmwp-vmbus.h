@@ -75,6 +75,14 @@ const VmwpVmbusStats *vmwp_vmbus_stats(const VmwpVmbus *bus);
  * worker itself writes such pages, so they must not be ballooned. */
 bool vmwp_vmbus_page_in_use(const VmwpVmbus *bus, uint64_t pfn);
 
+/* Save-VM: the host side's state (message page, each channel's ring pages and the
+ * indexes it owns, and what waits to be sent or handled), appended to `out`. Restore
+ * reads it back into a bus built with the same devices over the restored RAM; every
+ * value is checked as OPEN checks a guest's (a saved file is untrusted). Neither
+ * signals the guest. */
+void vmwp_vmbus_save(const VmwpVmbus *bus, GByteArray *out);
+int vmwp_vmbus_restore(VmwpVmbus *bus, const uint8_t *data, size_t len, char **ret_error);
+
 bool vmwp_channel_open(const VmwpChannel *channel);
 uint32_t vmwp_channel_id(const VmwpChannel *channel);
 /* Packets waiting for room in the ring to the guest. */

@@ -9,6 +9,7 @@
 #include "hv-abi.h"
 #include "hv-client.h"
 #include "vmwp-elf.h"
+#include "vmwp-save.h"
 #include "vmwp-storage.h"
 #include "vmwp-vmbus.h"
 #include "vmwp-worker.h"
@@ -325,8 +326,10 @@ static int fail(VmwpWorker *w, char **ret_error, int r, const char *what)
 
 int vmwp_worker_start(VmwpWorker *w, char **ret_error)
 {
-        HvClientProcessor processor = {w->config.reserve_pct, w->config.maximum_pct,
-                                       w->config.relative_weight, w->config.concurrent_vps};
+        HvClientProcessor processor = {.reserve_pct = w->config.reserve_pct,
+                                       .maximum_pct = w->config.maximum_pct,
+                                       .relative_weight = w->config.relative_weight,
+                                       .concurrent_vps = w->config.concurrent_vps};
         g_autofree char *cmdline = NULL;
         uint64_t entry;
         int r;
@@ -437,7 +440,8 @@ int vmwp_worker_dispatch(VmwpWorker *w)
 int vmwp_worker_set_processor(VmwpWorker *w, uint32_t reserve_pct, uint32_t maximum_pct,
                               uint32_t relative_weight, char **ret_error)
 {
-        HvClientProcessor processor = {reserve_pct, maximum_pct, relative_weight, false};
+        HvClientProcessor processor = {
+                .reserve_pct = reserve_pct, .maximum_pct = maximum_pct, .relative_weight = relative_weight};
         int r;
 
         if (!w->partition_live) {
@@ -476,4 +480,117 @@ int vmwp_worker_memory_status(VmwpWorker *w, VmwpMemoryStatus *ret)
                 return -ESRCH;
         vmwp_dm_status(w->dm, ret);
         return 0;
+}
+
+/* ---- Save-VM ---- */
+
+static VmwpSaveParts save_parts(VmwpWorker *w)
+{
+        return (VmwpSaveParts){
+                .hv = w->hv,
+                .partition_id = w->partition_id,
+                .ram_fd = w->ram_fd,
+                .ram = w->ram,
+                .guest_ram = &w->guest_ram,
+                .vmbus = w->vmbus,
+                .dm = w->dm,
+                .paging_path = w->paging_path,
+                .vp_count = w->config.vp_count,
+        };
+}
+
+int vmwp_worker_save(VmwpWorker *w, const char *path, VmwpSaveResult *ret, char **ret_error)
+{
+        VmwpSaveParts parts;
+        bool was_paused = w->paused;
+        int r;
+
+        if (!w->partition_live || !w->vmbus) {
+                *ret_error = g_strdup("the VM has no partition");
+                return -ESRCH;
+        }
+        r = vmwp_worker_pause(w, true, ret_error);
+        if (r < 0)
+                return r;
+        /* What the guest said before it stopped is handled first: its notes still in
+         * the socket, then VMBus's queue (bounded: the guest is paused, nothing new comes). */
+        (void)hv_client_dispatch(w->hv);
+        for (int i = 0; i < 64 && vmwp_vmbus_process(w->vmbus); i++)
+                ;
+        parts = save_parts(w);
+        r = vmwp_save_write(&parts, path, ret, ret_error);
+        if (r < 0 && !was_paused) {
+                g_autofree char *ignored = NULL;
+
+                (void)vmwp_worker_pause(w, false, &ignored);
+        }
+        return r;
+}
+
+int vmwp_worker_restore(VmwpWorker *w, const char *path, char **ret_error)
+{
+        HvClientProcessor processor = {.reserve_pct = w->config.reserve_pct,
+                                       .maximum_pct = w->config.maximum_pct,
+                                       .relative_weight = w->config.relative_weight,
+                                       .concurrent_vps = w->config.concurrent_vps,
+                                       .restoring = true};
+        g_autoptr(GArray) sections = NULL;
+        g_autofree char *why = NULL;
+        VmwpSaveParts parts;
+        uint64_t maximum, visible;
+        uint32_t vps;
+        int fd, r;
+
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+                r = -errno;
+                *ret_error = g_strdup_printf("cannot open the saved state %s: %s", path, g_strerror(-r));
+                return r;
+        }
+        r = vmwp_save_check(fd, w->config.vp_count, &sections, &why);
+        if (r >= 0)
+                r = vmwp_save_read_config(fd, sections, &vps, &maximum, &visible, &why);
+        if (r >= 0 && (vps != w->config.vp_count || maximum != w->config.maximum_bytes)) {
+                why = g_strdup_printf("the saved VM has %u VPs and %" G_GUINT64_FORMAT
+                                      " bytes maximum; its definition %u and %" G_GUINT64_FORMAT,
+                                      vps, maximum, w->config.vp_count, w->config.maximum_bytes);
+                r = -EBADMSG;
+        }
+        if (r < 0) {
+                close(fd);
+                *ret_error = g_strdup_printf("the saved state %s is unusable: %s", path,
+                                             why ? why : g_strerror(-r));
+                return r;
+        }
+        r = hv_client_partition_create(w->hv, w->config.name, vps, visible, maximum, &processor,
+                                       &w->partition_id, &w->ram_fd);
+        if (r < 0) {
+                close(fd);
+                return fail(w, ret_error, r, "hvd refused the partition");
+        }
+        w->partition_live = true;
+        w->paused = true;
+        w->ram_bytes = maximum;
+        w->ram = mmap(NULL, w->ram_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, w->ram_fd, 0);
+        if (w->ram == MAP_FAILED) {
+                w->ram = NULL;
+                r = -errno;
+                close(fd);
+                *ret_error = g_strdup_printf("cannot map guest RAM: %s", g_strerror(-r));
+                return r;
+        }
+        r = start_devices(w, ret_error);
+        if (r < 0) {
+                close(fd);
+                return r;
+        }
+        w->guest_ram.visible_bytes = visible;
+        parts = save_parts(w);
+        r = vmwp_save_load(&parts, fd, sections, &why);
+        close(fd);
+        if (r < 0) {
+                *ret_error = g_strdup_printf("cannot restore %s: %s", path, why ? why : g_strerror(-r));
+                return r;
+        }
+        return vmwp_worker_pause(w, false, ret_error);
 }

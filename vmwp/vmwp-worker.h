@@ -42,6 +42,14 @@ void vmwp_worker_free(VmwpWorker *w);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmwpWorker, vmwp_worker_free)
 
 int vmwp_worker_start(VmwpWorker *w, char **ret_error);
+/* Save-VM: pauses the VM, writes its whole state to `path` (vmwp-save.h) and leaves it
+ * paused; the caller destroys the partition. On failure the VM runs again as before
+ * (unless it was paused) and no file is left at `path`'s temporary name. */
+typedef struct VmwpSaveResult VmwpSaveResult;
+int vmwp_worker_save(VmwpWorker *w, const char *path, VmwpSaveResult *ret, char **ret_error);
+/* Instead of vmwp_worker_start: the VM from a file vmwp_worker_save wrote, checked
+ * whole first; it runs from where it was saved. */
+int vmwp_worker_restore(VmwpWorker *w, const char *path, char **ret_error);
 int vmwp_worker_stop(VmwpWorker *w);
 void vmwp_worker_set_stopped_handler(VmwpWorker *w, VmwpStoppedFn fn, void *userdata);
 /* The socket to watch; call vmwp_worker_dispatch when it is readable. */

@@ -228,6 +228,7 @@ int hv_client_partition_create(HvClient *c, const char *name, uint32_t vp_count,
         processor_to_wire(processor, &settings);
         body.processor = &settings;
         body.concurrent_vps = processor && processor->concurrent_vps;
+        body.restoring = processor && processor->restoring;
         req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_CREATE;
         req.partition_create = &body;
         r = call(c, &req, &reply, &fd);
@@ -333,6 +334,92 @@ int hv_client_partition_pause(HvClient *c, uint64_t partition_id, bool paused)
         body.paused = paused;
         req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_PAUSE;
         req.partition_pause = &body;
+        return call(c, &req, NULL, NULL);
+}
+
+int hv_client_vp_state_get(HvClient *c, uint64_t partition_id, uint32_t vp_index, GBytes **ret_state)
+{
+        Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
+        Vmms__Hv__VpStateGet body = VMMS__HV__VP_STATE_GET__INIT;
+        g_autoptr(Vmms__Hv__Reply) reply = NULL;
+        uint8_t *packed;
+        size_t len;
+        int r;
+
+        body.partition_id = partition_id;
+        body.vp_index = vp_index;
+        req.body_case = VMMS__HV__REQUEST__BODY_VP_STATE_GET;
+        req.vp_state_get = &body;
+        r = call(c, &req, &reply, NULL);
+        if (r < 0)
+                return r;
+        if (reply->body_case != VMMS__HV__REPLY__BODY_VP_STATE) {
+                set_last_error(c, "hvd's reply to VpStateGet lacks the VP's state");
+                return -EPROTO;
+        }
+        len = vmms__hv__vp_state__get_packed_size(reply->vp_state);
+        packed = g_malloc(len);
+        vmms__hv__vp_state__pack(reply->vp_state, packed);
+        *ret_state = g_bytes_new_take(packed, len);
+        return 0;
+}
+
+int hv_client_vp_state_set(HvClient *c, uint64_t partition_id, const uint8_t *state, size_t len)
+{
+        Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
+        Vmms__Hv__VpStateSet body = VMMS__HV__VP_STATE_SET__INIT;
+        Vmms__Hv__VpState *unpacked = vmms__hv__vp_state__unpack(NULL, len, state);
+        int r;
+
+        if (!unpacked) {
+                set_last_error(c, "the VP state is not a vmms.hv.VpState message");
+                return -EBADMSG;
+        }
+        body.partition_id = partition_id;
+        body.state = unpacked;
+        req.body_case = VMMS__HV__REQUEST__BODY_VP_STATE_SET;
+        req.vp_state_set = &body;
+        r = call(c, &req, NULL, NULL);
+        vmms__hv__vp_state__free_unpacked(unpacked, NULL);
+        return r;
+}
+
+int hv_client_partition_state_get(HvClient *c, uint64_t partition_id, HvClientPartitionState *ret)
+{
+        Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
+        Vmms__Hv__PartitionStateGet body = VMMS__HV__PARTITION_STATE_GET__INIT;
+        g_autoptr(Vmms__Hv__Reply) reply = NULL;
+        int r;
+
+        body.partition_id = partition_id;
+        req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_STATE_GET;
+        req.partition_state_get = &body;
+        r = call(c, &req, &reply, NULL);
+        if (r < 0)
+                return r;
+        if (reply->body_case != VMMS__HV__REPLY__BODY_PARTITION_STATE) {
+                set_last_error(c, "hvd's reply to PartitionStateGet lacks the partition's state");
+                return -EPROTO;
+        }
+        *ret = (HvClientPartitionState){
+                .reference_time_ns = reply->partition_state->reference_time_ns,
+                .vp_count = reply->partition_state->vp_count,
+                .visible_bytes = reply->partition_state->visible_bytes,
+                .ballooned_bytes = reply->partition_state->ballooned_bytes,
+                .hot_added_bytes = reply->partition_state->hot_added_bytes,
+        };
+        return 0;
+}
+
+int hv_client_partition_state_set(HvClient *c, uint64_t partition_id, uint64_t reference_time_ns)
+{
+        Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
+        Vmms__Hv__PartitionStateSet body = VMMS__HV__PARTITION_STATE_SET__INIT;
+
+        body.partition_id = partition_id;
+        body.reference_time_ns = reference_time_ns;
+        req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_STATE_SET;
+        req.partition_state_set = &body;
         return call(c, &req, NULL, NULL);
 }
 

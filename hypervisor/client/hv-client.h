@@ -31,6 +31,7 @@ typedef struct HvClientProcessor {
         uint32_t maximum_pct;     /* 1-100 % of one LP, per VP */
         uint32_t relative_weight; /* 1-10000 */
         bool concurrent_vps;      /* PartitionCreate only: opt out of ganging (hv.proto) */
+        bool restoring;           /* PartitionCreate only: created paused, VPs from saved state */
 } HvClientProcessor;
 
 /* `processor` NULL: the defaults. The partition may grow to HV_MAX_VPS_PER_PARTITION VPs. */
@@ -47,6 +48,20 @@ int hv_client_vp_start(HvClient *c, uint64_t partition_id, uint32_t vp_index, ui
 int hv_client_partition_destroy(HvClient *c, uint64_t partition_id);
 int hv_client_partition_signal(HvClient *c, uint64_t partition_id, uint32_t vp_index);
 int hv_client_partition_pause(HvClient *c, uint64_t partition_id, bool paused);
+/* Save and restore, on a paused partition (hv.proto VpState, PartitionState). A VP's
+ * state travels as a packed hv.proto VpState, as it is stored in a saved file and sent
+ * to a peer; hvd checks every field of what is set. */
+int hv_client_vp_state_get(HvClient *c, uint64_t partition_id, uint32_t vp_index, GBytes **ret_state);
+int hv_client_vp_state_set(HvClient *c, uint64_t partition_id, const uint8_t *state, size_t len);
+typedef struct HvClientPartitionState {
+        uint64_t reference_time_ns; /* the guest's view of the reference clock */
+        uint32_t vp_count;
+        uint64_t visible_bytes;
+        uint64_t ballooned_bytes;
+        uint64_t hot_added_bytes;
+} HvClientPartitionState;
+int hv_client_partition_state_get(HvClient *c, uint64_t partition_id, HvClientPartitionState *ret);
+int hv_client_partition_state_set(HvClient *c, uint64_t partition_id, uint64_t reference_time_ns);
 /* Dynamic Memory. A partition's memory figures (hv.proto PartitionMemory). */
 typedef struct HvClientMemory {
         uint64_t visible_bytes;
