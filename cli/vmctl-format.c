@@ -493,6 +493,15 @@ void vmctl_format_host(GString *out, const Vmms__V1__Host *host)
                         number(host->reservation_used_pct), number(host->reservation_capacity_pct),
                         joined(host->engines, host->n_engines, ","), text(host->hypervisor_status));
         vmctl_table_render(table, out);
+        if (host->n_engine_status) {
+                static const VmctlColumn engine_columns[] = {{"Engine", false}, {"Status", false}};
+                g_autoptr(VmctlTable) engines = vmctl_table_new(engine_columns, G_N_ELEMENTS(engine_columns));
+
+                for (size_t i = 0; i < host->n_engines && i < host->n_engine_status; i++)
+                        vmctl_table_add(engines, text(host->engines[i]), text(host->engine_status[i]));
+                g_string_append_c(out, '\n');
+                vmctl_table_render(engines, out);
+        }
 }
 
 void vmctl_format_counters(GString *out, const Vmms__V1__GetCountersResponse *counters)

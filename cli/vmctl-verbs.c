@@ -95,6 +95,23 @@ static const VmctlParam new_vm_params[] = {
          .type = VMCTL_PARAM_STRING,
          .help = "What runs the VM; Get-VMHost lists this host's engines. Default bundled (hvd and a "
                  "worker)."},
+        {.name = "KernelPath",
+         .type = VMCTL_PARAM_STRING,
+         .max = VMMS_BOOT_ARGS_LENGTH_MAX,
+         .help = "libvirt engine: the guest's kernel (an absolute path vmmsd and QEMU can read)."},
+        {.name = "InitrdPath",
+         .type = VMCTL_PARAM_STRING,
+         .max = VMMS_BOOT_ARGS_LENGTH_MAX,
+         .help = "libvirt engine: the kernel's initrd (an absolute path)."},
+        {.name = "KernelArgs",
+         .type = VMCTL_PARAM_STRING,
+         .max = VMMS_BOOT_ARGS_LENGTH_MAX,
+         .help = "libvirt engine: the kernel's command line (console=ttyS0 is added unless it names a "
+                 "console)."},
+        {.name = "VHDPath",
+         .type = VMCTL_PARAM_STRING,
+         .max = VMMS_BOOT_ARGS_LENGTH_MAX,
+         .help = "libvirt engine: a disk image to boot (qcow2 or raw, an absolute path)."},
         COMMON_PARAMS,
 };
 
@@ -469,6 +486,14 @@ void vmctl_create_init(VmctlCreate *create, const VmctlArgs *args)
                 create->request.automatic_start_action = vmctl_automatic_start_action(v->text);
         if ((v = vmctl_args_get(args, "Engine"))->set)
                 create->request.engine = (char *)v->text;
+        if ((v = vmctl_args_get(args, "KernelPath"))->set)
+                create->request.kernel_path = (char *)v->text;
+        if ((v = vmctl_args_get(args, "InitrdPath"))->set)
+                create->request.initrd_path = (char *)v->text;
+        if ((v = vmctl_args_get(args, "KernelArgs"))->set)
+                create->request.kernel_args = (char *)v->text;
+        if ((v = vmctl_args_get(args, "VHDPath"))->set)
+                create->request.vhd_path = (char *)v->text;
 }
 
 static int handle_new_vm(VmctlContext *ctx)

@@ -1,6 +1,7 @@
 /* VM definitions: defaults, validation of every setting, state names. */
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vmms-definition.h"
 
@@ -72,6 +73,10 @@ void vmms_vm_definition_init_defaults(VmmsVmDefinition *def)
         def->boot_args = g_strdup("");
         def->notes = g_strdup("");
         def->engine = g_strdup("bundled");
+        def->kernel_path = g_strdup("");
+        def->initrd_path = g_strdup("");
+        def->kernel_args = g_strdup("");
+        def->vhd_path = g_strdup("");
         def->automatic_start_action = VMMS_AUTO_START_START_IF_RUNNING;
 }
 
@@ -82,6 +87,10 @@ void vmms_vm_definition_clear(VmmsVmDefinition *def)
         g_free(def->boot_args);
         g_free(def->notes);
         g_free(def->engine);
+        g_free(def->kernel_path);
+        g_free(def->initrd_path);
+        g_free(def->kernel_args);
+        g_free(def->vhd_path);
         memset(def, 0, sizeof(*def));
 }
 
@@ -93,6 +102,10 @@ void vmms_vm_definition_copy(VmmsVmDefinition *dst, const VmmsVmDefinition *src)
         dst->boot_args = g_strdup(src->boot_args);
         dst->notes = g_strdup(src->notes);
         dst->engine = g_strdup(src->engine);
+        dst->kernel_path = g_strdup(src->kernel_path);
+        dst->initrd_path = g_strdup(src->initrd_path);
+        dst->kernel_args = g_strdup(src->kernel_args);
+        dst->vhd_path = g_strdup(src->vhd_path);
 }
 
 /* Names become file and log names and show in tables: printable, no path or shell
@@ -257,6 +270,71 @@ bool vmms_vm_workload_valid(const char *workload, const char *boot_args, const c
                         return false;
                 }
         return true;
+}
+
+static bool boot_file_valid(const char *field, const char *path, VmmsError *error)
+{
+        g_autofree char *quoted = NULL;
+
+        if (!path || !*path)
+                return true;
+        if (strlen(path) > VMMS_BOOT_ARGS_LENGTH_MAX || !g_utf8_validate(path, -1, NULL)) {
+                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT, "%s must be UTF-8 of at most %d bytes",
+                               field, VMMS_BOOT_ARGS_LENGTH_MAX);
+                return false;
+        }
+        if (!g_path_is_absolute(path)) {
+                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT, "%s '%s' is not an absolute path", field,
+                               quoted = vmms_quote(path));
+                return false;
+        }
+        if (!g_file_test(path, G_FILE_TEST_IS_REGULAR) || access(path, R_OK) < 0) {
+                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT, "%s '%s' is not a readable file", field,
+                               quoted = vmms_quote(path));
+                return false;
+        }
+        return true;
+}
+
+bool vmms_vm_boot_source_valid(const VmmsVmDefinition *def, VmmsError *error)
+{
+        bool kernel = def->kernel_path && *def->kernel_path;
+        bool vhd = def->vhd_path && *def->vhd_path;
+        bool libvirt = g_strcmp0(def->engine, "libvirt") == 0;
+
+        if (!libvirt && (kernel || vhd || (def->initrd_path && *def->initrd_path) ||
+                         (def->kernel_args && *def->kernel_args))) {
+                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
+                               "KernelPath, InitrdPath, KernelArgs and VHDPath are for the libvirt engine; "
+                               "the %s engine boots its own guest",
+                               def->engine ? def->engine : "bundled");
+                return false;
+        }
+        if (libvirt && !kernel && !vhd) {
+                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
+                               "a libvirt VM needs KernelPath (with InitrdPath and KernelArgs) or VHDPath");
+                return false;
+        }
+        if (!kernel && ((def->initrd_path && *def->initrd_path) || (def->kernel_args && *def->kernel_args))) {
+                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
+                               "InitrdPath and KernelArgs need KernelPath");
+                return false;
+        }
+        if (def->kernel_args && (strlen(def->kernel_args) > VMMS_BOOT_ARGS_LENGTH_MAX)) {
+                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
+                               "KernelArgs is %zu bytes long; the limit is %d", strlen(def->kernel_args),
+                               VMMS_BOOT_ARGS_LENGTH_MAX);
+                return false;
+        }
+        for (const char *c = def->kernel_args; c && *c; c++)
+                if (*c < 0x20 || *c > 0x7e) {
+                        vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
+                                       "KernelArgs may hold printable ASCII only");
+                        return false;
+                }
+        return boot_file_valid("KernelPath", def->kernel_path, error) &&
+               boot_file_valid("InitrdPath", def->initrd_path, error) &&
+               boot_file_valid("VHDPath", def->vhd_path, error);
 }
 
 bool vmms_vm_memory_change_allowed_running(const VmmsMemorySettings *old, const VmmsMemorySettings *new,

@@ -67,7 +67,13 @@ typedef struct VmmsVmDefinition {
         char *workload;
         char *boot_args;
         char *notes;
-        char *engine; /* "bundled" */
+        char *engine; /* "bundled" or "libvirt" */
+        /* The libvirt engine's guest: a kernel (with an initrd and its command line) or a
+         * disk image; empty strings when unset. */
+        char *kernel_path;
+        char *initrd_path;
+        char *kernel_args;
+        char *vhd_path;
         VmmsAutoStart automatic_start_action;
         int64_t created_unix_ms;
         int64_t updated_unix_ms;
@@ -90,6 +96,9 @@ bool vmms_vm_processor_valid(const VmmsProcessorSettings *p, VmmsError *error);
 uint64_t vmms_vm_paging_bytes(const VmmsMemorySettings *m);
 bool vmms_vm_memory_valid(const VmmsMemorySettings *m, VmmsError *error);
 bool vmms_vm_workload_valid(const char *workload, const char *boot_args, const char *notes, VmmsError *error);
+/* The guest's boot source for its engine: the libvirt engine needs KernelPath or
+ * VHDPath (absolute paths to readable files); the bundled engine takes neither. */
+bool vmms_vm_boot_source_valid(const VmmsVmDefinition *def, VmmsError *error);
 /* While running, Minimum may only be lowered and Maximum only raised (as Hyper-V). */
 bool vmms_vm_memory_change_allowed_running(const VmmsMemorySettings *old, const VmmsMemorySettings *new,
                                            VmmsError *error);

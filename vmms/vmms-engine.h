@@ -43,7 +43,8 @@ typedef void (*VmmsEngineDoneFn)(VmmsVm *vm, const VmmsError *error);
 
 typedef struct VmmsEngineOps {
         const char *name;
-        /* Whether VMs can run now; if not, *ret_why says why. Any state. */
+        /* Whether VMs can run now; if not, *ret_why says why. When they can, the engine
+         * may set *ret_why to a note on how it runs them (e.g. without KVM). Any state. */
         bool (*available)(VmmsEngine *e, char **ret_why);
         /* Off -> Starting: begins running the VM from its definition. Outcome through
          * running() or exited() (a failed start names its cause in exit->last_words). */
@@ -95,3 +96,14 @@ typedef struct VmmsBundledConfig {
 VmmsEngine *vmms_engine_bundled_new(const VmmsBundledConfig *config, VmmsHvd *hvd,
                                     const VmmsEngineCallbacks *callbacks);
 void vmms_engine_bundled_free(VmmsEngine *e);
+
+/* The libvirt engine: each VM is a libvirt domain (vmms-engine-libvirt.c says how
+ * settings and policy map onto it). Connects at once and keeps reconnecting. */
+typedef struct VmmsLibvirtConfig {
+        const char *uri;         /* NULL: qemu:///system */
+        const char *domain_type; /* "kvm", "qemu" (TCG) or "auto" (kvm if libvirt offers it) */
+        const char *state_dir;   /* logs/<id>.console.log */
+} VmmsLibvirtConfig;
+
+VmmsEngine *vmms_engine_libvirt_new(const VmmsLibvirtConfig *config, const VmmsEngineCallbacks *callbacks);
+void vmms_engine_libvirt_free(VmmsEngine *e);

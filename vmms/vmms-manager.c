@@ -34,6 +34,7 @@ struct VmmsManager {
         GHashTable *by_name; /* case-folded name -> VmmsVm* */
         VmmsHvd *hvd;
         VmmsEngine *bundled;
+        VmmsEngine *libvirt; /* NULL when vmmsd was built without libvirt */
         guint tick_source;
         VmmsMemory *memory;
         guint memory_prompt_source; /* a prompt balancer run waiting out the rate limit */
@@ -57,6 +58,8 @@ void vmms_config_clear(VmmsConfig *config)
         g_free(config->vmwp_path);
         g_free(config->guest_path);
         g_free(config->paging_dir);
+        g_free(config->libvirt_uri);
+        g_free(config->libvirt_domain_type);
         memset(config, 0, sizeof(*config));
 }
 
@@ -103,6 +106,8 @@ static VmmsEngine *engine_named(VmmsManager *m, const char *name)
 {
         if (!name || !*name || g_strcmp0(name, m->bundled->ops->name) == 0)
                 return m->bundled;
+        if (m->libvirt && g_strcmp0(name, m->libvirt->ops->name) == 0)
+                return m->libvirt;
         return NULL;
 }
 
@@ -121,7 +126,8 @@ int vmms_manager_vm_add(VmmsManager *m, const VmmsVmDefinition *def, VmmsVm **re
 
         if (!engine) {
                 vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
-                               "Engine '%s' is not one this host has (bundled)", def->engine);
+                               "Engine '%s' is not one this host has (%s)", def->engine,
+                               m->libvirt ? "bundled, libvirt" : "bundled");
                 return -EINVAL;
         }
         if (vmms_manager_lookup(m, def->name, NULL)) {
@@ -293,6 +299,11 @@ GArray *vmms_manager_engines(VmmsManager *m)
 
         info.available = m->bundled->ops->available(m->bundled, &info.why_not);
         g_array_append_val(engines, info);
+        if (m->libvirt) {
+                info = (VmmsEngineInfo){.name = m->libvirt->ops->name};
+                info.available = m->libvirt->ops->available(m->libvirt, &info.why_not);
+                g_array_append_val(engines, info);
+        }
         return engines;
 }
 
@@ -356,8 +367,15 @@ static void on_hvd_sample(const Vmms__Hv__Counters *prev, const Vmms__Hv__Counte
         VmmsMemoryPool pool = {.total_bytes = cur->pool_total_bytes, .used_bytes = cur->pool_used_bytes};
 
         (void)prev;
-        for (guint i = 0; i < m->vms->len; i++)
-                vmms_vm_sample(m->vms->pdata[i]);
+        for (guint i = 0; i < m->vms->len; i++) {
+                VmmsVm *vm = m->vms->pdata[i];
+
+                vmms_vm_sample(vm);
+                /* One pool spans the engines: memory assigned to a VM hvd does not run is
+                 * charged to hvd's pool figure too (vmms-engine-libvirt.c says why). */
+                if (vm->engine != m->bundled && vmms_vm_is_live(vm))
+                        pool.used_bytes = MIN(pool.total_bytes, pool.used_bytes + vm->figures.assigned_bytes);
+        }
         memory_carry_out(m,
                          vmms_memory_tick(m->memory, m->vms, &pool, (uint64_t)g_get_monotonic_time() * 1000));
 }
@@ -505,6 +523,8 @@ static void copy_config(VmmsConfig *dst, const VmmsConfig *src)
         dst->hvd_path = g_strdup(src->hvd_path);
         dst->vmwp_path = g_strdup(src->vmwp_path);
         dst->guest_path = g_strdup(src->guest_path);
+        dst->libvirt_uri = g_strdup(src->libvirt_uri);
+        dst->libvirt_domain_type = g_strdup(src->libvirt_domain_type);
         dst->paging_dir = src->paging_dir ? g_strdup(src->paging_dir)
                                           : g_build_filename(src->state_dir, "paging", NULL);
         if (!dst->start_timeout_ms)
@@ -574,6 +594,13 @@ int vmms_manager_new(const VmmsConfig *config, VmmsManager **ret, char **ret_err
                 .start_timeout_ms = m->config.start_timeout_ms,
         };
         m->bundled = vmms_engine_bundled_new(&bundled_config, m->hvd, &vmms_vm_engine_callbacks);
+#ifdef VMMS_HAVE_LIBVIRT
+        m->libvirt =
+                vmms_engine_libvirt_new(&(VmmsLibvirtConfig){.uri = m->config.libvirt_uri,
+                                                             .domain_type = m->config.libvirt_domain_type,
+                                                             .state_dir = m->config.state_dir},
+                                        &vmms_vm_engine_callbacks);
+#endif
         r = vmms_store_vm_list(m->store, &defs);
         if (r < 0) {
                 *ret_error = g_strdup_printf("cannot read the VM definitions: %s", g_strerror(-r));
@@ -619,6 +646,9 @@ void vmms_manager_free(VmmsManager *m)
         if (m->by_name)
                 g_hash_table_unref(m->by_name);
         vmms_engine_bundled_free(m->bundled);
+#ifdef VMMS_HAVE_LIBVIRT
+        vmms_engine_libvirt_free(m->libvirt);
+#endif
         vmms_hvd_free(m->hvd);
         vmms_memory_free(m->memory);
         vmms_events_free(m->events);

@@ -33,6 +33,8 @@ typedef struct VmmsConfig {
         uint64_t memory_reserve;   /* pool memory the balancer never gives to a VM */
         bool init_store;           /* an empty or missing vmms.db may become a new store */
         char *paging_dir;          /* the VMs' paging disks; NULL: STATE/paging */
+        char *libvirt_uri;         /* the libvirt engine's libvirtd; NULL: qemu:///system */
+        char *libvirt_domain_type; /* kvm, qemu or auto (NULL) */
 } VmmsConfig;
 
 void vmms_config_clear(VmmsConfig *config);
@@ -84,6 +86,6 @@ const char *vmms_manager_hypervisor_status(VmmsManager *m);
 typedef struct VmmsEngineInfo {
         const char *name;
         bool available;
-        char *why_not; /* NULL when available */
+        char *why_not; /* why not, or (when available) a note on how it runs VMs; may be NULL */
 } VmmsEngineInfo;
 GArray *vmms_manager_engines(VmmsManager *m); /* of VmmsEngineInfo; free with g_array_unref */

@@ -105,6 +105,10 @@ static Vmms__V1__Vm *vm_to_proto(VmmsCall *call, const VmmsVm *vm)
         out->updated_unix_ms = vm->def.updated_unix_ms;
         out->engine = vmms_call_strdup(call, vm->def.engine);
         out->automatic_start_action = auto_start_to_proto(vm->def.automatic_start_action);
+        out->kernel_path = vmms_call_strdup(call, vm->def.kernel_path ? vm->def.kernel_path : "");
+        out->initrd_path = vmms_call_strdup(call, vm->def.initrd_path ? vm->def.initrd_path : "");
+        out->kernel_args = vmms_call_strdup(call, vm->def.kernel_args ? vm->def.kernel_args : "");
+        out->vhd_path = vmms_call_strdup(call, vm->def.vhd_path ? vm->def.vhd_path : "");
         if (live) {
                 out->uptime_ms =
                         vm->def.started_unix_ms ? g_get_real_time() / 1000 - vm->def.started_unix_ms : 0;
@@ -196,12 +200,20 @@ static void op_create_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCa
                 g_free(def.engine);
                 def.engine = g_strdup(req->engine);
         }
+        g_free(def.kernel_path);
+        def.kernel_path = g_strdup(req->kernel_path ? req->kernel_path : "");
+        g_free(def.initrd_path);
+        def.initrd_path = g_strdup(req->initrd_path ? req->initrd_path : "");
+        g_free(def.kernel_args);
+        def.kernel_args = g_strdup(req->kernel_args ? req->kernel_args : "");
+        g_free(def.vhd_path);
+        def.vhd_path = g_strdup(req->vhd_path ? req->vhd_path : "");
         if (!auto_start_from_proto(req->automatic_start_action, VMMS_AUTO_START_START_IF_RUNNING,
                                    &def.automatic_start_action, &error) ||
             !vmms_vm_name_valid(def.name, &error) || !vmms_vm_processor_valid(&def.processor, &error) ||
             !vmms_vm_memory_valid(&def.memory, &error) ||
             !vmms_vm_workload_valid(def.workload, def.boot_args, def.notes, &error) ||
-            vmms_manager_vm_add(m, &def, &vm, &error) < 0) {
+            !vmms_vm_boot_source_valid(&def, &error) || vmms_manager_vm_add(m, &def, &vm, &error) < 0) {
                 fail(call, &error);
                 return;
         }
@@ -484,10 +496,15 @@ static void reply_host(VmmsManager *m, VmmsCall *call)
         out->hypervisor_status = vmms_call_strdup(call, vmms_manager_hypervisor_status(m));
         engines = vmms_manager_engines(m);
         out->engines = vmms_call_alloc(call, sizeof(char *) * (engines->len + 1));
+        out->engine_status = vmms_call_alloc(call, sizeof(char *) * (engines->len + 1));
         for (guint i = 0; i < engines->len; i++) {
                 VmmsEngineInfo *e = &g_array_index(engines, VmmsEngineInfo, i);
+                g_autofree char *status =
+                        g_strdup_printf("%s%s%s", e->available ? "available" : "unavailable",
+                                        e->why_not ? ": " : "", e->why_not ? e->why_not : "");
 
                 out->engines[out->n_engines++] = vmms_call_strdup(call, e->name);
+                out->engine_status[out->n_engine_status++] = vmms_call_strdup(call, status);
                 g_free(e->why_not);
         }
         out->vm_count = vms->len;

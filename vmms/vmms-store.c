@@ -63,6 +63,11 @@ static const char *const migrations[] = {
         "INSERT INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))));",
         /* 4: the paging disk's size (0: 4 x startup). */
         "ALTER TABLE vms ADD COLUMN paging_bytes INTEGER NOT NULL DEFAULT 0;",
+        /* 5: the libvirt engine's guest: a kernel, initrd and command line, or a disk. */
+        "ALTER TABLE vms ADD COLUMN kernel_path TEXT NOT NULL DEFAULT '';"
+        "ALTER TABLE vms ADD COLUMN initrd_path TEXT NOT NULL DEFAULT '';"
+        "ALTER TABLE vms ADD COLUMN kernel_args TEXT NOT NULL DEFAULT '';"
+        "ALTER TABLE vms ADD COLUMN vhd_path TEXT NOT NULL DEFAULT '';",
 };
 
 void vmms_event_record_free(VmmsEventRecord *event)
@@ -289,6 +294,10 @@ static void bind_definition(sqlite3_stmt *st, const VmmsVmDefinition *def)
         sqlite3_bind_text(st, 19, def->engine ? def->engine : "bundled", -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 20, vmms_auto_start_to_string(def->automatic_start_action), -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 21, (sqlite3_int64)def->memory.paging_bytes);
+        sqlite3_bind_text(st, 22, def->kernel_path ? def->kernel_path : "", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 23, def->initrd_path ? def->initrd_path : "", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 24, def->kernel_args ? def->kernel_args : "", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 25, def->vhd_path ? def->vhd_path : "", -1, SQLITE_STATIC);
 }
 
 static int write_runtime(VmmsStore *store, const VmmsVmDefinition *def)
@@ -348,8 +357,9 @@ static int insert_body(VmmsStore *store, const void *arg, VmmsEventRecord *event
                     "dm_enabled, "
                     "mem_startup, mem_minimum, mem_maximum, mem_buffer, mem_priority, workload, boot_args, "
                     "notes, "
-                    "created_ms, updated_ms, engine, auto_start, paging_bytes) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "created_ms, updated_ms, engine, auto_start, paging_bytes, kernel_path, initrd_path, "
+                    "kernel_args, vhd_path) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     &st);
         if (r < 0)
                 return r;
@@ -370,7 +380,8 @@ static int update_body(VmmsStore *store, const void *arg, VmmsEventRecord *event
                 "UPDATE vms SET name = ?2, state = ?3, vp_count = ?4, cpu_reserve = ?5, cpu_maximum = ?6, "
                 "cpu_weight = ?7, dm_enabled = ?8, mem_startup = ?9, mem_minimum = ?10, mem_maximum = ?11, "
                 "mem_buffer = ?12, mem_priority = ?13, workload = ?14, boot_args = ?15, notes = ?16, "
-                "created_ms = ?17, updated_ms = ?18, engine = ?19, auto_start = ?20, paging_bytes = ?21 "
+                "created_ms = ?17, updated_ms = ?18, engine = ?19, auto_start = ?20, paging_bytes = ?21, "
+                "kernel_path = ?22, initrd_path = ?23, kernel_args = ?24, vhd_path = ?25 "
                 "WHERE id = ?1",
                 &st);
         if (r < 0)
@@ -439,7 +450,7 @@ int vmms_store_vm_list(VmmsStore *store, GPtrArray **ret_defs)
                 "v.dm_enabled, v.mem_startup, v.mem_minimum, v.mem_maximum, v.mem_buffer, v.mem_priority, "
                 "v.workload, v.boot_args, v.notes, v.created_ms, v.updated_ms, "
                 "COALESCE(r.worker_pid, 0), COALESCE(r.started_ms, 0), v.engine, v.auto_start, "
-                "v.paging_bytes "
+                "v.paging_bytes, v.kernel_path, v.initrd_path, v.kernel_args, v.vhd_path "
                 "FROM vms v LEFT JOIN vm_runtime r ON r.vm_id = v.id ORDER BY v.created_ms, v.name",
                 &st);
         if (r < 0)
@@ -472,6 +483,10 @@ int vmms_store_vm_list(VmmsStore *store, GPtrArray **ret_defs)
                 def->started_unix_ms = sqlite3_column_int64(st, 19);
                 def->engine = column_text(st, 20);
                 def->memory.paging_bytes = (uint64_t)sqlite3_column_int64(st, 22);
+                def->kernel_path = column_text(st, 23);
+                def->initrd_path = column_text(st, 24);
+                def->kernel_args = column_text(st, 25);
+                def->vhd_path = column_text(st, 26);
                 if (vmms_auto_start_from_string(auto_start, &def->automatic_start_action) < 0)
                         def->automatic_start_action = VMMS_AUTO_START_START_IF_RUNNING;
                 g_ptr_array_add(defs, def);

@@ -252,7 +252,8 @@ int main(int argc, char **argv)
                         *grpc_socket = NULL, *grpc_tcp = NULL, *tls_cert = NULL, *tls_key = NULL,
                         *config_path = NULL, *hvd_path = NULL, *vmwp_path = NULL, *guest_path = NULL,
                         *dbus = NULL, *memory_reserve = NULL, *tls_ca = NULL, *socket_mode = NULL,
-                        *backup = NULL, *restore = NULL, *paging_dir = NULL, *hvd_scheduler = NULL;
+                        *backup = NULL, *restore = NULL, *paging_dir = NULL, *hvd_scheduler = NULL,
+                        *libvirt_uri = NULL, *libvirt_domain_type = NULL;
         gint hvd_lps = 0, stop_timeout = 30, hvd_numa_nodes = 0, hvd_slice_ms = 0;
         gboolean no_spawn_hvd = FALSE, init_store = FALSE, hvd_io_boost = FALSE;
         g_autofree char *metrics_address = NULL;
@@ -308,6 +309,11 @@ int main(int argc, char **argv)
                 {"hvd-path", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_FILENAME, &hvd_path, NULL, NULL},
                 {"paging-dir", 0, 0, G_OPTION_ARG_FILENAME, &paging_dir,
                  "Where the VMs' paging disks live (default STATE/paging)", "DIR"},
+                {"libvirt-uri", 0, 0, G_OPTION_ARG_STRING, &libvirt_uri,
+                 "libvirtd the libvirt engine connects to (default qemu:///system)", "URI"},
+                {"libvirt-domain-type", 0, 0, G_OPTION_ARG_STRING, &libvirt_domain_type,
+                 "Domains of type kvm, qemu (TCG) or auto (kvm where libvirt offers it; the default)",
+                 "TYPE"},
                 {"init-store", 0, 0, G_OPTION_ARG_NONE, &init_store,
                  "Begin with a new, empty store where vmms.db is empty or missing", NULL},
                 {"backup", 0, 0, G_OPTION_ARG_FILENAME, &backup,
@@ -377,6 +383,17 @@ int main(int argc, char **argv)
         if (hvd_options_parse(config_file, hvd_scheduler, hvd_numa_nodes, hvd_slice_ms, hvd_io_boost, hvd_lps,
                               &config.hvd_options) < 0)
                 return 2;
+        if (config_file && !libvirt_uri)
+                libvirt_uri = g_key_file_get_string(config_file, "vmmsd", "libvirt-uri", NULL);
+        if (config_file && !libvirt_domain_type)
+                libvirt_domain_type =
+                        g_key_file_get_string(config_file, "vmmsd", "libvirt-domain-type", NULL);
+        if (libvirt_domain_type && g_strcmp0(libvirt_domain_type, "kvm") != 0 &&
+            g_strcmp0(libvirt_domain_type, "qemu") != 0 && g_strcmp0(libvirt_domain_type, "auto") != 0) {
+                fprintf(stderr, "vmmsd: --libvirt-domain-type '%s' is not one of kvm, qemu, auto\n",
+                        libvirt_domain_type);
+                return 2;
+        }
         if (stop_timeout < 1 || stop_timeout > 3600) {
                 fprintf(stderr, "vmmsd: --stop-timeout %d is out of range 1-3600\n", stop_timeout);
                 return 2;
@@ -402,6 +419,8 @@ int main(int argc, char **argv)
         config.force_timeout_ms = MIN(config.stop_timeout_ms, 5000);
         config.init_store = init_store;
         config.paging_dir = g_strdup(paging_dir);
+        config.libvirt_uri = g_strdup(libvirt_uri);
+        config.libvirt_domain_type = g_strdup(libvirt_domain_type);
         if (!grpc_socket)
                 grpc_socket = g_build_filename(config.runtime_dir, "vmms.sock", NULL);
         if (backup || restore)

@@ -845,7 +845,9 @@ static void test_json_has_every_field_with_proto_names(void)
                 "\"relativeWeight\":100},\"memory\":null,\"workload\":\"\",\"bootArgs\":\"\",\"notes\":\"\","
                 "\"createdUnixMs\":0,\"updatedUnixMs\":0,\"uptimeMs\":-1,\"assignedMemoryBytes\":5368709120,"
                 "\"memoryDemandBytes\":0,\"memoryPressure\":0,\"cpuUsagePct\":12.5,\"workerPid\":0,"
-                "\"engine\":\"bundled\",\"automaticStartAction\":\"AUTOMATIC_START_ACTION_START\"}\n");
+                "\"engine\":\"bundled\",\"automaticStartAction\":\"AUTOMATIC_START_ACTION_START\","
+                "\"kernelPath\":\"\","
+                "\"initrdPath\":\"\",\"kernelArgs\":\"\",\"vhdPath\":\"\"}\n");
 }
 
 static void test_json_arrays_pretty_print(void)

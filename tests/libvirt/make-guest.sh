@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Builds the libvirt engine's test guest from Debian's packages only: Debian's kernel
+# (vmlinuz) and a busybox initramfs whose init loads the virtio and balloon modules,
+# prints "vmms-guest: up" on the serial console, powers off when the ACPI power button
+# is pressed (Stop-VM), and runs what the kernel command line asks for:
+#   vmms.soak_mb=N      fill N MiB of tmpfs (memory the guest cannot give back)
+#   vmms.poweroff_s=N   power itself off after N seconds ("vmms-guest: powering off")
+# Usage: make-guest.sh OUTDIR   -> OUTDIR/vmlinuz, OUTDIR/initrd.img (kept if present).
+set -euo pipefail
+
+out=${1:?usage: make-guest.sh OUTDIR}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ]; then
+  exit 0
+fi
+for tool in /bin/busybox cpio; do
+  command -v "$tool" >/dev/null || { echo "make-guest.sh: $tool is missing (scripts/libvirt-deps.sh installs it)" >&2; exit 1; }
+done
+[ -x /bin/busybox ] && /bin/busybox --list | grep -qx insmod ||
+  { echo "make-guest.sh: /bin/busybox has no insmod (install busybox-static)" >&2; exit 1; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+# linux-image-amd64 is a metapackage: the kernel is the package it depends on.
+kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+[ -n "$kpkg" ] || { echo "make-guest.sh: apt knows no linux-image-amd64" >&2; exit 1; }
+apt-get download "$kpkg" >/dev/null 2>&1 || apt-get download "$kpkg"
+dpkg-deb -x ./"$kpkg"_*.deb kernel
+kver=${kpkg#linux-image-}
+mods=kernel/lib/modules/$kver/kernel
+
+mkdir -p root/bin root/dev root/proc root/sys root/tmp root/soak root/modules
+cp /bin/busybox root/bin/busybox
+for m in drivers/input/evdev drivers/acpi/button drivers/virtio/virtio drivers/virtio/virtio_ring \
+         drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci_legacy_dev \
+         drivers/virtio/virtio_pci drivers/virtio/virtio_balloon; do
+  cp "$mods/$m.ko" root/modules/
+done
+cat > root/init <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for m in evdev button virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_balloon; do
+  insmod /modules/$m.ko || echo "vmms-guest: insmod $m failed"
+done
+echo "vmms-guest: up ($(grep MemTotal /proc/meminfo | tr -s ' '))"
+# Stop-VM presses the ACPI power button: any event on its input device powers off.
+for ev in /sys/class/input/event*; do
+  if [ "$(cat $ev/device/name 2>/dev/null)" = "Power Button" ]; then
+    (dd if=/dev/${ev##*/} bs=24 count=1 >/dev/null 2>&1; echo "vmms-guest: power button"; poweroff -f) &
+  fi
+done
+for arg in $(cat /proc/cmdline); do
+  case $arg in
+  vmms.soak_mb=*)
+    mount -t tmpfs -o size=100% tmpfs /soak
+    dd if=/dev/zero of=/soak/fill bs=1M count=${arg#*=} 2>/dev/null
+    echo "vmms-guest: soaked ${arg#*=} MiB";;
+  vmms.poweroff_s=*)
+    (sleep ${arg#*=}; echo "vmms-guest: powering off"; poweroff -f) &;;
+  esac
+done
+while true; do
+  sleep 5
+  echo "vmms-guest: $(grep MemTotal /proc/meminfo | tr -s ' ')"
+done
+INIT
+chmod +x root/init
+(cd root && find . | cpio -o -H newc --quiet | gzip -1) > "$out/initrd.img.tmp"
+cp kernel/boot/vmlinuz-"$kver" "$out/vmlinuz.tmp"
+mv "$out/initrd.img.tmp" "$out/initrd.img"
+mv "$out/vmlinuz.tmp" "$out/vmlinuz"
+echo "make-guest.sh: $out/vmlinuz ($kver) and $out/initrd.img"

@@ -1,0 +1,1134 @@
+/* The libvirt engine: the VM is a libvirt domain, run by QEMU (KVM or TCG) under the
+ * libvirtd that --libvirt-uri names. vmmsd keeps its own policy (Dynamic Memory,
+ * Reserve/Maximum/RelativeWeight) and carries it out through the libvirt C API.
+ *
+ * What maps to what:
+ *   VM definition        -> a transient domain, its XML generated here at each start
+ *                           (vmmsd's store owns the definition; libvirt holds the domain
+ *                           only while it runs, so Remove-VM leaves nothing behind and a
+ *                           changed setting needs no second copy kept in step). UUID =
+ *                           the VM's id, name "vmms-<name>-<id prefix>".
+ *   Start-VM             -> virDomainCreateXML, run in a thread (QEMU takes a moment)
+ *   Stop-VM              -> the ACPI power button (virDomainShutdownFlags), then
+ *                           virDomainDestroy (in a thread) after the stop timeout
+ *   -TurnOff, kill       -> virDomainDestroy
+ *   Suspend/Resume-VM    -> virDomainSuspend/virDomainResume
+ *   the VM is gone       -> libvirt's lifecycle event STOPPED (its detail names why:
+ *                           the guest shut down, was destroyed, crashed — a pvpanic
+ *                           device and <on_crash>destroy — or QEMU failed) -> exited()
+ *   vmmsd restarted      -> attach() finds the running domain by UUID
+ *   console              -> a serial port written to STATE/logs/<id>.console.log
+ *   CPU: RelativeWeight  -> the domain cgroup's cpu_shares (cgroup v2 writes it 1:1 to
+ *                           cpu.weight, the same 1-10000 range and default 100)
+ *        Maximum         -> vcpu_quota = Maximum x 1000 us per vcpu_period of 100 ms
+ *        Reserve         -> cgroups have no CPU minimum, so a reservation is met with
+ *                           weights: under full contention a domain gets w / SUM(w) of
+ *                           the host. A VM reserving s = Reserve x Count / (100 x LPs)
+ *                           of the host needs w >= s x SUM(w). Water-filling: start from
+ *                           the RelativeWeights; VMs whose weight falls short are pinned
+ *                           at w = s x T, where T = W_free / (1 - S_pinned) (W_free: the
+ *                           unpinned VMs' weights, S_pinned: the pinned VMs' shares);
+ *                           repeat until no VM falls short (at most once per VM). The
+ *                           weights depend only on settings and on which VMs run, so
+ *                           they are recomputed when those change (a start, an exit, a
+ *                           Set-VMProcessor), not every tick. Start-VM refuses a VM whose
+ *                           reservation would take the libvirt VMs' sum past the host's
+ *                           LPs. Limits: the guarantee holds among libvirt VMs (their
+ *                           cgroups are siblings under machine.slice), not against hvd or
+ *                           other host processes; weights are capped at 10000.
+ *   Dynamic Memory       -> virtio-balloon with stats every second. <memory> is the
+ *                           VM's Maximum (its startup size when Dynamic Memory is off) and
+ *                           <currentMemory> its startup size: the balloon moves between
+ *                           them (virDomainSetMemoryFlags, live) within [Minimum,
+ *                           Maximum]. (<maxMemory> is for hot-plugged DIMMs and needs
+ *                           guest NUMA cells; virtio-mem hot-add is a later step.)
+ *                           Committed = available - usable, i.e. the guest's MemTotal -
+ *                           MemAvailable: MemAvailable counts page cache the guest can
+ *                           drop, so committed is what it cannot give back, the figure
+ *                           Hyper-V's guests report. (actual - unused would count cache
+ *                           as demand and starve the balancer.) Assigned = the balloon's
+ *                           size (actual), or the target vmmsd asked for while a deflate
+ *                           is under way; an inflate not yet done is pending removal.
+ *                           Resident = QEMU's rss, measured by libvirt.
+ *   sample()             -> CPU % from the domain's cpu time over the last second, of
+ *                           all the host's LPs; memory as above.
+ *
+ * The pool: one balancer spans both engines. A libvirt VM's assigned memory is charged
+ * to the same pool figure as the bundled VMs' (hvd's pool, --hvd-memory): the manager
+ * adds it to hvd's used figure before each plan, so the pool is "the memory vmms may
+ * give out" whichever engine holds it.
+ *
+ * The connection: libvirt's GLib event loop implementation (virEventRegisterDefaultImpl)
+ * runs on vmmsd's default main context, so lifecycle events and keepalives arrive there.
+ * Short calls (suspend, setmem, schedinfo, stats) run on the main thread; creating and
+ * destroying a domain run in a thread. If libvirtd goes away (close callback, keepalive
+ * 5 s x 3), the engine is unavailable with that reason and reconnects every 2 s; on
+ * reconnect each VM's domain is looked up again and one that is gone is reported.
+ *
+ * Not done yet: Save-VM and live migration (refused by name), disks beyond one image,
+ * network adapters, virtio-mem hot-add. */
+#include <errno.h>
+#include <fcntl.h>
+#include <gio/gio.h>
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vmms-engine.h"
+
+#define RECONNECT_INTERVAL_S 2
+#define STATS_INTERVAL_MS 1000
+#define VCPU_PERIOD_US 100000
+#define WEIGHT_MAX 10000
+
+typedef struct Libvirt {
+        VmmsEngine base;
+        VmmsLibvirtConfig config;
+        virConnectPtr conn;
+        int lifecycle_callback;  /* -1: none */
+        char *why_not;           /* NULL while connected */
+        const char *domain_type; /* "kvm" or "qemu" once connected */
+        guint reconnect_timer;
+        guint stats_timer;
+        GHashTable *vms; /* lower-case UUID -> LibvirtVm* */
+        uint32_t host_lps;
+} Libvirt;
+
+/* The engine's state for one VM while it runs. */
+typedef struct LibvirtVm {
+        Libvirt *engine;
+        VmmsVm *vm; /* NULL once released while a thread still runs */
+        char uuid[37];
+        virDomainPtr dom;
+        unsigned pending; /* create/destroy threads running */
+        bool started;     /* running() was reported */
+        bool crashed;
+        char *failure; /* why the engine ended it itself */
+        guint stop_timer;
+        uint64_t target_kib; /* the balloon target vmmsd last set; 0: none */
+        uint64_t actual_kib, rss_kib;
+        uint64_t cpu_time_ns;
+        int64_t cpu_at_us;
+        double cpu_pct;
+        uint32_t weight; /* cpu_shares applied; 0: none yet */
+} LibvirtVm;
+
+static Libvirt *libvirt(VmmsEngine *e)
+{
+        return (Libvirt *)e;
+}
+
+static const char *last_error(void)
+{
+        const char *message = virGetLastErrorMessage();
+
+        return message && *message ? message : "unknown libvirt error";
+}
+
+static void clear_timer(guint *timer)
+{
+        if (*timer)
+                g_source_remove(*timer);
+        *timer = 0;
+}
+
+/* A copy of the tracked VMs: reporting an exit removes one from the table. */
+static GPtrArray *tracked_vms(Libvirt *e)
+{
+        GPtrArray *vms = g_ptr_array_new();
+        GHashTableIter it;
+        gpointer key, value;
+
+        g_hash_table_iter_init(&it, e->vms);
+        while (g_hash_table_iter_next(&it, &key, &value))
+                g_ptr_array_add(vms, value);
+        return vms;
+}
+
+static void lv_free(LibvirtVm *lv)
+{
+        clear_timer(&lv->stop_timer);
+        if (lv->dom)
+                virDomainFree(lv->dom);
+        g_free(lv->failure);
+        g_free(lv);
+}
+
+/* Forgets the VM; a thread still running for it frees the state when it ends. */
+static void release(VmmsEngine *e, VmmsVm *vm)
+{
+        LibvirtVm *lv = vm->engine_data;
+
+        if (!lv)
+                return;
+        g_hash_table_remove(libvirt(e)->vms, lv->uuid);
+        vm->engine_data = NULL;
+        lv->vm = NULL;
+        clear_timer(&lv->stop_timer);
+        if (!lv->pending)
+                lv_free(lv);
+}
+
+static LibvirtVm *vm_data(Libvirt *e, VmmsVm *vm)
+{
+        LibvirtVm *lv = vm->engine_data;
+
+        if (lv)
+                return lv;
+        lv = g_new0(LibvirtVm, 1);
+        lv->engine = e;
+        lv->vm = vm;
+        for (size_t i = 0; i < sizeof(lv->uuid) - 1 && vm->def.id[i]; i++)
+                lv->uuid[i] = g_ascii_tolower(vm->def.id[i]);
+        g_hash_table_insert(e->vms, lv->uuid, vm);
+        vm->engine_data = lv;
+        return lv;
+}
+
+static void recompute_weights(Libvirt *e, VmmsVm *changed, const VmmsProcessorSettings *p);
+
+static void report_exit(VmmsVm *vm, const char *how, const char *guest_reason, VmmsErrorCode start_error)
+{
+        LibvirtVm *lv = vm->engine_data;
+        g_autofree char *failure = lv ? g_steal_pointer(&lv->failure) : NULL;
+        VmmsEngineExit exit = {
+                .how = how,
+                .last_words = failure,
+                .guest_reason = guest_reason,
+                .guest_crashed = lv && lv->crashed,
+                .start_error = start_error,
+        };
+        Libvirt *e = libvirt(vm->engine);
+
+        release(vm->engine, vm);
+        recompute_weights(e, NULL, NULL);
+        vm->engine->callbacks->exited(vm, &exit);
+}
+
+/* ---- The domain ---- */
+
+static bool is_qcow2(const char *path)
+{
+        char magic[4] = {0};
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        bool qcow2;
+
+        if (fd < 0)
+                return false;
+        qcow2 = read(fd, magic, sizeof(magic)) == sizeof(magic) && memcmp(magic, "QFI\xfb", 4) == 0;
+        close(fd);
+        return qcow2;
+}
+
+static char *domain_name(const VmmsVm *vm)
+{
+        g_autofree char *partition = vmms_vm_partition_name(vm);
+
+        return g_strconcat("vmms-", partition, NULL);
+}
+
+static uint64_t maximum_kib(const VmmsVmDefinition *def)
+{
+        return (def->memory.dynamic_memory_enabled ? def->memory.maximum_bytes : def->memory.startup_bytes) >>
+               10;
+}
+
+static char *domain_xml(Libvirt *e, VmmsVm *vm, uint32_t weight)
+{
+        const VmmsVmDefinition *def = &vm->def;
+        g_autofree char *name = domain_name(vm);
+        g_autofree char *console_name = g_strconcat(def->id, ".console.log", NULL);
+        g_autofree char *console = g_build_filename(e->config.state_dir, "logs", console_name, NULL);
+        GString *xml = g_string_new(NULL);
+        g_autofree char *head = g_markup_printf_escaped("<domain type='%s'>\n"
+                                                        "  <name>%s</name>\n"
+                                                        "  <uuid>%s</uuid>\n"
+                                                        "  <title>vmms VM %s</title>\n",
+                                                        e->domain_type, name, def->id, def->name);
+
+        g_string_append(xml, head);
+        g_string_append_printf(xml,
+                               "  <memory unit='KiB'>%" G_GUINT64_FORMAT "</memory>\n"
+                               "  <currentMemory unit='KiB'>%" G_GUINT64_FORMAT "</currentMemory>\n"
+                               "  <vcpu>%u</vcpu>\n"
+                               "  <cputune>\n    <shares>%u</shares>\n",
+                               maximum_kib(def), def->memory.startup_bytes >> 10, def->processor.count,
+                               weight);
+        if (def->processor.maximum < 100)
+                g_string_append_printf(xml, "    <period>%u</period>\n    <quota>%u</quota>\n",
+                                       VCPU_PERIOD_US, def->processor.maximum * (VCPU_PERIOD_US / 100));
+        g_string_append(xml, "  </cputune>\n  <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n");
+        if (def->kernel_path && *def->kernel_path) {
+                g_autofree char *args = g_strconcat(
+                        strstr(def->kernel_args ? def->kernel_args : "", "console=") ? "" : "console=ttyS0 ",
+                        def->kernel_args ? def->kernel_args : "", NULL);
+                g_autofree char *boot =
+                        g_markup_printf_escaped("    <kernel>%s</kernel>\n", def->kernel_path);
+
+                g_string_append(xml, boot);
+                if (def->initrd_path && *def->initrd_path) {
+                        g_autofree char *initrd =
+                                g_markup_printf_escaped("    <initrd>%s</initrd>\n", def->initrd_path);
+
+                        g_string_append(xml, initrd);
+                }
+                g_autofree char *cmdline = g_markup_printf_escaped("    <cmdline>%s</cmdline>\n", args);
+                g_string_append(xml, cmdline);
+        } else {
+                g_string_append(xml, "    <boot dev='hd'/>\n");
+        }
+        g_string_append(xml, "  </os>\n  <features><acpi/><apic/></features>\n"
+                             "  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>destroy</on_reboot>\n"
+                             "  <on_crash>destroy</on_crash>\n  <devices>\n");
+        if (def->vhd_path && *def->vhd_path) {
+                g_autofree char *disk = g_markup_printf_escaped(
+                        "    <disk type='file' device='disk'><driver name='qemu' type='%s'/>"
+                        "<source file='%s'/><target dev='vda' bus='virtio'/></disk>\n",
+                        is_qcow2(def->vhd_path) ? "qcow2" : "raw", def->vhd_path);
+
+                g_string_append(xml, disk);
+        }
+        g_autofree char *serial = g_markup_printf_escaped(
+                "    <serial type='file'><source path='%s' append='on'/><target port='0'/></serial>\n",
+                console);
+        g_string_append(xml, serial);
+        g_string_append(xml, "    <memballoon model='virtio'><stats period='1'/></memballoon>\n"
+                             "    <panic model='isa'/>\n  </devices>\n</domain>\n");
+        return g_string_free(xml, FALSE);
+}
+
+/* QEMU's pid for the domain (its command line has "-uuid <uuid>"); 0 if libvirtd runs
+ * it where vmmsd cannot see it. */
+static int32_t qemu_pid(const char *uuid)
+{
+        g_autoptr(GDir) dir = g_dir_open("/proc", 0, NULL);
+        const char *entry;
+
+        while (dir && (entry = g_dir_read_name(dir))) {
+                g_autofree char *path = NULL;
+                g_autofree char *cmdline = NULL;
+                gsize len;
+
+                if (!g_ascii_isdigit(entry[0]))
+                        continue;
+                path = g_build_filename("/proc", entry, "cmdline", NULL);
+                if (!g_file_get_contents(path, &cmdline, &len, NULL))
+                        continue;
+                /* Arguments are NUL-separated; QEMU's include "-uuid", "<uuid>". */
+                for (gsize i = 0; i + 6 < len; i += strlen(cmdline + i) + 1)
+                        if (strcmp(cmdline + i, "-uuid") == 0 &&
+                            g_ascii_strcasecmp(cmdline + i + 6, uuid) == 0)
+                                return (int32_t)g_ascii_strtoll(entry, NULL, 10);
+        }
+        return 0;
+}
+
+static void report_running(VmmsVm *vm, bool paused, int64_t started_unix_ms)
+{
+        LibvirtVm *lv = vm->engine_data;
+        VmmsEngineRunning info = {
+                .paused = paused,
+                .pid = qemu_pid(lv->uuid),
+                .started_unix_ms = started_unix_ms,
+        };
+
+        lv->started = true;
+        vm->engine->callbacks->running(vm, &info);
+}
+
+/* ---- Blocking calls, in a thread ---- */
+
+typedef enum BlockingOp { OP_CREATE, OP_DESTROY } BlockingOp;
+
+typedef struct Blocking {
+        BlockingOp op;
+        LibvirtVm *lv;
+        virConnectPtr conn;
+        virDomainPtr dom; /* OP_DESTROY: in; OP_CREATE: out */
+        char *xml;
+        char *error;
+} Blocking;
+
+static void blocking_free(Blocking *b)
+{
+        if (b->dom)
+                virDomainFree(b->dom);
+        if (b->conn)
+                virConnectClose(b->conn);
+        g_free(b->xml);
+        g_free(b->error);
+        g_free(b);
+}
+
+static void blocking_thread(GTask *task, gpointer source, gpointer data, GCancellable *cancellable)
+{
+        Blocking *b = data;
+
+        (void)source;
+        (void)cancellable;
+        if (b->op == OP_CREATE) {
+                b->dom = virDomainCreateXML(b->conn, b->xml, 0);
+                if (!b->dom)
+                        b->error = g_strdup(last_error());
+        } else if (virDomainDestroy(b->dom) < 0) {
+                b->error = g_strdup(last_error());
+        }
+        g_task_return_boolean(task, TRUE);
+}
+
+static void on_created(LibvirtVm *lv, Blocking *b)
+{
+        VmmsVm *vm = lv->vm;
+
+        if (!vm) /* released (vmmsd is stopping): the domain runs on for the next vmmsd */
+                return;
+        if (b->error) {
+                g_autofree char *why = g_strdup_printf("libvirt could not create the domain: %s", b->error);
+
+                report_exit(vm, why, NULL, VMMS_ERROR_FAILED_PRECONDITION);
+                return;
+        }
+        lv->dom = g_steal_pointer(&b->dom);
+        if (!lv->started)
+                report_running(vm, false, g_get_real_time() / 1000);
+}
+
+static void on_blocking_done(GObject *source, GAsyncResult *result, gpointer userdata)
+{
+        Blocking *b = g_task_get_task_data(G_TASK(result));
+        LibvirtVm *lv = b->lv;
+
+        (void)source;
+        (void)userdata;
+        lv->pending--;
+        if (b->op == OP_CREATE)
+                on_created(lv, b);
+        else if (b->error && lv->vm)
+                g_warning("VM '%s': libvirt could not destroy its domain: %s", lv->vm->def.name, b->error);
+        if (!lv->vm && !lv->pending)
+                lv_free(lv);
+}
+
+static void run_blocking(LibvirtVm *lv, BlockingOp op, char *xml)
+{
+        Blocking *b = g_new0(Blocking, 1);
+        g_autoptr(GTask) task = g_task_new(NULL, NULL, on_blocking_done, NULL);
+
+        b->op = op;
+        b->lv = lv;
+        b->xml = xml;
+        b->conn = lv->engine->conn;
+        virConnectRef(b->conn);
+        if (op == OP_DESTROY) {
+                b->dom = lv->dom;
+                virDomainRef(b->dom);
+        }
+        lv->pending++;
+        g_task_set_task_data(task, b, (GDestroyNotify)blocking_free);
+        g_task_run_in_thread(task, blocking_thread);
+}
+
+/* ---- Policy: CPU ---- */
+
+typedef struct Share {
+        LibvirtVm *lv;
+        double reserve; /* fraction of the host */
+        double weight;
+        bool pinned;
+} Share;
+
+static void processor_of(VmmsVm *vm, VmmsVm *changed, const VmmsProcessorSettings *p,
+                         VmmsProcessorSettings *ret)
+{
+        *ret = vm == changed && p ? *p : vm->def.processor;
+}
+
+/* The water-filling rule in the essay: each running VM's cpu_shares. */
+static void compute_weights(Libvirt *e, GArray *shares)
+{
+        for (guint round = 0; round <= shares->len; round++) {
+                double free_weight = 0, pinned_share = 0, total;
+                bool changed = false;
+
+                for (guint i = 0; i < shares->len; i++) {
+                        Share *s = &g_array_index(shares, Share, i);
+
+                        if (s->pinned)
+                                pinned_share += s->reserve;
+                        else
+                                free_weight += s->weight;
+                }
+                if (pinned_share >= 1)
+                        break; /* admission control keeps this from happening */
+                total = free_weight / (1 - pinned_share);
+                for (guint i = 0; i < shares->len; i++) {
+                        Share *s = &g_array_index(shares, Share, i);
+
+                        if (!s->pinned && s->reserve > 0 && s->weight < s->reserve * total) {
+                                s->pinned = true;
+                                changed = true;
+                        }
+                }
+                if (!changed) {
+                        for (guint i = 0; i < shares->len; i++) {
+                                Share *s = &g_array_index(shares, Share, i);
+
+                                if (s->pinned)
+                                        s->weight = s->reserve * total + 0.5;
+                        }
+                        break;
+                }
+        }
+        (void)e;
+}
+
+static GArray *running_shares(Libvirt *e, VmmsVm *changed, const VmmsProcessorSettings *p)
+{
+        GArray *shares = g_array_new(FALSE, TRUE, sizeof(Share));
+        GHashTableIter it;
+        gpointer key, value;
+
+        g_hash_table_iter_init(&it, e->vms);
+        while (g_hash_table_iter_next(&it, &key, &value)) {
+                VmmsVm *vm = value;
+                VmmsProcessorSettings ps;
+                Share s = {.lv = vm->engine_data};
+
+                processor_of(vm, changed, p, &ps);
+                s.reserve = (double)ps.reserve * ps.count / (100.0 * e->host_lps);
+                s.weight = ps.relative_weight;
+                g_array_append_val(shares, s);
+        }
+        compute_weights(e, shares);
+        return shares;
+}
+
+static uint32_t clamp_weight(double w)
+{
+        return (uint32_t)CLAMP(w, 2, WEIGHT_MAX);
+}
+
+static int set_scheduler(LibvirtVm *lv, uint32_t weight, const VmmsProcessorSettings *p, bool with_quota)
+{
+        virTypedParameterPtr params = NULL;
+        int n = 0, cap = 0, r;
+
+        virTypedParamsAddULLong(&params, &n, &cap, VIR_DOMAIN_SCHEDULER_CPU_SHARES, weight);
+        if (with_quota) {
+                virTypedParamsAddULLong(&params, &n, &cap, VIR_DOMAIN_SCHEDULER_VCPU_PERIOD, VCPU_PERIOD_US);
+                virTypedParamsAddLLong(&params, &n, &cap, VIR_DOMAIN_SCHEDULER_VCPU_QUOTA,
+                                       p->maximum >= 100 ? -1
+                                                         : (long long)p->maximum * (VCPU_PERIOD_US / 100));
+        }
+        r = virDomainSetSchedulerParametersFlags(lv->dom, params, n, VIR_DOMAIN_AFFECT_LIVE);
+        virTypedParamsFree(params, n);
+        return r;
+}
+
+/* Applies the recomputed weights to every running VM whose weight changed (`changed`
+ * with settings `p` is left to the caller, which sets its quota too). */
+static void recompute_weights(Libvirt *e, VmmsVm *changed, const VmmsProcessorSettings *p)
+{
+        g_autoptr(GArray) shares = NULL;
+
+        if (!e->conn)
+                return;
+        shares = running_shares(e, changed, p);
+        for (guint i = 0; i < shares->len; i++) {
+                Share *s = &g_array_index(shares, Share, i);
+                uint32_t w = clamp_weight(s->weight);
+
+                if (!s->lv->dom || s->lv->vm == changed || s->lv->weight == w)
+                        continue;
+                if (set_scheduler(s->lv, w, NULL, false) < 0)
+                        g_warning("VM '%s': cannot set its CPU weight to %u: %s", s->lv->vm->def.name, w,
+                                  last_error());
+                else
+                        s->lv->weight = w;
+        }
+}
+
+static uint32_t weight_for(Libvirt *e, VmmsVm *vm, const VmmsProcessorSettings *p)
+{
+        g_autoptr(GArray) shares = running_shares(e, vm, p);
+
+        for (guint i = 0; i < shares->len; i++)
+                if (g_array_index(shares, Share, i).lv == vm->engine_data)
+                        return clamp_weight(g_array_index(shares, Share, i).weight);
+        return clamp_weight(p->relative_weight);
+}
+
+/* ---- The connection ---- */
+
+static void on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int detail, void *opaque);
+static void on_close(virConnectPtr conn, int reason, void *opaque);
+static gboolean on_reconnect(gpointer userdata);
+
+static const char *close_reason(int reason)
+{
+        switch (reason) {
+        case VIR_CONNECT_CLOSE_REASON_ERROR:
+                return "a connection error";
+        case VIR_CONNECT_CLOSE_REASON_EOF:
+                return "libvirtd closed it";
+        case VIR_CONNECT_CLOSE_REASON_KEEPALIVE:
+                return "libvirtd stopped answering keepalives";
+        default:
+                return "the client closed it";
+        }
+}
+
+static void disconnect(Libvirt *e, const char *why)
+{
+        if (!e->conn)
+                return;
+        if (e->lifecycle_callback >= 0)
+                virConnectDomainEventDeregisterAny(e->conn, e->lifecycle_callback);
+        e->lifecycle_callback = -1;
+        virConnectUnregisterCloseCallback(e->conn, on_close);
+        virConnectClose(e->conn);
+        e->conn = NULL;
+        g_free(e->why_not);
+        e->why_not = g_strdup(why);
+        if (!e->reconnect_timer)
+                e->reconnect_timer = g_timeout_add_seconds(RECONNECT_INTERVAL_S, on_reconnect, e);
+}
+
+static gboolean on_close_idle(gpointer userdata)
+{
+        Libvirt *e = userdata;
+        g_autofree char *why = g_steal_pointer(&e->why_not);
+
+        disconnect(e, why);
+        return G_SOURCE_REMOVE;
+}
+
+static void on_close(virConnectPtr conn, int reason, void *opaque)
+{
+        Libvirt *e = opaque;
+
+        (void)conn;
+        g_warning("libvirt: the connection to %s closed: %s", e->config.uri, close_reason(reason));
+        g_free(e->why_not);
+        e->why_not = g_strdup_printf("libvirtd at %s is not reachable: the connection closed (%s)",
+                                     e->config.uri, close_reason(reason));
+        /* Not inside libvirt's own callback: it holds the connection's lock. */
+        g_idle_add(on_close_idle, e);
+}
+
+/* Which virtualization the domain asks for: "kvm" where libvirt offers it (unless the
+ * configuration says otherwise), else "qemu" (TCG). */
+static const char *resolve_domain_type(Libvirt *e)
+{
+        g_autofree char *caps = NULL;
+
+        if (g_strcmp0(e->config.domain_type, "kvm") == 0 || g_strcmp0(e->config.domain_type, "qemu") == 0)
+                return g_strcmp0(e->config.domain_type, "kvm") == 0 ? "kvm" : "qemu";
+        caps = virConnectGetCapabilities(e->conn);
+        return caps && strstr(caps, "<domain type='kvm'") ? "kvm" : "qemu";
+}
+
+/* After a reconnect: each VM's domain again, or its end. */
+static void refind_domains(Libvirt *e)
+{
+        g_autoptr(GPtrArray) vms = tracked_vms(e);
+
+        for (guint i = 0; i < vms->len; i++) {
+                VmmsVm *vm = vms->pdata[i];
+                LibvirtVm *lv = vm->engine_data;
+                virDomainPtr dom;
+                int state = 0, reason = 0;
+
+                if (lv->pending)
+                        continue;
+                dom = virDomainLookupByUUIDString(e->conn, lv->uuid);
+                if (!dom || virDomainGetState(dom, &state, &reason, 0) < 0 || state == VIR_DOMAIN_SHUTOFF) {
+                        if (dom)
+                                virDomainFree(dom);
+                        report_exit(vm, "its domain was gone when the connection to libvirtd came back", NULL,
+                                    VMMS_ERROR_UNAVAILABLE);
+                        continue;
+                }
+                if (lv->dom)
+                        virDomainFree(lv->dom);
+                lv->dom = dom;
+                if (!lv->started)
+                        report_running(vm, state == VIR_DOMAIN_PAUSED,
+                                       vm->def.started_unix_ms ? vm->def.started_unix_ms
+                                                               : g_get_real_time() / 1000);
+        }
+}
+
+static int connect_now(Libvirt *e)
+{
+        virConnectPtr conn = virConnectOpen(e->config.uri);
+
+        if (!conn) {
+                g_free(e->why_not);
+                e->why_not =
+                        g_strdup_printf("libvirtd at %s is not reachable: %s", e->config.uri, last_error());
+                return -ECONNREFUSED;
+        }
+        e->conn = conn;
+        if (virConnectSetKeepAlive(conn, 5, 3) < 0)
+                g_warning("libvirt: no keepalive on %s: %s", e->config.uri, last_error());
+        virConnectRegisterCloseCallback(conn, on_close, e, NULL);
+        e->lifecycle_callback = virConnectDomainEventRegisterAny(
+                conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE, VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), e, NULL);
+        if (e->lifecycle_callback < 0)
+                g_warning("libvirt: no lifecycle events from %s: %s", e->config.uri, last_error());
+        e->domain_type = resolve_domain_type(e);
+        g_clear_pointer(&e->why_not, g_free);
+        g_message("libvirt: connected to %s (domains of type '%s')", e->config.uri, e->domain_type);
+        return 0;
+}
+
+static gboolean on_reconnect(gpointer userdata)
+{
+        Libvirt *e = userdata;
+
+        if (connect_now(e) < 0)
+                return G_SOURCE_CONTINUE;
+        e->reconnect_timer = 0;
+        refind_domains(e);
+        recompute_weights(e, NULL, NULL);
+        return G_SOURCE_REMOVE;
+}
+
+static bool available(VmmsEngine *e, char **ret_why)
+{
+        Libvirt *l = libvirt(e);
+
+        if (!l->conn || !virConnectIsAlive(l->conn)) {
+                *ret_why = g_strdup(l->why_not ? l->why_not : "libvirtd is not reachable");
+                return false;
+        }
+        if (g_strcmp0(l->domain_type, "qemu") == 0)
+                *ret_why = g_strdup_printf("runs guests in QEMU's TCG (no KVM: %s)",
+                                           g_strcmp0(l->config.domain_type, "qemu") == 0
+                                                   ? "--libvirt-domain-type qemu"
+                                                   : "libvirt offers no KVM on this host");
+        return true;
+}
+
+/* ---- Lifecycle ---- */
+
+static const char *stopped_how(int detail)
+{
+        switch (detail) {
+        case VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN:
+                return "the guest shut down";
+        case VIR_DOMAIN_EVENT_STOPPED_DESTROYED:
+                return "the domain was destroyed";
+        case VIR_DOMAIN_EVENT_STOPPED_CRASHED:
+                return "the guest crashed";
+        case VIR_DOMAIN_EVENT_STOPPED_MIGRATED:
+                return "the domain migrated away";
+        case VIR_DOMAIN_EVENT_STOPPED_SAVED:
+                return "the domain was saved";
+        case VIR_DOMAIN_EVENT_STOPPED_FAILED:
+                return "QEMU failed";
+        default:
+                return "the domain stopped";
+        }
+}
+
+static void on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int detail, void *opaque)
+{
+        Libvirt *e = opaque;
+        char uuid[VIR_UUID_STRING_BUFLEN];
+        VmmsVm *vm;
+        LibvirtVm *lv;
+
+        (void)conn;
+        if (virDomainGetUUIDString(dom, uuid) < 0 || !(vm = g_hash_table_lookup(e->vms, uuid)))
+                return; /* not a domain of ours */
+        lv = vm->engine_data;
+        if (event == VIR_DOMAIN_EVENT_CRASHED) {
+                lv->crashed = true;
+        } else if (event == VIR_DOMAIN_EVENT_STOPPED) {
+                const char *how = stopped_how(detail);
+                bool crashed = lv->crashed || detail == VIR_DOMAIN_EVENT_STOPPED_CRASHED;
+                const char *guest = crashed ? "the guest kernel panicked"
+                                    : detail == VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN ? "it powered off"
+                                                                                  : NULL;
+
+                lv->crashed = crashed;
+                g_message("VM '%s': its domain stopped: %s", vm->def.name, how);
+                report_exit(vm, how, guest, VMMS_ERROR_FAILED_PRECONDITION);
+        }
+}
+
+static void start(VmmsEngine *e, VmmsVm *vm)
+{
+        Libvirt *l = libvirt(e);
+        LibvirtVm *lv;
+        g_autoptr(GArray) shares = NULL;
+        double reserved = 0;
+
+        if (!l->conn) {
+                vm_data(l, vm);
+                report_exit(vm, l->why_not ? l->why_not : "libvirtd is not reachable", NULL,
+                            VMMS_ERROR_UNAVAILABLE);
+                return;
+        }
+        lv = vm_data(l, vm);
+        /* Admission: the running libvirt VMs' reservations, this one's included, must fit
+         * in the host's processors. */
+        shares = running_shares(l, NULL, NULL);
+        for (guint i = 0; i < shares->len; i++)
+                reserved += g_array_index(shares, Share, i).reserve;
+        if (reserved > 1.0 + 1e-9) {
+                g_autofree char *why = g_strdup_printf(
+                        "its Reserve of %u %% on %u processors does not fit: the running libvirt VMs "
+                        "would reserve %.0f %% of this host's %u logical processors",
+                        vm->def.processor.reserve, vm->def.processor.count, reserved * 100, l->host_lps);
+
+                report_exit(vm, why, NULL, VMMS_ERROR_RESOURCE_EXHAUSTED);
+                return;
+        }
+        lv->weight = weight_for(l, vm, &vm->def.processor);
+        lv->target_kib = vm->def.memory.startup_bytes >> 10;
+        run_blocking(lv, OP_CREATE, domain_xml(l, vm, lv->weight));
+        recompute_weights(l, vm, &vm->def.processor);
+}
+
+static int attach(VmmsEngine *e, VmmsVm *vm)
+{
+        Libvirt *l = libvirt(e);
+        LibvirtVm *lv;
+        virDomainPtr dom;
+        int state = 0, reason = 0;
+
+        if (!l->conn) {
+                /* Found again, or reported gone, when libvirtd is back (refind_domains). */
+                vm_data(l, vm);
+                return 0;
+        }
+        dom = virDomainLookupByUUIDString(l->conn, vm->def.id);
+        if (!dom)
+                return -ENOENT;
+        if (virDomainGetState(dom, &state, &reason, 0) < 0 || state == VIR_DOMAIN_SHUTOFF) {
+                virDomainFree(dom);
+                return -ENOENT;
+        }
+        lv = vm_data(l, vm);
+        lv->dom = dom;
+        report_running(vm, state == VIR_DOMAIN_PAUSED,
+                       vm->def.started_unix_ms ? vm->def.started_unix_ms : g_get_real_time() / 1000);
+        return 0;
+}
+
+static void destroy_now(LibvirtVm *lv)
+{
+        if (lv->dom && lv->engine->conn)
+                run_blocking(lv, OP_DESTROY, NULL);
+}
+
+static gboolean on_stop_timeout(gpointer userdata)
+{
+        LibvirtVm *lv = userdata;
+
+        lv->stop_timer = 0;
+        g_message("VM '%s': the guest did not shut down in time; turning it off", lv->vm->def.name);
+        destroy_now(lv);
+        return G_SOURCE_REMOVE;
+}
+
+static void stop(VmmsEngine *e, VmmsVm *vm, bool turn_off, uint32_t timeout_ms)
+{
+        LibvirtVm *lv = vm_data(libvirt(e), vm);
+
+        if (!lv->dom || !libvirt(e)->conn) {
+                report_exit(vm, "its domain was not reachable", NULL, VMMS_OK);
+                return;
+        }
+        if (!turn_off && virDomainShutdownFlags(lv->dom, VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN) < 0) {
+                g_warning("VM '%s': cannot press its power button (%s); turning it off", vm->def.name,
+                          last_error());
+                turn_off = true;
+        }
+        if (turn_off) {
+                destroy_now(lv);
+                return;
+        }
+        clear_timer(&lv->stop_timer);
+        lv->stop_timer = g_timeout_add(timeout_ms, on_stop_timeout, lv);
+}
+
+static void kill_vm(VmmsEngine *e, VmmsVm *vm)
+{
+        LibvirtVm *lv = vm->engine_data;
+
+        (void)e;
+        if (lv)
+                destroy_now(lv);
+}
+
+static void fail_done(VmmsVm *vm, VmmsEngineDoneFn done, VmmsErrorCode code, const char *what)
+{
+        VmmsError error = {0};
+
+        vmms_error_set(&error, code, "VM '%s': %s: %s", vm->def.name, what, last_error());
+        done(vm, &error);
+        vmms_error_clear(&error);
+}
+
+static bool reachable(VmmsVm *vm, VmmsEngineDoneFn done)
+{
+        LibvirtVm *lv = vm->engine_data;
+        VmmsError error = {0};
+
+        if (lv && lv->dom && lv->engine->conn)
+                return true;
+        vmms_error_set(&error, VMMS_ERROR_UNAVAILABLE, "VM '%s': its domain is not reachable (%s)",
+                       vm->def.name, lv && lv->engine->why_not ? lv->engine->why_not : "not running");
+        done(vm, &error);
+        vmms_error_clear(&error);
+        return false;
+}
+
+static void pause_vm(VmmsEngine *e, VmmsVm *vm, bool paused, VmmsEngineDoneFn done)
+{
+        LibvirtVm *lv = vm->engine_data;
+
+        (void)e;
+        if (!reachable(vm, done))
+                return;
+        if ((paused ? virDomainSuspend(lv->dom) : virDomainResume(lv->dom)) < 0) {
+                fail_done(vm, done, VMMS_ERROR_FAILED_PRECONDITION,
+                          paused ? "libvirt cannot suspend it" : "libvirt cannot resume it");
+                return;
+        }
+        done(vm, NULL);
+}
+
+static void set_processor(VmmsEngine *e, VmmsVm *vm, const VmmsProcessorSettings *p, VmmsEngineDoneFn done)
+{
+        Libvirt *l = libvirt(e);
+        LibvirtVm *lv = vm->engine_data;
+        uint32_t weight;
+
+        if (!reachable(vm, done))
+                return;
+        weight = weight_for(l, vm, p);
+        if (set_scheduler(lv, weight, p, true) < 0) {
+                fail_done(vm, done, VMMS_ERROR_FAILED_PRECONDITION, "libvirt refused the CPU settings");
+                return;
+        }
+        lv->weight = weight;
+        recompute_weights(l, vm, p);
+        done(vm, NULL);
+}
+
+static void adjust_memory(VmmsEngine *e, VmmsVm *vm, int64_t delta_bytes, const char *reason)
+{
+        LibvirtVm *lv = vm->engine_data;
+        const VmmsMemorySettings *m = &vm->def.memory;
+        int64_t target;
+
+        (void)e;
+        (void)reason;
+        if (!lv || !lv->dom || !lv->engine->conn)
+                return;
+        target = (int64_t)(lv->target_kib ? lv->target_kib : lv->actual_kib) + delta_bytes / 1024;
+        target = CLAMP(target, (int64_t)(m->minimum_bytes >> 10), (int64_t)maximum_kib(&vm->def));
+        if (virDomainSetMemoryFlags(lv->dom, (unsigned long)target, VIR_DOMAIN_AFFECT_LIVE) < 0) {
+                g_warning("VM '%s': libvirt refused a balloon target of %" G_GINT64_FORMAT " KiB: %s",
+                          vm->def.name, target, last_error());
+                return;
+        }
+        lv->target_kib = (uint64_t)target;
+}
+
+static uint64_t assigned_kib(const LibvirtVm *lv)
+{
+        return MAX(lv->actual_kib, lv->target_kib);
+}
+
+static void sample(VmmsEngine *e, VmmsVm *vm, VmmsVmFigures *ret)
+{
+        LibvirtVm *lv = vm->engine_data;
+
+        (void)e;
+        *ret = (VmmsVmFigures){0};
+        if (!lv)
+                return;
+        ret->cpu_usage_pct = lv->cpu_pct;
+        ret->assigned_bytes = assigned_kib(lv) << 10;
+        ret->resident_bytes = lv->rss_kib << 10;
+}
+
+/* Once a second: each running domain's balloon stats become its memory status, and its
+ * CPU time its CPU %. */
+static void poll_vm(Libvirt *e, VmmsVm *vm)
+{
+        LibvirtVm *lv = vm->engine_data;
+        virDomainMemoryStatStruct stats[VIR_DOMAIN_MEMORY_STAT_NR];
+        uint64_t available_kib = 0, usable_kib = 0, last_update = 0;
+        bool have_available = false, have_usable = false;
+        virDomainInfo info;
+        int64_t now_us = g_get_monotonic_time();
+        VmmsMemoryStatus status = {0};
+        int n;
+
+        if (!lv->dom || !lv->started)
+                return;
+        if (virDomainGetInfo(lv->dom, &info) == 0) {
+                if (lv->cpu_at_us && now_us > lv->cpu_at_us && info.cpuTime >= lv->cpu_time_ns)
+                        lv->cpu_pct = 100.0 * (double)(info.cpuTime - lv->cpu_time_ns) /
+                                      ((double)(now_us - lv->cpu_at_us) * 1000.0 * e->host_lps);
+                lv->cpu_time_ns = info.cpuTime;
+                lv->cpu_at_us = now_us;
+        }
+        n = virDomainMemoryStats(lv->dom, stats, VIR_DOMAIN_MEMORY_STAT_NR, 0);
+        for (int i = 0; i < n; i++) {
+                switch (stats[i].tag) {
+                case VIR_DOMAIN_MEMORY_STAT_ACTUAL_BALLOON:
+                        lv->actual_kib = stats[i].val;
+                        break;
+                case VIR_DOMAIN_MEMORY_STAT_RSS:
+                        lv->rss_kib = stats[i].val;
+                        break;
+                case VIR_DOMAIN_MEMORY_STAT_AVAILABLE:
+                        available_kib = stats[i].val;
+                        have_available = true;
+                        break;
+                case VIR_DOMAIN_MEMORY_STAT_USABLE:
+                        usable_kib = stats[i].val;
+                        have_usable = true;
+                        break;
+                case VIR_DOMAIN_MEMORY_STAT_LAST_UPDATE:
+                        last_update = stats[i].val;
+                        break;
+                default:
+                        break;
+                }
+        }
+        if (n < 0)
+                return;
+        if (!lv->target_kib)
+                lv->target_kib = lv->actual_kib;
+        status.received_ns = (uint64_t)now_us * 1000;
+        /* The guest's balloon driver reports once it is loaded: before that there is no
+         * committed figure and the balancer holds the VM. */
+        status.reporting = have_available && have_usable && last_update > 0;
+        status.committed_bytes =
+                status.reporting && available_kib > usable_kib ? (available_kib - usable_kib) << 10 : 0;
+        status.visible_bytes = available_kib << 10;
+        status.assigned_bytes = assigned_kib(lv) << 10;
+        status.ballooned_bytes = (maximum_kib(&vm->def) - MIN(maximum_kib(&vm->def), lv->actual_kib)) << 10;
+        status.pending_remove_bytes =
+                lv->actual_kib > lv->target_kib ? (lv->actual_kib - lv->target_kib) << 10 : 0;
+        status.resident_bytes = lv->rss_kib << 10;
+        vm->engine->callbacks->memory_status(vm, &status);
+}
+
+static gboolean on_stats(gpointer userdata)
+{
+        Libvirt *e = userdata;
+        g_autoptr(GPtrArray) vms = NULL;
+
+        if (!e->conn)
+                return G_SOURCE_CONTINUE;
+        vms = tracked_vms(e);
+        for (guint i = 0; i < vms->len; i++)
+                poll_vm(e, vms->pdata[i]);
+        return G_SOURCE_CONTINUE;
+}
+
+static int not_yet(VmmsVm *vm, const char *what, VmmsError *error)
+{
+        vmms_error_set(error, VMMS_ERROR_FAILED_PRECONDITION,
+                       "cannot %s VM '%s': the libvirt engine does not implement %s yet", what, vm->def.name,
+                       what);
+        return -EOPNOTSUPP;
+}
+
+static int save(VmmsEngine *e, VmmsVm *vm, VmmsError *error)
+{
+        (void)e;
+        return not_yet(vm, "save", error);
+}
+
+static int migrate_send(VmmsEngine *e, VmmsVm *vm, const char *destination, VmmsError *error)
+{
+        (void)e;
+        (void)destination;
+        return not_yet(vm, "live-migrate", error);
+}
+
+static const VmmsEngineOps libvirt_ops = {
+        .name = "libvirt",
+        .available = available,
+        .start = start,
+        .attach = attach,
+        .stop = stop,
+        .kill = kill_vm,
+        .pause = pause_vm,
+        .set_processor = set_processor,
+        .adjust_memory = adjust_memory,
+        .sample = sample,
+        .release = release,
+        .save = save,
+        .migrate_send = migrate_send,
+};
+
+static void ignore_libvirt_error(void *userdata, virErrorPtr error)
+{
+        (void)userdata;
+        (void)error; /* each failure is reported where it happens, with last_error() */
+}
+
+VmmsEngine *vmms_engine_libvirt_new(const VmmsLibvirtConfig *config, const VmmsEngineCallbacks *callbacks)
+{
+        static gsize event_loop_registered;
+        Libvirt *e = g_new0(Libvirt, 1);
+
+        /* Once per process and before the first connection: libvirt's event loop on the
+         * default GLib main context, where vmmsd's main loop runs. */
+        if (g_once_init_enter(&event_loop_registered)) {
+                virEventRegisterDefaultImpl();
+                virSetErrorFunc(NULL, ignore_libvirt_error);
+                g_once_init_leave(&event_loop_registered, 1);
+        }
+        e->base.ops = &libvirt_ops;
+        e->base.callbacks = callbacks;
+        e->config.uri = g_strdup(config->uri && *config->uri ? config->uri : "qemu:///system");
+        e->config.domain_type = g_strdup(config->domain_type ? config->domain_type : "auto");
+        e->config.state_dir = g_strdup(config->state_dir);
+        e->lifecycle_callback = -1;
+        e->vms = g_hash_table_new(g_str_hash, g_str_equal);
+        e->host_lps = MAX(1, g_get_num_processors());
+        if (connect_now(e) < 0) {
+                g_warning("libvirt: %s; trying again every %d s", e->why_not, RECONNECT_INTERVAL_S);
+                e->reconnect_timer = g_timeout_add_seconds(RECONNECT_INTERVAL_S, on_reconnect, e);
+        }
+        e->stats_timer = g_timeout_add(STATS_INTERVAL_MS, on_stats, e);
+        return &e->base;
+}
+
+/* Domains keep running: a vmmsd that stops leaves the VMs alone. */
+void vmms_engine_libvirt_free(VmmsEngine *base)
+{
+        Libvirt *e = (Libvirt *)base;
+
+        if (!e)
+                return;
+        clear_timer(&e->reconnect_timer);
+        clear_timer(&e->stats_timer);
+        if (e->conn) {
+                if (e->lifecycle_callback >= 0)
+                        virConnectDomainEventDeregisterAny(e->conn, e->lifecycle_callback);
+                virConnectUnregisterCloseCallback(e->conn, on_close);
+                virConnectClose(e->conn);
+        }
+        g_hash_table_unref(e->vms);
+        g_free((char *)e->config.uri);
+        g_free((char *)e->config.domain_type);
+        g_free((char *)e->config.state_dir);
+        g_free(e->why_not);
+        g_free(e);
+}
