@@ -47,9 +47,14 @@
  * madvises it MADV_HUGEPAGE; a mapping of 2 MiB or more then comes PMD-aligned and its
  * first translation faults in a whole 2 MiB huge page. That page was most of the
  * ~3 MiB each running VP cost hvd (measured: 2,842 KiB per engine with a 32 MiB
- * buffer, 798 KiB with any buffer under 2 MiB). A guest kernel's hot code is tens of
- * kilobytes, and a full buffer only costs a retranslation (Unicorn flushes it). */
-#define UNICORN_TCG_BUFFER_BYTES ((2u << 20) - (64u << 10))
+ * buffer, 798 KiB with any buffer under 2 MiB). But a full buffer is not just a
+ * retranslation: Unicorn 2.1.1 flushes it mid-execution and then patches a chained
+ * jump into a block the flush freed (SIGSEGV in tb_set_jmp_target_x86_64, writing to
+ * address 0). With a 2 MiB buffer the seed case's memsoak guest filled it within
+ * seconds and hvd crashed in 3 of 3 ASan runs; with 32 MiB in none of 3 (and its
+ * hot code never fills it). So the buffer stays large enough never to fill, and the
+ * huge page is the price, until Unicorn's flush is safe. */
+#define UNICORN_TCG_BUFFER_BYTES (32u << 20)
 /* Unicorn's software TLB (QEMU's) starts at 256 entries (1 MiB of reach) and resizes
  * only when it is flushed: doubling when more than 70 % was used since the last flush,
  * halving after 100 ms under 30 %. With paging off the guest never flushes it, so it
