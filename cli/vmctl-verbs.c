@@ -535,6 +535,11 @@ static int handle_suspend_vm(VmctlContext *ctx)
         return vm_ref_call(ctx, METHOD("PauseVm"), VMCTL_TIMEOUT_MS);
 }
 
+static int handle_save_vm(VmctlContext *ctx)
+{
+        return vm_ref_call(ctx, METHOD("SaveVm"), VMCTL_TIMEOUT_MS);
+}
+
 static int handle_resume_vm(VmctlContext *ctx)
 {
         return vm_ref_call(ctx, METHOD("ResumeVm"), VMCTL_TIMEOUT_MS);
@@ -1025,6 +1030,16 @@ static const VmctlVerb verbs[] = {
                 .params = vm_only_params,
                 .n_params = G_N_ELEMENTS(vm_only_params),
                 .handler = handle_suspend_vm,
+                .needs_server = true,
+        },
+        {
+                .name = "Save-VM",
+                .synopsis = "Saves a running or paused VM's whole state to a file and ends it; Start-VM "
+                            "continues from where it was.",
+                .example = "vmctl Save-VM web",
+                .params = vm_only_params,
+                .n_params = G_N_ELEMENTS(vm_only_params),
+                .handler = handle_save_vm,
                 .needs_server = true,
         },
         {

@@ -7,8 +7,10 @@
  * of leaving a worker waiting on it. Each VM's paging disk (a sparse file of its
  * PagingBytes in paging_dir) must fit in the free space there when it starts, or the
  * start is refused naming both figures. A worker that is not up within start_timeout_ms,
- * or not gone within a stop's timeout plus KILL_GRACE_MS, is killed. Save-VM and live
- * migration are not implemented by this engine yet and are refused by name. */
+ * or not gone within a stop's timeout plus KILL_GRACE_MS, is killed. Save-VM is the
+ * worker's Save (the VM's whole state in one checksummed file), and a start with
+ * vm->restore_path continues from such a file (vmwp --restore). Live migration is not
+ * implemented by this engine yet and is refused by name. */
 #include <errno.h>
 #include <string.h>
 #include <sys/statvfs.h>
@@ -296,6 +298,7 @@ static void spawn_worker(VmmsVm *vm)
                 .boot_args = vm->def.boot_args,
                 .paging_file = paging,
                 .paging_bytes = vmms_vm_paging_bytes(&vm->def.memory),
+                .restore_path = vm->restore_path,
         };
 
         if (!paging_fits(vm, e->config.paging_dir, spawn.paging_bytes))
@@ -525,10 +528,54 @@ static int not_yet(VmmsVm *vm, const char *what, VmmsError *error)
         return -EOPNOTSUPP;
 }
 
-static int save(VmmsEngine *e, VmmsVm *vm, VmmsError *error)
+typedef struct SaveRequest {
+        VmmsVm *vm;
+        VmmsEngineSavedFn done;
+} SaveRequest;
+
+static void on_save_reply(int error, const char *message, const Vmms__Worker__Reply *reply, void *userdata)
 {
+        g_autofree SaveRequest *s = userdata;
+        VmmsError e = {0};
+
+        if (error < 0) {
+                vmms_error_set(
+                        &e, error == -ENOSPC ? VMMS_ERROR_RESOURCE_EXHAUSTED : VMMS_ERROR_FAILED_PRECONDITION,
+                        "cannot save VM '%s': %s", s->vm->def.name,
+                        message && *message ? message : g_strerror(-error));
+                s->done(s->vm, &e, 0);
+                vmms_error_clear(&e);
+                return;
+        }
+        s->done(s->vm, NULL, reply && reply->saved ? reply->saved->file_bytes : 0);
+}
+
+/* The worker pauses the VM, writes path.tmp, syncs and renames it, answers with what
+ * it wrote, then destroys the partition and exits (worker.proto Save). */
+static void save(VmmsEngine *e, VmmsVm *vm, const char *path, VmmsEngineSavedFn done)
+{
+        BundledVm *b = vm->engine_data;
+        Vmms__Worker__Request req = VMMS__WORKER__REQUEST__INIT;
+        Vmms__Worker__Save body = VMMS__WORKER__SAVE__INIT;
+        SaveRequest *s;
+
         (void)e;
-        return not_yet(vm, "save", error);
+        if (!b || !b->worker) {
+                VmmsError error = {0};
+
+                vmms_error_set(&error, VMMS_ERROR_UNAVAILABLE, "VM '%s': its worker is not reachable",
+                               vm->def.name);
+                done(vm, &error, 0);
+                vmms_error_clear(&error);
+                return;
+        }
+        s = g_new0(SaveRequest, 1);
+        s->vm = vm;
+        s->done = done;
+        body.path = (char *)path;
+        req.body_case = VMMS__WORKER__REQUEST__BODY_SAVE;
+        req.save = &body;
+        vmms_worker_request_full(b->worker, &req, on_save_reply, s);
 }
 
 static int migrate_send(VmmsEngine *e, VmmsVm *vm, const char *destination, VmmsError *error)

@@ -40,6 +40,7 @@ typedef struct VmmsEngineCallbacks {
 
 /* error NULL: done. */
 typedef void (*VmmsEngineDoneFn)(VmmsVm *vm, const VmmsError *error);
+typedef void (*VmmsEngineSavedFn)(VmmsVm *vm, const VmmsError *error, uint64_t file_bytes);
 
 typedef struct VmmsEngineOps {
         const char *name;
@@ -71,9 +72,13 @@ typedef struct VmmsEngineOps {
         /* Frees the engine's state for the VM without touching what runs it (vmmsd is
          * stopping, or the VM is gone). No callback follows. */
         void (*release)(VmmsEngine *e, VmmsVm *vm);
-        /* Save-VM and live migration. Not implemented by the bundled engine yet: it
-         * refuses them with an error naming the operation. */
-        int (*save)(VmmsEngine *e, VmmsVm *vm, VmmsError *error);
+        /* Running|Paused: writes the VM's whole state to `path` (whole or absent) and
+         * ends it: done(vm, NULL, bytes) when the file is in place, then exited() as
+         * the VM's process goes; done(vm, error, 0) and the VM runs on when it cannot.
+         * The next start() with vm->restore_path set continues from such a file. An
+         * engine that cannot save calls done with an error naming the operation. */
+        void (*save)(VmmsEngine *e, VmmsVm *vm, const char *path, VmmsEngineSavedFn done);
+        /* Live migration: not implemented yet; refused with an error naming it. */
         int (*migrate_send)(VmmsEngine *e, VmmsVm *vm, const char *destination, VmmsError *error);
 } VmmsEngineOps;
 

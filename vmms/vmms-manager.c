@@ -29,6 +29,7 @@ struct VmmsManager {
         VmmsStore *store;
         VmmsEvents *events;
         VmmsVmContext vm_context;
+        char *saved_dir; /* STATE/saved: Saved VMs' state files */
         GPtrArray *vms;
         GHashTable *by_id;   /* lower-case UUID -> VmmsVm* */
         GHashTable *by_name; /* case-folded name -> VmmsVm* */
@@ -188,6 +189,13 @@ int vmms_manager_vm_remove(VmmsManager *m, VmmsVm *vm, VmmsError *error)
                 return r;
         } else {
                 vmms_events_notify(m->events, &event);
+        }
+        if (vm->def.state == VMMS_VM_SAVED) {
+                g_autofree char *saved = vmms_vm_saved_path(vm);
+
+                if (unlink(saved) < 0 && errno != ENOENT)
+                        g_warning("VM '%s': cannot delete its saved state %s: %s", vm->def.name, saved,
+                                  g_strerror(errno));
         }
         unindex_vm(m, vm);
         g_ptr_array_remove(m->vms, vm);
@@ -502,7 +510,9 @@ static int make_dirs(const VmmsConfig *config, char **ret_error)
 {
         g_autofree char *logs = g_build_filename(config->state_dir, "logs", NULL);
         g_autofree char *workers = g_build_filename(config->runtime_dir, "workers", NULL);
-        const char *dirs[] = {config->state_dir, logs, config->runtime_dir, workers, config->paging_dir};
+        g_autofree char *saved = g_build_filename(config->state_dir, "saved", NULL);
+        const char *dirs[] = {config->state_dir,  logs, config->runtime_dir, workers,
+                              config->paging_dir, saved};
 
         for (size_t i = 0; i < G_N_ELEMENTS(dirs); i++)
                 if (g_mkdir_with_parents(dirs[i], 0750) < 0) {
@@ -566,6 +576,7 @@ int vmms_manager_new(const VmmsConfig *config, VmmsManager **ret, char **ret_err
         m->vm_context = (VmmsVmContext){
                 .store = m->store,
                 .events = m->events,
+                .saved_dir = m->saved_dir = g_build_filename(m->config.state_dir, "saved", NULL),
                 .stop_timeout_ms = m->config.stop_timeout_ms,
                 .force_timeout_ms = m->config.force_timeout_ms,
                 .memory_prompt = on_vm_memory_prompt,
@@ -656,6 +667,7 @@ void vmms_manager_free(VmmsManager *m)
         vmms_config_clear(&m->config);
         if (m->lock_fd >= 0)
                 close(m->lock_fd);
+        g_free(m->saved_dir);
         if (m->unsaved_removals)
                 g_ptr_array_unref(m->unsaved_removals);
         g_free(m);

@@ -310,6 +310,14 @@ static void op_pause_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCal
                 vmms_vm_pause(vm, true, call);
 }
 
+static void op_save_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        VmmsVm *vm = lookup(m, ((const Vmms__V1__VmRef *)request)->vm, call);
+
+        if (vm)
+                vmms_vm_save(vm, call);
+}
+
 static void op_resume_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
 {
         VmmsVm *vm = lookup(m, ((const Vmms__V1__VmRef *)request)->vm, call);
@@ -778,6 +786,7 @@ const VmmsOp vmms_ops[] = {
            VMMS_ROLE_OPERATOR),
         OP("PauseVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_pause_vm,
            VMMS_ROLE_OPERATOR),
+        OP("SaveVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_save_vm, VMMS_ROLE_OPERATOR),
         OP("ResumeVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_resume_vm,
            VMMS_ROLE_OPERATOR),
         OP("RemoveVm", vmms__v1__vm_ref__descriptor, vmms__v1__remove_vm_response__descriptor, op_remove_vm,

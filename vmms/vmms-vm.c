@@ -19,6 +19,7 @@
  * memory, so a crash never leaves vmmsd believing something the disk does not say. */
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vmms-engine.h"
 #include "vmms-vm.h"
@@ -96,6 +97,7 @@ void vmms_vm_free(VmmsVm *vm)
                 vm->engine->ops->release(vm->engine, vm);
         vmms_vm_definition_clear(&vm->def);
         g_free(vm->exit_reason);
+        g_free(vm->restore_path);
         g_free(vm);
 }
 
@@ -167,7 +169,7 @@ static void set_state(VmmsVm *vm, VmmsVmState state, const char *kind, const cha
         VmmsError error = {0};
 
         vm->def.state = state;
-        if (state == VMMS_VM_OFF) {
+        if (state == VMMS_VM_OFF || state == VMMS_VM_SAVED) {
                 vm->def.worker_pid = 0;
                 vm->def.started_unix_ms = 0;
         }
@@ -254,6 +256,9 @@ void vmms_vm_start(VmmsVm *vm, VmmsCall *call)
         if (!job_begin(vm, "start", VMMS_ACTION_START, call))
                 return;
         vm->restart_pending = false;
+        g_clear_pointer(&vm->restore_path, g_free);
+        if (was == VMMS_VM_SAVED)
+                vm->restore_path = vmms_vm_saved_path(vm);
         vm->def.state = VMMS_VM_STARTING;
         if (vmms_vm_persist(vm, "state", &error, "starting") < 0) {
                 vm->def.state = was;
@@ -444,12 +449,33 @@ bool vmms_vm_removable(VmmsVm *vm, VmmsError *error)
                vmms_vm_check_idle(vm, error);
 }
 
-int vmms_vm_save(VmmsVm *vm, VmmsError *error)
+char *vmms_vm_saved_path(const VmmsVm *vm)
 {
-        if (!vmms_vm_action_allowed(vm->def.name, vm->def.state, VMMS_ACTION_SAVE, error) ||
-            !vmms_vm_check_idle(vm, error))
-                return -EBUSY;
-        return vm->engine->ops->save(vm->engine, vm, error);
+        g_autofree char *name = g_strconcat(vm->def.id, ".vmrs", NULL);
+
+        return g_build_filename(vm->ctx->saved_dir, name, NULL);
+}
+
+static void on_saved(VmmsVm *vm, const VmmsError *error, uint64_t file_bytes)
+{
+        if (error) {
+                job_fail_with(vm, error); /* the VM runs on */
+                return;
+        }
+        /* Saved once the engine's process has gone (exited follows). */
+        vm->save_written = true;
+        vm->saved_bytes = file_bytes;
+}
+
+void vmms_vm_save(VmmsVm *vm, VmmsCall *call)
+{
+        g_autofree char *path = NULL;
+
+        if (!job_begin(vm, "save", VMMS_ACTION_SAVE, call))
+                return;
+        path = vmms_vm_saved_path(vm);
+        vm->save_written = false;
+        vm->engine->ops->save(vm->engine, vm, path, on_saved);
 }
 
 /* ---- Figures and Dynamic Memory ---- */
@@ -493,7 +519,15 @@ static void on_engine_running(VmmsVm *vm, const VmmsEngineRunning *info)
         vm->partition_id = info->partition_id;
         vm->def.worker_pid = info->pid;
         vm->def.started_unix_ms = info->started_unix_ms;
-        if (vm->def.state == VMMS_VM_STARTING) {
+        if (vm->def.state == VMMS_VM_STARTING && vm->restore_path) {
+                /* It runs from its saved state, which is spent (Hyper-V deletes it too). */
+                g_autofree char *path = g_steal_pointer(&vm->restore_path);
+
+                set_state(vm, VMMS_VM_RUNNING, "state", "restored from its saved state");
+                if (unlink(path) < 0 && errno != ENOENT)
+                        g_warning("VM '%s': cannot delete %s: %s", vm->def.name, path, g_strerror(errno));
+                job_end(vm);
+        } else if (vm->def.state == VMMS_VM_STARTING) {
                 set_state(vm, VMMS_VM_RUNNING, "state", "started");
                 job_end(vm);
         } else if (vm->def.state == VMMS_VM_RUNNING && info->paused) {
@@ -508,7 +542,20 @@ static void on_engine_exited(VmmsVm *vm, const VmmsEngineExit *exit)
         VmmsVmState was = vm->def.state;
         g_autofree char *message = NULL;
 
-        if (vm->exit_reason) {
+        if (vm->save_written) {
+                g_autofree char *size = vmms_format_bytes(vm->saved_bytes);
+
+                message = g_strdup_printf("saved (%s written)", size);
+                vm->save_written = false;
+                set_state(vm, VMMS_VM_SAVED, "state", message);
+                job_end(vm);
+        } else if (was == VMMS_VM_STARTING && vm->restore_path && !vm->exit_reason) {
+                /* The state stays, to try again or to delete with Remove-VM. */
+                message = g_strdup_printf("failed to restore its saved state: %s",
+                                          exit->last_words ? exit->last_words : exit->how);
+                set_state(vm, VMMS_VM_SAVED, "error", message);
+                job_fail(vm, exit->start_error ? exit->start_error : VMMS_ERROR_INTERNAL, message);
+        } else if (vm->exit_reason) {
                 message = g_strdup_printf("%s", vm->exit_reason);
                 set_state(vm, VMMS_VM_OFF, "error", message);
                 job_fail(vm, VMMS_ERROR_UNAVAILABLE, message);
@@ -535,6 +582,7 @@ static void on_engine_exited(VmmsVm *vm, const VmmsEngineExit *exit)
                 job_fail(vm, VMMS_ERROR_UNAVAILABLE, message);
         }
         g_clear_pointer(&vm->exit_reason, g_free);
+        g_clear_pointer(&vm->restore_path, g_free);
         vm->memory = (VmmsMemoryStatus){0};
         vm->figures = (VmmsVmFigures){0};
         vm->partition_id = 0;

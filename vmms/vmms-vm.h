@@ -47,6 +47,7 @@ typedef struct VmmsVmContext {
          * manager may run the memory balancer now. NULL: nothing is told. */
         void (*memory_prompt)(VmmsVm *vm, void *userdata);
         void *memory_prompt_data;
+        const char *saved_dir;     /* <id>.vmrs: the state of each Saved VM */
         uint32_t stop_timeout_ms;  /* how long a graceful stop waits before turning off */
         uint32_t force_timeout_ms; /* the same with -Force */
 } VmmsVmContext;
@@ -88,6 +89,11 @@ struct VmmsVm {
         char *exit_reason;
         /* Started again when the hypervisor is back (AutomaticStartAction). */
         bool restart_pending;
+        /* Save-VM: the engine has written the state (the VM becomes Saved as it ends),
+         * and the file a start continues from (NULL: a fresh boot). */
+        bool save_written;
+        uint64_t saved_bytes;
+        char *restore_path;
         /* A state change the store refused (a full disk): written on a later tick. */
         bool unsaved;
         VmmsProcessorSettings job_processor; /* what a live processor job applies */
@@ -133,8 +139,11 @@ typedef struct VmmsVmSettings {
 int vmms_vm_update_settings(VmmsVm *vm, const VmmsVmSettings *s, VmmsError *error);
 /* Whether the VM may be removed now. */
 bool vmms_vm_removable(VmmsVm *vm, VmmsError *error);
-/* Save-VM (refused by name where the engine cannot). */
-int vmms_vm_save(VmmsVm *vm, VmmsError *error);
+/* Save-VM: Running|Paused -> Saved, the state in ctx->saved_dir/<id>.vmrs; Start-VM
+ * continues from it (refused by name where the engine cannot save). */
+void vmms_vm_save(VmmsVm *vm, VmmsCall *call);
+/* Where a Saved VM's state is. */
+char *vmms_vm_saved_path(const VmmsVm *vm);
 
 /* Dynamic Memory: asks the engine to grow (> 0) or shrink the VM's memory. */
 void vmms_vm_adjust_memory(VmmsVm *vm, int64_t delta_bytes, const char *reason);

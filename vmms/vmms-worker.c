@@ -21,9 +21,18 @@
 
 typedef struct PendingReply {
         uint64_t id;
-        VmmsWorkerReplyFn fn;
+        VmmsWorkerReplyFn fn; /* one of the two */
+        VmmsWorkerFullReplyFn full_fn;
         void *userdata;
 } PendingReply;
+
+static void answer(PendingReply *p, int error, const char *message, const Vmms__Worker__Reply *reply)
+{
+        if (p->full_fn)
+                p->full_fn(error, message, reply, p->userdata);
+        else
+                p->fn(error, message, p->userdata);
+}
 
 struct VmmsWorker {
         VmmsWorkerCallbacks callbacks;
@@ -49,7 +58,7 @@ static void fail_pending(VmmsWorker *w)
         PendingReply *p;
 
         while ((p = g_queue_pop_head(&w->pending))) {
-                p->fn(-ECONNRESET, "the worker went away", p->userdata);
+                answer(p, -ECONNRESET, "the worker went away", NULL);
                 g_free(p);
         }
 }
@@ -129,7 +138,7 @@ static void handle_message(VmmsWorker *w, const Vmms__Worker__Message *msg)
                 if (!p || p->id != msg->reply->id)
                         break;
                 g_queue_pop_head(&w->pending);
-                p->fn(msg->reply->error, msg->reply->error_message, p->userdata);
+                answer(p, msg->reply->error, msg->reply->error_message, msg->reply);
                 g_free(p);
                 break;
         }
@@ -264,6 +273,8 @@ int vmms_worker_spawn(const VmmsWorkerSpawn *s, const VmmsWorkerCallbacks *callb
         g_ptr_array_add(argv, g_strdup_printf("--console-log=%s", s->console_path));
         if (s->paging_file)
                 g_ptr_array_add(argv, g_strdup_printf("--paging-file=%s", s->paging_file));
+        if (s->restore_path)
+                g_ptr_array_add(argv, g_strdup_printf("--restore=%s", s->restore_path));
         if (s->paging_bytes)
                 g_ptr_array_add(argv, g_strdup_printf("--paging-bytes=%" G_GUINT64_FORMAT, s->paging_bytes));
         g_ptr_array_add(argv, NULL);
@@ -332,24 +343,43 @@ bool vmms_worker_connected(VmmsWorker *w)
         return w->fd >= 0;
 }
 
+static void request(VmmsWorker *w, Vmms__Worker__Request *req, PendingReply *p)
+{
+        const char *why = NULL;
+
+        if (w->fd < 0 || w->exited)
+                why = "the worker is not connected";
+        else {
+                req->id = w->next_id++;
+                if (hv_wire_send(w->fd, &req->base, -1) < 0)
+                        why = "cannot send to the worker";
+        }
+        if (why) {
+                answer(p, w->fd < 0 || w->exited ? -ENOTCONN : -ECONNRESET, why, NULL);
+                g_free(p);
+                return;
+        }
+        p->id = req->id;
+        g_queue_push_tail(&w->pending, p);
+}
+
 void vmms_worker_request(VmmsWorker *w, Vmms__Worker__Request *req, VmmsWorkerReplyFn fn, void *userdata)
 {
-        PendingReply *p;
+        PendingReply *p = g_new0(PendingReply, 1);
 
-        if (w->fd < 0 || w->exited) {
-                fn(-ENOTCONN, "the worker is not connected", userdata);
-                return;
-        }
-        req->id = w->next_id++;
-        if (hv_wire_send(w->fd, &req->base, -1) < 0) {
-                fn(-ECONNRESET, "cannot send to the worker", userdata);
-                return;
-        }
-        p = g_new0(PendingReply, 1);
-        p->id = req->id;
         p->fn = fn;
         p->userdata = userdata;
-        g_queue_push_tail(&w->pending, p);
+        request(w, req, p);
+}
+
+void vmms_worker_request_full(VmmsWorker *w, Vmms__Worker__Request *req, VmmsWorkerFullReplyFn fn,
+                              void *userdata)
+{
+        PendingReply *p = g_new0(PendingReply, 1);
+
+        p->full_fn = fn;
+        p->userdata = userdata;
+        request(w, req, p);
 }
 
 /* The worker's own word on why it exits, else the last line of its log; only the

@@ -40,6 +40,7 @@ typedef struct VmmsWorkerSpawn {
         const char *boot_args;
         const char *paging_file;
         uint64_t paging_bytes;
+        const char *restore_path; /* continue from this saved state instead of booting */
 } VmmsWorkerSpawn;
 
 /* A reply from the worker: error 0 or a negative errno with a message. */
@@ -57,6 +58,12 @@ bool vmms_worker_connected(VmmsWorker *w);
 /* Sends `req` (its id is set here); `fn` runs once with the reply, or with
  * -ECONNRESET if the worker goes away first. */
 void vmms_worker_request(VmmsWorker *w, Vmms__Worker__Request *req, VmmsWorkerReplyFn fn, void *userdata);
+/* The same, for a request whose reply carries more than an error (Save's SaveResult):
+ * `reply` is NULL when the worker went away first. */
+typedef void (*VmmsWorkerFullReplyFn)(int error, const char *message, const Vmms__Worker__Reply *reply,
+                                      void *userdata);
+void vmms_worker_request_full(VmmsWorker *w, Vmms__Worker__Request *req, VmmsWorkerFullReplyFn fn,
+                              void *userdata);
 /* Why the worker exited: its Exiting message (worker.proto), else with read_log the
  * last line of its log (a start that failed before vmmsd connected); the log is never
  * read whole. */

@@ -64,6 +64,7 @@ typedef struct Recorder {
         VmmsEngine base;
         GString *log;
         VmmsEngineDoneFn pending;
+        VmmsEngineSavedFn saved;
 } Recorder;
 
 static Recorder *rec(VmmsEngine *e)
@@ -80,8 +81,7 @@ static bool rec_available(VmmsEngine *e, char **ret_why)
 
 static void rec_start(VmmsEngine *e, VmmsVm *vm)
 {
-        (void)vm;
-        g_string_append(rec(e)->log, "start;");
+        g_string_append_printf(rec(e)->log, "start%s;", vm->restore_path ? " from saved" : "");
 }
 
 static int rec_attach(VmmsEngine *e, VmmsVm *vm)
@@ -139,12 +139,11 @@ static void rec_release(VmmsEngine *e, VmmsVm *vm)
         vm->engine_data = NULL;
 }
 
-static int rec_save(VmmsEngine *e, VmmsVm *vm, VmmsError *error)
+static void rec_save(VmmsEngine *e, VmmsVm *vm, const char *path, VmmsEngineSavedFn done)
 {
-        (void)e;
-        vmms_error_set(error, VMMS_ERROR_FAILED_PRECONDITION, "cannot save VM '%s': not in this engine",
-                       vm->def.name);
-        return -EOPNOTSUPP;
+        (void)vm;
+        g_string_append_printf(rec(e)->log, "save %s;", strrchr(path, '/') + 1);
+        rec(e)->saved = done;
 }
 
 static const VmmsEngineOps recorder_ops = {
@@ -218,6 +217,7 @@ static void fixture_set_up(Fixture *f, gconstpointer data)
         g_assert_cmpint(vmms_store_open(db, false, &f->store, &why), ==, 0);
         f->events = vmms_events_new(f->store);
         f->ctx = (VmmsVmContext){.store = f->store,
+                                 .saved_dir = f->dir,
                                  .events = f->events,
                                  .reply = on_vm_reply,
                                  .stop_timeout_ms = 7000,
@@ -373,19 +373,39 @@ static void test_automatic_start_action_nothing_is_not_restarted(Fixture *f, gco
         g_assert_false(f->vm->restart_pending);
 }
 
-static void test_save_is_refused_by_the_engine_by_name(Fixture *f, gconstpointer data)
+static void test_save_then_start_continues_from_the_saved_state(Fixture *f, gconstpointer data)
 {
-        VmmsError error = {0};
+        VmmsEngineExit exit = {.how = "exited with status 0"};
+        VmmsError refusal = {.code = VMMS_ERROR_RESOURCE_EXHAUSTED, .message = (char *)"disk full"};
+        g_autoptr(GPtrArray) events = NULL;
+        Answer a, b, c;
 
         (void)data;
-        g_assert_cmpint(vmms_vm_save(f->vm, &error), <, 0);
-        g_assert_nonnull(strstr(error.message, "cannot save VM 'web': it is Off"));
-        vmms_error_clear(&error);
+        vmms_vm_save(f->vm, new_call(&a));
+        g_assert_cmpstr(a.message, ==, "cannot save VM 'web': it is Off");
         vmms_vm_start(f->vm, NULL);
         report_running(f);
-        g_assert_cmpint(vmms_vm_save(f->vm, &error), ==, -EOPNOTSUPP);
-        g_assert_nonnull(strstr(error.message, "not in this engine"));
-        vmms_error_clear(&error);
+        vmms_vm_save(f->vm, new_call(&b));
+        g_assert_cmpstr(f->engine.log->str, ==, "start;save 6f1c3a52-0000-4000-8000-000000000001.vmrs;");
+        f->engine.saved(f->vm, &refusal, 0); /* the engine could not: the VM runs on */
+        g_assert_cmpint(b.code, ==, VMMS_ERROR_RESOURCE_EXHAUSTED);
+        g_assert_cmpint(f->vm->def.state, ==, VMMS_VM_RUNNING);
+        vmms_vm_save(f->vm, new_call(&c));
+        f->engine.saved(f->vm, NULL, 3u << 20);
+        g_assert_false(c.answered); /* Saved only once the VM's process has gone */
+        vmms_vm_engine_callbacks.exited(f->vm, &exit);
+        g_assert_cmpint(c.code, ==, VMMS_OK);
+        g_assert_cmpint(f->vm->def.state, ==, VMMS_VM_SAVED);
+        g_assert_cmpint(vmms_store_event_list(f->store, f->vm->def.id, 0, 1, true, &events), ==, 0);
+        g_assert_cmpstr(((VmmsEventRecord *)events->pdata[0])->message, ==, "saved (3 MB written)");
+        vmms_vm_start(f->vm, NULL);
+        g_assert_true(g_str_has_suffix(f->engine.log->str, "start from saved;"));
+        report_running(f);
+        g_assert_cmpint(f->vm->def.state, ==, VMMS_VM_RUNNING);
+        g_assert_null(f->vm->restore_path);
+        g_free(a.message);
+        g_free(b.message);
+        g_free(c.message);
 }
 
 static void test_workload_changes_only_while_off_and_a_refused_change_keeps_the_old(Fixture *f,
@@ -420,7 +440,7 @@ int main(int argc, char **argv)
         JOB_TEST(an_exit_while_stopping_ends_the_stop_and_records_off);
         JOB_TEST(a_lost_host_ends_the_vm_with_the_reason_and_marks_it_for_a_restart);
         JOB_TEST(automatic_start_action_nothing_is_not_restarted);
-        JOB_TEST(save_is_refused_by_the_engine_by_name);
+        JOB_TEST(save_then_start_continues_from_the_saved_state);
         JOB_TEST(workload_changes_only_while_off_and_a_refused_change_keeps_the_old);
         return g_test_run();
 }
