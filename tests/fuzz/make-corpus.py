@@ -240,12 +240,41 @@ def wk_seeds():
     }
 
 
+# ---- dbus-message: an operation's name, NUL, and its a{sv} in GVariant's format ----
+
+def dbus_seeds():
+    from gi.repository import GLib
+
+    def req(op, fields):
+        return op.encode() + b"\0" + GLib.Variant("a{sv}", fields).get_data_as_bytes().get_data()
+
+    V = GLib.Variant
+    return {
+        "create": req("CreateVm", {"name": V("s", "web"), "workload": V("s", "cpu"),
+                                   "processor": V("a{sv}", {"count": V("u", 2), "reserve": V("u", 10)}),
+                                   "memory": V("a{sv}", {"startup_bytes": V("t", 512 << 20),
+                                                         "dynamic_memory_enabled": V("b", True)}),
+                                   "automatic_start_action": V("s", "Start")}),
+        "create-wrong-types": req("CreateVm", {"name": V("u", 7), "processor": V("s", "x")}),
+        "update-memory-mask": req("UpdateMemory", {"vm": V("s", "db"), "update_mask": V("as", ["buffer", "priority"]),
+                                                   "memory": V("a{sv}", {"buffer": V("i", 20), "priority": V("y", 80)})}),
+        "update-processor-negative": req("UpdateProcessor", {"vm": V("s", "web"),
+                                                             "processor": V("a{sv}", {"maximum": V("x", -1)})}),
+        "counters": req("GetCounters", {"paths": V("as", ["\\Hyper-V Hypervisor(*)\\Partitions"])}),
+        "events": req("ListEvents", {"vm": V("s", ""), "after_id": V("x", 5), "limit": V("q", 10)}),
+        "stop-boxed": req("StopVm", {"vm": V("v", V("s", "web")), "turn_off": V("b", True)}),
+        "unknown-field": req("GetVm", {"nope": V("s", "x")}),
+        "update-vm-enum": req("UpdateVm", {"vm": V("s", "a"), "automatic_start_action": V("s", "Sometimes")}),
+    }
+
+
 TARGETS = {
     "vmbus": vmbus_seeds,
     "hypercall": hypercall_seeds,
     "hv-server": hv_server_seeds,
     "vmms-worker": wk_seeds,
     "elf": elf_seeds,
+    "dbus-message": dbus_seeds,
 }
 
 
