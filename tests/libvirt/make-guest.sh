@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libvirt engine's test guest from Debian's packages only: Debian's kernel
 # (vmlinuz) and a busybox initramfs whose init loads the virtio and balloon modules,
-# prints "vmms-guest: up" on the serial console, powers off when the ACPI power button
+# prints "vmms-guest: up" on the serial console (pvpanic reports a panic), powers off when the ACPI power button
 # is pressed (Stop-VM), and runs what the kernel command line asks for:
 #   vmms.soak_mb=N      fill N MiB of tmpfs (memory the guest cannot give back)
 #   vmms.poweroff_s=N   power itself off after N seconds ("vmms-guest: powering off")
@@ -35,7 +35,7 @@ mkdir -p root/bin root/dev root/proc root/sys root/tmp root/soak root/modules
 cp /bin/busybox root/bin/busybox
 for m in drivers/input/evdev drivers/acpi/button drivers/virtio/virtio drivers/virtio/virtio_ring \
          drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci_legacy_dev \
-         drivers/virtio/virtio_pci drivers/virtio/virtio_balloon; do
+         drivers/virtio/virtio_pci drivers/virtio/virtio_balloon drivers/misc/pvpanic/pvpanic drivers/misc/pvpanic/pvpanic-mmio; do
   cp "$mods/$m.ko" root/modules/
 done
 cat > root/init <<'INIT'
@@ -45,22 +45,34 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-for m in evdev button virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_balloon; do
+for m in evdev button virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_balloon pvpanic pvpanic-mmio; do
   insmod /modules/$m.ko || echo "vmms-guest: insmod $m failed"
 done
-echo "vmms-guest: up ($(grep MemTotal /proc/meminfo | tr -s ' '))"
-# Stop-VM presses the ACPI power button: any event on its input device powers off.
-for ev in /sys/class/input/event*; do
-  if [ "$(cat $ev/device/name 2>/dev/null)" = "Power Button" ]; then
-    (dd if=/dev/${ev##*/} bs=24 count=1 >/dev/null 2>&1; echo "vmms-guest: power button"; poweroff -f) &
-  fi
-done
+# The soak comes before the marker: the balancer's first look at the guest includes it.
 for arg in $(cat /proc/cmdline); do
   case $arg in
   vmms.soak_mb=*)
     mount -t tmpfs -o size=100% tmpfs /soak
     dd if=/dev/zero of=/soak/fill bs=1M count=${arg#*=} 2>/dev/null
     echo "vmms-guest: soaked ${arg#*=} MiB";;
+  esac
+done
+echo "vmms-guest: up ($(grep MemTotal /proc/meminfo | tr -s ' '))"
+# Stop-VM presses the ACPI power button: any event on its input device powers off.
+for ev in /sys/class/input/event*; do
+  if [ "$(cat $ev/device/name 2>/dev/null)" = "Power Button" ]; then
+    # input_event: 16 bytes of time, u16 type, u16 code, s32 value; EV_KEY (1),
+    # KEY_POWER (116) pressed (1). One open descriptor, so no event falls between reads.
+    (exec 3</dev/input/${ev##*/}
+     while true; do
+       set -- $(dd bs=24 count=1 <&3 2>/dev/null | od -An -tu2 -w24 -v)
+       [ "$9" = 1 ] && [ "${10}" = 116 ] && [ "${11}" = 1 ] && break
+     done
+     echo "vmms-guest: power button"; poweroff -f) &
+  fi
+done
+for arg in $(cat /proc/cmdline); do
+  case $arg in
   vmms.poweroff_s=*)
     (sleep ${arg#*=}; echo "vmms-guest: powering off"; poweroff -f) &;;
   esac
