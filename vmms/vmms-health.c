@@ -1,0 +1,554 @@
+/* The signs of an over-committed host, judged from the counters over a window.
+ *
+ * The seed names them: Available Memory short, Average Pressure near or over 100 for a
+ * sustained period, guest paging rates high; and for processors, a high CPU Wait Time
+ * Per Dispatch and logical processors at 100 %. Each rule below reads one counter
+ * Get-Counter shows, so an operator can watch the same figure the rule judged.
+ *
+ *   rule                 counter                                              fires when window host memory
+ * short    \Hyper-V Dynamic Memory Balancer\Available Memory    < 5 % of the pool, every s  30 s host
+ * pressure        \Hyper-V Dynamic Memory Balancer\Average Pressure    >= 100, every second       30 s host
+ * LPs busy        \Hyper-V Hypervisor Logical Processor(_Total)\       >= 95 %, every second      30 s %
+ * Total Run Time VM pressure          \Hyper-V Dynamic Memory VM(vm)\Average Pressure      >= 100, every
+ * second       30 s VM paging            \VMMS Guest Memory(vm)\Pages In + Pages Out          >= 64 pages/s,
+ * the mean    10 s VM waiting for CPU   \Hyper-V Hypervisor Virtual Processor(vm:Hv VP *)\   >= 1 ms, the
+ * mean          10 s CPU Wait Time Per Dispatch
+ *
+ * Why these. Pressure is committed / assigned × 100: at 100 the guest has no free
+ * memory and starts paging (the seed's guests 3–5 sat over 100 while guest 5 paged
+ * "excessively"). A moment over 100 is the balancer's normal work — it adds memory
+ * within a second or two — so the pressure rules want every second of the window over,
+ * "a sustained period"; 30 s is long against the balancer's one-second tick and short
+ * against an operator's patience. Available Memory under 5 % of the pool is the
+ * balancer with nothing left to give; alone it is only a full host, so it is a host
+ * sign but no VM's status. Paging and CPU wait are rates that come in bursts, so those
+ * rules judge the mean over a shorter window: 64 pages (256 KB) a second is more than
+ * a guest at rest ever pages here, and 1 ms waiting per dispatch is ten times what
+ * hvd's scheduler costs a runnable VP when the host has spare processors. LPs at 95 %
+ * rather than 100 % because the hypervisor's own time keeps _Total just short of it.
+ *
+ * How long a sign has held (for_s) counts the seconds in a row its condition was true,
+ * unbounded by the window: "Memory pressure high for 4 min". A VM's state is the set
+ * of its rules that fire; vmms_health_end_second() reports a subject whose set changed,
+ * which the manager records as a "health" event — once per change, never per tick.
+ *
+ * The advice names memory in figures. A VM at pressure P with C committed is relieved
+ * at pressure 80 (the balancer's usual buffer of 20 %): it needs C × 100 / 80 assigned,
+ * so relief = C / 0.8 − assigned. Past its Maximum Memory the advice is to raise the
+ * Maximum; otherwise to free that much here by moving a VM away, naming the smallest
+ * other VM whose assigned memory covers it (or the largest, if none does). The host's
+ * relief is the sum of its VMs' reliefs.
+ *
+ * Bounded: each subject keeps VMMS_HEALTH_WINDOW_MAX samples; a second's work is one
+ * pass over the rules for each subject. */
+#include <math.h>
+#include <string.h>
+
+#include "vmms-error.h"
+#include "vmms-health.h"
+
+#define RELIEF_TARGET_PRESSURE 80.0
+
+const VmmsHealthRuleInfo vmms_health_rules[VMMS_HEALTH_RULE_COUNT] = {
+        [VMMS_HEALTH_HOST_AVAILABLE_MEMORY] =
+                {"\\Hyper-V Dynamic Memory Balancer(System Balancer)\\Available Memory", "MB", 5, 30, true,
+                 NULL},
+        [VMMS_HEALTH_HOST_AVERAGE_PRESSURE] =
+                {"\\Hyper-V Dynamic Memory Balancer(System Balancer)\\Average Pressure", "%", 100, 30, true,
+                 NULL},
+        [VMMS_HEALTH_HOST_LP_BUSY] = {"\\Hyper-V Hypervisor Logical Processor(_Total)\\% Total Run Time", "%",
+                                      95, 30, true, NULL},
+        [VMMS_HEALTH_VM_PRESSURE] = {"\\Hyper-V Dynamic Memory VM(%s)\\Average Pressure", "%", 100, 30, true,
+                                     "Memory pressure high"},
+        [VMMS_HEALTH_VM_PAGING] = {"\\VMMS Guest Memory(%s)\\Pages In + Pages Out", "pages/s", 64, 10, false,
+                                   "Paging"},
+        [VMMS_HEALTH_VM_CPU_WAIT] =
+                {"\\Hyper-V Hypervisor Virtual Processor(%s:Hv VP *)\\CPU Wait Time Per Dispatch", "ns", 1e6,
+                 10, false, "Waiting for CPU"},
+};
+
+typedef struct HealthSubject {
+        union {
+                VmmsHealthHostSample host[VMMS_HEALTH_WINDOW_MAX];
+                VmmsHealthVmSample vm[VMMS_HEALTH_WINDOW_MAX];
+        } ring;
+        unsigned n;    /* samples held, at most VMMS_HEALTH_WINDOW_MAX */
+        unsigned head; /* where the next sample goes */
+        unsigned run[VMMS_HEALTH_RULE_COUNT];
+        unsigned firing;  /* bit per rule */
+        unsigned changed; /* firing before this second (for end_second) */
+        bool seen;        /* pushed this second */
+        bool reported;    /* had a state before: the first second is no change */
+} HealthSubject;
+
+struct VmmsHealth {
+        HealthSubject host;
+        bool host_seen_ever;
+        GHashTable *vms; /* name -> HealthSubject* */
+};
+
+VmmsHealth *vmms_health_new(void)
+{
+        VmmsHealth *h = g_new0(VmmsHealth, 1);
+
+        h->vms = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        return h;
+}
+
+void vmms_health_free(VmmsHealth *h)
+{
+        if (!h)
+                return;
+        g_clear_pointer(&h->vms, g_hash_table_unref);
+        g_free(h);
+}
+
+/* The index of the sample `back` seconds ago (0: the latest). */
+static unsigned ring_at(const HealthSubject *s, unsigned back)
+{
+        return (s->head + VMMS_HEALTH_WINDOW_MAX - 1 - back) % VMMS_HEALTH_WINDOW_MAX;
+}
+
+static void ring_advance(HealthSubject *s)
+{
+        s->head = (s->head + 1) % VMMS_HEALTH_WINDOW_MAX;
+        s->n = MIN(s->n + 1, VMMS_HEALTH_WINDOW_MAX);
+}
+
+/* One second's figure of a rule for the subject's latest sample (NAN: not known). */
+static double host_figure(const VmmsHealthHostSample *x, VmmsHealthRule rule)
+{
+        switch (rule) {
+        case VMMS_HEALTH_HOST_AVAILABLE_MEMORY:
+                return x->pool_bytes > 0 ? x->available_bytes * 100 / x->pool_bytes : NAN;
+        case VMMS_HEALTH_HOST_AVERAGE_PRESSURE:
+                return x->average_pressure;
+        case VMMS_HEALTH_HOST_LP_BUSY:
+                return x->lp_run_pct;
+        default:
+                return NAN;
+        }
+}
+
+static bool past(VmmsHealthRule rule, double value)
+{
+        if (isnan(value))
+                return false;
+        if (rule == VMMS_HEALTH_HOST_AVAILABLE_MEMORY)
+                return value < vmms_health_rules[rule].threshold;
+        return value >= vmms_health_rules[rule].threshold;
+}
+
+/* A mean rule's figure over its window: paging as the rate between the window's ends,
+ * CPU wait as the mean of the known seconds. NAN until the window is full. */
+static double vm_window_mean(const HealthSubject *s, VmmsHealthRule rule)
+{
+        unsigned window = vmms_health_rules[rule].window_s;
+        double sum = 0;
+        unsigned known = 0;
+
+        if (s->n < window + (rule == VMMS_HEALTH_VM_PAGING))
+                return NAN;
+        if (rule == VMMS_HEALTH_VM_PAGING) {
+                double now = s->ring.vm[ring_at(s, 0)].pages_total,
+                       then = s->ring.vm[ring_at(s, window)].pages_total;
+
+                return isnan(now) || isnan(then) || now < then ? NAN : (now - then) / window;
+        }
+        for (unsigned i = 0; i < window; i++) {
+                double x = s->ring.vm[ring_at(s, i)].cpu_wait_per_dispatch_ns;
+
+                if (!isnan(x)) {
+                        sum += x;
+                        known++;
+                }
+        }
+        return known ? sum / known : NAN;
+}
+
+static double vm_figure(const HealthSubject *s, VmmsHealthRule rule)
+{
+        if (rule == VMMS_HEALTH_VM_PRESSURE)
+                return s->ring.vm[ring_at(s, 0)].average_pressure;
+        return vm_window_mean(s, rule);
+}
+
+/* Updates each rule's run of seconds and which rules fire. */
+static void judge(HealthSubject *s, bool is_host)
+{
+        VmmsHealthRule first = is_host ? VMMS_HEALTH_HOST_AVAILABLE_MEMORY : VMMS_HEALTH_VM_PRESSURE;
+        VmmsHealthRule last = is_host ? VMMS_HEALTH_HOST_LP_BUSY : VMMS_HEALTH_VM_CPU_WAIT;
+
+        s->firing = 0;
+        for (VmmsHealthRule r = first; r <= last; r++) {
+                const VmmsHealthRuleInfo *info = &vmms_health_rules[r];
+                double x = is_host ? host_figure(&s->ring.host[ring_at(s, 0)], r) : vm_figure(s, r);
+
+                s->run[r] = past(r, x) ? s->run[r] + 1 : 0;
+                /* A mean rule's first true second already stands for a whole window. */
+                if (info->sustained ? s->run[r] >= info->window_s : s->run[r] > 0)
+                        s->firing |= 1u << r;
+        }
+}
+
+void vmms_health_push_host(VmmsHealth *h, const VmmsHealthHostSample *sample)
+{
+        h->host.ring.host[h->host.head] = *sample;
+        ring_advance(&h->host);
+        h->host.seen = true;
+        judge(&h->host, true);
+}
+
+void vmms_health_push_vm(VmmsHealth *h, const char *vm, const VmmsHealthVmSample *sample)
+{
+        HealthSubject *s = g_hash_table_lookup(h->vms, vm);
+
+        if (!s) {
+                s = g_new0(HealthSubject, 1);
+                g_hash_table_insert(h->vms, g_strdup(vm), s);
+        }
+        s->ring.vm[s->head] = *sample;
+        ring_advance(s);
+        s->seen = true;
+        judge(s, false);
+}
+
+static bool subject_changed(HealthSubject *s)
+{
+        bool changed = s->reported ? s->firing != s->changed : s->firing != 0;
+
+        s->changed = s->firing;
+        s->reported = true;
+        s->seen = false;
+        return changed;
+}
+
+GPtrArray *vmms_health_end_second(VmmsHealth *h)
+{
+        GPtrArray *changes = g_ptr_array_new_with_free_func(g_free);
+        GHashTableIter iter;
+        gpointer key, value;
+
+        if (h->host.seen && subject_changed(&h->host))
+                g_ptr_array_add(changes, g_strdup(""));
+        g_hash_table_iter_init(&iter, h->vms);
+        while (g_hash_table_iter_next(&iter, &key, &value)) {
+                HealthSubject *s = value;
+
+                if (!s->seen) {
+                        /* Stopped: a VM that had signs goes back to normal by leaving. */
+                        if (s->changed)
+                                g_ptr_array_add(changes, g_strdup(key));
+                        g_hash_table_iter_remove(&iter);
+                        continue;
+                }
+                if (subject_changed(s))
+                        g_ptr_array_add(changes, g_strdup(key));
+        }
+        return changes;
+}
+
+/* ---- Findings and advice ---- */
+
+static void finding_free(gpointer p)
+{
+        VmmsHealthFinding *f = p;
+
+        g_free(f->vm);
+        g_free(f->counter);
+        g_free(f->advice);
+        g_free(f);
+}
+
+static const VmmsHealthVmSample *latest_vm(const HealthSubject *s)
+{
+        return &s->ring.vm[ring_at(s, 0)];
+}
+
+/* Memory that brings a VM to pressure 80, rounded up to a MiB. */
+static uint64_t vm_relief_bytes(const VmmsHealthVmSample *x)
+{
+        double want = (double)x->committed_bytes * 100.0 / RELIEF_TARGET_PRESSURE;
+
+        if (want <= (double)x->assigned_bytes)
+                return 0;
+        return ((uint64_t)ceil((want - (double)x->assigned_bytes) / (1 << 20))) << 20;
+}
+
+static int compare_names(gconstpointer a, gconstpointer b)
+{
+        return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static GPtrArray *sorted_names(VmmsHealth *h)
+{
+        GPtrArray *names = g_ptr_array_sized_new(g_hash_table_size(h->vms));
+        GHashTableIter iter;
+        gpointer key;
+
+        g_hash_table_iter_init(&iter, h->vms);
+        while (g_hash_table_iter_next(&iter, &key, NULL))
+                g_ptr_array_add(names, key);
+        g_ptr_array_sort(names, compare_names);
+        return names;
+}
+
+/* The VM to move to free `bytes`: the smallest whose assigned memory covers it, else
+ * the largest; never `except`. NULL when there is none. */
+static const char *vm_to_move(VmmsHealth *h, uint64_t bytes, const char *except, uint64_t *ret_assigned)
+{
+        g_autoptr(GPtrArray) names = sorted_names(h);
+        const char *cover = NULL, *largest = NULL;
+        uint64_t cover_bytes = 0, largest_bytes = 0;
+
+        for (guint i = 0; i < names->len; i++) {
+                const char *name = names->pdata[i];
+                uint64_t a = latest_vm(g_hash_table_lookup(h->vms, name))->assigned_bytes;
+
+                if (except && strcmp(name, except) == 0)
+                        continue;
+                if (a >= bytes && (!cover || a < cover_bytes)) {
+                        cover = name;
+                        cover_bytes = a;
+                }
+                if (!largest || a > largest_bytes) {
+                        largest = name;
+                        largest_bytes = a;
+                }
+        }
+        *ret_assigned = cover ? cover_bytes : largest_bytes;
+        return cover ? cover : largest;
+}
+
+/* The VM using the most processor time, never `except`. */
+static const char *vm_busiest(VmmsHealth *h, const char *except, double *ret_pct)
+{
+        g_autoptr(GPtrArray) names = sorted_names(h);
+        const char *busiest = NULL;
+
+        *ret_pct = 0;
+        for (guint i = 0; i < names->len; i++) {
+                double pct = latest_vm(g_hash_table_lookup(h->vms, names->pdata[i]))->cpu_run_pct;
+
+                if ((except && strcmp(names->pdata[i], except) == 0) || isnan(pct))
+                        continue;
+                if (!busiest || pct > *ret_pct) {
+                        busiest = names->pdata[i];
+                        *ret_pct = pct;
+                }
+        }
+        return busiest;
+}
+
+static double host_available_bytes(VmmsHealth *h)
+{
+        return h->host.n ? h->host.ring.host[ring_at(&h->host, 0)].available_bytes : 0;
+}
+
+static char *advice_memory_for_vm(VmmsHealth *h, const char *vm, const VmmsHealthVmSample *x, uint64_t relief)
+{
+        g_autofree char *relief_text = vmms_format_bytes(relief);
+        g_autofree char *want_text = vmms_format_bytes(x->assigned_bytes + relief);
+        g_autofree char *max_text = vmms_format_bytes(x->maximum_bytes);
+        const char *other;
+        uint64_t other_bytes;
+        g_autofree char *other_text = NULL;
+
+        if (x->assigned_bytes + relief > x->maximum_bytes)
+                return g_strdup_printf(
+                        "give '%s' %s more memory: raise its Maximum Memory from %s to at least "
+                        "%s (Set-VMMemory %s -MaximumBytes)",
+                        vm, relief_text, max_text, want_text, vm);
+        if (host_available_bytes(h) >= (double)relief)
+                return g_strdup_printf("give '%s' %s more memory (%s in all); the host has it available: "
+                                       "raise its Memory Priority or Buffer",
+                                       vm, relief_text, want_text);
+        other = vm_to_move(h, relief, vm, &other_bytes);
+        if (!other)
+                return g_strdup_printf("give '%s' %s more memory (%s in all): move it to a host with that "
+                                       "much free",
+                                       vm, relief_text, want_text);
+        other_text = vmms_format_bytes(other_bytes);
+        return g_strdup_printf("give '%s' %s more memory (%s in all): move '%s' (%s assigned) to another "
+                               "host, or move '%s' to a host with %s free",
+                               vm, relief_text, want_text, other, other_text, vm, want_text);
+}
+
+static VmmsHealthFinding *finding_new(VmmsHealthRule rule, const char *vm, double value, unsigned run)
+{
+        const VmmsHealthRuleInfo *info = &vmms_health_rules[rule];
+        VmmsHealthFinding *f = g_new0(VmmsHealthFinding, 1);
+
+        f->rule = rule;
+        f->vm = g_strdup(vm);
+        /* The counter paths name the VM by a %s; host paths have none. */
+        f->counter = vm ? g_strdup_printf(info->counter, vm) : g_strdup(info->counter);
+        f->value = value;
+        f->threshold = info->threshold;
+        f->window_s = info->window_s;
+        f->for_s = info->sustained ? run : run + info->window_s - 1;
+        return f;
+}
+
+/* The least extreme figure of a sustained host rule's window: what was past the
+ * threshold every second. */
+static double host_window_value(const HealthSubject *s, VmmsHealthRule rule)
+{
+        unsigned window = MIN(vmms_health_rules[rule].window_s, s->n);
+        double v = NAN;
+
+        for (unsigned i = 0; i < window; i++) {
+                double x = host_figure(&s->ring.host[ring_at(s, i)], rule);
+
+                if (isnan(v) || (rule == VMMS_HEALTH_HOST_AVAILABLE_MEMORY ? x > v : x < v))
+                        v = x;
+        }
+        return v;
+}
+
+static void host_findings(VmmsHealth *h, GPtrArray *out)
+{
+        const HealthSubject *s = &h->host;
+        const VmmsHealthHostSample *x = s->n ? &s->ring.host[ring_at(s, 0)] : NULL;
+        g_autoptr(GPtrArray) names = sorted_names(h);
+        uint64_t shortfall = 0;
+
+        for (guint i = 0; i < names->len; i++) {
+                const VmmsHealthVmSample *v = latest_vm(g_hash_table_lookup(h->vms, names->pdata[i]));
+
+                if (v->average_pressure >= vmms_health_rules[VMMS_HEALTH_VM_PRESSURE].threshold)
+                        shortfall += vm_relief_bytes(v);
+        }
+        for (VmmsHealthRule r = VMMS_HEALTH_HOST_AVAILABLE_MEMORY; x && r <= VMMS_HEALTH_HOST_LP_BUSY; r++) {
+                VmmsHealthFinding *f;
+
+                if (!(s->firing & (1u << r)))
+                        continue;
+                f = finding_new(r, NULL, host_window_value(s, r), s->run[r]);
+                if (r == VMMS_HEALTH_HOST_AVAILABLE_MEMORY) {
+                        /* Shown in the counter's unit: MB, against 5 % of the pool. */
+                        f->value = floor(f->value * x->pool_bytes / 100 / (1 << 20));
+                        f->threshold = floor(f->threshold * x->pool_bytes / 100 / (1 << 20));
+                }
+                if (r == VMMS_HEALTH_HOST_LP_BUSY) {
+                        double pct;
+                        const char *busiest = vm_busiest(h, NULL, &pct);
+
+                        f->advice =
+                                busiest ? g_strdup_printf("move '%s' (%.0f %% of one logical processor) to "
+                                                          "another host, or cap it with Set-VMProcessor "
+                                                          "-Maximum",
+                                                          busiest, pct)
+                                        : g_strdup("add logical processors or move VMs to another host");
+                } else if (shortfall > 0) {
+                        uint64_t assigned;
+                        const char *move = vm_to_move(h, shortfall, NULL, &assigned);
+                        g_autofree char *need = vmms_format_bytes(shortfall);
+                        g_autofree char *frees = vmms_format_bytes(assigned);
+
+                        f->relief_bytes = shortfall;
+                        f->advice = g_strdup_printf("the VMs under pressure need %s more: move '%s' (%s "
+                                                    "assigned) to another host",
+                                                    need, move, frees);
+                } else {
+                        f->advice = g_strdup("no VM is under pressure yet: start no more VMs on this host");
+                }
+                g_ptr_array_add(out, f);
+        }
+}
+
+static void vm_findings(VmmsHealth *h, const char *name, GPtrArray *out)
+{
+        const HealthSubject *s = g_hash_table_lookup(h->vms, name);
+        const VmmsHealthVmSample *x = latest_vm(s);
+
+        for (VmmsHealthRule r = VMMS_HEALTH_VM_PRESSURE; r <= VMMS_HEALTH_VM_CPU_WAIT; r++) {
+                VmmsHealthFinding *f;
+                double value = NAN;
+
+                if (!(s->firing & (1u << r)))
+                        continue;
+                if (r == VMMS_HEALTH_VM_PRESSURE) {
+                        for (unsigned i = 0; i < MIN(s->n, vmms_health_rules[r].window_s); i++)
+                                value = isnan(value) ? s->ring.vm[ring_at(s, i)].average_pressure
+                                                     : MIN(value, s->ring.vm[ring_at(s, i)].average_pressure);
+                } else {
+                        value = vm_window_mean(s, r);
+                }
+                f = finding_new(r, name, value, s->run[r]);
+                if (r == VMMS_HEALTH_VM_CPU_WAIT) {
+                        double pct;
+                        const char *busiest = vm_busiest(h, name, &pct);
+
+                        f->advice =
+                                busiest ? g_strdup_printf("move '%s' (%.0f %% of one logical processor) to "
+                                                          "another host, or raise '%s''s Set-VMProcessor "
+                                                          "-RelativeWeight or -Reserve",
+                                                          busiest, pct, name)
+                                        : g_strdup_printf("give '%s' fewer virtual processors or a host with "
+                                                          "more logical processors",
+                                                          name);
+                } else {
+                        f->relief_bytes = vm_relief_bytes(x);
+                        if (f->relief_bytes == 0) /* paging within its own limit: an eighth more */
+                                f->relief_bytes = ((x->assigned_bytes / 8 + (1 << 20) - 1) >> 20) << 20;
+                        f->advice = advice_memory_for_vm(h, name, x, f->relief_bytes);
+                }
+                g_ptr_array_add(out, f);
+        }
+}
+
+GPtrArray *vmms_health_findings(VmmsHealth *h)
+{
+        GPtrArray *out = g_ptr_array_new_with_free_func(finding_free);
+        g_autoptr(GPtrArray) names = sorted_names(h);
+
+        host_findings(h, out);
+        for (guint i = 0; i < names->len; i++)
+                vm_findings(h, names->pdata[i], out);
+        return out;
+}
+
+static char *duration(unsigned s)
+{
+        if (s < 120)
+                return g_strdup_printf("%u s", s);
+        return g_strdup_printf("%u min", s / 60);
+}
+
+char *vmms_health_vm_status(VmmsHealth *h, const char *vm)
+{
+        const HealthSubject *s = g_hash_table_lookup(h->vms, vm);
+        GString *status = g_string_new(NULL);
+
+        for (VmmsHealthRule r = VMMS_HEALTH_VM_PRESSURE; s && r <= VMMS_HEALTH_VM_CPU_WAIT; r++) {
+                if (!(s->firing & (1u << r)))
+                        continue;
+                g_string_append_printf(status, "%s%s", status->len ? ", " : "", vmms_health_rules[r].status);
+                if (r == VMMS_HEALTH_VM_PRESSURE) {
+                        g_autofree char *held = duration(s->run[r]);
+
+                        g_string_append_printf(status, " for %s", held);
+                }
+        }
+        if (!status->len)
+                g_string_append(status, "Operating normally");
+        return g_string_free(status, FALSE);
+}
+
+char *vmms_health_host_status(VmmsHealth *h)
+{
+        static const char *const signs[] = {
+                [VMMS_HEALTH_HOST_AVAILABLE_MEMORY] = "memory short",
+                [VMMS_HEALTH_HOST_AVERAGE_PRESSURE] = "memory pressure high",
+                [VMMS_HEALTH_HOST_LP_BUSY] = "logical processors busy",
+        };
+        GString *status = g_string_new(NULL);
+
+        for (VmmsHealthRule r = VMMS_HEALTH_HOST_AVAILABLE_MEMORY; r <= VMMS_HEALTH_HOST_LP_BUSY; r++)
+                if (h->host.firing & (1u << r))
+                        g_string_append_printf(status, "%s%s", status->len ? ", " : "", signs[r]);
+        if (!status->len)
+                g_string_append(status, "healthy");
+        return g_string_free(status, FALSE);
+}
