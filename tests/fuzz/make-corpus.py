@@ -268,6 +268,31 @@ def dbus_seeds():
     }
 
 
+def grpc_seeds():
+    """The operation's name, a NUL, and its request as a client serializes it."""
+    def req(op, body):
+        return op.encode() + b"\0" + body
+
+    processor = pb_int(1, 2) + pb_int(2, 10) + pb_int(3, 75) + pb_int(4, 200)
+    memory = pb_int(1, 1) + pb_int(2, 512 << 20) + pb_int(3, 256 << 20) + pb_int(4, 2 << 30) + pb_int(5, 20) + \
+        pb_int(6, 80) + pb_int(7, 64 << 20)
+    return {
+        "create": req("CreateVm", pb_bytes(1, "web") + pb_bytes(2, processor) + pb_bytes(3, memory) +
+                      pb_bytes(4, "memsoak") + pb_bytes(5, "memsoak_mb=64") + pb_bytes(6, "notes\nline two")),
+        "create-nul": req("CreateVm", pb_bytes(1, b"nul\0../../x")),
+        "create-bidi": req("CreateVm", pb_bytes(1, "evil\u202etxt")),
+        "create-bad-utf8": req("CreateVm", pb_bytes(1, b"\xc3\x28")),
+        "get": req("GetVm", pb_bytes(1, "web")),
+        "update-memory": req("UpdateMemory", pb_bytes(1, "web") + pb_bytes(2, memory) + pb_bytes(3, "buffer") +
+                             pb_bytes(3, "priority")),
+        "update-processor": req("UpdateProcessor", pb_bytes(1, "web") + pb_bytes(2, processor) +
+                                pb_bytes(3, "maximum")),
+        "update-vm": req("UpdateVm", pb_bytes(1, "web") + pb_bytes(2, "web2") + pb_bytes(5, "cpu") +
+                         pb_bytes(6, "workload=idle") + pb_bytes(7, "name")),
+        "counters": req("GetCounters", pb_bytes(1, "\\Hyper-V Hypervisor(*)\\*")),
+    }
+
+
 TARGETS = {
     "vmbus": vmbus_seeds,
     "hypercall": hypercall_seeds,
@@ -275,6 +300,7 @@ TARGETS = {
     "vmms-worker": wk_seeds,
     "elf": elf_seeds,
     "dbus-message": dbus_seeds,
+    "grpc-request": grpc_seeds,
 }
 
 
