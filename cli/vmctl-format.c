@@ -341,10 +341,11 @@ const char *vmctl_vm_state_name(Vmms__V1__VmState state)
         }
 }
 
-/* Hyper-V's Status column: "Operating normally" unless the VM is between states. */
-static const char *vm_status(Vmms__V1__VmState state)
+/* Hyper-V's Status column: the state it is passing through, or the over-commit signs
+ * vmmsd judged ("Memory pressure high for 4 min"), or "Operating normally". */
+static const char *vm_status(const Vmms__V1__Vm *vm)
 {
-        switch (state) {
+        switch (vm->state) {
         case VMMS__V1__VM_STATE__VM_STATE_STARTING:
                 return "Starting";
         case VMMS__V1__VM_STATE__VM_STATE_STOPPING:
@@ -355,7 +356,7 @@ static const char *vm_status(Vmms__V1__VmState state)
         case VMMS__V1__VM_STATE__VM_STATE_RUNNING:
         case VMMS__V1__VM_STATE__VM_STATE_PAUSED:
         case VMMS__V1__VM_STATE__VM_STATE_SAVED:
-                return "Operating normally";
+                return vm->status && *vm->status ? vm->status : "Operating normally";
         default:
                 return "Unknown";
         }
@@ -427,7 +428,7 @@ void vmctl_format_vms(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms)
                 vmctl_table_add(table, text(vm->name), text(vmctl_vm_state_name(vm->state)),
                                 g_strdup_printf("%.0f", vm->cpu_usage_pct), mib(vm->assigned_memory_bytes),
                                 mib(vm->memory_demand_bytes), number(vm->memory_pressure),
-                                vmctl_format_uptime(vm->uptime_ms), text(vm_status(vm->state)));
+                                vmctl_format_uptime(vm->uptime_ms), text(vm_status(vm)));
         }
         vmctl_table_render(table, out);
 }
@@ -513,6 +514,31 @@ void vmctl_format_counters(GString *out, const Vmms__V1__GetCountersResponse *co
                 vmctl_table_add(table, text(counters->samples[i]->path),
                                 vmctl_format_counter_value(counters->samples[i]->value));
         vmctl_table_render(table, out);
+}
+
+/* Format-List style: one block per finding, the host's status first. */
+void vmctl_format_host_health(GString *out, const Vmms__V1__HostHealth *health)
+{
+        g_string_append_printf(out, "Host     : %s\n", health->status);
+        if (!health->n_findings)
+                g_string_append(out, "Findings : none (no sign of an over-committed host)\n");
+        for (size_t i = 0; i < health->n_findings; i++) {
+                const Vmms__V1__HealthFinding *f = health->findings[i];
+                g_autofree char *value = vmctl_format_counter_value(f->value);
+                g_autofree char *threshold = vmctl_format_counter_value(f->threshold);
+
+                g_string_append_printf(out, "\nVMName   : %s\n", *f->vm ? f->vm : "(host)");
+                g_string_append_printf(out, "Rule     : %s\n", f->rule);
+                g_string_append_printf(out, "Counter  : %s\n", f->counter);
+                g_string_append_printf(out, "Value    : %s %s\n", value, f->unit);
+                g_string_append_printf(out, "Threshold: %s %s over %u s\n", threshold, f->unit,
+                                       f->window_seconds);
+                g_string_append_printf(out, "For      : %u s\n", f->for_seconds);
+                if (f->relief_bytes)
+                        g_string_append_printf(out, "Relief(M): %" G_GUINT64_FORMAT "\n",
+                                               f->relief_bytes >> 20);
+                g_string_append_printf(out, "Advice   : %s\n", f->advice);
+        }
 }
 
 static char *event_time(int64_t unix_ms)

@@ -49,6 +49,7 @@ void vmctl_format_processors(GString *out, Vmms__V1__Vm *const *vms, size_t n_vm
 void vmctl_format_memory(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms);
 void vmctl_format_host(GString *out, const Vmms__V1__Host *host);
 void vmctl_format_counters(GString *out, const Vmms__V1__GetCountersResponse *counters);
+void vmctl_format_host_health(GString *out, const Vmms__V1__HostHealth *health);
 void vmctl_format_events(GString *out, Vmms__V1__Event *const *events, size_t n_events);
 
 /* One event as a line of fixed-width columns, for Get-VMEvent -Wait, whose rows arrive one by one;

@@ -858,6 +858,25 @@ static int handle_get_vm_host(VmctlContext *ctx)
         return 0;
 }
 
+static int handle_get_vm_host_health(VmctlContext *ctx)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        g_autoptr(GString) out = g_string_new(NULL);
+        Vmms__V1__GetHostHealthRequest request = VMMS__V1__GET_HOST_HEALTH_REQUEST__INIT;
+        int r;
+
+        r = call(ctx, METHOD("GetHostHealth"), &request.base, &vmms__v1__host_health__descriptor,
+                 VMCTL_TIMEOUT_MS, &reply);
+        if (r < 0)
+                return r;
+        if (ctx->json)
+                vmctl_json_append_message(out, reply, true);
+        else
+                vmctl_format_host_health(out, (Vmms__V1__HostHealth *)reply);
+        emit(ctx, out);
+        return 0;
+}
+
 static int handle_get_counter(VmctlContext *ctx)
 {
         g_autoptr(ProtobufCMessage) reply = NULL;
@@ -1114,6 +1133,17 @@ static const VmctlVerb verbs[] = {
                 .params = no_params,
                 .n_params = G_N_ELEMENTS(no_params),
                 .handler = handle_get_vm_host,
+                .needs_server = true,
+        },
+        {
+                .name = "Get-VMHostHealth",
+                .synopsis = "Shows the signs of an over-committed host (memory short, pressure over 100, "
+                            "paging, VPs waiting, LPs busy), each with its counter, value, threshold, window "
+                            "and advice.",
+                .example = "vmctl Get-VMHostHealth",
+                .params = no_params,
+                .n_params = G_N_ELEMENTS(no_params),
+                .handler = handle_get_vm_host_health,
                 .needs_server = true,
         },
         {

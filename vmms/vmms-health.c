@@ -51,19 +51,24 @@
 
 const VmmsHealthRuleInfo vmms_health_rules[VMMS_HEALTH_RULE_COUNT] = {
         [VMMS_HEALTH_HOST_AVAILABLE_MEMORY] =
-                {"\\Hyper-V Dynamic Memory Balancer(System Balancer)\\Available Memory", "MB", 5, 30, true,
+                {"host-available-memory",
+                 "\\Hyper-V Dynamic Memory Balancer(System Balancer)\\Available Memory", "MB", 5, 30, true,
                  NULL},
         [VMMS_HEALTH_HOST_AVERAGE_PRESSURE] =
-                {"\\Hyper-V Dynamic Memory Balancer(System Balancer)\\Average Pressure", "%", 100, 30, true,
+                {"host-average-pressure",
+                 "\\Hyper-V Dynamic Memory Balancer(System Balancer)\\Average Pressure", "%", 100, 30, true,
                  NULL},
-        [VMMS_HEALTH_HOST_LP_BUSY] = {"\\Hyper-V Hypervisor Logical Processor(_Total)\\% Total Run Time", "%",
+        [VMMS_HEALTH_HOST_LP_BUSY] = {"host-lp-busy",
+                                      "\\Hyper-V Hypervisor Logical Processor(_Total)\\% Total Run Time", "%",
                                       95, 30, true, NULL},
-        [VMMS_HEALTH_VM_PRESSURE] = {"\\Hyper-V Dynamic Memory VM(%s)\\Average Pressure", "%", 100, 30, true,
+        [VMMS_HEALTH_VM_PRESSURE] = {"vm-memory-pressure",
+                                     "\\Hyper-V Dynamic Memory VM(%s)\\Average Pressure", "%", 100, 30, true,
                                      "Memory pressure high"},
-        [VMMS_HEALTH_VM_PAGING] = {"\\VMMS Guest Memory(%s)\\Pages In + Pages Out", "pages/s", 64, 10, false,
-                                   "Paging"},
+        [VMMS_HEALTH_VM_PAGING] = {"vm-paging", "\\VMMS Guest Memory(%s)\\Pages In + Pages Out", "pages/s",
+                                   64, 10, false, "Paging"},
         [VMMS_HEALTH_VM_CPU_WAIT] =
-                {"\\Hyper-V Hypervisor Virtual Processor(%s:Hv VP *)\\CPU Wait Time Per Dispatch", "ns", 1e6,
+                {"vm-cpu-wait",
+                 "\\Hyper-V Hypervisor Virtual Processor(%s:Hv VP *)\\CPU Wait Time Per Dispatch", "ns", 1e6,
                  10, false, "Waiting for CPU"},
 };
 

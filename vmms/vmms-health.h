@@ -22,6 +22,7 @@ typedef enum VmmsHealthRule {
 } VmmsHealthRule;
 
 typedef struct VmmsHealthRuleInfo {
+        const char *name;    /* "vm-memory-pressure", as the API names the rule */
         const char *counter; /* the counter's name as Get-Counter shows it */
         const char *unit;    /* of value and threshold: "%", "MB", "pages/s", "µs" */
         double threshold;    /* the rule fires at or past it (below it for Available Memory) */

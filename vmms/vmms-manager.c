@@ -16,7 +16,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <math.h>
+
+#include "vmms-counters.h"
 #include "vmms-engine.h"
+#include "vmms-health.h"
 #include "vmms-hvd.h"
 #include "vmms-manager.h"
 #include "vmms-memory.h"
@@ -38,6 +42,7 @@ struct VmmsManager {
         VmmsEngine *libvirt; /* NULL when vmmsd was built without libvirt */
         guint tick_source;
         VmmsMemory *memory;
+        VmmsHealth *health;         /* the over-commit signs, fed each sample */
         guint memory_prompt_source; /* a prompt balancer run waiting out the rate limit */
         uint64_t next_balancer_id;
         int lock_fd;                 /* the state directory's lock, held for vmmsd's life */
@@ -369,6 +374,159 @@ static void on_vm_memory_prompt(VmmsVm *vm, void *userdata)
         memory_run_prompt(userdata);
 }
 
+/* ---- The over-commit signs (vmms-health.c judges; here the counters feed it) ---- */
+
+typedef struct HealthVmFigures {
+        VmmsHealthVmSample sample;
+        double wait_sum_ns;
+        unsigned n_vps;
+        bool have_pressure;
+} HealthVmFigures;
+
+typedef struct HealthCollect {
+        VmmsHealthHostSample host;
+        GHashTable *vms; /* name -> HealthVmFigures* */
+} HealthCollect;
+
+static void health_collect(const VmmsCounterSample *c, void *userdata)
+{
+        HealthCollect *hc = userdata;
+        HealthVmFigures *v;
+
+        switch (c->id) {
+        case VMMS_COUNTER_LP_TOTAL_RUN_TIME:
+                if (c->aggregate)
+                        hc->host.lp_run_pct = c->value;
+                return;
+        case VMMS_COUNTER_HOST_POOL_BYTES:
+                hc->host.pool_bytes = c->base_value;
+                return;
+        case VMMS_COUNTER_BALANCER_AVAILABLE_MEMORY:
+                hc->host.available_bytes = c->base_value;
+                return;
+        case VMMS_COUNTER_BALANCER_AVERAGE_PRESSURE:
+                hc->host.average_pressure = c->value;
+                return;
+        default:
+                break;
+        }
+        if (!c->vm)
+                return;
+        v = g_hash_table_lookup(hc->vms, c->vm);
+        if (!v) {
+                v = g_new0(HealthVmFigures, 1);
+                v->sample = (VmmsHealthVmSample){
+                        .average_pressure = NAN, .pages_total = NAN, .cpu_wait_per_dispatch_ns = NAN};
+                g_hash_table_insert(hc->vms, g_strdup(c->vm), v);
+        }
+        switch (c->id) {
+        case VMMS_COUNTER_VM_PHYSICAL_MEMORY:
+                v->sample.assigned_bytes = (uint64_t)c->base_value;
+                break;
+        case VMMS_COUNTER_GUEST_COMMITTED_BYTES:
+                v->sample.committed_bytes = (uint64_t)c->base_value;
+                break;
+        case VMMS_COUNTER_VM_AVERAGE_PRESSURE:
+                v->sample.average_pressure = c->value;
+                v->have_pressure = true;
+                break;
+        case VMMS_COUNTER_GUEST_PAGES_IN:
+        case VMMS_COUNTER_GUEST_PAGES_OUT:
+                v->sample.pages_total = (isnan(v->sample.pages_total) ? 0 : v->sample.pages_total) + c->value;
+                break;
+        case VMMS_COUNTER_VP_CPU_WAIT_TIME_PER_DISPATCH:
+                v->wait_sum_ns += c->value;
+                v->n_vps++;
+                break;
+        case VMMS_COUNTER_VP_TOTAL_RUN_TIME:
+                v->sample.cpu_run_pct += c->value;
+                break;
+        default:
+                break;
+        }
+}
+
+/* A "health" event for each VM or the host whose signs changed: the status, and the
+ * first finding's counter, value and threshold with its advice. */
+static void health_record_changes(VmmsManager *m, GPtrArray *changes)
+{
+        g_autoptr(GPtrArray) findings = changes->len ? vmms_health_findings(m->health) : NULL;
+
+        for (guint i = 0; i < changes->len; i++) {
+                const char *subject = changes->pdata[i];
+                VmmsVm *vm = *subject ? vmms_manager_lookup(m, subject, NULL) : NULL;
+                g_autofree char *status = NULL;
+                GString *message;
+                g_autofree char *text = NULL;
+
+                if (*subject && (!vm || !vmms_vm_is_live(vm)))
+                        continue; /* it stopped: its state event says so */
+                status = *subject ? vmms_health_vm_status(m->health, subject)
+                                  : vmms_health_host_status(m->health);
+                message = g_string_new(status);
+                for (guint k = 0; k < findings->len; k++) {
+                        const VmmsHealthFinding *f = findings->pdata[k];
+
+                        if (g_strcmp0(f->vm, *subject ? subject : NULL) != 0)
+                                continue;
+                        g_string_append_printf(message, ": %s %.0f %s (threshold %.0f, %u s window); %s",
+                                               f->counter, f->value, vmms_health_rules[f->rule].unit,
+                                               f->threshold, f->window_s, f->advice);
+                        break;
+                }
+                text = g_string_free(message, FALSE);
+                if (vm)
+                        vmms_vm_record_event(vm, "health", text);
+                else
+                        vmms_manager_record_host_event(m, "health", text);
+        }
+}
+
+/* Once a sample: the counters walked as Get-Counter shows them, into the evaluator. */
+static void health_feed(VmmsManager *m)
+{
+        g_autoptr(GHashTable) vms = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        HealthCollect hc = {.host = {.available_bytes = NAN,
+                                     .pool_bytes = NAN,
+                                     .average_pressure = NAN,
+                                     .lp_run_pct = NAN},
+                            .vms = vms};
+        const Vmms__Hv__Counters *prev, *cur;
+        g_autoptr(GPtrArray) changes = NULL;
+        GHashTableIter iter;
+        gpointer key, value;
+
+        if (!vmms_manager_counters(m, &prev, &cur))
+                return;
+        vmms_counters_walk(m, health_collect, &hc);
+        vmms_health_push_host(m->health, &hc.host);
+        g_hash_table_iter_init(&iter, vms);
+        while (g_hash_table_iter_next(&iter, &key, &value)) {
+                HealthVmFigures *v = value;
+                VmmsVm *vm = vmms_manager_lookup(m, key, NULL);
+
+                if (!vm || !vmms_vm_is_live(vm))
+                        continue;
+                if (v->n_vps)
+                        v->sample.cpu_wait_per_dispatch_ns = v->wait_sum_ns / v->n_vps;
+                /* Static memory has no balancer counters: its pressure is Hyper-V's formula. */
+                if (!v->have_pressure && v->sample.assigned_bytes && v->sample.committed_bytes)
+                        v->sample.average_pressure =
+                                (double)v->sample.committed_bytes * 100 / (double)v->sample.assigned_bytes;
+                v->sample.maximum_bytes = vm->def.memory.dynamic_memory_enabled
+                                                  ? vm->def.memory.maximum_bytes
+                                                  : vm->def.memory.startup_bytes;
+                vmms_health_push_vm(m->health, vm->def.name, &v->sample);
+        }
+        changes = vmms_health_end_second(m->health);
+        health_record_changes(m, changes);
+}
+
+VmmsHealth *vmms_manager_health(VmmsManager *m)
+{
+        return m->health;
+}
+
 static void on_hvd_sample(const Vmms__Hv__Counters *prev, const Vmms__Hv__Counters *cur, void *userdata)
 {
         VmmsManager *m = userdata;
@@ -386,6 +544,7 @@ static void on_hvd_sample(const Vmms__Hv__Counters *prev, const Vmms__Hv__Counte
         }
         memory_carry_out(m,
                          vmms_memory_tick(m->memory, m->vms, &pool, (uint64_t)g_get_monotonic_time() * 1000));
+        health_feed(m);
 }
 
 static void on_hvd_lost(const char *why, void *userdata)
@@ -562,6 +721,7 @@ int vmms_manager_new(const VmmsConfig *config, VmmsManager **ret, char **ret_err
                 *ret_error = g_strdup_printf("cannot start the memory balancer: %s", g_strerror(-r));
                 return r;
         }
+        m->health = vmms_health_new();
         r = make_dirs(&m->config, ret_error);
         if (r < 0)
                 return r;
@@ -662,6 +822,7 @@ void vmms_manager_free(VmmsManager *m)
 #endif
         vmms_hvd_free(m->hvd);
         vmms_memory_free(m->memory);
+        vmms_health_free(m->health);
         vmms_events_free(m->events);
         vmms_store_free(m->store);
         vmms_config_clear(&m->config);

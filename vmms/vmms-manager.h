@@ -72,6 +72,9 @@ void vmms_manager_unwatch(VmmsManager *m, void *watch);
 void vmms_manager_record_host_event(VmmsManager *m, const char *kind, const char *message);
 
 VmmsMemory *vmms_manager_memory(VmmsManager *m);
+/* The over-commit signs, judged from the counters once a sample (vmms-health.h). */
+typedef struct VmmsHealth VmmsHealth;
+VmmsHealth *vmms_manager_health(VmmsManager *m);
 /* The last two hypervisor counter samples (false until there are two). */
 bool vmms_manager_counters(VmmsManager *m, const Vmms__Hv__Counters **ret_prev,
                            const Vmms__Hv__Counters **ret_cur);

@@ -8,6 +8,7 @@
 
 #include "vmms-counters.h"
 #include "vmms-console.h"
+#include "vmms-health.h"
 #include "vmms-memory.h"
 #include "vmms-ops.h"
 #include "vmms.pb-c.h"
@@ -72,7 +73,7 @@ static bool auto_start_from_proto(Vmms__V1__AutomaticStartAction in, VmmsAutoSta
         }
 }
 
-static Vmms__V1__Vm *vm_to_proto(VmmsCall *call, const VmmsVm *vm)
+static Vmms__V1__Vm *vm_to_proto(VmmsManager *m, VmmsCall *call, const VmmsVm *vm)
 {
         Vmms__V1__Vm *out = vmms_call_new0(call, Vmms__V1__Vm);
         Vmms__V1__ProcessorSettings *p = vmms_call_new0(call, Vmms__V1__ProcessorSettings);
@@ -127,13 +128,17 @@ static Vmms__V1__Vm *vm_to_proto(VmmsCall *call, const VmmsVm *vm)
                 out->cpu_usage_pct = vm->def.state == VMMS_VM_PAUSED ? 0 : vm->figures.cpu_usage_pct;
                 out->worker_pid = vm->def.worker_pid;
         }
+        {
+                g_autofree char *status = vmms_health_vm_status(vmms_manager_health(m), vm->def.name);
+
+                out->status = vmms_call_strdup(call, status);
+        }
         return out;
 }
 
 static void reply_vm(VmmsVm *vm, VmmsCall *call, void *manager)
 {
-        (void)manager;
-        vmms_call_return(call, &vm_to_proto(call, vm)->base);
+        vmms_call_return(call, &vm_to_proto(manager, call, vm)->base);
 }
 
 static void fail(VmmsCall *call, VmmsError *error)
@@ -261,7 +266,7 @@ static void op_list_vms(VmmsManager *m, const ProtobufCMessage *request, VmmsCal
                         if (!g_pattern_spec_match_string(pattern, name))
                                 continue;
                 }
-                out->vms[out->n_vms++] = vm_to_proto(call, vm);
+                out->vms[out->n_vms++] = vm_to_proto(m, call, vm);
         }
         vmms_call_return(call, &out->base);
 }
@@ -613,6 +618,37 @@ static void op_get_counters(VmmsManager *m, const ProtobufCMessage *request, Vmm
         vmms_call_return(call, &out->base);
 }
 
+static void op_get_host_health(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        VmmsHealth *health = vmms_manager_health(m);
+        Vmms__V1__HostHealth *out = vmms_call_new0(call, Vmms__V1__HostHealth);
+        g_autoptr(GPtrArray) findings = vmms_health_findings(health);
+        g_autofree char *status = vmms_health_host_status(health);
+
+        (void)request;
+        vmms__v1__host_health__init(out);
+        out->status = vmms_call_strdup(call, status);
+        out->findings = vmms_call_alloc(call, sizeof(Vmms__V1__HealthFinding *) * (findings->len + 1));
+        for (guint i = 0; i < findings->len; i++) {
+                const VmmsHealthFinding *f = findings->pdata[i];
+                Vmms__V1__HealthFinding *o = vmms_call_new0(call, Vmms__V1__HealthFinding);
+
+                vmms__v1__health_finding__init(o);
+                o->vm = vmms_call_strdup(call, f->vm ? f->vm : "");
+                o->rule = (char *)vmms_health_rules[f->rule].name;
+                o->counter = vmms_call_strdup(call, f->counter);
+                o->value = f->value;
+                o->threshold = f->threshold;
+                o->unit = (char *)vmms_health_rules[f->rule].unit;
+                o->window_seconds = f->window_s;
+                o->for_seconds = f->for_s;
+                o->relief_bytes = f->relief_bytes;
+                o->advice = vmms_call_strdup(call, f->advice);
+                out->findings[out->n_findings++] = o;
+        }
+        vmms_call_return(call, &out->base);
+}
+
 static void event_to_proto(Vmms__V1__Event *out, const VmmsEventRecord *e)
 {
         vmms__v1__event__init(out);
@@ -795,6 +831,8 @@ const VmmsOp vmms_ops[] = {
            VMMS_ROLE_READER),
         OP("GetCounters", vmms__v1__get_counters_request__descriptor,
            vmms__v1__get_counters_response__descriptor, op_get_counters, VMMS_ROLE_READER),
+        OP("GetHostHealth", vmms__v1__get_host_health_request__descriptor, vmms__v1__host_health__descriptor,
+           op_get_host_health, VMMS_ROLE_READER),
         OP("ListEvents", vmms__v1__list_events_request__descriptor,
            vmms__v1__list_events_response__descriptor, op_list_events, VMMS_ROLE_READER),
         {.name = "WatchEvents",

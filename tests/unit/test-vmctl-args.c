@@ -847,7 +847,7 @@ static void test_json_has_every_field_with_proto_names(void)
                 "\"memoryDemandBytes\":0,\"memoryPressure\":0,\"cpuUsagePct\":12.5,\"workerPid\":0,"
                 "\"engine\":\"bundled\",\"automaticStartAction\":\"AUTOMATIC_START_ACTION_START\","
                 "\"kernelPath\":\"\","
-                "\"initrdPath\":\"\",\"kernelArgs\":\"\",\"vhdPath\":\"\"}\n");
+                "\"initrdPath\":\"\",\"kernelArgs\":\"\",\"vhdPath\":\"\",\"status\":\"\"}\n");
 }
 
 static void test_json_arrays_pretty_print(void)
@@ -881,6 +881,7 @@ static void test_get_vm_table_is_aligned_with_dashes_under_headers(void)
         web.memory_demand_bytes = 300 * MiB;
         web.memory_pressure = 58;
         web.uptime_ms = (2 * 86400 + 3 * 3600 + 4 * 60 + 5) * 1000ll;
+        web.status = (char *)"Memory pressure high for 4 min";
         db.name = (char *)"database-01";
         db.state = VMMS__V1__VM_STATE__VM_STATE_OFF;
         vmctl_format_vms(out, vms, 2);
@@ -891,7 +892,7 @@ static void test_get_vm_table_is_aligned_with_dashes_under_headers(void)
                 "----        -----   ----------- ----------------- --------------- -------- ------     "
                 "------\n"
                 "web         Running          12               512             300       58 2.03:04:05 "
-                "Operating normally\n"
+                "Memory pressure high for 4 min\n"
                 "database-01 Off               0                 0               0        0 00:00:00   "
                 "Operating normally\n");
 }
