@@ -374,6 +374,10 @@ static char *advice_memory_for_vm(VmmsHealth *h, const char *vm, const VmmsHealt
                                        "much free",
                                        vm, relief_text, want_text);
         other_text = vmms_format_bytes(other_bytes);
+        if (other_bytes < relief)
+                return g_strdup_printf("give '%s' %s more memory (%s in all): move '%s' to a host with %s "
+                                       "free (moving '%s', %s assigned, frees only part of it)",
+                                       vm, relief_text, want_text, vm, want_text, other, other_text);
         return g_strdup_printf("give '%s' %s more memory (%s in all): move '%s' (%s assigned) to another "
                                "host, or move '%s' to a host with %s free",
                                vm, relief_text, want_text, other, other_text, vm, want_text);

@@ -140,12 +140,13 @@ static void test_rules_fire_at_threshold_after_window(void)
         }
 }
 
-/* 'web' commits 150 MB in 100 MB (pressure 150); 'db' has 200 MB at pressure 50 and
+/* 'web' commits 150 MB in 100 MB (pressure 150); 'db' has 200 MB (or 80) at pressure 50 and
  * 'spare' 64 MB; the host has nothing available. Pressure 80 needs 187.5 MB: 88 MB more. */
 typedef struct AdviceCase {
         const char *name;
         uint64_t web_maximum;
         double host_available_mib;
+        uint64_t db_mib;
         uint64_t relief_mib;
         const char *advice_has[3];
 } AdviceCase;
@@ -154,10 +155,17 @@ static const AdviceCase advice_cases[] = {
         {"room under the maximum, none on the host",
          1024 * MIB,
          0,
+         200,
          88,
          {"88 MB more", "move 'db' (200 MB", NULL}},
-        {"past the maximum", 128 * MIB, 0, 88, {"88 MB more", "from 128 MB to at least 188 MB", NULL}},
-        {"the host has it", 1024 * MIB, 200, 88, {"88 MB more", "host has it available", NULL}},
+        {"no other VM covers it",
+         1024 * MIB,
+         0,
+         80,
+         88,
+         {"move 'web' to a host with 188 MB free", "moving 'db', 80 MB assigned, frees only part", NULL}},
+        {"past the maximum", 128 * MIB, 0, 200, 88, {"88 MB more", "from 128 MB to at least 188 MB", NULL}},
+        {"the host has it", 1024 * MIB, 200, 200, 88, {"88 MB more", "host has it available", NULL}},
 };
 
 static void push_three(VmmsHealth *h, const AdviceCase *c)
@@ -171,7 +179,7 @@ static void push_three(VmmsHealth *h, const AdviceCase *c)
         web.committed_bytes = 150 * MIB;
         web.average_pressure = 150;
         web.maximum_bytes = c->web_maximum;
-        db.assigned_bytes = 200 * MIB;
+        db.assigned_bytes = c->db_mib * MIB;
         spare.assigned_bytes = 64 * MIB;
         vmms_health_push_host(h, &host);
         vmms_health_push_vm(h, "web", &web);
