@@ -507,12 +507,13 @@ void vmctl_format_host(GString *out, const Vmms__V1__Host *host)
 
 void vmctl_format_counters(GString *out, const Vmms__V1__GetCountersResponse *counters)
 {
-        static const VmctlColumn columns[] = {{"Path", false}, {"Value", true}};
+        static const VmctlColumn columns[] = {{"Path", false}, {"Value", true}, {"Unit", false}};
         g_autoptr(VmctlTable) table = vmctl_table_new(columns, G_N_ELEMENTS(columns));
 
         for (size_t i = 0; i < counters->n_samples; i++)
                 vmctl_table_add(table, text(counters->samples[i]->path),
-                                vmctl_format_counter_value(counters->samples[i]->value));
+                                vmctl_format_counter_value(counters->samples[i]->value),
+                                text(counters->samples[i]->unit));
         vmctl_table_render(table, out);
 }
 

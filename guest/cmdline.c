@@ -10,7 +10,9 @@
  *   memsoak_step_ms=N    pause between steps, 0..3600000 (default 500)
  *   memsoak_hold_s=N     seconds memsoak holds its target before releasing all of
  *                        it, 0..86400; 0 holds forever (default 0)
- *   cache_mb=N           the cache workload's target size, 1..1048576 MiB (default 64) */
+ *   cache_mb=N           the cache workload's target size, 1..1048576 MiB (default 64)
+ *   ignore_shutdown=0|1  1: the guest never answers the host's shutdown request, as a hung
+ *                        guest would; only a turn-off stops it (default 0) */
 #include "guest.h"
 
 #define GUEST_MEMSOAK_MB_DEFAULT 64
@@ -83,6 +85,7 @@ static const struct guest_cmdline_number {
         {"memsoak_hold_s", offsetof(struct guest_config, memsoak_hold_s), 0, 86400u},
         {"cache_mb", offsetof(struct guest_config, cache_mb), 1, 1u << 20},
         {"idle_period_ms", offsetof(struct guest_config, idle_period_ms), 1, 3600u * 1000u},
+        {"ignore_shutdown", offsetof(struct guest_config, ignore_shutdown), 0, 1},
 };
 
 static void guest_cmdline_apply(struct guest_config *config, const char *key, size_t key_len,

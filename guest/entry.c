@@ -33,7 +33,7 @@ void guest_check_host_request(void)
 {
         const struct hv_boot_info *live = (const struct hv_boot_info *)(uintptr_t)HV_BOOT_INFO_GPA;
 
-        if (!(live->host_request & HV_HOST_REQUEST_SHUTDOWN))
+        if (!(live->host_request & HV_HOST_REQUEST_SHUTDOWN) || guest_config.ignore_shutdown)
                 return;
         /* Every VP sees the request on its own; VP 0 says it for the guest. */
         if (guest_vp_index() == 0)

@@ -181,7 +181,8 @@ struct guest_config {
         uint64_t memsoak_step_ms;
         uint64_t memsoak_hold_s; /* then release everything; 0 = hold forever */
         uint64_t cache_mb;
-        uint64_t idle_period_ms; /* how often an idle VP wakes (idle_period_ms=, default 1000) */
+        uint64_t idle_period_ms;  /* how often an idle VP wakes (idle_period_ms=, default 1000) */
+        uint64_t ignore_shutdown; /* 1: never answer the host's shutdown request (a hung guest) */
         /* Problems found while parsing, printed after the banner. */
         struct guest_cmdline_issue issues[GUEST_CMDLINE_MAX_ISSUES];
         unsigned n_issues;

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 /* The values by name, for static initialisers (vmctl's parameter tables) and messages. */
 #define VMMS_PROCESSOR_COUNT_MIN 1
@@ -79,6 +80,7 @@ typedef struct VmmsLimit {
         uint64_t max;
         uint64_t default_value;
         const char *unit;
+        bool is_size; /* a memory size: messages write it as people do, "16 MB", "32 MB–1 TB" */
 } VmmsLimit;
 
 static const VmmsLimit vmms_limits[VMMS_LIMIT_COUNT] = {
@@ -96,19 +98,19 @@ static const VmmsLimit vmms_limits[VMMS_LIMIT_COUNT] = {
                                                   VMMS_PROCESSOR_RELATIVE_WEIGHT_DEFAULT, "share"},
         [VMMS_LIMIT_MEMORY_STARTUP_BYTES] = {"StartupBytes", "startup_bytes", VMMS_MEMORY_BYTES_MIN,
                                              VMMS_MEMORY_BYTES_MAX, VMMS_MEMORY_STARTUP_BYTES_DEFAULT,
-                                             "bytes"},
+                                             "bytes", true},
         [VMMS_LIMIT_MEMORY_MINIMUM_BYTES] = {"MinimumBytes", "minimum_bytes", VMMS_MEMORY_BYTES_MIN,
                                              VMMS_MEMORY_BYTES_MAX, VMMS_MEMORY_MINIMUM_BYTES_DEFAULT,
-                                             "bytes"},
+                                             "bytes", true},
         [VMMS_LIMIT_MEMORY_MAXIMUM_BYTES] = {"MaximumBytes", "maximum_bytes", VMMS_MEMORY_BYTES_MIN,
                                              VMMS_MEMORY_BYTES_MAX, VMMS_MEMORY_MAXIMUM_BYTES_DEFAULT,
-                                             "bytes"},
+                                             "bytes", true},
         [VMMS_LIMIT_MEMORY_BUFFER] = {"Buffer", "buffer", VMMS_MEMORY_BUFFER_MIN, VMMS_MEMORY_BUFFER_MAX,
                                       VMMS_MEMORY_BUFFER_DEFAULT, "% over committed memory"},
         [VMMS_LIMIT_MEMORY_PRIORITY] = {"Priority", "priority", VMMS_MEMORY_PRIORITY_MIN,
                                         VMMS_MEMORY_PRIORITY_MAX, VMMS_MEMORY_PRIORITY_DEFAULT, "priority"},
         [VMMS_LIMIT_MEMORY_PAGING_BYTES] = {"PagingBytes", "paging_bytes", 0, VMMS_PAGING_BYTES_MAX, 0,
-                                            "bytes (0: 4 x StartupBytes)"},
+                                            "bytes (0: 4 x StartupBytes)", true},
         [VMMS_LIMIT_NAME_LENGTH] = {"Name", "name", VMMS_NAME_LENGTH_MIN, VMMS_NAME_LENGTH_MAX, 0, "bytes"},
         [VMMS_LIMIT_BOOT_ARGS_LENGTH] = {"BootArgs", "boot_args", 0, VMMS_BOOT_ARGS_LENGTH_MAX, 0, "bytes"},
         [VMMS_LIMIT_NOTES_LENGTH] = {"Notes", "notes", 0, VMMS_NOTES_LENGTH_MAX, 0, "bytes"},
@@ -119,19 +121,56 @@ static inline const VmmsLimit *vmms_limit(VmmsLimitId id)
         return &vmms_limits[id];
 }
 
+/* A size as people write it: "512 KB", "64 MB", "1.5 GB" (binary units, as Hyper-V writes them);
+ * with exact, a size that is not a whole number of its unit also gives its bytes, "1.0 TB
+ * (1099511627777 bytes)". Writes at most size bytes to buf. */
+static inline void vmms_limit_format_size(uint64_t bytes, bool exact, char *buf, size_t size)
+{
+        static const char *const units[] = {"bytes", "KB", "MB", "GB", "TB"};
+        double value = (double)bytes;
+        size_t u = 0;
+        bool whole;
+
+        while (value >= 1024 && u + 1 < sizeof(units) / sizeof(units[0])) {
+                value /= 1024;
+                u++;
+        }
+        whole = (bytes & ((1ull << (10 * u)) - 1)) == 0;
+        if (u == 0 || value >= 100 || whole)
+                snprintf(buf, size, "%.0f %s", value, units[u]);
+        else
+                snprintf(buf, size, "%.1f %s", value, units[u]);
+        if (exact && !whole) {
+                size_t len = strlen(buf);
+
+                snprintf(buf + len, size > len ? size - len : 0, " (%llu bytes)", (unsigned long long)bytes);
+        }
+}
+
 /* Whether value is within the limit. Otherwise, when error is not NULL, writes
  * "<label> <value> is out of range <min>-<max>" there, label being what the caller's users call the
- * setting (the limit's name or field; NULL: its name). */
+ * setting (the limit's name or field; NULL: its name); sizes as people write them ("StartupBytes
+ * 16 MB is out of range 32 MB–1 TB"). */
 static inline bool vmms_limit_check(VmmsLimitId id, const char *label, uint64_t value, char *error,
                                     size_t error_size)
 {
         const VmmsLimit *limit = vmms_limit(id);
+        char text[3][48];
 
         if (value >= limit->min && value <= limit->max)
                 return true;
-        if (error && error_size)
+        if (!error || !error_size)
+                return false;
+        if (limit->is_size) {
+                vmms_limit_format_size(value, true, text[0], sizeof(text[0]));
+                vmms_limit_format_size(limit->min, true, text[1], sizeof(text[1]));
+                vmms_limit_format_size(limit->max, true, text[2], sizeof(text[2]));
+                snprintf(error, error_size, "%s %s is out of range %s–%s", label ? label : limit->name,
+                         text[0], text[1], text[2]);
+        } else {
                 snprintf(error, error_size, "%s %llu is out of range %llu-%llu", label ? label : limit->name,
                          (unsigned long long)value, (unsigned long long)limit->min,
                          (unsigned long long)limit->max);
+        }
         return false;
 }

@@ -87,6 +87,17 @@ const VmmsCounterInfo vmms_counter_info[VMMS_COUNTER_COUNT] = {
                                         VMMS_COUNTER_BASE_TOTAL},
 };
 
+const char *vmms_counter_unit_name(VmmsCounterUnit unit)
+{
+        static const char *const names[] = {
+                [VMMS_COUNTER_UNIT_COUNT] = "count",   [VMMS_COUNTER_UNIT_PERCENT] = "%",
+                [VMMS_COUNTER_UNIT_BYTES] = "bytes",   [VMMS_COUNTER_UNIT_MEGABYTES] = "MB",
+                [VMMS_COUNTER_UNIT_PER_SECOND] = "/s", [VMMS_COUNTER_UNIT_NANOSECONDS] = "ns",
+        };
+
+        return (size_t)unit < G_N_ELEMENTS(names) && names[unit] ? names[unit] : "count";
+}
+
 typedef struct CounterWalk {
         VmmsCounterFn fn;
         void *userdata;

@@ -73,6 +73,9 @@ typedef struct VmmsCounterInfo {
         VmmsCounterBase base;
 } VmmsCounterInfo;
 
+/* The unit as Get-Counter shows it beside a value: "%", "bytes", "MB", "/s", "ns", "count". */
+const char *vmms_counter_unit_name(VmmsCounterUnit unit);
+
 /* Indexed by VmmsCounterId. */
 extern const VmmsCounterInfo vmms_counter_info[VMMS_COUNTER_COUNT];
 

@@ -181,8 +181,8 @@ static bool size_valid(VmmsLimitId id, uint64_t bytes, VmmsError *error)
                 return false;
         if (bytes % VMMS_MEMORY_BYTES_ALIGN != 0) {
                 vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
-                               "%s %" G_GUINT64_FORMAT " is not a multiple of 2MB", vmms_limit(id)->name,
-                               bytes);
+                               "%s %" G_GUINT64_FORMAT " bytes is not a multiple of 2 MB",
+                               vmms_limit(id)->name, bytes);
                 return false;
         }
         return true;
@@ -198,15 +198,19 @@ bool vmms_vm_memory_valid(const VmmsMemorySettings *m, VmmsError *error)
             !size_valid(VMMS_LIMIT_MEMORY_PAGING_BYTES, m->paging_bytes, error))
                 return false;
         if (m->minimum_bytes > m->startup_bytes) {
-                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
-                               "MinimumBytes %" G_GUINT64_FORMAT " exceeds StartupBytes %" G_GUINT64_FORMAT,
-                               m->minimum_bytes, m->startup_bytes);
+                g_autofree char *minimum = vmms_format_bytes(m->minimum_bytes),
+                                *startup = vmms_format_bytes(m->startup_bytes);
+
+                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT, "MinimumBytes %s exceeds StartupBytes %s",
+                               minimum, startup);
                 return false;
         }
         if (m->startup_bytes > m->maximum_bytes) {
-                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
-                               "StartupBytes %" G_GUINT64_FORMAT " exceeds MaximumBytes %" G_GUINT64_FORMAT,
-                               m->startup_bytes, m->maximum_bytes);
+                g_autofree char *startup = vmms_format_bytes(m->startup_bytes),
+                                *maximum = vmms_format_bytes(m->maximum_bytes);
+
+                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT, "StartupBytes %s exceeds MaximumBytes %s",
+                               startup, maximum);
                 return false;
         }
         return true;
@@ -341,17 +345,19 @@ bool vmms_vm_memory_change_allowed_running(const VmmsMemorySettings *old, const 
                                            VmmsError *error)
 {
         if (new->minimum_bytes > old->minimum_bytes) {
+                g_autofree char *from = vmms_format_bytes(old->minimum_bytes),
+                                *to = vmms_format_bytes(new->minimum_bytes);
+
                 vmms_error_set(error, VMMS_ERROR_FAILED_PRECONDITION,
-                               "MinimumBytes may only be lowered while the VM runs (%" G_GUINT64_FORMAT
-                               " -> %" G_GUINT64_FORMAT ")",
-                               old->minimum_bytes, new->minimum_bytes);
+                               "MinimumBytes may only be lowered while the VM runs (%s -> %s)", from, to);
                 return false;
         }
         if (new->maximum_bytes < old->maximum_bytes) {
+                g_autofree char *from = vmms_format_bytes(old->maximum_bytes),
+                                *to = vmms_format_bytes(new->maximum_bytes);
+
                 vmms_error_set(error, VMMS_ERROR_FAILED_PRECONDITION,
-                               "MaximumBytes may only be raised while the VM runs (%" G_GUINT64_FORMAT
-                               " -> %" G_GUINT64_FORMAT ")",
-                               old->maximum_bytes, new->maximum_bytes);
+                               "MaximumBytes may only be raised while the VM runs (%s -> %s)", from, to);
                 return false;
         }
         return true;

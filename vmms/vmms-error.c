@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "vmms-error.h"
+#include "vmms-limits.h"
 
 /* Keeps the first error: the cause, not what followed from it. */
 void vmms_error_set(VmmsError *error, VmmsErrorCode code, const char *fmt, ...)
@@ -75,17 +76,10 @@ VmmsErrorCode vmms_error_code_from_errno(int negative_errno)
 
 char *vmms_format_bytes(uint64_t bytes)
 {
-        static const char *const units[] = {"bytes", "KB", "MB", "GB", "TB"};
-        double value = (double)bytes;
-        size_t u = 0;
+        char text[48];
 
-        while (value >= 1024 && u + 1 < G_N_ELEMENTS(units)) {
-                value /= 1024;
-                u++;
-        }
-        if (u == 0 || value >= 100 || value == (double)(uint64_t)value)
-                return g_strdup_printf("%.0f %s", value, units[u]);
-        return g_strdup_printf("%.1f %s", value, units[u]);
+        vmms_limit_format_size(bytes, false, text, sizeof(text));
+        return g_strdup(text);
 }
 
 bool vmms_unichar_hidden(gunichar c, const char *allowed)

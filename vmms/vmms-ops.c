@@ -561,6 +561,7 @@ typedef struct CounterList {
         VmmsCall *call;
         GPtrArray *samples;
         GPtrArray *patterns; /* GPatternSpec*, casefolded; empty = all */
+        bool *matched;       /* per pattern: whether a sample matched it */
 } CounterList;
 
 static void counter_add(const VmmsCounterSample *sample, void *userdata)
@@ -572,14 +573,16 @@ static void counter_add(const VmmsCounterSample *sample, void *userdata)
         Vmms__V1__CounterSample *s;
         bool wanted = list->patterns->len == 0;
 
-        for (guint i = 0; !wanted && i < list->patterns->len; i++)
-                wanted = g_pattern_spec_match_string(list->patterns->pdata[i], folded);
+        for (guint i = 0; i < list->patterns->len; i++)
+                if (g_pattern_spec_match_string(list->patterns->pdata[i], folded))
+                        wanted = list->matched[i] = true;
         if (!wanted)
                 return;
         s = vmms_call_new0(list->call, Vmms__V1__CounterSample);
         vmms__v1__counter_sample__init(s);
         s->path = vmms_call_strdup(list->call, path);
         s->value = sample->value;
+        s->unit = vmms_call_strdup(list->call, vmms_counter_unit_name(info->unit));
         g_ptr_array_add(list->samples, s);
 }
 
@@ -589,7 +592,8 @@ static void op_get_counters(VmmsManager *m, const ProtobufCMessage *request, Vmm
         Vmms__V1__GetCountersResponse *out = vmms_call_new0(call, Vmms__V1__GetCountersResponse);
         g_autoptr(GPtrArray) samples = g_ptr_array_new();
         g_autoptr(GPtrArray) patterns = g_ptr_array_new_with_free_func((GDestroyNotify)g_pattern_spec_free);
-        CounterList list = {.call = call, .samples = samples, .patterns = patterns};
+        g_autofree bool *matched = g_new0(bool, req->n_paths + 1);
+        CounterList list = {.call = call, .samples = samples, .patterns = patterns, .matched = matched};
 
         if (req->n_paths > COUNTER_PATHS_MAX) {
                 vmms_call_fail(call, VMMS_ERROR_INVALID_ARGUMENT, "paths has %zu entries; at most %d",
@@ -611,6 +615,18 @@ static void op_get_counters(VmmsManager *m, const ProtobufCMessage *request, Vmm
                 g_ptr_array_add(patterns, g_pattern_spec_new(folded));
         }
         vmms_counters_walk(m, counter_add, &list);
+        /* As PowerShell's Get-Counter, a path that names no counter is an error, not an empty
+         * answer; a VM's counters appear with its first sample, a VP's rates with its second. */
+        for (size_t i = 0; i < req->n_paths; i++)
+                if (!list.matched[i]) {
+                        g_autofree char *quoted = vmms_quote(req->paths[i]);
+
+                        vmms_call_fail(call, VMMS_ERROR_NOT_FOUND,
+                                       "no counter matches '%s'; vmctl Get-Counter lists them (a VM's "
+                                       "counters appear once it has been sampled)",
+                                       quoted);
+                        return;
+                }
         vmms__v1__get_counters_response__init(out);
         out->timestamp_unix_ms = g_get_real_time() / 1000;
         out->n_samples = samples->len;

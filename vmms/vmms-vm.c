@@ -275,6 +275,16 @@ void vmms_vm_stop(VmmsVm *vm, bool turn_off, bool force, VmmsCall *call)
 
         if (!job_begin(vm, "stop", VMMS_ACTION_STOP, call))
                 return;
+        /* As Hyper-V, a paused guest cannot run its shutdown: say so rather than wait out the
+         * stop timeout and turn it off unasked. */
+        if (!turn_off && vm->def.state == VMMS_VM_PAUSED) {
+                vmms_error_set(&error, VMMS_ERROR_FAILED_PRECONDITION,
+                               "cannot shut down VM '%s': it is Paused; resume it first, or use -TurnOff",
+                               vm->def.name);
+                job_fail_with(vm, &error);
+                vmms_error_clear(&error);
+                return;
+        }
         vm->def.state = VMMS_VM_STOPPING;
         /* Stopping a VM always works, store or no store (a full disk must not keep a VM
          * running): the state is recorded when the store takes writes again. */
@@ -362,6 +372,7 @@ void vmms_vm_set_memory(VmmsVm *vm, const VmmsMemorySettings *mem, VmmsCall *cal
 {
         VmmsError error = {0};
         VmmsMemorySettings old = vm->def.memory;
+        g_autofree char *startup = NULL, *minimum = NULL, *maximum = NULL;
 
         if (!vmms_vm_memory_valid(mem, &error) ||
             ((mem->startup_bytes != old.startup_bytes ||
@@ -372,13 +383,15 @@ void vmms_vm_set_memory(VmmsVm *vm, const VmmsMemorySettings *mem, VmmsCall *cal
                 fail_call(call, &error);
                 return;
         }
+        startup = vmms_format_bytes(mem->startup_bytes);
+        minimum = vmms_format_bytes(mem->minimum_bytes);
+        maximum = vmms_format_bytes(mem->maximum_bytes);
         vm->def.memory = *mem;
         if (vmms_vm_persist(vm, "settings", &error,
-                            "memory: DynamicMemoryEnabled %s, Startup %" G_GUINT64_FORMAT
-                            ", Minimum %" G_GUINT64_FORMAT ", Maximum %" G_GUINT64_FORMAT
-                            ", Buffer %u, Priority %u",
-                            mem->dynamic_memory_enabled ? "true" : "false", mem->startup_bytes,
-                            mem->minimum_bytes, mem->maximum_bytes, mem->buffer, mem->priority) < 0) {
+                            "memory: DynamicMemoryEnabled %s, Startup %s, Minimum %s, Maximum %s, Buffer %u, "
+                            "Priority %u",
+                            mem->dynamic_memory_enabled ? "true" : "false", startup, minimum, maximum,
+                            mem->buffer, mem->priority) < 0) {
                 vm->def.memory = old;
                 fail_call(call, &error);
                 return;

@@ -8,6 +8,8 @@ import os
 import unittest
 from pathlib import Path
 
+import grpc
+
 import dm_seed_case
 
 MiB = 1 << 20
@@ -19,9 +21,13 @@ class SeedCaseTest(unittest.TestCase):
 
         def probe(host, t):
             pb = host.pb
-            for s in host.api.GetCounters(pb.GetCountersRequest(
-                    paths=["\\VMMS Guest Memory(vm5)\\Pages Out"]), timeout=5).samples:
-                paging[round(t)] = s.value
+            try:
+                for s in host.api.GetCounters(pb.GetCountersRequest(
+                        paths=["\\VMMS Guest Memory(vm5)\\Pages Out"]), timeout=5).samples:
+                    paging[round(t)] = s.value
+            except grpc.RpcError as e:  # NOT_FOUND until vm5's worker has reported
+                if e.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
 
         stop_at, seconds = 30, 45
         samples = dm_seed_case.run(scale=16, seconds=seconds, stop_at=stop_at, on_sample=probe)

@@ -229,7 +229,7 @@ class JsonTest(HostTestCase):
         out = self.host.ok("Get-Counter")
         if out:
             header, dashes, rows = table(out)
-            self.assertEqual(header, ["Path", "Value"])
+            self.assertEqual(header, ["Path", "Value", "Unit"])
             self.assertTrue(all(row[0].startswith("\\") for row in rows), rows)
         header, dashes, rows = table(self.host.ok("Get-VMEvent", "tab"))
         self.assertEqual(header, ["Id", "Time", "VMName", "Kind", "State", "Message"])
@@ -388,6 +388,10 @@ class ErrorTest(HostTestCase):
                      ["Get-VMEvent", "-VMName", "ghost"]):
             with self.subTest(args=args):
                 self.assert_fails(args, 1, f"vmctl: {args[0]}: ", "ghost")
+
+    def test_counter_path_matching_nothing_exits_1_naming_it(self):
+        self.assert_fails(["Get-Counter", "\\No Such Set(*)\\Anything"], 1,
+                          "vmctl: Get-Counter: no counter matches '\\No Such Set(*)\\Anything'")
 
     def test_duplicate_name_exits_1(self):
         self.new_vm("twin")

@@ -65,9 +65,14 @@ class LifecycleTest(unittest.TestCase):
             path = "\\Hyper-V Hypervisor Virtual Processor(box:*)\\% Total Run Time"
 
             def run_pct():
-                samples = host.api.GetCounters(pb.GetCountersRequest(paths=[path]), timeout=5).samples
-                self.assertLessEqual(len(samples), 1, samples)
-                return samples[0].value if samples else None  # none until two samples hold the VP
+                try:
+                    samples = host.api.GetCounters(pb.GetCountersRequest(paths=[path]), timeout=5).samples
+                except grpc.RpcError as e:  # NOT_FOUND until two samples hold the VP
+                    if e.code() != grpc.StatusCode.NOT_FOUND:
+                        raise
+                    return None
+                self.assertEqual(len(samples), 1, samples)
+                return samples[0].value
 
             # Rates cover vmmsd's last 1 s sample: wait for one that lies wholly after the
             # change (bounded), so the test does not depend on the tick's phase or load.
@@ -83,19 +88,36 @@ class LifecycleTest(unittest.TestCase):
             self.assertEqual(off.state, pb.VM_STATE_OFF)
 
     def test_graceful_stop_turns_off_a_guest_that_does_not_answer(self):
-        # A paused guest cannot see the shutdown request: after --stop-timeout the worker
-        # turns the VM off, and the event says so.
+        # A running guest that ignores the shutdown request (ignore_shutdown=1, as a hung
+        # guest would): after --stop-timeout the worker turns the VM off, and the event says so.
         with VmmsdHost(stop_timeout=2) as host:
             pb = host.pb
-            host.create("deaf", workload="idle")
+            host.create("deaf", workload="idle", boot_args="ignore_shutdown=1")
             host.api.StartVm(pb.VmRef(vm="deaf"), timeout=30)
-            host.api.PauseVm(pb.VmRef(vm="deaf"), timeout=10)
             t0 = time.monotonic()
             stopped = host.api.StopVm(pb.StopVmRequest(vm="deaf"), timeout=30)
             self.assertEqual(stopped.state, pb.VM_STATE_OFF)
             self.assertGreaterEqual(time.monotonic() - t0, 1.5, "it must wait for the guest first")
             events = host.api.ListEvents(pb.ListEventsRequest(vm="deaf", limit=2), timeout=5).events
             self.assertEqual([e.message for e in events], ["shutting down", "stopped (turned off)"])
+
+    def test_graceful_stop_of_a_paused_vm_is_refused_naming_the_remedy(self):
+        # Hyper-V refuses to shut down a paused guest; -TurnOff still stops it, at once.
+        with VmmsdHost(stop_timeout=30) as host:
+            pb = host.pb
+            host.create("napping", workload="idle")
+            host.api.StartVm(pb.VmRef(vm="napping"), timeout=30)
+            host.api.PauseVm(pb.VmRef(vm="napping"), timeout=10)
+            with self.assertRaises(grpc.RpcError) as refused:
+                host.api.StopVm(pb.StopVmRequest(vm="napping"), timeout=10)
+            self.assertEqual(refused.exception.code(), grpc.StatusCode.FAILED_PRECONDITION)
+            self.assertEqual(refused.exception.details(),
+                             "cannot shut down VM 'napping': it is Paused; resume it first, or use -TurnOff")
+            self.assertEqual(host.api.GetVm(pb.VmRef(vm="napping"), timeout=5).state, pb.VM_STATE_PAUSED)
+            t0 = time.monotonic()
+            off = host.api.StopVm(pb.StopVmRequest(vm="napping", turn_off=True), timeout=30)
+            self.assertEqual(off.state, pb.VM_STATE_OFF)
+            self.assertLess(time.monotonic() - t0, 10, "-TurnOff must not wait for the guest")
 
     def test_watch_events_streams_state_changes(self):
         with VmmsdHost() as host:
@@ -178,11 +200,13 @@ class BadInputTest(unittest.TestCase):
                 ("buffer 2001", lambda: host.create("c", buffer=2001), C.INVALID_ARGUMENT, "Buffer 2001"),
                 ("priority 101", lambda: host.create("c", priority=101), C.INVALID_ARGUMENT, "Priority 101"),
                 ("minimum below 32MB", lambda: host.create("c", minimum_bytes=16 * MiB), C.INVALID_ARGUMENT,
-                 "MinimumBytes"),
+                 "MinimumBytes 16 MB is out of range 32 MB\u20131 TB"),
+                ("startup above 1TB", lambda: host.create("c", startup=(1 << 40) + 2 * MiB), C.INVALID_ARGUMENT,
+                 "StartupBytes 1.0 TB (1099513724928 bytes) is out of range 32 MB\u20131 TB"),
                 ("minimum above startup", lambda: host.create("c", startup=64 * MiB, minimum_bytes=128 * MiB),
-                 C.INVALID_ARGUMENT, "exceeds StartupBytes"),
+                 C.INVALID_ARGUMENT, "MinimumBytes 128 MB exceeds StartupBytes 64 MB"),
                 ("startup above maximum", lambda: host.create("c", startup=256 * MiB, maximum_bytes=128 * MiB),
-                 C.INVALID_ARGUMENT, "exceeds MaximumBytes"),
+                 C.INVALID_ARGUMENT, "StartupBytes 256 MB exceeds MaximumBytes 128 MB"),
                 ("unknown workload", lambda: host.create("c", workload="mine"), C.INVALID_ARGUMENT, "Workload"),
                 ("start a running VM", lambda: host.api.StartVm(pb.VmRef(vm="busy")), C.FAILED_PRECONDITION,
                  "it is Running"),
@@ -201,6 +225,9 @@ class BadInputTest(unittest.TestCase):
                  C.FAILED_PRECONDITION, "processor count"),
                 ("bad counter path", lambda: host.api.GetCounters(pb.GetCountersRequest(paths=["nonsense"])),
                  C.INVALID_ARGUMENT, "not of the form"),
+                ("counter path matching nothing", lambda: host.api.GetCounters(pb.GetCountersRequest(
+                    paths=["\\No Such Set(*)\\Anything"])),
+                 C.NOT_FOUND, "no counter matches '\\No Such Set(*)\\Anything'"),
                 ("raise minimum while running", lambda: host.api.UpdateMemory(pb.UpdateMemoryRequest(
                     vm="busy", memory=pb.MemorySettings(minimum_bytes=96 * MiB), update_mask=["minimum_bytes"])),
                  C.FAILED_PRECONDITION, "may only be lowered"),

@@ -858,12 +858,16 @@ static void test_json_arrays_pretty_print(void)
 
         a.path = (char *)"\\A(x)\\B";
         a.value = 0.1;
+        a.unit = (char *)"%";
         b.path = (char *)"\\C\\D";
         b.value = 1e300;
+        b.unit = (char *)"bytes";
         vmctl_json_append_array(out, samples, 2, true);
-        g_assert_cmpstr(out->str, ==,
-                        "[\n  {\n    \"path\": \"\\\\A(x)\\\\B\",\n    \"value\": 0.1\n  },\n"
-                        "  {\n    \"path\": \"\\\\C\\\\D\",\n    \"value\": 1e+300\n  }\n]\n");
+        g_assert_cmpstr(
+                out->str, ==,
+                "[\n  {\n    \"path\": \"\\\\A(x)\\\\B\",\n    \"value\": 0.1,\n    \"unit\": \"%\"\n  },\n"
+                "  {\n    \"path\": \"\\\\C\\\\D\",\n    \"value\": 1e+300,\n    \"unit\": \"bytes\"\n  "
+                "}\n]\n");
         vmctl_json_append_array(empty, NULL, 0, true);
         g_assert_cmpstr(empty->str, ==, "[]\n");
 }
@@ -905,7 +909,7 @@ static void test_empty_table_prints_nothing(void)
         g_assert_cmpstr(out->str, ==, "");
 }
 
-static void test_counter_rows_are_path_and_value(void)
+static void test_counter_rows_are_path_value_and_unit(void)
 {
         Vmms__V1__CounterSample a = VMMS__V1__COUNTER_SAMPLE__INIT, b = VMMS__V1__COUNTER_SAMPLE__INIT;
         Vmms__V1__CounterSample *samples[] = {&a, &b};
@@ -914,16 +918,18 @@ static void test_counter_rows_are_path_and_value(void)
 
         a.path = (char *)"\\Hyper-V Hypervisor Logical Processor(0)\\% Total Run Time";
         a.value = 12.3456;
+        a.unit = (char *)"%";
         b.path = (char *)"\\Dynamic Memory Balancer\\Available Memory";
         b.value = 1024;
+        b.unit = (char *)"MB";
         response.samples = samples;
         response.n_samples = 2;
         vmctl_format_counters(out, &response);
         g_assert_cmpstr(out->str, ==,
-                        "Path                                                      Value\n"
-                        "----                                                      -----\n"
-                        "\\Hyper-V Hypervisor Logical Processor(0)\\% Total Run Time 12.35\n"
-                        "\\Dynamic Memory Balancer\\Available Memory                  1024\n");
+                        "Path                                                      Value Unit\n"
+                        "----                                                      ----- ----\n"
+                        "\\Hyper-V Hypervisor Logical Processor(0)\\% Total Run Time 12.35 %\n"
+                        "\\Dynamic Memory Balancer\\Available Memory                  1024 MB\n");
 }
 
 static void test_uptime_reads_like_a_timespan(void)
@@ -982,7 +988,7 @@ int main(int argc, char **argv)
         g_test_add_func("/vmctl/table/get-vm-aligned-with-dashes",
                         test_get_vm_table_is_aligned_with_dashes_under_headers);
         g_test_add_func("/vmctl/table/empty-prints-nothing", test_empty_table_prints_nothing);
-        g_test_add_func("/vmctl/table/counter-rows", test_counter_rows_are_path_and_value);
+        g_test_add_func("/vmctl/table/counter-rows", test_counter_rows_are_path_value_and_unit);
         g_test_add_func("/vmctl/uptime-reads-like-a-timespan", test_uptime_reads_like_a_timespan);
         return g_test_run();
 }

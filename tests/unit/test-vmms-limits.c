@@ -281,6 +281,49 @@ static void test_maximum_zero_is_refused_by_vmctl_and_vmmsd(void)
         g_assert_cmpstr(error.message, ==, "Maximum 0 is out of range 1-100");
 }
 
+static void test_size_messages_read_as_people_write_sizes(void)
+{
+        static const struct {
+                VmmsLimitId limit;
+                uint64_t value;
+                const char *message;
+        } cases[] = {
+                {VMMS_LIMIT_MEMORY_STARTUP_BYTES, 16ull << 20,
+                 "StartupBytes 16 MB is out of range 32 MB–1 TB"},
+                {VMMS_LIMIT_MEMORY_MINIMUM_BYTES, 0, "MinimumBytes 0 bytes is out of range 32 MB–1 TB"},
+                {VMMS_LIMIT_MEMORY_MAXIMUM_BYTES, (1ull << 40) + (2ull << 20),
+                 "MaximumBytes 1.0 TB (1099513724928 bytes) is out of range 32 MB–1 TB"},
+                {VMMS_LIMIT_MEMORY_STARTUP_BYTES, 3ull << 39,
+                 "StartupBytes 1.5 TB (1649267441664 bytes) is out of range 32 MB–1 TB"},
+                {VMMS_LIMIT_MEMORY_PAGING_BYTES, 5ull << 40, "PagingBytes 5 TB is out of range 0 bytes–4 TB"},
+                {VMMS_LIMIT_PROCESSOR_COUNT, 33, "Count 33 is out of range 1-32"},
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                char message[160];
+
+                g_assert_false(
+                        vmms_limit_check(cases[i].limit, NULL, cases[i].value, message, sizeof(message)));
+                g_assert_cmpstr(message, ==, cases[i].message);
+        }
+}
+
+static void test_sizes_read_as_people_write_them(void)
+{
+        static const struct {
+                uint64_t bytes;
+                const char *text;
+        } cases[] = {{0, "0 bytes"},         {1023, "1023 bytes"},   {512ull << 10, "512 KB"},
+                     {64ull << 20, "64 MB"}, {3ull << 29, "1.5 GB"}, {(100ull << 30) + 1, "100 GB"},
+                     {1ull << 40, "1 TB"},   {4ull << 40, "4 TB"}};
+
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                g_autofree char *text = vmms_format_bytes(cases[i].bytes);
+
+                g_assert_cmpstr(text, ==, cases[i].text);
+        }
+}
+
 static void test_defaults_are_the_tables(void)
 {
         g_auto(VmmsVmDefinition) def;
@@ -325,6 +368,9 @@ int main(int argc, char **argv)
         }
         g_test_add_func("/limits/maximum-zero-is-refused-by-vmctl-and-vmmsd",
                         test_maximum_zero_is_refused_by_vmctl_and_vmmsd);
+        g_test_add_func("/limits/size-messages-read-as-people-write-sizes",
+                        test_size_messages_read_as_people_write_sizes);
+        g_test_add_func("/limits/sizes-read-as-people-write-them", test_sizes_read_as_people_write_them);
         g_test_add_func("/limits/defaults-are-the-tables", test_defaults_are_the_tables);
         return g_test_run();
 }
