@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "proto-util.h"
+#include "vmctl-args.h"
 #include "vmctl-format.h"
 
 struct VmctlTable {
@@ -588,4 +589,27 @@ void vmctl_format_event_line(GString *out, const Vmms__V1__Event *event, bool he
                 g_string_append_printf(out, EVENT_LINE, "--", "----", "------", "----", "-----", "-------");
         }
         g_string_append_printf(out, EVENT_LINE, id, time, event->vm_name, event->kind, state, message);
+}
+
+/* Get-VMSnapshot: the VM, each checkpoint's name, when it was taken, the VM's state then
+ * and the size of its saved state (none for an Off VM's: settings only). */
+void vmctl_format_checkpoints(GString *out, const char *vm_name, Vmms__V1__Checkpoint *const *checkpoints,
+                              size_t n_checkpoints)
+{
+        static const VmctlColumn columns[] = {{"VMName", false},
+                                              {"Name", false},
+                                              {"CreationTime", false},
+                                              {"State", false},
+                                              {"Size", true}};
+        g_autoptr(VmctlTable) table = vmctl_table_new(columns, G_N_ELEMENTS(columns));
+
+        for (size_t i = 0; i < n_checkpoints; i++) {
+                const Vmms__V1__Checkpoint *c = checkpoints[i];
+
+                vmctl_table_add(table, g_strdup(vm_name), text(c->name), event_time(c->created_unix_ms),
+                                g_strdup(vmctl_vm_state_name(c->vm_state)),
+                                c->state_bytes ? vmctl_format_size(c->state_bytes)
+                                               : g_strdup("settings only"));
+        }
+        vmctl_table_render(table, out);
 }

@@ -51,6 +51,8 @@ void vmctl_format_host(GString *out, const Vmms__V1__Host *host);
 void vmctl_format_counters(GString *out, const Vmms__V1__GetCountersResponse *counters);
 void vmctl_format_host_health(GString *out, const Vmms__V1__HostHealth *health);
 void vmctl_format_events(GString *out, Vmms__V1__Event *const *events, size_t n_events);
+void vmctl_format_checkpoints(GString *out, const char *vm_name, Vmms__V1__Checkpoint *const *checkpoints,
+                              size_t n_checkpoints);
 
 /* One event as a line of fixed-width columns, for Get-VMEvent -Wait, whose rows arrive one by one;
  * with header, the header and dashes lines come first. */

@@ -129,6 +129,33 @@ static const VmctlParam vm_only_params[] = {
         COMMON_PARAMS,
 };
 
+static const VmctlParam checkpoint_vm_params[] = {
+        VM_NAME_PARAM("Name"),
+        {.name = "SnapshotName",
+         .type = VMCTL_PARAM_STRING,
+         .required = true,
+         .max = VMMS_NAME_LENGTH_MAX,
+         .help = "The checkpoint's name; no other checkpoint of the VM may have it."},
+        PASSTHRU_PARAM,
+        COMMON_PARAMS,
+};
+
+static const VmctlParam get_snapshot_params[] = {
+        VM_NAME_PARAM("VMName"),
+        COMMON_PARAMS,
+};
+
+static const VmctlParam snapshot_ref_params[] = {
+        VM_NAME_PARAM("VMName"),
+        {.name = "Name",
+         .type = VMCTL_PARAM_STRING,
+         .required = true,
+         .max = VMMS_NAME_LENGTH_MAX,
+         .help = "The checkpoint, by name (Get-VMSnapshot lists them)."},
+        PASSTHRU_PARAM,
+        COMMON_PARAMS,
+};
+
 static const VmctlParam stop_vm_params[] = {
         VM_NAME_PARAM("Name"),
         {.name = "TurnOff",
@@ -538,6 +565,72 @@ static int handle_suspend_vm(VmctlContext *ctx)
 static int handle_save_vm(VmctlContext *ctx)
 {
         return vm_ref_call(ctx, METHOD("SaveVm"), VMCTL_TIMEOUT_MS);
+}
+
+static int handle_checkpoint_vm(VmctlContext *ctx)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        Vmms__V1__CheckpointVmRequest request = VMMS__V1__CHECKPOINT_VM_REQUEST__INIT;
+        int r;
+
+        request.vm = (char *)arg_text(ctx, "Name");
+        request.name = (char *)arg_text(ctx, "SnapshotName");
+        r = call(ctx, METHOD("CheckpointVm"), &request.base, &vmms__v1__vm__descriptor, VMCTL_TIMEOUT_MS,
+                 &reply);
+        if (r < 0)
+                return r;
+        print_vm_result(ctx, reply, arg_flag(ctx, "Passthru"), vmctl_format_vms);
+        return 0;
+}
+
+static int handle_get_vm_snapshot(VmctlContext *ctx)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        g_autoptr(GString) out = g_string_new(NULL);
+        Vmms__V1__VmRef ref = VMMS__V1__VM_REF__INIT;
+        Vmms__V1__ListCheckpointsResponse *list;
+        int r;
+
+        ref.vm = (char *)arg_text(ctx, "VMName");
+        r = call(ctx, METHOD("ListCheckpoints"), &ref.base, &vmms__v1__list_checkpoints_response__descriptor,
+                 VMCTL_TIMEOUT_MS, &reply);
+        if (r < 0)
+                return r;
+        list = (Vmms__V1__ListCheckpointsResponse *)reply;
+        if (ctx->json)
+                vmctl_json_append_array(out, (ProtobufCMessage *const *)list->checkpoints,
+                                        list->n_checkpoints, true);
+        else
+                vmctl_format_checkpoints(out, ref.vm, list->checkpoints, list->n_checkpoints);
+        emit(ctx, out);
+        return 0;
+}
+
+static int handle_restore_vm_snapshot(VmctlContext *ctx)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        Vmms__V1__CheckpointRef ref = VMMS__V1__CHECKPOINT_REF__INIT;
+        int r;
+
+        ref.vm = (char *)arg_text(ctx, "VMName");
+        ref.name = (char *)arg_text(ctx, "Name");
+        r = call(ctx, METHOD("RestoreCheckpoint"), &ref.base, &vmms__v1__vm__descriptor,
+                 VMCTL_STOP_TIMEOUT_MS, &reply);
+        if (r < 0)
+                return r;
+        print_vm_result(ctx, reply, arg_flag(ctx, "Passthru"), vmctl_format_vms);
+        return 0;
+}
+
+static int handle_remove_vm_snapshot(VmctlContext *ctx)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        Vmms__V1__CheckpointRef ref = VMMS__V1__CHECKPOINT_REF__INIT;
+
+        ref.vm = (char *)arg_text(ctx, "VMName");
+        ref.name = (char *)arg_text(ctx, "Name");
+        return call(ctx, METHOD("RemoveCheckpoint"), &ref.base,
+                    &vmms__v1__remove_checkpoint_response__descriptor, VMCTL_TIMEOUT_MS, &reply);
 }
 
 static int handle_resume_vm(VmctlContext *ctx)
@@ -1059,6 +1152,44 @@ static const VmctlVerb verbs[] = {
                 .params = vm_only_params,
                 .n_params = G_N_ELEMENTS(vm_only_params),
                 .handler = handle_save_vm,
+                .needs_server = true,
+        },
+        {
+                .name = "Checkpoint-VM",
+                .synopsis = "Takes a checkpoint: a running or paused VM's whole state (it runs on), or an "
+                            "off VM's settings.",
+                .example = "vmctl Checkpoint-VM web -SnapshotName before-upgrade",
+                .params = checkpoint_vm_params,
+                .n_params = G_N_ELEMENTS(checkpoint_vm_params),
+                .handler = handle_checkpoint_vm,
+                .needs_server = true,
+        },
+        {
+                .name = "Get-VMSnapshot",
+                .synopsis = "Lists a VM's checkpoints: name, when taken, the VM's state then, and size.",
+                .example = "vmctl Get-VMSnapshot web",
+                .params = get_snapshot_params,
+                .n_params = G_N_ELEMENTS(get_snapshot_params),
+                .handler = handle_get_vm_snapshot,
+                .needs_server = true,
+        },
+        {
+                .name = "Restore-VMSnapshot",
+                .synopsis = "Returns a VM to a checkpoint: its settings and, for a running one, its memory "
+                            "and state (the current run is turned off).",
+                .example = "vmctl Restore-VMSnapshot web -Name before-upgrade",
+                .params = snapshot_ref_params,
+                .n_params = G_N_ELEMENTS(snapshot_ref_params),
+                .handler = handle_restore_vm_snapshot,
+                .needs_server = true,
+        },
+        {
+                .name = "Remove-VMSnapshot",
+                .synopsis = "Deletes a VM's checkpoint and its saved state.",
+                .example = "vmctl Remove-VMSnapshot web -Name before-upgrade",
+                .params = snapshot_ref_params,
+                .n_params = G_N_ELEMENTS(snapshot_ref_params),
+                .handler = handle_remove_vm_snapshot,
                 .needs_server = true,
         },
         {

@@ -551,8 +551,9 @@ static void on_save_reply(int error, const char *message, const Vmms__Worker__Re
 }
 
 /* The worker pauses the VM, writes path.tmp, syncs and renames it, answers with what
- * it wrote, then destroys the partition and exits (worker.proto Save). */
-static void save(VmmsEngine *e, VmmsVm *vm, const char *path, VmmsEngineSavedFn done)
+ * it wrote, then destroys the partition and exits, or resumes it with keep_running
+ * (worker.proto Save). */
+static void save(VmmsEngine *e, VmmsVm *vm, const char *path, bool keep_running, VmmsEngineSavedFn done)
 {
         BundledVm *b = vm->engine_data;
         Vmms__Worker__Request req = VMMS__WORKER__REQUEST__INIT;
@@ -573,6 +574,7 @@ static void save(VmmsEngine *e, VmmsVm *vm, const char *path, VmmsEngineSavedFn 
         s->vm = vm;
         s->done = done;
         body.path = (char *)path;
+        body.keep_running = keep_running;
         req.body_case = VMMS__WORKER__REQUEST__BODY_SAVE;
         req.save = &body;
         vmms_worker_request_full(b->worker, &req, on_save_reply, s);

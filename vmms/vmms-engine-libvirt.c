@@ -1047,13 +1047,13 @@ static int not_yet(VmmsVm *vm, const char *what, VmmsError *error)
         return -EOPNOTSUPP;
 }
 
-static void save(VmmsEngine *e, VmmsVm *vm, const char *path, VmmsEngineSavedFn done)
+static void save(VmmsEngine *e, VmmsVm *vm, const char *path, bool keep_running, VmmsEngineSavedFn done)
 {
         VmmsError error = {0};
 
         (void)e;
         (void)path;
-        not_yet(vm, "save", &error);
+        not_yet(vm, keep_running ? "checkpoint" : "save", &error);
         done(vm, &error, 0);
         vmms_error_clear(&error);
 }

@@ -76,8 +76,10 @@ typedef struct VmmsEngineOps {
          * ends it: done(vm, NULL, bytes) when the file is in place, then exited() as
          * the VM's process goes; done(vm, error, 0) and the VM runs on when it cannot.
          * The next start() with vm->restore_path set continues from such a file. An
-         * engine that cannot save calls done with an error naming the operation. */
-        void (*save)(VmmsEngine *e, VmmsVm *vm, const char *path, VmmsEngineSavedFn done);
+         * engine that cannot save calls done with an error naming the operation.
+         * keep_running (a checkpoint): the VM goes on as it was once the file is in
+         * place, and no exited() follows. */
+        void (*save)(VmmsEngine *e, VmmsVm *vm, const char *path, bool keep_running, VmmsEngineSavedFn done);
         /* Live migration: not implemented yet; refused with an error naming it. */
         int (*migrate_send)(VmmsEngine *e, VmmsVm *vm, const char *destination, VmmsError *error);
 } VmmsEngineOps;

@@ -33,7 +33,8 @@ struct VmmsManager {
         VmmsStore *store;
         VmmsEvents *events;
         VmmsVmContext vm_context;
-        char *saved_dir; /* STATE/saved: Saved VMs' state files */
+        char *saved_dir;       /* STATE/saved: Saved VMs' state files */
+        char *checkpoints_dir; /* STATE/checkpoints/<vm id>: live checkpoints' state files */
         GPtrArray *vms;
         GHashTable *by_id;   /* lower-case UUID -> VmmsVm* */
         GHashTable *by_name; /* case-folded name -> VmmsVm* */
@@ -167,6 +168,26 @@ int vmms_manager_vm_add(VmmsManager *m, const VmmsVmDefinition *def, VmmsVm **re
         return 0;
 }
 
+/* The store dropped the VM's checkpoint rows with it; their files (and any temporary
+ * one a killed checkpoint left) go now. */
+static void remove_checkpoint_files(VmmsManager *m, VmmsVm *vm)
+{
+        g_autofree char *dir = g_build_filename(m->checkpoints_dir, vm->def.id, NULL);
+        g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+        const char *name;
+
+        if (!d)
+                return;
+        while ((name = g_dir_read_name(d))) {
+                g_autofree char *path = g_build_filename(dir, name, NULL);
+
+                if (unlink(path) < 0)
+                        g_warning("VM '%s': cannot delete %s: %s", vm->def.name, path, g_strerror(errno));
+        }
+        if (rmdir(dir) < 0)
+                g_warning("VM '%s': cannot delete %s: %s", vm->def.name, dir, g_strerror(errno));
+}
+
 int vmms_manager_vm_remove(VmmsManager *m, VmmsVm *vm, VmmsError *error)
 {
         VmmsEventRecord event = {.time_unix_ms = g_get_real_time() / 1000,
@@ -202,6 +223,7 @@ int vmms_manager_vm_remove(VmmsManager *m, VmmsVm *vm, VmmsError *error)
                         g_warning("VM '%s': cannot delete its saved state %s: %s", vm->def.name, saved,
                                   g_strerror(errno));
         }
+        remove_checkpoint_files(m, vm);
         unindex_vm(m, vm);
         g_ptr_array_remove(m->vms, vm);
         return 0;
@@ -670,8 +692,9 @@ static int make_dirs(const VmmsConfig *config, char **ret_error)
         g_autofree char *logs = g_build_filename(config->state_dir, "logs", NULL);
         g_autofree char *workers = g_build_filename(config->runtime_dir, "workers", NULL);
         g_autofree char *saved = g_build_filename(config->state_dir, "saved", NULL);
-        const char *dirs[] = {config->state_dir,  logs, config->runtime_dir, workers,
-                              config->paging_dir, saved};
+        g_autofree char *checkpoints = g_build_filename(config->state_dir, "checkpoints", NULL);
+        const char *dirs[] = {config->state_dir,  logs,  config->runtime_dir, workers,
+                              config->paging_dir, saved, checkpoints};
 
         for (size_t i = 0; i < G_N_ELEMENTS(dirs); i++)
                 if (g_mkdir_with_parents(dirs[i], 0750) < 0) {
@@ -737,6 +760,8 @@ int vmms_manager_new(const VmmsConfig *config, VmmsManager **ret, char **ret_err
                 .store = m->store,
                 .events = m->events,
                 .saved_dir = m->saved_dir = g_build_filename(m->config.state_dir, "saved", NULL),
+                .checkpoints_dir = m->checkpoints_dir =
+                        g_build_filename(m->config.state_dir, "checkpoints", NULL),
                 .stop_timeout_ms = m->config.stop_timeout_ms,
                 .force_timeout_ms = m->config.force_timeout_ms,
                 .memory_prompt = on_vm_memory_prompt,
@@ -829,6 +854,7 @@ void vmms_manager_free(VmmsManager *m)
         if (m->lock_fd >= 0)
                 close(m->lock_fd);
         g_free(m->saved_dir);
+        g_free(m->checkpoints_dir);
         if (m->unsaved_removals)
                 g_ptr_array_unref(m->unsaved_removals);
         g_free(m);

@@ -323,6 +323,74 @@ static void op_save_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall
                 vmms_vm_save(vm, call);
 }
 
+/* ---- Checkpoints ---- */
+
+static void op_checkpoint_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        const Vmms__V1__CheckpointVmRequest *req = (const Vmms__V1__CheckpointVmRequest *)request;
+        VmmsVm *vm = lookup(m, req->vm, call);
+
+        if (vm)
+                vmms_vm_checkpoint(vm, req->name, call);
+}
+
+static void op_list_checkpoints(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        Vmms__V1__ListCheckpointsResponse *out = vmms_call_new0(call, Vmms__V1__ListCheckpointsResponse);
+        VmmsVm *vm = lookup(m, ((const Vmms__V1__VmRef *)request)->vm, call);
+        g_autoptr(GPtrArray) list = NULL;
+        VmmsError error = {0};
+
+        if (!vm)
+                return;
+        if (vmms_vm_checkpoints(vm, &list, &error) < 0) {
+                fail(call, &error);
+                return;
+        }
+        vmms__v1__list_checkpoints_response__init(out);
+        out->checkpoints = vmms_call_alloc(call, sizeof(Vmms__V1__Checkpoint *) * (list->len + 1));
+        for (guint i = 0; i < list->len; i++) {
+                const VmmsCheckpoint *c = list->pdata[i];
+                Vmms__V1__Checkpoint *o = vmms_call_new0(call, Vmms__V1__Checkpoint);
+
+                vmms__v1__checkpoint__init(o);
+                o->id = vmms_call_strdup(call, c->id);
+                o->name = vmms_call_strdup(call, c->name);
+                o->vm_id = vmms_call_strdup(call, vm->def.id);
+                o->created_unix_ms = c->created_unix_ms;
+                o->vm_state = state_to_proto(c->def.state);
+                o->state_bytes = c->state_bytes;
+                out->checkpoints[out->n_checkpoints++] = o;
+        }
+        vmms_call_return(call, &out->base);
+}
+
+static void op_restore_checkpoint(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        const Vmms__V1__CheckpointRef *req = (const Vmms__V1__CheckpointRef *)request;
+        VmmsVm *vm = lookup(m, req->vm, call);
+
+        if (vm)
+                vmms_vm_restore_checkpoint(vm, req->name, call);
+}
+
+static void op_remove_checkpoint(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        const Vmms__V1__CheckpointRef *req = (const Vmms__V1__CheckpointRef *)request;
+        Vmms__V1__RemoveCheckpointResponse *out = vmms_call_new0(call, Vmms__V1__RemoveCheckpointResponse);
+        VmmsVm *vm = lookup(m, req->vm, call);
+        VmmsError error = {0};
+
+        if (!vm)
+                return;
+        vmms__v1__remove_checkpoint_response__init(out);
+        if (vmms_vm_remove_checkpoint(vm, req->name, &error) < 0) {
+                fail(call, &error);
+                return;
+        }
+        vmms_call_return(call, &out->base);
+}
+
 static void op_resume_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
 {
         VmmsVm *vm = lookup(m, ((const Vmms__V1__VmRef *)request)->vm, call);
@@ -841,6 +909,14 @@ const VmmsOp vmms_ops[] = {
         OP("SaveVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_save_vm, VMMS_ROLE_OPERATOR),
         OP("ResumeVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_resume_vm,
            VMMS_ROLE_OPERATOR),
+        OP("CheckpointVm", vmms__v1__checkpoint_vm_request__descriptor, vmms__v1__vm__descriptor,
+           op_checkpoint_vm, VMMS_ROLE_OPERATOR),
+        OP("ListCheckpoints", vmms__v1__vm_ref__descriptor, vmms__v1__list_checkpoints_response__descriptor,
+           op_list_checkpoints, VMMS_ROLE_READER),
+        OP("RestoreCheckpoint", vmms__v1__checkpoint_ref__descriptor, vmms__v1__vm__descriptor,
+           op_restore_checkpoint, VMMS_ROLE_OPERATOR),
+        OP("RemoveCheckpoint", vmms__v1__checkpoint_ref__descriptor,
+           vmms__v1__remove_checkpoint_response__descriptor, op_remove_checkpoint, VMMS_ROLE_OPERATOR),
         OP("RemoveVm", vmms__v1__vm_ref__descriptor, vmms__v1__remove_vm_response__descriptor, op_remove_vm,
            VMMS_ROLE_OPERATOR),
         OP("GetHost", vmms__v1__get_host_request__descriptor, vmms__v1__host__descriptor, op_get_host,

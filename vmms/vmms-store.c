@@ -68,6 +68,24 @@ static const char *const migrations[] = {
         "ALTER TABLE vms ADD COLUMN initrd_path TEXT NOT NULL DEFAULT '';"
         "ALTER TABLE vms ADD COLUMN kernel_args TEXT NOT NULL DEFAULT '';"
         "ALTER TABLE vms ADD COLUMN vhd_path TEXT NOT NULL DEFAULT '';",
+        /* 6: checkpoints: the VM's definition as it was (the vms columns) and, for a
+         * live VM, the size of its state file (checkpoints/<vm_id>/<id>.vmrs; 0: none). */
+        "CREATE TABLE checkpoints ("
+        "  id TEXT PRIMARY KEY NOT NULL,"
+        "  vm_id TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,"
+        "  name TEXT NOT NULL COLLATE NOCASE,"
+        "  created_ms INTEGER NOT NULL,"
+        "  state_bytes INTEGER NOT NULL,"
+        "  vm_name TEXT NOT NULL, state TEXT NOT NULL, vp_count INTEGER NOT NULL,"
+        "  cpu_reserve INTEGER NOT NULL, cpu_maximum INTEGER NOT NULL, cpu_weight INTEGER NOT NULL,"
+        "  dm_enabled INTEGER NOT NULL, mem_startup INTEGER NOT NULL, mem_minimum INTEGER NOT NULL,"
+        "  mem_maximum INTEGER NOT NULL, mem_buffer INTEGER NOT NULL, mem_priority INTEGER NOT NULL,"
+        "  workload TEXT NOT NULL, boot_args TEXT NOT NULL, notes TEXT NOT NULL,"
+        "  vm_created_ms INTEGER NOT NULL, vm_updated_ms INTEGER NOT NULL, engine TEXT NOT NULL,"
+        "  auto_start TEXT NOT NULL, paging_bytes INTEGER NOT NULL, kernel_path TEXT NOT NULL,"
+        "  initrd_path TEXT NOT NULL, kernel_args TEXT NOT NULL, vhd_path TEXT NOT NULL,"
+        "  UNIQUE (vm_id, name)"
+        ");",
 };
 
 void vmms_event_record_free(VmmsEventRecord *event)
@@ -438,6 +456,43 @@ static char *column_text(sqlite3_stmt *st, int column)
         return g_strdup(text ? (const char *)text : "");
 }
 
+/* A definition from columns 0-26 as vmms_store_vm_list selects them. */
+static void read_definition(sqlite3_stmt *st, VmmsVmDefinition *def)
+{
+        g_autofree char *state = column_text(st, 2);
+        g_autofree char *auto_start = column_text(st, 21);
+
+        g_strlcpy(def->id, (const char *)sqlite3_column_text(st, 0), sizeof(def->id));
+        def->name = column_text(st, 1);
+        if (vmms_vm_state_from_string(state, &def->state) < 0)
+                def->state = VMMS_VM_OFF;
+        def->processor.count = (uint32_t)sqlite3_column_int(st, 3);
+        def->processor.reserve = (uint32_t)sqlite3_column_int(st, 4);
+        def->processor.maximum = (uint32_t)sqlite3_column_int(st, 5);
+        def->processor.relative_weight = (uint32_t)sqlite3_column_int(st, 6);
+        def->memory.dynamic_memory_enabled = sqlite3_column_int(st, 7) != 0;
+        def->memory.startup_bytes = (uint64_t)sqlite3_column_int64(st, 8);
+        def->memory.minimum_bytes = (uint64_t)sqlite3_column_int64(st, 9);
+        def->memory.maximum_bytes = (uint64_t)sqlite3_column_int64(st, 10);
+        def->memory.buffer = (uint32_t)sqlite3_column_int(st, 11);
+        def->memory.priority = (uint32_t)sqlite3_column_int(st, 12);
+        def->workload = column_text(st, 13);
+        def->boot_args = column_text(st, 14);
+        def->notes = column_text(st, 15);
+        def->created_unix_ms = sqlite3_column_int64(st, 16);
+        def->updated_unix_ms = sqlite3_column_int64(st, 17);
+        def->worker_pid = sqlite3_column_int(st, 18);
+        def->started_unix_ms = sqlite3_column_int64(st, 19);
+        def->engine = column_text(st, 20);
+        def->memory.paging_bytes = (uint64_t)sqlite3_column_int64(st, 22);
+        def->kernel_path = column_text(st, 23);
+        def->initrd_path = column_text(st, 24);
+        def->kernel_args = column_text(st, 25);
+        def->vhd_path = column_text(st, 26);
+        if (vmms_auto_start_from_string(auto_start, &def->automatic_start_action) < 0)
+                def->automatic_start_action = VMMS_AUTO_START_START_IF_RUNNING;
+}
+
 int vmms_store_vm_list(VmmsStore *store, GPtrArray **ret_defs)
 {
         g_autoptr(GPtrArray) defs = g_ptr_array_new_with_free_func((GDestroyNotify)vmms_vm_definition_free);
@@ -457,38 +512,8 @@ int vmms_store_vm_list(VmmsStore *store, GPtrArray **ret_defs)
                 return r;
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
                 VmmsVmDefinition *def = g_new0(VmmsVmDefinition, 1);
-                g_autofree char *state = column_text(st, 2);
-                g_autofree char *auto_start = column_text(st, 21);
 
-                g_strlcpy(def->id, (const char *)sqlite3_column_text(st, 0), sizeof(def->id));
-                def->name = column_text(st, 1);
-                if (vmms_vm_state_from_string(state, &def->state) < 0)
-                        def->state = VMMS_VM_OFF;
-                def->processor.count = (uint32_t)sqlite3_column_int(st, 3);
-                def->processor.reserve = (uint32_t)sqlite3_column_int(st, 4);
-                def->processor.maximum = (uint32_t)sqlite3_column_int(st, 5);
-                def->processor.relative_weight = (uint32_t)sqlite3_column_int(st, 6);
-                def->memory.dynamic_memory_enabled = sqlite3_column_int(st, 7) != 0;
-                def->memory.startup_bytes = (uint64_t)sqlite3_column_int64(st, 8);
-                def->memory.minimum_bytes = (uint64_t)sqlite3_column_int64(st, 9);
-                def->memory.maximum_bytes = (uint64_t)sqlite3_column_int64(st, 10);
-                def->memory.buffer = (uint32_t)sqlite3_column_int(st, 11);
-                def->memory.priority = (uint32_t)sqlite3_column_int(st, 12);
-                def->workload = column_text(st, 13);
-                def->boot_args = column_text(st, 14);
-                def->notes = column_text(st, 15);
-                def->created_unix_ms = sqlite3_column_int64(st, 16);
-                def->updated_unix_ms = sqlite3_column_int64(st, 17);
-                def->worker_pid = sqlite3_column_int(st, 18);
-                def->started_unix_ms = sqlite3_column_int64(st, 19);
-                def->engine = column_text(st, 20);
-                def->memory.paging_bytes = (uint64_t)sqlite3_column_int64(st, 22);
-                def->kernel_path = column_text(st, 23);
-                def->initrd_path = column_text(st, 24);
-                def->kernel_args = column_text(st, 25);
-                def->vhd_path = column_text(st, 26);
-                if (vmms_auto_start_from_string(auto_start, &def->automatic_start_action) < 0)
-                        def->automatic_start_action = VMMS_AUTO_START_START_IF_RUNNING;
+                read_definition(st, def);
                 g_ptr_array_add(defs, def);
         }
         sqlite3_finalize(st);
@@ -568,4 +593,103 @@ char *vmms_store_explain(VmmsStore *store, int r)
                 return g_strdup(g_strerror(-r));
         free_text = vmms_format_bytes(vmms_store_free_bytes(store, NULL));
         return g_strdup_printf("the state filesystem is full (%s free in %s)", free_text, store->dir);
+}
+
+/* ---- Checkpoints ---- */
+
+void vmms_checkpoint_free(VmmsCheckpoint *c)
+{
+        if (!c)
+                return;
+        g_free(c->id);
+        g_free(c->name);
+        vmms_vm_definition_clear(&c->def);
+        g_free(c);
+}
+
+/* The definition binds ?1-?25 as in vms (its id is vm_id, its state the VM's then). */
+static int checkpoint_insert_body(VmmsStore *store, const void *arg, VmmsEventRecord *event)
+{
+        const VmmsCheckpoint *c = arg;
+        sqlite3_stmt *st;
+        int r;
+
+        (void)event;
+        r = prepare(
+                store,
+                "INSERT INTO checkpoints (vm_id, vm_name, state, vp_count, cpu_reserve, cpu_maximum, "
+                "cpu_weight, dm_enabled, mem_startup, mem_minimum, mem_maximum, mem_buffer, mem_priority, "
+                "workload, boot_args, notes, vm_created_ms, vm_updated_ms, engine, auto_start, "
+                "paging_bytes, kernel_path, initrd_path, kernel_args, vhd_path, id, name, created_ms, "
+                "state_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
+                "?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
+                &st);
+        if (r < 0)
+                return r;
+        bind_definition(st, &c->def);
+        sqlite3_bind_text(st, 26, c->id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 27, c->name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 28, c->created_unix_ms);
+        sqlite3_bind_int64(st, 29, (sqlite3_int64)c->state_bytes);
+        return step_done(store, st);
+}
+
+static int checkpoint_remove_body(VmmsStore *store, const void *arg, VmmsEventRecord *event)
+{
+        sqlite3_stmt *st;
+        int r;
+
+        (void)event;
+        r = prepare(store, "DELETE FROM checkpoints WHERE id = ?", &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+        r = step_done(store, st);
+        if (r < 0)
+                return r;
+        return sqlite3_changes(store->db) == 0 ? -ENOENT : 0;
+}
+
+int vmms_store_checkpoint_insert(VmmsStore *store, const VmmsCheckpoint *c, VmmsEventRecord *event)
+{
+        return transaction(store, checkpoint_insert_body, c, event);
+}
+
+int vmms_store_checkpoint_remove(VmmsStore *store, const char *id, VmmsEventRecord *event)
+{
+        return transaction(store, checkpoint_remove_body, id, event);
+}
+
+int vmms_store_checkpoint_list(VmmsStore *store, const char *vm_id, GPtrArray **ret_checkpoints)
+{
+        g_autoptr(GPtrArray) list = g_ptr_array_new_with_free_func((GDestroyNotify)vmms_checkpoint_free);
+        sqlite3_stmt *st;
+        int rc, r;
+
+        r = prepare(
+                store,
+                "SELECT vm_id, vm_name, state, vp_count, cpu_reserve, cpu_maximum, cpu_weight, dm_enabled, "
+                "mem_startup, mem_minimum, mem_maximum, mem_buffer, mem_priority, workload, boot_args, "
+                "notes, vm_created_ms, vm_updated_ms, 0, 0, engine, auto_start, paging_bytes, "
+                "kernel_path, initrd_path, kernel_args, vhd_path, id, name, created_ms, state_bytes "
+                "FROM checkpoints WHERE vm_id = ? ORDER BY created_ms, rowid",
+                &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, vm_id, -1, SQLITE_STATIC);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                VmmsCheckpoint *c = g_new0(VmmsCheckpoint, 1);
+
+                read_definition(st, &c->def);
+                c->id = column_text(st, 27);
+                c->name = column_text(st, 28);
+                c->created_unix_ms = sqlite3_column_int64(st, 29);
+                c->state_bytes = (uint64_t)sqlite3_column_int64(st, 30);
+                g_ptr_array_add(list, c);
+        }
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+                return -EIO;
+        *ret_checkpoints = g_steal_pointer(&list);
+        return 0;
 }

@@ -52,3 +52,23 @@ int vmms_store_event_append(VmmsStore *store, VmmsEventRecord *event);
  * with newest, the last `limit` of them. */
 int vmms_store_event_list(VmmsStore *store, const char *vm_id, int64_t after_id, uint32_t limit, bool newest,
                           GPtrArray **ret_events);
+
+/* A checkpoint (Checkpoint-VM): the VM's definition as it was (def.state: its state
+ * then) and, when it was live, the size of its state file (0: the definition only). */
+typedef struct VmmsCheckpoint {
+        char *id; /* UUID; the state file is checkpoints/<vm id>/<id>.vmrs */
+        char *name;
+        int64_t created_unix_ms;
+        uint64_t state_bytes;
+        VmmsVmDefinition def;
+} VmmsCheckpoint;
+
+void vmms_checkpoint_free(VmmsCheckpoint *c);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmmsCheckpoint, vmms_checkpoint_free)
+
+/* Each with `event` in one transaction. insert: -EEXIST if the VM has a checkpoint of
+ * that name (case-insensitive). remove: -ENOENT. A VM's checkpoints go with its row. */
+int vmms_store_checkpoint_insert(VmmsStore *store, const VmmsCheckpoint *c, VmmsEventRecord *event);
+int vmms_store_checkpoint_remove(VmmsStore *store, const char *id, VmmsEventRecord *event);
+/* One VM's checkpoints, oldest first, as VmmsCheckpoint*. */
+int vmms_store_checkpoint_list(VmmsStore *store, const char *vm_id, GPtrArray **ret_checkpoints);

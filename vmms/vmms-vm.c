@@ -18,6 +18,7 @@
  * Hyper-V. A change reaches the store (with its event, in one transaction) before
  * memory, so a crash never leaves vmmsd believing something the disk does not say. */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -35,6 +36,8 @@ static const char *const action_names[VMMS_ACTION_COUNT] = {
         [VMMS_ACTION_SET_WORKLOAD] = "change the workload or boot arguments of",
         [VMMS_ACTION_SAVE] = "save",
         [VMMS_ACTION_MIGRATE] = "move",
+        [VMMS_ACTION_CHECKPOINT] = "checkpoint",
+        [VMMS_ACTION_RESTORE_CHECKPOINT] = "restore a checkpoint of",
 };
 
 /* allowed[action][state] */
@@ -49,6 +52,13 @@ static const bool allowed[VMMS_ACTION_COUNT][VMMS_VM_STATE_COUNT] = {
         [VMMS_ACTION_SET_WORKLOAD] = {[VMMS_VM_OFF] = true},
         [VMMS_ACTION_SAVE] = {[VMMS_VM_RUNNING] = true, [VMMS_VM_PAUSED] = true},
         [VMMS_ACTION_MIGRATE] = {[VMMS_VM_RUNNING] = true},
+        /* A live VM's whole state without ending it; an Off VM's definition. */
+        [VMMS_ACTION_CHECKPOINT] = {[VMMS_VM_OFF] = true, [VMMS_VM_RUNNING] = true, [VMMS_VM_PAUSED] = true},
+        /* The current run is turned off (a Saved state discarded) first. */
+        [VMMS_ACTION_RESTORE_CHECKPOINT] = {[VMMS_VM_OFF] = true,
+                                            [VMMS_VM_RUNNING] = true,
+                                            [VMMS_VM_PAUSED] = true,
+                                            [VMMS_VM_SAVED] = true},
 };
 
 const char *vmms_vm_action_to_string(VmmsVmAction action)
@@ -98,6 +108,7 @@ void vmms_vm_free(VmmsVm *vm)
         vmms_vm_definition_clear(&vm->def);
         g_free(vm->exit_reason);
         g_free(vm->restore_path);
+        vmms_checkpoint_free(vm->checkpoint);
         g_free(vm);
 }
 
@@ -248,13 +259,13 @@ static void job_fail_with(VmmsVm *vm, const VmmsError *error)
 
 /* ---- Lifecycle ---- */
 
-void vmms_vm_start(VmmsVm *vm, VmmsCall *call)
+/* The start itself, in the caller's job: a fresh boot from Off, or from the saved
+ * state when Saved. */
+static void start_in_job(VmmsVm *vm)
 {
         VmmsError error = {0};
         VmmsVmState was = vm->def.state;
 
-        if (!job_begin(vm, "start", VMMS_ACTION_START, call))
-                return;
         vm->restart_pending = false;
         g_clear_pointer(&vm->restore_path, g_free);
         if (was == VMMS_VM_SAVED)
@@ -267,6 +278,12 @@ void vmms_vm_start(VmmsVm *vm, VmmsCall *call)
                 return;
         }
         vm->engine->ops->start(vm->engine, vm);
+}
+
+void vmms_vm_start(VmmsVm *vm, VmmsCall *call)
+{
+        if (job_begin(vm, "start", VMMS_ACTION_START, call))
+                start_in_job(vm);
 }
 
 void vmms_vm_stop(VmmsVm *vm, bool turn_off, bool force, VmmsCall *call)
@@ -488,7 +505,333 @@ void vmms_vm_save(VmmsVm *vm, VmmsCall *call)
                 return;
         path = vmms_vm_saved_path(vm);
         vm->save_written = false;
-        vm->engine->ops->save(vm->engine, vm, path, on_saved);
+        vm->engine->ops->save(vm->engine, vm, path, false, on_saved);
+}
+
+/* ---- Checkpoints ----
+ * A checkpoint of a live VM is the worker's Save with keep_running: the VM pauses,
+ * its state goes to checkpoints/<vm id>/<id>.vmrs through a temporary name, and it
+ * runs on. The store's row is written only once the file is whole, so a save killed
+ * midway leaves at most a temporary file and never a checkpoint. An Off VM's
+ * checkpoint is its definition alone. Restoring turns the current run off, puts the
+ * definition back, and for a live checkpoint starts the VM from a copy of the file
+ * (as Start-VM from Saved), so the checkpoint stays usable. */
+
+char *vmms_vm_checkpoint_path(const VmmsVm *vm, const char *checkpoint_id)
+{
+        g_autofree char *name = g_strconcat(checkpoint_id, ".vmrs", NULL);
+
+        return g_build_filename(vm->ctx->checkpoints_dir, vm->def.id, name, NULL);
+}
+
+int vmms_vm_checkpoints(VmmsVm *vm, GPtrArray **ret_checkpoints, VmmsError *error)
+{
+        int r = vmms_store_checkpoint_list(vm->ctx->store, vm->def.id, ret_checkpoints);
+
+        if (r < 0)
+                vmms_error_set(error, vmms_error_code_from_errno(r),
+                               "cannot list the checkpoints of VM '%s': %s", vm->def.name, g_strerror(-r));
+        return r;
+}
+
+/* The VM's checkpoint named `name` (case-insensitive), or NULL with NotFound. */
+static VmmsCheckpoint *checkpoint_find(VmmsVm *vm, const char *name, VmmsError *error)
+{
+        g_autoptr(GPtrArray) list = NULL;
+        g_autofree char *quoted = vmms_quote(name ? name : "");
+
+        if (vmms_vm_checkpoints(vm, &list, error) < 0)
+                return NULL;
+        for (guint i = 0; i < list->len; i++) {
+                VmmsCheckpoint *c = list->pdata[i];
+
+                if (name && g_ascii_strcasecmp(c->name, name) == 0)
+                        return g_ptr_array_steal_index(list, i);
+        }
+        vmms_error_set(error, VMMS_ERROR_NOT_FOUND,
+                       "VM '%s' has no checkpoint named '%s'; Get-VMSnapshot %s lists them", vm->def.name,
+                       quoted, vm->def.name);
+        return NULL;
+}
+
+/* Writes the checkpoint's row with its event; the file (if any) is whole by now. */
+static int checkpoint_record(VmmsVm *vm, VmmsCheckpoint *c, VmmsError *error)
+{
+        g_autofree char *size = vmms_format_bytes(c->state_bytes);
+        g_autofree char *message = NULL;
+        g_autofree char *quoted = vmms_quote(c->name);
+        VmmsEventRecord event;
+        int r;
+
+        message = c->state_bytes ? g_strdup_printf("checkpoint '%s' taken (%s written)", quoted, size)
+                                 : g_strdup_printf("checkpoint '%s' taken (its settings: the VM is %s)",
+                                                   quoted, vmms_vm_state_to_string(c->def.state));
+        event = event_for(vm, "checkpoint", message);
+        r = vmms_store_checkpoint_insert(vm->ctx->store, c, &event);
+        if (r == -EEXIST) {
+                vmms_error_set(error, VMMS_ERROR_ALREADY_EXISTS,
+                               "VM '%s' already has a checkpoint named '%s'", vm->def.name, quoted);
+                return r;
+        }
+        if (r < 0) {
+                g_autofree char *why = vmms_store_explain(vm->ctx->store, r);
+
+                vmms_error_set(error, vmms_error_code_from_errno(r),
+                               "cannot record checkpoint '%s' of VM '%s': %s", quoted, vm->def.name, why);
+                return r;
+        }
+        vmms_events_notify(vm->ctx->events, &event);
+        return 0;
+}
+
+static void on_checkpoint_saved(VmmsVm *vm, const VmmsError *error, uint64_t file_bytes)
+{
+        g_autoptr(VmmsCheckpoint) c = g_steal_pointer(&vm->checkpoint);
+        g_autofree char *path = NULL;
+        VmmsError rerr = {0};
+        bool ours = g_strcmp0(vm->job, "checkpoint") == 0;
+
+        if (!c)
+                return;
+        if (error) {
+                if (ours)
+                        job_fail_with(vm, error); /* no file was left; the VM runs on */
+                return;
+        }
+        path = vmms_vm_checkpoint_path(vm, c->id);
+        c->state_bytes = MAX(file_bytes, 1);
+        if (checkpoint_record(vm, c, &rerr) < 0) {
+                if (unlink(path) < 0 && errno != ENOENT)
+                        g_warning("VM '%s': cannot delete %s: %s", vm->def.name, path, g_strerror(errno));
+                if (ours)
+                        job_fail_with(vm, &rerr);
+                vmms_error_clear(&rerr);
+                return;
+        }
+        if (ours)
+                job_end(vm);
+}
+
+void vmms_vm_checkpoint(VmmsVm *vm, const char *name, VmmsCall *call)
+{
+        g_autoptr(VmmsCheckpoint) c = NULL;
+        g_autoptr(GPtrArray) list = NULL;
+        g_autofree char *uuid = NULL;
+        g_autofree char *dir = NULL;
+        g_autofree char *path = NULL;
+        VmmsError error = {0};
+
+        if (!vmms_vm_name_valid(name, &error)) {
+                VmmsError named = {0};
+
+                vmms_error_set(&named, VMMS_ERROR_INVALID_ARGUMENT,
+                               "cannot checkpoint VM '%s': checkpoint %s", vm->def.name, error.message);
+                vmms_error_clear(&error);
+                fail_call(call, &named);
+                return;
+        }
+        if (!job_begin(vm, "checkpoint", VMMS_ACTION_CHECKPOINT, call))
+                return;
+        c = g_new0(VmmsCheckpoint, 1);
+        uuid = g_uuid_string_random();
+        c->id = g_strdup(uuid);
+        c->name = g_strdup(name);
+        c->created_unix_ms = now_ms();
+        vmms_vm_definition_copy(&c->def, &vm->def);
+        /* A duplicate name is refused before anything is written. */
+        if (vmms_vm_checkpoints(vm, &list, &error) < 0) {
+                job_fail_with(vm, &error);
+                vmms_error_clear(&error);
+                return;
+        }
+        for (guint i = 0; i < list->len; i++)
+                if (g_ascii_strcasecmp(((VmmsCheckpoint *)list->pdata[i])->name, name) == 0) {
+                        g_autofree char *quoted = vmms_quote(name);
+
+                        vmms_error_set(&error, VMMS_ERROR_ALREADY_EXISTS,
+                                       "VM '%s' already has a checkpoint named '%s'", vm->def.name, quoted);
+                        job_fail_with(vm, &error);
+                        vmms_error_clear(&error);
+                        return;
+                }
+        if (vm->def.state == VMMS_VM_OFF) {
+                if (checkpoint_record(vm, c, &error) < 0) {
+                        job_fail_with(vm, &error);
+                        vmms_error_clear(&error);
+                        return;
+                }
+                job_end(vm);
+                return;
+        }
+        dir = g_build_filename(vm->ctx->checkpoints_dir, vm->def.id, NULL);
+        if (g_mkdir_with_parents(dir, 0750) < 0) {
+                int r = errno;
+
+                vmms_error_set(&error, vmms_error_code_from_errno(-r),
+                               "cannot checkpoint VM '%s': cannot make %s: %s", vm->def.name, dir,
+                               g_strerror(r));
+                job_fail_with(vm, &error);
+                vmms_error_clear(&error);
+                return;
+        }
+        vmms_checkpoint_free(vm->checkpoint);
+        path = vmms_vm_checkpoint_path(vm, c->id);
+        vm->checkpoint = g_steal_pointer(&c);
+        vm->engine->ops->save(vm->engine, vm, path, true, on_checkpoint_saved);
+}
+
+/* `from` to `to` through to.tmp, synced and renamed: whole or absent. */
+static int copy_file(const char *from, const char *to, char **ret_error)
+{
+        g_autofree char *tmp = g_strconcat(to, ".tmp", NULL);
+        int in = -1, out = -1, r = 0;
+        ssize_t n;
+
+        in = open(from, O_RDONLY | O_CLOEXEC);
+        if (in < 0) {
+                r = -errno;
+                *ret_error = g_strdup_printf("cannot open %s: %s", from, g_strerror(-r));
+                return r;
+        }
+        out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (out < 0) {
+                r = -errno;
+                *ret_error = g_strdup_printf("cannot create %s: %s", tmp, g_strerror(-r));
+                close(in);
+                return r;
+        }
+        while ((n = copy_file_range(in, NULL, out, NULL, 1u << 30, 0)) > 0)
+                ;
+        if (n < 0 || fsync(out) < 0 || rename(tmp, to) < 0) {
+                r = -errno;
+                *ret_error = g_strdup_printf("cannot copy %s to %s: %s", from, to, g_strerror(-r));
+                (void)unlink(tmp);
+        }
+        close(in);
+        close(out);
+        return r;
+}
+
+/* In the restore job with the VM Off or Saved (its old state file already gone):
+ * puts the checkpoint's settings back (the VM keeps its id, name and engine) and, for
+ * a live checkpoint, starts it from a copy of the checkpoint's state. */
+static void restore_apply(VmmsVm *vm)
+{
+        g_autoptr(VmmsCheckpoint) c = g_steal_pointer(&vm->checkpoint);
+        g_auto(VmmsVmDefinition) next = {0};
+        g_autofree char *quoted = vmms_quote(c->name);
+        g_autofree char *saved = vmms_vm_saved_path(vm);
+        g_autofree char *why = NULL;
+        VmmsError error = {0};
+        VmmsVmDefinition old;
+
+        vmms_vm_definition_copy(&next, &c->def);
+        g_free(next.name);
+        next.name = g_strdup(vm->def.name);
+        g_free(next.engine);
+        next.engine = g_strdup(vm->def.engine);
+        next.created_unix_ms = vm->def.created_unix_ms;
+        next.state = c->state_bytes ? VMMS_VM_SAVED : VMMS_VM_OFF;
+        next.worker_pid = 0;
+        next.started_unix_ms = 0;
+        if (c->state_bytes) {
+                g_autofree char *from = vmms_vm_checkpoint_path(vm, c->id);
+
+                if (copy_file(from, saved, &why) < 0) {
+                        g_autofree char *message = g_strdup_printf(
+                                "cannot restore checkpoint '%s' of VM '%s': %s", quoted, vm->def.name, why);
+
+                        vmms_vm_record_event(vm, "error", message);
+                        job_fail(vm, VMMS_ERROR_INTERNAL, message);
+                        return;
+                }
+        }
+        old = vm->def;
+        vm->def = next;
+        next = old; /* freed on return: the definition that is replaced */
+        if (vmms_vm_persist(vm, "settings", &error, "restored checkpoint '%s'%s", quoted,
+                            c->state_bytes ? "; starting from its state" : " (its settings)") < 0) {
+                old = vm->def;
+                vm->def = next;
+                next = old;
+                (void)unlink(saved);
+                job_fail_with(vm, &error);
+                vmms_error_clear(&error);
+                return;
+        }
+        if (c->state_bytes)
+                start_in_job(vm);
+        else
+                job_end(vm);
+}
+
+void vmms_vm_restore_checkpoint(VmmsVm *vm, const char *name, VmmsCall *call)
+{
+        g_autoptr(VmmsCheckpoint) c = NULL;
+        g_autofree char *quoted = NULL;
+        VmmsError error = {0};
+
+        c = checkpoint_find(vm, name, &error);
+        if (!c) {
+                fail_call(call, &error);
+                return;
+        }
+        if (!job_begin(vm, "restore-checkpoint", VMMS_ACTION_RESTORE_CHECKPOINT, call))
+                return;
+        quoted = vmms_quote(c->name);
+        vmms_checkpoint_free(vm->checkpoint);
+        vm->checkpoint = g_steal_pointer(&c);
+        if (vm->def.state == VMMS_VM_SAVED) {
+                /* Its saved state is discarded, as Hyper-V does. */
+                g_autofree char *saved = vmms_vm_saved_path(vm);
+
+                if (unlink(saved) < 0 && errno != ENOENT)
+                        g_warning("VM '%s': cannot delete %s: %s", vm->def.name, saved, g_strerror(errno));
+        }
+        if (!vmms_vm_is_live(vm)) {
+                restore_apply(vm);
+                return;
+        }
+        /* The current run is turned off; restore_apply follows its exit. */
+        vm->def.state = VMMS_VM_STOPPING;
+        if (vmms_vm_persist(vm, "state", &error, "turning off to restore checkpoint '%s'", quoted) < 0) {
+                g_warning("%s; turning it off all the same", error.message);
+                vm->unsaved = true;
+                vmms_error_clear(&error);
+        }
+        vm->engine->ops->stop(vm->engine, vm, true, vm->ctx->force_timeout_ms);
+}
+
+int vmms_vm_remove_checkpoint(VmmsVm *vm, const char *name, VmmsError *error)
+{
+        g_autoptr(VmmsCheckpoint) c = NULL;
+        g_autofree char *quoted = NULL;
+        g_autofree char *message = NULL;
+        g_autofree char *path = NULL;
+        VmmsEventRecord event;
+        int r;
+
+        c = checkpoint_find(vm, name, error);
+        if (!c)
+                return -ENOENT;
+        if (!vmms_vm_check_idle(vm, error)) /* a restore of it may be reading it */
+                return -EBUSY;
+        quoted = vmms_quote(c->name);
+        message = g_strdup_printf("checkpoint '%s' removed", quoted);
+        event = event_for(vm, "checkpoint", message);
+        r = vmms_store_checkpoint_remove(vm->ctx->store, c->id, &event);
+        if (r < 0) {
+                g_autofree char *why = vmms_store_explain(vm->ctx->store, r);
+
+                vmms_error_set(error, vmms_error_code_from_errno(r),
+                               "cannot remove checkpoint '%s' of VM '%s': %s", quoted, vm->def.name, why);
+                return r;
+        }
+        vmms_events_notify(vm->ctx->events, &event);
+        path = vmms_vm_checkpoint_path(vm, c->id);
+        if (c->state_bytes && unlink(path) < 0 && errno != ENOENT)
+                g_warning("VM '%s': cannot delete %s: %s", vm->def.name, path, g_strerror(errno));
+        return 0;
 }
 
 /* ---- Figures and Dynamic Memory ---- */
@@ -554,8 +897,12 @@ static void on_engine_exited(VmmsVm *vm, const VmmsEngineExit *exit)
 {
         VmmsVmState was = vm->def.state;
         g_autofree char *message = NULL;
+        bool restore_next = false;
 
-        if (vm->save_written) {
+        if (was == VMMS_VM_STOPPING && vm->checkpoint && g_strcmp0(vm->job, "restore-checkpoint") == 0) {
+                set_state(vm, VMMS_VM_OFF, "state", "turned off to restore a checkpoint");
+                restore_next = true;
+        } else if (vm->save_written) {
                 g_autofree char *size = vmms_format_bytes(vm->saved_bytes);
 
                 message = g_strdup_printf("saved (%s written)", size);
@@ -599,6 +946,8 @@ static void on_engine_exited(VmmsVm *vm, const VmmsEngineExit *exit)
         vm->memory = (VmmsMemoryStatus){0};
         vm->figures = (VmmsVmFigures){0};
         vm->partition_id = 0;
+        if (restore_next)
+                restore_apply(vm);
 }
 
 static void on_engine_memory_status(VmmsVm *vm, const VmmsMemoryStatus *status)

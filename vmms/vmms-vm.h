@@ -24,6 +24,8 @@ typedef enum VmmsVmAction {
         VMMS_ACTION_SET_WORKLOAD,
         VMMS_ACTION_SAVE,
         VMMS_ACTION_MIGRATE,
+        VMMS_ACTION_CHECKPOINT,
+        VMMS_ACTION_RESTORE_CHECKPOINT,
         VMMS_ACTION_COUNT,
 } VmmsVmAction;
 
@@ -47,9 +49,10 @@ typedef struct VmmsVmContext {
          * manager may run the memory balancer now. NULL: nothing is told. */
         void (*memory_prompt)(VmmsVm *vm, void *userdata);
         void *memory_prompt_data;
-        const char *saved_dir;     /* <id>.vmrs: the state of each Saved VM */
-        uint32_t stop_timeout_ms;  /* how long a graceful stop waits before turning off */
-        uint32_t force_timeout_ms; /* the same with -Force */
+        const char *saved_dir;       /* <id>.vmrs: the state of each Saved VM */
+        const char *checkpoints_dir; /* <vm id>/<checkpoint id>.vmrs: live checkpoints' states */
+        uint32_t stop_timeout_ms;    /* how long a graceful stop waits before turning off */
+        uint32_t force_timeout_ms;   /* the same with -Force */
 } VmmsVmContext;
 
 /* The guest's latest Dynamic Memory report. */
@@ -94,6 +97,8 @@ struct VmmsVm {
         bool save_written;
         uint64_t saved_bytes;
         char *restore_path;
+        /* The checkpoint a checkpoint or restore job is taking or putting back. */
+        VmmsCheckpoint *checkpoint;
         /* A state change the store refused (a full disk): written on a later tick. */
         bool unsaved;
         VmmsProcessorSettings job_processor; /* what a live processor job applies */
@@ -144,6 +149,22 @@ bool vmms_vm_removable(VmmsVm *vm, VmmsError *error);
 void vmms_vm_save(VmmsVm *vm, VmmsCall *call);
 /* Where a Saved VM's state is. */
 char *vmms_vm_saved_path(const VmmsVm *vm);
+
+/* Checkpoint-VM: Running|Paused: the whole state, the VM running on as it was (the
+ * engine's save with keep_running); Off: the definition alone. Names are unique per
+ * VM (case-insensitive): a duplicate is AlreadyExists, an empty or bad one
+ * InvalidArgument. The call ends with the VM. */
+void vmms_vm_checkpoint(VmmsVm *vm, const char *name, VmmsCall *call);
+/* Restore-VMSnapshot: Off|Running|Paused|Saved -> the checkpoint's settings, and for
+ * a live checkpoint Running from a copy of its state (the current run turned off
+ * first); an Off checkpoint leaves the VM Off. The checkpoint stays. */
+void vmms_vm_restore_checkpoint(VmmsVm *vm, const char *name, VmmsCall *call);
+/* Remove-VMSnapshot: its row, then its file. NotFound names the VM and the name. */
+int vmms_vm_remove_checkpoint(VmmsVm *vm, const char *name, VmmsError *error);
+/* The VM's checkpoints, oldest first (VmmsCheckpoint*). */
+int vmms_vm_checkpoints(VmmsVm *vm, GPtrArray **ret_checkpoints, VmmsError *error);
+/* checkpoints_dir/<vm id>/<checkpoint_id>.vmrs */
+char *vmms_vm_checkpoint_path(const VmmsVm *vm, const char *checkpoint_id);
 
 /* Dynamic Memory: asks the engine to grow (> 0) or shrink the VM's memory. */
 void vmms_vm_adjust_memory(VmmsVm *vm, int64_t delta_bytes, const char *reason);

@@ -149,7 +149,8 @@ static void handle_shutdown(VmwpControl *c, const Vmms__Worker__Request *req)
         send_reply(c, req->id, 0, NULL);
 }
 
-/* Save-VM: the reply carries what was written; the worker exits after it. */
+/* Save-VM: the reply carries what was written; the worker exits after it unless
+ * the VM is to keep running (a checkpoint). */
 static void handle_save(VmwpControl *c, const Vmms__Worker__Request *req)
 {
         Vmms__Worker__Message msg = VMMS__WORKER__MESSAGE__INIT;
@@ -163,7 +164,7 @@ static void handle_save(VmwpControl *c, const Vmms__Worker__Request *req)
                 send_reply(c, req->id, -EINVAL, "save path must be absolute");
                 return;
         }
-        r = vmwp_worker_save(c->worker, req->save->path, &result, &why);
+        r = vmwp_worker_save(c->worker, req->save->path, req->save->keep_running, &result, &why);
         if (r < 0) {
                 send_reply(c, req->id, r, why);
                 return;
@@ -177,7 +178,8 @@ static void handle_save(VmwpControl *c, const Vmms__Worker__Request *req)
         msg.body_case = VMMS__WORKER__MESSAGE__BODY_REPLY;
         msg.reply = &reply;
         send_message(c, &msg);
-        c->on_action(VMWP_CONTROL_SAVED, c->on_action_userdata);
+        if (!req->save->keep_running)
+                c->on_action(VMWP_CONTROL_SAVED, c->on_action_userdata);
 }
 
 static void handle_request(VmwpControl *c, const Vmms__Worker__Request *req)

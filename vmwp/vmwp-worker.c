@@ -499,7 +499,8 @@ static VmwpSaveParts save_parts(VmwpWorker *w)
         };
 }
 
-int vmwp_worker_save(VmwpWorker *w, const char *path, VmwpSaveResult *ret, char **ret_error)
+int vmwp_worker_save(VmwpWorker *w, const char *path, bool keep_running, VmwpSaveResult *ret,
+                     char **ret_error)
 {
         VmwpSaveParts parts;
         bool was_paused = w->paused;
@@ -519,7 +520,7 @@ int vmwp_worker_save(VmwpWorker *w, const char *path, VmwpSaveResult *ret, char 
                 ;
         parts = save_parts(w);
         r = vmwp_save_write(&parts, path, ret, ret_error);
-        if (r < 0 && !was_paused) {
+        if ((r < 0 || keep_running) && !was_paused) {
                 g_autofree char *ignored = NULL;
 
                 (void)vmwp_worker_pause(w, false, &ignored);

@@ -43,10 +43,12 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmwpWorker, vmwp_worker_free)
 
 int vmwp_worker_start(VmwpWorker *w, char **ret_error);
 /* Save-VM: pauses the VM, writes its whole state to `path` (vmwp-save.h) and leaves it
- * paused; the caller destroys the partition. On failure the VM runs again as before
+ * paused; the caller destroys the partition. With keep_running (a checkpoint) the VM
+ * runs on afterwards (unless it was paused). On failure the VM runs again as before
  * (unless it was paused) and no file is left at `path`'s temporary name. */
 typedef struct VmwpSaveResult VmwpSaveResult;
-int vmwp_worker_save(VmwpWorker *w, const char *path, VmwpSaveResult *ret, char **ret_error);
+int vmwp_worker_save(VmwpWorker *w, const char *path, bool keep_running, VmwpSaveResult *ret,
+                     char **ret_error);
 /* Instead of vmwp_worker_start: the VM from a file vmwp_worker_save wrote, checked
  * whole first; it runs from where it was saved. */
 int vmwp_worker_restore(VmwpWorker *w, const char *path, char **ret_error);

@@ -30,6 +30,8 @@ static const struct {
         {VMMS_ACTION_SET_WORKLOAD, {VMMS_VM_OFF}, 1},
         {VMMS_ACTION_SAVE, {VMMS_VM_RUNNING, VMMS_VM_PAUSED}, 2},
         {VMMS_ACTION_MIGRATE, {VMMS_VM_RUNNING}, 1},
+        {VMMS_ACTION_CHECKPOINT, {VMMS_VM_OFF, VMMS_VM_RUNNING, VMMS_VM_PAUSED}, 3},
+        {VMMS_ACTION_RESTORE_CHECKPOINT, {VMMS_VM_OFF, VMMS_VM_RUNNING, VMMS_VM_PAUSED, VMMS_VM_SAVED}, 4},
 };
 
 static void test_every_action_in_every_state_is_allowed_or_refused_by_name(void)
@@ -139,10 +141,11 @@ static void rec_release(VmmsEngine *e, VmmsVm *vm)
         vm->engine_data = NULL;
 }
 
-static void rec_save(VmmsEngine *e, VmmsVm *vm, const char *path, VmmsEngineSavedFn done)
+static void rec_save(VmmsEngine *e, VmmsVm *vm, const char *path, bool keep_running, VmmsEngineSavedFn done)
 {
         (void)vm;
-        g_string_append_printf(rec(e)->log, "save %s;", strrchr(path, '/') + 1);
+        g_string_append_printf(rec(e)->log, "%s %s;", keep_running ? "checkpoint" : "save",
+                               strrchr(path, '/') + 1);
         rec(e)->saved = done;
 }
 
@@ -218,6 +221,7 @@ static void fixture_set_up(Fixture *f, gconstpointer data)
         f->events = vmms_events_new(f->store);
         f->ctx = (VmmsVmContext){.store = f->store,
                                  .saved_dir = f->dir,
+                                 .checkpoints_dir = f->dir,
                                  .events = f->events,
                                  .reply = on_vm_reply,
                                  .stop_timeout_ms = 7000,
@@ -428,6 +432,122 @@ static void test_workload_changes_only_while_off_and_a_refused_change_keeps_the_
         g_assert_cmpstr(f->vm->def.notes, ==, "new");
 }
 
+static GPtrArray *checkpoints(Fixture *f);
+
+static guint checkpoint_count(Fixture *f)
+{
+        g_autoptr(GPtrArray) list = checkpoints(f);
+
+        return list->len;
+}
+
+static GPtrArray *checkpoints(Fixture *f)
+{
+        GPtrArray *list = NULL;
+        VmmsError error = {0};
+
+        g_assert_cmpint(vmms_vm_checkpoints(f->vm, &list, &error), ==, 0);
+        return list;
+}
+
+static void test_a_running_checkpoint_keeps_the_vm_running_and_restores_from_a_copy(Fixture *f,
+                                                                                    gconstpointer data)
+{
+        VmmsVmSettings later = {.notes = "later", .automatic_start_action = VMMS_AUTO_START_COUNT};
+        VmmsEngineExit exit = {.how = "killed by signal 9"};
+        g_autoptr(GPtrArray) list = NULL;
+        g_autofree char *file = NULL;
+        g_autofree char *saved = NULL;
+        g_autofree char *dir = NULL;
+        VmmsError error = {0};
+        Answer a, dup, empty, restore;
+
+        (void)data;
+        vmms_vm_start(f->vm, NULL);
+        report_running(f);
+        vmms_vm_checkpoint(f->vm, "before-upgrade", new_call(&a));
+        g_assert_nonnull(f->vm->checkpoint);
+        file = vmms_vm_checkpoint_path(f->vm, f->vm->checkpoint->id);
+        g_assert_nonnull(strstr(f->engine.log->str, "start;checkpoint ")); /* keep_running */
+        g_assert_false(a.answered); /* no checkpoint until the file is whole */
+        g_assert_cmpuint(checkpoint_count(f), ==, 0);
+        g_assert_true(g_file_set_contents(file, "state", -1, NULL));
+        f->engine.saved(f->vm, NULL, 5);
+        g_assert_cmpint(a.code, ==, VMMS_OK);
+        g_assert_cmpint(f->vm->def.state, ==, VMMS_VM_RUNNING);
+        list = checkpoints(f);
+        g_assert_cmpuint(list->len, ==, 1);
+        g_assert_cmpuint(((VmmsCheckpoint *)list->pdata[0])->state_bytes, ==, 5);
+        g_assert_cmpint(((VmmsCheckpoint *)list->pdata[0])->def.state, ==, VMMS_VM_RUNNING);
+        vmms_vm_checkpoint(f->vm, "Before-Upgrade", new_call(&dup));
+        g_assert_cmpint(dup.code, ==, VMMS_ERROR_ALREADY_EXISTS);
+        g_assert_cmpstr(dup.message, ==, "VM 'web' already has a checkpoint named 'Before-Upgrade'");
+        vmms_vm_checkpoint(f->vm, "", new_call(&empty));
+        g_assert_cmpint(empty.code, ==, VMMS_ERROR_INVALID_ARGUMENT);
+        g_assert_nonnull(strstr(empty.message, "cannot checkpoint VM 'web': checkpoint name must be"));
+        g_assert_cmpint(vmms_vm_update_settings(f->vm, &later, &error), ==, 0);
+
+        g_string_truncate(f->engine.log, 0);
+        vmms_vm_restore_checkpoint(f->vm, "before-upgrade", new_call(&restore));
+        g_assert_cmpstr(f->engine.log->str, ==, "stop off 5000;");
+        vmms_vm_engine_callbacks.exited(f->vm, &exit);
+        g_assert_cmpstr(f->engine.log->str, ==, "stop off 5000;start from saved;");
+        saved = vmms_vm_saved_path(f->vm);
+        g_assert_true(g_file_test(saved, G_FILE_TEST_EXISTS)); /* a copy to start from */
+        g_assert_cmpstr(f->vm->def.notes, ==, "");             /* the settings as they were */
+        g_assert_false(restore.answered);
+        report_running(f);
+        g_assert_cmpint(restore.code, ==, VMMS_OK);
+        g_assert_cmpint(f->vm->def.state, ==, VMMS_VM_RUNNING);
+        g_assert_false(g_file_test(saved, G_FILE_TEST_EXISTS));
+        g_assert_true(g_file_test(file, G_FILE_TEST_EXISTS)); /* the checkpoint stays usable */
+
+        g_assert_cmpint(vmms_vm_remove_checkpoint(f->vm, "before-upgrade", &error), ==, 0);
+        g_assert_false(g_file_test(file, G_FILE_TEST_EXISTS));
+        g_assert_cmpuint(checkpoint_count(f), ==, 0);
+        dir = g_path_get_dirname(file);
+        g_rmdir(dir);
+        g_free(a.message);
+        g_free(dup.message);
+        g_free(empty.message);
+        g_free(restore.message);
+}
+
+static void test_an_off_checkpoint_restores_the_settings_and_leaves_the_vm_off(Fixture *f, gconstpointer data)
+{
+        VmmsVmSettings later = {
+                .workload = "cpu", .notes = "later", .automatic_start_action = VMMS_AUTO_START_COUNT};
+        g_autoptr(GPtrArray) list = NULL;
+        VmmsError error = {0};
+        Answer a, restore, unknown;
+
+        (void)data;
+        vmms_vm_checkpoint(f->vm, "clean", new_call(&a));
+        g_assert_cmpint(a.code, ==, VMMS_OK);
+        g_assert_cmpstr(f->engine.log->str, ==, ""); /* its definition only */
+        list = checkpoints(f);
+        g_assert_cmpuint(((VmmsCheckpoint *)list->pdata[0])->state_bytes, ==, 0);
+        g_assert_cmpint(vmms_vm_update_settings(f->vm, &later, &error), ==, 0);
+        g_assert_cmpstr(f->vm->def.workload, ==, "cpu");
+        vmms_vm_restore_checkpoint(f->vm, "CLEAN", new_call(&restore));
+        g_assert_cmpint(restore.code, ==, VMMS_OK);
+        g_assert_cmpint(f->vm->def.state, ==, VMMS_VM_OFF);
+        g_assert_cmpstr(f->vm->def.workload, ==, "idle");
+        g_assert_cmpstr(f->vm->def.notes, ==, "");
+        g_assert_cmpstr(f->engine.log->str, ==, "");
+        vmms_vm_restore_checkpoint(f->vm, "nope", new_call(&unknown));
+        g_assert_cmpint(unknown.code, ==, VMMS_ERROR_NOT_FOUND);
+        g_assert_cmpstr(unknown.message, ==,
+                        "VM 'web' has no checkpoint named 'nope'; Get-VMSnapshot web lists them");
+        g_assert_cmpint(vmms_vm_remove_checkpoint(f->vm, "clean", &error), ==, 0);
+        g_assert_cmpint(vmms_vm_remove_checkpoint(f->vm, "clean", &error), ==, -ENOENT);
+        g_assert_cmpint(error.code, ==, VMMS_ERROR_NOT_FOUND);
+        vmms_error_clear(&error);
+        g_free(a.message);
+        g_free(restore.message);
+        g_free(unknown.message);
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -442,5 +562,7 @@ int main(int argc, char **argv)
         JOB_TEST(automatic_start_action_nothing_is_not_restarted);
         JOB_TEST(save_then_start_continues_from_the_saved_state);
         JOB_TEST(workload_changes_only_while_off_and_a_refused_change_keeps_the_old);
+        JOB_TEST(a_running_checkpoint_keeps_the_vm_running_and_restores_from_a_copy);
+        JOB_TEST(an_off_checkpoint_restores_the_settings_and_leaves_the_vm_off);
         return g_test_run();
 }
