@@ -81,7 +81,8 @@ static void check_texts(const char *name, const char *workload, const char *boot
 
         if (name)
                 verdict(vmms_vm_name_valid(name, &error), &error);
-        verdict(vmms_vm_workload_valid(workload && *workload ? workload : "idle", boot_args, notes, &error), &error);
+        verdict(vmms_vm_workload_valid(workload && *workload ? workload : "idle", boot_args, notes, &error),
+                &error);
 }
 
 static void validate(const VmmsOp *op, const ProtobufCMessage *request)
