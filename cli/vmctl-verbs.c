@@ -13,6 +13,8 @@
 
 /* ListEvents answers at most this many events a call (vmms.proto). */
 #define VMCTL_EVENTS_MAX 10000
+#define VMCTL_COUNTER_INTERVAL_MAX 3600
+#define VMCTL_COUNTER_SAMPLES_MAX 1000000
 
 #define METHOD(name) "/vmms.v1.Vmms/" name
 
@@ -296,6 +298,23 @@ static const VmctlParam get_counter_params[] = {
          .positional = true,
          .help = "Counter paths '\\Set(Instance)\\Counter'; (*) matches every instance. Default: every "
                  "counter."},
+        {.name = "SampleInterval",
+         .type = VMCTL_PARAM_UINT,
+         .min = 1,
+         .max = VMCTL_COUNTER_INTERVAL_MAX,
+         .has_default = true,
+         .default_value = 1,
+         .help = "Seconds between samples, with -MaxSamples or -Continuous."},
+        {.name = "MaxSamples",
+         .type = VMCTL_PARAM_UINT,
+         .min = 1,
+         .max = VMCTL_COUNTER_SAMPLES_MAX,
+         .has_default = true,
+         .default_value = 1,
+         .help = "How many samples to take, -SampleInterval apart."},
+        {.name = "Continuous",
+         .type = VMCTL_PARAM_SWITCH,
+         .help = "Keep sampling, -SampleInterval apart, until Ctrl-C (with -Json: one object per line)."},
         COMMON_PARAMS,
 };
 
@@ -970,27 +989,55 @@ static int handle_get_vm_host_health(VmctlContext *ctx)
         return 0;
 }
 
-static int handle_get_counter(VmctlContext *ctx)
+/* One GetCounters call, printed: a table, or JSON (one object per line when sampling
+ * repeatedly, so a reader can take each sample as it comes). */
+static int get_counters_once(VmctlContext *ctx, const Vmms__V1__GetCountersRequest *request, bool repeated)
 {
         g_autoptr(ProtobufCMessage) reply = NULL;
         g_autoptr(GString) out = g_string_new(NULL);
-        Vmms__V1__GetCountersRequest request = VMMS__V1__GET_COUNTERS_REQUEST__INIT;
-        const VmctlValue *paths = vmctl_args_get(ctx->args, "Counter");
         int r;
 
-        if (paths->set) {
-                request.paths = (char **)paths->list->pdata;
-                request.n_paths = paths->list->len;
-        }
-        r = call(ctx, METHOD("GetCounters"), &request.base, &vmms__v1__get_counters_response__descriptor,
+        r = call(ctx, METHOD("GetCounters"), &request->base, &vmms__v1__get_counters_response__descriptor,
                  VMCTL_TIMEOUT_MS, &reply);
         if (r < 0)
                 return r;
         if (ctx->json)
-                vmctl_json_append_message(out, reply, true);
+                vmctl_json_append_message(out, reply, !repeated);
         else
                 vmctl_format_counters(out, (Vmms__V1__GetCountersResponse *)reply);
+        if (repeated && !ctx->json)
+                g_string_append_c(out, '\n');
         emit(ctx, out);
+        return 0;
+}
+
+/* As PowerShell: one sample, or -MaxSamples of them, or -Continuous until Ctrl-C (which
+ * ends vmctl, as for Get-VMEvent -Wait), -SampleInterval seconds apart. */
+static int handle_get_counter(VmctlContext *ctx)
+{
+        Vmms__V1__GetCountersRequest request = VMMS__V1__GET_COUNTERS_REQUEST__INIT;
+        const VmctlValue *paths = vmctl_args_get(ctx->args, "Counter");
+        const VmctlValue *interval = vmctl_args_get(ctx->args, "SampleInterval");
+        const VmctlValue *max_samples = vmctl_args_get(ctx->args, "MaxSamples");
+        bool continuous = arg_flag(ctx, "Continuous");
+        uint64_t seconds = interval->set ? interval->number : 1,
+                 samples = max_samples->set ? max_samples->number : 1;
+        bool repeated = continuous || samples > 1;
+        int r;
+
+        if (continuous && max_samples->set)
+                return fail(ctx, -EINVAL, "give -Continuous or -MaxSamples, not both");
+        if (paths->set) {
+                request.paths = (char **)paths->list->pdata;
+                request.n_paths = paths->list->len;
+        }
+        for (uint64_t i = 0; continuous || i < samples; i++) {
+                if (i > 0)
+                        g_usleep(seconds * G_USEC_PER_SEC);
+                r = get_counters_once(ctx, &request, repeated);
+                if (r < 0)
+                        return r;
+        }
         return 0;
 }
 

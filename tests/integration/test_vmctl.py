@@ -238,6 +238,36 @@ class JsonTest(HostTestCase):
         self.assertEqual(header, ["VMName", "DynamicMemoryEnabled", "Minimum(M)", "Startup(M)", "Maximum(M)",
                                   "Buffer", "Priority"])
 
+    def test_get_counter_max_samples_and_continuous_sample_apart(self):
+        path = "\\Hyper-V Hypervisor(*)\\Logical Processors"
+        wait_for(lambda: self.host.vmctl("Get-Counter", path).returncode == 0, 20, interval=0.2,
+                 what="vmmsd's first counter sample")
+        t0 = time.monotonic()
+        lines = self.host.ok("Get-Counter", path, "-MaxSamples", "3", "-SampleInterval", "1", "-Json").splitlines()
+        self.assertGreaterEqual(time.monotonic() - t0, 1.9, "three samples are two intervals apart")
+        samples = [json.loads(line) for line in lines]
+        self.assertEqual(len(samples), 3, lines)
+        times = [s["timestampUnixMs"] for s in samples]
+        self.assertTrue(all(b - a >= 900 for a, b in zip(times, times[1:])), times)
+        self.assertTrue(all(s["samples"][0]["unit"] == "count" for s in samples), samples)
+        header = table(self.host.ok("Get-Counter", path, "-MaxSamples", "2", "-SampleInterval", "1"))[0]
+        self.assertEqual(header, ["Path", "Value", "Unit"])
+        self.assert_fails(["Get-Counter", "-Continuous", "-MaxSamples", "2"], 2,
+                          "vmctl: Get-Counter: give -Continuous or -MaxSamples, not both")
+
+        env = dict(os.environ, VMMS_SOCKET=str(self.host.socket))
+        watcher = subprocess.Popen([str(VMCTL), "Get-Counter", path, "-Continuous", "-SampleInterval", "1", "-Json"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            seen = [json.loads(watcher.stdout.readline()) for _ in range(3)]
+            self.assertEqual(len(seen), 3)
+            self.assertIsNone(watcher.poll(), "-Continuous keeps sampling")
+        finally:
+            watcher.send_signal(signal.SIGINT)
+            watcher.wait(timeout=10)
+            watcher.stdout.close()
+            watcher.stderr.close()
+
     def test_get_vmevent_wait_streams_new_events(self):
         env = dict(os.environ, VMMS_SOCKET=str(self.host.socket))
         watcher = subprocess.Popen([str(VMCTL), "Get-VMEvent", "-Newest", "1", "-Wait", "-Json"],
