@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The seed's five-guest Dynamic Memory case at full size (12 GiB pool; --scale 16 for the
-CI size), as a benchmark: writes CSV and an SVG plot of assigned memory and pressure per
-VM over time, and prints a JSON summary."""
+CI size), as a benchmark: writes CSV and a matplotlib plot (SVG and PNG) of assigned memory
+and pressure per VM over time, prints the seed's figures beside ours, then a JSON summary."""
 import argparse
 import json
 import sys
@@ -22,7 +22,10 @@ def main():
     a = ap.parse_args()
     samples = dm_seed_case.run(scale=a.scale, seconds=a.seconds, stop_at=a.stop_at)
     dm_seed_case.write_csv(samples, a.out + ".csv")
-    dm_seed_case.write_svg(samples, a.out + ".svg", f"Seed five-guest case, pool {12 * 1024 // a.scale} MiB")
+    title = f"Seed five-guest case, {12 * 1024 // a.scale} MiB pool" + (f" (1/{a.scale} size)" if a.scale > 1 else "")
+    for ext in (".svg", ".png"):
+        dm_seed_case.write_plot(samples, a.out + ext, title, scale=a.scale, caption=dm_seed_case.SEED_CAPTION)
+    dm_seed_case.print_beside_seed(samples, a.scale, a.stop_at)
     last = {}
     before_stop = {}
     for t, name, state, assigned, demand, pressure in samples:
@@ -30,7 +33,7 @@ def main():
         if t < a.stop_at:
             before_stop[name] = (state, assigned // MiB, demand // MiB, pressure)
     print(json.dumps({"benchmark": "dm_seed_case", "scale": a.scale, "csv": a.out + ".csv", "svg": a.out + ".svg",
-                      "before_stopping_vm1_vm2": before_stop, "end": last}, indent=2))
+                      "png": a.out + ".png", "before_stopping_vm1_vm2": before_stop, "end": last}, indent=2))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ PACKAGES=(
   # the libvirt engine (vmmsd builds it when libvirt-dev is there; scripts/libvirt-deps.sh adds libvirtd and QEMU)
   libvirt-dev
   python3-grpcio python3-protobuf python3-gi
+  # the benchmark and seed-case plots (bench/dm_seed_case.py, test_dm_seed)
+  python3-matplotlib
   # vmmsd --metrics (libsoup; glib-networking for its TLS), and the metrics test's Prometheus and parser
   libsoup-3.0-dev glib-networking prometheus python3-prometheus-client
   # the man pages' source format
