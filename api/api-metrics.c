@@ -257,8 +257,10 @@ char *api_metrics_render(VmmsManager *m)
 {
         ApiMetricsScrape *s = api_metrics_scrape_new();
         GPtrArray *vms = vmms_manager_vms(m);
+        VmmsCounterSources sources;
 
-        vmms_counters_walk(m, on_counter, s);
+        if (vmms_manager_counter_sources(m, &sources))
+                vmms_counters_walk(&sources, on_counter, s);
         for (guint i = 0; i < vms->len; i++) {
                 const VmmsVm *vm = vms->pdata[i];
 

@@ -122,10 +122,8 @@ static double rate(uint64_t now, uint64_t before, uint64_t dt_ns, double scale)
         return dt_ns ? (double)(now - before) * scale / (double)dt_ns : 0;
 }
 
-static const VmmsVm *vm_of_partition(VmmsManager *m, uint64_t partition_id)
+static const VmmsVm *vm_of_partition(GPtrArray *vms, uint64_t partition_id)
 {
-        GPtrArray *vms = vmms_manager_vms(m);
-
         for (guint i = 0; partition_id && i < vms->len; i++)
                 if (((VmmsVm *)vms->pdata[i])->partition_id == partition_id)
                         return vms->pdata[i];
@@ -167,9 +165,9 @@ static void walk_lps(CounterWalk *w, const Vmms__Hv__Counters *prev, const Vmms_
         }
 }
 
-static void walk_host(CounterWalk *w, VmmsManager *m, const Vmms__Hv__Counters *cur)
+static void walk_host(CounterWalk *w, VmmsMemory *memory, const Vmms__Hv__Counters *cur)
 {
-        const BalancerHostCounters *h = vmms_memory_host_counters(vmms_manager_memory(m));
+        const BalancerHostCounters *h = vmms_memory_host_counters(memory);
 
         begin_instance(w, "_Total", NULL, -1, -1);
         emit(w, VMMS_COUNTER_HOST_LOGICAL_PROCESSORS, (double)cur->n_lps, (double)cur->n_lps);
@@ -189,11 +187,10 @@ static void walk_host(CounterWalk *w, VmmsManager *m, const Vmms__Hv__Counters *
 
 /* Hyper-V's "Dynamic Memory VM" set (memory in MB, as Hyper-V counts it), from the
  * balancer's last plan and the worker's last report. */
-static void walk_memory(CounterWalk *w, VmmsManager *m, const VmmsVm *vm, const char *name,
+static void walk_memory(CounterWalk *w, VmmsMemory *memory, const VmmsVm *vm, const char *name,
                         const Vmms__Hv__PartitionCounters *pc)
 {
-        const BalancerVmCounters *dm =
-                vm ? vmms_memory_vm_counters(vmms_manager_memory(m), vm->balancer_id) : NULL;
+        const BalancerVmCounters *dm = vm ? vmms_memory_vm_counters(memory, vm->balancer_id) : NULL;
 
         begin_instance(w, name, name, -1, -1);
         emit(w, VMMS_COUNTER_VM_PHYSICAL_MEMORY, (double)(pc->assigned_bytes >> 20),
@@ -247,24 +244,22 @@ static void walk_vps(CounterWalk *w, const char *name, const Vmms__Hv__Partition
         }
 }
 
-void vmms_counters_walk(VmmsManager *m, VmmsCounterFn fn, void *userdata)
+void vmms_counters_walk(const VmmsCounterSources *src, VmmsCounterFn fn, void *userdata)
 {
         CounterWalk w = {.fn = fn, .userdata = userdata};
-        const Vmms__Hv__Counters *prev, *cur;
+        const Vmms__Hv__Counters *prev = src->prev, *cur = src->cur;
 
-        if (!vmms_manager_counters(m, &prev, &cur))
-                return;
         walk_lps(&w, prev, cur);
-        walk_host(&w, m, cur);
+        walk_host(&w, src->memory, cur);
         for (size_t i = 0; i < cur->n_partitions; i++) {
                 const Vmms__Hv__PartitionCounters *pc = cur->partitions[i], *pp = NULL;
-                const VmmsVm *vm = vm_of_partition(m, pc->partition_id);
+                const VmmsVm *vm = vm_of_partition(src->vms, pc->partition_id);
                 const char *name = vm ? vm->def.name : pc->name;
 
                 for (size_t k = 0; k < prev->n_partitions; k++)
                         if (prev->partitions[k]->partition_id == pc->partition_id)
                                 pp = prev->partitions[k];
-                walk_memory(&w, m, vm, name, pc);
+                walk_memory(&w, src->memory, vm, name, pc);
                 begin_instance(&w, name, name, -1, -1);
                 emit(&w, VMMS_COUNTER_PARTITION_HOST_RESIDENT_BYTES, (double)pc->resident_bytes,
                      (double)pc->resident_bytes);

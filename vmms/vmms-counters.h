@@ -95,7 +95,15 @@ typedef struct VmmsCounterSample {
 /* Called for each sample; everything in it is valid only during the call. */
 typedef void (*VmmsCounterFn)(const VmmsCounterSample *sample, void *userdata);
 
-/* Walks every counter of the last two hypervisor samples and the memory balancer's
- * last plan. Walks nothing until hvd has been sampled twice; counters of a
- * partition appear from its second sample on. Main thread. */
-void vmms_counters_walk(VmmsManager *m, VmmsCounterFn fn, void *userdata);
+/* What the walk reads (vmms_manager_counter_sources fills it): the VMs, the memory
+ * balancer's last plan and hvd's last two samples. Passed in, so this file reads
+ * nothing of the manager's and the manager may walk the counters itself. */
+struct VmmsCounterSources {
+        GPtrArray *vms; /* VmmsVm* */
+        VmmsMemory *memory;
+        const Vmms__Hv__Counters *prev, *cur;
+};
+
+/* Walks every counter of the two samples and the memory balancer's last plan;
+ * counters of a partition appear from its second sample on. Main thread. */
+void vmms_counters_walk(const VmmsCounterSources *src, VmmsCounterFn fn, void *userdata);

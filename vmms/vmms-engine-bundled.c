@@ -205,6 +205,10 @@ static void on_worker_exited(VmmsWorker *w, const char *why, int exit_code, void
         /* A worker dies with its hypervisor: if hvd has gone, say so (the manager
          * hears it now and marks every VM it ran, this one included). */
         vmms_hvd_check(bundled(vm->engine)->hvd);
+        /* hvd's sockets close one by one as it dies: the worker may see it before
+         * vmmsd's own connection does. Its word is as good. */
+        if (vmms_worker_lost_hypervisor(w) && !vm->exit_reason)
+                vmms_vm_host_lost(vm, "the hypervisor exited (the worker lost its connection to it)");
         failure = g_steal_pointer(&b->failure);
         if (!failure)
                 last = worker_last_words(w, exit_code);

@@ -322,6 +322,12 @@ void vmms_manager_when_sampled(VmmsManager *m, VmmsSampledFn fn, void *userdata)
         vmms_hvd_probe(m->hvd, fn, userdata);
 }
 
+bool vmms_manager_counter_sources(VmmsManager *m, VmmsCounterSources *ret)
+{
+        *ret = (VmmsCounterSources){.vms = m->vms, .memory = m->memory};
+        return vmms_hvd_counters(m->hvd, &ret->prev, &ret->cur);
+}
+
 const char *vmms_manager_hypervisor_status(VmmsManager *m)
 {
         return vmms_hvd_status(m->hvd);
@@ -513,14 +519,14 @@ static void health_feed(VmmsManager *m)
                                      .average_pressure = NAN,
                                      .lp_run_pct = NAN},
                             .vms = vms};
-        const Vmms__Hv__Counters *prev, *cur;
+        VmmsCounterSources sources;
         g_autoptr(GPtrArray) changes = NULL;
         GHashTableIter iter;
         gpointer key, value;
 
-        if (!vmms_manager_counters(m, &prev, &cur))
+        if (!vmms_manager_counter_sources(m, &sources))
                 return;
-        vmms_counters_walk(m, health_collect, &hc);
+        vmms_counters_walk(&sources, health_collect, &hc);
         vmms_health_push_host(m->health, &hc.host);
         g_hash_table_iter_init(&iter, vms);
         while (g_hash_table_iter_next(&iter, &key, &value)) {

@@ -83,6 +83,10 @@ bool vmms_manager_counters(VmmsManager *m, const Vmms__Hv__Counters **ret_prev,
 const Vmms__Hv__Counters *vmms_manager_last_sample(VmmsManager *m);
 typedef void (*VmmsSampledFn)(const VmmsError *error, void *userdata);
 void vmms_manager_when_sampled(VmmsManager *m, VmmsSampledFn fn, void *userdata);
+/* What the counter walk reads (vmms-counters.h); false until hvd has been sampled
+ * twice. */
+typedef struct VmmsCounterSources VmmsCounterSources;
+bool vmms_manager_counter_sources(VmmsManager *m, VmmsCounterSources *ret);
 /* "running", or why the hypervisor cannot be used now. */
 const char *vmms_manager_hypervisor_status(VmmsManager *m);
 /* The engines VMs can name, each with whether it can run VMs now. */

@@ -662,6 +662,7 @@ static void op_get_counters(VmmsManager *m, const ProtobufCMessage *request, Vmm
         g_autoptr(GPtrArray) patterns = g_ptr_array_new_with_free_func((GDestroyNotify)g_pattern_spec_free);
         g_autofree bool *matched = g_new0(bool, req->n_paths + 1);
         CounterList list = {.call = call, .samples = samples, .patterns = patterns, .matched = matched};
+        VmmsCounterSources sources;
 
         if (req->n_paths > COUNTER_PATHS_MAX) {
                 vmms_call_fail(call, VMMS_ERROR_INVALID_ARGUMENT, "paths has %zu entries; at most %d",
@@ -682,7 +683,8 @@ static void op_get_counters(VmmsManager *m, const ProtobufCMessage *request, Vmm
                 folded = g_utf8_casefold(req->paths[i], -1);
                 g_ptr_array_add(patterns, g_pattern_spec_new(folded));
         }
-        vmms_counters_walk(m, counter_add, &list);
+        if (vmms_manager_counter_sources(m, &sources))
+                vmms_counters_walk(&sources, counter_add, &list);
         /* As PowerShell's Get-Counter, a path that names no counter is an error, not an empty
          * answer; a VM's counters appear with its first sample, a VP's rates with its second. */
         for (size_t i = 0; i < req->n_paths; i++)

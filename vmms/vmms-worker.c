@@ -38,6 +38,7 @@ struct VmmsWorker {
         VmmsWorkerCallbacks callbacks;
         void *userdata;
         char *exit_message; /* its Exiting message: why it is about to exit */
+        int exit_reason;    /* and its reason (worker.proto Exiting.Reason), 0 if none */
         char *control_socket;
         char *log_path;
         GPid pid;
@@ -123,6 +124,7 @@ static void handle_message(VmmsWorker *w, const Vmms__Worker__Message *msg)
                         w->callbacks.memory_status(w, msg->memory_status, w->userdata);
                 break;
         case VMMS__WORKER__MESSAGE__BODY_EXITING:
+                w->exit_reason = msg->exiting->reason;
                 g_free(w->exit_message);
                 w->exit_message = g_strdup(
                         msg->exiting->message && *msg->exiting->message ? msg->exiting->message : NULL);
@@ -420,4 +422,9 @@ void vmms_worker_kill(VmmsWorker *w)
 {
         if (w->pid > 0)
                 kill(w->pid, SIGKILL);
+}
+
+bool vmms_worker_lost_hypervisor(VmmsWorker *w)
+{
+        return w->exit_reason == VMMS__WORKER__EXITING__REASON__HYPERVISOR_LOST;
 }

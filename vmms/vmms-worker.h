@@ -68,4 +68,6 @@ void vmms_worker_request_full(VmmsWorker *w, Vmms__Worker__Request *req, VmmsWor
  * last line of its log (a start that failed before vmmsd connected); the log is never
  * read whole. */
 char *vmms_worker_last_words(VmmsWorker *w, bool read_log);
+/* Whether the worker said it exits because hvd went away. */
+bool vmms_worker_lost_hypervisor(VmmsWorker *w);
 void vmms_worker_kill(VmmsWorker *w);

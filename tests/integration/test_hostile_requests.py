@@ -47,7 +47,8 @@ class HostileRequestTest(unittest.TestCase):
                      C.RESOURCE_EXHAUSTED)
         self.refused(lambda: api.UpdateMemory(pb.UpdateMemoryRequest(vm="base2", update_mask=["buffer"] * 40),
                                               timeout=10), C.INVALID_ARGUMENT, "at most 32")
-        # The heaviest allowed request does not hold up a small one.
+        # The heaviest allowed request does not hold up a small one (once there are counters).
+        wait_for(lambda: api.GetCounters(pb.GetCountersRequest(), timeout=5).samples, 10, what="counters")
         api.GetCounters(pb.GetCountersRequest(paths=["\\Hyper-V*(*)\\*"] * 256), timeout=10)
         self.assertEqual(api.GetVm(pb.VmRef(vm="base2"), timeout=2).name, "base2")
 
