@@ -271,38 +271,6 @@ char *api_metrics_render(VmmsManager *m)
 
 /* ---- Callers ---- */
 
-/* The value of the first CN in an RFC 4514 subject ("CN=ops1,O=Example"), unescaped;
- * NULL if it has none. */
-static char *subject_common_name(const char *subject)
-{
-        const char *p = subject;
-
-        while (p && *p) {
-                bool is_cn = g_ascii_strncasecmp(p, "CN=", 3) == 0;
-                g_autoptr(GString) value = g_string_new(NULL);
-
-                p = strchr(p, '=');
-                if (!p)
-                        return NULL;
-                for (p++; *p && *p != ',' && *p != '+'; p++) {
-                        if (*p == '\\' && g_ascii_isxdigit(p[1]) && g_ascii_isxdigit(p[2])) {
-                                g_string_append_c(value, (char)(g_ascii_xdigit_value(p[1]) * 16 +
-                                                                g_ascii_xdigit_value(p[2])));
-                                p += 2;
-                        } else if (*p == '\\' && p[1]) {
-                                g_string_append_c(value, *++p);
-                        } else {
-                                g_string_append_c(value, *p);
-                        }
-                }
-                if (is_cn)
-                        return g_string_free(g_steal_pointer(&value), FALSE);
-                if (*p)
-                        p++;
-        }
-        return NULL;
-}
-
 /* Who is scraping: on TLS the verified client certificate (none: a caller without a
  * role); on plain HTTP, which listens only on loopback, a local process. */
 static void identify_caller(ApiMetrics *metrics, SoupServerMessage *msg, VmmsCaller *ret)
@@ -318,7 +286,7 @@ static void identify_caller(ApiMetrics *metrics, SoupServerMessage *msg, VmmsCal
         cert = soup_server_message_get_tls_peer_certificate(msg);
         if (cert && soup_server_message_get_tls_peer_certificate_errors(msg) == 0) {
                 subject = g_tls_certificate_get_subject_name(cert);
-                cn = subject ? subject_common_name(subject) : NULL;
+                cn = subject ? vmms_subject_common_name(subject) : NULL;
         }
         vmms_caller_init_tls(ret, subject, cn);
 }

@@ -22,7 +22,8 @@ struct VmmsAccess {
         bool operator_group_exists;
         uid_t owner; /* vmmsd's own user: a per-user vmmsd is its user's */
         VmmsRole socket_others;
-        GHashTable *subjects; /* subject or "CN=name" → VmmsRole */
+        GHashTable *subjects;        /* subject or "CN=name" → VmmsRole */
+        GHashTable *migration_peers; /* subject or "CN=name" → 1: hosts that may move VMs here */
 };
 
 static void set_operator_group(VmmsAccess *a, const char *name)
@@ -46,6 +47,7 @@ VmmsAccess *vmms_access_new(const char *operator_group, VmmsRole socket_others)
         a->owner = geteuid();
         a->socket_others = socket_others;
         a->subjects = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        a->migration_peers = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         return a;
 }
 
@@ -55,6 +57,8 @@ void vmms_access_free(VmmsAccess *a)
                 return;
         if (a->subjects)
                 g_hash_table_unref(a->subjects);
+        if (a->migration_peers)
+                g_hash_table_unref(a->migration_peers);
         g_free(a->operator_group);
         g_free(a);
 }
@@ -79,7 +83,8 @@ void vmms_access_map_subject(VmmsAccess *a, const char *subject, VmmsRole role)
         g_hash_table_replace(a->subjects, g_strdup(subject), GINT_TO_POINTER(MAX(old, role)));
 }
 
-static int load_subjects(VmmsAccess *a, GKeyFile *kf, const char *key, VmmsRole role, char **ret_error)
+/* Each subject of [access] `key` into `table` with `role`. */
+static int load_subjects(GHashTable *table, GKeyFile *kf, const char *key, VmmsRole role, char **ret_error)
 {
         g_auto(GStrv) subjects = NULL;
         gsize n = 0;
@@ -89,6 +94,7 @@ static int load_subjects(VmmsAccess *a, GKeyFile *kf, const char *key, VmmsRole 
         subjects = g_key_file_get_string_list(kf, "access", key, &n, NULL);
         for (gsize i = 0; i < n; i++) {
                 const char *s = g_strstrip(subjects[i]);
+                VmmsRole old;
 
                 if (!*s)
                         continue;
@@ -98,7 +104,8 @@ static int load_subjects(VmmsAccess *a, GKeyFile *kf, const char *key, VmmsRole 
                                                      key, s);
                         return -EINVAL;
                 }
-                vmms_access_map_subject(a, s, role);
+                old = GPOINTER_TO_INT(g_hash_table_lookup(table, s));
+                g_hash_table_replace(table, g_strdup(s), GINT_TO_POINTER(MAX(old, role)));
         }
         return 0;
 }
@@ -116,10 +123,13 @@ int vmms_access_load(VmmsAccess *a, GKeyFile *kf, char **ret_error)
                 }
                 set_operator_group(a, group);
         }
-        r = load_subjects(a, kf, "operators", VMMS_ROLE_OPERATOR, ret_error);
+        r = load_subjects(a->subjects, kf, "operators", VMMS_ROLE_OPERATOR, ret_error);
         if (r < 0)
                 return r;
-        return load_subjects(a, kf, "readers", VMMS_ROLE_READER, ret_error);
+        r = load_subjects(a->subjects, kf, "readers", VMMS_ROLE_READER, ret_error);
+        if (r < 0)
+                return r;
+        return load_subjects(a->migration_peers, kf, "migration-peers", VMMS_ROLE_READER, ret_error);
 }
 
 /* Whether `uid` (with the caller's primary `gid`) is in the operator group, as a member
@@ -157,19 +167,61 @@ static bool in_operator_group(VmmsAccess *a, uid_t uid, gid_t gid)
         return false;
 }
 
-static VmmsRole subject_role(VmmsAccess *a, const VmmsCaller *caller)
+/* The role `table` gives the caller's whole subject or its "CN=name". */
+static VmmsRole subject_lookup(GHashTable *table, const VmmsCaller *caller)
 {
         g_autofree char *cn = NULL;
         VmmsRole by_subject, by_cn = VMMS_ROLE_NONE;
 
         if (!caller->subject)
                 return VMMS_ROLE_NONE;
-        by_subject = GPOINTER_TO_INT(g_hash_table_lookup(a->subjects, caller->subject));
+        by_subject = GPOINTER_TO_INT(g_hash_table_lookup(table, caller->subject));
         if (caller->common_name) {
                 cn = g_strconcat("CN=", caller->common_name, NULL);
-                by_cn = GPOINTER_TO_INT(g_hash_table_lookup(a->subjects, cn));
+                by_cn = GPOINTER_TO_INT(g_hash_table_lookup(table, cn));
         }
         return MAX(by_subject, by_cn);
+}
+
+static VmmsRole subject_role(VmmsAccess *a, const VmmsCaller *caller)
+{
+        return subject_lookup(a->subjects, caller);
+}
+
+bool vmms_access_migration_peer(VmmsAccess *a, const VmmsCaller *caller)
+{
+        return caller->transport == VMMS_TRANSPORT_TLS &&
+               subject_lookup(a->migration_peers, caller) != VMMS_ROLE_NONE;
+}
+
+char *vmms_subject_common_name(const char *subject)
+{
+        const char *p = subject;
+
+        while (p && *p) {
+                bool is_cn = g_ascii_strncasecmp(p, "CN=", 3) == 0;
+                g_autoptr(GString) value = g_string_new(NULL);
+
+                p = strchr(p, '=');
+                if (!p)
+                        return NULL;
+                for (p++; *p && *p != ',' && *p != '+'; p++) {
+                        if (*p == '\\' && g_ascii_isxdigit(p[1]) && g_ascii_isxdigit(p[2])) {
+                                g_string_append_c(value, (char)(g_ascii_xdigit_value(p[1]) * 16 +
+                                                                g_ascii_xdigit_value(p[2])));
+                                p += 2;
+                        } else if (*p == '\\' && p[1]) {
+                                g_string_append_c(value, *++p);
+                        } else {
+                                g_string_append_c(value, *p);
+                        }
+                }
+                if (is_cn)
+                        return g_string_free(g_steal_pointer(&value), FALSE);
+                if (*p)
+                        p++;
+        }
+        return NULL;
 }
 
 VmmsRole vmms_access_role(VmmsAccess *a, const VmmsCaller *caller)

@@ -34,7 +34,7 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmmsAccess, vmms_access_free)
  * (RFC 2253, "CN=ops1,O=Example") or "CN=<name>", which matches any subject with that
  * common name. A subject mapped twice keeps the higher role. */
 void vmms_access_map_subject(VmmsAccess *a, const char *subject, VmmsRole role);
-/* Reads vmms.conf's [access] group: operator-group, operators, readers (lists
+/* Reads vmms.conf's [access] group: operator-group, operators, readers, migration-peers (lists
  * separated by ';'). Missing keys keep what is set. -EINVAL with a message naming the
  * key on a malformed value. */
 int vmms_access_load(VmmsAccess *a, GKeyFile *kf, char **ret_error);
@@ -43,6 +43,12 @@ const char *vmms_access_operator_group(const VmmsAccess *a);
 bool vmms_access_operator_gid(const VmmsAccess *a, gid_t *ret_gid);
 
 VmmsRole vmms_access_role(VmmsAccess *a, const VmmsCaller *caller);
+/* Whether `caller` (a verified TLS client certificate) is a host listed in [access]
+ * migration-peers, which may move VMs to this one. Roles play no part. */
+bool vmms_access_migration_peer(VmmsAccess *a, const VmmsCaller *caller);
+/* The value of the first CN in an RFC 4514 subject ("CN=ops1,O=Example"), unescaped;
+ * NULL if it has none. */
+char *vmms_subject_common_name(const char *subject);
 /* Whether `caller` may run `op`; if not, a PERMISSION_DENIED error naming the caller,
  * the operation and the role it needs ("uid 1000 may not StartVm: it needs the
  * operator role (root or group vmms)"). */

@@ -33,8 +33,9 @@ struct VmmsManager {
         VmmsStore *store;
         VmmsEvents *events;
         VmmsVmContext vm_context;
-        char *saved_dir;       /* STATE/saved: Saved VMs' state files */
-        char *checkpoints_dir; /* STATE/checkpoints/<vm id>: live checkpoints' state files */
+        char *saved_dir;          /* STATE/saved: Saved VMs' state files */
+        char *checkpoints_dir;    /* STATE/checkpoints/<vm id>: live checkpoints' state files */
+        VmmsMigration *migration; /* Move-VM; not owned */
         GPtrArray *vms;
         GHashTable *by_id;   /* lower-case UUID -> VmmsVm* */
         GHashTable *by_name; /* case-folded name -> VmmsVm* */
@@ -188,14 +189,9 @@ static void remove_checkpoint_files(VmmsManager *m, VmmsVm *vm)
                 g_warning("VM '%s': cannot delete %s: %s", vm->def.name, dir, g_strerror(errno));
 }
 
-int vmms_manager_vm_remove(VmmsManager *m, VmmsVm *vm, VmmsError *error)
+/* Forgets `vm` (Off or Saved, no job) with `event`: store first, then its files. */
+static int vm_forget(VmmsManager *m, VmmsVm *vm, VmmsEventRecord event, VmmsError *error)
 {
-        VmmsEventRecord event = {.time_unix_ms = g_get_real_time() / 1000,
-                                 .vm_id = vm->def.id,
-                                 .vm_name = vm->def.name,
-                                 .kind = (char *)"removed",
-                                 .state = vm->def.state,
-                                 .message = (char *)"removed"};
         int r;
 
         if (!vmms_vm_removable(vm, error))
@@ -227,6 +223,44 @@ int vmms_manager_vm_remove(VmmsManager *m, VmmsVm *vm, VmmsError *error)
         unindex_vm(m, vm);
         g_ptr_array_remove(m->vms, vm);
         return 0;
+}
+
+int vmms_manager_vm_remove(VmmsManager *m, VmmsVm *vm, VmmsError *error)
+{
+        return vm_forget(m, vm,
+                         (VmmsEventRecord){.time_unix_ms = g_get_real_time() / 1000,
+                                           .vm_id = vm->def.id,
+                                           .vm_name = vm->def.name,
+                                           .kind = (char *)"removed",
+                                           .state = vm->def.state,
+                                           .message = (char *)"removed"},
+                         error);
+}
+
+int vmms_manager_vm_moved(VmmsManager *m, VmmsVm *vm, const char *destination, VmmsError *error)
+{
+        g_autofree char *message = g_strdup_printf("moved to %s", destination);
+
+        vmms_vm_move_end(vm);
+        vm->def.state = VMMS_VM_SAVED; /* its saved state is spent: deleted with it */
+        return vm_forget(m, vm,
+                         (VmmsEventRecord){.time_unix_ms = g_get_real_time() / 1000,
+                                           .vm_id = vm->def.id,
+                                           .vm_name = vm->def.name,
+                                           .kind = (char *)"moved",
+                                           .state = VMMS_VM_MIGRATING,
+                                           .message = message},
+                         error);
+}
+
+void vmms_manager_set_migration(VmmsManager *m, VmmsMigration *migration)
+{
+        m->migration = migration;
+}
+
+VmmsMigration *vmms_manager_migration(VmmsManager *m)
+{
+        return m->migration;
 }
 
 int vmms_manager_vm_update(VmmsManager *m, VmmsVm *vm, const VmmsVmSettings *s, VmmsError *error)

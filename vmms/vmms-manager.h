@@ -58,6 +58,13 @@ VmmsVm *vmms_manager_lookup(VmmsManager *m, const char *ref, VmmsError *error);
  * unknown engine is refused by name. */
 int vmms_manager_vm_add(VmmsManager *m, const VmmsVmDefinition *def, VmmsVm **ret, VmmsError *error);
 int vmms_manager_vm_remove(VmmsManager *m, VmmsVm *vm, VmmsError *error);
+/* Move-VM: the destination runs `vm` now; its job ends and it is forgotten here, files
+ * and all, with the event "moved to <destination>". */
+int vmms_manager_vm_moved(VmmsManager *m, VmmsVm *vm, const char *destination, VmmsError *error);
+/* The host-to-host mover (vmms-migration.h); NULL when vmmsd has none. Not owned. */
+typedef struct VmmsMigration VmmsMigration;
+void vmms_manager_set_migration(VmmsManager *m, VmmsMigration *migration);
+VmmsMigration *vmms_manager_migration(VmmsManager *m);
 /* Set-VM and Rename-VM: a new name must be free. */
 int vmms_manager_vm_update(VmmsManager *m, VmmsVm *vm, const VmmsVmSettings *s, VmmsError *error);
 

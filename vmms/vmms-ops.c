@@ -10,6 +10,7 @@
 #include "vmms-console.h"
 #include "vmms-health.h"
 #include "vmms-memory.h"
+#include "vmms-migration.h"
 #include "vmms-ops.h"
 #include "vmms.pb-c.h"
 
@@ -321,6 +322,24 @@ static void op_save_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall
 
         if (vm)
                 vmms_vm_save(vm, call);
+}
+
+static void op_move_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        const Vmms__V1__MoveVmRequest *req = (const Vmms__V1__MoveVmRequest *)request;
+        VmmsMigration *mig = vmms_manager_migration(m);
+        VmmsVm *vm = lookup(m, req->vm, call);
+
+        if (!vm)
+                return;
+        if (!mig) {
+                vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION,
+                               "cannot move VM '%s': this vmmsd has no host certificate for moves "
+                               "(start it with --tls-cert, --tls-key and --tls-ca)",
+                               vm->def.name);
+                return;
+        }
+        vmms_migration_move(mig, vm, req->destination_host, call);
 }
 
 /* ---- Checkpoints ---- */
@@ -909,6 +928,8 @@ const VmmsOp vmms_ops[] = {
         OP("PauseVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_pause_vm,
            VMMS_ROLE_OPERATOR),
         OP("SaveVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_save_vm, VMMS_ROLE_OPERATOR),
+        OP("MoveVm", vmms__v1__move_vm_request__descriptor, vmms__v1__move_vm_result__descriptor, op_move_vm,
+           VMMS_ROLE_OPERATOR),
         OP("ResumeVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_resume_vm,
            VMMS_ROLE_OPERATOR),
         OP("CheckpointVm", vmms__v1__checkpoint_vm_request__descriptor, vmms__v1__vm__descriptor,

@@ -12,6 +12,8 @@
  *   Running|Paused --Stop--> Stopping --(engine: exited)--> Off
  *   any live state --(engine: exited)--> Off, with the reason as an event
  *   Off|Saved --Remove--> (gone)
+ *   Running  --Move--> Migrating (saved, sending) --(destination runs it)--> (gone)
+ *                      Migrating --(anything failed)--> Starting from its saved state
  * Starting and Stopping belong to a job in progress: every action waits for it to
  * end, so two clients racing on one VM get a clean refusal, never a half state.
  * Processor count, startup memory and the workload change only while Off, as in
@@ -508,6 +510,79 @@ void vmms_vm_save(VmmsVm *vm, VmmsCall *call)
         vm->engine->ops->save(vm->engine, vm, path, false, on_saved);
 }
 
+/* ---- Move-VM (the source's side; vmms-migration.c has the protocol) ---- */
+
+static void move_saved_notify(VmmsVm *vm, const VmmsError *error)
+{
+        void (*fn)(VmmsVm *, const VmmsError *, void *) = vm->move_saved;
+
+        vm->move_saved = NULL;
+        if (fn)
+                fn(vm, error, vm->move_saved_data);
+}
+
+bool vmms_vm_move_begin(VmmsVm *vm, VmmsCall *call)
+{
+        return job_begin(vm, "move", VMMS_ACTION_MIGRATE, call);
+}
+
+static void on_move_saved(VmmsVm *vm, const VmmsError *error, uint64_t file_bytes)
+{
+        if (error) {
+                set_state(vm, VMMS_VM_RUNNING, "error", error->message); /* it runs on */
+                move_saved_notify(vm, error);
+                return;
+        }
+        /* Migrating once the engine's process has gone (exited follows). */
+        vm->save_written = true;
+        vm->saved_bytes = file_bytes;
+}
+
+void vmms_vm_move_save(VmmsVm *vm, void (*fn)(VmmsVm *vm, const VmmsError *error, void *userdata),
+                       void *userdata)
+{
+        g_autofree char *path = vmms_vm_saved_path(vm);
+
+        vm->move_saved = fn;
+        vm->move_saved_data = userdata;
+        vm->save_written = false;
+        set_state(vm, VMMS_VM_MIGRATING, "state", "saving its state to move it");
+        vm->engine->ops->save(vm->engine, vm, path, false, on_move_saved);
+}
+
+VmmsCall *vmms_vm_move_take_call(VmmsVm *vm)
+{
+        VmmsCall *call = vm->job_call;
+
+        vm->job_call = NULL;
+        return call;
+}
+
+void vmms_vm_move_end(VmmsVm *vm)
+{
+        vm->job = NULL;
+        vm->job_call = NULL;
+}
+
+void vmms_vm_move_abort(VmmsVm *vm, VmmsErrorCode code, const char *why)
+{
+        VmmsCall *call = vmms_vm_move_take_call(vm);
+        g_autofree char *message = g_strdup_printf("cannot move VM '%s': %s", vm->def.name, why);
+
+        vm->move_saved = NULL;
+        if (call)
+                vmms_call_fail(call, code, "%s", message);
+        if (vm->def.state != VMMS_VM_MIGRATING) {
+                vmms_vm_record_event(vm, "error", message);
+                vmms_vm_move_end(vm);
+                return;
+        }
+        /* The source still owns it: it continues from the state it saved. */
+        vmms_vm_record_event(vm, "error", message);
+        vm->def.state = VMMS_VM_SAVED;
+        start_in_job(vm);
+}
+
 /* ---- Checkpoints ----
  * A checkpoint of a live VM is the worker's Save with keep_running: the VM pauses,
  * its state goes to checkpoints/<vm id>/<id>.vmrs through a temporary name, and it
@@ -902,6 +977,13 @@ static void on_engine_exited(VmmsVm *vm, const VmmsEngineExit *exit)
         if (was == VMMS_VM_STOPPING && vm->checkpoint && g_strcmp0(vm->job, "restore-checkpoint") == 0) {
                 set_state(vm, VMMS_VM_OFF, "state", "turned off to restore a checkpoint");
                 restore_next = true;
+        } else if (vm->save_written && g_strcmp0(vm->job, "move") == 0) {
+                g_autofree char *size = vmms_format_bytes(vm->saved_bytes);
+
+                message = g_strdup_printf("saved for the move (%s written); sending it", size);
+                vm->save_written = false;
+                set_state(vm, VMMS_VM_MIGRATING, "state", message);
+                move_saved_notify(vm, NULL);
         } else if (vm->save_written) {
                 g_autofree char *size = vmms_format_bytes(vm->saved_bytes);
 
@@ -940,6 +1022,14 @@ static void on_engine_exited(VmmsVm *vm, const VmmsEngineExit *exit)
                                           exit->last_words ? exit->last_words : "");
                 set_state(vm, VMMS_VM_OFF, "worker-exit", message);
                 job_fail(vm, VMMS_ERROR_UNAVAILABLE, message);
+        }
+        if (vm->move_saved) {
+                VmmsError lost = {0};
+
+                vmms_error_set(&lost, VMMS_ERROR_UNAVAILABLE, "VM '%s' ended before its state was saved",
+                               vm->def.name);
+                move_saved_notify(vm, &lost);
+                vmms_error_clear(&lost);
         }
         g_clear_pointer(&vm->exit_reason, g_free);
         g_clear_pointer(&vm->restore_path, g_free);

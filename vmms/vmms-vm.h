@@ -97,6 +97,9 @@ struct VmmsVm {
         bool save_written;
         uint64_t saved_bytes;
         char *restore_path;
+        /* Move-VM: told once the state is saved for the move (or could not be). */
+        void (*move_saved)(VmmsVm *vm, const VmmsError *error, void *userdata);
+        void *move_saved_data;
         /* The checkpoint a checkpoint or restore job is taking or putting back. */
         VmmsCheckpoint *checkpoint;
         /* A state change the store refused (a full disk): written on a later tick. */
@@ -149,6 +152,23 @@ bool vmms_vm_removable(VmmsVm *vm, VmmsError *error);
 void vmms_vm_save(VmmsVm *vm, VmmsCall *call);
 /* Where a Saved VM's state is. */
 char *vmms_vm_saved_path(const VmmsVm *vm);
+
+/* Move-VM, as vmms-migration.c drives it (a quick migration: save, send, start there).
+ * The source keeps the VM, and its saved state, until the destination says it runs it:
+ *   move_begin   Running: begins the job "move" (or fails `call`)
+ *   move_save    Running -> Migrating: the state goes to the saved path and the worker
+ *                ends; `fn` runs once, with an error if the VM could not be saved (it
+ *                then runs on, or ended as the engine reported)
+ *   move_abort   fails the call naming why; a Migrating VM starts again from its saved
+ *                state (it continues where it was), a Running one just ends the job
+ *   move_take_call / move_end   the destination runs it: the call is the mover's to
+ *                answer, the job ends (the VM, Migrating, is then removed by the manager) */
+bool vmms_vm_move_begin(VmmsVm *vm, VmmsCall *call);
+void vmms_vm_move_save(VmmsVm *vm, void (*fn)(VmmsVm *vm, const VmmsError *error, void *userdata),
+                       void *userdata);
+void vmms_vm_move_abort(VmmsVm *vm, VmmsErrorCode code, const char *why);
+VmmsCall *vmms_vm_move_take_call(VmmsVm *vm);
+void vmms_vm_move_end(VmmsVm *vm);
 
 /* Checkpoint-VM: Running|Paused: the whole state, the VM running on as it was (the
  * engine's save with keep_running); Off: the definition alone. Names are unique per

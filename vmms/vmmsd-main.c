@@ -13,6 +13,7 @@
 #include "hv-size.h"
 #include "vmms-access.h"
 #include "vmms-manager.h"
+#include "vmms-migration.h"
 #include "vmms-ops.h"
 #include "vmms-store-file.h"
 
@@ -33,16 +34,22 @@ static char *default_dir(bool state)
  * file is handed back for its [access] group. */
 static int read_config(const char *path, char **state_dir, char **runtime_dir, char **hvd_memory,
                        gint *hvd_lps, char **grpc_tcp, char **tls_cert, char **tls_key, char **tls_ca,
-                       char **socket_mode, GKeyFile **ret_kf)
+                       char **socket_mode, char **migration_listen, GKeyFile **ret_kf)
 {
         g_autoptr(GKeyFile) kf = g_key_file_new();
         g_autoptr(GError) error = NULL;
         struct {
                 const char *key;
                 char **value;
-        } strings[] = {{"state-dir", state_dir}, {"runtime-dir", runtime_dir}, {"hvd-memory", hvd_memory},
-                       {"grpc-tcp", grpc_tcp},   {"tls-cert", tls_cert},       {"tls-key", tls_key},
-                       {"tls-ca", tls_ca},       {"socket-mode", socket_mode}};
+        } strings[] = {{"state-dir", state_dir},
+                       {"runtime-dir", runtime_dir},
+                       {"hvd-memory", hvd_memory},
+                       {"grpc-tcp", grpc_tcp},
+                       {"tls-cert", tls_cert},
+                       {"tls-key", tls_key},
+                       {"tls-ca", tls_ca},
+                       {"socket-mode", socket_mode},
+                       {"migration-listen", migration_listen}};
 
         if (!g_key_file_load_from_file(kf, path, G_KEY_FILE_NONE, &error)) {
                 fprintf(stderr, "vmmsd: cannot read %s: %s\n", path, error->message);
@@ -253,7 +260,8 @@ int main(int argc, char **argv)
                         *config_path = NULL, *hvd_path = NULL, *vmwp_path = NULL, *guest_path = NULL,
                         *dbus = NULL, *memory_reserve = NULL, *tls_ca = NULL, *socket_mode = NULL,
                         *backup = NULL, *restore = NULL, *paging_dir = NULL, *hvd_scheduler = NULL,
-                        *libvirt_uri = NULL, *libvirt_domain_type = NULL;
+                        *libvirt_uri = NULL, *libvirt_domain_type = NULL, *migration_listen = NULL,
+                        *migration_name = NULL;
         gint hvd_lps = 0, stop_timeout = 30, hvd_numa_nodes = 0, hvd_slice_ms = 0;
         gboolean no_spawn_hvd = FALSE, init_store = FALSE, hvd_io_boost = FALSE;
         g_autofree char *metrics_address = NULL;
@@ -284,6 +292,12 @@ int main(int argc, char **argv)
                  "Serve Prometheus metrics on HOST:PORT (plain HTTP to local readers on a loopback address, "
                  "else HTTPS with client certificates)",
                  "HOST:PORT"},
+                {"migration-listen", 0, 0, G_OPTION_ARG_STRING, &migration_listen,
+                 "Accept VMs moved from the hosts in [access] migration-peers on IP:PORT (mutual TLS with "
+                 "--tls-cert, --tls-key, --tls-ca)",
+                 "IP:PORT"},
+                {"migration-name", 0, 0, G_OPTION_ARG_STRING, &migration_name,
+                 "This host's name in moves and events (default: the host name)", "NAME"},
                 {"metrics-tls", 0, 0, G_OPTION_ARG_NONE, &metrics_tls,
                  "Serve metrics over TLS with client certificates on a loopback address too", NULL},
                 {"hvd-socket", 0, 0, G_OPTION_ARG_FILENAME, &hvd_socket, "hvd's socket (RUNTIME/hvd.sock)",
@@ -332,6 +346,7 @@ int main(int argc, char **argv)
         g_autoptr(ApiGrpc) grpc = NULL;
         g_autoptr(ApiDbus) dbus_api = NULL;
         g_autoptr(ApiMetrics) metrics = NULL;
+        g_autoptr(VmmsMigration) migration = NULL;
         g_autoptr(GKeyFile) config_file = NULL;
         mode_t unix_mode;
         g_auto(VmmsConfig) config = {0};
@@ -346,7 +361,7 @@ int main(int argc, char **argv)
         }
         if (config_path &&
             read_config(config_path, &state_dir, &runtime_dir, &hvd_memory, &hvd_lps, &grpc_tcp, &tls_cert,
-                        &tls_key, &tls_ca, &socket_mode, &config_file) < 0)
+                        &tls_key, &tls_ca, &socket_mode, &migration_listen, &config_file) < 0)
                 return 2;
         if (parse_socket_mode(socket_mode, &unix_mode) < 0) {
                 fprintf(stderr,
@@ -442,6 +457,23 @@ int main(int argc, char **argv)
         if (r < 0) {
                 fprintf(stderr, "vmmsd: %s\n", why);
                 return 1;
+        }
+        if (tls_cert && tls_key && tls_ca) {
+                VmmsMigrationConfig mc = {.listen = migration_listen,
+                                          .tls_cert_path = tls_cert,
+                                          .tls_key_path = tls_key,
+                                          .tls_ca_path = tls_ca,
+                                          .host_name = migration_name};
+
+                r = vmms_migration_new(manager, access, &mc, &migration, &why);
+                if (r < 0) {
+                        fprintf(stderr, "vmmsd: %s\n", why);
+                        return 1;
+                }
+        } else if (migration_listen) {
+                fprintf(stderr, "vmmsd: --migration-listen needs --tls-cert, --tls-key and --tls-ca (this "
+                                "host's certificate and the CA that signs every host's)\n");
+                return 2;
         }
         if (start_dbus(manager, access, dbus, &dbus_api) < 0)
                 return 1;

@@ -1,0 +1,1153 @@
+/* Move-VM between hosts (vmms-migration.h has the protocol and the guarantees): the
+ * source's mover and the destination's listener, both on vmmsd's main loop with
+ * asynchronous TLS reads and writes. Local file I/O (the saved state) is plain. */
+#include <errno.h>
+#include <fcntl.h>
+#include <gio/gio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "hv-abi.h"
+#include "vmms-migration.h"
+#include "vmms.pb-c.h"
+
+#define MIGRATION_ENGINE "bundled"
+#define IO_TIMEOUT_S 30
+#define START_TIMEOUT_MS 60000
+#define START_POLL_MS 20
+#define HOST_NAME_MAX_LEN 253
+/* A saved state holds at most the guest's memory plus its VP and device state. */
+#define STATE_OVERHEAD_BYTES (64u << 20)
+
+static const char MAGIC[4] = {'V', 'M', 'M', 'G'};
+
+static const char *const frame_names[VMMS_MIGRATION_FRAME_COUNT] = {
+        [VMMS_MIGRATION_HELLO] = "HELLO",     [VMMS_MIGRATION_OFFER] = "OFFER",
+        [VMMS_MIGRATION_ACCEPT] = "ACCEPT",   [VMMS_MIGRATION_REFUSE] = "REFUSE",
+        [VMMS_MIGRATION_STATE] = "STATE",     [VMMS_MIGRATION_DONE] = "DONE",
+        [VMMS_MIGRATION_STARTED] = "STARTED", [VMMS_MIGRATION_FAILED] = "FAILED",
+};
+
+struct VmmsMigration {
+        VmmsManager *m;
+        VmmsAccess *access;
+        GTlsCertificate *cert;
+        GTlsDatabase *ca;
+        char *host_name;
+        GSocketService *service;
+};
+
+void vmms_migration_header_write(uint8_t out[VMMS_MIGRATION_HEADER_SIZE], VmmsMigrationFrame type,
+                                 uint32_t length)
+{
+        memcpy(out, MAGIC, 4);
+        out[4] = (uint8_t)type;
+        out[5] = (uint8_t)(type >> 8);
+        out[6] = out[7] = 0;
+        for (int i = 0; i < 4; i++)
+                out[8 + i] = (uint8_t)(length >> (8 * i));
+}
+
+int vmms_migration_header_parse(const uint8_t in[VMMS_MIGRATION_HEADER_SIZE], VmmsMigrationFrame *ret_type,
+                                uint32_t *ret_length, char **ret_error)
+{
+        uint32_t type = in[4] | (uint32_t)in[5] << 8;
+        uint32_t length = 0;
+
+        for (int i = 0; i < 4; i++)
+                length |= (uint32_t)in[8 + i] << (8 * i);
+        if (memcmp(in, MAGIC, 4) != 0) {
+                *ret_error = g_strdup("the peer does not speak the vmms migration protocol (bad magic)");
+                return -EPROTO;
+        }
+        if (type == 0 || type >= VMMS_MIGRATION_FRAME_COUNT || in[6] || in[7]) {
+                *ret_error = g_strdup_printf("the peer sent an unknown frame type %u", type);
+                return -EPROTO;
+        }
+        if (length > VMMS_MIGRATION_PAYLOAD_MAX) {
+                *ret_error = g_strdup_printf("the peer sent a %s frame of %u bytes; at most %u",
+                                             frame_names[type], length, VMMS_MIGRATION_PAYLOAD_MAX);
+                return -EPROTO;
+        }
+        *ret_type = type;
+        *ret_length = length;
+        return 0;
+}
+
+/* ---- A framed TLS link, shared by both sides ----
+ * One read and one write may be in flight at a time. The owner is freed (its
+ * free_fn) once it has closed the link and no operation is pending. */
+
+typedef struct Link Link;
+typedef void (*LinkFrameFn)(Link *link, VmmsMigrationFrame type, GBytes *payload, const char *error);
+typedef void (*LinkWroteFn)(Link *link, const char *error);
+
+struct Link {
+        GIOStream *tls;
+        GCancellable *cancel;
+        unsigned pending;
+        bool closed;
+        void (*free_fn)(Link *link);
+        uint8_t header[VMMS_MIGRATION_HEADER_SIZE];
+        VmmsMigrationFrame type;
+        uint8_t *payload;
+        LinkFrameFn on_frame;
+        GBytes *out;
+        LinkWroteFn on_wrote;
+};
+
+static void link_release(Link *link)
+{
+        if (--link->pending == 0 && link->closed)
+                link->free_fn(link);
+}
+
+static void link_close(Link *link)
+{
+        if (link->closed)
+                return;
+        link->closed = true;
+        g_cancellable_cancel(link->cancel);
+        if (link->tls)
+                g_io_stream_close_async(link->tls, G_PRIORITY_DEFAULT, NULL, NULL, NULL);
+        link->pending++;
+        link_release(link);
+}
+
+static void link_clear(Link *link)
+{
+        g_clear_object(&link->tls);
+        g_clear_object(&link->cancel);
+        g_clear_pointer(&link->payload, g_free);
+        g_clear_pointer(&link->out, g_bytes_unref);
+}
+
+static void on_payload_read(GObject *source, GAsyncResult *result, gpointer userdata)
+{
+        Link *link = userdata;
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GBytes) payload = NULL;
+        uint32_t length = 0;
+        gsize n = 0;
+
+        for (int i = 0; i < 4; i++)
+                length |= (uint32_t)link->header[8 + i] << (8 * i);
+        if (!g_input_stream_read_all_finish(G_INPUT_STREAM(source), result, &n, &error) || n != length) {
+                g_autofree char *why = g_strdup(error ? error->message : "the connection was closed");
+
+                g_clear_pointer(&link->payload, g_free);
+                if (!link->closed)
+                        link->on_frame(link, 0, NULL, why);
+        } else if (!link->closed) {
+                payload = g_bytes_new_take(g_steal_pointer(&link->payload), length);
+                link->on_frame(link, link->type, payload, NULL);
+        }
+        link_release(link);
+}
+
+static void on_header_read(GObject *source, GAsyncResult *result, gpointer userdata)
+{
+        Link *link = userdata;
+        g_autoptr(GError) error = NULL;
+        g_autofree char *why = NULL;
+        uint32_t length;
+        gsize n = 0;
+
+        if (!g_input_stream_read_all_finish(G_INPUT_STREAM(source), result, &n, &error) ||
+            n != sizeof(link->header)) {
+                if (!link->closed)
+                        link->on_frame(link, 0, NULL, error ? error->message : "the connection was closed");
+        } else if (vmms_migration_header_parse(link->header, &link->type, &length, &why) < 0) {
+                if (!link->closed)
+                        link->on_frame(link, 0, NULL, why);
+        } else if (!link->closed) {
+                link->payload = g_malloc(MAX(length, 1));
+                link->pending++;
+                g_input_stream_read_all_async(g_io_stream_get_input_stream(link->tls), link->payload, length,
+                                              G_PRIORITY_DEFAULT, link->cancel, on_payload_read, link);
+        }
+        link_release(link);
+}
+
+/* Reads the next frame; `fn` gets it, or an error (the link should then be closed). */
+static void link_read(Link *link, LinkFrameFn fn)
+{
+        link->on_frame = fn;
+        link->pending++;
+        g_input_stream_read_all_async(g_io_stream_get_input_stream(link->tls), link->header,
+                                      sizeof(link->header), G_PRIORITY_DEFAULT, link->cancel, on_header_read,
+                                      link);
+}
+
+static void on_written(GObject *source, GAsyncResult *result, gpointer userdata)
+{
+        Link *link = userdata;
+        g_autoptr(GError) error = NULL;
+        LinkWroteFn fn = link->on_wrote;
+
+        g_clear_pointer(&link->out, g_bytes_unref);
+        if (!g_output_stream_write_all_finish(G_OUTPUT_STREAM(source), result, NULL, &error)) {
+                if (!link->closed && fn)
+                        fn(link, error->message);
+        } else if (!link->closed && fn) {
+                fn(link, NULL);
+        }
+        link_release(link);
+}
+
+static void link_write(Link *link, VmmsMigrationFrame type, const void *payload, uint32_t length,
+                       LinkWroteFn fn)
+{
+        uint8_t *buf = g_malloc(VMMS_MIGRATION_HEADER_SIZE + length);
+        gsize size = VMMS_MIGRATION_HEADER_SIZE + length;
+
+        vmms_migration_header_write(buf, type, length);
+        if (length)
+                memcpy(buf + VMMS_MIGRATION_HEADER_SIZE, payload, length);
+        link->out = g_bytes_new_take(buf, size);
+        link->on_wrote = fn;
+        link->pending++;
+        g_output_stream_write_all_async(g_io_stream_get_output_stream(link->tls), buf, size,
+                                        G_PRIORITY_DEFAULT, link->cancel, on_written, link);
+}
+
+/* A frame whose payload is an a{sv} (floating `dict` is sunk). */
+static void link_write_dict(Link *link, VmmsMigrationFrame type, GVariant *dict, LinkWroteFn fn)
+{
+        g_autoptr(GVariant) v = g_variant_ref_sink(dict);
+
+        link_write(link, type, g_variant_get_data(v), (uint32_t)g_variant_get_size(v), fn);
+}
+
+static GVariantDict *dict_from_payload(GBytes *payload)
+{
+        g_autoptr(GVariant) v = g_variant_new_from_bytes(G_VARIANT_TYPE_VARDICT, payload, FALSE);
+
+        return g_variant_dict_new(v);
+}
+
+/* A string key of at most `max` bytes, valid UTF-8 without control characters. */
+static bool dict_string(GVariantDict *d, const char *key, size_t max, char **ret, char **ret_error)
+{
+        const char *s = NULL;
+
+        if (!g_variant_dict_lookup(d, key, "&s", &s)) {
+                *ret_error = g_strdup_printf("the peer's message has no string '%s'", key);
+                return false;
+        }
+        if (strlen(s) > max) {
+                *ret_error = g_strdup_printf("the peer's '%s' is longer than %zu bytes", key, max);
+                return false;
+        }
+        for (const char *c = s; *c; c++)
+                if ((unsigned char)*c < 0x20 && *c != '\n' && *c != '\t') {
+                        *ret_error = g_strdup_printf("the peer's '%s' has control characters", key);
+                        return false;
+                }
+        *ret = g_strdup(s);
+        return true;
+}
+
+static bool dict_get(GVariantDict *d, const char *key, const char *type, void *ret, char **ret_error)
+{
+        if (g_variant_dict_lookup(d, key, type, ret))
+                return true;
+        *ret_error = g_strdup_printf("the peer's message has no '%s' of type %s", key, type);
+        return false;
+}
+
+/* The subject and CN of the peer's verified certificate. */
+static void peer_caller(GTlsConnection *tls, VmmsCaller *ret)
+{
+        GTlsCertificate *cert = g_tls_connection_get_peer_certificate(tls);
+        g_autofree char *subject = NULL, *cn = NULL;
+
+        if (cert && g_tls_connection_get_peer_certificate_errors(tls) == 0) {
+                subject = g_tls_certificate_get_subject_name(cert);
+                cn = subject ? vmms_subject_common_name(subject) : NULL;
+        }
+        vmms_caller_init_tls(ret, subject, cn);
+}
+
+/* GTls rejects a peer certificate unless told to accept it: accept exactly those the
+ * CA verifies. Host names are not checked (hosts are named by address); the peer list
+ * says which certificates are hosts. */
+static gboolean on_accept_certificate(GTlsConnection *conn, GTlsCertificate *cert,
+                                      GTlsCertificateFlags errors, gpointer userdata)
+{
+        (void)conn;
+        (void)cert;
+        (void)userdata;
+        return (errors & ~G_TLS_CERTIFICATE_BAD_IDENTITY) == 0;
+}
+
+/* ---- The source: MoveVm ---- */
+
+typedef struct Move {
+        Link link; /* first: a Link* is a Move* */
+        VmmsMigration *mig;
+        VmmsVm *vm; /* in its "move" job until the move ends, so it stays */
+        char *destination;
+        bool ended;
+        int fd;
+        uint64_t total;
+        uint64_t sent;
+        int64_t started_us;
+        int64_t paused_us;
+        uint8_t *chunk;
+} Move;
+
+static void move_free(Link *link)
+{
+        Move *mv = (Move *)link;
+
+        link_clear(link);
+        if (mv->fd >= 0)
+                close(mv->fd);
+        g_free(mv->destination);
+        g_free(mv->chunk);
+        g_free(mv);
+}
+
+/* Anything before STARTED failed: the VM continues here. */
+static void move_fail(Move *mv, VmmsErrorCode code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static void move_fail(Move *mv, VmmsErrorCode code, const char *fmt, ...)
+{
+        g_autofree char *why = NULL;
+        va_list ap;
+
+        if (mv->ended)
+                return;
+        mv->ended = true;
+        va_start(ap, fmt);
+        why = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+        g_message("Move-VM '%s' to %s failed: %s", mv->vm->def.name, mv->destination, why);
+        vmms_vm_move_abort(mv->vm, code, why);
+        link_close(&mv->link);
+}
+
+static void move_succeed(Move *mv)
+{
+        VmmsCall *call = vmms_vm_move_take_call(mv->vm);
+        Vmms__V1__MoveVmResult *out = call ? vmms_call_new0(call, Vmms__V1__MoveVmResult) : NULL;
+        int64_t now = g_get_monotonic_time();
+        VmmsError error = {0};
+
+        mv->ended = true;
+        if (out) {
+                vmms__v1__move_vm_result__init(out);
+                out->vm_id = vmms_call_strdup(call, mv->vm->def.id);
+                out->destination_host = vmms_call_strdup(call, mv->destination);
+                out->phase = vmms_call_strdup(call, "completed");
+                out->data_total = mv->total;
+                out->data_processed = mv->sent;
+                out->downtime_ms = (uint64_t)(now - mv->paused_us) / 1000;
+                out->time_elapsed_ms = (uint64_t)(now - mv->started_us) / 1000;
+        }
+        g_message("Move-VM '%s' to %s: %" G_GUINT64_FORMAT " bytes, downtime %" G_GINT64_FORMAT " ms",
+                  mv->vm->def.name, mv->destination, mv->sent, (now - mv->paused_us) / 1000);
+        if (vmms_manager_vm_moved(mv->mig->m, mv->vm, mv->destination, &error) < 0) {
+                g_warning("VM '%s' runs on %s now, but cannot be forgotten here: %s", mv->vm->def.name,
+                          mv->destination, error.message);
+                vmms_error_clear(&error);
+        }
+        mv->vm = NULL;
+        if (call)
+                vmms_call_return(call, &out->base);
+        link_close(&mv->link);
+}
+
+static void on_move_result(Link *link, VmmsMigrationFrame type, GBytes *payload, const char *error)
+{
+        Move *mv = (Move *)link;
+        g_autoptr(GVariantDict) d = NULL;
+        g_autofree char *reason = NULL, *why = NULL;
+
+        if (error) {
+                move_fail(mv, VMMS_ERROR_UNAVAILABLE,
+                          "the connection to %s was lost before it started the VM: %s", mv->destination,
+                          error);
+                return;
+        }
+        if (type == VMMS_MIGRATION_STARTED) {
+                move_succeed(mv);
+                return;
+        }
+        d = dict_from_payload(payload);
+        if (type == VMMS_MIGRATION_FAILED && dict_string(d, "reason", 4096, &reason, &why))
+                move_fail(mv, VMMS_ERROR_FAILED_PRECONDITION, "%s could not start it: %s", mv->destination,
+                          reason);
+        else
+                move_fail(mv, VMMS_ERROR_UNAVAILABLE, "%s answered %s to DONE%s%s", mv->destination,
+                          frame_names[type], why ? ": " : "", why ? why : "");
+}
+
+static void send_chunk(Move *mv);
+
+static void on_chunk_written(Link *link, const char *error)
+{
+        Move *mv = (Move *)link;
+
+        if (error) {
+                move_fail(mv, VMMS_ERROR_UNAVAILABLE, "sending its state to %s failed: %s", mv->destination,
+                          error);
+                return;
+        }
+        send_chunk(mv);
+}
+
+static void send_chunk(Move *mv)
+{
+        ssize_t n = read(mv->fd, mv->chunk, VMMS_MIGRATION_PAYLOAD_MAX);
+
+        if (n < 0) {
+                move_fail(mv, VMMS_ERROR_INTERNAL, "cannot read its saved state: %s", g_strerror(errno));
+                return;
+        }
+        if (n == 0) {
+                GVariantDict d;
+
+                g_variant_dict_init(&d, NULL);
+                g_variant_dict_insert(&d, "bytes", "t", mv->sent);
+                link_write_dict(&mv->link, VMMS_MIGRATION_DONE, g_variant_dict_end(&d), NULL);
+                link_read(&mv->link, on_move_result);
+                return;
+        }
+        mv->sent += (uint64_t)n;
+        link_write(&mv->link, VMMS_MIGRATION_STATE, mv->chunk, (uint32_t)n, on_chunk_written);
+}
+
+/* After the engine's exit has been handled in full (a restart must not race it). */
+static gboolean on_vm_saved_idle(gpointer userdata)
+{
+        Move *mv = userdata;
+        g_autofree char *path = NULL;
+        struct stat st;
+
+        if (mv->ended) {
+                link_release(&mv->link);
+                return G_SOURCE_REMOVE;
+        }
+        path = vmms_vm_saved_path(mv->vm);
+        mv->fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (mv->fd < 0 || fstat(mv->fd, &st) < 0) {
+                move_fail(mv, VMMS_ERROR_INTERNAL, "cannot read its saved state %s: %s", path,
+                          g_strerror(errno));
+                link_release(&mv->link);
+                return G_SOURCE_REMOVE;
+        }
+        mv->total = (uint64_t)st.st_size;
+        mv->chunk = g_malloc(VMMS_MIGRATION_PAYLOAD_MAX);
+        send_chunk(mv);
+        link_release(&mv->link);
+        return G_SOURCE_REMOVE;
+}
+
+static void on_vm_saved(VmmsVm *vm, const VmmsError *error, void *userdata)
+{
+        Move *mv = userdata;
+
+        (void)vm;
+        if (error) {
+                move_fail(mv, error->code, "%s", error->message);
+                return;
+        }
+        mv->link.pending++;
+        g_idle_add(on_vm_saved_idle, mv);
+}
+
+static void on_offer_answer(Link *link, VmmsMigrationFrame type, GBytes *payload, const char *error)
+{
+        Move *mv = (Move *)link;
+        g_autoptr(GVariantDict) d = NULL;
+        g_autofree char *reason = NULL, *why = NULL;
+
+        if (error) {
+                move_fail(mv, VMMS_ERROR_UNAVAILABLE, "%s did not answer the offer: %s", mv->destination,
+                          error);
+                return;
+        }
+        if (type == VMMS_MIGRATION_ACCEPT) {
+                /* The VM stops running here now: the downtime starts. */
+                mv->paused_us = g_get_monotonic_time();
+                vmms_vm_move_save(mv->vm, on_vm_saved, mv);
+                return;
+        }
+        d = dict_from_payload(payload);
+        if (type == VMMS_MIGRATION_REFUSE && dict_string(d, "reason", 4096, &reason, &why))
+                move_fail(mv, VMMS_ERROR_FAILED_PRECONDITION, "%s refused it: %s", mv->destination, reason);
+        else
+                move_fail(mv, VMMS_ERROR_UNAVAILABLE, "%s answered %s to the offer%s%s", mv->destination,
+                          frame_names[type], why ? ": " : "", why ? why : "");
+}
+
+static GVariant *offer_new(const VmmsVm *vm)
+{
+        const VmmsVmDefinition *def = &vm->def;
+        GVariantDict d;
+
+        g_variant_dict_init(&d, NULL);
+        g_variant_dict_insert(&d, "id", "s", def->id);
+        g_variant_dict_insert(&d, "name", "s", def->name);
+        g_variant_dict_insert(&d, "vps", "u", def->processor.count);
+        g_variant_dict_insert(&d, "reserve", "u", def->processor.reserve);
+        g_variant_dict_insert(&d, "maximum", "u", def->processor.maximum);
+        g_variant_dict_insert(&d, "weight", "u", def->processor.relative_weight);
+        g_variant_dict_insert(&d, "dynamic", "b", def->memory.dynamic_memory_enabled);
+        g_variant_dict_insert(&d, "startup", "t", def->memory.startup_bytes);
+        g_variant_dict_insert(&d, "minimum", "t", def->memory.minimum_bytes);
+        g_variant_dict_insert(&d, "maximum-bytes", "t", def->memory.maximum_bytes);
+        g_variant_dict_insert(&d, "buffer", "u", def->memory.buffer);
+        g_variant_dict_insert(&d, "priority", "u", def->memory.priority);
+        g_variant_dict_insert(&d, "paging", "t", def->memory.paging_bytes);
+        g_variant_dict_insert(&d, "workload", "s", def->workload ? def->workload : "");
+        g_variant_dict_insert(&d, "boot-args", "s", def->boot_args ? def->boot_args : "");
+        g_variant_dict_insert(&d, "notes", "s", def->notes ? def->notes : "");
+        g_variant_dict_insert(&d, "auto-start", "u", (uint32_t)def->automatic_start_action);
+        g_variant_dict_insert(&d, "created", "x", def->created_unix_ms);
+        g_variant_dict_insert(&d, "needs", "t", MAX(def->memory.startup_bytes, vm->figures.assigned_bytes));
+        return g_variant_dict_end(&d);
+}
+
+static void on_hello_written(Link *link, const char *error)
+{
+        Move *mv = (Move *)link;
+
+        if (error)
+                move_fail(mv, VMMS_ERROR_UNAVAILABLE, "cannot greet %s: %s", mv->destination, error);
+        else
+                link_write_dict(link, VMMS_MIGRATION_OFFER, offer_new(mv->vm), NULL);
+}
+
+static void on_handshake_done(GObject *source, GAsyncResult *result, gpointer userdata)
+{
+        Move *mv = userdata;
+        g_autoptr(GError) error = NULL;
+        g_auto(VmmsCaller) peer = {0};
+        GVariantDict d;
+
+        if (!g_tls_connection_handshake_finish(G_TLS_CONNECTION(source), result, &error)) {
+                move_fail(mv, VMMS_ERROR_UNAVAILABLE, "TLS with %s failed: %s", mv->destination,
+                          error->message);
+                link_release(&mv->link);
+                return;
+        }
+        peer_caller(G_TLS_CONNECTION(source), &peer);
+        if (!mv->ended && !vmms_access_migration_peer(mv->mig->access, &peer)) {
+                move_fail(mv, VMMS_ERROR_PERMISSION_DENIED,
+                          "%s presents %s, which is not in this host's [access] migration-peers",
+                          mv->destination, peer.description);
+        } else if (!mv->ended) {
+                g_variant_dict_init(&d, NULL);
+                g_variant_dict_insert(&d, "version", "u", (uint32_t)VMMS_MIGRATION_VERSION);
+                g_variant_dict_insert(&d, "host", "s", mv->mig->host_name);
+                g_variant_dict_insert(&d, "engine", "s", MIGRATION_ENGINE);
+                g_variant_dict_insert(&d, "guest-abi", "u", (uint32_t)HV_ABI_VERSION);
+                /* The two frames are written one after the other: OFFER once HELLO is out. */
+                link_write_dict(&mv->link, VMMS_MIGRATION_HELLO, g_variant_dict_end(&d), on_hello_written);
+                link_read(&mv->link, on_offer_answer);
+        }
+        link_release(&mv->link);
+}
+
+static void on_connected(GObject *source, GAsyncResult *result, gpointer userdata)
+{
+        Move *mv = userdata;
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GSocketConnection) conn = NULL;
+        g_autoptr(GSocketConnectable) identity = NULL;
+        GIOStream *tls;
+
+        conn = g_socket_client_connect_to_host_finish(G_SOCKET_CLIENT(source), result, &error);
+        if (!conn) {
+                move_fail(mv, VMMS_ERROR_UNAVAILABLE, "cannot connect to %s: %s", mv->destination,
+                          error->message);
+                link_release(&mv->link);
+                return;
+        }
+        if (mv->ended) {
+                link_release(&mv->link);
+                return;
+        }
+        identity = g_network_address_parse(mv->destination, 0, NULL);
+        tls = g_tls_client_connection_new(G_IO_STREAM(conn), identity, &error);
+        if (!tls) {
+                move_fail(mv, VMMS_ERROR_INTERNAL, "cannot set up TLS: %s", error->message);
+                link_release(&mv->link);
+                return;
+        }
+        mv->link.tls = tls;
+        g_tls_connection_set_certificate(G_TLS_CONNECTION(tls), mv->mig->cert);
+        g_tls_connection_set_database(G_TLS_CONNECTION(tls), mv->mig->ca);
+        g_signal_connect(tls, "accept-certificate", G_CALLBACK(on_accept_certificate), NULL);
+        g_tls_connection_handshake_async(G_TLS_CONNECTION(tls), G_PRIORITY_DEFAULT, mv->link.cancel,
+                                         on_handshake_done, mv); /* keeps the connect's pending count */
+}
+
+void vmms_migration_move(VmmsMigration *mig, VmmsVm *vm, const char *destination, VmmsCall *call)
+{
+        g_autoptr(GSocketConnectable) parsed = NULL;
+        g_autoptr(GSocketClient) client = NULL;
+        g_autoptr(GError) error = NULL;
+        Move *mv;
+
+        parsed = destination && *destination ? g_network_address_parse(destination, 0, &error) : NULL;
+        if (!parsed || g_network_address_get_port(G_NETWORK_ADDRESS(parsed)) == 0) {
+                vmms_call_fail(
+                        call, VMMS_ERROR_INVALID_ARGUMENT,
+                        "cannot move VM '%s': destination '%s' is not HOST:PORT (its --migration-listen)",
+                        vm->def.name, destination ? destination : "");
+                return;
+        }
+        if (g_strcmp0(vm->def.engine, MIGRATION_ENGINE) != 0) {
+                vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION,
+                               "cannot move VM '%s': it runs on the %s engine; only %s VMs can be moved",
+                               vm->def.name, vm->def.engine, MIGRATION_ENGINE);
+                return;
+        }
+        if (!vmms_vm_move_begin(vm, call))
+                return;
+        mv = g_new0(Move, 1);
+        mv->mig = mig;
+        mv->vm = vm;
+        mv->fd = -1;
+        mv->destination = g_strdup(destination);
+        mv->started_us = g_get_monotonic_time();
+        mv->link.cancel = g_cancellable_new();
+        mv->link.free_fn = move_free;
+        mv->link.pending = 1; /* the connect, then the handshake */
+        client = g_socket_client_new();
+        g_socket_client_set_timeout(client, IO_TIMEOUT_S);
+        g_socket_client_connect_to_host_async(client, destination, 0, mv->link.cancel, on_connected, mv);
+}
+
+/* ---- The destination: the listener ---- */
+
+typedef struct Incoming {
+        Link link; /* first */
+        VmmsMigration *mig;
+        char *peer;   /* the source's certificate, for events */
+        char *source; /* its host name from HELLO */
+        bool hello, accepted, done;
+        VmmsVmDefinition def;
+        char *tmp_path;
+        int fd;
+        uint64_t received;
+        uint64_t limit;
+        guint poll_id;
+        int64_t start_deadline_us;
+} Incoming;
+
+static void incoming_free(Link *link)
+{
+        Incoming *in = (Incoming *)link;
+
+        link_clear(link);
+        if (in->fd >= 0)
+                close(in->fd);
+        if (in->tmp_path)
+                (void)unlink(in->tmp_path);
+        g_free(in->tmp_path);
+        g_free(in->peer);
+        g_free(in->source);
+        vmms_vm_definition_clear(&in->def);
+        g_free(in);
+}
+
+/* Ends the incoming move, discarding what was received, with a host event. */
+static void incoming_discard(Incoming *in, const char *why)
+{
+        g_autofree char *message = NULL;
+
+        if (in->link.closed)
+                return;
+        message = g_strdup_printf("discarded an incoming move%s%s%s from %s: %s", in->def.name ? " of '" : "",
+                                  in->def.name ? in->def.name : "", in->def.name ? "'" : "",
+                                  in->source ? in->source
+                                  : in->peer ? in->peer
+                                             : "a peer",
+                                  why);
+        g_message("%s", message);
+        vmms_manager_record_host_event(in->mig->m, "migration", message);
+        link_close(&in->link);
+}
+
+static void on_answer_written(Link *link, const char *error)
+{
+        if (error)
+                incoming_discard((Incoming *)link, error);
+}
+
+static void on_final_written(Link *link, const char *error)
+{
+        (void)error;
+        link_close(link);
+}
+
+/* Answers REFUSE or FAILED naming `why`, then closes. */
+static void incoming_refuse(Incoming *in, VmmsMigrationFrame type, const char *why)
+{
+        g_autofree char *message =
+                g_strdup_printf("refused an incoming move%s%s%s from %s: %s", in->def.name ? " of '" : "",
+                                in->def.name ? in->def.name : "", in->def.name ? "'" : "",
+                                in->source ? in->source
+                                : in->peer ? in->peer
+                                           : "a peer",
+                                why);
+        GVariantDict d;
+
+        g_message("%s", message);
+        vmms_manager_record_host_event(in->mig->m, "migration", message);
+        g_variant_dict_init(&d, NULL);
+        g_variant_dict_insert(&d, "reason", "s", why);
+        link_write_dict(&in->link, type, g_variant_dict_end(&d), on_final_written);
+}
+
+static bool offer_parse(GVariantDict *d, VmmsVmDefinition *def, uint64_t *ret_needs, char **ret_error)
+{
+        g_autofree char *id = NULL;
+        uint32_t auto_start = 0;
+        gboolean dynamic = FALSE;
+        VmmsError error = {0};
+
+        vmms_vm_definition_init_defaults(def);
+        g_clear_pointer(&def->workload, g_free);
+        g_clear_pointer(&def->boot_args, g_free);
+        g_clear_pointer(&def->notes, g_free);
+        g_clear_pointer(&def->name, g_free);
+        if (!dict_string(d, "id", 36, &id, ret_error) ||
+            !dict_string(d, "name", 1024, &def->name, ret_error) ||
+            !dict_string(d, "workload", 1024, &def->workload, ret_error) ||
+            !dict_string(d, "boot-args", 65536, &def->boot_args, ret_error) ||
+            !dict_string(d, "notes", 65536, &def->notes, ret_error) ||
+            !dict_get(d, "vps", "u", &def->processor.count, ret_error) ||
+            !dict_get(d, "reserve", "u", &def->processor.reserve, ret_error) ||
+            !dict_get(d, "maximum", "u", &def->processor.maximum, ret_error) ||
+            !dict_get(d, "weight", "u", &def->processor.relative_weight, ret_error) ||
+            !dict_get(d, "dynamic", "b", &dynamic, ret_error) ||
+            !dict_get(d, "startup", "t", &def->memory.startup_bytes, ret_error) ||
+            !dict_get(d, "minimum", "t", &def->memory.minimum_bytes, ret_error) ||
+            !dict_get(d, "maximum-bytes", "t", &def->memory.maximum_bytes, ret_error) ||
+            !dict_get(d, "buffer", "u", &def->memory.buffer, ret_error) ||
+            !dict_get(d, "priority", "u", &def->memory.priority, ret_error) ||
+            !dict_get(d, "paging", "t", &def->memory.paging_bytes, ret_error) ||
+            !dict_get(d, "auto-start", "u", &auto_start, ret_error) ||
+            !dict_get(d, "created", "x", &def->created_unix_ms, ret_error) ||
+            !dict_get(d, "needs", "t", ret_needs, ret_error))
+                return false;
+        if (!g_uuid_string_is_valid(id)) {
+                *ret_error = g_strdup_printf("the offered id '%s' is not a UUID", id);
+                return false;
+        }
+        if (auto_start >= VMMS_AUTO_START_COUNT) {
+                *ret_error = g_strdup_printf("the offered automatic start action %u is unknown", auto_start);
+                return false;
+        }
+        g_strlcpy(def->id, id, sizeof(def->id));
+        def->memory.dynamic_memory_enabled = dynamic;
+        def->automatic_start_action = auto_start;
+        g_free(def->engine);
+        def->engine = g_strdup(MIGRATION_ENGINE);
+        def->state = VMMS_VM_SAVED;
+        if (!vmms_vm_name_valid(def->name, &error) || !vmms_vm_processor_valid(&def->processor, &error) ||
+            !vmms_vm_memory_valid(&def->memory, &error) ||
+            !vmms_vm_workload_valid(def->workload, def->boot_args, def->notes, &error)) {
+                *ret_error = g_strdup_printf("the offered definition is not valid: %s", error.message);
+                vmms_error_clear(&error);
+                return false;
+        }
+        return true;
+}
+
+/* What this host checks before it accepts: NULL, or why not. */
+static char *offer_check(Incoming *in, uint64_t needs)
+{
+        VmmsManager *m = in->mig->m;
+        const Vmms__Hv__Counters *sample = vmms_manager_last_sample(m);
+        g_autoptr(GArray) engines = vmms_manager_engines(m);
+        uint64_t reserve = vmms_manager_config(m)->memory_reserve, free_bytes;
+        bool engine_ok = false;
+
+        for (guint i = 0; i < engines->len; i++) {
+                VmmsEngineInfo *e = &g_array_index(engines, VmmsEngineInfo, i);
+
+                if (g_strcmp0(e->name, MIGRATION_ENGINE) == 0)
+                        engine_ok = e->available;
+        }
+        if (!engine_ok)
+                return g_strdup_printf("its %s engine cannot run VMs now (%s)", MIGRATION_ENGINE,
+                                       vmms_manager_hypervisor_status(m));
+        if (vmms_manager_lookup(m, in->def.name, NULL))
+                return g_strdup_printf("a VM named '%s' already exists there", in->def.name);
+        if (vmms_manager_lookup(m, in->def.id, NULL))
+                return g_strdup_printf("a VM with id %s already exists there", in->def.id);
+        if (!sample)
+                return g_strdup_printf("its hypervisor has not reported its memory pool yet (%s)",
+                                       vmms_manager_hypervisor_status(m));
+        free_bytes = sample->pool_total_bytes > sample->pool_used_bytes + reserve
+                             ? sample->pool_total_bytes - sample->pool_used_bytes - reserve
+                             : 0;
+        if (needs > free_bytes) {
+                g_autofree char *need = vmms_format_bytes(needs), *have = vmms_format_bytes(free_bytes);
+
+                return g_strdup_printf("the VM needs %s of memory but its pool has %s free", need, have);
+        }
+        return NULL;
+}
+
+static void on_incoming_frame(Link *link, VmmsMigrationFrame type, GBytes *payload, const char *error);
+
+static gboolean on_start_poll(gpointer userdata)
+{
+        Incoming *in = userdata;
+        VmmsManager *m = in->mig->m;
+        VmmsVm *vm = vmms_manager_lookup(m, in->def.id, NULL);
+        g_autofree char *message = NULL;
+        GVariantDict d;
+
+        if (vm && vm->def.state == VMMS_VM_RUNNING) {
+                in->poll_id = 0;
+                message = g_strdup_printf("moved here from %s", in->source);
+                vmms_vm_record_event(vm, "moved", message);
+                g_variant_dict_init(&d, NULL);
+                link_write_dict(&in->link, VMMS_MIGRATION_STARTED, g_variant_dict_end(&d), on_final_written);
+                link_release(&in->link);
+                return G_SOURCE_REMOVE;
+        }
+        if (vm && vm->job && g_get_monotonic_time() < in->start_deadline_us)
+                return G_SOURCE_CONTINUE;
+        in->poll_id = 0;
+        message = g_strdup_printf(
+                "it did not start from the received state (it is %s; see Get-VMEvent %s there)",
+                vm ? vmms_vm_state_to_string(vm->def.state) : "gone", in->def.name);
+        if (vm && !vm->job && !vmms_vm_is_live(vm))
+                (void)vmms_manager_vm_remove(m, vm, NULL);
+        incoming_refuse(in, VMMS_MIGRATION_FAILED, message);
+        link_release(&in->link);
+        return G_SOURCE_REMOVE;
+}
+
+static void incoming_done(Incoming *in, GVariantDict *d)
+{
+        g_autofree char *saved = NULL, *why = NULL;
+        uint64_t bytes = 0;
+        VmmsError error = {0};
+        VmmsVm *vm = NULL;
+
+        if (!dict_get(d, "bytes", "t", &bytes, &why)) {
+                incoming_discard(in, why);
+                return;
+        }
+        if (bytes != in->received) {
+                g_autofree char *message = g_strdup_printf("the source says it sent %" G_GUINT64_FORMAT
+                                                           " bytes, %" G_GUINT64_FORMAT " arrived",
+                                                           bytes, in->received);
+                incoming_discard(in, message);
+                return;
+        }
+        if (fsync(in->fd) < 0 || close(in->fd) < 0) {
+                in->fd = -1;
+                incoming_refuse(in, VMMS_MIGRATION_FAILED, g_strerror(errno));
+                return;
+        }
+        in->fd = -1;
+        in->def.state = VMMS_VM_SAVED;
+        if (vmms_manager_vm_add(in->mig->m, &in->def, &vm, &error) < 0) {
+                incoming_refuse(in, VMMS_MIGRATION_FAILED, error.message);
+                vmms_error_clear(&error);
+                return;
+        }
+        saved = vmms_vm_saved_path(vm);
+        if (rename(in->tmp_path, saved) < 0) {
+                g_autofree char *message =
+                        g_strdup_printf("cannot keep the state as %s: %s", saved, g_strerror(errno));
+
+                (void)vmms_manager_vm_remove(in->mig->m, vm, NULL);
+                incoming_refuse(in, VMMS_MIGRATION_FAILED, message);
+                return;
+        }
+        g_clear_pointer(&in->tmp_path, g_free);
+        in->done = true;
+        vmms_vm_start(vm, NULL);
+        in->start_deadline_us = g_get_monotonic_time() + START_TIMEOUT_MS * 1000;
+        in->link.pending++;
+        in->poll_id = g_timeout_add(START_POLL_MS, on_start_poll, in);
+}
+
+static void incoming_offer(Incoming *in, GVariantDict *d)
+{
+        VmmsManager *m = in->mig->m;
+        g_autofree char *why = NULL;
+        uint64_t needs = 0;
+        GVariantDict answer;
+
+        if (!offer_parse(d, &in->def, &needs, &why)) {
+                incoming_refuse(in, VMMS_MIGRATION_REFUSE, why);
+                return;
+        }
+        why = offer_check(in, needs);
+        if (why) {
+                incoming_refuse(in, VMMS_MIGRATION_REFUSE, why);
+                return;
+        }
+        in->limit = MAX(in->def.memory.maximum_bytes, in->def.memory.startup_bytes) + STATE_OVERHEAD_BYTES;
+        {
+                g_autofree char *name = g_strconcat(in->def.id, ".vmrs.incoming", NULL);
+
+                in->tmp_path = g_build_filename(vmms_manager_config(m)->state_dir, "saved", name, NULL);
+        }
+        in->fd = open(in->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (in->fd < 0) {
+                g_autofree char *message =
+                        g_strdup_printf("cannot create %s: %s", in->tmp_path, g_strerror(errno));
+
+                g_clear_pointer(&in->tmp_path, g_free); /* someone else's */
+                incoming_refuse(in, VMMS_MIGRATION_REFUSE, message);
+                return;
+        }
+        in->accepted = true;
+        g_variant_dict_init(&answer, NULL);
+        link_write_dict(&in->link, VMMS_MIGRATION_ACCEPT, g_variant_dict_end(&answer), on_answer_written);
+        link_read(&in->link, on_incoming_frame);
+}
+
+static void on_incoming_frame(Link *link, VmmsMigrationFrame type, GBytes *payload, const char *error)
+{
+        Incoming *in = (Incoming *)link;
+        g_autoptr(GVariantDict) d = NULL;
+        g_autofree char *why = NULL;
+        uint32_t version = 0, abi = 0;
+        g_autofree char *engine = NULL;
+
+        if (error) {
+                incoming_discard(in, error);
+                return;
+        }
+        if (type != VMMS_MIGRATION_STATE)
+                d = dict_from_payload(payload);
+        if (!in->hello && type == VMMS_MIGRATION_HELLO) {
+                if (!dict_get(d, "version", "u", &version, &why) ||
+                    !dict_string(d, "host", HOST_NAME_MAX_LEN, &in->source, &why) ||
+                    !dict_string(d, "engine", 64, &engine, &why) ||
+                    !dict_get(d, "guest-abi", "u", &abi, &why)) {
+                        incoming_discard(in, why);
+                        return;
+                }
+                in->hello = true;
+                if (version != VMMS_MIGRATION_VERSION)
+                        why = g_strdup_printf("it speaks migration protocol version %u; this host speaks %u",
+                                              version, VMMS_MIGRATION_VERSION);
+                else if (g_strcmp0(engine, MIGRATION_ENGINE) != 0)
+                        why = g_strdup_printf("its engine is '%s'; this host moves %s VMs", engine,
+                                              MIGRATION_ENGINE);
+                else if (abi != HV_ABI_VERSION)
+                        why = g_strdup_printf("processor not compatible: its guest ABI version is %u, "
+                                              "this host's is %u",
+                                              abi, HV_ABI_VERSION);
+                if (why)
+                        incoming_refuse(in, VMMS_MIGRATION_REFUSE, why);
+                else
+                        link_read(link, on_incoming_frame);
+                return;
+        }
+        if (in->hello && !in->accepted && type == VMMS_MIGRATION_OFFER) {
+                incoming_offer(in, d);
+                return;
+        }
+        if (in->accepted && type == VMMS_MIGRATION_STATE) {
+                gsize n = 0;
+                const void *data = g_bytes_get_data(payload, &n);
+
+                if (in->received + n > in->limit) {
+                        incoming_discard(in, "it sent more state than the VM's memory can hold");
+                        return;
+                }
+                if (n && write(in->fd, data, n) != (ssize_t)n) {
+                        why = g_strdup_printf("cannot write %s: %s", in->tmp_path, g_strerror(errno));
+                        incoming_refuse(in, VMMS_MIGRATION_FAILED, why);
+                        return;
+                }
+                in->received += n;
+                link_read(link, on_incoming_frame);
+                return;
+        }
+        if (in->accepted && type == VMMS_MIGRATION_DONE) {
+                incoming_done(in, d);
+                return;
+        }
+        why = g_strdup_printf("it sent %s out of order", frame_names[type]);
+        incoming_discard(in, why);
+}
+
+static void on_incoming_handshake(GObject *source, GAsyncResult *result, gpointer userdata)
+{
+        Incoming *in = userdata;
+        g_autoptr(GError) error = NULL;
+        g_auto(VmmsCaller) peer = {0};
+
+        if (!g_tls_connection_handshake_finish(G_TLS_CONNECTION(source), result, &error)) {
+                g_autofree char *message = g_strdup_printf("refused a migration connection from %s: TLS: %s",
+                                                           in->peer, error->message);
+
+                g_message("%s", message);
+                vmms_manager_record_host_event(in->mig->m, "migration", message);
+                link_close(&in->link);
+                link_release(&in->link);
+                return;
+        }
+        peer_caller(G_TLS_CONNECTION(source), &peer);
+        g_free(in->peer);
+        in->peer = g_strdup(peer.description);
+        if (!vmms_access_migration_peer(in->mig->access, &peer)) {
+                g_autofree char *why =
+                        g_strdup_printf("%s is not in its [access] migration-peers", peer.description);
+
+                incoming_refuse(in, VMMS_MIGRATION_REFUSE, why);
+        } else {
+                link_read(&in->link, on_incoming_frame);
+        }
+        link_release(&in->link);
+}
+
+static gboolean on_incoming(GSocketService *service, GSocketConnection *conn, GObject *source_object,
+                            gpointer userdata)
+{
+        VmmsMigration *mig = userdata;
+        g_autoptr(GSocketAddress) remote = g_socket_connection_get_remote_address(conn, NULL);
+        g_autoptr(GError) error = NULL;
+        Incoming *in = g_new0(Incoming, 1);
+        GIOStream *tls;
+
+        (void)service;
+        (void)source_object;
+        in->mig = mig;
+        in->fd = -1;
+        in->link.cancel = g_cancellable_new();
+        in->link.free_fn = incoming_free;
+        in->link.pending = 1; /* the handshake */
+        in->peer = remote && G_IS_INET_SOCKET_ADDRESS(remote)
+                           ? g_inet_address_to_string(
+                                     g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(remote)))
+                           : g_strdup("an unknown address");
+        g_socket_set_timeout(g_socket_connection_get_socket(conn), IO_TIMEOUT_S);
+        tls = g_tls_server_connection_new(G_IO_STREAM(conn), mig->cert, &error);
+        if (!tls) {
+                g_warning("migration: cannot set up TLS for %s: %s", in->peer, error->message);
+                in->link.pending = 0;
+                in->link.closed = true;
+                incoming_free(&in->link);
+                return TRUE;
+        }
+        in->link.tls = tls;
+        g_tls_connection_set_database(G_TLS_CONNECTION(tls), mig->ca);
+        g_object_set(tls, "authentication-mode", G_TLS_AUTHENTICATION_REQUIRED, NULL);
+        g_signal_connect(tls, "accept-certificate", G_CALLBACK(on_accept_certificate), NULL);
+        g_tls_connection_handshake_async(G_TLS_CONNECTION(tls), G_PRIORITY_DEFAULT, in->link.cancel,
+                                         on_incoming_handshake, in);
+        return TRUE;
+}
+
+/* ---- The object ---- */
+
+/* What a vmmsd killed mid-reception left: never a VM (it is created only once the
+ * state is whole), only its partial file. */
+static void discard_partial_receptions(VmmsManager *m)
+{
+        g_autofree char *dir = g_build_filename(vmms_manager_config(m)->state_dir, "saved", NULL);
+        g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+        const char *name;
+
+        while (d && (name = g_dir_read_name(d)))
+                if (g_str_has_suffix(name, ".vmrs.incoming")) {
+                        g_autofree char *path = g_build_filename(dir, name, NULL);
+                        g_autofree char *message = g_strdup_printf(
+                                "discarded %s: an incoming move this vmmsd did not finish", name);
+
+                        (void)unlink(path);
+                        vmms_manager_record_host_event(m, "migration", message);
+                }
+}
+
+int vmms_migration_new(VmmsManager *m, VmmsAccess *access, const VmmsMigrationConfig *config,
+                       VmmsMigration **ret, char **ret_error)
+{
+        g_autoptr(VmmsMigration) mig = g_new0(VmmsMigration, 1);
+        g_autoptr(GError) error = NULL;
+        g_autofree char *ca_path = NULL;
+
+        mig->m = m;
+        mig->access = access;
+        mig->host_name = g_strdup(config->host_name ? config->host_name : g_get_host_name());
+        if (!config->tls_cert_path || !config->tls_key_path || !config->tls_ca_path) {
+                *ret_error = g_strdup("moving VMs needs --tls-cert, --tls-key and --tls-ca (this host's "
+                                      "certificate and the CA that signs every host's)");
+                return -EINVAL;
+        }
+        mig->cert = g_tls_certificate_new_from_files(config->tls_cert_path, config->tls_key_path, &error);
+        if (mig->cert) {
+                /* GTlsFileDatabase verifies nothing against a relative path. */
+                ca_path = g_canonicalize_filename(config->tls_ca_path, NULL);
+                mig->ca = g_tls_file_database_new(ca_path, &error);
+        }
+        if (!mig->cert || !mig->ca) {
+                *ret_error = g_strdup_printf("migration: cannot read TLS material: %s", error->message);
+                return -EINVAL;
+        }
+        if (config->listen) {
+                g_autoptr(GSocketConnectable) parsed = g_network_address_parse(config->listen, 0, &error);
+                g_autoptr(GInetAddress) ip = NULL;
+                g_autoptr(GSocketAddress) address = NULL;
+                const char *host;
+                guint16 port;
+
+                if (!parsed) {
+                        *ret_error = g_strdup_printf("--migration-listen '%s' is not HOST:PORT: %s",
+                                                     config->listen, error->message);
+                        return -EINVAL;
+                }
+                host = g_network_address_get_hostname(G_NETWORK_ADDRESS(parsed));
+                port = g_network_address_get_port(G_NETWORK_ADDRESS(parsed));
+                ip = g_ascii_strcasecmp(host, "localhost") == 0
+                             ? g_inet_address_new_loopback(G_SOCKET_FAMILY_IPV4)
+                             : g_inet_address_new_from_string(host);
+                if (!ip || port == 0) {
+                        *ret_error =
+                                g_strdup_printf("--migration-listen '%s' is not IP:PORT", config->listen);
+                        return -EINVAL;
+                }
+                address = g_inet_socket_address_new(ip, port);
+                mig->service = g_socket_service_new();
+                if (!g_socket_listener_add_address(G_SOCKET_LISTENER(mig->service), address,
+                                                   G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL, NULL,
+                                                   &error)) {
+                        *ret_error =
+                                g_strdup_printf("--migration-listen %s: %s", config->listen, error->message);
+                        return -EINVAL;
+                }
+                g_signal_connect(mig->service, "incoming", G_CALLBACK(on_incoming), mig);
+                g_socket_service_start(mig->service);
+        }
+        discard_partial_receptions(m);
+        vmms_manager_set_migration(m, mig);
+        *ret = g_steal_pointer(&mig);
+        return 0;
+}
+
+void vmms_migration_free(VmmsMigration *mig)
+{
+        if (!mig)
+                return;
+        if (mig->service) {
+                g_socket_service_stop(mig->service);
+                g_socket_listener_close(G_SOCKET_LISTENER(mig->service));
+                g_object_unref(mig->service);
+        }
+        if (mig->m)
+                vmms_manager_set_migration(mig->m, NULL);
+        g_clear_object(&mig->cert);
+        g_clear_object(&mig->ca);
+        g_free(mig->host_name);
+        g_free(mig);
+}

@@ -1,0 +1,93 @@
+/* Move-VM between two vmmsd hosts over mutual TLS, as Hyper-V's quick migration: the
+ * source saves the VM (it is Migrating), streams the saved-state file to the
+ * destination, which creates the VM (Saved) and starts it from the file. The VM runs
+ * on exactly one host at every instant: the source keeps its definition and state
+ * until the destination answers STARTED; on anything else the source starts the VM
+ * again from its saved state and the destination discards what it received.
+ *
+ * Transport: TCP with TLS, both sides presenting their host certificate (--tls-cert,
+ * --tls-key), each verified against --tls-ca. The destination (--migration-listen)
+ * requires a client certificate and accepts a source only if its subject or "CN=name"
+ * is in vmms.conf [access] migration-peers; the source likewise moves a VM only to a
+ * host whose certificate is listed there. A refusal is an event on the refusing host.
+ *
+ * Wire protocol, version 1. Every message is one frame, little-endian:
+ *   bytes 0-3   magic "VMMG"
+ *   bytes 4-5   u16 type (below)
+ *   bytes 6-7   u16 reserved, 0
+ *   bytes 8-11  u32 payload length, at most VMMS_MIGRATION_PAYLOAD_MAX
+ *   payload     STATE: raw bytes; every other type: a GVariant a{sv} in normal form
+ * Any other magic, type, reserved value, length, a missing or mistyped key, or a
+ * frame out of order ends the connection; the peer is untrusted.
+ *   source -> destination                         destination -> source
+ *   HELLO   version u, host s, engine s, guest-abi u
+ *   OFFER   the definition (keys as VmmsVmDefinition:
+ *           id, name, vps, reserve, maximum, weight,
+ *           dynamic b, startup t, minimum t,
+ *           maximum-bytes t, buffer u, priority u,
+ *           paging t, workload, boot-args, notes s,
+ *           auto-start u, created x), needs t (the
+ *           memory it holds now)
+ *                                                 ACCEPT  {}  or  REFUSE  reason s
+ *   STATE*  the saved-state file, in order
+ *   DONE    bytes t (the file's size)
+ *                                                 STARTED {}  or  FAILED  reason s
+ * The destination checks before ACCEPT: the protocol version; the same engine
+ * ("bundled", available here) and guest ABI version (hv-abi.h HV_ABI_VERSION), which
+ * is what the saved state's processor context depends on; the name and id are free;
+ * its hypervisor's pool minus the memory reserve can hold `needs`; the definition
+ * passes the same checks as CreateVm. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vmms-access.h"
+#include "vmms-call.h"
+#include "vmms-manager.h"
+
+#define VMMS_MIGRATION_VERSION 1
+#define VMMS_MIGRATION_HEADER_SIZE 12
+#define VMMS_MIGRATION_PAYLOAD_MAX (1u << 20)
+
+typedef enum VmmsMigrationFrame {
+        VMMS_MIGRATION_HELLO = 1,
+        VMMS_MIGRATION_OFFER,
+        VMMS_MIGRATION_ACCEPT,
+        VMMS_MIGRATION_REFUSE,
+        VMMS_MIGRATION_STATE,
+        VMMS_MIGRATION_DONE,
+        VMMS_MIGRATION_STARTED,
+        VMMS_MIGRATION_FAILED,
+        VMMS_MIGRATION_FRAME_COUNT,
+} VmmsMigrationFrame;
+
+/* Writes a header for `type` and `length` into `out`. */
+void vmms_migration_header_write(uint8_t out[VMMS_MIGRATION_HEADER_SIZE], VmmsMigrationFrame type,
+                                 uint32_t length);
+/* Checks a header from the peer: 0 with the type and length, or -EPROTO with a
+ * message naming what was wrong. */
+int vmms_migration_header_parse(const uint8_t in[VMMS_MIGRATION_HEADER_SIZE], VmmsMigrationFrame *ret_type,
+                                uint32_t *ret_length, char **ret_error);
+
+typedef struct VmmsMigrationConfig {
+        const char *listen; /* HOST:PORT to accept moves on; NULL: send only */
+        const char *tls_cert_path;
+        const char *tls_key_path;
+        const char *tls_ca_path;
+        const char *host_name; /* this host in HELLO; NULL: the system's host name */
+} VmmsMigrationConfig;
+
+typedef struct VmmsMigration VmmsMigration;
+
+/* Reads the TLS material and starts listening when config->listen is set; the
+ * manager is told (vmms_manager_set_migration). -EINVAL with a message otherwise. */
+int vmms_migration_new(VmmsManager *m, VmmsAccess *access, const VmmsMigrationConfig *config,
+                       VmmsMigration **ret, char **ret_error);
+void vmms_migration_free(VmmsMigration *mig);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmmsMigration, vmms_migration_free)
+
+/* MoveVm: moves the Running `vm` to `destination` (HOST:PORT); ends `call` with a
+ * MoveVmResult once the destination runs it, or with an error naming why not (the VM
+ * then runs on here). */
+void vmms_migration_move(VmmsMigration *mig, VmmsVm *vm, const char *destination, VmmsCall *call);
