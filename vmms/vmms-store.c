@@ -413,20 +413,26 @@ static int update_body(VmmsStore *store, const void *arg, VmmsEventRecord *event
         return write_runtime(store, def);
 }
 
-static int remove_body(VmmsStore *store, const void *arg, VmmsEventRecord *event)
+/* Runs `sql` (a DELETE … WHERE id = ?) for `id`; -ENOENT if it deleted nothing. */
+static int delete_by_id(VmmsStore *store, const char *sql, const char *id)
 {
         sqlite3_stmt *st;
         int r;
 
-        (void)event;
-        r = prepare(store, "DELETE FROM vms WHERE id = ?", &st);
+        r = prepare(store, sql, &st);
         if (r < 0)
                 return r;
-        sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
         r = step_done(store, st);
         if (r < 0)
                 return r;
         return sqlite3_changes(store->db) == 0 ? -ENOENT : 0;
+}
+
+static int remove_body(VmmsStore *store, const void *arg, VmmsEventRecord *event)
+{
+        (void)event;
+        return delete_by_id(store, "DELETE FROM vms WHERE id = ?", arg);
 }
 
 int vmms_store_vm_insert(VmmsStore *store, const VmmsVmDefinition *def, VmmsEventRecord *event)
@@ -636,18 +642,8 @@ static int checkpoint_insert_body(VmmsStore *store, const void *arg, VmmsEventRe
 
 static int checkpoint_remove_body(VmmsStore *store, const void *arg, VmmsEventRecord *event)
 {
-        sqlite3_stmt *st;
-        int r;
-
         (void)event;
-        r = prepare(store, "DELETE FROM checkpoints WHERE id = ?", &st);
-        if (r < 0)
-                return r;
-        sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
-        r = step_done(store, st);
-        if (r < 0)
-                return r;
-        return sqlite3_changes(store->db) == 0 ? -ENOENT : 0;
+        return delete_by_id(store, "DELETE FROM checkpoints WHERE id = ?", arg);
 }
 
 int vmms_store_checkpoint_insert(VmmsStore *store, const VmmsCheckpoint *c, VmmsEventRecord *event)
