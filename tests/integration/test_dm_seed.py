@@ -38,7 +38,7 @@ class SeedCaseTest(unittest.TestCase):
         dm_seed_case.write_csv(samples, f"{out}.csv")
         dm_seed_case.write_plot(samples, f"{out}.svg", "Seed five-guest case, 768 MiB pool (1/16 size)",
                                 scale=16, caption=dm_seed_case.SEED_CAPTION)
-        dm_seed_case.print_beside_seed(samples, 16, stop_at)
+        dm_seed_case.print_beside_seed(samples, 16, stop_at, out=lambda line: print(f"# {line}"))  # TAP comments
         svg = Path(f"{out}.svg").read_text()
         for label in ("vm1", "vm2", "vm3", "vm4", "vm5", "pool (768 MiB)", "vm5 Maximum (512 MiB)", "VMs 1-2 stop"):
             self.assertIn(f">{label}<", svg, f"the plot does not name {label}")
