@@ -69,6 +69,13 @@ static int read_config(const char *path, char **state_dir, char **runtime_dir, c
         return 0;
 }
 
+/* A string key of [vmmsd] that the command line left unset. */
+static void config_string(GKeyFile *kf, const char *key, char **value)
+{
+        if (!*value && kf)
+                *value = g_key_file_get_string(kf, "vmmsd", key, NULL);
+}
+
 /* An integer key of [vmmsd] that the command line left at 0. */
 static int config_int(GKeyFile *kf, const char *key, gint *value)
 {
@@ -262,7 +269,7 @@ int main(int argc, char **argv)
                         *backup = NULL, *restore = NULL, *paging_dir = NULL, *hvd_scheduler = NULL,
                         *libvirt_uri = NULL, *libvirt_domain_type = NULL, *migration_listen = NULL,
                         *migration_name = NULL;
-        gint hvd_lps = 0, stop_timeout = 30, hvd_numa_nodes = 0, hvd_slice_ms = 0;
+        gint hvd_lps = 0, stop_timeout = 0, hvd_numa_nodes = 0, hvd_slice_ms = 0;
         gboolean no_spawn_hvd = FALSE, init_store = FALSE, hvd_io_boost = FALSE;
         g_autofree char *metrics_address = NULL;
         gboolean metrics_tls = FALSE;
@@ -409,6 +416,19 @@ int main(int argc, char **argv)
                         libvirt_domain_type);
                 return 2;
         }
+        /* vmms.conf takes the same keys as the flags; the command line wins. */
+        config_string(config_file, "memory-reserve", &memory_reserve);
+        config_string(config_file, "dbus", &dbus);
+        config_string(config_file, "paging-dir", &paging_dir);
+        if (config_int(config_file, "stop-timeout", &stop_timeout) < 0)
+                return 2;
+        /* Pool memory the balancer never gives to a VM (it was parsed and then ignored). */
+        if (memory_reserve && hv_size_parse(memory_reserve, &config.memory_reserve) < 0) {
+                fprintf(stderr, "vmmsd: --memory-reserve '%s' is not a size (e.g. 512MB)\n", memory_reserve);
+                return 2;
+        }
+        if (stop_timeout == 0)
+                stop_timeout = 30;
         if (stop_timeout < 1 || stop_timeout > 3600) {
                 fprintf(stderr, "vmmsd: --stop-timeout %d is out of range 1-3600\n", stop_timeout);
                 return 2;
