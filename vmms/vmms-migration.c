@@ -290,6 +290,7 @@ typedef struct Move {
         VmmsVm *vm; /* in its "move" job until the move ends, so it stays */
         char *destination;
         bool ended;
+        bool done_sent; /* from here on the destination may run the VM */
         int fd;
         uint64_t total;
         uint64_t sent;
@@ -310,7 +311,9 @@ static void move_free(Link *link)
         g_free(mv);
 }
 
-/* Anything before STARTED failed: the VM continues here. */
+/* Anything before DONE failed, or the destination said FAILED: the VM continues here.
+ * Once DONE is out and no answer came, the destination may run it: the VM stays Saved
+ * here, in doubt, and is never started by the move. */
 static void move_fail(Move *mv, VmmsErrorCode code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 static void move_fail(Move *mv, VmmsErrorCode code, const char *fmt, ...)
 {
@@ -323,8 +326,14 @@ static void move_fail(Move *mv, VmmsErrorCode code, const char *fmt, ...)
         va_start(ap, fmt);
         why = g_strdup_vprintf(fmt, ap);
         va_end(ap);
-        g_message("Move-VM '%s' to %s failed: %s", mv->vm->def.name, mv->destination, why);
-        vmms_vm_move_abort(mv->vm, code, why);
+        if (mv->done_sent) {
+                g_warning("Move-VM '%s' to %s: outcome unknown, the VM is kept Saved here: %s",
+                          mv->vm->def.name, mv->destination, why);
+                vmms_vm_move_in_doubt(mv->vm, mv->destination, why);
+        } else {
+                g_message("Move-VM '%s' to %s failed: %s", mv->vm->def.name, mv->destination, why);
+                vmms_vm_move_abort(mv->vm, code, why);
+        }
         link_close(&mv->link);
 }
 
@@ -367,7 +376,7 @@ static void on_move_result(Link *link, VmmsMigrationFrame type, GBytes *payload,
 
         if (error) {
                 move_fail(mv, VMMS_ERROR_UNAVAILABLE,
-                          "the connection to %s was lost before it started the VM: %s", mv->destination,
+                          "the connection to %s was lost after the whole state was sent: %s", mv->destination,
                           error);
                 return;
         }
@@ -376,10 +385,11 @@ static void on_move_result(Link *link, VmmsMigrationFrame type, GBytes *payload,
                 return;
         }
         d = dict_from_payload(payload);
-        if (type == VMMS_MIGRATION_FAILED && dict_string(d, "reason", 4096, &reason, &why))
+        if (type == VMMS_MIGRATION_FAILED && dict_string(d, "reason", 4096, &reason, &why)) {
+                mv->done_sent = false; /* it kept nothing of the VM: it continues here */
                 move_fail(mv, VMMS_ERROR_FAILED_PRECONDITION, "%s could not start it: %s", mv->destination,
                           reason);
-        else
+        } else
                 move_fail(mv, VMMS_ERROR_UNAVAILABLE, "%s answered %s to DONE%s%s", mv->destination,
                           frame_names[type], why ? ": " : "", why ? why : "");
 }
@@ -411,6 +421,7 @@ static void send_chunk(Move *mv)
 
                 g_variant_dict_init(&d, NULL);
                 g_variant_dict_insert(&d, "bytes", "t", mv->sent);
+                mv->done_sent = true;
                 link_write_dict(&mv->link, VMMS_MIGRATION_DONE, g_variant_dict_end(&d), NULL);
                 link_read(&mv->link, on_move_result);
                 return;
@@ -822,9 +833,20 @@ static gboolean on_start_poll(gpointer userdata)
         message = g_strdup_printf(
                 "it did not start from the received state (it is %s; see Get-VMEvent %s there)",
                 vm ? vmms_vm_state_to_string(vm->def.state) : "gone", in->def.name);
-        if (vm && !vm->job && !vmms_vm_is_live(vm))
-                (void)vmms_manager_vm_remove(m, vm, NULL);
-        incoming_refuse(in, VMMS_MIGRATION_FAILED, message);
+        /* FAILED tells the source to start its copy again: say it only once nothing of the
+         * VM is left here. A start still under way, or a VM that cannot be removed, may
+         * yet run: the source is left in doubt (it keeps its copy Saved) instead. */
+        if (vm && (vm->job || vmms_vm_is_live(vm) || vmms_manager_vm_remove(m, vm, NULL) < 0)) {
+                g_autofree char *doubt = g_strdup_printf(
+                        "%s; the source %s keeps its copy Saved: Start-VM on one host, Remove-VM on the "
+                        "other",
+                        message, in->source);
+
+                vmms_vm_record_event(vm, "error", doubt);
+                incoming_discard(in, doubt);
+        } else {
+                incoming_refuse(in, VMMS_MIGRATION_FAILED, message);
+        }
         link_release(&in->link);
         return G_SOURCE_REMOVE;
 }

@@ -2,8 +2,13 @@
  * source saves the VM (it is Migrating), streams the saved-state file to the
  * destination, which creates the VM (Saved) and starts it from the file. The VM runs
  * on exactly one host at every instant: the source keeps its definition and state
- * until the destination answers STARTED; on anything else the source starts the VM
- * again from its saved state and the destination discards what it received.
+ * until the destination answers STARTED. If anything fails before DONE is sent, or the
+ * destination answers FAILED (it then keeps nothing of the VM), the source starts the
+ * VM again from its saved state and the destination discards what it received. Once
+ * DONE is sent and no answer arrives, the destination may run the VM: the source keeps
+ * it Saved "in doubt" and never starts it itself; the operator chooses (Start-VM on
+ * one host, Remove-VM on the other). A destination whose start is still under way
+ * when it gives up closes the connection rather than say FAILED, for the same reason.
  *
  * Transport: TCP with TLS, both sides presenting their host certificate (--tls-cert,
  * --tls-key), each verified against --tls-ca. The destination (--migration-listen)

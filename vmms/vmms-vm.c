@@ -13,7 +13,8 @@
  *   any live state --(engine: exited)--> Off, with the reason as an event
  *   Off|Saved --Remove--> (gone)
  *   Running  --Move--> Migrating (saved, sending) --(destination runs it)--> (gone)
- *                      Migrating --(anything failed)--> Starting from its saved state
+ *                      Migrating --(anything failed before DONE)--> Starting from its saved state
+ *                      Migrating --(the answer to DONE lost)--> Saved, in doubt (never started)
  * Starting and Stopping belong to a job in progress: every action waits for it to
  * end, so two clients racing on one VM get a clean refusal, never a half state.
  * Processor count, startup memory and the workload change only while Off, as in
@@ -581,6 +582,25 @@ void vmms_vm_move_abort(VmmsVm *vm, VmmsErrorCode code, const char *why)
         vmms_vm_record_event(vm, "error", message);
         vm->def.state = VMMS_VM_SAVED;
         start_in_job(vm);
+}
+
+/* After DONE the destination may run the VM: starting it here too could make two
+ * runners, so it stays Saved (its state kept) until the operator says which host keeps
+ * it. */
+void vmms_vm_move_in_doubt(VmmsVm *vm, const char *destination, const char *why)
+{
+        VmmsCall *call = vmms_vm_move_take_call(vm);
+        g_autofree char *message = g_strdup_printf(
+                "the outcome of moving VM '%s' to %s is unknown (%s); it is kept Saved here and not "
+                "started: if Get-VM on %s shows it, Remove-VM it here, otherwise Start-VM it here",
+                vm->def.name, destination, why, destination);
+
+        vm->move_saved = NULL;
+        if (call)
+                vmms_call_fail(call, VMMS_ERROR_UNAVAILABLE, "cannot move VM '%s': %s", vm->def.name,
+                               message);
+        set_state(vm, VMMS_VM_SAVED, "error", message);
+        vmms_vm_move_end(vm);
 }
 
 /* ---- Checkpoints ----

@@ -161,12 +161,17 @@ char *vmms_vm_saved_path(const VmmsVm *vm);
  *                then runs on, or ended as the engine reported)
  *   move_abort   fails the call naming why; a Migrating VM starts again from its saved
  *                state (it continues where it was), a Running one just ends the job
+ *   move_in_doubt  the destination may run it (its answer to DONE was lost): fails the
+ *                call naming why and keeps the Migrating VM Saved, never starting it
+ *                here; the event says what the operator does (Start-VM on one host,
+ *                Remove-VM on the other)
  *   move_take_call / move_end   the destination runs it: the call is the mover's to
  *                answer, the job ends (the VM, Migrating, is then removed by the manager) */
 bool vmms_vm_move_begin(VmmsVm *vm, VmmsCall *call);
 void vmms_vm_move_save(VmmsVm *vm, void (*fn)(VmmsVm *vm, const VmmsError *error, void *userdata),
                        void *userdata);
 void vmms_vm_move_abort(VmmsVm *vm, VmmsErrorCode code, const char *why);
+void vmms_vm_move_in_doubt(VmmsVm *vm, const char *destination, const char *why);
 VmmsCall *vmms_vm_move_take_call(VmmsVm *vm);
 void vmms_vm_move_end(VmmsVm *vm);
 

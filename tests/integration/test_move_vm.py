@@ -3,9 +3,12 @@ a memsoak guest moved from A to B continues on B where it was (its pass counter 
 no CORRUPTION) and is gone from A; it moves back; a destination that does not list the
 source's certificate refuses and the VM runs on at A; a client without a certificate
 cannot connect; a destination whose pool is too small refuses before anything is sent;
-a destination killed mid-transfer leaves the VM running again on A and nothing on B.
+a destination killed mid-transfer leaves the VM running again on A and nothing on B; a
+destination killed once the whole state is sent leaves A's copy Saved "in doubt", never
+started by the move, and the operator's Start-VM / Remove-VM settles it on one host.
 Certificates come from openssl in a temporary directory."""
 import re
+import signal
 import shutil
 import socket
 import ssl
@@ -188,6 +191,56 @@ class MoveVmTest(unittest.TestCase):
             self.assertEqual(list(b.api.ListVms(pb.ListVmsRequest(), timeout=5).vms), [])
             self.assertEqual([p.name for p in (b.state / "saved").glob("*")], [])
 
+
+    def test_a_destination_killed_after_done_leaves_the_vm_saved_in_doubt_on_a(self):
+        with self.host("hosta", "CN=hostb") as a, self.host("hostb", "CN=hosta") as b:
+            pb = a.pb
+            vm = self.start_soak(a)
+            received = b.state / "saved" / f"{vm.id}.vmrs"
+
+            def kill_once_whole():
+                # B renames the state to its final name on DONE, before it starts the VM.
+                wait_for(received.exists, 60, interval=0.001, what="the whole state on B")
+                b.proc.send_signal(signal.SIGSTOP)
+                b.kill9()
+
+            killer = threading.Thread(target=kill_once_whole)
+            killer.start()
+            with self.assertRaises(grpc.RpcError) as e:
+                self.move(a, b)
+            killer.join()
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+            self.assertIn("is unknown", e.exception.details())
+            # A never starts its copy: it stays Saved, with the event saying what to do.
+            time.sleep(1)
+            got = a.api.GetVm(pb.VmRef(vm="web"), timeout=5)
+            self.assertEqual(got.state, pb.VM_STATE_SAVED)
+            self.assertTrue((a.state / "saved" / f"{vm.id}.vmrs").exists())
+            events = [e.message for e in a.api.ListEvents(pb.ListEventsRequest(vm="web", limit=20),
+                                                            timeout=5).events]
+            self.assertTrue(any("is unknown" in m and "Remove-VM" in m for m in events), events)
+            before = passes(a, vm.id)
+            # The operator settles it on one host: B's copy is removed if B kept one, A's started.
+            b.start()
+            try:
+                on_b = b.api.GetVm(pb.VmRef(vm="web"), timeout=5)
+            except grpc.RpcError as err:
+                self.assertEqual(err.code(), grpc.StatusCode.NOT_FOUND)
+                on_b = None
+            if on_b is not None:
+                if on_b.state in (pb.VM_STATE_STARTING, pb.VM_STATE_STOPPING):
+                    on_b = wait_for(lambda: (lambda v: v if v.state not in (
+                        pb.VM_STATE_STARTING, pb.VM_STATE_STOPPING) else None)(
+                        b.api.GetVm(pb.VmRef(vm="web"), timeout=5)), 60, what="B's copy to settle")
+                if on_b.state in (pb.VM_STATE_RUNNING, pb.VM_STATE_PAUSED):
+                    b.api.StopVm(pb.StopVmRequest(vm="web", turn_off=True), timeout=30)
+                b.api.RemoveVm(pb.VmRef(vm="web"), timeout=30)
+            a.api.StartVm(pb.VmRef(vm="web"), timeout=30)
+            self.assertEqual(a.api.GetVm(pb.VmRef(vm="web"), timeout=5).state, pb.VM_STATE_RUNNING)
+            wait_for(lambda: len(passes(a, vm.id)) > len(before), 60, what="the guest to go on at A")
+            self.assertGreater(passes(a, vm.id)[-1], before[-1] if before else -1)
+            self.assertNotIn("CORRUPTION", a.console(vm.id))
+            self.assertEqual(list(b.api.ListVms(pb.ListVmsRequest(), timeout=5).vms), [])
 
 if __name__ == "__main__":
     unittest.main()
