@@ -90,6 +90,6 @@ Pin-Priority: 100
 PIN
 fi
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${PACKAGES[@]}"
-$SUDO apt-get install -y -q --no-install-recommends -t trixie libunicorn-dev
+$SUDO apt-get -o DPkg::Lock::Timeout=600 update -q
+$SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${PACKAGES[@]}"
+$SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends -t trixie libunicorn-dev
