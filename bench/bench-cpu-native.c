@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "bench-json.h"
 #include "cpu-burn-native.h"
 
 static double now_s(void)
@@ -19,6 +20,7 @@ int main(int argc, char **argv)
 {
         uint64_t iterations = argc > 1 ? strtoull(argv[1], NULL, 10) : (1ull << 26);
         struct cpu_burn_state state = {0};
+        JsonObject *result = json_object_new();
         double t0, t1;
 
         if (iterations == 0) {
@@ -28,7 +30,10 @@ int main(int argc, char **argv)
         t0 = now_s();
         bench_cpu_burn(&state, iterations);
         t1 = now_s();
-        printf("{\"iterations\": %" PRIu64 ", \"seconds\": %.6f, \"iterations_per_sec\": %.0f, \"ok\": %s}\n",
-               iterations, t1 - t0, (double)iterations / (t1 - t0), state.a == state.c ? "true" : "false");
+        json_object_set_int_member(result, "iterations", (gint64)iterations);
+        json_object_set_double_member(result, "seconds", t1 - t0);
+        json_object_set_double_member(result, "iterations_per_sec", (double)iterations / (t1 - t0));
+        json_object_set_boolean_member(result, "ok", state.a == state.c);
+        bench_json_print_object(result);
         return 0;
 }

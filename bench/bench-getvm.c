@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench-json.h"
 #include "vmms.pb-c.h"
 
 typedef struct Call {
@@ -102,6 +103,7 @@ int main(int argc, char **argv)
         grpc_channel_credentials *creds;
         grpc_completion_queue *cq;
         grpc_channel *ch;
+        JsonObject *result;
         double *lat, t0, elapsed;
         long done = 0, failed = 0;
         char name[32];
@@ -151,13 +153,19 @@ int main(int argc, char **argv)
                 }
         }
         elapsed = now_s() - t0;
-        printf("{\"benchmark\": \"getvm\", \"vms\": %d, \"latency_samples\": %d, \"p50_us\": %.1f, "
-               "\"p99_us\": %.1f, "
-               "\"max_us\": %.1f, \"in_flight\": %d, \"calls\": %ld, \"seconds\": %.2f, \"calls_per_sec\": "
-               "%.0f, "
-               "\"failed\": %ld}\n",
-               n_vms, samples, lat[samples / 2] * 1e6, lat[samples * 99 / 100] * 1e6, lat[samples - 1] * 1e6,
-               in_flight, done, elapsed, (double)done / elapsed, failed);
+        result = json_object_new();
+        json_object_set_string_member(result, "benchmark", "getvm");
+        json_object_set_int_member(result, "vms", n_vms);
+        json_object_set_int_member(result, "latency_samples", samples);
+        json_object_set_double_member(result, "p50_us", lat[samples / 2] * 1e6);
+        json_object_set_double_member(result, "p99_us", lat[samples * 99 / 100] * 1e6);
+        json_object_set_double_member(result, "max_us", lat[samples - 1] * 1e6);
+        json_object_set_int_member(result, "in_flight", in_flight);
+        json_object_set_int_member(result, "calls", done);
+        json_object_set_double_member(result, "seconds", elapsed);
+        json_object_set_double_member(result, "calls_per_sec", (double)done / elapsed);
+        json_object_set_int_member(result, "failed", failed);
+        bench_json_print_object(result);
         grpc_channel_destroy(ch);
         grpc_completion_queue_shutdown(cq);
         while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "bench-json.h"
 #include "hv-sched.h"
 
 #define N_LPS 2u
@@ -71,20 +72,21 @@ int main(int argc, char **argv)
         static const HvSchedOps *const policies[] = {&hv_sched_share_ops, &hv_sched_round_robin_ops};
         static const uint32_t sizes[] = {2, 16, 256};
         uint64_t dispatches = argc > 1 ? strtoull(argv[1], NULL, 10) : 200000;
-        bool first = true;
+        JsonArray *results = json_array_new();
 
-        printf("[");
         for (size_t p = 0; p < G_N_ELEMENTS(policies); p++)
                 for (size_t s = 0; s < G_N_ELEMENTS(sizes); s++) {
                         double ns = ns_per_dispatch(policies[p], sizes[s], dispatches);
+                        JsonObject *result = json_object_new();
 
+                        json_object_set_string_member(result, "scheduler", policies[p]->name);
+                        json_object_set_int_member(result, "vps", sizes[s]);
+                        json_object_set_double_member(result, "ns_per_decision", ns);
                         /* At the default slice an LP makes 1e9 / SLICE_NS decisions a second. */
-                        printf("%s{\"scheduler\":\"%s\",\"vps\":%u,\"ns_per_decision\":%.1f,"
-                               "\"pct_of_lp_at_10ms_slices\":%.5f}",
-                               first ? "" : ",", policies[p]->name, sizes[s], ns,
-                               100.0 * ns / (double)SLICE_NS);
-                        first = false;
+                        json_object_set_double_member(result, "pct_of_lp_at_10ms_slices",
+                                                      100.0 * ns / (double)SLICE_NS);
+                        json_array_add_object_element(results, result);
                 }
-        printf("]\n");
+        bench_json_print_array(results);
         return 0;
 }

@@ -3,6 +3,8 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include <json-glib/json-glib.h>
+
 #include "proto-util.h"
 #include "vmctl-args.h"
 #include "vmctl-format.h"
@@ -120,204 +122,147 @@ char *vmctl_json_name(const char *proto_name)
         return g_string_free(name, FALSE);
 }
 
-static void json_string(GString *out, const char *text)
+/* JSON through json-glib: a message becomes a JsonNode tree, json-glib's generator writes it (string
+ * escaping, layout). proto3's JSON mapping where json-glib can say it: NaN and the infinities as the
+ * strings "NaN", "Infinity", "-Infinity"; a uint64 past int64's range as a double (json-glib has no
+ * unsigned numbers). */
+static JsonNode *json_double_node(double value)
+{
+        if (isnan(value))
+                return json_node_init_string(json_node_alloc(), "NaN");
+        if (isinf(value))
+                return json_node_init_string(json_node_alloc(), value > 0 ? "Infinity" : "-Infinity");
+        return json_node_init_double(json_node_alloc(), value);
+}
+
+static JsonNode *json_string_node(const char *text)
 {
         g_autofree char *valid = g_utf8_validate(text, -1, NULL) ? NULL : g_utf8_make_valid(text, -1);
 
-        g_string_append_c(out, '"');
-        for (const char *p = valid ? valid : text; *p; p++) {
-                unsigned char c = (unsigned char)*p;
-
-                if (c == '"' || c == '\\')
-                        g_string_append_printf(out, "\\%c", c);
-                else if (c == '\n')
-                        g_string_append(out, "\\n");
-                else if (c == '\t')
-                        g_string_append(out, "\\t");
-                else if (c < 0x20 || c == 0x7f)
-                        g_string_append_printf(out, "\\u%04x", c);
-                else
-                        g_string_append_c(out, (char)c);
-        }
-        g_string_append_c(out, '"');
+        return json_node_init_string(json_node_alloc(), valid ? valid : text);
 }
 
-/* The shortest decimal that reads back as the same double; proto3 JSON's words for the rest. */
-static void json_double(GString *out, double value)
-{
-        char buf[G_ASCII_DTOSTR_BUF_SIZE];
+static JsonNode *json_message_node(const ProtobufCMessage *message);
 
-        if (isnan(value)) {
-                g_string_append(out, "\"NaN\"");
-                return;
-        }
-        if (isinf(value)) {
-                g_string_append(out, value > 0 ? "\"Infinity\"" : "\"-Infinity\"");
-                return;
-        }
-        for (int precision = 15; precision <= 17; precision++) {
-                g_autofree char *format = g_strdup_printf("%%.%dg", precision);
-
-                g_ascii_formatd(buf, sizeof(buf), format, value);
-                if (g_ascii_strtod(buf, NULL) == value)
-                        break;
-        }
-        g_string_append(out, buf);
-}
-
-typedef struct JsonWriter {
-        GString *out;
-        bool pretty;
-} JsonWriter;
-
-static void json_newline(JsonWriter *w, unsigned level)
-{
-        if (!w->pretty)
-                return;
-        g_string_append_c(w->out, '\n');
-        for (unsigned i = 0; i < level; i++)
-                g_string_append(w->out, "  ");
-}
-
-static void json_message(JsonWriter *w, const ProtobufCMessage *message, unsigned level);
-
-static void json_value(JsonWriter *w, const ProtobufCFieldDescriptor *f, const void *p, unsigned level)
+static JsonNode *json_value_node(const ProtobufCFieldDescriptor *f, const void *p)
 {
         switch (f->type) {
         case PROTOBUF_C_TYPE_INT32:
         case PROTOBUF_C_TYPE_SINT32:
         case PROTOBUF_C_TYPE_SFIXED32:
-                g_string_append_printf(w->out, "%" G_GINT32_FORMAT, *(const int32_t *)p);
-                break;
+                return json_node_init_int(json_node_alloc(), *(const int32_t *)p);
         case PROTOBUF_C_TYPE_UINT32:
         case PROTOBUF_C_TYPE_FIXED32:
-                g_string_append_printf(w->out, "%" G_GUINT32_FORMAT, *(const uint32_t *)p);
-                break;
+                return json_node_init_int(json_node_alloc(), *(const uint32_t *)p);
         case PROTOBUF_C_TYPE_INT64:
         case PROTOBUF_C_TYPE_SINT64:
         case PROTOBUF_C_TYPE_SFIXED64:
-                g_string_append_printf(w->out, "%" G_GINT64_FORMAT, *(const int64_t *)p);
-                break;
+                return json_node_init_int(json_node_alloc(), *(const int64_t *)p);
         case PROTOBUF_C_TYPE_UINT64:
-        case PROTOBUF_C_TYPE_FIXED64:
-                g_string_append_printf(w->out, "%" G_GUINT64_FORMAT, *(const uint64_t *)p);
-                break;
+        case PROTOBUF_C_TYPE_FIXED64: {
+                uint64_t value = *(const uint64_t *)p;
+
+                if (value > G_MAXINT64)
+                        return json_node_init_double(json_node_alloc(), (double)value);
+                return json_node_init_int(json_node_alloc(), (gint64)value);
+        }
         case PROTOBUF_C_TYPE_FLOAT:
-                json_double(w->out, *(const float *)p);
-                break;
+                return json_double_node(*(const float *)p);
         case PROTOBUF_C_TYPE_DOUBLE:
-                json_double(w->out, *(const double *)p);
-                break;
+                return json_double_node(*(const double *)p);
         case PROTOBUF_C_TYPE_BOOL:
-                g_string_append(w->out, *(const protobuf_c_boolean *)p ? "true" : "false");
-                break;
+                return json_node_init_boolean(json_node_alloc(), *(const protobuf_c_boolean *)p);
         case PROTOBUF_C_TYPE_ENUM: {
                 const ProtobufCEnumValue *value =
                         protobuf_c_enum_descriptor_get_value(f->descriptor, *(const int *)p);
 
                 if (value)
-                        json_string(w->out, value->name);
-                else
-                        g_string_append_printf(w->out, "%d", *(const int *)p);
-                break;
+                        return json_string_node(value->name);
+                return json_node_init_int(json_node_alloc(), *(const int *)p);
         }
         case PROTOBUF_C_TYPE_STRING: {
                 const char *text = *(char *const *)p;
 
-                json_string(w->out, text ? text : "");
-                break;
+                return json_string_node(text ? text : "");
         }
         case PROTOBUF_C_TYPE_BYTES: {
                 const ProtobufCBinaryData *data = p;
                 g_autofree char *base64 = g_base64_encode(data->data, data->len);
 
-                json_string(w->out, base64);
-                break;
+                return json_string_node(base64);
         }
         case PROTOBUF_C_TYPE_MESSAGE:
-                json_message(w, *(ProtobufCMessage *const *)p, level);
-                break;
+                return json_message_node(*(ProtobufCMessage *const *)p);
         }
+        return json_node_init_null(json_node_alloc());
 }
 
-static void json_field(JsonWriter *w, const ProtobufCMessage *message, const ProtobufCFieldDescriptor *f,
-                       unsigned level)
+static JsonNode *json_field_node(const ProtobufCMessage *message, const ProtobufCFieldDescriptor *f)
 {
         const char *member = (const char *)message + f->offset;
-        g_autofree char *name = vmctl_json_name(f->name);
+        g_autoptr(JsonArray) array = NULL;
         size_t n, size;
 
-        json_string(w->out, name);
-        g_string_append(w->out, w->pretty ? ": " : ":");
-        if (f->label != PROTOBUF_C_LABEL_REPEATED) {
-                json_value(w, f, member, level);
-                return;
-        }
+        if (f->label != PROTOBUF_C_LABEL_REPEATED)
+                return json_value_node(f, member);
         n = *(const size_t *)((const char *)message + f->quantifier_offset);
         size = proto_field_element_size(f->type);
-        g_string_append_c(w->out, '[');
-        for (size_t i = 0; i < n; i++) {
-                if (i)
-                        g_string_append_c(w->out, ',');
-                json_newline(w, level + 1);
-                json_value(w, f, *(const char *const *)member + i * size, level + 1);
-        }
-        if (n)
-                json_newline(w, level);
-        g_string_append_c(w->out, ']');
+        array = json_array_sized_new((guint)n);
+        for (size_t i = 0; i < n; i++)
+                json_array_add_element(array, json_value_node(f, *(const char *const *)member + i * size));
+        return json_node_init_array(json_node_alloc(), array);
 }
 
-static void json_message(JsonWriter *w, const ProtobufCMessage *message, unsigned level)
+static JsonNode *json_message_node(const ProtobufCMessage *message)
 {
+        g_autoptr(JsonObject) object = NULL;
         const ProtobufCMessageDescriptor *d;
-        bool first = true;
 
-        if (!message) {
-                g_string_append(w->out, "null");
-                return;
-        }
+        if (!message)
+                return json_node_init_null(json_node_alloc());
         d = message->descriptor;
-        g_string_append_c(w->out, '{');
+        object = json_object_new();
         for (unsigned i = 0; i < d->n_fields; i++) {
                 const ProtobufCFieldDescriptor *f = &d->fields[i];
+                g_autofree char *name = NULL;
 
                 /* Of a oneof, only the member that is set. */
                 if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
                     *(const uint32_t *)((const char *)message + f->quantifier_offset) != f->id)
                         continue;
-                if (!first)
-                        g_string_append_c(w->out, ',');
-                first = false;
-                json_newline(w, level + 1);
-                json_field(w, message, f, level + 1);
+                name = vmctl_json_name(f->name);
+                json_object_set_member(object, name, json_field_node(message, f));
         }
-        if (!first)
-                json_newline(w, level);
-        g_string_append_c(w->out, '}');
+        return json_node_init_object(json_node_alloc(), object);
+}
+
+void vmctl_json_append_node(GString *out, JsonNode *root, bool pretty)
+{
+        g_autoptr(JsonGenerator) generator = json_generator_new();
+
+        json_generator_set_root(generator, root);
+        json_generator_set_pretty(generator, pretty);
+        json_generator_set_indent(generator, 2);
+        json_generator_to_gstring(generator, out);
+        g_string_append_c(out, '\n');
 }
 
 void vmctl_json_append_message(GString *out, const ProtobufCMessage *message, bool pretty)
 {
-        JsonWriter w = {.out = out, .pretty = pretty};
+        g_autoptr(JsonNode) root = json_message_node(message);
 
-        json_message(&w, message, 0);
-        g_string_append_c(out, '\n');
+        vmctl_json_append_node(out, root, pretty);
 }
 
 void vmctl_json_append_array(GString *out, ProtobufCMessage *const *messages, size_t n_messages, bool pretty)
 {
-        JsonWriter w = {.out = out, .pretty = pretty};
+        g_autoptr(JsonArray) array = json_array_sized_new((guint)n_messages);
+        g_autoptr(JsonNode) root = NULL;
 
-        g_string_append_c(out, '[');
-        for (size_t i = 0; i < n_messages; i++) {
-                if (i)
-                        g_string_append_c(out, ',');
-                json_newline(&w, 1);
-                json_message(&w, messages[i], 1);
-        }
-        if (n_messages)
-                json_newline(&w, 0);
-        g_string_append(out, "]\n");
+        for (size_t i = 0; i < n_messages; i++)
+                json_array_add_element(array, json_message_node(messages[i]));
+        root = json_node_init_array(json_node_alloc(), array);
+        vmctl_json_append_node(out, root, pretty);
 }
 
 const char *vmctl_vm_state_name(Vmms__V1__VmState state)

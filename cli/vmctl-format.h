@@ -1,11 +1,12 @@
 /* vmctl's output: aligned tables like PowerShell's Format-Table, and JSON whose field names follow
- * vmms.proto's JSON mapping (lowerCamelCase), written from the protobuf-c descriptors. */
+ * vmms.proto's JSON mapping (lowerCamelCase), built from the protobuf-c descriptors as a json-glib tree. */
 #pragma once
 
 #include <stdbool.h>
 #include <stdint.h>
 
 #include <glib.h>
+#include <json-glib/json-glib.h>
 
 #include "vmms.pb-c.h"
 
@@ -31,8 +32,10 @@ void vmctl_table_render(const VmctlTable *table, GString *out);
 /* proto field name to JSON name: cpu_usage_pct -> cpuUsagePct. */
 char *vmctl_json_name(const char *proto_name);
 
+/* JSON written by json-glib, then a newline: pretty indents with two spaces; otherwise one line. */
+void vmctl_json_append_node(GString *out, JsonNode *root, bool pretty);
 /* Every field, default or not, in declaration order; enums by their proto names; 64-bit integers as
- * JSON numbers. pretty indents with two spaces; otherwise one line. */
+ * JSON numbers; text that is not UTF-8 made valid (U+FFFD for each bad byte run). */
 void vmctl_json_append_message(GString *out, const ProtobufCMessage *message, bool pretty);
 void vmctl_json_append_array(GString *out, ProtobufCMessage *const *messages, size_t n_messages, bool pretty);
 

@@ -1516,17 +1516,108 @@ static void append_param_help(GString *out, const VmctlParam *p)
 
 static void append_verb_help(GString *out, const VmctlVerb *verb)
 {
+        bool own_params = false;
+
         g_string_append_printf(out, "NAME\n    %s\n\nSYNOPSIS\n    %s\n\nSYNTAX\n    ", verb->name,
                                verb->synopsis);
         append_syntax(out, verb);
         g_string_append(out, "\n\nPARAMETERS\n");
         for (size_t i = 0; i < verb->n_params; i++)
-                if (!is_common_param(&verb->params[i]))
+                if (!is_common_param(&verb->params[i])) {
                         append_param_help(out, &verb->params[i]);
+                        own_params = true;
+                }
+        if (!own_params)
+                g_string_append_printf(out, "    %s takes only the common parameters, below.\n\n",
+                                       verb->name);
         g_string_append(out, "COMMON PARAMETERS\n");
         for (size_t i = 0; i < G_N_ELEMENTS(common_params); i++)
                 append_param_help(out, &common_params[i]);
         g_string_append_printf(out, "EXAMPLE\n    %s\n", verb->example);
+}
+
+/* PowerShell's names for the types Get-Help shows. */
+static const char *param_type_name(const VmctlParam *p)
+{
+        switch (p->type) {
+        case VMCTL_PARAM_STRING:
+        case VMCTL_PARAM_CHOICE:
+                return "String";
+        case VMCTL_PARAM_LIST:
+                return "String[]";
+        case VMCTL_PARAM_UINT:
+        case VMCTL_PARAM_SIZE:
+                return "UInt64";
+        case VMCTL_PARAM_BOOL:
+                return "Boolean";
+        case VMCTL_PARAM_SWITCH:
+                break;
+        }
+        return "SwitchParameter";
+}
+
+static JsonObject *param_json(const VmctlParam *p)
+{
+        JsonObject *param = json_object_new();
+
+        json_object_set_string_member(param, "name", p->name);
+        json_object_set_string_member(param, "type", param_type_name(p));
+        if (p->type == VMCTL_PARAM_SIZE)
+                json_object_set_string_member(param, "unit", "bytes");
+        json_object_set_string_member(param, "description", p->help);
+        json_object_set_boolean_member(param, "required", p->required);
+        json_object_set_boolean_member(param, "positional", p->positional);
+        json_object_set_boolean_member(param, "common", is_common_param(p));
+        if (p->has_default)
+                json_object_set_int_member(param, "default", (gint64)p->default_value);
+        if ((p->type == VMCTL_PARAM_UINT || p->type == VMCTL_PARAM_SIZE) && p->max) {
+                json_object_set_int_member(param, "minimum", (gint64)p->min);
+                json_object_set_int_member(param, "maximum", (gint64)p->max);
+        }
+        if (p->type == VMCTL_PARAM_STRING && p->max)
+                json_object_set_int_member(param, "maxLength", (gint64)p->max);
+        if (p->type == VMCTL_PARAM_CHOICE) {
+                JsonArray *choices = json_array_new();
+
+                for (const char *const *c = p->choices; *c; c++)
+                        json_array_add_string_element(choices, *c);
+                json_object_set_array_member(param, "choices", choices);
+        }
+        return param;
+}
+
+/* Get-Help -Json of one verb: what the text shows, as fields. */
+static JsonNode *verb_help_json(const VmctlVerb *verb)
+{
+        g_autoptr(JsonObject) help = json_object_new();
+        g_autoptr(GString) syntax = g_string_new(NULL);
+        JsonArray *params = json_array_new(), *examples = json_array_new();
+
+        append_syntax(syntax, verb);
+        for (size_t i = 0; i < verb->n_params; i++)
+                json_array_add_object_element(params, param_json(&verb->params[i]));
+        json_array_add_string_element(examples, verb->example);
+        json_object_set_string_member(help, "name", verb->name);
+        json_object_set_string_member(help, "synopsis", verb->synopsis);
+        json_object_set_string_member(help, "syntax", syntax->str);
+        json_object_set_array_member(help, "parameters", params);
+        json_object_set_array_member(help, "examples", examples);
+        return json_node_init_object(json_node_alloc(), help);
+}
+
+/* Get-Help -Json without a verb: each verb's name and synopsis. */
+static JsonNode *verb_list_json(void)
+{
+        g_autoptr(JsonArray) list = json_array_new();
+
+        for (size_t i = 0; i < G_N_ELEMENTS(verbs); i++) {
+                JsonObject *verb = json_object_new();
+
+                json_object_set_string_member(verb, "name", verbs[i].name);
+                json_object_set_string_member(verb, "synopsis", verbs[i].synopsis);
+                json_array_add_object_element(list, verb);
+        }
+        return json_node_init_array(json_node_alloc(), list);
 }
 
 static void append_verb_list(GString *out)
@@ -1554,10 +1645,15 @@ static int handle_get_help(VmctlContext *ctx)
                 if (!verb)
                         return fail(ctx, -EINVAL, "unknown verb '%s'; vmctl -? lists the verbs", name);
         }
-        if (verb)
+        if (ctx->json) {
+                g_autoptr(JsonNode) help = verb ? verb_help_json(verb) : verb_list_json();
+
+                vmctl_json_append_node(out, help, true);
+        } else if (verb) {
                 append_verb_help(out, verb);
-        else
+        } else {
                 append_verb_list(out);
+        }
         emit(ctx, out);
         return 0;
 }
@@ -1660,10 +1756,15 @@ int vmctl_main(int argc, char **argv, FILE *out, FILE *err)
         if (list_verbs || args->help) {
                 g_autoptr(GString) help = g_string_new(NULL);
 
-                if (list_verbs)
+                if (list_verbs) {
                         append_verb_list(help);
-                else
+                } else if (vmctl_args_get(args, "Json")->flag) {
+                        g_autoptr(JsonNode) node = verb_help_json(verb);
+
+                        vmctl_json_append_node(help, node, true);
+                } else {
                         append_verb_help(help, verb);
+                }
                 fputs(help->str, out);
                 return VMCTL_EXIT_OK;
         }

@@ -15,6 +15,8 @@ PACKAGES=(
   libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
   libsqlite3-dev sqlite3
   libgrpc-dev protobuf-compiler-grpc
+  # the JSON vmctl -Json, hvctl --json and the C benchmarks print
+  libjson-glib-dev
   # the libvirt engine (vmmsd builds it when libvirt-dev is there; scripts/libvirt-deps.sh adds libvirtd and QEMU)
   libvirt-dev
   python3-grpcio python3-protobuf python3-gi

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include <glib.h>
+#include <json-glib/json-glib.h>
 
 #include "vmctl-args.h"
 #include "vmctl-format.h"
@@ -322,6 +323,32 @@ static void test_verbs_are_case_insensitive(void)
         g_assert_null(vmctl_verb_find("Get"));
 }
 
+/* The text between heading and the next line that starts in column 0 (the next heading). */
+static char *help_section(const char *help, const char *heading)
+{
+        const char *start = strstr(help, heading), *end;
+
+        if (!start)
+                return NULL;
+        start += strlen(heading);
+        for (end = start; *end; end++)
+                if (end[0] == '\n' && end[1] && end[1] != ' ' && end[1] != '\n')
+                        break;
+        return g_strndup(start, (gsize)(end - start));
+}
+
+static JsonNode *parse_json(const char *text)
+{
+        g_autoptr(JsonParser) parser = json_parser_new();
+        g_autoptr(GError) error = NULL;
+
+        if (!json_parser_load_from_data(parser, text, -1, &error))
+                g_error("not JSON (%s):\n%s", error->message, text);
+        return json_node_copy(json_parser_get_root(parser));
+}
+
+/* Every verb's help, as text and as -Json: a synopsis, a parameters section that says something, and
+ * an example that runs vmctl. */
 static void test_every_verb_and_parameter_explains_itself(void)
 {
         size_t n_verbs;
@@ -330,16 +357,51 @@ static void test_every_verb_and_parameter_explains_itself(void)
         g_assert_cmpuint(n_verbs, >=, 15);
         for (size_t i = 0; i < n_verbs; i++) {
                 const char *args[] = {"Get-Help", verbs[i].name, NULL};
-                g_auto(Run) run = {0};
+                const char *json_args[] = {"Get-Help", verbs[i].name, "-Json", NULL};
+                g_auto(Run) run = {0}, json_run = {0};
+                g_autofree char *synopsis = NULL, *params = NULL, *example = NULL;
+                g_autoptr(JsonNode) root = NULL;
+                JsonObject *help;
+                JsonArray *json_params, *examples;
 
                 g_assert_true(verbs[i].synopsis && verbs[i].synopsis[0]);
                 g_assert_true(g_str_has_prefix(verbs[i].example, "vmctl "));
                 for (size_t p = 0; p < verbs[i].n_params; p++)
                         if (!verbs[i].params[p].help || !verbs[i].params[p].help[0])
                                 g_error("%s -%s has no help", verbs[i].name, verbs[i].params[p].name);
+
                 run_vmctl(args, &run);
                 g_assert_cmpint(run.status, ==, 0);
-                g_assert_true(strstr(run.out, verbs[i].synopsis));
+                synopsis = help_section(run.out, "\nSYNOPSIS\n");
+                params = help_section(run.out, "\nPARAMETERS\n");
+                example = help_section(run.out, "\nEXAMPLE\n");
+                if (!synopsis || !strstr(synopsis, verbs[i].synopsis) || !params ||
+                    !g_str_has_prefix(params, "    ") || !example || !g_str_has_prefix(example, "    vmctl "))
+                        g_error("%s's help lacks a synopsis, a parameters section or an example:\n%s",
+                                verbs[i].name, run.out);
+
+                run_vmctl(json_args, &json_run);
+                g_assert_cmpint(json_run.status, ==, 0);
+                root = parse_json(json_run.out);
+                help = json_node_get_object(root);
+                g_assert_cmpstr(json_object_get_string_member(help, "name"), ==, verbs[i].name);
+                g_assert_cmpstr(json_object_get_string_member(help, "synopsis"), ==, verbs[i].synopsis);
+                json_params = json_object_get_array_member(help, "parameters");
+                g_assert_cmpuint(json_array_get_length(json_params), ==, verbs[i].n_params);
+                for (guint p = 0; p < json_array_get_length(json_params); p++) {
+                        JsonObject *param = json_array_get_object_element(json_params, p);
+
+                        g_assert_cmpstr(json_object_get_string_member(param, "name"), ==,
+                                        verbs[i].params[p].name);
+                        g_assert_nonnull(json_object_get_string_member(param, "type"));
+                        g_assert_cmpstr(json_object_get_string_member(param, "description"), ==,
+                                        verbs[i].params[p].help);
+                        g_assert_true(json_object_has_member(param, "default") ==
+                                      verbs[i].params[p].has_default);
+                }
+                examples = json_object_get_array_member(help, "examples");
+                g_assert_cmpuint(json_array_get_length(examples), >=, 1);
+                g_assert_cmpstr(json_array_get_string_element(examples, 0), ==, verbs[i].example);
         }
 }
 
@@ -357,6 +419,77 @@ static VmctlArgs *bind(const char *verb_name, const char *const *args)
         if (vmctl_verb_parse(verb, argc, (char **)args, &bound, &error) < 0)
                 g_error("%s: %s", verb_name, error);
         return bound;
+}
+
+/* What -Json says of a parameter: its type by PowerShell's name, ranges, default, choices. */
+static void test_help_json_gives_types_ranges_and_defaults(void)
+{
+        const char *args[] = {"Set-VMProcessor", "-?", "-Json", NULL};
+        const char *new_vm[] = {"Get-Help", "New-VM", "-Json", NULL};
+        g_auto(Run) run = {0}, new_vm_run = {0};
+        g_autoptr(JsonNode) root = NULL, new_vm_root = NULL;
+        JsonObject *weight = NULL, *startup = NULL, *workload = NULL;
+        JsonArray *params;
+
+        run_vmctl(args, &run);
+        g_assert_cmpint(run.status, ==, 0);
+        root = parse_json(run.out);
+        params = json_object_get_array_member(json_node_get_object(root), "parameters");
+        for (guint i = 0; i < json_array_get_length(params); i++) {
+                JsonObject *param = json_array_get_object_element(params, i);
+
+                if (strcmp(json_object_get_string_member(param, "name"), "RelativeWeight") == 0)
+                        weight = param;
+        }
+        g_assert_nonnull(weight);
+        g_assert_cmpstr(json_object_get_string_member(weight, "type"), ==, "UInt64");
+        g_assert_cmpint(json_object_get_int_member(weight, "minimum"), ==, 1);
+        g_assert_cmpint(json_object_get_int_member(weight, "maximum"), ==, 10000);
+        g_assert_cmpint(json_object_get_int_member(weight, "default"), ==, 100);
+        g_assert_false(json_object_get_boolean_member(weight, "common"));
+
+        run_vmctl(new_vm, &new_vm_run);
+        new_vm_root = parse_json(new_vm_run.out);
+        params = json_object_get_array_member(json_node_get_object(new_vm_root), "parameters");
+        for (guint i = 0; i < json_array_get_length(params); i++) {
+                JsonObject *param = json_array_get_object_element(params, i);
+                const char *name = json_object_get_string_member(param, "name");
+
+                if (strcmp(name, "MemoryStartupBytes") == 0)
+                        startup = param;
+                else if (strcmp(name, "Workload") == 0)
+                        workload = param;
+        }
+        g_assert_nonnull(startup);
+        g_assert_cmpstr(json_object_get_string_member(startup, "unit"), ==, "bytes");
+        g_assert_cmpint(json_object_get_int_member(startup, "minimum"), ==, 32 * MiB);
+        g_assert_true(json_object_get_boolean_member(startup, "required"));
+        g_assert_nonnull(workload);
+        g_assert_cmpstr(json_array_get_string_element(json_object_get_array_member(workload, "choices"), 3),
+                        ==, "cache");
+}
+
+/* Get-Help -Json without a verb lists every verb with its synopsis. */
+static void test_help_json_lists_every_verb(void)
+{
+        const char *args[] = {"Get-Help", "-Json", NULL};
+        g_auto(Run) run = {0};
+        g_autoptr(JsonNode) root = NULL;
+        size_t n_verbs;
+        const VmctlVerb *verbs = vmctl_verbs(&n_verbs);
+        JsonArray *list;
+
+        run_vmctl(args, &run);
+        g_assert_cmpint(run.status, ==, 0);
+        root = parse_json(run.out);
+        list = json_node_get_array(root);
+        g_assert_cmpuint(json_array_get_length(list), ==, n_verbs);
+        for (size_t i = 0; i < n_verbs; i++) {
+                JsonObject *verb = json_array_get_object_element(list, (guint)i);
+
+                g_assert_cmpstr(json_object_get_string_member(verb, "name"), ==, verbs[i].name);
+                g_assert_cmpstr(json_object_get_string_member(verb, "synopsis"), ==, verbs[i].synopsis);
+        }
 }
 
 typedef struct BindCase {
@@ -858,6 +991,8 @@ static void test_json_has_every_field_with_proto_names(void)
                 "\"initrdPath\":\"\",\"kernelArgs\":\"\",\"vhdPath\":\"\",\"status\":\"\"}\n");
 }
 
+/* json-glib's layout: two-space indent, "name" : value; values chosen to print the same at any
+ * precision (the round trip of every double is test-vmctl-json's). */
 static void test_json_arrays_pretty_print(void)
 {
         Vmms__V1__CounterSample a = VMMS__V1__COUNTER_SAMPLE__INIT, b = VMMS__V1__COUNTER_SAMPLE__INIT;
@@ -865,16 +1000,17 @@ static void test_json_arrays_pretty_print(void)
         g_autoptr(GString) out = g_string_new(NULL), empty = g_string_new(NULL);
 
         a.path = (char *)"\\A(x)\\B";
-        a.value = 0.1;
+        a.value = 0.25;
         a.unit = (char *)"%";
         b.path = (char *)"\\C\\D";
-        b.value = 1e300;
+        b.value = -2.5;
         b.unit = (char *)"bytes";
         vmctl_json_append_array(out, samples, 2, true);
         g_assert_cmpstr(
                 out->str, ==,
-                "[\n  {\n    \"path\": \"\\\\A(x)\\\\B\",\n    \"value\": 0.1,\n    \"unit\": \"%\"\n  },\n"
-                "  {\n    \"path\": \"\\\\C\\\\D\",\n    \"value\": 1e+300,\n    \"unit\": \"bytes\"\n  "
+                "[\n  {\n    \"path\" : \"\\\\A(x)\\\\B\",\n    \"value\" : 0.25,\n    \"unit\" : \"%\"\n  "
+                "},\n"
+                "  {\n    \"path\" : \"\\\\C\\\\D\",\n    \"value\" : -2.5,\n    \"unit\" : \"bytes\"\n  "
                 "}\n]\n");
         vmctl_json_append_array(empty, NULL, 0, true);
         g_assert_cmpstr(empty->str, ==, "[]\n");
@@ -978,6 +1114,9 @@ int main(int argc, char **argv)
         g_test_add_func("/vmctl/verbs-are-case-insensitive", test_verbs_are_case_insensitive);
         g_test_add_func("/vmctl/help/every-verb-and-parameter-explains-itself",
                         test_every_verb_and_parameter_explains_itself);
+        g_test_add_func("/vmctl/help/json-gives-types-ranges-and-defaults",
+                        test_help_json_gives_types_ranges_and_defaults);
+        g_test_add_func("/vmctl/help/json-lists-every-verb", test_help_json_lists_every_verb);
         g_test_add_func("/vmctl/bind/exact-name-beats-longer-prefix-match",
                         test_exact_name_beats_longer_prefix_match);
         g_test_add_func("/vmctl/bind/counter-paths-are-all-positional",
