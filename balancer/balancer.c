@@ -188,8 +188,7 @@ static uint64_t mib_of_units(uint64_t units)
         return units * (BALANCER_UNIT_BYTES / MiB);
 }
 
-/* Rounded to the nearest percent; saturates rather than wraps on absurd guest figures. */
-static uint32_t pressure_of(uint64_t committed, uint64_t assigned)
+uint32_t balancer_pressure(uint64_t committed, uint64_t assigned)
 {
         unsigned __int128 p;
 
@@ -380,7 +379,7 @@ static void plan_vm_classify(Balancer *balancer, const BalancerHost *host, const
         }
 
         p->status = BALANCER_VM_BALANCED;
-        p->pressure = pressure_of(vm->committed_bytes, vm->assigned_bytes);
+        p->pressure = balancer_pressure(vm->committed_bytes, vm->assigned_bytes);
         p->committed_units = (double)vm->committed_bytes / (double)BALANCER_UNIT_BYTES;
         p->min_units = units_floor(vm->minimum_bytes);
         p->max_units = units_floor(vm->maximum_bytes);

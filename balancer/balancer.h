@@ -148,6 +148,11 @@ int balancer_plan(Balancer *balancer, const BalancerSnapshot *snapshot, Balancer
 int balancer_plan_prompt(Balancer *balancer, const BalancerSnapshot *snapshot, BalancerPlan **ret_plan);
 void balancer_plan_free(BalancerPlan *plan);
 
+/* Hyper-V's memory pressure: committed * 100 / assigned, rounded to the nearest percent; saturates
+ * rather than wraps on absurd guest figures, UINT32_MAX for nothing assigned. Get-VM and the counters
+ * use it for static memory too, so every figure of a VM's pressure is this one. */
+uint32_t balancer_pressure(uint64_t committed, uint64_t assigned);
+
 const char *balancer_outcome_to_string(BalancerOutcome outcome);
 const char *balancer_vm_status_to_string(BalancerVmStatus status);
 

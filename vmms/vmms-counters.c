@@ -210,10 +210,21 @@ static void walk_memory(CounterWalk *w, VmmsMemory *memory, const VmmsVm *vm, co
         }
         if (!dm)
                 return;
-        emit(w, VMMS_COUNTER_VM_CURRENT_PRESSURE, dm->current_pressure, dm->current_pressure / 100.0);
-        emit(w, VMMS_COUNTER_VM_AVERAGE_PRESSURE, dm->average_pressure, dm->average_pressure / 100.0);
-        emit(w, VMMS_COUNTER_VM_MINIMUM_PRESSURE, dm->minimum_pressure, dm->minimum_pressure / 100.0);
-        emit(w, VMMS_COUNTER_VM_MAXIMUM_PRESSURE, dm->maximum_pressure, dm->maximum_pressure / 100.0);
+        if (dm->status == BALANCER_VM_NOT_MANAGED) {
+                /* Static memory: the balancer keeps no window, so no Average, Minimum or Maximum (not
+                 * zeros); Current is Get-VM's figure, from the same report. */
+                if (vm->memory.reporting && vm->memory.assigned_bytes) {
+                        uint32_t pressure =
+                                balancer_pressure(vm->memory.committed_bytes, vm->memory.assigned_bytes);
+
+                        emit(w, VMMS_COUNTER_VM_CURRENT_PRESSURE, pressure, pressure / 100.0);
+                }
+        } else {
+                emit(w, VMMS_COUNTER_VM_CURRENT_PRESSURE, dm->current_pressure, dm->current_pressure / 100.0);
+                emit(w, VMMS_COUNTER_VM_AVERAGE_PRESSURE, dm->average_pressure, dm->average_pressure / 100.0);
+                emit(w, VMMS_COUNTER_VM_MINIMUM_PRESSURE, dm->minimum_pressure, dm->minimum_pressure / 100.0);
+                emit(w, VMMS_COUNTER_VM_MAXIMUM_PRESSURE, dm->maximum_pressure, dm->maximum_pressure / 100.0);
+        }
         emit(w, VMMS_COUNTER_VM_ADDED_MEMORY, (double)(dm->added_bytes >> 20), (double)dm->added_bytes);
         emit(w, VMMS_COUNTER_VM_REMOVED_MEMORY, (double)(dm->removed_bytes >> 20), (double)dm->removed_bytes);
         emit(w, VMMS_COUNTER_VM_ADD_OPERATIONS, (double)dm->add_operations, (double)dm->add_operations);

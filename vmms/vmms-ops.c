@@ -123,7 +123,7 @@ static Vmms__V1__Vm *vm_to_proto(VmmsManager *m, VmmsCall *call, const VmmsVm *v
                 if (vm->memory.reporting && out->assigned_memory_bytes) {
                         out->memory_demand_bytes = vm->memory.committed_bytes;
                         out->memory_pressure =
-                                (uint32_t)(vm->memory.committed_bytes * 100 / out->assigned_memory_bytes);
+                                balancer_pressure(vm->memory.committed_bytes, out->assigned_memory_bytes);
                 }
                 /* A paused VM uses no processor time, whatever the last sample said. */
                 out->cpu_usage_pct = vm->def.state == VMMS_VM_PAUSED ? 0 : vm->figures.cpu_usage_pct;
