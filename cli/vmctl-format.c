@@ -370,10 +370,16 @@ void vmctl_format_vms(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms)
 
         for (size_t i = 0; i < n_vms; i++) {
                 const Vmms__V1__Vm *vm = vms[i];
+                /* A running guest always commits something: no demand yet means no report yet (just
+                 * started, or an engine whose guest does not report), which a 0 would hide. */
+                bool reported =
+                        vm->memory_demand_bytes || (vm->state != VMMS__V1__VM_STATE__VM_STATE_RUNNING &&
+                                                    vm->state != VMMS__V1__VM_STATE__VM_STATE_PAUSED);
 
                 vmctl_table_add(table, text(vm->name), text(vmctl_vm_state_name(vm->state)),
                                 g_strdup_printf("%.0f", vm->cpu_usage_pct), mib(vm->assigned_memory_bytes),
-                                mib(vm->memory_demand_bytes), number(vm->memory_pressure),
+                                reported ? mib(vm->memory_demand_bytes) : text("-"),
+                                reported ? number(vm->memory_pressure) : text("-"),
                                 vmctl_format_uptime(vm->uptime_ms), text(vm_status(vm)));
         }
         vmctl_table_render(table, out);

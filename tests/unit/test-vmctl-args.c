@@ -1045,6 +1045,25 @@ static void test_get_vm_table_is_aligned_with_dashes_under_headers(void)
                 "Operating normally\n");
 }
 
+/* Straight after Start-VM the guest has not reported: its demand and pressure are unknown, not 0. */
+static void test_get_vm_table_says_when_the_guest_has_not_reported(void)
+{
+        Vmms__V1__Vm fresh = VMMS__V1__VM__INIT;
+        Vmms__V1__Vm *vms[] = {&fresh};
+        g_autoptr(GString) out = g_string_new(NULL);
+
+        fresh.name = (char *)"web";
+        fresh.state = VMMS__V1__VM_STATE__VM_STATE_RUNNING;
+        fresh.assigned_memory_bytes = 64 * MiB;
+        vmctl_format_vms(out, vms, 1);
+        g_assert_cmpstr(
+                out->str, ==,
+                "Name State   CPUUsage(%) MemoryAssigned(M) MemoryDemand(M) Pressure Uptime   Status\n"
+                "---- -----   ----------- ----------------- --------------- -------- ------   ------\n"
+                "web  Running           0                64               -        - 00:00:00 "
+                "Operating normally\n");
+}
+
 static void test_empty_table_prints_nothing(void)
 {
         g_autoptr(GString) out = g_string_new(NULL);
@@ -1135,6 +1154,8 @@ int main(int argc, char **argv)
         g_test_add_func("/vmctl/table/get-vm-aligned-with-dashes",
                         test_get_vm_table_is_aligned_with_dashes_under_headers);
         g_test_add_func("/vmctl/table/empty-prints-nothing", test_empty_table_prints_nothing);
+        g_test_add_func("/vmctl/table/get-vm-says-when-the-guest-has-not-reported",
+                        test_get_vm_table_says_when_the_guest_has_not_reported);
         g_test_add_func("/vmctl/table/counter-rows", test_counter_rows_are_path_value_and_unit);
         g_test_add_func("/vmctl/uptime-reads-like-a-timespan", test_uptime_reads_like_a_timespan);
         return g_test_run();
