@@ -485,6 +485,11 @@ static void vm_findings(VmmsHealth *h, const char *name, GPtrArray *out)
                         value = vm_window_mean(s, r);
                 }
                 f = finding_new(r, name, value, s->run[r]);
+                if (r == VMMS_HEALTH_VM_PRESSURE && x && x->static_memory) {
+                        g_free(f->counter);
+                        f->counter =
+                                g_strdup_printf("\\Hyper-V Dynamic Memory VM(%s)\\Current Pressure", name);
+                }
                 if (r == VMMS_HEALTH_VM_CPU_WAIT) {
                         double pct;
                         const char *busiest = vm_busiest(h, name, &pct);

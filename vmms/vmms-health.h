@@ -43,6 +43,8 @@ typedef struct VmmsHealthVmSample {
         uint64_t assigned_bytes;
         uint64_t committed_bytes;
         uint64_t maximum_bytes; /* its Maximum Memory (Startup for static memory) */
+        bool static_memory;     /* average_pressure is this second's committed / assigned: the balancer
+                                   keeps no window, so a finding names Current Pressure */
 } VmmsHealthVmSample;
 
 /* One second's figures of the host. */

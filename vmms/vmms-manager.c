@@ -572,9 +572,11 @@ static void health_feed(VmmsManager *m)
                 if (v->n_vps)
                         v->sample.cpu_wait_per_dispatch_ns = v->wait_sum_ns / v->n_vps;
                 /* Static memory has no balancer counters: its pressure is Hyper-V's formula. */
-                if (!v->have_pressure && v->sample.assigned_bytes && v->sample.committed_bytes)
+                if (!v->have_pressure && v->sample.assigned_bytes && v->sample.committed_bytes) {
                         v->sample.average_pressure =
                                 (double)v->sample.committed_bytes * 100 / (double)v->sample.assigned_bytes;
+                        v->sample.static_memory = true;
+                }
                 v->sample.maximum_bytes = vm->def.memory.dynamic_memory_enabled
                                                   ? vm->def.memory.maximum_bytes
                                                   : vm->def.memory.startup_bytes;

@@ -216,6 +216,33 @@ static void test_advice_names_vm_and_memory(void)
         }
 }
 
+/* Static memory has no balancer window: its pressure finding names the counter it came from. */
+static void test_static_memory_pressure_names_current_pressure(void)
+{
+        g_autoptr(VmmsHealth) h = vmms_health_new();
+        g_autoptr(GPtrArray) findings = NULL;
+        const VmmsHealthFinding *f;
+
+        for (unsigned s = 0; s < 30; s++) {
+                VmmsHealthHostSample host = host_at_rest();
+                VmmsHealthVmSample vm = vm_at_rest();
+
+                vm.assigned_bytes = 64 * MIB;
+                vm.committed_bytes = 80 * MIB;
+                vm.average_pressure = 125;
+                vm.maximum_bytes = 64 * MIB;
+                vm.static_memory = true;
+                vmms_health_push_host(h, &host);
+                vmms_health_push_vm(h, "web", &vm);
+                g_ptr_array_unref(vmms_health_end_second(h));
+        }
+        findings = vmms_health_findings(h);
+        f = find(findings, VMMS_HEALTH_VM_PRESSURE);
+        g_assert_nonnull(f);
+        g_assert_cmpstr(f->counter, ==, "\\Hyper-V Dynamic Memory VM(web)\\Current Pressure");
+        g_assert_cmpfloat(f->value, ==, 125);
+}
+
 /* A change is reported the second it happens, once; a stopped VM with signs reports its
  * return to normal by leaving. */
 static void test_state_change_reported_once(void)
@@ -317,6 +344,8 @@ int main(int argc, char **argv)
         g_test_add_func("/health/rules-fire-at-threshold-after-window",
                         test_rules_fire_at_threshold_after_window);
         g_test_add_func("/health/advice-names-vm-and-memory", test_advice_names_vm_and_memory);
+        g_test_add_func("/health/static-memory-pressure-names-current-pressure",
+                        test_static_memory_pressure_names_current_pressure);
         g_test_add_func("/health/state-change-reported-once", test_state_change_reported_once);
         g_test_add_func("/health/status-says-how-long", test_status_says_how_long);
         g_test_add_func("/health/status-joins-signs", test_status_joins_signs);
