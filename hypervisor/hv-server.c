@@ -888,6 +888,7 @@ int hv_server_new(Hv *hv, const char *socket_path, const HvConnectionLimits *lim
 {
         g_autoptr(HvServer) server = g_new0(HvServer, 1);
         struct sockaddr_un addr = {.sun_family = AF_UNIX};
+        g_autofree char *temp_path = NULL;
         int sndbuf = 4 << 20;
 
         server->hv = hv;
@@ -902,18 +903,27 @@ int hv_server_new(Hv *hv, const char *socket_path, const HvConnectionLimits *lim
         server->listen_fd = -1;
         server->path = g_strdup(socket_path);
         server->connections = g_hash_table_new(NULL, NULL);
-        if (strlen(socket_path) >= sizeof(addr.sun_path))
+        /* Bound and listening under a temporary name, then renamed into place: whoever sees the
+         * socket (vmmsd, vmwp, the tests wait for the file) can connect at once; a connect between
+         * bind() and listen() on the real name would be refused. */
+        temp_path = g_strconcat(socket_path, ".new", NULL);
+        if (strlen(temp_path) >= sizeof(addr.sun_path))
                 return -ENAMETOOLONG;
-        strcpy(addr.sun_path, socket_path);
+        strcpy(addr.sun_path, temp_path);
         server->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (server->listen_fd < 0)
                 return -errno;
         (void)setsockopt(server->listen_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
-        (void)unlink(socket_path);
+        (void)unlink(temp_path);
         if (bind(server->listen_fd, (struct sockaddr *)&addr, sizeof(addr)) < 0)
                 return -errno;
-        if (chmod(socket_path, 0600) < 0 || listen(server->listen_fd, 64) < 0)
-                return -errno;
+        if (chmod(temp_path, 0600) < 0 || listen(server->listen_fd, 64) < 0 ||
+            rename(temp_path, socket_path) < 0) {
+                int r = -errno;
+
+                (void)unlink(temp_path);
+                return r;
+        }
         server->listen_source = g_unix_fd_add(server->listen_fd, G_IO_IN, on_accept, server);
         server->reconcile_source = g_timeout_add(HV_MEMORY_RECONCILE_MS, on_reconcile_timer, server);
         hv->on_event = on_hv_event;
