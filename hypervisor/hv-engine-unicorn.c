@@ -3,34 +3,61 @@
  * block hook polling vp->preempt, guest RAM mapped as one region, hypercalls through
  * an `out` hook whose block ends right after the `out`.
  *
- * What was measured for issue 14 (bench/guest_speed_vs_qemu.py: the same compiled
- * kernels natively, on hvd and under qemu-system-x86_64 -accel tcg; ratios to native):
+ * Preemption (issue 14; bench/unicorn_preemption.py measures each claim below on the
+ * engine alone, bench/guest_speed_vs_qemu.py on hvd).
  *
- * Preemption. Why stopping from another thread replays stores, read in Unicorn 2.1.1's
- * source (qemu/tcg/tcg-op.c, check_exit_request): after every guest load and store
- * Unicorn emits a test of the same exit flag the block prologue tests, and leaves the
- * block through its exit label, which resets RIP to the block's start. A stop from
- * another thread (uc_emu_stop, or the timeout's timer thread) sets that flag at any
- * moment, so it lands after the first access of a block as often as before it: of
- * 20,000 stops every 50 us into `inc [A]; mov; add; inc [C]; jmp`, 9,444 came back
- * with A one ahead of C and RIP at the block's start (registers updated before the
- * access run again too). The block hook is called before the prologue's test, so a
- * uc_emu_stop made inside it leaves before any instruction of the block: the only
- * safe point. The alternatives looked at all fail a promise: a hook's address range is
- * decided when a block is translated, so a hook on part of RAM never preempts a loop
- * outside it; exits (UC_CTL_UC_USE_EXITS) are fixed at translation too and cannot
- * follow a timer; count mode adds a per-instruction hook (x22-35); the timeout is a
- * cross-thread stop. So the hook stays, and costs what a helper call per block costs:
- * with it removed (measurement only, unsafe) fib went 10.4x -> 5.3x native, fill
- * 8.7x -> 3.5x, the cpu-burn loop 5.6x -> 4.0x. The per-access exit test itself also
- * costs memory-bound code a load and a branch per access that QEMU does not pay; no
- * public setting removes it (uc->no_exit_request is internal, used for ARM IT blocks).
+ * Why a stop from another thread replays stores, read in Unicorn 2.1.1's source:
+ * uc_emu_stop calls cpu_exit, which makes neg.icount_decr negative. Translated code
+ * tests that word at the start of every block (gen_tb_start) and, a Unicorn addition
+ * (check_exit_request in tcg/tcg-op.c), after every guest load and store, because an
+ * unmapped or protected access only calls cpu_exit and returns (accel/tcg/cputlb.c).
+ * Either test leaves through TB_EXIT_REQUESTED, and cpu_tb_exec then puts RIP back at
+ * the block's start (uc->quit_request, which skips that, is set only by a RIP write
+ * from a hook, and eip is not kept up to date inside a block anyway). So a stop from
+ * outside lands after the first access of a block as often as before it and
+ * everything before that access runs twice: 50 M paired increments stopped every
+ * 1 ms from another thread ended 169 and 45 over (replayed stores; the block's
+ * register updates replay too). The timeout argument is such a stop from a thread.
+ *
+ * The only safe point the public API offers is a callback the engine makes before
+ * any instruction of a block runs: the block hook, emitted ahead of gen_tb_start's
+ * test, so a uc_emu_stop made inside it leaves with nothing done. The alternatives:
+ * - A hook's range is tested when a block is translated (HOOK_EXISTS_BOUNDED in
+ *   translator.c): a block outside it carries no call at all (measured: the same time
+ *   as no hook), but a loop outside it then never stops.
+ * - Exits (UC_CTL_UC_USE_EXITS) are tested at translation too and compiled in as a
+ *   hlt; a timer does not know where the guest will be, and moving an exit means
+ *   dropping translations (UC_CTL_TB_REMOVE_CACHE). UC_CTL_TB_REQUEST_CACHE only
+ *   translates ahead. UC_HOOK_EDGE_GENERATED fires in tb_find only when a new block is
+ *   translated, never while translated blocks run chained, so hooking just loop heads
+ *   cannot be built from it; and with a second block hook Unicorn drops the direct
+ *   call for helper_uc_tracecode walking the hook list.
+ * - Count mode adds a per-instruction hook (x22-35).
+ * So one block hook stays. With exactly one, Unicorn 2.1 compiles a direct call to it
+ * into each block (uc_add_inline_hook); that call, with an empty body, costs fib +14 %,
+ * fill +22 %, copy +18 % of thread CPU over no hook. The body matters as much: the hook
+ * that counted blocks to read the clock every 1,024 (a read-modify-write in memory every
+ * block, a dependency chain from block to block) cost fib 25.7 ms, fill 11.7, copy 15.1,
+ * cpu-burn 12.8 where one load of the flag costs 22.4, 9.6, 13.8, 11.7 (no hook 19.6,
+ * 7.3, 11.5, 11.0; minima of 11 interleaved rounds). The clock read was there because
+ * the scheduler's timer thread, on a busy host, woke late to set the flag; the slice end
+ * now comes from a POSIX timer that signals the LP thread itself (slice_timer_arm), so
+ * the kernel interrupts the running thread at the deadline whoever else wants the CPU,
+ * and the hook is one load. Measured on 50 M paired increments: no replay with either
+ * hook; mean slice for a 1 ms request 1.49 ms with the signal, 1.76 ms with the clock
+ * poll, 10 ms: 11.5 and 11.5 ms (a host with load 9 on 2 cores).
+ * The per-access test itself costs memory-bound code a load and a branch per access
+ * that QEMU does not pay; no public setting removes it (uc->no_exit_request is
+ * internal, used for ARM IT blocks).
  *
  * TLB and code buffer: see UNICORN_TLB_FLUSH_RUN_NS and UNICORN_TCG_BUFFER_BYTES. */
 #include <errno.h>
 #include <malloc.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 #include <unicorn/unicorn.h>
 
 #include "hv-abi.h"
@@ -39,10 +66,6 @@
 #include "hv-partition.h"
 
 #define UNICORN_UNTIL_NEVER UINT64_MAX /* a non-canonical address no guest reaches */
-/* The block hook reads the clock every this many blocks (a few microseconds of guest
- * code) to end the slice itself: relying on the timer thread alone let slices overrun
- * by milliseconds whenever the host was slow to wake it, which broke caps. */
-#define UNICORN_CLOCK_BLOCKS 1024u
 /* Unicorn 2.1 reserves 1 GiB of address space per engine for translated code and
  * madvises it MADV_HUGEPAGE; a mapping of 2 MiB or more then comes PMD-aligned and its
  * first translation faults in a whole 2 MiB huge page. That page was most of the
@@ -68,7 +91,7 @@
 struct HvEngineVp {
         HvVp *vp;
         uc_engine *uc;
-        uint32_t blocks_to_clock; /* blocks left before the hook reads the clock */
+        bool stopped_by_hook; /* the block hook saw vp->preempt */
         uint64_t run_ns_since_tlb_flush;
         uint64_t mapped_bytes;
         bool mapped_in_pieces; /* a hot-add was mapped mid-run as a second region */
@@ -95,23 +118,97 @@ static uint64_t reg_read(uc_engine *uc, int reg)
         return value;
 }
 
+/* Called at the start of every translated block, so it is the hottest code hvd has:
+ * one load and a not-taken branch (see the header for what a heavier body cost). */
 static void on_block(uc_engine *uc, uint64_t address, uint32_t size, void *userdata)
 {
         HvEngineVp *e = userdata;
 
         (void)address;
         (void)size;
-        if (--e->blocks_to_clock == 0) {
-                e->blocks_to_clock = UNICORN_CLOCK_BLOCKS;
-                if (hv_clock_monotonic_ns() >=
-                    atomic_load_explicit(&e->vp->slice_end_ns, memory_order_relaxed))
-                        atomic_store_explicit(&e->vp->preempt, 1, memory_order_relaxed);
-        }
-        if (atomic_load_explicit(&e->vp->preempt, memory_order_relaxed)) {
-                if (e->exit->kind == HV_EXIT_NONE)
-                        e->exit->kind = HV_EXIT_PREEMPTED;
+        if (G_UNLIKELY(atomic_load_explicit(&e->vp->preempt, memory_order_relaxed))) {
+                e->stopped_by_hook = true;
                 uc_emu_stop(uc);
         }
+}
+
+/* ---- The slice timer: a POSIX timer per LP thread that signals that thread ----
+ * At its slice end the VP's own thread is interrupted by the kernel, whose handler
+ * sets the running VP's preempt flag; the block hook then stops at the next block.
+ * A signal needs nothing else to be scheduled (the scheduler's timer thread, which
+ * also sets the flag, can wake late on a busy host), so the hook need not read the
+ * clock itself. The handler touches only this thread's flag pointer. */
+typedef struct UnicornSliceTimer {
+        timer_t id;
+        uint64_t armed_ns; /* absolute CLOCK_MONOTONIC end it is set for */
+} UnicornSliceTimer;
+
+static __thread atomic_int *slice_flag __attribute__((tls_model("initial-exec")));
+
+static void slice_timer_free(gpointer data)
+{
+        UnicornSliceTimer *t = data;
+
+        timer_delete(t->id);
+        g_free(t);
+}
+
+static GPrivate slice_timer_key = G_PRIVATE_INIT(slice_timer_free);
+
+static void on_slice_signal(int signo)
+{
+        atomic_int *flag = slice_flag;
+
+        (void)signo;
+        if (flag)
+                atomic_store_explicit(flag, 1, memory_order_relaxed);
+}
+
+static int slice_signal(void)
+{
+        return SIGRTMIN + 2;
+}
+
+static gpointer slice_signal_install(gpointer data)
+{
+        struct sigaction sa = {.sa_handler = on_slice_signal, .sa_flags = SA_RESTART};
+
+        (void)data;
+        sigemptyset(&sa.sa_mask);
+        return GINT_TO_POINTER(sigaction(slice_signal(), &sa, NULL) == 0 ? 1 : -errno);
+}
+
+/* Arms this thread's timer for end_ns (creating it on the thread's first slice). */
+static int slice_timer_arm(uint64_t end_ns)
+{
+        static GOnce installed = G_ONCE_INIT;
+        UnicornSliceTimer *t = g_private_get(&slice_timer_key);
+        struct itimerspec when = {.it_value = {.tv_sec = (time_t)(end_ns / 1000000000u),
+                                               .tv_nsec = (long)(end_ns % 1000000000u)}};
+        int r = GPOINTER_TO_INT(g_once(&installed, slice_signal_install, NULL));
+
+        if (r < 0)
+                return r;
+        if (!t) {
+                struct sigevent sev = {.sigev_notify = SIGEV_THREAD_ID, .sigev_signo = slice_signal()};
+
+                sev._sigev_un._tid = gettid();
+                t = g_new0(UnicornSliceTimer, 1);
+                if (timer_create(CLOCK_MONOTONIC, &sev, &t->id) < 0) {
+                        r = -errno;
+                        g_free(t);
+                        return r;
+                }
+                g_private_set(&slice_timer_key, t);
+        }
+        if (t->armed_ns == end_ns)
+                return 0;
+        if (when.it_value.tv_sec == 0 && when.it_value.tv_nsec == 0)
+                when.it_value.tv_nsec = 1; /* zero would disarm; a past time fires at once */
+        if (timer_settime(t->id, TIMER_ABSTIME, &when, NULL) < 0)
+                return -errno;
+        t->armed_ns = end_ns;
+        return 0;
 }
 
 static void on_out(uc_engine *uc, uint32_t port, int size, uint32_t value, void *userdata)
@@ -290,17 +387,29 @@ static int unicorn_vp_run(HvEngineVp *e, HvVpExit *exit)
                 uc_ctl_flush_tlb(e->uc); /* lets the TLB resize to the working set */
                 e->run_ns_since_tlb_flush = 0;
         }
+        slice_flag = &vp->preempt; /* before arming: a slice already over signals at once */
+        r = slice_timer_arm(atomic_load_explicit(&vp->slice_end_ns, memory_order_relaxed));
+        if (r < 0) {
+                slice_flag = NULL;
+                exit_halt(exit, "cannot arm the slice timer: %s", g_strerror(-r));
+                return r;
+        }
         e->exit = exit;
-        e->blocks_to_clock = UNICORN_CLOCK_BLOCKS;
+        e->stopped_by_hook = false;
         rip = reg_read(e->uc, UC_X86_REG_RIP);
         t0 = hv_clock_monotonic_ns();
         err = uc_emu_start(e->uc, rip, UNICORN_UNTIL_NEVER, 0, 0);
         e->run_ns_since_tlb_flush += hv_clock_monotonic_ns() - t0;
+        slice_flag = NULL;
         e->exit = NULL;
         if (err != UC_ERR_OK) {
                 if (exit->kind != HV_EXIT_HALT)
                         exit_halt(exit, "guest fault: %s at rip 0x%" G_GINT64_MODIFIER "x", uc_strerror(err),
                                   reg_read(e->uc, UC_X86_REG_RIP));
+                return 0;
+        }
+        if (exit->kind == HV_EXIT_NONE && e->stopped_by_hook) {
+                exit->kind = HV_EXIT_PREEMPTED;
                 return 0;
         }
         if (exit->kind == HV_EXIT_NONE && stopped_after_hlt(e, reg_read(e->uc, UC_X86_REG_RIP))) {

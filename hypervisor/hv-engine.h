@@ -50,7 +50,7 @@ typedef struct HvVpCpuState {
  *   [0, visible) of it); called on the main thread before the VP is started.
  * - vp_set_regs: sets the start registers; only while the VP is not running.
  * - vp_run: runs guest code on the calling LP thread until vp->preempt is set or
- *   vp->slice_end_ns has passed (checked every few microseconds), a hypercall asks
+ *   vp->slice_end_ns has passed (noticed within a block of either), a hypercall asks
  *   for an exit, or the guest faults; fills *exit (kind HV_EXIT_HALT
  *   with a reason on a fault). Never preempted from another thread (see
  *   shared/notes/unicorn-facts.md): it polls vp->preempt at block boundaries.
