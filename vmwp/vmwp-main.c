@@ -104,7 +104,7 @@ int main(int argc, char **argv)
         g_autofree char *memory = NULL, *maximum = NULL, *control_socket = NULL, *vm_id = NULL,
                         *paging_bytes = NULL, *restore = NULL;
         gint vps = 1, reserve = 0, cpu_maximum = 0, relative_weight = 0;
-        gboolean console_stdout = FALSE, concurrent_vps = FALSE;
+        gboolean console_stdout = FALSE, concurrent_vps = FALSE, restore_paused = FALSE;
         GOptionEntry entries[] = {
                 {"name", 'n', 0, G_OPTION_ARG_STRING, &config.name, "VM name", "NAME"},
                 {"vps", 'p', 0, G_OPTION_ARG_INT, &vps, "Virtual processors (default 1)", "N"},
@@ -144,6 +144,8 @@ int main(int argc, char **argv)
                 {"vm-id", 0, 0, G_OPTION_ARG_STRING, &vm_id, "The VM's id, reported to vmmsd", "UUID"},
                 {"restore", 0, 0, G_OPTION_ARG_FILENAME, &restore,
                  "Start from this saved state (Save-VM's file), checked whole first", "FILE"},
+                {"restore-paused", 0, 0, G_OPTION_ARG_NONE, &restore_paused,
+                 "With --restore: stay paused (the guest does not run) until vmmsd's Resume", NULL},
                 {NULL},
         };
         g_autoptr(GOptionContext) options = g_option_context_new("- run one VM on hvd");
@@ -193,9 +195,14 @@ int main(int argc, char **argv)
         if (!config.hvd_socket)
                 config.hvd_socket = hv_wire_default_socket_path();
 
+        if (restore_paused && !restore) {
+                fprintf(stderr, "vmwp: --restore-paused needs --restore\n");
+                return 2;
+        }
         r = vmwp_worker_new(&config, &worker, &why);
         if (r >= 0)
-                r = restore ? vmwp_worker_restore(worker, restore, &why) : vmwp_worker_start(worker, &why);
+                r = restore ? vmwp_worker_restore(worker, restore, restore_paused, &why)
+                            : vmwp_worker_start(worker, &why);
         if (r < 0) {
                 fprintf(stderr, "vmwp: %s: %s\n", config.name, why);
                 return exit_code_for(r);

@@ -528,7 +528,7 @@ int vmwp_worker_save(VmwpWorker *w, const char *path, bool keep_running, VmwpSav
         return r;
 }
 
-int vmwp_worker_restore(VmwpWorker *w, const char *path, char **ret_error)
+int vmwp_worker_restore(VmwpWorker *w, const char *path, bool paused, char **ret_error)
 {
         HvClientProcessor processor = {.reserve_pct = w->config.reserve_pct,
                                        .maximum_pct = w->config.maximum_pct,
@@ -593,5 +593,5 @@ int vmwp_worker_restore(VmwpWorker *w, const char *path, char **ret_error)
                 *ret_error = g_strdup_printf("cannot restore %s: %s", path, why ? why : g_strerror(-r));
                 return r;
         }
-        return vmwp_worker_pause(w, false, ret_error);
+        return paused ? 0 : vmwp_worker_pause(w, false, ret_error);
 }

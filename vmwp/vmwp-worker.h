@@ -50,8 +50,10 @@ typedef struct VmwpSaveResult VmwpSaveResult;
 int vmwp_worker_save(VmwpWorker *w, const char *path, bool keep_running, VmwpSaveResult *ret,
                      char **ret_error);
 /* Instead of vmwp_worker_start: the VM from a file vmwp_worker_save wrote, checked
- * whole first; it runs from where it was saved. */
-int vmwp_worker_restore(VmwpWorker *w, const char *path, char **ret_error);
+ * whole first; it runs from where it was saved, or with `paused` stays paused (its VPs
+ * never ran here) until vmwp_worker_pause(w, false): a moved VM waits for its source's
+ * commit. */
+int vmwp_worker_restore(VmwpWorker *w, const char *path, bool paused, char **ret_error);
 int vmwp_worker_stop(VmwpWorker *w);
 void vmwp_worker_set_stopped_handler(VmwpWorker *w, VmwpStoppedFn fn, void *userdata);
 /* The socket to watch; call vmwp_worker_dispatch when it is readable. */
