@@ -138,6 +138,14 @@ static const VmctlParam move_vm_params[] = {
          .required = true,
          .max = 300,
          .help = "The destination vmmsd's --migration-listen address, HOST:PORT."},
+        {.name = "MaximumDowntime",
+         .type = VMCTL_PARAM_STRING,
+         .max = 32,
+         .help = "The longest pause the guest may see: 50ms, 2s (default 300ms). Live pre-copy stops "
+                 "iterating once what is left fits it; a quick migration pauses for the whole transfer."},
+        {.name = "AsJob",
+         .type = VMCTL_PARAM_SWITCH,
+         .help = "Return once the move has begun; Get-VM shows its progress, Stop-VMMigration cancels it."},
         COMMON_PARAMS,
 };
 
@@ -596,37 +604,180 @@ static int handle_save_vm(VmctlContext *ctx)
         return vm_ref_call(ctx, METHOD("SaveVm"), VMCTL_TIMEOUT_MS);
 }
 
-/* A quick migration can take as long as saving, copying and starting the VM. */
+static int connect_client(VmctlContext *ctx, VmctlClient **ret_client);
+
+/* A quick migration can take as long as saving, copying and restoring the VM. */
 #define MOVE_TIMEOUT_MS (10 * 60 * 1000)
+#define MOVE_WATCH_RETRY_US (50 * 1000)
+
+/* "50ms", "2s" or a bare number of milliseconds. */
+static int parse_downtime(const char *text, uint32_t *ret_ms)
+{
+        char *end = NULL;
+        uint64_t n;
+
+        if (!text || !g_ascii_isdigit(*text))
+                return -EINVAL;
+        n = g_ascii_strtoull(text, &end, 10);
+        if (g_ascii_strcasecmp(end, "s") == 0)
+                n *= 1000;
+        else if (*end && g_ascii_strcasecmp(end, "ms") != 0)
+                return -EINVAL;
+        if (n == 0 || n > 60000)
+                return -EINVAL;
+        *ret_ms = (uint32_t)n;
+        return 0;
+}
+
+/* MoveVm on its own channel (the main one watches the progress meanwhile). */
+typedef struct MoveJob {
+        VmctlClient *client;
+        Vmms__V1__MoveVmRequest *request;
+        ProtobufCMessage *reply;
+        char *error;
+        int r;
+        gint done;
+} MoveJob;
+
+static gpointer move_job_run(gpointer userdata)
+{
+        MoveJob *job = userdata;
+
+        job->r = vmctl_client_call(job->client, METHOD("MoveVm"), &job->request->base,
+                                   &vmms__v1__move_vm_result__descriptor, MOVE_TIMEOUT_MS, &job->reply, NULL,
+                                   &job->error);
+        g_atomic_int_set(&job->done, 1);
+        return NULL;
+}
+
+typedef struct MoveWatch {
+        VmctlContext *ctx;
+        bool as_job;
+        bool seen;
+        uint32_t last_percent;
+        char *last_phase;
+} MoveWatch;
+
+static int on_move_progress(const ProtobufCMessage *message, void *userdata)
+{
+        const Vmms__V1__MoveVmResult *p = (const Vmms__V1__MoveVmResult *)message;
+        MoveWatch *w = userdata;
+        g_autoptr(GString) out = g_string_new(NULL);
+
+        w->seen = true;
+        if (w->as_job)
+                return -ECANCELED; /* it has begun: the job runs on without us */
+        if (g_strcmp0(w->last_phase, p->phase) == 0 && p->percent == w->last_percent)
+                return 0;
+        g_free(w->last_phase);
+        w->last_phase = g_strdup(p->phase);
+        w->last_percent = p->percent;
+        if (w->ctx->json) {
+                vmctl_json_append_message(out, message, false);
+                g_string_append_c(out, '\n');
+        } else if (g_strcmp0(p->phase, "completed") != 0 && g_strcmp0(p->phase, "failed") != 0 &&
+                   g_strcmp0(p->phase, "cancelled") != 0) {
+                g_autofree char *done = vmctl_format_size(p->data_processed);
+                g_autofree char *total = vmctl_format_size(p->data_total);
+
+                g_string_append_printf(out, "Migrating (%u %%) %s: %s of %s sent\n", p->percent, p->phase,
+                                       done, total);
+        }
+        if (out->len) {
+                fputs(out->str, w->ctx->out);
+                fflush(w->ctx->out);
+        }
+        return 0;
+}
 
 static int handle_move_vm(VmctlContext *ctx)
 {
-        g_autoptr(ProtobufCMessage) reply = NULL;
         g_autoptr(GString) out = g_string_new(NULL);
         Vmms__V1__MoveVmRequest request = VMMS__V1__MOVE_VM_REQUEST__INIT;
+        Vmms__V1__VmRef ref = VMMS__V1__VM_REF__INIT;
         const Vmms__V1__MoveVmResult *result;
+        const char *downtime = arg_text(ctx, "MaximumDowntime");
+        MoveWatch watch = {.ctx = ctx, .as_job = arg_flag(ctx, "AsJob")};
+        MoveJob job = {.request = &request};
+        g_autofree char *watch_error = NULL;
+        GThread *thread;
         int r;
 
         request.vm = (char *)arg_text(ctx, "Name");
         request.destination_host = (char *)arg_text(ctx, "DestinationHost");
-        r = call(ctx, METHOD("MoveVm"), &request.base, &vmms__v1__move_vm_result__descriptor, MOVE_TIMEOUT_MS,
-                 &reply);
+        if (downtime && parse_downtime(downtime, &request.max_downtime_ms) < 0)
+                return fail(ctx, -EINVAL,
+                            "-MaximumDowntime '%s' is not a duration of 1 ms to 60 s (50ms, 2s)", downtime);
+        r = connect_client(ctx, &job.client);
         if (r < 0)
                 return r;
-        result = (const Vmms__V1__MoveVmResult *)reply;
+        thread = g_thread_new("move", move_job_run, &job);
+        /* The move registers once vmmsd has it: until then WatchMoveVm says it is not moving. */
+        ref.vm = request.vm;
+        while (!g_atomic_int_get(&job.done)) {
+                g_clear_pointer(&watch_error, g_free);
+                r = vmctl_client_stream(ctx->client, METHOD("WatchMoveVm"), &ref.base,
+                                        &vmms__v1__move_vm_result__descriptor, on_move_progress, &watch, NULL,
+                                        &watch_error);
+                if (watch.seen)
+                        break;
+                g_usleep(MOVE_WATCH_RETRY_US);
+        }
+        if (watch.as_job && watch.seen) {
+                /* The process ends with the call in flight: vmmsd goes on with the move. */
+                if (ctx->json) {
+                        g_autoptr(JsonBuilder) b = json_builder_new();
+                        g_autoptr(JsonNode) root = NULL;
+
+                        json_builder_begin_object(b);
+                        json_builder_set_member_name(b, "vm");
+                        json_builder_add_string_value(b, request.vm);
+                        json_builder_set_member_name(b, "destinationHost");
+                        json_builder_add_string_value(b, request.destination_host);
+                        json_builder_set_member_name(b, "job");
+                        json_builder_add_string_value(b, "started");
+                        json_builder_end_object(b);
+                        root = json_builder_get_root(b);
+                        vmctl_json_append_node(out, root, true);
+                } else
+                        g_string_append_printf(
+                                out,
+                                "Move-VM %s to %s runs as a job: Get-VM %s shows its progress, "
+                                "Stop-VMMigration %s cancels it\n",
+                                request.vm, request.destination_host, request.vm, request.vm);
+                emit(ctx, out);
+                g_free(watch.last_phase);
+                fflush(ctx->out);
+                _exit(0);
+        }
+        g_thread_join(thread);
+        g_free(watch.last_phase);
+        vmctl_client_free(job.client);
+        if (job.r < 0) {
+                g_free(ctx->error);
+                ctx->error = g_steal_pointer(&job.error);
+                return job.r;
+        }
+        result = (const Vmms__V1__MoveVmResult *)job.reply;
         if (ctx->json) {
-                vmctl_json_append_message(out, reply, true);
+                vmctl_json_append_message(out, job.reply, true);
         } else {
                 g_autofree char *size = vmctl_format_size(result->data_processed);
 
                 g_string_append_printf(out,
-                                       "Moved %s to %s: %s sent, downtime %" G_GUINT64_FORMAT
+                                       "Moved %s to %s (%s migration): %s sent, downtime %" G_GUINT64_FORMAT
                                        " ms, total %" G_GUINT64_FORMAT " ms\n",
-                                       request.vm, result->destination_host, size, result->downtime_ms,
-                                       result->time_elapsed_ms);
+                                       request.vm, result->destination_host, result->mode, size,
+                                       result->downtime_ms, result->time_elapsed_ms);
         }
+        protobuf_c_message_free_unpacked(job.reply, NULL);
         emit(ctx, out);
         return 0;
+}
+
+static int handle_stop_vm_migration(VmctlContext *ctx)
+{
+        return vm_ref_call(ctx, METHOD("StopVmMigration"), MOVE_TIMEOUT_MS);
 }
 
 static int handle_checkpoint_vm(VmctlContext *ctx)
@@ -1246,12 +1397,24 @@ static const VmctlVerb verbs[] = {
         },
         {
                 .name = "Move-VM",
-                .synopsis = "Moves a running VM to another vmmsd host (quick migration over mutual TLS): "
-                            "saved here, started there; on any failure it continues here.",
-                .example = "vmctl Move-VM web -DestinationHost hostb:7443",
+                .synopsis =
+                        "Moves a running VM to another vmmsd host over mutual TLS, printing its progress: "
+                        "saved here, restored paused there, committed, resumed there; on any failure "
+                        "before the commit it continues here.",
+                .example = "vmctl Move-VM web -DestinationHost hostb:7443 -MaximumDowntime 50ms",
                 .params = move_vm_params,
                 .n_params = G_N_ELEMENTS(move_vm_params),
                 .handler = handle_move_vm,
+                .needs_server = true,
+        },
+        {
+                .name = "Stop-VMMigration",
+                .synopsis = "Cancels a VM's move that has not been committed: the VM keeps running here and "
+                            "the destination discards what it received.",
+                .example = "vmctl Stop-VMMigration web",
+                .params = vm_only_params,
+                .n_params = G_N_ELEMENTS(vm_only_params),
+                .handler = handle_stop_vm_migration,
                 .needs_server = true,
         },
         {

@@ -9,7 +9,9 @@
  * start is refused naming both figures. A worker that is not up within start_timeout_ms,
  * or not gone within a stop's timeout plus KILL_GRACE_MS, is killed. Save-VM is the
  * worker's Save (the VM's whole state in one checksummed file), and a start with
- * vm->restore_path continues from such a file (vmwp --restore). Live migration is not
+ * vm->restore_path continues from such a file (vmwp --restore; with vm->restore_paused,
+ * --restore-paused: the guest does not run until a Resume, as a moved VM waits for
+ * its source's commit). Live migration is not
  * implemented by this engine yet and is refused by name. */
 #include <errno.h>
 #include <string.h>
@@ -303,6 +305,7 @@ static void spawn_worker(VmmsVm *vm)
                 .paging_file = paging,
                 .paging_bytes = vmms_vm_paging_bytes(&vm->def.memory),
                 .restore_path = vm->restore_path,
+                .restore_paused = vm->restore_paused,
         };
 
         if (!paging_fits(vm, e->config.paging_dir, spawn.paging_bytes))

@@ -636,6 +636,13 @@ static void start_pending(VmmsManager *m)
         for (guint i = 0; i < m->vms->len; i++) {
                 VmmsVm *vm = m->vms->pdata[i];
 
+                if (vm->resume_pending && vm->def.state == VMMS_VM_SAVED && !vm->job) {
+                        vm->resume_pending = false;
+                        g_message("VM '%s': continues from its saved state (a move was cut short)",
+                                  vm->def.name);
+                        vmms_vm_start(vm, NULL);
+                        continue;
+                }
                 if (!vm->restart_pending || vm->def.state != VMMS_VM_OFF || vm->job)
                         continue;
                 g_message("VM '%s': automatic start (%s)", vm->def.name,
@@ -709,6 +716,25 @@ static gboolean on_tick(gpointer userdata)
 /* A VM the store says is running: find it again, or record that it is gone. */
 static void reattach(VmmsManager *m, VmmsVm *vm, bool host_started)
 {
+        if (vm->def.state == VMMS_VM_MIGRATING && vm->engine->ops->attach(vm->engine, vm) < 0) {
+                /* A move was under way: its worker had saved and ended, or died. The saved
+                 * state is kept; the migration settles whose the VM is (vmms-migration.c). */
+                g_autofree char *saved = vmms_vm_saved_path(vm);
+                bool kept = g_file_test(saved, G_FILE_TEST_EXISTS);
+
+                vm->def.state = kept ? VMMS_VM_SAVED : VMMS_VM_OFF;
+                vm->def.worker_pid = 0;
+                vm->def.started_unix_ms = 0;
+                vmms_vm_persist(vm, kept ? "state" : "worker-exit", NULL, "%s",
+                                kept ? "a move was under way when vmmsd stopped: its saved state is kept"
+                                     : "a move was under way when vmmsd stopped and its worker is gone");
+                return;
+        }
+        if (vm->def.state == VMMS_VM_MIGRATING && vm->engine_data) {
+                g_message("VM '%s': re-attached to its worker (pid %d) mid-move", vm->def.name,
+                          vm->def.worker_pid);
+                return;
+        }
         if (vm->engine->ops->attach(vm->engine, vm) < 0) {
                 vm->def.state = VMMS_VM_OFF;
                 vm->def.worker_pid = 0;

@@ -1,9 +1,11 @@
 /* Move-VM between hosts (vmms-migration.h has the protocol and the guarantees): the
  * source's mover and the destination's listener, both on vmmsd's main loop with
- * asynchronous TLS reads and writes. Local file I/O (the saved state) is plain. */
+ * asynchronous TLS reads and writes, and what a restarted vmmsd does with the moves
+ * its store says were in flight. Local file I/O (the saved state) is plain. */
 #include <errno.h>
 #include <fcntl.h>
 #include <gio/gio.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,7 +17,10 @@
 #define MIGRATION_ENGINE "bundled"
 #define IO_TIMEOUT_S 30
 #define START_TIMEOUT_MS 60000
-#define START_POLL_MS 20
+#define POLL_MS 20
+#define PROGRESS_INTERVAL_MS 100
+#define MAX_DOWNTIME_DEFAULT_MS 300 /* QEMU's and Cloud Hypervisor's default */
+#define MAX_DOWNTIME_LIMIT_MS 60000
 #define HOST_NAME_MAX_LEN 253
 /* A saved state holds at most the guest's memory plus its VP and device state. */
 #define STATE_OVERHEAD_BYTES (64u << 20)
@@ -23,10 +28,12 @@
 static const char MAGIC[4] = {'V', 'M', 'M', 'G'};
 
 static const char *const frame_names[VMMS_MIGRATION_FRAME_COUNT] = {
-        [VMMS_MIGRATION_HELLO] = "HELLO",     [VMMS_MIGRATION_OFFER] = "OFFER",
-        [VMMS_MIGRATION_ACCEPT] = "ACCEPT",   [VMMS_MIGRATION_REFUSE] = "REFUSE",
-        [VMMS_MIGRATION_STATE] = "STATE",     [VMMS_MIGRATION_DONE] = "DONE",
-        [VMMS_MIGRATION_STARTED] = "STARTED", [VMMS_MIGRATION_FAILED] = "FAILED",
+        [VMMS_MIGRATION_HELLO] = "HELLO",         [VMMS_MIGRATION_OFFER] = "OFFER",
+        [VMMS_MIGRATION_ACCEPT] = "ACCEPT",       [VMMS_MIGRATION_REFUSE] = "REFUSE",
+        [VMMS_MIGRATION_STATE] = "STATE",         [VMMS_MIGRATION_DONE] = "DONE",
+        [VMMS_MIGRATION_STARTED] = "STARTED",     [VMMS_MIGRATION_FAILED] = "FAILED",
+        [VMMS_MIGRATION_READY] = "READY",         [VMMS_MIGRATION_COMMIT] = "COMMIT",
+        [VMMS_MIGRATION_COMMITTED] = "COMMITTED",
 };
 
 struct VmmsMigration {
@@ -36,6 +43,8 @@ struct VmmsMigration {
         GTlsDatabase *ca;
         char *host_name;
         GSocketService *service;
+        GHashTable *moves; /* vm id -> Move: the moves this host is sending */
+        char *stop_at;     /* VMMS_MIGRATION_STOP_AT, tests only */
 };
 
 void vmms_migration_header_write(uint8_t out[VMMS_MIGRATION_HEADER_SIZE], VmmsMigrationFrame type,
@@ -282,21 +291,43 @@ static gboolean on_accept_certificate(GTlsConnection *conn, GTlsCertificate *cer
         return (errors & ~G_TLS_CERTIFICATE_BAD_IDENTITY) == 0;
 }
 
+/* ---- Test hooks ---- */
+
+/* VMMS_MIGRATION_STOP_AT (vmms-migration.h): a test stops this vmmsd at a phase. */
+static void phase_reached(VmmsMigration *mig, const char *phase)
+{
+        if (!mig->stop_at || strcmp(mig->stop_at, phase) != 0)
+                return;
+        g_message("migration: stopping at %s (VMMS_MIGRATION_STOP_AT)", phase);
+        (void)raise(SIGSTOP);
+}
+
 /* ---- The source: MoveVm ---- */
 
 typedef struct Move {
         Link link; /* first: a Link* is a Move* */
         VmmsMigration *mig;
         VmmsVm *vm; /* in its "move" job until the move ends, so it stays */
+        char vm_id[37];
         char *destination;
+        const char *phase; /* MoveVmResult.phase */
         bool ended;
-        bool done_sent; /* from here on the destination may run the VM */
+        bool cancelled; /* Stop-VMMigration */
+        bool saving;    /* the worker writes the state: a failure waits for it */
+        char *deferred; /* why the move ends, once the save is done */
+        VmmsErrorCode deferred_code;
+        bool row;         /* its 'out' row is in the store */
+        bool commit_sent; /* from here on the destination may run the VM */
         int fd;
         uint64_t total;
         uint64_t sent;
+        uint32_t max_downtime_ms;
         int64_t started_us;
         int64_t paused_us;
+        int64_t sending_us;
+        int64_t notified_us;
         uint8_t *chunk;
+        GPtrArray *watchers; /* WatchMoveVm calls */
 } Move;
 
 static void move_free(Link *link)
@@ -307,13 +338,98 @@ static void move_free(Link *link)
         if (mv->fd >= 0)
                 close(mv->fd);
         g_free(mv->destination);
+        g_free(mv->deferred);
         g_free(mv->chunk);
+        g_ptr_array_unref(mv->watchers);
         g_free(mv);
 }
 
-/* Anything before DONE failed, or the destination said FAILED: the VM continues here.
- * Once DONE is out and no answer came, the destination may run it: the VM stays Saved
- * here, in doubt, and is never started by the move. */
+static uint32_t move_percent(const Move *mv)
+{
+        if (g_strcmp0(mv->phase, "completed") == 0)
+                return 100;
+        return mv->total ? (uint32_t)(mv->sent * 99 / mv->total) : 0;
+}
+
+static Vmms__V1__MoveVmResult *progress_new(Move *mv, VmmsCall *call, const char *message)
+{
+        Vmms__V1__MoveVmResult *out = vmms_call_new0(call, Vmms__V1__MoveVmResult);
+        int64_t now = g_get_monotonic_time();
+        int64_t sending = mv->sending_us ? now - mv->sending_us : 0;
+
+        vmms__v1__move_vm_result__init(out);
+        out->vm_id = vmms_call_strdup(call, mv->vm_id);
+        out->destination_host = vmms_call_strdup(call, mv->destination);
+        out->phase = vmms_call_strdup(call, mv->phase);
+        out->data_total = mv->total;
+        out->data_processed = mv->sent;
+        out->data_remaining = mv->total - mv->sent;
+        out->percent = move_percent(mv);
+        out->memory_iteration = mv->sending_us ? 1 : 0;
+        out->memory_bps = sending > 0 ? (uint64_t)((double)mv->sent * 1e6 / (double)sending) : 0;
+        out->mode = vmms_call_strdup(call, "quick");
+        out->time_elapsed_ms = (uint64_t)(now - mv->started_us) / 1000;
+        if (g_strcmp0(mv->phase, "completed") == 0)
+                out->downtime_ms = (uint64_t)(now - mv->paused_us) / 1000;
+        out->message = vmms_call_strdup(call, message ? message : "");
+        return out;
+}
+
+/* Tells the watchers (and Get-VM's Status) how far the move is: on every phase, and
+ * while sending at most every PROGRESS_INTERVAL_MS. */
+static void move_progress(Move *mv, const char *phase, bool force)
+{
+        int64_t now = g_get_monotonic_time();
+
+        if (phase != mv->phase) {
+                mv->phase = phase;
+                force = true;
+        }
+        if (mv->vm)
+                mv->vm->move_percent = (int)move_percent(mv);
+        if (!force && now - mv->notified_us < PROGRESS_INTERVAL_MS * 1000)
+                return;
+        mv->notified_us = now;
+        for (guint i = 0; i < mv->watchers->len; i++) {
+                VmmsCall *call = mv->watchers->pdata[i];
+
+                vmms_call_send(call, &progress_new(mv, call, NULL)->base);
+        }
+}
+
+/* The move is over: the last item to each watcher, whose stream then ends. */
+static void move_unregister(Move *mv, const char *phase, const char *message)
+{
+        mv->phase = phase;
+        g_hash_table_remove(mv->mig->moves, mv->vm_id);
+        if (mv->vm)
+                mv->vm->move_percent = -1;
+        while (mv->watchers->len) {
+                VmmsCall *call = g_ptr_array_steal_index(mv->watchers, 0);
+
+                vmms_call_set_cancel(call, NULL, NULL);
+                vmms_call_send(call, &progress_new(mv, call, message)->base);
+                vmms_call_return(call, NULL);
+                mv->link.pending--; /* the watch's; the caller closes the link next */
+        }
+}
+
+static void move_clear_row(Move *mv)
+{
+        int r;
+
+        if (!mv->row)
+                return;
+        r = vmms_store_move_clear(vmms_manager_store(mv->mig->m), mv->vm_id);
+        if (r < 0)
+                g_warning("Move-VM '%s': cannot clear its record in the store: %s", mv->vm_id,
+                          g_strerror(-r));
+        mv->row = r < 0;
+}
+
+/* Anything before COMMIT failed, or the destination said FAILED: the VM continues here.
+ * Once COMMIT is out and no answer came, the destination may run it: the VM stays
+ * Saved here, in doubt, and is never started by the move. */
 static void move_fail(Move *mv, VmmsErrorCode code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 static void move_fail(Move *mv, VmmsErrorCode code, const char *fmt, ...)
 {
@@ -322,11 +438,22 @@ static void move_fail(Move *mv, VmmsErrorCode code, const char *fmt, ...)
 
         if (mv->ended)
                 return;
-        mv->ended = true;
         va_start(ap, fmt);
         why = g_strdup_vprintf(fmt, ap);
         va_end(ap);
-        if (mv->done_sent) {
+        if (mv->saving) {
+                /* The worker is writing the state: the VM's fate waits for it
+                 * (on_vm_saved); the destination may already let go. */
+                if (!mv->deferred) {
+                        mv->deferred = g_steal_pointer(&why);
+                        mv->deferred_code = code;
+                }
+                link_close(&mv->link);
+                return;
+        }
+        mv->ended = true;
+        move_unregister(mv, mv->cancelled ? "cancelled" : "failed", why);
+        if (mv->commit_sent) {
                 g_warning("Move-VM '%s' to %s: outcome unknown, the VM is kept Saved here: %s",
                           mv->vm->def.name, mv->destination, why);
                 vmms_vm_move_in_doubt(mv->vm, mv->destination, why);
@@ -334,41 +461,39 @@ static void move_fail(Move *mv, VmmsErrorCode code, const char *fmt, ...)
                 g_message("Move-VM '%s' to %s failed: %s", mv->vm->def.name, mv->destination, why);
                 vmms_vm_move_abort(mv->vm, code, why);
         }
+        move_clear_row(mv);
         link_close(&mv->link);
 }
 
 static void move_succeed(Move *mv)
 {
         VmmsCall *call = vmms_vm_move_take_call(mv->vm);
-        Vmms__V1__MoveVmResult *out = call ? vmms_call_new0(call, Vmms__V1__MoveVmResult) : NULL;
+        Vmms__V1__MoveVmResult *out = NULL;
         int64_t now = g_get_monotonic_time();
         VmmsError error = {0};
 
         mv->ended = true;
-        if (out) {
-                vmms__v1__move_vm_result__init(out);
-                out->vm_id = vmms_call_strdup(call, mv->vm->def.id);
-                out->destination_host = vmms_call_strdup(call, mv->destination);
-                out->phase = vmms_call_strdup(call, "completed");
-                out->data_total = mv->total;
-                out->data_processed = mv->sent;
-                out->downtime_ms = (uint64_t)(now - mv->paused_us) / 1000;
-                out->time_elapsed_ms = (uint64_t)(now - mv->started_us) / 1000;
-        }
-        g_message("Move-VM '%s' to %s: %" G_GUINT64_FORMAT " bytes, downtime %" G_GINT64_FORMAT " ms",
-                  mv->vm->def.name, mv->destination, mv->sent, (now - mv->paused_us) / 1000);
+        mv->phase = "completed";
+        if (call)
+                out = progress_new(mv, call, NULL);
+        g_message("Move-VM '%s' to %s: %" G_GUINT64_FORMAT " bytes, downtime %" G_GINT64_FORMAT
+                  " ms, total %" G_GINT64_FORMAT " ms (quick migration)",
+                  mv->vm->def.name, mv->destination, mv->sent, (now - mv->paused_us) / 1000,
+                  (now - mv->started_us) / 1000);
+        move_unregister(mv, "completed", NULL);
         if (vmms_manager_vm_moved(mv->mig->m, mv->vm, mv->destination, &error) < 0) {
                 g_warning("VM '%s' runs on %s now, but cannot be forgotten here: %s", mv->vm->def.name,
                           mv->destination, error.message);
                 vmms_error_clear(&error);
         }
         mv->vm = NULL;
+        move_clear_row(mv);
         if (call)
                 vmms_call_return(call, &out->base);
         link_close(&mv->link);
 }
 
-static void on_move_result(Link *link, VmmsMigrationFrame type, GBytes *payload, const char *error)
+static void on_commit_answer(Link *link, VmmsMigrationFrame type, GBytes *payload, const char *error)
 {
         Move *mv = (Move *)link;
         g_autoptr(GVariantDict) d = NULL;
@@ -376,22 +501,72 @@ static void on_move_result(Link *link, VmmsMigrationFrame type, GBytes *payload,
 
         if (error) {
                 move_fail(mv, VMMS_ERROR_UNAVAILABLE,
-                          "the connection to %s was lost after the whole state was sent: %s", mv->destination,
+                          "the connection to %s was lost after it was told to commit: %s", mv->destination,
                           error);
                 return;
         }
-        if (type == VMMS_MIGRATION_STARTED) {
+        if (type == VMMS_MIGRATION_COMMITTED) {
                 move_succeed(mv);
                 return;
         }
         d = dict_from_payload(payload);
         if (type == VMMS_MIGRATION_FAILED && dict_string(d, "reason", 4096, &reason, &why)) {
-                mv->done_sent = false; /* it kept nothing of the VM: it continues here */
-                move_fail(mv, VMMS_ERROR_FAILED_PRECONDITION, "%s could not start it: %s", mv->destination,
+                mv->commit_sent = false; /* it kept nothing of the VM and never ran it */
+                move_fail(mv, VMMS_ERROR_FAILED_PRECONDITION, "%s could not resume it: %s", mv->destination,
                           reason);
         } else
-                move_fail(mv, VMMS_ERROR_UNAVAILABLE, "%s answered %s to DONE%s%s", mv->destination,
+                move_fail(mv, VMMS_ERROR_UNAVAILABLE, "%s answered %s to COMMIT%s%s", mv->destination,
                           frame_names[type], why ? ": " : "", why ? why : "");
+}
+
+static void on_commit_written(Link *link, const char *error)
+{
+        Move *mv = (Move *)link;
+
+        if (error) {
+                move_fail(mv, VMMS_ERROR_UNAVAILABLE, "cannot tell %s to commit: %s", mv->destination, error);
+                return;
+        }
+        phase_reached(mv->mig, "commit-sent");
+}
+
+static void on_ready_answer(Link *link, VmmsMigrationFrame type, GBytes *payload, const char *error)
+{
+        Move *mv = (Move *)link;
+        g_autoptr(GVariantDict) d = NULL;
+        g_autofree char *reason = NULL, *why = NULL;
+        GVariantDict commit;
+        int r;
+
+        if (error) {
+                move_fail(mv, VMMS_ERROR_UNAVAILABLE, "the connection to %s was lost before it was ready: %s",
+                          mv->destination, error);
+                return;
+        }
+        if (type != VMMS_MIGRATION_READY) {
+                d = dict_from_payload(payload);
+                if (type == VMMS_MIGRATION_FAILED && dict_string(d, "reason", 4096, &reason, &why))
+                        move_fail(mv, VMMS_ERROR_FAILED_PRECONDITION, "%s could not restore it: %s",
+                                  mv->destination, reason);
+                else
+                        move_fail(mv, VMMS_ERROR_UNAVAILABLE, "%s answered %s to DONE%s%s", mv->destination,
+                                  frame_names[type], why ? ": " : "", why ? why : "");
+                return;
+        }
+        phase_reached(mv->mig, "ready");
+        /* A restart from here on must not start the VM here: recorded before COMMIT leaves. */
+        r = vmms_store_move_set(vmms_manager_store(mv->mig->m), mv->vm_id, true, mv->destination,
+                                "committing");
+        if (r < 0) {
+                move_fail(mv, VMMS_ERROR_UNAVAILABLE, "cannot record the commit in the store: %s",
+                          g_strerror(-r));
+                return;
+        }
+        move_progress(mv, "committing", true);
+        mv->commit_sent = true;
+        g_variant_dict_init(&commit, NULL);
+        link_write_dict(&mv->link, VMMS_MIGRATION_COMMIT, g_variant_dict_end(&commit), on_commit_written);
+        link_read(&mv->link, on_commit_answer);
 }
 
 static void send_chunk(Move *mv);
@@ -405,6 +580,8 @@ static void on_chunk_written(Link *link, const char *error)
                           error);
                 return;
         }
+        if (mv->sent == MIN(mv->total, VMMS_MIGRATION_PAYLOAD_MAX))
+                phase_reached(mv->mig, "sending");
         send_chunk(mv);
 }
 
@@ -421,12 +598,13 @@ static void send_chunk(Move *mv)
 
                 g_variant_dict_init(&d, NULL);
                 g_variant_dict_insert(&d, "bytes", "t", mv->sent);
-                mv->done_sent = true;
                 link_write_dict(&mv->link, VMMS_MIGRATION_DONE, g_variant_dict_end(&d), NULL);
-                link_read(&mv->link, on_move_result);
+                move_progress(mv, "restoring", true);
+                link_read(&mv->link, on_ready_answer);
                 return;
         }
         mv->sent += (uint64_t)n;
+        move_progress(mv, "sending", false);
         link_write(&mv->link, VMMS_MIGRATION_STATE, mv->chunk, (uint32_t)n, on_chunk_written);
 }
 
@@ -437,6 +615,11 @@ static gboolean on_vm_saved_idle(gpointer userdata)
         g_autofree char *path = NULL;
         struct stat st;
 
+        if (mv->deferred) {
+                g_autofree char *why = g_steal_pointer(&mv->deferred);
+
+                move_fail(mv, mv->deferred_code, "%s", why);
+        }
         if (mv->ended) {
                 link_release(&mv->link);
                 return G_SOURCE_REMOVE;
@@ -451,6 +634,8 @@ static gboolean on_vm_saved_idle(gpointer userdata)
         }
         mv->total = (uint64_t)st.st_size;
         mv->chunk = g_malloc(VMMS_MIGRATION_PAYLOAD_MAX);
+        mv->sending_us = g_get_monotonic_time();
+        move_progress(mv, "sending", true);
         send_chunk(mv);
         link_release(&mv->link);
         return G_SOURCE_REMOVE;
@@ -461,12 +646,18 @@ static void on_vm_saved(VmmsVm *vm, const VmmsError *error, void *userdata)
         Move *mv = userdata;
 
         (void)vm;
+        mv->saving = false;
         if (error) {
-                move_fail(mv, error->code, "%s", error->message);
+                g_autofree char *why = g_steal_pointer(&mv->deferred);
+
+                if (why)
+                        move_fail(mv, mv->deferred_code, "%s", why); /* the VM runs on */
+                else
+                        move_fail(mv, error->code, "%s", error->message);
+                link_release(&mv->link);
                 return;
         }
-        mv->link.pending++;
-        g_idle_add(on_vm_saved_idle, mv);
+        g_idle_add(on_vm_saved_idle, mv); /* keeps the save's pending count */
 }
 
 static void on_offer_answer(Link *link, VmmsMigrationFrame type, GBytes *payload, const char *error)
@@ -474,6 +665,7 @@ static void on_offer_answer(Link *link, VmmsMigrationFrame type, GBytes *payload
         Move *mv = (Move *)link;
         g_autoptr(GVariantDict) d = NULL;
         g_autofree char *reason = NULL, *why = NULL;
+        int r;
 
         if (error) {
                 move_fail(mv, VMMS_ERROR_UNAVAILABLE, "%s did not answer the offer: %s", mv->destination,
@@ -481,8 +673,23 @@ static void on_offer_answer(Link *link, VmmsMigrationFrame type, GBytes *payload
                 return;
         }
         if (type == VMMS_MIGRATION_ACCEPT) {
+                /* Recorded before anything changes here, so a restart knows to settle it. */
+                r = vmms_store_move_set(vmms_manager_store(mv->mig->m), mv->vm_id, true, mv->destination,
+                                        "sending");
+                if (r < 0) {
+                        move_fail(mv, VMMS_ERROR_UNAVAILABLE, "cannot record the move in the store: %s",
+                                  g_strerror(-r));
+                        return;
+                }
+                mv->row = true;
+                phase_reached(mv->mig, "accepted");
+                if (mv->ended) /* cancelled while stopped at the phase */
+                        return;
                 /* The VM stops running here now: the downtime starts. */
                 mv->paused_us = g_get_monotonic_time();
+                mv->saving = true;
+                mv->link.pending++; /* until on_vm_saved */
+                move_progress(mv, "saving", true);
                 vmms_vm_move_save(mv->vm, on_vm_saved, mv);
                 return;
         }
@@ -493,7 +700,6 @@ static void on_offer_answer(Link *link, VmmsMigrationFrame type, GBytes *payload
                 move_fail(mv, VMMS_ERROR_UNAVAILABLE, "%s answered %s to the offer%s%s", mv->destination,
                           frame_names[type], why ? ": " : "", why ? why : "");
 }
-
 static GVariant *offer_new(const VmmsVm *vm)
 {
         const VmmsVmDefinition *def = &vm->def;
@@ -597,7 +803,8 @@ static void on_connected(GObject *source, GAsyncResult *result, gpointer userdat
                                          on_handshake_done, mv); /* keeps the connect's pending count */
 }
 
-void vmms_migration_move(VmmsMigration *mig, VmmsVm *vm, const char *destination, VmmsCall *call)
+void vmms_migration_move(VmmsMigration *mig, VmmsVm *vm, const char *destination, uint32_t max_downtime_ms,
+                         VmmsCall *call)
 {
         g_autoptr(GSocketConnectable) parsed = NULL;
         g_autoptr(GSocketClient) client = NULL;
@@ -612,6 +819,12 @@ void vmms_migration_move(VmmsMigration *mig, VmmsVm *vm, const char *destination
                         vm->def.name, destination ? destination : "");
                 return;
         }
+        if (max_downtime_ms > MAX_DOWNTIME_LIMIT_MS) {
+                vmms_call_fail(call, VMMS_ERROR_INVALID_ARGUMENT,
+                               "cannot move VM '%s': a maximum downtime of %u ms is out of range 0-%u ms",
+                               vm->def.name, max_downtime_ms, MAX_DOWNTIME_LIMIT_MS);
+                return;
+        }
         if (g_strcmp0(vm->def.engine, MIGRATION_ENGINE) != 0) {
                 vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION,
                                "cannot move VM '%s': it runs on the %s engine; only %s VMs can be moved",
@@ -623,15 +836,102 @@ void vmms_migration_move(VmmsMigration *mig, VmmsVm *vm, const char *destination
         mv = g_new0(Move, 1);
         mv->mig = mig;
         mv->vm = vm;
+        g_strlcpy(mv->vm_id, vm->def.id, sizeof(mv->vm_id));
         mv->fd = -1;
         mv->destination = g_strdup(destination);
+        mv->max_downtime_ms = max_downtime_ms ? max_downtime_ms : MAX_DOWNTIME_DEFAULT_MS;
         mv->started_us = g_get_monotonic_time();
+        mv->phase = "connecting";
+        mv->watchers = g_ptr_array_new();
         mv->link.cancel = g_cancellable_new();
         mv->link.free_fn = move_free;
         mv->link.pending = 1; /* the connect, then the handshake */
+        g_hash_table_replace(mig->moves, mv->vm_id, mv);
+        vm->move_percent = 0;
+        {
+                g_autofree char *message = g_strdup_printf(
+                        "moving to %s (quick migration: saved, sent, restored paused there, then committed; "
+                        "the guest is paused for the whole transfer, so -MaximumDowntime %u ms does not "
+                        "apply)",
+                        destination, mv->max_downtime_ms);
+
+                vmms_vm_record_event(vm, "migration", message);
+        }
         client = g_socket_client_new();
         g_socket_client_set_timeout(client, IO_TIMEOUT_S);
         g_socket_client_connect_to_host_async(client, destination, 0, mv->link.cancel, on_connected, mv);
+}
+
+static void on_watch_cancel(VmmsCall *call, void *op_data)
+{
+        Move *mv = op_data;
+
+        g_ptr_array_remove(mv->watchers, call);
+        link_release(&mv->link);
+}
+
+void vmms_migration_watch(VmmsMigration *mig, VmmsVm *vm, VmmsCall *call)
+{
+        Move *mv = g_hash_table_lookup(mig->moves, vm->def.id);
+
+        if (!mv) {
+                vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION, "VM '%s' is not being moved",
+                               vm->def.name);
+                return;
+        }
+        g_ptr_array_add(mv->watchers, call);
+        mv->link.pending++; /* until the stream ends or its client goes */
+        vmms_call_set_cancel(call, on_watch_cancel, mv);
+        vmms_call_send(call, &progress_new(mv, call, NULL)->base);
+}
+
+typedef struct CancelWait {
+        VmmsMigration *mig;
+        char vm_id[37];
+        VmmsCall *call;
+} CancelWait;
+
+/* Stop-VMMigration answers once the VM is back (its restart from the saved state done). */
+static gboolean on_cancel_poll(gpointer userdata)
+{
+        CancelWait *w = userdata;
+        VmmsVm *vm = vmms_manager_lookup(w->mig->m, w->vm_id, NULL);
+
+        if (vm && (vm->job || g_hash_table_contains(w->mig->moves, w->vm_id)))
+                return G_SOURCE_CONTINUE;
+        if (vm)
+                vm->ctx->reply(vm, w->call, vm->ctx->reply_data);
+        else
+                vmms_call_fail(w->call, VMMS_ERROR_NOT_FOUND, "VM %s is gone", w->vm_id);
+        g_free(w);
+        return G_SOURCE_REMOVE;
+}
+
+void vmms_migration_cancel(VmmsMigration *mig, VmmsVm *vm, VmmsCall *call)
+{
+        Move *mv = g_hash_table_lookup(mig->moves, vm->def.id);
+        CancelWait *w;
+
+        if (!mv) {
+                vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION,
+                               "cannot stop the migration of VM '%s': it is not being moved", vm->def.name);
+                return;
+        }
+        if (mv->commit_sent) {
+                vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION,
+                               "cannot stop the migration of VM '%s': %s has been told to commit it",
+                               vm->def.name, mv->destination);
+                return;
+        }
+        vmms_vm_record_event(vm, "migration", "Stop-VMMigration: cancelling the move");
+        mv->cancelled = true;
+        move_fail(mv, VMMS_ERROR_FAILED_PRECONDITION, "the move to %s was cancelled (Stop-VMMigration)",
+                  mv->destination);
+        w = g_new0(CancelWait, 1);
+        w->mig = mig;
+        g_strlcpy(w->vm_id, vm->def.id, sizeof(w->vm_id));
+        w->call = call;
+        g_timeout_add(POLL_MS, on_cancel_poll, w);
 }
 
 /* ---- The destination: the listener ---- */
@@ -642,6 +942,11 @@ typedef struct Incoming {
         char *peer;   /* the source's certificate, for events */
         char *source; /* its host name from HELLO */
         bool hello, accepted, done;
+        bool row;       /* its 'in' row is in the store */
+        bool committed; /* COMMIT arrived and was recorded: the VM is this host's */
+        bool dropping;  /* the VM received is being killed and removed */
+        bool drop_answer;
+        char *drop_why;
         VmmsVmDefinition def;
         char *tmp_path;
         int fd;
@@ -661,6 +966,10 @@ static void incoming_free(Link *link)
         if (in->tmp_path)
                 (void)unlink(in->tmp_path);
         g_free(in->tmp_path);
+        /* No VM of the move is left here (or it is this host's now): the row is spent. */
+        if (in->row && !vmms_manager_lookup(in->mig->m, in->def.id, NULL))
+                (void)vmms_store_move_clear(vmms_manager_store(in->mig->m), in->def.id);
+        g_free(in->drop_why);
         g_free(in->peer);
         g_free(in->source);
         vmms_vm_definition_clear(&in->def);
@@ -810,42 +1119,192 @@ static char *offer_check(Incoming *in, uint64_t needs)
 
 static void on_incoming_frame(Link *link, VmmsMigrationFrame type, GBytes *payload, const char *error);
 
-static gboolean on_start_poll(gpointer userdata)
+static const char *incoming_source(const Incoming *in)
+{
+        return in->source ? in->source : in->peer ? in->peer : "a peer";
+}
+
+/* Waits until the VM received is gone or has ended, removes it, then answers FAILED
+ * (or just closes). A VM that cannot be removed leaves the source in doubt instead. */
+static gboolean on_drop_poll(gpointer userdata)
 {
         Incoming *in = userdata;
         VmmsManager *m = in->mig->m;
         VmmsVm *vm = vmms_manager_lookup(m, in->def.id, NULL);
         g_autofree char *message = NULL;
+        VmmsError error = {0};
+
+        if (vm && (vm->job || vmms_vm_is_live(vm)))
+                return G_SOURCE_CONTINUE;
+        in->poll_id = 0;
+        message = g_strdup_printf("discarded an incoming move of '%s' from %s: %s", in->def.name,
+                                  incoming_source(in), in->drop_why);
+        if (vm && vmms_manager_vm_remove(m, vm, &error) < 0) {
+                g_autofree char *doubt =
+                        g_strdup_printf("%s; it cannot be removed (%s): the source %s keeps its copy Saved: "
+                                        "Start-VM on one host, Remove-VM on the other",
+                                        in->drop_why, error.message, incoming_source(in));
+
+                vmms_error_clear(&error);
+                vmms_vm_record_event(vm, "error", doubt);
+                link_close(&in->link);
+        } else {
+                g_message("%s", message);
+                vmms_manager_record_host_event(m, "migration", message);
+                if (in->drop_answer && !in->link.closed) {
+                        GVariantDict d;
+
+                        g_variant_dict_init(&d, NULL);
+                        g_variant_dict_insert(&d, "reason", "s", in->drop_why);
+                        link_write_dict(&in->link, VMMS_MIGRATION_FAILED, g_variant_dict_end(&d),
+                                        on_final_written);
+                } else {
+                        link_close(&in->link);
+                }
+        }
+        link_release(&in->link);
+        return G_SOURCE_REMOVE;
+}
+
+/* The VM received must not run here: it is killed (it never ran: it was restored
+ * paused) and removed; with `answer`, FAILED tells the source to continue it. */
+static void incoming_drop(Incoming *in, const char *why, bool answer)
+{
+        VmmsVm *vm = vmms_manager_lookup(in->mig->m, in->def.id, NULL);
+
+        if (in->dropping)
+                return;
+        in->dropping = true;
+        in->drop_why = g_strdup(why);
+        in->drop_answer = answer;
+        if (in->committed) {
+                /* Back to 'receiving': a restart must not resume what is being dropped. */
+                (void)vmms_store_move_set(vmms_manager_store(in->mig->m), in->def.id, false,
+                                          incoming_source(in), "receiving");
+                in->committed = false;
+        }
+        if (!answer)
+                g_cancellable_cancel(in->link.cancel); /* nothing more is read or written */
+        if (vm)
+                vmms_vm_move_discard(vm, why);
+        if (in->poll_id) {
+                g_source_remove(in->poll_id);
+                link_release(&in->link);
+        }
+        in->link.pending++;
+        in->poll_id = g_timeout_add(POLL_MS, on_drop_poll, in);
+}
+
+static void on_incoming_link_lost(Incoming *in, const char *error)
+{
+        g_autofree char *why = g_strdup_printf("the source was lost before it committed: %s", error);
+
+        incoming_drop(in, why, false);
+}
+
+static void on_committed_written(Link *link, const char *error)
+{
+        (void)error; /* the VM is this host's either way */
+        link_close(link);
+}
+
+static void on_resumed(VmmsVm *vm, const VmmsError *error, void *userdata)
+{
+        Incoming *in = userdata;
+        g_autofree char *message = NULL;
         GVariantDict d;
 
-        if (vm && vm->def.state == VMMS_VM_RUNNING) {
-                in->poll_id = 0;
-                message = g_strdup_printf("moved here from %s", in->source);
-                vmms_vm_record_event(vm, "moved", message);
-                g_variant_dict_init(&d, NULL);
-                link_write_dict(&in->link, VMMS_MIGRATION_STARTED, g_variant_dict_end(&d), on_final_written);
+        (void)vm;
+        if (error) {
+                g_autofree char *why = g_strdup_printf("it could not be resumed here: %s", error->message);
+
+                incoming_drop(in, why, true);
                 link_release(&in->link);
-                return G_SOURCE_REMOVE;
+                return;
         }
+        message = g_strdup_printf("moved here from %s", incoming_source(in));
+        vmms_vm_record_event(vm, "moved", message);
+        (void)vmms_store_move_clear(vmms_manager_store(in->mig->m), in->def.id);
+        in->row = false;
+        phase_reached(in->mig, "resumed");
+        g_variant_dict_init(&d, NULL);
+        link_write_dict(&in->link, VMMS_MIGRATION_COMMITTED, g_variant_dict_end(&d), on_committed_written);
+        link_release(&in->link);
+}
+
+static void on_commit_frame(Link *link, VmmsMigrationFrame type, GBytes *payload, const char *error)
+{
+        Incoming *in = (Incoming *)link;
+        VmmsVm *vm = vmms_manager_lookup(in->mig->m, in->def.id, NULL);
+        int r;
+
+        (void)payload;
+        if (in->dropping)
+                return;
+        if (error) {
+                on_incoming_link_lost(in, error);
+                return;
+        }
+        if (type != VMMS_MIGRATION_COMMIT) {
+                g_autofree char *why = g_strdup_printf("it sent %s instead of COMMIT", frame_names[type]);
+
+                incoming_drop(in, why, false);
+                return;
+        }
+        if (!vm || vm->job || vm->def.state != VMMS_VM_MIGRATING) {
+                g_autofree char *why =
+                        g_strdup_printf("the VM restored here is %s (see Get-VMEvent %s)",
+                                        vm ? vmms_vm_state_to_string(vm->def.state) : "gone", in->def.name);
+
+                incoming_drop(in, why, true);
+                return;
+        }
+        r = vmms_store_move_set(vmms_manager_store(in->mig->m), in->def.id, false, incoming_source(in),
+                                "committed");
+        if (r < 0) {
+                g_autofree char *why = g_strdup_printf("cannot record the commit: %s", g_strerror(-r));
+
+                incoming_drop(in, why, true);
+                return;
+        }
+        in->committed = true;
+        phase_reached(in->mig, "commit-received");
+        in->link.pending++;
+        vmms_vm_move_commit(vm, incoming_source(in), on_resumed, in);
+}
+
+static void on_ready_written(Link *link, const char *error)
+{
+        Incoming *in = (Incoming *)link;
+
+        if (error) {
+                on_incoming_link_lost(in, error);
+                return;
+        }
+        phase_reached(in->mig, "ready-sent");
+}
+
+/* The VM is restored paused (Migrating, no job): READY. Failed (Saved or Off, no job)
+ * or too slow: dropped, FAILED. */
+static gboolean on_restore_poll(gpointer userdata)
+{
+        Incoming *in = userdata;
+        VmmsVm *vm = vmms_manager_lookup(in->mig->m, in->def.id, NULL);
+        g_autofree char *why = NULL;
+        GVariantDict d;
+
         if (vm && vm->job && g_get_monotonic_time() < in->start_deadline_us)
                 return G_SOURCE_CONTINUE;
         in->poll_id = 0;
-        message = g_strdup_printf(
-                "it did not start from the received state (it is %s; see Get-VMEvent %s there)",
-                vm ? vmms_vm_state_to_string(vm->def.state) : "gone", in->def.name);
-        /* FAILED tells the source to start its copy again: say it only once nothing of the
-         * VM is left here. A start still under way, or a VM that cannot be removed, may
-         * yet run: the source is left in doubt (it keeps its copy Saved) instead. */
-        if (vm && (vm->job || vmms_vm_is_live(vm) || vmms_manager_vm_remove(m, vm, NULL) < 0)) {
-                g_autofree char *doubt = g_strdup_printf(
-                        "%s; the source %s keeps its copy Saved: Start-VM on one host, Remove-VM on the "
-                        "other",
-                        message, in->source);
-
-                vmms_vm_record_event(vm, "error", doubt);
-                incoming_discard(in, doubt);
+        if (vm && !vm->job && vm->def.state == VMMS_VM_MIGRATING) {
+                g_variant_dict_init(&d, NULL);
+                link_write_dict(&in->link, VMMS_MIGRATION_READY, g_variant_dict_end(&d), on_ready_written);
+                link_read(&in->link, on_commit_frame);
         } else {
-                incoming_refuse(in, VMMS_MIGRATION_FAILED, message);
+                why = g_strdup_printf("it could not be restored from the received state (it is %s; see "
+                                      "Get-VMEvent %s there)",
+                                      vm ? vmms_vm_state_to_string(vm->def.state) : "gone", in->def.name);
+                incoming_drop(in, why, true);
         }
         link_release(&in->link);
         return G_SOURCE_REMOVE;
@@ -892,10 +1351,10 @@ static void incoming_done(Incoming *in, GVariantDict *d)
         }
         g_clear_pointer(&in->tmp_path, g_free);
         in->done = true;
-        vmms_vm_start(vm, NULL);
+        vmms_vm_move_receive(vm);
         in->start_deadline_us = g_get_monotonic_time() + START_TIMEOUT_MS * 1000;
         in->link.pending++;
-        in->poll_id = g_timeout_add(START_POLL_MS, on_start_poll, in);
+        in->poll_id = g_timeout_add(POLL_MS, on_restore_poll, in);
 }
 
 static void incoming_offer(Incoming *in, GVariantDict *d)
@@ -915,6 +1374,13 @@ static void incoming_offer(Incoming *in, GVariantDict *d)
                 return;
         }
         in->limit = MAX(in->def.memory.maximum_bytes, in->def.memory.startup_bytes) + STATE_OVERHEAD_BYTES;
+        /* Recorded before anything of the VM exists here, so a restart discards it. */
+        if (vmms_store_move_set(vmms_manager_store(m), in->def.id, false, incoming_source(in), "receiving") <
+            0) {
+                incoming_refuse(in, VMMS_MIGRATION_REFUSE, "its store cannot record the move");
+                return;
+        }
+        in->row = true;
         {
                 g_autofree char *name = g_strconcat(in->def.id, ".vmrs.incoming", NULL);
 
@@ -959,8 +1425,11 @@ static void on_incoming_frame(Link *link, VmmsMigrationFrame type, GBytes *paylo
                 }
                 in->hello = true;
                 if (version != VMMS_MIGRATION_VERSION)
-                        why = g_strdup_printf("it speaks migration protocol version %u; this host speaks %u",
-                                              version, VMMS_MIGRATION_VERSION);
+                        why = g_strdup_printf(
+                                "it speaks migration protocol version %u%s; this host speaks %u "
+                                "(restore paused, then commit)",
+                                version, version == 1 ? " (quick migration without a commit step)" : "",
+                                VMMS_MIGRATION_VERSION);
                 else if (g_strcmp0(engine, MIGRATION_ENGINE) != 0)
                         why = g_strdup_printf("its engine is '%s'; this host moves %s VMs", engine,
                                               MIGRATION_ENGINE);
@@ -991,6 +1460,8 @@ static void on_incoming_frame(Link *link, VmmsMigrationFrame type, GBytes *paylo
                         incoming_refuse(in, VMMS_MIGRATION_FAILED, why);
                         return;
                 }
+                if (in->received == 0)
+                        phase_reached(in->mig, "receiving");
                 in->received += n;
                 link_read(link, on_incoming_frame);
                 return;
@@ -1073,6 +1544,91 @@ static gboolean on_incoming(GSocketService *service, GSocketConnection *conn, GO
 
 /* ---- The object ---- */
 
+typedef struct Leftover {
+        VmmsMigration *mig;
+        char vm_id[37];
+        char *why;
+} Leftover;
+
+/* A VM an uncommitted incoming move left: removed once its worker has gone. */
+static gboolean on_leftover_poll(gpointer userdata)
+{
+        Leftover *l = userdata;
+        VmmsManager *m = l->mig->m;
+        VmmsVm *vm = vmms_manager_lookup(m, l->vm_id, NULL);
+        VmmsError error = {0};
+
+        if (vm && (vm->job || vmms_vm_is_live(vm)))
+                return G_SOURCE_CONTINUE;
+        if (vm && vmms_manager_vm_remove(m, vm, &error) < 0) {
+                g_warning("migration: cannot remove VM %s left by an incoming move: %s", l->vm_id,
+                          error.message);
+                vmms_error_clear(&error);
+        } else {
+                vmms_manager_record_host_event(m, "migration", l->why);
+                (void)vmms_store_move_clear(vmms_manager_store(m), l->vm_id);
+        }
+        g_free(l->why);
+        g_free(l);
+        return G_SOURCE_REMOVE;
+}
+
+static void on_recovered_resume(VmmsVm *vm, const VmmsError *error, void *userdata)
+{
+        VmmsMigration *mig = userdata;
+
+        if (error) {
+                g_autofree char *message =
+                        g_strdup_printf("the committed move could not resume it: %s", error->message);
+
+                vmms_vm_record_event(vm, "error", message);
+        }
+        (void)vmms_store_move_clear(vmms_manager_store(mig->m), vm->def.id);
+}
+
+/* What a vmmsd stopped mid-move left in its store (vmms-migration.h, Restarts). */
+static void recover_moves(VmmsMigration *mig)
+{
+        VmmsManager *m = mig->m;
+        VmmsStore *store = vmms_manager_store(m);
+        g_autoptr(GPtrArray) rows = NULL;
+
+        if (vmms_store_move_list(store, &rows) < 0) {
+                g_warning("migration: cannot read the moves in flight from the store");
+                return;
+        }
+        for (guint i = 0; i < rows->len; i++) {
+                const VmmsMoveRecord *row = rows->pdata[i];
+                VmmsVm *vm = vmms_manager_lookup(m, row->vm_id, NULL);
+
+                if (row->outgoing) {
+                        if (vm)
+                                vmms_vm_move_recover(vm, row->peer, g_strcmp0(row->phase, "committing") == 0);
+                        (void)vmms_store_move_clear(store, row->vm_id);
+                } else if (g_strcmp0(row->phase, "committed") == 0 && vm &&
+                           vm->def.state == VMMS_VM_MIGRATING && vm->engine_data) {
+                        /* Committed, not yet resumed: this host's now. */
+                        vmms_vm_move_commit(vm, row->peer, on_recovered_resume, mig);
+                } else if (g_strcmp0(row->phase, "committed") == 0 && vm) {
+                        if (vm->def.state == VMMS_VM_MIGRATING)
+                                vmms_vm_move_discard(vm, "its worker was gone after the move was committed");
+                        (void)vmms_store_move_clear(store, row->vm_id);
+                } else {
+                        Leftover *l = g_new0(Leftover, 1);
+
+                        l->mig = mig;
+                        g_strlcpy(l->vm_id, row->vm_id, sizeof(l->vm_id));
+                        l->why = g_strdup_printf("discarded an incoming move%s%s%s from %s: vmmsd restarted "
+                                                 "before the source committed it",
+                                                 vm ? " of '" : "", vm ? vm->def.name : "", vm ? "'" : "",
+                                                 row->peer);
+                        if (vm)
+                                vmms_vm_move_discard(vm, l->why);
+                        g_timeout_add(POLL_MS, on_leftover_poll, l);
+                }
+        }
+}
+
 /* What a vmmsd killed mid-reception left: never a VM (it is created only once the
  * state is whole), only its partial file. */
 static void discard_partial_receptions(VmmsManager *m)
@@ -1101,6 +1657,8 @@ int vmms_migration_new(VmmsManager *m, VmmsAccess *access, const VmmsMigrationCo
 
         mig->m = m;
         mig->access = access;
+        mig->moves = g_hash_table_new(g_str_hash, g_str_equal);
+        mig->stop_at = g_strdup(g_getenv("VMMS_MIGRATION_STOP_AT"));
         mig->host_name = g_strdup(config->host_name ? config->host_name : g_get_host_name());
         if (!config->tls_cert_path || !config->tls_key_path || !config->tls_ca_path) {
                 *ret_error = g_strdup("moving VMs needs --tls-cert, --tls-key and --tls-ca (this host's "
@@ -1152,6 +1710,7 @@ int vmms_migration_new(VmmsManager *m, VmmsAccess *access, const VmmsMigrationCo
                 g_socket_service_start(mig->service);
         }
         discard_partial_receptions(m);
+        recover_moves(mig);
         vmms_manager_set_migration(m, mig);
         *ret = g_steal_pointer(&mig);
         return 0;
@@ -1171,5 +1730,8 @@ void vmms_migration_free(VmmsMigration *mig)
         g_clear_object(&mig->cert);
         g_clear_object(&mig->ca);
         g_free(mig->host_name);
+        g_free(mig->stop_at);
+        if (mig->moves)
+                g_hash_table_unref(mig->moves);
         g_free(mig);
 }

@@ -1,14 +1,23 @@
-/* Move-VM between two vmmsd hosts over mutual TLS, as Hyper-V's quick migration: the
- * source saves the VM (it is Migrating), streams the saved-state file to the
- * destination, which creates the VM (Saved) and starts it from the file. The VM runs
- * on exactly one host at every instant: the source keeps its definition and state
- * until the destination answers STARTED. If anything fails before DONE is sent, or the
- * destination answers FAILED (it then keeps nothing of the VM), the source starts the
- * VM again from its saved state and the destination discards what it received. Once
- * DONE is sent and no answer arrives, the destination may run the VM: the source keeps
- * it Saved "in doubt" and never starts it itself; the operator chooses (Start-VM on
- * one host, Remove-VM on the other). A destination whose start is still under way
- * when it gives up closes the connection rather than say FAILED, for the same reason.
+/* Move-VM between two vmmsd hosts over mutual TLS. The source saves the VM (it is
+ * Migrating), streams the saved-state file to the destination, which creates the VM
+ * and restores it **paused** (vmwp --restore-paused: the guest does not run there) and
+ * answers READY. The source records in its store that COMMIT may leave, sends COMMIT;
+ * the destination records the commit, resumes the VM and answers COMMITTED; the
+ * source then forgets the VM. The VM runs on exactly one host at every instant:
+ * - anything that fails before COMMIT is sent (a lost link, a FAILED answer, a
+ *   refusal, Stop-VMMigration): the source starts the VM again from its saved state
+ *   and the destination discards what it received (a restored, paused VM is killed
+ *   and removed: it never ran there);
+ * - a destination that cannot resume after COMMIT (its worker died) discards the VM
+ *   and answers FAILED: it never ran there, so the source continues it;
+ * - COMMIT sent and no answer: the destination may run the VM, so the source keeps it
+ *   Saved "in doubt" and never starts it itself; the event says what to do (Start-VM
+ *   on one host, Remove-VM on the other).
+ * Restarts: each side keeps a row per move in its store (vmms-store.h moves). A source
+ * restarted mid-move finds 'out' rows: phase 'sending' (COMMIT never left) -> the VM is
+ * its own again (it runs on, or continues from its saved state); 'committing' -> in
+ * doubt as above. A destination restarted finds 'in' rows: 'receiving' -> the VM (if
+ * created) is killed and removed; 'committed' -> it is resumed and kept.
  *
  * Transport: TCP with TLS, both sides presenting their host certificate (--tls-cert,
  * --tls-key), each verified against --tls-ca. The destination (--migration-listen)
@@ -16,7 +25,7 @@
  * is in vmms.conf [access] migration-peers; the source likewise moves a VM only to a
  * host whose certificate is listed there. A refusal is an event on the refusing host.
  *
- * Wire protocol, version 1. Every message is one frame, little-endian:
+ * Wire protocol, version 2. Every message is one frame, little-endian:
  *   bytes 0-3   magic "VMMG"
  *   bytes 4-5   u16 type (below)
  *   bytes 6-7   u16 reserved, 0
@@ -36,12 +45,28 @@
  *                                                 ACCEPT  {}  or  REFUSE  reason s
  *   STATE*  the saved-state file, in order
  *   DONE    bytes t (the file's size)
- *                                                 STARTED {}  or  FAILED  reason s
+ *                                                 READY   {}  (restored, paused)
+ *                                                         or  FAILED  reason s
+ *   COMMIT  {}
+ *                                                 COMMITTED {}  (it runs there)
+ *                                                         or  FAILED  reason s
+ * A version 1 peer (quick migration with STARTED and no commit step) is refused by
+ * name at HELLO; frame numbers 1-8 keep their version 1 meaning, STARTED (7) is no
+ * longer sent.
  * The destination checks before ACCEPT: the protocol version; the same engine
  * ("bundled", available here) and guest ABI version (hv-abi.h HV_ABI_VERSION), which
  * is what the saved state's processor context depends on; the name and id are free;
  * its hypervisor's pool minus the memory reserve can hold `needs`; the definition
- * passes the same checks as CreateVm. */
+ * passes the same checks as CreateVm.
+ *
+ * Tests only: VMMS_MIGRATION_STOP_AT=<phase> in vmmsd's environment makes it stop
+ * itself (SIGSTOP) as a move passes <phase>, after logging "migration: stopping at
+ * <phase>", so a test can kill a process at an exact point without sleeping. Source
+ * phases: accepted (its 'out' row written, nothing paused yet), sending (the first
+ * STATE frame written), ready (READY received, COMMIT not yet recorded), commit-sent
+ * (COMMIT written). Destination phases: receiving (the first STATE frame stored),
+ * ready-sent, commit-received (the commit recorded, not yet resumed), resumed (not yet
+ * answered COMMITTED). */
 #pragma once
 
 #include <stdbool.h>
@@ -51,7 +76,7 @@
 #include "vmms-call.h"
 #include "vmms-manager.h"
 
-#define VMMS_MIGRATION_VERSION 1
+#define VMMS_MIGRATION_VERSION 2
 #define VMMS_MIGRATION_HEADER_SIZE 12
 #define VMMS_MIGRATION_PAYLOAD_MAX (1u << 20)
 
@@ -62,8 +87,11 @@ typedef enum VmmsMigrationFrame {
         VMMS_MIGRATION_REFUSE,
         VMMS_MIGRATION_STATE,
         VMMS_MIGRATION_DONE,
-        VMMS_MIGRATION_STARTED,
+        VMMS_MIGRATION_STARTED, /* version 1 only */
         VMMS_MIGRATION_FAILED,
+        VMMS_MIGRATION_READY,
+        VMMS_MIGRATION_COMMIT,
+        VMMS_MIGRATION_COMMITTED,
         VMMS_MIGRATION_FRAME_COUNT,
 } VmmsMigrationFrame;
 
@@ -94,5 +122,12 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmmsMigration, vmms_migration_free)
 
 /* MoveVm: moves the Running `vm` to `destination` (HOST:PORT); ends `call` with a
  * MoveVmResult once the destination runs it, or with an error naming why not (the VM
- * then runs on here). */
-void vmms_migration_move(VmmsMigration *mig, VmmsVm *vm, const char *destination, VmmsCall *call);
+ * then runs on here, or is Saved in doubt as above). max_downtime_ms 0: the default. */
+void vmms_migration_move(VmmsMigration *mig, VmmsVm *vm, const char *destination, uint32_t max_downtime_ms,
+                         VmmsCall *call);
+/* WatchMoveVm: streams `vm`'s move's progress (MoveVmResult items) until it ends;
+ * FailedPrecondition if it is not being moved. */
+void vmms_migration_watch(VmmsMigration *mig, VmmsVm *vm, VmmsCall *call);
+/* StopVmMigration: cancels `vm`'s move if COMMIT has not been sent; answers `call`
+ * with the VM once it runs here again. */
+void vmms_migration_cancel(VmmsMigration *mig, VmmsVm *vm, VmmsCall *call);

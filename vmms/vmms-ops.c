@@ -129,7 +129,11 @@ static Vmms__V1__Vm *vm_to_proto(VmmsManager *m, VmmsCall *call, const VmmsVm *v
                 out->cpu_usage_pct = vm->def.state == VMMS_VM_PAUSED ? 0 : vm->figures.cpu_usage_pct;
                 out->worker_pid = vm->def.worker_pid;
         }
-        {
+        if (vm->def.state == VMMS_VM_MIGRATING && vm->move_percent >= 0) {
+                g_autofree char *status = g_strdup_printf("Migrating (%d %%)", vm->move_percent);
+
+                out->status = vmms_call_strdup(call, status);
+        } else {
                 g_autofree char *status = vmms_health_vm_status(vmms_manager_health(m), vm->def.name);
 
                 out->status = vmms_call_strdup(call, status);
@@ -339,7 +343,37 @@ static void op_move_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall
                                vm->def.name);
                 return;
         }
-        vmms_migration_move(mig, vm, req->destination_host, call);
+        vmms_migration_move(mig, vm, req->destination_host, req->max_downtime_ms, call);
+}
+
+static void op_watch_move_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        VmmsMigration *mig = vmms_manager_migration(m);
+        VmmsVm *vm = lookup(m, ((const Vmms__V1__VmRef *)request)->vm, call);
+
+        if (!vm)
+                return;
+        if (!mig) {
+                vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION, "VM '%s' is not being moved",
+                               vm->def.name);
+                return;
+        }
+        vmms_migration_watch(mig, vm, call);
+}
+
+static void op_stop_vm_migration(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        VmmsMigration *mig = vmms_manager_migration(m);
+        VmmsVm *vm = lookup(m, ((const Vmms__V1__VmRef *)request)->vm, call);
+
+        if (!vm)
+                return;
+        if (!mig) {
+                vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION,
+                               "cannot stop the migration of VM '%s': it is not being moved", vm->def.name);
+                return;
+        }
+        vmms_migration_cancel(mig, vm, call);
 }
 
 /* ---- Checkpoints ---- */
@@ -930,6 +964,8 @@ const VmmsOp vmms_ops[] = {
         OP("SaveVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_save_vm, VMMS_ROLE_OPERATOR),
         OP("MoveVm", vmms__v1__move_vm_request__descriptor, vmms__v1__move_vm_result__descriptor, op_move_vm,
            VMMS_ROLE_OPERATOR),
+        OP("StopVmMigration", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_stop_vm_migration,
+           VMMS_ROLE_OPERATOR),
         OP("ResumeVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_resume_vm,
            VMMS_ROLE_OPERATOR),
         OP("CheckpointVm", vmms__v1__checkpoint_vm_request__descriptor, vmms__v1__vm__descriptor,
@@ -954,6 +990,12 @@ const VmmsOp vmms_ops[] = {
          .request_type = &vmms__v1__watch_events_request__descriptor,
          .response_type = &vmms__v1__event__descriptor,
          .run = op_watch_events,
+         .streaming = true,
+         .role = VMMS_ROLE_READER},
+        {.name = "WatchMoveVm",
+         .request_type = &vmms__v1__vm_ref__descriptor,
+         .response_type = &vmms__v1__move_vm_result__descriptor,
+         .run = op_watch_move_vm,
          .streaming = true,
          .role = VMMS_ROLE_READER},
         {.name = "WatchConsole",

@@ -86,6 +86,18 @@ static const char *const migrations[] = {
         "  initrd_path TEXT NOT NULL, kernel_args TEXT NOT NULL, vhd_path TEXT NOT NULL,"
         "  UNIQUE (vm_id, name)"
         ");",
+        /* 7: Move-VM in flight (vmms-migration.h): what a vmmsd restarted mid-move must
+         * settle. direction 'out': this host gives the VM away (phase 'sending', then
+         * 'committing' once COMMIT may have left); 'in': it receives one (phase
+         * 'receiving', then 'committed'). No foreign key: an 'in' row is written before
+         * the VM it announces. */
+        "CREATE TABLE moves ("
+        "  vm_id TEXT PRIMARY KEY NOT NULL,"
+        "  direction TEXT NOT NULL CHECK (direction IN ('out', 'in')),"
+        "  peer TEXT NOT NULL,"
+        "  phase TEXT NOT NULL,"
+        "  updated_ms INTEGER NOT NULL"
+        ");",
 };
 
 void vmms_event_record_free(VmmsEventRecord *event)
@@ -687,5 +699,71 @@ int vmms_store_checkpoint_list(VmmsStore *store, const char *vm_id, GPtrArray **
         if (rc != SQLITE_DONE)
                 return -EIO;
         *ret_checkpoints = g_steal_pointer(&list);
+        return 0;
+}
+
+/* ---- Moves in flight ---- */
+
+void vmms_move_record_free(VmmsMoveRecord *r)
+{
+        if (!r)
+                return;
+        g_free(r->vm_id);
+        g_free(r->peer);
+        g_free(r->phase);
+        g_free(r);
+}
+
+int vmms_store_move_set(VmmsStore *store, const char *vm_id, bool outgoing, const char *peer,
+                        const char *phase)
+{
+        sqlite3_stmt *st;
+        int r;
+
+        r = prepare(store,
+                    "INSERT OR REPLACE INTO moves (vm_id, direction, peer, phase, updated_ms) VALUES (?, ?, "
+                    "?, ?, "
+                    "?)",
+                    &st);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(st, 1, vm_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, outgoing ? "out" : "in", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, peer, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, phase, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 5, g_get_real_time() / 1000);
+        return step_done(store, st);
+}
+
+int vmms_store_move_clear(VmmsStore *store, const char *vm_id)
+{
+        int r = delete_by_id(store, "DELETE FROM moves WHERE vm_id = ?", vm_id);
+
+        return r == -ENOENT ? 0 : r;
+}
+
+int vmms_store_move_list(VmmsStore *store, GPtrArray **ret_moves)
+{
+        g_autoptr(GPtrArray) list = g_ptr_array_new_with_free_func((GDestroyNotify)vmms_move_record_free);
+        sqlite3_stmt *st;
+        int rc, r;
+
+        r = prepare(store, "SELECT vm_id, direction, peer, phase FROM moves ORDER BY rowid", &st);
+        if (r < 0)
+                return r;
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+                VmmsMoveRecord *m = g_new0(VmmsMoveRecord, 1);
+                g_autofree char *direction = column_text(st, 1);
+
+                m->vm_id = column_text(st, 0);
+                m->outgoing = g_strcmp0(direction, "out") == 0;
+                m->peer = column_text(st, 2);
+                m->phase = column_text(st, 3);
+                g_ptr_array_add(list, m);
+        }
+        sqlite3_finalize(st);
+        if (rc != SQLITE_DONE)
+                return -EIO;
+        *ret_moves = g_steal_pointer(&list);
         return 0;
 }

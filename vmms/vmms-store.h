@@ -72,3 +72,20 @@ int vmms_store_checkpoint_insert(VmmsStore *store, const VmmsCheckpoint *c, Vmms
 int vmms_store_checkpoint_remove(VmmsStore *store, const char *id, VmmsEventRecord *event);
 /* One VM's checkpoints, oldest first, as VmmsCheckpoint*. */
 int vmms_store_checkpoint_list(VmmsStore *store, const char *vm_id, GPtrArray **ret_checkpoints);
+
+/* A Move-VM in flight (vmms-migration.h): written as a move passes each point a
+ * restarted vmmsd must know about, cleared when it ends. */
+typedef struct VmmsMoveRecord {
+        char *vm_id;
+        bool outgoing; /* this host gives the VM away; false: it receives it */
+        char *peer;    /* the other host (its address, or its name for an incoming move) */
+        char *phase;
+} VmmsMoveRecord;
+
+void vmms_move_record_free(VmmsMoveRecord *r);
+/* set: inserts or replaces the VM's row; clear: removes it (0 if there was none). */
+int vmms_store_move_set(VmmsStore *store, const char *vm_id, bool outgoing, const char *peer,
+                        const char *phase);
+int vmms_store_move_clear(VmmsStore *store, const char *vm_id);
+/* Every row, as VmmsMoveRecord*. */
+int vmms_store_move_list(VmmsStore *store, GPtrArray **ret_moves);

@@ -12,9 +12,10 @@
  *   Running|Paused --Stop--> Stopping --(engine: exited)--> Off
  *   any live state --(engine: exited)--> Off, with the reason as an event
  *   Off|Saved --Remove--> (gone)
- *   Running  --Move--> Migrating (saved, sending) --(destination runs it)--> (gone)
- *                      Migrating --(anything failed before DONE)--> Starting from its saved state
- *                      Migrating --(the answer to DONE lost)--> Saved, in doubt (never started)
+ *   Running  --Move--> Migrating (saved, sending) --(destination committed)--> (gone)
+ *                      Migrating --(anything failed before COMMIT)--> Starting from its saved state
+ *                      Migrating --(the answer to COMMIT lost)--> Saved, in doubt (never started)
+ *   (destination) Saved --received--> Starting (paused) --> Migrating --COMMIT--> Running
  * Starting and Stopping belong to a job in progress: every action waits for it to
  * end, so two clients racing on one VM get a clean refusal, never a half state.
  * Processor count, startup memory and the workload change only while Off, as in
@@ -97,6 +98,7 @@ VmmsVm *vmms_vm_new(VmmsVmContext *ctx, const VmmsVmDefinition *def, VmmsEngine 
         vm->ctx = ctx;
         vm->engine = engine;
         vm->balancer_id = balancer_id;
+        vm->move_percent = -1;
         vmms_vm_definition_copy(&vm->def, def);
         return vm;
 }
@@ -603,6 +605,85 @@ void vmms_vm_move_in_doubt(VmmsVm *vm, const char *destination, const char *why)
         vmms_vm_move_end(vm);
 }
 
+/* ---- Move-VM: the destination's side, and a restarted source ---- */
+
+void vmms_vm_move_receive(VmmsVm *vm)
+{
+        vm->restore_paused = true;
+        vmms_vm_start(vm, NULL);
+}
+
+static void on_move_resumed(VmmsVm *vm, const VmmsError *error)
+{
+        void (*fn)(VmmsVm *, const VmmsError *, void *) = vm->move_resumed;
+
+        vm->move_resumed = NULL;
+        vm->job = NULL;
+        if (!error && vm->def.state == VMMS_VM_MIGRATING)
+                set_state(vm, VMMS_VM_RUNNING, "state", "resumed: the move is committed");
+        if (fn)
+                fn(vm, error, vm->move_resumed_data);
+}
+
+void vmms_vm_move_commit(VmmsVm *vm, const char *source,
+                         void (*fn)(VmmsVm *vm, const VmmsError *error, void *userdata), void *userdata)
+{
+        g_autofree char *message = g_strdup_printf("%s committed the move: resuming it here", source);
+
+        vm->move_resumed = fn;
+        vm->move_resumed_data = userdata;
+        vm->job = "commit";
+        vmms_vm_record_event(vm, "state", message);
+        vm->engine->ops->pause(vm->engine, vm, false, on_move_resumed);
+}
+
+void vmms_vm_move_discard(VmmsVm *vm, const char *why)
+{
+        if (!vmms_vm_is_live(vm) || !vm->engine_data)
+                return;
+        g_free(vm->exit_reason);
+        vm->exit_reason = g_strdup(why);
+        vm->restart_pending = false;
+        vm->engine->ops->kill(vm->engine, vm);
+}
+
+void vmms_vm_move_recover(VmmsVm *vm, const char *destination, bool committing)
+{
+        g_autofree char *message = NULL;
+
+        if (committing) {
+                message = g_strdup_printf(
+                        "the outcome of moving VM '%s' to %s is unknown (vmmsd restarted after it told %s "
+                        "to commit); it is kept Saved here and not started: if Get-VM on %s shows it, "
+                        "Remove-VM it here, otherwise Start-VM it here",
+                        vm->def.name, destination, destination, destination);
+                if (vmms_vm_is_live(vm) && vm->engine_data) {
+                        /* A worker still here once COMMIT may have left must not run. */
+                        vmms_vm_move_discard(vm, message);
+                        return;
+                }
+                set_state(vm, VMMS_VM_SAVED, "error", message);
+                return;
+        }
+        message = g_strdup_printf("the move to %s was cut short by a vmmsd restart before it was "
+                                  "committed; VM '%s' is this host's again",
+                                  destination, vm->def.name);
+        if (vm->def.state == VMMS_VM_MIGRATING && vm->engine_data) {
+                /* Its Hello says whether it runs (the save never began) or is saving. */
+                vmms_vm_record_event(vm, "state", message);
+                vm->job = "move-recover";
+                return;
+        }
+        if (vmms_vm_is_live(vm)) {
+                vmms_vm_record_event(vm, "state", message); /* it never stopped running here */
+                return;
+        }
+        if (vm->def.state == VMMS_VM_SAVED) {
+                set_state(vm, VMMS_VM_SAVED, "state", message);
+                vm->resume_pending = true;
+        }
+}
+
 /* ---- Checkpoints ----
  * A checkpoint of a live VM is the worker's Save with keep_running: the VM pauses,
  * its state goes to checkpoints/<vm id>/<id>.vmrs through a temporary name, and it
@@ -970,7 +1051,31 @@ static void on_engine_running(VmmsVm *vm, const VmmsEngineRunning *info)
         vm->partition_id = info->partition_id;
         vm->def.worker_pid = info->pid;
         vm->def.started_unix_ms = info->started_unix_ms;
-        if (vm->def.state == VMMS_VM_STARTING && vm->restore_path) {
+        if (vm->def.state == VMMS_VM_STARTING && vm->restore_paused && !info->paused) {
+                /* It must not run before the commit: a worker that did not stay paused is ended. */
+                g_warning("VM '%s': its worker runs the received state instead of holding it paused; "
+                          "ending it",
+                          vm->def.name);
+                g_free(vm->exit_reason);
+                vm->exit_reason = g_strdup("its worker did not hold the received state paused");
+                vm->engine->ops->kill(vm->engine, vm);
+        } else if (vm->def.state == VMMS_VM_STARTING && vm->restore_path && vm->restore_paused) {
+                /* A moved VM, paused until its source commits; the received state is spent. */
+                g_autofree char *path = g_steal_pointer(&vm->restore_path);
+
+                vm->restore_paused = false;
+                set_state(vm, VMMS_VM_MIGRATING, "state",
+                          "restored from the received state, paused until the source commits the move");
+                if (unlink(path) < 0 && errno != ENOENT)
+                        g_warning("VM '%s': cannot delete %s: %s", vm->def.name, path, g_strerror(errno));
+                job_end(vm);
+        } else if (vm->def.state == VMMS_VM_MIGRATING && g_strcmp0(vm->job, "move-recover") == 0) {
+                /* A restarted source: a worker that runs was never told to save. */
+                if (!info->paused) {
+                        set_state(vm, VMMS_VM_RUNNING, "state", "runs on here (the move never began)");
+                        job_end(vm);
+                }
+        } else if (vm->def.state == VMMS_VM_STARTING && vm->restore_path) {
                 /* It runs from its saved state, which is spent (Hyper-V deletes it too). */
                 g_autofree char *path = g_steal_pointer(&vm->restore_path);
 
@@ -997,6 +1102,20 @@ static void on_engine_exited(VmmsVm *vm, const VmmsEngineExit *exit)
         if (was == VMMS_VM_STOPPING && vm->checkpoint && g_strcmp0(vm->job, "restore-checkpoint") == 0) {
                 set_state(vm, VMMS_VM_OFF, "state", "turned off to restore a checkpoint");
                 restore_next = true;
+        } else if (g_strcmp0(vm->job, "move-recover") == 0 && !vm->exit_reason) {
+                /* A restarted source whose worker was saving for the move: it continues
+                 * from that state if the save completed. */
+                g_autofree char *saved = vmms_vm_saved_path(vm);
+
+                vm->job = NULL;
+                if (g_file_test(saved, G_FILE_TEST_EXISTS)) {
+                        set_state(vm, VMMS_VM_SAVED, "state", "saved for a move that was cut short");
+                        vm->resume_pending = true;
+                } else {
+                        message = g_strdup_printf("its worker ended while saving for a move: %s",
+                                                  exit->last_words ? exit->last_words : exit->how);
+                        set_state(vm, VMMS_VM_OFF, "error", message);
+                }
         } else if (vm->save_written && g_strcmp0(vm->job, "move") == 0) {
                 g_autofree char *size = vmms_format_bytes(vm->saved_bytes);
 
@@ -1053,6 +1172,7 @@ static void on_engine_exited(VmmsVm *vm, const VmmsEngineExit *exit)
         }
         g_clear_pointer(&vm->exit_reason, g_free);
         g_clear_pointer(&vm->restore_path, g_free);
+        vm->restore_paused = false;
         vm->memory = (VmmsMemoryStatus){0};
         vm->figures = (VmmsVmFigures){0};
         vm->partition_id = 0;

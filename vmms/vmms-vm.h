@@ -100,6 +100,16 @@ struct VmmsVm {
         /* Move-VM: told once the state is saved for the move (or could not be). */
         void (*move_saved)(VmmsVm *vm, const VmmsError *error, void *userdata);
         void *move_saved_data;
+        /* Move-VM's destination: the start from the received state stays paused (the VM
+         * is Migrating here until the source commits), and what the commit's Resume
+         * tells. The source: how far the move is, for Get-VM's Status (-1: no move). */
+        bool restore_paused;
+        void (*move_resumed)(VmmsVm *vm, const VmmsError *error, void *userdata);
+        void *move_resumed_data;
+        int move_percent;
+        /* A Saved VM that is this host's again after a move cut short by a restart:
+         * started from its state as soon as the hypervisor runs. */
+        bool resume_pending;
         /* The checkpoint a checkpoint or restore job is taking or putting back. */
         VmmsCheckpoint *checkpoint;
         /* A state change the store refused (a full disk): written on a later tick. */
@@ -153,7 +163,7 @@ void vmms_vm_save(VmmsVm *vm, VmmsCall *call);
 /* Where a Saved VM's state is. */
 char *vmms_vm_saved_path(const VmmsVm *vm);
 
-/* Move-VM, as vmms-migration.c drives it (a quick migration: save, send, start there).
+/* Move-VM, as vmms-migration.c drives it (save, send, restore paused there, commit).
  * The source keeps the VM, and its saved state, until the destination says it runs it:
  *   move_begin   Running: begins the job "move" (or fails `call`)
  *   move_save    Running -> Migrating: the state goes to the saved path and the worker
@@ -174,6 +184,22 @@ void vmms_vm_move_abort(VmmsVm *vm, VmmsErrorCode code, const char *why);
 void vmms_vm_move_in_doubt(VmmsVm *vm, const char *destination, const char *why);
 VmmsCall *vmms_vm_move_take_call(VmmsVm *vm);
 void vmms_vm_move_end(VmmsVm *vm);
+/* The destination's side:
+ *   move_receive  Saved (just received): starts it from its state, paused; it is
+ *                Migrating once its worker is up (or Saved/Off with the start's error)
+ *   move_commit  Migrating: the source committed: Resume; `fn` runs once, and the VM
+ *                is Running, or still Migrating (or Off, its worker gone) with an error
+ *   move_discard a live VM that must not run here (no commit came): its worker is
+ *                killed and it ends Off, `why` as the event */
+void vmms_vm_move_receive(VmmsVm *vm);
+void vmms_vm_move_commit(VmmsVm *vm, const char *source,
+                         void (*fn)(VmmsVm *vm, const VmmsError *error, void *userdata), void *userdata);
+void vmms_vm_move_discard(VmmsVm *vm, const char *why);
+/* After a vmmsd restart, a VM it was giving away: before COMMIT could have left
+ * (committing false) the VM is its own again: it runs on if its worker still runs,
+ * or continues from its saved state; once COMMIT may have left, it is kept Saved, in
+ * doubt, with an event naming what to do. */
+void vmms_vm_move_recover(VmmsVm *vm, const char *destination, bool committing);
 
 /* Checkpoint-VM: Running|Paused: the whole state, the VM running on as it was (the
  * engine's save with keep_running); Off: the definition alone. Names are unique per

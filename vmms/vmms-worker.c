@@ -277,6 +277,8 @@ int vmms_worker_spawn(const VmmsWorkerSpawn *s, const VmmsWorkerCallbacks *callb
                 g_ptr_array_add(argv, g_strdup_printf("--paging-file=%s", s->paging_file));
         if (s->restore_path)
                 g_ptr_array_add(argv, g_strdup_printf("--restore=%s", s->restore_path));
+        if (s->restore_path && s->restore_paused)
+                g_ptr_array_add(argv, g_strdup("--restore-paused"));
         if (s->paging_bytes)
                 g_ptr_array_add(argv, g_strdup_printf("--paging-bytes=%" G_GUINT64_FORMAT, s->paging_bytes));
         g_ptr_array_add(argv, NULL);

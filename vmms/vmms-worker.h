@@ -41,6 +41,7 @@ typedef struct VmmsWorkerSpawn {
         const char *paging_file;
         uint64_t paging_bytes;
         const char *restore_path; /* continue from this saved state instead of booting */
+        bool restore_paused;      /* and stay paused until a Resume (a moved VM awaiting its commit) */
 } VmmsWorkerSpawn;
 
 /* A reply from the worker: error 0 or a negative errno with a message. */

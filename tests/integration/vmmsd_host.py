@@ -45,7 +45,7 @@ def pid_alive(pid):
 
 
 class VmmsdHost:
-    def __init__(self, hvd_memory="1GB", hvd_lps=2, stop_timeout=10, extra=()):
+    def __init__(self, hvd_memory="1GB", hvd_lps=2, stop_timeout=10, extra=(), env=None):
         self._tmp = tempfile.TemporaryDirectory(prefix="vmmsd-test-")
         self.dir = Path(self._tmp.name)
         self.state = self.dir / "state"
@@ -55,13 +55,15 @@ class VmmsdHost:
                      "--hvd-memory", hvd_memory, "--hvd-lps", str(hvd_lps), "--stop-timeout", str(stop_timeout),
                      "--dbus", "none", *extra]  # a later --dbus in extra wins
         self.proc = None
+        self.env = env  # more environment for vmmsd (None: the test's own); start() reads it
         self._channel = None
         self.pb, self.pb_grpc = stubs()
         self.start()
 
     def start(self):
         log = open(self.dir / "vmmsd.log", "ab")
-        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
+        env = {**os.environ, **self.env} if self.env else None
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         wait_for(lambda: self.socket.exists() or self.proc.poll() is not None, 20, what="vmmsd's socket")
         if self.proc.poll() is not None:
