@@ -542,6 +542,38 @@ void vmctl_format_event_line(GString *out, const Vmms__V1__Event *event, bool he
         g_string_append_printf(out, EVENT_LINE, id, time, event->vm_name, event->kind, state, message);
 }
 
+void vmctl_format_hard_disk_drives(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms)
+{
+        static const VmctlColumn columns[] = {
+                {"VMName", false}, {"Location", true}, {"Format", false}, {"Path", false}};
+        g_autoptr(VmctlTable) table = vmctl_table_new(columns, G_N_ELEMENTS(columns));
+
+        for (size_t i = 0; i < n_vms; i++)
+                for (size_t j = 0; j < vms[i]->n_hard_disk_drives; j++) {
+                        const Vmms__V1__HardDiskDrive *d = vms[i]->hard_disk_drives[j];
+
+                        vmctl_table_add(table, text(vms[i]->name), g_strdup_printf("%zu", j), text(d->format),
+                                        text(d->path));
+                }
+        vmctl_table_render(table, out);
+}
+
+void vmctl_format_network_adapters(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms)
+{
+        static const VmctlColumn columns[] = {
+                {"VMName", false}, {"Name", false}, {"SwitchName", false}, {"MacAddress", false}};
+        g_autoptr(VmctlTable) table = vmctl_table_new(columns, G_N_ELEMENTS(columns));
+
+        for (size_t i = 0; i < n_vms; i++)
+                for (size_t j = 0; j < vms[i]->n_network_adapters; j++) {
+                        const Vmms__V1__NetworkAdapter *a = vms[i]->network_adapters[j];
+
+                        vmctl_table_add(table, text(vms[i]->name), text(a->name), text(a->switch_name),
+                                        text(a->mac_address));
+                }
+        vmctl_table_render(table, out);
+}
+
 /* Get-VMSnapshot: the VM, each checkpoint's name, when it was taken, the VM's state then
  * and the size of its saved state (none for an Off VM's: settings only). */
 void vmctl_format_checkpoints(GString *out, const char *vm_name, Vmms__V1__Checkpoint *const *checkpoints,

@@ -54,6 +54,9 @@ void vmctl_format_host(GString *out, const Vmms__V1__Host *host);
 void vmctl_format_counters(GString *out, const Vmms__V1__GetCountersResponse *counters);
 void vmctl_format_host_health(GString *out, const Vmms__V1__HostHealth *health);
 void vmctl_format_events(GString *out, Vmms__V1__Event *const *events, size_t n_events);
+/* Get-VMHardDiskDrive / Get-VMNetworkAdapter: one row per device of each VM. */
+void vmctl_format_hard_disk_drives(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms);
+void vmctl_format_network_adapters(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms);
 void vmctl_format_checkpoints(GString *out, const char *vm_name, Vmms__V1__Checkpoint *const *checkpoints,
                               size_t n_checkpoints);
 

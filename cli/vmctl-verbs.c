@@ -308,6 +308,44 @@ static const VmctlParam get_vm_settings_params[] = {
         COMMON_PARAMS,
 };
 
+static const VmctlParam hard_disk_drive_params[] = {
+        VM_NAME_PARAM("VMName"),
+        {.name = "Path",
+         .type = VMCTL_PARAM_STRING,
+         .required = true,
+         .max = 1024,
+         .help = "The disk image: qcow2 (no backing file) or raw; a relative path is taken from the "
+                 "current directory."},
+        PASSTHRU_PARAM,
+        COMMON_PARAMS,
+};
+
+static const VmctlParam add_network_adapter_params[] = {
+        VM_NAME_PARAM("VMName"),
+        {.name = "SwitchName",
+         .type = VMCTL_PARAM_STRING,
+         .required = true,
+         .max = 64,
+         .help = "The libvirt network the adapter is on (virsh net-list --all lists them)."},
+        {.name = "Name",
+         .type = VMCTL_PARAM_STRING,
+         .max = VMMS_NAME_LENGTH_MAX,
+         .help = "The adapter's name. Default: \"Network Adapter\", numbered if taken."},
+        PASSTHRU_PARAM,
+        COMMON_PARAMS,
+};
+
+static const VmctlParam remove_network_adapter_params[] = {
+        VM_NAME_PARAM("VMName"),
+        {.name = "Name",
+         .type = VMCTL_PARAM_STRING,
+         .required = true,
+         .max = VMMS_NAME_LENGTH_MAX,
+         .help = "The adapter, by name (Get-VMNetworkAdapter lists them)."},
+        PASSTHRU_PARAM,
+        COMMON_PARAMS,
+};
+
 static const VmctlParam no_params[] = {COMMON_PARAMS};
 
 static const VmctlParam get_counter_params[] = {
@@ -849,6 +887,105 @@ static int handle_remove_vm_snapshot(VmctlContext *ctx)
 static int handle_resume_vm(VmctlContext *ctx)
 {
         return vm_ref_call(ctx, METHOD("ResumeVm"), VMCTL_TIMEOUT_MS);
+}
+
+/* ---- The libvirt engine's devices ---- */
+
+static int hard_disk_drive_call(VmctlContext *ctx, const char *method)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        Vmms__V1__HardDiskDriveRequest request = VMMS__V1__HARD_DISK_DRIVE_REQUEST__INIT;
+        /* As PowerShell: a relative path is the current directory's. */
+        g_autofree char *path = g_canonicalize_filename(arg_text(ctx, "Path"), NULL);
+        int r;
+
+        request.vm = (char *)arg_text(ctx, "VMName");
+        request.path = path;
+        r = call(ctx, method, &request.base, &vmms__v1__vm__descriptor, VMCTL_TIMEOUT_MS, &reply);
+        if (r < 0)
+                return r;
+        print_vm_result(ctx, reply, arg_flag(ctx, "Passthru"), vmctl_format_hard_disk_drives);
+        return 0;
+}
+
+static int handle_add_vm_hard_disk_drive(VmctlContext *ctx)
+{
+        return hard_disk_drive_call(ctx, METHOD("AddHardDiskDrive"));
+}
+
+static int handle_remove_vm_hard_disk_drive(VmctlContext *ctx)
+{
+        return hard_disk_drive_call(ctx, METHOD("RemoveHardDiskDrive"));
+}
+
+static int network_adapter_call(VmctlContext *ctx, const char *method)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        Vmms__V1__NetworkAdapterRequest request = VMMS__V1__NETWORK_ADAPTER_REQUEST__INIT;
+        const VmctlValue *v;
+        int r;
+
+        request.vm = (char *)arg_text(ctx, "VMName");
+        if ((v = vmctl_args_get(ctx->args, "SwitchName")) && v->set)
+                request.switch_name = (char *)v->text;
+        if ((v = vmctl_args_get(ctx->args, "Name")) && v->set)
+                request.name = (char *)v->text;
+        r = call(ctx, method, &request.base, &vmms__v1__vm__descriptor, VMCTL_TIMEOUT_MS, &reply);
+        if (r < 0)
+                return r;
+        print_vm_result(ctx, reply, arg_flag(ctx, "Passthru"), vmctl_format_network_adapters);
+        return 0;
+}
+
+static int handle_add_vm_network_adapter(VmctlContext *ctx)
+{
+        return network_adapter_call(ctx, METHOD("AddNetworkAdapter"));
+}
+
+static int handle_remove_vm_network_adapter(VmctlContext *ctx)
+{
+        return network_adapter_call(ctx, METHOD("RemoveNetworkAdapter"));
+}
+
+/* Get-VMHardDiskDrive / Get-VMNetworkAdapter: every device of the VMs the pattern
+ * names, as one table or one JSON array. */
+static int print_devices(VmctlContext *ctx, bool drives)
+{
+        g_auto(VmList) list = {0};
+        g_autoptr(GString) out = g_string_new(NULL);
+        g_autoptr(GPtrArray) all = g_ptr_array_new();
+        int r;
+
+        r = fetch_vms(ctx, arg_text(ctx, "VMName"), &list);
+        if (r < 0)
+                return r;
+        if (!ctx->json) {
+                (drives ? vmctl_format_hard_disk_drives : vmctl_format_network_adapters)(out, list.vms,
+                                                                                         list.n_vms);
+                emit(ctx, out);
+                return 0;
+        }
+        for (size_t i = 0; i < list.n_vms; i++) {
+                const Vmms__V1__Vm *vm = list.vms[i];
+
+                for (size_t j = 0; drives && j < vm->n_hard_disk_drives; j++)
+                        g_ptr_array_add(all, vm->hard_disk_drives[j]);
+                for (size_t j = 0; !drives && j < vm->n_network_adapters; j++)
+                        g_ptr_array_add(all, vm->network_adapters[j]);
+        }
+        vmctl_json_append_array(out, (ProtobufCMessage *const *)all->pdata, all->len, true);
+        emit(ctx, out);
+        return 0;
+}
+
+static int handle_get_vm_hard_disk_drive(VmctlContext *ctx)
+{
+        return print_devices(ctx, true);
+}
+
+static int handle_get_vm_network_adapter(VmctlContext *ctx)
+{
+        return print_devices(ctx, false);
 }
 
 static int stop_vm(VmctlContext *ctx, const char *vm, bool turn_off, bool force, ProtobufCMessage **ret_reply)
@@ -1462,6 +1599,61 @@ static const VmctlVerb verbs[] = {
                 .params = vm_only_params,
                 .n_params = G_N_ELEMENTS(vm_only_params),
                 .handler = handle_resume_vm,
+                .needs_server = true,
+        },
+        {
+                .name = "Add-VMHardDiskDrive",
+                .synopsis = "Attaches a disk image to an off libvirt VM (qcow2 without a backing file, or "
+                            "raw); the guest sees it as a virtio disk.",
+                .example = "vmctl Add-VMHardDiskDrive deb -Path data.qcow2",
+                .params = hard_disk_drive_params,
+                .n_params = G_N_ELEMENTS(hard_disk_drive_params),
+                .handler = handle_add_vm_hard_disk_drive,
+                .needs_server = true,
+        },
+        {
+                .name = "Get-VMHardDiskDrive",
+                .synopsis = "Lists the disk images attached to VMs (the boot disk, VHDPath, is Get-VM's).",
+                .example = "vmctl Get-VMHardDiskDrive deb",
+                .params = get_vm_settings_params,
+                .n_params = G_N_ELEMENTS(get_vm_settings_params),
+                .handler = handle_get_vm_hard_disk_drive,
+                .needs_server = true,
+        },
+        {
+                .name = "Remove-VMHardDiskDrive",
+                .synopsis = "Detaches a disk image from an off libvirt VM (the file stays).",
+                .example = "vmctl Remove-VMHardDiskDrive deb -Path data.qcow2",
+                .params = hard_disk_drive_params,
+                .n_params = G_N_ELEMENTS(hard_disk_drive_params),
+                .handler = handle_remove_vm_hard_disk_drive,
+                .needs_server = true,
+        },
+        {
+                .name = "Add-VMNetworkAdapter",
+                .synopsis = "Adds a virtio network adapter on a libvirt network to an off libvirt VM.",
+                .example = "vmctl Add-VMNetworkAdapter deb -SwitchName default",
+                .params = add_network_adapter_params,
+                .n_params = G_N_ELEMENTS(add_network_adapter_params),
+                .handler = handle_add_vm_network_adapter,
+                .needs_server = true,
+        },
+        {
+                .name = "Get-VMNetworkAdapter",
+                .synopsis = "Lists VMs' network adapters: name, switch (libvirt network) and MAC address.",
+                .example = "vmctl Get-VMNetworkAdapter deb",
+                .params = get_vm_settings_params,
+                .n_params = G_N_ELEMENTS(get_vm_settings_params),
+                .handler = handle_get_vm_network_adapter,
+                .needs_server = true,
+        },
+        {
+                .name = "Remove-VMNetworkAdapter",
+                .synopsis = "Removes a network adapter, by name, from an off libvirt VM.",
+                .example = "vmctl Remove-VMNetworkAdapter deb -Name \"Network Adapter\"",
+                .params = remove_network_adapter_params,
+                .n_params = G_N_ELEMENTS(remove_network_adapter_params),
+                .handler = handle_remove_vm_network_adapter,
                 .needs_server = true,
         },
         {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What the libvirt engine's tests need beyond scripts/install-deps.sh: libvirtd with its
-# QEMU driver, QEMU, virsh, and the pieces of the test guest (busybox-static, cpio), and
+# QEMU driver, QEMU, virsh, qemu-img (the tests' disk images), the pieces of the test guest
+# (busybox-static, cpio), and
 # the libvirt-qemu account libvirtd's QEMU driver insists on (Debian's
 # libvirt-daemon-system would create it, with a system libvirtd the tests never use).
 # Safe to run again.
@@ -8,7 +9,7 @@ set -euo pipefail
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-PACKAGES=(libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
+PACKAGES=(libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86 qemu-utils
           busybox-static cpio)
 need=()
 for p in "${PACKAGES[@]}"; do

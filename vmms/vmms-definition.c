@@ -51,6 +51,66 @@ int vmms_vm_state_from_string(const char *text, VmmsVmState *ret_state)
         return -EINVAL;
 }
 
+static void hard_disk_drive_clear(gpointer p)
+{
+        VmmsHardDiskDrive *d = p;
+
+        g_free(d->path);
+        g_free(d->format);
+}
+
+static void network_adapter_clear(gpointer p)
+{
+        VmmsNetworkAdapter *a = p;
+
+        g_free(a->name);
+        g_free(a->switch_name);
+}
+
+GArray *vmms_hard_disk_drives_new(void)
+{
+        GArray *a = g_array_new(FALSE, TRUE, sizeof(VmmsHardDiskDrive));
+
+        g_array_set_clear_func(a, hard_disk_drive_clear);
+        return a;
+}
+
+GArray *vmms_network_adapters_new(void)
+{
+        GArray *a = g_array_new(FALSE, TRUE, sizeof(VmmsNetworkAdapter));
+
+        g_array_set_clear_func(a, network_adapter_clear);
+        return a;
+}
+
+static GArray *hard_disk_drives_copy(const GArray *src)
+{
+        GArray *a = vmms_hard_disk_drives_new();
+
+        for (guint i = 0; src && i < src->len; i++) {
+                const VmmsHardDiskDrive *d = &g_array_index(src, VmmsHardDiskDrive, i);
+                VmmsHardDiskDrive copy = {.path = g_strdup(d->path), .format = g_strdup(d->format)};
+
+                g_array_append_val(a, copy);
+        }
+        return a;
+}
+
+static GArray *network_adapters_copy(const GArray *src)
+{
+        GArray *a = vmms_network_adapters_new();
+
+        for (guint i = 0; src && i < src->len; i++) {
+                const VmmsNetworkAdapter *n = &g_array_index(src, VmmsNetworkAdapter, i);
+                VmmsNetworkAdapter copy = {.name = g_strdup(n->name),
+                                           .switch_name = g_strdup(n->switch_name)};
+
+                g_strlcpy(copy.mac_address, n->mac_address, sizeof(copy.mac_address));
+                g_array_append_val(a, copy);
+        }
+        return a;
+}
+
 void vmms_vm_definition_init_defaults(VmmsVmDefinition *def)
 {
         memset(def, 0, sizeof(*def));
@@ -77,6 +137,8 @@ void vmms_vm_definition_init_defaults(VmmsVmDefinition *def)
         def->initrd_path = g_strdup("");
         def->kernel_args = g_strdup("");
         def->vhd_path = g_strdup("");
+        def->hard_disk_drives = vmms_hard_disk_drives_new();
+        def->network_adapters = vmms_network_adapters_new();
         def->automatic_start_action = VMMS_AUTO_START_START_IF_RUNNING;
 }
 
@@ -91,6 +153,10 @@ void vmms_vm_definition_clear(VmmsVmDefinition *def)
         g_free(def->initrd_path);
         g_free(def->kernel_args);
         g_free(def->vhd_path);
+        if (def->hard_disk_drives)
+                g_array_unref(def->hard_disk_drives);
+        if (def->network_adapters)
+                g_array_unref(def->network_adapters);
         memset(def, 0, sizeof(*def));
 }
 
@@ -106,6 +172,8 @@ void vmms_vm_definition_copy(VmmsVmDefinition *dst, const VmmsVmDefinition *src)
         dst->initrd_path = g_strdup(src->initrd_path);
         dst->kernel_args = g_strdup(src->kernel_args);
         dst->vhd_path = g_strdup(src->vhd_path);
+        dst->hard_disk_drives = hard_disk_drives_copy(src->hard_disk_drives);
+        dst->network_adapters = network_adapters_copy(src->network_adapters);
 }
 
 /* Names become file and log names and show in tables: printable, no path or shell

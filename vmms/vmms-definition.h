@@ -57,6 +57,25 @@ typedef struct VmmsMemorySettings {
         uint64_t paging_bytes; /* the paging disk; 0: VMMS_PAGING_DEFAULT_FACTOR x startup */
 } VmmsMemorySettings;
 
+/* Add-VMHardDiskDrive: a disk image the libvirt engine attaches beside VHDPath (the
+ * boot disk), as a virtio disk in the order added. format: what vmms-devices.c probed
+ * when it was added ("qcow2", "raw", ...). */
+typedef struct VmmsHardDiskDrive {
+        char *path;
+        char *format;
+} VmmsHardDiskDrive;
+
+/* Add-VMNetworkAdapter: a virtio NIC on a libvirt network (switch_name), with a MAC
+ * address fixed when it is added, so the guest sees the same NIC each boot. */
+typedef struct VmmsNetworkAdapter {
+        char *name;
+        char *switch_name;
+        char mac_address[18]; /* "52:54:00:xx:xx:xx" */
+} VmmsNetworkAdapter;
+
+#define VMMS_HARD_DISK_DRIVES_MAX 16
+#define VMMS_NETWORK_ADAPTERS_MAX 8
+
 /* The durable definition: one row of the store. */
 typedef struct VmmsVmDefinition {
         char id[37];
@@ -74,6 +93,9 @@ typedef struct VmmsVmDefinition {
         char *initrd_path;
         char *kernel_args;
         char *vhd_path;
+        /* The libvirt engine's devices beyond the boot source (vmms-devices.c). */
+        GArray *hard_disk_drives; /* of VmmsHardDiskDrive; never NULL once initialised */
+        GArray *network_adapters; /* of VmmsNetworkAdapter */
         VmmsAutoStart automatic_start_action;
         int64_t created_unix_ms;
         int64_t updated_unix_ms;
@@ -83,6 +105,9 @@ typedef struct VmmsVmDefinition {
 } VmmsVmDefinition;
 
 void vmms_vm_definition_init_defaults(VmmsVmDefinition *def);
+/* Empty arrays of VmmsHardDiskDrive / VmmsNetworkAdapter that free their elements. */
+GArray *vmms_hard_disk_drives_new(void);
+GArray *vmms_network_adapters_new(void);
 void vmms_vm_definition_clear(VmmsVmDefinition *def);
 void vmms_vm_definition_copy(VmmsVmDefinition *dst, const VmmsVmDefinition *src);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(VmmsVmDefinition, vmms_vm_definition_clear)

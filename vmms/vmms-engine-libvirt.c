@@ -18,6 +18,15 @@
  *                           device and <on_crash>destroy — or QEMU failed) -> exited()
  *   vmmsd restarted      -> attach() finds the running domain by UUID
  *   console              -> a serial port written to STATE/logs/<id>.console.log
+ *   VHDPath, drives      -> virtio disks: the boot disk vda, Add-VMHardDiskDrive's images
+ *                           vdb, vdc, ... in the order added, each image's format probed
+ *                           again at each start (vmms-devices.c: qcow2 without a backing
+ *                           file, or raw), so a file that changed is refused by name
+ *   network adapters     -> <interface type='network'> on the libvirt network named by
+ *                           SwitchName, virtio, with the MAC fixed when it was added;
+ *                           Add-VMNetworkAdapter asks libvirtd whether the network exists
+ *                           (network_valid). Devices change only while the VM is Off: the
+ *                           XML is written at each start, nothing is hot-plugged.
  *   CPU: RelativeWeight  -> the domain cgroup's cpu_shares (cgroup v2 writes it 1:1 to
  *                           cpu.weight, the same 1-10000 range and default 100)
  *        Maximum         -> vcpu_quota = Maximum x 1000 us per vcpu_period of 100 ms
@@ -65,8 +74,8 @@
  * 5 s x 3), the engine is unavailable with that reason and reconnects every 2 s; on
  * reconnect each VM's domain is looked up again and one that is gone is reported.
  *
- * Not done yet: Save-VM and live migration (refused by name), disks beyond one image,
- * network adapters, virtio-mem hot-add. */
+ * Not done yet: Save-VM and live migration (refused by name), hot-plugging disks and
+ * NICs, virtio-mem hot-add. */
 #include <errno.h>
 #include <fcntl.h>
 #include <gio/gio.h>
@@ -76,6 +85,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "vmms-devices.h"
 #include "vmms-engine.h"
 
 #define RECONNECT_INTERVAL_S 2
@@ -235,8 +245,21 @@ static uint64_t maximum_kib(const VmmsVmDefinition *def)
                10;
 }
 
-static char *domain_xml(Libvirt *e, VmmsVm *vm, uint32_t weight)
+/* A virtio disk vd<letter>: the boot disk is vda, added drives follow in order. */
+static void append_disk(GString *xml, const char *path, const char *format, char letter)
 {
+        g_autofree char *disk =
+                g_markup_printf_escaped("    <disk type='file' device='disk'><driver name='qemu' type='%s'/>"
+                                        "<source file='%s'/><target dev='vd%c' bus='virtio'/></disk>\n",
+                                        format, path, letter);
+
+        g_string_append(xml, disk);
+}
+
+/* formats: each added drive's format, probed again at this start. */
+static char *domain_xml(Libvirt *e, VmmsVm *vm, uint32_t weight, GPtrArray *formats)
+{
+        char disk_letter = 'a';
         const VmmsVmDefinition *def = &vm->def;
         g_autofree char *name = domain_name(vm);
         g_autofree char *console_name = g_strconcat(def->id, ".console.log", NULL);
@@ -282,13 +305,19 @@ static char *domain_xml(Libvirt *e, VmmsVm *vm, uint32_t weight)
         g_string_append(xml, "  </os>\n  <features><acpi/><apic/></features>\n"
                              "  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>destroy</on_reboot>\n"
                              "  <on_crash>destroy</on_crash>\n  <devices>\n");
-        if (def->vhd_path && *def->vhd_path) {
-                g_autofree char *disk = g_markup_printf_escaped(
-                        "    <disk type='file' device='disk'><driver name='qemu' type='%s'/>"
-                        "<source file='%s'/><target dev='vda' bus='virtio'/></disk>\n",
-                        is_qcow2(def->vhd_path) ? "qcow2" : "raw", def->vhd_path);
+        if (def->vhd_path && *def->vhd_path)
+                append_disk(xml, def->vhd_path, is_qcow2(def->vhd_path) ? "qcow2" : "raw", disk_letter++);
+        for (guint i = 0; i < formats->len; i++)
+                append_disk(xml, g_array_index(def->hard_disk_drives, VmmsHardDiskDrive, i).path,
+                            formats->pdata[i], disk_letter++);
+        for (guint i = 0; i < def->network_adapters->len; i++) {
+                const VmmsNetworkAdapter *a = &g_array_index(def->network_adapters, VmmsNetworkAdapter, i);
+                g_autofree char *nic = g_markup_printf_escaped(
+                        "    <interface type='network'><source network='%s'/><mac address='%s'/>"
+                        "<model type='virtio'/></interface>\n",
+                        a->switch_name, a->mac_address);
 
-                g_string_append(xml, disk);
+                g_string_append(xml, nic);
         }
         g_autofree char *serial = g_markup_printf_escaped(
                 "    <serial type='file'><source path='%s' append='on'/><target port='0'/></serial>\n",
@@ -766,6 +795,7 @@ static void start(VmmsEngine *e, VmmsVm *vm)
         Libvirt *l = libvirt(e);
         LibvirtVm *lv;
         g_autoptr(GArray) shares = NULL;
+        g_autoptr(GPtrArray) formats = NULL;
         double reserved = 0;
 
         if (!l->conn) {
@@ -789,9 +819,27 @@ static void start(VmmsEngine *e, VmmsVm *vm)
                 report_exit(vm, why, NULL, VMMS_ERROR_RESOURCE_EXHAUSTED);
                 return;
         }
+        /* The images are probed again: a file can change between Add-VMHardDiskDrive and
+         * now (a guest writing a qcow2 header into a raw disk, a backing file added). */
+        formats = g_ptr_array_new_with_free_func(g_free);
+        for (guint i = 0; i < vm->def.hard_disk_drives->len; i++) {
+                const char *path = g_array_index(vm->def.hard_disk_drives, VmmsHardDiskDrive, i).path;
+                VmmsError error = {0};
+                char *format = NULL;
+
+                if (!vmms_disk_image_valid(path, &format, &error)) {
+                        g_autofree char *why =
+                                g_strdup_printf("its hard disk drive cannot be attached: %s", error.message);
+
+                        vmms_error_clear(&error);
+                        report_exit(vm, why, NULL, VMMS_ERROR_FAILED_PRECONDITION);
+                        return;
+                }
+                g_ptr_array_add(formats, format);
+        }
         lv->weight = weight_for(l, vm, &vm->def.processor);
         lv->target_kib = vm->def.memory.startup_bytes >> 10;
-        run_blocking(lv, OP_CREATE, domain_xml(l, vm, lv->weight));
+        run_blocking(lv, OP_CREATE, domain_xml(l, vm, lv->weight, formats));
         recompute_weights(l, vm, &vm->def.processor);
 }
 
@@ -1065,7 +1113,26 @@ static int migrate_send(VmmsEngine *e, VmmsVm *vm, const char *destination, Vmms
         return not_yet(vm, "live-migrate", error);
 }
 
+static bool network_valid(VmmsEngine *e, const char *switch_name, VmmsError *error)
+{
+        Libvirt *l = libvirt(e);
+        virNetworkPtr net;
+
+        if (!l->conn)
+                return true; /* checked by libvirt when the VM starts */
+        net = virNetworkLookupByName(l->conn, switch_name);
+        if (!net) {
+                vmms_error_set(error, VMMS_ERROR_NOT_FOUND,
+                               "libvirtd at %s has no network named '%s' (virsh net-list --all lists them)",
+                               l->config.uri, switch_name);
+                return false;
+        }
+        virNetworkFree(net);
+        return true;
+}
+
 static const VmmsEngineOps libvirt_ops = {
+        .network_valid = network_valid,
         .name = "libvirt",
         .available = available,
         .start = start,

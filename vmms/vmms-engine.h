@@ -80,6 +80,9 @@ typedef struct VmmsEngineOps {
          * keep_running (a checkpoint): the VM goes on as it was once the file is in
          * place, and no exited() follows. */
         void (*save)(VmmsEngine *e, VmmsVm *vm, const char *path, bool keep_running, VmmsEngineSavedFn done);
+        /* Optional, any state: whether `switch_name` names a network VMs can attach to;
+         * if not, an error naming it. An engine that cannot tell now says true. */
+        bool (*network_valid)(VmmsEngine *e, const char *switch_name, VmmsError *error);
         /* Live migration: not implemented yet; refused with an error naming it. */
         int (*migrate_send)(VmmsEngine *e, VmmsVm *vm, const char *destination, VmmsError *error);
 } VmmsEngineOps;

@@ -13,6 +13,7 @@
  * and started again if its AutomaticStartAction says so. When vmmsd started hvd
  * itself (the host came up), VMs with AutomaticStartAction Start are started too. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -141,6 +142,17 @@ int vmms_manager_vm_add(VmmsManager *m, const VmmsVmDefinition *def, VmmsVm **re
         if (vmms_manager_lookup(m, def->name, NULL)) {
                 vmms_error_set(error, VMMS_ERROR_ALREADY_EXISTS, "a VM named '%s' already exists", def->name);
                 return -EEXIST;
+        }
+        /* A boot disk is written by its guest: it may be no other VM's file. */
+        for (guint i = 0; def->vhd_path && *def->vhd_path && i < m->vms->len; i++) {
+                VmmsVm *other = m->vms->pdata[i];
+
+                if (vmms_vm_uses_file(other, def->vhd_path)) {
+                        vmms_error_set(error, VMMS_ERROR_ALREADY_EXISTS,
+                                       "VHDPath '%s' is in use by VM '%s'; a disk image belongs to one VM",
+                                       def->vhd_path, other->def.name);
+                        return -EEXIST;
+                }
         }
         vm = vm_new(m, def, engine);
         g_free(vm->def.engine);
@@ -280,6 +292,30 @@ int vmms_manager_vm_update(VmmsManager *m, VmmsVm *vm, const VmmsVmSettings *s, 
                 index_vm(m, vm);
         }
         return r;
+}
+
+int vmms_manager_vm_add_hard_disk_drive(VmmsManager *m, VmmsVm *vm, const char *path, VmmsError *error)
+{
+        g_autofree char *real = path && g_path_is_absolute(path) ? realpath(path, NULL) : NULL;
+        g_autofree char *state = m->config.state_dir ? realpath(m->config.state_dir, NULL) : NULL;
+
+        for (guint i = 0; real && i < m->vms->len; i++) {
+                VmmsVm *other = m->vms->pdata[i];
+
+                if (other != vm && vmms_vm_uses_file(other, real)) {
+                        vmms_error_set(error, VMMS_ERROR_ALREADY_EXISTS,
+                                       "'%s' is in use by VM '%s'; a disk image belongs to one VM", path,
+                                       other->def.name);
+                        return -EEXIST;
+                }
+        }
+        if (real && state && g_str_has_prefix(real, state) && real[strlen(state)] == '/') {
+                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
+                               "'%s' is inside vmmsd's state directory %s; disk images live elsewhere", path,
+                               state);
+                return -EINVAL;
+        }
+        return vmms_vm_add_hard_disk_drive(vm, path, error);
 }
 
 GPtrArray *vmms_manager_vms(VmmsManager *m)

@@ -67,6 +67,9 @@ void vmms_manager_set_migration(VmmsManager *m, VmmsMigration *migration);
 VmmsMigration *vmms_manager_migration(VmmsManager *m);
 /* Set-VM and Rename-VM: a new name must be free. */
 int vmms_manager_vm_update(VmmsManager *m, VmmsVm *vm, const VmmsVmSettings *s, VmmsError *error);
+/* Add-VMHardDiskDrive: refuses an image another VM uses (as a drive, boot disk, kernel
+ * or initrd) or one inside vmmsd's state directory, then vmms_vm_add_hard_disk_drive. */
+int vmms_manager_vm_add_hard_disk_drive(VmmsManager *m, VmmsVm *vm, const char *path, VmmsError *error);
 
 /* Answers a finished job's call with the VM; set by the operation table. */
 void vmms_manager_set_vm_reply(VmmsManager *m, VmmsVmReplyFn fn);

@@ -74,6 +74,37 @@ static bool auto_start_from_proto(Vmms__V1__AutomaticStartAction in, VmmsAutoSta
         }
 }
 
+static void fill_devices(const VmmsVm *vm, Vmms__V1__Vm *out, VmmsCall *call)
+{
+        const GArray *drives = vm->def.hard_disk_drives;
+        const GArray *adapters = vm->def.network_adapters;
+        guint n_drives = drives ? drives->len : 0, n_adapters = adapters ? adapters->len : 0;
+
+        out->hard_disk_drives = vmms_call_alloc(call, sizeof(Vmms__V1__HardDiskDrive *) * (n_drives + 1));
+        for (guint i = 0; i < n_drives; i++) {
+                const VmmsHardDiskDrive *d = &g_array_index(drives, VmmsHardDiskDrive, i);
+                Vmms__V1__HardDiskDrive *o = vmms_call_new0(call, Vmms__V1__HardDiskDrive);
+
+                vmms__v1__hard_disk_drive__init(o);
+                o->path = vmms_call_strdup(call, d->path);
+                o->format = vmms_call_strdup(call, d->format);
+                o->vm_name = out->name;
+                out->hard_disk_drives[out->n_hard_disk_drives++] = o;
+        }
+        out->network_adapters = vmms_call_alloc(call, sizeof(Vmms__V1__NetworkAdapter *) * (n_adapters + 1));
+        for (guint i = 0; i < n_adapters; i++) {
+                const VmmsNetworkAdapter *a = &g_array_index(adapters, VmmsNetworkAdapter, i);
+                Vmms__V1__NetworkAdapter *o = vmms_call_new0(call, Vmms__V1__NetworkAdapter);
+
+                vmms__v1__network_adapter__init(o);
+                o->name = vmms_call_strdup(call, a->name);
+                o->switch_name = vmms_call_strdup(call, a->switch_name);
+                o->mac_address = vmms_call_strdup(call, a->mac_address);
+                o->vm_name = out->name;
+                out->network_adapters[out->n_network_adapters++] = o;
+        }
+}
+
 static Vmms__V1__Vm *vm_to_proto(VmmsManager *m, VmmsCall *call, const VmmsVm *vm)
 {
         Vmms__V1__Vm *out = vmms_call_new0(call, Vmms__V1__Vm);
@@ -87,6 +118,7 @@ static Vmms__V1__Vm *vm_to_proto(VmmsManager *m, VmmsCall *call, const VmmsVm *v
         out->id = vmms_call_strdup(call, vm->def.id);
         out->name = vmms_call_strdup(call, vm->def.name);
         out->state = state_to_proto(vm->def.state);
+        fill_devices(vm, out, call);
         p->count = vm->def.processor.count;
         p->reserve = vm->def.processor.reserve;
         p->maximum = vm->def.processor.maximum;
@@ -374,6 +406,68 @@ static void op_stop_vm_migration(VmmsManager *m, const ProtobufCMessage *request
                 return;
         }
         vmms_migration_cancel(mig, vm, call);
+}
+
+/* ---- Devices (libvirt VMs) ---- */
+
+static void op_add_hard_disk_drive(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        const Vmms__V1__HardDiskDriveRequest *req = (const Vmms__V1__HardDiskDriveRequest *)request;
+        VmmsVm *vm = lookup(m, req->vm, call);
+        VmmsError error = {0};
+
+        if (!vm)
+                return;
+        if (vmms_manager_vm_add_hard_disk_drive(m, vm, req->path, &error) < 0) {
+                fail(call, &error);
+                return;
+        }
+        reply_vm(vm, call, m);
+}
+
+static void op_remove_hard_disk_drive(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        const Vmms__V1__HardDiskDriveRequest *req = (const Vmms__V1__HardDiskDriveRequest *)request;
+        VmmsVm *vm = lookup(m, req->vm, call);
+        VmmsError error = {0};
+
+        if (!vm)
+                return;
+        if (vmms_vm_remove_hard_disk_drive(vm, req->path, &error) < 0) {
+                fail(call, &error);
+                return;
+        }
+        reply_vm(vm, call, m);
+}
+
+static void op_add_network_adapter(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        const Vmms__V1__NetworkAdapterRequest *req = (const Vmms__V1__NetworkAdapterRequest *)request;
+        VmmsVm *vm = lookup(m, req->vm, call);
+        VmmsError error = {0};
+
+        if (!vm)
+                return;
+        if (vmms_vm_add_network_adapter(vm, req->switch_name, req->name, &error) < 0) {
+                fail(call, &error);
+                return;
+        }
+        reply_vm(vm, call, m);
+}
+
+static void op_remove_network_adapter(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        const Vmms__V1__NetworkAdapterRequest *req = (const Vmms__V1__NetworkAdapterRequest *)request;
+        VmmsVm *vm = lookup(m, req->vm, call);
+        VmmsError error = {0};
+
+        if (!vm)
+                return;
+        if (vmms_vm_remove_network_adapter(vm, req->name, &error) < 0) {
+                fail(call, &error);
+                return;
+        }
+        reply_vm(vm, call, m);
 }
 
 /* ---- Checkpoints ---- */
@@ -968,6 +1062,14 @@ const VmmsOp vmms_ops[] = {
            VMMS_ROLE_OPERATOR),
         OP("ResumeVm", vmms__v1__vm_ref__descriptor, vmms__v1__vm__descriptor, op_resume_vm,
            VMMS_ROLE_OPERATOR),
+        OP("AddHardDiskDrive", vmms__v1__hard_disk_drive_request__descriptor, vmms__v1__vm__descriptor,
+           op_add_hard_disk_drive, VMMS_ROLE_OPERATOR),
+        OP("RemoveHardDiskDrive", vmms__v1__hard_disk_drive_request__descriptor, vmms__v1__vm__descriptor,
+           op_remove_hard_disk_drive, VMMS_ROLE_OPERATOR),
+        OP("AddNetworkAdapter", vmms__v1__network_adapter_request__descriptor, vmms__v1__vm__descriptor,
+           op_add_network_adapter, VMMS_ROLE_OPERATOR),
+        OP("RemoveNetworkAdapter", vmms__v1__network_adapter_request__descriptor, vmms__v1__vm__descriptor,
+           op_remove_network_adapter, VMMS_ROLE_OPERATOR),
         OP("CheckpointVm", vmms__v1__checkpoint_vm_request__descriptor, vmms__v1__vm__descriptor,
            op_checkpoint_vm, VMMS_ROLE_OPERATOR),
         OP("ListCheckpoints", vmms__v1__vm_ref__descriptor, vmms__v1__list_checkpoints_response__descriptor,

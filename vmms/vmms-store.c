@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
+#include "vmms-devices.h"
 #include "vmms-store-file.h"
 #include "vmms-store.h"
 
@@ -98,6 +99,12 @@ static const char *const migrations[] = {
         "  phase TEXT NOT NULL,"
         "  updated_ms INTEGER NOT NULL"
         ");",
+        /* 8: the libvirt engine's hard disk drives and network adapters (vmms-devices.c's
+         * text: one per line). Rows from before have none, as before. */
+        "ALTER TABLE vms ADD COLUMN hard_disk_drives TEXT NOT NULL DEFAULT '';"
+        "ALTER TABLE vms ADD COLUMN network_adapters TEXT NOT NULL DEFAULT '';"
+        "ALTER TABLE checkpoints ADD COLUMN hard_disk_drives TEXT NOT NULL DEFAULT '';"
+        "ALTER TABLE checkpoints ADD COLUMN network_adapters TEXT NOT NULL DEFAULT '';",
 };
 
 void vmms_event_record_free(VmmsEventRecord *event)
@@ -301,6 +308,7 @@ static int write_event(VmmsStore *store, VmmsEventRecord *event)
         return 0;
 }
 
+/* Binds ?1-?27; the device lists' text is freed with the statement. */
 static void bind_definition(sqlite3_stmt *st, const VmmsVmDefinition *def)
 {
         sqlite3_bind_text(st, 1, def->id, -1, SQLITE_STATIC);
@@ -328,6 +336,8 @@ static void bind_definition(sqlite3_stmt *st, const VmmsVmDefinition *def)
         sqlite3_bind_text(st, 23, def->initrd_path ? def->initrd_path : "", -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 24, def->kernel_args ? def->kernel_args : "", -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 25, def->vhd_path ? def->vhd_path : "", -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 26, vmms_hard_disk_drives_to_text(def->hard_disk_drives), -1, g_free);
+        sqlite3_bind_text(st, 27, vmms_network_adapters_to_text(def->network_adapters), -1, g_free);
 }
 
 static int write_runtime(VmmsStore *store, const VmmsVmDefinition *def)
@@ -382,15 +392,16 @@ static int insert_body(VmmsStore *store, const void *arg, VmmsEventRecord *event
         int r;
 
         (void)event;
-        r = prepare(store,
-                    "INSERT INTO vms (id, name, state, vp_count, cpu_reserve, cpu_maximum, cpu_weight, "
-                    "dm_enabled, "
-                    "mem_startup, mem_minimum, mem_maximum, mem_buffer, mem_priority, workload, boot_args, "
-                    "notes, "
-                    "created_ms, updated_ms, engine, auto_start, paging_bytes, kernel_path, initrd_path, "
-                    "kernel_args, vhd_path) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    &st);
+        r = prepare(
+                store,
+                "INSERT INTO vms (id, name, state, vp_count, cpu_reserve, cpu_maximum, cpu_weight, "
+                "dm_enabled, "
+                "mem_startup, mem_minimum, mem_maximum, mem_buffer, mem_priority, workload, boot_args, "
+                "notes, "
+                "created_ms, updated_ms, engine, auto_start, paging_bytes, kernel_path, initrd_path, "
+                "kernel_args, vhd_path, hard_disk_drives, network_adapters) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                &st);
         if (r < 0)
                 return r;
         bind_definition(st, def);
@@ -411,7 +422,9 @@ static int update_body(VmmsStore *store, const void *arg, VmmsEventRecord *event
                 "cpu_weight = ?7, dm_enabled = ?8, mem_startup = ?9, mem_minimum = ?10, mem_maximum = ?11, "
                 "mem_buffer = ?12, mem_priority = ?13, workload = ?14, boot_args = ?15, notes = ?16, "
                 "created_ms = ?17, updated_ms = ?18, engine = ?19, auto_start = ?20, paging_bytes = ?21, "
-                "kernel_path = ?22, initrd_path = ?23, kernel_args = ?24, vhd_path = ?25 "
+                "kernel_path = ?22, initrd_path = ?23, kernel_args = ?24, vhd_path = ?25, hard_disk_drives = "
+                "?26, "
+                "network_adapters = ?27 "
                 "WHERE id = ?1",
                 &st);
         if (r < 0)
@@ -474,8 +487,9 @@ static char *column_text(sqlite3_stmt *st, int column)
         return g_strdup(text ? (const char *)text : "");
 }
 
-/* A definition from columns 0-26 as vmms_store_vm_list selects them. */
-static void read_definition(sqlite3_stmt *st, VmmsVmDefinition *def)
+/* A definition from columns 0-26 as vmms_store_vm_list selects them, and its device
+ * lists from columns `devices` and `devices` + 1. */
+static void read_definition(sqlite3_stmt *st, int devices, VmmsVmDefinition *def)
 {
         g_autofree char *state = column_text(st, 2);
         g_autofree char *auto_start = column_text(st, 21);
@@ -507,6 +521,10 @@ static void read_definition(sqlite3_stmt *st, VmmsVmDefinition *def)
         def->initrd_path = column_text(st, 24);
         def->kernel_args = column_text(st, 25);
         def->vhd_path = column_text(st, 26);
+        def->hard_disk_drives =
+                vmms_hard_disk_drives_from_text((const char *)sqlite3_column_text(st, devices));
+        def->network_adapters =
+                vmms_network_adapters_from_text((const char *)sqlite3_column_text(st, devices + 1));
         if (vmms_auto_start_from_string(auto_start, &def->automatic_start_action) < 0)
                 def->automatic_start_action = VMMS_AUTO_START_START_IF_RUNNING;
 }
@@ -523,7 +541,9 @@ int vmms_store_vm_list(VmmsStore *store, GPtrArray **ret_defs)
                 "v.dm_enabled, v.mem_startup, v.mem_minimum, v.mem_maximum, v.mem_buffer, v.mem_priority, "
                 "v.workload, v.boot_args, v.notes, v.created_ms, v.updated_ms, "
                 "COALESCE(r.worker_pid, 0), COALESCE(r.started_ms, 0), v.engine, v.auto_start, "
-                "v.paging_bytes, v.kernel_path, v.initrd_path, v.kernel_args, v.vhd_path "
+                "v.paging_bytes, v.kernel_path, v.initrd_path, v.kernel_args, v.vhd_path, "
+                "v.hard_disk_drives, "
+                "v.network_adapters "
                 "FROM vms v LEFT JOIN vm_runtime r ON r.vm_id = v.id ORDER BY v.created_ms, v.name",
                 &st);
         if (r < 0)
@@ -531,7 +551,7 @@ int vmms_store_vm_list(VmmsStore *store, GPtrArray **ret_defs)
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
                 VmmsVmDefinition *def = g_new0(VmmsVmDefinition, 1);
 
-                read_definition(st, def);
+                read_definition(st, 27, def);
                 g_ptr_array_add(defs, def);
         }
         sqlite3_finalize(st);
@@ -625,7 +645,7 @@ void vmms_checkpoint_free(VmmsCheckpoint *c)
         g_free(c);
 }
 
-/* The definition binds ?1-?25 as in vms (its id is vm_id, its state the VM's then). */
+/* The definition binds ?1-?27 as in vms (its id is vm_id, its state the VM's then). */
 static int checkpoint_insert_body(VmmsStore *store, const void *arg, VmmsEventRecord *event)
 {
         const VmmsCheckpoint *c = arg;
@@ -638,17 +658,18 @@ static int checkpoint_insert_body(VmmsStore *store, const void *arg, VmmsEventRe
                 "INSERT INTO checkpoints (vm_id, vm_name, state, vp_count, cpu_reserve, cpu_maximum, "
                 "cpu_weight, dm_enabled, mem_startup, mem_minimum, mem_maximum, mem_buffer, mem_priority, "
                 "workload, boot_args, notes, vm_created_ms, vm_updated_ms, engine, auto_start, "
-                "paging_bytes, kernel_path, initrd_path, kernel_args, vhd_path, id, name, created_ms, "
-                "state_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
-                "?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
+                "paging_bytes, kernel_path, initrd_path, kernel_args, vhd_path, hard_disk_drives, "
+                "network_adapters, id, name, created_ms, state_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, "
+                "?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, "
+                "?26, ?27, ?28, ?29, ?30, ?31)",
                 &st);
         if (r < 0)
                 return r;
         bind_definition(st, &c->def);
-        sqlite3_bind_text(st, 26, c->id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 27, c->name, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 28, c->created_unix_ms);
-        sqlite3_bind_int64(st, 29, (sqlite3_int64)c->state_bytes);
+        sqlite3_bind_text(st, 28, c->id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 29, c->name, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 30, c->created_unix_ms);
+        sqlite3_bind_int64(st, 31, (sqlite3_int64)c->state_bytes);
         return step_done(store, st);
 }
 
@@ -679,8 +700,9 @@ int vmms_store_checkpoint_list(VmmsStore *store, const char *vm_id, GPtrArray **
                 "SELECT vm_id, vm_name, state, vp_count, cpu_reserve, cpu_maximum, cpu_weight, dm_enabled, "
                 "mem_startup, mem_minimum, mem_maximum, mem_buffer, mem_priority, workload, boot_args, "
                 "notes, vm_created_ms, vm_updated_ms, 0, 0, engine, auto_start, paging_bytes, "
-                "kernel_path, initrd_path, kernel_args, vhd_path, id, name, created_ms, state_bytes "
-                "FROM checkpoints WHERE vm_id = ? ORDER BY created_ms, rowid",
+                "kernel_path, initrd_path, kernel_args, vhd_path, id, name, created_ms, state_bytes, "
+                "hard_disk_drives, network_adapters FROM checkpoints WHERE vm_id = ? ORDER BY created_ms, "
+                "rowid",
                 &st);
         if (r < 0)
                 return r;
@@ -688,7 +710,7 @@ int vmms_store_checkpoint_list(VmmsStore *store, const char *vm_id, GPtrArray **
         while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
                 VmmsCheckpoint *c = g_new0(VmmsCheckpoint, 1);
 
-                read_definition(st, &c->def);
+                read_definition(st, 31, &c->def);
                 c->id = column_text(st, 27);
                 c->name = column_text(st, 28);
                 c->created_unix_ms = sqlite3_column_int64(st, 29);

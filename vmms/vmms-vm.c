@@ -26,6 +26,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "vmms-devices.h"
 #include "vmms-engine.h"
 #include "vmms-vm.h"
 
@@ -42,6 +43,7 @@ static const char *const action_names[VMMS_ACTION_COUNT] = {
         [VMMS_ACTION_MIGRATE] = "move",
         [VMMS_ACTION_CHECKPOINT] = "checkpoint",
         [VMMS_ACTION_RESTORE_CHECKPOINT] = "restore a checkpoint of",
+        [VMMS_ACTION_SET_DEVICES] = "add or remove drives or network adapters of",
 };
 
 /* allowed[action][state] */
@@ -63,6 +65,8 @@ static const bool allowed[VMMS_ACTION_COUNT][VMMS_VM_STATE_COUNT] = {
                                             [VMMS_VM_RUNNING] = true,
                                             [VMMS_VM_PAUSED] = true,
                                             [VMMS_VM_SAVED] = true},
+        /* Hot-plug is not done: the domain XML is written at each start. */
+        [VMMS_ACTION_SET_DEVICES] = {[VMMS_VM_OFF] = true},
 };
 
 const char *vmms_vm_action_to_string(VmmsVmAction action)
@@ -476,6 +480,196 @@ int vmms_vm_update_settings(VmmsVm *vm, const VmmsVmSettings *s, VmmsError *erro
                 vmms_vm_definition_copy(&vm->def, &old);
         }
         return r;
+}
+
+/* ---- Devices (libvirt VMs) ---- */
+
+static bool vm_has_mac(const VmmsVm *vm, const char *mac)
+{
+        for (guint i = 0; i < vm->def.network_adapters->len; i++)
+                if (g_ascii_strcasecmp(
+                            g_array_index(vm->def.network_adapters, VmmsNetworkAdapter, i).mac_address,
+                            mac) == 0)
+                        return true;
+        return false;
+}
+
+static bool devices_changeable(VmmsVm *vm, VmmsError *error)
+{
+        if (g_strcmp0(vm->def.engine, "libvirt") != 0) {
+                vmms_error_set(error, VMMS_ERROR_FAILED_PRECONDITION,
+                               "VM '%s' runs on the %s engine, whose guest has no disks or network "
+                               "adapters; they are for libvirt VMs (New-VM -Engine libvirt)",
+                               vm->def.name, vm->def.engine);
+                return false;
+        }
+        return vmms_vm_action_allowed(vm->def.name, vm->def.state, VMMS_ACTION_SET_DEVICES, error) &&
+               vmms_vm_check_idle(vm, error);
+}
+
+/* Persists the changed definition, or puts `old` back. */
+static int persist_devices(VmmsVm *vm, VmmsVmDefinition *old, VmmsError *error, const char *what)
+{
+        int r = vmms_vm_persist(vm, "settings", error, "%s", what);
+
+        if (r < 0) {
+                vmms_vm_definition_clear(&vm->def);
+                vmms_vm_definition_copy(&vm->def, old);
+        }
+        return r;
+}
+
+bool vmms_vm_uses_file(const VmmsVm *vm, const char *path)
+{
+        const GArray *drives = vm->def.hard_disk_drives;
+
+        if (vmms_disk_same_file(vm->def.vhd_path, path) || vmms_disk_same_file(vm->def.kernel_path, path) ||
+            vmms_disk_same_file(vm->def.initrd_path, path))
+                return true;
+        for (guint i = 0; drives && i < drives->len; i++)
+                if (vmms_disk_same_file(g_array_index(drives, VmmsHardDiskDrive, i).path, path))
+                        return true;
+        return false;
+}
+
+int vmms_vm_add_hard_disk_drive(VmmsVm *vm, const char *path, VmmsError *error)
+{
+        g_auto(VmmsVmDefinition) old = {0};
+        g_autofree char *what = NULL;
+        VmmsHardDiskDrive d = {0};
+
+        if (!devices_changeable(vm, error))
+                return -EINVAL;
+        if (vmms_vm_uses_file(vm, path)) {
+                vmms_error_set(error, VMMS_ERROR_ALREADY_EXISTS, "VM '%s' already uses '%s'", vm->def.name,
+                               path);
+                return -EEXIST;
+        }
+        if (!vmms_disk_image_valid(path, &d.format, error))
+                return -EINVAL;
+        if (vm->def.hard_disk_drives->len >= VMMS_HARD_DISK_DRIVES_MAX) {
+                g_free(d.format);
+                vmms_error_set(error, VMMS_ERROR_RESOURCE_EXHAUSTED,
+                               "VM '%s' has %d hard disk drives besides its boot disk, the most it can have",
+                               vm->def.name, VMMS_HARD_DISK_DRIVES_MAX);
+                return -ENOSPC;
+        }
+        vmms_vm_definition_copy(&old, &vm->def);
+        d.path = g_strdup(path);
+        what = g_strdup_printf("hard disk drive %s added (%s)", path, d.format);
+        g_array_append_val(vm->def.hard_disk_drives, d);
+        return persist_devices(vm, &old, error, what);
+}
+
+int vmms_vm_remove_hard_disk_drive(VmmsVm *vm, const char *path, VmmsError *error)
+{
+        GArray *drives = vm->def.hard_disk_drives;
+        g_auto(VmmsVmDefinition) old = {0};
+        g_autofree char *what = NULL;
+
+        if (!devices_changeable(vm, error))
+                return -EINVAL;
+        for (guint i = 0; i < drives->len; i++) {
+                const char *p = g_array_index(drives, VmmsHardDiskDrive, i).path;
+
+                if (g_strcmp0(p, path) != 0 && !vmms_disk_same_file(p, path))
+                        continue;
+                vmms_vm_definition_copy(&old, &vm->def);
+                what = g_strdup_printf("hard disk drive %s removed", p);
+                g_array_remove_index(vm->def.hard_disk_drives, i);
+                return persist_devices(vm, &old, error, what);
+        }
+        if (vmms_disk_same_file(vm->def.vhd_path, path) || g_strcmp0(vm->def.vhd_path, path) == 0)
+                vmms_error_set(error, VMMS_ERROR_FAILED_PRECONDITION,
+                               "'%s' is VM '%s''s boot disk (VHDPath), not an added drive", path,
+                               vm->def.name);
+        else
+                vmms_error_set(error, VMMS_ERROR_NOT_FOUND, "VM '%s' has no hard disk drive '%s'",
+                               vm->def.name, path);
+        return -ENOENT;
+}
+
+static const VmmsNetworkAdapter *find_adapter(const VmmsVm *vm, const char *name)
+{
+        for (guint i = 0; i < vm->def.network_adapters->len; i++) {
+                const VmmsNetworkAdapter *a = &g_array_index(vm->def.network_adapters, VmmsNetworkAdapter, i);
+
+                g_autofree char *a_folded = g_utf8_casefold(a->name, -1);
+                g_autofree char *folded = g_utf8_casefold(name, -1);
+
+                if (strcmp(a_folded, folded) == 0)
+                        return a;
+        }
+        return NULL;
+}
+
+int vmms_vm_add_network_adapter(VmmsVm *vm, const char *switch_name, const char *name, VmmsError *error)
+{
+        g_auto(VmmsVmDefinition) old = {0};
+        g_autofree char *what = NULL;
+        g_autofree char *chosen = NULL;
+        VmmsNetworkAdapter a = {0};
+
+        if (!devices_changeable(vm, error) || !vmms_switch_name_valid(switch_name, error) ||
+            (name && *name && !vmms_adapter_name_valid(name, error)))
+                return -EINVAL;
+        if (vm->def.network_adapters->len >= VMMS_NETWORK_ADAPTERS_MAX) {
+                vmms_error_set(error, VMMS_ERROR_RESOURCE_EXHAUSTED,
+                               "VM '%s' has %d network adapters, the most it can have", vm->def.name,
+                               VMMS_NETWORK_ADAPTERS_MAX);
+                return -ENOSPC;
+        }
+        if (name && *name) {
+                if (find_adapter(vm, name)) {
+                        vmms_error_set(error, VMMS_ERROR_ALREADY_EXISTS,
+                                       "VM '%s' already has a network adapter named '%s'", vm->def.name,
+                                       name);
+                        return -EEXIST;
+                }
+                chosen = g_strdup(name);
+        } else {
+                chosen = g_strdup(VMMS_ADAPTER_NAME_DEFAULT);
+                for (unsigned n = 2; find_adapter(vm, chosen); n++) {
+                        g_free(chosen);
+                        chosen = g_strdup_printf("%s %u", VMMS_ADAPTER_NAME_DEFAULT, n);
+                }
+        }
+        if (vm->engine && vm->engine->ops->network_valid &&
+            !vm->engine->ops->network_valid(vm->engine, switch_name, error))
+                return -ENOENT;
+        vmms_vm_definition_copy(&old, &vm->def);
+        a.name = g_steal_pointer(&chosen);
+        a.switch_name = g_strdup(switch_name);
+        /* Unique within the VM; across VMs the 24 random bits make a clash unlikely and
+         * libvirt refuses to start a second NIC with a MAC already on the bridge. */
+        do
+                vmms_mac_address_generate(a.mac_address);
+        while (vm_has_mac(vm, a.mac_address));
+        what = g_strdup_printf("network adapter '%s' added on switch '%s' (%s)", a.name, switch_name,
+                               a.mac_address);
+        g_array_append_val(vm->def.network_adapters, a);
+        return persist_devices(vm, &old, error, what);
+}
+
+int vmms_vm_remove_network_adapter(VmmsVm *vm, const char *name, VmmsError *error)
+{
+        g_auto(VmmsVmDefinition) old = {0};
+        g_autofree char *what = NULL;
+        const VmmsNetworkAdapter *a;
+
+        if (!devices_changeable(vm, error))
+                return -EINVAL;
+        a = find_adapter(vm, name ? name : "");
+        if (!a) {
+                vmms_error_set(error, VMMS_ERROR_NOT_FOUND, "VM '%s' has no network adapter named '%s'",
+                               vm->def.name, name ? name : "");
+                return -ENOENT;
+        }
+        vmms_vm_definition_copy(&old, &vm->def);
+        what = g_strdup_printf("network adapter '%s' removed", a->name);
+        g_array_remove_index(vm->def.network_adapters,
+                             (guint)(a - (const VmmsNetworkAdapter *)vm->def.network_adapters->data));
+        return persist_devices(vm, &old, error, what);
 }
 
 bool vmms_vm_removable(VmmsVm *vm, VmmsError *error)

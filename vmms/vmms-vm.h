@@ -26,6 +26,7 @@ typedef enum VmmsVmAction {
         VMMS_ACTION_MIGRATE,
         VMMS_ACTION_CHECKPOINT,
         VMMS_ACTION_RESTORE_CHECKPOINT,
+        VMMS_ACTION_SET_DEVICES,
         VMMS_ACTION_COUNT,
 } VmmsVmAction;
 
@@ -155,6 +156,18 @@ typedef struct VmmsVmSettings {
         const char *boot_args;
 } VmmsVmSettings;
 int vmms_vm_update_settings(VmmsVm *vm, const VmmsVmSettings *s, VmmsError *error);
+/* Add-/Remove-VMHardDiskDrive and -VMNetworkAdapter (libvirt VMs, while Off). The
+ * disk image is probed (vmms-devices.h) and may not be one the VM has already; that no
+ * other VM holds it is the registry's check (vmms_manager_vm_add_hard_disk_drive).
+ * An adapter's switch is checked with the engine when it can say (network_valid);
+ * name NULL or empty: "Network Adapter", numbered if taken. Removals name the disk by
+ * its path (or the same file) and the adapter by its name; NotFound otherwise. */
+int vmms_vm_add_hard_disk_drive(VmmsVm *vm, const char *path, VmmsError *error);
+int vmms_vm_remove_hard_disk_drive(VmmsVm *vm, const char *path, VmmsError *error);
+int vmms_vm_add_network_adapter(VmmsVm *vm, const char *switch_name, const char *name, VmmsError *error);
+int vmms_vm_remove_network_adapter(VmmsVm *vm, const char *name, VmmsError *error);
+/* Whether the VM uses the file at `path` as its kernel, initrd, boot disk or a drive. */
+bool vmms_vm_uses_file(const VmmsVm *vm, const char *path);
 /* Whether the VM may be removed now. */
 bool vmms_vm_removable(VmmsVm *vm, VmmsError *error);
 /* Save-VM: Running|Paused -> Saved, the state in ctx->saved_dir/<id>.vmrs; Start-VM

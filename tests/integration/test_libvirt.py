@@ -38,6 +38,7 @@ class LibvirtEngine(unittest.TestCase):
         cls.libvirtd_dir = Path(cls._tmp.name)
         cls.uri = subprocess.run([str(LIBVIRT_DIR / "private-libvirtd.sh"), "start", str(cls.libvirtd_dir)],
                                  check=True, capture_output=True, text=True, timeout=30).stdout.strip()
+        cls.define_network()
         try:
             # KVM is offered here but its guests never run (measured): TCG, named.
             cls.host = VmmsdHost(hvd_memory="1GB", stop_timeout=30,
@@ -46,6 +47,22 @@ class LibvirtEngine(unittest.TestCase):
             cls.stop_libvirtd()
             raise
         cls.boot_seconds = {}
+
+    @classmethod
+    def define_network(cls):
+        """A private libvirt network for Add-VMNetworkAdapter: a bridge of its own with no
+        forwarding rules ("open" mode needs no firewall tool; its address is from a
+        documentation range, picked by pid so parallel runs do not clash) and no DNS."""
+        k = os.getpid() % 60
+        cls.bridge = f"vmmst{os.getpid() % 100000}"
+        xml = cls.libvirtd_dir / "net.xml"
+        xml.write_text(f"<network><name>vmms-test</name><forward mode='open'/>"
+                       f"<bridge name='{cls.bridge}' stp='off'/><dns enable='no'/>"
+                       f"<ip address='198.51.100.{4 * k + 1}' netmask='255.255.255.252'/></network>")
+        r = virsh(cls.uri, "net-create", str(xml))
+        if r.returncode != 0:
+            cls.stop_libvirtd()
+            raise RuntimeError(f"virsh net-create: {r.stderr}")
 
     @classmethod
     def stop_libvirtd(cls):
@@ -112,11 +129,88 @@ class LibvirtEngine(unittest.TestCase):
         r = self.vmctl("New-VM", "-Name", "bad", "-Engine", "libvirt", "-Mem", "256MB", check=False)
         self.assertIn("needs KernelPath", r.stderr)
 
+    def test_02b_hard_disk_drives_and_adapters_are_checked_and_stored(self):
+        self.new_vm("devs", "quiet")
+        qcow2 = self.libvirtd_dir / "devs.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(qcow2), "16M"], check=True, timeout=30)
+        backed = self.libvirtd_dir / "backed.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(qcow2), str(backed)],
+                       check=True, timeout=30)
+        odd = self.libvirtd_dir / "odd.img"
+        odd.write_bytes(b"\0" * 1000)
+        vhdx = self.libvirtd_dir / "disk.vhdx"
+        vhdx.write_bytes(b"vhdxfile" + b"\0" * 4088)
+        refusals = [  # (path, what the error says)
+            (str(self.libvirtd_dir / "missing.qcow2"), "cannot be opened"),
+            (str(self.libvirtd_dir), "is not a regular file"),
+            (str(odd), "whole, non-zero number of 512-byte sectors"),
+            (str(backed), "with a backing file"),
+            (str(vhdx), "is a VHDX image"),
+            (str(GUEST_DIR / "vmlinuz"), "already uses"),  # its own kernel
+        ]
+        for path, says in refusals:
+            with self.subTest(path=path):
+                r = self.vmctl("Add-VMHardDiskDrive", "devs", "-Path", path, check=False)
+                self.assertEqual(r.returncode, 1, r.stdout)
+                self.assertIn(says, r.stderr)
+        # a relative path is the caller's current directory's, as in PowerShell
+        env = dict(os.environ, VMMS_SOCKET=f"unix:{self.host.socket}")
+        r = subprocess.run([str(VMCTL), "Add-VMHardDiskDrive", "devs", "-Path", "devs.qcow2"], cwd=self.libvirtd_dir,
+                           capture_output=True, text=True, env=env, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = self.vmctl("Add-VMHardDiskDrive", "devs", "-Path", str(qcow2), check=False)
+        self.assertIn("already uses", r.stderr)
+        r = self.vmctl("Add-VMNetworkAdapter", "devs", "-SwitchName", "no-such-net", check=False)
+        self.assertIn("has no network named 'no-such-net'", r.stderr)
+        self.vmctl("Add-VMNetworkAdapter", "devs", "-SwitchName", "vmms-test")
+        self.vmctl("Add-VMNetworkAdapter", "devs", "-SwitchName", "vmms-test")
+        # another VM may not take the image
+        self.new_vm("devs2", "quiet")
+        r = self.vmctl("Add-VMHardDiskDrive", "devs2", "-Path", str(qcow2), check=False)
+        self.assertIn("is in use by VM 'devs'", r.stderr)
+        self.vmctl("Remove-VM", "devs2", "-Force")
+        r = self.vmctl("New-VM", "-Name", "devs3", "-Engine", "libvirt", "-Mem", "256MB", "-VHDPath", str(qcow2),
+                       check=False)
+        self.assertIn("is in use by VM 'devs'", r.stderr)
+        # kept across a vmmsd restart, in the store
+        self.host.kill9()
+        self.host.start()
+        drives = json.loads(self.vmctl("Get-VMHardDiskDrive", "devs", "-Json").stdout)
+        self.assertEqual([(d["path"], d["format"], d["vmName"]) for d in drives], [(str(qcow2), "qcow2", "devs")])
+        nics = json.loads(self.vmctl("Get-VMNetworkAdapter", "devs", "-Json").stdout)
+        self.assertEqual([n["name"] for n in nics], ["Network Adapter", "Network Adapter 2"])
+        self.assertEqual(len({n["macAddress"] for n in nics}), 2)
+        self.assertTrue(all(re.fullmatch(r"52:54:00(:[0-9a-f]{2}){3}", n["macAddress"]) for n in nics), nics)
+        table = self.vmctl("Get-VMNetworkAdapter", "devs").stdout
+        self.assertIn("vmms-test", table)
+        self.vmctl("Remove-VMNetworkAdapter", "devs", "-Name", "network adapter 2")
+        r = self.vmctl("Remove-VMNetworkAdapter", "devs", "-Name", "Network Adapter 2", check=False)
+        self.assertIn("has no network adapter named", r.stderr)
+        self.vmctl("Remove-VMHardDiskDrive", "devs", "-Path", str(qcow2))
+        self.assertEqual(json.loads(self.vmctl("Get-VMHardDiskDrive", "devs", "-Json").stdout), [])
+        self.vmctl("Remove-VM", "devs", "-Force")
+
+    def test_02c_a_bundled_vm_has_no_drives(self):
+        self.vmctl("New-VM", "-Name", "plain", "-MemoryStartupBytes", "64MB")
+        try:
+            r = self.vmctl("Add-VMNetworkAdapter", "plain", "-SwitchName", "vmms-test", check=False)
+            self.assertIn("runs on the bundled engine", r.stderr)
+        finally:
+            self.vmctl("Remove-VM", "plain", "-Force")
+
     def test_03_start_vm_boots_to_the_console_marker(self):
         # Dynamic Memory 160 MB - 512 MB from 256 MB; the guest holds 32 MiB in tmpfs.
+        # Two data disks (qcow2, raw) and a NIC on the private network: the guest lists them.
         self.new_vm("deb", "vmms.soak_mb=32")
         self.vmctl("Set-VMMemory", "deb", "-DynamicMemoryEnabled", "$true", "-MinimumBytes", "160MB",
                    "-MaximumBytes", "512MB", "-Buffer", "20")
+        data = self.libvirtd_dir / "data.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(data), "32M"], check=True, timeout=30)
+        raw = self.libvirtd_dir / "data.raw"
+        raw.write_bytes(b"\0" * (4 << 20))
+        self.vmctl("Add-VMHardDiskDrive", "deb", "-Path", str(data))
+        self.vmctl("Add-VMHardDiskDrive", "deb", "-Path", str(raw))
+        self.vmctl("Add-VMNetworkAdapter", "deb", "-SwitchName", "vmms-test", "-Name", "lan")
         self.start_and_boot("deb")
         vm = self.vm("deb")
         self.assertEqual(vm["state"], "VM_STATE_RUNNING")
@@ -126,6 +220,15 @@ class LibvirtEngine(unittest.TestCase):
         xml = virsh(self.uri, "dumpxml", self.domain("deb")).stdout
         self.assertIn("<domain type='qemu'", xml)
         self.assertIn("stats period='1'", xml)
+
+    def test_03b_the_guest_sees_its_disks_and_nic_and_they_are_fixed_while_it_runs(self):
+        console = self.console("deb")
+        self.assertRegex(console, r"vmms-guest: disks vda vdb ")
+        mac = json.loads(self.vmctl("Get-VMNetworkAdapter", "deb", "-Json").stdout)[0]["macAddress"]
+        self.assertRegex(console, rf"vmms-guest: nics eth0={mac}\b")
+        self.assertIn(f"<source network='vmms-test'", virsh(self.uri, "dumpxml", self.domain("deb")).stdout)
+        r = self.vmctl("Remove-VMHardDiskDrive", "deb", "-Path", str(self.libvirtd_dir / "data.raw"), check=False)
+        self.assertIn("it is Running", r.stderr)
 
     def test_04_balloon_stats_give_memory_demand_and_pressure(self):
         vm = wait_for(lambda: (lambda v: v if v["memoryDemandBytes"] > 0 else None)(self.vm("deb")), 30,

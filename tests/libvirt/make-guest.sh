@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Builds the libvirt engine's test guest from Debian's packages only: Debian's kernel
-# (vmlinuz) and a busybox initramfs whose init loads the virtio and balloon modules,
-# prints "vmms-guest: up" on the serial console (pvpanic reports a panic), powers off when the ACPI power button
+# (vmlinuz) and a busybox initramfs whose init loads the virtio, balloon, block, network
+# and virtio-mem modules, lists the disks and NICs it sees ("vmms-guest: disks vda vdb
+# ...", "vmms-guest: nics eth0 ..." with each NIC's MAC), prints "vmms-guest: up" on
+# the serial console (pvpanic reports a panic), powers off when the ACPI power button
 # is pressed (Stop-VM), and runs what the kernel command line asks for:
 #   vmms.soak_mb=N      fill N MiB of tmpfs (memory the guest cannot give back)
 #   vmms.poweroff_s=N   power itself off after N seconds ("vmms-guest: powering off")
-# Usage: make-guest.sh OUTDIR   -> OUTDIR/vmlinuz, OUTDIR/initrd.img (kept if present).
+# Usage: make-guest.sh OUTDIR   -> OUTDIR/vmlinuz, OUTDIR/initrd.img (kept if present and
+# built by this version of the script: OUTDIR/guest-version).
 set -euo pipefail
 
 out=${1:?usage: make-guest.sh OUTDIR}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ]; then
+GUEST_VERSION=2  # bump when the initramfs changes
+if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ "$(cat "$out/guest-version" 2>/dev/null)" = $GUEST_VERSION ]; then
   exit 0
 fi
 for tool in /bin/busybox cpio; do
@@ -35,7 +39,9 @@ mkdir -p root/bin root/dev root/proc root/sys root/tmp root/soak root/modules
 cp /bin/busybox root/bin/busybox
 for m in drivers/input/evdev drivers/acpi/button drivers/virtio/virtio drivers/virtio/virtio_ring \
          drivers/virtio/virtio_pci_modern_dev drivers/virtio/virtio_pci_legacy_dev \
-         drivers/virtio/virtio_pci drivers/virtio/virtio_balloon drivers/misc/pvpanic/pvpanic drivers/misc/pvpanic/pvpanic-mmio; do
+         drivers/virtio/virtio_pci drivers/virtio/virtio_balloon drivers/misc/pvpanic/pvpanic drivers/misc/pvpanic/pvpanic-mmio \
+         drivers/block/virtio_blk net/core/failover drivers/net/net_failover drivers/net/virtio_net \
+         drivers/virtio/virtio_mem; do
   cp "$mods/$m.ko" root/modules/
 done
 cat > root/init <<'INIT'
@@ -45,9 +51,17 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-for m in evdev button virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_balloon pvpanic pvpanic-mmio; do
+for m in evdev button virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_balloon pvpanic pvpanic-mmio \
+         virtio_blk failover net_failover virtio_net virtio_mem; do
   insmod /modules/$m.ko || echo "vmms-guest: insmod $m failed"
 done
+# What the guest was given: its disks and NICs (a NIC as name=MAC).
+echo "vmms-guest: disks $(ls /sys/block | grep -v -e '^loop' -e '^ram' | tr '\n' ' ')"
+nics=""
+for n in /sys/class/net/*; do
+  [ "${n##*/}" = lo ] || nics="$nics ${n##*/}=$(cat $n/address)"
+done
+echo "vmms-guest: nics$nics"
 # The soak comes before the marker: the balancer's first look at the guest includes it.
 for arg in $(cat /proc/cmdline); do
   case $arg in
@@ -87,4 +101,5 @@ chmod +x root/init
 cp kernel/boot/vmlinuz-"$kver" "$out/vmlinuz.tmp"
 mv "$out/initrd.img.tmp" "$out/initrd.img"
 mv "$out/vmlinuz.tmp" "$out/vmlinuz"
+echo $GUEST_VERSION > "$out/guest-version"
 echo "make-guest.sh: $out/vmlinuz ($kver) and $out/initrd.img"

@@ -5,7 +5,7 @@
 # /etc/libvirt, which libvirtd's paths are fixed to). QEMU runs as root with no
 # security driver. Prints the URI vmmsd --libvirt-uri takes.
 #   private-libvirtd.sh start DIR   -> prints qemu:///system?socket=DIR/run/libvirt-sock
-#   private-libvirtd.sh stop DIR    -> destroys its domains, stops it
+#   private-libvirtd.sh stop DIR    -> destroys its domains and networks (their bridges), stops it
 set -euo pipefail
 
 cmd=${1:?usage: private-libvirtd.sh start|stop DIR}
@@ -20,7 +20,7 @@ start)
   # libvirtd's QEMU driver refuses to start without the account it would run QEMU as.
   getent passwd libvirt-qemu >/dev/null ||
     { echo "private-libvirtd.sh: no libvirt-qemu account (scripts/libvirt-deps.sh creates it)" >&2; exit 1; }
-  mkdir -p "$dir"/{etc,run,lib,log,cache}
+  mkdir -p "$dir"/{etc,run,lib,log,cache} "$dir/lib/dnsmasq"  # dnsmasq/: networks' MAC lists
   cp -rn /etc/libvirt/. "$dir/etc/" 2>/dev/null || true
   cat > "$dir/etc/libvirtd.conf" <<CONF
 unix_sock_group = "root"
@@ -58,6 +58,9 @@ stop)
   if [ -S "$dir/run/libvirt-sock" ]; then
     for dom in $(virsh -c "$uri" list --name 2>/dev/null); do
       virsh -c "$uri" destroy "$dom" >/dev/null 2>&1 || true
+    done
+    for net in $(virsh -c "$uri" net-list --name 2>/dev/null); do
+      virsh -c "$uri" net-destroy "$net" >/dev/null 2>&1 || true
     done
   fi
   if [ -s "$dir/run/libvirtd.pid" ]; then

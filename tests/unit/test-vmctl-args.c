@@ -988,7 +988,8 @@ static void test_json_has_every_field_with_proto_names(void)
                 "\"memoryDemandBytes\":0,\"memoryPressure\":0,\"cpuUsagePct\":12.5,\"workerPid\":0,"
                 "\"engine\":\"bundled\",\"automaticStartAction\":\"AUTOMATIC_START_ACTION_START\","
                 "\"kernelPath\":\"\","
-                "\"initrdPath\":\"\",\"kernelArgs\":\"\",\"vhdPath\":\"\",\"status\":\"\"}\n");
+                "\"initrdPath\":\"\",\"kernelArgs\":\"\",\"vhdPath\":\"\",\"status\":\"\","
+                "\"hardDiskDrives\":[],\"networkAdapters\":[]}\n");
 }
 
 /* json-glib's layout: two-space indent, "name" : value; values chosen to print the same at any

@@ -32,6 +32,7 @@ static const struct {
         {VMMS_ACTION_MIGRATE, {VMMS_VM_RUNNING}, 1},
         {VMMS_ACTION_CHECKPOINT, {VMMS_VM_OFF, VMMS_VM_RUNNING, VMMS_VM_PAUSED}, 3},
         {VMMS_ACTION_RESTORE_CHECKPOINT, {VMMS_VM_OFF, VMMS_VM_RUNNING, VMMS_VM_PAUSED, VMMS_VM_SAVED}, 4},
+        {VMMS_ACTION_SET_DEVICES, {VMMS_VM_OFF}, 1},
 };
 
 static void test_every_action_in_every_state_is_allowed_or_refused_by_name(void)
