@@ -7,7 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Memory moves in whole units, Hyper-V's granularity; Minimum, Maximum and assigned are multiples of it. */
+/* Memory moves in whole units, Hyper-V's granularity; Minimum and Maximum are multiples of it (assigned
+ * memory may fall between units when a balloon comes back short: the balancer counts whole units of it). */
 #define BALANCER_UNIT_BYTES (UINT64_C(2) << 20)
 #define BALANCER_MINIMUM_FLOOR_BYTES (UINT64_C(32) << 20) /* Set-VMMemory's smallest MinimumBytes */
 #define BALANCER_BUFFER_MIN 5
@@ -21,15 +22,16 @@
 /* Tunables; balancer_config_init_default() gives the documented defaults (see balancer.c). Byte sizes are
  * rounded down to whole units and must leave at least one unit. */
 typedef struct BalancerConfig {
-        uint64_t max_add_per_vm_bytes;    /* largest add to one VM in one tick */
-        uint64_t max_remove_per_vm_bytes; /* largest remove from one VM in one tick */
-        uint64_t max_add_total_bytes;     /* all adds of one tick together */
-        uint64_t max_remove_total_bytes;  /* all removes of one tick together */
-        uint64_t min_step_bytes;          /* no smaller move, unless it restores a guarantee... */
-        uint32_t min_step_divisor;        /* ...nor one smaller than assigned / min_step_divisor */
-        uint32_t reversal_hold_ticks;     /* no reversal within this many ticks of the last action... */
-        uint32_t urgent_pressure;         /* ...unless an add is for a VM at or above this pressure */
-        uint64_t report_stale_ns;         /* a guest report older than this is missing */
+        uint64_t max_add_per_vm_bytes;         /* largest add to one VM in one tick */
+        uint64_t max_remove_per_vm_bytes;      /* largest remove from one VM in one tick that makes it page */
+        uint64_t max_remove_free_per_vm_bytes; /* ...and one that leaves it all it has committed */
+        uint64_t max_add_total_bytes;          /* all adds of one tick together */
+        uint64_t max_remove_total_bytes;       /* all removes of one tick together */
+        uint64_t min_step_bytes;               /* no smaller move, unless it restores a guarantee... */
+        uint32_t min_step_divisor;             /* ...nor one smaller than assigned / min_step_divisor */
+        uint32_t reversal_hold_ticks;          /* no reversal within this many ticks of the last action... */
+        uint32_t urgent_pressure;              /* ...unless an add is for a VM at or above this pressure */
+        uint64_t report_stale_ns;              /* a guest report older than this is missing */
 } BalancerConfig;
 
 typedef struct BalancerVm {

@@ -28,6 +28,7 @@ typedef struct SimVm {
         SimBalloon balloons[SIM_MAX_BALLOONS];
         int last_direction;
         unsigned direction_changes;
+        uint64_t balloon_short_bytes; /* each balloon comes back this much short (the guest had no more) */
 } SimVm;
 
 typedef struct Sim {
@@ -160,7 +161,9 @@ static void sim_check_and_apply(Sim *sim, const BalancerPlan *plan)
                         /* Past the per-VM step only where the host has room, and never past the target. */
                         if (!plan->room)
                                 g_assert_cmpuint(a->bytes, <=, config->max_add_per_vm_bytes);
-                        g_assert_cmpuint(before + a->bytes, <=, plan_vm(plan, a->vm_id)->target_bytes);
+                        /* Counted from whole units: assigned may lie between them (a short balloon). */
+                        g_assert_cmpuint(before / BALANCER_UNIT_BYTES * BALANCER_UNIT_BYTES + a->bytes, <=,
+                                         plan_vm(plan, a->vm_id)->target_bytes);
                         adds += a->bytes;
                         after = before + a->bytes;
                         v->vm.assigned_bytes += a->bytes;
@@ -169,7 +172,11 @@ static void sim_check_and_apply(Sim *sim, const BalancerPlan *plan)
                         SimBalloon *slot = NULL;
 
                         g_assert_false(plan->prompt); /* prompt plans only add */
-                        g_assert_cmpuint(a->bytes, <=, config->max_remove_per_vm_bytes);
+                        /* 256 MiB where the target leaves the guest all it has committed, else 128. */
+                        if (plan_vm(plan, a->vm_id)->target_bytes >= v->vm.committed_bytes)
+                                g_assert_cmpuint(a->bytes, <=, config->max_remove_free_per_vm_bytes);
+                        else
+                                g_assert_cmpuint(a->bytes, <=, config->max_remove_per_vm_bytes);
                         g_assert_cmpuint(a->bytes, <=, before);
                         removes += a->bytes;
                         after = before - a->bytes;
@@ -213,9 +220,12 @@ static BalancerPlan *sim_tick(Sim *sim)
 
                 for (size_t k = 0; k < SIM_MAX_BALLOONS; k++) {
                         if (v->balloons[k].bytes && v->balloons[k].due_tick <= sim->tick) {
-                                v->vm.assigned_bytes -= v->balloons[k].bytes;
+                                uint64_t back = v->balloons[k].bytes -
+                                                MIN(v->balloon_short_bytes, v->balloons[k].bytes);
+
+                                v->vm.assigned_bytes -= back;
                                 v->vm.pending_remove_bytes -= v->balloons[k].bytes;
-                                sim->host.pool_available_bytes += v->balloons[k].bytes;
+                                sim->host.pool_available_bytes += back;
                                 v->balloons[k].bytes = 0;
                         }
                 }
@@ -435,7 +445,11 @@ typedef struct StepCase {
 static const StepCase step_cases[] = {
         {"add_of_1_GiB_with_room_is_one_tick", 1, 256, 4096, 512, 1280, 0, 1, 1024},
         {"add_of_1_GiB_in_a_short_pool_takes_four_ticks_of_256_MiB", 1, 256, 4096, 512, 1300, 14848, 4, 256},
-        {"remove_of_512_MiB_takes_four_ticks_of_128_MiB", 1, 512, 4096, 1024, 100, 0, 4, 128},
+        {"remove_of_512_MiB_of_free_memory_takes_two_ticks_of_256_MiB", 1, 512, 4096, 1024, 100, 0, 2, 256},
+        {"remove_of_600_MiB_of_free_memory_takes_three_equal_ticks", 1, 424, 4096, 1024, 100, 0, 3, 200},
+        /* 512 MiB above the reserve for a VM that has committed 900: the guest pages, 128 MiB a tick. */
+        {"remove_that_makes_the_guest_page_takes_four_ticks_of_128_MiB", 1, 256, 4096, 1024, 900, 15872, 4,
+         128},
         {"gap_just_over_one_step_with_room_is_one_tick", 1, 256, 4096, 508, 640, 0, 1, 260},
         {"gap_just_over_one_step_in_a_short_pool_is_cut_in_two_equal_steps", 1, 256, 4096, 508, 660, 15616, 2,
          130},
@@ -530,19 +544,22 @@ typedef struct StepRunCase {
         uint64_t rest_mib; /* VM 1's committed at rest */
         uint64_t step_mib; /* added to it at tick 50, taken away at tick 400 */
         uint64_t other_committed_mib;
-        uint64_t expect_up_ticks; /* from the step to VM 1 at its target */
+        uint64_t expect_up_ticks;   /* from the step to VM 1 at its target */
+        uint64_t expect_down_ticks; /* from the fall back to VM 1 at its target, balloons back */
         unsigned prompts_per_tick;
 } StepRunCase;
 
+/* Down: with room, VM 1 gives back what it no longer uses (everything above its new want) at 256 MiB a tick
+ * in equal steps; in a short pool it gives it to the others waiting for it. */
 static const StepRunCase step_run_cases[] = {
-        {"step_of_64_MiB_with_room_is_met_in_one_tick", 8192, 512, 1, 200, 64, 0, 1, 4},
-        {"step_of_512_MiB_with_room_is_met_in_one_tick", 8192, 512, 1, 50, 512, 0, 1, 4},
-        {"step_of_2_GiB_with_room_is_met_in_three_ticks", 8192, 512, 1, 50, 2048, 0, 3, 4},
-        {"step_of_512_MiB_with_room_beside_steady_vms", 8192, 512, 4, 50, 512, 600, 1, 4},
-        {"step_of_512_MiB_without_prompt_plans", 8192, 512, 2, 50, 512, 600, 1, 0},
-        {"step_of_512_MiB_in_a_short_pool_moves_in_bounded_steps", 2048, 256, 3, 50, 512, 500, 8, 4},
-        {"step_of_1_GiB_in_a_short_pool_moves_in_bounded_steps", 2048, 256, 3, 200, 1024, 400, 8, 4},
-        {"step_of_256_MiB_in_a_short_pool_moves_in_bounded_steps", 1536, 128, 2, 300, 256, 500, 8, 4},
+        {"step_of_64_MiB_with_room_is_met_in_one_tick", 8192, 512, 1, 200, 64, 0, 1, 1, 4},
+        {"step_of_512_MiB_with_room_is_met_in_one_tick", 8192, 512, 1, 50, 512, 0, 1, 3, 4},
+        {"step_of_2_GiB_with_room_is_met_in_three_ticks", 8192, 512, 1, 50, 2048, 0, 3, 10, 4},
+        {"step_of_512_MiB_with_room_beside_steady_vms", 8192, 512, 4, 50, 512, 600, 1, 3, 4},
+        {"step_of_512_MiB_without_prompt_plans", 8192, 512, 2, 50, 512, 600, 1, 3, 0},
+        {"step_of_512_MiB_in_a_short_pool_moves_in_bounded_steps", 2048, 256, 3, 50, 512, 500, 8, 3, 4},
+        {"step_of_1_GiB_in_a_short_pool_moves_in_bounded_steps", 2048, 256, 3, 200, 1024, 400, 8, 4, 4},
+        {"step_of_256_MiB_in_a_short_pool_moves_in_bounded_steps", 1536, 128, 2, 300, 256, 500, 8, 2, 4},
 };
 
 static uint64_t sim_step_run_vm_target(const BalancerPlan *plan)
@@ -553,7 +570,7 @@ static uint64_t sim_step_run_vm_target(const BalancerPlan *plan)
 static void test_step_run(gconstpointer data)
 {
         const StepRunCase *tc = data;
-        uint64_t up_ticks = 0, last_action = 0, changes_in_demand = 2;
+        uint64_t up_ticks = 0, down_ticks = 0, last_action = 0, changes_in_demand = 2;
         Sim sim;
 
         sim_init(&sim, tc->pool_mib * MiB, tc->reserve_mib * MiB);
@@ -574,6 +591,9 @@ static void test_step_run(gconstpointer data)
                 if (t >= 50 && t < 400 && !up_ticks && v->vm.assigned_bytes == sim_step_run_vm_target(plan) &&
                     plan->n_deferred == 0 && !acted)
                         up_ticks = t - 50;
+                if (t >= 400 && !down_ticks && v->vm.assigned_bytes == sim_step_run_vm_target(plan) &&
+                    plan->n_deferred == 0 && !acted && !sim_balloons_in_flight(&sim))
+                        down_ticks = t - 400;
                 for (unsigned k = 0; k < tc->prompts_per_tick; k++) {
                         g_autoptr(BalancerPlan) prompt = sim_prompt(&sim);
 
@@ -587,11 +607,15 @@ static void test_step_run(gconstpointer data)
                 if (sim.host.pool_available_bytes < sim.host.reserve_bytes)
                         g_assert_cmpuint(t, <, 10); /* only the start may find the reserve short */
         }
-        g_test_message("%s: up in %" G_GUINT64_FORMAT " ticks, last action at tick %" G_GUINT64_FORMAT,
-                       tc->name, up_ticks, last_action);
+        g_test_message("%s: up in %" G_GUINT64_FORMAT " ticks, down in %" G_GUINT64_FORMAT
+                       " ticks, last action at tick %" G_GUINT64_FORMAT,
+                       tc->name, up_ticks, down_ticks, last_action);
         g_assert_cmpuint(up_ticks, >, 0);
         /* up_ticks counts to the first quiet tick: the move's ticks, plus one when prompts do not act. */
         g_assert_cmpuint(up_ticks, <=, tc->expect_up_ticks + 1);
+        /* down_ticks too, and the last balloon comes back a tick after it is asked for. */
+        g_assert_cmpuint(down_ticks, >, 0);
+        g_assert_cmpuint(down_ticks, <=, tc->expect_down_ticks + 1);
         for (size_t i = 0; i < sim.n_vms; i++) {
                 g_test_message("VM %zu: %u direction changes", i + 1, sim.vms[i].direction_changes);
                 g_assert_cmpuint(sim.vms[i].direction_changes, <=, changes_in_demand);
@@ -761,6 +785,62 @@ static void test_freed_memory_is_reused_only_after_it_is_back(void)
         sim_clear(&sim);
 }
 
+/* A balloon that comes back short (the guest had fewer pages to give than asked) leaves assigned memory
+ * between units. Such a VM is still balanced: squeezed in a shortage without turning back, and given its
+ * want once the host has room again, for every size of shortfall. Closed loop, 1,000 ticks per case. */
+typedef struct ShortBalloonCase {
+        const char *name;
+        uint64_t short_bytes; /* per balloon */
+} ShortBalloonCase;
+
+static const ShortBalloonCase short_balloon_cases[] = {
+        {"balloon_short_by_one_page_keeps_the_vm_balanced", 4096},
+        {"balloon_short_by_a_third_of_a_unit_keeps_the_vm_balanced", 1384448},
+        {"balloon_short_by_a_unit_and_a_half_keeps_the_vm_balanced", 3 * MiB},
+};
+
+static void test_short_balloon(gconstpointer data)
+{
+        const ShortBalloonCase *tc = data;
+        uint64_t squeezed_mib = 0, quiet_from = 0;
+        SimVm *small, *big;
+        Sim sim;
+
+        /* The seed's case at 1/16 size, two VMs: the small one wants 88 MiB, the big one its 512 MiB Maximum,
+         * and the 528 MiB above the reserve are short of both until the pool grows at tick 500. */
+        sim_init(&sim, 560 * MiB, 32 * MiB);
+        small = sim_add_vm(&sim, 32, 384, 20, 50, 128, 73);
+        big = sim_add_vm(&sim, 32, 512, 20, 50, 400, 764);
+        small->balloon_short_bytes = tc->short_bytes;
+        for (uint64_t t = 1; t <= 1000; t++) {
+                g_autoptr(BalancerPlan) plan = NULL;
+
+                if (t == 500) {
+                        sim.host.pool_total_bytes += 128 * MiB; /* like other VMs stopping */
+                        sim.host.pool_available_bytes += 128 * MiB;
+                        squeezed_mib = small->vm.assigned_bytes / MiB;
+                }
+                plan = sim_tick(&sim);
+                g_assert_cmpint(plan_vm(plan, small->vm.id)->status, ==, BALANCER_VM_BALANCED);
+                if (plan->n_actions)
+                        quiet_from = t + 1;
+        }
+        g_test_message("%s: squeezed to %" G_GUINT64_FORMAT " MiB, ends at %" G_GUINT64_FORMAT
+                       " bytes, quiet from tick %" G_GUINT64_FORMAT,
+                       tc->name, squeezed_mib, small->vm.assigned_bytes, quiet_from);
+        g_assert_cmpuint(small->vm.assigned_bytes % BALANCER_UNIT_BYTES, !=,
+                         0);                                      /* it did fall between units */
+        g_assert_cmpuint(squeezed_mib, <, 73);                    /* below committed */
+        g_assert_cmpuint(small->vm.assigned_bytes, >=, 88 * MiB); /* its want, once there is room */
+        g_assert_cmpuint(small->vm.assigned_bytes, <, 88 * MiB + BALANCER_UNIT_BYTES);
+        g_assert_cmpuint(big->vm.assigned_bytes, ==, 512 * MiB);
+        g_assert_cmpuint(quiet_from, <, 600);
+        g_assert_cmpuint(small->direction_changes, <=, 1);
+        g_assert_cmpuint(big->direction_changes, <=, 1);
+        g_assert_cmpuint(sim.host.pool_available_bytes, >=, sim.host.reserve_bytes);
+        sim_clear(&sim);
+}
+
 /* Hysteresis: no turning back within the hold after an action, except to feed a VM whose pressure reached
  * 100; and nothing moves for a gap inside the dead band. */
 static void test_reversal_is_held_after_an_add(void)
@@ -911,7 +991,7 @@ static void test_counters_follow_history(void)
         }
         g_assert_cmpuint(adds, ==, 1); /* 256 → 1200 with room: the whole gap in one add */
         g_assert_cmpuint(added, ==, 944 * MiB);
-        g_assert_cmpuint(removes, ==, 8); /* 1200 → 256: eight equal steps of 118 MiB */
+        g_assert_cmpuint(removes, ==, 4); /* 1200 → 256 of free memory: four equal steps of 236 MiB */
         g_assert_cmpuint(removed, ==, 944 * MiB);
         sim_clear(&sim);
 }
@@ -975,9 +1055,9 @@ static void spoil_unaligned_minimum(BalancerVm *vm)
 {
         vm->minimum_bytes += 4096;
 }
-static void spoil_unaligned_assigned(BalancerVm *vm)
+static void spoil_zero_assigned(BalancerVm *vm)
 {
-        vm->assigned_bytes += MiB;
+        vm->assigned_bytes = 0;
 }
 static void spoil_pending_beyond_assigned(BalancerVm *vm)
 {
@@ -1000,9 +1080,9 @@ static const InvalidCase invalid_cases[] = {
         {"minimum_below_32_MiB", spoil_minimum_below_floor, "minimum below 32 MiB"},
         {"maximum_below_minimum", spoil_maximum_below_minimum, "maximum below minimum"},
         {"unaligned_minimum", spoil_unaligned_minimum, "minimum or maximum not a multiple of 2 MiB"},
-        {"unaligned_assigned", spoil_unaligned_assigned, "assigned memory zero or not a multiple of 2 MiB"},
+        {"zero_assigned", spoil_zero_assigned, "assigned memory zero"},
         {"pending_remove_beyond_assigned", spoil_pending_beyond_assigned,
-         "pending remove not whole units or not below assigned"},
+         "pending remove not below assigned"},
         {"buffer_below_5", spoil_buffer_too_small, "buffer outside 5-2000%"},
         {"buffer_above_2000", spoil_buffer_too_large, "buffer outside 5-2000%"},
         {"priority_above_100", spoil_priority_too_high, "priority above 100"},
@@ -1281,6 +1361,11 @@ int main(int argc, char **argv)
                         test_guest_that_stops_reporting_is_held);
         g_test_add_func("/balancer/freed_memory_is_reused_only_after_it_is_back",
                         test_freed_memory_is_reused_only_after_it_is_back);
+        for (size_t i = 0; i < G_N_ELEMENTS(short_balloon_cases); i++) {
+                g_autofree char *path = g_strdup_printf("/balancer/%s", short_balloon_cases[i].name);
+
+                g_test_add_data_func(path, &short_balloon_cases[i], test_short_balloon);
+        }
         g_test_add_func("/balancer/reversal_is_held_after_an_add", test_reversal_is_held_after_an_add);
         g_test_add_func("/balancer/reversal_is_allowed_when_pressure_reaches_100",
                         test_reversal_is_allowed_when_pressure_reaches_100);
