@@ -26,13 +26,24 @@
  * only marks them in the allocator's bitmaps: the guest never reads or writes a
  * ballooned page (the host punched it; a read would allocate it again). The page
  * numbers go back in BALLOON_RESPONSE chunks of at most HV_DM_PFNS_PER_PACKET, the
- * last with more = 0; fewer than n when the guest has no more free pages. Pages are
- * taken a chunk at a time, just before the chunk is sent, so a chunk that cannot be
- * sent is given straight back. UNBALLOON_REQUEST gives listed pages back only if the
- * balloon holds them (guest_page_give_back refuses others and duplicates) and answers
- * how many it accepted (the console gets one line per second summing them, as a
- * large deflate comes as many requests). HOT_ADD_REQUEST adds the range to the allocator, all or
- * nothing, and answers the bytes accepted.
+ * last with more = 0. Pages are taken a chunk at a time, just before the chunk is
+ * sent, so a chunk that cannot be sent is given straight back.
+ *
+ * A request the free pages cannot meet stays open (one at a time) while the guest has
+ * a way to free more: a pager with resident pages (paging.c pages cold pages out to its
+ * disk while guest_dm_balloon_wanted_pages() says the balloon waits, and takes no free
+ * frame the balloon is owed) or a low-memory subscriber (told at once; the cache
+ * workload trims). Every poll takes what has become free, until the request is met or
+ * GUEST_DM_BALLOON_WAIT_NS has passed; then the last chunk goes out, with fewer pages
+ * than asked if that is all there was. Without this a guest whose memory is all in use
+ * (the memory soaker) could never be squeezed below what it has committed, and a host
+ * short of memory could not take back what the balancer decides (pressure could not be
+ * equalised). The wait is bounded so the host's pending remove always ends; a new
+ * request closes the open one first. UNBALLOON_REQUEST gives listed pages back only if
+ * the balloon holds them (guest_page_give_back refuses others and duplicates) and
+ * answers how many it accepted (the console gets one line per second summing them, as
+ * a large deflate comes as many requests). HOT_ADD_REQUEST adds the range to the
+ * allocator, all or nothing, and answers the bytes accepted.
  *
  * Low memory. Memory is low when free < GUEST_LOW_MEMORY_PERCENT % of the memory the
  * guest holds now (visible minus ballooned), and never less than
@@ -52,6 +63,8 @@
 #define GUEST_DM_PROMPT_RISE 10
 #define GUEST_DM_PROMPT_INTERVAL_NS (200 * GUEST_NS_PER_MS)
 #define GUEST_DM_SEND_TIMEOUT_NS (2 * GUEST_NS_PER_SEC)
+#define GUEST_DM_BALLOON_WAIT_NS (2 * GUEST_NS_PER_SEC)
+#define GUEST_DM_BALLOON_POLL_NS (10 * GUEST_NS_PER_MS)
 #define GUEST_DM_SUMMARY_PERIOD_NS GUEST_NS_PER_SEC
 #define GUEST_LOW_MEMORY_PERCENT 10
 #define GUEST_LOW_MEMORY_FLOOR_BYTES (4 * GUEST_MIB)
@@ -63,8 +76,20 @@ struct guest_low_memory_subscriber {
         void *userdata;
 };
 
+/* The balloon request being filled. */
+struct guest_dm_balloon {
+        bool open;
+        uint32_t request_id;
+        uint32_t asked;
+        uint64_t remaining;
+        uint64_t taken;
+        uint64_t start_ns;
+        uint64_t deadline_ns;
+};
+
 struct guest_dm {
         struct guest_vmbus_channel *channel;
+        struct guest_dm_balloon balloon;
         uint64_t next_status_ns;
         uint64_t status_sent;
         uint64_t status_skipped;
@@ -134,6 +159,9 @@ void guest_dm_check_low_memory(uint64_t now_ns)
 
 /* ---- Status ---- */
 
+static void guest_dm_balloon_fill(struct guest_dm *dm, uint64_t now_ns, bool can_wait);
+static bool guest_dm_can_reclaim(const struct guest_dm *dm);
+
 /* committed / held × 100; held is what the guest has now (visible − ballooned). */
 static uint64_t guest_dm_pressure(uint64_t committed)
 {
@@ -198,6 +226,8 @@ static uint64_t guest_dm_tick(struct guest_vmbus_channel *channel, uint64_t now_
         if (dm->unballoon_requests && now_ns >= dm->next_summary_ns)
                 guest_dm_print_unballoon(dm, now_ns);
         guest_dm_check_prompt(dm, now_ns);
+        if (dm->balloon.open)
+                guest_dm_balloon_fill(dm, now_ns, guest_dm_can_reclaim(dm));
         if (now_ns >= dm->next_status_ns) {
                 guest_dm_send_status(dm, now_ns, 0);
                 /* Keep the phase: a late poll does not push every later report back. */
@@ -205,6 +235,8 @@ static uint64_t guest_dm_tick(struct guest_vmbus_channel *channel, uint64_t now_
                 if (dm->next_status_ns <= now_ns)
                         dm->next_status_ns = now_ns + GUEST_DM_STATUS_PERIOD_NS;
         }
+        if (dm->balloon.open && now_ns + GUEST_DM_BALLOON_POLL_NS < dm->next_status_ns)
+                return now_ns + GUEST_DM_BALLOON_POLL_NS;
         if (dm->unballoon_requests && dm->next_summary_ns < dm->next_status_ns)
                 return dm->next_summary_ns;
         return dm->next_status_ns;
@@ -223,36 +255,72 @@ static int guest_dm_reply(struct guest_dm *dm, uint16_t type, const void *reply,
         return r;
 }
 
-static void guest_dm_balloon(struct guest_dm *dm, const struct hv_dm_balloon_request *request)
+uint64_t guest_dm_balloon_wanted_pages(void)
 {
-        uint64_t start = guest_hv_reference_time(), remaining = request->n_pages, taken = 0, elapsed;
+        return guest_dm.balloon.open ? guest_dm.balloon.remaining : 0;
+}
+
+/* Sends what is free now of the open request, a chunk at a time; closes it when met, when
+ * nothing in the guest can free more, or at its deadline (then possibly with an empty
+ * last chunk). */
+static void guest_dm_balloon_fill(struct guest_dm *dm, uint64_t now_ns, bool can_wait)
+{
+        struct guest_dm_balloon *b = &dm->balloon;
         bool last;
 
         do {
-                uint64_t want = remaining < HV_DM_PFNS_PER_PACKET ? remaining : HV_DM_PFNS_PER_PACKET;
+                uint64_t want = b->remaining < HV_DM_PFNS_PER_PACKET ? b->remaining : HV_DM_PFNS_PER_PACKET;
                 uint64_t got = guest_page_take(want, dm->pfns);
-                struct hv_dm_balloon_response response = {
-                        .request_id = request->request_id,
-                        .n_pfns = (uint32_t)got,
-                };
+                struct hv_dm_balloon_response response = {.request_id = b->request_id,
+                                                          .n_pfns = (uint32_t)got};
 
-                remaining -= got;
-                last = remaining == 0 || got < want;
+                last = b->remaining == got || (got < want && (!can_wait || now_ns >= b->deadline_ns));
+                if (got == 0 && !last)
+                        return; /* nothing free yet: the next poll looks again */
                 response.more = !last;
                 if (guest_dm_reply(dm, HV_DM_BALLOON_RESPONSE, &response, sizeof(response), dm->pfns,
                                    (uint32_t)(got * sizeof(dm->pfns[0]))) < 0) {
-                        /* The host never saw these: they are still the guest's. */
+                        /* The host never saw these: they are still the guest's. The host's
+                         * pending remove ends when the worker gives up on the request. */
                         guest_page_give_back(dm->pfns, got);
+                        last = true;
                         break;
                 }
-                taken += got;
+                b->remaining -= got;
+                b->taken += got;
         } while (!last);
-        elapsed = guest_hv_reference_time() - start;
+        b->open = false;
         guest_printf("dm: balloon request=%u asked=%u took=%lu in %lu us ballooned=%lu free=%lu\n",
-                     request->request_id, request->n_pages, taken, elapsed / 1000, guest_page_taken_bytes(),
-                     guest_page_free_bytes());
-        if (taken < request->n_pages || guest_page_free_bytes() < guest_dm_low_memory_threshold_bytes())
-                guest_dm_raise_low_memory(guest_hv_reference_time());
+                     b->request_id, b->asked, b->taken, (guest_hv_reference_time() - b->start_ns) / 1000,
+                     guest_page_taken_bytes(), guest_page_free_bytes());
+}
+
+static bool guest_dm_can_reclaim(const struct guest_dm *dm)
+{
+        return guest_paging_can_reclaim() || dm->n_subscribers > 0;
+}
+
+static void guest_dm_balloon(struct guest_dm *dm, const struct hv_dm_balloon_request *request)
+{
+        uint64_t now = guest_hv_reference_time();
+
+        if (dm->balloon.open) /* the host asks again: what the last one could not get ends now */
+                guest_dm_balloon_fill(dm, now, false);
+        dm->balloon = (struct guest_dm_balloon){
+                .open = true,
+                .request_id = request->request_id,
+                .asked = request->n_pages,
+                .remaining = request->n_pages,
+                .start_ns = now,
+                .deadline_ns = now + GUEST_DM_BALLOON_WAIT_NS,
+        };
+        guest_dm_balloon_fill(dm, now, guest_dm_can_reclaim(dm));
+        if (!dm->balloon.open && guest_page_free_bytes() >= guest_dm_low_memory_threshold_bytes())
+                return;
+        /* Short, or left low: caches shrink now, and what they free goes to the balloon at once. */
+        guest_dm_raise_low_memory(now);
+        if (dm->balloon.open)
+                guest_dm_balloon_fill(dm, now, guest_dm_can_reclaim(dm));
 }
 
 static void guest_dm_unballoon(struct guest_dm *dm, const struct guest_vmbus_packet *packet)

@@ -119,6 +119,9 @@ typedef void guest_low_memory_fn(void *userdata, uint64_t free_bytes, uint64_t t
 int guest_dm_low_memory_subscribe(guest_low_memory_fn *fn, void *userdata);
 uint64_t guest_dm_low_memory_threshold_bytes(void);
 void guest_dm_check_low_memory(uint64_t now_ns);
+/* Pages the open balloon request still waits for (0: none): pagers page out to free them
+ * and leave that many free frames alone. */
+uint64_t guest_dm_balloon_wanted_pages(void);
 
 /* storage.c — the synthetic disk the guest pages to: page-sized slots, asynchronous
  * requests (at most GUEST_STORAGE_MAX_INFLIGHT) that wait_* completes. VP 0 only. */
@@ -154,6 +157,8 @@ void guest_pager_release(struct guest_pager *pager);
 uint64_t guest_paging_in_total(void);
 uint64_t guest_paging_out_total(void);
 uint64_t guest_paging_out_bytes(void);
+/* Some pager has resident pages it could page out (a balloon may wait for them). */
+bool guest_paging_can_reclaim(void);
 /* What Dynamic Memory reports as committed: the allocator's committed bytes plus the
  * pages that live on the disk (they are demand the guest has, like a commit charge). */
 uint64_t guest_memory_committed_bytes(void);

@@ -28,6 +28,16 @@
  * frame, a victim is written to the slot it left, and the victim's frame becomes the
  * bounce frame. So a full disk stops growth (the caller's add fails) but never access.
  *
+ * The balloon. While a balloon request waits for pages (guest_dm_balloon_wanted_pages,
+ * dm.c), the free frames are the balloon's: every call into a pager first pages out a
+ * batch if free frames fall short of what the balloon waits for, and a pager that needs
+ * a frame evicts before it takes one of them (falling back to one only when it cannot
+ * evict, so the workload goes on and the balloon closes short at its deadline). The
+ * pages go random-first like any eviction; the balloon takes the frames at the next
+ * VMBus poll (a storage wait polls too). So a guest whose memory is all in use gives
+ * the host what it asks for by paging, as a guest kernel would reclaim for a balloon
+ * driver, and its pressure rises above 100 instead of the host's request failing.
+ *
  * Accounting (what Dynamic Memory reports): page_out_total and page_in_total count
  * pages moved; pages on disk count as committed (guest_memory_committed_bytes), since
  * the guest still needs them: that is what drives pressure above 100 %.
@@ -49,6 +59,7 @@ struct guest_paging_totals {
         uint64_t page_in;
         uint64_t page_out;
         uint64_t on_disk;
+        uint64_t resident; /* pages of every pager in frames */
         bool announced;
 };
 
@@ -68,6 +79,11 @@ uint64_t guest_paging_out_total(void)
 uint64_t guest_paging_out_bytes(void)
 {
         return guest_paging.on_disk * GUEST_PAGE_SIZE;
+}
+
+bool guest_paging_can_reclaim(void)
+{
+        return guest_paging.resident > 0 && guest_storage_ready();
 }
 
 uint64_t guest_memory_committed_bytes(void)
@@ -217,6 +233,7 @@ static unsigned guest_pager_pick(struct guest_pager *pager, uint64_t keep_first,
 static void guest_pager_count_out(struct guest_pager *pager)
 {
         pager->resident_pages--;
+        guest_paging.resident--;
         pager->paged_out_pages++;
         guest_paging.page_out++;
         guest_paging.on_disk++;
@@ -225,6 +242,7 @@ static void guest_pager_count_out(struct guest_pager *pager)
 static void guest_pager_count_in(struct guest_pager *pager)
 {
         pager->resident_pages++;
+        guest_paging.resident++;
         pager->paged_out_pages--;
         guest_paging.page_in++;
         guest_paging.on_disk--;
@@ -279,18 +297,34 @@ static int guest_pager_evict(struct guest_pager *pager, uint64_t keep_first, uin
         return r < 0 ? r : -EIO;
 }
 
-/* A free frame, evicting pages outside [keep_first, keep_end) when there is none. A
- * balloon request served while the writes complete may take the frames just freed, so
- * a few rounds are allowed. */
+/* Every free frame is owed to a balloon request that waits for pages. */
+static bool guest_pager_frames_owed(void)
+{
+        uint64_t wanted = guest_dm_balloon_wanted_pages();
+
+        return wanted > 0 && guest_page_free_bytes() / GUEST_PAGE_SIZE <= wanted;
+}
+
+/* Before a pager's work: a batch out to the disk if the balloon waits for more pages
+ * than are free. */
+static void guest_pager_trim(struct guest_pager *pager, uint64_t keep_first, uint64_t keep_end)
+{
+        if (guest_pager_frames_owed())
+                (void)guest_pager_evict(pager, keep_first, keep_end);
+}
+
+/* A free frame, evicting pages outside [keep_first, keep_end) when there is none, or
+ * when the balloon is owed the free ones. A balloon request served while the writes
+ * complete may take the frames just freed, so a few rounds are allowed. */
 static int guest_pager_frame(struct guest_pager *pager, uint64_t keep_first, uint64_t keep_end,
                              uint64_t *ret_gpa)
 {
         for (int attempt = 0;; attempt++) {
-                if (guest_page_alloc(ret_gpa) == 0)
+                if (!guest_pager_frames_owed() && guest_page_alloc(ret_gpa) == 0)
                         return 0;
                 if (attempt == GUEST_PAGER_FRAME_ATTEMPTS ||
                     guest_pager_evict(pager, keep_first, keep_end) < 0)
-                        return -ENOMEM;
+                        return guest_page_alloc(ret_gpa) == 0 ? 0 : -ENOMEM;
         }
 }
 
@@ -301,11 +335,13 @@ int guest_pager_add(struct guest_pager *pager, uint64_t *ret_gpa)
 
         if (pager->n_pages == pager->capacity)
                 return -ENOSPC;
+        guest_pager_trim(pager, pager->n_pages, pager->n_pages + 1);
         r = guest_pager_frame(pager, pager->n_pages, pager->n_pages + 1, &gpa);
         if (r < 0)
                 return r;
         pager->table[pager->n_pages++] = gpa | GUEST_PAGER_RESIDENT;
         pager->resident_pages++;
+        guest_paging.resident++;
         *ret_gpa = gpa;
         return 0;
 }
@@ -391,6 +427,7 @@ int guest_pager_get(struct guest_pager *pager, uint64_t index, uint64_t *ret_gpa
 
         if (index >= pager->n_pages)
                 return -EINVAL;
+        guest_pager_trim(pager, index, index + GUEST_PAGER_BATCH);
         if (!guest_pager_resident(pager->table[index])) {
                 if (!guest_storage_ready())
                         return -EIO;
@@ -411,10 +448,12 @@ void guest_pager_release(struct guest_pager *pager)
         for (uint64_t i = 0; i < pager->n_pages; i++) {
                 uint64_t entry = pager->table[i];
 
-                if (guest_pager_resident(entry))
+                if (guest_pager_resident(entry)) {
                         guest_page_free(guest_pager_frame_of(entry));
-                else
+                        guest_paging.resident--;
+                } else {
                         guest_paging.on_disk--;
+                }
         }
         if (pager->bounce_gpa)
                 guest_page_free(pager->bounce_gpa);

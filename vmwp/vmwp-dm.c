@@ -15,7 +15,12 @@
  * writes (the message page, ring pages) are refused here, the rest are judged by
  * hvd page by page; refused pages are counted, never acted on. What was asked and not
  * yet returned is pending_remove; a final chunk (more = 0) closes the request even if
- * the guest could spare fewer pages.
+ * the guest could spare fewer pages. A guest may take a while (it pages out to fill a
+ * balloon, up to 2 s, guest/dm.c), but a request it never closes (a reply it could not
+ * send, a hung guest) must not hold pending_remove for ever: vmmsd would count the
+ * memory as on its way back and never hand it out. So a request open for
+ * DM_BALLOON_EXPIRE_US is closed here; pages that come for it later are refused, as for
+ * any request that is not open, and stay the guest's.
  *
  * Figures that cannot wait. A guest report flagged HV_DM_STATUS_PROMPT (its pressure
  * stepped up, guest/dm.c) is handed on at once through the status handler, so vmmsd
@@ -35,11 +40,14 @@
 
 /* Pages per hvd request: hvd's limit (hv-memory.h HV_MEMORY_PAGES_MAX). */
 #define DM_HV_PAGES_MAX 65536u
+/* A balloon request the guest has not closed in this long is given up. */
+#define DM_BALLOON_EXPIRE_US (10 * G_USEC_PER_SEC)
 
 typedef struct BalloonRequest {
         uint32_t id;
         uint64_t remaining; /* pages asked and not yet returned */
         uint64_t accepted;  /* pages hvd took so far */
+        int64_t sent_us;    /* monotonic; the restored ones count from the restore */
 } BalloonRequest;
 
 struct VmwpDm {
@@ -396,7 +404,11 @@ static int grow(VmwpDm *dm, uint64_t bytes, char **ret_error)
 
 static int shrink(VmwpDm *dm, uint64_t bytes)
 {
-        BalloonRequest req = {.id = dm->next_request_id++, .remaining = bytes / HV_PAGE_SIZE};
+        BalloonRequest req = {
+                .id = dm->next_request_id++,
+                .remaining = bytes / HV_PAGE_SIZE,
+                .sent_us = g_get_monotonic_time(),
+        };
         struct hv_dm_balloon_request request = {.request_id = req.id, .n_pages = (uint32_t)req.remaining};
         VmwpSegment seg = {&request, sizeof(request)};
         int r;
@@ -432,6 +444,25 @@ int vmwp_dm_adjust(VmwpDm *dm, int64_t delta_bytes, char **ret_error)
         return delta_bytes > 0 ? grow(dm, bytes, ret_error) : shrink(dm, bytes);
 }
 
+/* Closes the requests the guest has left open too long (see the design note). */
+static void expire_requests(VmwpDm *dm)
+{
+        int64_t now = g_get_monotonic_time();
+
+        for (guint i = dm->requests->len; i-- > 0;) {
+                const BalloonRequest *req = &g_array_index(dm->requests, BalloonRequest, i);
+
+                if (now - req->sent_us < DM_BALLOON_EXPIRE_US)
+                        continue;
+                g_message("dm: balloon request %u still wants %" G_GUINT64_FORMAT
+                          " pages after %" G_GINT64_FORMAT " s: given up",
+                          req->id, req->remaining, (now - req->sent_us) / G_USEC_PER_SEC);
+                if (req->accepted > 0)
+                        dm->remove_operations++;
+                g_array_remove_index(dm->requests, i);
+        }
+}
+
 void vmwp_dm_status(VmwpDm *dm, VmwpMemoryStatus *ret)
 {
         HvClientMemory memory = {
@@ -443,6 +474,7 @@ void vmwp_dm_status(VmwpDm *dm, VmwpMemoryStatus *ret)
 
         if (dm->hv->memory_get(dm->hv_userdata, &memory) < 0)
                 g_warning("dm: hvd did not report the partition's memory; using the worker's figures");
+        expire_requests(dm);
         for (guint i = 0; i < dm->requests->len; i++)
                 pending += g_array_index(dm->requests, BalloonRequest, i).remaining;
         *ret = (VmwpMemoryStatus){
@@ -524,7 +556,7 @@ int vmwp_dm_restore(VmwpDm *dm, const uint8_t *data, size_t len, char **ret_erro
         }
         g_array_set_size(dm->requests, 0);
         for (uint32_t i = 0; i < n_requests; i++) {
-                BalloonRequest req = {.id = vmwp_state_get_u32(&r)};
+                BalloonRequest req = {.id = vmwp_state_get_u32(&r), .sent_us = g_get_monotonic_time()};
 
                 req.remaining = vmwp_state_get_u64(&r);
                 req.accepted = vmwp_state_get_u64(&r);

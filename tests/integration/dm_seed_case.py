@@ -36,15 +36,23 @@ def align(n):
     return n // (2 * MiB) * (2 * MiB)
 
 
-def run(scale=16, seconds=60, stop_at=35, on_sample=None):
-    """Runs the case; returns the samples [(t, name, state, assigned, demand, pressure)]."""
+def run(scale=16, seconds=60, stop_at=35, on_sample=None, after=None):
+    """Runs the case; returns the samples [(t, name, state, assigned, demand, pressure)]. VMs 1-2
+    stop at stop_at seconds, or earlier once VM 5 has committed all it soaks (it has then
+    outgrown the host, as the seed's had before they were stopped; its soaker's speed depends
+    on the machine's). With `after`, the run ends that many seconds after the stop, else at
+    `seconds`."""
     pool = POOL // scale
+    vm5_soak = align(SEED_VMS[4][3] // scale)
     samples = []
     with VmmsdHost(hvd_memory=str(pool), hvd_lps=2, stop_timeout=5) as host:
         pb = host.pb
         for name, minimum, maximum, soak in SEED_VMS:
             minimum, maximum, soak = align(minimum // scale), align(maximum // scale), align(soak // scale)
-            args = f"memsoak_mb={soak // MiB} memsoak_step_mb={max(8, 128 // scale)} memsoak_step_ms=250"
+            # Steps of 128 MiB (full size) every 250 ms, and at least a 48th of the soak, so VM 5 has
+            # outgrown the pool within about 15 s whatever the scale, as the seed's soaker had.
+            step = max(128 * MiB // scale, align(soak // 48))
+            args = f"memsoak_mb={soak // MiB} memsoak_step_mb={step // MiB} memsoak_step_ms=250"
             host.api.CreateVm(pb.CreateVmRequest(
                 name=name, workload="memsoak", boot_args=args,
                 memory=pb.MemorySettings(dynamic_memory_enabled=True, startup_bytes=minimum, minimum_bytes=minimum,
@@ -53,16 +61,19 @@ def run(scale=16, seconds=60, stop_at=35, on_sample=None):
         for name, *_ in SEED_VMS:
             host.api.StartVm(pb.VmRef(vm=name), timeout=60)
         t0 = time.monotonic()
-        stopped = False
-        while time.monotonic() - t0 < seconds:
+        stopped = None
+        vm5_demand = 0
+        while time.monotonic() - t0 < (seconds if stopped is None or after is None else stopped + after):
             t = time.monotonic() - t0
-            if not stopped and t >= stop_at:
+            if stopped is None and (t >= stop_at or vm5_demand >= vm5_soak):
                 for name in ("vm1", "vm2"):
                     host.api.StopVm(pb.StopVmRequest(vm=name, turn_off=True), timeout=30)
-                stopped = True
+                stopped = t
             for vm in host.api.ListVms(pb.ListVmsRequest(), timeout=10).vms:
                 samples.append((round(t, 2), vm.name, pb.VmState.Name(vm.state), vm.assigned_memory_bytes,
                                 vm.memory_demand_bytes, vm.memory_pressure))
+                if vm.name == "vm5":
+                    vm5_demand = vm.memory_demand_bytes
             if on_sample:
                 on_sample(host, t)
             time.sleep(max(0.0, 1.0 - (time.monotonic() - t0 - t)))
