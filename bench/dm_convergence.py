@@ -8,13 +8,16 @@ new demand until assigned memory settles within one dead band of its target (com
 1.2, the default buffer) — up, and then down again after the release — and prints the
 timeline of the step up: the guest's first prompt report (its console line), the report
 reaching vmmsd (Get-VM's demand), each add vmmsd sent (its memory event), each hot-add the
-guest onlined (its console line) and each assigned figure vmmsd saw. Prints JSON.
+guest onlined (its console line) and each assigned figure vmmsd saw; and of the step down:
+each remove sent, the guest filling each balloon, each assigned figure. Prints JSON.
+--runs N repeats the single-VM run N times and adds the median and worst of each figure.
 
 --contended: two such VMs with staggered steps on a pool too small for both; counts how
 often each VM's assigned memory changes direction (per minute): hysteresis at work."""
 import argparse
 import json
 import re
+import statistics
 import sys
 import threading
 import time
@@ -65,14 +68,19 @@ def target(d):
 
 def direction_changes(assigned):
     """Reversals of the assigned figure's direction (ignoring runs of equal values)."""
-    changes, last = 0, 0
-    for a, b in zip(assigned, assigned[1:]):
+    return len(direction_change_points(assigned))
+
+
+def direction_change_points(assigned):
+    """Indexes at which the assigned figure turns back, with the figures before and after."""
+    points, last = [], 0
+    for i, (a, b) in enumerate(zip(assigned, assigned[1:])):
         d = (b > a) - (b < a)
         if d and last and d != last:
-            changes += 1
+            points.append((i + 1, a, b))
         if d:
             last = d
-    return changes
+    return points
 
 
 def start_vm(host, name, boot_args, maximum=1024 * MiB):
@@ -176,7 +184,19 @@ def single(seconds):
     if down_at:
         removes = [(round(t - down_at, 3), int(re.match(r"removing (\d+)", m).group(1)))
                    for t, m in events if m.startswith("removing") and t > down_at - 0.5]
-        result["timeline_down"] = {"removes_sent": removes[:12]}
+        balloons = [(round(t - down_at, 3), int(m.group(1)) * 4096 // MiB, int(m.group(2)) / 1000)
+                    for t, line in tail.lines if t > down_at - 0.5
+                    for m in [re.search(r"dm: balloon request=\d+ asked=\d+ took=(\d+) in (\d+) us", line)] if m]
+        seen, last = [], None
+        for t, a, _ in samples:
+            if t > down_at - 0.5 and a != last:
+                if last is not None:
+                    seen.append((round(t - down_at, 3), a // MiB))
+                last = a
+        # From vmmsd seeing the release: each remove sent (MiB), the guest filling each balloon
+        # (MiB taken, ms), each assigned figure vmmsd saw.
+        result["timeline_down"] = {"removes_sent": removes[:12], "guest_balloons_mib_ms": balloons[:12],
+                                   "assigned_seen_mib": seen[:12]}
     return result
 
 
@@ -192,6 +212,8 @@ def contended(seconds):
         settled = [x for x in s if x[0] - s[0][0] >= seconds / 3]  # after both have stepped up
         result[n] = {
             "direction_changes": direction_changes([a for _, a, _ in s]),
+            "direction_changes_at_s_mib": [(round(s[i][0] - s[0][0], 2), a // MiB, b // MiB)
+                                           for i, a, b in direction_change_points([a for _, a, _ in s])],
             "direction_changes_per_minute": round(direction_changes([a for _, a, _ in s]) / minutes, 2),
             "direction_changes_per_minute_settled":
                 round(direction_changes([a for _, a, _ in settled]) / (minutes * 2 / 3), 2),
@@ -207,9 +229,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contended", action="store_true", help="two VMs competing for a short pool")
     parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--runs", type=int, default=1, help="repeat the single-VM run; median and worst")
     args = parser.parse_args()
     if args.contended:
         result = contended(args.seconds or 60)
+    elif args.runs > 1:
+        runs = [single(args.seconds or 45) for _ in range(args.runs)]
+        result = {"benchmark": "dm_convergence", "runs": runs}
+        for key in ("seconds_to_converge_up", "seconds_to_converge_down"):
+            values = [r[key] for r in runs]
+            done = [v for v in values if v is not None]  # None: never settled in the run
+            result[key] = {"all": values, "median": statistics.median(done) if done else None,
+                           "worst": None if None in values else max(values)}
     else:
         result = single(args.seconds or 45)
     print(json.dumps(result, indent=2))

@@ -39,8 +39,9 @@
  * (the memory soaker) could never be squeezed below what it has committed, and a host
  * short of memory could not take back what the balancer decides (pressure could not be
  * equalised). The wait is bounded so the host's pending remove always ends; a new
- * request closes the open one first. UNBALLOON_REQUEST gives listed pages back only if
- * the balloon holds them (guest_page_give_back refuses others and duplicates) and
+ * request closes the open one first, and so does memory coming back (unballoon or
+ * hot-add: the host has changed its mind, and the balloon must not eat what it adds). UNBALLOON_REQUEST gives
+ * listed pages back only if the balloon holds them (guest_page_give_back refuses others and duplicates) and
  * answers how many it accepted (the console gets one line per second summing them, as
  * a large deflate comes as many requests). HOT_ADD_REQUEST adds the range to the
  * allocator, all or nothing, and answers the bytes accepted.
@@ -295,6 +296,18 @@ static void guest_dm_balloon_fill(struct guest_dm *dm, uint64_t now_ns, bool can
                      guest_page_taken_bytes(), guest_page_free_bytes());
 }
 
+/* The host gives memory back (unballoon, hot-add): it no longer wants the pages the open
+ * request still waits for, and the balloon must not eat what it gives. */
+static void guest_dm_balloon_close(struct guest_dm *dm)
+{
+        struct guest_dm_balloon *b = &dm->balloon;
+
+        if (!b->open)
+                return;
+        b->remaining = 0; /* an empty last chunk */
+        guest_dm_balloon_fill(dm, guest_hv_reference_time(), false);
+}
+
 static bool guest_dm_can_reclaim(const struct guest_dm *dm)
 {
         return guest_paging_can_reclaim() || dm->n_subscribers > 0;
@@ -336,6 +349,7 @@ static void guest_dm_unballoon(struct guest_dm *dm, const struct guest_vmbus_pac
                                      request.request_id, request.n_pfns, packet->length);
                 return;
         }
+        guest_dm_balloon_close(dm);
         guest_vmbus_packet_copy(packet, sizeof(request), dm->pfns,
                                 request.n_pfns * (uint32_t)sizeof(uint64_t));
         accepted = guest_page_give_back(dm->pfns, request.n_pfns);
@@ -353,7 +367,10 @@ static void guest_dm_unballoon(struct guest_dm *dm, const struct guest_vmbus_pac
 static void guest_dm_hot_add(struct guest_dm *dm, const struct hv_dm_hot_add_request *request)
 {
         struct hv_dm_hot_add_response response = {.request_id = request->request_id};
-        int r = guest_page_add_range(request->gpa, request->bytes);
+        int r;
+
+        guest_dm_balloon_close(dm);
+        r = guest_page_add_range(request->gpa, request->bytes);
 
         if (r == 0)
                 response.bytes_accepted = request->bytes;

@@ -785,6 +785,63 @@ static void test_freed_memory_is_reused_only_after_it_is_back(void)
         sim_clear(&sim);
 }
 
+/* Two VMs whose demand climbs in steps on a pool too small for both (bench/dm_convergence.py --contended in
+ * the closed loop): each steps up in turn and then holds; while they climb, the short band's target moves
+ * every tick. Neither turns back more than once after its start-up remove (at most twice in all), whatever
+ * the step sizes, and both end equalised and silent. */
+typedef struct ClimbCase {
+        const char *name;
+        uint64_t a_step_mib, a_every; /* VM a's committed climbs by a_step_mib every a_every ticks... */
+        uint64_t b_step_mib, b_every; /* ...and VM b's by b_step_mib every b_every ticks, to 640 MiB each */
+        unsigned balloon_latency;     /* ticks: a guest that pages to fill a balloon is slow */
+} ClimbCase;
+
+static const ClimbCase climb_cases[] = {
+        {"climbing_demands_in_a_short_pool_do_not_flap_320_and_160_MiB_steps", 320, 3, 160, 4, 1},
+        {"climbing_demands_in_a_short_pool_do_not_flap_64_and_32_MiB_steps", 64, 1, 32, 1, 1},
+        {"climbing_demands_in_a_short_pool_do_not_flap_16_MiB_steps", 16, 1, 16, 2, 1},
+        {"climbing_demands_in_a_short_pool_do_not_flap_with_slow_balloons", 320, 3, 160, 4, 3},
+        {"climbing_demands_in_a_short_pool_do_not_flap_8_and_4_MiB_steps_slow_balloons", 8, 1, 4, 1, 3},
+};
+
+static void test_climb(gconstpointer data)
+{
+        const ClimbCase *tc = data;
+        uint64_t last_action = 0;
+        SimVm *a, *b;
+        Sim sim;
+
+        sim_init(&sim, 1024 * MiB, 64 * MiB);
+        sim.balloon_latency = tc->balloon_latency;
+        a = sim_add_vm(&sim, 64, 1024, 20, 50, 128, 1);
+        b = sim_add_vm(&sim, 64, 1024, 20, 50, 128, 1);
+        for (uint64_t t = 1; t <= 1000; t++) {
+                g_autoptr(BalancerPlan) plan = NULL;
+
+                if (t > 2 && t % tc->a_every == 0)
+                        a->vm.committed_bytes = MIN(a->vm.committed_bytes + tc->a_step_mib * MiB, 640 * MiB);
+                if (t > 2 && t % tc->b_every == 0)
+                        b->vm.committed_bytes = MIN(b->vm.committed_bytes + tc->b_step_mib * MiB, 640 * MiB);
+                plan = sim_tick(&sim);
+                for (unsigned k = 0; k < 4; k++) {
+                        g_autoptr(BalancerPlan) prompt = sim_prompt(&sim);
+
+                        if (prompt->n_actions)
+                                last_action = t;
+                }
+                if (plan->n_actions)
+                        last_action = t;
+        }
+        g_test_message("%s: direction changes a %u, b %u; last action at tick %" G_GUINT64_FORMAT, tc->name,
+                       a->direction_changes, b->direction_changes, last_action);
+        g_assert_cmpuint(a->direction_changes, <=, 2);
+        g_assert_cmpuint(b->direction_changes, <=, 2);
+        g_assert_cmpuint(last_action, <, 200);
+        g_assert_cmpuint(MAX(sim_pressure(a), sim_pressure(b)) - MIN(sim_pressure(a), sim_pressure(b)), <=,
+                         1);
+        sim_clear(&sim);
+}
+
 /* A balloon that comes back short (the guest had fewer pages to give than asked) leaves assigned memory
  * between units. Such a VM is still balanced: squeezed in a shortage without turning back, and given its
  * want once the host has room again, for every size of shortfall. Closed loop, 1,000 ticks per case. */
@@ -838,6 +895,32 @@ static void test_short_balloon(gconstpointer data)
         g_assert_cmpuint(small->direction_changes, <=, 1);
         g_assert_cmpuint(big->direction_changes, <=, 1);
         g_assert_cmpuint(sim.host.pool_available_bytes, >=, sim.host.reserve_bytes);
+        sim_clear(&sim);
+}
+
+/* In a shortage the band's equalised pressure decides, and the hold keeps a VM that just gave memory from
+ * taking it back even over pressure 100 (there every VM of the band may be); with room it would be fed. */
+static void test_reversal_is_held_in_a_shortage_even_over_pressure_100(void)
+{
+        Sim sim;
+        SimVm *b;
+
+        sim_init(&sim, 1024 * MiB, 0);
+        sim_add_vm(&sim, 64, 4096, 20, 50, 512, 560);
+        b = sim_add_vm(&sim, 64, 4096, 20, 50, 512, 480); /* equalised at 102: b gives about 40 MiB */
+        g_autoptr(BalancerPlan) shrink = sim_tick(&sim);
+        g_assert_cmpint(shrink->outcome, ==, BALANCER_OUTCOME_SHORTAGE);
+        g_assert_nonnull(plan_action(shrink, b->vm.id));
+        g_assert_cmpint(plan_action(shrink, b->vm.id)->kind, ==, BALANCER_ACTION_REMOVE);
+
+        b->vm.committed_bytes = 620 * MiB; /* pressure over 120, above the band's: held all the same */
+        for (unsigned t = 0; t < sim.config.reversal_hold_ticks - 1; t++) {
+                g_autoptr(BalancerPlan) held = sim_tick(&sim);
+
+                g_assert_cmpint(held->outcome, ==, BALANCER_OUTCOME_SHORTAGE);
+                g_assert_cmpuint(plan_vm(held, b->vm.id)->target_bytes, >, b->vm.assigned_bytes);
+                g_assert_null(plan_action(held, b->vm.id));
+        }
         sim_clear(&sim);
 }
 
@@ -1361,12 +1444,19 @@ int main(int argc, char **argv)
                         test_guest_that_stops_reporting_is_held);
         g_test_add_func("/balancer/freed_memory_is_reused_only_after_it_is_back",
                         test_freed_memory_is_reused_only_after_it_is_back);
+        for (size_t i = 0; i < G_N_ELEMENTS(climb_cases); i++) {
+                g_autofree char *path = g_strdup_printf("/balancer/%s", climb_cases[i].name);
+
+                g_test_add_data_func(path, &climb_cases[i], test_climb);
+        }
         for (size_t i = 0; i < G_N_ELEMENTS(short_balloon_cases); i++) {
                 g_autofree char *path = g_strdup_printf("/balancer/%s", short_balloon_cases[i].name);
 
                 g_test_add_data_func(path, &short_balloon_cases[i], test_short_balloon);
         }
         g_test_add_func("/balancer/reversal_is_held_after_an_add", test_reversal_is_held_after_an_add);
+        g_test_add_func("/balancer/reversal_is_held_in_a_shortage_even_over_pressure_100",
+                        test_reversal_is_held_in_a_shortage_even_over_pressure_100);
         g_test_add_func("/balancer/reversal_is_allowed_when_pressure_reaches_100",
                         test_reversal_is_allowed_when_pressure_reaches_100);
         g_test_add_func("/balancer/gap_inside_the_dead_band_moves_nothing",
