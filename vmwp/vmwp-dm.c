@@ -26,7 +26,10 @@
  * stepped up, guest/dm.c) is handed on at once through the status handler, so vmmsd
  * hears of it without waiting for the once-a-second MemoryStatus; the guest rate-limits
  * them. So is the end of a balloon request (its last chunk): assigned memory has fallen,
- * and vmmsd should not plan the next remove on the figure from before. A report from a
+ * and vmmsd should not plan the next remove on the figure from before; and, at most every
+ * DM_CHUNK_STATUS_US, a chunk of a request still open (a guest paging to fill it answers
+ * over up to 2 s): the pool has the pages back at once, and a VM figure a second old
+ * beside it would count them twice. A report from a
  * guest that predates the flags field is shorter and counts as periodic.
  *
  * The balancer in vmmsd sees the outcome in MemoryStatus; nothing here retries.
@@ -40,6 +43,8 @@
 
 /* Pages per hvd request: hvd's limit (hv-memory.h HV_MEMORY_PAGES_MAX). */
 #define DM_HV_PAGES_MAX 65536u
+/* Figures while a balloon fills: at most this often. */
+#define DM_CHUNK_STATUS_US (100 * 1000)
 /* A balloon request the guest has not closed in this long is given up. */
 #define DM_BALLOON_EXPIRE_US (10 * G_USEC_PER_SEC)
 
@@ -62,8 +67,9 @@ struct VmwpDm {
         VmwpDmStatusFn status_fn;
         void *status_userdata;
         uint64_t prompt_reports;
-        GArray *ballooned; /* uint64_t pfns hvd holds as ballooned, most recent last */
-        GArray *requests;  /* BalloonRequest, not finished by the guest */
+        int64_t chunk_status_us; /* when a chunk last sent the figures */
+        GArray *ballooned;       /* uint64_t pfns hvd holds as ballooned, most recent last */
+        GArray *requests;        /* BalloonRequest, not finished by the guest */
         uint32_t next_request_id;
         uint64_t added_bytes_total;
         uint64_t removed_bytes_total;
@@ -183,6 +189,10 @@ static void on_balloon_response(VmwpDm *dm, const VmwpPacket *packet)
                 g_array_remove_index(dm->requests, index);
                 if (dm->status_fn)
                         dm->status_fn(dm->status_userdata, false);
+        } else if (accepted > 0 && dm->status_fn &&
+                   g_get_monotonic_time() - dm->chunk_status_us >= DM_CHUNK_STATUS_US) {
+                dm->chunk_status_us = g_get_monotonic_time();
+                dm->status_fn(dm->status_userdata, false);
         }
 }
 

@@ -63,7 +63,7 @@ def run(scale=16, seconds=60, stop_at=35, on_sample=None, after=None):
         t0 = time.monotonic()
         stopped = None
         vm5_demand = 0
-        while time.monotonic() - t0 < (seconds if stopped is None or after is None else stopped + after):
+        while time.monotonic() - t0 < (seconds if after is None else (stop_at if stopped is None else stopped) + after):
             t = time.monotonic() - t0
             if stopped is None and (t >= stop_at or vm5_demand >= vm5_soak):
                 for name in ("vm1", "vm2"):

@@ -33,8 +33,9 @@ class SeedCaseTest(unittest.TestCase):
                 if e.code() != grpc.StatusCode.NOT_FOUND:
                     raise
 
-        # VMs 1-2 stop once VM 5 has committed its whole soak (at 45 s at the latest); 15 s follow.
-        samples = dm_seed_case.run(scale=16, stop_at=45, on_sample=probe, after=15)
+        # VMs 1-2 stop once VM 5 has committed its whole soak: about 30 s on an idle machine, much
+        # later when other tests share it (at 150 s at the latest); 15 s follow.
+        samples = dm_seed_case.run(scale=16, stop_at=150, on_sample=probe, after=15)
         stop_at = dm_seed_case.stop_time(samples)
         seconds = max(s[0] for s in samples)
         self.assertIsNotNone(stop_at, "VMs 1-2 were never stopped")
@@ -56,20 +57,24 @@ class SeedCaseTest(unittest.TestCase):
             self.assertTrue(rows and all(s[3] == 128 * MiB for s in rows), f"{name} not flat at 128 MiB: {rows}")
             self.assertTrue(all(0 < s[5] < 40 for s in rows), f"{name} pressure not under 40: {rows}")
         # VMs 3-4 are squeezed below what they have committed, toward their 32 MiB minimum (their
-        # guests page out to fill the balloon), and their pressure is VM 5's within a few points.
+        # guests page out to fill the balloon), and their pressure is VM 5's.
         for name in ("vm3", "vm4"):
             rows = at(name, *before)
             self.assertTrue(rows and all(s[5] > 100 for s in rows), f"{name} not squeezed over pressure 100: {rows}")
             self.assertLessEqual(rows[-1][3], 64 * MiB, f"{name} not squeezed toward its minimum: {rows}")
+        # Within a tenth of their level (median; a fifth at worst): at pressure 170, one 2 MiB unit of
+        # VM 3's 42 MiB is 8 points.
         spreads = []
         for t in sorted({s[0] for s in at("vm5", *before)}):
             ps = [s[5] for n in ("vm3", "vm4", "vm5") for s in at(n, *before) if s[0] == t]
             if len(ps) == 3:
-                spreads.append(max(ps) - min(ps))
+                spreads.append((max(ps) - min(ps)) / (sum(ps) / 3))
         self.assertTrue(spreads, "no sample of VMs 3-5 together")
-        self.assertLessEqual(sorted(spreads)[len(spreads) // 2], 10, f"VMs 3-5 pressures not equalised: {spreads}")
-        self.assertLessEqual(max(spreads), 25, f"VMs 3-5 pressures apart: {spreads}")
+        self.assertLessEqual(sorted(spreads)[len(spreads) // 2], 0.10, f"VMs 3-5 pressures not equalised: {spreads}")
+        self.assertLessEqual(max(spreads), 0.20, f"VMs 3-5 pressures apart: {spreads}")
         vm5 = at("vm5", *before)
+        self.assertGreaterEqual(at("vm5", stop_at - 1.5, stop_at + 0.5)[-1][4], 768 * MiB,
+                                "VMs 1-2 stopped before VM 5 had committed its soak")
         self.assertTrue(vm5 and min(s[5] for s in vm5) > 100, f"vm5 pressure: {[s[5] for s in vm5]}")
         self.assertGreater(max(paging.values(), default=0), 0, "vm5 must page when committed exceeds assigned")
         after = at("vm5", seconds - 5, seconds + 1)
