@@ -107,6 +107,10 @@ struct HvEngineVp {
         bool mapped_in_pieces; /* a hot-add was mapped mid-run as a second region */
         HvVpExit *exit;        /* of the run in progress */
         uc_hook hook_block, hook_out, hook_in, hook_intr, hook_invalid, hook_unmapped;
+        /* Dirty tracking (vp_dirty_log): the write hook and where it marks. */
+        uc_hook hook_write;
+        uint64_t *dirty_bitmap;
+        uint64_t dirty_pages;
 };
 
 static void exit_halt(HvVpExit *exit, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
@@ -306,6 +310,41 @@ static bool on_unmapped(uc_engine *uc, uc_mem_type type, uint64_t address, int s
         e->mapped_bytes = visible;
         e->mapped_in_pieces = true;
         return true;
+}
+
+/* Called before the store lands (hv-dirty.h says why that matters). */
+static void on_write(uc_engine *uc, uc_mem_type type, uint64_t address, int size, int64_t value,
+                     void *userdata)
+{
+        HvEngineVp *e = userdata;
+
+        (void)uc;
+        (void)type;
+        (void)value;
+        hv_dirty_mark(e->dirty_bitmap, e->dirty_pages, address, (uint64_t)MAX(size, 1));
+}
+
+/* Translated code decides at translation whether a store calls the write hook, so the
+ * translation cache and TLB are flushed whenever the hook comes or goes (between runs,
+ * where a flush is safe; it costs one retranslation of the hot code). */
+static int unicorn_vp_dirty_log(HvEngineVp *e, uint64_t *bitmap, uint64_t pages)
+{
+        e->dirty_bitmap = bitmap;
+        e->dirty_pages = bitmap ? pages : 0;
+        if (bitmap && !e->hook_write) {
+                if (uc_hook_add(e->uc, &e->hook_write, UC_HOOK_MEM_WRITE, (void *)on_write, e, 1, 0) !=
+                    UC_ERR_OK) {
+                        e->hook_write = 0;
+                        return -EIO;
+                }
+        } else if (!bitmap && e->hook_write) {
+                uc_hook_del(e->uc, e->hook_write);
+                e->hook_write = 0;
+        } else
+                return 0;
+        uc_ctl_flush_tb(e->uc);
+        uc_ctl_flush_tlb(e->uc);
+        return 0;
 }
 
 static void unicorn_vp_free(HvEngineVp *e)
@@ -596,5 +635,6 @@ const HvEngineOps hv_engine_unicorn_ops = {
         .vp_run = unicorn_vp_run,
         .vp_get_state = unicorn_vp_get_state,
         .vp_set_state = unicorn_vp_set_state,
+        .vp_dirty_log = unicorn_vp_dirty_log,
         .vp_free = unicorn_vp_free,
 };

@@ -57,6 +57,12 @@ typedef struct HvVpCpuState {
  * - vp_get_state / vp_set_state: the whole architectural state, only while the VP is
  *   not running (its partition paused); vp_set_state takes state already checked
  *   (hv-state.c) and returns -EINVAL if the engine still refuses a part of it.
+ * - vp_dirty_log: live migration's dirty tracking (hv-dirty.h): from now on every
+ *   guest store into RAM sets the bit of each page it touches in `bitmap` (`pages`
+ *   bits; a store past them marks nothing); NULL stops marking and costs nothing
+ *   more. Only on the VP's LP thread while it is not running; a store the engine has
+ *   begun marks its page before it lands, so the caller swaps bitmaps only between
+ *   runs.
  * - vp_free: accepts NULL; only while the VP is not running. */
 typedef struct HvEngineOps {
         const char *name;
@@ -65,6 +71,7 @@ typedef struct HvEngineOps {
         int (*vp_run)(HvEngineVp *engine, HvVpExit *exit);
         int (*vp_get_state)(HvEngineVp *engine, HvVpCpuState *ret);
         int (*vp_set_state)(HvEngineVp *engine, const HvVpCpuState *state);
+        int (*vp_dirty_log)(HvEngineVp *engine, uint64_t *bitmap, uint64_t pages);
         void (*vp_free)(HvEngineVp *engine);
 } HvEngineOps;
 

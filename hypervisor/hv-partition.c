@@ -105,6 +105,7 @@ int hv_partition_new(Hv *hv, const char *name, uint32_t vp_count, uint32_t max_v
         p->console = g_byte_array_new();
         g_mutex_init(&p->mailbox_lock);
         g_queue_init(&p->mailbox);
+        g_mutex_init(&p->dirty_lock);
 
         memfd_name = g_strdup_printf("vmms-ram-%s", name);
         p->ram_fd = memfd_create(memfd_name, MFD_CLOEXEC);
@@ -137,6 +138,7 @@ void hv_partition_free(HvPartition *p)
 {
         if (!p)
                 return;
+        hv_dirty_free(p);
         for (uint32_t i = 0; p->vps && i < p->vp_count; i++)
                 vp_free(p->vps[i], p->hv->engine);
         g_free(p->vps);

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "hv-dirty.h"
 #include "hv-engine.h"
 #include "vmms-limits.h"
 
@@ -99,6 +100,8 @@ struct HvVp {
         /* Written by the LP running the VP, read by counters. */
         _Atomic uint64_t hypercalls;
         _Atomic uint64_t invalid_hypercalls;
+
+        HvVpDirty dirty; /* live migration's dirty tracking (hv-dirty.h) */
 };
 
 struct HvPartition {
@@ -164,6 +167,11 @@ struct HvPartition {
         uint64_t guest_messages_refused;
         uint64_t guest_signals;
         uint64_t guest_signals_coalesced;
+
+        /* Dirty-page tracking (hv-dirty.h): on while a migration copies the RAM. */
+        atomic_bool dirty_tracking;
+        GMutex dirty_lock;
+        uint64_t *dirty_accumulated; /* harvested from the VPs, not yet handed out */
 };
 
 #define HV_CONSOLE_BUFFER_MAX (64u * 1024u)

@@ -328,7 +328,9 @@ static gpointer lp_thread(gpointer data)
                 lp->run_start_ns = t0;
                 g_mutex_unlock(&s->lock);
 
+                hv_dirty_vp_enter(vp, s->engine);
                 s->engine->vp_run(vp->engine, &exit);
+                hv_dirty_vp_leave(vp);
                 t1 = hv_clock_monotonic_ns();
 
                 g_mutex_lock(&s->lock);

@@ -370,6 +370,52 @@ static void handle_partition_state_set(HvConnection *c, const Vmms__Hv__Partitio
                 reply_error(reply, r, error);
 }
 
+/* Live migration's dirty tracking (hv-dirty.c). The bitmap of a harvest lives in the
+ * arena until the reply is sent. */
+static void handle_dirty_log(HvConnection *c, Vmms__Hv__Request__BodyCase op, uint64_t partition_id,
+                             uint64_t first_page, Vmms__Hv__Reply *reply, Vmms__Hv__DirtyLog *log,
+                             GPtrArray *arena)
+{
+        HvPartition *p = owned_partition(c, partition_id, reply);
+        uint64_t *words, pages, dirty;
+        int r;
+
+        if (!p)
+                return;
+        if (op == VMMS__HV__REQUEST__BODY_DIRTY_LOG_START) {
+                r = hv_dirty_start(p);
+                if (r < 0)
+                        reply_error(reply, r, g_strdup("the partition's dirty pages are tracked already"));
+                else
+                        g_message("partition %" G_GUINT64_FORMAT " (%s): dirty tracking on", p->id, p->name);
+                return;
+        }
+        if (op == VMMS__HV__REQUEST__BODY_DIRTY_LOG_STOP) {
+                r = hv_dirty_stop(p);
+                if (r < 0)
+                        reply_error(reply, r, g_strdup("the partition's dirty pages are not tracked"));
+                else
+                        g_message("partition %" G_GUINT64_FORMAT " (%s): dirty tracking off", p->id, p->name);
+                return;
+        }
+        words = g_new(uint64_t, (HV_DIRTY_HARVEST_PAGES + 63) / 64);
+        g_ptr_array_add(arena, words);
+        r = hv_dirty_harvest(p, first_page, words, &pages, &dirty);
+        if (r < 0) {
+                reply_error(reply, r, g_strdup("the partition's dirty pages are not tracked"));
+                return;
+        }
+        for (uint64_t i = 0; i < (pages + 63) / 64; i++)
+                words[i] = GUINT64_TO_LE(words[i]);
+        log->first_page = first_page;
+        log->pages = pages;
+        log->bitmap.data = (uint8_t *)words;
+        log->bitmap.len = (pages + 7) / 8;
+        log->dirty_pages = dirty;
+        reply->body_case = VMMS__HV__REPLY__BODY_DIRTY_LOG;
+        reply->dirty_log = log;
+}
+
 /* Stops every VP of `p` for good and tells its worker why, as a fault would: the worker
  * records the reason and exits, and its partition goes with its connection. */
 static void stop_partition(HvConnection *c, HvPartition *p, const char *reason)
@@ -687,6 +733,7 @@ static void handle_request(HvConnection *c, const uint8_t *data, size_t len)
         Vmms__Hv__VpAdded added = VMMS__HV__VP_ADDED__INIT;
         Vmms__Hv__VpState vp_state = VMMS__HV__VP_STATE__INIT;
         Vmms__Hv__PartitionState partition_state = VMMS__HV__PARTITION_STATE__INIT;
+        Vmms__Hv__DirtyLog dirty_log = VMMS__HV__DIRTY_LOG__INIT;
         g_autoptr(GPtrArray) arena = g_ptr_array_new_with_free_func(g_free);
         int pass_fd = -1, r;
 
@@ -743,6 +790,18 @@ static void handle_request(HvConnection *c, const uint8_t *data, size_t len)
                         break;
                 case VMMS__HV__REQUEST__BODY_PARTITION_STATE_SET:
                         handle_partition_state_set(c, req->partition_state_set, &reply);
+                        break;
+                case VMMS__HV__REQUEST__BODY_DIRTY_LOG_START:
+                        handle_dirty_log(c, req->body_case, req->dirty_log_start->partition_id, 0, &reply,
+                                         &dirty_log, arena);
+                        break;
+                case VMMS__HV__REQUEST__BODY_DIRTY_LOG_HARVEST:
+                        handle_dirty_log(c, req->body_case, req->dirty_log_harvest->partition_id,
+                                         req->dirty_log_harvest->first_page, &reply, &dirty_log, arena);
+                        break;
+                case VMMS__HV__REQUEST__BODY_DIRTY_LOG_STOP:
+                        handle_dirty_log(c, req->body_case, req->dirty_log_stop->partition_id, 0, &reply,
+                                         &dirty_log, arena);
                         break;
                 case VMMS__HV__REQUEST__BODY_COUNTERS_GET:
                         reconcile_all(c->server);

@@ -423,6 +423,77 @@ int hv_client_partition_state_set(HvClient *c, uint64_t partition_id, uint64_t r
         return call(c, &req, NULL, NULL);
 }
 
+static int dirty_log_switch(HvClient *c, uint64_t partition_id, bool on)
+{
+        Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
+        Vmms__Hv__DirtyLogStart start = VMMS__HV__DIRTY_LOG_START__INIT;
+        Vmms__Hv__DirtyLogStop stop = VMMS__HV__DIRTY_LOG_STOP__INIT;
+
+        if (on) {
+                start.partition_id = partition_id;
+                req.body_case = VMMS__HV__REQUEST__BODY_DIRTY_LOG_START;
+                req.dirty_log_start = &start;
+        } else {
+                stop.partition_id = partition_id;
+                req.body_case = VMMS__HV__REQUEST__BODY_DIRTY_LOG_STOP;
+                req.dirty_log_stop = &stop;
+        }
+        return call(c, &req, NULL, NULL);
+}
+
+int hv_client_dirty_log_start(HvClient *c, uint64_t partition_id)
+{
+        return dirty_log_switch(c, partition_id, true);
+}
+
+int hv_client_dirty_log_stop(HvClient *c, uint64_t partition_id)
+{
+        return dirty_log_switch(c, partition_id, false);
+}
+
+int hv_client_dirty_log_harvest(HvClient *c, uint64_t partition_id, uint64_t *bitmap, uint64_t pages,
+                                uint64_t *ret_dirty)
+{
+        uint64_t first = 0, dirty = 0;
+
+        memset(bitmap, 0, (pages + 63) / 64 * sizeof(uint64_t));
+        for (;;) {
+                Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
+                Vmms__Hv__DirtyLogHarvest body = VMMS__HV__DIRTY_LOG_HARVEST__INIT;
+                g_autoptr(Vmms__Hv__Reply) reply = NULL;
+                const Vmms__Hv__DirtyLog *log;
+                int r;
+
+                body.partition_id = partition_id;
+                body.first_page = first;
+                req.body_case = VMMS__HV__REQUEST__BODY_DIRTY_LOG_HARVEST;
+                req.dirty_log_harvest = &body;
+                r = call(c, &req, &reply, NULL);
+                if (r < 0)
+                        return r;
+                log = reply->body_case == VMMS__HV__REPLY__BODY_DIRTY_LOG ? reply->dirty_log : NULL;
+                if (!log || log->first_page != first || log->pages > pages - MIN(first, pages) ||
+                    log->bitmap.len != (log->pages + 7) / 8) {
+                        set_last_error(c, "hvd's dirty log reply does not match the request");
+                        return -EPROTO;
+                }
+                if (log->pages == 0)
+                        break;
+                for (uint64_t k = 0; k < log->pages; k++)
+                        if (log->bitmap.data[k / 8] & (1u << (k % 8))) {
+                                uint64_t page = first + k;
+
+                                bitmap[page / 64] |= 1ull << (page % 64);
+                                dirty++;
+                        }
+                first += log->pages;
+                if (first >= pages)
+                        break;
+        }
+        *ret_dirty = dirty;
+        return 0;
+}
+
 /* Calls `req`, whose reply must carry PartitionMemory, and copies its figures out. */
 static int call_memory(HvClient *c, Vmms__Hv__Request *req, const char *what, HvClientMemory *ret_memory,
                        Vmms__Hv__Reply **ret_reply)

@@ -62,6 +62,13 @@ typedef struct HvClientPartitionState {
 } HvClientPartitionState;
 int hv_client_partition_state_get(HvClient *c, uint64_t partition_id, HvClientPartitionState *ret);
 int hv_client_partition_state_set(HvClient *c, uint64_t partition_id, uint64_t reference_time_ns);
+/* Live migration's dirty tracking (hv.proto DirtyLogStart/Harvest/Stop). A harvest
+ * fills `bitmap` (ceil(pages / 64) words, bit p = page p, zeroed first) with the pages
+ * written since the last harvest, over the visible RAM up to `pages`. */
+int hv_client_dirty_log_start(HvClient *c, uint64_t partition_id);
+int hv_client_dirty_log_harvest(HvClient *c, uint64_t partition_id, uint64_t *bitmap, uint64_t pages,
+                                uint64_t *ret_dirty);
+int hv_client_dirty_log_stop(HvClient *c, uint64_t partition_id);
 /* Dynamic Memory. A partition's memory figures (hv.proto PartitionMemory). */
 typedef struct HvClientMemory {
         uint64_t visible_bytes;
