@@ -10,11 +10,13 @@
 
 #include "hv-wire.h"
 #include "vmwp-control.h"
+#include "vmwp-migrate.h"
 #include "vmwp-save.h"
 #include "worker.pb-c.h"
 
 #define CONTROL_MESSAGE_MAX (64u * 1024u)
-#define CONTROL_STATUS_PERIOD_MS 1000 /* MemoryStatus to vmmsd */
+#define CONTROL_STATUS_PERIOD_MS 1000  /* MemoryStatus to vmmsd */
+#define CONTROL_PROGRESS_PERIOD_MS 200 /* MigrationProgress, while a migration sends */
 
 struct VmwpControl {
         VmwpWorker *worker;
@@ -26,6 +28,7 @@ struct VmwpControl {
         guint conn_source;
         guint shutdown_timer;
         guint status_timer;
+        guint progress_timer;
         int64_t started_unix_ms;
         VmwpControlActionFn on_action;
         void *on_action_userdata;
@@ -182,11 +185,160 @@ static void handle_save(VmwpControl *c, const Vmms__Worker__Request *req)
                 c->on_action(VMWP_CONTROL_SAVED, c->on_action_userdata);
 }
 
-static void handle_request(VmwpControl *c, const Vmms__Worker__Request *req)
+/* ---- Live migration ---- */
+
+static void send_progress(VmwpControl *c)
+{
+        Vmms__Worker__Message msg = VMMS__WORKER__MESSAGE__INIT;
+        Vmms__Worker__MigrationProgress progress = VMMS__WORKER__MIGRATION_PROGRESS__INIT;
+        VmwpMigrateProgress p;
+
+        vmwp_worker_migration_progress(c->worker, &p);
+        progress.round = p.round;
+        progress.ram_bytes = p.ram_bytes;
+        progress.bytes_sent = p.bytes_sent;
+        progress.bytes_remaining = p.bytes_remaining;
+        progress.dirty_bytes_per_s = p.dirty_bytes_per_s;
+        progress.bandwidth_bytes_per_s = p.bandwidth_bytes_per_s;
+        progress.throttle_percent = p.throttle_percent;
+        progress.paused = p.paused;
+        progress.data_pages = p.data_pages;
+        progress.zero_pages = p.zero_pages;
+        progress.discarded_pages = p.discarded_pages;
+        msg.body_case = VMMS__WORKER__MESSAGE__BODY_MIGRATION_PROGRESS;
+        msg.migration_progress = &progress;
+        send_message(c, &msg);
+}
+
+static gboolean on_progress_timer(gpointer userdata)
+{
+        VmwpControl *c = userdata;
+
+        if (vmwp_worker_migration_phase(c->worker) != VMWP_MIGRATION_OUT_PRECOPY) {
+                c->progress_timer = 0;
+                return G_SOURCE_REMOVE;
+        }
+        send_progress(c);
+        return G_SOURCE_CONTINUE;
+}
+
+static void on_migration_ended(VmwpWorker *w, bool ok, bool cancelled, const char *reason,
+                               const VmwpMigrateDone *d, void *userdata)
+{
+        VmwpControl *c = userdata;
+        Vmms__Worker__Message msg = VMMS__WORKER__MESSAGE__INIT;
+        Vmms__Worker__MigrationOutDone done = VMMS__WORKER__MIGRATION_OUT_DONE__INIT;
+        Vmms__Worker__MigrationOutFailed failed = VMMS__WORKER__MIGRATION_OUT_FAILED__INIT;
+
+        (void)w;
+        if (c->progress_timer)
+                g_source_remove(c->progress_timer);
+        c->progress_timer = 0;
+        send_progress(c);
+        if (ok) {
+                done.bytes_sent = d->bytes_sent;
+                done.data_pages = d->data_pages;
+                done.zero_pages = d->zero_pages;
+                done.discarded_pages = d->discarded_pages;
+                done.rounds = d->rounds;
+                done.paused_unix_ns = d->paused_unix_ns;
+                done.paused_ns = d->paused_ns;
+                done.max_throttle_percent = d->max_throttle_percent;
+                done.duration_ms = d->duration_ms;
+                done.final_bytes = d->final_bytes;
+                done.disk_bytes = d->disk_bytes;
+                msg.body_case = VMMS__WORKER__MESSAGE__BODY_MIGRATION_OUT_DONE;
+                msg.migration_out_done = &done;
+                g_message("vmwp: migration sent: %" G_GUINT64_FORMAT
+                          " bytes in %u rounds, paused %" G_GUINT64_FORMAT " us",
+                          d->bytes_sent, d->rounds, d->paused_ns / 1000);
+        } else {
+                failed.reason = (char *)(reason ? reason : "");
+                failed.cancelled = cancelled;
+                msg.body_case = VMMS__WORKER__MESSAGE__BODY_MIGRATION_OUT_FAILED;
+                msg.migration_out_failed = &failed;
+                g_message("vmwp: migration failed: %s", failed.reason);
+        }
+        send_message(c, &msg);
+}
+
+static void handle_migrate_out(VmwpControl *c, const Vmms__Worker__Request *req, int fd)
+{
+        const Vmms__Worker__MigrateOut *o = req->migrate_out;
+        VmwpMigrateOptions options = {.max_downtime_ms = o->max_downtime_ms,
+                                      .max_bandwidth_bytes_per_s = o->max_bandwidth_bytes_per_s,
+                                      .auto_converge = o->auto_converge,
+                                      .max_rounds = o->max_rounds};
+        g_autofree char *why = NULL;
+        int r;
+
+        if (fd < 0) {
+                send_reply(c, req->id, -EINVAL, "MigrateOut needs exactly one fd (the stream) attached");
+                return;
+        }
+        r = vmwp_worker_migrate_out(c->worker, fd, &options, &why);
+        send_reply(c, req->id, r < 0 ? r : 0, why);
+        if (r >= 0 && !c->progress_timer)
+                c->progress_timer = g_timeout_add(CONTROL_PROGRESS_PERIOD_MS, on_progress_timer, c);
+}
+
+static void send_resumed(VmwpControl *c, uint64_t id)
+{
+        Vmms__Worker__Message msg = VMMS__WORKER__MESSAGE__INIT;
+        Vmms__Worker__Reply reply = VMMS__WORKER__REPLY__INIT;
+
+        reply.id = id;
+        reply.error_message = (char *)"";
+        reply.resumed_unix_ns = (uint64_t)g_get_real_time() * 1000;
+        msg.body_case = VMMS__WORKER__MESSAGE__BODY_REPLY;
+        msg.reply = &reply;
+        send_message(c, &msg);
+}
+
+/* While a migration sends or waits for its answer, what would change the VM behind it
+ * is refused. */
+static bool refused_while_migrating(VmwpControl *c, const Vmms__Worker__Request *req)
+{
+        VmwpMigrationPhase phase = vmwp_worker_migration_phase(c->worker);
+        bool busy = phase == VMWP_MIGRATION_OUT_PRECOPY || phase == VMWP_MIGRATION_OUT_DONE;
+
+        if (!busy)
+                return false;
+        switch (req->body_case) {
+        case VMMS__WORKER__REQUEST__BODY_SAVE:
+        case VMMS__WORKER__REQUEST__BODY_MEMORY_ADJUST:
+        case VMMS__WORKER__REQUEST__BODY_PAUSE:
+        case VMMS__WORKER__REQUEST__BODY_MIGRATE_OUT:
+                break;
+        case VMMS__WORKER__REQUEST__BODY_RESUME:
+                if (phase == VMWP_MIGRATION_OUT_DONE)
+                        return false;
+                break;
+        default:
+                return false;
+        }
+        send_reply(c, req->id, -EBUSY, "a migration of this VM is under way");
+        return true;
+}
+
+static void handle_request(VmwpControl *c, const Vmms__Worker__Request *req, int fd)
 {
         g_autofree char *why = NULL;
         int r;
 
+        if (req->body_case == VMMS__WORKER__REQUEST__BODY_MIGRATE_OUT) {
+                if (refused_while_migrating(c, req)) {
+                        if (fd >= 0)
+                                close(fd);
+                        return;
+                }
+                handle_migrate_out(c, req, fd);
+                return;
+        }
+        if (fd >= 0)
+                close(fd); /* only MigrateOut carries one */
+        if (refused_while_migrating(c, req))
+                return;
         switch (req->body_case) {
         case VMMS__WORKER__REQUEST__BODY_SHUTDOWN:
                 handle_shutdown(c, req);
@@ -203,8 +355,27 @@ static void handle_request(VmwpControl *c, const Vmms__Worker__Request *req)
                 r = vmwp_worker_pause(c->worker, true, &why);
                 break;
         case VMMS__WORKER__REQUEST__BODY_RESUME:
-                r = vmwp_worker_pause(c->worker, false, &why);
+                if (vmwp_worker_migration_phase(c->worker) == VMWP_MIGRATION_OUT_DONE)
+                        r = vmwp_worker_migrate_cancel(c->worker, true, &why);
+                else
+                        r = vmwp_worker_pause(c->worker, false, &why);
+                if (r >= 0) {
+                        vmwp_worker_migration_resumed(c->worker);
+                        send_resumed(c, req->id);
+                        return;
+                }
                 break;
+        case VMMS__WORKER__REQUEST__BODY_MIGRATE_CANCEL:
+                r = vmwp_worker_migrate_cancel(c->worker, false, &why);
+                break;
+        case VMMS__WORKER__REQUEST__BODY_MIGRATE_FINISH:
+                if (vmwp_worker_migration_phase(c->worker) != VMWP_MIGRATION_OUT_DONE) {
+                        send_reply(c, req->id, -EINVAL, "no finished outgoing migration to commit");
+                        return;
+                }
+                send_reply(c, req->id, 0, NULL);
+                c->on_action(VMWP_CONTROL_MIGRATED, c->on_action_userdata);
+                return;
         case VMMS__WORKER__REQUEST__BODY_MEMORY_ADJUST:
                 r = vmwp_worker_memory_adjust(c->worker, req->memory_adjust->delta_bytes, &why);
                 send_memory_status(c, false);
@@ -226,7 +397,8 @@ static gboolean on_readable(gint fd, GIOCondition condition, gpointer userdata)
         for (;;) {
                 Vmms__Worker__Request *req;
                 size_t len;
-                int r = hv_wire_recv(c->conn_fd, c->buf, sizeof(c->buf), &len, NULL);
+                int fd = -1;
+                int r = hv_wire_recv(c->conn_fd, c->buf, sizeof(c->buf), &len, &fd);
 
                 if (r == -EAGAIN)
                         return G_SOURCE_CONTINUE;
@@ -237,14 +409,33 @@ static gboolean on_readable(gint fd, GIOCondition condition, gpointer userdata)
                 }
                 req = vmms__worker__request__unpack(NULL, len, c->buf);
                 if (!req) {
+                        if (fd >= 0)
+                                close(fd);
                         send_reply(c, 0, -EBADMSG, "malformed request: not a vmms.worker.Request message");
                         continue;
                 }
-                handle_request(c, req);
+                handle_request(c, req, fd);
                 vmms__worker__request__free_unpacked(req, NULL);
                 if (c->conn_fd < 0)
                         return G_SOURCE_REMOVE;
         }
+}
+
+static void send_incoming_done(VmwpControl *c)
+{
+        Vmms__Worker__Message msg = VMMS__WORKER__MESSAGE__INIT;
+        Vmms__Worker__IncomingDone done = VMMS__WORKER__INCOMING_DONE__INIT;
+        const VmwpIncomingResult *in = vmwp_worker_incoming_result(c->worker);
+
+        done.bytes_received = in->bytes_received;
+        done.duration_ms = in->duration_ms;
+        done.data_pages = in->data_pages;
+        done.zero_pages = in->zero_pages;
+        done.discarded_pages = in->discarded_pages;
+        done.memory_sections = in->memory_sections;
+        msg.body_case = VMMS__WORKER__MESSAGE__BODY_INCOMING_DONE;
+        msg.incoming_done = &done;
+        send_message(c, &msg);
 }
 
 static gboolean on_accept(gint fd, GIOCondition condition, gpointer userdata)
@@ -266,9 +457,12 @@ static gboolean on_accept(gint fd, GIOCondition condition, gpointer userdata)
         hello.partition_id = vmwp_worker_partition_id(c->worker);
         hello.started_unix_ms = c->started_unix_ms;
         hello.paused = vmwp_worker_paused(c->worker);
+        hello.migration = (Vmms__Worker__MigrationPhase)vmwp_worker_migration_phase(c->worker);
         msg.body_case = VMMS__WORKER__MESSAGE__BODY_HELLO;
         msg.hello = &hello;
         send_message(c, &msg);
+        if (vmwp_worker_migration_phase(c->worker) == VMWP_MIGRATION_INCOMING_DONE)
+                send_incoming_done(c);
         if (c->conn_fd >= 0)
                 c->status_timer = g_timeout_add(CONTROL_STATUS_PERIOD_MS, on_status_timer, c);
         return G_SOURCE_CONTINUE;
@@ -304,6 +498,7 @@ int vmwp_control_new(VmwpWorker *worker, const char *socket_path, const char *vm
         }
         c->listen_source = g_unix_fd_add(c->listen_fd, G_IO_IN, on_accept, c);
         vmwp_worker_set_memory_status_handler(worker, on_memory_status_now, c);
+        vmwp_worker_set_migration_handler(worker, on_migration_ended, c);
         *ret = g_steal_pointer(&c);
         return 0;
 }
@@ -312,8 +507,12 @@ void vmwp_control_free(VmwpControl *c)
 {
         if (!c)
                 return;
-        if (c->listen_source) /* registered once the control was built */
+        if (c->listen_source) { /* registered once the control was built */
                 vmwp_worker_set_memory_status_handler(c->worker, NULL, NULL);
+                vmwp_worker_set_migration_handler(c->worker, NULL, NULL);
+        }
+        if (c->progress_timer)
+                g_source_remove(c->progress_timer);
         drop_connection(c);
         if (c->shutdown_timer)
                 g_source_remove(c->shutdown_timer);

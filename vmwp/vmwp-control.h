@@ -13,6 +13,7 @@ typedef struct VmwpControl VmwpControl;
 typedef enum VmwpControlAction {
         VMWP_CONTROL_TURN_OFF, /* destroy the partition and exit */
         VMWP_CONTROL_SAVED,    /* the state is saved: destroy the partition and exit */
+        VMWP_CONTROL_MIGRATED, /* MigrateFinish: the VM runs elsewhere; destroy and exit */
 } VmwpControlAction;
 
 typedef void (*VmwpControlActionFn)(VmwpControlAction action, void *userdata);

@@ -1,5 +1,6 @@
 /* vmwp: the VM worker process. Options and the main loop; the worker is a library. */
 #include <errno.h>
+#include <signal.h>
 #include <glib-unix.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,12 +62,16 @@ static void on_control_action(VmwpControlAction action, void *userdata)
         } else if (action == VMWP_CONTROL_SAVED) {
                 set_exit(m, VMMS__WORKER__EXITING__REASON__SAVED, "saved");
                 g_main_loop_quit(m->loop);
+        } else if (action == VMWP_CONTROL_MIGRATED) {
+                set_exit(m, VMMS__WORKER__EXITING__REASON__MIGRATED, "migrated");
+                g_main_loop_quit(m->loop);
         }
 }
 
 /* Exit codes: 0 the guest halted, 1 refused or lost hvd, 2 bad arguments, 3 the guest
  * crashed, 4 refused for lack of resources (pool, reservations, hvd's per-connection
- * limits). */
+ * limits), 5 an incoming migration refused (worker.proto). */
+#define EXIT_INCOMING_REFUSED 5
 static int exit_code_for(int error)
 {
         return error == -ENOMEM || error == -ENOSPC || error == -EDQUOT ? 4 : 1;
@@ -103,6 +108,7 @@ int main(int argc, char **argv)
         g_auto(VmwpConfig) config = {0};
         g_autofree char *memory = NULL, *maximum = NULL, *control_socket = NULL, *vm_id = NULL,
                         *paging_bytes = NULL, *restore = NULL;
+        gint incoming_fd = -1;
         gint vps = 1, reserve = 0, cpu_maximum = 0, relative_weight = 0;
         gboolean console_stdout = FALSE, concurrent_vps = FALSE, restore_paused = FALSE;
         GOptionEntry entries[] = {
@@ -146,6 +152,9 @@ int main(int argc, char **argv)
                  "Start from this saved state (Save-VM's file), checked whole first", "FILE"},
                 {"restore-paused", 0, 0, G_OPTION_ARG_NONE, &restore_paused,
                  "With --restore: stay paused (the guest does not run) until vmmsd's Resume", NULL},
+                {"incoming-fd", 0, 0, G_OPTION_ARG_INT, &incoming_fd,
+                 "Receive a live migration's stream on this inherited fd; the VM ends paused (worker.proto)",
+                 "N"},
                 {NULL},
         };
         g_autoptr(GOptionContext) options = g_option_context_new("- run one VM on hvd");
@@ -199,8 +208,23 @@ int main(int argc, char **argv)
                 fprintf(stderr, "vmwp: --restore-paused needs --restore\n");
                 return 2;
         }
+        if (incoming_fd >= 0 && (restore || incoming_fd <= 2)) {
+                fprintf(stderr, "vmwp: --incoming-fd %d: %s\n", incoming_fd,
+                        restore ? "cannot be given with --restore" : "must not be stdin, stdout or stderr");
+                return 2;
+        }
+        /* A migration peer that goes away must be a write error, not a signal. */
+        signal(SIGPIPE, SIG_IGN);
         r = vmwp_worker_new(&config, &worker, &why);
-        if (r >= 0)
+        if (r >= 0 && incoming_fd >= 0) {
+                r = vmwp_worker_incoming(worker, incoming_fd, &why);
+                if (r < 0) {
+                        /* Nothing is left behind: the partition and paging file go with the worker. */
+                        g_clear_pointer(&worker, vmwp_worker_free);
+                        fprintf(stderr, "vmwp: %s: stopped: %s\n", config.name, why);
+                        return EXIT_INCOMING_REFUSED;
+                }
+        } else if (r >= 0)
                 r = restore ? vmwp_worker_restore(worker, restore, restore_paused, &why)
                             : vmwp_worker_start(worker, &why);
         if (r < 0) {

@@ -13,7 +13,7 @@
 #include "vmwp-state.h"
 
 #define SAVE_CHUNK_BYTES (1u << 20)
-#define SAVE_PAD(n) (((n) + 7) & ~(uint64_t)7)
+#define SAVE_PAD(n) VMWP_SECTION_PAD(n)
 
 static void close_fdp(int *fd)
 {
@@ -21,11 +21,6 @@ static void close_fdp(int *fd)
                 close(*fd);
 }
 #define SAVE_AUTOCLOSE __attribute__((cleanup(close_fdp)))
-
-static uint32_t crc(uint32_t sum, const void *data, size_t len)
-{
-        return (uint32_t)crc32_z(sum, data, len);
-}
 
 static int write_all(int fd, const void *data, size_t len, uint64_t offset)
 {
@@ -67,92 +62,14 @@ static int read_all(int fd, void *data, size_t len, uint64_t offset)
 
 /* ---- Writing ---- */
 
-typedef struct SaveWriter {
-        int fd;
-        uint64_t offset;      /* end of what is written */
-        uint64_t section_at;  /* the open section's header */
-        uint64_t section_len; /* its payload so far */
-        uint32_t section_type;
-        uint32_t section_crc;
-        uint32_t sections;
-} SaveWriter;
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-        v = GUINT32_TO_LE(v);
-        memcpy(p, &v, 4);
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-        v = GUINT64_TO_LE(v);
-        memcpy(p, &v, 8);
-}
-
-static uint32_t get_le32(const uint8_t *p)
-{
-        uint32_t v;
-
-        memcpy(&v, p, 4);
-        return GUINT32_FROM_LE(v);
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-        uint64_t v;
-
-        memcpy(&v, p, 8);
-        return GUINT64_FROM_LE(v);
-}
-
-static void section_begin(SaveWriter *w, uint32_t type)
-{
-        w->section_at = w->offset;
-        w->offset += VMWP_SAVE_SECTION_HEADER_BYTES;
-        w->section_type = type;
-        w->section_len = 0;
-        w->section_crc = crc(0, NULL, 0);
-}
-
-static int section_append(SaveWriter *w, const void *data, size_t len)
-{
-        int r = write_all(w->fd, data, len, w->offset);
-
-        if (r < 0)
-                return r;
-        w->section_crc = crc(w->section_crc, data, len);
-        w->section_len += len;
-        w->offset += len;
-        return 0;
-}
-
-static int section_end(SaveWriter *w)
-{
-        static const uint8_t zeros[8];
-        uint8_t header[VMWP_SAVE_SECTION_HEADER_BYTES] = {0};
-        uint64_t pad = SAVE_PAD(w->section_len) - w->section_len;
-        int r;
-
-        put_le32(header, w->section_type);
-        put_le64(header + 8, w->section_len);
-        put_le32(header + 16, w->section_crc);
-        put_le32(header + 20, crc(0, header, 20));
-        r = write_all(w->fd, header, sizeof(header), w->section_at);
-        if (r >= 0 && pad)
-                r = write_all(w->fd, zeros, pad, w->offset);
-        w->offset += pad;
-        w->sections++;
-        return r;
-}
-
-static int section_whole(SaveWriter *w, uint32_t type, const void *data, size_t len)
-{
-        int r;
-
-        section_begin(w, type);
-        r = section_append(w, data, len);
-        return r < 0 ? r : section_end(w);
-}
+typedef VmwpSectionWriter SaveWriter;
+#define section_begin vmwp_section_begin
+#define section_append vmwp_section_append
+#define section_end vmwp_section_end
+#define section_whole vmwp_section_whole
+#define get_le32 vmwp_le32
+#define get_le64 vmwp_le64
+#define put_le64 vmwp_put_le64
 
 static bool page_zero(const uint8_t *page)
 {
@@ -161,18 +78,9 @@ static bool page_zero(const uint8_t *page)
         return memcmp(page, zeros, HV_PAGE_SIZE) == 0;
 }
 
-/* One run header and its bytes. */
 static int append_run(SaveWriter *w, uint64_t at, const uint8_t *data, uint64_t len)
 {
-        uint8_t run[16];
-        int r;
-
-        put_le64(run, at);
-        put_le64(run + 8, len);
-        r = section_append(w, run, sizeof(run));
-        for (uint64_t done = 0; r >= 0 && done < len; done += SAVE_CHUNK_BYTES)
-                r = section_append(w, data + done, MIN(SAVE_CHUNK_BYTES, len - done));
-        return r;
+        return vmwp_section_append_run(w, at, VMWP_RUN_DATA, data, len);
 }
 
 /* Guest RAM [0, visible): the memfd's data extents (ballooned pages are holes), then
@@ -216,8 +124,10 @@ static int write_memory(SaveWriter *w, const VmwpSaveParts *parts, uint64_t *ret
         return r;
 }
 
-/* The paging disk, whose data extents are read through a buffer. */
-static int write_disk(SaveWriter *w, int disk_fd, uint64_t *ret_bytes)
+/* The paging disk, whose data extents are read through a buffer. A stream splits it
+ * into DISK sections of at most `section_max` payload bytes (0: one section), each
+ * beginning with the slot count. */
+static int write_disk(SaveWriter *w, int disk_fd, uint64_t section_max, uint64_t *ret_bytes)
 {
         g_autofree uint8_t *buf = g_malloc(SAVE_CHUNK_BYTES);
         struct stat st;
@@ -228,8 +138,8 @@ static int write_disk(SaveWriter *w, int disk_fd, uint64_t *ret_bytes)
 
         if (fstat(disk_fd, &st) < 0)
                 return -errno;
-        section_begin(w, VMWP_SAVE_DISK);
         put_le64(slots, (uint64_t)st.st_size / HV_PAGE_SIZE);
+        section_begin(w, VMWP_SAVE_DISK);
         r = section_append(w, slots, sizeof(slots));
         while (r >= 0 && data < st.st_size) {
                 off_t hole;
@@ -246,7 +156,14 @@ static int write_disk(SaveWriter *w, int disk_fd, uint64_t *ret_bytes)
                 while (r >= 0 && data < hole) {
                         size_t n = (size_t)MIN((off_t)SAVE_CHUNK_BYTES, hole - data);
 
-                        r = read_all(disk_fd, buf, n, (uint64_t)data);
+                        if (section_max && w->section_len + VMWP_RUN_HEADER_BYTES + n > section_max) {
+                                r = section_end(w);
+                                section_begin(w, VMWP_SAVE_DISK);
+                                if (r >= 0)
+                                        r = section_append(w, slots, sizeof(slots));
+                        }
+                        if (r >= 0)
+                                r = read_all(disk_fd, buf, n, (uint64_t)data);
                         if (r >= 0)
                                 r = append_run(w, (uint64_t)data, buf, n);
                         bytes += n;
@@ -259,24 +176,50 @@ static int write_disk(SaveWriter *w, int disk_fd, uint64_t *ret_bytes)
         return r;
 }
 
+int vmwp_save_write_disk(VmwpSectionWriter *w, const VmwpSaveParts *parts, uint64_t section_max,
+                         uint64_t *ret_bytes, char **ret_error)
+{
+        SAVE_AUTOCLOSE int disk_fd = -1;
+        int r;
+
+        *ret_bytes = 0;
+        if (!parts->paging_path)
+                return 0;
+        disk_fd = open(parts->paging_path, O_RDONLY | O_CLOEXEC);
+        if (disk_fd < 0) {
+                r = -errno;
+                *ret_error = g_strdup_printf("cannot open the paging disk %s: %s", parts->paging_path,
+                                             g_strerror(-r));
+                return r;
+        }
+        r = write_disk(w, disk_fd, section_max, ret_bytes);
+        if (r < 0)
+                *ret_error = g_strdup_printf("cannot write the paging disk: %s", g_strerror(-r));
+        return r;
+}
+
 static int write_header(SaveWriter *w)
 {
-        uint8_t header[VMWP_SAVE_HEADER_BYTES] = {0};
+        uint8_t header[VMWP_SAVE_HEADER_BYTES];
 
-        memcpy(header, VMWP_SAVE_MAGIC, 8);
-        put_le32(header + 8, VMWP_SAVE_VERSION);
-        put_le32(header + 12, VMWP_SAVE_HEADER_BYTES);
-        put_le64(header + 16, w->offset);
-        put_le32(header + 24, w->sections);
-        put_le32(header + 28, crc(0, header, 28));
+        vmwp_format_header_encode(header, VMWP_SAVE_MAGIC, VMWP_SAVE_VERSION, w->offset, w->sections);
         return write_all(w->fd, header, sizeof(header), 0);
 }
 
-static int write_state(SaveWriter *w, const VmwpSaveParts *parts, VmwpSaveResult *result, char **ret_error)
+int vmwp_save_write_config(VmwpSectionWriter *w, const VmwpSaveParts *parts)
+{
+        g_autoptr(GByteArray) buf = g_byte_array_new();
+
+        vmwp_state_put_u32(buf, parts->vp_count);
+        vmwp_state_put_u64(buf, parts->guest_ram->maximum_bytes);
+        vmwp_state_put_u64(buf, parts->guest_ram->visible_bytes);
+        return section_whole(w, VMWP_SAVE_CONFIG, buf->data, buf->len);
+}
+
+int vmwp_save_write_device_state(VmwpSectionWriter *w, const VmwpSaveParts *parts, char **ret_error)
 {
         g_autoptr(GByteArray) buf = g_byte_array_new();
         HvClientPartitionState state;
-        SAVE_AUTOCLOSE int disk_fd = -1;
         int r;
 
         r = hv_client_partition_state_get(parts->hv, parts->partition_id, &state);
@@ -284,15 +227,9 @@ static int write_state(SaveWriter *w, const VmwpSaveParts *parts, VmwpSaveResult
                 *ret_error = g_strdup_printf("hvd: %s", hv_client_last_error(parts->hv));
                 return r;
         }
-        vmwp_state_put_u32(buf, parts->vp_count);
-        vmwp_state_put_u64(buf, parts->guest_ram->maximum_bytes);
-        vmwp_state_put_u64(buf, parts->guest_ram->visible_bytes);
-        r = section_whole(w, VMWP_SAVE_CONFIG, buf->data, buf->len);
-        g_byte_array_set_size(buf, 0);
         vmwp_state_put_u64(buf, state.reference_time_ns);
         vmwp_state_put_u64(buf, state.ballooned_bytes);
-        if (r >= 0)
-                r = section_whole(w, VMWP_SAVE_PARTITION, buf->data, buf->len);
+        r = section_whole(w, VMWP_SAVE_PARTITION, buf->data, buf->len);
         for (uint32_t i = 0; r >= 0 && i < parts->vp_count; i++) {
                 g_autoptr(GBytes) vp = NULL;
 
@@ -311,18 +248,22 @@ static int write_state(SaveWriter *w, const VmwpSaveParts *parts, VmwpSaveResult
         vmwp_dm_save(parts->dm, buf);
         if (r >= 0)
                 r = section_whole(w, VMWP_SAVE_DM, buf->data, buf->len);
+        if (r < 0 && !*ret_error)
+                *ret_error = g_strdup_printf("cannot write the VM's state: %s", g_strerror(-r));
+        return r;
+}
+
+static int write_state(SaveWriter *w, const VmwpSaveParts *parts, VmwpSaveResult *result, char **ret_error)
+{
+        int r;
+
+        r = vmwp_save_write_config(w, parts);
+        if (r >= 0)
+                r = vmwp_save_write_device_state(w, parts, ret_error);
         if (r >= 0)
                 r = write_memory(w, parts, &result->memory_bytes);
-        if (r >= 0 && parts->paging_path) {
-                disk_fd = open(parts->paging_path, O_RDONLY | O_CLOEXEC);
-                if (disk_fd < 0) {
-                        r = -errno;
-                        *ret_error = g_strdup_printf("cannot open the paging disk %s: %s", parts->paging_path,
-                                                     g_strerror(-r));
-                        return r;
-                }
-                r = write_disk(w, disk_fd, &result->disk_bytes);
-        }
+        if (r >= 0)
+                r = vmwp_save_write_disk(w, parts, 0, &result->disk_bytes, ret_error);
         if (r >= 0)
                 r = section_whole(w, VMWP_SAVE_END, NULL, 0);
         if (r >= 0)
@@ -432,16 +373,9 @@ int vmwp_save_check(int fd, uint32_t vp_count, GArray **ret_sections, char **ret
                 return -errno;
         if ((uint64_t)st.st_size < VMWP_SAVE_HEADER_BYTES || read_all(fd, header, sizeof(header), 0) < 0)
                 return bad(ret_error, "the file is %jd bytes, shorter than its header", (intmax_t)st.st_size);
-        if (memcmp(header, VMWP_SAVE_MAGIC, 8) != 0)
-                return bad(ret_error, "not a saved VM (bad magic)");
-        if (get_le32(header + 28) != crc(0, header, 28))
-                return bad(ret_error, "the header's checksum is wrong");
-        if (get_le32(header + 8) != VMWP_SAVE_VERSION)
-                return bad(ret_error, "format version %u; this worker reads %u", get_le32(header + 8),
-                           VMWP_SAVE_VERSION);
-        if (get_le32(header + 12) != VMWP_SAVE_HEADER_BYTES)
-                return bad(ret_error, "header size %u, expected %u", get_le32(header + 12),
-                           VMWP_SAVE_HEADER_BYTES);
+        r = vmwp_format_header_check(header, VMWP_SAVE_MAGIC, VMWP_SAVE_VERSION, "a saved VM", ret_error);
+        if (r < 0)
+                return r;
         file_bytes = get_le64(header + 16);
         count = get_le32(header + 24);
         if (file_bytes != (uint64_t)st.st_size)
@@ -454,16 +388,13 @@ int vmwp_save_check(int fd, uint32_t vp_count, GArray **ret_sections, char **ret
         for (uint32_t i = 0; i < count; i++) {
                 uint8_t sh[VMWP_SAVE_SECTION_HEADER_BYTES];
                 VmwpSaveSection s;
-                uint32_t sum = crc(0, NULL, 0);
+                uint32_t sum = vmwp_crc32(0, NULL, 0);
 
                 if (file_bytes - offset < sizeof(sh) || read_all(fd, sh, sizeof(sh), offset) < 0)
                         return bad(ret_error, "section %u's header runs past the end", i);
-                if (get_le32(sh + 20) != crc(0, sh, 20))
-                        return bad(ret_error, "section %u's header checksum is wrong", i);
-                s = (VmwpSaveSection){
-                        .type = get_le32(sh), .offset = offset + sizeof(sh), .length = get_le64(sh + 8)};
-                if (s.type < VMWP_SAVE_CONFIG || s.type > VMWP_SAVE_END || get_le32(sh + 4) != 0)
-                        return bad(ret_error, "section %u has unknown type %u", i, s.type);
+                r = vmwp_section_header_parse(sh, i, VMWP_SAVE_CONFIG, VMWP_SAVE_END, offset, &s, ret_error);
+                if (r < 0)
+                        return r;
                 if (s.length > file_bytes - s.offset || SAVE_PAD(s.length) > file_bytes - s.offset)
                         return bad(ret_error,
                                    "section %u (type %u) says %" G_GUINT64_FORMAT
@@ -481,7 +412,7 @@ int vmwp_save_check(int fd, uint32_t vp_count, GArray **ret_sections, char **ret
                         r = read_all(fd, buf, n, s.offset + done);
                         if (r < 0)
                                 return r == -EBADMSG ? bad(ret_error, "section %u is cut short", i) : r;
-                        sum = crc(sum, buf, payload);
+                        sum = vmwp_crc32(sum, buf, payload);
                         for (size_t k = payload; k < n; k++)
                                 if (buf[k] != 0)
                                         return bad(ret_error, "section %u's padding is not zero", i);
@@ -555,38 +486,58 @@ int vmwp_save_read_config(int fd, const GArray *sections, uint32_t *ret_vp_count
         return 0;
 }
 
-/* Runs of (u64 at, u64 bytes, bytes), page-aligned, increasing, inside `limit`,
- * copied to `ram` (or written to `out_fd` when ram is NULL). */
-static int load_runs(int fd, const VmwpSaveSection *s, uint64_t skip, uint64_t limit, uint8_t *ram,
-                     int out_fd, const char *what, char **ret_error)
+/* Reads n bytes of a section's payload: from the file, or from `mem` (a stream's
+ * section, read whole). */
+static int read_payload(int fd, const uint8_t *mem, void *dst, size_t n, uint64_t offset)
+{
+        if (!mem)
+                return read_all(fd, dst, n, offset);
+        memcpy(dst, mem + offset, n);
+        return 0;
+}
+
+/* Runs of (u64 at | kind, u64 bytes, bytes), page-aligned, increasing, inside `limit`,
+ * copied to `ram` (or written to `out_fd` when ram is NULL). A stream's runs may also
+ * say zero or discarded pages (`kinds`): those are punched out of `ram_fd`. The
+ * payload is the file's at s->offset, or `mem` (then s->offset is 0). */
+static int load_runs(int fd, const uint8_t *mem, const VmwpSaveSection *s, uint64_t skip, uint64_t limit,
+                     uint8_t *ram, int ram_fd, int out_fd, bool kinds, const char *what, uint64_t *counts,
+                     char **ret_error)
 {
         g_autofree uint8_t *buf = ram ? NULL : g_malloc(SAVE_CHUNK_BYTES);
         uint64_t pos = skip, next = 0;
 
         while (pos < s->length) {
-                uint8_t run[16];
+                uint8_t run[VMWP_RUN_HEADER_BYTES];
                 uint64_t at, len;
+                VmwpRunKind kind;
                 int r;
 
-                if (s->length - pos < sizeof(run) || read_all(fd, run, sizeof(run), s->offset + pos) < 0)
+                if (s->length - pos < sizeof(run) ||
+                    read_payload(fd, mem, run, sizeof(run), s->offset + pos) < 0)
                         return bad(ret_error, "%s: a run header is cut short", what);
-                at = get_le64(run);
-                len = get_le64(run + 8);
                 pos += sizeof(run);
-                if (len == 0 || at % HV_PAGE_SIZE != 0 || len % HV_PAGE_SIZE != 0 || at < next ||
-                    at > limit || len > limit - at || len > s->length - pos)
-                        return bad(ret_error,
-                                   "%s: run at 0x%" G_GINT64_MODIFIER "x of %" G_GUINT64_FORMAT
-                                   " bytes is misaligned, overlaps, or lies outside %" G_GUINT64_FORMAT
-                                   " bytes",
-                                   what, at, len, limit);
+                r = vmwp_run_parse(run, limit, next, s->length - pos, kinds, what, &at, &len, &kind,
+                                   ret_error);
+                if (r < 0)
+                        return r;
+                if (counts)
+                        counts[kind] += len / HV_PAGE_SIZE;
+                if (kind != VMWP_RUN_DATA) {
+                        if (fallocate(ram_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)at,
+                                      (off_t)len) < 0)
+                                return bad(ret_error, "%s: cannot clear %" G_GUINT64_FORMAT " bytes: %s",
+                                           what, len, g_strerror(errno));
+                        next = at + len;
+                        continue;
+                }
                 for (uint64_t done = 0; done < len;) {
                         size_t n = (size_t)MIN((uint64_t)SAVE_CHUNK_BYTES, len - done);
 
                         if (ram)
-                                r = read_all(fd, ram + at + done, n, s->offset + pos + done);
+                                r = read_payload(fd, mem, ram + at + done, n, s->offset + pos + done);
                         else {
-                                r = read_all(fd, buf, n, s->offset + pos + done);
+                                r = read_payload(fd, mem, buf, n, s->offset + pos + done);
                                 if (r >= 0)
                                         r = write_all(out_fd, buf, n, at + done);
                         }
@@ -600,14 +551,15 @@ static int load_runs(int fd, const VmwpSaveSection *s, uint64_t skip, uint64_t l
         return 0;
 }
 
-static int load_disk(const VmwpSaveParts *parts, int fd, const VmwpSaveSection *s, char **ret_error)
+static int load_disk(const VmwpSaveParts *parts, int fd, const uint8_t *mem, const VmwpSaveSection *s,
+                     char **ret_error)
 {
         SAVE_AUTOCLOSE int disk_fd = -1;
         struct stat st;
         uint8_t slots_le[8];
         uint64_t slots;
 
-        if (s->length < sizeof(slots_le) || read_all(fd, slots_le, sizeof(slots_le), s->offset) < 0)
+        if (s->length < sizeof(slots_le) || read_payload(fd, mem, slots_le, sizeof(slots_le), s->offset) < 0)
                 return bad(ret_error, "DISK: the section is cut short");
         slots = get_le64(slots_le);
         if (!parts->paging_path)
@@ -620,15 +572,31 @@ static int load_disk(const VmwpSaveParts *parts, int fd, const VmwpSaveSection *
                 return bad(ret_error,
                            "DISK: the saved paging disk has %" G_GUINT64_FORMAT " slots, this one %jd", slots,
                            (intmax_t)(st.st_size / (off_t)HV_PAGE_SIZE));
-        return load_runs(fd, s, sizeof(slots_le), slots * HV_PAGE_SIZE, NULL, disk_fd, "DISK", ret_error);
+        return load_runs(fd, mem, s, sizeof(slots_le), slots * HV_PAGE_SIZE, NULL, -1, disk_fd, false, "DISK",
+                         NULL, ret_error);
 }
 
-static int load_partition(const VmwpSaveParts *parts, int fd, const GArray *sections, uint64_t *ret_time,
+int vmwp_save_load_memory_payload(const VmwpSaveParts *parts, const uint8_t *payload, uint64_t length,
+                                  uint64_t counts[3], char **ret_error)
+{
+        VmwpSaveSection s = {.type = VMWP_SAVE_MEMORY, .offset = 0, .length = length};
+
+        return load_runs(-1, payload, &s, 0, parts->guest_ram->visible_bytes, parts->ram, parts->ram_fd, -1,
+                         true, "MEMORY", counts, ret_error);
+}
+
+int vmwp_save_load_disk_payload(const VmwpSaveParts *parts, const uint8_t *payload, uint64_t length,
+                                char **ret_error)
+{
+        VmwpSaveSection s = {.type = VMWP_SAVE_DISK, .offset = 0, .length = length};
+
+        return load_disk(parts, -1, payload, &s, ret_error);
+}
+
+static int load_partition(const VmwpSaveParts *parts, const uint8_t *data, size_t len, uint64_t *ret_time,
                           char **ret_error)
 {
-        const VmwpSaveSection *s = find_section(sections, VMWP_SAVE_PARTITION, 0);
-        g_autofree uint8_t *data = read_section(fd, s);
-        VmwpStateReader r = vmwp_state_reader(data, data ? s->length : 0);
+        VmwpStateReader r = vmwp_state_reader(data, data ? len : 0);
         uint64_t time_ns = vmwp_state_get_u64(&r), ballooned = vmwp_state_get_u64(&r);
         size_t n_pfns;
 
@@ -665,28 +633,16 @@ static int load_balloon(const VmwpSaveParts *parts, char **ret_error)
         return 0;
 }
 
-int vmwp_save_load(const VmwpSaveParts *parts, int fd, const GArray *sections, char **ret_error)
+int vmwp_save_load_state(const VmwpSaveParts *parts, const VmwpSaveState *state, char **ret_error)
 {
-        const VmwpSaveSection *s;
         uint64_t time_ns = 0;
         int r;
 
-        s = find_section(sections, VMWP_SAVE_MEMORY, 0);
-        r = load_runs(fd, s, 0, parts->guest_ram->visible_bytes, parts->ram, -1, "MEMORY", ret_error);
-        if (r >= 0 && (s = find_section(sections, VMWP_SAVE_DISK, 0)))
-                r = load_disk(parts, fd, s, ret_error);
-        for (uint32_t type = VMWP_SAVE_VMBUS; r >= 0 && type <= VMWP_SAVE_DM; type++) {
-                g_autofree uint8_t *data = NULL;
-
-                s = find_section(sections, type, 0);
-                data = read_section(fd, s);
-                if (!data)
-                        return bad(ret_error, "section type %u cannot be read", type);
-                r = type == VMWP_SAVE_VMBUS ? vmwp_vmbus_restore(parts->vmbus, data, s->length, ret_error)
-                                            : vmwp_dm_restore(parts->dm, data, s->length, ret_error);
-        }
+        r = vmwp_vmbus_restore(parts->vmbus, state->vmbus.data, state->vmbus.len, ret_error);
         if (r >= 0)
-                r = load_partition(parts, fd, sections, &time_ns, ret_error);
+                r = vmwp_dm_restore(parts->dm, state->dm.data, state->dm.len, ret_error);
+        if (r >= 0)
+                r = load_partition(parts, state->partition.data, state->partition.len, &time_ns, ret_error);
         if (r >= 0)
                 r = load_balloon(parts, ret_error);
         if (r < 0)
@@ -696,16 +652,49 @@ int vmwp_save_load(const VmwpSaveParts *parts, int fd, const GArray *sections, c
                 return bad(ret_error, "hvd refused the saved reference time: %s",
                            hv_client_last_error(parts->hv));
         for (uint32_t i = 0; i < parts->vp_count; i++) {
-                g_autofree uint8_t *data = NULL;
-
-                s = find_section(sections, VMWP_SAVE_VP, i);
-                data = read_section(fd, s);
-                if (!data)
-                        return bad(ret_error, "VP %u's section cannot be read", i);
-                r = hv_client_vp_state_set(parts->hv, parts->partition_id, data, s->length);
+                r = hv_client_vp_state_set(parts->hv, parts->partition_id, state->vps[i].data,
+                                           state->vps[i].len);
                 if (r < 0)
                         return bad(ret_error, "hvd refused VP %u's saved state: %s", i,
                                    hv_client_last_error(parts->hv));
         }
         return 0;
+}
+
+int vmwp_save_load(const VmwpSaveParts *parts, int fd, const GArray *sections, char **ret_error)
+{
+        g_autoptr(GPtrArray) held = g_ptr_array_new_with_free_func(g_free);
+        g_autofree VmwpSaveBlob *vps = g_new0(VmwpSaveBlob, parts->vp_count);
+        VmwpSaveState state = {.vps = vps};
+        const VmwpSaveSection *s;
+        struct {
+                uint32_t type, nth;
+                VmwpSaveBlob *blob;
+        } wanted[3 + HV_MAX_VPS_PER_PARTITION];
+        size_t n_wanted = 0;
+        int r;
+
+        s = find_section(sections, VMWP_SAVE_MEMORY, 0);
+        r = load_runs(fd, NULL, s, 0, parts->guest_ram->visible_bytes, parts->ram, parts->ram_fd, -1, false,
+                      "MEMORY", NULL, ret_error);
+        if (r >= 0 && (s = find_section(sections, VMWP_SAVE_DISK, 0)))
+                r = load_disk(parts, fd, NULL, s, ret_error);
+        if (r < 0)
+                return r;
+        wanted[n_wanted++] = (typeof(wanted[0])){VMWP_SAVE_VMBUS, 0, &state.vmbus};
+        wanted[n_wanted++] = (typeof(wanted[0])){VMWP_SAVE_DM, 0, &state.dm};
+        wanted[n_wanted++] = (typeof(wanted[0])){VMWP_SAVE_PARTITION, 0, &state.partition};
+        for (uint32_t i = 0; i < parts->vp_count && i < HV_MAX_VPS_PER_PARTITION; i++)
+                wanted[n_wanted++] = (typeof(wanted[0])){VMWP_SAVE_VP, i, &vps[i]};
+        for (size_t k = 0; k < n_wanted; k++) {
+                uint8_t *data;
+
+                s = find_section(sections, wanted[k].type, wanted[k].nth);
+                data = s ? read_section(fd, s) : NULL;
+                if (!data)
+                        return bad(ret_error, "section type %u cannot be read", wanted[k].type);
+                g_ptr_array_add(held, data);
+                *wanted[k].blob = (VmwpSaveBlob){.data = data, .len = s->length};
+        }
+        return vmwp_save_load_state(parts, &state, ret_error);
 }

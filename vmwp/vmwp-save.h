@@ -20,12 +20,13 @@
 #include <stdint.h>
 
 #include "vmwp-dm.h"
+#include "vmwp-section.h"
 #include "vmwp-vmbus.h"
 
 #define VMWP_SAVE_MAGIC "VMMSVMRS"
 #define VMWP_SAVE_VERSION 1u
-#define VMWP_SAVE_HEADER_BYTES 32u
-#define VMWP_SAVE_SECTION_HEADER_BYTES 24u
+#define VMWP_SAVE_HEADER_BYTES VMWP_FORMAT_HEADER_BYTES
+#define VMWP_SAVE_SECTION_HEADER_BYTES VMWP_SECTION_HEADER_BYTES
 #define VMWP_SAVE_SMALL_SECTION_MAX (16u << 20) /* every section but MEMORY and DISK */
 
 typedef enum VmwpSaveSectionType {
@@ -38,12 +39,6 @@ typedef enum VmwpSaveSectionType {
         VMWP_SAVE_DISK = 7,
         VMWP_SAVE_END = 8,
 } VmwpSaveSectionType;
-
-typedef struct VmwpSaveSection {
-        uint32_t type;
-        uint64_t offset; /* of the payload in the file */
-        uint64_t length;
-} VmwpSaveSection;
 
 /* Checks the whole file: header, every section's bounds and checksums, the order and
  * count of sections (vp_count VP sections). Returns 0 and the sections in file order,
@@ -79,3 +74,34 @@ int vmwp_save_read_config(int fd, const GArray *sections, uint32_t *ret_vp_count
 /* Loads memory, disk, device state and VP state into a partition created restoring
  * with the file's geometry; the partition stays paused. */
 int vmwp_save_load(const VmwpSaveParts *parts, int fd, const GArray *sections, char **ret_error);
+
+/* ---- The pieces a live migration's stream shares with the file (vmwp-stream.h) ---- */
+
+/* CONFIG, from the parts' geometry. */
+int vmwp_save_write_config(VmwpSectionWriter *w, const VmwpSaveParts *parts);
+/* PARTITION, one VP per VP, VMBUS, DM: read from hvd and the devices of a paused
+ * partition (main thread: it calls hvd). */
+int vmwp_save_write_device_state(VmwpSectionWriter *w, const VmwpSaveParts *parts, char **ret_error);
+/* DISK sections of at most section_max payload bytes each (0: one), when the VM has a
+ * paging disk; *ret_bytes its data. */
+int vmwp_save_write_disk(VmwpSectionWriter *w, const VmwpSaveParts *parts, uint64_t section_max,
+                         uint64_t *ret_bytes, char **ret_error);
+
+typedef struct VmwpSaveBlob {
+        const uint8_t *data;
+        size_t len;
+} VmwpSaveBlob;
+/* The device and VP sections' payloads (vps: vp_count of them), already checked. */
+typedef struct VmwpSaveState {
+        VmwpSaveBlob partition, vmbus, dm;
+        VmwpSaveBlob *vps;
+} VmwpSaveState;
+/* Restores devices, balloon, reference time and VPs (in that order) into a paused
+ * partition created restoring, whose memory is loaded. */
+int vmwp_save_load_state(const VmwpSaveParts *parts, const VmwpSaveState *state, char **ret_error);
+/* A stream's MEMORY payload (runs of every kind; later runs for a page win) and DISK
+ * payload, read whole; counts[kind] += pages. */
+int vmwp_save_load_memory_payload(const VmwpSaveParts *parts, const uint8_t *payload, uint64_t length,
+                                  uint64_t counts[3], char **ret_error);
+int vmwp_save_load_disk_payload(const VmwpSaveParts *parts, const uint8_t *payload, uint64_t length,
+                                char **ret_error);

@@ -206,6 +206,17 @@ void vmwp_vmbus_queue_signal(VmwpVmbus *bus, uint32_t connection_id)
         queue_note(bus, note);
 }
 
+/* A ring the worker wrote (its header's index, and for an outgoing ring its data):
+ * every page of it, for a live migration's sender. */
+static void mark_ring(VmwpVmbus *bus, const VmwpRing *ring)
+{
+        if (!__atomic_load_n(&bus->ram->dirty, __ATOMIC_ACQUIRE))
+                return;
+        vmwp_guest_ram_mark_ptr(bus->ram, ring->header, HV_PAGE_SIZE);
+        for (uint32_t i = 0; i < ring->data_size / HV_PAGE_SIZE; i++)
+                vmwp_guest_ram_mark_ptr(bus->ram, ring->data[i], HV_PAGE_SIZE);
+}
+
 /* ---- Host messages (message page) ---- */
 
 static bool write_message_slot(VmwpVmbus *bus, uint32_t type, const void *payload, uint32_t len)
@@ -220,6 +231,7 @@ static bool write_message_slot(VmwpVmbus *bus, uint32_t type, const void *payloa
                 slot->size = len;
                 memcpy(slot->payload, payload, len);
                 __atomic_store_n(&slot->type, type, __ATOMIC_RELEASE);
+                vmwp_guest_ram_mark_ptr(bus->ram, slot, sizeof(*slot));
                 bus->need_signal = true;
                 return true;
         }
@@ -300,6 +312,9 @@ static void channel_retry_backlog(VmwpChannel *ch)
                 VmwpSegment seg = {o->data, o->len};
                 int r = vmwp_ring_write(&ch->out, (uint16_t)o->type, &seg, 1);
 
+                if (r == 0)
+                        mark_ring(ch->bus, &ch->out);
+
                 if (r == -EAGAIN)
                         return;
                 g_free(g_queue_pop_head(&ch->backlog));
@@ -325,6 +340,7 @@ int vmwp_channel_send(VmwpChannel *ch, uint16_t type, const VmwpSegment *segs, u
         if (ch->backlog.length == 0) {
                 r = vmwp_ring_write(&ch->out, type, segs, n_segs);
                 if (r == 0) {
+                        mark_ring(ch->bus, &ch->out);
                         ch->bus->stats.packets_out++;
                         ch->bus->need_signal = true;
                         schedule_process(ch->bus);
@@ -367,6 +383,8 @@ static bool channel_receive(VmwpChannel *ch)
                 if (!ch->open)
                         return false;
                 r = vmwp_ring_read(&ch->in, &packet);
+                if (r == 0)
+                        mark_ring(ch->bus, &ch->in);
                 if (r == -EAGAIN)
                         return false;
                 if (r < 0) {

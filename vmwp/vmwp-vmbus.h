@@ -16,7 +16,30 @@ typedef struct VmwpGuestRam {
         uint8_t *ram;
         uint64_t maximum_bytes;
         uint64_t visible_bytes;
+        /* Live migration (vmwp-migrate.c): the pages the worker itself wrote into guest
+         * RAM since the sender last took them, one bit per page of maximum_bytes; NULL
+         * when no migration runs. hvd sees only the guest's own stores. Marked after
+         * the store, so a sender that takes a bit (atomically) copies the new bytes. */
+        uint64_t *_Atomic dirty;
 } VmwpGuestRam;
+
+/* Marks [gpa, gpa + len) written by the worker (no-op unless a migration tracks it). */
+static inline void vmwp_guest_ram_mark(VmwpGuestRam *ram, uint64_t gpa, uint64_t len)
+{
+        uint64_t *dirty = __atomic_load_n(&ram->dirty, __ATOMIC_ACQUIRE);
+        uint64_t pages = ram->maximum_bytes / 4096;
+
+        if (!dirty || len == 0)
+                return;
+        for (uint64_t page = gpa / 4096; page <= (gpa + len - 1) / 4096 && page < pages; page++)
+                __atomic_fetch_or(&dirty[page / 64], 1ull << (page % 64), __ATOMIC_RELEASE);
+}
+
+/* The same, for a pointer into the mapping. */
+static inline void vmwp_guest_ram_mark_ptr(VmwpGuestRam *ram, const void *at, uint64_t len)
+{
+        vmwp_guest_ram_mark(ram, (uint64_t)((const uint8_t *)at - ram->ram), len);
+}
 
 typedef struct VmwpVmbus VmwpVmbus;
 typedef struct VmwpChannel VmwpChannel;

@@ -9,6 +9,7 @@
 #include "hv-abi.h"
 #include "hv-client.h"
 #include "vmwp-elf.h"
+#include "vmwp-migrate.h"
 #include "vmwp-save.h"
 #include "vmwp-storage.h"
 #include "vmwp-vmbus.h"
@@ -36,6 +37,13 @@ struct VmwpWorker {
         void *on_stopped_userdata;
         VmwpDmStatusFn on_memory_status;
         void *on_memory_status_userdata;
+        /* Live migration (vmwp-migrate.h). */
+        VmwpMigration *migration;
+        VmwpMigrationPhase phase;
+        bool migration_vm_was_paused;
+        VmwpMigrationEndedFn on_migration_ended;
+        void *on_migration_ended_userdata;
+        VmwpIncomingResult incoming;
 };
 
 static const char *const workloads[] = {"idle", "cpu", "memsoak", "cache"};
@@ -171,6 +179,7 @@ void vmwp_worker_free(VmwpWorker *w)
                 return;
         if (w->partition_live)
                 (void)vmwp_worker_stop(w);
+        vmwp_migration_free(w->migration);
         vmwp_dm_free(w->dm);
         vmwp_storage_free(w->storage);
         vmwp_vmbus_free(w->vmbus);
@@ -246,6 +255,11 @@ static int dm_pages(VmwpWorker *w, bool balloon, const uint64_t *pfns, size_t n,
 
         if (r < 0)
                 *ret_error = g_strdup(hv_client_last_error(w->hv));
+        /* Punched (or handed back, zero) pages are news to a migration's destination:
+         * the sender finds them holes and sends them as discards. */
+        for (size_t i = 0; r >= 0 && i < n; i++)
+                if (!ret_accepted || ret_accepted[i])
+                        vmwp_guest_ram_mark(&w->guest_ram, pfns[i] * HV_PAGE_SIZE, HV_PAGE_SIZE);
         return r;
 }
 
@@ -528,13 +542,40 @@ int vmwp_worker_save(VmwpWorker *w, const char *path, bool keep_running, VmwpSav
         return r;
 }
 
-int vmwp_worker_restore(VmwpWorker *w, const char *path, bool paused, char **ret_error)
+/* A paused partition for a saved or incoming VM of the worker's geometry, `visible`
+ * bytes of RAM, with its devices. */
+static int create_restoring_partition(VmwpWorker *w, uint64_t visible, char **ret_error)
 {
         HvClientProcessor processor = {.reserve_pct = w->config.reserve_pct,
                                        .maximum_pct = w->config.maximum_pct,
                                        .relative_weight = w->config.relative_weight,
                                        .concurrent_vps = w->config.concurrent_vps,
                                        .restoring = true};
+        int r;
+
+        r = hv_client_partition_create(w->hv, w->config.name, w->config.vp_count, visible,
+                                       w->config.maximum_bytes, &processor, &w->partition_id, &w->ram_fd);
+        if (r < 0)
+                return fail(w, ret_error, r, "hvd refused the partition");
+        w->partition_live = true;
+        w->paused = true;
+        w->ram_bytes = w->config.maximum_bytes;
+        w->ram = mmap(NULL, w->ram_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, w->ram_fd, 0);
+        if (w->ram == MAP_FAILED) {
+                w->ram = NULL;
+                r = -errno;
+                *ret_error = g_strdup_printf("cannot map guest RAM: %s", g_strerror(-r));
+                return r;
+        }
+        r = start_devices(w, ret_error);
+        if (r < 0)
+                return r;
+        w->guest_ram.visible_bytes = visible;
+        return 0;
+}
+
+int vmwp_worker_restore(VmwpWorker *w, const char *path, bool paused, char **ret_error)
+{
         g_autoptr(GArray) sections = NULL;
         g_autofree char *why = NULL;
         VmwpSaveParts parts;
@@ -563,29 +604,11 @@ int vmwp_worker_restore(VmwpWorker *w, const char *path, bool paused, char **ret
                                              why ? why : g_strerror(-r));
                 return r;
         }
-        r = hv_client_partition_create(w->hv, w->config.name, vps, visible, maximum, &processor,
-                                       &w->partition_id, &w->ram_fd);
-        if (r < 0) {
-                close(fd);
-                return fail(w, ret_error, r, "hvd refused the partition");
-        }
-        w->partition_live = true;
-        w->paused = true;
-        w->ram_bytes = maximum;
-        w->ram = mmap(NULL, w->ram_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, w->ram_fd, 0);
-        if (w->ram == MAP_FAILED) {
-                w->ram = NULL;
-                r = -errno;
-                close(fd);
-                *ret_error = g_strdup_printf("cannot map guest RAM: %s", g_strerror(-r));
-                return r;
-        }
-        r = start_devices(w, ret_error);
+        r = create_restoring_partition(w, visible, ret_error);
         if (r < 0) {
                 close(fd);
                 return r;
         }
-        w->guest_ram.visible_bytes = visible;
         parts = save_parts(w);
         r = vmwp_save_load(&parts, fd, sections, &why);
         close(fd);
@@ -594,4 +617,157 @@ int vmwp_worker_restore(VmwpWorker *w, const char *path, bool paused, char **ret
                 return r;
         }
         return paused ? 0 : vmwp_worker_pause(w, false, ret_error);
+}
+
+/* ---- Live migration (vmwp-migrate.h; worker.proto's contract) ---- */
+
+static int migrate_pause(void *userdata, bool paused, char **ret_error)
+{
+        return vmwp_worker_pause(userdata, paused, ret_error);
+}
+
+/* `percent` below the VM's own cap (reserve lowered with it when it would exceed it);
+ * 0: the VM's own settings. The worker's config keeps the VM's own. */
+static int migrate_throttle(void *userdata, uint32_t percent, char **ret_error)
+{
+        VmwpWorker *w = userdata;
+        uint32_t base = w->config.maximum_pct ? w->config.maximum_pct : 100;
+        uint32_t maximum = MAX(1u, base * (100 - MIN(percent, 99u)) / 100);
+        HvClientProcessor processor = {.reserve_pct = MIN(w->config.reserve_pct, maximum),
+                                       .maximum_pct = percent ? maximum : w->config.maximum_pct,
+                                       .relative_weight = w->config.relative_weight};
+        int r = hv_client_partition_set_processor(w->hv, w->partition_id, &processor);
+
+        if (r < 0)
+                return fail(w, ret_error, r, "hvd refused the migration's throttle");
+        return 0;
+}
+
+static gboolean free_migration(gpointer userdata)
+{
+        VmwpWorker *w = userdata;
+
+        if (w->phase == VMWP_MIGRATION_NONE)
+                g_clear_pointer(&w->migration, vmwp_migration_free);
+        return G_SOURCE_REMOVE;
+}
+
+static void migrate_ended(void *userdata, bool ok, bool cancelled, const char *reason,
+                          const VmwpMigrateDone *done)
+{
+        VmwpWorker *w = userdata;
+
+        w->phase = ok ? VMWP_MIGRATION_OUT_DONE : VMWP_MIGRATION_NONE;
+        if (!ok) /* the sender is still returning from this call: free it afterwards */
+                g_idle_add(free_migration, w);
+        if (w->on_migration_ended)
+                w->on_migration_ended(w, ok, cancelled, reason, done, w->on_migration_ended_userdata);
+}
+
+static const VmwpMigrateWorkerOps migrate_ops = {
+        .pause = migrate_pause,
+        .throttle = migrate_throttle,
+        .ended = migrate_ended,
+};
+
+void vmwp_worker_set_migration_handler(VmwpWorker *w, VmwpMigrationEndedFn fn, void *userdata)
+{
+        w->on_migration_ended = fn;
+        w->on_migration_ended_userdata = userdata;
+}
+
+VmwpMigrationPhase vmwp_worker_migration_phase(VmwpWorker *w)
+{
+        return w->phase;
+}
+
+int vmwp_worker_migrate_out(VmwpWorker *w, int fd, const VmwpMigrateOptions *options, char **ret_error)
+{
+        VmwpSaveParts parts;
+        int r;
+
+        if (!w->partition_live || !w->vmbus) {
+                close(fd);
+                *ret_error = g_strdup("the VM has no partition");
+                return -ESRCH;
+        }
+        if (w->phase != VMWP_MIGRATION_NONE || w->migration) {
+                close(fd);
+                *ret_error = g_strdup("a migration of this VM is under way");
+                return -EBUSY;
+        }
+        parts = save_parts(w);
+        w->migration_vm_was_paused = w->paused;
+        r = vmwp_migration_start(&parts, fd, options, w->paused, &migrate_ops, w, &w->migration, ret_error);
+        if (r < 0)
+                return r;
+        w->phase = VMWP_MIGRATION_OUT_PRECOPY;
+        return 0;
+}
+
+void vmwp_worker_migration_progress(VmwpWorker *w, VmwpMigrateProgress *ret)
+{
+        if (w->migration)
+                vmwp_migration_progress(w->migration, ret);
+        else
+                memset(ret, 0, sizeof(*ret));
+}
+
+int vmwp_worker_migrate_cancel(VmwpWorker *w, bool resume, char **ret_error)
+{
+        int r;
+
+        if (w->phase == VMWP_MIGRATION_OUT_PRECOPY) {
+                vmwp_migration_cancel(w->migration);
+                return 0;
+        }
+        if (w->phase != VMWP_MIGRATION_OUT_DONE) {
+                *ret_error = g_strdup("no outgoing migration to cancel");
+                return -EINVAL;
+        }
+        r = vmwp_migration_abort(w->migration, resume ? false : w->migration_vm_was_paused, ret_error);
+        if (r < 0)
+                return r;
+        w->phase = VMWP_MIGRATION_NONE;
+        g_clear_pointer(&w->migration, vmwp_migration_free);
+        return 0;
+}
+
+/* The destination: geometry from the stream, checked by the receiver against ours. */
+static int incoming_prepare(void *userdata, uint64_t visible, VmwpSaveParts *ret_parts, char **ret_error)
+{
+        VmwpWorker *w = userdata;
+        int r = create_restoring_partition(w, visible, ret_error);
+
+        if (r < 0)
+                return r;
+        *ret_parts = save_parts(w);
+        return 0;
+}
+
+int vmwp_worker_incoming(VmwpWorker *w, int fd, char **ret_error)
+{
+        g_autofree char *why = NULL;
+        int r;
+
+        r = vmwp_incoming_receive(fd, w->config.vp_count, w->config.maximum_bytes, incoming_prepare, w,
+                                  &w->incoming, &why);
+        close(fd);
+        if (r < 0) {
+                *ret_error = g_strdup_printf("incoming migration refused: %s", why ? why : g_strerror(-r));
+                return r;
+        }
+        w->phase = VMWP_MIGRATION_INCOMING_DONE;
+        return 0;
+}
+
+const VmwpIncomingResult *vmwp_worker_incoming_result(VmwpWorker *w)
+{
+        return &w->incoming;
+}
+
+void vmwp_worker_migration_resumed(VmwpWorker *w)
+{
+        if (w->phase == VMWP_MIGRATION_INCOMING_DONE)
+                w->phase = VMWP_MIGRATION_NONE;
 }

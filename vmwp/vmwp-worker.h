@@ -75,6 +75,34 @@ int vmwp_worker_memory_adjust(VmwpWorker *w, int64_t delta_bytes, char **ret_err
 int vmwp_worker_memory_status(VmwpWorker *w, VmwpMemoryStatus *ret);
 /* Called when the Dynamic Memory figures should reach vmmsd at once (vmwp_dm_set_status_handler). */
 void vmwp_worker_set_memory_status_handler(VmwpWorker *w, VmwpDmStatusFn fn, void *userdata);
+/* ---- Live migration (worker.proto's contract; vmwp-migrate.h does the work) ---- */
+typedef enum VmwpMigrationPhase {
+        VMWP_MIGRATION_NONE = 0, /* the values are worker.proto MigrationPhase's */
+        VMWP_MIGRATION_OUT_PRECOPY = 1,
+        VMWP_MIGRATION_OUT_DONE = 2,
+        VMWP_MIGRATION_INCOMING_DONE = 3,
+} VmwpMigrationPhase;
+typedef struct VmwpMigrateOptions VmwpMigrateOptions;
+typedef struct VmwpMigrateProgress VmwpMigrateProgress;
+typedef struct VmwpMigrateDone VmwpMigrateDone;
+typedef struct VmwpIncomingResult VmwpIncomingResult;
+typedef void (*VmwpMigrationEndedFn)(VmwpWorker *w, bool ok, bool cancelled, const char *reason,
+                                     const VmwpMigrateDone *done, void *userdata);
+void vmwp_worker_set_migration_handler(VmwpWorker *w, VmwpMigrationEndedFn fn, void *userdata);
+VmwpMigrationPhase vmwp_worker_migration_phase(VmwpWorker *w);
+/* MigrateOut: takes `fd` (closed on every path). The handler reports the end. */
+int vmwp_worker_migrate_out(VmwpWorker *w, int fd, const VmwpMigrateOptions *options, char **ret_error);
+void vmwp_worker_migration_progress(VmwpWorker *w, VmwpMigrateProgress *ret);
+/* Pre-copy: stops it (the handler follows). After the stream is done: abort, the VM as
+ * it was before MigrateOut (resume: running whatever it was). */
+int vmwp_worker_migrate_cancel(VmwpWorker *w, bool resume, char **ret_error);
+/* Instead of vmwp_worker_start: the VM from a migration stream on `fd` (taken), left
+ * paused with everything restored. */
+int vmwp_worker_incoming(VmwpWorker *w, int fd, char **ret_error);
+const VmwpIncomingResult *vmwp_worker_incoming_result(VmwpWorker *w);
+/* The destination's VM ran for the first time. */
+void vmwp_worker_migration_resumed(VmwpWorker *w);
+
 /* The paging disk's default size, in startup memories: bounded by what the VM starts
  * with, never by its (Dynamic Memory) maximum, which may be 1 TB. vmmsd sets it. */
 #define VMWP_PAGING_DEFAULT_FACTOR 4u
