@@ -11,7 +11,8 @@
  * it sent counts against convergence; two such rounds lower the VPs' cap by 20 %, then
  * each further pair by 10 % more (QEMU's CPU_THROTTLE_INITIAL/INCREMENT), down to 1 %
  * of what the VM had; the cap comes back when the migration ends. Then the VPs pause,
- * the last harvest is complete (nothing runs), and the last dirty pages, the VP,
+ * the last harvest is complete (nothing runs) and is added to the one that ended the
+ * iteration (never sent: dropping it lost pages, which memsoak caught), and those pages, the VP,
  * device, Dynamic Memory and reference-clock state, the paging disk and END follow.
  *
  * Threads: the sender thread reads guest RAM and blocks only on the stream fd. Every
@@ -66,6 +67,7 @@ struct VmwpMigration {
         uint64_t bitmap_pages; /* maximum RAM's pages: both bitmaps' size */
         uint64_t visible_at_start;
         uint64_t *harvest; /* main thread fills it, the sender reads it */
+        uint64_t *scratch; /* hvd's part of a harvest */
         uint64_t *own;     /* the worker's own writes (VmwpGuestRam.dirty) */
         GByteArray *state; /* the final device/VP sections, framed */
         bool vm_was_paused;
@@ -89,18 +91,24 @@ struct VmwpMigration {
 
 /* ---- The main thread's side ---- */
 
-static int main_harvest(VmwpMigration *m, char **ret_error)
+/* What was written since the last harvest: hvd's log and the worker's own marks. With
+ * `keep`, added to m->harvest (the final pass: the last round's harvest that the loop
+ * did not send any more is still owed), else in place of it. */
+static int main_harvest(VmwpMigration *m, bool keep, char **ret_error)
 {
         uint64_t pages = m->parts.guest_ram->visible_bytes / PAGE, dirty;
-        int r = hv_client_dirty_log_harvest(m->parts.hv, m->parts.partition_id, m->harvest, pages, &dirty);
+        int r = hv_client_dirty_log_harvest(m->parts.hv, m->parts.partition_id, m->scratch, pages, &dirty);
 
         if (r < 0) {
                 *ret_error = g_strdup_printf("hvd refused the dirty-page harvest: %s",
                                              hv_client_last_error(m->parts.hv));
                 return r;
         }
-        for (uint64_t i = 0; i < (m->bitmap_pages + 63) / 64; i++)
-                m->harvest[i] |= __atomic_exchange_n(&m->own[i], 0, __ATOMIC_ACQ_REL);
+        for (uint64_t i = 0; i < (m->bitmap_pages + 63) / 64; i++) {
+                uint64_t bits = m->scratch[i] | __atomic_exchange_n(&m->own[i], 0, __ATOMIC_ACQ_REL);
+
+                m->harvest[i] = keep ? m->harvest[i] | bits : bits;
+        }
         return 0;
 }
 
@@ -128,7 +136,7 @@ static int main_final(VmwpMigration *m, char **ret_error)
         (void)hv_client_dispatch(m->parts.hv);
         for (int i = 0; i < 64 && vmwp_vmbus_process(m->parts.vmbus); i++)
                 ;
-        r = main_harvest(m, ret_error);
+        r = main_harvest(m, true, ret_error);
         if (r < 0)
                 return r;
         if (m->parts.guest_ram->visible_bytes != m->visible_at_start) {
@@ -169,7 +177,7 @@ static gboolean on_main_call(gpointer data)
 
         switch (m->call) {
         case CALL_HARVEST:
-                r = main_harvest(m, &error);
+                r = main_harvest(m, false, &error);
                 break;
         case CALL_THROTTLE:
                 r = m->ops->throttle(m->userdata, m->call_arg, &error);
@@ -571,6 +579,7 @@ int vmwp_migration_start(const VmwpSaveParts *parts, int fd, const VmwpMigrateOp
         m->bitmap_pages = parts->guest_ram->maximum_bytes / PAGE;
         words = (m->bitmap_pages + 63) / 64;
         m->harvest = g_new0(uint64_t, words);
+        m->scratch = g_new0(uint64_t, words);
         m->own = g_new0(uint64_t, words);
         m->state = g_byte_array_new();
         m->visible_at_start = parts->guest_ram->visible_bytes;
@@ -645,6 +654,7 @@ void vmwp_migration_free(VmwpMigration *m)
         if (m->fd >= 0)
                 close(m->fd);
         g_free(m->harvest);
+        g_free(m->scratch);
         g_free(m->own);
         if (m->state)
                 g_byte_array_unref(m->state);

@@ -133,6 +133,32 @@ static void test_guest_stores_are_harvested_as_exactly_their_pages(Fixture *f, g
         g_assert_cmpint(hv_dirty_harvest(f->p, 0, f->out, &(uint64_t){0}, &(uint64_t){0}), ==, -ENOENT);
 }
 
+/* A page stored to again after a harvest is dirty again, though the engine's TLB still
+ * holds it from the first store: the VP stores, idles, is woken, stores again. */
+static void test_a_page_stored_again_after_a_harvest_is_dirty_again(Fixture *f, gconstpointer data)
+{
+        /* mov [0x200000], rax; hlt; mov [0x200000], rax; hlt */
+        static const uint8_t code[] = {0x48, 0x89, 0x04, 0x25, 0x00, 0x00, 0x20, 0x00, 0xf4,
+                                       0x48, 0x89, 0x04, 0x25, 0x00, 0x00, 0x20, 0x00, 0xf4};
+        static const uint64_t expect[] = {0x200};
+        g_autoptr(GArray) first = NULL, second = NULL;
+
+        (void)data;
+        memcpy(f->p->ram + CODE_GPA, code, sizeof(code));
+        g_assert_cmpint(hv_dirty_start(f->p), ==, 0);
+        run_until_halted(f);
+        first = harvested(f);
+        assert_pages(first, expect, 1);
+        hv_sched_vp_signal(f->hv->sched, f->p->vps[0]);
+        for (int i = 0; i < 2000 && f->p->vps[0]->counters.dispatches < 2; i++)
+                g_usleep(2000);
+        for (int i = 0; i < 2000 && atomic_load(&f->p->vps[0]->state) != HV_VP_IDLE; i++)
+                g_usleep(2000);
+        g_assert_cmpuint(f->p->vps[0]->counters.dispatches, >=, 2);
+        second = harvested(f);
+        assert_pages(second, expect, 1);
+}
+
 static void test_stores_before_the_start_are_not_dirty(Fixture *f, gconstpointer data)
 {
         static const uint64_t gpas[] = {0x300000, 0x301000};
@@ -259,6 +285,8 @@ int main(int argc, char **argv)
 #define ADD(name, fn) g_test_add("/hv-dirty/" name, Fixture, NULL, fixture_setup, fn, fixture_teardown)
         ADD("guest_stores_are_harvested_as_exactly_their_pages",
             test_guest_stores_are_harvested_as_exactly_their_pages);
+        ADD("a_page_stored_again_after_a_harvest_is_dirty_again",
+            test_a_page_stored_again_after_a_harvest_is_dirty_again);
         ADD("stores_before_the_start_are_not_dirty", test_stores_before_the_start_are_not_dirty);
         ADD("a_harvest_past_the_visible_ram_is_empty", test_a_harvest_past_the_visible_ram_is_empty);
         ADD("racing_harvests_lose_no_store", test_racing_harvests_lose_no_store);
