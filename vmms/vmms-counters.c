@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "vmms-counters.h"
+#include "vmms-engine.h"
 #include "vmms-memory.h"
 
 #define LP_SET "Hyper-V Hypervisor Logical Processor"
@@ -255,6 +256,20 @@ static void walk_vps(CounterWalk *w, const char *name, const Vmms__Hv__Partition
         }
 }
 
+/* One partition's sets: Dynamic Memory VM, host-resident bytes, and its VPs (from
+ * its second sample on). */
+static void walk_partition(CounterWalk *w, VmmsMemory *memory, const VmmsVm *vm, const char *name,
+                           const Vmms__Hv__PartitionCounters *pp, const Vmms__Hv__PartitionCounters *pc,
+                           uint64_t dt)
+{
+        walk_memory(w, memory, vm, name, pc);
+        begin_instance(w, name, name, -1, -1);
+        emit(w, VMMS_COUNTER_PARTITION_HOST_RESIDENT_BYTES, (double)pc->resident_bytes,
+             (double)pc->resident_bytes);
+        if (pp)
+                walk_vps(w, name, pp, pc, dt);
+}
+
 void vmms_counters_walk(const VmmsCounterSources *src, VmmsCounterFn fn, void *userdata)
 {
         CounterWalk w = {.fn = fn, .userdata = userdata};
@@ -270,11 +285,17 @@ void vmms_counters_walk(const VmmsCounterSources *src, VmmsCounterFn fn, void *u
                 for (size_t k = 0; k < prev->n_partitions; k++)
                         if (prev->partitions[k]->partition_id == pc->partition_id)
                                 pp = prev->partitions[k];
-                walk_memory(&w, src->memory, vm, name, pc);
-                begin_instance(&w, name, name, -1, -1);
-                emit(&w, VMMS_COUNTER_PARTITION_HOST_RESIDENT_BYTES, (double)pc->resident_bytes,
-                     (double)pc->resident_bytes);
-                if (pp)
-                        walk_vps(&w, name, pp, pc, cur->time_ns - prev->time_ns);
+                walk_partition(&w, src->memory, vm, name, pp, pc, cur->time_ns - prev->time_ns);
+        }
+        /* VMs another engine runs (libvirt): the same sets from that engine's samples. */
+        for (guint i = 0; i < src->vms->len; i++) {
+                const VmmsVm *vm = src->vms->pdata[i];
+                const Vmms__Hv__PartitionCounters *pp = NULL, *pc = NULL;
+                uint64_t dt = 0;
+
+                if (vm->partition_id || !vm->engine || !vm->engine->ops->counters || !vmms_vm_is_live(vm) ||
+                    !vm->engine->ops->counters(vm->engine, vm, &pp, &pc, &dt))
+                        continue;
+                walk_partition(&w, src->memory, vm, vm->def.name, pp, pc, dt);
         }
 }

@@ -61,6 +61,16 @@
  *                           Resident = QEMU's rss, measured by libvirt.
  *   sample()             -> CPU % from the domain's cpu time over the last second, of
  *                           all the host's LPs; memory as above.
+ *   counters             -> Hyper-V's sets for the counter walk (vmms-counters.c), in hvd's
+ *                           partition shape, from one virConnectGetAllDomainStats call a
+ *                           second: each VP's run time = vcpu.N.time (QEMU does not split
+ *                           guest from emulation time), its CPU wait = vcpu.N.delay (the
+ *                           vCPU thread's run-queue delay, schedstat's second field),
+ *                           dispatches = the thread's timeslices (schedstat's third field,
+ *                           read from /proc for QEMU's "CPU N/..." thread, 0 where vmmsd
+ *                           cannot see it); Physical Memory = assigned as above; Host
+ *                           Resident Bytes = libvirt's rss of QEMU. So Get-Counter,
+ *                           Get-VMHostHealth and the Prometheus metrics cover these VMs.
  *
  * The pool: one balancer spans both engines. A libvirt VM's assigned memory is charged
  * to the same pool figure as the bundled VMs' (hvd's pool, --hvd-memory): the manager
@@ -123,6 +133,10 @@ typedef struct LibvirtVm {
         int64_t cpu_at_us;
         double cpu_pct;
         uint32_t weight; /* cpu_shares applied; 0: none yet */
+        int32_t pid;     /* QEMU's, 0 if not visible */
+        /* The counter walk's last two samples (older first) and when they were taken. */
+        Vmms__Hv__PartitionCounters *counters[2];
+        int64_t counters_at_us[2];
 } LibvirtVm;
 
 static Libvirt *libvirt(VmmsEngine *e)
@@ -157,9 +171,21 @@ static GPtrArray *tracked_vms(Libvirt *e)
         return vms;
 }
 
+static void counters_free(Vmms__Hv__PartitionCounters *pc)
+{
+        if (!pc)
+                return;
+        for (size_t i = 0; i < pc->n_vps; i++)
+                g_free(pc->vps[i]);
+        g_free(pc->vps);
+        g_free(pc);
+}
+
 static void lv_free(LibvirtVm *lv)
 {
         clear_timer(&lv->stop_timer);
+        counters_free(lv->counters[0]);
+        counters_free(lv->counters[1]);
         if (lv->dom)
                 virDomainFree(lv->dom);
         g_free(lv->failure);
@@ -364,6 +390,7 @@ static void report_running(VmmsVm *vm, bool paused, int64_t started_unix_ms)
         };
 
         lv->started = true;
+        lv->pid = info.pid;
         vm->engine->callbacks->running(vm, &info);
 }
 
@@ -1074,6 +1101,127 @@ static void poll_vm(Libvirt *e, VmmsVm *vm)
         vm->engine->callbacks->memory_status(vm, &status);
 }
 
+/* ---- Counters: Hyper-V's sets from libvirt's domain stats ---- */
+
+/* Each vCPU thread's timeslice count (the third field of its schedstat): QEMU names its
+ * vCPU threads "CPU <n>/TCG" or "CPU <n>/KVM". dispatches[n] stays 0 where vmmsd cannot
+ * see QEMU's threads (another PID namespace or host). */
+static void vcpu_dispatches(int32_t pid, uint64_t *dispatches, size_t n_vcpus)
+{
+        g_autofree char *task_dir = g_strdup_printf("/proc/%d/task", pid);
+        g_autoptr(GDir) dir = pid > 0 ? g_dir_open(task_dir, 0, NULL) : NULL;
+        const char *tid;
+
+        while (dir && (tid = g_dir_read_name(dir))) {
+                g_autofree char *comm_path = g_build_filename(task_dir, tid, "comm", NULL);
+                g_autofree char *stat_path = g_build_filename(task_dir, tid, "schedstat", NULL);
+                g_autofree char *comm = NULL, *stat = NULL;
+                unsigned index;
+                unsigned long long run, wait, slices;
+
+                if (!g_file_get_contents(comm_path, &comm, NULL, NULL) ||
+                    sscanf(comm, "CPU %u/", &index) != 1 || index >= n_vcpus ||
+                    !g_file_get_contents(stat_path, &stat, NULL, NULL) ||
+                    sscanf(stat, "%llu %llu %llu", &run, &wait, &slices) != 3)
+                        continue;
+                dispatches[index] = slices;
+        }
+}
+
+static uint64_t stat_ullong(virDomainStatsRecordPtr rec, const char *name)
+{
+        unsigned long long v = 0;
+
+        return virTypedParamsGetULLong(rec->params, rec->nparams, name, &v) == 1 ? v : 0;
+}
+
+/* One domain's sample in hvd's partition shape. Run time is the vCPU thread's (TCG or
+ * KVM, guest and emulation alike: QEMU does not split them), wait time the time it was
+ * runnable in the host's run queue (vcpu.N.delay, schedstat's run_delay; vcpu.N.wait
+ * where libvirt has no delay). */
+static Vmms__Hv__PartitionCounters *sample_counters(LibvirtVm *lv, virDomainStatsRecordPtr rec)
+{
+        Vmms__Hv__PartitionCounters *pc = g_new0(Vmms__Hv__PartitionCounters, 1);
+        const VmmsVmDefinition *def = &lv->vm->def;
+        unsigned int current = 0; /* a uint, unlike the times */
+        size_t n = virTypedParamsGetUInt(rec->params, rec->nparams, "vcpu.current", &current) == 1
+                           ? MIN(current, VMMS_VM_VPS_MAX)
+                           : 0;
+        g_autofree uint64_t *dispatches = g_new0(uint64_t, MAX(n, 1));
+        uint64_t maximum = maximum_kib(def) << 10;
+
+        vmms__hv__partition_counters__init(pc);
+        pc->assigned_bytes = assigned_kib(lv) << 10;
+        pc->maximum_bytes = maximum;
+        pc->resident_bytes = lv->rss_kib << 10;
+        pc->visible_bytes = lv->actual_kib << 10;
+        pc->ballooned_bytes = maximum - MIN(maximum, lv->actual_kib << 10);
+        vcpu_dispatches(lv->pid, dispatches, n);
+        pc->vps = g_new0(Vmms__Hv__VpCounters *, MAX(n, 1));
+        for (size_t i = 0; i < n; i++) {
+                Vmms__Hv__VpCounters *vp = g_new0(Vmms__Hv__VpCounters, 1);
+                char name[48];
+                unsigned long long wait = 0;
+
+                vmms__hv__vp_counters__init(vp);
+                vp->index = (uint32_t)i;
+                g_snprintf(name, sizeof(name), "vcpu.%zu.time", i);
+                vp->run_ns = vp->guest_ns = stat_ullong(rec, name);
+                g_snprintf(name, sizeof(name), "vcpu.%zu.delay", i);
+                if (virTypedParamsGetULLong(rec->params, rec->nparams, name, &wait) != 1) {
+                        g_snprintf(name, sizeof(name), "vcpu.%zu.wait", i);
+                        wait = stat_ullong(rec, name);
+                }
+                vp->wait_ns = wait;
+                vp->dispatches = dispatches[i];
+                pc->vps[pc->n_vps++] = vp;
+        }
+        return pc;
+}
+
+/* Once a second, one call for every running domain. */
+static void collect_counters(Libvirt *e)
+{
+        virDomainStatsRecordPtr *records = NULL;
+        int64_t now_us = g_get_monotonic_time();
+        int n = virConnectGetAllDomainStats(e->conn, VIR_DOMAIN_STATS_VCPU, &records,
+                                            VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE);
+
+        for (int i = 0; i < n; i++) {
+                char uuid[VIR_UUID_STRING_BUFLEN];
+                VmmsVm *vm;
+                LibvirtVm *lv;
+
+                if (virDomainGetUUIDString(records[i]->dom, uuid) < 0 ||
+                    !(vm = g_hash_table_lookup(e->vms, uuid)))
+                        continue;
+                lv = vm->engine_data;
+                if (!lv || !lv->started)
+                        continue;
+                counters_free(lv->counters[0]);
+                lv->counters[0] = lv->counters[1];
+                lv->counters_at_us[0] = lv->counters_at_us[1];
+                lv->counters[1] = sample_counters(lv, records[i]);
+                lv->counters_at_us[1] = now_us;
+        }
+        if (records)
+                virDomainStatsRecordListFree(records);
+}
+
+static bool counters(VmmsEngine *e, const VmmsVm *vm, const Vmms__Hv__PartitionCounters **ret_prev,
+                     const Vmms__Hv__PartitionCounters **ret_cur, uint64_t *ret_dt_ns)
+{
+        const LibvirtVm *lv = vm->engine_data;
+
+        (void)e;
+        if (!lv || !lv->counters[0] || !lv->counters[1])
+                return false;
+        *ret_prev = lv->counters[0];
+        *ret_cur = lv->counters[1];
+        *ret_dt_ns = (uint64_t)(lv->counters_at_us[1] - lv->counters_at_us[0]) * 1000;
+        return true;
+}
+
 static gboolean on_stats(gpointer userdata)
 {
         Libvirt *e = userdata;
@@ -1084,6 +1232,7 @@ static gboolean on_stats(gpointer userdata)
         vms = tracked_vms(e);
         for (guint i = 0; i < vms->len; i++)
                 poll_vm(e, vms->pdata[i]);
+        collect_counters(e);
         return G_SOURCE_CONTINUE;
 }
 
@@ -1133,6 +1282,7 @@ static bool network_valid(VmmsEngine *e, const char *switch_name, VmmsError *err
 
 static const VmmsEngineOps libvirt_ops = {
         .network_valid = network_valid,
+        .counters = counters,
         .name = "libvirt",
         .available = available,
         .start = start,

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "hv.pb-c.h"
 #include "vmms-vm.h"
 
 typedef struct VmmsEngine VmmsEngine;
@@ -83,6 +84,13 @@ typedef struct VmmsEngineOps {
         /* Optional, any state: whether `switch_name` names a network VMs can attach to;
          * if not, an error naming it. An engine that cannot tell now says true. */
         bool (*network_valid)(VmmsEngine *e, const char *switch_name, VmmsError *error);
+        /* Optional, Running|Paused: the VM's last two samples in hvd's partition counter
+         * shape (vps with run, guest and wait time and dispatches; assigned, visible,
+         * ballooned and resident bytes), *ret_dt_ns apart, for the counter walk of VMs
+         * hvd does not run. false: fewer than two samples yet. Valid until the engine's
+         * next sample (main thread). */
+        bool (*counters)(VmmsEngine *e, const VmmsVm *vm, const Vmms__Hv__PartitionCounters **ret_prev,
+                         const Vmms__Hv__PartitionCounters **ret_cur, uint64_t *ret_dt_ns);
         /* Live migration: not implemented yet; refused with an error naming it. */
         int (*migrate_send)(VmmsEngine *e, VmmsVm *vm, const char *destination, VmmsError *error);
 } VmmsEngineOps;

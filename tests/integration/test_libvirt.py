@@ -251,6 +251,33 @@ class LibvirtEngine(unittest.TestCase):
         self.assertIn("removing", events)
         self.assertLessEqual(self.vm("deb")["assignedMemoryBytes"], 170 << 20)
 
+    def counters(self, path):
+        """{(set, instance, counter): value} from Get-Counter PATH."""
+        out = {}
+        for s in json.loads(self.vmctl("Get-Counter", path, "-Json").stdout)["samples"]:
+            m = re.match(r"^\\(?P<set>[^(]+)\((?P<instance>.*)\)\\(?P<counter>[^\\]+)$", s["path"])
+            out[(m["set"], m["instance"], m["counter"])] = s["value"]
+        return out
+
+    def test_05b_hyperv_counter_sets_come_from_libvirt_domain_stats(self):
+        # The same sets as a bundled VM's: Dynamic Memory VM, the VPs, host-resident bytes.
+        dm = wait_for(lambda: (lambda c: c if ("Hyper-V Dynamic Memory VM", "deb", "Current Pressure") in c
+                               else None)(self.counters(r"\Hyper-V Dynamic Memory VM(deb)\*")),
+                      30, interval=0.5, what="deb's Dynamic Memory VM counters")
+        assigned_mb = dm[("Hyper-V Dynamic Memory VM", "deb", "Physical Memory")]
+        self.assertAlmostEqual(assigned_mb, self.vm("deb")["assignedMemoryBytes"] / 2**20, delta=16)
+        vps = self.counters(r"\Hyper-V Hypervisor Virtual Processor(deb:*)\*")
+        self.assertIn(("Hyper-V Hypervisor Virtual Processor", "deb:Hv VP 0", "% Total Run Time"), vps)
+        self.assertGreaterEqual(vps[("Hyper-V Hypervisor Virtual Processor", "deb:Hv VP 0", "% Total Run Time")], 0)
+        self.assertGreater(vps[("Hyper-V Hypervisor Virtual Processor", "deb:Hv VP 0", "Dispatches/sec")], 0,
+                           "vCPU timeslices from QEMU's CPU 0/TCG thread")
+        # host-resident beside assigned: libvirt's rss of QEMU, the same figure virsh shows
+        resident = self.counters(r"\VMMS Partition(deb)\Host Resident Bytes")[
+            ("VMMS Partition", "deb", "Host Resident Bytes")]
+        rss_kib = int(re.search(r"^rss (\d+)", virsh(self.uri, "dommemstat", self.domain("deb")).stdout, re.M)[1])
+        self.assertGreater(resident, 32 << 20)
+        self.assertLess(abs(resident - rss_kib * 1024) / (rss_kib * 1024), 0.25)
+
     def test_06_set_vmprocessor_reaches_cpu_shares_and_quota(self):
         self.vmctl("Set-VMProcessor", "deb", "-RelativeWeight", "300", "-Maximum", "40")
         out = virsh(self.uri, "schedinfo", self.domain("deb")).stdout
@@ -292,6 +319,7 @@ class LibvirtEngine(unittest.TestCase):
                  what="selfoff to be recorded Off")
         events = self.vmctl("Get-VMEvent", "-VMName", "selfoff", "-Newest", "1", "-Json").stdout
         self.assertIn("the guest stopped itself: it powered off", events)
+
 
 
 if __name__ == "__main__":
