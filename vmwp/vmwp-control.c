@@ -2,6 +2,7 @@
  * old one (vmmsd restarted). Requests are checked like any client's. */
 #include <errno.h>
 #include <glib-unix.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -472,6 +473,7 @@ int vmwp_control_new(VmwpWorker *worker, const char *socket_path, const char *vm
                      void *userdata, VmwpControl **ret, char **ret_error)
 {
         g_autoptr(VmwpControl) c = g_new0(VmwpControl, 1);
+        g_autofree char *tmp_path = NULL;
         struct sockaddr_un addr = {.sun_family = AF_UNIX};
 
         c->worker = worker;
@@ -485,13 +487,21 @@ int vmwp_control_new(VmwpWorker *worker, const char *socket_path, const char *vm
                 *ret_error = g_strdup_printf("control socket path %s is too long", socket_path);
                 return -ENAMETOOLONG;
         }
-        strcpy(addr.sun_path, socket_path);
+        /* Bound and listening under a temporary name, then renamed into place: whoever
+         * sees the path (vmmsd waiting for a restored or migrated worker) can connect. */
+        tmp_path = g_strdup_printf("%s.%d.tmp", socket_path, (int)getpid());
+        if (strlen(tmp_path) >= sizeof(addr.sun_path)) {
+                *ret_error = g_strdup_printf("control socket path %s is too long", socket_path);
+                return -ENAMETOOLONG;
+        }
+        strcpy(addr.sun_path, tmp_path);
         c->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        (void)unlink(socket_path);
+        (void)unlink(tmp_path);
         if (c->listen_fd < 0 || bind(c->listen_fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
-            chmod(socket_path, 0600) < 0 || listen(c->listen_fd, 4) < 0) {
+            chmod(tmp_path, 0600) < 0 || listen(c->listen_fd, 4) < 0 || rename(tmp_path, socket_path) < 0) {
                 int r = -errno;
 
+                (void)unlink(tmp_path);
                 *ret_error = g_strdup_printf("cannot listen on control socket %s: %s", socket_path,
                                              g_strerror(-r));
                 return r;

@@ -83,17 +83,22 @@ void vmwp_section_begin(VmwpSectionWriter *w, uint32_t type)
                 g_byte_array_set_size(w->pending, 0);
 }
 
+/* A stream's data may be guest RAM the guest is writing at that moment: the checksum is
+ * taken over the copy that will be sent, never over a second read of the source. */
 int vmwp_section_append(VmwpSectionWriter *w, const void *data, size_t len)
 {
-        if (w->write_fn)
+        if (w->write_fn) {
+                guint at = w->pending->len;
+
                 g_byte_array_append(w->pending, data, (guint)len);
-        else {
+                w->section_crc = vmwp_crc32(w->section_crc, w->pending->data + at, len);
+        } else {
                 int r = pwrite_all(w->fd, data, len, w->offset);
 
                 if (r < 0)
                         return r;
+                w->section_crc = vmwp_crc32(w->section_crc, data, len);
         }
-        w->section_crc = vmwp_crc32(w->section_crc, data, len);
         w->section_len += len;
         w->offset += len;
         return 0;

@@ -159,6 +159,40 @@ static void test_a_page_stored_again_after_a_harvest_is_dirty_again(Fixture *f, 
         assert_pages(second, expect, 1);
 }
 
+/* Code translated before tracking began stores through the hook too: the VP stores and
+ * idles, tracking starts, the VP is woken and runs the same block again. */
+static void wake_and_wait(Fixture *f, uint64_t dispatches)
+{
+        hv_sched_vp_signal(f->hv->sched, f->p->vps[0]);
+        for (int i = 0; i < 2000 && f->p->vps[0]->counters.dispatches < dispatches; i++)
+                g_usleep(2000);
+        for (int i = 0; i < 2000 && atomic_load(&f->p->vps[0]->state) != HV_VP_IDLE; i++)
+                g_usleep(2000);
+        g_assert_cmpuint(f->p->vps[0]->counters.dispatches, >=, dispatches);
+}
+
+/* Code translated before tracking began stores through the hook too, the first time
+ * (a TLB miss) and again (the page's TLB entry filled by then): the VP stores and
+ * idles, tracking starts, the VP is woken twice and runs the same block each time. */
+static void test_code_translated_before_the_start_is_tracked(Fixture *f, gconstpointer data)
+{
+        /* again: mov [0x200000], rax; hlt; jmp again */
+        static const uint8_t code[] = {0x48, 0x89, 0x04, 0x25, 0x00, 0x00, 0x20, 0x00, 0xf4, 0xeb, 0xf5};
+        static const uint64_t expect[] = {0x200};
+
+        (void)data;
+        memcpy(f->p->ram + CODE_GPA, code, sizeof(code));
+        run_until_halted(f);
+        g_assert_cmpint(hv_dirty_start(f->p), ==, 0);
+        for (uint64_t round = 2; round <= 3; round++) {
+                g_autoptr(GArray) pages = NULL;
+
+                wake_and_wait(f, round);
+                pages = harvested(f);
+                assert_pages(pages, expect, 1);
+        }
+}
+
 static void test_stores_before_the_start_are_not_dirty(Fixture *f, gconstpointer data)
 {
         static const uint64_t gpas[] = {0x300000, 0x301000};
@@ -287,6 +321,7 @@ int main(int argc, char **argv)
             test_guest_stores_are_harvested_as_exactly_their_pages);
         ADD("a_page_stored_again_after_a_harvest_is_dirty_again",
             test_a_page_stored_again_after_a_harvest_is_dirty_again);
+        ADD("code_translated_before_the_start_is_tracked", test_code_translated_before_the_start_is_tracked);
         ADD("stores_before_the_start_are_not_dirty", test_stores_before_the_start_are_not_dirty);
         ADD("a_harvest_past_the_visible_ram_is_empty", test_a_harvest_past_the_visible_ram_is_empty);
         ADD("racing_harvests_lose_no_store", test_racing_harvests_lose_no_store);
