@@ -389,7 +389,7 @@ void vmctl_format_processors(GString *out, Vmms__V1__Vm *const *vms, size_t n_vm
 {
         static const VmctlColumn columns[] = {
                 {"VMName", false}, {"Count", true},          {"Reserve", true},
-                {"Maximum", true}, {"RelativeWeight", true},
+                {"Maximum", true}, {"RelativeWeight", true}, {"CompatibilityForMigrationEnabled", false},
         };
         g_autoptr(VmctlTable) table = vmctl_table_new(columns, G_N_ELEMENTS(columns));
 
@@ -398,8 +398,35 @@ void vmctl_format_processors(GString *out, Vmms__V1__Vm *const *vms, size_t n_vm
 
                 vmctl_table_add(table, text(vms[i]->name), number(p ? p->count : 0),
                                 number(p ? p->reserve : 0), number(p ? p->maximum : 0),
-                                number(p ? p->relative_weight : 0));
+                                number(p ? p->relative_weight : 0),
+                                boolean(p && p->compatibility_for_migration_enabled));
         }
+        vmctl_table_render(table, out);
+}
+
+void vmctl_format_compare(GString *out, const char *vm_name, const Vmms__V1__CompareVmResult *result)
+{
+        static const VmctlColumn columns[] = {{"Field", false}, {"Source", false}, {"Destination", false}};
+        const Vmms__V1__ProcessorCompatibilityVector *v = result->source_vector;
+        g_autoptr(VmctlTable) table = vmctl_table_new(columns, G_N_ELEMENTS(columns));
+
+        g_string_append_printf(out, "VM %s on %s: %s\n", vm_name, result->destination_host,
+                               result->compatible ? "compatible" : "not compatible");
+        if (v)
+                g_string_append_printf(out, "Processor here: %s %s, %s, CPUID %.16s, guest ABI %u%s\n",
+                                       v->engine, v->engine_version, v->cpu_model, v->cpuid_hash,
+                                       v->guest_abi_version,
+                                       v->normalized ? " (CompatibilityForMigrationEnabled)" : "");
+        if (!result->compatible && result->reason && *result->reason)
+                g_string_append_printf(out, "Reason: %s\n", result->reason);
+        if (result->n_differences == 0)
+                return;
+        for (size_t i = 0; i < result->n_differences; i++) {
+                const Vmms__V1__CompatibilityDifference *d = result->differences[i];
+
+                vmctl_table_add(table, text(d->field), text(d->source), text(d->destination));
+        }
+        g_string_append_c(out, '\n');
         vmctl_table_render(table, out);
 }
 

@@ -51,6 +51,8 @@ void vmctl_format_vms(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms);
 void vmctl_format_processors(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms);
 void vmctl_format_memory(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms);
 void vmctl_format_host(GString *out, const Vmms__V1__Host *host);
+/* Compare-VM's report: the verdict, the destination's reason, and each difference. */
+void vmctl_format_compare(GString *out, const char *vm_name, const Vmms__V1__CompareVmResult *result);
 void vmctl_format_counters(GString *out, const Vmms__V1__GetCountersResponse *counters);
 void vmctl_format_host_health(GString *out, const Vmms__V1__HostHealth *health);
 void vmctl_format_events(GString *out, Vmms__V1__Event *const *events, size_t n_events);

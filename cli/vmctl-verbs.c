@@ -146,6 +146,20 @@ static const VmctlParam move_vm_params[] = {
         {.name = "AsJob",
          .type = VMCTL_PARAM_SWITCH,
          .help = "Return once the move has begun; Get-VM shows its progress, Stop-VMMigration cancels it."},
+        {.name = "CompatibilityReport",
+         .type = VMCTL_PARAM_SWITCH,
+         .help = "Compare the VM with the destination first (as Compare-VM), print the report, and move "
+                 "only if it is compatible."},
+        COMMON_PARAMS,
+};
+
+static const VmctlParam compare_vm_params[] = {
+        VM_NAME_PARAM("Name"),
+        {.name = "DestinationHost",
+         .type = VMCTL_PARAM_STRING,
+         .required = true,
+         .max = 300,
+         .help = "The host to compare with: its vmmsd's --migration-listen address, HOST:PORT."},
         COMMON_PARAMS,
 };
 
@@ -217,6 +231,10 @@ static const VmctlParam set_processor_params[] = {
          .has_default = true,
          .default_value = VMMS_PROCESSOR_RELATIVE_WEIGHT_DEFAULT,
          .help = "Share among VMs competing for processors."},
+        {.name = "CompatibilityForMigrationEnabled",
+         .type = VMCTL_PARAM_BOOL,
+         .help = "$true: the guest sees a normalized processor (the same CPUID on every host), so the VM can "
+                 "move to hosts of another CPU model or engine build; only while the VM is Off."},
         PASSTHRU_PARAM,
         COMMON_PARAMS,
 };
@@ -728,6 +746,37 @@ static int on_move_progress(const ProtobufCMessage *message, void *userdata)
         return 0;
 }
 
+/* Compare-VM's call and report; *ret_compatible says what the destination answered. */
+static int compare_vm(VmctlContext *ctx, bool *ret_compatible)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        g_autoptr(GString) out = g_string_new(NULL);
+        Vmms__V1__CompareVmRequest request = VMMS__V1__COMPARE_VM_REQUEST__INIT;
+        int r;
+
+        request.vm = (char *)arg_text(ctx, "Name");
+        request.destination_host = (char *)arg_text(ctx, "DestinationHost");
+        r = call(ctx, METHOD("CompareVm"), &request.base, &vmms__v1__compare_vm_result__descriptor,
+                 VMCTL_TIMEOUT_MS, &reply);
+        if (r < 0)
+                return r;
+        if (ctx->json)
+                vmctl_json_append_message(out, reply, true);
+        else
+                vmctl_format_compare(out, request.vm, (const Vmms__V1__CompareVmResult *)reply);
+        emit(ctx, out);
+        *ret_compatible = ((const Vmms__V1__CompareVmResult *)reply)->compatible;
+        return 0;
+}
+
+/* The report is the answer, whichever way it went (as Hyper-V's Compare-VM). */
+static int handle_compare_vm(VmctlContext *ctx)
+{
+        bool compatible;
+
+        return compare_vm(ctx, &compatible);
+}
+
 static int handle_move_vm(VmctlContext *ctx)
 {
         g_autoptr(GString) out = g_string_new(NULL);
@@ -739,6 +788,7 @@ static int handle_move_vm(VmctlContext *ctx)
         MoveJob job = {.request = &request};
         g_autofree char *watch_error = NULL;
         GThread *thread;
+        bool compatible;
         int r;
 
         request.vm = (char *)arg_text(ctx, "Name");
@@ -746,6 +796,15 @@ static int handle_move_vm(VmctlContext *ctx)
         if (downtime && parse_downtime(downtime, &request.max_downtime_ms) < 0)
                 return fail(ctx, -EINVAL,
                             "-MaximumDowntime '%s' is not a duration of 1 ms to 60 s (50ms, 2s)", downtime);
+        if (arg_flag(ctx, "CompatibilityReport")) {
+                r = compare_vm(ctx, &compatible);
+                if (r < 0)
+                        return r;
+                if (!compatible)
+                        return fail(ctx, -EPERM,
+                                    "not moved: %s is not compatible (the report above says why)",
+                                    arg_text(ctx, "DestinationHost"));
+        }
         r = connect_client(ctx, &job.client);
         if (r < 0)
                 return r;
@@ -1067,6 +1126,8 @@ static const MaskedField processor_fields[] = {
         MASKED("Reserve", Vmms__V1__ProcessorSettings, reserve),
         MASKED("Maximum", Vmms__V1__ProcessorSettings, maximum),
         MASKED("RelativeWeight", Vmms__V1__ProcessorSettings, relative_weight),
+        MASKED("CompatibilityForMigrationEnabled", Vmms__V1__ProcessorSettings,
+               compatibility_for_migration_enabled),
 };
 
 static const MaskedField memory_fields[] = {
@@ -1552,6 +1613,16 @@ static const VmctlVerb verbs[] = {
                 .params = vm_only_params,
                 .n_params = G_N_ELEMENTS(vm_only_params),
                 .handler = handle_stop_vm_migration,
+                .needs_server = true,
+        },
+        {
+                .name = "Compare-VM",
+                .synopsis = "Asks another vmmsd host whether it could take the VM now (processor "
+                            "compatibility, name, memory) and lists what differs; moves nothing.",
+                .example = "vmctl Compare-VM web -DestinationHost hostb:7443",
+                .params = compare_vm_params,
+                .n_params = G_N_ELEMENTS(compare_vm_params),
+                .handler = handle_compare_vm,
                 .needs_server = true,
         },
         {

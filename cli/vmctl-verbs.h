@@ -54,7 +54,7 @@ int vmctl_verb_parse(const VmctlVerb *verb, int argc, char **argv, VmctlArgs **r
 typedef struct VmctlProcessorUpdate {
         Vmms__V1__UpdateProcessorRequest request;
         Vmms__V1__ProcessorSettings processor;
-        char *mask[4];
+        char *mask[5];
 } VmctlProcessorUpdate;
 int vmctl_processor_update_init(VmctlProcessorUpdate *update, const VmctlArgs *args, char **ret_error);
 
@@ -62,7 +62,7 @@ int vmctl_processor_update_init(VmctlProcessorUpdate *update, const VmctlArgs *a
 typedef struct VmctlMemoryUpdate {
         Vmms__V1__UpdateMemoryRequest request;
         Vmms__V1__MemorySettings memory;
-        char *mask[6];
+        char *mask[7];
 } VmctlMemoryUpdate;
 int vmctl_memory_update_init(VmctlMemoryUpdate *update, const VmctlArgs *args, char **ret_error);
 

@@ -134,6 +134,34 @@ static __attribute__((noreturn)) void guest_run_workload(uint32_t vp)
         }
 }
 
+static void guest_cpuid(uint32_t leaf, uint32_t ret[4])
+{
+        __asm__ volatile("cpuid"
+                         : "=a"(ret[0]), "=b"(ret[1]), "=c"(ret[2]), "=d"(ret[3])
+                         : "a"(leaf), "c"(0));
+}
+
+/* What the processor says it is (vendor, leaf 1's signature and ECX:EDX features), so
+ * the host's tests can see which CPUID this guest reads: its model's, or the normalized
+ * baseline of Set-VMProcessor -CompatibilityForMigrationEnabled. */
+static void guest_print_cpu(void)
+{
+        uint32_t id[4], features[4];
+        char vendor[13];
+
+        guest_cpuid(0, id);
+        guest_cpuid(1, features);
+        memcpy(vendor, &id[1], 4);
+        memcpy(vendor + 4, &id[3], 4);
+        memcpy(vendor + 8, &id[2], 4);
+        for (int i = 0; i < 12; i++)
+                if (vendor[i] < 0x20 || vendor[i] > 0x7e)
+                        vendor[i] = '?';
+        vendor[12] = '\0';
+        guest_printf("vmms-guest: cpu vendor=%s max-leaf=%x signature=%08x features=%08x:%08x\n", vendor,
+                     id[0], features[0], features[2], features[3]);
+}
+
 static __attribute__((noreturn)) void guest_boot_vp0(const struct hv_boot_info *info)
 {
         const struct hv_boot_info *b = &guest_boot_info;
@@ -158,6 +186,7 @@ static __attribute__((noreturn)) void guest_boot_vp0(const struct hv_boot_info *
                 guest_printf("vmms-guest: command line not terminated, cut to %u bytes\n",
                              HV_BOOT_CMDLINE_MAX - 1);
         guest_cmdline_print_issues(&guest_config);
+        guest_print_cpu();
         guest_printf("vmms-guest: memory visible=%lu maximum=%lu committed=%lu free=%lu\n",
                      guest_page_visible_bytes(), b->maximum_bytes, guest_page_committed_bytes(),
                      guest_page_free_bytes());

@@ -50,7 +50,12 @@
  * that QEMU does not pay; no public setting removes it (uc->no_exit_request is
  * internal, used for ARM IT blocks).
  *
- * TLB and code buffer: see UNICORN_TLB_FLUSH_RUN_NS and UNICORN_TCG_BUFFER_BYTES. */
+ * TLB and code buffer: see UNICORN_TLB_FLUSH_RUN_NS and UNICORN_TCG_BUFFER_BYTES.
+ *
+ * The processor: the model is set before the engine initializes (uc_ctl_set_cpu_model
+ * fails once it has), and a CPUID hook answers for partitions that asked for the
+ * normalized processor (hv-cpuid.c has what and why); returning 1 from it skips the
+ * model's own CPUID. */
 #include <errno.h>
 #include <malloc.h>
 #include <signal.h>
@@ -63,8 +68,10 @@
 
 #include "hv-abi.h"
 #include "hv-clock.h"
+#include "hv-cpuid.h"
 #include "hv-hypercall.h"
 #include "hv-partition.h"
+#include "hv.h"
 
 #define UNICORN_UNTIL_NEVER UINT64_MAX /* a non-canonical address no guest reaches */
 /* Unicorn 2.1 reserves 1 GiB of address space per engine for translated code and
@@ -106,7 +113,7 @@ struct HvEngineVp {
         uint64_t mapped_bytes;
         bool mapped_in_pieces; /* a hot-add was mapped mid-run as a second region */
         HvVpExit *exit;        /* of the run in progress */
-        uc_hook hook_block, hook_out, hook_in, hook_intr, hook_invalid, hook_unmapped;
+        uc_hook hook_block, hook_out, hook_in, hook_intr, hook_invalid, hook_unmapped, hook_cpuid;
         /* Dirty tracking (vp_dirty_log): the write hook and where it marks. */
         uc_hook hook_write;
         uint64_t *dirty_bitmap;
@@ -253,6 +260,31 @@ static uint32_t on_in(uc_engine *uc, uint32_t port, int size, void *userdata)
         return UINT32_MAX; /* an empty bus */
 }
 
+/* Only a partition created with cpuid_normalized is answered here; 0 lets the model
+ * answer. */
+static int on_cpuid(uc_engine *uc, void *userdata)
+{
+        HvEngineVp *e = userdata;
+        HvPartition *p = e->vp->partition;
+        HvCpuidLeaf r;
+        uint64_t eax, ebx, ecx, edx;
+
+        if (!p->cpuid_normalized)
+                return 0;
+        hv_cpuid_normalized((uint32_t)reg_read(uc, UC_X86_REG_RAX), (uint32_t)reg_read(uc, UC_X86_REG_RCX),
+                            &r);
+        eax = r.eax;
+        ebx = r.ebx;
+        ecx = r.ecx;
+        edx = r.edx;
+        uc_reg_write(uc, UC_X86_REG_RAX, &eax);
+        uc_reg_write(uc, UC_X86_REG_RBX, &ebx);
+        uc_reg_write(uc, UC_X86_REG_RCX, &ecx);
+        uc_reg_write(uc, UC_X86_REG_RDX, &edx);
+        atomic_fetch_add_explicit(&p->cpuid_normalized_answers, 1, memory_order_relaxed);
+        return 1;
+}
+
 static void on_interrupt(uc_engine *uc, uint32_t intno, void *userdata)
 {
         HvEngineVp *e = userdata;
@@ -382,6 +414,10 @@ static int unicorn_vp_create(HvVp *vp, HvEngineVp **ret_engine)
                 g_free(e);
                 return -ENOMEM;
         }
+        if (uc_ctl_set_cpu_model(e->uc, vp->partition->hv->cpu_model) != UC_ERR_OK) {
+                r = -EINVAL;
+                goto fail;
+        }
         /* Unicorn >= 2.1 only; an older one keeps its default, which is no error. */
 #ifdef uc_ctl_set_tcg_buffer_size
         (void)uc_ctl_set_tcg_buffer_size(e->uc, UNICORN_TCG_BUFFER_BYTES);
@@ -398,6 +434,8 @@ static int unicorn_vp_create(HvVp *vp, HvEngineVp **ret_engine)
             uc_hook_add(e->uc, &e->hook_invalid, UC_HOOK_INSN_INVALID, (void *)on_invalid, e, 1, 0) !=
                     UC_ERR_OK ||
             uc_hook_add(e->uc, &e->hook_unmapped, UC_HOOK_MEM_UNMAPPED, (void *)on_unmapped, e, 1, 0) !=
+                    UC_ERR_OK ||
+            uc_hook_add(e->uc, &e->hook_cpuid, UC_HOOK_INSN, (void *)on_cpuid, e, 1, 0, UC_X86_INS_CPUID) !=
                     UC_ERR_OK) {
                 r = -EIO;
                 goto fail;
@@ -629,6 +667,83 @@ static int unicorn_vp_set_state(HvEngineVp *e, const HvVpCpuState *st)
         return 0;
 }
 
+/* ---- The processor model ---- */
+
+/* QEMU's names for Unicorn's x86 models, in uc_cpu_x86 order. */
+static const char *const unicorn_models[] = {
+        "qemu64",     "phenom",         "core2duo",       "kvm64",
+        "qemu32",     "kvm32",          "coreduo",        "486",
+        "pentium",    "pentium2",       "pentium3",       "athlon",
+        "n270",       "conroe",         "penryn",         "nehalem",
+        "westmere",   "sandybridge",    "ivybridge",      "haswell",
+        "broadwell",  "skylake-client", "skylake-server", "cascadelake-server",
+        "cooperlake", "icelake-client", "icelake-server", "denverton",
+        "snowridge",  "knightsmill",    "opteron-g1",     "opteron-g2",
+        "opteron-g3", "opteron-g4",     "opteron-g5",     "epyc",
+        "dhyana",     "epyc-rome",
+};
+G_STATIC_ASSERT(G_N_ELEMENTS(unicorn_models) == UC_CPU_X86_ENDING);
+
+static int unicorn_cpu_model_lookup(const char *name, int *ret_model, const char **ret_name)
+{
+        for (size_t i = 0; i < G_N_ELEMENTS(unicorn_models); i++)
+                if ((!name && i == UC_CPU_X86_QEMU64) ||
+                    (name && g_ascii_strcasecmp(name, unicorn_models[i]) == 0)) {
+                        *ret_model = (int)i;
+                        *ret_name = unicorn_models[i];
+                        return 0;
+                }
+        return -ENOENT;
+}
+
+static const char *unicorn_cpu_model_name(int i)
+{
+        return i >= 0 && (size_t)i < G_N_ELEMENTS(unicorn_models) ? unicorn_models[i] : NULL;
+}
+
+/* uc_version's answer is major, minor, patch and extra, a byte each. */
+static void unicorn_version(char *buf, size_t size)
+{
+        unsigned major, minor, all = uc_version(&major, &minor);
+
+        snprintf(buf, size, "%u.%u.%u", all >> 24 & 0xff, all >> 16 & 0xff, all >> 8 & 0xff);
+}
+
+/* A throwaway engine of the model runs one CPUID per leaf: the answers a guest gets. */
+static int unicorn_cpuid_probe(int model, HvCpuidLeaf *table, size_t n)
+{
+        static const uint8_t cpuid[] = {0x0f, 0xa2};
+        const uint64_t code = 0x1000;
+        uc_engine *uc = NULL;
+        int r = -EIO;
+
+        if (uc_open(UC_ARCH_X86, UC_MODE_64, &uc) != UC_ERR_OK)
+                return -ENOMEM;
+        if (uc_ctl_set_cpu_model(uc, model) != UC_ERR_OK) {
+                r = -EINVAL;
+                goto out;
+        }
+        if (uc_mem_map(uc, code, 0x1000, UC_PROT_ALL) != UC_ERR_OK ||
+            uc_mem_write(uc, code, cpuid, sizeof(cpuid)) != UC_ERR_OK)
+                goto out;
+        for (size_t i = 0; i < n; i++) {
+                uint64_t eax = table[i].leaf, ecx = table[i].subleaf;
+
+                if (uc_reg_write(uc, UC_X86_REG_RAX, &eax) != UC_ERR_OK ||
+                    uc_reg_write(uc, UC_X86_REG_RCX, &ecx) != UC_ERR_OK ||
+                    uc_emu_start(uc, code, code + sizeof(cpuid), 0, 0) != UC_ERR_OK)
+                        goto out;
+                table[i].eax = (uint32_t)reg_read(uc, UC_X86_REG_RAX);
+                table[i].ebx = (uint32_t)reg_read(uc, UC_X86_REG_RBX);
+                table[i].ecx = (uint32_t)reg_read(uc, UC_X86_REG_RCX);
+                table[i].edx = (uint32_t)reg_read(uc, UC_X86_REG_RDX);
+        }
+        r = 0;
+out:
+        uc_close(uc);
+        return r;
+}
+
 const HvEngineOps hv_engine_unicorn_ops = {
         .name = "unicorn",
         .vp_create = unicorn_vp_create,
@@ -638,4 +753,8 @@ const HvEngineOps hv_engine_unicorn_ops = {
         .vp_set_state = unicorn_vp_set_state,
         .vp_dirty_log = unicorn_vp_dirty_log,
         .vp_free = unicorn_vp_free,
+        .cpu_model_lookup = unicorn_cpu_model_lookup,
+        .cpu_model_name = unicorn_cpu_model_name,
+        .version = unicorn_version,
+        .cpuid_probe = unicorn_cpuid_probe,
 };

@@ -1,7 +1,10 @@
 /* Execution engines: how a VP's guest code runs (Unicorn now, KVM later). */
 #pragma once
 
+#include <stddef.h>
 #include <stdint.h>
+
+#include "hv-cpuid.h"
 
 typedef struct HvVp HvVp;
 typedef struct HvEngineVp HvEngineVp;
@@ -63,7 +66,16 @@ typedef struct HvVpCpuState {
  *   more. Only on the VP's LP thread while it is not running; a store the engine has
  *   begun marks its page before it lands, so the caller swaps bitmaps only between
  *   runs.
- * - vp_free: accepts NULL; only while the VP is not running. */
+ * - vp_free: accepts NULL; only while the VP is not running.
+ * The processor (hv-cpuid.c): each VP is the model Hv.cpu_model names, and a partition
+ * with cpuid_normalized reads hv_cpuid_normalized's answers to CPUID instead of the
+ * model's (counted in its cpuid_normalized_answers).
+ * - cpu_model_lookup: the model called `name` (NULL: the engine's default) into
+ *   *ret_model, its canonical name into *ret_name; -ENOENT when there is none.
+ * - cpu_model_name: the name of model number `i` (0, 1, ...), NULL past the last.
+ * - version: the engine library's version as it reports it at run time ("2.1.1").
+ * - cpuid_probe: fills the registers of each (leaf, subleaf) of table[0..n) as a fresh
+ *   VP of `model` answers CPUID; main thread, at start. */
 typedef struct HvEngineOps {
         const char *name;
         int (*vp_create)(HvVp *vp, HvEngineVp **ret_engine);
@@ -73,6 +85,10 @@ typedef struct HvEngineOps {
         int (*vp_set_state)(HvEngineVp *engine, const HvVpCpuState *state);
         int (*vp_dirty_log)(HvEngineVp *engine, uint64_t *bitmap, uint64_t pages);
         void (*vp_free)(HvEngineVp *engine);
+        int (*cpu_model_lookup)(const char *name, int *ret_model, const char **ret_name);
+        const char *(*cpu_model_name)(int i);
+        void (*version)(char *buf, size_t size);
+        int (*cpuid_probe)(int model, HvCpuidLeaf *table, size_t n);
 } HvEngineOps;
 
 extern const HvEngineOps hv_engine_unicorn_ops;

@@ -128,6 +128,10 @@ struct HvPartition {
          * them atomic between threads). false: the guest opted out (PartitionCreate
          * concurrent_vps). Set before its VPs reach the scheduler, then read-only. */
         bool ganged;
+        /* The guest reads the normalized CPUID (hv-cpuid.c) instead of the model's:
+         * PartitionCreate cpu_compatibility. Set before its VPs run, then read-only. */
+        bool cpuid_normalized;
+        _Atomic uint64_t cpuid_normalized_answers; /* CPUIDs answered from the baseline */
         /* Created by a restore (hv.proto PartitionCreate.restoring): paused, its VPs
          * wait for their saved state; cleared at its first resume. Main thread only. */
         bool restoring;

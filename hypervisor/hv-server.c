@@ -160,6 +160,7 @@ static int handle_partition_create(HvConnection *c, const Vmms__Hv__PartitionCre
                 .maximum_bytes = req->maximum_bytes,
                 .concurrent_vps = req->concurrent_vps,
                 .restoring = req->restoring,
+                .cpuid_normalized = req->cpu_compatibility,
         };
         HvPartition *p;
         char *error = NULL;
@@ -189,11 +190,12 @@ static int handle_partition_create(HvConnection *c, const Vmms__Hv__PartitionCre
         reply->body_case = VMMS__HV__REPLY__BODY_PARTITION_CREATED;
         reply->partition_created = created;
         *ret_fd = p->ram_fd;
-        g_message("partition %" G_GUINT64_FORMAT " (%s): created, %u VPs%s, %" G_GUINT64_FORMAT
+        g_message("partition %" G_GUINT64_FORMAT " (%s): created, %u VPs%s%s, %" G_GUINT64_FORMAT
                   " bytes, reserve %u%% maximum %u%% weight %u, node %d",
                   p->id, p->name, (uint32_t)p->vp_count, p->ganged ? " ganged" : " concurrent",
-                  p->assigned_bytes, p->processor.reserve_pct, p->processor.maximum_pct,
-                  p->processor.relative_weight, p->home_node);
+                  p->cpuid_normalized ? ", normalized CPUID" : "", p->assigned_bytes,
+                  p->processor.reserve_pct, p->processor.maximum_pct, p->processor.relative_weight,
+                  p->home_node);
         return 0;
 }
 
@@ -414,6 +416,62 @@ static void handle_dirty_log(HvConnection *c, Vmms__Hv__Request__BodyCase op, ui
         log->dirty_pages = dirty;
         reply->body_case = VMMS__HV__REPLY__BODY_DIRTY_LOG;
         reply->dirty_log = log;
+}
+
+/* A vector into the reply, its strings and leaves pointing into `v` or the arena. */
+static Vmms__Hv__CompatibilityVector *vector_to_wire(const HvCompatVector *v, GPtrArray *arena)
+{
+        Vmms__Hv__CompatibilityVector *out = g_new0(Vmms__Hv__CompatibilityVector, 1);
+        Vmms__Hv__CpuidLeaf *leaves = g_new0(Vmms__Hv__CpuidLeaf, v->n_cpuid);
+
+        g_ptr_array_add(arena, out);
+        g_ptr_array_add(arena, leaves);
+        vmms__hv__compatibility_vector__init(out);
+        out->engine = (char *)v->engine;
+        out->engine_version = (char *)v->engine_version;
+        out->cpu_model = (char *)v->cpu_model;
+        out->cpuid_hash = (char *)v->cpuid_hash;
+        out->guest_abi_version = v->guest_abi_version;
+        out->protocol_version = v->protocol_version;
+        out->normalized = v->normalized;
+        out->n_cpuid = v->n_cpuid;
+        out->cpuid = g_new0(Vmms__Hv__CpuidLeaf *, v->n_cpuid);
+        g_ptr_array_add(arena, out->cpuid);
+        for (size_t i = 0; i < v->n_cpuid; i++) {
+                vmms__hv__cpuid_leaf__init(&leaves[i]);
+                leaves[i].leaf = v->cpuid[i].leaf;
+                leaves[i].subleaf = v->cpuid[i].subleaf;
+                leaves[i].eax = v->cpuid[i].eax;
+                leaves[i].ebx = v->cpuid[i].ebx;
+                leaves[i].ecx = v->cpuid[i].ecx;
+                leaves[i].edx = v->cpuid[i].edx;
+                out->cpuid[i] = &leaves[i];
+        }
+        return out;
+}
+
+static void handle_compatibility_vector_get(HvConnection *c, const Vmms__Hv__CompatibilityVectorGet *req,
+                                            Vmms__Hv__Reply *reply, GPtrArray *arena)
+{
+        Hv *hv = c->server->hv;
+        bool normalized = req->normalized;
+
+        if (req->partition_id) {
+                HvPartition *p = owned_partition(c, req->partition_id, reply);
+
+                if (!p)
+                        return;
+                if (req->normalized) {
+                        reply_error(reply, -EINVAL,
+                                    g_strdup("normalized is the partition's own: send it only with "
+                                             "partition_id 0"));
+                        return;
+                }
+                normalized = p->cpuid_normalized;
+        }
+        reply->body_case = VMMS__HV__REPLY__BODY_COMPATIBILITY_VECTOR;
+        reply->compatibility_vector =
+                vector_to_wire(normalized ? &hv->vector_normalized : &hv->vector_host, arena);
 }
 
 /* Stops every VP of `p` for good and tells its worker why, as a fault would: the worker
@@ -681,6 +739,8 @@ static Vmms__Hv__Counters *build_counters(Hv *hv, GPtrArray *arena)
                 pc->refused_pages = p->refused_pages;
                 pc->retouched_pages = p->retouched_pages;
                 pc->concurrent_vps = !p->ganged;
+                pc->cpu_compatibility = p->cpuid_normalized;
+                pc->cpuid_normalized = atomic_load(&p->cpuid_normalized_answers);
                 g_mutex_lock(&p->mailbox_lock);
                 pc->guest_messages = p->guest_messages;
                 pc->guest_messages_refused = p->guest_messages_refused;
@@ -802,6 +862,9 @@ static void handle_request(HvConnection *c, const uint8_t *data, size_t len)
                 case VMMS__HV__REQUEST__BODY_DIRTY_LOG_STOP:
                         handle_dirty_log(c, req->body_case, req->dirty_log_stop->partition_id, 0, &reply,
                                          &dirty_log, arena);
+                        break;
+                case VMMS__HV__REQUEST__BODY_COMPATIBILITY_VECTOR_GET:
+                        handle_compatibility_vector_get(c, req->compatibility_vector_get, &reply, arena);
                         break;
                 case VMMS__HV__REQUEST__BODY_COUNTERS_GET:
                         reconcile_all(c->server);

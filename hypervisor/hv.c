@@ -7,6 +7,7 @@
 
 #include "hv-abi.h"
 #include "hv-clock.h"
+#include "hv-wire.h"
 #include "hv.h"
 
 #define HV_PARTITION_NAME_MAX 64
@@ -132,6 +133,50 @@ static void on_vp_halt(HvVp *vp, const char *reason, void *userdata)
         queue_main_call(vp->partition, HV_MAIN_CALL_VP_STOPPED, vp->index, reason, 0);
 }
 
+int hv_compat_vector_build(const HvEngineOps *engine, int cpu_model, bool normalized, HvCompatVector *ret,
+                           char **ret_error)
+{
+        HvCompatVector v = {.normalized = normalized,
+                            .guest_abi_version = HV_ABI_VERSION,
+                            .protocol_version = HV_WIRE_PROTOCOL_VERSION};
+        const char *name = engine->cpu_model_name(cpu_model);
+        g_autofree char *missing = NULL;
+        int r;
+
+        if (!name) {
+                *ret_error =
+                        g_strdup_printf("the %s engine has no CPU model number %d", engine->name, cpu_model);
+                return -EINVAL;
+        }
+        v.n_cpuid = hv_cpuid_vector_leaves_count;
+        memcpy(v.cpuid, hv_cpuid_vector_leaves, sizeof(HvCpuidLeaf) * v.n_cpuid);
+        r = engine->cpuid_probe(cpu_model, v.cpuid, v.n_cpuid);
+        if (r < 0) {
+                *ret_error = g_strdup_printf("the %s engine cannot run CPU model %s: %s", engine->name, name,
+                                             g_strerror(-r));
+                return -EINVAL;
+        }
+        missing = hv_cpuid_baseline_missing(v.cpuid, v.n_cpuid);
+        if (missing) {
+                *ret_error =
+                        g_strdup_printf("CPU model %s lacks %s, which every vmms guest needs", name, missing);
+                return -EINVAL;
+        }
+        g_strlcpy(v.engine, engine->name, sizeof(v.engine));
+        if (normalized) {
+                g_strlcpy(v.engine_version, HV_CPUID_BASELINE_ENGINE_VERSION, sizeof(v.engine_version));
+                g_strlcpy(v.cpu_model, HV_CPUID_BASELINE_NAME, sizeof(v.cpu_model));
+                for (size_t i = 0; i < v.n_cpuid; i++)
+                        hv_cpuid_normalized(v.cpuid[i].leaf, v.cpuid[i].subleaf, &v.cpuid[i]);
+        } else {
+                engine->version(v.engine_version, sizeof(v.engine_version));
+                g_strlcpy(v.cpu_model, name, sizeof(v.cpu_model));
+        }
+        hv_cpuid_hash(v.cpuid, v.n_cpuid, v.cpuid_hash);
+        *ret = v;
+        return 0;
+}
+
 int hv_new(const HvConfig *config, GMainContext *main_context, Hv **ret)
 {
         g_autoptr(Hv) hv = g_new0(Hv, 1);
@@ -153,6 +198,19 @@ int hv_new(const HvConfig *config, GMainContext *main_context, Hv **ret)
         hv->clock_base_ns = hv_clock_monotonic_ns();
         hv->next_partition_id = 1;
         hv->partitions = g_hash_table_new(g_int64_hash, g_int64_equal);
+        hv->cpu_model = config->cpu_model;
+        {
+                g_autofree char *why = NULL;
+
+                r = hv_compat_vector_build(hv->engine, hv->cpu_model, false, &hv->vector_host, &why);
+                if (r >= 0)
+                        r = hv_compat_vector_build(hv->engine, hv->cpu_model, true, &hv->vector_normalized,
+                                                   &why);
+                if (r < 0) {
+                        g_warning("hvd: %s", why);
+                        return r;
+                }
+        }
         r = hv_pool_init(&hv->pool, config->pool_bytes);
         if (r < 0)
                 return r;
@@ -317,6 +375,7 @@ int hv_partition_create(Hv *hv, const HvPartitionSpec *spec, HvPartition **ret, 
         p->assigned_bytes = startup_bytes;
         p->processor = spec->processor; /* not in the scheduler yet: no lock needed */
         p->ganged = !spec->concurrent_vps;
+        p->cpuid_normalized = spec->cpuid_normalized;
         p->restoring = spec->restoring;
         p->paused = spec->restoring; /* not in the scheduler yet: no lock needed */
         p->id = hv->next_partition_id++;

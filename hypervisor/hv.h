@@ -37,6 +37,7 @@ typedef struct HvConfig {
         bool io_boost;
         const HvSchedOps *sched_ops;
         const HvEngineOps *engine;
+        int cpu_model; /* the engine's model number (cpu_model_lookup); 0: its default */
 } HvConfig;
 
 struct Hv {
@@ -51,6 +52,11 @@ struct Hv {
         pid_t main_tid;
         HvEventFn on_event;
         void *on_event_userdata;
+        /* The processor every VP is (hv-cpuid.c), and the vectors of a partition that
+         * reads its own CPUID and of one that reads the normalized baseline. */
+        int cpu_model;
+        HvCompatVector vector_host;
+        HvCompatVector vector_normalized;
 };
 
 int hv_new(const HvConfig *config, GMainContext *main_context, Hv **ret);
@@ -58,6 +64,10 @@ void hv_free(Hv *hv);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(Hv, hv_free)
 
 uint64_t hv_reference_time_ns(const Hv *hv);
+/* The vector of a model of `engine`: -EINVAL with a message when the engine cannot run
+ * it or it lacks the baseline every vmms guest needs (hv-cpuid.c). */
+int hv_compat_vector_build(const HvEngineOps *engine, int cpu_model, bool normalized, HvCompatVector *ret,
+                           char **ret_error);
 typedef struct HvPartitionSpec {
         const char *name;
         uint32_t vp_count;
@@ -67,6 +77,7 @@ typedef struct HvPartitionSpec {
         HvProcessorSettings processor; /* in range (hv_processor_settings_from_wire) */
         bool concurrent_vps;           /* opt out of ganging (HvPartition.ganged) */
         bool restoring;                /* created paused, VPs wait for their saved state */
+        bool cpuid_normalized;         /* the guest reads the baseline CPUID (hv-cpuid.c) */
 } HvPartitionSpec;
 
 /* Host threads as Linux's scheduler sees them (/proc/self/task/TID/schedstat). */

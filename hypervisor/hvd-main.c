@@ -48,7 +48,8 @@ static int parse_connection_memory(const char *text, uint64_t pool_bytes, uint64
 
 int main(int argc, char **argv)
 {
-        g_autofree char *socket_path = NULL, *memory = NULL, *scheduler = NULL, *connection_memory = NULL;
+        g_autofree char *socket_path = NULL, *memory = NULL, *scheduler = NULL, *connection_memory = NULL,
+                        *cpu_model = NULL;
         gint lps = 0, slice_ms = 10, numa_nodes = 1;
         gint connection_partitions = HV_CONNECTION_PARTITIONS_DEFAULT,
              connection_vps = HV_CONNECTION_VPS_DEFAULT;
@@ -71,6 +72,9 @@ int main(int argc, char **argv)
                  "VPs one connection may hold over its partitions (default 64)", "N"},
                 {"connection-memory", 0, 0, G_OPTION_ARG_STRING, &connection_memory,
                  "Memory one connection may be assigned: a size or a % of the pool (default 75%)", "SIZE|N%"},
+                {"cpu-model", 0, 0, G_OPTION_ARG_STRING, &cpu_model,
+                 "The processor model guests run on (the engine's names, e.g. haswell; default qemu64)",
+                 "NAME"},
                 {NULL},
         };
         g_autoptr(GOptionContext) options = g_option_context_new("- the vmms thin hypervisor");
@@ -84,6 +88,8 @@ int main(int argc, char **argv)
                 .engine = &hv_engine_unicorn_ops,
         };
         HvConnectionLimits limits;
+        HvCompatVector vector;
+        const char *model_name = NULL;
         int r;
 
         g_option_context_add_main_entries(options, entries, NULL);
@@ -139,6 +145,24 @@ int main(int argc, char **argv)
                 return 2;
         }
         config.io_boost = io_boost;
+        if (config.engine->cpu_model_lookup(cpu_model, &config.cpu_model, &model_name) < 0) {
+                g_autoptr(GString) names = g_string_new(NULL);
+                const char *name;
+
+                for (int i = 0; (name = config.engine->cpu_model_name(i)); i++)
+                        g_string_append_printf(names, "%s%s", i ? ", " : "", name);
+                fprintf(stderr, "hvd: --cpu-model '%s' is not one of the %s engine's: %s\n", cpu_model,
+                        config.engine->name, names->str);
+                return 2;
+        }
+        {
+                g_autofree char *why = NULL;
+
+                if (hv_compat_vector_build(config.engine, config.cpu_model, false, &vector, &why) < 0) {
+                        fprintf(stderr, "hvd: --cpu-model %s: %s\n", model_name, why);
+                        return 2;
+                }
+        }
         if (!socket_path)
                 socket_path = hv_wire_default_socket_path();
         socket_dir = g_path_get_dirname(socket_path);
@@ -161,11 +185,12 @@ int main(int argc, char **argv)
         g_unix_signal_add(SIGTERM, on_quit_signal, loop);
         g_unix_signal_add(SIGINT, on_quit_signal, loop);
         g_message("hvd: %u LPs in %u NUMA nodes, pool %" G_GUINT64_FORMAT
-                  " bytes, slice %d ms, engine %s, scheduler %s%s, socket %s; per connection %u partitions, "
-                  "%u VPs, %" G_GUINT64_FORMAT " bytes",
+                  " bytes, slice %d ms, engine %s %s, CPU model %s (CPUID %.12s), scheduler %s%s, socket %s; "
+                  "per connection %u partitions, %u VPs, %" G_GUINT64_FORMAT " bytes",
                   config.n_lps, config.n_nodes, config.pool_bytes, slice_ms, config.engine->name,
-                  config.sched_ops->name, config.io_boost ? " with I/O-wake boost" : "", socket_path,
-                  limits.partitions, limits.vps, limits.memory_bytes);
+                  vector.engine_version, vector.cpu_model, vector.cpuid_hash, config.sched_ops->name,
+                  config.io_boost ? " with I/O-wake boost" : "", socket_path, limits.partitions, limits.vps,
+                  limits.memory_bytes);
         if (config.sched_ops == &hv_sched_round_robin_ops)
                 g_message("hvd: round-robin ignores reserve, maximum and relative weight (admission still "
                           "applies)");

@@ -228,6 +228,18 @@ static bool in_range(VmmsLimitId id, uint64_t value, VmmsError *error)
         return false;
 }
 
+bool vmms_vm_processor_engine_valid(const char *name, const char *engine, const VmmsProcessorSettings *p,
+                                    VmmsError *error)
+{
+        if (!p->compatibility_for_migration || g_strcmp0(engine, "bundled") == 0)
+                return true;
+        vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT,
+                       "VM '%s' runs on the %s engine, which does not normalize the processor: "
+                       "CompatibilityForMigrationEnabled is for bundled VMs",
+                       name, engine);
+        return false;
+}
+
 bool vmms_vm_processor_valid(const VmmsProcessorSettings *p, VmmsError *error)
 {
         if (!in_range(VMMS_LIMIT_PROCESSOR_COUNT, p->count, error) ||

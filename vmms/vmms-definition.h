@@ -45,6 +45,9 @@ typedef struct VmmsProcessorSettings {
         uint32_t reserve;
         uint32_t maximum;
         uint32_t relative_weight;
+        /* The guest reads the normalized CPUID (hypervisor/hv-cpuid.c), so it may move
+         * to hosts of another CPU model or engine build; only while Off, as in Hyper-V. */
+        bool compatibility_for_migration;
 } VmmsProcessorSettings;
 
 typedef struct VmmsMemorySettings {
@@ -117,6 +120,10 @@ int vmms_vm_state_from_string(const char *text, VmmsVmState *ret_state);
 
 bool vmms_vm_name_valid(const char *name, VmmsError *error);
 bool vmms_vm_processor_valid(const VmmsProcessorSettings *p, VmmsError *error);
+/* CompatibilityForMigrationEnabled needs an engine that normalizes the processor:
+ * the bundled one. */
+bool vmms_vm_processor_engine_valid(const char *name, const char *engine, const VmmsProcessorSettings *p,
+                                    VmmsError *error);
 /* The paging disk's size: the setting, or its default. */
 uint64_t vmms_vm_paging_bytes(const VmmsMemorySettings *m);
 bool vmms_vm_memory_valid(const VmmsMemorySettings *m, VmmsError *error);

@@ -300,6 +300,7 @@ static void spawn_worker(VmmsVm *vm)
                 .reserve = vm->def.processor.reserve,
                 .maximum = vm->def.processor.maximum,
                 .relative_weight = vm->def.processor.relative_weight,
+                .cpu_compatibility = vm->def.processor.compatibility_for_migration,
                 .workload = vm->def.workload,
                 .boot_args = vm->def.boot_args,
                 .paging_file = paging,

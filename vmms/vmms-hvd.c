@@ -43,6 +43,7 @@ struct VmmsHvd {
         char *status;
         GQueue probes;
         Vmms__Hv__Reply *prev, *cur;
+        Vmms__Hv__Reply *vectors[2]; /* [normalized]: CompatibilityVectorGet's answers */
 };
 
 static void set_status(VmmsHvd *hvd, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
@@ -111,6 +112,8 @@ static int spawn_hvd(VmmsHvd *hvd, GPid *ret_pid, char **ret_error)
                 g_ptr_array_add(argv, g_strdup_printf("--numa-nodes=%u", hvd->options.numa_nodes));
         if (hvd->options.slice_ms)
                 g_ptr_array_add(argv, g_strdup_printf("--slice-ms=%u", hvd->options.slice_ms));
+        if (hvd->options.cpu_model)
+                g_ptr_array_add(argv, g_strdup_printf("--cpu-model=%s", hvd->options.cpu_model));
         if (hvd->options.io_boost)
                 g_ptr_array_add(argv, g_strdup("--io-boost"));
         g_ptr_array_add(argv, NULL);
@@ -164,6 +167,12 @@ static int connect_hvd(VmmsHvd *hvd, char **ret_error)
                         g_strdup_printf("cannot connect to hvd at %s: %s", hvd->socket_path, g_strerror(-r));
                 return r;
         }
+        /* Fixed for the life of this hvd: read once, before the connection goes async. */
+        for (int normalized = 0; normalized < 2; normalized++)
+                if (hv_client_compatibility_vector_get(hvd->client, 0, normalized,
+                                                       &hvd->vectors[normalized]) < 0)
+                        g_warning("hvd does not report its processor's compatibility vector: %s",
+                                  hv_client_last_error(hvd->client));
         hvd->watch =
                 g_unix_fd_add(hv_client_fd(hvd->client), G_IO_IN | G_IO_HUP | G_IO_ERR, on_readable, hvd);
         hvd->not_answering = false;
@@ -184,6 +193,8 @@ static void drop_connection(VmmsHvd *hvd, const char *why)
         g_clear_pointer(&hvd->client, hv_client_free);
         g_clear_pointer(&hvd->prev, hv_client_reply_free);
         g_clear_pointer(&hvd->cur, hv_client_reply_free);
+        g_clear_pointer(&hvd->vectors[0], hv_client_reply_free);
+        g_clear_pointer(&hvd->vectors[1], hv_client_reply_free);
         set_status(hvd, "the hypervisor exited (%s)", why);
         g_warning("the hypervisor is gone: %s", why);
         fail_probes(hvd);
@@ -332,6 +343,11 @@ const Vmms__Hv__Counters *vmms_hvd_last_sample(VmmsHvd *hvd)
         return hvd->cur ? hvd->cur->counters : NULL;
 }
 
+const Vmms__Hv__CompatibilityVector *vmms_hvd_compat_vector(VmmsHvd *hvd, bool normalized)
+{
+        return hvd->vectors[normalized] ? hvd->vectors[normalized]->compatibility_vector : NULL;
+}
+
 bool vmms_hvd_counters(VmmsHvd *hvd, const Vmms__Hv__Counters **ret_prev, const Vmms__Hv__Counters **ret_cur)
 {
         if (!hvd->prev || !hvd->cur)
@@ -379,6 +395,8 @@ void vmms_hvd_free(VmmsHvd *hvd)
         hv_client_free(hvd->client);
         hv_client_reply_free(hvd->prev);
         hv_client_reply_free(hvd->cur);
+        hv_client_reply_free(hvd->vectors[0]);
+        hv_client_reply_free(hvd->vectors[1]);
         g_free(hvd->socket_path);
         g_free(hvd->hvd_path);
         g_free(hvd->log_path);

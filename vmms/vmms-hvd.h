@@ -22,6 +22,7 @@ typedef struct VmmsHvdOptions {
         uint32_t numa_nodes;
         uint32_t slice_ms;
         bool io_boost;
+        const char *cpu_model; /* hvd --cpu-model; NULL: the engine's default */
 } VmmsHvdOptions;
 
 typedef struct VmmsHvdConfig {
@@ -67,6 +68,10 @@ void vmms_hvd_check(VmmsHvd *hvd);
 /* "running", or why hvd cannot be used now. */
 const char *vmms_hvd_status(VmmsHvd *hvd);
 const char *vmms_hvd_socket(VmmsHvd *hvd);
+/* The processor compatibility vector of a partition created now, with or without the
+ * normalized CPUID, read from hvd when the connection was made; NULL while there is no
+ * connection or when hvd does not report it. */
+const Vmms__Hv__CompatibilityVector *vmms_hvd_compat_vector(VmmsHvd *hvd, bool normalized);
 /* The latest sample (NULL until hvd first answered). */
 const Vmms__Hv__Counters *vmms_hvd_last_sample(VmmsHvd *hvd);
 /* The last two samples of one connection (false until there are two). */

@@ -387,6 +387,11 @@ const Vmms__Hv__Counters *vmms_manager_last_sample(VmmsManager *m)
         return vmms_hvd_last_sample(m->hvd);
 }
 
+const Vmms__Hv__CompatibilityVector *vmms_manager_compat_vector(VmmsManager *m, bool normalized)
+{
+        return vmms_hvd_compat_vector(m->hvd, normalized);
+}
+
 void vmms_manager_when_sampled(VmmsManager *m, VmmsSampledFn fn, void *userdata)
 {
         vmms_hvd_probe(m->hvd, fn, userdata);

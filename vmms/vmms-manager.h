@@ -97,6 +97,9 @@ void vmms_manager_when_sampled(VmmsManager *m, VmmsSampledFn fn, void *userdata)
  * twice. */
 typedef struct VmmsCounterSources VmmsCounterSources;
 bool vmms_manager_counter_sources(VmmsManager *m, VmmsCounterSources *ret);
+/* The processor compatibility vector a VM started now on this host would have, with or
+ * without the normalized CPUID (vmms-hvd.h); NULL while hvd cannot say. */
+const Vmms__Hv__CompatibilityVector *vmms_manager_compat_vector(VmmsManager *m, bool normalized);
 /* "running", or why the hypervisor cannot be used now. */
 const char *vmms_manager_hypervisor_status(VmmsManager *m);
 /* The engines VMs can name, each with whether it can run VMs now. */

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "hv-abi.h"
+#include "vmms-compat.h"
 #include "vmms-migration.h"
 #include "vmms.pb-c.h"
 
@@ -289,6 +290,63 @@ static gboolean on_accept_certificate(GTlsConnection *conn, GTlsCertificate *cer
         (void)cert;
         (void)userdata;
         return (errors & ~G_TLS_CERTIFICATE_BAD_IDENTITY) == 0;
+}
+
+/* ---- Processor compatibility (vmms-compat.h) ----
+ * OFFER carries the VM's vector as this host gives it (normalized or not, as the VM is
+ * set); the destination compares it with its own for the same setting before any other
+ * check and refuses naming every difference (REFUSE reason s, differences a(sss)). */
+
+/* The VM's processor here; NULL with why when hvd cannot say. */
+static char *local_vector(VmmsManager *m, bool normalized, VmmsCompatVector *ret)
+{
+        const Vmms__Hv__CompatibilityVector *v = vmms_manager_compat_vector(m, normalized);
+
+        if (!v)
+                return g_strdup_printf("its hypervisor cannot say what processor it gives VMs (%s)",
+                                       vmms_manager_hypervisor_status(m));
+        vmms_compat_vector_from_hv(v, ret);
+        return NULL;
+}
+
+static void offer_add_processor(VmmsMigration *mig, const VmmsVm *vm, GVariantDict *d)
+{
+        g_auto(VmmsCompatVector) v = {0};
+        bool normalized = vm->def.processor.compatibility_for_migration;
+        g_autofree char *why = local_vector(mig->m, normalized, &v);
+
+        g_variant_dict_insert(d, "processor-compatibility", "b", normalized);
+        if (!why) /* without it the destination refuses, saying so */
+                g_variant_dict_insert_value(d, "processor", vmms_compat_vector_to_variant(&v));
+}
+
+/* The offer's vector against this host's: NULL, or why not (with the differences,
+ * when both could be read and they differ). */
+static char *offer_check_processor(VmmsManager *m, GVariantDict *d, bool normalized,
+                                   GPtrArray **ret_differences)
+{
+        g_auto(VmmsCompatVector) source = {0}, here = {0};
+        g_autoptr(GVariant) wire = g_variant_dict_lookup_value(d, "processor", G_VARIANT_TYPE_VARDICT);
+        g_autoptr(GPtrArray) differences = NULL;
+        g_autofree char *why = NULL, *list = NULL;
+
+        if (!wire)
+                return g_strdup("the source did not say what processor the VM has (no 'processor' vector)");
+        if (!vmms_compat_vector_from_variant(wire, &source, &why))
+                return g_steal_pointer(&why);
+        why = local_vector(m, normalized, &here);
+        if (why)
+                return g_steal_pointer(&why);
+        differences = vmms_compat_compare(&source, &here);
+        if (differences->len == 0)
+                return NULL;
+        list = vmms_compat_differences_format(differences, 8);
+        *ret_differences = g_steal_pointer(&differences);
+        return g_strdup_printf("processor not compatible%s: %s",
+                               normalized ? ""
+                                          : " (Set-VMProcessor -CompatibilityForMigrationEnabled $true "
+                                            "gives the VM a processor every host can give)",
+                               list);
 }
 
 /* ---- Test hooks ---- */
@@ -700,7 +758,7 @@ static void on_offer_answer(Link *link, VmmsMigrationFrame type, GBytes *payload
                 move_fail(mv, VMMS_ERROR_UNAVAILABLE, "%s answered %s to the offer%s%s", mv->destination,
                           frame_names[type], why ? ": " : "", why ? why : "");
 }
-static GVariant *offer_new(const VmmsVm *vm)
+static GVariant *offer_new(VmmsMigration *mig, const VmmsVm *vm, bool compare_only)
 {
         const VmmsVmDefinition *def = &vm->def;
         GVariantDict d;
@@ -725,6 +783,9 @@ static GVariant *offer_new(const VmmsVm *vm)
         g_variant_dict_insert(&d, "auto-start", "u", (uint32_t)def->automatic_start_action);
         g_variant_dict_insert(&d, "created", "x", def->created_unix_ms);
         g_variant_dict_insert(&d, "needs", "t", MAX(def->memory.startup_bytes, vm->figures.assigned_bytes));
+        offer_add_processor(mig, vm, &d);
+        if (compare_only)
+                g_variant_dict_insert(&d, "compare-only", "b", TRUE);
         return g_variant_dict_end(&d);
 }
 
@@ -735,7 +796,7 @@ static void on_hello_written(Link *link, const char *error)
         if (error)
                 move_fail(mv, VMMS_ERROR_UNAVAILABLE, "cannot greet %s: %s", mv->destination, error);
         else
-                link_write_dict(link, VMMS_MIGRATION_OFFER, offer_new(mv->vm), NULL);
+                link_write_dict(link, VMMS_MIGRATION_OFFER, offer_new(mv->mig, mv->vm, false), NULL);
 }
 
 static void on_handshake_done(GObject *source, GAsyncResult *result, gpointer userdata)
@@ -1006,8 +1067,33 @@ static void on_final_written(Link *link, const char *error)
         link_close(link);
 }
 
+static void incoming_refuse_full(Incoming *in, VmmsMigrationFrame type, const char *why,
+                                 GPtrArray *differences);
+
 /* Answers REFUSE or FAILED naming `why`, then closes. */
 static void incoming_refuse(Incoming *in, VmmsMigrationFrame type, const char *why)
+{
+        incoming_refuse_full(in, type, why, NULL);
+}
+
+/* REFUSE naming `why` and the processor's differences (a(sss), when there are any). */
+static void incoming_refuse_differences(Incoming *in, const char *why, GPtrArray *differences)
+{
+        incoming_refuse_full(in, VMMS_MIGRATION_REFUSE, why, differences);
+}
+
+/* Compare-VM's answer when it would accept: ACCEPT, then the connection ends. */
+static void incoming_compared(Incoming *in)
+{
+        GVariantDict d;
+
+        g_message("compared VM '%s' from %s: it could move here", in->def.name, in->source);
+        g_variant_dict_init(&d, NULL);
+        link_write_dict(&in->link, VMMS_MIGRATION_ACCEPT, g_variant_dict_end(&d), on_final_written);
+}
+
+static void incoming_refuse_full(Incoming *in, VmmsMigrationFrame type, const char *why,
+                                 GPtrArray *differences)
 {
         g_autofree char *message =
                 g_strdup_printf("refused an incoming move%s%s%s from %s: %s", in->def.name ? " of '" : "",
@@ -1022,6 +1108,9 @@ static void incoming_refuse(Incoming *in, VmmsMigrationFrame type, const char *w
         vmms_manager_record_host_event(in->mig->m, "migration", message);
         g_variant_dict_init(&d, NULL);
         g_variant_dict_insert(&d, "reason", "s", why);
+        if (differences && differences->len)
+                g_variant_dict_insert_value(&d, "differences",
+                                            vmms_compat_differences_to_variant(differences));
         link_write_dict(&in->link, type, g_variant_dict_end(&d), on_final_written);
 }
 
@@ -1029,7 +1118,7 @@ static bool offer_parse(GVariantDict *d, VmmsVmDefinition *def, uint64_t *ret_ne
 {
         g_autofree char *id = NULL;
         uint32_t auto_start = 0;
-        gboolean dynamic = FALSE;
+        gboolean dynamic = FALSE, compatibility = FALSE;
         VmmsError error = {0};
 
         vmms_vm_definition_init_defaults(def);
@@ -1055,8 +1144,10 @@ static bool offer_parse(GVariantDict *d, VmmsVmDefinition *def, uint64_t *ret_ne
             !dict_get(d, "paging", "t", &def->memory.paging_bytes, ret_error) ||
             !dict_get(d, "auto-start", "u", &auto_start, ret_error) ||
             !dict_get(d, "created", "x", &def->created_unix_ms, ret_error) ||
-            !dict_get(d, "needs", "t", ret_needs, ret_error))
+            !dict_get(d, "needs", "t", ret_needs, ret_error) ||
+            !dict_get(d, "processor-compatibility", "b", &compatibility, ret_error))
                 return false;
+        def->processor.compatibility_for_migration = compatibility;
         if (!g_uuid_string_is_valid(id)) {
                 *ret_error = g_strdup_printf("the offered id '%s' is not a UUID", id);
                 return false;
@@ -1364,13 +1455,25 @@ static void incoming_offer(Incoming *in, GVariantDict *d)
         uint64_t needs = 0;
         GVariantDict answer;
 
+        g_autoptr(GPtrArray) differences = NULL;
+        gboolean compare_only = FALSE;
+
         if (!offer_parse(d, &in->def, &needs, &why)) {
                 incoming_refuse(in, VMMS_MIGRATION_REFUSE, why);
+                return;
+        }
+        why = offer_check_processor(m, d, in->def.processor.compatibility_for_migration, &differences);
+        if (why) {
+                incoming_refuse_differences(in, why, differences);
                 return;
         }
         why = offer_check(in, needs);
         if (why) {
                 incoming_refuse(in, VMMS_MIGRATION_REFUSE, why);
+                return;
+        }
+        if (g_variant_dict_lookup(d, "compare-only", "b", &compare_only) && compare_only) {
+                incoming_compared(in);
                 return;
         }
         in->limit = MAX(in->def.memory.maximum_bytes, in->def.memory.startup_bytes) + STATE_OVERHEAD_BYTES;
@@ -1540,6 +1643,248 @@ static gboolean on_incoming(GSocketService *service, GSocketConnection *conn, GO
         g_tls_connection_handshake_async(G_TLS_CONNECTION(tls), G_PRIORITY_DEFAULT, in->link.cancel,
                                          on_incoming_handshake, in);
         return TRUE;
+}
+
+/* ---- Compare-VM ----
+ * The source's side of the compare-only exchange (vmms-migration.h): the VM is read
+ * once, at the start (its offer and vector are copied), and not touched; the answer
+ * is a report, not an error, whichever way the destination decides. */
+
+typedef struct Compare {
+        Link link; /* first: a Link* is a Compare* */
+        VmmsMigration *mig;
+        VmmsCall *call; /* NULL once answered or the client went away */
+        char *destination;
+        char *vm_id;
+        GVariant *offer;
+        VmmsCompatVector vector; /* the VM's here; engine NULL when hvd could not say */
+} Compare;
+
+static void compare_free(Link *link)
+{
+        Compare *c = (Compare *)link;
+
+        link_clear(link);
+        g_free(c->destination);
+        g_free(c->vm_id);
+        g_clear_pointer(&c->offer, g_variant_unref);
+        vmms_compat_vector_clear(&c->vector);
+        g_free(c);
+}
+
+static void on_compare_cancel(VmmsCall *call, void *op_data)
+{
+        Compare *c = op_data;
+
+        (void)call;
+        c->call = NULL;
+        link_close(&c->link);
+}
+
+static void compare_fail(Compare *c, VmmsErrorCode code, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static void compare_fail(Compare *c, VmmsErrorCode code, const char *fmt, ...)
+{
+        g_autofree char *why = NULL;
+        VmmsCall *call = g_steal_pointer(&c->call);
+        va_list ap;
+
+        if (call) {
+                va_start(ap, fmt);
+                why = g_strdup_vprintf(fmt, ap);
+                va_end(ap);
+                vmms_call_set_cancel(call, NULL, NULL);
+                vmms_call_fail(call, code, "cannot compare with %s: %s", c->destination, why);
+        }
+        link_close(&c->link);
+}
+
+static Vmms__V1__ProcessorCompatibilityVector *compare_vector_out(VmmsCall *call, const VmmsCompatVector *v)
+{
+        Vmms__V1__ProcessorCompatibilityVector *out =
+                vmms_call_new0(call, Vmms__V1__ProcessorCompatibilityVector);
+
+        vmms__v1__processor_compatibility_vector__init(out);
+        out->engine = vmms_call_strdup(call, v->engine ? v->engine : "");
+        out->engine_version = vmms_call_strdup(call, v->engine_version ? v->engine_version : "");
+        out->cpu_model = vmms_call_strdup(call, v->cpu_model ? v->cpu_model : "");
+        out->cpuid_hash = vmms_call_strdup(call, v->cpuid_hash ? v->cpuid_hash : "");
+        out->guest_abi_version = v->guest_abi_version;
+        out->protocol_version = v->protocol_version;
+        out->normalized = v->normalized;
+        return out;
+}
+
+static void compare_answer(Compare *c, bool compatible, const char *reason, GPtrArray *differences)
+{
+        VmmsCall *call = g_steal_pointer(&c->call);
+        Vmms__V1__CompareVmResult *out;
+
+        if (call) {
+                out = vmms_call_new0(call, Vmms__V1__CompareVmResult);
+                vmms__v1__compare_vm_result__init(out);
+                out->vm_id = vmms_call_strdup(call, c->vm_id);
+                out->destination_host = vmms_call_strdup(call, c->destination);
+                out->compatible = compatible;
+                out->reason = vmms_call_strdup(call, reason ? reason : "");
+                out->source_vector = compare_vector_out(call, &c->vector);
+                out->n_differences = differences ? differences->len : 0;
+                out->differences =
+                        vmms_call_alloc(call, sizeof(*out->differences) * (out->n_differences + 1));
+                for (size_t i = 0; i < out->n_differences; i++) {
+                        const VmmsCompatDifference *d = differences->pdata[i];
+                        Vmms__V1__CompatibilityDifference *o =
+                                vmms_call_new0(call, Vmms__V1__CompatibilityDifference);
+
+                        vmms__v1__compatibility_difference__init(o);
+                        o->field = vmms_call_strdup(call, d->field);
+                        o->source = vmms_call_strdup(call, d->source);
+                        o->destination = vmms_call_strdup(call, d->destination);
+                        out->differences[i] = o;
+                }
+                vmms_call_set_cancel(call, NULL, NULL);
+                vmms_call_return(call, &out->base);
+        }
+        link_close(&c->link);
+}
+
+static void on_compare_answer(Link *link, VmmsMigrationFrame type, GBytes *payload, const char *error)
+{
+        Compare *c = (Compare *)link;
+        g_autoptr(GVariantDict) d = NULL;
+        g_autoptr(GVariant) list = NULL;
+        g_autoptr(GPtrArray) differences = NULL;
+        g_autofree char *reason = NULL, *why = NULL;
+
+        if (error) {
+                compare_fail(c, VMMS_ERROR_UNAVAILABLE, "it did not answer: %s", error);
+                return;
+        }
+        if (type == VMMS_MIGRATION_ACCEPT) {
+                compare_answer(c, true, NULL, NULL);
+                return;
+        }
+        d = dict_from_payload(payload);
+        if (type != VMMS_MIGRATION_REFUSE || !dict_string(d, "reason", 4096, &reason, &why)) {
+                compare_fail(c, VMMS_ERROR_UNAVAILABLE, "it answered %s%s%s", frame_names[type],
+                             why ? ": " : "", why ? why : "");
+                return;
+        }
+        list = g_variant_dict_lookup_value(d, "differences", NULL);
+        if (list && !vmms_compat_differences_from_variant(list, &differences, &why)) {
+                compare_fail(c, VMMS_ERROR_UNAVAILABLE, "%s", why);
+                return;
+        }
+        compare_answer(c, false, reason, differences);
+}
+
+static void on_compare_hello_written(Link *link, const char *error)
+{
+        Compare *c = (Compare *)link;
+
+        if (error)
+                compare_fail(c, VMMS_ERROR_UNAVAILABLE, "cannot greet it: %s", error);
+        else
+                link_write(link, VMMS_MIGRATION_OFFER, g_variant_get_data(c->offer),
+                           (uint32_t)g_variant_get_size(c->offer), NULL);
+}
+
+static void on_compare_handshake(GObject *source, GAsyncResult *result, gpointer userdata)
+{
+        Compare *c = userdata;
+        g_autoptr(GError) error = NULL;
+        g_auto(VmmsCaller) peer = {0};
+        GVariantDict d;
+
+        if (!g_tls_connection_handshake_finish(G_TLS_CONNECTION(source), result, &error)) {
+                compare_fail(c, VMMS_ERROR_UNAVAILABLE, "TLS failed: %s", error->message);
+        } else if (!c->link.closed) {
+                peer_caller(G_TLS_CONNECTION(source), &peer);
+                if (!vmms_access_migration_peer(c->mig->access, &peer)) {
+                        compare_fail(c, VMMS_ERROR_PERMISSION_DENIED,
+                                     "it presents %s, which is not in this host's [access] migration-peers",
+                                     peer.description);
+                } else {
+                        g_variant_dict_init(&d, NULL);
+                        g_variant_dict_insert(&d, "version", "u", (uint32_t)VMMS_MIGRATION_VERSION);
+                        g_variant_dict_insert(&d, "host", "s", c->mig->host_name);
+                        g_variant_dict_insert(&d, "engine", "s", MIGRATION_ENGINE);
+                        g_variant_dict_insert(&d, "guest-abi", "u", (uint32_t)HV_ABI_VERSION);
+                        link_write_dict(&c->link, VMMS_MIGRATION_HELLO, g_variant_dict_end(&d),
+                                        on_compare_hello_written);
+                        link_read(&c->link, on_compare_answer);
+                }
+        }
+        link_release(&c->link);
+}
+
+static void on_compare_connected(GObject *source, GAsyncResult *result, gpointer userdata)
+{
+        Compare *c = userdata;
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GSocketConnection) conn = NULL;
+        g_autoptr(GSocketConnectable) identity = NULL;
+        GIOStream *tls;
+
+        conn = g_socket_client_connect_to_host_finish(G_SOCKET_CLIENT(source), result, &error);
+        if (!conn || c->link.closed) {
+                if (!conn)
+                        compare_fail(c, VMMS_ERROR_UNAVAILABLE, "cannot connect: %s", error->message);
+                link_release(&c->link);
+                return;
+        }
+        identity = g_network_address_parse(c->destination, 0, NULL);
+        tls = g_tls_client_connection_new(G_IO_STREAM(conn), identity, &error);
+        if (!tls) {
+                compare_fail(c, VMMS_ERROR_INTERNAL, "cannot set up TLS: %s", error->message);
+                link_release(&c->link);
+                return;
+        }
+        c->link.tls = tls;
+        g_tls_connection_set_certificate(G_TLS_CONNECTION(tls), c->mig->cert);
+        g_tls_connection_set_database(G_TLS_CONNECTION(tls), c->mig->ca);
+        g_signal_connect(tls, "accept-certificate", G_CALLBACK(on_accept_certificate), NULL);
+        g_tls_connection_handshake_async(G_TLS_CONNECTION(tls), G_PRIORITY_DEFAULT, c->link.cancel,
+                                         on_compare_handshake, c); /* keeps the connect's pending count */
+}
+
+void vmms_migration_compare(VmmsMigration *mig, VmmsVm *vm, const char *destination, VmmsCall *call)
+{
+        g_autoptr(GSocketConnectable) parsed = NULL;
+        g_autoptr(GSocketClient) client = NULL;
+        g_autofree char *why = NULL;
+        Compare *c;
+
+        parsed = destination && *destination ? g_network_address_parse(destination, 0, NULL) : NULL;
+        if (!parsed || g_network_address_get_port(G_NETWORK_ADDRESS(parsed)) == 0) {
+                vmms_call_fail(call, VMMS_ERROR_INVALID_ARGUMENT,
+                               "cannot compare VM '%s': destination '%s' is not HOST:PORT (its "
+                               "--migration-listen)",
+                               vm->def.name, destination ? destination : "");
+                return;
+        }
+        if (g_strcmp0(vm->def.engine, MIGRATION_ENGINE) != 0) {
+                vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION,
+                               "cannot compare VM '%s': it runs on the %s engine; only %s VMs can be moved",
+                               vm->def.name, vm->def.engine, MIGRATION_ENGINE);
+                return;
+        }
+        c = g_new0(Compare, 1);
+        c->mig = mig;
+        c->call = call;
+        c->destination = g_strdup(destination);
+        c->vm_id = g_strdup(vm->def.id);
+        c->offer = g_variant_ref_sink(offer_new(mig, vm, true));
+        why = local_vector(mig->m, vm->def.processor.compatibility_for_migration, &c->vector);
+        if (why)
+                g_message("Compare-VM '%s': %s", vm->def.name, why); /* the destination will say so too */
+        c->link.cancel = g_cancellable_new();
+        c->link.free_fn = compare_free;
+        c->link.pending = 1; /* the connect, then the handshake */
+        vmms_call_set_cancel(call, on_compare_cancel, c);
+        client = g_socket_client_new();
+        g_socket_client_set_timeout(client, IO_TIMEOUT_S);
+        g_socket_client_connect_to_host_async(client, destination, 0, c->link.cancel, on_compare_connected,
+                                              c);
 }
 
 /* ---- The object ---- */

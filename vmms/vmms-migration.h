@@ -59,6 +59,18 @@
  * its hypervisor's pool minus the memory reserve can hold `needs`; the definition
  * passes the same checks as CreateVm.
  *
+ * Processor compatibility (vmms-compat.h): OFFER also holds processor-compatibility b
+ * (the VM's CompatibilityForMigrationEnabled) and processor a{sv}, the VM's
+ * compatibility vector on the source. The destination checks it first: its own vector
+ * for the same setting must equal it field by field, or it answers REFUSE with reason s
+ * and differences a(sss) (field, source value, destination value), before anything of
+ * the VM's state is sent.
+ *
+ * Compare-only (Compare-VM): the source sends HELLO and an OFFER with compare-only b
+ * true; the destination makes every check it would make for a move and answers ACCEPT
+ * {} or REFUSE as above, then closes. Nothing else is sent, nothing is created on
+ * either side, and the VM may be in any state.
+ *
  * Tests only: VMMS_MIGRATION_STOP_AT=<phase> in vmmsd's environment makes it stop
  * itself (SIGSTOP) as a move passes <phase>, after logging "migration: stopping at
  * <phase>", so a test can kill a process at an exact point without sleeping. Source
@@ -131,3 +143,7 @@ void vmms_migration_watch(VmmsMigration *mig, VmmsVm *vm, VmmsCall *call);
 /* StopVmMigration: cancels `vm`'s move if COMMIT has not been sent; answers `call`
  * with the VM once it runs here again. */
 void vmms_migration_cancel(VmmsMigration *mig, VmmsVm *vm, VmmsCall *call);
+/* CompareVm: asks `destination` whether it would take `vm` now (compare-only above);
+ * ends `call` with a CompareVmResult listing the processor's differences, or with an
+ * error when the destination could not be asked. The VM is not touched. */
+void vmms_migration_compare(VmmsMigration *mig, VmmsVm *vm, const char *destination, VmmsCall *call);

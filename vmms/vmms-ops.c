@@ -123,6 +123,7 @@ static Vmms__V1__Vm *vm_to_proto(VmmsManager *m, VmmsCall *call, const VmmsVm *v
         p->reserve = vm->def.processor.reserve;
         p->maximum = vm->def.processor.maximum;
         p->relative_weight = vm->def.processor.relative_weight;
+        p->compatibility_for_migration_enabled = vm->def.processor.compatibility_for_migration;
         out->processor = p;
         mem->dynamic_memory_enabled = vm->def.memory.dynamic_memory_enabled;
         mem->startup_bytes = vm->def.memory.startup_bytes;
@@ -197,6 +198,7 @@ static void processor_from_proto(VmmsProcessorSettings *p, const Vmms__V1__Proce
                 p->maximum = in->maximum;
         if (in->relative_weight)
                 p->relative_weight = in->relative_weight;
+        p->compatibility_for_migration = in->compatibility_for_migration_enabled;
 }
 
 static void op_create_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
@@ -253,6 +255,7 @@ static void op_create_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCa
         if (!auto_start_from_proto(req->automatic_start_action, VMMS_AUTO_START_START_IF_RUNNING,
                                    &def.automatic_start_action, &error) ||
             !vmms_vm_name_valid(def.name, &error) || !vmms_vm_processor_valid(&def.processor, &error) ||
+            !vmms_vm_processor_engine_valid(def.name, def.engine, &def.processor, &error) ||
             !vmms_vm_memory_valid(&def.memory, &error) ||
             !vmms_vm_workload_valid(def.workload, def.boot_args, def.notes, &error) ||
             !vmms_vm_boot_source_valid(&def, &error) || vmms_manager_vm_add(m, &def, &vm, &error) < 0) {
@@ -470,6 +473,25 @@ static void op_remove_network_adapter(VmmsManager *m, const ProtobufCMessage *re
         reply_vm(vm, call, m);
 }
 
+/* Compare-VM: any state; the VM is only read. */
+static void op_compare_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        const Vmms__V1__CompareVmRequest *req = (const Vmms__V1__CompareVmRequest *)request;
+        VmmsMigration *mig = vmms_manager_migration(m);
+        VmmsVm *vm = lookup(m, req->vm, call);
+
+        if (!vm)
+                return;
+        if (!mig) {
+                vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION,
+                               "cannot compare VM '%s' with another host: this vmmsd has no host certificate "
+                               "(start it with --tls-cert, --tls-key and --tls-ca)",
+                               vm->def.name);
+                return;
+        }
+        vmms_migration_compare(mig, vm, req->destination_host, call);
+}
+
 /* ---- Checkpoints ---- */
 
 static void op_checkpoint_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
@@ -601,7 +623,8 @@ static VmmsVm *update_target(VmmsManager *m, const char *ref, char **mask, size_
 
 static void op_update_processor(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
 {
-        static const char *const fields[] = {"count", "reserve", "maximum", "relative_weight"};
+        static const char *const fields[] = {"count", "reserve", "maximum", "relative_weight",
+                                             "compatibility_for_migration_enabled"};
         const Vmms__V1__UpdateProcessorRequest *req = (const Vmms__V1__UpdateProcessorRequest *)request;
         Vmms__V1__ProcessorSettings empty = VMMS__V1__PROCESSOR_SETTINGS__INIT;
         const Vmms__V1__ProcessorSettings *in = req->processor ? req->processor : &empty;
@@ -620,6 +643,8 @@ static void op_update_processor(VmmsManager *m, const ProtobufCMessage *request,
                 p.maximum = in->maximum;
         if (masked(req->update_mask, req->n_update_mask, "relative_weight"))
                 p.relative_weight = in->relative_weight;
+        if (masked(req->update_mask, req->n_update_mask, "compatibility_for_migration_enabled"))
+                p.compatibility_for_migration = in->compatibility_for_migration_enabled;
         vmms_vm_set_processor(vm, &p, call);
 }
 
@@ -1086,6 +1111,9 @@ const VmmsOp vmms_ops[] = {
            vmms__v1__get_counters_response__descriptor, op_get_counters, VMMS_ROLE_READER),
         OP("GetHostHealth", vmms__v1__get_host_health_request__descriptor, vmms__v1__host_health__descriptor,
            op_get_host_health, VMMS_ROLE_READER),
+        /* Operator: it makes this host connect to another with its certificate. */
+        OP("CompareVm", vmms__v1__compare_vm_request__descriptor, vmms__v1__compare_vm_result__descriptor,
+           op_compare_vm, VMMS_ROLE_OPERATOR),
         OP("ListEvents", vmms__v1__list_events_request__descriptor,
            vmms__v1__list_events_response__descriptor, op_list_events, VMMS_ROLE_READER),
         {.name = "WatchEvents",

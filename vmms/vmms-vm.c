@@ -18,7 +18,7 @@
  *   (destination) Saved --received--> Starting (paused) --> Migrating --COMMIT--> Running
  * Starting and Stopping belong to a job in progress: every action waits for it to
  * end, so two clients racing on one VM get a clean refusal, never a half state.
- * Processor count, startup memory and the workload change only while Off, as in
+ * Processor count and compatibility, startup memory and the workload change only while Off, as in
  * Hyper-V. A change reaches the store (with its event, in one transaction) before
  * memory, so a crash never leaves vmmsd believing something the disk does not say. */
 #include <errno.h>
@@ -37,6 +37,7 @@ static const char *const action_names[VMMS_ACTION_COUNT] = {
         [VMMS_ACTION_RESUME] = "resume",
         [VMMS_ACTION_REMOVE] = "remove",
         [VMMS_ACTION_SET_PROCESSOR_COUNT] = "change the processor count of",
+        [VMMS_ACTION_SET_PROCESSOR_COMPATIBILITY] = "change the processor compatibility for migration of",
         [VMMS_ACTION_SET_STARTUP_MEMORY] = "change the startup memory or Dynamic Memory switch of",
         [VMMS_ACTION_SET_WORKLOAD] = "change the workload or boot arguments of",
         [VMMS_ACTION_SAVE] = "save",
@@ -54,6 +55,7 @@ static const bool allowed[VMMS_ACTION_COUNT][VMMS_VM_STATE_COUNT] = {
         [VMMS_ACTION_RESUME] = {[VMMS_VM_PAUSED] = true},
         [VMMS_ACTION_REMOVE] = {[VMMS_VM_OFF] = true, [VMMS_VM_SAVED] = true},
         [VMMS_ACTION_SET_PROCESSOR_COUNT] = {[VMMS_VM_OFF] = true},
+        [VMMS_ACTION_SET_PROCESSOR_COMPATIBILITY] = {[VMMS_VM_OFF] = true},
         [VMMS_ACTION_SET_STARTUP_MEMORY] = {[VMMS_VM_OFF] = true},
         [VMMS_ACTION_SET_WORKLOAD] = {[VMMS_VM_OFF] = true},
         [VMMS_ACTION_SAVE] = {[VMMS_VM_RUNNING] = true, [VMMS_VM_PAUSED] = true},
@@ -372,7 +374,14 @@ void vmms_vm_set_processor(VmmsVm *vm, const VmmsProcessorSettings *p, VmmsCall 
 
         if (!vmms_vm_processor_valid(p, &error) ||
             (p->count != vm->def.processor.count &&
-             !vmms_vm_action_allowed(vm->def.name, vm->def.state, VMMS_ACTION_SET_PROCESSOR_COUNT, &error))) {
+             !vmms_vm_action_allowed(vm->def.name, vm->def.state, VMMS_ACTION_SET_PROCESSOR_COUNT, &error)) ||
+            (p->compatibility_for_migration != vm->def.processor.compatibility_for_migration &&
+             !vmms_vm_action_allowed(vm->def.name, vm->def.state, VMMS_ACTION_SET_PROCESSOR_COMPATIBILITY,
+                                     &error))) {
+                fail_call(call, &error);
+                return;
+        }
+        if (!vmms_vm_processor_engine_valid(vm->def.name, vm->def.engine, p, &error)) {
                 fail_call(call, &error);
                 return;
         }
@@ -385,8 +394,10 @@ void vmms_vm_set_processor(VmmsVm *vm, const VmmsProcessorSettings *p, VmmsCall 
         }
         vm->def.processor = *p;
         if (vmms_vm_persist(vm, "settings", &error,
-                            "processor: Count %u, Reserve %u, Maximum %u, RelativeWeight %u", p->count,
-                            p->reserve, p->maximum, p->relative_weight) < 0) {
+                            "processor: Count %u, Reserve %u, Maximum %u, RelativeWeight %u, "
+                            "CompatibilityForMigrationEnabled %s",
+                            p->count, p->reserve, p->maximum, p->relative_weight,
+                            p->compatibility_for_migration ? "True" : "False") < 0) {
                 job_fail_with(vm, &error);
                 vmms_error_clear(&error);
                 return;

@@ -266,6 +266,8 @@ int vmms_worker_spawn(const VmmsWorkerSpawn *s, const VmmsWorkerCallbacks *callb
         g_ptr_array_add(argv, g_strdup_printf("--reserve=%u", s->reserve));
         g_ptr_array_add(argv, g_strdup_printf("--cpu-maximum=%u", s->maximum));
         g_ptr_array_add(argv, g_strdup_printf("--relative-weight=%u", s->relative_weight));
+        if (s->cpu_compatibility)
+                g_ptr_array_add(argv, g_strdup("--cpu-compatibility"));
         g_ptr_array_add(argv, g_strdup_printf("--workload=%s", s->workload));
         if (s->boot_args && *s->boot_args)
                 g_ptr_array_add(argv, g_strdup_printf("--boot-args=%s", s->boot_args));

@@ -36,6 +36,7 @@ typedef struct VmmsWorkerSpawn {
         uint64_t startup_bytes;
         uint64_t maximum_bytes;
         uint32_t reserve, maximum, relative_weight;
+        bool cpu_compatibility; /* the normalized CPUID (vmwp --cpu-compatibility) */
         const char *workload;
         const char *boot_args;
         const char *paging_file;

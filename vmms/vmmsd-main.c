@@ -267,8 +267,8 @@ int main(int argc, char **argv)
                         *config_path = NULL, *hvd_path = NULL, *vmwp_path = NULL, *guest_path = NULL,
                         *dbus = NULL, *memory_reserve = NULL, *tls_ca = NULL, *socket_mode = NULL,
                         *backup = NULL, *restore = NULL, *paging_dir = NULL, *hvd_scheduler = NULL,
-                        *libvirt_uri = NULL, *libvirt_domain_type = NULL, *migration_listen = NULL,
-                        *migration_name = NULL;
+                        *hvd_cpu_model = NULL, *libvirt_uri = NULL, *libvirt_domain_type = NULL,
+                        *migration_listen = NULL, *migration_name = NULL;
         gint hvd_lps = 0, stop_timeout = 0, hvd_numa_nodes = 0, hvd_slice_ms = 0;
         gboolean no_spawn_hvd = FALSE, init_store = FALSE, hvd_io_boost = FALSE;
         g_autofree char *metrics_address = NULL;
@@ -321,6 +321,8 @@ int main(int argc, char **argv)
                  "hvd's scheduler time slice (default 10)", "MS"},
                 {"hvd-io-boost", 0, 0, G_OPTION_ARG_NONE, &hvd_io_boost,
                  "hvd runs VPs woken from Idle ahead of running ones", NULL},
+                {"hvd-cpu-model", 0, 0, G_OPTION_ARG_STRING, &hvd_cpu_model,
+                 "The processor model hvd's guests run on (hvd --cpu-model; default qemu64)", "NAME"},
                 {"no-spawn-hvd", 0, 0, G_OPTION_ARG_NONE, &no_spawn_hvd,
                  "Never start hvd; fail if it is not up", NULL},
                 {"memory-reserve", 0, 0, G_OPTION_ARG_STRING, &memory_reserve,
@@ -405,6 +407,7 @@ int main(int argc, char **argv)
         if (hvd_options_parse(config_file, hvd_scheduler, hvd_numa_nodes, hvd_slice_ms, hvd_io_boost, hvd_lps,
                               &config.hvd_options) < 0)
                 return 2;
+        config.hvd_options.cpu_model = hvd_cpu_model; /* hvd checks the name; lives as long as main */
         if (config_file && !libvirt_uri)
                 libvirt_uri = g_key_file_get_string(config_file, "vmmsd", "libvirt-uri", NULL);
         if (config_file && !libvirt_domain_type)

@@ -110,7 +110,8 @@ int main(int argc, char **argv)
                         *paging_bytes = NULL, *restore = NULL;
         gint incoming_fd = -1;
         gint vps = 1, reserve = 0, cpu_maximum = 0, relative_weight = 0;
-        gboolean console_stdout = FALSE, concurrent_vps = FALSE, restore_paused = FALSE;
+        gboolean console_stdout = FALSE, concurrent_vps = FALSE, restore_paused = FALSE,
+                 cpu_compatibility = FALSE;
         GOptionEntry entries[] = {
                 {"name", 'n', 0, G_OPTION_ARG_STRING, &config.name, "VM name", "NAME"},
                 {"vps", 'p', 0, G_OPTION_ARG_INT, &vps, "Virtual processors (default 1)", "N"},
@@ -121,6 +122,10 @@ int main(int argc, char **argv)
                 {"concurrent-vps", 0, 0, G_OPTION_ARG_NONE, &concurrent_vps,
                  "Let the VPs run on several LPs at once: only for a guest whose VPs share no atomics "
                  "(lock-prefixed instructions are not atomic between LPs; default: one VP at a time)",
+                 NULL},
+                {"cpu-compatibility", 0, 0, G_OPTION_ARG_NONE, &cpu_compatibility,
+                 "The guest reads the normalized CPUID, the same on every host, so it can move between "
+                 "hosts whose CPU models or engine builds differ (default: the host's model)",
                  NULL},
                 {"relative-weight", 0, 0, G_OPTION_ARG_INT, &relative_weight,
                  "Share among contending VMs, 1-10000 (default 100)", "N"},
@@ -193,6 +198,7 @@ int main(int argc, char **argv)
         config.maximum_pct = (uint32_t)cpu_maximum;
         config.relative_weight = (uint32_t)relative_weight;
         config.concurrent_vps = concurrent_vps;
+        config.cpu_compatibility = cpu_compatibility;
         config.startup_bytes = 256ull << 20;
         if ((memory && parse_size("--memory", memory, &config.startup_bytes) < 0) ||
             (maximum && parse_size("--maximum-memory", maximum, &config.maximum_bytes) < 0) ||

@@ -343,7 +343,8 @@ int vmwp_worker_start(VmwpWorker *w, char **ret_error)
         HvClientProcessor processor = {.reserve_pct = w->config.reserve_pct,
                                        .maximum_pct = w->config.maximum_pct,
                                        .relative_weight = w->config.relative_weight,
-                                       .concurrent_vps = w->config.concurrent_vps};
+                                       .concurrent_vps = w->config.concurrent_vps,
+                                       .cpu_compatibility = w->config.cpu_compatibility};
         g_autofree char *cmdline = NULL;
         uint64_t entry;
         int r;
@@ -550,6 +551,7 @@ static int create_restoring_partition(VmwpWorker *w, uint64_t visible, char **re
                                        .maximum_pct = w->config.maximum_pct,
                                        .relative_weight = w->config.relative_weight,
                                        .concurrent_vps = w->config.concurrent_vps,
+                                       .cpu_compatibility = w->config.cpu_compatibility,
                                        .restoring = true};
         int r;
 

@@ -25,7 +25,8 @@ typedef struct VmwpConfig {
         uint32_t reserve_pct;
         uint32_t maximum_pct;
         uint32_t relative_weight;
-        bool concurrent_vps; /* the guest shares no atomics between VPs: do not gang them */
+        bool concurrent_vps;    /* the guest shares no atomics between VPs: do not gang them */
+        bool cpu_compatibility; /* the guest reads the normalized CPUID (hv.proto PartitionCreate) */
 } VmwpConfig;
 
 typedef struct VmwpWorker VmwpWorker;

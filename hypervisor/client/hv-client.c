@@ -229,6 +229,7 @@ int hv_client_partition_create(HvClient *c, const char *name, uint32_t vp_count,
         body.processor = &settings;
         body.concurrent_vps = processor && processor->concurrent_vps;
         body.restoring = processor && processor->restoring;
+        body.cpu_compatibility = processor && processor->cpu_compatibility;
         req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_CREATE;
         req.partition_create = &body;
         r = call(c, &req, &reply, &fd);
@@ -656,6 +657,29 @@ int hv_client_reply_take(HvClient *c, Vmms__Hv__Reply **ret_reply)
                         return 0;
                 }
         }
+}
+
+int hv_client_compatibility_vector_get(HvClient *c, uint64_t partition_id, bool normalized,
+                                       Vmms__Hv__Reply **ret_reply)
+{
+        Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
+        Vmms__Hv__CompatibilityVectorGet body = VMMS__HV__COMPATIBILITY_VECTOR_GET__INIT;
+        g_autoptr(Vmms__Hv__Reply) reply = NULL;
+        int r;
+
+        body.partition_id = partition_id;
+        body.normalized = normalized;
+        req.body_case = VMMS__HV__REQUEST__BODY_COMPATIBILITY_VECTOR_GET;
+        req.compatibility_vector_get = &body;
+        r = call(c, &req, &reply, NULL);
+        if (r < 0)
+                return r;
+        if (reply->body_case != VMMS__HV__REPLY__BODY_COMPATIBILITY_VECTOR) {
+                set_last_error(c, "hvd's reply to CompatibilityVectorGet lacks a vector");
+                return -EPROTO;
+        }
+        *ret_reply = g_steal_pointer(&reply);
+        return 0;
 }
 
 int hv_client_counters_get(HvClient *c, Vmms__Hv__Reply **ret_reply)

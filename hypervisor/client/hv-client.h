@@ -32,6 +32,7 @@ typedef struct HvClientProcessor {
         uint32_t relative_weight; /* 1-10000 */
         bool concurrent_vps;      /* PartitionCreate only: opt out of ganging (hv.proto) */
         bool restoring;           /* PartitionCreate only: created paused, VPs from saved state */
+        bool cpu_compatibility;   /* PartitionCreate only: the guest reads the normalized CPUID */
 } HvClientProcessor;
 
 /* `processor` NULL: the defaults. The partition may grow to HV_MAX_VPS_PER_PARTITION VPs. */
@@ -108,6 +109,12 @@ int hv_client_partition_memory_get(HvClient *c, uint64_t partition_id, HvClientM
  * gone). Events met on the way go to the event handler. */
 int hv_client_counters_request(HvClient *c, uint64_t *ret_id);
 int hv_client_reply_take(HvClient *c, Vmms__Hv__Reply **ret_reply);
+
+/* A processor's compatibility vector (hv.proto CompatibilityVectorGet): partition_id 0
+ * for this host's with or without `normalized`. *ret_reply holds
+ * reply->compatibility_vector; free with hv_client_reply_free. */
+int hv_client_compatibility_vector_get(HvClient *c, uint64_t partition_id, bool normalized,
+                                       Vmms__Hv__Reply **ret_reply);
 
 /* On success *ret_reply holds reply->counters; free with hv_client_reply_free. */
 int hv_client_counters_get(HvClient *c, Vmms__Hv__Reply **ret_reply);

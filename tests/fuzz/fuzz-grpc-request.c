@@ -55,7 +55,8 @@ static void verdict(bool ok, VmmsError *error)
 
 static void check_processor(const Vmms__V1__ProcessorSettings *in)
 {
-        VmmsProcessorSettings p = {in->count, in->reserve, in->maximum, in->relative_weight};
+        VmmsProcessorSettings p = {in->count, in->reserve, in->maximum, in->relative_weight,
+                                   in->compatibility_for_migration_enabled};
         VmmsError error = {0};
 
         verdict(vmms_vm_processor_valid(&p, &error), &error);
