@@ -149,6 +149,8 @@ int vmwp_worker_new(const VmwpConfig *config, VmwpWorker **ret, char **ret_error
                 .reserve_pct = config->reserve_pct,
                 .maximum_pct = config->maximum_pct,
                 .relative_weight = config->relative_weight,
+                .concurrent_vps = config->concurrent_vps,
+                .cpu_compatibility = config->cpu_compatibility,
         };
         r = vmwp_config_cmdline(&w->config, &cmdline, ret_error);
         if (r < 0)
