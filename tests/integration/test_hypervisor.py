@@ -168,6 +168,24 @@ class BadInputTest(unittest.TestCase):
             self.assertIn(b"does not exist on this connection", s.recv(65536))
             self.assertIsNotNone(host.partition(host.counters(0.05), "owned"))
 
+    def test_compatibility_vectors_are_the_hosts_or_a_partitions_own(self):
+        """CompatibilityVectorGet (hv.proto): the host's vector with its model or the
+        normalized baseline; a partition's only on the connection that owns it."""
+        with HvHost() as host:
+            host.start_vm("owned", workload="idle")
+            s = host.raw_socket()
+            s.send(field(1, 1) + field(18, b""))
+            reply = s.recv(65536)
+            self.assertIn(b"unicorn", reply)
+            self.assertIn(b"qemu64", reply)
+            s.send(field(1, 2) + field(18, field(2, 1)))
+            reply = s.recv(65536)
+            self.assertIn(b"vmms-baseline-1", reply)
+            self.assertNotIn(b"qemu64", reply)
+            s.send(field(1, 3) + field(18, field(1, 1)))
+            self.assertIn(b"does not exist on this connection", s.recv(65536))
+            s.close()
+
     def test_bad_guest_images_are_refused_with_a_reason(self):
         with HvHost() as host:
             garbage = host.dir / "garbage.elf"

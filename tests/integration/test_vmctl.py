@@ -299,13 +299,19 @@ class SettingsTest(HostTestCase):
         self.new_vm("cpuset")
         out = self.host.ok("Set-VMProcessor", "cpuset", "-Reserve", "10", "-Passthru")
         header, dashes, rows = table(out)
-        self.assertEqual(header, ["VMName", "Count", "Reserve", "Maximum", "RelativeWeight"])
-        self.assertEqual(rows[0], ["cpuset", "1", "10", "100", "100"])
+        self.assertEqual(header, ["VMName", "Count", "Reserve", "Maximum", "RelativeWeight",
+                                  "CompatibilityForMigrationEnabled"])
+        self.assertEqual(rows[0], ["cpuset", "1", "10", "100", "100", "False"])
         self.host.ok("Set-VMProcessor", "-VMName", "cpuset", "-RelativeWeight", "200", "-Maximum", "75")
         processor = self.host.vm("cpuset")["processor"]
-        self.assertEqual(processor, {"count": 1, "reserve": 10, "maximum": 75, "relativeWeight": 200})
+        self.assertEqual(processor, {"count": 1, "reserve": 10, "maximum": 75, "relativeWeight": 200,
+                                     "compatibilityForMigrationEnabled": False})
         self.host.ok("Set-VMProcessor", "cpuset", "-Count", "2")
         self.assertEqual(self.host.vm("cpuset")["processor"]["count"], 2)
+        self.host.ok("Set-VMProcessor", "cpuset", "-CompatibilityForMigrationEnabled", "$true")
+        processor = self.host.vm("cpuset")["processor"]
+        self.assertEqual(processor, {"count": 2, "reserve": 10, "maximum": 75, "relativeWeight": 200,
+                                     "compatibilityForMigrationEnabled": True})
 
     def test_set_vmprocessor_reaches_a_running_vm(self):
         self.new_vm("cpulive")

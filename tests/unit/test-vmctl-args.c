@@ -225,7 +225,8 @@ static const UsageCase usage_cases[] = {
         {"set-processor-needs-a-setting",
          {"Set-VMProcessor", "web", NULL},
          2,
-         "vmctl: Set-VMProcessor: give at least one of -Count, -Reserve, -Maximum, -RelativeWeight\n"},
+         "vmctl: Set-VMProcessor: give at least one of -Count, -Reserve, -Maximum, -RelativeWeight, "
+         "-CompatibilityForMigrationEnabled\n"},
         {"set-memory-needs-a-setting",
          {"Set-VMMemory", "web", NULL},
          2,
@@ -983,7 +984,8 @@ static void test_json_has_every_field_with_proto_names(void)
                 out->str, ==,
                 "{\"id\":\"1b4e28ba-2fa1-11d2-883f-0016d3cca427\",\"name\":\"we\\\"b\\n\","
                 "\"state\":\"VM_STATE_RUNNING\",\"processor\":{\"count\":2,\"reserve\":0,\"maximum\":100,"
-                "\"relativeWeight\":100},\"memory\":null,\"workload\":\"\",\"bootArgs\":\"\",\"notes\":\"\","
+                "\"relativeWeight\":100,\"compatibilityForMigrationEnabled\":false},\"memory\":null,"
+                "\"workload\":\"\",\"bootArgs\":\"\",\"notes\":\"\","
                 "\"createdUnixMs\":0,\"updatedUnixMs\":0,\"uptimeMs\":-1,\"assignedMemoryBytes\":5368709120,"
                 "\"memoryDemandBytes\":0,\"memoryPressure\":0,\"cpuUsagePct\":12.5,\"workerPid\":0,"
                 "\"engine\":\"bundled\",\"automaticStartAction\":\"AUTOMATIC_START_ACTION_START\","
