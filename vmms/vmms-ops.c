@@ -363,22 +363,34 @@ static void op_save_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall
                 vmms_vm_save(vm, call);
 }
 
+/* The VM named `ref` and this host's migration end, or NULL with `call` failed naming
+ * what is missing; `verb` says what was asked ("move", "compare"). */
+static VmmsVm *migration_target(VmmsManager *m, const char *ref, const char *verb, VmmsMigration **ret_mig,
+                                VmmsCall *call)
+{
+        VmmsVm *vm = lookup(m, ref, call);
+
+        if (!vm)
+                return NULL;
+        *ret_mig = vmms_manager_migration(m);
+        if (!*ret_mig) {
+                vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION,
+                               "cannot %s VM '%s': this vmmsd has no host certificate for moves "
+                               "(start it with --tls-cert, --tls-key and --tls-ca)",
+                               verb, vm->def.name);
+                return NULL;
+        }
+        return vm;
+}
+
 static void op_move_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
 {
         const Vmms__V1__MoveVmRequest *req = (const Vmms__V1__MoveVmRequest *)request;
-        VmmsMigration *mig = vmms_manager_migration(m);
-        VmmsVm *vm = lookup(m, req->vm, call);
+        VmmsMigration *mig = NULL;
+        VmmsVm *vm = migration_target(m, req->vm, "move", &mig, call);
 
-        if (!vm)
-                return;
-        if (!mig) {
-                vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION,
-                               "cannot move VM '%s': this vmmsd has no host certificate for moves "
-                               "(start it with --tls-cert, --tls-key and --tls-ca)",
-                               vm->def.name);
-                return;
-        }
-        vmms_migration_move(mig, vm, req->destination_host, req->max_downtime_ms, call);
+        if (vm)
+                vmms_migration_move(mig, vm, req->destination_host, req->max_downtime_ms, call);
 }
 
 static void op_watch_move_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
@@ -477,19 +489,11 @@ static void op_remove_network_adapter(VmmsManager *m, const ProtobufCMessage *re
 static void op_compare_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
 {
         const Vmms__V1__CompareVmRequest *req = (const Vmms__V1__CompareVmRequest *)request;
-        VmmsMigration *mig = vmms_manager_migration(m);
-        VmmsVm *vm = lookup(m, req->vm, call);
+        VmmsMigration *mig = NULL;
+        VmmsVm *vm = migration_target(m, req->vm, "compare", &mig, call);
 
-        if (!vm)
-                return;
-        if (!mig) {
-                vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION,
-                               "cannot compare VM '%s' with another host: this vmmsd has no host certificate "
-                               "(start it with --tls-cert, --tls-key and --tls-ca)",
-                               vm->def.name);
-                return;
-        }
-        vmms_migration_compare(mig, vm, req->destination_host, call);
+        if (vm)
+                vmms_migration_compare(mig, vm, req->destination_host, call);
 }
 
 /* ---- Checkpoints ---- */
