@@ -1454,7 +1454,6 @@ static void incoming_offer(Incoming *in, GVariantDict *d)
         g_autofree char *why = NULL;
         uint64_t needs = 0;
         GVariantDict answer;
-
         g_autoptr(GPtrArray) differences = NULL;
         gboolean compare_only = FALSE;
 
