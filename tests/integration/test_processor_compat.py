@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 
 from test_access import make_ca, make_cert
-from test_move_vm import HOST_EXT, free_port
+from move_hosts import HOST_EXT, free_port
 from vmms_host import BUILD, wait_for
 from vmmsd_host import VmmsdHost
 

@@ -1,10 +1,14 @@
 /* Comparing processor compatibility vectors (vmms-compat.c): each change to a field is
  * listed with both values, nothing is listed for equal vectors, and the wire form
- * survives a round trip while a peer's malformed vector is refused by name. */
+ * survives a round trip while a peer's malformed vector is refused by name; the store
+ * keeps CompatibilityForMigrationEnabled, and rows from before it read false. */
 #include <glib.h>
+#include <glib/gstdio.h>
+#include <sqlite3.h>
 #include <string.h>
 
 #include "vmms-compat.h"
+#include "vmms-store.h"
 
 static const VmmsCompatLeaf base_leaves[] = {
         {0x0, 0, {0xd, 0x68747541, 0x444d4163, 0x69746e65}},
@@ -247,6 +251,76 @@ static void test_peer_vector_with_too_many_leaves_is_refused(void)
         g_assert_nonnull(strstr(why, "at most"));
 }
 
+static void remove_store(const char *dir, const char *db)
+{
+        static const char *const suffixes[] = {"", ".id", "-wal", "-shm"};
+
+        for (size_t i = 0; i < G_N_ELEMENTS(suffixes); i++) {
+                g_autofree char *path = g_strconcat(db, suffixes[i], NULL);
+
+                g_unlink(path);
+        }
+        g_rmdir(dir);
+}
+
+static void insert_vm(VmmsStore *store, const char *id, const char *name, bool compatibility)
+{
+        g_auto(VmmsVmDefinition) def = {0};
+        VmmsEventRecord event = {.kind = (char *)"created", .message = (char *)"created"};
+
+        vmms_vm_definition_init_defaults(&def);
+        g_strlcpy(def.id, id, sizeof(def.id));
+        def.name = g_strdup(name);
+        def.processor.relative_weight = 321;
+        def.processor.compatibility_for_migration = compatibility;
+        event.vm_id = def.id;
+        event.vm_name = def.name;
+        g_assert_cmpint(vmms_store_vm_insert(store, &def, &event), ==, 0);
+}
+
+static const VmmsVmDefinition *find(GPtrArray *defs, const char *name)
+{
+        for (guint i = 0; i < defs->len; i++)
+                if (g_strcmp0(((VmmsVmDefinition *)defs->pdata[i])->name, name) == 0)
+                        return defs->pdata[i];
+        g_assert_not_reached();
+}
+
+static void test_store_keeps_the_setting_and_old_rows_read_false(void)
+{
+        g_autofree char *dir = g_dir_make_tmp("vmms-compat-XXXXXX", NULL);
+        g_autofree char *db = g_build_filename(dir, "vmms.db", NULL);
+        g_autofree char *why = NULL;
+        g_autoptr(GPtrArray) defs = NULL;
+        VmmsStore *store = NULL;
+        sqlite3 *raw;
+
+        g_assert_cmpint(vmms_store_open(db, true, &store, &why), ==, 0);
+        insert_vm(store, "6f1c3a52-0000-4000-8000-000000000009", "old", true);
+        vmms_store_free(store);
+
+        /* The file as a vmmsd before migration 9 left it: no column, a row that was set. */
+        g_assert_cmpint(sqlite3_open(db, &raw), ==, SQLITE_OK);
+        g_assert_cmpint(sqlite3_exec(raw,
+                                     "ALTER TABLE vms DROP COLUMN cpu_compatibility;"
+                                     "ALTER TABLE checkpoints DROP COLUMN cpu_compatibility;"
+                                     "PRAGMA user_version = 8;",
+                                     NULL, NULL, NULL),
+                        ==, SQLITE_OK);
+        sqlite3_close(raw);
+
+        g_assert_cmpint(vmms_store_open(db, false, &store, &why), ==, 0);
+        insert_vm(store, "6f1c3a52-0000-4000-8000-00000000000a", "new", true);
+        g_assert_cmpint(vmms_store_vm_list(store, &defs), ==, 0);
+        g_assert_cmpuint(defs->len, ==, 2);
+        g_assert_false(find(defs, "old")->processor.compatibility_for_migration);
+        g_assert_cmpuint(find(defs, "old")->processor.relative_weight, ==, 321);
+        g_assert_true(find(defs, "new")->processor.compatibility_for_migration);
+        g_assert_cmpuint(find(defs, "new")->processor.relative_weight, ==, 321);
+        vmms_store_free(store);
+        remove_store(dir, db);
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -268,5 +342,7 @@ int main(int argc, char **argv)
                         test_differences_round_trip_through_the_wire);
         g_test_add_func("/vmms-compat/peer_vector_with_too_many_leaves_is_refused",
                         test_peer_vector_with_too_many_leaves_is_refused);
+        g_test_add_func("/vmms-compat/store_keeps_the_setting_and_old_rows_read_false",
+                        test_store_keeps_the_setting_and_old_rows_read_false);
         return g_test_run();
 }
