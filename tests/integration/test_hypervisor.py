@@ -174,15 +174,15 @@ class BadInputTest(unittest.TestCase):
         with HvHost() as host:
             host.start_vm("owned", workload="idle")
             s = host.raw_socket()
-            s.send(field(1, 1) + field(18, b""))
+            s.send(field(1, 1) + field(21, b""))
             reply = s.recv(65536)
             self.assertIn(b"unicorn", reply)
             self.assertIn(b"qemu64", reply)
-            s.send(field(1, 2) + field(18, field(2, 1)))
+            s.send(field(1, 2) + field(21, field(2, 1)))
             reply = s.recv(65536)
             self.assertIn(b"vmms-baseline-1", reply)
             self.assertNotIn(b"qemu64", reply)
-            s.send(field(1, 3) + field(18, field(1, 1)))
+            s.send(field(1, 3) + field(21, field(1, 1)))
             self.assertIn(b"does not exist on this connection", s.recv(65536))
             s.close()
 
