@@ -12,7 +12,7 @@ import subprocess
 import time
 import unittest
 
-from test_dynamic_memory import WorkerControl
+from test_dynamic_memory import RootClient, WorkerControl
 from vmms_host import GUEST, VMWP, HvHost, Vm, wait_for
 
 MiB = 1 << 20
@@ -175,6 +175,30 @@ class LiveStreamTest(unittest.TestCase):
             self.assertIsNone(src.proc.poll(), src.stderr())
             theirs.close()
 
+    def test_a_peer_that_goes_away_fails_the_migration_and_the_vm_runs_on(self):
+        with HvHost(memory="512MB") as host:
+            src, src_control = launch(host, "soak", "memsoak", memory="128MB",
+                                      boot_args="memsoak_mb=48 memsoak_step_mb=16")
+            src.wait_console(r"^memsoak: pass \d+", timeout=60)
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            control = Control(src_control)
+            reply = control.migrate_out(ours.fileno(), max_bandwidth_bytes_per_s=MiB)
+            ours.close()
+            self.assertEqual(reply.error, 0, reply.error_message)
+            self.assertEqual(theirs.recv(8, socket.MSG_WAITALL), b"VMMSLIVE")
+            theirs.close()
+            outcome, _ = control.outcome()
+            self.assertTrue(outcome.HasField("migration_out_failed"), outcome)
+            self.assertFalse(outcome.migration_out_failed.cancelled)
+            self.assertIn("went away", outcome.migration_out_failed.reason)
+            # Not paused, and a new migration may begin: the first one is over.
+            self.assertEqual(control.request(pause=control.worker.Pause()).error, 0)
+            self.assertEqual(control.request(resume=control.worker.Resume()).error, 0)
+            passes = len(re.findall(r"^memsoak: pass \d+", src.console(), re.M))
+            src.wait_console(r"^memsoak: pass \d+", timeout=60, count=passes + 1)
+            self.assertNotIn("CORRUPTION", src.console())
+            self.assertIsNone(src.proc.poll(), src.stderr())
+
     def test_damaged_streams_are_refused_by_name(self):
         with HvHost(memory="512MB") as host:
             src, src_control = launch(host, "idle", "idle")
@@ -215,6 +239,45 @@ class LiveStreamTest(unittest.TestCase):
             names = [p["name"] for p in host.counters(0.05)["partitions"]]
             self.assertEqual(names, ["idle"], "a refused stream left a partition")
             self.assertIsNone(src.proc.poll(), src.stderr())
+
+
+class DirtyLogRequestTest(unittest.TestCase):
+    """hvd's DirtyLogStart/Harvest/Stop on the wire, checked like every root request."""
+
+    def test_dirty_log_requests_are_checked(self):
+        with HvHost(memory="256MB") as host:
+            owner, other = RootClient(host), RootClient(host)
+            pid, _ = owner.create("tracked", 32 * MiB, 64 * MiB)
+            hv = owner.hv
+            cases = [
+                # (who, request, expected errno, words in the message)
+                (owner, dict(dirty_log_harvest=hv.DirtyLogHarvest(partition_id=pid)), -2, "not tracked"),
+                (owner, dict(dirty_log_stop=hv.DirtyLogStop(partition_id=pid)), -2, "not tracked"),
+                (owner, dict(dirty_log_start=hv.DirtyLogStart(partition_id=pid)), 0, ""),
+                (owner, dict(dirty_log_start=hv.DirtyLogStart(partition_id=pid)), -16, "tracked already"),
+                (other, dict(dirty_log_harvest=hv.DirtyLogHarvest(partition_id=pid)), None,
+                 "does not exist on this connection"),
+                (other, dict(dirty_log_stop=hv.DirtyLogStop(partition_id=pid)), None,
+                 "does not exist on this connection"),
+                (owner, dict(dirty_log_harvest=hv.DirtyLogHarvest(partition_id=pid + 100)), None,
+                 "does not exist on this connection"),
+            ]
+            for who, body, errno, words in cases:
+                with self.subTest(body=str(body), who="owner" if who is owner else "other"):
+                    reply, _ = who.call(**body)
+                    if errno is None:
+                        self.assertLess(reply.error, 0)
+                    else:
+                        self.assertEqual(reply.error, errno, reply.error_message)
+                    self.assertIn(words, reply.error_message)
+            # A harvest covers the visible RAM (32 MiB: 8192 pages), then nothing past it.
+            reply, _ = owner.call(dirty_log_harvest=hv.DirtyLogHarvest(partition_id=pid))
+            self.assertEqual((reply.dirty_log.pages, len(reply.dirty_log.bitmap)), (8192, 1024))
+            reply, _ = owner.call(dirty_log_harvest=hv.DirtyLogHarvest(partition_id=pid, first_page=1 << 60))
+            self.assertEqual((reply.error, reply.dirty_log.pages), (0, 0))
+            self.assertEqual(owner.call(dirty_log_stop=hv.DirtyLogStop(partition_id=pid))[0].error, 0)
+            owner.close()
+            other.close()
 
 
 if __name__ == "__main__":
