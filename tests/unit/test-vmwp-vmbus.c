@@ -575,6 +575,45 @@ static void test_unasked_balloon_pages_are_refused(Fixture *f, gconstpointer dat
         g_assert_cmpuint(s.pending_remove_bytes, ==, 0);
 }
 
+static void count_status(void *userdata, bool prompt)
+{
+        g_assert_false(prompt);
+        (*(unsigned *)userdata)++;
+}
+
+/* A guest that pages to fill a balloon answers in chunks over a while: the first chunk sends the figures at
+ * once (the pool has those pages back), the next within 100 ms waits for the timer or the end; an empty last
+ * chunk (the guest could give no more) closes the request, and what was ballooned need not be whole units. */
+static void test_balloon_filled_over_time_sends_figures_as_it_goes(Fixture *f, gconstpointer data)
+{
+        struct hv_dm_balloon_request request;
+        g_autofree char *why = NULL;
+        uint64_t pages[300];
+        unsigned sent = 0;
+        VmwpMemoryStatus s;
+
+        (void)data;
+        connect_all(f);
+        vmwp_dm_set_status_handler(f->dm, count_status, &sent);
+        for (uint32_t i = 0; i < G_N_ELEMENTS(pages); i++)
+                pages[i] = 2000 + i;
+        g_assert_cmpint(vmwp_dm_adjust(f->dm, -(int64_t)(2 * MiB), &why), ==, 0);
+        request = expect_balloon_request(f);
+        balloon_response(f, request.request_id, true, pages, 200);
+        g_assert_cmpuint(sent, ==, 1);
+        vmwp_dm_status(f->dm, &s);
+        g_assert_cmpuint(s.pending_remove_bytes, ==, (512 - 200) * HV_PAGE_SIZE);
+        balloon_response(f, request.request_id, true, pages + 200, 100);
+        g_assert_cmpuint(sent, ==, 1); /* within 100 ms of the last */
+        balloon_response(f, request.request_id, false, NULL, 0);
+        g_assert_cmpuint(sent, ==, 2); /* the end */
+        vmwp_dm_status(f->dm, &s);
+        g_assert_cmpuint(s.pending_remove_bytes, ==, 0);
+        g_assert_cmpuint(s.ballooned_bytes, ==, 300 * HV_PAGE_SIZE);
+        g_assert_cmpuint(s.assigned_bytes, ==, VISIBLE - 300 * HV_PAGE_SIZE);
+        g_assert_cmpuint(s.remove_operations, ==, 1);
+}
+
 static void test_balloon_response_with_a_lying_page_count_is_dropped(Fixture *f, gconstpointer data)
 {
         struct hv_dm_balloon_response response = {.request_id = 1, .n_pfns = 400};
@@ -818,6 +857,8 @@ int main(int argc, char **argv)
         ADD("dm/short_status_is_dropped", test_short_status_is_dropped);
         ADD("dm/balloon_pages_are_judged_one_by_one", test_balloon_pages_are_judged_one_by_one);
         ADD("dm/unasked_balloon_pages_are_refused", test_unasked_balloon_pages_are_refused);
+        ADD("dm/balloon_filled_over_time_sends_figures_as_it_goes",
+            test_balloon_filled_over_time_sends_figures_as_it_goes);
         ADD("dm/balloon_response_with_a_lying_page_count_is_dropped",
             test_balloon_response_with_a_lying_page_count_is_dropped);
         ADD("dm/grow_deflates_the_balloon_then_hot_adds_whole_units",
