@@ -49,13 +49,32 @@
  *                           VM's Maximum (its startup size when Dynamic Memory is off) and
  *                           <currentMemory> its startup size: the balloon moves between
  *                           them (virDomainSetMemoryFlags, live) within [Minimum,
- *                           Maximum]. (<maxMemory> is for hot-plugged DIMMs and needs
- *                           guest NUMA cells; virtio-mem hot-add is a later step.)
- *                           Committed = available - usable, i.e. the guest's MemTotal -
- *                           MemAvailable: MemAvailable counts page cache the guest can
- *                           drop, so committed is what it cannot give back, the figure
- *                           Hyper-V's guests report. (actual - unused would count cache
- *                           as demand and starve the balancer.) Assigned = the balloon's
+ *                           Maximum]. Where Dynamic Memory's Maximum exceeds Startup,
+ *                           the memory above startup is hot-added instead: the domain
+ *                           boots with Startup (one guest NUMA cell, <maxMemory>) and a
+ *                           virtio-mem device of Maximum - Startup with nothing plugged,
+ *                           and a kernel booted by the engine gets
+ *                           memhp_default_state=online_movable (no udev in a minimal
+ *                           guest to online it) and swiotlb=noforce (below). Adds deflate
+ *                           the balloon first, then raise virtio-mem's requested size in
+ *                           2 MiB blocks (virDomainUpdateDeviceFlags); removes go through
+ *                           the balloon (prompt; an unplug can fall short), which keeps
+ *                           the boot memory at least half of Minimum, then shrink the
+ *                           requested size. libvirt's <current> (what the guest plugged)
+ *                           is read from the live XML each second. The balloon's actual
+ *                           covers the boot memory only: assigned = actual + plugged.
+ *                           Committed = what the guest holds (the balloon's actual size
+ *                           plus virtio-mem's plugged size) - usable (MemAvailable):
+ *                           MemAvailable counts page cache the guest can drop, so
+ *                           committed is what it cannot give back, the figure Hyper-V's
+ *                           guests report. (actual - unused would count cache as demand
+ *                           and starve the balancer.) Not available - usable (MemTotal -
+ *                           MemAvailable): that leaves out what the kernel reserved at
+ *                           boot, which no balloon can take. Measured: a 256 MiB guest
+ *                           with a virtio-mem region reserved 126 MiB (the region above
+ *                           4 GiB makes it set up a 64 MiB swiotlb); with MemTotal -
+ *                           MemAvailable the balancer saw 55 % pressure while the guest
+ *                           ran out of memory. Assigned = the balloon's
  *                           size (actual), or the target vmmsd asked for while a deflate
  *                           is under way; an inflate not yet done is pending removal.
  *                           Resident = QEMU's rss, measured by libvirt.
@@ -85,7 +104,7 @@
  * reconnect each VM's domain is looked up again and one that is gone is reported.
  *
  * Not done yet: Save-VM and live migration (refused by name), hot-plugging disks and
- * NICs, virtio-mem hot-add. */
+ * NICs, a Maximum raised while the VM runs (the virtio-mem device is sized at start). */
 #include <errno.h>
 #include <fcntl.h>
 #include <gio/gio.h>
@@ -102,6 +121,7 @@
 #define STATS_INTERVAL_MS 1000
 #define VCPU_PERIOD_US 100000
 #define WEIGHT_MAX 10000
+#define VMEM_BLOCK_KIB 2048 /* virtio-mem's block: x86's 2 MiB huge page, the least it allows */
 
 typedef struct Libvirt {
         VmmsEngine base;
@@ -128,6 +148,10 @@ typedef struct LibvirtVm {
         char *failure; /* why the engine ended it itself */
         guint stop_timer;
         uint64_t target_kib; /* the balloon target vmmsd last set; 0: none */
+        /* virtio-mem (hot-add beyond startup): its size, the size vmmsd asked the guest to
+         * plug, and what it has plugged (libvirt's <current>); size 0: no device. */
+        uint64_t vmem_size_kib, vmem_requested_kib, vmem_current_kib;
+        bool vmem_checked; /* the domain was looked at for a virtio-mem device */
         uint64_t actual_kib, rss_kib;
         uint64_t cpu_time_ns;
         int64_t cpu_at_us;
@@ -265,6 +289,16 @@ static char *domain_name(const VmmsVm *vm)
         return g_strconcat("vmms-", partition, NULL);
 }
 
+/* Dynamic Memory beyond startup is hot-added: a virtio-mem device of Maximum - Startup. */
+static uint64_t hotplug_kib(const VmmsVmDefinition *def)
+{
+        const VmmsMemorySettings *m = &def->memory;
+
+        return m->dynamic_memory_enabled && m->maximum_bytes > m->startup_bytes
+                       ? ((m->maximum_bytes - m->startup_bytes) >> 10) / VMEM_BLOCK_KIB * VMEM_BLOCK_KIB
+                       : 0;
+}
+
 static uint64_t maximum_kib(const VmmsVmDefinition *def)
 {
         return (def->memory.dynamic_memory_enabled ? def->memory.maximum_bytes : def->memory.startup_bytes) >>
@@ -286,6 +320,8 @@ static void append_disk(GString *xml, const char *path, const char *format, char
 static char *domain_xml(Libvirt *e, VmmsVm *vm, uint32_t weight, GPtrArray *formats)
 {
         char disk_letter = 'a';
+        uint64_t vmem_kib = hotplug_kib(&vm->def);
+        uint64_t boot_kib = vmem_kib ? vm->def.memory.startup_bytes >> 10 : maximum_kib(&vm->def);
         const VmmsVmDefinition *def = &vm->def;
         g_autofree char *name = domain_name(vm);
         g_autofree char *console_name = g_strconcat(def->id, ".console.log", NULL);
@@ -298,21 +334,39 @@ static char *domain_xml(Libvirt *e, VmmsVm *vm, uint32_t weight, GPtrArray *form
                                                         e->domain_type, name, def->id, def->name);
 
         g_string_append(xml, head);
+        if (vmem_kib)
+                g_string_append_printf(
+                        xml, "  <maxMemory slots='1' unit='KiB'>%" G_GUINT64_FORMAT "</maxMemory>\n",
+                        boot_kib + vmem_kib);
         g_string_append_printf(xml,
                                "  <memory unit='KiB'>%" G_GUINT64_FORMAT "</memory>\n"
                                "  <currentMemory unit='KiB'>%" G_GUINT64_FORMAT "</currentMemory>\n"
                                "  <vcpu>%u</vcpu>\n"
                                "  <cputune>\n    <shares>%u</shares>\n",
-                               maximum_kib(def), def->memory.startup_bytes >> 10, def->processor.count,
+                               boot_kib + vmem_kib, def->memory.startup_bytes >> 10, def->processor.count,
                                weight);
         if (def->processor.maximum < 100)
                 g_string_append_printf(xml, "    <period>%u</period>\n    <quota>%u</quota>\n",
                                        VCPU_PERIOD_US, def->processor.maximum * (VCPU_PERIOD_US / 100));
-        g_string_append(xml, "  </cputune>\n  <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n");
+        g_string_append(xml, "  </cputune>\n");
+        if (vmem_kib) /* virtio-mem needs a guest NUMA node to plug into */
+                g_string_append_printf(xml,
+                                       "  <cpu><numa><cell id='0' cpus='0-%u' memory='%" G_GUINT64_FORMAT
+                                       "' unit='KiB'/></numa></cpu>\n",
+                                       def->processor.count - 1, boot_kib);
+        g_string_append(xml, "  <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n");
         if (def->kernel_path && *def->kernel_path) {
+                const char *given = def->kernel_args ? def->kernel_args : "";
+                /* Hot-added memory is onlined movable, so the guest can give it back. A
+                 * hotplug region above 4 GiB makes the kernel reserve a 64 MiB swiotlb
+                 * bounce buffer (measured: 126 of 256 MiB reserved); the domain's devices
+                 * are virtio, which do not bounce, so it is turned off. */
                 g_autofree char *args = g_strconcat(
-                        strstr(def->kernel_args ? def->kernel_args : "", "console=") ? "" : "console=ttyS0 ",
-                        def->kernel_args ? def->kernel_args : "", NULL);
+                        strstr(given, "console=") ? "" : "console=ttyS0 ",
+                        vmem_kib && !strstr(given, "memhp_default_state=")
+                                ? "memhp_default_state=online_movable "
+                                : "",
+                        vmem_kib && !strstr(given, "swiotlb=") ? "swiotlb=noforce " : "", given, NULL);
                 g_autofree char *boot =
                         g_markup_printf_escaped("    <kernel>%s</kernel>\n", def->kernel_path);
 
@@ -345,6 +399,13 @@ static char *domain_xml(Libvirt *e, VmmsVm *vm, uint32_t weight, GPtrArray *form
 
                 g_string_append(xml, nic);
         }
+        if (vmem_kib)
+                g_string_append_printf(
+                        xml,
+                        "    <memory model='virtio-mem'><target><size unit='KiB'>%" G_GUINT64_FORMAT
+                        "</size><node>0</node><block unit='KiB'>%u</block>"
+                        "<requested unit='KiB'>0</requested></target></memory>\n",
+                        vmem_kib, VMEM_BLOCK_KIB);
         g_autofree char *serial = g_markup_printf_escaped(
                 "    <serial type='file'><source path='%s' append='on'/><target port='0'/></serial>\n",
                 console);
@@ -866,6 +927,8 @@ static void start(VmmsEngine *e, VmmsVm *vm)
         }
         lv->weight = weight_for(l, vm, &vm->def.processor);
         lv->target_kib = vm->def.memory.startup_bytes >> 10;
+        lv->vmem_size_kib = hotplug_kib(&vm->def);
+        lv->vmem_requested_kib = lv->vmem_current_kib = 0;
         run_blocking(lv, OP_CREATE, domain_xml(l, vm, lv->weight, formats));
         recompute_weights(l, vm, &vm->def.processor);
 }
@@ -998,29 +1061,90 @@ static void set_processor(VmmsEngine *e, VmmsVm *vm, const VmmsProcessorSettings
         done(vm, NULL);
 }
 
+/* Asks the guest to plug `requested_kib` of its virtio-mem device: libvirt matches the
+ * device by its whole live definition (address included), so the device's XML as the
+ * live domain shows it goes back with a new <requested> (what virsh
+ * update-memory-device does). */
+static int set_vmem_requested(LibvirtVm *lv, uint64_t requested_kib)
+{
+        g_autofree char *xml = virDomainGetXMLDesc(lv->dom, 0);
+        const char *dev = xml ? strstr(xml, "<memory model='virtio-mem'>") : NULL;
+        const char *end = dev ? strstr(dev, "</memory>") : NULL;
+        const char *req = dev ? strstr(dev, "<requested ") : NULL;
+        const char *req_end = req ? strstr(req, "</requested>") : NULL;
+        g_autofree char *update = NULL;
+
+        if (!end || !req || !req_end || req_end > end)
+                return -ENOENT;
+        update = g_strdup_printf("%.*s<requested unit='KiB'>%" G_GUINT64_FORMAT "%.*s", (int)(req - dev), dev,
+                                 requested_kib, (int)(end + strlen("</memory>") - req_end), req_end);
+        if (virDomainUpdateDeviceFlags(lv->dom, update, VIR_DOMAIN_AFFECT_LIVE) < 0)
+                return -EIO;
+        lv->vmem_requested_kib = requested_kib;
+        return 0;
+}
+
+/* Dynamic Memory's adds deflate the balloon first (the boot memory the guest already
+ * has), then grow virtio-mem's requested size in whole blocks; removes go through the
+ * balloon, which answers at once (a virtio-mem unplug can fall short), down to what
+ * keeps the VM at Minimum while never taking the boot memory below half of Minimum
+ * (the guest kernel's own memory lives there, hot-added memory is movable); only then
+ * does a remove shrink virtio-mem's requested size. */
 static void adjust_memory(VmmsEngine *e, VmmsVm *vm, int64_t delta_bytes, const char *reason)
 {
         LibvirtVm *lv = vm->engine_data;
         const VmmsMemorySettings *m = &vm->def.memory;
-        int64_t target;
+        int64_t balloon, want, d, balloon_max, floor;
+        uint64_t requested;
+        int r;
 
         (void)e;
         (void)reason;
         if (!lv || !lv->dom || !lv->engine->conn)
                 return;
-        target = (int64_t)(lv->target_kib ? lv->target_kib : lv->actual_kib) + delta_bytes / 1024;
-        target = CLAMP(target, (int64_t)(m->minimum_bytes >> 10), (int64_t)maximum_kib(&vm->def));
-        if (virDomainSetMemoryFlags(lv->dom, (unsigned long)target, VIR_DOMAIN_AFFECT_LIVE) < 0) {
-                g_warning("VM '%s': libvirt refused a balloon target of %" G_GINT64_FORMAT " KiB: %s",
-                          vm->def.name, target, last_error());
-                return;
+        balloon = (int64_t)(lv->target_kib ? lv->target_kib : lv->actual_kib);
+        requested = lv->vmem_requested_kib;
+        want = CLAMP(balloon + (int64_t)requested + delta_bytes / 1024, (int64_t)(m->minimum_bytes >> 10),
+                     (int64_t)maximum_kib(&vm->def));
+        d = want - (balloon + (int64_t)requested);
+        balloon_max = lv->vmem_size_kib ? (int64_t)(m->startup_bytes >> 10) : (int64_t)maximum_kib(&vm->def);
+        if (d > 0) {
+                int64_t deflate = MIN(d, MAX(0, balloon_max - balloon));
+                uint64_t more = (uint64_t)(d - deflate);
+
+                balloon += deflate;
+                if (more && lv->vmem_size_kib)
+                        requested = MIN(lv->vmem_size_kib, (requested + more + VMEM_BLOCK_KIB - 1) /
+                                                                   VMEM_BLOCK_KIB * VMEM_BLOCK_KIB);
+        } else if (d < 0) {
+                floor = MAX((int64_t)(m->minimum_bytes >> 10) - (int64_t)requested,
+                            lv->vmem_size_kib ? (int64_t)(m->minimum_bytes >> 11) : 0);
+                int64_t inflate = MIN(-d, MAX(0, balloon - floor));
+                uint64_t less = (uint64_t)(-d - inflate);
+
+                balloon -= inflate;
+                if (less && requested)
+                        requested -= MIN(requested, less / VMEM_BLOCK_KIB * VMEM_BLOCK_KIB);
         }
-        lv->target_kib = (uint64_t)target;
+        if ((uint64_t)balloon != (lv->target_kib ? lv->target_kib : lv->actual_kib)) {
+                if (virDomainSetMemoryFlags(lv->dom, (unsigned long)balloon, VIR_DOMAIN_AFFECT_LIVE) < 0) {
+                        g_warning("VM '%s': libvirt refused a balloon target of %" G_GINT64_FORMAT " KiB: %s",
+                                  vm->def.name, balloon, last_error());
+                        return;
+                }
+                lv->target_kib = (uint64_t)balloon;
+        }
+        if (requested != lv->vmem_requested_kib && (r = set_vmem_requested(lv, requested)) < 0)
+                g_warning("VM '%s': libvirt refused a virtio-mem size of %" G_GUINT64_FORMAT " KiB: %s",
+                          vm->def.name, requested,
+                          r == -ENOENT ? "its live definition shows no virtio-mem device" : last_error());
 }
 
+/* The balloon's part (a deflate under way counted as done) plus what virtio-mem has
+ * plugged (a plug under way counted as done). */
 static uint64_t assigned_kib(const LibvirtVm *lv)
 {
-        return MAX(lv->actual_kib, lv->target_kib);
+        return MAX(lv->actual_kib, lv->target_kib) + MAX(lv->vmem_current_kib, lv->vmem_requested_kib);
 }
 
 static void sample(VmmsEngine *e, VmmsVm *vm, VmmsVmFigures *ret)
@@ -1036,13 +1160,38 @@ static void sample(VmmsEngine *e, VmmsVm *vm, VmmsVmFigures *ret)
         ret->resident_bytes = lv->rss_kib << 10;
 }
 
+static uint64_t xml_kib(const char *from, const char *tag)
+{
+        const char *at = strstr(from, tag);
+
+        at = at ? strchr(at, '>') : NULL;
+        return at ? g_ascii_strtoull(at + 1, NULL, 10) : 0;
+}
+
+/* virtio-mem's size, requested and plugged sizes as libvirt shows them (it follows the
+ * guest's plugging through QEMU's events): read each second, so a vmmsd that re-attached
+ * knows them too. */
+static void read_vmem(LibvirtVm *lv)
+{
+        g_autofree char *xml =
+                lv->vmem_size_kib || !lv->vmem_checked ? virDomainGetXMLDesc(lv->dom, 0) : NULL;
+        const char *dev = xml ? strstr(xml, "<memory model='virtio-mem'>") : NULL;
+
+        lv->vmem_checked = true;
+        if (!dev)
+                return;
+        lv->vmem_size_kib = xml_kib(dev, "<size ");
+        lv->vmem_requested_kib = xml_kib(dev, "<requested ");
+        lv->vmem_current_kib = xml_kib(dev, "<current ");
+}
+
 /* Once a second: each running domain's balloon stats become its memory status, and its
  * CPU time its CPU %. */
 static void poll_vm(Libvirt *e, VmmsVm *vm)
 {
         LibvirtVm *lv = vm->engine_data;
         virDomainMemoryStatStruct stats[VIR_DOMAIN_MEMORY_STAT_NR];
-        uint64_t available_kib = 0, usable_kib = 0, last_update = 0;
+        uint64_t available_kib = 0, usable_kib = 0, last_update = 0, held_kib;
         bool have_available = false, have_usable = false;
         virDomainInfo info;
         int64_t now_us = g_get_monotonic_time();
@@ -1086,17 +1235,25 @@ static void poll_vm(Libvirt *e, VmmsVm *vm)
                 return;
         if (!lv->target_kib)
                 lv->target_kib = lv->actual_kib;
+        read_vmem(lv);
         status.received_ns = (uint64_t)now_us * 1000;
         /* The guest's balloon driver reports once it is loaded: before that there is no
          * committed figure and the balancer holds the VM. */
         status.reporting = have_available && have_usable && last_update > 0;
+        /* What of its memory the guest cannot give back: all it holds (the balloon's
+         * part and virtio-mem's plugged part) less MemAvailable. */
+        held_kib = lv->actual_kib + lv->vmem_current_kib;
         status.committed_bytes =
-                status.reporting && available_kib > usable_kib ? (available_kib - usable_kib) << 10 : 0;
+                status.reporting && held_kib > usable_kib ? (held_kib - usable_kib) << 10 : 0;
         status.visible_bytes = available_kib << 10;
         status.assigned_bytes = assigned_kib(lv) << 10;
-        status.ballooned_bytes = (maximum_kib(&vm->def) - MIN(maximum_kib(&vm->def), lv->actual_kib)) << 10;
+        status.ballooned_bytes = (maximum_kib(&vm->def) - MIN(maximum_kib(&vm->def), assigned_kib(lv))) << 10;
         status.pending_remove_bytes =
-                lv->actual_kib > lv->target_kib ? (lv->actual_kib - lv->target_kib) << 10 : 0;
+                ((lv->actual_kib > lv->target_kib ? lv->actual_kib - lv->target_kib : 0) +
+                 (lv->vmem_current_kib > lv->vmem_requested_kib
+                          ? lv->vmem_current_kib - lv->vmem_requested_kib
+                          : 0))
+                << 10;
         status.resident_bytes = lv->rss_kib << 10;
         vm->engine->callbacks->memory_status(vm, &status);
 }
@@ -1155,7 +1312,8 @@ static Vmms__Hv__PartitionCounters *sample_counters(LibvirtVm *lv, virDomainStat
         pc->maximum_bytes = maximum;
         pc->resident_bytes = lv->rss_kib << 10;
         pc->visible_bytes = lv->actual_kib << 10;
-        pc->ballooned_bytes = maximum - MIN(maximum, lv->actual_kib << 10);
+        pc->ballooned_bytes = maximum - MIN(maximum, assigned_kib(lv) << 10);
+        pc->hot_added_bytes = lv->vmem_current_kib << 10;
         vcpu_dispatches(lv->pid, dispatches, n);
         pc->vps = g_new0(Vmms__Hv__VpCounters *, MAX(n, 1));
         for (size_t i = 0; i < n; i++) {

@@ -7,6 +7,8 @@
 # is pressed (Stop-VM), and runs what the kernel command line asks for:
 #   vmms.soak_mb=N      fill N MiB of tmpfs (memory the guest cannot give back)
 #   vmms.poweroff_s=N   power itself off after N seconds ("vmms-guest: powering off")
+#   vmms.grow_mb=N      after the marker, fill N MiB of tmpfs 8 MiB a second (memory that
+#                       grows past what the guest started with: Dynamic Memory must add)
 # Usage: make-guest.sh OUTDIR   -> OUTDIR/vmlinuz, OUTDIR/initrd.img (kept if present and
 # built by this version of the script: OUTDIR/guest-version).
 set -euo pipefail
@@ -14,7 +16,7 @@ set -euo pipefail
 out=${1:?usage: make-guest.sh OUTDIR}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-GUEST_VERSION=2  # bump when the initramfs changes
+GUEST_VERSION=3  # bump when the initramfs changes
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ "$(cat "$out/guest-version" 2>/dev/null)" = $GUEST_VERSION ]; then
   exit 0
 fi
@@ -89,6 +91,11 @@ for arg in $(cat /proc/cmdline); do
   case $arg in
   vmms.poweroff_s=*)
     (sleep ${arg#*=}; echo "vmms-guest: powering off"; poweroff -f) &;;
+  vmms.grow_mb=*)
+    mkdir -p /grow && mount -t tmpfs -o size=4g tmpfs /grow
+    (i=0; while [ $i -lt ${arg#*=} ]; do
+       dd if=/dev/zero of=/grow/$i bs=1M count=8 2>/dev/null; i=$((i + 8)); sleep 1
+     done; echo "vmms-guest: grew ${arg#*=} MiB") &;;
   esac
 done
 while true; do
