@@ -1444,16 +1444,8 @@ int main(int argc, char **argv)
                         test_guest_that_stops_reporting_is_held);
         g_test_add_func("/balancer/freed_memory_is_reused_only_after_it_is_back",
                         test_freed_memory_is_reused_only_after_it_is_back);
-        for (size_t i = 0; i < G_N_ELEMENTS(climb_cases); i++) {
-                g_autofree char *path = g_strdup_printf("/balancer/%s", climb_cases[i].name);
-
-                g_test_add_data_func(path, &climb_cases[i], test_climb);
-        }
-        for (size_t i = 0; i < G_N_ELEMENTS(short_balloon_cases); i++) {
-                g_autofree char *path = g_strdup_printf("/balancer/%s", short_balloon_cases[i].name);
-
-                g_test_add_data_func(path, &short_balloon_cases[i], test_short_balloon);
-        }
+        ADD_CASES("/balancer/", climb_cases, test_climb);
+        ADD_CASES("/balancer/", short_balloon_cases, test_short_balloon);
         g_test_add_func("/balancer/reversal_is_held_after_an_add", test_reversal_is_held_after_an_add);
         g_test_add_func("/balancer/reversal_is_held_in_a_shortage_even_over_pressure_100",
                         test_reversal_is_held_in_a_shortage_even_over_pressure_100);
