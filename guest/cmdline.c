@@ -10,6 +10,10 @@
  *   memsoak_step_ms=N    pause between steps, 0..3600000 (default 500)
  *   memsoak_hold_s=N     seconds memsoak holds its target before releasing all of
  *                        it, 0..86400; 0 holds forever (default 0)
+ *   memsoak_rate_kb=N    once at its target, memsoak rewrites its pages in order at N KiB/s
+ *                        (0..4194304; 0 writes none) and prints "memsoak: tick <reference
+ *                        time> written <pages>" every 2 ms, instead of back-to-back passes
+ *                        (default: unpaced)
  *   cache_mb=N           the cache workload's target size, 1..1048576 MiB (default 64)
  *   ignore_shutdown=0|1  1: the guest never answers the host's shutdown request, as a hung
  *                        guest would; only a turn-off stops it (default 0) */
@@ -83,6 +87,7 @@ static const struct guest_cmdline_number {
         {"memsoak_step_mb", offsetof(struct guest_config, memsoak_step_mb), 1, 1u << 20},
         {"memsoak_step_ms", offsetof(struct guest_config, memsoak_step_ms), 0, 3600u * 1000u},
         {"memsoak_hold_s", offsetof(struct guest_config, memsoak_hold_s), 0, 86400u},
+        {"memsoak_rate_kb", offsetof(struct guest_config, memsoak_rate_kb), 0, 4u << 20},
         {"cache_mb", offsetof(struct guest_config, cache_mb), 1, 1u << 20},
         {"idle_period_ms", offsetof(struct guest_config, idle_period_ms), 1, 3600u * 1000u},
         {"ignore_shutdown", offsetof(struct guest_config, ignore_shutdown), 0, 1},
@@ -118,6 +123,7 @@ void guest_cmdline_parse(const char *cmdline, struct guest_config *ret_config)
                 .memsoak_mb = GUEST_MEMSOAK_MB_DEFAULT,
                 .memsoak_step_mb = GUEST_MEMSOAK_STEP_MB_DEFAULT,
                 .memsoak_step_ms = GUEST_MEMSOAK_STEP_MS_DEFAULT,
+                .memsoak_rate_kb = GUEST_MEMSOAK_UNPACED,
                 .cache_mb = GUEST_CACHE_MB_DEFAULT,
                 .idle_period_ms = GUEST_IDLE_PERIOD_MS_DEFAULT,
         };

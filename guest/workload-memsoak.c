@@ -11,6 +11,7 @@
 #define GUEST_MEMSOAK_POLL_PAGES 256
 /* The pager's table may take at most this fraction of free memory at start. */
 #define GUEST_MEMSOAK_TABLE_SHARE 16
+#define GUEST_MEMSOAK_TICK_NS (2 * GUEST_NS_PER_MS)
 #define GUEST_MEMSOAK_TRAILER_MAGIC UINT64_C(0x6d656d736f616b21) /* "memsoak!" */
 
 /* Each soaked page carries its index and the last pass that touched it at both ends,
@@ -128,6 +129,38 @@ static void guest_memsoak_touch_all(struct guest_memsoak *m)
         m->last_pass_ns = guest_hv_reference_time() - start;
 }
 
+/* Paced (memsoak_rate_kb=): rewrites the pages in order, as many each millisecond as the
+ * rate has made due, and prints its reference time and the pages written so far every
+ * GUEST_MEMSOAK_TICK_NS, so the host sees how long the guest stood still (bench/migration.py). A guest slower
+ * than the rate writes as fast as it can. */
+static __attribute__((noreturn)) void guest_memsoak_paced(struct guest_memsoak *m, uint64_t rate_kb)
+{
+        uint64_t start = guest_hv_reference_time(), next_tick = start, done = 0, cursor = 0;
+
+        for (;;) {
+                uint64_t now = guest_hv_reference_time();
+                uint64_t due = (now - start) / 1000 * rate_kb / (GUEST_PAGE_SIZE / 1024 * 1000000);
+
+                for (; m->pager.n_pages && done < due; done++) {
+                        uint64_t gpa;
+
+                        if (cursor == 0)
+                                m->pass++;
+                        if (guest_pager_get(&m->pager, cursor, &gpa) == 0) {
+                                guest_memsoak_check(m, cursor, gpa);
+                                guest_memsoak_mark(gpa, cursor, m->pass);
+                        }
+                        cursor = (cursor + 1) % m->pager.n_pages;
+                        guest_memsoak_service(done + 1);
+                }
+                if (now >= next_tick) {
+                        guest_printf("memsoak: tick %lu written %lu\n", now, done);
+                        next_tick = now + GUEST_MEMSOAK_TICK_NS;
+                }
+                guest_sleep_ns(GUEST_NS_PER_MS);
+        }
+}
+
 static void guest_memsoak_report(struct guest_memsoak *m)
 {
         uint64_t now = guest_hv_reference_time();
@@ -181,6 +214,8 @@ void guest_workload_memsoak_run(uint32_t vp, const struct guest_config *config)
                 if (!m.reached)
                         guest_sleep_ns(m.step_ns);
         }
+        if (config->memsoak_rate_kb != GUEST_MEMSOAK_UNPACED)
+                guest_memsoak_paced(&m, config->memsoak_rate_kb);
         next_step = guest_hv_reference_time() + m.step_ns;
         for (;;) {
                 guest_sleep_ns(GUEST_MEMSOAK_PASS_MS * GUEST_NS_PER_MS);
