@@ -131,8 +131,8 @@ static void guest_memsoak_touch_all(struct guest_memsoak *m)
 
 /* Paced (memsoak_rate_kb=): rewrites the pages in order, as many each millisecond as the
  * rate has made due, and prints its reference time and the pages written so far every
- * GUEST_MEMSOAK_TICK_NS, so the host sees how long the guest stood still (bench/migration.py). A guest slower
- * than the rate writes as fast as it can. */
+ * GUEST_MEMSOAK_TICK_NS, so the host sees how long the guest stood still
+ * (bench/migration_vs_qemu.py). A guest slower than the rate writes as fast as it can. */
 static __attribute__((noreturn)) void guest_memsoak_paced(struct guest_memsoak *m, uint64_t rate_kb)
 {
         uint64_t start = guest_hv_reference_time(), next_tick = start, done = 0, cursor = 0;

@@ -1,7 +1,7 @@
 """memsoak_rate_kb= on a real hvd and vmwp: once at its target, memsoak rewrites its
 pages at the asked rate, measured in the guest's own reference time from its tick lines
 (so the machine's load does not enter), keeps its pages' marks intact, writes nothing at
-rate 0, and ticks every 2 ms of guest time. bench/migration.py relies on all of it."""
+rate 0, and ticks every 2 ms of guest time. bench/migration_vs_qemu.py relies on all of it."""
 import re
 import unittest
 
