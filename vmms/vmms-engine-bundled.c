@@ -15,6 +15,7 @@
  * implemented by this engine yet and is refused by name. */
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/statvfs.h>
 
 #include "vmms-engine.h"
@@ -94,6 +95,7 @@ static void on_worker_hello(VmmsWorker *w, const Vmms__Worker__Hello *hello, voi
                 .pid = hello->pid,
                 .started_unix_ms = hello->started_unix_ms,
                 .partition_id = hello->partition_id,
+                .migration = (VmmsEngineMigrationPhase)hello->migration,
         };
 
         (void)w;
@@ -218,7 +220,54 @@ static void on_worker_exited(VmmsWorker *w, const char *why, int exit_code, void
                     failure ? VMMS_ERROR_UNAVAILABLE : start_failure_code(exit_code));
 }
 
+static void on_worker_migration(VmmsWorker *w, const Vmms__Worker__Message *msg, void *userdata)
+{
+        VmmsVm *vm = userdata;
+        VmmsEngineMigration m = {0};
+
+        (void)w;
+        switch (msg->body_case) {
+        case VMMS__WORKER__MESSAGE__BODY_MIGRATION_PROGRESS: {
+                const Vmms__Worker__MigrationProgress *p = msg->migration_progress;
+
+                m = (VmmsEngineMigration){.kind = VMMS_ENGINE_MIGRATION_PROGRESS,
+                                          .round = p->round,
+                                          .ram_bytes = p->ram_bytes,
+                                          .bytes_sent = p->bytes_sent,
+                                          .bytes_remaining = p->bytes_remaining,
+                                          .dirty_bytes_per_s = p->dirty_bytes_per_s,
+                                          .bandwidth_bytes_per_s = p->bandwidth_bytes_per_s,
+                                          .throttle_percent = p->throttle_percent};
+                break;
+        }
+        case VMMS__WORKER__MESSAGE__BODY_MIGRATION_OUT_DONE: {
+                const Vmms__Worker__MigrationOutDone *d = msg->migration_out_done;
+
+                m = (VmmsEngineMigration){.kind = VMMS_ENGINE_MIGRATION_SENT,
+                                          .round = d->rounds,
+                                          .bytes_sent = d->bytes_sent,
+                                          .throttle_percent = d->max_throttle_percent,
+                                          .paused_unix_ns = d->paused_unix_ns};
+                break;
+        }
+        case VMMS__WORKER__MESSAGE__BODY_MIGRATION_OUT_FAILED:
+                m = (VmmsEngineMigration){.kind = VMMS_ENGINE_MIGRATION_FAILED,
+                                          .reason = msg->migration_out_failed->reason,
+                                          .cancelled = msg->migration_out_failed->cancelled};
+                break;
+        case VMMS__WORKER__MESSAGE__BODY_INCOMING_DONE:
+                m = (VmmsEngineMigration){.kind = VMMS_ENGINE_MIGRATION_RECEIVED,
+                                          .bytes_sent = msg->incoming_done->bytes_received};
+                break;
+        default:
+                return;
+        }
+        if (vm->engine->callbacks->migration)
+                vm->engine->callbacks->migration(vm, &m);
+}
+
 static const VmmsWorkerCallbacks worker_callbacks = {
+        .migration = on_worker_migration,
         .hello = on_worker_hello,
         .guest_stopped = on_guest_stopped,
         .memory_status = on_memory_status,
@@ -274,6 +323,15 @@ static bool paging_fits(VmmsVm *vm, const char *dir, uint64_t bytes)
         return false;
 }
 
+/* The engine owns a start's incoming stream fd: closed once the worker has it, or the
+ * start failed. */
+static void drop_incoming(VmmsVm *vm)
+{
+        if (vm->incoming_fd >= 0)
+                close(vm->incoming_fd);
+        vm->incoming_fd = -1;
+}
+
 static void spawn_worker(VmmsVm *vm)
 {
         Bundled *e = bundled(vm->engine);
@@ -284,6 +342,7 @@ static void spawn_worker(VmmsVm *vm)
         g_autofree char *partition = vmms_vm_partition_name(vm);
         g_autofree char *paging = file_for(e->config.paging_dir, "", vm, ".paging");
         g_autofree char *why = NULL;
+        int r;
         VmmsWorkerSpawn spawn = {
                 .vmwp_path = e->config.vmwp_path,
                 .guest_path = e->config.guest_path,
@@ -307,15 +366,23 @@ static void spawn_worker(VmmsVm *vm)
                 .paging_bytes = vmms_vm_paging_bytes(&vm->def.memory),
                 .restore_path = vm->restore_path,
                 .restore_paused = vm->restore_paused,
+                .incoming_fd = vm->incoming_fd,
         };
 
-        if (!paging_fits(vm, e->config.paging_dir, spawn.paging_bytes))
+        if (!paging_fits(vm, e->config.paging_dir, spawn.paging_bytes)) {
+                drop_incoming(vm);
                 return;
-        if (vmms_worker_spawn(&spawn, &worker_callbacks, vm, &b->worker, &why) < 0) {
+        }
+        r = vmms_worker_spawn(&spawn, &worker_callbacks, vm, &b->worker, &why);
+        drop_incoming(vm); /* the worker has its own copy */
+        if (r < 0) {
                 report_exit(vm, why, NULL, VMMS_ERROR_INTERNAL);
                 return;
         }
-        b->start_timer = g_timeout_add(e->config.start_timeout_ms, on_start_timeout, vm);
+        /* A worker receiving a live migration is up only once the whole stream is in:
+         * the move's own timeouts end a stalled one. */
+        if (spawn.incoming_fd < 0)
+                b->start_timer = g_timeout_add(e->config.start_timeout_ms, on_start_timeout, vm);
 }
 
 static void on_start_probe(const VmmsError *error, void *userdata)
@@ -325,6 +392,7 @@ static void on_start_probe(const VmmsError *error, void *userdata)
 
         b->probing = false;
         if (error) {
+                drop_incoming(vm);
                 report_exit(vm, error->message, NULL, error->code);
                 return;
         }
@@ -595,6 +663,87 @@ static int migrate_send(VmmsEngine *e, VmmsVm *vm, const char *destination, Vmms
         return not_yet(vm, "live-migrate", error);
 }
 
+typedef struct MigrateRequest {
+        VmmsVm *vm;
+        VmmsEngineMigrateFn done;
+} MigrateRequest;
+
+static void on_migrate_out_reply(int error, const char *message, const Vmms__Worker__Reply *reply,
+                                 void *userdata)
+{
+        g_autofree MigrateRequest *m = userdata;
+        VmmsError e = {0};
+
+        (void)reply;
+        if (error < 0) {
+                vmms_error_set(&e, error == -EBUSY ? VMMS_ERROR_FAILED_PRECONDITION : VMMS_ERROR_UNAVAILABLE,
+                               "cannot migrate VM '%s' live: %s", m->vm->def.name,
+                               message && *message ? message : g_strerror(-error));
+                m->done(m->vm, &e, error == -EOPNOTSUPP);
+                vmms_error_clear(&e);
+                return;
+        }
+        m->done(m->vm, NULL, false);
+}
+
+/* worker.proto MigrateOut, with the stream's fd attached; a worker that does not know
+ * the request (older than vmmsd) answers -EOPNOTSUPP. */
+static void migrate_out(VmmsEngine *e, VmmsVm *vm, int fd, uint32_t max_downtime_ms, VmmsEngineMigrateFn done)
+{
+        BundledVm *b = vm->engine_data;
+        Vmms__Worker__Request req = VMMS__WORKER__REQUEST__INIT;
+        Vmms__Worker__MigrateOut body = VMMS__WORKER__MIGRATE_OUT__INIT;
+        MigrateRequest *m;
+
+        (void)e;
+        if (!b || !b->worker) {
+                VmmsError error = {0};
+
+                vmms_error_set(&error, VMMS_ERROR_UNAVAILABLE, "VM '%s': its worker is not reachable",
+                               vm->def.name);
+                done(vm, &error, false);
+                vmms_error_clear(&error);
+                return;
+        }
+        m = g_new0(MigrateRequest, 1);
+        m->vm = vm;
+        m->done = done;
+        body.max_downtime_ms = max_downtime_ms;
+        body.auto_converge = true;
+        req.body_case = VMMS__WORKER__REQUEST__BODY_MIGRATE_OUT;
+        req.migrate_out = &body;
+        vmms_worker_request_fd(b->worker, &req, fd, on_migrate_out_reply, m);
+}
+
+static void on_finish_reply(int error, const char *message, void *userdata)
+{
+        (void)userdata; /* the VM may be gone already: it is the destination's */
+        if (error < 0 && error != -ECONNRESET)
+                g_warning("a moved VM's worker refused to finish: %s", message);
+}
+
+static void migrate_end(VmmsEngine *e, VmmsVm *vm, bool commit, VmmsEngineDoneFn done)
+{
+        BundledVm *b = vm->engine_data;
+        Vmms__Worker__Request req = VMMS__WORKER__REQUEST__INIT;
+        Vmms__Worker__MigrateFinish finish = VMMS__WORKER__MIGRATE_FINISH__INIT;
+        Vmms__Worker__MigrateCancel cancel = VMMS__WORKER__MIGRATE_CANCEL__INIT;
+
+        (void)e;
+        if (commit) {
+                req.body_case = VMMS__WORKER__REQUEST__BODY_MIGRATE_FINISH;
+                req.migrate_finish = &finish;
+                if (b && b->worker)
+                        vmms_worker_request(b->worker, &req, on_finish_reply, NULL);
+                if (done)
+                        done(vm, NULL);
+                return;
+        }
+        req.body_case = VMMS__WORKER__REQUEST__BODY_MIGRATE_CANCEL;
+        req.migrate_cancel = &cancel;
+        request(vm, &req, done);
+}
+
 static const VmmsEngineOps bundled_ops = {
         .name = "bundled",
         .available = available,
@@ -609,6 +758,8 @@ static const VmmsEngineOps bundled_ops = {
         .release = release,
         .save = save,
         .migrate_send = migrate_send,
+        .migrate_out = migrate_out,
+        .migrate_end = migrate_end,
 };
 
 VmmsEngine *vmms_engine_bundled_new(const VmmsBundledConfig *config, VmmsHvd *hvd,

@@ -17,6 +17,35 @@
 
 typedef struct VmmsEngine VmmsEngine;
 
+/* Live migration, as the engine reports it (the bundled engine: worker.proto). */
+typedef enum VmmsEngineMigrationPhase {
+        VMMS_ENGINE_MIGRATION_NONE,
+        VMMS_ENGINE_MIGRATION_OUT_PRECOPY, /* sending while the VM runs */
+        VMMS_ENGINE_MIGRATION_OUT_DONE,    /* the whole stream is written, the VM paused */
+        VMMS_ENGINE_MIGRATION_INCOMING_DONE,
+} VmmsEngineMigrationPhase;
+
+typedef enum VmmsEngineMigrationKind {
+        VMMS_ENGINE_MIGRATION_PROGRESS,
+        VMMS_ENGINE_MIGRATION_SENT,     /* the stream is complete; the VM is paused here */
+        VMMS_ENGINE_MIGRATION_FAILED,   /* the stream could not be completed; the VM runs on */
+        VMMS_ENGINE_MIGRATION_RECEIVED, /* destination: applied whole, paused */
+} VmmsEngineMigrationKind;
+
+typedef struct VmmsEngineMigration {
+        VmmsEngineMigrationKind kind;
+        uint32_t round;
+        uint64_t ram_bytes;
+        uint64_t bytes_sent;
+        uint64_t bytes_remaining;
+        uint64_t dirty_bytes_per_s;
+        uint64_t bandwidth_bytes_per_s;
+        uint32_t throttle_percent;
+        uint64_t paused_unix_ns; /* SENT: when the VPs were paused */
+        const char *reason;      /* FAILED */
+        bool cancelled;          /* FAILED: by migrate_end(commit false) */
+} VmmsEngineMigration;
+
 /* Why a VM the engine ran is gone. */
 typedef struct VmmsEngineExit {
         const char *how;          /* how its process ended ("exited with status 1", "killed by signal 9") */
@@ -28,20 +57,24 @@ typedef struct VmmsEngineExit {
 
 typedef struct VmmsEngineRunning {
         bool paused;
-        int32_t pid;             /* the process that runs the VM */
-        int64_t started_unix_ms; /* when it started (kept across a vmmsd restart) */
-        uint64_t partition_id;   /* hvd's partition (bundled), 0 for other engines */
+        int32_t pid;                        /* the process that runs the VM */
+        int64_t started_unix_ms;            /* when it started (kept across a vmmsd restart) */
+        uint64_t partition_id;              /* hvd's partition (bundled), 0 for other engines */
+        VmmsEngineMigrationPhase migration; /* where a live migration stands (a re-attach mid-move) */
 } VmmsEngineRunning;
 
 typedef struct VmmsEngineCallbacks {
         void (*running)(VmmsVm *vm, const VmmsEngineRunning *info);
         void (*exited)(VmmsVm *vm, const VmmsEngineExit *exit);
         void (*memory_status)(VmmsVm *vm, const VmmsMemoryStatus *status);
+        void (*migration)(VmmsVm *vm, const VmmsEngineMigration *m);
 } VmmsEngineCallbacks;
 
 /* error NULL: done. */
 typedef void (*VmmsEngineDoneFn)(VmmsVm *vm, const VmmsError *error);
 typedef void (*VmmsEngineSavedFn)(VmmsVm *vm, const VmmsError *error, uint64_t file_bytes);
+/* unsupported: what runs the VM cannot migrate live (e.g. a worker older than vmmsd). */
+typedef void (*VmmsEngineMigrateFn)(VmmsVm *vm, const VmmsError *error, bool unsupported);
 
 typedef struct VmmsEngineOps {
         const char *name;
@@ -93,6 +126,15 @@ typedef struct VmmsEngineOps {
                          const Vmms__Hv__PartitionCounters **ret_cur, uint64_t *ret_dt_ns);
         /* Live migration: not implemented yet; refused with an error naming it. */
         int (*migrate_send)(VmmsEngine *e, VmmsVm *vm, const char *destination, VmmsError *error);
+        /* Live migration's source (NULL: the engine has none): Running: writes the VM's
+         * stream to `fd` while it runs (the caller keeps and closes its own copy of fd);
+         * done once it has begun, then callbacks->migration reports progress and SENT
+         * (the VM paused) or FAILED (it runs on). */
+        void (*migrate_out)(VmmsEngine *e, VmmsVm *vm, int fd, uint32_t max_downtime_ms,
+                            VmmsEngineMigrateFn done);
+        /* Ends it: commit (the VM is the destination's: what ran it here ends, exited()
+         * follows; `done` may be NULL), or not (it runs on here as before). */
+        void (*migrate_end)(VmmsEngine *e, VmmsVm *vm, bool commit, VmmsEngineDoneFn done);
 } VmmsEngineOps;
 
 struct VmmsEngine {

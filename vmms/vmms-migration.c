@@ -5,13 +5,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <gio/gio.h>
+#include <glib-unix.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "hv-abi.h"
 #include "vmms-compat.h"
+#include "vmms-engine.h"
 #include "vmms-migration.h"
 #include "vmms.pb-c.h"
 
@@ -34,7 +37,7 @@ static const char *const frame_names[VMMS_MIGRATION_FRAME_COUNT] = {
         [VMMS_MIGRATION_STATE] = "STATE",         [VMMS_MIGRATION_DONE] = "DONE",
         [VMMS_MIGRATION_STARTED] = "STARTED",     [VMMS_MIGRATION_FAILED] = "FAILED",
         [VMMS_MIGRATION_READY] = "READY",         [VMMS_MIGRATION_COMMIT] = "COMMIT",
-        [VMMS_MIGRATION_COMMITTED] = "COMMITTED",
+        [VMMS_MIGRATION_COMMITTED] = "COMMITTED", [VMMS_MIGRATION_BEGIN] = "BEGIN",
 };
 
 struct VmmsMigration {
@@ -386,6 +389,14 @@ typedef struct Move {
         int64_t notified_us;
         uint8_t *chunk;
         GPtrArray *watchers; /* WatchMoveVm calls */
+        /* Live: the worker writes the stream into stream_fd's peer; it is relayed as
+         * STATE frames, one read per written frame (the worker waits when we do). */
+        bool live;
+        int stream_fd;
+        guint stream_source;
+        bool stream_eof, out_done, done_sent;
+        uint32_t round, throttle;
+        uint64_t remaining, dirty_rate, bandwidth;
 } Move;
 
 static void move_free(Link *link)
@@ -395,6 +406,8 @@ static void move_free(Link *link)
         link_clear(link);
         if (mv->fd >= 0)
                 close(mv->fd);
+        if (mv->stream_fd >= 0)
+                close(mv->stream_fd);
         g_free(mv->destination);
         g_free(mv->deferred);
         g_free(mv->chunk);
@@ -402,11 +415,22 @@ static void move_free(Link *link)
         g_free(mv);
 }
 
+/* A live stream's length is known only at its end: what was sent plus what the worker
+ * says is left. */
+static uint64_t move_total(const Move *mv)
+{
+        if (mv->live && !mv->stream_eof)
+                return mv->sent + mv->remaining;
+        return mv->total;
+}
+
 static uint32_t move_percent(const Move *mv)
 {
+        uint64_t total = move_total(mv);
+
         if (g_strcmp0(mv->phase, "completed") == 0)
                 return 100;
-        return mv->total ? (uint32_t)(mv->sent * 99 / mv->total) : 0;
+        return total ? (uint32_t)(MIN(mv->sent, total) * 99 / total) : 0;
 }
 
 static Vmms__V1__MoveVmResult *progress_new(Move *mv, VmmsCall *call, const char *message)
@@ -419,13 +443,15 @@ static Vmms__V1__MoveVmResult *progress_new(Move *mv, VmmsCall *call, const char
         out->vm_id = vmms_call_strdup(call, mv->vm_id);
         out->destination_host = vmms_call_strdup(call, mv->destination);
         out->phase = vmms_call_strdup(call, mv->phase);
-        out->data_total = mv->total;
+        out->data_total = move_total(mv);
         out->data_processed = mv->sent;
-        out->data_remaining = mv->total - mv->sent;
+        out->data_remaining = out->data_total > mv->sent ? out->data_total - mv->sent : 0;
         out->percent = move_percent(mv);
-        out->memory_iteration = mv->sending_us ? 1 : 0;
+        out->memory_iteration = mv->live ? mv->round : mv->sending_us ? 1 : 0;
+        out->memory_dirty_rate = mv->dirty_rate;
+        out->auto_converge_throttle = mv->throttle;
         out->memory_bps = sending > 0 ? (uint64_t)((double)mv->sent * 1e6 / (double)sending) : 0;
-        out->mode = vmms_call_strdup(call, "quick");
+        out->mode = vmms_call_strdup(call, mv->live ? "live" : "quick");
         out->time_elapsed_ms = (uint64_t)(now - mv->started_us) / 1000;
         if (g_strcmp0(mv->phase, "completed") == 0)
                 out->downtime_ms = (uint64_t)(now - mv->paused_us) / 1000;
@@ -485,6 +511,18 @@ static void move_clear_row(Move *mv)
         mv->row = r < 0;
 }
 
+static void move_stop_stream(Move *mv)
+{
+        if (mv->stream_source) {
+                g_source_remove(mv->stream_source);
+                mv->stream_source = 0;
+                mv->link.pending--; /* the reader's; the caller closes the link next */
+        }
+        if (mv->stream_fd >= 0)
+                close(mv->stream_fd);
+        mv->stream_fd = -1;
+}
+
 /* Anything before COMMIT failed, or the destination said FAILED: the VM continues here.
  * Once COMMIT is out and no answer came, the destination may run it: the VM stays
  * Saved here, in doubt, and is never started by the move. */
@@ -510,6 +548,7 @@ static void move_fail(Move *mv, VmmsErrorCode code, const char *fmt, ...)
                 return;
         }
         mv->ended = true;
+        move_stop_stream(mv);
         move_unregister(mv, mv->cancelled ? "cancelled" : "failed", why);
         if (mv->commit_sent) {
                 g_warning("Move-VM '%s' to %s: outcome unknown, the VM is kept Saved here: %s",
@@ -535,10 +574,12 @@ static void move_succeed(Move *mv)
         if (call)
                 out = progress_new(mv, call, NULL);
         g_message("Move-VM '%s' to %s: %" G_GUINT64_FORMAT " bytes, downtime %" G_GINT64_FORMAT
-                  " ms, total %" G_GINT64_FORMAT " ms (quick migration)",
+                  " ms, total %" G_GINT64_FORMAT " ms (%s migration)",
                   mv->vm->def.name, mv->destination, mv->sent, (now - mv->paused_us) / 1000,
-                  (now - mv->started_us) / 1000);
+                  (now - mv->started_us) / 1000, mv->live ? "live" : "quick");
+        move_stop_stream(mv);
         move_unregister(mv, "completed", NULL);
+        vmms_vm_move_finish(mv->vm); /* live: its worker here ends the VM */
         if (vmms_manager_vm_moved(mv->mig->m, mv->vm, mv->destination, &error) < 0) {
                 g_warning("VM '%s' runs on %s now, but cannot be forgotten here: %s", mv->vm->def.name,
                           mv->destination, error.message);
@@ -718,6 +759,182 @@ static void on_vm_saved(VmmsVm *vm, const VmmsError *error, void *userdata)
         g_idle_add(on_vm_saved_idle, mv); /* keeps the save's pending count */
 }
 
+static void write_begin(Move *mv, const char *mode)
+{
+        GVariantDict d;
+
+        g_variant_dict_init(&d, NULL);
+        g_variant_dict_insert(&d, "mode", "s", mode);
+        link_write_dict(&mv->link, VMMS_MIGRATION_BEGIN, g_variant_dict_end(&d), NULL);
+}
+
+/* Quick: the VM stops running here now (the downtime starts), saved, then sent. */
+static void move_begin_quick(Move *mv, const char *why)
+{
+        g_autofree char *message =
+                g_strdup_printf("moving to %s as a quick migration (saved, sent, restored paused there, then "
+                                "committed: the guest is paused for the whole transfer%s%s)",
+                                mv->destination, why ? "; " : "", why ? why : "");
+
+        vmms_vm_record_event(mv->vm, "migration", message);
+        write_begin(mv, "quick");
+        mv->paused_us = g_get_monotonic_time();
+        mv->saving = true;
+        mv->link.pending++; /* until on_vm_saved */
+        move_progress(mv, "saving", true);
+        vmms_vm_move_save(mv->vm, on_vm_saved, mv);
+}
+
+static void live_maybe_done(Move *mv)
+{
+        GVariantDict d;
+
+        if (mv->ended || mv->done_sent || !mv->stream_eof || !mv->out_done)
+                return;
+        mv->done_sent = true;
+        mv->total = mv->sent;
+        g_variant_dict_init(&d, NULL);
+        g_variant_dict_insert(&d, "bytes", "t", mv->sent);
+        link_write_dict(&mv->link, VMMS_MIGRATION_DONE, g_variant_dict_end(&d), NULL);
+        move_progress(mv, "restoring", true);
+        link_read(&mv->link, on_ready_answer);
+}
+
+static void stream_arm(Move *mv);
+
+static void on_stream_chunk_written(Link *link, const char *error)
+{
+        Move *mv = (Move *)link;
+
+        if (error) {
+                move_fail(mv, VMMS_ERROR_UNAVAILABLE, "sending its memory to %s failed: %s", mv->destination,
+                          error);
+                return;
+        }
+        if (mv->sent <= VMMS_MIGRATION_PAYLOAD_MAX)
+                phase_reached(mv->mig, "sending");
+        if (!mv->ended)
+                stream_arm(mv);
+}
+
+static gboolean on_stream_readable(gint fd, GIOCondition condition, gpointer userdata)
+{
+        Move *mv = userdata;
+        ssize_t n = read(fd, mv->chunk, VMMS_MIGRATION_PAYLOAD_MAX);
+
+        (void)condition;
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                return G_SOURCE_CONTINUE;
+        mv->stream_source = 0;
+        if (n < 0) {
+                move_fail(mv, VMMS_ERROR_INTERNAL, "cannot read its worker's stream: %s", g_strerror(errno));
+        } else if (n == 0) {
+                mv->stream_eof = true;
+                live_maybe_done(mv);
+        } else {
+                mv->sent += (uint64_t)n;
+                move_progress(mv, "sending", false);
+                link_write(&mv->link, VMMS_MIGRATION_STATE, mv->chunk, (uint32_t)n, on_stream_chunk_written);
+        }
+        link_release(&mv->link);
+        return G_SOURCE_REMOVE;
+}
+
+static void stream_arm(Move *mv)
+{
+        mv->link.pending++;
+        mv->stream_source =
+                g_unix_fd_add(mv->stream_fd, G_IO_IN | G_IO_HUP | G_IO_ERR, on_stream_readable, mv);
+}
+
+static void on_live_event(VmmsVm *vm, const VmmsEngineMigration *m, void *userdata)
+{
+        Move *mv = userdata;
+
+        (void)vm;
+        if (mv->ended)
+                return;
+        switch (m->kind) {
+        case VMMS_ENGINE_MIGRATION_PROGRESS:
+                mv->round = m->round;
+                mv->remaining = m->bytes_remaining;
+                mv->dirty_rate = m->dirty_bytes_per_s;
+                mv->bandwidth = m->bandwidth_bytes_per_s;
+                mv->throttle = m->throttle_percent;
+                move_progress(mv, "sending", false);
+                break;
+        case VMMS_ENGINE_MIGRATION_SENT: {
+                /* The downtime began when the worker paused the VPs (its clock is this host's). */
+                int64_t ago_us = g_get_real_time() - (int64_t)(m->paused_unix_ns / 1000);
+
+                mv->paused_us = g_get_monotonic_time() - MAX(ago_us, 0);
+                mv->round = m->round;
+                mv->remaining = 0;
+                mv->throttle = m->throttle_percent;
+                mv->out_done = true;
+                live_maybe_done(mv);
+                break;
+        }
+        case VMMS_ENGINE_MIGRATION_FAILED:
+                move_fail(mv, VMMS_ERROR_UNAVAILABLE, "its worker could not send it: %s",
+                          m->reason && *m->reason ? m->reason : "no reason given");
+                break;
+        default:
+                break;
+        }
+}
+
+static void on_live_started(VmmsVm *vm, const VmmsError *error, bool unsupported, void *userdata)
+{
+        Move *mv = userdata;
+        g_autofree char *message = NULL;
+
+        (void)vm;
+        mv->saving = false;
+        if (mv->deferred) {
+                g_autofree char *why = g_steal_pointer(&mv->deferred);
+
+                move_fail(mv, mv->deferred_code, "%s", why);
+        } else if (unsupported) {
+                move_stop_stream(mv);
+                move_begin_quick(mv, error ? error->message : "this engine cannot move it live");
+        } else if (error) {
+                move_fail(mv, error->code, "%s", error->message);
+        } else {
+                mv->live = true;
+                message =
+                        g_strdup_printf("moving to %s live (pre-copy while it runs; maximum downtime %u ms)",
+                                        mv->destination, mv->max_downtime_ms);
+                vmms_vm_record_event(mv->vm, "migration", message);
+                write_begin(mv, "live");
+                mv->chunk = g_malloc(VMMS_MIGRATION_PAYLOAD_MAX);
+                mv->sending_us = g_get_monotonic_time();
+                move_progress(mv, "sending", true);
+                stream_arm(mv);
+        }
+        link_release(&mv->link);
+}
+
+/* Live when the engine can (a socketpair: the worker writes one end, we relay the
+ * other); quick otherwise. */
+static void move_begin_transfer(Move *mv)
+{
+        int sv[2];
+
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+                g_autofree char *why = g_strdup_printf("no socket for a live stream: %s", g_strerror(errno));
+
+                move_begin_quick(mv, why);
+                return;
+        }
+        g_unix_set_fd_nonblocking(sv[0], TRUE, NULL);
+        mv->stream_fd = sv[0];
+        mv->saving = true;
+        mv->link.pending++; /* until on_live_started */
+        vmms_vm_move_live(mv->vm, sv[1], mv->max_downtime_ms, on_live_started, on_live_event, mv);
+        close(sv[1]);
+}
+
 static void on_offer_answer(Link *link, VmmsMigrationFrame type, GBytes *payload, const char *error)
 {
         Move *mv = (Move *)link;
@@ -743,12 +960,7 @@ static void on_offer_answer(Link *link, VmmsMigrationFrame type, GBytes *payload
                 phase_reached(mv->mig, "accepted");
                 if (mv->ended) /* cancelled while stopped at the phase */
                         return;
-                /* The VM stops running here now: the downtime starts. */
-                mv->paused_us = g_get_monotonic_time();
-                mv->saving = true;
-                mv->link.pending++; /* until on_vm_saved */
-                move_progress(mv, "saving", true);
-                vmms_vm_move_save(mv->vm, on_vm_saved, mv);
+                move_begin_transfer(mv);
                 return;
         }
         d = dict_from_payload(payload);
@@ -899,6 +1111,7 @@ void vmms_migration_move(VmmsMigration *mig, VmmsVm *vm, const char *destination
         mv->vm = vm;
         g_strlcpy(mv->vm_id, vm->def.id, sizeof(mv->vm_id));
         mv->fd = -1;
+        mv->stream_fd = -1;
         mv->destination = g_strdup(destination);
         mv->max_downtime_ms = max_downtime_ms ? max_downtime_ms : MAX_DOWNTIME_DEFAULT_MS;
         mv->started_us = g_get_monotonic_time();
@@ -909,15 +1122,6 @@ void vmms_migration_move(VmmsMigration *mig, VmmsVm *vm, const char *destination
         mv->link.pending = 1; /* the connect, then the handshake */
         g_hash_table_replace(mig->moves, mv->vm_id, mv);
         vm->move_percent = 0;
-        {
-                g_autofree char *message = g_strdup_printf(
-                        "moving to %s (quick migration: saved, sent, restored paused there, then committed; "
-                        "the guest is paused for the whole transfer, so -MaximumDowntime %u ms does not "
-                        "apply)",
-                        destination, mv->max_downtime_ms);
-
-                vmms_vm_record_event(vm, "migration", message);
-        }
         client = g_socket_client_new();
         g_socket_client_set_timeout(client, IO_TIMEOUT_S);
         g_socket_client_connect_to_host_async(client, destination, 0, mv->link.cancel, on_connected, mv);
@@ -1003,9 +1207,13 @@ typedef struct Incoming {
         char *peer;   /* the source's certificate, for events */
         char *source; /* its host name from HELLO */
         bool hello, accepted, done;
-        bool row;       /* its 'in' row is in the store */
-        bool committed; /* COMMIT arrived and was recorded: the VM is this host's */
-        bool dropping;  /* the VM received is being killed and removed */
+        bool begun; /* BEGIN came */
+        bool live;  /* the stream goes to the VM's worker (stream_conn), not to tmp_path */
+        GIOStream *stream_conn;
+        GBytes *writing; /* the STATE payload being written to the worker */
+        bool row;        /* its 'in' row is in the store */
+        bool committed;  /* COMMIT arrived and was recorded: the VM is this host's */
+        bool dropping;   /* the VM received is being killed and removed */
         bool drop_answer;
         char *drop_why;
         VmmsVmDefinition def;
@@ -1031,19 +1239,30 @@ static void incoming_free(Link *link)
         if (in->row && !vmms_manager_lookup(in->mig->m, in->def.id, NULL))
                 (void)vmms_store_move_clear(vmms_manager_store(in->mig->m), in->def.id);
         g_free(in->drop_why);
+        if (in->stream_conn)
+                (void)g_io_stream_close(in->stream_conn, NULL, NULL);
+        g_clear_object(&in->stream_conn);
+        g_clear_pointer(&in->writing, g_bytes_unref);
         g_free(in->peer);
         g_free(in->source);
         vmms_vm_definition_clear(&in->def);
         g_free(in);
 }
 
+static void incoming_drop(Incoming *in, const char *why, bool answer);
+
 /* Ends the incoming move, discarding what was received, with a host event. */
 static void incoming_discard(Incoming *in, const char *why)
 {
         g_autofree char *message = NULL;
 
-        if (in->link.closed)
+        if (in->link.closed || in->dropping)
                 return;
+        if (in->live) {
+                /* The VM exists here already (its worker reads the stream): it goes too. */
+                incoming_drop(in, why, false);
+                return;
+        }
         message = g_strdup_printf("discarded an incoming move%s%s%s from %s: %s", in->def.name ? " of '" : "",
                                   in->def.name ? in->def.name : "", in->def.name ? "'" : "",
                                   in->source ? in->source
@@ -1416,7 +1635,19 @@ static void incoming_done(Incoming *in, GVariantDict *d)
                 g_autofree char *message = g_strdup_printf("the source says it sent %" G_GUINT64_FORMAT
                                                            " bytes, %" G_GUINT64_FORMAT " arrived",
                                                            bytes, in->received);
-                incoming_discard(in, message);
+                if (in->live)
+                        incoming_drop(in, message, false);
+                else
+                        incoming_discard(in, message);
+                return;
+        }
+        if (in->live) {
+                /* The worker sees the stream end; it applies the rest and holds the VM paused. */
+                (void)g_io_stream_close(in->stream_conn, NULL, NULL);
+                in->done = true;
+                in->start_deadline_us = g_get_monotonic_time() + START_TIMEOUT_MS * 1000;
+                in->link.pending++;
+                in->poll_id = g_timeout_add(POLL_MS, on_restore_poll, in);
                 return;
         }
         if (fsync(in->fd) < 0 || close(in->fd) < 0) {
@@ -1446,6 +1677,84 @@ static void incoming_done(Incoming *in, GVariantDict *d)
         in->start_deadline_us = g_get_monotonic_time() + START_TIMEOUT_MS * 1000;
         in->link.pending++;
         in->poll_id = g_timeout_add(POLL_MS, on_restore_poll, in);
+}
+
+static void on_stream_in_written(GObject *source, GAsyncResult *result, gpointer userdata)
+{
+        Incoming *in = userdata;
+        g_autoptr(GError) error = NULL;
+
+        g_clear_pointer(&in->writing, g_bytes_unref);
+        if (!g_output_stream_write_all_finish(G_OUTPUT_STREAM(source), result, NULL, &error)) {
+                if (!in->link.closed && !in->dropping) {
+                        g_autofree char *why = g_strdup_printf(
+                                "its worker stopped taking the stream (%s; see Get-VMEvent %s there)",
+                                error->message, in->def.name);
+
+                        incoming_drop(in, why, true);
+                }
+        } else if (!in->link.closed && !in->dropping) {
+                link_read(&in->link, on_incoming_frame);
+        }
+        link_release(&in->link);
+}
+
+/* BEGIN: quick (the saved file goes to tmp_path, as opened at ACCEPT) or live (the VM
+ * is created now and its worker reads the stream as it arrives). */
+static void incoming_begin(Incoming *in, GVariantDict *d)
+{
+        VmmsManager *m = in->mig->m;
+        g_autofree char *mode = NULL, *why = NULL;
+        g_autoptr(GSocket) sock = NULL;
+        g_autoptr(GError) error = NULL;
+        VmmsError verror = {0};
+        VmmsVm *vm = NULL;
+        int sv[2];
+
+        if (!dict_string(d, "mode", 16, &mode, &why)) {
+                incoming_discard(in, why);
+                return;
+        }
+        if (g_strcmp0(mode, "quick") == 0) {
+                in->begun = true;
+                link_read(&in->link, on_incoming_frame);
+                return;
+        }
+        if (g_strcmp0(mode, "live") != 0) {
+                why = g_strdup_printf("it asked for an unknown kind of move '%s'", mode);
+                incoming_discard(in, why);
+                return;
+        }
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+                why = g_strdup_printf("no socket for the stream: %s", g_strerror(errno));
+                incoming_refuse(in, VMMS_MIGRATION_FAILED, why);
+                return;
+        }
+        sock = g_socket_new_from_fd(sv[0], &error);
+        if (!sock) {
+                close(sv[0]);
+                close(sv[1]);
+                incoming_refuse(in, VMMS_MIGRATION_FAILED, error->message);
+                return;
+        }
+        in->def.state = VMMS_VM_OFF;
+        if (vmms_manager_vm_add(m, &in->def, &vm, &verror) < 0) {
+                close(sv[1]);
+                incoming_refuse(in, VMMS_MIGRATION_FAILED, verror.message);
+                vmms_error_clear(&verror);
+                return;
+        }
+        /* Nothing goes to a file: the partial-file name is not needed. */
+        if (in->fd >= 0)
+                close(in->fd);
+        in->fd = -1;
+        if (in->tmp_path)
+                (void)unlink(in->tmp_path);
+        g_clear_pointer(&in->tmp_path, g_free);
+        in->stream_conn = G_IO_STREAM(g_socket_connection_factory_create_connection(sock));
+        in->live = in->begun = true;
+        vmms_vm_move_receive_live(vm, sv[1]);
+        link_read(&in->link, on_incoming_frame);
 }
 
 static void incoming_offer(Incoming *in, GVariantDict *d)
@@ -1529,8 +1838,11 @@ static void on_incoming_frame(Link *link, VmmsMigrationFrame type, GBytes *paylo
                 if (version != VMMS_MIGRATION_VERSION)
                         why = g_strdup_printf(
                                 "it speaks migration protocol version %u%s; this host speaks %u "
-                                "(restore paused, then commit)",
-                                version, version == 1 ? " (quick migration without a commit step)" : "",
+                                "(live or quick, restored paused, then committed)",
+                                version,
+                                version == 1   ? " (quick migration without a commit step)"
+                                : version == 2 ? " (quick migration only, without BEGIN)"
+                                               : "",
                                 VMMS_MIGRATION_VERSION);
                 else if (g_strcmp0(engine, MIGRATION_ENGINE) != 0)
                         why = g_strdup_printf("its engine is '%s'; this host moves %s VMs", engine,
@@ -1549,7 +1861,25 @@ static void on_incoming_frame(Link *link, VmmsMigrationFrame type, GBytes *paylo
                 incoming_offer(in, d);
                 return;
         }
-        if (in->accepted && type == VMMS_MIGRATION_STATE) {
+        if (in->accepted && !in->begun && type == VMMS_MIGRATION_BEGIN) {
+                incoming_begin(in, d);
+                return;
+        }
+        if (in->begun && in->live && !in->dropping && type == VMMS_MIGRATION_STATE) {
+                gsize n = 0;
+                const void *data = g_bytes_get_data(payload, &n);
+
+                if (in->received == 0)
+                        phase_reached(in->mig, "receiving");
+                in->received += n;
+                in->writing = g_bytes_ref(payload);
+                in->link.pending++;
+                g_output_stream_write_all_async(g_io_stream_get_output_stream(in->stream_conn), data, n,
+                                                G_PRIORITY_DEFAULT, in->link.cancel, on_stream_in_written,
+                                                in);
+                return;
+        }
+        if (in->begun && !in->live && type == VMMS_MIGRATION_STATE) {
                 gsize n = 0;
                 const void *data = g_bytes_get_data(payload, &n);
 
@@ -1568,7 +1898,7 @@ static void on_incoming_frame(Link *link, VmmsMigrationFrame type, GBytes *paylo
                 link_read(link, on_incoming_frame);
                 return;
         }
-        if (in->accepted && type == VMMS_MIGRATION_DONE) {
+        if (in->begun && type == VMMS_MIGRATION_DONE) {
                 incoming_done(in, d);
                 return;
         }
@@ -1966,8 +2296,10 @@ static void recover_moves(VmmsMigration *mig)
                                                  "before the source committed it",
                                                  vm ? " of '" : "", vm ? vm->def.name : "", vm ? "'" : "",
                                                  row->peer);
-                        if (vm)
+                        if (vm) {
+                                vm->restart_pending = false; /* it must not start here */
                                 vmms_vm_move_discard(vm, l->why);
+                        }
                         g_timeout_add(POLL_MS, on_leftover_poll, l);
                 }
         }

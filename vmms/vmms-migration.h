@@ -1,7 +1,11 @@
-/* Move-VM between two vmmsd hosts over mutual TLS. The source saves the VM (it is
- * Migrating), streams the saved-state file to the destination, which creates the VM
- * and restores it **paused** (vmwp --restore-paused: the guest does not run there) and
- * answers READY. The source records in its store that COMMIT may leave, sends COMMIT;
+/* Move-VM between two vmmsd hosts over mutual TLS. Live (pre-copy): the source's
+ * worker writes the VM's stream (worker.proto MigrateOut) while the guest runs, pauses
+ * it for the last pass, and vmmsd relays the stream to the destination, whose worker
+ * (vmwp --incoming-fd) applies it and holds the VM paused. Quick (the fallback when
+ * the source's worker cannot send live, e.g. one older than vmmsd): the source saves
+ * the VM, streams the saved-state file, and the destination restores it paused
+ * (vmwp --restore-paused). Either way the guest does not run there yet: the
+ * destination answers READY. The source records in its store that COMMIT may leave, sends COMMIT;
  * the destination records the commit, resumes the VM and answers COMMITTED; the
  * source then forgets the VM. The VM runs on exactly one host at every instant:
  * - anything that fails before COMMIT is sent (a lost link, a FAILED answer, a
@@ -25,7 +29,7 @@
  * is in vmms.conf [access] migration-peers; the source likewise moves a VM only to a
  * host whose certificate is listed there. A refusal is an event on the refusing host.
  *
- * Wire protocol, version 2. Every message is one frame, little-endian:
+ * Wire protocol, version 3. Every message is one frame, little-endian:
  *   bytes 0-3   magic "VMMG"
  *   bytes 4-5   u16 type (below)
  *   bytes 6-7   u16 reserved, 0
@@ -43,16 +47,19 @@
  *           auto-start u, created x), needs t (the
  *           memory it holds now)
  *                                                 ACCEPT  {}  or  REFUSE  reason s
- *   STATE*  the saved-state file, in order
+ *   BEGIN   mode s: "live" (STATE carries the
+ *           worker's stream, vmwp/vmwp-stream.h) or
+ *           "quick" (STATE carries the saved file)
+ *   STATE*  the stream or the saved-state file, in order
  *   DONE    bytes t (the file's size)
  *                                                 READY   {}  (restored, paused)
  *                                                         or  FAILED  reason s
  *   COMMIT  {}
  *                                                 COMMITTED {}  (it runs there)
  *                                                         or  FAILED  reason s
- * A version 1 peer (quick migration with STARTED and no commit step) is refused by
- * name at HELLO; frame numbers 1-8 keep their version 1 meaning, STARTED (7) is no
- * longer sent.
+ * A version 1 peer (quick migration with STARTED and no commit step) or version 2
+ * (no BEGIN, quick only) is refused by name at HELLO; frame numbers keep their
+ * meaning, STARTED (7) is no longer sent.
  * The destination checks before ACCEPT: the protocol version; the same engine
  * ("bundled", available here) and guest ABI version (hv-abi.h HV_ABI_VERSION), which
  * is what the saved state's processor context depends on; the name and id are free;
@@ -88,7 +95,7 @@
 #include "vmms-call.h"
 #include "vmms-manager.h"
 
-#define VMMS_MIGRATION_VERSION 2
+#define VMMS_MIGRATION_VERSION 3
 #define VMMS_MIGRATION_HEADER_SIZE 12
 #define VMMS_MIGRATION_PAYLOAD_MAX (1u << 20)
 
@@ -104,6 +111,7 @@ typedef enum VmmsMigrationFrame {
         VMMS_MIGRATION_READY,
         VMMS_MIGRATION_COMMIT,
         VMMS_MIGRATION_COMMITTED,
+        VMMS_MIGRATION_BEGIN,
         VMMS_MIGRATION_FRAME_COUNT,
 } VmmsMigrationFrame;
 

@@ -105,6 +105,7 @@ VmmsVm *vmms_vm_new(VmmsVmContext *ctx, const VmmsVmDefinition *def, VmmsEngine 
         vm->engine = engine;
         vm->balancer_id = balancer_id;
         vm->move_percent = -1;
+        vm->incoming_fd = -1;
         vmms_vm_definition_copy(&vm->def, def);
         return vm;
 }
@@ -119,6 +120,8 @@ void vmms_vm_free(VmmsVm *vm)
         vmms_vm_definition_clear(&vm->def);
         g_free(vm->exit_reason);
         g_free(vm->restore_path);
+        if (vm->incoming_fd >= 0)
+                close(vm->incoming_fd);
         vmms_checkpoint_free(vm->checkpoint);
         g_free(vm);
 }
@@ -772,14 +775,35 @@ void vmms_vm_move_end(VmmsVm *vm)
         vm->job_call = NULL;
 }
 
+static void on_live_cancelled(VmmsVm *vm, const VmmsError *error)
+{
+        if (error)
+                g_warning("VM '%s': %s", vm->def.name, error->message); /* its exit, if any, says the rest */
+        if (vm->def.state == VMMS_VM_MIGRATING && vm->engine_data)
+                set_state(vm, VMMS_VM_RUNNING, "state", "runs on here (the move was given up)");
+        vmms_vm_move_end(vm);
+}
+
 void vmms_vm_move_abort(VmmsVm *vm, VmmsErrorCode code, const char *why)
 {
         VmmsCall *call = vmms_vm_move_take_call(vm);
         g_autofree char *message = g_strdup_printf("cannot move VM '%s': %s", vm->def.name, why);
 
         vm->move_saved = NULL;
+        vm->move_event = NULL;
         if (call)
                 vmms_call_fail(call, code, "%s", message);
+        if (vm->move_live) {
+                /* Its worker still runs it (or holds it paused): it goes on here. */
+                vm->move_live = false;
+                vmms_vm_record_event(vm, "error", message);
+                if (vm->def.state == VMMS_VM_MIGRATING && vm->engine_data) {
+                        vm->engine->ops->migrate_end(vm->engine, vm, false, on_live_cancelled);
+                        return;
+                }
+                vmms_vm_move_end(vm);
+                return;
+        }
         if (vm->def.state != VMMS_VM_MIGRATING) {
                 vmms_vm_record_event(vm, "error", message);
                 vmms_vm_move_end(vm);
@@ -797,17 +821,29 @@ void vmms_vm_move_abort(VmmsVm *vm, VmmsErrorCode code, const char *why)
 void vmms_vm_move_in_doubt(VmmsVm *vm, const char *destination, const char *why)
 {
         VmmsCall *call = vmms_vm_move_take_call(vm);
-        g_autofree char *message = g_strdup_printf(
+        char *message = g_strdup_printf(
                 "the outcome of moving VM '%s' to %s is unknown (%s); it is kept Saved here and not "
                 "started: if Get-VM on %s shows it, Remove-VM it here, otherwise Start-VM it here",
                 vm->def.name, destination, why, destination);
 
         vm->move_saved = NULL;
+        vm->move_event = NULL;
+        if (vm->move_live) {
+                g_free(message);
+                message = g_strdup_printf(
+                        "the outcome of moving VM '%s' to %s is unknown (%s); it is kept Paused here: if "
+                        "Get-VM on %s shows it, Stop-VM -TurnOff and Remove-VM it here, otherwise Resume-VM "
+                        "it "
+                        "here",
+                        vm->def.name, destination, why, destination);
+        }
         if (call)
                 vmms_call_fail(call, VMMS_ERROR_UNAVAILABLE, "cannot move VM '%s': %s", vm->def.name,
                                message);
-        set_state(vm, VMMS_VM_SAVED, "error", message);
+        set_state(vm, vm->move_live ? VMMS_VM_PAUSED : VMMS_VM_SAVED, "error", message);
+        vm->move_live = false;
         vmms_vm_move_end(vm);
+        g_free(message);
 }
 
 /* ---- Move-VM: the destination's side, and a restarted source ---- */
@@ -816,6 +852,51 @@ void vmms_vm_move_receive(VmmsVm *vm)
 {
         vm->restore_paused = true;
         vmms_vm_start(vm, NULL);
+}
+
+void vmms_vm_move_receive_live(VmmsVm *vm, int fd)
+{
+        vm->restore_paused = true;
+        vm->incoming_fd = fd;
+        vmms_vm_start(vm, NULL);
+}
+
+static void on_live_started(VmmsVm *vm, const VmmsError *error, bool unsupported)
+{
+        void (*fn)(VmmsVm *, const VmmsError *, bool, void *) = vm->move_live_started;
+
+        vm->move_live_started = NULL;
+        if (error) {
+                vm->move_event = NULL;
+        } else {
+                vm->move_live = true;
+                set_state(vm, VMMS_VM_MIGRATING, "state",
+                          "sending its memory while it runs (live migration)");
+        }
+        fn(vm, error, unsupported, vm->move_event_data);
+}
+
+void vmms_vm_move_live(VmmsVm *vm, int fd, uint32_t max_downtime_ms,
+                       void (*fn)(VmmsVm *vm, const VmmsError *error, bool unsupported, void *userdata),
+                       void (*event)(VmmsVm *vm, const struct VmmsEngineMigration *m, void *userdata),
+                       void *userdata)
+{
+        if (!vm->engine->ops->migrate_out) {
+                fn(vm, NULL, true, userdata); /* this engine moves VMs quick only */
+                return;
+        }
+        vm->move_event = event;
+        vm->move_event_data = userdata;
+        vm->move_live_started = fn;
+        vm->engine->ops->migrate_out(vm->engine, vm, fd, max_downtime_ms, on_live_started);
+}
+
+void vmms_vm_move_finish(VmmsVm *vm)
+{
+        vm->move_event = NULL;
+        if (vm->move_live && vm->engine_data)
+                vm->engine->ops->migrate_end(vm->engine, vm, true, NULL);
+        vm->move_live = false;
 }
 
 static void on_move_resumed(VmmsVm *vm, const VmmsError *error)
@@ -863,8 +944,15 @@ void vmms_vm_move_recover(VmmsVm *vm, const char *destination, bool committing)
                         "Remove-VM it here, otherwise Start-VM it here",
                         vm->def.name, destination, destination, destination);
                 if (vmms_vm_is_live(vm) && vm->engine_data) {
-                        /* A worker still here once COMMIT may have left must not run. */
-                        vmms_vm_move_discard(vm, message);
+                        /* A live move's worker holds the VM paused: kept so, never resumed by
+                         * the move (the destination may run it). */
+                        g_free(message);
+                        message = g_strdup_printf(
+                                "the outcome of moving VM '%s' to %s is unknown (vmmsd restarted after it "
+                                "told %s to commit); it is kept Paused here: if Get-VM on %s shows it, "
+                                "Stop-VM -TurnOff and Remove-VM it here, otherwise Resume-VM it here",
+                                vm->def.name, destination, destination, destination);
+                        set_state(vm, VMMS_VM_PAUSED, "error", message);
                         return;
                 }
                 set_state(vm, VMMS_VM_SAVED, "error", message);
@@ -1264,19 +1352,25 @@ static void on_engine_running(VmmsVm *vm, const VmmsEngineRunning *info)
                 g_free(vm->exit_reason);
                 vm->exit_reason = g_strdup("its worker did not hold the received state paused");
                 vm->engine->ops->kill(vm->engine, vm);
-        } else if (vm->def.state == VMMS_VM_STARTING && vm->restore_path && vm->restore_paused) {
+        } else if (vm->def.state == VMMS_VM_STARTING && vm->restore_paused) {
                 /* A moved VM, paused until its source commits; the received state is spent. */
                 g_autofree char *path = g_steal_pointer(&vm->restore_path);
 
                 vm->restore_paused = false;
                 set_state(vm, VMMS_VM_MIGRATING, "state",
                           "restored from the received state, paused until the source commits the move");
-                if (unlink(path) < 0 && errno != ENOENT)
+                if (path && unlink(path) < 0 && errno != ENOENT)
                         g_warning("VM '%s': cannot delete %s: %s", vm->def.name, path, g_strerror(errno));
                 job_end(vm);
         } else if (vm->def.state == VMMS_VM_MIGRATING && g_strcmp0(vm->job, "move-recover") == 0) {
-                /* A restarted source: a worker that runs was never told to save. */
-                if (!info->paused) {
+                /* A restarted source: a worker that runs was never told to save, or it
+                 * was sending live (its stream's reader is gone: it stops and runs on);
+                 * one that holds a live stream's end paused is told to go on. */
+                if (info->migration == VMMS_ENGINE_MIGRATION_OUT_PRECOPY ||
+                    info->migration == VMMS_ENGINE_MIGRATION_OUT_DONE) {
+                        vm->engine->ops->migrate_end(vm->engine, vm, false, on_live_cancelled);
+                        vm->job = NULL;
+                } else if (!info->paused) {
                         set_state(vm, VMMS_VM_RUNNING, "state", "runs on here (the move never began)");
                         job_end(vm);
                 }
@@ -1304,6 +1398,16 @@ static void on_engine_exited(VmmsVm *vm, const VmmsEngineExit *exit)
         g_autofree char *message = NULL;
         bool restore_next = false;
 
+        if (vm->move_live && vm->move_event) {
+                /* A live move's worker is gone: the move ends with it (the VM ends here too). */
+                g_autofree char *why =
+                        g_strdup_printf("its worker ended: %s%s%s", exit->how, exit->last_words ? ": " : "",
+                                        exit->last_words ? exit->last_words : "");
+                VmmsEngineMigration m = {.kind = VMMS_ENGINE_MIGRATION_FAILED, .reason = why};
+
+                vm->move_event(vm, &m, vm->move_event_data);
+                was = vm->def.state;
+        }
         if (was == VMMS_VM_STOPPING && vm->checkpoint && g_strcmp0(vm->job, "restore-checkpoint") == 0) {
                 set_state(vm, VMMS_VM_OFF, "state", "turned off to restore a checkpoint");
                 restore_next = true;
@@ -1392,8 +1496,15 @@ static void on_engine_memory_status(VmmsVm *vm, const VmmsMemoryStatus *status)
                 vm->ctx->memory_prompt(vm, vm->ctx->memory_prompt_data);
 }
 
+static void on_engine_migration(VmmsVm *vm, const VmmsEngineMigration *m)
+{
+        if (vm->move_event)
+                vm->move_event(vm, m, vm->move_event_data);
+}
+
 const VmmsEngineCallbacks vmms_vm_engine_callbacks = {
         .running = on_engine_running,
         .exited = on_engine_exited,
         .memory_status = on_engine_memory_status,
+        .migration = on_engine_migration,
 };

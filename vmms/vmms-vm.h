@@ -13,6 +13,8 @@
 #include "vmms-events.h"
 #include "vmms-store.h"
 
+struct VmmsEngineMigration; /* vmms-engine.h */
+
 typedef enum VmmsVmAction {
         VMMS_ACTION_START,
         VMMS_ACTION_STOP,
@@ -106,6 +108,13 @@ struct VmmsVm {
          * is Migrating here until the source commits), and what the commit's Resume
          * tells. The source: how far the move is, for Get-VM's Status (-1: no move). */
         bool restore_paused;
+        int incoming_fd; /* a live move's stream for the start (the engine closes it); -1: none */
+        /* A live move (the engine sends the stream while the VM runs): its reports go to
+         * move_event; false: a quick one (saved, then sent). */
+        bool move_live;
+        void (*move_event)(VmmsVm *vm, const struct VmmsEngineMigration *m, void *userdata);
+        void (*move_live_started)(VmmsVm *vm, const VmmsError *error, bool unsupported, void *userdata);
+        void *move_event_data;
         void (*move_resumed)(VmmsVm *vm, const VmmsError *error, void *userdata);
         void *move_resumed_data;
         int move_percent;
@@ -206,6 +215,19 @@ void vmms_vm_move_end(VmmsVm *vm);
  *   move_discard a live VM that must not run here (no commit came): its worker is
  *                killed and it ends Off, `why` as the event */
 void vmms_vm_move_receive(VmmsVm *vm);
+/* Live: Off (just received its definition): starts it reading the stream from `fd`
+ * (the engine owns fd from here), paused once it is applied, as move_receive. */
+void vmms_vm_move_receive_live(VmmsVm *vm, int fd);
+/* Live, the source: Running -> Migrating while the engine writes the stream to `fd`
+ * (the caller keeps its copy); `fn` runs once it began, or with an error (the VM runs
+ * on; unsupported: the engine cannot, a quick move may follow). Reports then go to
+ * `event` until move_abort, move_in_doubt or move_finish. */
+void vmms_vm_move_live(VmmsVm *vm, int fd, uint32_t max_downtime_ms,
+                       void (*fn)(VmmsVm *vm, const VmmsError *error, bool unsupported, void *userdata),
+                       void (*event)(VmmsVm *vm, const struct VmmsEngineMigration *m, void *userdata),
+                       void *userdata);
+/* Live, committed: what runs it here ends (the destination runs it). */
+void vmms_vm_move_finish(VmmsVm *vm);
 void vmms_vm_move_commit(VmmsVm *vm, const char *source,
                          void (*fn)(VmmsVm *vm, const VmmsError *error, void *userdata), void *userdata);
 void vmms_vm_move_discard(VmmsVm *vm, const char *why);

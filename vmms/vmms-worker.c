@@ -18,6 +18,10 @@
 #define WORKER_MESSAGE_MAX (64u * 1024u)
 #define CONNECT_RETRY_MS 20
 #define CONNECT_TIMEOUT_MS 15000
+/* A worker receiving a live migration opens its control socket only once the whole
+ * stream is applied; the move's own link timeouts end a stalled one sooner. */
+#define INCOMING_CONNECT_TIMEOUT_MS (30 * 60 * 1000)
+#define INCOMING_FD_TARGET 3
 
 typedef struct PendingReply {
         uint64_t id;
@@ -132,6 +136,13 @@ static void handle_message(VmmsWorker *w, const Vmms__Worker__Message *msg)
         case VMMS__WORKER__MESSAGE__BODY_GUEST_STOPPED:
                 w->callbacks.guest_stopped(w, msg->guest_stopped->reason, msg->guest_stopped->crashed,
                                            w->userdata);
+                break;
+        case VMMS__WORKER__MESSAGE__BODY_MIGRATION_PROGRESS:
+        case VMMS__WORKER__MESSAGE__BODY_MIGRATION_OUT_DONE:
+        case VMMS__WORKER__MESSAGE__BODY_MIGRATION_OUT_FAILED:
+        case VMMS__WORKER__MESSAGE__BODY_INCOMING_DONE:
+                if (w->callbacks.migration)
+                        w->callbacks.migration(w, msg, w->userdata);
                 break;
         case VMMS__WORKER__MESSAGE__BODY_REPLY: {
                 PendingReply *p = g_queue_peek_head(&w->pending);
@@ -281,6 +292,8 @@ int vmms_worker_spawn(const VmmsWorkerSpawn *s, const VmmsWorkerCallbacks *callb
                 g_ptr_array_add(argv, g_strdup_printf("--restore=%s", s->restore_path));
         if (s->restore_path && s->restore_paused)
                 g_ptr_array_add(argv, g_strdup("--restore-paused"));
+        if (s->incoming_fd >= 0)
+                g_ptr_array_add(argv, g_strdup_printf("--incoming-fd=%d", INCOMING_FD_TARGET));
         if (s->paging_bytes)
                 g_ptr_array_add(argv, g_strdup_printf("--paging-bytes=%" G_GUINT64_FORMAT, s->paging_bytes));
         g_ptr_array_add(argv, NULL);
@@ -293,8 +306,15 @@ int vmms_worker_spawn(const VmmsWorkerSpawn *s, const VmmsWorkerCallbacks *callb
                 return r;
         }
         (void)unlink(s->control_socket); /* a stale socket must not be mistaken for the new worker */
-        ok = g_spawn_async_with_fds(NULL, (char **)argv->pdata, NULL, G_SPAWN_DO_NOT_REAP_CHILD, child_setup,
-                                    NULL, &w->pid, -1, log_fd, log_fd, &error);
+        {
+                /* The stream's fd goes to the worker as INCOMING_FD_TARGET; nothing else is inherited. */
+                int source_fds[1] = {s->incoming_fd}, target_fds[1] = {INCOMING_FD_TARGET};
+
+                ok = g_spawn_async_with_pipes_and_fds(
+                        NULL, (const char *const *)argv->pdata, NULL, G_SPAWN_DO_NOT_REAP_CHILD, child_setup,
+                        NULL, -1, log_fd, log_fd, source_fds, target_fds, s->incoming_fd >= 0 ? 1 : 0,
+                        &w->pid, NULL, NULL, NULL, &error);
+        }
         close(log_fd);
         if (!ok) {
                 *ret_error = g_strdup_printf("cannot start the worker %s: %s", s->vmwp_path, error->message);
@@ -303,7 +323,9 @@ int vmms_worker_spawn(const VmmsWorkerSpawn *s, const VmmsWorkerCallbacks *callb
         w->is_child = true;
         w->log_path = g_strdup(s->log_path);
         w->child_watch = g_child_watch_add(w->pid, on_child_exit, w);
-        w->connect_deadline_us = g_get_monotonic_time() + CONNECT_TIMEOUT_MS * 1000;
+        w->connect_deadline_us =
+                g_get_monotonic_time() +
+                (s->incoming_fd >= 0 ? INCOMING_CONNECT_TIMEOUT_MS : CONNECT_TIMEOUT_MS) * 1000ll;
         w->connect_timer = g_timeout_add(CONNECT_RETRY_MS, on_connect_retry, w);
         *ret = g_steal_pointer(&w);
         return 0;
@@ -349,7 +371,7 @@ bool vmms_worker_connected(VmmsWorker *w)
         return w->fd >= 0;
 }
 
-static void request(VmmsWorker *w, Vmms__Worker__Request *req, PendingReply *p)
+static void request(VmmsWorker *w, Vmms__Worker__Request *req, int fd, PendingReply *p)
 {
         const char *why = NULL;
 
@@ -357,7 +379,7 @@ static void request(VmmsWorker *w, Vmms__Worker__Request *req, PendingReply *p)
                 why = "the worker is not connected";
         else {
                 req->id = w->next_id++;
-                if (hv_wire_send(w->fd, &req->base, -1) < 0)
+                if (hv_wire_send(w->fd, &req->base, fd) < 0)
                         why = "cannot send to the worker";
         }
         if (why) {
@@ -375,7 +397,7 @@ void vmms_worker_request(VmmsWorker *w, Vmms__Worker__Request *req, VmmsWorkerRe
 
         p->fn = fn;
         p->userdata = userdata;
-        request(w, req, p);
+        request(w, req, -1, p);
 }
 
 void vmms_worker_request_full(VmmsWorker *w, Vmms__Worker__Request *req, VmmsWorkerFullReplyFn fn,
@@ -385,7 +407,17 @@ void vmms_worker_request_full(VmmsWorker *w, Vmms__Worker__Request *req, VmmsWor
 
         p->full_fn = fn;
         p->userdata = userdata;
-        request(w, req, p);
+        request(w, req, -1, p);
+}
+
+void vmms_worker_request_fd(VmmsWorker *w, Vmms__Worker__Request *req, int fd, VmmsWorkerFullReplyFn fn,
+                            void *userdata)
+{
+        PendingReply *p = g_new0(PendingReply, 1);
+
+        p->full_fn = fn;
+        p->userdata = userdata;
+        request(w, req, fd, p);
 }
 
 /* The worker's own word on why it exits, else the last line of its log; only the

@@ -17,6 +17,9 @@ typedef struct VmmsWorkerCallbacks {
         void (*guest_stopped)(VmmsWorker *w, const char *reason, bool crashed, void *userdata);
         /* The guest's Dynamic Memory figures, about once a second. */
         void (*memory_status)(VmmsWorker *w, const Vmms__Worker__MemoryStatus *status, void *userdata);
+        /* Live migration (worker.proto): any message of that part (MigrationProgress,
+         * MigrationOutDone, MigrationOutFailed, IncomingDone), as received. */
+        void (*migration)(VmmsWorker *w, const Vmms__Worker__Message *msg, void *userdata);
         /* Exactly once, when the worker is gone: `why` says how (exit status, signal,
          * or connection lost); `exit_code` is -1 when unknown. The worker may be freed
          * from the callback. */
@@ -43,6 +46,7 @@ typedef struct VmmsWorkerSpawn {
         uint64_t paging_bytes;
         const char *restore_path; /* continue from this saved state instead of booting */
         bool restore_paused;      /* and stay paused until a Resume (a moved VM awaiting its commit) */
+        int incoming_fd;          /* >= 0: read a live migration stream from it (--incoming-fd); -1: none */
 } VmmsWorkerSpawn;
 
 /* A reply from the worker: error 0 or a negative errno with a message. */
@@ -66,6 +70,10 @@ typedef void (*VmmsWorkerFullReplyFn)(int error, const char *message, const Vmms
                                       void *userdata);
 void vmms_worker_request_full(VmmsWorker *w, Vmms__Worker__Request *req, VmmsWorkerFullReplyFn fn,
                               void *userdata);
+/* The same, with `fd` passed along (SCM_RIGHTS; MigrateOut's stream). The caller keeps
+ * its own copy of fd. */
+void vmms_worker_request_fd(VmmsWorker *w, Vmms__Worker__Request *req, int fd, VmmsWorkerFullReplyFn fn,
+                            void *userdata);
 /* Why the worker exited: its Exiting message (worker.proto), else with read_log the
  * last line of its log (a start that failed before vmmsd connected); the log is never
  * read whole. */

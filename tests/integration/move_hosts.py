@@ -73,9 +73,9 @@ class MoveHosts:
         wait_for(lambda: host.api.GetHost(host.pb.GetHostRequest(), timeout=5).memory_pool_bytes > 0, 30,
                  what="the hypervisor pool")
 
-    def start_soak(self, host, name="web"):
+    def start_soak(self, host, name="web", boot_args=SOAK):
         pb = host.pb
-        vm = host.create(name, startup=64 * MiB, workload="memsoak", boot_args=SOAK)
+        vm = host.create(name, startup=64 * MiB, workload="memsoak", boot_args=boot_args)
         host.api.StartVm(pb.VmRef(vm=name), timeout=30)
         wait_for(lambda: len(passes(host, vm.id)) >= 2, 60, what="two memsoak passes")
         return vm
@@ -93,7 +93,8 @@ class MoveHosts:
     def assert_nothing_of(self, host, vm):
         """No definition, no worker, no state file of the VM on host."""
         self.assertNotIn(vm.name, self.vms(host))
-        self.assertEqual(workers(host, vm.id), [])
+        # A live move's source worker ends its (paused) copy just after the commit.
+        wait_for(lambda: not workers(host, vm.id), 30, interval=0.05, what="the worker to end")
         saved = host.state / "saved"
         self.assertEqual([p.name for p in saved.glob("*")] if saved.exists() else [], [])
 

@@ -1,10 +1,11 @@
-"""Move-VM between two vmmsd hosts on this machine (protocol version 2 over mutual TLS: the
-destination restores the VM paused, the source commits, the destination resumes it): a
+"""Move-VM between two vmmsd hosts on this machine (protocol version 3 over mutual TLS: the
+source's worker sends the VM live, the destination's worker holds it paused, the source
+commits, the destination resumes it): a
 memsoak guest moved from A to B continues on B where it was (its pass counter goes on, no
 CORRUPTION) and is gone from A; it moves back; WatchMoveVm and Get-VM show the progress;
 vmctl prints it; Stop-VMMigration cancels a move not yet committed (the VM runs on at A,
-B keeps nothing) and refuses one already committed; a version 1 source is refused by
-name; a destination that does not list the source's certificate refuses; a client
+B keeps nothing) and refuses one already committed; version 1 and 2 sources are
+refused by name; a destination that does not list the source's certificate refuses; a client
 without a certificate cannot connect; a destination whose pool is too small refuses
 before anything is sent; a destination killed while receiving leaves the VM running on A.
 The kill -9 matrix at every phase is test_move_vm_failures.py (suite migration). Phases
@@ -52,15 +53,14 @@ class MoveVmTest(MoveHosts, unittest.TestCase):
             result = self.move(a, b, max_downtime_ms=50)
             before = passes(a, vm.id)
             self.assertEqual(result.phase, "completed")
-            self.assertEqual(result.mode, "quick")
+            self.assertEqual(result.mode, "live")
             self.assertEqual(result.percent, 100)
             self.assertEqual(result.data_processed, result.data_total)
             self.assertEqual(result.data_remaining, 0)
             self.assertGreater(result.data_total, 0)
             print(f"# A->B: {result.data_total} bytes, downtime {result.downtime_ms} ms, "
                   f"total {result.time_elapsed_ms} ms, {result.memory_bps} B/s")
-            self.assertNotIn("web", self.vms(a))
-            self.assertEqual(workers(a, vm.id), [])
+            self.assert_nothing_of(a, vm)
             moved = b.api.GetVm(pb.VmRef(vm="web"), timeout=5)
             self.assertEqual(moved.state, pb.VM_STATE_RUNNING)
             self.assertEqual(moved.id, vm.id)
@@ -69,8 +69,8 @@ class MoveVmTest(MoveHosts, unittest.TestCase):
             events = self.events(b, "web")
             self.assertIn("moved here from hosta", events)
             self.assertIn("restored from the received state, paused until the source commits the move", events)
-            self.assertTrue(any("moving to " + b.address in m and "quick migration" in m
-                                for m in self.events(a)), self.events(a))
+            self.assertTrue(any(m.startswith(f"moving to {b.address} live") for m in self.events(a)),
+                            self.events(a))
 
             back = self.move(b, a)
             self.assertEqual(back.phase, "completed")
@@ -158,7 +158,7 @@ class MoveVmTest(MoveHosts, unittest.TestCase):
             out = vmctl("Move-VM", "web", "-DestinationHost", b.address, "-MaximumDowntime", "50ms")
             self.assertEqual(out.returncode, 0, out.stderr)
             self.assertRegex(out.stdout, r"Migrating \(\d+ %\) (saving|sending|restoring|committing)")
-            self.assertRegex(out.stdout, rf"Moved web to {b.address} \(quick migration\): .* sent, downtime \d+ ms")
+            self.assertRegex(out.stdout, rf"Moved web to {b.address} \(live migration\): .* sent, downtime \d+ ms")
             self.assert_continues(b, vm)
             stop = vmctl("Stop-VMMigration", "web", sock=b.socket)
             self.assertNotEqual(stop.returncode, 0)
@@ -170,31 +170,35 @@ class MoveVmTest(MoveHosts, unittest.TestCase):
                      what="the job to move the VM back to A")
             self.assert_continues(a, vm)
 
-    def test_a_version_1_source_is_refused_by_name(self):
+    def test_version_1_and_2_sources_are_refused_by_name(self):
         from gi.repository import GLib
         with self.host("hostb", "CN=hosta") as b:
             host, port = b.address.split(":")
             ctx = ssl.create_default_context(cafile=str(self.dir / "ca.pem"))
             ctx.check_hostname = False
             ctx.load_cert_chain(str(self.dir / "hosta.pem"), str(self.dir / "hosta.key"))
-            hello = GLib.Variant("a{sv}", {"version": GLib.Variant("u", 1), "host": GLib.Variant("s", "old"),
-                                           "engine": GLib.Variant("s", "bundled"),
-                                           "guest-abi": GLib.Variant("u", 1)}).get_data_as_bytes().get_data()
-            with socket.create_connection((host, int(port)), timeout=10) as raw:
-                with ctx.wrap_socket(raw) as tls:
-                    tls.sendall(b"VMMG" + struct.pack("<HHI", 1, 0, len(hello)) + hello)
-                    header = b""
-                    while len(header) < 12:
-                        chunk = tls.recv(12 - len(header))
-                        self.assertTrue(chunk, "closed without an answer")
-                        header += chunk
-                    kind, _, length = struct.unpack("<HHI", header[4:])
-                    payload = b""
-                    while len(payload) < length:
-                        payload += tls.recv(length - len(payload))
-            self.assertEqual(kind, 4)  # REFUSE
-            reason = GLib.Variant.new_from_bytes(GLib.VariantType("a{sv}"), GLib.Bytes(payload), False)
-            self.assertIn("protocol version 1 (quick migration without a commit step)", reason["reason"])
+            for version, named in ((1, "protocol version 1 (quick migration without a commit step)"),
+                                   (2, "protocol version 2 (quick migration only, without BEGIN)")):
+                with self.subTest(version=version):
+                    hello = GLib.Variant("a{sv}", {
+                        "version": GLib.Variant("u", version), "host": GLib.Variant("s", "old"),
+                        "engine": GLib.Variant("s", "bundled"),
+                        "guest-abi": GLib.Variant("u", 1)}).get_data_as_bytes().get_data()
+                    with socket.create_connection((host, int(port)), timeout=10) as raw:
+                        with ctx.wrap_socket(raw) as tls:
+                            tls.sendall(b"VMMG" + struct.pack("<HHI", 1, 0, len(hello)) + hello)
+                            header = b""
+                            while len(header) < 12:
+                                chunk = tls.recv(12 - len(header))
+                                self.assertTrue(chunk, "closed without an answer")
+                                header += chunk
+                            kind, _, length = struct.unpack("<HHI", header[4:])
+                            payload = b""
+                            while len(payload) < length:
+                                payload += tls.recv(length - len(payload))
+                    self.assertEqual(kind, 4)  # REFUSE
+                    reason = GLib.Variant.new_from_bytes(GLib.VariantType("a{sv}"), GLib.Bytes(payload), False)
+                    self.assertIn(named, reason["reason"])
 
     def test_a_destination_without_the_source_in_its_peers_refuses(self):
         with self.host("hosta", "CN=hostb") as a, self.host("hostb", "CN=stranger") as b:

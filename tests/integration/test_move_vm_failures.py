@@ -3,10 +3,11 @@ worker or the destination worker at each phase of a move (before and while trans
 after READY, after COMMIT). Each case stops one vmmsd at a named phase with its
 VMMS_MIGRATION_STOP_AT hook (it SIGSTOPs itself there), kills, lets things go on
 (restarting a killed vmmsd), and checks the rule:
-  - never two copies running (at most one worker for the VM across both hosts);
+  - never two copies running (at most one host has the VM Running; a live move's source
+    worker may hold its copy Paused);
   - the definition on exactly one host, or, once COMMIT may have left without an
-    answer, Saved "in doubt" on the source (with an event saying what to do) while the
-    destination holds nothing or runs it;
+    answer, "in doubt" on the source (kept Paused by its worker after a live move, with
+    an event saying what to do) while the destination holds nothing or runs it;
   - never none running, unless a worker itself was killed before it could be saved
     (the VM then stays Off on the source) or the case is in doubt;
   - the guest that runs continues from its own counter, uncorrupted.
@@ -22,10 +23,15 @@ import grpc
 from move_hosts import MoveHosts, passes, workers
 from vmms_host import wait_for
 
+# A memsoak that a live move sends without throttling it: what is checked here is who owns
+# the VM. (After a cancel of a move that had throttled memsoak to 99 %, the source's guest was
+# seen making no pass for 60 s; that is followed up separately.)
+GENTLE_SOAK = "memsoak_mb=8 memsoak_step_mb=8 memsoak_step_ms=500"
+
 # (case, the vmmsd stopped, its phase, what is killed, the outcome)
 #   source:      the VM runs on A, B holds nothing
-#   destination: the VM runs on B, A keeps it Saved in doubt
-#   doubt:       A keeps it Saved in doubt, B holds nothing
+#   destination: the VM runs on B, A keeps it Paused in doubt
+#   doubt:       A keeps it Paused in doubt, B holds nothing
 #   source-off:  A keeps the VM (Off: its worker was killed before it was saved), B holds nothing
 CASES = [
     ("source_vmmsd_before_transfer", "a", "accepted", "a-vmmsd", "source"),
@@ -47,9 +53,23 @@ class MoveVmFailureTest(MoveHosts, unittest.TestCase):
     def run_case(self, stopped_side, phase, kill, outcome):
         with self.host("hosta", "CN=hostb", stop_at=phase if stopped_side == "a" else None) as a, \
                 self.host("hostb", "CN=hosta", stop_at=phase if stopped_side == "b" else None) as b:
+            try:
+                self.run_case_on_hosts(a, b, stopped_side, kill, outcome)
+            except BaseException:
+                for name, h in (("A", a), ("B", b)):  # what the two vmmsds said, to explain a failure
+                    print(f"# ---- {name}'s vmmsd log ----")
+                    for line in h.log().splitlines()[-40:]:
+                        print(f"# {line}")
+                    for log in sorted((h.state / "logs").glob("*.worker.log")):
+                        for line in log.read_text(errors="replace").splitlines()[-12:]:
+                            print(f"# worker: {line}")
+                raise
+
+    def run_case_on_hosts(self, a, b, stopped_side, kill, outcome):
+        if True:
             pb = a.pb
             hosts = {"a": a, "b": b}
-            vm = self.start_soak(a)
+            vm = self.start_soak(a, boot_args=GENTLE_SOAK)
             failure = []
 
             def move():
@@ -94,7 +114,8 @@ class MoveVmFailureTest(MoveHosts, unittest.TestCase):
 
             wait_for(settled, 90, interval=0.2, what="both hosts to settle")
             on_a, on_b = self.vms(a).get("web"), self.vms(b).get("web")
-            running = len(workers(a, vm.id)) + len(workers(b, vm.id))
+            running = sum(1 for h, v in ((a, on_a), (b, on_b))
+                          if v and v.state == pb.VM_STATE_RUNNING and workers(h, vm.id))
             self.assertLessEqual(running, 1, "two copies run")
             if outcome == "source":
                 self.assert_nothing_of(b, vm)
@@ -104,8 +125,8 @@ class MoveVmFailureTest(MoveHosts, unittest.TestCase):
                 self.assertEqual(on_a.state, pb.VM_STATE_OFF)
                 self.assertEqual(running, 0)
             elif outcome in ("destination", "doubt"):
-                self.assertEqual(on_a.state, pb.VM_STATE_SAVED)
-                self.assertEqual(workers(a, vm.id), [])
+                self.assertEqual(on_a.state, pb.VM_STATE_PAUSED)
+                self.assertEqual(len(workers(a, vm.id)), 1)
                 self.assertTrue(any("is unknown" in m and "Remove-VM" in m for m in self.events(a, "web")),
                                 self.events(a, "web"))
                 if outcome == "destination":
