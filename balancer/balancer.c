@@ -10,6 +10,8 @@
  *
  * Formula. Pressure = committed / assigned × 100. A VM wants
  *         want = clamp(roundup(committed × (100 + Buffer) / 100, 2 MiB), Minimum, Maximum).
+ * With goal seeking on (balancer-goal.c) want is at most the VM's goal cap, the smallest footprint found
+ * not to page; the rest of the plan is unchanged.
  * Only running VMs with Dynamic Memory and a fresh report are balanced. Everything else is held: a VM with
  * Dynamic Memory off or not running is left alone, and its memory is simply absent from the pool's
  * available figure, so it counts as used. A guest whose report is missing or older than report_stale_ns
@@ -408,6 +410,9 @@ static void plan_vm_classify(Balancer *balancer, const BalancerHost *host, const
         p->current_units = units_floor(vm->assigned_bytes - vm->pending_remove_bytes);
         p->want_units = units_ceil_u128(
                 ((unsigned __int128)vm->committed_bytes * (100 + vm->buffer_percent) + 99) / 100);
+        /* Goal seeking (balancer-goal.c) found a smaller footprint that does not page. */
+        if (vm->goal_cap_bytes && units_floor(vm->goal_cap_bytes) < p->want_units)
+                p->want_units = units_floor(vm->goal_cap_bytes);
         p->want_units = CLAMP(p->want_units, p->min_units, p->max_units);
 }
 

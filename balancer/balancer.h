@@ -47,6 +47,7 @@ typedef struct BalancerVm {
         uint64_t pending_remove_bytes; /* balloon requested, pages not yet back in the pool */
         uint64_t committed_bytes;      /* the guest's last report */
         uint64_t committed_time_ns;    /* when that report arrived (host clock of now_ns); 0: never */
+        uint64_t goal_cap_bytes;       /* goal seeking's cap on want (balancer-goal.h); 0: none */
 } BalancerVm;
 
 typedef struct BalancerHost {

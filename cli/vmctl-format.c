@@ -436,7 +436,7 @@ void vmctl_format_memory(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms)
                 {"VMName", false},    {"DynamicMemoryEnabled", false},
                 {"Minimum(M)", true}, {"Startup(M)", true},
                 {"Maximum(M)", true}, {"Buffer", true},
-                {"Priority", true},
+                {"Priority", true},   {"GoalSeeking", false},
         };
         g_autoptr(VmctlTable) table = vmctl_table_new(columns, G_N_ELEMENTS(columns));
 
@@ -446,7 +446,7 @@ void vmctl_format_memory(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms)
                 vmctl_table_add(table, text(vms[i]->name), boolean(m && m->dynamic_memory_enabled),
                                 mib(m ? m->minimum_bytes : 0), mib(m ? m->startup_bytes : 0),
                                 mib(m ? m->maximum_bytes : 0), number(m ? m->buffer : 0),
-                                number(m ? m->priority : 0));
+                                number(m ? m->priority : 0), boolean(m && m->goal_seeking));
         }
         vmctl_table_render(table, out);
 }

@@ -279,6 +279,10 @@ static const VmctlParam set_memory_params[] = {
          .max = VMMS_PAGING_BYTES_MAX,
          .help = "Size of the guest's paging disk, checked against free space when the VM starts; 0 = 4 x "
                  "StartupBytes."},
+        {.name = "GoalSeeking",
+         .type = VMCTL_PARAM_BOOL,
+         .help = "$true gives the VM the smallest footprint found whose paging stays low, not committed + "
+                 "Buffer."},
         PASSTHRU_PARAM,
         COMMON_PARAMS,
 };
@@ -1138,6 +1142,7 @@ static const MaskedField memory_fields[] = {
         MASKED("Buffer", Vmms__V1__MemorySettings, buffer),
         MASKED("Priority", Vmms__V1__MemorySettings, priority),
         MASKED("PagingBytes", Vmms__V1__MemorySettings, paging_bytes),
+        MASKED("GoalSeeking", Vmms__V1__MemorySettings, goal_seeking),
 };
 
 /* Writes each given parameter into settings and its field name into mask; returns how many, or
@@ -1220,6 +1225,7 @@ int vmctl_memory_update_init(VmctlMemoryUpdate *update, const VmctlArgs *args, c
         };
         int n;
 
+        G_STATIC_ASSERT(G_N_ELEMENTS(memory_fields) <= G_N_ELEMENTS(u.mask));
         n = check_memory_order(args, ret_error);
         if (n < 0)
                 return n;

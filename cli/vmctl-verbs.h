@@ -62,7 +62,7 @@ int vmctl_processor_update_init(VmctlProcessorUpdate *update, const VmctlArgs *a
 typedef struct VmctlMemoryUpdate {
         Vmms__V1__UpdateMemoryRequest request;
         Vmms__V1__MemorySettings memory;
-        char *mask[7];
+        char *mask[8]; /* one per settable field (memory_fields in vmctl-verbs.c) */
 } VmctlMemoryUpdate;
 int vmctl_memory_update_init(VmctlMemoryUpdate *update, const VmctlArgs *args, char **ret_error);
 

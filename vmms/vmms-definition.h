@@ -58,6 +58,7 @@ typedef struct VmmsMemorySettings {
         uint32_t buffer;
         uint32_t priority;
         uint64_t paging_bytes; /* the paging disk; 0: VMMS_PAGING_DEFAULT_FACTOR x startup */
+        bool goal_seeking;     /* cap the balancer's target at the footprint that does not page */
 } VmmsMemorySettings;
 
 /* Add-VMHardDiskDrive: a disk image the libvirt engine attaches beside VHDPath (the

@@ -19,9 +19,16 @@
  * action is remembered for VMMS_MEMORY_IN_FLIGHT_NS; while the VM's last figures are
  * older than it, the snapshot counts it as done: an add in assigned memory, a remove
  * as pending. (A periodic status the worker sent just before it took the request can
- * still arrive after it: a window of a socket's latency, once a second.) */
+ * still arrive after it: a window of a socket's latency, once a second.)
+ *
+ * Goal seeking (Set-VMMemory -GoalSeeking; balancer/balancer-goal.c). Each tick, a VM that
+ * has it on, runs with Dynamic Memory and reports gets a sample of its goal (assigned,
+ * committed, the guest's page-in counter) and the cap it returns goes into the snapshot;
+ * prompt plans reuse the tick's cap. A VM that stops, turns it off or goes away loses its
+ * goal, and starts afresh (from its footprint then) when it comes back. */
 #include <errno.h>
 
+#include "balancer-goal.h"
 #include "vmms-memory.h"
 
 /* How long an action may wait for the worker's figures to show it. */
@@ -33,6 +40,12 @@ typedef struct MemoryInFlight {
         uint64_t planned_ns;
 } MemoryInFlight;
 
+typedef struct MemoryGoal {
+        uint64_t balancer_id; /* the hash key */
+        BalancerGoal goal;
+        uint64_t seen_tick; /* the tick that last sampled it */
+} MemoryGoal;
+
 struct VmmsMemory {
         Balancer *balancer;
         uint64_t reserve_bytes;
@@ -42,6 +55,9 @@ struct VmmsMemory {
         uint64_t added_since_sample; /* adds planned since that sample */
         uint64_t last_plan_ns;       /* monotonic; 0: none yet */
         GArray *in_flight;           /* MemoryInFlight, oldest first */
+        BalancerGoalConfig goal_config;
+        GHashTable *goals; /* &balancer_id → MemoryGoal, for goal-seeking VMs being balanced */
+        uint64_t ticks;
 };
 
 int vmms_memory_new(uint64_t reserve_bytes, VmmsMemory **ret)
@@ -51,6 +67,8 @@ int vmms_memory_new(uint64_t reserve_bytes, VmmsMemory **ret)
 
         mem->reserve_bytes = reserve_bytes;
         mem->in_flight = g_array_new(FALSE, FALSE, sizeof(MemoryInFlight));
+        balancer_goal_config_init_default(&mem->goal_config);
+        mem->goals = g_hash_table_new_full(g_int64_hash, g_int64_equal, NULL, g_free);
         r = balancer_new(NULL, &mem->balancer);
         if (r < 0)
                 return r;
@@ -65,6 +83,8 @@ void vmms_memory_free(VmmsMemory *mem)
         balancer_plan_free(mem->plan);
         balancer_free(mem->balancer);
         g_clear_pointer(&mem->in_flight, g_array_unref);
+        if (mem->goals)
+                g_hash_table_unref(mem->goals);
         g_free(mem);
 }
 
@@ -105,6 +125,53 @@ static void memory_in_flight_record(VmmsMemory *mem, const BalancerPlan *plan, u
         }
 }
 
+/* The goal's cap for a goal-seeking VM being balanced (sampled on a tick, as it was on a prompt plan),
+ * 0 for any other VM. */
+static uint64_t memory_goal_cap(VmmsMemory *mem, VmmsVm *vm, const BalancerVm *b, bool prompt)
+{
+        MemoryGoal *g;
+        BalancerGoalInput in;
+        BalancerGoalDecision decision;
+        uint64_t before, cap;
+
+        if (!vm->def.memory.goal_seeking || !b->dynamic_memory_enabled || !b->running ||
+            !b->committed_time_ns)
+                return 0;
+        g = g_hash_table_lookup(mem->goals, &b->id);
+        if (prompt)
+                return g && g->goal.started ? g->goal.cap_bytes : 0;
+        if (!g) {
+                g = g_new0(MemoryGoal, 1);
+                g->balancer_id = b->id;
+                balancer_goal_reset(&g->goal);
+                g_hash_table_insert(mem->goals, &g->balancer_id, g);
+        }
+        g->seen_tick = mem->ticks;
+        in = (BalancerGoalInput){
+                .minimum_bytes = b->minimum_bytes,
+                .maximum_bytes = b->maximum_bytes,
+                .assigned_bytes = b->assigned_bytes,
+                .committed_bytes = b->committed_bytes,
+                .page_in_total = vm->memory.page_in_total,
+                .report_ns = b->committed_time_ns,
+        };
+        before = g->goal.cap_bytes;
+        cap = balancer_goal_sample(&g->goal, &mem->goal_config, &in, &decision);
+        if (decision == BALANCER_GOAL_PROBE || decision == BALANCER_GOAL_RAISE ||
+            decision == BALANCER_GOAL_GROW)
+                g_message("goal seeking: %s %s %" G_GUINT64_FORMAT " MiB -> %" G_GUINT64_FORMAT
+                          " MiB (page-in %" G_GUINT64_FORMAT " KiB/s, assigned %" G_GUINT64_FORMAT " MiB)",
+                          vm->def.name, balancer_goal_decision_to_string(decision), before >> 20, cap >> 20,
+                          g->goal.rate_bytes_per_s >> 10, b->assigned_bytes >> 20);
+        return cap;
+}
+
+static gboolean memory_goal_unseen(gpointer key, gpointer value, gpointer user_data)
+{
+        (void)key;
+        return ((MemoryGoal *)value)->seen_tick != *(const uint64_t *)user_data;
+}
+
 static const BalancerPlan *memory_plan(VmmsMemory *mem, GPtrArray *vms, const VmmsMemoryPool *pool,
                                        uint64_t now_ns, bool prompt)
 {
@@ -122,6 +189,8 @@ static const BalancerPlan *memory_plan(VmmsMemory *mem, GPtrArray *vms, const Vm
         BalancerPlan *plan = NULL;
         int r;
 
+        if (!prompt)
+                mem->ticks++;
         for (guint i = 0; i < vms->len; i++) {
                 VmmsVm *vm = vms->pdata[i];
                 BalancerVm *b = &snap[snapshot.n_vms++];
@@ -148,7 +217,11 @@ static const BalancerPlan *memory_plan(VmmsMemory *mem, GPtrArray *vms, const Vm
                 }
                 if (live && vm->memory.received_ns)
                         memory_in_flight_apply(mem, vm, b);
+                b->goal_cap_bytes = memory_goal_cap(mem, vm, b, prompt);
         }
+        /* Goals of VMs that stopped, turned goal seeking off or went away: they start afresh. */
+        if (!prompt)
+                g_hash_table_foreach_remove(mem->goals, memory_goal_unseen, &mem->ticks);
         r = prompt ? balancer_plan_prompt(mem->balancer, &snapshot, &plan)
                    : balancer_plan(mem->balancer, &snapshot, &plan);
         if (r < 0) {

@@ -989,6 +989,7 @@ static GVariant *offer_new(VmmsMigration *mig, const VmmsVm *vm, bool compare_on
         g_variant_dict_insert(&d, "buffer", "u", def->memory.buffer);
         g_variant_dict_insert(&d, "priority", "u", def->memory.priority);
         g_variant_dict_insert(&d, "paging", "t", def->memory.paging_bytes);
+        g_variant_dict_insert(&d, "goal-seeking", "b", def->memory.goal_seeking);
         g_variant_dict_insert(&d, "workload", "s", def->workload ? def->workload : "");
         g_variant_dict_insert(&d, "boot-args", "s", def->boot_args ? def->boot_args : "");
         g_variant_dict_insert(&d, "notes", "s", def->notes ? def->notes : "");
@@ -1337,7 +1338,7 @@ static bool offer_parse(GVariantDict *d, VmmsVmDefinition *def, uint64_t *ret_ne
 {
         g_autofree char *id = NULL;
         uint32_t auto_start = 0;
-        gboolean dynamic = FALSE, compatibility = FALSE;
+        gboolean dynamic = FALSE, compatibility = FALSE, goal_seeking = FALSE;
         VmmsError error = {0};
 
         vmms_vm_definition_init_defaults(def);
@@ -1377,6 +1378,9 @@ static bool offer_parse(GVariantDict *d, VmmsVmDefinition *def, uint64_t *ret_ne
         }
         g_strlcpy(def->id, id, sizeof(def->id));
         def->memory.dynamic_memory_enabled = dynamic;
+        /* Optional: a host from before goal seeking does not offer it (off). */
+        if (g_variant_dict_lookup(d, "goal-seeking", "b", &goal_seeking))
+                def->memory.goal_seeking = goal_seeking;
         def->automatic_start_action = auto_start;
         g_free(def->engine);
         def->engine = g_strdup(MIGRATION_ENGINE);

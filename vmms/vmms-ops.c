@@ -132,6 +132,7 @@ static Vmms__V1__Vm *vm_to_proto(VmmsManager *m, VmmsCall *call, const VmmsVm *v
         mem->buffer = vm->def.memory.buffer;
         mem->priority = vm->def.memory.priority;
         mem->paging_bytes = vm->def.memory.paging_bytes;
+        mem->goal_seeking = vm->def.memory.goal_seeking;
         out->memory = mem;
         out->workload = vmms_call_strdup(call, vm->def.workload);
         out->boot_args = vmms_call_strdup(call, vm->def.boot_args);
@@ -230,6 +231,7 @@ static void op_create_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCa
                 if (in->priority)
                         def.memory.priority = in->priority;
                 def.memory.paging_bytes = in->paging_bytes;
+                def.memory.goal_seeking = in->goal_seeking;
         }
         if (req->workload && *req->workload) {
                 g_free(def.workload);
@@ -654,13 +656,9 @@ static void op_update_processor(VmmsManager *m, const ProtobufCMessage *request,
 
 static void op_update_memory(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
 {
-        static const char *const fields[] = {"dynamic_memory_enabled",
-                                             "startup_bytes",
-                                             "minimum_bytes",
-                                             "maximum_bytes",
-                                             "buffer",
-                                             "priority",
-                                             "paging_bytes"};
+        static const char *const fields[] = {"dynamic_memory_enabled", "startup_bytes", "minimum_bytes",
+                                             "maximum_bytes",          "buffer",        "priority",
+                                             "paging_bytes",           "goal_seeking"};
         const Vmms__V1__UpdateMemoryRequest *req = (const Vmms__V1__UpdateMemoryRequest *)request;
         Vmms__V1__MemorySettings empty = VMMS__V1__MEMORY_SETTINGS__INIT;
         const Vmms__V1__MemorySettings *in = req->memory ? req->memory : &empty;
@@ -685,6 +683,8 @@ static void op_update_memory(VmmsManager *m, const ProtobufCMessage *request, Vm
                 mem.priority = in->priority;
         if (masked(req->update_mask, req->n_update_mask, "paging_bytes"))
                 mem.paging_bytes = in->paging_bytes;
+        if (masked(req->update_mask, req->n_update_mask, "goal_seeking"))
+                mem.goal_seeking = in->goal_seeking;
         vmms_vm_set_memory(vm, &mem, call);
 }
 

@@ -429,9 +429,9 @@ void vmms_vm_set_memory(VmmsVm *vm, const VmmsMemorySettings *mem, VmmsCall *cal
         vm->def.memory = *mem;
         if (vmms_vm_persist(vm, "settings", &error,
                             "memory: DynamicMemoryEnabled %s, Startup %s, Minimum %s, Maximum %s, Buffer %u, "
-                            "Priority %u",
+                            "Priority %u, GoalSeeking %s",
                             mem->dynamic_memory_enabled ? "true" : "false", startup, minimum, maximum,
-                            mem->buffer, mem->priority) < 0) {
+                            mem->buffer, mem->priority, mem->goal_seeking ? "true" : "false") < 0) {
                 vm->def.memory = old;
                 fail_call(call, &error);
                 return;

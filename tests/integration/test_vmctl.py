@@ -236,7 +236,7 @@ class JsonTest(HostTestCase):
         self.assertIn("created", [row[4] for row in rows])  # Id, date, time, VMName, Kind
         header = table(self.host.ok("Get-VMMemory", "tab"))[0]
         self.assertEqual(header, ["VMName", "DynamicMemoryEnabled", "Minimum(M)", "Startup(M)", "Maximum(M)",
-                                  "Buffer", "Priority"])
+                                  "Buffer", "Priority", "GoalSeeking"])
 
     def test_get_counter_max_samples_and_continuous_sample_apart(self):
         path = "\\Hyper-V Hypervisor(*)\\Logical Processors"

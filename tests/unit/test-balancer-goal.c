@@ -242,6 +242,54 @@ static void test_goal_cap_is_within_settings(void)
         g_assert_cmpuint(balancer_goal_sample(&goal, &config, &in, NULL), ==, 1024 * MiB);
 }
 
+/* The balancer honours the cap: want is min(committed + Buffer, cap), within [Minimum, Maximum]; 0 is no
+ * cap. */
+static void test_balancer_target_honours_goal_cap(void)
+{
+        static const struct {
+                const char *name;
+                uint64_t cap, want;
+        } cases[] = {
+                {"no-cap", 0, 480 * MiB}, /* committed 400 MiB + 20 % */
+                {"cap-below-want", 128 * MiB, 128 * MiB},
+                {"cap-above-want", 1024 * MiB, 480 * MiB},
+                {"cap-below-minimum", 32 * MiB, 64 * MiB},
+                {"cap-not-whole-units", 129 * MiB, 128 * MiB},
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                g_autoptr(Balancer) balancer = NULL;
+                g_autoptr(BalancerPlan) plan = NULL;
+                BalancerVm vm = {
+                        .id = 1,
+                        .dynamic_memory_enabled = true,
+                        .running = true,
+                        .minimum_bytes = 64 * MiB,
+                        .maximum_bytes = 2048 * MiB,
+                        .buffer_percent = 20,
+                        .priority = 50,
+                        .assigned_bytes = 512 * MiB,
+                        .committed_bytes = 400 * MiB,
+                        .committed_time_ns = NS_PER_TICK,
+                        .goal_cap_bytes = cases[i].cap,
+                };
+                BalancerSnapshot snapshot = {
+                        .host = {.now_ns = NS_PER_TICK,
+                                 .pool_total_bytes = 4096 * MiB,
+                                 .pool_available_bytes = 3584 * MiB,
+                                 .reserve_bytes = 256 * MiB},
+                        .vms = &vm,
+                        .n_vms = 1,
+                };
+
+                g_test_message("case %s", cases[i].name);
+                g_assert_cmpint(balancer_new(NULL, &balancer), ==, 0);
+                g_assert_cmpint(balancer_plan(balancer, &snapshot, &plan), ==, 0);
+                g_assert_cmpuint(plan->vms[0].want_bytes, ==, cases[i].want);
+                g_assert_cmpuint(plan->vms[0].target_bytes, ==, cases[i].want);
+        }
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -255,5 +303,7 @@ int main(int argc, char **argv)
         g_test_add_func("/balancer-goal/ignores_samples_without_evidence",
                         test_goal_ignores_samples_without_evidence);
         g_test_add_func("/balancer-goal/cap_is_within_settings", test_goal_cap_is_within_settings);
+        g_test_add_func("/balancer-goal/balancer_target_honours_goal_cap",
+                        test_balancer_target_honours_goal_cap);
         return g_test_run();
 }

@@ -231,7 +231,7 @@ static const UsageCase usage_cases[] = {
          {"Set-VMMemory", "web", NULL},
          2,
          "vmctl: Set-VMMemory: give at least one of -DynamicMemoryEnabled, -StartupBytes, -MinimumBytes, "
-         "-MaximumBytes, -Buffer, -Priority, -PagingBytes\n"},
+         "-MaximumBytes, -Buffer, -Priority, -PagingBytes, -GoalSeeking\n"},
         {"certificate-is-not-for-unix-sockets",
          {"Get-VM", "-Server", "unix:/tmp/x.sock", "-CertificateFile", "/etc/hostname", NULL},
          2,
