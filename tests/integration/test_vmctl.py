@@ -328,9 +328,12 @@ class SettingsTest(HostTestCase):
         memory = self.host.vm("memset")["memory"]
         self.assertEqual(memory, {"dynamicMemoryEnabled": True, "startupBytes": before["startupBytes"],
                                   "minimumBytes": 32 * MiB, "maximumBytes": 256 * MiB, "buffer": 25,
-                                  "priority": 80, "pagingBytes": before["pagingBytes"]})
+                                  "priority": 80, "pagingBytes": before["pagingBytes"],
+                                  "goalSeeking": False})
+        self.host.ok("Set-VMMemory", "memset", "-GoalSeeking", "$true")
+        self.assertEqual(self.host.vm("memset")["memory"], dict(memory, goalSeeking=True))
         out = self.host.ok("Set-VMMemory", "memset", "-Dyn:false", "-Passthru")
-        self.assertEqual(table(out)[2][0], ["memset", "False", "32", "64", "256", "25", "80"])
+        self.assertEqual(table(out)[2][0], ["memset", "False", "32", "64", "256", "25", "80", "True"])
 
     def test_set_vm_notes_and_automatic_start_action_round_trip(self):
         self.new_vm("setvm")
