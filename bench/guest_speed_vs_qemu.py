@@ -6,8 +6,11 @@ native program, an hvd guest and a PVH kernel for qemu-system-x86_64 -accel tcg.
 round runs all three in turn (so load on the machine hits them alike); every run times
 each kernel `reps` times with rdtsc after one untimed warm-up. Prints one JSON object:
 per kernel the pooled median cycles of each and the ratios hvd/native, qemu/native and
-hvd/qemu. Usage: guest_speed_vs_qemu.py [rounds] [reps]. QEMU comes from bench/setup."""
+hvd/qemu. Usage: guest_speed_vs_qemu.py [rounds] [reps]. QEMU comes from bench/setup.
+With HVD_PATCHED_BUILD naming a build made by bench/unicorn-patched, its hvd (Unicorn with
+bench/unicorn-stop-at-block.patch, no block hook) runs too, as the hvd_patched column."""
 import json
+import os
 import re
 import shutil
 import statistics
@@ -16,6 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+import vmms_host  # noqa: E402
 from vmms_host import BUILD, HvHost, wait_for  # noqa: E402
 
 SPEED = BUILD / "bench" / "speed"
@@ -33,8 +37,13 @@ def run_native(reps):
     return parse(out.stdout, "native")
 
 
-def run_hvd(reps):
-    with HvHost(memory="1GB", lps=2) as host:
+def run_hvd(reps, hvd=None):
+    default, vmms_host.HVD = vmms_host.HVD, hvd or vmms_host.HVD
+    try:
+        host = HvHost(memory="1GB", lps=2)
+    finally:
+        vmms_host.HVD = default
+    with host:
         vm = host.start_vm("speed", memory="128MB", guest=SPEED / "bench-speed-hvd", boot_args=f"reps={reps}",
                            wait_boot=False)
         wait_for(lambda: "SPEED done" in vm.console() or vm.proc.poll() is not None, 900, interval=0.2,
@@ -56,12 +65,18 @@ def main():
     qemu = shutil.which("qemu-system-x86_64")
     if not qemu:
         raise SystemExit("guest_speed_vs_qemu: qemu-system-x86_64 is missing; run bench/setup")
+    patched = os.environ.get("HVD_PATCHED_BUILD")
+    patched_hvd = Path(patched) / "hypervisor" / "hvd" if patched else None
     cycles = {}
     sums = {}
     order = []
     for _ in range(rounds):
         # The PVH kernel always times 3 reps per run; the others follow `reps`.
-        for engine, results in (("native", run_native(reps)), ("hvd", run_hvd(reps)), ("qemu", run_qemu(qemu))):
+        runs = [("native", run_native(reps)), ("hvd", run_hvd(reps))]
+        if patched_hvd:
+            runs.append(("hvd_patched", run_hvd(reps, patched_hvd)))
+        runs.append(("qemu", run_qemu(qemu)))
+        for engine, results in runs:
             for kernel, c, s in results:
                 if kernel not in order:
                     order.append(kernel)
@@ -77,6 +92,9 @@ def main():
             "qemu_to_native": round(med["qemu"] / med["native"], 2),
             "hvd_to_qemu": round(med["hvd"] / med["qemu"], 3),
         }
+        if "hvd_patched" in med:
+            kernels[kernel]["hvd_patched_to_native"] = round(med["hvd_patched"] / med["native"], 2)
+            kernels[kernel]["hvd_patched_to_qemu"] = round(med["hvd_patched"] / med["qemu"], 3)
         if kernel != "page_touch_64m" and len(set().union(*sums[kernel].values())) != 1:
             kernels[kernel]["results_differ"] = {e: sorted(v) for e, v in sums[kernel].items()}
     print(json.dumps({"benchmark": "guest_speed_vs_qemu", "rounds": rounds, "reps_per_run": reps,

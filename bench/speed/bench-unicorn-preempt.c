@@ -11,10 +11,12 @@
  *     50 M paired increments (kernel 4), stopped every SLICE_US: by hvd's way (a
  *     per-thread timer signal sets a flag the block hook polls), by hvd's way before
  *     (the hook reads the clock every 1024 blocks) and by uc_emu_stop from another
- *     thread. Counts stops, slice lengths and the two counters, which must
- *     both end at 50 M; anything else is a replayed store.
+ *     thread; with a Unicorn that has uc_emu_stop_at_block (bench/unicorn-patched,
+ *     found at run time), also by that from another thread and with no hook. Counts stops, slice lengths and
+ * the two counters, which must both end at 50 M; anything else is a replayed store.
  *
  * GUEST is bench-speed-preempt-guest (speed-preempt.c): the kernel number goes in RDI. */
+#include <dlfcn.h>
 #include <elf.h>
 #include <pthread.h>
 #include <signal.h>
@@ -230,8 +232,11 @@ static void on_timer_signal(int signo)
         atomic_store_explicit(&preempt, 1, memory_order_relaxed);
 }
 
+typedef uc_err (*StopFn)(uc_engine *uc);
+
 typedef struct CrossStop {
         uc_engine *uc;
+        StopFn stop;
         uint64_t slice_ns;
         atomic_bool done;
 } CrossStop;
@@ -243,19 +248,19 @@ static void *cross_stopper(void *data)
 
         while (!atomic_load(&cs->done)) {
                 nanosleep(&pause, NULL);
-                uc_emu_stop(cs->uc);
+                cs->stop(cs->uc);
         }
         return NULL;
 }
 
-static void stop_one(JsonObject *ways, uint8_t *ram, const char *how, uint64_t slice_ns)
+static void stop_one(JsonObject *ways, uint8_t *ram, const char *how, uint64_t slice_ns, StopFn stop)
 {
         static uint64_t lens[MAX_STOPS];
         volatile uint64_t *a = (uint64_t *)(ram + ARENA_GPA), *c = a + 8;
         bool by_signal = !strcmp(how, "timer_signal_and_flag_hook"),
              by_poll = !strcmp(how, "clock_poll_hook");
         uc_engine *uc = engine_new(ram, by_signal ? V_FLAG : by_poll ? V_CLOCK_POLL : V_NONE);
-        CrossStop cs = {.uc = uc, .slice_ns = slice_ns};
+        CrossStop cs = {.uc = uc, .stop = stop, .slice_ns = slice_ns};
         uint64_t stops, n, t0 = clock_ns(CLOCK_MONOTONIC);
         pthread_t thread;
         timer_t timer;
@@ -302,6 +307,7 @@ static void stop_one(JsonObject *ways, uint8_t *ram, const char *how, uint64_t s
 
 int main(int argc, char **argv)
 {
+        StopFn stop_at_block = (StopFn)dlsym(RTLD_DEFAULT, "uc_emu_stop_at_block");
         JsonObject *result, *ways;
         uint8_t *ram;
         int n;
@@ -321,9 +327,12 @@ int main(int argc, char **argv)
         json_object_set_string_member(result, "unicorn",
                                       getenv("LD_LIBRARY_PATH") ? getenv("LD_LIBRARY_PATH") : "system");
         json_object_set_int_member(result, "slice_us", n);
-        stop_one(ways, ram, "timer_signal_and_flag_hook", (uint64_t)n * 1000);
-        stop_one(ways, ram, "clock_poll_hook", (uint64_t)n * 1000);
-        stop_one(ways, ram, "uc_emu_stop_from_another_thread", (uint64_t)n * 1000);
+        stop_one(ways, ram, "timer_signal_and_flag_hook", (uint64_t)n * 1000, NULL);
+        stop_one(ways, ram, "clock_poll_hook", (uint64_t)n * 1000, NULL);
+        stop_one(ways, ram, "uc_emu_stop_from_another_thread", (uint64_t)n * 1000, uc_emu_stop);
+        if (stop_at_block)
+                stop_one(ways, ram, "uc_emu_stop_at_block_from_another_thread", (uint64_t)n * 1000,
+                         stop_at_block);
         json_object_set_object_member(result, "ways", ways);
         bench_json_print_object(result);
         return 0;
