@@ -17,17 +17,6 @@ typedef struct Reader {
         uint64_t offset; /* bytes read so far */
 } Reader;
 
-static int bad(char **ret_error, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-static int bad(char **ret_error, const char *fmt, ...)
-{
-        va_list ap;
-
-        va_start(ap, fmt);
-        *ret_error = g_strdup_vprintf(fmt, ap);
-        va_end(ap);
-        return -EBADMSG;
-}
-
 /* Exactly len bytes; a stream that ends first is cut short. */
 static int read_exact(Reader *rd, void *data, size_t len, const char *what, char **ret_error)
 {
@@ -39,13 +28,14 @@ static int read_exact(Reader *rd, void *data, size_t len, const char *what, char
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (n < 0)
-                        return bad(ret_error,
-                                   "cannot read the stream after %" G_GUINT64_FORMAT " bytes (%s): %s",
-                                   rd->offset, what, g_strerror(errno));
+                        return vmwp_bad_message(ret_error,
+                                                "cannot read the stream after %" G_GUINT64_FORMAT
+                                                " bytes (%s): %s",
+                                                rd->offset, what, g_strerror(errno));
                 if (n == 0)
-                        return bad(ret_error,
-                                   "the stream is cut short after %" G_GUINT64_FORMAT " bytes, in %s",
-                                   rd->offset, what);
+                        return vmwp_bad_message(
+                                ret_error, "the stream is cut short after %" G_GUINT64_FORMAT " bytes, in %s",
+                                rd->offset, what);
                 p += n;
                 len -= (size_t)n;
                 rd->offset += (uint64_t)n;
@@ -125,14 +115,15 @@ int vmwp_incoming_receive(int fd, uint32_t vp_count, uint64_t maximum_bytes, Vmw
                 if (r < 0)
                         return r;
                 if (!section_allowed(stage, s.type, vps_seen, vp_count))
-                        return bad(ret_error, "section %u (%s) is out of order", index, type_name(s.type));
+                        return vmwp_bad_message(ret_error, "section %u (%s) is out of order", index,
+                                                type_name(s.type));
                 limit = s.type == VMWP_SAVE_MEMORY || s.type == VMWP_SAVE_DISK ? VMWP_STREAM_SECTION_MAX
                                                                                : VMWP_SAVE_SMALL_SECTION_MAX;
                 if (s.length > limit)
-                        return bad(ret_error,
-                                   "section %u (%s) says %" G_GUINT64_FORMAT
-                                   " bytes, over its limit of %" G_GUINT64_FORMAT,
-                                   index, type_name(s.type), s.length, limit);
+                        return vmwp_bad_message(ret_error,
+                                                "section %u (%s) says %" G_GUINT64_FORMAT
+                                                " bytes, over its limit of %" G_GUINT64_FORMAT,
+                                                index, type_name(s.type), s.length, limit);
                 what = g_strdup_printf("section %u (%s)", index, type_name(s.type));
                 payload = g_malloc(VMWP_SECTION_PAD(s.length) + 1);
                 r = read_exact(&rd, payload, VMWP_SECTION_PAD(s.length), what, ret_error);
@@ -148,20 +139,21 @@ int vmwp_incoming_receive(int fd, uint32_t vp_count, uint64_t maximum_bytes, Vmw
                         uint64_t maximum = vmwp_state_get_u64(&sr), visible = vmwp_state_get_u64(&sr);
 
                         if (!vmwp_state_done(&sr))
-                                return bad(ret_error,
-                                           "the CONFIG section is %" G_GUINT64_FORMAT " bytes, not 20",
-                                           s.length);
+                                return vmwp_bad_message(ret_error,
+                                                        "the CONFIG section is %" G_GUINT64_FORMAT
+                                                        " bytes, not 20",
+                                                        s.length);
                         if (vps_in != vp_count || maximum != maximum_bytes)
-                                return bad(
+                                return vmwp_bad_message(
                                         ret_error,
                                         "the incoming VM has %u VPs and %" G_GUINT64_FORMAT
                                         " bytes maximum; this worker's definition %u and %" G_GUINT64_FORMAT,
                                         vps_in, maximum, vp_count, maximum_bytes);
                         if (visible == 0 || visible % HV_PAGE_SIZE != 0 || visible > maximum)
-                                return bad(ret_error,
-                                           "the incoming VM's visible memory (%" G_GUINT64_FORMAT
-                                           " bytes) is impossible",
-                                           visible);
+                                return vmwp_bad_message(ret_error,
+                                                        "the incoming VM's visible memory (%" G_GUINT64_FORMAT
+                                                        " bytes) is impossible",
+                                                        visible);
                         r = prepare(userdata, visible, &parts, ret_error);
                         if (r < 0)
                                 return r;
@@ -200,7 +192,7 @@ int vmwp_incoming_receive(int fd, uint32_t vp_count, uint64_t maximum_bytes, Vmw
                         break;
                 case VMWP_SAVE_END:
                         if (s.length != 0)
-                                return bad(ret_error, "the END section is not empty");
+                                return vmwp_bad_message(ret_error, "the END section is not empty");
                         r = vmwp_save_load_state(&parts, &state, ret_error);
                         if (r < 0)
                                 return r;

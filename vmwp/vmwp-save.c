@@ -22,24 +22,6 @@ static void close_fdp(int *fd)
 }
 #define SAVE_AUTOCLOSE __attribute__((cleanup(close_fdp)))
 
-static int write_all(int fd, const void *data, size_t len, uint64_t offset)
-{
-        const uint8_t *p = data;
-
-        while (len > 0) {
-                ssize_t n = pwrite(fd, p, len, (off_t)offset);
-
-                if (n < 0 && errno == EINTR)
-                        continue;
-                if (n <= 0)
-                        return n < 0 ? -errno : -EIO;
-                p += n;
-                len -= (size_t)n;
-                offset += (uint64_t)n;
-        }
-        return 0;
-}
-
 static int read_all(int fd, void *data, size_t len, uint64_t offset)
 {
         uint8_t *p = data;
@@ -203,7 +185,7 @@ static int write_header(SaveWriter *w)
         uint8_t header[VMWP_SAVE_HEADER_BYTES];
 
         vmwp_format_header_encode(header, VMWP_SAVE_MAGIC, VMWP_SAVE_VERSION, w->offset, w->sections);
-        return write_all(w->fd, header, sizeof(header), 0);
+        return vmwp_pwrite_all(w->fd, header, sizeof(header), 0);
 }
 
 int vmwp_save_write_config(VmwpSectionWriter *w, const VmwpSaveParts *parts)
@@ -323,17 +305,6 @@ int vmwp_save_write(const VmwpSaveParts *parts, const char *path, VmwpSaveResult
 
 /* ---- Checking ---- */
 
-static int bad(char **ret_error, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-static int bad(char **ret_error, const char *fmt, ...)
-{
-        va_list ap;
-
-        va_start(ap, fmt);
-        *ret_error = g_strdup_vprintf(fmt, ap);
-        va_end(ap);
-        return -EBADMSG;
-}
-
 /* The order sections must come in: each type once, VP vp_count times, DISK optional. */
 static int check_order(const GArray *sections, uint32_t vp_count, char **ret_error)
 {
@@ -350,12 +321,13 @@ static int check_order(const GArray *sections, uint32_t vp_count, char **ret_err
                         i++;
                 }
                 if (n != want && !(order[k] == VMWP_SAVE_DISK && n == 0))
-                        return bad(ret_error, "the file has %u sections of type %u where %u belong", n,
-                                   order[k], want);
+                        return vmwp_bad_message(ret_error,
+                                                "the file has %u sections of type %u where %u belong", n,
+                                                order[k], want);
         }
         if (i != sections->len)
-                return bad(ret_error, "section %u (type %u) is out of order", i,
-                           g_array_index(sections, VmwpSaveSection, i).type);
+                return vmwp_bad_message(ret_error, "section %u (type %u) is out of order", i,
+                                        g_array_index(sections, VmwpSaveSection, i).type);
         return 0;
 }
 
@@ -372,60 +344,67 @@ int vmwp_save_check(int fd, uint32_t vp_count, GArray **ret_sections, char **ret
         if (fstat(fd, &st) < 0)
                 return -errno;
         if ((uint64_t)st.st_size < VMWP_SAVE_HEADER_BYTES || read_all(fd, header, sizeof(header), 0) < 0)
-                return bad(ret_error, "the file is %jd bytes, shorter than its header", (intmax_t)st.st_size);
+                return vmwp_bad_message(ret_error, "the file is %jd bytes, shorter than its header",
+                                        (intmax_t)st.st_size);
         r = vmwp_format_header_check(header, VMWP_SAVE_MAGIC, VMWP_SAVE_VERSION, "a saved VM", ret_error);
         if (r < 0)
                 return r;
         file_bytes = get_le64(header + 16);
         count = get_le32(header + 24);
         if (file_bytes != (uint64_t)st.st_size)
-                return bad(ret_error,
-                           "the file is %jd bytes, its header says %" G_GUINT64_FORMAT " (torn or cut)",
-                           (intmax_t)st.st_size, file_bytes);
+                return vmwp_bad_message(ret_error,
+                                        "the file is %jd bytes, its header says %" G_GUINT64_FORMAT
+                                        " (torn or cut)",
+                                        (intmax_t)st.st_size, file_bytes);
         if (count > vp_count + 7u)
-                return bad(ret_error, "the header counts %u sections, at most %u belong", count,
-                           vp_count + 7u);
+                return vmwp_bad_message(ret_error, "the header counts %u sections, at most %u belong", count,
+                                        vp_count + 7u);
         for (uint32_t i = 0; i < count; i++) {
                 uint8_t sh[VMWP_SAVE_SECTION_HEADER_BYTES];
                 VmwpSaveSection s;
                 uint32_t sum = vmwp_crc32(0, NULL, 0);
 
                 if (file_bytes - offset < sizeof(sh) || read_all(fd, sh, sizeof(sh), offset) < 0)
-                        return bad(ret_error, "section %u's header runs past the end", i);
+                        return vmwp_bad_message(ret_error, "section %u's header runs past the end", i);
                 r = vmwp_section_header_parse(sh, i, VMWP_SAVE_CONFIG, VMWP_SAVE_END, offset, &s, ret_error);
                 if (r < 0)
                         return r;
                 if (s.length > file_bytes - s.offset || SAVE_PAD(s.length) > file_bytes - s.offset)
-                        return bad(ret_error,
-                                   "section %u (type %u) says %" G_GUINT64_FORMAT
-                                   " bytes, past the end of the file",
-                                   i, s.type, s.length);
+                        return vmwp_bad_message(ret_error,
+                                                "section %u (type %u) says %" G_GUINT64_FORMAT
+                                                " bytes, past the end of the file",
+                                                i, s.type, s.length);
                 if (s.type != VMWP_SAVE_MEMORY && s.type != VMWP_SAVE_DISK &&
                     s.length > VMWP_SAVE_SMALL_SECTION_MAX)
-                        return bad(ret_error,
-                                   "section %u (type %u) is %" G_GUINT64_FORMAT " bytes, over its limit", i,
-                                   s.type, s.length);
+                        return vmwp_bad_message(ret_error,
+                                                "section %u (type %u) is %" G_GUINT64_FORMAT
+                                                " bytes, over its limit",
+                                                i, s.type, s.length);
                 for (uint64_t done = 0; done < SAVE_PAD(s.length);) {
                         size_t n = (size_t)MIN((uint64_t)SAVE_CHUNK_BYTES, SAVE_PAD(s.length) - done);
                         size_t payload = (size_t)(done < s.length ? MIN((uint64_t)n, s.length - done) : 0);
 
                         r = read_all(fd, buf, n, s.offset + done);
                         if (r < 0)
-                                return r == -EBADMSG ? bad(ret_error, "section %u is cut short", i) : r;
+                                return r == -EBADMSG
+                                               ? vmwp_bad_message(ret_error, "section %u is cut short", i)
+                                               : r;
                         sum = vmwp_crc32(sum, buf, payload);
                         for (size_t k = payload; k < n; k++)
                                 if (buf[k] != 0)
-                                        return bad(ret_error, "section %u's padding is not zero", i);
+                                        return vmwp_bad_message(ret_error, "section %u's padding is not zero",
+                                                                i);
                         done += n;
                 }
                 if (sum != get_le32(sh + 16))
-                        return bad(ret_error, "section %u (type %u) fails its checksum", i, s.type);
+                        return vmwp_bad_message(ret_error, "section %u (type %u) fails its checksum", i,
+                                                s.type);
                 g_array_append_val(sections, s);
                 offset = s.offset + SAVE_PAD(s.length);
         }
         if (offset != file_bytes)
-                return bad(ret_error, "%" G_GUINT64_FORMAT " bytes follow the last section",
-                           file_bytes - offset);
+                return vmwp_bad_message(ret_error, "%" G_GUINT64_FORMAT " bytes follow the last section",
+                                        file_bytes - offset);
         r = check_order(sections, vp_count, ret_error);
         if (r < 0)
                 return r;
@@ -467,19 +446,20 @@ int vmwp_save_read_config(int fd, const GArray *sections, uint32_t *ret_vp_count
         uint64_t maximum, visible;
 
         if (!data)
-                return bad(ret_error, "the CONFIG section cannot be read");
+                return vmwp_bad_message(ret_error, "the CONFIG section cannot be read");
         r = vmwp_state_reader(data, s->length);
         vps = vmwp_state_get_u32(&r);
         maximum = vmwp_state_get_u64(&r);
         visible = vmwp_state_get_u64(&r);
         if (!vmwp_state_done(&r))
-                return bad(ret_error, "the CONFIG section is %" G_GUINT64_FORMAT " bytes, not 20", s->length);
+                return vmwp_bad_message(
+                        ret_error, "the CONFIG section is %" G_GUINT64_FORMAT " bytes, not 20", s->length);
         if (vps == 0 || vps > HV_MAX_VPS_PER_PARTITION || visible == 0 || visible % HV_PAGE_SIZE != 0 ||
             visible > maximum || maximum % HV_PAGE_SIZE != 0)
-                return bad(ret_error,
-                           "the saved geometry (%u VPs, %" G_GUINT64_FORMAT " of %" G_GUINT64_FORMAT
-                           " bytes visible) is impossible",
-                           vps, visible, maximum);
+                return vmwp_bad_message(ret_error,
+                                        "the saved geometry (%u VPs, %" G_GUINT64_FORMAT
+                                        " of %" G_GUINT64_FORMAT " bytes visible) is impossible",
+                                        vps, visible, maximum);
         *ret_vp_count = vps;
         *ret_maximum_bytes = maximum;
         *ret_visible_bytes = visible;
@@ -515,7 +495,7 @@ static int load_runs(int fd, const uint8_t *mem, const VmwpSaveSection *s, uint6
 
                 if (s->length - pos < sizeof(run) ||
                     read_payload(fd, mem, run, sizeof(run), s->offset + pos) < 0)
-                        return bad(ret_error, "%s: a run header is cut short", what);
+                        return vmwp_bad_message(ret_error, "%s: a run header is cut short", what);
                 pos += sizeof(run);
                 r = vmwp_run_parse(run, limit, next, s->length - pos, kinds, what, &at, &len, &kind,
                                    ret_error);
@@ -526,8 +506,9 @@ static int load_runs(int fd, const uint8_t *mem, const VmwpSaveSection *s, uint6
                 if (kind != VMWP_RUN_DATA) {
                         if (fallocate(ram_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)at,
                                       (off_t)len) < 0)
-                                return bad(ret_error, "%s: cannot clear %" G_GUINT64_FORMAT " bytes: %s",
-                                           what, len, g_strerror(errno));
+                                return vmwp_bad_message(ret_error,
+                                                        "%s: cannot clear %" G_GUINT64_FORMAT " bytes: %s",
+                                                        what, len, g_strerror(errno));
                         next = at + len;
                         continue;
                 }
@@ -539,10 +520,11 @@ static int load_runs(int fd, const uint8_t *mem, const VmwpSaveSection *s, uint6
                         else {
                                 r = read_payload(fd, mem, buf, n, s->offset + pos + done);
                                 if (r >= 0)
-                                        r = write_all(out_fd, buf, n, at + done);
+                                        r = vmwp_pwrite_all(out_fd, buf, n, at + done);
                         }
                         if (r < 0)
-                                return bad(ret_error, "%s: cannot load a run: %s", what, g_strerror(-r));
+                                return vmwp_bad_message(ret_error, "%s: cannot load a run: %s", what,
+                                                        g_strerror(-r));
                         done += n;
                 }
                 pos += len;
@@ -560,18 +542,19 @@ static int load_disk(const VmwpSaveParts *parts, int fd, const uint8_t *mem, con
         uint64_t slots;
 
         if (s->length < sizeof(slots_le) || read_payload(fd, mem, slots_le, sizeof(slots_le), s->offset) < 0)
-                return bad(ret_error, "DISK: the section is cut short");
+                return vmwp_bad_message(ret_error, "DISK: the section is cut short");
         slots = get_le64(slots_le);
         if (!parts->paging_path)
-                return bad(ret_error, "DISK: the saved VM has a paging disk, this worker none");
+                return vmwp_bad_message(ret_error, "DISK: the saved VM has a paging disk, this worker none");
         disk_fd = open(parts->paging_path, O_WRONLY | O_CLOEXEC);
         if (disk_fd < 0 || fstat(disk_fd, &st) < 0)
-                return bad(ret_error, "DISK: cannot open the paging disk %s: %s", parts->paging_path,
-                           g_strerror(errno));
+                return vmwp_bad_message(ret_error, "DISK: cannot open the paging disk %s: %s",
+                                        parts->paging_path, g_strerror(errno));
         if (slots != (uint64_t)st.st_size / HV_PAGE_SIZE)
-                return bad(ret_error,
-                           "DISK: the saved paging disk has %" G_GUINT64_FORMAT " slots, this one %jd", slots,
-                           (intmax_t)(st.st_size / (off_t)HV_PAGE_SIZE));
+                return vmwp_bad_message(ret_error,
+                                        "DISK: the saved paging disk has %" G_GUINT64_FORMAT
+                                        " slots, this one %jd",
+                                        slots, (intmax_t)(st.st_size / (off_t)HV_PAGE_SIZE));
         return load_runs(fd, mem, s, sizeof(slots_le), slots * HV_PAGE_SIZE, NULL, -1, disk_fd, false, "DISK",
                          NULL, ret_error);
 }
@@ -601,12 +584,13 @@ static int load_partition(const VmwpSaveParts *parts, const uint8_t *data, size_
         size_t n_pfns;
 
         if (!data || !vmwp_state_done(&r))
-                return bad(ret_error, "PARTITION: the section is malformed");
+                return vmwp_bad_message(ret_error, "PARTITION: the section is malformed");
         (void)vmwp_dm_ballooned(parts->dm, &n_pfns);
         if (ballooned != n_pfns * HV_PAGE_SIZE)
-                return bad(ret_error,
-                           "PARTITION: hvd held %" G_GUINT64_FORMAT " ballooned bytes, the balloon %zu pages",
-                           ballooned, n_pfns);
+                return vmwp_bad_message(ret_error,
+                                        "PARTITION: hvd held %" G_GUINT64_FORMAT
+                                        " ballooned bytes, the balloon %zu pages",
+                                        ballooned, n_pfns);
         *ret_time = time_ns;
         return 0;
 }
@@ -625,9 +609,10 @@ static int load_balloon(const VmwpSaveParts *parts, char **ret_error)
                                                     accepted, &tally, NULL);
 
                 if (r < 0 || tally.accepted != chunk)
-                        return bad(ret_error, "hvd took %u of %zu saved ballooned pages: %s",
-                                   r < 0 ? 0 : tally.accepted, chunk,
-                                   r < 0 ? hv_client_last_error(parts->hv) : "duplicates or outside RAM");
+                        return vmwp_bad_message(ret_error, "hvd took %u of %zu saved ballooned pages: %s",
+                                                r < 0 ? 0 : tally.accepted, chunk,
+                                                r < 0 ? hv_client_last_error(parts->hv)
+                                                      : "duplicates or outside RAM");
                 done += chunk;
         }
         return 0;
@@ -649,14 +634,14 @@ int vmwp_save_load_state(const VmwpSaveParts *parts, const VmwpSaveState *state,
                 return r;
         r = hv_client_partition_state_set(parts->hv, parts->partition_id, time_ns);
         if (r < 0)
-                return bad(ret_error, "hvd refused the saved reference time: %s",
-                           hv_client_last_error(parts->hv));
+                return vmwp_bad_message(ret_error, "hvd refused the saved reference time: %s",
+                                        hv_client_last_error(parts->hv));
         for (uint32_t i = 0; i < parts->vp_count; i++) {
                 r = hv_client_vp_state_set(parts->hv, parts->partition_id, state->vps[i].data,
                                            state->vps[i].len);
                 if (r < 0)
-                        return bad(ret_error, "hvd refused VP %u's saved state: %s", i,
-                                   hv_client_last_error(parts->hv));
+                        return vmwp_bad_message(ret_error, "hvd refused VP %u's saved state: %s", i,
+                                                hv_client_last_error(parts->hv));
         }
         return 0;
 }
@@ -692,7 +677,7 @@ int vmwp_save_load(const VmwpSaveParts *parts, int fd, const GArray *sections, c
                 s = find_section(sections, wanted[k].type, wanted[k].nth);
                 data = s ? read_section(fd, s) : NULL;
                 if (!data)
-                        return bad(ret_error, "section type %u cannot be read", wanted[k].type);
+                        return vmwp_bad_message(ret_error, "section type %u cannot be read", wanted[k].type);
                 g_ptr_array_add(held, data);
                 *wanted[k].blob = (VmwpSaveBlob){.data = data, .len = s->length};
         }

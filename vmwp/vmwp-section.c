@@ -42,7 +42,7 @@ uint64_t vmwp_le64(const uint8_t *p)
         return GUINT64_FROM_LE(v);
 }
 
-static int pwrite_all(int fd, const void *data, size_t len, uint64_t offset)
+int vmwp_pwrite_all(int fd, const void *data, size_t len, uint64_t offset)
 {
         const uint8_t *p = data;
 
@@ -93,7 +93,7 @@ int vmwp_section_append(VmwpSectionWriter *w, const void *data, size_t len)
                 g_byte_array_append(w->pending, data, (guint)len);
                 w->section_crc = vmwp_crc32(w->section_crc, w->pending->data + at, len);
         } else {
-                int r = pwrite_all(w->fd, data, len, w->offset);
+                int r = vmwp_pwrite_all(w->fd, data, len, w->offset);
 
                 if (r < 0)
                         return r;
@@ -123,9 +123,9 @@ int vmwp_section_end(VmwpSectionWriter *w)
                         r = w->write_fn(w->write_ctx, zeros, pad);
                 g_byte_array_set_size(w->pending, 0);
         } else {
-                r = pwrite_all(w->fd, header, sizeof(header), w->section_at);
+                r = vmwp_pwrite_all(w->fd, header, sizeof(header), w->section_at);
                 if (r >= 0 && pad)
-                        r = pwrite_all(w->fd, zeros, pad, w->offset);
+                        r = vmwp_pwrite_all(w->fd, zeros, pad, w->offset);
         }
         w->offset += pad;
         w->sections++;
@@ -169,8 +169,7 @@ void vmwp_format_header_encode(uint8_t out[VMWP_FORMAT_HEADER_BYTES], const char
         vmwp_put_le32(out + 28, vmwp_crc32(0, out, 28));
 }
 
-static int bad(char **ret_error, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
-static int bad(char **ret_error, const char *fmt, ...)
+int vmwp_bad_message(char **ret_error, const char *fmt, ...)
 {
         va_list ap;
 
@@ -184,15 +183,15 @@ int vmwp_format_header_check(const uint8_t header[VMWP_FORMAT_HEADER_BYTES], con
                              uint32_t version, const char *what, char **ret_error)
 {
         if (memcmp(header, magic, 8) != 0)
-                return bad(ret_error, "not %s (bad magic)", what);
+                return vmwp_bad_message(ret_error, "not %s (bad magic)", what);
         if (vmwp_le32(header + 28) != vmwp_crc32(0, header, 28))
-                return bad(ret_error, "the header's checksum is wrong");
+                return vmwp_bad_message(ret_error, "the header's checksum is wrong");
         if (vmwp_le32(header + 8) != version)
-                return bad(ret_error, "format version %u; this worker reads %u", vmwp_le32(header + 8),
-                           version);
+                return vmwp_bad_message(ret_error, "format version %u; this worker reads %u",
+                                        vmwp_le32(header + 8), version);
         if (vmwp_le32(header + 12) != VMWP_FORMAT_HEADER_BYTES)
-                return bad(ret_error, "header size %u, expected %u", vmwp_le32(header + 12),
-                           VMWP_FORMAT_HEADER_BYTES);
+                return vmwp_bad_message(ret_error, "header size %u, expected %u", vmwp_le32(header + 12),
+                                        VMWP_FORMAT_HEADER_BYTES);
         return 0;
 }
 
@@ -203,9 +202,9 @@ int vmwp_section_header_parse(const uint8_t sh[VMWP_SECTION_HEADER_BYTES], uint3
         uint32_t type = vmwp_le32(sh);
 
         if (vmwp_le32(sh + 20) != vmwp_crc32(0, sh, 20))
-                return bad(ret_error, "section %u's header checksum is wrong", index);
+                return vmwp_bad_message(ret_error, "section %u's header checksum is wrong", index);
         if (type < first_type || type > last_type || vmwp_le32(sh + 4) != 0)
-                return bad(ret_error, "section %u has unknown type %u", index, type);
+                return vmwp_bad_message(ret_error, "section %u has unknown type %u", index, type);
         *ret = (VmwpSaveSection){
                 .type = type, .offset = offset + VMWP_SECTION_HEADER_BYTES, .length = vmwp_le64(sh + 8)};
         return 0;
@@ -216,9 +215,10 @@ int vmwp_section_payload_check(const uint8_t *payload, uint64_t length, const ui
 {
         for (uint64_t k = length; k < VMWP_SECTION_PAD(length); k++)
                 if (payload[k] != 0)
-                        return bad(ret_error, "section %u's padding is not zero", index);
+                        return vmwp_bad_message(ret_error, "section %u's padding is not zero", index);
         if (vmwp_crc32(vmwp_crc32(0, NULL, 0), payload, length) != vmwp_le32(sh + 16))
-                return bad(ret_error, "section %u (type %u) fails its checksum", index, vmwp_le32(sh));
+                return vmwp_bad_message(ret_error, "section %u (type %u) fails its checksum", index,
+                                        vmwp_le32(sh));
         return 0;
 }
 
@@ -230,15 +230,16 @@ int vmwp_run_parse(const uint8_t run[VMWP_RUN_HEADER_BYTES], uint64_t limit, uin
         uint64_t at = raw & ~(uint64_t)VMWP_RUN_KIND_MASK, kind = raw & VMWP_RUN_KIND_MASK;
 
         if (kind > VMWP_RUN_DISCARD || (kind != VMWP_RUN_DATA && !kinds_allowed))
-                return bad(ret_error,
-                           "%s: run at 0x%" G_GINT64_MODIFIER "x has unknown kind %" G_GUINT64_FORMAT, what,
-                           at, kind);
+                return vmwp_bad_message(
+                        ret_error, "%s: run at 0x%" G_GINT64_MODIFIER "x has unknown kind %" G_GUINT64_FORMAT,
+                        what, at, kind);
         if (len == 0 || len % HV_PAGE_SIZE != 0 || at < next || at > limit || len > limit - at ||
             (kind == VMWP_RUN_DATA && len > remaining))
-                return bad(ret_error,
-                           "%s: run at 0x%" G_GINT64_MODIFIER "x of %" G_GUINT64_FORMAT
-                           " bytes is misaligned, overlaps, or lies outside %" G_GUINT64_FORMAT " bytes",
-                           what, at, len, limit);
+                return vmwp_bad_message(ret_error,
+                                        "%s: run at 0x%" G_GINT64_MODIFIER "x of %" G_GUINT64_FORMAT
+                                        " bytes is misaligned, overlaps, or lies outside %" G_GUINT64_FORMAT
+                                        " bytes",
+                                        what, at, len, limit);
         *ret_at = at;
         *ret_len = len;
         *ret_kind = (VmwpRunKind)kind;

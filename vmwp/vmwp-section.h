@@ -41,6 +41,11 @@ typedef struct VmwpSectionWriter {
 } VmwpSectionWriter;
 
 uint32_t vmwp_crc32(uint32_t sum, const void *data, size_t len);
+/* pwrite() all of `data` at `offset`, across short writes and EINTR: 0 or -errno. */
+int vmwp_pwrite_all(int fd, const void *data, size_t len, uint64_t offset);
+/* Sets *ret_error from the format and returns -EBADMSG: how a reader of a saved state
+ * or a migration stream refuses what it was given. */
+int vmwp_bad_message(char **ret_error, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 uint32_t vmwp_le32(const uint8_t *p);
 uint64_t vmwp_le64(const uint8_t *p);
 void vmwp_put_le32(uint8_t *p, uint32_t v);
