@@ -127,8 +127,8 @@ static void check(uint64_t index, uint64_t pass)
         }
 }
 
-void migration_pvh_main(const struct mig_start_info *info);
-void migration_pvh_main(const struct mig_start_info *info)
+void pvh_main(const struct mig_start_info *info);
+void pvh_main(const struct mig_start_info *info)
 {
         const uint64_t n = MIG_ARENA_BYTES / MIG_PAGE;
         uint64_t rate_kb = rate_kb_from(info), hz = tsc_hz();

@@ -1,7 +1,9 @@
 /* The guest-speed kernels as a PVH kernel for qemu-system-x86_64: QEMU enters at the
  * PHYS32_ENTRY note in 32-bit protected mode with paging off; this switches to long
- * mode over an identity map of the first 1 GiB (2 MiB pages), runs the kernels
- * (output on the debugcon port 0xe9) and leaves through isa-debug-exit at 0xf4. */
+ * mode over an identity map of the first 1 GiB (2 MiB pages) and calls pvh_main with the
+ * PVH start info (%ebx): the guest-speed kernels return and leave through isa-debug-exit
+ * at 0xf4; bench/migration's workload (the same entry, linked with its own pvh_main)
+ * never returns. Output on the debugcon port 0xe9. */
 #define XEN_ELFNOTE_PHYS32_ENTRY 18
 
         .section .note.Xen, "a"
@@ -55,7 +57,8 @@ pvh_start64:
         mov %ax, %es
         mov %ax, %ss
         mov $pvh_stack_top, %rsp
-        call speed_pvh_main
+        mov %ebx, %edi          /* the hvm_start_info, below 4 GiB */
+        call pvh_main
         mov $0xf4, %dx          /* isa-debug-exit: QEMU exits with status (0 << 1) | 1 */
         xor %eax, %eax
         outl %eax, %dx
