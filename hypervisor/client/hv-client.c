@@ -201,6 +201,26 @@ static int call(HvClient *c, Vmms__Hv__Request *req, Vmms__Hv__Reply **ret_reply
         }
 }
 
+/* Calls `req`, whose reply must carry `want`; otherwise -EPROTO with "hvd's reply to
+ * <lack>" as the last error. */
+static int call_expecting(HvClient *c, Vmms__Hv__Request *req, Vmms__Hv__Reply__BodyCase want,
+                          const char *lack, Vmms__Hv__Reply **ret_reply)
+{
+        g_autoptr(Vmms__Hv__Reply) reply = NULL;
+        int r = call(c, req, &reply, NULL);
+
+        if (r < 0)
+                return r;
+        if (reply->body_case != want) {
+                g_autofree char *message = g_strdup_printf("hvd's reply to %s", lack);
+
+                set_last_error(c, message);
+                return -EPROTO;
+        }
+        *ret_reply = g_steal_pointer(&reply);
+        return 0;
+}
+
 static void processor_to_wire(const HvClientProcessor *processor, Vmms__Hv__ProcessorSettings *ret)
 {
         vmms__hv__processor_settings__init(ret);
@@ -275,13 +295,9 @@ int hv_client_vp_add(HvClient *c, uint64_t partition_id, uint64_t rip, uint64_t 
         body.rsi = rsi;
         req.body_case = VMMS__HV__REQUEST__BODY_VP_ADD;
         req.vp_add = &body;
-        r = call(c, &req, &reply, NULL);
+        r = call_expecting(c, &req, VMMS__HV__REPLY__BODY_VP_ADDED, "VpAdd lacks the VP's index", &reply);
         if (r < 0)
                 return r;
-        if (reply->body_case != VMMS__HV__REPLY__BODY_VP_ADDED) {
-                set_last_error(c, "hvd's reply to VpAdd lacks the VP's index");
-                return -EPROTO;
-        }
         *ret_vp_index = reply->vp_added->vp_index;
         return 0;
 }
@@ -351,13 +367,10 @@ int hv_client_vp_state_get(HvClient *c, uint64_t partition_id, uint32_t vp_index
         body.vp_index = vp_index;
         req.body_case = VMMS__HV__REQUEST__BODY_VP_STATE_GET;
         req.vp_state_get = &body;
-        r = call(c, &req, &reply, NULL);
+        r = call_expecting(c, &req, VMMS__HV__REPLY__BODY_VP_STATE, "VpStateGet lacks the VP's state",
+                           &reply);
         if (r < 0)
                 return r;
-        if (reply->body_case != VMMS__HV__REPLY__BODY_VP_STATE) {
-                set_last_error(c, "hvd's reply to VpStateGet lacks the VP's state");
-                return -EPROTO;
-        }
         len = vmms__hv__vp_state__get_packed_size(reply->vp_state);
         packed = g_malloc(len);
         vmms__hv__vp_state__pack(reply->vp_state, packed);
@@ -395,13 +408,10 @@ int hv_client_partition_state_get(HvClient *c, uint64_t partition_id, HvClientPa
         body.partition_id = partition_id;
         req.body_case = VMMS__HV__REQUEST__BODY_PARTITION_STATE_GET;
         req.partition_state_get = &body;
-        r = call(c, &req, &reply, NULL);
+        r = call_expecting(c, &req, VMMS__HV__REPLY__BODY_PARTITION_STATE,
+                           "PartitionStateGet lacks the partition's state", &reply);
         if (r < 0)
                 return r;
-        if (reply->body_case != VMMS__HV__REPLY__BODY_PARTITION_STATE) {
-                set_last_error(c, "hvd's reply to PartitionStateGet lacks the partition's state");
-                return -EPROTO;
-        }
         *ret = (HvClientPartitionState){
                 .reference_time_ns = reply->partition_state->reference_time_ns,
                 .vp_count = reply->partition_state->vp_count,
@@ -671,13 +681,10 @@ int hv_client_compatibility_vector_get(HvClient *c, uint64_t partition_id, bool 
         body.normalized = normalized;
         req.body_case = VMMS__HV__REQUEST__BODY_COMPATIBILITY_VECTOR_GET;
         req.compatibility_vector_get = &body;
-        r = call(c, &req, &reply, NULL);
+        r = call_expecting(c, &req, VMMS__HV__REPLY__BODY_COMPATIBILITY_VECTOR,
+                           "CompatibilityVectorGet lacks a vector", &reply);
         if (r < 0)
                 return r;
-        if (reply->body_case != VMMS__HV__REPLY__BODY_COMPATIBILITY_VECTOR) {
-                set_last_error(c, "hvd's reply to CompatibilityVectorGet lacks a vector");
-                return -EPROTO;
-        }
         *ret_reply = g_steal_pointer(&reply);
         return 0;
 }
@@ -691,13 +698,9 @@ int hv_client_counters_get(HvClient *c, Vmms__Hv__Reply **ret_reply)
 
         req.body_case = VMMS__HV__REQUEST__BODY_COUNTERS_GET;
         req.counters_get = &body;
-        r = call(c, &req, &reply, NULL);
+        r = call_expecting(c, &req, VMMS__HV__REPLY__BODY_COUNTERS, "CountersGet lacks counters", &reply);
         if (r < 0)
                 return r;
-        if (reply->body_case != VMMS__HV__REPLY__BODY_COUNTERS) {
-                set_last_error(c, "hvd's reply to CountersGet lacks counters");
-                return -EPROTO;
-        }
         *ret_reply = g_steal_pointer(&reply);
         return 0;
 }
