@@ -150,17 +150,22 @@ class LiveStreamTest(unittest.TestCase):
             self.assertEqual(ups, sorted(ups), ups)
             self.assertGreaterEqual(ups_after[0], ups_before[-1])
 
+    def start_slow_migration(self, host):
+        """A memsoak VM migrating over a slow link (1 MiB/s), which keeps it in pre-copy
+        long enough to act on it; returns (source, its control, the stream's far end)."""
+        src, src_control = launch(host, "soak", "memsoak", memory="128MB",
+                                  boot_args="memsoak_mb=48 memsoak_step_mb=16")
+        src.wait_console(r"^memsoak: pass \d+", timeout=60)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        control = Control(src_control)
+        reply = control.migrate_out(ours.fileno(), max_bandwidth_bytes_per_s=MiB)
+        ours.close()
+        self.assertEqual(reply.error, 0, reply.error_message)
+        return src, control, theirs
+
     def test_cancel_keeps_the_source_running(self):
         with HvHost(memory="512MB") as host:
-            src, src_control = launch(host, "soak", "memsoak", memory="128MB",
-                                      boot_args="memsoak_mb=48 memsoak_step_mb=16")
-            src.wait_console(r"^memsoak: pass \d+", timeout=60)
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            control = Control(src_control)
-            # A slow link (1 MiB/s) keeps it in pre-copy long enough to cancel.
-            reply = control.migrate_out(ours.fileno(), max_bandwidth_bytes_per_s=MiB)
-            ours.close()
-            self.assertEqual(reply.error, 0, reply.error_message)
+            src, control, theirs = self.start_slow_migration(host)
             busy = control.request(save=control.worker.Save(path=str(host.dir / "x.vmrs")))
             self.assertEqual(busy.error, -16, busy.error_message)  # EBUSY
             cancel = control.request(migrate_cancel=control.worker.MigrateCancel())
@@ -177,14 +182,7 @@ class LiveStreamTest(unittest.TestCase):
 
     def test_a_peer_that_goes_away_fails_the_migration_and_the_vm_runs_on(self):
         with HvHost(memory="512MB") as host:
-            src, src_control = launch(host, "soak", "memsoak", memory="128MB",
-                                      boot_args="memsoak_mb=48 memsoak_step_mb=16")
-            src.wait_console(r"^memsoak: pass \d+", timeout=60)
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            control = Control(src_control)
-            reply = control.migrate_out(ours.fileno(), max_bandwidth_bytes_per_s=MiB)
-            ours.close()
-            self.assertEqual(reply.error, 0, reply.error_message)
+            src, control, theirs = self.start_slow_migration(host)
             self.assertEqual(theirs.recv(8, socket.MSG_WAITALL), b"VMMSLIVE")
             theirs.close()
             outcome, _ = control.outcome()
