@@ -1378,9 +1378,12 @@ static bool offer_parse(GVariantDict *d, VmmsVmDefinition *def, uint64_t *ret_ne
         }
         g_strlcpy(def->id, id, sizeof(def->id));
         def->memory.dynamic_memory_enabled = dynamic;
-        /* Optional: a host from before goal seeking does not offer it (off). */
-        if (g_variant_dict_lookup(d, "goal-seeking", "b", &goal_seeking))
-                def->memory.goal_seeking = goal_seeking;
+        /* Optional: a host from before goal seeking does not offer it (off); one that
+         * offers it must send a boolean, as every other key. */
+        if (g_variant_dict_contains(d, "goal-seeking") &&
+            !dict_get(d, "goal-seeking", "b", &goal_seeking, ret_error))
+                return false;
+        def->memory.goal_seeking = goal_seeking;
         def->automatic_start_action = auto_start;
         g_free(def->engine);
         def->engine = g_strdup(MIGRATION_ENGINE);
