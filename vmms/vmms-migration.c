@@ -1002,6 +1002,36 @@ static GVariant *offer_new(VmmsMigration *mig, const VmmsVm *vm, bool compare_on
         return g_variant_dict_end(&d);
 }
 
+/* HELLO: who this host is, as a move and a compare both greet the destination. */
+static GVariant *hello_new(VmmsMigration *mig)
+{
+        GVariantDict d;
+
+        g_variant_dict_init(&d, NULL);
+        g_variant_dict_insert(&d, "version", "u", (uint32_t)VMMS_MIGRATION_VERSION);
+        g_variant_dict_insert(&d, "host", "s", mig->host_name);
+        g_variant_dict_insert(&d, "engine", "s", MIGRATION_ENGINE);
+        g_variant_dict_insert(&d, "guest-abi", "u", (uint32_t)HV_ABI_VERSION);
+        return g_variant_dict_end(&d);
+}
+
+/* The client side of TLS over `conn` to `destination`, presenting this host's
+ * certificate and verifying the peer's against the CA; the link owns it. */
+static bool link_tls_client_new(Link *link, VmmsMigration *mig, GSocketConnection *conn,
+                                const char *destination, GError **error)
+{
+        g_autoptr(GSocketConnectable) identity = g_network_address_parse(destination, 0, NULL);
+        GIOStream *tls = g_tls_client_connection_new(G_IO_STREAM(conn), identity, error);
+
+        if (!tls)
+                return false;
+        link->tls = tls;
+        g_tls_connection_set_certificate(G_TLS_CONNECTION(tls), mig->cert);
+        g_tls_connection_set_database(G_TLS_CONNECTION(tls), mig->ca);
+        g_signal_connect(tls, "accept-certificate", G_CALLBACK(on_accept_certificate), NULL);
+        return true;
+}
+
 static void on_hello_written(Link *link, const char *error)
 {
         Move *mv = (Move *)link;
@@ -1017,7 +1047,6 @@ static void on_handshake_done(GObject *source, GAsyncResult *result, gpointer us
         Move *mv = userdata;
         g_autoptr(GError) error = NULL;
         g_auto(VmmsCaller) peer = {0};
-        GVariantDict d;
 
         if (!g_tls_connection_handshake_finish(G_TLS_CONNECTION(source), result, &error)) {
                 move_fail(mv, VMMS_ERROR_UNAVAILABLE, "TLS with %s failed: %s", mv->destination,
@@ -1031,13 +1060,8 @@ static void on_handshake_done(GObject *source, GAsyncResult *result, gpointer us
                           "%s presents %s, which is not in this host's [access] migration-peers",
                           mv->destination, peer.description);
         } else if (!mv->ended) {
-                g_variant_dict_init(&d, NULL);
-                g_variant_dict_insert(&d, "version", "u", (uint32_t)VMMS_MIGRATION_VERSION);
-                g_variant_dict_insert(&d, "host", "s", mv->mig->host_name);
-                g_variant_dict_insert(&d, "engine", "s", MIGRATION_ENGINE);
-                g_variant_dict_insert(&d, "guest-abi", "u", (uint32_t)HV_ABI_VERSION);
                 /* The two frames are written one after the other: OFFER once HELLO is out. */
-                link_write_dict(&mv->link, VMMS_MIGRATION_HELLO, g_variant_dict_end(&d), on_hello_written);
+                link_write_dict(&mv->link, VMMS_MIGRATION_HELLO, hello_new(mv->mig), on_hello_written);
                 link_read(&mv->link, on_offer_answer);
         }
         link_release(&mv->link);
@@ -1048,8 +1072,6 @@ static void on_connected(GObject *source, GAsyncResult *result, gpointer userdat
         Move *mv = userdata;
         g_autoptr(GError) error = NULL;
         g_autoptr(GSocketConnection) conn = NULL;
-        g_autoptr(GSocketConnectable) identity = NULL;
-        GIOStream *tls;
 
         conn = g_socket_client_connect_to_host_finish(G_SOCKET_CLIENT(source), result, &error);
         if (!conn) {
@@ -1062,18 +1084,12 @@ static void on_connected(GObject *source, GAsyncResult *result, gpointer userdat
                 link_release(&mv->link);
                 return;
         }
-        identity = g_network_address_parse(mv->destination, 0, NULL);
-        tls = g_tls_client_connection_new(G_IO_STREAM(conn), identity, &error);
-        if (!tls) {
+        if (!link_tls_client_new(&mv->link, mv->mig, conn, mv->destination, &error)) {
                 move_fail(mv, VMMS_ERROR_INTERNAL, "cannot set up TLS: %s", error->message);
                 link_release(&mv->link);
                 return;
         }
-        mv->link.tls = tls;
-        g_tls_connection_set_certificate(G_TLS_CONNECTION(tls), mv->mig->cert);
-        g_tls_connection_set_database(G_TLS_CONNECTION(tls), mv->mig->ca);
-        g_signal_connect(tls, "accept-certificate", G_CALLBACK(on_accept_certificate), NULL);
-        g_tls_connection_handshake_async(G_TLS_CONNECTION(tls), G_PRIORITY_DEFAULT, mv->link.cancel,
+        g_tls_connection_handshake_async(G_TLS_CONNECTION(mv->link.tls), G_PRIORITY_DEFAULT, mv->link.cancel,
                                          on_handshake_done, mv); /* keeps the connect's pending count */
 }
 
@@ -2129,7 +2145,6 @@ static void on_compare_handshake(GObject *source, GAsyncResult *result, gpointer
         Compare *c = userdata;
         g_autoptr(GError) error = NULL;
         g_auto(VmmsCaller) peer = {0};
-        GVariantDict d;
 
         if (!g_tls_connection_handshake_finish(G_TLS_CONNECTION(source), result, &error)) {
                 compare_fail(c, VMMS_ERROR_UNAVAILABLE, "TLS failed: %s", error->message);
@@ -2140,12 +2155,7 @@ static void on_compare_handshake(GObject *source, GAsyncResult *result, gpointer
                                      "it presents %s, which is not in this host's [access] migration-peers",
                                      peer.description);
                 } else {
-                        g_variant_dict_init(&d, NULL);
-                        g_variant_dict_insert(&d, "version", "u", (uint32_t)VMMS_MIGRATION_VERSION);
-                        g_variant_dict_insert(&d, "host", "s", c->mig->host_name);
-                        g_variant_dict_insert(&d, "engine", "s", MIGRATION_ENGINE);
-                        g_variant_dict_insert(&d, "guest-abi", "u", (uint32_t)HV_ABI_VERSION);
-                        link_write_dict(&c->link, VMMS_MIGRATION_HELLO, g_variant_dict_end(&d),
+                        link_write_dict(&c->link, VMMS_MIGRATION_HELLO, hello_new(c->mig),
                                         on_compare_hello_written);
                         link_read(&c->link, on_compare_answer);
                 }
@@ -2158,8 +2168,6 @@ static void on_compare_connected(GObject *source, GAsyncResult *result, gpointer
         Compare *c = userdata;
         g_autoptr(GError) error = NULL;
         g_autoptr(GSocketConnection) conn = NULL;
-        g_autoptr(GSocketConnectable) identity = NULL;
-        GIOStream *tls;
 
         conn = g_socket_client_connect_to_host_finish(G_SOCKET_CLIENT(source), result, &error);
         if (!conn || c->link.closed) {
@@ -2168,18 +2176,12 @@ static void on_compare_connected(GObject *source, GAsyncResult *result, gpointer
                 link_release(&c->link);
                 return;
         }
-        identity = g_network_address_parse(c->destination, 0, NULL);
-        tls = g_tls_client_connection_new(G_IO_STREAM(conn), identity, &error);
-        if (!tls) {
+        if (!link_tls_client_new(&c->link, c->mig, conn, c->destination, &error)) {
                 compare_fail(c, VMMS_ERROR_INTERNAL, "cannot set up TLS: %s", error->message);
                 link_release(&c->link);
                 return;
         }
-        c->link.tls = tls;
-        g_tls_connection_set_certificate(G_TLS_CONNECTION(tls), c->mig->cert);
-        g_tls_connection_set_database(G_TLS_CONNECTION(tls), c->mig->ca);
-        g_signal_connect(tls, "accept-certificate", G_CALLBACK(on_accept_certificate), NULL);
-        g_tls_connection_handshake_async(G_TLS_CONNECTION(tls), G_PRIORITY_DEFAULT, c->link.cancel,
+        g_tls_connection_handshake_async(G_TLS_CONNECTION(c->link.tls), G_PRIORITY_DEFAULT, c->link.cancel,
                                          on_compare_handshake, c); /* keeps the connect's pending count */
 }
 
