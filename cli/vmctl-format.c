@@ -484,6 +484,42 @@ void vmctl_format_host(GString *out, const Vmms__V1__Host *host)
         }
 }
 
+static const char *cluster_node_state_name(Vmms__V1__ClusterNodeState state)
+{
+        switch (state) {
+        case VMMS__V1__CLUSTER_NODE_STATE__CLUSTER_NODE_STATE_UP:
+                return "Up";
+        case VMMS__V1__CLUSTER_NODE_STATE__CLUSTER_NODE_STATE_DOWN:
+                return "Down";
+        case VMMS__V1__CLUSTER_NODE_STATE__CLUSTER_NODE_STATE_PAUSED:
+                return "Paused";
+        default:
+                return "Unknown";
+        }
+}
+
+void vmctl_format_cluster_nodes(GString *out, Vmms__V1__ClusterNode *const *nodes, size_t n_nodes)
+{
+        static const VmctlColumn columns[] = {
+                {"Name", false},         {"State", false},     {"Address", false},
+                {"VMs", true},           {"RunningVMs", true}, {"Memory(M)", true},
+                {"FreeMemory(M)", true}, {"CPU(%)", true},     {"LastRenewal", false},
+        };
+        g_autoptr(VmctlTable) table = vmctl_table_new(columns, G_N_ELEMENTS(columns));
+
+        for (size_t i = 0; i < n_nodes; i++) {
+                const Vmms__V1__ClusterNode *n = nodes[i];
+                g_autoptr(GDateTime) t = g_date_time_new_from_unix_utc(n->last_renewal_unix_ms / 1000);
+                g_autofree char *when = t ? g_date_time_format(t, "%H:%M:%S") : g_strdup("-");
+
+                vmctl_table_add(table, text(n->name), text(cluster_node_state_name(n->state)),
+                                text(n->address), number(n->vm_count), number(n->running_vm_count),
+                                mib(n->memory_pool_bytes), mib(n->memory_free_bytes),
+                                g_strdup_printf("%.0f", n->cpu_load_pct), g_steal_pointer(&when));
+        }
+        vmctl_table_render(table, out);
+}
+
 void vmctl_format_counters(GString *out, const Vmms__V1__GetCountersResponse *counters)
 {
         static const VmctlColumn columns[] = {{"Path", false}, {"Value", true}, {"Unit", false}};

@@ -1368,6 +1368,27 @@ static int handle_get_vm_host(VmctlContext *ctx)
         return 0;
 }
 
+static int handle_get_cluster_node(VmctlContext *ctx)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        g_autoptr(GString) out = g_string_new(NULL);
+        Vmms__V1__ListClusterNodesRequest request = VMMS__V1__LIST_CLUSTER_NODES_REQUEST__INIT;
+        Vmms__V1__ListClusterNodesResponse *list;
+        int r;
+
+        r = call(ctx, METHOD("ListClusterNodes"), &request.base,
+                 &vmms__v1__list_cluster_nodes_response__descriptor, VMCTL_TIMEOUT_MS, &reply);
+        if (r < 0)
+                return r;
+        list = (Vmms__V1__ListClusterNodesResponse *)reply;
+        if (ctx->json)
+                vmctl_json_append_array(out, (ProtobufCMessage *const *)list->nodes, list->n_nodes, true);
+        else
+                vmctl_format_cluster_nodes(out, list->nodes, list->n_nodes);
+        emit(ctx, out);
+        return 0;
+}
+
 static int handle_get_vm_host_health(VmctlContext *ctx)
 {
         g_autoptr(ProtobufCMessage) reply = NULL;
@@ -1796,6 +1817,16 @@ static const VmctlVerb verbs[] = {
                 .params = no_params,
                 .n_params = G_N_ELEMENTS(no_params),
                 .handler = handle_get_vm_host,
+                .needs_server = true,
+        },
+        {
+                .name = "Get-ClusterNode",
+                .synopsis = "Lists the cluster's hosts as etcd has them: state (Up, Down, Paused), address, "
+                            "VMs, memory, free memory, CPU load and the last lease renewal.",
+                .example = "vmctl Get-ClusterNode",
+                .params = no_params,
+                .n_params = G_N_ELEMENTS(no_params),
+                .handler = handle_get_cluster_node,
                 .needs_server = true,
         },
         {

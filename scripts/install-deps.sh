@@ -24,6 +24,8 @@ PACKAGES=(
   python3-matplotlib
   # vmmsd --metrics (libsoup; glib-networking for its TLS), and the metrics test's Prometheus and parser
   libsoup-3.0-dev glib-networking prometheus python3-prometheus-client
+  # the cluster's shared state (vmmsd --cluster) and the cluster tests' private members
+  etcd-server etcd-client
   # the man pages' source format
   scdoc
   dbus dbus-bin dbus-daemon

@@ -37,6 +37,7 @@ struct VmmsManager {
         char *saved_dir;          /* STATE/saved: Saved VMs' state files */
         char *checkpoints_dir;    /* STATE/checkpoints/<vm id>: live checkpoints' state files */
         VmmsMigration *migration; /* Move-VM; not owned */
+        VmmsCluster *cluster;     /* vmmsd --cluster; not owned */
         GPtrArray *vms;
         GHashTable *by_id;   /* lower-case UUID -> VmmsVm* */
         GHashTable *by_name; /* case-folded name -> VmmsVm* */
@@ -273,6 +274,16 @@ void vmms_manager_set_migration(VmmsManager *m, VmmsMigration *migration)
 VmmsMigration *vmms_manager_migration(VmmsManager *m)
 {
         return m->migration;
+}
+
+void vmms_manager_set_cluster(VmmsManager *m, VmmsCluster *cluster)
+{
+        m->cluster = cluster;
+}
+
+VmmsCluster *vmms_manager_cluster(VmmsManager *m)
+{
+        return m->cluster;
 }
 
 int vmms_manager_vm_update(VmmsManager *m, VmmsVm *vm, const VmmsVmSettings *s, VmmsError *error)

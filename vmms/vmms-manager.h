@@ -65,6 +65,10 @@ int vmms_manager_vm_moved(VmmsManager *m, VmmsVm *vm, const char *destination, V
 typedef struct VmmsMigration VmmsMigration;
 void vmms_manager_set_migration(VmmsManager *m, VmmsMigration *migration);
 VmmsMigration *vmms_manager_migration(VmmsManager *m);
+/* The cluster this host is in (vmms-cluster.h), NULL off a cluster; not owned. */
+typedef struct VmmsCluster VmmsCluster;
+void vmms_manager_set_cluster(VmmsManager *m, VmmsCluster *cluster);
+VmmsCluster *vmms_manager_cluster(VmmsManager *m);
 /* Set-VM and Rename-VM: a new name must be free. */
 int vmms_manager_vm_update(VmmsManager *m, VmmsVm *vm, const VmmsVmSettings *s, VmmsError *error);
 /* Add-VMHardDiskDrive: refuses an image another VM uses (as a drive, boot disk, kernel

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "vmms-cluster.h"
 #include "vmms-counters.h"
 #include "vmms-console.h"
 #include "vmms-health.h"
@@ -801,6 +802,21 @@ static void op_get_host(VmmsManager *m, const ProtobufCMessage *request, VmmsCal
         vmms_manager_when_sampled(m, on_host_sampled, q);
 }
 
+/* Get-ClusterNode: the hosts as etcd has them (vmms-cluster.c answers later). */
+static void op_list_cluster_nodes(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        VmmsCluster *cluster = vmms_manager_cluster(m);
+
+        (void)request;
+        if (!cluster) {
+                vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION,
+                               "this host is not in a cluster (start vmmsd with --cluster etcd=IP:PORT,... "
+                               "--host-name NAME --host-address HOST:PORT)");
+                return;
+        }
+        vmms_cluster_list_nodes(cluster, call);
+}
+
 typedef struct CounterList {
         VmmsCall *call;
         GPtrArray *samples;
@@ -1113,6 +1129,8 @@ const VmmsOp vmms_ops[] = {
            VMMS_ROLE_READER),
         OP("GetCounters", vmms__v1__get_counters_request__descriptor,
            vmms__v1__get_counters_response__descriptor, op_get_counters, VMMS_ROLE_READER),
+        OP("ListClusterNodes", vmms__v1__list_cluster_nodes_request__descriptor,
+           vmms__v1__list_cluster_nodes_response__descriptor, op_list_cluster_nodes, VMMS_ROLE_READER),
         OP("GetHostHealth", vmms__v1__get_host_health_request__descriptor, vmms__v1__host_health__descriptor,
            op_get_host_health, VMMS_ROLE_READER),
         /* Operator: it makes this host connect to another with its certificate. */

@@ -12,6 +12,7 @@
 #include "api-metrics.h"
 #include "hv-size.h"
 #include "vmms-access.h"
+#include "vmms-cluster.h"
 #include "vmms-manager.h"
 #include "vmms-migration.h"
 #include "vmms-ops.h"
@@ -268,7 +269,9 @@ int main(int argc, char **argv)
                         *dbus = NULL, *memory_reserve = NULL, *tls_ca = NULL, *socket_mode = NULL,
                         *backup = NULL, *restore = NULL, *paging_dir = NULL, *hvd_scheduler = NULL,
                         *hvd_cpu_model = NULL, *libvirt_uri = NULL, *libvirt_domain_type = NULL,
-                        *migration_listen = NULL, *migration_name = NULL;
+                        *migration_listen = NULL, *migration_name = NULL, *cluster_spec = NULL,
+                        *host_name = NULL, *host_address = NULL;
+        gint cluster_lease_ttl = 0;
         gint hvd_lps = 0, stop_timeout = 0, hvd_numa_nodes = 0, hvd_slice_ms = 0;
         gboolean no_spawn_hvd = FALSE, init_store = FALSE, hvd_io_boost = FALSE;
         g_autofree char *metrics_address = NULL;
@@ -305,6 +308,15 @@ int main(int argc, char **argv)
                  "IP:PORT"},
                 {"migration-name", 0, 0, G_OPTION_ARG_STRING, &migration_name,
                  "This host's name in moves and events (default: the host name)", "NAME"},
+                {"cluster", 0, 0, G_OPTION_ARG_STRING, &cluster_spec,
+                 "Join the cluster whose state is in these etcd members", "etcd=IP:PORT,..."},
+                {"host-name", 0, 0, G_OPTION_ARG_STRING, &host_name,
+                 "This host's name in the cluster (default: --migration-name, else the host name)", "NAME"},
+                {"host-address", 0, 0, G_OPTION_ARG_STRING, &host_address,
+                 "Where peers move VMs to this host (default: --migration-listen)", "HOST:PORT"},
+                {"cluster-lease-ttl", 0, 0, G_OPTION_ARG_INT, &cluster_lease_ttl,
+                 "Seconds after its last renewal that a silent host counts as Down (default 10, at least 2)",
+                 "SEC"},
                 {"metrics-tls", 0, 0, G_OPTION_ARG_NONE, &metrics_tls,
                  "Serve metrics over TLS with client certificates on a loopback address too", NULL},
                 {"hvd-socket", 0, 0, G_OPTION_ARG_FILENAME, &hvd_socket, "hvd's socket (RUNTIME/hvd.sock)",
@@ -356,11 +368,13 @@ int main(int argc, char **argv)
         g_autoptr(ApiDbus) dbus_api = NULL;
         g_autoptr(ApiMetrics) metrics = NULL;
         g_autoptr(VmmsMigration) migration = NULL;
+        g_autoptr(VmmsCluster) cluster = NULL; /* freed before the manager it reports on */
         g_autoptr(GKeyFile) config_file = NULL;
         mode_t unix_mode;
         g_auto(VmmsConfig) config = {0};
         g_autofree char *why = NULL;
         ApiGrpcConfig grpc_config = {0};
+        VmmsClusterConfig cluster_config = {0};
         int r;
 
         g_option_context_add_main_entries(options, entries, NULL);
@@ -464,6 +478,34 @@ int main(int argc, char **argv)
         if (backup || restore)
                 return store_command(config.state_dir, backup, restore);
 
+        config_string(config_file, "cluster", &cluster_spec);
+        config_string(config_file, "host-name", &host_name);
+        config_string(config_file, "host-address", &host_address);
+        if (config_int(config_file, "cluster-lease-ttl", &cluster_lease_ttl) < 0)
+                return 2;
+        cluster_config = (VmmsClusterConfig){
+                .spec = cluster_spec,
+                .host_name = host_name        ? host_name
+                             : migration_name ? migration_name
+                                              : g_get_host_name(),
+                .host_address = host_address ? host_address : migration_listen,
+                .lease_ttl_s = cluster_lease_ttl > 0 ? (uint32_t)cluster_lease_ttl : 0,
+        };
+        if (cluster_spec && cluster_lease_ttl < 0) {
+                fprintf(stderr, "vmmsd: --cluster-lease-ttl %d is out of range %d-%d\n", cluster_lease_ttl,
+                        VMMS_CLUSTER_LEASE_TTL_MIN, VMMS_CLUSTER_LEASE_TTL_MAX);
+                return 2;
+        }
+        if (cluster_spec && vmms_cluster_config_check(&cluster_config, &why) < 0) {
+                fprintf(stderr, "vmmsd: %s\n", why);
+                return 2;
+        }
+        if (!cluster_spec && (host_name || host_address || cluster_lease_ttl)) {
+                fprintf(stderr, "vmmsd: --host-name, --host-address and --cluster-lease-ttl are for a host "
+                                "in a cluster: give --cluster etcd=IP:PORT,...\n");
+                return 2;
+        }
+
         r = vmms_manager_new(&config, &manager, &why);
         if (r < 0) {
                 fprintf(stderr, "vmmsd: %s\n", why);
@@ -497,6 +539,13 @@ int main(int argc, char **argv)
                 fprintf(stderr, "vmmsd: --migration-listen needs --tls-cert, --tls-key and --tls-ca (this "
                                 "host's certificate and the CA that signs every host's)\n");
                 return 2;
+        }
+        if (cluster_spec) {
+                r = vmms_cluster_new(manager, &cluster_config, &cluster, &why);
+                if (r < 0) {
+                        fprintf(stderr, "vmmsd: %s\n", why);
+                        return 2;
+                }
         }
         if (start_dbus(manager, access, dbus, &dbus_api) < 0)
                 return 1;

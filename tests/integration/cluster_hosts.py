@@ -1,0 +1,66 @@
+"""vmmsd hosts in one cluster on this machine: three private etcd members (etcd_cluster.py)
+and hosts that join them with --cluster, each with its own hvd, directories, ports and a
+certificate from one test CA (so they can also move VMs to each other over mutual TLS)."""
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from etcd_cluster import EtcdCluster, free_ports
+from test_access import make_ca, make_cert
+from vmms_host import BUILD
+from vmmsd_host import VmmsdHost
+
+VMCTL = BUILD / "cli" / "vmctl"
+HOST_EXT = "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=clientAuth,serverAuth"
+HOST_NAMES = ("hosta", "hostb", "hostc")
+LEASE_TTL = 2  # etcd's minimum: the tests wait for Down as little as they can
+
+
+class ClusterHosts:
+    """Mixin: setUpClass starts etcd and makes the certificates; join() starts a host."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls._tmp = tempfile.TemporaryDirectory(prefix="vmms-cluster-")
+        d = cls.dir = Path(cls._tmp.name)
+        make_ca(d, "ca")
+        for name in HOST_NAMES:
+            make_cert(d, "ca", name, f"/CN={name}", HOST_EXT)
+        cls.etcd = EtcdCluster()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.etcd.close()
+        cls._tmp.cleanup()
+
+    @classmethod
+    def join(cls, name, hvd_memory="1GB", ttl=LEASE_TTL, extra=()):
+        port = free_ports(1)[0]
+        d = cls.dir
+        conf = d / f"{name}.conf"
+        conf.write_text("[access]\nmigration-peers=" + ",".join(f"CN={n}" for n in HOST_NAMES) + "\n")
+        host = VmmsdHost(hvd_memory=hvd_memory, extra=(
+            "--config", str(conf), "--tls-cert", str(d / f"{name}.pem"), "--tls-key", str(d / f"{name}.key"),
+            "--tls-ca", str(d / "ca.pem"), "--migration-listen", f"127.0.0.1:{port}", "--migration-name", name,
+            "--cluster", f"etcd={cls.etcd.endpoints}", "--host-name", name,
+            "--cluster-lease-ttl", str(ttl), *extra))
+        host.name = name
+        host.address = f"127.0.0.1:{port}"
+        return host
+
+
+def nodes(host):
+    """{name: ClusterNode} as host reads them from etcd."""
+    return {n.name: n for n in host.api.ListClusterNodes(host.pb.ListClusterNodesRequest(), timeout=10).nodes}
+
+
+def states(host):
+    """{name: 'UP' | 'DOWN' | 'PAUSED'}."""
+    pb = host.pb
+    return {name: pb.ClusterNodeState.Name(n.state).rsplit("_", 1)[1] for name, n in nodes(host).items()}
+
+
+def vmctl(host, *args, timeout=60):
+    env = dict(os.environ, VMMS_SOCKET=str(host.socket))
+    return subprocess.run([str(VMCTL), *args], capture_output=True, text=True, timeout=timeout, env=env)

@@ -1,0 +1,533 @@
+/* Cluster membership over etcd: the lease, the host record and the listing of hosts
+ * (the design is in vmms-cluster.h). */
+#include <errno.h>
+#include <string.h>
+
+#include <gio/gio.h>
+
+#include "vmms-cluster.h"
+#include "vmms-etcd.h"
+#include "vmms-ops.h"
+#include "vmms.pb-c.h"
+
+#define CLUSTER_PREFIX "/vmms/"
+#define HOSTS_PREFIX CLUSTER_PREFIX "hosts/"
+#define ALIVE_PREFIX CLUSTER_PREFIX "alive/"
+#define HOST_NAME_MAX_LEN 63
+
+struct VmmsCluster {
+        VmmsManager *m;
+        VmmsEtcd *etcd;
+        char *host_name, *host_address;
+        char *alive_key, *record_key;
+        uint32_t lease_ttl_s;
+        uint32_t period_ms; /* TTL / 3: renewals and the host's figures */
+        GMainContext *main_context;
+        guint figures_timer;
+        GThread *thread;
+
+        GMutex lock; /* guards what follows */
+        GCond wake;
+        bool stopping;
+        GBytes *figures; /* packed ClusterNode without the lease fields, from the main thread */
+};
+
+/* ---- What the main thread hears from the renewal thread ---- */
+
+typedef struct ClusterNotice {
+        VmmsManager *m;
+        char *kind; /* an event kind: cluster-joined, cluster-lease-lost, cluster-error */
+        char *message;
+} ClusterNotice;
+
+static gboolean notice_deliver(gpointer userdata)
+{
+        ClusterNotice *n = userdata;
+
+        if (strcmp(n->kind, "cluster-error") == 0)
+                g_warning("cluster: %s", n->message);
+        else
+                g_message("cluster: %s", n->message);
+        vmms_manager_record_host_event(n->m, n->kind, n->message);
+        return G_SOURCE_REMOVE;
+}
+
+static void notice_free(gpointer userdata)
+{
+        ClusterNotice *n = userdata;
+
+        g_free(n->kind);
+        g_free(n->message);
+        g_free(n);
+}
+
+static void notify(VmmsCluster *c, const char *kind, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+static void notify(VmmsCluster *c, const char *kind, const char *fmt, ...)
+{
+        ClusterNotice *n = g_new0(ClusterNotice, 1);
+        va_list ap;
+
+        va_start(ap, fmt);
+        n->m = c->m;
+        n->kind = g_strdup(kind);
+        n->message = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+        g_main_context_invoke_full(c->main_context, G_PRIORITY_DEFAULT, notice_deliver, n, notice_free);
+}
+
+/* ---- The host's figures (main thread) ---- */
+
+static char *compat_text(VmmsManager *m)
+{
+        const Vmms__Hv__CompatibilityVector *v = vmms_manager_compat_vector(m, false);
+
+        if (!v)
+                return g_strdup("");
+        return g_strdup_printf("%s/%s/%s/%.12s/abi%u/proto%u", v->engine, v->engine_version, v->cpu_model,
+                               v->cpuid_hash, v->guest_abi_version, v->protocol_version);
+}
+
+/* Busy share of all LPs between the last two samples. */
+static double cpu_load_pct(VmmsManager *m)
+{
+        const Vmms__Hv__Counters *prev, *cur;
+        uint64_t busy = 0, all = 0;
+
+        if (!vmms_manager_counters(m, &prev, &cur) || prev->n_lps != cur->n_lps)
+                return 0;
+        for (size_t i = 0; i < cur->n_lps; i++) {
+                uint64_t b0 = prev->lps[i]->guest_ns + prev->lps[i]->hypervisor_ns;
+                uint64_t b1 = cur->lps[i]->guest_ns + cur->lps[i]->hypervisor_ns;
+
+                if (b1 < b0 || cur->lps[i]->idle_ns < prev->lps[i]->idle_ns)
+                        return 0;
+                busy += b1 - b0;
+                all += b1 - b0 + cur->lps[i]->idle_ns - prev->lps[i]->idle_ns;
+        }
+        return all ? 100.0 * (double)busy / (double)all : 0;
+}
+
+static void figures_take(VmmsCluster *c)
+{
+        Vmms__V1__ClusterNode node = VMMS__V1__CLUSTER_NODE__INIT;
+        const Vmms__Hv__Counters *cur = vmms_manager_last_sample(c->m);
+        GPtrArray *vms = vmms_manager_vms(c->m);
+        g_autoptr(GArray) engines = vmms_manager_engines(c->m);
+        g_autofree char *compat = compat_text(c->m);
+        g_autofree char **engine_names = g_new0(char *, engines->len + 1);
+        g_autofree uint8_t *packed = NULL;
+        size_t len;
+
+        node.name = c->host_name;
+        node.address = c->host_address;
+        for (guint i = 0; i < engines->len; i++) {
+                VmmsEngineInfo *e = &g_array_index(engines, VmmsEngineInfo, i);
+
+                if (e->available)
+                        engine_names[node.n_engines++] = (char *)e->name;
+        }
+        node.engines = engine_names;
+        if (cur) {
+                node.logical_processors = (uint32_t)cur->n_lps;
+                node.memory_pool_bytes = cur->pool_total_bytes;
+                node.memory_free_bytes = cur->pool_total_bytes > cur->pool_used_bytes
+                                                 ? cur->pool_total_bytes - cur->pool_used_bytes
+                                                 : 0;
+        }
+        node.cpu_load_pct = cpu_load_pct(c->m);
+        node.compatibility_vector = compat;
+        node.vm_count = vms->len;
+        for (guint i = 0; i < vms->len; i++) {
+                VmmsVm *vm = vms->pdata[i];
+
+                if (vm->def.state != VMMS_VM_OFF && vm->def.state != VMMS_VM_SAVED)
+                        node.running_vm_count++;
+        }
+        len = vmms__v1__cluster_node__get_packed_size(&node);
+        packed = g_malloc(len ? len : 1);
+        vmms__v1__cluster_node__pack(&node, packed);
+        for (guint i = 0; i < engines->len; i++)
+                g_free(g_array_index(engines, VmmsEngineInfo, i).why_not);
+        g_mutex_lock(&c->lock);
+        g_clear_pointer(&c->figures, g_bytes_unref);
+        c->figures = g_bytes_new_take(g_steal_pointer(&packed), len);
+        g_mutex_unlock(&c->lock);
+}
+
+static gboolean on_figures_tick(gpointer userdata)
+{
+        figures_take(userdata);
+        return G_SOURCE_CONTINUE;
+}
+
+/* ---- Renewals (the cluster thread) ---- */
+
+/* Creates this host's alive key on `lease` unless another lease holds it. */
+static int alive_claim(VmmsCluster *c, int64_t lease, char **ret_error)
+{
+        Etcdserverpb__TxnRequest txn = ETCDSERVERPB__TXN_REQUEST__INIT;
+        Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
+        Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT;
+        Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
+        Etcdserverpb__Compare *cmps[] = {&cmp};
+        Etcdserverpb__RequestOp *ops[] = {&op};
+        Etcdserverpb__TxnResponse *resp = NULL;
+        int r;
+
+        cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
+        cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE;
+        cmp.key = (ProtobufCBinaryData){.data = (uint8_t *)c->alive_key, .len = strlen(c->alive_key)};
+        cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
+        cmp.create_revision = 0;
+        put.key = cmp.key;
+        put.value = (ProtobufCBinaryData){.data = (uint8_t *)c->host_address, .len = strlen(c->host_address)};
+        put.lease = lease;
+        op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
+        op.request_put = &put;
+        txn.n_compare = 1;
+        txn.compare = cmps;
+        txn.n_success = 1;
+        txn.success = ops;
+        r = vmms_etcd_txn(c->etcd, &txn, c->period_ms, &resp, ret_error);
+        if (r < 0)
+                return r;
+        if (!resp->succeeded) {
+                *ret_error =
+                        g_strdup_printf("another vmmsd holds the host name %s in the cluster (%s exists); "
+                                        "this host waits for it to go",
+                                        c->host_name, c->alive_key);
+                r = -EEXIST;
+        }
+        etcdserverpb__txn_response__free_unpacked(resp, NULL);
+        return r;
+}
+
+static int join(VmmsCluster *c, int64_t *ret_lease, char **ret_error)
+{
+        int64_t lease = 0, ttl = 0;
+        int r;
+
+        r = vmms_etcd_lease_grant(c->etcd, c->lease_ttl_s, c->period_ms, &lease, &ttl, ret_error);
+        if (r < 0)
+                return r;
+        r = alive_claim(c, lease, ret_error);
+        if (r < 0) {
+                vmms_etcd_lease_revoke(c->etcd, lease, c->period_ms, NULL);
+                return r;
+        }
+        *ret_lease = lease;
+        return 0;
+}
+
+static int record_put(VmmsCluster *c, int64_t lease, char **ret_error)
+{
+        g_autoptr(GBytes) figures = NULL;
+        Vmms__V1__ClusterNode *node;
+        g_autofree uint8_t *packed = NULL;
+        size_t len;
+        gsize flen;
+        const uint8_t *fdata;
+
+        g_mutex_lock(&c->lock);
+        figures = c->figures ? g_bytes_ref(c->figures) : NULL;
+        g_mutex_unlock(&c->lock);
+        fdata = figures ? g_bytes_get_data(figures, &flen) : NULL;
+        node = vmms__v1__cluster_node__unpack(NULL, fdata ? flen : 0, fdata);
+        if (!node)
+                return -EIO;
+        node->last_renewal_unix_ms = g_get_real_time() / 1000;
+        node->lease_id = lease;
+        node->lease_ttl_seconds = c->lease_ttl_s;
+        len = vmms__v1__cluster_node__get_packed_size(node);
+        packed = g_malloc(len ? len : 1);
+        vmms__v1__cluster_node__pack(node, packed);
+        vmms__v1__cluster_node__free_unpacked(node, NULL);
+        return vmms_etcd_put(c->etcd, c->record_key, packed, len, 0, c->period_ms, NULL, ret_error);
+}
+
+/* Waits a period or until asked to stop; returns whether to go on. */
+static bool wait_period(VmmsCluster *c, int64_t since_us)
+{
+        bool go_on;
+
+        g_mutex_lock(&c->lock);
+        while (!c->stopping && g_get_monotonic_time() < since_us + (int64_t)c->period_ms * 1000)
+                g_cond_wait_until(&c->wake, &c->lock, since_us + (int64_t)c->period_ms * 1000);
+        go_on = !c->stopping;
+        g_mutex_unlock(&c->lock);
+        return go_on;
+}
+
+/* Each period: join if not joined, else renew the lease; then rewrite the record. A
+ * failure is said once, when it starts, and its end once. */
+static gpointer cluster_thread(gpointer userdata)
+{
+        VmmsCluster *c = userdata;
+        int64_t lease = 0;
+        bool failing = false;
+
+        do {
+                int64_t start = g_get_monotonic_time();
+                g_autofree char *why = NULL;
+                int r;
+
+                if (lease == 0) {
+                        r = join(c, &lease, &why);
+                        if (r >= 0)
+                                notify(c, "cluster-joined",
+                                       "%s joined the cluster at %s as %s (lease %" G_GINT64_MODIFIER
+                                       "x, TTL %u s)",
+                                       c->host_name, vmms_etcd_endpoints(c->etcd), c->host_address, lease,
+                                       c->lease_ttl_s);
+                } else {
+                        r = vmms_etcd_lease_keepalive(c->etcd, lease, c->period_ms, NULL, &why);
+                        if (r == -ENOENT) {
+                                notify(c, "cluster-lease-lost",
+                                       "%s lost its cluster lease %" G_GINT64_MODIFIER
+                                       "x (not renewed within %u s): the cluster counts it Down until it "
+                                       "joins again",
+                                       c->host_name, lease, c->lease_ttl_s);
+                                lease = 0;
+                                failing = false;
+                                continue;
+                        }
+                }
+                if (r >= 0)
+                        r = record_put(c, lease, &why);
+                if (r < 0 && !failing)
+                        notify(c, "cluster-error", "%s", why ? why : g_strerror(-r));
+                else if (r >= 0 && failing)
+                        notify(c, "cluster-joined", "%s reaches etcd again", c->host_name);
+                failing = r < 0;
+                if (!wait_period(c, start))
+                        break;
+        } while (true);
+        return NULL;
+}
+
+/* ---- Setup ---- */
+
+static bool host_name_valid(const char *name)
+{
+        size_t n = name ? strlen(name) : 0;
+
+        if (n == 0 || n > HOST_NAME_MAX_LEN)
+                return false;
+        for (size_t i = 0; i < n; i++)
+                if (!g_ascii_isalnum(name[i]) && !strchr("._-", name[i]))
+                        return false;
+        return true;
+}
+
+static bool address_valid(const char *address)
+{
+        const char *colon = address ? strrchr(address, ':') : NULL;
+        char *end = NULL;
+        unsigned long port = colon ? strtoul(colon + 1, &end, 10) : 0;
+
+        return colon && colon != address && colon[1] && !*end && port > 0 && port <= 65535;
+}
+
+int vmms_cluster_config_check(const VmmsClusterConfig *config, char **ret_error)
+{
+        g_autofree char *why = NULL;
+
+        if (!config->spec || !g_str_has_prefix(config->spec, "etcd=")) {
+                *ret_error = g_strdup_printf("--cluster '%s' is not etcd=IP:PORT,IP:PORT,...",
+                                             config->spec ? config->spec : "");
+                return -EINVAL;
+        }
+        if (!host_name_valid(config->host_name)) {
+                *ret_error = g_strdup_printf("--host-name '%s' is not 1-%d letters, digits, '.', '_' or '-'",
+                                             config->host_name ? config->host_name : "", HOST_NAME_MAX_LEN);
+                return -EINVAL;
+        }
+        if (!address_valid(config->host_address)) {
+                *ret_error = g_strdup_printf("--host-address '%s' is not HOST:PORT (where peers move VMs to: "
+                                             "this host's --migration-listen)",
+                                             config->host_address ? config->host_address : "");
+                return -EINVAL;
+        }
+        if (config->lease_ttl_s && (config->lease_ttl_s < VMMS_CLUSTER_LEASE_TTL_MIN ||
+                                    config->lease_ttl_s > VMMS_CLUSTER_LEASE_TTL_MAX)) {
+                *ret_error = g_strdup_printf("--cluster-lease-ttl %u is out of range %d-%d (etcd grants "
+                                             "no lease under %d s)",
+                                             config->lease_ttl_s, VMMS_CLUSTER_LEASE_TTL_MIN,
+                                             VMMS_CLUSTER_LEASE_TTL_MAX, VMMS_CLUSTER_LEASE_TTL_MIN);
+                return -EINVAL;
+        }
+        if (vmms_etcd_endpoints_check(config->spec + strlen("etcd="), &why) < 0) {
+                *ret_error = g_strdup_printf("--cluster: %s", why);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+int vmms_cluster_new(VmmsManager *m, const VmmsClusterConfig *config, VmmsCluster **ret, char **ret_error)
+{
+        g_autoptr(VmmsCluster) c = NULL;
+        g_autoptr(VmmsEtcd) etcd = NULL;
+        int r;
+
+        r = vmms_cluster_config_check(config, ret_error);
+        if (r < 0)
+                return r;
+        r = vmms_etcd_new(config->spec + strlen("etcd="), &etcd, ret_error);
+        if (r < 0) {
+                g_autofree char *why = *ret_error;
+
+                *ret_error = g_strdup_printf("--cluster: %s", why);
+                return r;
+        }
+        c = g_new0(VmmsCluster, 1);
+        c->m = m;
+        c->etcd = g_steal_pointer(&etcd);
+        c->host_name = g_strdup(config->host_name);
+        c->host_address = g_strdup(config->host_address);
+        c->alive_key = g_strconcat(ALIVE_PREFIX, config->host_name, NULL);
+        c->record_key = g_strconcat(HOSTS_PREFIX, config->host_name, NULL);
+        c->lease_ttl_s = config->lease_ttl_s ? config->lease_ttl_s : VMMS_CLUSTER_LEASE_TTL_DEFAULT;
+        c->period_ms = c->lease_ttl_s * 1000 / 3;
+        c->main_context = g_main_context_ref_thread_default();
+        g_mutex_init(&c->lock);
+        g_cond_init(&c->wake);
+        figures_take(c);
+        c->figures_timer = g_timeout_add(c->period_ms, on_figures_tick, c);
+        c->thread = g_thread_new("vmms-cluster", cluster_thread, c);
+        vmms_manager_set_cluster(m, c);
+        *ret = g_steal_pointer(&c);
+        return 0;
+}
+
+void vmms_cluster_free(VmmsCluster *c)
+{
+        if (!c)
+                return;
+        if (c->thread) {
+                g_mutex_lock(&c->lock);
+                c->stopping = true;
+                g_cond_signal(&c->wake);
+                g_mutex_unlock(&c->lock);
+                g_thread_join(c->thread);
+        }
+        if (c->figures_timer)
+                g_source_remove(c->figures_timer);
+        if (c->m && vmms_manager_cluster(c->m) == c)
+                vmms_manager_set_cluster(c->m, NULL);
+        g_clear_pointer(&c->figures, g_bytes_unref);
+        g_mutex_clear(&c->lock);
+        g_cond_clear(&c->wake);
+        if (c->main_context)
+                g_main_context_unref(c->main_context);
+        vmms_etcd_unref(c->etcd);
+        g_free(c->host_name);
+        g_free(c->host_address);
+        g_free(c->alive_key);
+        g_free(c->record_key);
+        g_free(c);
+}
+
+const char *vmms_cluster_host_name(const VmmsCluster *c)
+{
+        return c->host_name;
+}
+
+/* ---- ListClusterNodes ---- */
+
+typedef struct NodeListing {
+        VmmsEtcd *etcd;
+        VmmsCall *call;
+        uint32_t timeout_ms;
+        Etcdserverpb__RangeResponse *hosts, *alive;
+        char *error;
+        int r;
+} NodeListing;
+
+static void node_listing_free(NodeListing *l)
+{
+        vmms_etcd_unref(l->etcd);
+        if (l->hosts)
+                etcdserverpb__range_response__free_unpacked(l->hosts, NULL);
+        if (l->alive)
+                etcdserverpb__range_response__free_unpacked(l->alive, NULL);
+        g_free(l->error);
+        g_free(l);
+}
+
+static void node_listing_run(GTask *task, gpointer source, gpointer task_data, GCancellable *cancellable)
+{
+        NodeListing *l = task_data;
+        g_autofree char *hosts_end = vmms_etcd_prefix_end(HOSTS_PREFIX);
+        g_autofree char *alive_end = vmms_etcd_prefix_end(ALIVE_PREFIX);
+
+        (void)source;
+        (void)cancellable;
+        /* Alive first: a host whose record is read after its lease is never shown Up late. */
+        l->r = vmms_etcd_range(l->etcd, ALIVE_PREFIX, alive_end, l->timeout_ms, &l->alive, &l->error);
+        if (l->r >= 0)
+                l->r = vmms_etcd_range(l->etcd, HOSTS_PREFIX, hosts_end, l->timeout_ms, &l->hosts, &l->error);
+        g_task_return_boolean(task, TRUE);
+}
+
+static bool key_listed(const Etcdserverpb__RangeResponse *range, const char *prefix, const char *name)
+{
+        size_t plen = strlen(prefix), nlen = strlen(name);
+
+        for (size_t i = 0; i < range->n_kvs; i++) {
+                const ProtobufCBinaryData *k = &range->kvs[i]->key;
+
+                if (k->len == plen + nlen && memcmp(k->data, prefix, plen) == 0 &&
+                    memcmp(k->data + plen, name, nlen) == 0)
+                        return true;
+        }
+        return false;
+}
+
+static void cluster_node_free(gpointer node)
+{
+        vmms__v1__cluster_node__free_unpacked(node, NULL);
+}
+
+static void node_listing_done(GObject *source, GAsyncResult *result, gpointer userdata)
+{
+        NodeListing *l = g_task_get_task_data(G_TASK(result));
+        Vmms__V1__ListClusterNodesResponse *out;
+        g_autoptr(GPtrArray) nodes = NULL;
+
+        (void)source;
+        (void)userdata;
+        if (l->r < 0) {
+                vmms_call_fail(l->call, VMMS_ERROR_UNAVAILABLE, "cannot read the cluster's hosts: %s",
+                               l->error);
+                return;
+        }
+        nodes = g_ptr_array_new_with_free_func(cluster_node_free);
+        out = vmms_call_new0(l->call, Vmms__V1__ListClusterNodesResponse);
+        vmms__v1__list_cluster_nodes_response__init(out);
+        out->nodes = vmms_call_alloc(l->call, sizeof(Vmms__V1__ClusterNode *) * (l->hosts->n_kvs + 1));
+        for (size_t i = 0; i < l->hosts->n_kvs; i++) {
+                const ProtobufCBinaryData *v = &l->hosts->kvs[i]->value;
+                Vmms__V1__ClusterNode *node = vmms__v1__cluster_node__unpack(NULL, v->len, v->data);
+
+                if (!node || !node->name[0])
+                        continue; /* not a record this version wrote */
+                g_ptr_array_add(nodes, node);
+                node->state = key_listed(l->alive, ALIVE_PREFIX, node->name)
+                                      ? VMMS__V1__CLUSTER_NODE_STATE__CLUSTER_NODE_STATE_UP
+                                      : VMMS__V1__CLUSTER_NODE_STATE__CLUSTER_NODE_STATE_DOWN;
+                out->nodes[out->n_nodes++] = node;
+        }
+        vmms_call_return(l->call, &out->base);
+}
+
+void vmms_cluster_list_nodes(VmmsCluster *c, VmmsCall *call)
+{
+        g_autoptr(GTask) task = g_task_new(NULL, NULL, node_listing_done, NULL);
+        NodeListing *l = g_new0(NodeListing, 1);
+
+        l->etcd = vmms_etcd_ref(c->etcd);
+        l->call = call;
+        l->timeout_ms = MAX(c->period_ms, 2000);
+        g_task_set_task_data(task, l, (GDestroyNotify)node_listing_free);
+        g_task_run_in_thread(task, node_listing_run);
+}

@@ -1,0 +1,49 @@
+/* A cluster of vmmsd hosts whose shared state lives in etcd (vmmsd --cluster).
+ *
+ * Membership: each host holds an etcd lease of `lease_ttl_s` seconds and renews it every
+ * TTL/3. Attached to the lease is /vmms/alive/<host>, so the key disappears when the host
+ * stops renewing; beside it, /vmms/hosts/<host> is the host's record (a packed
+ * vmms.v1.ClusterNode: address, engines, capacity, free memory, CPU load, compatibility
+ * vector, VM counts, the time of the last renewal), rewritten at each renewal and kept
+ * after the lease expires. A host is Up while its alive key exists and Down once it is
+ * gone. The alive key is created only if absent, so a second vmmsd with the same
+ * --host-name does not take a live host's place.
+ *
+ * Threads: etcd calls block, so they run on the cluster's own thread (renewals) or on a
+ * GTask thread (a listing); the main thread hands the thread the host's figures each
+ * period and hears back about joins and lost leases through the main context. */
+#pragma once
+
+#include <glib.h>
+#include <stdint.h>
+
+#include "vmms-call.h"
+#include "vmms-manager.h"
+
+#define VMMS_CLUSTER_LEASE_TTL_DEFAULT 10
+#define VMMS_CLUSTER_LEASE_TTL_MIN 2 /* etcd's own minimum at its default election settings */
+#define VMMS_CLUSTER_LEASE_TTL_MAX 3600
+
+typedef struct VmmsClusterConfig {
+        const char *spec;         /* --cluster: "etcd=IP:PORT,IP:PORT,..." */
+        const char *host_name;    /* --host-name */
+        const char *host_address; /* --host-address: HOST:PORT where peers move VMs to */
+        uint32_t lease_ttl_s;     /* 0: VMMS_CLUSTER_LEASE_TTL_DEFAULT */
+} VmmsClusterConfig;
+
+/* Checks the settings: the spec's form (etcd=, each endpoint HOST:PORT), the host name
+ * ([A-Za-z0-9._-], 1-63 bytes), the address (HOST:PORT), the TTL's range. -EINVAL with a
+ * message naming what was wrong. */
+int vmms_cluster_config_check(const VmmsClusterConfig *config, char **ret_error);
+/* Checks the settings and starts joining in the background. The manager is told
+ * (vmms_manager_set_cluster). */
+int vmms_cluster_new(VmmsManager *m, const VmmsClusterConfig *config, VmmsCluster **ret, char **ret_error);
+/* Stops renewing (the lease then expires on its own: VMs keep running, as they do when
+ * vmmsd stops) and forgets the manager. */
+void vmms_cluster_free(VmmsCluster *c);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmmsCluster, vmms_cluster_free)
+
+const char *vmms_cluster_host_name(const VmmsCluster *c);
+
+/* ListClusterNodes: answers `call` later, from etcd, with every host that ever joined. */
+void vmms_cluster_list_nodes(VmmsCluster *c, VmmsCall *call);
