@@ -277,6 +277,8 @@ class SessionBusTest(unittest.TestCase):
             self.assertGreaterEqual(len(figures), 2, "running figures are announced every second")
             self.assertLessEqual(len(figures), 4, f"figures at most once a second: {figures}")
             self.assertGreater(d.prop(path, "Uptime"), 0)
+            # Status is Get-VM's (what carries "Migrating (NN %)" during a move).
+            self.assertEqual(d.prop(path, "Status"), self.host.api.GetVm(pb.VmRef(vm="watched"), timeout=5).status)
         finally:
             monitor.close()
             self.host.api.StopVm(pb.StopVmRequest(vm="watched", turn_off=True), timeout=20)
