@@ -385,6 +385,24 @@ void vmctl_format_vms(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms)
         vmctl_table_render(table, out);
 }
 
+void vmctl_format_cluster_vms(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms)
+{
+        static const VmctlColumn columns[] = {
+                {"Name", false},      {"State", false},           {"Host", false},
+                {"Processors", true}, {"MemoryStartup(M)", true}, {"Workload", false},
+        };
+        g_autoptr(VmctlTable) table = vmctl_table_new(columns, G_N_ELEMENTS(columns));
+
+        for (size_t i = 0; i < n_vms; i++) {
+                const Vmms__V1__Vm *vm = vms[i];
+
+                vmctl_table_add(table, text(vm->name), text(vmctl_vm_state_name(vm->state)), text(vm->host),
+                                number(vm->processor ? vm->processor->count : 0),
+                                mib(vm->memory ? vm->memory->startup_bytes : 0), text(vm->workload));
+        }
+        vmctl_table_render(table, out);
+}
+
 void vmctl_format_processors(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms)
 {
         static const VmctlColumn columns[] = {

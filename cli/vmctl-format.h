@@ -51,6 +51,8 @@ void vmctl_format_vms(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms);
 void vmctl_format_processors(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms);
 void vmctl_format_memory(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms);
 void vmctl_format_host(GString *out, const Vmms__V1__Host *host);
+/* Get-VM -Cluster: each VM with the host that owns it. */
+void vmctl_format_cluster_vms(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms);
 /* Get-ClusterNode: one row per host (Up, Down or Paused). */
 void vmctl_format_cluster_nodes(GString *out, Vmms__V1__ClusterNode *const *nodes, size_t n_nodes);
 /* Compare-VM's report: the verdict, the destination's reason, and each difference. */

@@ -53,6 +53,10 @@ static const VmctlParam get_vm_params[] = {
          .type = VMCTL_PARAM_STRING,
          .positional = true,
          .help = "A VM name or UUID; '*' and '?' match any text and any one character. Default: all VMs."},
+        {.name = "Cluster",
+         .type = VMCTL_PARAM_SWITCH,
+         .help = "Every VM of the cluster this host is in, with the host that owns it (a name is a "
+                 "pattern)."},
         COMMON_PARAMS,
 };
 
@@ -137,7 +141,8 @@ static const VmctlParam move_vm_params[] = {
          .type = VMCTL_PARAM_STRING,
          .required = true,
          .max = 300,
-         .help = "The destination vmmsd's --migration-listen address, HOST:PORT."},
+         .help = "The destination vmmsd's --migration-listen address, HOST:PORT; in a cluster, also "
+                 "a host's name (Get-ClusterNode)."},
         {.name = "MaximumDowntime",
          .type = VMCTL_PARAM_STRING,
          .max = 32,
@@ -546,8 +551,36 @@ static int print_vms(VmctlContext *ctx, const char *pattern, VmTableFunc table)
         return 0;
 }
 
+/* Get-VM -Cluster: the cluster's VMs as etcd has them, with their hosts. */
+static int print_cluster_vms(VmctlContext *ctx, const char *pattern)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        g_autoptr(GString) out = g_string_new(NULL);
+        Vmms__V1__ListVmsRequest request = VMMS__V1__LIST_VMS_REQUEST__INIT;
+        Vmms__V1__ListVmsResponse *list;
+        int r;
+
+        request.name_filter = (char *)(pattern ? pattern : "");
+        request.cluster = true;
+        r = call(ctx, METHOD("ListVms"), &request.base, &vmms__v1__list_vms_response__descriptor,
+                 VMCTL_TIMEOUT_MS, &reply);
+        if (r < 0)
+                return r;
+        list = (Vmms__V1__ListVmsResponse *)reply;
+        if (list->n_vms > 1)
+                qsort(list->vms, list->n_vms, sizeof(list->vms[0]), compare_vm_names);
+        if (ctx->json)
+                vmctl_json_append_array(out, (ProtobufCMessage *const *)list->vms, list->n_vms, true);
+        else
+                vmctl_format_cluster_vms(out, list->vms, list->n_vms);
+        emit(ctx, out);
+        return 0;
+}
+
 static int handle_get_vm(VmctlContext *ctx)
 {
+        if (arg_flag(ctx, "Cluster"))
+                return print_cluster_vms(ctx, arg_text(ctx, "Name"));
         return print_vms(ctx, arg_text(ctx, "Name"), vmctl_format_vms);
 }
 

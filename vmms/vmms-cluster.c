@@ -5,32 +5,9 @@
 
 #include <gio/gio.h>
 
-#include "vmms-cluster.h"
-#include "vmms-etcd.h"
+#include "vmms-cluster-private.h"
 #include "vmms-ops.h"
 #include "vmms.pb-c.h"
-
-#define CLUSTER_PREFIX "/vmms/"
-#define HOSTS_PREFIX CLUSTER_PREFIX "hosts/"
-#define ALIVE_PREFIX CLUSTER_PREFIX "alive/"
-#define HOST_NAME_MAX_LEN 63
-
-struct VmmsCluster {
-        VmmsManager *m;
-        VmmsEtcd *etcd;
-        char *host_name, *host_address;
-        char *alive_key, *record_key;
-        uint32_t lease_ttl_s;
-        uint32_t period_ms; /* TTL / 3: renewals and the host's figures */
-        GMainContext *main_context;
-        guint figures_timer;
-        GThread *thread;
-
-        GMutex lock; /* guards what follows */
-        GCond wake;
-        bool stopping;
-        GBytes *figures; /* packed ClusterNode without the lease fields, from the main thread */
-};
 
 /* ---- What the main thread hears from the renewal thread ---- */
 
@@ -61,8 +38,7 @@ static void notice_free(gpointer userdata)
         g_free(n);
 }
 
-static void notify(VmmsCluster *c, const char *kind, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
-static void notify(VmmsCluster *c, const char *kind, const char *fmt, ...)
+void cluster_notify(VmmsCluster *c, const char *kind, const char *fmt, ...)
 {
         ClusterNotice *n = g_new0(ClusterNotice, 1);
         va_list ap;
@@ -154,10 +130,52 @@ static void figures_take(VmmsCluster *c)
         g_mutex_unlock(&c->lock);
 }
 
+/* This host's VMs for placement; kick: have the cluster thread write them now. */
+static void local_take(VmmsCluster *c, bool kick)
+{
+        g_autoptr(GHashTable) local = cluster_placement_snapshot(c);
+
+        g_mutex_lock(&c->lock);
+        g_clear_pointer(&c->local, g_hash_table_unref);
+        c->local = g_steal_pointer(&local);
+        if (kick) {
+                c->kicked = true;
+                g_cond_signal(&c->wake);
+        }
+        g_mutex_unlock(&c->lock);
+}
+
 static gboolean on_figures_tick(gpointer userdata)
 {
         figures_take(userdata);
+        local_take(userdata, false);
         return G_SOURCE_CONTINUE;
+}
+
+/* A VM's event (created, state, settings, removed...): its owner key follows at once.
+ * Events come in bursts; one snapshot per main-loop turn. */
+static gboolean on_vm_changed_idle(gpointer userdata)
+{
+        VmmsCluster *c = userdata;
+
+        c->vm_change_idle = 0;
+        local_take(c, true);
+        return G_SOURCE_REMOVE;
+}
+
+static void on_event(const VmmsEventRecord *event, void *userdata)
+{
+        VmmsCluster *c = userdata;
+
+        if (!event->vm_id || !event->vm_id[0])
+                return;
+        if (g_strcmp0(event->kind, "removed") == 0) {
+                g_mutex_lock(&c->lock);
+                g_hash_table_add(c->removed, g_strdup(event->vm_id));
+                g_mutex_unlock(&c->lock);
+        }
+        if (!c->vm_change_idle)
+                c->vm_change_idle = g_idle_add(on_vm_changed_idle, c);
 }
 
 /* ---- Renewals (the cluster thread) ---- */
@@ -245,63 +263,103 @@ static int record_put(VmmsCluster *c, int64_t lease, char **ret_error)
         return vmms_etcd_put(c->etcd, c->record_key, packed, len, 0, c->period_ms, NULL, ret_error);
 }
 
-/* Waits a period or until asked to stop; returns whether to go on. */
-static bool wait_period(VmmsCluster *c, int64_t since_us)
+/* Waits until `until_us`, or until the main thread kicks (not sooner than
+ * KICK_SPACING_MS after the last pass) or asks to stop; returns whether to go on. */
+#define KICK_SPACING_MS 100
+static bool wait_until(VmmsCluster *c, int64_t until_us, int64_t last_pass_us)
 {
         bool go_on;
 
         g_mutex_lock(&c->lock);
-        while (!c->stopping && g_get_monotonic_time() < since_us + (int64_t)c->period_ms * 1000)
-                g_cond_wait_until(&c->wake, &c->lock, since_us + (int64_t)c->period_ms * 1000);
+        for (;;) {
+                int64_t now = g_get_monotonic_time();
+
+                if (c->stopping || now >= until_us ||
+                    (c->kicked && now >= last_pass_us + KICK_SPACING_MS * 1000))
+                        break;
+                g_cond_wait_until(&c->wake, &c->lock,
+                                  c->kicked ? MIN(until_us, last_pass_us + KICK_SPACING_MS * 1000)
+                                            : until_us);
+        }
         go_on = !c->stopping;
         g_mutex_unlock(&c->lock);
         return go_on;
 }
 
-/* Each period: join if not joined, else renew the lease; then rewrite the record. A
- * failure is said once, when it starts, and its end once. */
-static gpointer cluster_thread(gpointer userdata)
+/* Joins if not joined, else renews the lease; then rewrites the record. */
+static int renew(VmmsCluster *c, int64_t *lease, char **ret_error)
 {
-        VmmsCluster *c = userdata;
-        int64_t lease = 0;
-        bool failing = false;
+        int r;
 
-        do {
-                int64_t start = g_get_monotonic_time();
-                g_autofree char *why = NULL;
-                int r;
-
-                if (lease == 0) {
-                        r = join(c, &lease, &why);
-                        if (r >= 0)
-                                notify(c, "cluster-joined",
+        if (*lease == 0) {
+                r = join(c, lease, ret_error);
+                if (r >= 0)
+                        cluster_notify(c, "cluster-joined",
                                        "%s joined the cluster at %s as %s (lease %" G_GINT64_MODIFIER
                                        "x, TTL %u s)",
-                                       c->host_name, vmms_etcd_endpoints(c->etcd), c->host_address, lease,
+                                       c->host_name, vmms_etcd_endpoints(c->etcd), c->host_address, *lease,
                                        c->lease_ttl_s);
-                } else {
-                        r = vmms_etcd_lease_keepalive(c->etcd, lease, c->period_ms, NULL, &why);
-                        if (r == -ENOENT) {
-                                notify(c, "cluster-lease-lost",
+        } else {
+                r = vmms_etcd_lease_keepalive(c->etcd, *lease, c->period_ms, NULL, ret_error);
+                if (r == -ENOENT) {
+                        cluster_notify(c, "cluster-lease-lost",
                                        "%s lost its cluster lease %" G_GINT64_MODIFIER
                                        "x (not renewed within %u s): the cluster counts it Down until it "
                                        "joins again",
-                                       c->host_name, lease, c->lease_ttl_s);
-                                lease = 0;
-                                failing = false;
-                                continue;
-                        }
+                                       c->host_name, *lease, c->lease_ttl_s);
+                        *lease = 0;
+                        g_clear_pointer(ret_error, g_free);
+                        r = join(c, lease, ret_error);
                 }
-                if (r >= 0)
-                        r = record_put(c, lease, &why);
+        }
+        if (r >= 0)
+                r = record_put(c, *lease, ret_error);
+        return r;
+}
+
+/* Each period the lease and the record; each period and whenever the main thread kicks,
+ * the VMs' owner keys. A failure is said once, when it starts, and its end once. */
+static gpointer cluster_thread(gpointer userdata)
+{
+        VmmsCluster *c = userdata;
+        int64_t lease = 0, next_renewal = 0, last_pass = 0;
+        bool failing = false;
+
+        do {
+                g_autofree char *why = NULL;
+                g_autoptr(GHashTable) local = NULL, removed = NULL;
+                int r = 0;
+
+                last_pass = g_get_monotonic_time();
+                if (last_pass >= next_renewal) {
+                        next_renewal = last_pass + (int64_t)c->period_ms * 1000;
+                        r = renew(c, &lease, &why);
+                }
+                g_mutex_lock(&c->lock);
+                c->kicked = false;
+                local = c->local ? g_hash_table_ref(c->local) : NULL;
+                removed = g_steal_pointer(&c->removed);
+                c->removed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+                g_mutex_unlock(&c->lock);
+                if (r >= 0 && lease && local)
+                        r = cluster_placement_sync(c, local, removed, &why);
+                if ((r < 0 || !lease || !local) && g_hash_table_size(removed)) {
+                        /* Not done: the next pass tries again. */
+                        GHashTableIter it;
+                        gpointer id;
+
+                        g_mutex_lock(&c->lock);
+                        g_hash_table_iter_init(&it, removed);
+                        while (g_hash_table_iter_next(&it, &id, NULL))
+                                g_hash_table_add(c->removed, g_strdup(id));
+                        g_mutex_unlock(&c->lock);
+                }
                 if (r < 0 && !failing)
-                        notify(c, "cluster-error", "%s", why ? why : g_strerror(-r));
+                        cluster_notify(c, "cluster-error", "%s", why ? why : g_strerror(-r));
                 else if (r >= 0 && failing)
-                        notify(c, "cluster-joined", "%s reaches etcd again", c->host_name);
+                        cluster_notify(c, "cluster-joined", "%s reaches etcd again", c->host_name);
                 failing = r < 0;
-                if (!wait_period(c, start))
-                        break;
-        } while (true);
+        } while (wait_until(c, next_renewal, last_pass));
         return NULL;
 }
 
@@ -391,8 +449,11 @@ int vmms_cluster_new(VmmsManager *m, const VmmsClusterConfig *config, VmmsCluste
         c->main_context = g_main_context_ref_thread_default();
         g_mutex_init(&c->lock);
         g_cond_init(&c->wake);
+        c->removed = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         figures_take(c);
+        local_take(c, false);
         c->figures_timer = g_timeout_add(c->period_ms, on_figures_tick, c);
+        c->watch = vmms_manager_watch(m, on_event, c);
         c->thread = g_thread_new("vmms-cluster", cluster_thread, c);
         vmms_manager_set_cluster(m, c);
         *ret = g_steal_pointer(&c);
@@ -412,6 +473,12 @@ void vmms_cluster_free(VmmsCluster *c)
         }
         if (c->figures_timer)
                 g_source_remove(c->figures_timer);
+        if (c->vm_change_idle)
+                g_source_remove(c->vm_change_idle);
+        if (c->watch)
+                vmms_manager_unwatch(c->m, c->watch);
+        g_clear_pointer(&c->local, g_hash_table_unref);
+        g_clear_pointer(&c->removed, g_hash_table_unref);
         if (c->m && vmms_manager_cluster(c->m) == c)
                 vmms_manager_set_cluster(c->m, NULL);
         g_clear_pointer(&c->figures, g_bytes_unref);

@@ -47,3 +47,31 @@ const char *vmms_cluster_host_name(const VmmsCluster *c);
 
 /* ListClusterNodes: answers `call` later, from etcd, with every host that ever joined. */
 void vmms_cluster_list_nodes(VmmsCluster *c, VmmsCall *call);
+
+/* Placement (vmms-cluster-placement.c). Each VM of a host in a cluster has an owner key,
+ * /vmms/vms/<id>, holding a vmms.v1.ClusterVm: the owner's name and the VM as the owner
+ * last wrote it. The key is created only where it is absent (create revision 0) and
+ * changed or deleted only by a transaction that compares its mod revision with the one
+ * just read, so two hosts can never both believe they took it. A VM runs only on the
+ * host its key names: Start-VM claims the key first and is refused, by the owner's name,
+ * when another host holds it; Move-VM hands the key to the destination in its commit
+ * step, before COMMIT leaves (a hand-over that fails ends the move with the VM running
+ * on here). */
+
+/* Answers on the main thread: `error` NULL on success; `result` (may be NULL) as each
+ * call says. */
+typedef void (*VmmsClusterDoneFn)(const VmmsError *error, const char *result, void *userdata);
+/* Start-VM: the key for this host if absent, or kept if this host holds it; refused
+ * (FAILED_PRECONDITION, naming the owner) when another host holds it. */
+void vmms_cluster_claim(VmmsCluster *c, VmmsVm *vm, VmmsClusterDoneFn fn, void *userdata);
+/* Move-VM's commit step: the key passes to the Up host whose address is `destination`
+ * (an address no host of the cluster has is refused); result: that host's name. */
+void vmms_cluster_hand_over(VmmsCluster *c, VmmsVm *vm, const char *destination, VmmsClusterDoneFn fn,
+                            void *userdata);
+/* Move-VM -DestinationHost NAME: the address of the Up host called `name` (the address
+ * book is the hosts' records); NOT_FOUND, or FAILED_PRECONDITION when it is Down or this
+ * host. */
+void vmms_cluster_resolve(VmmsCluster *c, const char *name, VmmsClusterDoneFn fn, void *userdata);
+/* ListVms with cluster set: every VM of the cluster, each with its owner (Vm.host);
+ * `name_filter` as ListVms's. */
+void vmms_cluster_list_vms(VmmsCluster *c, const char *name_filter, VmmsCall *call);

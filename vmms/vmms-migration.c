@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "hv-abi.h"
+#include "vmms-cluster.h"
 #include "vmms-compat.h"
 #include "vmms-engine.h"
 #include "vmms-migration.h"
@@ -377,8 +378,9 @@ typedef struct Move {
         bool saving;    /* the worker writes the state: a failure waits for it */
         char *deferred; /* why the move ends, once the save is done */
         VmmsErrorCode deferred_code;
-        bool row;         /* its 'out' row is in the store */
-        bool commit_sent; /* from here on the destination may run the VM */
+        bool row;          /* its 'out' row is in the store */
+        bool commit_sent;  /* from here on the destination may run the VM */
+        bool handing_over; /* the cluster moves the VM's owner key to the destination */
         int fd;
         uint64_t total;
         uint64_t sent;
@@ -629,12 +631,40 @@ static void on_commit_written(Link *link, const char *error)
         phase_reached(mv->mig, "commit-sent");
 }
 
+static void send_commit(Move *mv)
+{
+        GVariantDict commit;
+
+        mv->commit_sent = true;
+        g_variant_dict_init(&commit, NULL);
+        link_write_dict(&mv->link, VMMS_MIGRATION_COMMIT, g_variant_dict_end(&commit), on_commit_written);
+        link_read(&mv->link, on_commit_answer);
+}
+
+static void on_handed_over(const VmmsError *error, const char *host, void *userdata)
+{
+        Move *mv = userdata;
+
+        mv->handing_over = false;
+        if (!mv->link.closed && !mv->ended) {
+                if (error) {
+                        move_fail(mv, error->code, "%s", error->message);
+                } else {
+                        g_autofree char *what = g_strdup_printf("the cluster hands it to %s", host);
+
+                        vmms_vm_record_event(mv->vm, "migration", what);
+                        send_commit(mv);
+                }
+        }
+        link_release(&mv->link);
+}
+
 static void on_ready_answer(Link *link, VmmsMigrationFrame type, GBytes *payload, const char *error)
 {
         Move *mv = (Move *)link;
         g_autoptr(GVariantDict) d = NULL;
         g_autofree char *reason = NULL, *why = NULL;
-        GVariantDict commit;
+        VmmsCluster *cluster = vmms_manager_cluster(mv->mig->m);
         int r;
 
         if (error) {
@@ -662,10 +692,15 @@ static void on_ready_answer(Link *link, VmmsMigrationFrame type, GBytes *payload
                 return;
         }
         move_progress(mv, "committing", true);
-        mv->commit_sent = true;
-        g_variant_dict_init(&commit, NULL);
-        link_write_dict(&mv->link, VMMS_MIGRATION_COMMIT, g_variant_dict_end(&commit), on_commit_written);
-        link_read(&mv->link, on_commit_answer);
+        if (cluster) {
+                /* The owner key goes to the destination first: if that fails, COMMIT never
+                 * leaves and the VM continues here. Stop-VMMigration waits for the answer. */
+                mv->handing_over = true;
+                mv->link.pending++;
+                vmms_cluster_hand_over(cluster, mv->vm, mv->destination, on_handed_over, mv);
+                return;
+        }
+        send_commit(mv);
 }
 
 static void send_chunk(Move *mv);
@@ -1199,10 +1234,12 @@ void vmms_migration_cancel(VmmsMigration *mig, VmmsVm *vm, VmmsCall *call)
                                "cannot stop the migration of VM '%s': it is not being moved", vm->def.name);
                 return;
         }
-        if (mv->commit_sent) {
+        if (mv->commit_sent || mv->handing_over) {
                 vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION,
-                               "cannot stop the migration of VM '%s': %s has been told to commit it",
-                               vm->def.name, mv->destination);
+                               "cannot stop the migration of VM '%s': %s %s", vm->def.name,
+                               mv->commit_sent ? "it has been told to commit it:"
+                                               : "the cluster is handing it to",
+                               mv->destination);
                 return;
         }
         vmms_vm_record_event(vm, "migration", "Stop-VMMigration: cancelling the move");

@@ -24,7 +24,7 @@
 
 /* ---- Conversions (responses are built from the call's memory) ---- */
 
-static Vmms__V1__VmState state_to_proto(VmmsVmState state)
+Vmms__V1__VmState vmms_ops_state_to_proto(VmmsVmState state)
 {
         static const Vmms__V1__VmState map[VMMS_VM_STATE_COUNT] = {
                 [VMMS_VM_OFF] = VMMS__V1__VM_STATE__VM_STATE_OFF,
@@ -118,7 +118,7 @@ static Vmms__V1__Vm *vm_to_proto(VmmsManager *m, VmmsCall *call, const VmmsVm *v
         vmms__v1__memory_settings__init(mem);
         out->id = vmms_call_strdup(call, vm->def.id);
         out->name = vmms_call_strdup(call, vm->def.name);
-        out->state = state_to_proto(vm->def.state);
+        out->state = vmms_ops_state_to_proto(vm->def.state);
         fill_devices(vm, out, call);
         p->count = vm->def.processor.count;
         p->reserve = vm->def.processor.reserve;
@@ -294,6 +294,17 @@ static void op_list_vms(VmmsManager *m, const ProtobufCMessage *request, VmmsCal
         g_autoptr(GPatternSpec) pattern = NULL;
         g_autofree char *folded = NULL;
 
+        if (req->cluster) {
+                VmmsCluster *cluster = vmms_manager_cluster(m);
+
+                if (!cluster)
+                        vmms_call_fail(
+                                call, VMMS_ERROR_FAILED_PRECONDITION,
+                                "this host is not in a cluster: Get-VM -Cluster needs vmmsd --cluster");
+                else
+                        vmms_cluster_list_vms(cluster, req->name_filter, call);
+                return;
+        }
         vmms__v1__list_vms_response__init(out);
         if (req->name_filter && *req->name_filter) {
                 folded = g_utf8_casefold(req->name_filter, -1);
@@ -333,11 +344,54 @@ static void op_remove_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCa
 
 /* ---- Lifecycle ---- */
 
+/* A call waiting for the cluster (claim, resolve) before it acts on a VM. */
+typedef struct ClusterWait {
+        VmmsManager *m;
+        VmmsCall *call;
+        char vm_id[37];
+        uint32_t max_downtime_ms; /* Move-VM */
+} ClusterWait;
+
+static ClusterWait *cluster_wait_new(VmmsManager *m, VmmsCall *call, const VmmsVm *vm)
+{
+        ClusterWait *w = g_new0(ClusterWait, 1);
+
+        w->m = m;
+        w->call = call;
+        g_strlcpy(w->vm_id, vm->def.id, sizeof(w->vm_id));
+        return w;
+}
+
+/* The VM again after the wait: it may have been removed meanwhile. */
+static VmmsVm *cluster_wait_vm(ClusterWait *w, const VmmsError *error)
+{
+        if (error) {
+                vmms_call_fail_with(w->call, error);
+                return NULL;
+        }
+        return lookup(w->m, w->vm_id, w->call);
+}
+
+static void on_claimed(const VmmsError *error, const char *result, void *userdata)
+{
+        g_autofree ClusterWait *w = userdata;
+        VmmsVm *vm = cluster_wait_vm(w, error);
+
+        (void)result;
+        if (vm)
+                vmms_vm_start(vm, w->call);
+}
+
+/* In a cluster a VM starts only on the host that owns it (vmms-cluster.h): the claim
+ * comes first. */
 static void op_start_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
 {
         VmmsVm *vm = lookup(m, ((const Vmms__V1__VmRef *)request)->vm, call);
+        VmmsCluster *cluster = vmms_manager_cluster(m);
 
-        if (vm)
+        if (vm && cluster)
+                vmms_cluster_claim(cluster, vm, on_claimed, cluster_wait_new(m, call, vm));
+        else if (vm)
                 vmms_vm_start(vm, call);
 }
 
@@ -386,14 +440,36 @@ static VmmsVm *migration_target(VmmsManager *m, const char *ref, const char *ver
         return vm;
 }
 
+static void on_destination_resolved(const VmmsError *error, const char *address, void *userdata)
+{
+        g_autofree ClusterWait *w = userdata;
+        VmmsVm *vm = cluster_wait_vm(w, error);
+        VmmsMigration *mig = vmms_manager_migration(w->m);
+
+        if (vm && mig)
+                vmms_migration_move(mig, vm, address, w->max_downtime_ms, w->call);
+}
+
+/* In a cluster, a destination without a port is a host's name: its address comes from
+ * the cluster's address book. */
 static void op_move_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
 {
         const Vmms__V1__MoveVmRequest *req = (const Vmms__V1__MoveVmRequest *)request;
         VmmsMigration *mig = NULL;
         VmmsVm *vm = migration_target(m, req->vm, "move", &mig, call);
+        VmmsCluster *cluster = vmms_manager_cluster(m);
+        ClusterWait *w;
 
-        if (vm)
+        if (!vm)
+                return;
+        if (!cluster || !req->destination_host || !req->destination_host[0] ||
+            strchr(req->destination_host, ':')) {
                 vmms_migration_move(mig, vm, req->destination_host, req->max_downtime_ms, call);
+                return;
+        }
+        w = cluster_wait_new(m, call, vm);
+        w->max_downtime_ms = req->max_downtime_ms;
+        vmms_cluster_resolve(cluster, req->destination_host, on_destination_resolved, w);
 }
 
 static void op_watch_move_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
@@ -534,7 +610,7 @@ static void op_list_checkpoints(VmmsManager *m, const ProtobufCMessage *request,
                 o->name = vmms_call_strdup(call, c->name);
                 o->vm_id = vmms_call_strdup(call, vm->def.id);
                 o->created_unix_ms = c->created_unix_ms;
-                o->vm_state = state_to_proto(c->def.state);
+                o->vm_state = vmms_ops_state_to_proto(c->def.state);
                 o->state_bytes = c->state_bytes;
                 out->checkpoints[out->n_checkpoints++] = o;
         }
@@ -935,7 +1011,7 @@ static void event_to_proto(Vmms__V1__Event *out, const VmmsEventRecord *e)
         out->vm_id = e->vm_id;
         out->vm_name = e->vm_name;
         out->kind = e->kind;
-        out->state = state_to_proto(e->state);
+        out->state = vmms_ops_state_to_proto(e->state);
         out->message = e->message ? e->message : "";
 }
 

@@ -9,6 +9,7 @@
 #include "vmms-access.h"
 #include "vmms-call.h"
 #include "vmms-manager.h"
+#include "vmms.pb-c.h"
 
 /* Contract: run() is called on the main thread with a request of request_type, valid
  * only during run(). It ends `call` exactly once (now or later), with a message of
@@ -28,5 +29,7 @@ extern const VmmsOp vmms_ops[];
 extern const size_t vmms_ops_count;
 
 const VmmsOp *vmms_op_lookup(const char *name);
+/* A VM's state as the public API names it. */
+Vmms__V1__VmState vmms_ops_state_to_proto(VmmsVmState state);
 /* Sets up the manager to answer finished jobs with a Vm message. */
 void vmms_ops_attach(VmmsManager *m);

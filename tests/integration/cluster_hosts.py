@@ -39,7 +39,7 @@ class ClusterHosts:
         port = free_ports(1)[0]
         d = cls.dir
         conf = d / f"{name}.conf"
-        conf.write_text("[access]\nmigration-peers=" + ",".join(f"CN={n}" for n in HOST_NAMES) + "\n")
+        conf.write_text("[access]\nmigration-peers=" + ";".join(f"CN={n}" for n in HOST_NAMES) + "\n")
         host = VmmsdHost(hvd_memory=hvd_memory, extra=(
             "--config", str(conf), "--tls-cert", str(d / f"{name}.pem"), "--tls-key", str(d / f"{name}.key"),
             "--tls-ca", str(d / "ca.pem"), "--migration-listen", f"127.0.0.1:{port}", "--migration-name", name,
@@ -64,3 +64,19 @@ def states(host):
 def vmctl(host, *args, timeout=60):
     env = dict(os.environ, VMMS_SOCKET=str(host.socket))
     return subprocess.run([str(VMCTL), *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def cluster_vms(host, pattern=""):
+    """{name: Vm} of every VM in the cluster, each with .host, as host reads them."""
+    pb = host.pb
+    return {v.name: v for v in host.api.ListVms(pb.ListVmsRequest(name_filter=pattern, cluster=True), timeout=10).vms}
+
+
+def owner_record(etcd, host, vm_id):
+    """The ClusterVm at /vmms/vms/<id>, None when absent."""
+    raw = etcd.get(f"/vmms/vms/{vm_id}")
+    if raw is None:
+        return None
+    cv = host.pb.ClusterVm()
+    cv.ParseFromString(raw)
+    return cv

@@ -3,8 +3,10 @@ directory, for the cluster tests: started together, healthy before the test goes
 one killable, all of them and their data gone at the end. Data lives on /dev/shm when it
 exists (each member preallocates a 62 MB WAL; fsync is off: nothing here must survive a
 machine crash)."""
+import base64
 import json
 import os
+import urllib.request
 import secrets
 import shutil
 import signal
@@ -90,6 +92,23 @@ class EtcdCluster:
     def get_prefix(self, prefix):
         r = self.etcdctl("get", "--prefix", "--keys-only", prefix)
         return [k for k in r.stdout.splitlines() if k]
+
+    def _gateway(self, path, body):
+        """etcd's JSON gateway on a live member: bytes travel as base64."""
+        port = self.client_ports[self.alive_members()[0]]
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def get(self, key):
+        """The value at key (bytes), None when absent."""
+        kvs = self._gateway("/v3/kv/range", {"key": base64.b64encode(key.encode()).decode()}).get("kvs", [])
+        return base64.b64decode(kvs[0].get("value", "")) if kvs else None
+
+    def put(self, key, value):
+        self._gateway("/v3/kv/put", {"key": base64.b64encode(key.encode()).decode(),
+                                     "value": base64.b64encode(value).decode()})
 
     def kill9(self, name):
         self.procs[name].send_signal(signal.SIGKILL)

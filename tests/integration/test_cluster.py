@@ -1,13 +1,20 @@
-"""A cluster of three vmmsd hosts on three private etcd members (suite cluster): each host
-joins with a lease and a record, every host sees all three Up with their addresses and
-figures, vmctl Get-ClusterNode prints them, and a host whose vmmsd is killed goes Down once
-its lease expires (the others stay Up) and comes back Up when it starts again."""
+"""A cluster of three vmmsd hosts on three private etcd members (suite cluster).
+Membership: each host joins with a lease and a record, every host sees all three Up with
+their addresses and figures, vmctl Get-ClusterNode prints them, and a host whose vmmsd is
+killed goes Down once its lease expires (the others stay Up) and comes back Up when it
+starts again. Placement: a started VM's owner key names its host and Get-VM -Cluster
+lists it there from any host; Move-VM by host name moves it (the guest's memsoak passes go
+on, uncorrupted) and its owner key with it; a host that does not own a VM refuses to
+start it, naming the owner, and leaves the owner's key alone."""
 import json
 import time
 import unittest
 
-from cluster_hosts import HOST_NAMES, LEASE_TTL, ClusterHosts, nodes, states, vmctl
+from cluster_hosts import HOST_NAMES, LEASE_TTL, ClusterHosts, cluster_vms, nodes, owner_record, states, vmctl
+from move_hosts import SOAK, passes, workers
 from vmms_host import wait_for
+
+MiB = 1 << 20
 
 
 class ClusterMembership(ClusterHosts, unittest.TestCase):
@@ -93,6 +100,80 @@ class ClusterMembership(ClusterHosts, unittest.TestCase):
         c.start()
         wait_for(lambda: states(a)["hostc"] == "UP", 60, interval=0.2, what="hostc Up again")
         self.assertGreater(nodes(a)["hostc"].last_renewal_unix_ms, last)
+
+    def start_soak(self, host, name):
+        vm = host.create(name, startup=64 * MiB, workload="memsoak", boot_args=SOAK)
+        r = vmctl(host, "Start-VM", name)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        wait_for(lambda: len(passes(host, vm.id)) >= 2, 60, what="two memsoak passes")
+        return vm
+
+    def test_started_vm_is_owned_by_its_host_and_listed_cluster_wide(self):
+        a, b = self.hosts["hosta"], self.hosts["hostb"]
+        self.wait_all_up(a)
+        vm = self.start_soak(a, "listed")
+        try:
+            self.assertEqual(owner_record(self.etcd, a, vm.id).host, "hosta")
+            wait_for(lambda: cluster_vms(b).get("listed") and cluster_vms(b)["listed"].state == b.pb.VM_STATE_RUNNING,
+                     30, interval=0.1, what="Get-VM -Cluster on hostb to show it Running")
+            self.assertEqual(cluster_vms(b)["listed"].host, "hosta")
+            r = vmctl(self.hosts["hostc"], "Get-VM", "-Cluster", "list*")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertRegex(r.stdout.splitlines()[0], r"^Name\s+State\s+Host")
+            self.assertRegex(r.stdout, r"(?m)^listed\s+Running\s+hosta\s")
+        finally:
+            a.api.StopVm(a.pb.StopVmRequest(vm="listed", turn_off=True), timeout=30)
+            a.api.RemoveVm(a.pb.VmRef(vm="listed"), timeout=30)
+        # A removed VM's key goes with it.
+        wait_for(lambda: owner_record(self.etcd, a, vm.id) is None, 30, interval=0.1, what="the key to go")
+
+    def test_move_vm_by_host_name_moves_the_vm_and_its_owner_key(self):
+        a, b = self.hosts["hosta"], self.hosts["hostb"]
+        self.wait_all_up(a)
+        vm = self.start_soak(a, "web")
+        try:
+            r = vmctl(a, "Move-VM", "web", "-DestinationHost", "nosuch")
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("no host named 'nosuch' in the cluster", r.stderr)
+            last = max(passes(a, vm.id))
+            r = vmctl(a, "Move-VM", "web", "-DestinationHost", "hostb", timeout=180)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            b.wait_state("web", b.pb.VM_STATE_RUNNING, timeout=60)
+            wait_for(lambda: any(p > last for p in passes(b, vm.id)), 60, what="the guest's next pass on hostb")
+            self.assertNotIn("CORRUPTION", b.console(vm.id))
+            self.assertEqual(len(workers(b, vm.id)), 1)
+            self.assertNotIn("web", {v.name for v in a.api.ListVms(a.pb.ListVmsRequest(), timeout=5).vms})
+            self.assertEqual(owner_record(self.etcd, a, vm.id).host, "hostb")
+            wait_for(lambda: cluster_vms(self.hosts["hostc"])["web"].host == "hostb", 30, interval=0.1,
+                     what="Get-VM -Cluster to show web on hostb")
+        finally:
+            for h in (a, b):
+                try:
+                    h.api.StopVm(h.pb.StopVmRequest(vm="web", turn_off=True), timeout=30)
+                    h.api.RemoveVm(h.pb.VmRef(vm="web"), timeout=30)
+                except Exception:
+                    pass
+
+    def test_start_on_a_host_that_does_not_own_the_vm_is_refused_by_name(self):
+        a = self.hosts["hosta"]
+        self.wait_all_up(a)
+        vm = a.create("db")
+        try:
+            wait_for(lambda: owner_record(self.etcd, a, vm.id), 30, interval=0.1, what="db's owner key")
+            # As after a failover: hostc holds the key of a VM hosta still has a definition of.
+            cv = owner_record(self.etcd, a, vm.id)
+            self.assertEqual(cv.host, "hosta")
+            cv.host = "hostc"
+            self.etcd.put(f"/vmms/vms/{vm.id}", cv.SerializeToString())
+            r = vmctl(a, "Start-VM", "db")
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("cannot start VM 'db' on hosta: it is owned by hostc in the cluster", r.stderr)
+            self.assertEqual(a.api.GetVm(a.pb.VmRef(vm="db"), timeout=5).state, a.pb.VM_STATE_OFF)
+            # hosta's next passes leave another host's key alone.
+            time.sleep(2 * LEASE_TTL)
+            self.assertEqual(owner_record(self.etcd, a, vm.id).host, "hostc")
+        finally:
+            a.api.RemoveVm(a.pb.VmRef(vm="db"), timeout=30)
 
 
 if __name__ == "__main__":

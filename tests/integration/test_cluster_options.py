@@ -1,6 +1,7 @@
 """The cluster's settings, checked before vmmsd starts anything (a bad --cluster,
 --host-name, --host-address or --cluster-lease-ttl is refused by name, exit 2), and a
-host outside a cluster refusing Get-ClusterNode with the flags that would put it in one.
+host outside a cluster refusing Get-ClusterNode and Get-VM -Cluster with the flags that
+would put it in one.
 The cluster itself (three etcd members, three hosts) is test_cluster.py, suite cluster."""
 import subprocess
 import tempfile
@@ -40,12 +41,15 @@ class ClusterOptions(unittest.TestCase):
                 self.assertEqual(r.returncode, 2, r.stderr)
                 self.assertIn(message, r.stderr)
 
-    def test_host_off_a_cluster_refuses_get_cluster_node(self):
+    def test_host_off_a_cluster_refuses_get_cluster_node_and_get_vm_cluster(self):
         with VmmsdHost() as host:
             r = vmctl(host, "Get-ClusterNode")
             self.assertNotEqual(r.returncode, 0)
             self.assertIn("this host is not in a cluster", r.stderr)
             self.assertIn("--cluster etcd=", r.stderr)
+            r = vmctl(host, "Get-VM", "-Cluster")
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("Get-VM -Cluster needs vmmsd --cluster", r.stderr)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,599 @@
+/* Placement: the VMs' owner keys in etcd (the rules are in vmms-cluster.h). Reads and
+ * transactions run on the cluster thread (sync) or on a GTask thread (claim, hand-over,
+ * resolve, list); answers come back on the main thread. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <gio/gio.h>
+
+#include "vmms-cluster-private.h"
+#include "vmms-ops.h"
+
+#define CALL_TIMEOUT_MIN_MS 2000
+
+char *cluster_vm_key(const char *vm_id)
+{
+        return g_strconcat(VMS_PREFIX, vm_id, NULL);
+}
+
+static ProtobufCBinaryData bytes_of(const char *text)
+{
+        return (ProtobufCBinaryData){.data = (uint8_t *)text, .len = strlen(text)};
+}
+
+static bool key_is(const ProtobufCBinaryData *key, const char *prefix, const char *name)
+{
+        size_t plen = strlen(prefix), nlen = strlen(name);
+
+        return key->len == plen + nlen && memcmp(key->data, prefix, plen) == 0 &&
+               memcmp(key->data + plen, name, nlen) == 0;
+}
+
+/* ---- The VM as placement writes it (main thread) ---- */
+
+/* The definition and state, not the figures that change every second: a key is
+ * rewritten when the VM changes, not at each sample. */
+static GBytes *vm_pack(const VmmsVm *vm)
+{
+        Vmms__V1__Vm out = VMMS__V1__VM__INIT;
+        Vmms__V1__ProcessorSettings p = VMMS__V1__PROCESSOR_SETTINGS__INIT;
+        Vmms__V1__MemorySettings mem = VMMS__V1__MEMORY_SETTINGS__INIT;
+        const VmmsVmDefinition *d = &vm->def;
+        size_t len;
+        uint8_t *buf;
+
+        out.id = (char *)d->id;
+        out.name = d->name;
+        out.state = vmms_ops_state_to_proto(d->state);
+        p.count = d->processor.count;
+        p.reserve = d->processor.reserve;
+        p.maximum = d->processor.maximum;
+        p.relative_weight = d->processor.relative_weight;
+        p.compatibility_for_migration_enabled = d->processor.compatibility_for_migration;
+        out.processor = &p;
+        mem.dynamic_memory_enabled = d->memory.dynamic_memory_enabled;
+        mem.startup_bytes = d->memory.startup_bytes;
+        mem.minimum_bytes = d->memory.minimum_bytes;
+        mem.maximum_bytes = d->memory.maximum_bytes;
+        mem.buffer = d->memory.buffer;
+        mem.priority = d->memory.priority;
+        mem.paging_bytes = d->memory.paging_bytes;
+        mem.goal_seeking = d->memory.goal_seeking;
+        out.memory = &mem;
+        out.workload = d->workload ? d->workload : (char *)"";
+        out.boot_args = d->boot_args ? d->boot_args : (char *)"";
+        out.notes = d->notes ? d->notes : (char *)"";
+        out.engine = d->engine ? d->engine : (char *)"";
+        out.created_unix_ms = d->created_unix_ms;
+        out.updated_unix_ms = d->updated_unix_ms;
+        len = vmms__v1__vm__get_packed_size(&out);
+        buf = g_malloc(len ? len : 1);
+        vmms__v1__vm__pack(&out, buf);
+        return g_bytes_new_take(buf, len);
+}
+
+GHashTable *cluster_placement_snapshot(VmmsCluster *c)
+{
+        GHashTable *local =
+                g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)g_bytes_unref);
+        GPtrArray *vms = vmms_manager_vms(c->m);
+
+        for (guint i = 0; i < vms->len; i++) {
+                VmmsVm *vm = vms->pdata[i];
+
+                g_hash_table_insert(local, g_strdup(vm->def.id), vm_pack(vm));
+        }
+        return local;
+}
+
+/* ---- Transactions on one owner key ---- */
+
+static GBytes *cluster_vm_pack(const char *host, GBytes *vm)
+{
+        Vmms__V1__ClusterVm cv = VMMS__V1__CLUSTER_VM__INIT;
+        gsize vlen;
+        const uint8_t *vdata = g_bytes_get_data(vm, &vlen);
+        Vmms__V1__Vm *unpacked = vmms__v1__vm__unpack(NULL, vlen, vdata);
+        size_t len;
+        uint8_t *buf;
+
+        cv.host = (char *)host;
+        cv.vm = unpacked;
+        cv.updated_unix_ms = g_get_real_time() / 1000;
+        len = vmms__v1__cluster_vm__get_packed_size(&cv);
+        buf = g_malloc(len ? len : 1);
+        vmms__v1__cluster_vm__pack(&cv, buf);
+        if (unpacked)
+                vmms__v1__vm__free_unpacked(unpacked, NULL);
+        return g_bytes_new_take(buf, len);
+}
+
+/* One compare (create revision 0, or mod revision `rev`) guarding one put (value) or
+ * one delete (value NULL); on failure the key's current value comes back in
+ * *ret_current (NULL when absent). 1: done; 0: the compare failed. */
+static int guarded_write(VmmsEtcd *etcd, const char *key, bool create, int64_t rev, GBytes *value,
+                         int64_t timeout_ms, Etcdserverpb__KeyValue **ret_current,
+                         Etcdserverpb__TxnResponse **ret_resp, char **ret_error)
+{
+        Etcdserverpb__TxnRequest txn = ETCDSERVERPB__TXN_REQUEST__INIT;
+        Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
+        Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT, get = ETCDSERVERPB__REQUEST_OP__INIT;
+        Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
+        Etcdserverpb__DeleteRangeRequest del = ETCDSERVERPB__DELETE_RANGE_REQUEST__INIT;
+        Etcdserverpb__RangeRequest range = ETCDSERVERPB__RANGE_REQUEST__INIT;
+        Etcdserverpb__Compare *cmps[] = {&cmp};
+        Etcdserverpb__RequestOp *success[] = {&op}, *failure[] = {&get};
+        Etcdserverpb__TxnResponse *resp = NULL;
+        gsize vlen = 0;
+        int r;
+
+        cmp.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
+        cmp.key = bytes_of(key);
+        if (create) {
+                cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE;
+                cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
+                cmp.create_revision = 0;
+        } else {
+                cmp.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD;
+                cmp.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
+                cmp.mod_revision = rev;
+        }
+        if (value) {
+                put.key = cmp.key;
+                put.value.data = (uint8_t *)g_bytes_get_data(value, &vlen);
+                put.value.len = vlen;
+                op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
+                op.request_put = &put;
+        } else {
+                del.key = cmp.key;
+                op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
+                op.request_delete_range = &del;
+        }
+        range.key = cmp.key;
+        get.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+        get.request_range = &range;
+        txn.n_compare = 1;
+        txn.compare = cmps;
+        txn.n_success = 1;
+        txn.success = success;
+        txn.n_failure = 1;
+        txn.failure = failure;
+        r = vmms_etcd_txn(etcd, &txn, timeout_ms, &resp, ret_error);
+        if (r < 0)
+                return r;
+        *ret_current = NULL;
+        if (!resp->succeeded && resp->n_responses == 1 && resp->responses[0]->response_range &&
+            resp->responses[0]->response_range->n_kvs == 1)
+                *ret_current = resp->responses[0]->response_range->kvs[0];
+        *ret_resp = resp; /* owns *ret_current */
+        return resp->succeeded ? 1 : 0;
+}
+
+static Vmms__V1__ClusterVm *cluster_vm_unpack(const Etcdserverpb__KeyValue *kv)
+{
+        return kv ? vmms__v1__cluster_vm__unpack(NULL, kv->value.len, kv->value.data) : NULL;
+}
+
+/* ---- Sync (cluster thread) ---- */
+
+static bool same_vm(const Vmms__V1__ClusterVm *cv, GBytes *vm)
+{
+        g_autofree uint8_t *packed = NULL;
+        size_t len;
+
+        if (!cv->vm)
+                return false;
+        len = vmms__v1__vm__get_packed_size(cv->vm);
+        packed = g_malloc(len ? len : 1);
+        vmms__v1__vm__pack(cv->vm, packed);
+        return len == g_bytes_get_size(vm) && memcmp(packed, g_bytes_get_data(vm, NULL), len) == 0;
+}
+
+/* One local VM's key: created if absent, rewritten if this host owns it and it changed. */
+static int sync_one(VmmsCluster *c, const char *id, GBytes *vm, const Etcdserverpb__KeyValue *kv,
+                    char **ret_error)
+{
+        g_autofree char *key = cluster_vm_key(id);
+        g_autoptr(GBytes) value = NULL;
+        Vmms__V1__ClusterVm *cv = cluster_vm_unpack(kv);
+        Etcdserverpb__KeyValue *current = NULL;
+        Etcdserverpb__TxnResponse *resp = NULL;
+        int r = 0;
+
+        if (kv && (!cv || strcmp(cv->host, c->host_name) != 0 || same_vm(cv, vm)))
+                goto out; /* another host's (placement leaves it alone), or unchanged */
+        value = cluster_vm_pack(c->host_name, vm);
+        r = guarded_write(c->etcd, key, !kv, kv ? kv->mod_revision : 0, value, c->period_ms, &current, &resp,
+                          ret_error);
+        /* A compare that failed: the key changed since the range; the next pass sees how. */
+        if (resp)
+                etcdserverpb__txn_response__free_unpacked(resp, NULL);
+out:
+        if (cv)
+                vmms__v1__cluster_vm__free_unpacked(cv, NULL);
+        return r < 0 ? r : 0;
+}
+
+/* A removed VM's key, if this host still owns it. */
+static int delete_removed(VmmsCluster *c, const char *id, char **ret_error)
+{
+        g_autofree char *key = cluster_vm_key(id);
+        Etcdserverpb__RangeResponse *range = NULL;
+        Etcdserverpb__KeyValue *current = NULL;
+        Etcdserverpb__TxnResponse *resp = NULL;
+        Vmms__V1__ClusterVm *cv = NULL;
+        int r;
+
+        r = vmms_etcd_range(c->etcd, key, NULL, c->period_ms, &range, ret_error);
+        if (r < 0)
+                return r;
+        cv = range->n_kvs == 1 ? cluster_vm_unpack(range->kvs[0]) : NULL;
+        if (cv && strcmp(cv->host, c->host_name) == 0)
+                r = guarded_write(c->etcd, key, false, range->kvs[0]->mod_revision, NULL, c->period_ms,
+                                  &current, &resp, ret_error);
+        if (resp)
+                etcdserverpb__txn_response__free_unpacked(resp, NULL);
+        if (cv)
+                vmms__v1__cluster_vm__free_unpacked(cv, NULL);
+        etcdserverpb__range_response__free_unpacked(range, NULL);
+        return r < 0 ? r : 0;
+}
+
+int cluster_placement_sync(VmmsCluster *c, GHashTable *local, GHashTable *removed, char **ret_error)
+{
+        g_autofree char *end = vmms_etcd_prefix_end(VMS_PREFIX);
+        g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
+        Etcdserverpb__RangeResponse *range = NULL;
+        GHashTableIter it;
+        gpointer id, vm;
+        int r = 0;
+
+        g_hash_table_iter_init(&it, removed);
+        while (r >= 0 && g_hash_table_iter_next(&it, &id, NULL))
+                if (!g_hash_table_contains(local, id)) /* a VM removed, then a VM of that id again */
+                        r = delete_removed(c, id, ret_error);
+        if (r < 0)
+                return r;
+        r = vmms_etcd_range(c->etcd, VMS_PREFIX, end, c->period_ms, &range, ret_error);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; r >= 0 && i < range->n_kvs; i++) {
+                const Etcdserverpb__KeyValue *kv = range->kvs[i];
+                g_autofree char *kid = g_strndup((const char *)kv->key.data + strlen(VMS_PREFIX),
+                                                 kv->key.len - strlen(VMS_PREFIX));
+                gpointer mine = NULL;
+
+                if (g_hash_table_lookup_extended(local, kid, &id, &mine)) {
+                        g_hash_table_add(seen, id);
+                        r = sync_one(c, kid, mine, kv, ret_error);
+                }
+        }
+        g_hash_table_iter_init(&it, local);
+        while (r >= 0 && g_hash_table_iter_next(&it, &id, &vm))
+                if (!g_hash_table_contains(seen, id))
+                        r = sync_one(c, id, vm, NULL, ret_error);
+        etcdserverpb__range_response__free_unpacked(range, NULL);
+        return r < 0 ? r : 0;
+}
+
+/* ---- Calls answered later (GTask threads) ---- */
+
+typedef struct PlacementJob {
+        VmmsEtcd *etcd;
+        char *host_name; /* this host's */
+        int64_t timeout_ms;
+        char *vm_id, *vm_name;
+        GBytes *vm;    /* claim, hand-over: the VM as this host has it */
+        char *target;  /* hand-over: the destination's address; resolve: the name */
+        char *pattern; /* list: the name filter, casefolded */
+        VmmsClusterDoneFn fn;
+        void *userdata;
+        VmmsCall *call; /* list */
+        /* The answer */
+        VmmsError error;
+        char *result;
+        Etcdserverpb__RangeResponse *range; /* list */
+} PlacementJob;
+
+static void placement_job_free(PlacementJob *j)
+{
+        vmms_etcd_unref(j->etcd);
+        g_free(j->host_name);
+        g_free(j->vm_id);
+        g_free(j->vm_name);
+        if (j->vm)
+                g_bytes_unref(j->vm);
+        g_free(j->target);
+        g_free(j->pattern);
+        vmms_error_clear(&j->error);
+        g_free(j->result);
+        if (j->range)
+                etcdserverpb__range_response__free_unpacked(j->range, NULL);
+        g_free(j);
+}
+
+static PlacementJob *placement_job_new(VmmsCluster *c, VmmsVm *vm, VmmsClusterDoneFn fn, void *userdata)
+{
+        PlacementJob *j = g_new0(PlacementJob, 1);
+
+        j->etcd = vmms_etcd_ref(c->etcd);
+        j->host_name = g_strdup(c->host_name);
+        j->timeout_ms = MAX(c->period_ms, CALL_TIMEOUT_MIN_MS);
+        if (vm) {
+                j->vm_id = g_strdup(vm->def.id);
+                j->vm_name = g_strdup(vm->def.name);
+                j->vm = vm_pack(vm);
+        }
+        j->fn = fn;
+        j->userdata = userdata;
+        return j;
+}
+
+static void placement_job_done(GObject *source, GAsyncResult *result, gpointer userdata)
+{
+        PlacementJob *j = g_task_get_task_data(G_TASK(result));
+
+        (void)source;
+        (void)userdata;
+        j->fn(j->error.code ? &j->error : NULL, j->result, j->userdata);
+}
+
+static void placement_job_start(PlacementJob *j, GTaskThreadFunc run, GAsyncReadyCallback done)
+{
+        g_autoptr(GTask) task = g_task_new(NULL, NULL, done, NULL);
+
+        g_task_set_task_data(task, j, (GDestroyNotify)placement_job_free);
+        g_task_run_in_thread(task, run);
+}
+
+static void claim_run(GTask *task, gpointer source, gpointer task_data, GCancellable *cancellable)
+{
+        PlacementJob *j = task_data;
+        g_autofree char *key = cluster_vm_key(j->vm_id);
+        g_autoptr(GBytes) value = cluster_vm_pack(j->host_name, j->vm);
+        g_autofree char *why = NULL;
+        Etcdserverpb__KeyValue *current = NULL;
+        Etcdserverpb__TxnResponse *resp = NULL;
+        Vmms__V1__ClusterVm *cv = NULL;
+        int r;
+
+        (void)source;
+        (void)cancellable;
+        r = guarded_write(j->etcd, key, true, 0, value, j->timeout_ms, &current, &resp, &why);
+        if (r < 0)
+                vmms_error_set(&j->error, VMMS_ERROR_UNAVAILABLE,
+                               "cannot start VM '%s': the cluster cannot say which host owns it: %s",
+                               j->vm_name, why);
+        else if (r == 0 && !(cv = cluster_vm_unpack(current)))
+                vmms_error_set(&j->error, VMMS_ERROR_INTERNAL,
+                               "cannot start VM '%s': its owner key %s holds no ClusterVm", j->vm_name, key);
+        else if (r == 0 && strcmp(cv->host, j->host_name) != 0)
+                vmms_error_set(
+                        &j->error, VMMS_ERROR_FAILED_PRECONDITION,
+                        "cannot start VM '%s' on %s: it is owned by %s in the cluster (start it there, or "
+                        "Move-VM it here)",
+                        j->vm_name, j->host_name, cv->host);
+        if (cv)
+                vmms__v1__cluster_vm__free_unpacked(cv, NULL);
+        if (resp)
+                etcdserverpb__txn_response__free_unpacked(resp, NULL);
+        g_task_return_boolean(task, TRUE);
+}
+
+void vmms_cluster_claim(VmmsCluster *c, VmmsVm *vm, VmmsClusterDoneFn fn, void *userdata)
+{
+        placement_job_start(placement_job_new(c, vm, fn, userdata), claim_run, placement_job_done);
+}
+
+/* The Up host with `address`; NULL with an error in j->error when none. */
+static char *host_by_address(PlacementJob *j, const char *address, const char *what)
+{
+        g_autofree char *hosts_end = vmms_etcd_prefix_end(HOSTS_PREFIX);
+        g_autofree char *alive_end = vmms_etcd_prefix_end(ALIVE_PREFIX);
+        g_autofree char *why = NULL;
+        Etcdserverpb__RangeResponse *hosts = NULL, *alive = NULL;
+        char *found = NULL;
+        int r;
+
+        r = vmms_etcd_range(j->etcd, ALIVE_PREFIX, alive_end, j->timeout_ms, &alive, &why);
+        if (r >= 0)
+                r = vmms_etcd_range(j->etcd, HOSTS_PREFIX, hosts_end, j->timeout_ms, &hosts, &why);
+        if (r < 0) {
+                vmms_error_set(&j->error, VMMS_ERROR_UNAVAILABLE, "%s: cannot read the cluster's hosts: %s",
+                               what, why);
+                goto out;
+        }
+        for (size_t i = 0; !found && i < hosts->n_kvs; i++) {
+                Vmms__V1__ClusterNode *n = vmms__v1__cluster_node__unpack(NULL, hosts->kvs[i]->value.len,
+                                                                          hosts->kvs[i]->value.data);
+
+                if (n && strcmp(n->address, address) == 0)
+                        for (size_t k = 0; !found && k < alive->n_kvs; k++)
+                                if (key_is(&alive->kvs[k]->key, ALIVE_PREFIX, n->name))
+                                        found = g_strdup(n->name);
+                if (n)
+                        vmms__v1__cluster_node__free_unpacked(n, NULL);
+        }
+        if (!found)
+                vmms_error_set(&j->error, VMMS_ERROR_FAILED_PRECONDITION,
+                               "%s: no Up host of the cluster has the address %s", what, address);
+out:
+        if (hosts)
+                etcdserverpb__range_response__free_unpacked(hosts, NULL);
+        if (alive)
+                etcdserverpb__range_response__free_unpacked(alive, NULL);
+        return found;
+}
+
+static void hand_over_run(GTask *task, gpointer source, gpointer task_data, GCancellable *cancellable)
+{
+        PlacementJob *j = task_data;
+        g_autofree char *key = cluster_vm_key(j->vm_id);
+        g_autofree char *what = g_strdup_printf("cannot hand VM '%s' over to %s", j->vm_name, j->target);
+        g_autofree char *dest = NULL, *why = NULL;
+        g_autoptr(GBytes) value = NULL;
+        Etcdserverpb__RangeResponse *range = NULL;
+        Etcdserverpb__KeyValue *current = NULL;
+        Etcdserverpb__TxnResponse *resp = NULL;
+        Vmms__V1__ClusterVm *cv = NULL;
+        int r;
+
+        (void)source;
+        (void)cancellable;
+        dest = host_by_address(j, j->target, what);
+        if (!dest)
+                goto out;
+        r = vmms_etcd_range(j->etcd, key, NULL, j->timeout_ms, &range, &why);
+        if (r < 0) {
+                vmms_error_set(&j->error, VMMS_ERROR_UNAVAILABLE, "%s: %s", what, why);
+                goto out;
+        }
+        cv = range->n_kvs == 1 ? cluster_vm_unpack(range->kvs[0]) : NULL;
+        if (range->n_kvs == 1 && (!cv || strcmp(cv->host, j->host_name) != 0)) {
+                vmms_error_set(&j->error, VMMS_ERROR_FAILED_PRECONDITION, "%s: it is owned by %s, not %s",
+                               what, cv ? cv->host : "nobody readable", j->host_name);
+                goto out;
+        }
+        value = cluster_vm_pack(dest, j->vm);
+        r = guarded_write(j->etcd, key, range->n_kvs == 0, range->n_kvs ? range->kvs[0]->mod_revision : 0,
+                          value, j->timeout_ms, &current, &resp, &why);
+        if (r < 0)
+                vmms_error_set(&j->error, VMMS_ERROR_UNAVAILABLE, "%s: %s", what, why);
+        else if (r == 0)
+                vmms_error_set(&j->error, VMMS_ERROR_FAILED_PRECONDITION,
+                               "%s: its owner key changed while it was handed over", what);
+        else
+                j->result = g_steal_pointer(&dest);
+out:
+        if (cv)
+                vmms__v1__cluster_vm__free_unpacked(cv, NULL);
+        if (resp)
+                etcdserverpb__txn_response__free_unpacked(resp, NULL);
+        if (range)
+                etcdserverpb__range_response__free_unpacked(range, NULL);
+        g_task_return_boolean(task, TRUE);
+}
+
+void vmms_cluster_hand_over(VmmsCluster *c, VmmsVm *vm, const char *destination, VmmsClusterDoneFn fn,
+                            void *userdata)
+{
+        PlacementJob *j = placement_job_new(c, vm, fn, userdata);
+
+        j->target = g_strdup(destination);
+        placement_job_start(j, hand_over_run, placement_job_done);
+}
+
+static void resolve_run(GTask *task, gpointer source, gpointer task_data, GCancellable *cancellable)
+{
+        PlacementJob *j = task_data;
+        g_autofree char *record_key = g_strconcat(HOSTS_PREFIX, j->target, NULL);
+        g_autofree char *alive_key = g_strconcat(ALIVE_PREFIX, j->target, NULL);
+        g_autofree char *why = NULL;
+        Etcdserverpb__RangeResponse *record = NULL, *alive = NULL;
+        Vmms__V1__ClusterNode *n = NULL;
+        int r;
+
+        (void)source;
+        (void)cancellable;
+        r = vmms_etcd_range(j->etcd, alive_key, NULL, j->timeout_ms, &alive, &why);
+        if (r >= 0)
+                r = vmms_etcd_range(j->etcd, record_key, NULL, j->timeout_ms, &record, &why);
+        if (r < 0)
+                vmms_error_set(&j->error, VMMS_ERROR_UNAVAILABLE, "cannot look host %s up in the cluster: %s",
+                               j->target, why);
+        else if (record->n_kvs != 1 || !(n = vmms__v1__cluster_node__unpack(NULL, record->kvs[0]->value.len,
+                                                                            record->kvs[0]->value.data)))
+                vmms_error_set(&j->error, VMMS_ERROR_NOT_FOUND,
+                               "no host named '%s' in the cluster (Get-ClusterNode lists them)", j->target);
+        else if (strcmp(n->name, j->host_name) == 0)
+                vmms_error_set(&j->error, VMMS_ERROR_FAILED_PRECONDITION, "host %s is this host", j->target);
+        else if (alive->n_kvs != 1)
+                vmms_error_set(&j->error, VMMS_ERROR_FAILED_PRECONDITION,
+                               "host %s is Down (its lease expired): nothing can move to it", j->target);
+        else
+                j->result = g_strdup(n->address);
+        if (n)
+                vmms__v1__cluster_node__free_unpacked(n, NULL);
+        if (record)
+                etcdserverpb__range_response__free_unpacked(record, NULL);
+        if (alive)
+                etcdserverpb__range_response__free_unpacked(alive, NULL);
+        g_task_return_boolean(task, TRUE);
+}
+
+void vmms_cluster_resolve(VmmsCluster *c, const char *name, VmmsClusterDoneFn fn, void *userdata)
+{
+        PlacementJob *j = placement_job_new(c, NULL, fn, userdata);
+
+        j->target = g_strdup(name);
+        placement_job_start(j, resolve_run, placement_job_done);
+}
+
+/* ---- ListVms -Cluster ---- */
+
+static void list_run(GTask *task, gpointer source, gpointer task_data, GCancellable *cancellable)
+{
+        PlacementJob *j = task_data;
+        g_autofree char *end = vmms_etcd_prefix_end(VMS_PREFIX);
+        g_autofree char *why = NULL;
+
+        (void)source;
+        (void)cancellable;
+        if (vmms_etcd_range(j->etcd, VMS_PREFIX, end, j->timeout_ms, &j->range, &why) < 0)
+                vmms_error_set(&j->error, VMMS_ERROR_UNAVAILABLE, "cannot read the cluster's VMs: %s", why);
+        g_task_return_boolean(task, TRUE);
+}
+
+static void cluster_vm_free(gpointer cv)
+{
+        vmms__v1__cluster_vm__free_unpacked(cv, NULL);
+}
+
+static void list_done(GObject *source, GAsyncResult *result, gpointer userdata)
+{
+        PlacementJob *j = g_task_get_task_data(G_TASK(result));
+        g_autoptr(GPtrArray) held = g_ptr_array_new_with_free_func(cluster_vm_free);
+        g_autoptr(GPatternSpec) pattern = j->pattern ? g_pattern_spec_new(j->pattern) : NULL;
+        Vmms__V1__ListVmsResponse *out;
+
+        (void)source;
+        (void)userdata;
+        if (j->error.code) {
+                vmms_call_fail_with(j->call, &j->error);
+                return;
+        }
+        out = vmms_call_new0(j->call, Vmms__V1__ListVmsResponse);
+        vmms__v1__list_vms_response__init(out);
+        out->vms = vmms_call_alloc(j->call, sizeof(Vmms__V1__Vm *) * (j->range->n_kvs + 1));
+        for (size_t i = 0; i < j->range->n_kvs; i++) {
+                Vmms__V1__ClusterVm *cv = cluster_vm_unpack(j->range->kvs[i]);
+
+                if (!cv)
+                        continue;
+                g_ptr_array_add(held, cv);
+                if (!cv->vm)
+                        continue;
+                if (pattern) {
+                        g_autofree char *name = g_utf8_casefold(cv->vm->name, -1);
+
+                        if (!g_pattern_spec_match_string(pattern, name))
+                                continue;
+                }
+                if (cv->vm->host != protobuf_c_empty_string)
+                        free(cv->vm->host);
+                cv->vm->host = strdup(cv->host); /* freed with cv */
+                out->vms[out->n_vms++] = cv->vm;
+        }
+        vmms_call_return(j->call, &out->base);
+}
+
+void vmms_cluster_list_vms(VmmsCluster *c, const char *name_filter, VmmsCall *call)
+{
+        PlacementJob *j = placement_job_new(c, NULL, NULL, NULL);
+
+        j->call = call;
+        if (name_filter && *name_filter)
+                j->pattern = g_utf8_casefold(name_filter, -1);
+        placement_job_start(j, list_run, list_done);
+}
