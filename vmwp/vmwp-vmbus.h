@@ -19,8 +19,10 @@ typedef struct VmwpGuestRam {
         /* Live migration (vmwp-migrate.c): the pages the worker itself wrote into guest
          * RAM since the sender last took them, one bit per page of maximum_bytes; NULL
          * when no migration runs. hvd sees only the guest's own stores. Marked after
-         * the store, so a sender that takes a bit (atomically) copies the new bytes. */
-        uint64_t *_Atomic dirty;
+         * the store, so a sender that takes a bit (atomically) copies the new bytes.
+         * Read and written only with the __atomic builtins (clang refuses them on an
+         * _Atomic pointer). */
+        uint64_t *dirty;
 } VmwpGuestRam;
 
 /* Marks [gpa, gpa + len) written by the worker (no-op unless a migration tracks it). */
