@@ -762,8 +762,10 @@ int vmwp_vmbus_restore(VmwpVmbus *bus, const uint8_t *data, size_t len, char **r
                 const uint8_t *note_data = vmwp_state_get_blob(&r, HV_MESSAGE_PAYLOAD_MAX, &note_len);
                 VmbusNote *note;
 
-                if (!note_data || is_signal > 1)
+                if (!note_data || is_signal > 1) {
+                        r.failed = true; /* refused below, never dropped quietly */
                         break;
+                }
                 note = g_malloc(sizeof(*note) + note_len);
                 note->is_signal = is_signal;
                 note->connection_id = connection_id;
