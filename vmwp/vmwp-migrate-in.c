@@ -79,6 +79,25 @@ static bool section_allowed(Stage stage, uint32_t type, uint32_t vps_seen, uint3
         return false;
 }
 
+/* What section_allowed() would take next, for the refusal. */
+static char *section_expected(Stage stage, uint32_t vps_seen, uint32_t vp_count)
+{
+        switch (stage) {
+        case STAGE_START:
+                return g_strdup("CONFIG");
+        case STAGE_MEMORY:
+                return g_strdup("MEMORY or PARTITION");
+        case STAGE_VPS:
+                return vps_seen < vp_count ? g_strdup_printf("VP %u of %u", vps_seen + 1, vp_count)
+                                           : g_strdup("VMBUS");
+        case STAGE_DM:
+                return g_strdup("DM");
+        case STAGE_TAIL:
+                return g_strdup("DISK or END");
+        }
+        return g_strdup("nothing");
+}
+
 int vmwp_incoming_receive(int fd, uint32_t vp_count, uint64_t maximum_bytes, VmwpIncomingPrepareFn prepare,
                           void *userdata, VmwpIncomingResult *ret, char **ret_error)
 {
@@ -114,9 +133,13 @@ int vmwp_incoming_receive(int fd, uint32_t vp_count, uint64_t maximum_bytes, Vmw
                                               rd.offset - sizeof(sh), &s, ret_error);
                 if (r < 0)
                         return r;
-                if (!section_allowed(stage, s.type, vps_seen, vp_count))
-                        return vmwp_bad_message(ret_error, "section %u (%s) is out of order", index,
-                                                type_name(s.type));
+                if (!section_allowed(stage, s.type, vps_seen, vp_count)) {
+                        g_autofree char *expected = section_expected(stage, vps_seen, vp_count);
+
+                        return vmwp_bad_message(ret_error,
+                                                "section %u (%s) is out of order: %s belongs there", index,
+                                                type_name(s.type), expected);
+                }
                 limit = s.type == VMWP_SAVE_MEMORY || s.type == VMWP_SAVE_DISK ? VMWP_STREAM_SECTION_MAX
                                                                                : VMWP_SAVE_SMALL_SECTION_MAX;
                 if (s.length > limit)
