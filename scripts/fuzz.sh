@@ -32,12 +32,16 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 [ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz -Dfuzzing=true -Dwerror=false >/dev/null
-ninja -C build-fuzz "tests/fuzz/fuzz-$target"
+# migrate-in and save-file feed a whole worker, which talks to the build's hvd.
+ninja -C build-fuzz "tests/fuzz/fuzz-$target" hypervisor/hvd
 
 mkdir -p "build-fuzz/corpus/$target" "build-fuzz/artifacts/$target"
 # Inputs are programs of a few dozen steps or one message: 8 KiB is plenty (libFuzzer's
-# default of 4 KiB would cut an ELF image or a page-sized packet short).
+# default of 4 KiB would cut an ELF image or a page-sized packet short). A migration
+# stream or a saved file holds a page of RAM and every device's state: 16 KiB.
+max_len=8192
+case $target in migrate-in | save-file) max_len=16384 ;; esac
 export LSAN_OPTIONS="suppressions=$PWD/tests/fuzz/lsan.supp" UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-exec "build-fuzz/tests/fuzz/fuzz-$target" -max_total_time="$seconds" -max_len=8192 -timeout=10 \
+exec "build-fuzz/tests/fuzz/fuzz-$target" -max_total_time="$seconds" -max_len=$max_len -timeout=10 \
   -print_final_stats=1 -artifact_prefix="build-fuzz/artifacts/$target/" \
   "$@" "build-fuzz/corpus/$target" "tests/fuzz/corpus/$target"
