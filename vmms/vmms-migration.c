@@ -48,8 +48,9 @@ struct VmmsMigration {
         GTlsDatabase *ca;
         char *host_name;
         GSocketService *service;
-        GHashTable *moves; /* vm id -> Move: the moves this host is sending */
-        char *stop_at;     /* VMMS_MIGRATION_STOP_AT, tests only */
+        GHashTable *moves;    /* vm id -> Move: the moves this host is sending */
+        GHashTable *arriving; /* vm id -> Incoming: the moves accepted here, until their link ends */
+        char *stop_at;        /* VMMS_MIGRATION_STOP_AT, tests only */
 };
 
 void vmms_migration_header_write(uint8_t out[VMMS_MIGRATION_HEADER_SIZE], VmmsMigrationFrame type,
@@ -75,8 +76,13 @@ int vmms_migration_header_parse(const uint8_t in[VMMS_MIGRATION_HEADER_SIZE], Vm
                 *ret_error = g_strdup("the peer does not speak the vmms migration protocol (bad magic)");
                 return -EPROTO;
         }
-        if (type == 0 || type >= VMMS_MIGRATION_FRAME_COUNT || in[6] || in[7]) {
+        if (type == 0 || type >= VMMS_MIGRATION_FRAME_COUNT) {
                 *ret_error = g_strdup_printf("the peer sent an unknown frame type %u", type);
+                return -EPROTO;
+        }
+        if (in[6] || in[7]) {
+                *ret_error = g_strdup_printf("the peer sent a %s frame with its reserved bytes set",
+                                             frame_names[type]);
                 return -EPROTO;
         }
         if (length > VMMS_MIGRATION_PAYLOAD_MAX) {
@@ -1261,8 +1267,10 @@ typedef struct Incoming {
         char *peer;   /* the source's certificate, for events */
         char *source; /* its host name from HELLO */
         bool hello, accepted, done;
-        bool begun; /* BEGIN came */
-        bool live;  /* the stream goes to the VM's worker (stream_conn), not to tmp_path */
+        bool begun;        /* BEGIN came */
+        bool compare_only; /* Compare-VM's OFFER: a compatibility check, never a move */
+        bool arriving;     /* in mig->arriving */
+        bool live;         /* the stream goes to the VM's worker (stream_conn), not to tmp_path */
         GIOStream *stream_conn;
         GBytes *writing; /* the STATE payload being written to the worker */
         bool row;        /* its 'in' row is in the store */
@@ -1284,6 +1292,8 @@ static void incoming_free(Link *link)
         Incoming *in = (Incoming *)link;
 
         link_clear(link);
+        if (in->arriving)
+                g_hash_table_remove(in->mig->arriving, in->def.id);
         if (in->fd >= 0)
                 close(in->fd);
         if (in->tmp_path)
@@ -1304,6 +1314,11 @@ static void incoming_free(Link *link)
 }
 
 static void incoming_drop(Incoming *in, const char *why, bool answer);
+
+static const char *incoming_source(const Incoming *in)
+{
+        return in->source ? in->source : in->peer ? in->peer : "a peer";
+}
 
 /* Ends the incoming move, discarding what was received, with a host event. */
 static void incoming_discard(Incoming *in, const char *why)
@@ -1369,12 +1384,12 @@ static void incoming_refuse_full(Incoming *in, VmmsMigrationFrame type, const ch
                                  GPtrArray *differences)
 {
         g_autofree char *message =
-                g_strdup_printf("refused an incoming move%s%s%s from %s: %s", in->def.name ? " of '" : "",
-                                in->def.name ? in->def.name : "", in->def.name ? "'" : "",
-                                in->source ? in->source
-                                : in->peer ? in->peer
-                                           : "a peer",
-                                why);
+                in->compare_only
+                        ? g_strdup_printf("compared VM '%s' from %s: it could not move here: %s",
+                                          in->def.name ? in->def.name : "?", incoming_source(in), why)
+                        : g_strdup_printf("refused an incoming move%s%s%s from %s: %s",
+                                          in->def.name ? " of '" : "", in->def.name ? in->def.name : "",
+                                          in->def.name ? "'" : "", incoming_source(in), why);
         GVariantDict d;
 
         g_message("%s", message);
@@ -1488,11 +1503,6 @@ static char *offer_check(Incoming *in, uint64_t needs)
 }
 
 static void on_incoming_frame(Link *link, VmmsMigrationFrame type, GBytes *payload, const char *error);
-
-static const char *incoming_source(const Incoming *in)
-{
-        return in->source ? in->source : in->peer ? in->peer : "a peer";
-}
 
 /* Waits until the VM received is gone or has ended, removes it, then answers FAILED
  * (or just closes). A VM that cannot be removed leaves the source in doubt instead. */
@@ -1825,8 +1835,26 @@ static void incoming_offer(Incoming *in, GVariantDict *d)
         GVariantDict answer;
         g_autoptr(GPtrArray) differences = NULL;
         gboolean compare_only = FALSE;
+        Incoming *other;
 
+        in->compare_only = g_variant_dict_lookup(d, "compare-only", "b", &compare_only) && compare_only;
         if (!offer_parse(d, &in->def, &needs, &why)) {
+                incoming_refuse(in, VMMS_MIGRATION_REFUSE, why);
+                return;
+        }
+        /* One move of a VM (by id or by name) at a time: the first one in flight owns it. */
+        other = g_hash_table_lookup(in->mig->arriving, in->def.id);
+        if (!other) {
+                GHashTableIter iter;
+
+                g_hash_table_iter_init(&iter, in->mig->arriving);
+                while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&other) &&
+                       g_strcmp0(other->def.name, in->def.name) != 0)
+                        other = NULL;
+        }
+        if (other) {
+                why = g_strdup_printf("a move of VM '%s' (%s) from %s is already arriving there",
+                                      other->def.name, other->def.id, incoming_source(other));
                 incoming_refuse(in, VMMS_MIGRATION_REFUSE, why);
                 return;
         }
@@ -1840,7 +1868,7 @@ static void incoming_offer(Incoming *in, GVariantDict *d)
                 incoming_refuse(in, VMMS_MIGRATION_REFUSE, why);
                 return;
         }
-        if (g_variant_dict_lookup(d, "compare-only", "b", &compare_only) && compare_only) {
+        if (in->compare_only) {
                 incoming_compared(in);
                 return;
         }
@@ -1867,6 +1895,8 @@ static void incoming_offer(Incoming *in, GVariantDict *d)
                 return;
         }
         in->accepted = true;
+        in->arriving = true;
+        g_hash_table_insert(in->mig->arriving, in->def.id, in);
         g_variant_dict_init(&answer, NULL);
         link_write_dict(&in->link, VMMS_MIGRATION_ACCEPT, g_variant_dict_end(&answer), on_answer_written);
         link_read(&in->link, on_incoming_frame);
@@ -2380,6 +2410,7 @@ int vmms_migration_new(VmmsManager *m, VmmsAccess *access, const VmmsMigrationCo
         mig->m = m;
         mig->access = access;
         mig->moves = g_hash_table_new(g_str_hash, g_str_equal);
+        mig->arriving = g_hash_table_new(g_str_hash, g_str_equal);
         mig->stop_at = g_strdup(g_getenv("VMMS_MIGRATION_STOP_AT"));
         mig->host_name = g_strdup(config->host_name ? config->host_name : g_get_host_name());
         if (!config->tls_cert_path || !config->tls_key_path || !config->tls_ca_path) {
@@ -2455,5 +2486,14 @@ void vmms_migration_free(VmmsMigration *mig)
         g_free(mig->stop_at);
         if (mig->moves)
                 g_hash_table_unref(mig->moves);
+        if (mig->arriving) {
+                GHashTableIter iter;
+                Incoming *in;
+
+                g_hash_table_iter_init(&iter, mig->arriving);
+                while (g_hash_table_iter_next(&iter, NULL, (gpointer *)&in))
+                        in->arriving = false; /* a link that outlives vmmsd's migration */
+                g_hash_table_unref(mig->arriving);
+        }
         g_free(mig);
 }

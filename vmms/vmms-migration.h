@@ -63,7 +63,9 @@
  * meaning, STARTED (7) is no longer sent.
  * The destination checks before ACCEPT: the protocol version; the same engine
  * ("bundled", available here) and guest ABI version (hv-abi.h HV_ABI_VERSION), which
- * is what the saved state's processor context depends on; the name and id are free;
+ * is what the saved state's processor context depends on; no other move of a VM with
+ * that id or name is arriving (accepted and not yet ended: the second is refused by
+ * name, the first goes on); the name and id are free;
  * its hypervisor's pool minus the memory reserve can hold `needs`; the definition
  * passes the same checks as CreateVm.
  *
@@ -77,7 +79,8 @@
  * Compare-only (Compare-VM): the source sends HELLO and an OFFER with compare-only b
  * true; the destination makes every check it would make for a move and answers ACCEPT
  * {} or REFUSE as above, then closes. Nothing else is sent, nothing is created on
- * either side, and the VM may be in any state.
+ * either side, and the VM may be in any state. The destination logs the answer as a
+ * compatibility check ("compared VM ..."), never as a refused move.
  *
  * Tests only: VMMS_MIGRATION_STOP_AT=<phase> in vmmsd's environment makes it stop
  * itself (SIGSTOP) as a move passes <phase>, after logging "migration: stopping at
