@@ -5,8 +5,9 @@
  * fuzzer reaches the checks behind them. Seeds: streams captured from a real move of
  * the bundled guest, trimmed (capture-seeds.py), and hand-made edge cases.
  *
- * Checks beyond the sanitizers: a refused stream comes with a message naming why; an
- * accepted one was read no further than its input and leaves the VM paused. */
+ * Checks beyond the sanitizers: hvd survives; a refused stream comes with a message
+ * naming why; an accepted one was read no further than its input and leaves the VM
+ * paused. */
 #include "fuzz-worker.h"
 #include "vmwp-migrate.h"
 
@@ -32,5 +33,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 FUZZ_CHECK(vmwp_worker_migration_phase(w) == VMWP_MIGRATION_INCOMING_DONE);
         }
         unlink(path);
+        fuzz_world_check();
         return 0;
 }

@@ -6,8 +6,9 @@
  * so the fuzzer reaches the checks behind them. Seeds: a file saved from the bundled
  * guest, trimmed (capture-seeds.py), and hand-made edge cases.
  *
- * Checks beyond the sanitizers: a refused file comes with a message that names the file
- * and why; the file itself is never changed; an accepted one leaves the VM paused. */
+ * Checks beyond the sanitizers: hvd survives; a refused file comes with a message that
+ * names the file and why; the file itself is never changed; an accepted one leaves the
+ * VM paused. */
 #include "fuzz-worker.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -32,5 +33,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(g_file_get_contents(path, &after, &after_len, NULL));
         FUZZ_CHECK(before_len == after_len && memcmp(before, after, before_len) == 0);
         unlink(path);
+        fuzz_world_check();
         return 0;
 }

@@ -87,6 +87,13 @@ static void fuzz_world_start(void)
         FUZZ_CHECK(access(fuzz_world.hvd_socket, F_OK) == 0);
 }
 
+/* hvd still runs: what the worker passed on from the input (VP state, ballooned pages,
+ * the reference time) must never bring the host down. */
+static void fuzz_world_check(void)
+{
+        FUZZ_CHECK(waitpid(fuzz_world.hvd, NULL, WNOHANG) == 0);
+}
+
 /* A worker for the VM the seeds come from, connected to hvd, with no partition yet. */
 static VmwpWorker *fuzz_worker_new(void)
 {
