@@ -293,6 +293,45 @@ def grpc_seeds():
     }
 
 
+def migration_peer_seeds():
+    """A frame header, then an a{sv} payload in GVariant's normal form (GLib's own
+    serializer, as vmmsd writes it)."""
+    from gi.repository import GLib
+
+    def frame(kind, payload=b"", reserved=0, length=None):
+        return b"VMMG" + struct.pack("<HHI", kind, reserved, len(payload) if length is None else length) + payload
+
+    def vector(leaves=((0, 0, 0xD, 0x68747541, 0x444D4163, 0x69746E65), (1, 0, 0x663, 0, 0x80002001, 0x78BFBFD)),
+               model="qemu64"):
+        return GLib.Variant("a{sv}", {
+            "engine": GLib.Variant("s", "unicorn"), "engine-version": GLib.Variant("s", "2.1.1"),
+            "cpu-model": GLib.Variant("s", model), "cpuid-hash": GLib.Variant("s", "ab" * 32),
+            "cpuid": GLib.Variant("a(uuuuuu)", list(leaves)), "guest-abi": GLib.Variant("u", 1),
+            "hv-protocol": GLib.Variant("u", 1), "normalized": GLib.Variant("b", False)})
+
+    def payload(**values):
+        return GLib.Variant("a{sv}", values).get_data_as_bytes().get_data()
+
+    offer, refuse = 2, 4
+    differences = GLib.Variant("a(sss)", [("cpu_model", "qemu64", "haswell"),
+                                          ("cpuid 0x00000001.0 ecx", "0x80002001", "absent")])
+    return {
+        "offer-with-vector": frame(offer, payload(processor=vector())),
+        "refuse-with-differences": frame(refuse, payload(reason=GLib.Variant("s", "processor not compatible"),
+                                                         differences=differences)),
+        "vector-leaf-twice": frame(offer, payload(processor=vector(leaves=((1, 0, 1, 2, 3, 4),
+                                                                           (1, 0, 5, 6, 7, 8))))),
+        "vector-unprintable": frame(offer, payload(processor=vector(model="qemu\x01"))),
+        "vector-65-leaves": frame(offer, payload(processor=vector(leaves=[(i, 0, 0, 0, 0, 0) for i in range(65)]))),
+        "differences-overlong": frame(refuse, payload(differences=GLib.Variant("a(sss)", [("x" * 200, "", "")]))),
+        "header-unknown-type": frame(99),
+        "header-reserved": frame(1, reserved=1),
+        "header-oversize": frame(5, length=(1 << 20) + 1),
+        "header-bad-magic": b"HTTP/1.1 200",
+        "payload-not-normal": frame(offer, b"\xff" * 40),
+    }
+
+
 TARGETS = {
     "vmbus": vmbus_seeds,
     "hypercall": hypercall_seeds,
@@ -301,6 +340,7 @@ TARGETS = {
     "elf": elf_seeds,
     "dbus-message": dbus_seeds,
     "grpc-request": grpc_seeds,
+    "migration-peer": migration_peer_seeds,
 }
 
 
