@@ -177,7 +177,24 @@ def seeds(stream, saved):
         "<QQ", (32 << 20) - PAGE, 2 * PAGE) + b"\0" * 2 * PAGE)] + s[first_memory + 1:], False)
     m["seed-section-oversize"] = bytes([0]) + live[:32] + section(CONFIG, config) + struct.pack(
         "<IIQII", MEMORY_S, 0, 1 << 40, 0, 0)
+    # Two ballooned pages: the DM's list (its last field) and PARTITION's count agree,
+    # so the balloon goes back to hvd; and a DISK section with a page of data.
+    def ballooned(secs):
+        dm = next(p for k, p in secs if k == DM)
+        assert dm[-8:] == bytes(8), "the captured DM state has ballooned pages already"
+        extra = {DM: dm[:-8] + struct.pack("<QQQ", 2, 0x300, 0x301),
+                 PARTITION: next(p for k, p in secs if k == PARTITION)[:8] + struct.pack("<Q", 2 * PAGE)}
+        return [(k, extra.get(k, p)) for k, p in secs]
+
+    def disk_run(secs):
+        slots = next(p for k, p in secs if k == DISK)[:8]
+        return [(k, slots + struct.pack("<QQ", PAGE, PAGE) + b"\x5a" * PAGE if k == DISK else p) for k, p in secs]
+
+    m["seed-ballooned"] = bytes([0]) + build(b"VMMSLIVE", ballooned(s), False)
+    m["seed-disk-run"] = bytes([0]) + build(b"VMMSLIVE", disk_run(s), False)
     f_ = out["save-file"]
+    f_["seed-ballooned"] = bytes([0]) + build(b"VMMSVMRS", ballooned(f), True)
+    f_["seed-disk-run"] = bytes([0]) + build(b"VMMSVMRS", disk_run(f), True)
     f_["seed-captured"] = bytes([0]) + file
     f_["seed-captured-exact"] = bytes([KEEP_CHECKSUMS | KEEP_SIZES]) + file
     f_["seed-empty"] = bytes([KEEP_SIZES])
