@@ -1506,17 +1506,41 @@ static void on_incoming_frame(Link *link, VmmsMigrationFrame type, GBytes *paylo
 
 /* Waits until the VM received is gone or has ended, removes it, then answers FAILED
  * (or just closes). A VM that cannot be removed leaves the source in doubt instead. */
+/* The newest error the VM received recorded (its worker's refusal of the stream or the
+ * state, naming what was wrong), to go with FAILED: the VM and its events go next. */
+static char *incoming_vm_error(VmmsManager *m, const VmmsVm *vm)
+{
+        g_autoptr(GPtrArray) events = NULL;
+
+        if (vmms_store_event_list(vmms_manager_store(m), vm->def.id, 0, 5, true, &events) < 0)
+                return NULL;
+        for (guint i = events->len; i > 0; i--) {
+                const VmmsEventRecord *e = events->pdata[i - 1];
+
+                if (g_strcmp0(e->kind, "error") == 0)
+                        return g_strdup(e->message);
+        }
+        return NULL;
+}
+
 static gboolean on_drop_poll(gpointer userdata)
 {
         Incoming *in = userdata;
         VmmsManager *m = in->mig->m;
         VmmsVm *vm = vmms_manager_lookup(m, in->def.id, NULL);
-        g_autofree char *message = NULL;
+        g_autofree char *message = NULL, *worker_why = NULL;
         VmmsError error = {0};
 
         if (vm && (vm->job || vmms_vm_is_live(vm)))
                 return G_SOURCE_CONTINUE;
         in->poll_id = 0;
+        worker_why = vm ? incoming_vm_error(m, vm) : NULL;
+        if (worker_why) {
+                char *why = g_strdup_printf("%s: %s", in->drop_why, worker_why);
+
+                g_free(in->drop_why);
+                in->drop_why = why;
+        }
         message = g_strdup_printf("discarded an incoming move of '%s' from %s: %s", in->def.name,
                                   incoming_source(in), in->drop_why);
         if (vm && vmms_manager_vm_remove(m, vm, &error) < 0) {

@@ -11,7 +11,10 @@ migration protocol (vmms-migration.h) on purpose.
 - As a destination, against a real source moving a running VM: each wrong answer ends
   the move with an error naming it, and the VM runs on at the source.
 - A second move of a VM (same id, or same name) while the first is in flight is refused
-  by name, and the first completes."""
+  by name, and the first completes.
+- A source whose offer is accepted (a real one, replayed) and whose stream or saved file
+  is garbage gets FAILED naming what the destination's worker found wrong, and the
+  destination keeps nothing."""
 import os
 import shutil
 import signal
@@ -21,6 +24,7 @@ import struct
 import threading
 import unittest
 import uuid
+import zlib
 
 import grpc
 from gi.repository import GLib
@@ -80,6 +84,16 @@ def read_frame(tls):
     kind, _, length = struct.unpack("<HHI", header[4:])
     payload = exactly(length) if length else b""
     return None if payload is None else (kind, payload)
+
+
+def stream(*sections, magic=b"VMMSLIVE"):
+    """A migration stream (vmwp-stream.h): the header, then (type, payload) sections."""
+    head = magic + struct.pack("<IIQI", 1, 32, 0, 0)
+    out = head + struct.pack("<I", zlib.crc32(head))
+    for kind, payload in sections:
+        sh = struct.pack("<IIQI", kind, 0, len(payload), zlib.crc32(payload))
+        out += sh + struct.pack("<I", zlib.crc32(sh)) + payload + bytes(-len(payload) % 8)
+    return out
 
 
 def reason(payload):
@@ -241,6 +255,70 @@ class HostilePeerTest(MoveHosts, unittest.TestCase):
             self.assertIsNone(mover.error, mover.error)
             self.assertEqual(mover.result.phase, "completed")
             self.assert_continues(b, vm)
+
+    def capture_offer(self, a, vm_name):
+        """The OFFER a real source sends for vm_name (a listener playing hostb refuses it,
+        so the VM runs on), as a dict of GLib.Variant values."""
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(self.dir / "ca.pem"))
+        server.verify_mode = ssl.CERT_REQUIRED
+        server.load_cert_chain(str(self.dir / "hostb.pem"), str(self.dir / "hostb.key"))
+        captured = []
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            def serve():
+                conn, _ = listener.accept()
+                with server.wrap_socket(conn, server_side=True) as tls:
+                    read_frame(tls)
+                    captured.append(read_frame(tls))
+                    tls.sendall(frame(REFUSE, vardict(reason=("s", "captured"))))
+                    read_frame(tls)
+
+            peer = threading.Thread(target=serve, daemon=True)
+            peer.start()
+            with self.assertRaises(grpc.RpcError):
+                a.api.MoveVm(a.pb.MoveVmRequest(vm=vm_name, destination_host="127.0.0.1:%d" %
+                                                listener.getsockname()[1]), timeout=60)
+            peer.join(30)
+        kind, payload = captured[0]
+        self.assertEqual(kind, OFFER)
+        offered = GLib.Variant.new_from_bytes(GLib.VariantType("a{sv}"), GLib.Bytes(payload), False)
+        return {k: offered.lookup_value(k, None) for k in offered.keys()}
+
+    def test_a_hostile_stream_or_saved_file_fails_naming_what_was_wrong(self):
+        memory = stream((6, b""))  # MEMORY before CONFIG
+        cases = [
+            ("live, not a stream", "live", b"GARBAGE!" + bytes(56), "not a migration stream (bad magic)"),
+            ("live, out of order", "live", memory, "section 0 (MEMORY) is out of order: CONFIG belongs there"),
+            ("live, another geometry", "live", stream((1, struct.pack("<IQQ", 7, 1 << 30, 1 << 30))),
+             "the incoming VM has 7 VPs"),
+            ("quick, not a saved file", "quick", b"VMMSLIVE" + bytes(56), "not a saved VM (bad magic)"),
+        ]
+        with self.host("hosta", "CN=hostb") as a, self.host("hostb", "CN=hosta") as b:
+            a.create("web")
+            a.api.StartVm(a.pb.VmRef(vm="web"), timeout=30)
+            offered = self.capture_offer(a, "web")
+            for n, (name, mode, data, says) in enumerate(cases):
+                with self.subTest(name):
+                    values = dict(offered, id=GLib.Variant("s", str(uuid.uuid4())),
+                                  name=GLib.Variant("s", f"hostile{n}"))
+                    offer_frame = frame(OFFER, GLib.Variant("a{sv}", values).get_data_as_bytes().get_data())
+                    with self.client(b) as tls:
+                        tls.sendall(hello() + offer_frame)
+                        accepted = read_frame(tls)
+                        self.assertEqual(accepted[0], ACCEPT, accepted)
+                        try:
+                            tls.sendall(frame(BEGIN, vardict(mode=("s", mode))) + frame(STATE, data) +
+                                        frame(DONE, vardict(bytes=("t", len(data)))))
+                        except (ssl.SSLError, ConnectionError):
+                            pass
+                        answer = read_frame(tls)
+                    self.assertIsNotNone(answer, "closed without an answer")
+                    self.assertEqual(answer[0], FAILED)
+                    self.assertIn(says, reason(answer[1]))
+                    wait_for(lambda: f"hostile{n}" not in self.vms(b), 30, what="the received VM to go")
+            self.assertEqual(self.vms(b), {})
+            saved = b.state / "saved"
+            self.assertEqual([p.name for p in saved.glob("*")] if saved.exists() else [], [])
+            self.assertEqual(a.api.GetVm(a.pb.VmRef(vm="web"), timeout=5).state, a.pb.VM_STATE_RUNNING)
 
 
 if __name__ == "__main__":
