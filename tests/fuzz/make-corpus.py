@@ -174,10 +174,30 @@ def hv_create(rid=1, vps=1, startup=8 * MiB, maximum=16 * MiB, processor=None):
     return hv_request(rid, 2, body)
 
 
+def captured_vp_states():
+    """The VP sections of the stream capture-seeds.py captured from the bundled guest:
+    packed hv.proto VpState messages as a worker hands them to hvd on a restore."""
+    data = open(os.path.join(HERE, "corpus", "migrate-in", "seed-captured"), "rb").read()[1:]
+    out, at = [], 32
+    while at + 24 <= len(data):
+        kind, _, length = struct.unpack_from("<IIQ", data, at)
+        if kind == 3:
+            out.append(data[at + 24:at + 24 + length])
+        at += 24 + ((length + 7) & ~7)
+    return out
+
+
 def hv_server_seeds():
     create = hv_create()
     pid = pb_int(1, 1)
+    restoring = hv_request(1, 2, pb_bytes(1, "fuzz") + pb_int(2, 2) + pb_int(3, 8 * MiB) + pb_int(4, 16 * MiB) +
+                           pb_int(8, 1))
+    vps = captured_vp_states()
     return {
+        "restore-vp-state": hv_packets(restoring, *[hv_request(2 + i, 15, pid + pb_bytes(2, vp)) for i, vp in
+                                                    enumerate(vps)],
+                                       hv_request(9, 17, pid + pb_int(2, 123456789)),
+                                       hv_request(10, 7, pid + pb_int(2, 0))),
         "create": hv_packets(create),
         "create-with-processor": hv_packets(hv_create(processor=hv_processor(10, 50, 200), vps=2)),
         "create-too-big": hv_packets(hv_create(startup=1 << 40, maximum=1 << 41)),
