@@ -596,14 +596,6 @@ static void sample(VmmsEngine *e, VmmsVm *vm, VmmsVmFigures *ret)
         ret->resident_bytes = pc->resident_bytes;
 }
 
-static int not_yet(VmmsVm *vm, const char *what, VmmsError *error)
-{
-        vmms_error_set(error, VMMS_ERROR_FAILED_PRECONDITION,
-                       "cannot %s VM '%s': the bundled engine does not implement %s yet", what, vm->def.name,
-                       what);
-        return -EOPNOTSUPP;
-}
-
 typedef struct SaveRequest {
         VmmsVm *vm;
         VmmsEngineSavedFn done;
@@ -654,13 +646,6 @@ static void save(VmmsEngine *e, VmmsVm *vm, const char *path, bool keep_running,
         req.body_case = VMMS__WORKER__REQUEST__BODY_SAVE;
         req.save = &body;
         vmms_worker_request_full(b->worker, &req, on_save_reply, s);
-}
-
-static int migrate_send(VmmsEngine *e, VmmsVm *vm, const char *destination, VmmsError *error)
-{
-        (void)e;
-        (void)destination;
-        return not_yet(vm, "live-migrate", error);
 }
 
 typedef struct MigrateRequest {
@@ -757,7 +742,6 @@ static const VmmsEngineOps bundled_ops = {
         .sample = sample,
         .release = release,
         .save = save,
-        .migrate_send = migrate_send,
         .migrate_out = migrate_out,
         .migrate_end = migrate_end,
 };

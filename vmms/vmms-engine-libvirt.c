@@ -103,8 +103,11 @@
  * 5 s x 3), the engine is unavailable with that reason and reconnects every 2 s; on
  * reconnect each VM's domain is looked up again and one that is gone is reported.
  *
- * Not done yet: Save-VM and live migration (refused by name), hot-plugging disks and
- * NICs, a Maximum raised while the VM runs (the virtio-mem device is sized at start). */
+ *   Move-VM              -> libvirt's peer-to-peer live migration to the destination's
+ *                           libvirtd (see "Move-VM" below); vmmsd moves the definition
+ *
+ * Not done yet: Save-VM (refused by name), hot-plugging disks and NICs, a Maximum
+ * raised while the VM runs (the virtio-mem device is sized at start). */
 #include <errno.h>
 #include <fcntl.h>
 #include <gio/gio.h>
@@ -161,6 +164,14 @@ typedef struct LibvirtVm {
         /* The counter walk's last two samples (older first) and when they were taken. */
         Vmms__Hv__PartitionCounters *counters[2];
         int64_t counters_at_us[2];
+        /* Move-VM: the destination waits for the domain to arrive (incoming); the source
+         * runs libvirt's migration in a thread (migrating) until it moved (migrated) or
+         * failed; migrate_end(false) while it runs aborts it and waits in end_done. */
+        bool incoming, migrating, migrated, aborting;
+        guint migration_timer;
+        gint abort_now; /* atomic: read by the migration thread */
+        VmmsEngineMigration progress;
+        VmmsEngineDoneFn end_done;
 } LibvirtVm;
 
 static Libvirt *libvirt(VmmsEngine *e)
@@ -208,6 +219,7 @@ static void counters_free(Vmms__Hv__PartitionCounters *pc)
 static void lv_free(LibvirtVm *lv)
 {
         clear_timer(&lv->stop_timer);
+        clear_timer(&lv->migration_timer);
         counters_free(lv->counters[0]);
         counters_free(lv->counters[1]);
         if (lv->dom)
@@ -226,7 +238,9 @@ static void release(VmmsEngine *e, VmmsVm *vm)
         g_hash_table_remove(libvirt(e)->vms, lv->uuid);
         vm->engine_data = NULL;
         lv->vm = NULL;
+        lv->end_done = NULL;
         clear_timer(&lv->stop_timer);
+        clear_timer(&lv->migration_timer);
         if (!lv->pending)
                 lv_free(lv);
 }
@@ -852,6 +866,42 @@ static const char *stopped_how(int detail)
         }
 }
 
+static uint64_t job_ullong(virTypedParameterPtr params, int n, const char *name)
+{
+        unsigned long long v = 0;
+
+        return virTypedParamsGetULLong(params, n, name, &v) == 1 ? v : 0;
+}
+
+/* A direct move's domain runs here now: the VM is the destination's. */
+static void incoming_arrived(LibvirtVm *lv, virDomainPtr dom)
+{
+        virTypedParameterPtr params = NULL;
+        int n = 0, type = 0;
+
+        lv->incoming = false;
+        if (lv->dom)
+                virDomainFree(lv->dom);
+        virDomainRef(dom);
+        lv->dom = dom;
+        /* libvirt hands the source's job statistics to the destination. */
+        if (virDomainGetJobStats(dom, &type, &params, &n, VIR_DOMAIN_JOB_STATS_COMPLETED) == 0 && n > 0) {
+                g_autofree char *message = g_strdup_printf(
+                        "libvirt migrated it here: downtime %" G_GUINT64_FORMAT " ms, %" G_GUINT64_FORMAT
+                        " bytes in %" G_GUINT64_FORMAT " ms, %" G_GUINT64_FORMAT " memory iterations",
+                        job_ullong(params, n, VIR_DOMAIN_JOB_DOWNTIME),
+                        job_ullong(params, n, VIR_DOMAIN_JOB_DATA_PROCESSED),
+                        job_ullong(params, n, VIR_DOMAIN_JOB_TIME_ELAPSED),
+                        job_ullong(params, n, VIR_DOMAIN_JOB_MEMORY_ITERATION));
+
+                vmms_vm_record_event(lv->vm, "migration", message);
+        }
+        virTypedParamsFree(params, n);
+        g_message("VM '%s': its domain arrived (libvirt migrated it here)", lv->vm->def.name);
+        report_running(lv->vm, false, g_get_real_time() / 1000);
+        recompute_weights(lv->engine, NULL, NULL);
+}
+
 static void on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int detail, void *opaque)
 {
         Libvirt *e = opaque;
@@ -863,6 +913,16 @@ static void on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int de
         if (virDomainGetUUIDString(dom, uuid) < 0 || !(vm = g_hash_table_lookup(e->vms, uuid)))
                 return; /* not a domain of ours */
         lv = vm->engine_data;
+        if (lv->incoming && event == VIR_DOMAIN_EVENT_RESUMED &&
+            detail == VIR_DOMAIN_EVENT_RESUMED_MIGRATED) {
+                incoming_arrived(lv, dom);
+                return;
+        }
+        if (lv->incoming && event != VIR_DOMAIN_EVENT_STOPPED)
+                return; /* still arriving: paused while QEMU takes the memory */
+        if ((lv->migrating || lv->migrated) && event == VIR_DOMAIN_EVENT_STOPPED &&
+            detail == VIR_DOMAIN_EVENT_STOPPED_MIGRATED)
+                return; /* reported when the move is committed (migrate_end) */
         if (event == VIR_DOMAIN_EVENT_CRASHED) {
                 lv->crashed = true;
         } else if (event == VIR_DOMAIN_EVENT_STOPPED) {
@@ -905,6 +965,11 @@ static void start(VmmsEngine *e, VmmsVm *vm)
                         vm->def.processor.reserve, vm->def.processor.count, reserved * 100, l->host_lps);
 
                 report_exit(vm, why, NULL, VMMS_ERROR_RESOURCE_EXHAUSTED);
+                return;
+        }
+        if (vm->incoming_direct) {
+                /* Moved here by libvirt: the domain arrives running (on_lifecycle). */
+                lv->incoming = true;
                 return;
         }
         /* The images are probed again: a file can change between Add-VMHardDiskDrive and
@@ -1001,7 +1066,9 @@ static void kill_vm(VmmsEngine *e, VmmsVm *vm)
         LibvirtVm *lv = vm->engine_data;
 
         (void)e;
-        if (lv)
+        if (lv && lv->incoming && !lv->dom)
+                report_exit(vm, "its incoming migration was given up", NULL, VMMS_ERROR_UNAVAILABLE);
+        else if (lv)
                 destroy_now(lv);
 }
 
@@ -1198,7 +1265,7 @@ static void poll_vm(Libvirt *e, VmmsVm *vm)
         VmmsMemoryStatus status = {0};
         int n;
 
-        if (!lv->dom || !lv->started)
+        if (!lv->dom || !lv->started || lv->migrated)
                 return;
         if (virDomainGetInfo(lv->dom, &info) == 0) {
                 if (lv->cpu_at_us && now_us > lv->cpu_at_us && info.cpuTime >= lv->cpu_time_ns)
@@ -1380,6 +1447,17 @@ static bool counters(VmmsEngine *e, const VmmsVm *vm, const Vmms__Hv__PartitionC
         return true;
 }
 
+static void check_arrived(Libvirt *e, LibvirtVm *lv)
+{
+        virDomainPtr dom = virDomainLookupByUUIDString(e->conn, lv->uuid);
+        int state = 0, reason = 0;
+
+        if (dom && virDomainGetState(dom, &state, &reason, 0) == 0 && state == VIR_DOMAIN_RUNNING)
+                incoming_arrived(lv, dom);
+        if (dom)
+                virDomainFree(dom);
+}
+
 static gboolean on_stats(gpointer userdata)
 {
         Libvirt *e = userdata;
@@ -1388,8 +1466,14 @@ static gboolean on_stats(gpointer userdata)
         if (!e->conn)
                 return G_SOURCE_CONTINUE;
         vms = tracked_vms(e);
-        for (guint i = 0; i < vms->len; i++)
-                poll_vm(e, vms->pdata[i]);
+        for (guint i = 0; i < vms->len; i++) {
+                LibvirtVm *lv = ((VmmsVm *)vms->pdata[i])->engine_data;
+
+                if (lv->incoming)
+                        check_arrived(e, lv); /* in case its lifecycle event was missed */
+                else
+                        poll_vm(e, vms->pdata[i]);
+        }
         collect_counters(e);
         return G_SOURCE_CONTINUE;
 }
@@ -1413,11 +1497,258 @@ static void save(VmmsEngine *e, VmmsVm *vm, const char *path, bool keep_running,
         vmms_error_clear(&error);
 }
 
-static int migrate_send(VmmsEngine *e, VmmsVm *vm, const char *destination, VmmsError *error)
+/* ---- Move-VM: libvirt's peer-to-peer live migration ----
+ * The source's libvirtd connects to the destination's (target->uri) and QEMU sends the
+ * memory to data_host directly; vmmsd on each side moves only the definition
+ * (vmms-migration.c). libvirt decides where the domain is: until its migration returns
+ * success the domain runs here (a failure or an abort resumes it), after that it runs
+ * there and is gone from here. The domain is transient, so nothing is defined or
+ * undefined on either side; its console log moves to the destination's state directory
+ * (the destination XML). Progress comes from virDomainGetJobStats every 200 ms. */
+
+#define MIGRATION_POLL_MS 200
+
+typedef struct Migration {
+        LibvirtVm *lv;
+        virConnectPtr conn;
+        virDomainPtr dom;
+        char *uri;
+        char *data_uri;
+        char *xml;
+        uint32_t max_downtime_ms;
+        char *error;
+} Migration;
+
+static void migration_free(Migration *mig)
 {
+        virDomainFree(mig->dom);
+        virConnectClose(mig->conn);
+        g_free(mig->uri);
+        g_free(mig->data_uri);
+        g_free(mig->xml);
+        g_free(mig->error);
+        g_free(mig);
+}
+
+static void migration_thread(GTask *task, gpointer source, gpointer data, GCancellable *cancellable)
+{
+        Migration *mig = data;
+        virTypedParameterPtr params = NULL;
+        int n = 0, max = 0;
+        unsigned int flags = VIR_MIGRATE_LIVE | VIR_MIGRATE_PEER2PEER | VIR_MIGRATE_ABORT_ON_ERROR |
+                             VIR_MIGRATE_AUTO_CONVERGE;
+
+        (void)source;
+        (void)cancellable;
+        if (g_atomic_int_get(&mig->lv->abort_now)) {
+                mig->error = g_strdup("aborted before it began");
+                g_task_return_boolean(task, TRUE);
+                return;
+        }
+        if (virDomainMigrateSetMaxDowntime(mig->dom, mig->max_downtime_ms, 0) < 0)
+                g_warning("libvirt: cannot set a maximum downtime of %u ms: %s", mig->max_downtime_ms,
+                          last_error());
+        if (virTypedParamsAddString(&params, &n, &max, VIR_MIGRATE_PARAM_URI, mig->data_uri) < 0 ||
+            virTypedParamsAddString(&params, &n, &max, VIR_MIGRATE_PARAM_DEST_XML, mig->xml) < 0 ||
+            virDomainMigrateToURI3(mig->dom, mig->uri, params, n, flags) < 0)
+                mig->error = g_strdup(last_error());
+        virTypedParamsFree(params, n);
+        g_task_return_boolean(task, TRUE);
+}
+
+/* Every MIGRATION_POLL_MS while libvirt migrates: how far it is. */
+static gboolean on_migration_poll(gpointer userdata)
+{
+        LibvirtVm *lv = userdata;
+        VmmsEngineMigration *p = &lv->progress;
+        virTypedParameterPtr params = NULL;
+        int n = 0, type = 0, throttle = 0;
+
+        /* An abort asked for before libvirt's job began is asked again until it ends. */
+        if (lv->aborting && virDomainAbortJob(lv->dom) == 0)
+                g_message("VM '%s': its migration is aborted", lv->vm->def.name);
+        if (virDomainGetJobStats(lv->dom, &type, &params, &n, 0) < 0 || type == VIR_DOMAIN_JOB_NONE) {
+                virTypedParamsFree(params, n);
+                return G_SOURCE_CONTINUE; /* not begun yet, or just ended */
+        }
+        p->kind = VMMS_ENGINE_MIGRATION_PROGRESS;
+        p->ram_bytes = job_ullong(params, n, VIR_DOMAIN_JOB_MEMORY_TOTAL);
+        p->bytes_sent = job_ullong(params, n, VIR_DOMAIN_JOB_DATA_PROCESSED);
+        p->bytes_remaining = job_ullong(params, n, VIR_DOMAIN_JOB_DATA_REMAINING);
+        p->round = (uint32_t)job_ullong(params, n, VIR_DOMAIN_JOB_MEMORY_ITERATION);
+        p->dirty_bytes_per_s = job_ullong(params, n, VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE) *
+                               MAX(job_ullong(params, n, VIR_DOMAIN_JOB_MEMORY_PAGE_SIZE), 1);
+        p->bandwidth_bytes_per_s = job_ullong(params, n, VIR_DOMAIN_JOB_MEMORY_BPS);
+        if (virTypedParamsGetInt(params, n, VIR_DOMAIN_JOB_AUTO_CONVERGE_THROTTLE, &throttle) == 1)
+                p->throttle_percent = (uint32_t)MAX(throttle, 0);
+        virTypedParamsFree(params, n);
+        lv->engine->base.callbacks->migration(lv->vm, p);
+        return G_SOURCE_CONTINUE;
+}
+
+static void on_migration_done(GObject *source, GAsyncResult *result, gpointer userdata)
+{
+        Migration *mig = g_task_get_task_data(G_TASK(result));
+        LibvirtVm *lv = mig->lv;
+        VmmsVm *vm = lv->vm;
+        VmmsEngineDoneFn end_done = g_steal_pointer(&lv->end_done);
+        g_autofree char *how = NULL;
+        VmmsError error = {0};
+
+        (void)source;
+        (void)userdata;
+        lv->pending--;
+        lv->migrating = lv->aborting = false;
+        g_atomic_int_set(&lv->abort_now, 0);
+        clear_timer(&lv->migration_timer);
+        if (!vm) {
+                if (!lv->pending)
+                        lv_free(lv);
+                return;
+        }
+        lv->migrated = !mig->error;
+        if (mig->error)
+                g_message("VM '%s': libvirt's migration to %s ended: %s", vm->def.name, mig->uri, mig->error);
+        else
+                g_message("VM '%s': libvirt migrated it to %s", vm->def.name, mig->uri);
+        if (end_done && mig->error) {
+                end_done(vm, NULL); /* aborted: it runs on here */
+        } else if (end_done) {
+                /* The abort came too late: the domain runs at the destination. */
+                how = g_strdup_printf("its domain migrated to %s before the move could be stopped", mig->uri);
+                vmms_error_set(&error, VMMS_ERROR_FAILED_PRECONDITION, "VM '%s': %s", vm->def.name, how);
+                end_done(vm, &error);
+                vmms_error_clear(&error);
+                report_exit(vm, how, NULL, VMMS_OK);
+        } else if (mig->error) {
+                VmmsEngineMigration m = {.kind = VMMS_ENGINE_MIGRATION_FAILED, .reason = mig->error};
+
+                vm->engine->callbacks->migration(vm, &m);
+        } else {
+                VmmsEngineMigration m = lv->progress;
+
+                m.kind = VMMS_ENGINE_MIGRATION_SENT;
+                m.bytes_remaining = 0;
+                /* libvirt's completed job is gone with the source's transient domain: the
+                 * downtime is counted from the last moment it was seen running. */
+                m.paused_unix_ns = (uint64_t)g_get_real_time() * 1000;
+                vm->engine->callbacks->migration(vm, &m);
+        }
+}
+
+/* The destination's console log, in the XML libvirt starts the domain with there. */
+static char *destination_xml(LibvirtVm *lv, const char *console_path, char **ret_why)
+{
+        Libvirt *e = lv->engine;
+        g_autofree char *name = g_strconcat(lv->vm->def.id, ".console.log", NULL);
+        g_autofree char *here = g_build_filename(e->config.state_dir, "logs", name, NULL);
+        g_autofree char *from = g_markup_printf_escaped("<source path='%s'", here);
+        g_autofree char *to = g_markup_printf_escaped("<source path='%s'", console_path);
+        g_autofree char *xml = virDomainGetXMLDesc(lv->dom, VIR_DOMAIN_XML_MIGRATABLE);
+        GString *out;
+
+        if (!xml) {
+                *ret_why = g_strdup_printf("libvirt cannot give its migratable XML: %s", last_error());
+                return NULL;
+        }
+        out = g_string_new(xml);
+        if (g_string_replace(out, from, to, 1) != 1) {
+                g_string_free(out, TRUE);
+                *ret_why = g_strdup_printf("its domain's XML has no console at %s", here);
+                return NULL;
+        }
+        return g_string_free(out, FALSE);
+}
+
+static void migrate_direct(VmmsEngine *e, VmmsVm *vm, const VmmsEngineDirectTarget *target,
+                           const char *data_host, uint32_t max_downtime_ms, VmmsEngineMigrateFn done)
+{
+        LibvirtVm *lv = vm->engine_data;
+        g_autoptr(GTask) task = NULL;
+        g_autofree char *why = NULL;
+        VmmsError error = {0};
+        Migration *mig;
+
+        if (!lv || !lv->dom || !libvirt(e)->conn || lv->migrating || lv->migrated) {
+                vmms_error_set(&error, VMMS_ERROR_UNAVAILABLE, "VM '%s': its domain is not reachable (%s)",
+                               vm->def.name, libvirt(e)->why_not ? libvirt(e)->why_not : "not running");
+                done(vm, &error, false);
+                vmms_error_clear(&error);
+                return;
+        }
+        mig = g_new0(Migration, 1);
+        mig->xml = destination_xml(lv, target->console_path, &why);
+        if (!mig->xml) {
+                g_free(mig);
+                vmms_error_set(&error, VMMS_ERROR_FAILED_PRECONDITION, "VM '%s': %s", vm->def.name, why);
+                done(vm, &error, false);
+                vmms_error_clear(&error);
+                return;
+        }
+        mig->lv = lv;
+        mig->conn = libvirt(e)->conn;
+        virConnectRef(mig->conn);
+        mig->dom = lv->dom;
+        virDomainRef(mig->dom);
+        mig->uri = g_strdup(target->uri);
+        mig->data_uri = strchr(data_host, ':') ? g_strdup_printf("tcp://[%s]", data_host)
+                                               : g_strdup_printf("tcp://%s", data_host);
+        mig->max_downtime_ms = max_downtime_ms;
+        lv->migrating = true;
+        lv->progress = (VmmsEngineMigration){0};
+        lv->pending++;
+        task = g_task_new(NULL, NULL, on_migration_done, NULL);
+        g_task_set_task_data(task, mig, (GDestroyNotify)migration_free);
+        g_task_run_in_thread(task, migration_thread);
+        lv->migration_timer = g_timeout_add(MIGRATION_POLL_MS, on_migration_poll, lv);
+        done(vm, NULL, false);
+}
+
+static void migrate_end(VmmsEngine *e, VmmsVm *vm, bool commit, VmmsEngineDoneFn done)
+{
+        LibvirtVm *lv = vm->engine_data;
+        VmmsError error = {0};
+
         (void)e;
-        (void)destination;
-        return not_yet(vm, "live-migrate", error);
+        if (lv && lv->migrating && !commit) {
+                g_atomic_int_set(&lv->abort_now, 1); /* the thread has not asked libvirt yet */
+                if (virDomainAbortJob(lv->dom) < 0)
+                        lv->aborting = true; /* its job has not begun: asked again each poll */
+                lv->end_done = done;         /* once libvirt's migration returns */
+                return;
+        }
+        if (lv && lv->migrated) {
+                g_autofree char *how = g_strdup("its domain migrated away");
+
+                if (!commit) {
+                        vmms_error_set(&error, VMMS_ERROR_FAILED_PRECONDITION,
+                                       "VM '%s': its domain runs at the destination already", vm->def.name);
+                        if (done)
+                                done(vm, &error);
+                        vmms_error_clear(&error);
+                        done = NULL;
+                }
+                report_exit(vm, how, NULL, VMMS_OK);
+        }
+        if (done)
+                done(vm, NULL);
+}
+
+/* Where a source's libvirtd sends VM `vm_id`: this host's libvirtd as peers reach it
+ * (--libvirt-migration-uri, else --libvirt-uri), and its console log here. */
+static bool migrate_direct_target(VmmsEngine *e, const char *vm_id, VmmsEngineDirectTarget *ret,
+                                  char **ret_why)
+{
+        Libvirt *l = libvirt(e);
+        g_autofree char *name = g_strconcat(vm_id, ".console.log", NULL);
+
+        if (!l->conn) {
+                *ret_why = g_strdup(l->why_not ? l->why_not : "libvirtd is not reachable");
+                return false;
+        }
+        ret->uri = g_strdup(l->config.migration_uri ? l->config.migration_uri : l->config.uri);
+        ret->console_path = g_build_filename(l->config.state_dir, "logs", name, NULL);
+        return true;
 }
 
 static bool network_valid(VmmsEngine *e, const char *switch_name, VmmsError *error)
@@ -1453,7 +1784,9 @@ static const VmmsEngineOps libvirt_ops = {
         .sample = sample,
         .release = release,
         .save = save,
-        .migrate_send = migrate_send,
+        .migrate_direct_target = migrate_direct_target,
+        .migrate_direct = migrate_direct,
+        .migrate_end = migrate_end,
 };
 
 static void ignore_libvirt_error(void *userdata, virErrorPtr error)
@@ -1479,6 +1812,8 @@ VmmsEngine *vmms_engine_libvirt_new(const VmmsLibvirtConfig *config, const VmmsE
         e->config.uri = g_strdup(config->uri && *config->uri ? config->uri : "qemu:///system");
         e->config.domain_type = g_strdup(config->domain_type ? config->domain_type : "auto");
         e->config.state_dir = g_strdup(config->state_dir);
+        e->config.migration_uri =
+                config->migration_uri && *config->migration_uri ? g_strdup(config->migration_uri) : NULL;
         e->lifecycle_callback = -1;
         e->vms = g_hash_table_new(g_str_hash, g_str_equal);
         e->host_lps = MAX(1, g_get_num_processors());
@@ -1509,6 +1844,7 @@ void vmms_engine_libvirt_free(VmmsEngine *base)
         g_free((char *)e->config.uri);
         g_free((char *)e->config.domain_type);
         g_free((char *)e->config.state_dir);
+        g_free((char *)e->config.migration_uri);
         g_free(e->why_not);
         g_free(e);
 }

@@ -9,6 +9,7 @@
  * (including a start that failed). */
 #pragma once
 
+#include <glib.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -45,6 +46,18 @@ typedef struct VmmsEngineMigration {
         const char *reason;      /* FAILED */
         bool cancelled;          /* FAILED: by migrate_end(commit false) */
 } VmmsEngineMigration;
+
+/* Where a direct migration sends a VM (the destination's engine says). */
+typedef struct VmmsEngineDirectTarget {
+        char *uri;          /* the destination engine's connection, as the source's reaches it */
+        char *console_path; /* the VM's console log there */
+} VmmsEngineDirectTarget;
+
+static inline void vmms_engine_direct_target_clear(VmmsEngineDirectTarget *t)
+{
+        g_clear_pointer(&t->uri, g_free);
+        g_clear_pointer(&t->console_path, g_free);
+}
 
 /* Why a VM the engine ran is gone. */
 typedef struct VmmsEngineExit {
@@ -124,8 +137,22 @@ typedef struct VmmsEngineOps {
          * next sample (main thread). */
         bool (*counters)(VmmsEngine *e, const VmmsVm *vm, const Vmms__Hv__PartitionCounters **ret_prev,
                          const Vmms__Hv__PartitionCounters **ret_cur, uint64_t *ret_dt_ns);
-        /* Live migration: not implemented yet; refused with an error naming it. */
-        int (*migrate_send)(VmmsEngine *e, VmmsVm *vm, const char *destination, VmmsError *error);
+        /* Direct live migration (NULL: the engine has none): the engine moves the VM
+         * itself, host to host (libvirt's peer-to-peer migration), and vmmsd moves only
+         * the definition (vmms-migration.c).
+         * Destination, any state: where a source's engine sends VM `vm_id`; false with
+         * *ret_why when it cannot take one now. The destination's start() with
+         * vm->incoming_direct set waits for the VM to arrive: running() (not paused)
+         * once it runs here; kill() before then ends the wait (exited()). */
+        bool (*migrate_direct_target)(VmmsEngine *e, const char *vm_id, VmmsEngineDirectTarget *ret,
+                                      char **ret_why);
+        /* Source, Running: moves the VM to `target` while it runs, its memory going to
+         * `data_host`. done once it has begun; then callbacks->migration reports
+         * PROGRESS, and SENT once the VM runs at the destination (nothing here can take
+         * it back: migrate_end(commit) reports exited()) or FAILED (it runs on here).
+         * migrate_end(commit false) before SENT aborts it; done follows the abort. */
+        void (*migrate_direct)(VmmsEngine *e, VmmsVm *vm, const VmmsEngineDirectTarget *target,
+                               const char *data_host, uint32_t max_downtime_ms, VmmsEngineMigrateFn done);
         /* Live migration's source (NULL: the engine has none): Running: writes the VM's
          * stream to `fd` while it runs (the caller keeps and closes its own copy of fd);
          * done once it has begun, then callbacks->migration reports progress and SENT
@@ -160,9 +187,10 @@ void vmms_engine_bundled_free(VmmsEngine *e);
 /* The libvirt engine: each VM is a libvirt domain (vmms-engine-libvirt.c says how
  * settings and policy map onto it). Connects at once and keeps reconnecting. */
 typedef struct VmmsLibvirtConfig {
-        const char *uri;         /* NULL: qemu:///system */
-        const char *domain_type; /* "kvm", "qemu" (TCG) or "auto" (kvm if libvirt offers it) */
-        const char *state_dir;   /* logs/<id>.console.log */
+        const char *uri;           /* NULL: qemu:///system */
+        const char *domain_type;   /* "kvm", "qemu" (TCG) or "auto" (kvm if libvirt offers it) */
+        const char *state_dir;     /* logs/<id>.console.log */
+        const char *migration_uri; /* this libvirtd as other hosts' libvirtd reach it; NULL: uri */
 } VmmsLibvirtConfig;
 
 VmmsEngine *vmms_engine_libvirt_new(const VmmsLibvirtConfig *config, const VmmsEngineCallbacks *callbacks);

@@ -70,6 +70,7 @@ void vmms_config_clear(VmmsConfig *config)
         g_free(config->paging_dir);
         g_free(config->libvirt_uri);
         g_free(config->libvirt_domain_type);
+        g_free(config->libvirt_migration_uri);
         memset(config, 0, sizeof(*config));
 }
 
@@ -119,6 +120,11 @@ static VmmsEngine *engine_named(VmmsManager *m, const char *name)
         if (m->libvirt && g_strcmp0(name, m->libvirt->ops->name) == 0)
                 return m->libvirt;
         return NULL;
+}
+
+VmmsEngine *vmms_manager_engine(VmmsManager *m, const char *name)
+{
+        return name && *name ? engine_named(m, name) : NULL;
 }
 
 static VmmsVm *vm_new(VmmsManager *m, const VmmsVmDefinition *def, VmmsEngine *engine)
@@ -837,6 +843,7 @@ static void copy_config(VmmsConfig *dst, const VmmsConfig *src)
         dst->guest_path = g_strdup(src->guest_path);
         dst->libvirt_uri = g_strdup(src->libvirt_uri);
         dst->libvirt_domain_type = g_strdup(src->libvirt_domain_type);
+        dst->libvirt_migration_uri = g_strdup(src->libvirt_migration_uri);
         dst->paging_dir = src->paging_dir ? g_strdup(src->paging_dir)
                                           : g_build_filename(src->state_dir, "paging", NULL);
         if (!dst->start_timeout_ms)
@@ -911,11 +918,12 @@ int vmms_manager_new(const VmmsConfig *config, VmmsManager **ret, char **ret_err
         };
         m->bundled = vmms_engine_bundled_new(&bundled_config, m->hvd, &vmms_vm_engine_callbacks);
 #ifdef VMMS_HAVE_LIBVIRT
-        m->libvirt =
-                vmms_engine_libvirt_new(&(VmmsLibvirtConfig){.uri = m->config.libvirt_uri,
-                                                             .domain_type = m->config.libvirt_domain_type,
-                                                             .state_dir = m->config.state_dir},
-                                        &vmms_vm_engine_callbacks);
+        m->libvirt = vmms_engine_libvirt_new(
+                &(VmmsLibvirtConfig){.uri = m->config.libvirt_uri,
+                                     .domain_type = m->config.libvirt_domain_type,
+                                     .state_dir = m->config.state_dir,
+                                     .migration_uri = m->config.libvirt_migration_uri},
+                &vmms_vm_engine_callbacks);
 #endif
         r = vmms_store_vm_list(m->store, &defs);
         if (r < 0) {

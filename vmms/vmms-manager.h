@@ -27,14 +27,15 @@ typedef struct VmmsConfig {
         uint32_t hvd_lps;           /* 0 = hvd's default */
         VmmsHvdOptions hvd_options; /* scheduler, NUMA nodes, slice, I/O boost */
         bool spawn_hvd;
-        uint32_t stop_timeout_ms;  /* how long a graceful stop waits before turning off */
-        uint32_t force_timeout_ms; /* the same with -Force */
-        uint32_t start_timeout_ms; /* a VM not running by then is turned off; 0 = 30 s */
-        uint64_t memory_reserve;   /* pool memory the balancer never gives to a VM */
-        bool init_store;           /* an empty or missing vmms.db may become a new store */
-        char *paging_dir;          /* the VMs' paging disks; NULL: STATE/paging */
-        char *libvirt_uri;         /* the libvirt engine's libvirtd; NULL: qemu:///system */
-        char *libvirt_domain_type; /* kvm, qemu or auto (NULL) */
+        uint32_t stop_timeout_ms;    /* how long a graceful stop waits before turning off */
+        uint32_t force_timeout_ms;   /* the same with -Force */
+        uint32_t start_timeout_ms;   /* a VM not running by then is turned off; 0 = 30 s */
+        uint64_t memory_reserve;     /* pool memory the balancer never gives to a VM */
+        bool init_store;             /* an empty or missing vmms.db may become a new store */
+        char *paging_dir;            /* the VMs' paging disks; NULL: STATE/paging */
+        char *libvirt_uri;           /* the libvirt engine's libvirtd; NULL: qemu:///system */
+        char *libvirt_domain_type;   /* kvm, qemu or auto (NULL) */
+        char *libvirt_migration_uri; /* this libvirtd as peers' libvirtd reach it; NULL: libvirt_uri */
 } VmmsConfig;
 
 void vmms_config_clear(VmmsConfig *config);
@@ -113,3 +114,5 @@ typedef struct VmmsEngineInfo {
         char *why_not; /* why not, or (when available) a note on how it runs VMs; may be NULL */
 } VmmsEngineInfo;
 GArray *vmms_manager_engines(VmmsManager *m); /* of VmmsEngineInfo; free with g_array_unref */
+/* The engine of that name (vmms-engine.h), NULL if this vmmsd has none. */
+VmmsEngine *vmms_manager_engine(VmmsManager *m, const char *name);

@@ -400,6 +400,7 @@ typedef struct Move {
         /* Live: the worker writes the stream into stream_fd's peer; it is relayed as
          * STATE frames, one read per written frame (the worker waits when we do). */
         bool live;
+        bool direct; /* the VM's engine moves it itself (vmms-engine.h): no stream here */
         int stream_fd;
         guint stream_source;
         bool stream_eof, out_done, done_sent;
@@ -665,6 +666,67 @@ static void on_handed_over(const VmmsError *error, const char *host, void *userd
         link_release(&mv->link);
 }
 
+static void live_maybe_done(Move *mv);
+
+static void on_direct_handed_over(const VmmsError *error, const char *host, void *userdata)
+{
+        Move *mv = userdata;
+
+        mv->handing_over = false;
+        if (error) {
+                g_autofree char *message = g_strdup_printf(
+                        "Move-VM '%s': its engine moved it to %s, but the cluster could not hand it over: %s",
+                        mv->vm->def.name, host ? host : mv->destination, error->message);
+
+                g_warning("%s", message);
+                vmms_manager_record_host_event(mv->mig->m, "migration", message);
+        }
+        if (!mv->link.closed && !mv->ended)
+                live_maybe_done(mv);
+        link_release(&mv->link);
+}
+
+/* A direct move's engine says the VM runs at the destination now: nothing here can take
+ * it back, so this is the commit, recorded (and, in a cluster, the owner key handed over:
+ * true while that runs) before DONE tells the destination. */
+static bool direct_committed(Move *mv, const VmmsEngineMigration *m)
+{
+        VmmsCluster *cluster = vmms_manager_cluster(mv->mig->m);
+
+        int r = vmms_store_move_set(vmms_manager_store(mv->mig->m), mv->vm_id, true, mv->destination,
+                                    "committing");
+
+        if (r < 0)
+                g_warning("Move-VM '%s': cannot record the commit in the store: %s", mv->vm_id,
+                          g_strerror(-r));
+        mv->sent = m->bytes_sent;
+        mv->stream_eof = true; /* the engine's stream, for move_total and DONE */
+        mv->commit_sent = true;
+        move_progress(mv, "committing", true);
+        if (!cluster)
+                return false;
+        mv->handing_over = true;
+        mv->link.pending++;
+        vmms_cluster_hand_over(cluster, mv->vm, mv->destination, on_direct_handed_over, mv);
+        return true;
+}
+
+/* After DONE of a direct move: the destination confirms (COMMITTED). The VM runs there
+ * whatever it answers (its engine moved it; a destination that lost the link keeps a VM
+ * that arrived), so the definition is given up here either way. */
+static void on_direct_answer(Move *mv, VmmsMigrationFrame type, const char *error)
+{
+        if (type != VMMS_MIGRATION_COMMITTED || error) {
+                g_autofree char *message = g_strdup_printf(
+                        "Move-VM '%s': its engine moved it to %s, which did not confirm (%s); it runs there",
+                        mv->vm->def.name, mv->destination, error ? error : frame_names[type]);
+
+                g_warning("%s", message);
+                vmms_manager_record_host_event(mv->mig->m, "migration", message);
+        }
+        move_succeed(mv);
+}
+
 static void on_ready_answer(Link *link, VmmsMigrationFrame type, GBytes *payload, const char *error)
 {
         Move *mv = (Move *)link;
@@ -673,6 +735,10 @@ static void on_ready_answer(Link *link, VmmsMigrationFrame type, GBytes *payload
         VmmsCluster *cluster = vmms_manager_cluster(mv->mig->m);
         int r;
 
+        if (mv->direct) {
+                on_direct_answer(mv, type, error);
+                return;
+        }
         if (error) {
                 move_fail(mv, VMMS_ERROR_UNAVAILABLE, "the connection to %s was lost before it was ready: %s",
                           mv->destination, error);
@@ -835,7 +901,7 @@ static void live_maybe_done(Move *mv)
         mv->done_sent = true;
         mv->total = mv->sent;
         g_variant_dict_init(&d, NULL);
-        g_variant_dict_insert(&d, "bytes", "t", mv->sent);
+        g_variant_dict_insert(&d, "bytes", "t", mv->direct ? 0 : mv->sent); /* what crossed this link */
         link_write_dict(&mv->link, VMMS_MIGRATION_DONE, g_variant_dict_end(&d), NULL);
         move_progress(mv, "restoring", true);
         link_read(&mv->link, on_ready_answer);
@@ -897,6 +963,8 @@ static void on_live_event(VmmsVm *vm, const VmmsEngineMigration *m, void *userda
                 return;
         switch (m->kind) {
         case VMMS_ENGINE_MIGRATION_PROGRESS:
+                if (mv->direct)
+                        mv->sent = m->bytes_sent;
                 mv->round = m->round;
                 mv->remaining = m->bytes_remaining;
                 mv->dirty_rate = m->dirty_bytes_per_s;
@@ -913,6 +981,8 @@ static void on_live_event(VmmsVm *vm, const VmmsEngineMigration *m, void *userda
                 mv->remaining = 0;
                 mv->throttle = m->throttle_percent;
                 mv->out_done = true;
+                if (mv->direct && direct_committed(mv, m))
+                        break; /* DONE once the cluster handed it over */
                 live_maybe_done(mv);
                 break;
         }
@@ -943,15 +1013,16 @@ static void on_live_started(VmmsVm *vm, const VmmsError *error, bool unsupported
                 move_fail(mv, error->code, "%s", error->message);
         } else {
                 mv->live = true;
-                message =
-                        g_strdup_printf("moving to %s live (pre-copy while it runs; maximum downtime %u ms)",
-                                        mv->destination, mv->max_downtime_ms);
+                message = g_strdup_printf(
+                        "moving to %s live (pre-copy while it runs%s; maximum downtime %u ms)",
+                        mv->destination, mv->direct ? ", by its engine" : "", mv->max_downtime_ms);
                 vmms_vm_record_event(mv->vm, "migration", message);
-                write_begin(mv, "live");
+                write_begin(mv, mv->direct ? "direct" : "live");
                 mv->chunk = g_malloc(VMMS_MIGRATION_PAYLOAD_MAX);
                 mv->sending_us = g_get_monotonic_time();
                 move_progress(mv, "sending", true);
-                stream_arm(mv);
+                if (!mv->direct) /* direct: nothing crosses this link but the frames */
+                        stream_arm(mv);
         }
         link_release(&mv->link);
 }
@@ -974,6 +1045,29 @@ static void move_begin_transfer(Move *mv)
         mv->link.pending++; /* until on_live_started */
         vmms_vm_move_live(mv->vm, sv[1], mv->max_downtime_ms, on_live_started, on_live_event, mv);
         close(sv[1]);
+}
+
+/* Direct: the VM's engine moves it to where the destination's ACCEPT says, its memory
+ * going to the host this link reached. */
+static void move_begin_direct(Move *mv, GVariantDict *d)
+{
+        VmmsEngineDirectTarget target = {0};
+        g_autoptr(GSocketConnectable) address = g_network_address_parse(mv->destination, 0, NULL);
+        g_autofree char *why = NULL;
+
+        if (!dict_string(d, "direct-uri", 4096, &target.uri, &why) ||
+            !dict_string(d, "direct-console", 4096, &target.console_path, &why)) {
+                move_fail(mv, VMMS_ERROR_FAILED_PRECONDITION, "%s cannot take a %s VM: %s", mv->destination,
+                          mv->vm->def.engine, why);
+                vmms_engine_direct_target_clear(&target);
+                return;
+        }
+        mv->direct = true;
+        mv->saving = true;
+        mv->link.pending++; /* until on_live_started */
+        vmms_vm_move_direct(mv->vm, &target, g_network_address_get_hostname(G_NETWORK_ADDRESS(address)),
+                            mv->max_downtime_ms, on_live_started, on_live_event, mv);
+        vmms_engine_direct_target_clear(&target);
 }
 
 static void on_offer_answer(Link *link, VmmsMigrationFrame type, GBytes *payload, const char *error)
@@ -1001,7 +1095,11 @@ static void on_offer_answer(Link *link, VmmsMigrationFrame type, GBytes *payload
                 phase_reached(mv->mig, "accepted");
                 if (mv->ended) /* cancelled while stopped at the phase */
                         return;
-                move_begin_transfer(mv);
+                d = dict_from_payload(payload);
+                if (vmms_vm_moves_direct(mv->vm))
+                        move_begin_direct(mv, d);
+                else
+                        move_begin_transfer(mv);
                 return;
         }
         d = dict_from_payload(payload);
@@ -1036,6 +1134,7 @@ static GVariant *offer_new(VmmsMigration *mig, const VmmsVm *vm, bool compare_on
         g_variant_dict_insert(&d, "notes", "s", def->notes ? def->notes : "");
         g_variant_dict_insert(&d, "auto-start", "u", (uint32_t)def->automatic_start_action);
         g_variant_dict_insert(&d, "created", "x", def->created_unix_ms);
+        g_variant_dict_insert(&d, "engine", "s", def->engine ? def->engine : MIGRATION_ENGINE);
         g_variant_dict_insert(&d, "needs", "t", MAX(def->memory.startup_bytes, vm->figures.assigned_bytes));
         offer_add_processor(mig, vm, &d);
         if (compare_only)
@@ -1156,10 +1255,10 @@ void vmms_migration_move(VmmsMigration *mig, VmmsVm *vm, const char *destination
                                vm->def.name, max_downtime_ms, MAX_DOWNTIME_LIMIT_MS);
                 return;
         }
-        if (g_strcmp0(vm->def.engine, MIGRATION_ENGINE) != 0) {
+        if (g_strcmp0(vm->def.engine, MIGRATION_ENGINE) != 0 && !vmms_vm_moves_direct(vm)) {
                 vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION,
-                               "cannot move VM '%s': it runs on the %s engine; only %s VMs can be moved",
-                               vm->def.name, vm->def.engine, MIGRATION_ENGINE);
+                               "cannot move VM '%s': it runs on the %s engine, which cannot migrate it",
+                               vm->def.name, vm->def.engine);
                 return;
         }
         if (!vmms_vm_move_begin(vm, call))
@@ -1271,6 +1370,7 @@ typedef struct Incoming {
         bool compare_only; /* Compare-VM's OFFER: a compatibility check, never a move */
         bool arriving;     /* in mig->arriving */
         bool live;         /* the stream goes to the VM's worker (stream_conn), not to tmp_path */
+        bool direct;       /* nothing is streamed: the VM's engine brings it (vmms-engine.h) */
         GIOStream *stream_conn;
         GBytes *writing; /* the STATE payload being written to the worker */
         bool row;        /* its 'in' row is in the store */
@@ -1454,7 +1554,12 @@ static bool offer_parse(GVariantDict *d, VmmsVmDefinition *def, uint64_t *ret_ne
         def->memory.goal_seeking = goal_seeking;
         def->automatic_start_action = auto_start;
         g_free(def->engine);
-        def->engine = g_strdup(MIGRATION_ENGINE);
+        def->engine = NULL;
+        /* Optional: a host from before direct moves offers bundled VMs only. */
+        if (g_variant_dict_contains(d, "engine") && !dict_string(d, "engine", 64, &def->engine, ret_error))
+                return false;
+        if (!def->engine)
+                def->engine = g_strdup(MIGRATION_ENGINE);
         def->state = VMMS_VM_SAVED;
         if (!vmms_vm_name_valid(def->name, &error) || !vmms_vm_processor_valid(&def->processor, &error) ||
             !vmms_vm_memory_valid(&def->memory, &error) ||
@@ -1474,16 +1579,23 @@ static char *offer_check(Incoming *in, uint64_t needs)
         g_autoptr(GArray) engines = vmms_manager_engines(m);
         uint64_t reserve = vmms_manager_config(m)->memory_reserve, free_bytes;
         bool engine_ok = false;
+        const char *engine_why = NULL;
 
         for (guint i = 0; i < engines->len; i++) {
                 VmmsEngineInfo *e = &g_array_index(engines, VmmsEngineInfo, i);
 
-                if (g_strcmp0(e->name, MIGRATION_ENGINE) == 0)
+                if (g_strcmp0(e->name, in->def.engine) == 0) {
                         engine_ok = e->available;
+                        engine_why = e->why_not;
+                }
         }
+        if (!vmms_manager_engine(m, in->def.engine))
+                return g_strdup_printf("it has no %s engine", in->def.engine);
         if (!engine_ok)
-                return g_strdup_printf("its %s engine cannot run VMs now (%s)", MIGRATION_ENGINE,
-                                       vmms_manager_hypervisor_status(m));
+                return g_strdup_printf("its %s engine cannot run VMs now (%s)", in->def.engine,
+                                       g_strcmp0(in->def.engine, MIGRATION_ENGINE) == 0 || !engine_why
+                                               ? vmms_manager_hypervisor_status(m)
+                                               : engine_why);
         if (vmms_manager_lookup(m, in->def.name, NULL))
                 return g_strdup_printf("a VM named '%s' already exists there", in->def.name);
         if (vmms_manager_lookup(m, in->def.id, NULL))
@@ -1570,6 +1682,21 @@ static gboolean on_drop_poll(gpointer userdata)
         return G_SOURCE_REMOVE;
 }
 
+/* A direct move's VM arrived and runs here: its engine's migration is over, so the
+ * source has nothing left to continue; it stays this host's whatever the link does. */
+static void incoming_keep(Incoming *in, VmmsVm *vm, const char *why)
+{
+        g_autofree char *message = g_strdup_printf("kept VM '%s', which its engine moved here from %s (%s)",
+                                                   in->def.name, incoming_source(in), why);
+
+        g_message("%s", message);
+        vmms_manager_record_host_event(in->mig->m, "migration", message);
+        vmms_vm_move_commit(vm, incoming_source(in), NULL, NULL);
+        (void)vmms_store_move_clear(vmms_manager_store(in->mig->m), in->def.id);
+        in->row = false;
+        link_close(&in->link);
+}
+
 /* The VM received must not run here: it is killed (it never ran: it was restored
  * paused) and removed; with `answer`, FAILED tells the source to continue it. */
 static void incoming_drop(Incoming *in, const char *why, bool answer)
@@ -1578,6 +1705,10 @@ static void incoming_drop(Incoming *in, const char *why, bool answer)
 
         if (in->dropping)
                 return;
+        if (in->direct && vm && !vm->job && vm->def.state == VMMS_VM_MIGRATING) {
+                incoming_keep(in, vm, why);
+                return;
+        }
         in->dropping = true;
         in->drop_why = g_strdup(why);
         in->drop_answer = answer;
@@ -1636,11 +1767,29 @@ static void on_resumed(VmmsVm *vm, const VmmsError *error, void *userdata)
         link_release(&in->link);
 }
 
+/* The VM is this host's: recorded, then resumed (moved direct: only recorded Running),
+ * then COMMITTED. */
+static void incoming_commit(Incoming *in, VmmsVm *vm)
+{
+        int r = vmms_store_move_set(vmms_manager_store(in->mig->m), in->def.id, false, incoming_source(in),
+                                    "committed");
+
+        if (r < 0) {
+                g_autofree char *why = g_strdup_printf("cannot record the commit: %s", g_strerror(-r));
+
+                incoming_drop(in, why, true);
+                return;
+        }
+        in->committed = true;
+        phase_reached(in->mig, "commit-received");
+        in->link.pending++;
+        vmms_vm_move_commit(vm, incoming_source(in), on_resumed, in);
+}
+
 static void on_commit_frame(Link *link, VmmsMigrationFrame type, GBytes *payload, const char *error)
 {
         Incoming *in = (Incoming *)link;
         VmmsVm *vm = vmms_manager_lookup(in->mig->m, in->def.id, NULL);
-        int r;
 
         (void)payload;
         if (in->dropping)
@@ -1663,18 +1812,7 @@ static void on_commit_frame(Link *link, VmmsMigrationFrame type, GBytes *payload
                 incoming_drop(in, why, true);
                 return;
         }
-        r = vmms_store_move_set(vmms_manager_store(in->mig->m), in->def.id, false, incoming_source(in),
-                                "committed");
-        if (r < 0) {
-                g_autofree char *why = g_strdup_printf("cannot record the commit: %s", g_strerror(-r));
-
-                incoming_drop(in, why, true);
-                return;
-        }
-        in->committed = true;
-        phase_reached(in->mig, "commit-received");
-        in->link.pending++;
-        vmms_vm_move_commit(vm, incoming_source(in), on_resumed, in);
+        incoming_commit(in, vm);
 }
 
 static void on_ready_written(Link *link, const char *error)
@@ -1700,7 +1838,9 @@ static gboolean on_restore_poll(gpointer userdata)
         if (vm && vm->job && g_get_monotonic_time() < in->start_deadline_us)
                 return G_SOURCE_CONTINUE;
         in->poll_id = 0;
-        if (vm && !vm->job && vm->def.state == VMMS_VM_MIGRATING) {
+        if (vm && !vm->job && vm->def.state == VMMS_VM_MIGRATING && in->direct) {
+                incoming_commit(in, vm); /* it runs here already: no READY, no COMMIT */
+        } else if (vm && !vm->job && vm->def.state == VMMS_VM_MIGRATING) {
                 g_variant_dict_init(&d, NULL);
                 link_write_dict(&in->link, VMMS_MIGRATION_READY, g_variant_dict_end(&d), on_ready_written);
                 link_read(&in->link, on_commit_frame);
@@ -1736,8 +1876,10 @@ static void incoming_done(Incoming *in, GVariantDict *d)
                 return;
         }
         if (in->live) {
-                /* The worker sees the stream end; it applies the rest and holds the VM paused. */
-                (void)g_io_stream_close(in->stream_conn, NULL, NULL);
+                /* The worker sees the stream end; it applies the rest and holds the VM paused
+                 * (direct: the VM arrives through its engine, now or in a moment). */
+                if (in->stream_conn)
+                        (void)g_io_stream_close(in->stream_conn, NULL, NULL);
                 in->done = true;
                 in->start_deadline_us = g_get_monotonic_time() + START_TIMEOUT_MS * 1000;
                 in->link.pending++;
@@ -1814,6 +1956,18 @@ static void incoming_begin(Incoming *in, GVariantDict *d)
                 link_read(&in->link, on_incoming_frame);
                 return;
         }
+        if (g_strcmp0(mode, "direct") == 0 && vmms_manager_engine(m, in->def.engine)->ops->migrate_direct) {
+                in->def.state = VMMS_VM_OFF;
+                if (vmms_manager_vm_add(m, &in->def, &vm, &verror) < 0) {
+                        incoming_refuse(in, VMMS_MIGRATION_FAILED, verror.message);
+                        vmms_error_clear(&verror);
+                        return;
+                }
+                in->live = in->begun = in->direct = true;
+                vmms_vm_move_receive_direct(vm);
+                link_read(&in->link, on_incoming_frame);
+                return;
+        }
         if (g_strcmp0(mode, "live") != 0) {
                 why = g_strdup_printf("it asked for an unknown kind of move '%s'", mode);
                 incoming_discard(in, why);
@@ -1849,6 +2003,30 @@ static void incoming_begin(Incoming *in, GVariantDict *d)
         in->live = in->begun = true;
         vmms_vm_move_receive_live(vm, sv[1]);
         link_read(&in->link, on_incoming_frame);
+}
+
+/* A VM whose engine moves it itself: ACCEPT says where it goes. false: refused. */
+static bool incoming_add_direct_target(Incoming *in, GVariantDict *answer)
+{
+        VmmsEngine *engine = vmms_manager_engine(in->mig->m, in->def.engine);
+        VmmsEngineDirectTarget target = {0};
+        g_autofree char *why = NULL;
+
+        if (g_strcmp0(in->def.engine, MIGRATION_ENGINE) == 0)
+                return true;
+        if (!engine->ops->migrate_direct_target) {
+                why = g_strdup_printf("its %s engine cannot take a VM moved live", in->def.engine);
+                incoming_refuse(in, VMMS_MIGRATION_REFUSE, why);
+                return false;
+        }
+        if (!engine->ops->migrate_direct_target(engine, in->def.id, &target, &why)) {
+                incoming_refuse(in, VMMS_MIGRATION_REFUSE, why);
+                return false;
+        }
+        g_variant_dict_insert(answer, "direct-uri", "s", target.uri);
+        g_variant_dict_insert(answer, "direct-console", "s", target.console_path);
+        vmms_engine_direct_target_clear(&target);
+        return true;
 }
 
 static void incoming_offer(Incoming *in, GVariantDict *d)
@@ -1922,6 +2100,10 @@ static void incoming_offer(Incoming *in, GVariantDict *d)
         in->arriving = true;
         g_hash_table_insert(in->mig->arriving, in->def.id, in);
         g_variant_dict_init(&answer, NULL);
+        if (!incoming_add_direct_target(in, &answer)) {
+                g_variant_dict_clear(&answer);
+                return;
+        }
         link_write_dict(&in->link, VMMS_MIGRATION_ACCEPT, g_variant_dict_end(&answer), on_answer_written);
         link_read(&in->link, on_incoming_frame);
 }

@@ -891,6 +891,30 @@ void vmms_vm_move_live(VmmsVm *vm, int fd, uint32_t max_downtime_ms,
         vm->engine->ops->migrate_out(vm->engine, vm, fd, max_downtime_ms, on_live_started);
 }
 
+bool vmms_vm_moves_direct(const VmmsVm *vm)
+{
+        return vm->engine->ops->migrate_direct != NULL;
+}
+
+void vmms_vm_move_direct(VmmsVm *vm, const VmmsEngineDirectTarget *target, const char *data_host,
+                         uint32_t max_downtime_ms,
+                         void (*fn)(VmmsVm *vm, const VmmsError *error, bool unsupported, void *userdata),
+                         void (*event)(VmmsVm *vm, const struct VmmsEngineMigration *m, void *userdata),
+                         void *userdata)
+{
+        vm->move_event = event;
+        vm->move_event_data = userdata;
+        vm->move_live_started = fn;
+        vm->engine->ops->migrate_direct(vm->engine, vm, target, data_host, max_downtime_ms, on_live_started);
+}
+
+void vmms_vm_move_receive_direct(VmmsVm *vm)
+{
+        vm->restore_paused = true;
+        vm->incoming_direct = true;
+        vmms_vm_start(vm, NULL);
+}
+
 void vmms_vm_move_finish(VmmsVm *vm)
 {
         vm->move_event = NULL;
@@ -919,6 +943,13 @@ void vmms_vm_move_commit(VmmsVm *vm, const char *source,
         vm->move_resumed = fn;
         vm->move_resumed_data = userdata;
         vm->job = "commit";
+        if (vm->incoming_direct) {
+                /* Its engine brought it here running: nothing to resume. */
+                vm->incoming_direct = false;
+                vmms_vm_record_event(vm, "state", "the move is committed");
+                on_move_resumed(vm, NULL);
+                return;
+        }
         vmms_vm_record_event(vm, "state", message);
         vm->engine->ops->pause(vm->engine, vm, false, on_move_resumed);
 }
@@ -1344,7 +1375,15 @@ static void on_engine_running(VmmsVm *vm, const VmmsEngineRunning *info)
         vm->partition_id = info->partition_id;
         vm->def.worker_pid = info->pid;
         vm->def.started_unix_ms = info->started_unix_ms;
-        if (vm->def.state == VMMS_VM_STARTING && vm->restore_paused && !info->paused) {
+        if (vm->def.state == VMMS_VM_STARTING && vm->restore_paused && vm->incoming_direct) {
+                /* A direct move's VM arrived, running: the engine's own migration ended
+                 * on the source, so this host has it; the source commits the move. */
+                vm->restore_paused = false;
+                set_state(
+                        vm, VMMS_VM_MIGRATING, "state",
+                        "arrived through its engine's own migration; runs here, the source commits the move");
+                job_end(vm);
+        } else if (vm->def.state == VMMS_VM_STARTING && vm->restore_paused && !info->paused) {
                 /* It must not run before the commit: a worker that did not stay paused is ended. */
                 g_warning("VM '%s': its worker runs the received state instead of holding it paused; "
                           "ending it",
@@ -1482,6 +1521,7 @@ static void on_engine_exited(VmmsVm *vm, const VmmsEngineExit *exit)
         g_clear_pointer(&vm->exit_reason, g_free);
         g_clear_pointer(&vm->restore_path, g_free);
         vm->restore_paused = false;
+        vm->incoming_direct = false;
         vm->memory = (VmmsMemoryStatus){0};
         vm->figures = (VmmsVmFigures){0};
         vm->partition_id = 0;

@@ -13,7 +13,8 @@
 #include "vmms-events.h"
 #include "vmms-store.h"
 
-struct VmmsEngineMigration; /* vmms-engine.h */
+struct VmmsEngineMigration;    /* vmms-engine.h */
+struct VmmsEngineDirectTarget; /* vmms-engine.h */
 
 typedef enum VmmsVmAction {
         VMMS_ACTION_START,
@@ -108,7 +109,8 @@ struct VmmsVm {
          * is Migrating here until the source commits), and what the commit's Resume
          * tells. The source: how far the move is, for Get-VM's Status (-1: no move). */
         bool restore_paused;
-        int incoming_fd; /* a live move's stream for the start (the engine closes it); -1: none */
+        int incoming_fd;      /* a live move's stream for the start (the engine closes it); -1: none */
+        bool incoming_direct; /* the engine brings the VM here itself (a direct move) */
         /* A live move (the engine sends the stream while the VM runs): its reports go to
          * move_event; false: a quick one (saved, then sent). */
         bool move_live;
@@ -226,6 +228,17 @@ void vmms_vm_move_live(VmmsVm *vm, int fd, uint32_t max_downtime_ms,
                        void (*fn)(VmmsVm *vm, const VmmsError *error, bool unsupported, void *userdata),
                        void (*event)(VmmsVm *vm, const struct VmmsEngineMigration *m, void *userdata),
                        void *userdata);
+/* Direct (the engine moves the VM itself, vmms-engine.h's migrate_direct): whether the
+ * VM's engine can; the source's Running -> Migrating as move_live, without a stream;
+ * the destination's Off -> Starting, waiting for the VM to arrive, then Migrating
+ * while it runs here until move_commit, which then only records it Running. */
+bool vmms_vm_moves_direct(const VmmsVm *vm);
+void vmms_vm_move_direct(VmmsVm *vm, const struct VmmsEngineDirectTarget *target, const char *data_host,
+                         uint32_t max_downtime_ms,
+                         void (*fn)(VmmsVm *vm, const VmmsError *error, bool unsupported, void *userdata),
+                         void (*event)(VmmsVm *vm, const struct VmmsEngineMigration *m, void *userdata),
+                         void *userdata);
+void vmms_vm_move_receive_direct(VmmsVm *vm);
 /* Live, committed: what runs it here ends (the destination runs it). */
 void vmms_vm_move_finish(VmmsVm *vm);
 void vmms_vm_move_commit(VmmsVm *vm, const char *source,

@@ -269,8 +269,8 @@ int main(int argc, char **argv)
                         *dbus = NULL, *memory_reserve = NULL, *tls_ca = NULL, *socket_mode = NULL,
                         *backup = NULL, *restore = NULL, *paging_dir = NULL, *hvd_scheduler = NULL,
                         *hvd_cpu_model = NULL, *libvirt_uri = NULL, *libvirt_domain_type = NULL,
-                        *migration_listen = NULL, *migration_name = NULL, *cluster_spec = NULL,
-                        *host_name = NULL, *host_address = NULL;
+                        *libvirt_migration_uri = NULL, *migration_listen = NULL, *migration_name = NULL,
+                        *cluster_spec = NULL, *host_name = NULL, *host_address = NULL;
         gint cluster_lease_ttl = 0;
         gint hvd_lps = 0, stop_timeout = 0, hvd_numa_nodes = 0, hvd_slice_ms = 0;
         gboolean no_spawn_hvd = FALSE, init_store = FALSE, hvd_io_boost = FALSE;
@@ -349,6 +349,8 @@ int main(int argc, char **argv)
                 {"libvirt-domain-type", 0, 0, G_OPTION_ARG_STRING, &libvirt_domain_type,
                  "Domains of type kvm, qemu (TCG) or auto (kvm where libvirt offers it; the default)",
                  "TYPE"},
+                {"libvirt-migration-uri", 0, 0, G_OPTION_ARG_STRING, &libvirt_migration_uri,
+                 "libvirtd as other hosts' libvirtd reach it for Move-VM (default: --libvirt-uri)", "URI"},
                 {"init-store", 0, 0, G_OPTION_ARG_NONE, &init_store,
                  "Begin with a new, empty store where vmms.db is empty or missing", NULL},
                 {"backup", 0, 0, G_OPTION_ARG_FILENAME, &backup,
@@ -424,6 +426,9 @@ int main(int argc, char **argv)
         config.hvd_options.cpu_model = hvd_cpu_model; /* hvd checks the name; lives as long as main */
         if (config_file && !libvirt_uri)
                 libvirt_uri = g_key_file_get_string(config_file, "vmmsd", "libvirt-uri", NULL);
+        if (config_file && !libvirt_migration_uri)
+                libvirt_migration_uri =
+                        g_key_file_get_string(config_file, "vmmsd", "libvirt-migration-uri", NULL);
         if (config_file && !libvirt_domain_type)
                 libvirt_domain_type =
                         g_key_file_get_string(config_file, "vmmsd", "libvirt-domain-type", NULL);
@@ -473,6 +478,7 @@ int main(int argc, char **argv)
         config.paging_dir = g_strdup(paging_dir);
         config.libvirt_uri = g_strdup(libvirt_uri);
         config.libvirt_domain_type = g_strdup(libvirt_domain_type);
+        config.libvirt_migration_uri = g_strdup(libvirt_migration_uri);
         if (!grpc_socket)
                 grpc_socket = g_build_filename(config.runtime_dir, "vmms.sock", NULL);
         if (backup || restore)

@@ -56,7 +56,7 @@ class MoveHosts:
     def tearDownClass(cls):
         cls._tmp.cleanup()
 
-    def host(self, name, peers, hvd_memory="1GB", stop_at=None):
+    def host(self, name, peers, hvd_memory="1GB", stop_at=None, extra=()):
         port = free_port()
         conf = self.dir / f"{name}-{port}.conf"
         conf.write_text(f"[access]\nmigration-peers={peers}\n")
@@ -64,7 +64,7 @@ class MoveHosts:
         host = VmmsdHost(hvd_memory=hvd_memory, env={"VMMS_MIGRATION_STOP_AT": stop_at} if stop_at else None,
                          extra=("--config", str(conf), "--tls-cert", str(d / f"{name}.pem"),
                                 "--tls-key", str(d / f"{name}.key"), "--tls-ca", str(d / "ca.pem"),
-                                "--migration-listen", f"127.0.0.1:{port}", "--migration-name", name))
+                                "--migration-listen", f"127.0.0.1:{port}", "--migration-name", name, *extra))
         host.address = f"127.0.0.1:{port}"
         self.wait_pool(host)
         return host

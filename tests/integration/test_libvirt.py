@@ -5,39 +5,25 @@ off. Everything is torn down at the end: domains destroyed, libvirtd stopped."""
 import json
 import os
 import re
-import shutil
 import subprocess
-import tempfile
 import time
 import unittest
-from pathlib import Path
 
+from libvirt_env import GUEST_DIR, PrivateLibvirtd, ensure_guest, virsh
 from vmmsd_host import VmmsdHost, pid_alive
-from vmms_host import BUILD, SOURCE, wait_for
+from vmms_host import BUILD, wait_for
 
 VMCTL = BUILD / "cli" / "vmctl"
-LIBVIRT_DIR = SOURCE / "tests" / "libvirt"
-GUEST_DIR = BUILD / "tests" / "libvirt-guest"
 BOOT_TIMEOUT = 90  # TCG on 2 shared cores: 6-9 s alone, much more under load
-
-
-def virsh(uri, *args):
-    return subprocess.run(["virsh", "-c", uri, *args], capture_output=True, text=True, timeout=30)
 
 
 class LibvirtEngine(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        if not (shutil.which("libvirtd") and shutil.which("virsh") and Path("/bin/busybox").exists() and
-                shutil.which("qemu-system-x86_64") and subprocess.run(["getent", "passwd", "libvirt-qemu"],
-                                                                      capture_output=True).returncode == 0):
-            subprocess.run([str(SOURCE / "scripts" / "libvirt-deps.sh")], check=True, timeout=600)
-        subprocess.run([str(LIBVIRT_DIR / "make-guest.sh"), str(GUEST_DIR)], check=True, timeout=300,
-                       stdout=subprocess.DEVNULL)
-        cls._tmp = tempfile.TemporaryDirectory(prefix="vmms-libvirtd-")
-        cls.libvirtd_dir = Path(cls._tmp.name)
-        cls.uri = subprocess.run([str(LIBVIRT_DIR / "private-libvirtd.sh"), "start", str(cls.libvirtd_dir)],
-                                 check=True, capture_output=True, text=True, timeout=30).stdout.strip()
+        ensure_guest()
+        cls.libvirtd = PrivateLibvirtd()
+        cls.libvirtd_dir = cls.libvirtd.dir
+        cls.uri = cls.libvirtd.uri
         cls.define_network()
         try:
             # KVM is offered here but its guests never run (measured): TCG, named.
@@ -66,8 +52,7 @@ class LibvirtEngine(unittest.TestCase):
 
     @classmethod
     def stop_libvirtd(cls):
-        subprocess.run([str(LIBVIRT_DIR / "private-libvirtd.sh"), "stop", str(cls.libvirtd_dir)], timeout=60)
-        cls._tmp.cleanup()
+        cls.libvirtd.stop()
 
     @classmethod
     def tearDownClass(cls):

@@ -9,6 +9,9 @@
 #   vmms.poweroff_s=N   power itself off after N seconds ("vmms-guest: powering off")
 #   vmms.grow_mb=N      after the marker, fill N MiB of tmpfs 8 MiB a second (memory that
 #                       grows past what the guest started with: Dynamic Memory must add)
+#   vmms.tick_s=N       print "vmms-guest: tick K" every N seconds, K counting from 1 (a
+#                       guest that moved goes on from its own count)
+#   vmms.burn=N         N busy loops, one per vCPU it is meant to keep busy (CPU policy)
 # Usage: make-guest.sh OUTDIR   -> OUTDIR/vmlinuz, OUTDIR/initrd.img (kept if present and
 # built by this version of the script: OUTDIR/guest-version).
 set -euo pipefail
@@ -16,7 +19,7 @@ set -euo pipefail
 out=${1:?usage: make-guest.sh OUTDIR}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-GUEST_VERSION=3  # bump when the initramfs changes
+GUEST_VERSION=4  # bump when the initramfs changes
 if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ "$(cat "$out/guest-version" 2>/dev/null)" = $GUEST_VERSION ]; then
   exit 0
 fi
@@ -96,6 +99,10 @@ for arg in $(cat /proc/cmdline); do
     (i=0; while [ $i -lt ${arg#*=} ]; do
        dd if=/dev/zero of=/grow/$i bs=1M count=8 2>/dev/null; i=$((i + 8)); sleep 1
      done; echo "vmms-guest: grew ${arg#*=} MiB") &;;
+  vmms.tick_s=*)
+    (k=0; while true; do sleep ${arg#*=}; k=$((k + 1)); echo "vmms-guest: tick $k"; done) &;;
+  vmms.burn=*)
+    i=0; while [ $i -lt ${arg#*=} ]; do (while :; do :; done) & i=$((i + 1)); done;;
   esac
 done
 while true; do

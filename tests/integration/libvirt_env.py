@@ -1,0 +1,47 @@
+"""What the libvirt engine's tests share: the packages (scripts/libvirt-deps.sh when one is
+missing), the test guest (tests/libvirt/make-guest.sh), and private libvirtd instances
+(tests/libvirt/private-libvirtd.sh, never the system's)."""
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from vmms_host import BUILD, SOURCE
+
+LIBVIRT_DIR = SOURCE / "tests" / "libvirt"
+GUEST_DIR = BUILD / "tests" / "libvirt-guest"
+
+
+def virsh(uri, *args):
+    return subprocess.run(["virsh", "-c", uri, *args], capture_output=True, text=True, timeout=30)
+
+
+def ensure_guest():
+    """libvirtd, QEMU, busybox and the libvirt-qemu account, then GUEST_DIR's vmlinuz and initrd.img."""
+    if not (shutil.which("libvirtd") and shutil.which("virsh") and Path("/bin/busybox").exists() and
+            shutil.which("qemu-system-x86_64") and subprocess.run(["getent", "passwd", "libvirt-qemu"],
+                                                                  capture_output=True).returncode == 0):
+        subprocess.run([str(SOURCE / "scripts" / "libvirt-deps.sh")], check=True, timeout=600)
+    subprocess.run([str(LIBVIRT_DIR / "make-guest.sh"), str(GUEST_DIR)], check=True, timeout=300,
+                   stdout=subprocess.DEVNULL)
+
+
+class PrivateLibvirtd:
+    """A libvirtd of the test's own in a temporary directory; stop() destroys its domains."""
+
+    def __init__(self, prefix="vmms-libvirtd-"):
+        self._tmp = tempfile.TemporaryDirectory(prefix=prefix)
+        self.dir = Path(self._tmp.name)
+        self.uri = subprocess.run([str(LIBVIRT_DIR / "private-libvirtd.sh"), "start", str(self.dir)], check=True,
+                                  capture_output=True, text=True, timeout=30).stdout.strip()
+
+    def virsh(self, *args):
+        return virsh(self.uri, *args)
+
+    def domains(self):
+        """The names of its running domains."""
+        return [n for n in self.virsh("list", "--name").stdout.split() if n]
+
+    def stop(self):
+        subprocess.run([str(LIBVIRT_DIR / "private-libvirtd.sh"), "stop", str(self.dir)], timeout=60)
+        self._tmp.cleanup()
