@@ -103,10 +103,15 @@
  * 5 s x 3), the engine is unavailable with that reason and reconnects every 2 s; on
  * reconnect each VM's domain is looked up again and one that is gone is reported.
  *
+ *   Save-VM              -> virDomainSaveFlags to STATE/saved/<id>.vmrs (libvirt's save
+ *                           image: the domain XML and QEMU's migration stream) through a
+ *                           temporary name, fsync'd and renamed into place; Start-VM of a
+ *                           Saved VM -> virDomainRestoreFlags. Checkpoint-VM is refused
+ *                           by name (libvirt saves a domain only by ending it)
  *   Move-VM              -> libvirt's peer-to-peer live migration to the destination's
  *                           libvirtd (see "Move-VM" below); vmmsd moves the definition
  *
- * Not done yet: Save-VM (refused by name), hot-plugging disks and NICs, a Maximum
+ * Not done yet: Checkpoint-VM (refused by name), hot-plugging disks and NICs, a Maximum
  * raised while the VM runs (the virtio-mem device is sized at start). */
 #include <errno.h>
 #include <fcntl.h>
@@ -170,6 +175,10 @@ typedef struct LibvirtVm {
         bool incoming, migrating, migrated, aborting;
         guint migration_timer;
         gint abort_now; /* atomic: read by the migration thread */
+        /* Save-VM: the file it goes to and who is told; the domain's end is ours to report. */
+        bool saving;
+        char *save_path;
+        VmmsEngineSavedFn save_done;
         VmmsEngineMigration progress;
         VmmsEngineDoneFn end_done;
 } LibvirtVm;
@@ -225,6 +234,7 @@ static void lv_free(LibvirtVm *lv)
         if (lv->dom)
                 virDomainFree(lv->dom);
         g_free(lv->failure);
+        g_free(lv->save_path);
         g_free(lv);
 }
 
@@ -471,14 +481,15 @@ static void report_running(VmmsVm *vm, bool paused, int64_t started_unix_ms)
 
 /* ---- Blocking calls, in a thread ---- */
 
-typedef enum BlockingOp { OP_CREATE, OP_DESTROY } BlockingOp;
+typedef enum BlockingOp { OP_CREATE, OP_DESTROY, OP_SAVE, OP_RESTORE } BlockingOp;
 
 typedef struct Blocking {
         BlockingOp op;
         LibvirtVm *lv;
         virConnectPtr conn;
-        virDomainPtr dom; /* OP_DESTROY: in; OP_CREATE: out */
+        virDomainPtr dom; /* OP_DESTROY, OP_SAVE: in; OP_CREATE, OP_RESTORE: out */
         char *xml;
+        char *path; /* OP_SAVE: the file written (a temporary name); OP_RESTORE: read */
         char *error;
 } Blocking;
 
@@ -489,6 +500,7 @@ static void blocking_free(Blocking *b)
         if (b->conn)
                 virConnectClose(b->conn);
         g_free(b->xml);
+        g_free(b->path);
         g_free(b->error);
         g_free(b);
 }
@@ -499,12 +511,25 @@ static void blocking_thread(GTask *task, gpointer source, gpointer data, GCancel
 
         (void)source;
         (void)cancellable;
-        if (b->op == OP_CREATE) {
+        switch (b->op) {
+        case OP_CREATE:
                 b->dom = virDomainCreateXML(b->conn, b->xml, 0);
                 if (!b->dom)
                         b->error = g_strdup(last_error());
-        } else if (virDomainDestroy(b->dom) < 0) {
-                b->error = g_strdup(last_error());
+                break;
+        case OP_DESTROY:
+                if (virDomainDestroy(b->dom) < 0)
+                        b->error = g_strdup(last_error());
+                break;
+        case OP_SAVE:
+                if (virDomainSaveFlags(b->dom, b->path, NULL, VIR_DOMAIN_SAVE_RUNNING) < 0)
+                        b->error = g_strdup(last_error());
+                break;
+        case OP_RESTORE:
+                if (virDomainRestoreFlags(b->conn, b->path, NULL, VIR_DOMAIN_SAVE_RUNNING) < 0 ||
+                    !(b->dom = virDomainLookupByUUIDString(b->conn, b->lv->uuid)))
+                        b->error = g_strdup(last_error());
+                break;
         }
         g_task_return_boolean(task, TRUE);
 }
@@ -516,7 +541,11 @@ static void on_created(LibvirtVm *lv, Blocking *b)
         if (!vm) /* released (vmmsd is stopping): the domain runs on for the next vmmsd */
                 return;
         if (b->error) {
-                g_autofree char *why = g_strdup_printf("libvirt could not create the domain: %s", b->error);
+                g_autofree char *why =
+                        b->op == OP_RESTORE
+                                ? g_strdup_printf("libvirt could not restore the domain from %s: %s", b->path,
+                                                  b->error)
+                                : g_strdup_printf("libvirt could not create the domain: %s", b->error);
 
                 report_exit(vm, why, NULL, VMMS_ERROR_FAILED_PRECONDITION);
                 return;
@@ -524,6 +553,60 @@ static void on_created(LibvirtVm *lv, Blocking *b)
         lv->dom = g_steal_pointer(&b->dom);
         if (!lv->started)
                 report_running(vm, false, g_get_real_time() / 1000);
+}
+
+/* fsync(2) of a file or directory; 0 or a negative errno. */
+static int sync_path(const char *path)
+{
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        int r = fd >= 0 && fsync(fd) == 0 ? 0 : -errno;
+
+        if (fd >= 0)
+                close(fd);
+        return r;
+}
+
+/* Save-VM: libvirt wrote the state to a temporary name and ended the domain (or failed,
+ * and the domain runs on). The file goes into place whole, then the VM's end is
+ * reported; a save that failed leaves no file and any earlier one untouched. */
+static void on_saved(LibvirtVm *lv, Blocking *b)
+{
+        VmmsVm *vm = lv->vm;
+        VmmsEngineSavedFn done = g_steal_pointer(&lv->save_done);
+        g_autofree char *path = g_steal_pointer(&lv->save_path);
+        g_autofree char *dir = path ? g_path_get_dirname(path) : NULL;
+        g_autofree char *why = NULL;
+        VmmsError error = {0};
+        struct stat st;
+        int r = 0;
+
+        lv->saving = false;
+        if (!b->error && ((r = sync_path(b->path)) < 0 || rename(b->path, path) < 0 ||
+                          (r = sync_path(dir)) < 0 || stat(path, &st) < 0))
+                why = g_strdup_printf("cannot keep the saved state as %s: %s", path,
+                                      g_strerror(r < 0 ? -r : errno));
+        if (b->error)
+                (void)unlink(b->path);
+        if (!vm)
+                return;
+        if (b->error) {
+                vmms_error_set(&error, VMMS_ERROR_FAILED_PRECONDITION, "cannot save VM '%s': libvirt: %s",
+                               vm->def.name, b->error);
+                done(vm, &error, 0);
+                vmms_error_clear(&error);
+                if (virDomainIsActive(lv->dom) == 0) /* it did not run on after all */
+                        report_exit(vm, "its domain ended while libvirt saved it", NULL, VMMS_OK);
+                return;
+        }
+        if (why) {
+                vmms_error_set(&error, VMMS_ERROR_INTERNAL, "cannot save VM '%s': %s", vm->def.name, why);
+                done(vm, &error, 0);
+                vmms_error_clear(&error);
+                report_exit(vm, why, NULL, VMMS_OK);
+                return;
+        }
+        done(vm, NULL, (uint64_t)st.st_size);
+        report_exit(vm, "the domain was saved", NULL, VMMS_OK);
 }
 
 static void on_blocking_done(GObject *source, GAsyncResult *result, gpointer userdata)
@@ -534,8 +617,10 @@ static void on_blocking_done(GObject *source, GAsyncResult *result, gpointer use
         (void)source;
         (void)userdata;
         lv->pending--;
-        if (b->op == OP_CREATE)
+        if (b->op == OP_CREATE || b->op == OP_RESTORE)
                 on_created(lv, b);
+        else if (b->op == OP_SAVE)
+                on_saved(lv, b);
         else if (b->error && lv->vm)
                 g_warning("VM '%s': libvirt could not destroy its domain: %s", lv->vm->def.name, b->error);
         if (!lv->vm && !lv->pending)
@@ -552,10 +637,14 @@ static void run_blocking(LibvirtVm *lv, BlockingOp op, char *xml)
         b->xml = xml;
         b->conn = lv->engine->conn;
         virConnectRef(b->conn);
-        if (op == OP_DESTROY) {
+        if (op == OP_DESTROY || op == OP_SAVE) {
                 b->dom = lv->dom;
                 virDomainRef(b->dom);
         }
+        if (op == OP_SAVE)
+                b->path = g_strconcat(lv->save_path, ".partial", NULL);
+        if (op == OP_RESTORE)
+                b->path = g_strdup(lv->vm->restore_path);
         lv->pending++;
         g_task_set_task_data(task, b, (GDestroyNotify)blocking_free);
         g_task_run_in_thread(task, blocking_thread);
@@ -923,6 +1012,8 @@ static void on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int de
         if ((lv->migrating || lv->migrated) && event == VIR_DOMAIN_EVENT_STOPPED &&
             detail == VIR_DOMAIN_EVENT_STOPPED_MIGRATED)
                 return; /* reported when the move is committed (migrate_end) */
+        if (lv->saving && event == VIR_DOMAIN_EVENT_STOPPED && detail == VIR_DOMAIN_EVENT_STOPPED_SAVED)
+                return; /* reported once the file is in place (on_saved) */
         if (event == VIR_DOMAIN_EVENT_CRASHED) {
                 lv->crashed = true;
         } else if (event == VIR_DOMAIN_EVENT_STOPPED) {
@@ -991,6 +1082,14 @@ static void start(VmmsEngine *e, VmmsVm *vm)
                 g_ptr_array_add(formats, format);
         }
         lv->weight = weight_for(l, vm, &vm->def.processor);
+        if (vm->restore_path) {
+                /* As saved: its XML and memory, the balloon where it was (read back). */
+                lv->target_kib = 0;
+                lv->vmem_checked = false;
+                run_blocking(lv, OP_RESTORE, NULL);
+                recompute_weights(l, vm, &vm->def.processor);
+                return;
+        }
         lv->target_kib = vm->def.memory.startup_bytes >> 10;
         lv->vmem_size_kib = hotplug_kib(&vm->def);
         lv->vmem_requested_kib = lv->vmem_current_kib = 0;
@@ -1478,23 +1577,37 @@ static gboolean on_stats(gpointer userdata)
         return G_SOURCE_CONTINUE;
 }
 
-static int not_yet(VmmsVm *vm, const char *what, VmmsError *error)
-{
-        vmms_error_set(error, VMMS_ERROR_FAILED_PRECONDITION,
-                       "cannot %s VM '%s': the libvirt engine does not implement %s yet", what, vm->def.name,
-                       what);
-        return -EOPNOTSUPP;
-}
-
+/* Save-VM: virDomainSaveFlags writes libvirt's save image (the domain XML and QEMU's
+ * migration stream) and ends the domain; Start-VM restores it (virDomainRestoreFlags).
+ * A checkpoint (keep_running) is refused: libvirt saves a domain only by ending it, and
+ * a memory snapshot of a transient domain with disks would need disk overlays. */
 static void save(VmmsEngine *e, VmmsVm *vm, const char *path, bool keep_running, VmmsEngineSavedFn done)
 {
+        LibvirtVm *lv = vm->engine_data;
         VmmsError error = {0};
 
-        (void)e;
-        (void)path;
-        not_yet(vm, keep_running ? "checkpoint" : "save", &error);
-        done(vm, &error, 0);
-        vmms_error_clear(&error);
+        if (keep_running) {
+                vmms_error_set(
+                        &error, VMMS_ERROR_FAILED_PRECONDITION,
+                        "cannot checkpoint VM '%s': the libvirt engine can save a VM only by stopping it "
+                        "(Save-VM); checkpoints of libvirt VMs are not implemented",
+                        vm->def.name);
+        } else if (!lv || !lv->dom || !libvirt(e)->conn || lv->saving || lv->migrating) {
+                vmms_error_set(&error, VMMS_ERROR_UNAVAILABLE,
+                               "cannot save VM '%s': its domain is not reachable (%s)", vm->def.name,
+                               lv && (lv->saving || lv->migrating) ? "it is being saved or moved"
+                               : libvirt(e)->why_not               ? libvirt(e)->why_not
+                                                                   : "not running");
+        }
+        if (error.message) {
+                done(vm, &error, 0);
+                vmms_error_clear(&error);
+                return;
+        }
+        lv->saving = true;
+        lv->save_path = g_strdup(path);
+        lv->save_done = done;
+        run_blocking(lv, OP_SAVE, NULL);
 }
 
 /* ---- Move-VM: libvirt's peer-to-peer live migration ----

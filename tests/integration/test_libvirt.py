@@ -294,6 +294,38 @@ class LibvirtEngine(unittest.TestCase):
         self.vmctl("Resume-VM", "deb")
         self.assertIn("running", virsh(self.uri, "domstate", self.domain("deb")).stdout)
 
+    def test_07b_save_vm_writes_the_state_and_start_vm_continues_from_it(self):
+        domain = self.domain("deb")
+        saved = self.host.state / "saved" / f"{self.vm('deb')['id']}.vmrs"
+        # A save whose file cannot be written leaves the VM running and no state behind.
+        partial = saved.with_name(saved.name + ".partial")
+        partial.mkdir(parents=True)
+        try:
+            r = self.vmctl("Save-VM", "deb", check=False)
+        finally:
+            partial.rmdir()
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("cannot save VM 'deb': libvirt:", r.stderr)
+        self.assertEqual(self.vm("deb")["state"], "VM_STATE_RUNNING")
+        self.assertIn(domain, virsh(self.uri, "list", "--name").stdout)
+        self.assertFalse(saved.exists())
+        r = self.vmctl("Checkpoint-VM", "deb", "-SnapshotName", "before", check=False)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("checkpoints of libvirt VMs are not implemented", r.stderr)
+
+        self.vmctl("Save-VM", "deb")
+        self.assertEqual(self.vm("deb")["state"], "VM_STATE_SAVED")
+        self.assertGreater(saved.stat().st_size, 16 << 20, "the guest's memory is in the file")
+        self.assertNotIn(domain, virsh(self.uri, "list", "--all", "--name").stdout)
+        lines = self.console("deb").count("vmms-guest: MemTotal")
+        self.vmctl("Start-VM", "deb")
+        self.assertEqual(self.vm("deb")["state"], "VM_STATE_RUNNING")
+        self.assertFalse(saved.exists(), "the state is spent once restored")
+        wait_for(lambda: self.console("deb").count("vmms-guest: MemTotal") > lines, 30, interval=0.5,
+                 what="the restored guest's next line")
+        self.assertEqual(self.console("deb").count("vmms-guest: up"), 1, "restored, not booted again")
+        self.assertIn("restored from its saved state", self.vmctl("Get-VMEvent", "-VMName", "deb", "-Json").stdout)
+
     def test_08_stop_vm_presses_the_power_button_and_the_guest_shuts_down(self):
         domain = self.domain("deb")
         self.vmctl("Stop-VM", "deb")
