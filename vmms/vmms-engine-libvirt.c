@@ -172,7 +172,7 @@ typedef struct LibvirtVm {
         /* Move-VM: the destination waits for the domain to arrive (incoming); the source
          * runs libvirt's migration in a thread (migrating) until it moved (migrated) or
          * failed; migrate_end(false) while it runs aborts it and waits in end_done. */
-        bool incoming, migrating, migrated, aborting;
+        bool incoming, migrating, migrated, aborting, progress_failed;
         guint migration_timer;
         gint abort_now; /* atomic: read by the migration thread */
         /* Save-VM: the file it goes to and who is told; the domain's end is ours to report. */
@@ -272,6 +272,14 @@ static LibvirtVm *vm_data(Libvirt *e, VmmsVm *vm)
 }
 
 static void recompute_weights(Libvirt *e, VmmsVm *changed, const VmmsProcessorSettings *p);
+
+/* libvirt holds a domain's job while it saves or migrates it: a call that changes the
+ * domain (setmem, schedinfo, a device update) would wait on vmmsd's main thread until
+ * that ends, so none is made then. Queries are allowed and answer at once. */
+static bool busy(const LibvirtVm *lv)
+{
+        return lv->saving || lv->migrating;
+}
 
 static void report_exit(VmmsVm *vm, const char *how, const char *guest_reason, VmmsErrorCode start_error)
 {
@@ -760,7 +768,7 @@ static void recompute_weights(Libvirt *e, VmmsVm *changed, const VmmsProcessorSe
                 Share *s = &g_array_index(shares, Share, i);
                 uint32_t w = clamp_weight(s->weight);
 
-                if (!s->lv->dom || s->lv->vm == changed || s->lv->weight == w)
+                if (!s->lv->dom || s->lv->vm == changed || s->lv->weight == w || busy(s->lv))
                         continue;
                 if (set_scheduler(s->lv, w, NULL, false) < 0)
                         g_warning("VM '%s': cannot set its CPU weight to %u: %s", s->lv->vm->def.name, w,
@@ -1266,8 +1274,8 @@ static void adjust_memory(VmmsEngine *e, VmmsVm *vm, int64_t delta_bytes, const 
 
         (void)e;
         (void)reason;
-        if (!lv || !lv->dom || !lv->engine->conn)
-                return;
+        if (!lv || !lv->dom || !lv->engine->conn || busy(lv))
+                return; /* the balancer's next snapshot asks again */
         balloon = (int64_t)(lv->target_kib ? lv->target_kib : lv->actual_kib);
         requested = lv->vmem_requested_kib;
         want = CLAMP(balloon + (int64_t)requested + delta_bytes / 1024, (int64_t)(m->minimum_bytes >> 10),
@@ -1681,6 +1689,10 @@ static gboolean on_migration_poll(gpointer userdata)
         if (lv->aborting && virDomainAbortJob(lv->dom) == 0)
                 g_message("VM '%s': its migration is aborted", lv->vm->def.name);
         if (virDomainGetJobStats(lv->dom, &type, &params, &n, 0) < 0 || type == VIR_DOMAIN_JOB_NONE) {
+                if (!lv->progress_failed && type != VIR_DOMAIN_JOB_NONE)
+                        g_message("VM '%s': no migration progress from libvirt: %s", lv->vm->def.name,
+                                  last_error());
+                lv->progress_failed = type != VIR_DOMAIN_JOB_NONE;
                 virTypedParamsFree(params, n);
                 return G_SOURCE_CONTINUE; /* not begun yet, or just ended */
         }
@@ -1809,6 +1821,7 @@ static void migrate_direct(VmmsEngine *e, VmmsVm *vm, const VmmsEngineDirectTarg
         mig->max_downtime_ms = max_downtime_ms;
         lv->migrating = true;
         lv->progress = (VmmsEngineMigration){0};
+        lv->progress_failed = false;
         lv->pending++;
         task = g_task_new(NULL, NULL, on_migration_done, NULL);
         g_task_set_task_data(task, mig, (GDestroyNotify)migration_free);
