@@ -312,6 +312,9 @@ static const VmctlParam set_vm_params[] = {
          .allow_empty = true,
          .max = VMMS_BOOT_ARGS_LENGTH_MAX,
          .help = "More guest boot parameters; '' clears them. Only while the VM is off."},
+        {.name = "HighlyAvailable",
+         .type = VMCTL_PARAM_BOOL,
+         .help = "$true: in a cluster, the leader restarts the VM on another host when its host is Down."},
         PASSTHRU_PARAM,
         COMMON_PARAMS,
 };
@@ -1357,11 +1360,16 @@ int vmctl_vm_update_init(VmctlVmUpdate *update, const VmctlArgs *args, char **re
                 request.automatic_start_action = vmctl_automatic_start_action(v->text);
                 update->mask[n++] = (char *)"automatic_start_action";
         }
+        v = given_value(args, "HighlyAvailable");
+        if (v) {
+                request.highly_available = v->flag;
+                update->mask[n++] = (char *)"highly_available";
+        }
         if (n == 0) {
                 if (ret_error)
                         *ret_error =
                                 g_strdup("give at least one of -Notes, -AutomaticStartAction, -Workload, "
-                                         "-BootArgs");
+                                         "-BootArgs, -HighlyAvailable");
                 return -EINVAL;
         }
         request.vm = (char *)vmctl_args_get(args, "Name")->text;

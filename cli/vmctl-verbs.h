@@ -70,7 +70,7 @@ int vmctl_memory_update_init(VmctlMemoryUpdate *update, const VmctlArgs *args, c
  * and -BootArgs as far as the verb has them. -EINVAL when none is given. */
 typedef struct VmctlVmUpdate {
         Vmms__V1__UpdateVmRequest request;
-        char *mask[5];
+        char *mask[6]; /* one per settable field */
 } VmctlVmUpdate;
 int vmctl_vm_update_init(VmctlVmUpdate *update, const VmctlArgs *args, char **ret_error);
 

@@ -30,6 +30,8 @@ struct HvServer {
         GHashTable *connections; /* HvConnection* set */
         HvConnectionLimits limits;
         guint reconcile_source;
+        guint watchdog_source; /* WatchdogArm: pauses every partition when it fires */
+        bool watchdog_fired;
 };
 
 typedef struct HvConnection {
@@ -292,6 +294,42 @@ static void handle_partition_signal(HvConnection *c, const Vmms__Hv__PartitionSi
                 return;
         }
         hv_sched_vp_signal(c->server->hv->sched, p->vps[req->vp_index]);
+}
+
+/* The self-fence: nobody re-armed the watchdog in time, so every partition stops
+ * running guest code (hv.proto WatchdogArm). */
+static gboolean on_watchdog_fired(gpointer userdata)
+{
+        HvServer *server = userdata;
+        GHashTableIter it;
+        gpointer p;
+        guint n = 0;
+
+        server->watchdog_source = 0;
+        server->watchdog_fired = true;
+        g_hash_table_iter_init(&it, server->hv->partitions);
+        while (g_hash_table_iter_next(&it, NULL, &p)) {
+                hv_sched_partition_pause(server->hv->sched, p, true);
+                n++;
+        }
+        g_message("watchdog: not armed again in time: %u partition%s paused (self-fence)", n,
+                  n == 1 ? "" : "s");
+        return G_SOURCE_REMOVE;
+}
+
+static void handle_watchdog_arm(HvConnection *c, const Vmms__Hv__WatchdogArm *req, Vmms__Hv__Reply *reply,
+                                Vmms__Hv__WatchdogState *state)
+{
+        HvServer *server = c->server;
+
+        if (server->watchdog_source)
+                g_source_remove(server->watchdog_source);
+        server->watchdog_source =
+                req->timeout_ms ? g_timeout_add(req->timeout_ms, on_watchdog_fired, server) : 0;
+        state->fired = server->watchdog_fired;
+        server->watchdog_fired = false;
+        reply->body_case = VMMS__HV__REPLY__BODY_WATCHDOG_STATE;
+        reply->watchdog_state = state;
 }
 
 static void handle_partition_pause(HvConnection *c, const Vmms__Hv__PartitionPause *req,
@@ -794,6 +832,7 @@ static void handle_request(HvConnection *c, const uint8_t *data, size_t len)
         Vmms__Hv__VpState vp_state = VMMS__HV__VP_STATE__INIT;
         Vmms__Hv__PartitionState partition_state = VMMS__HV__PARTITION_STATE__INIT;
         Vmms__Hv__DirtyLog dirty_log = VMMS__HV__DIRTY_LOG__INIT;
+        Vmms__Hv__WatchdogState watchdog_state = VMMS__HV__WATCHDOG_STATE__INIT;
         g_autoptr(GPtrArray) arena = g_ptr_array_new_with_free_func(g_free);
         int pass_fd = -1, r;
 
@@ -865,6 +904,9 @@ static void handle_request(HvConnection *c, const uint8_t *data, size_t len)
                         break;
                 case VMMS__HV__REQUEST__BODY_COMPATIBILITY_VECTOR_GET:
                         handle_compatibility_vector_get(c, req->compatibility_vector_get, &reply, arena);
+                        break;
+                case VMMS__HV__REQUEST__BODY_WATCHDOG_ARM:
+                        handle_watchdog_arm(c, req->watchdog_arm, &reply, &watchdog_state);
                         break;
                 case VMMS__HV__REQUEST__BODY_COUNTERS_GET:
                         reconcile_all(c->server);
@@ -1069,6 +1111,8 @@ void hv_server_free(HvServer *server)
                 server->hv->on_event = NULL;
         if (server->listen_source)
                 g_source_remove(server->listen_source);
+        if (server->watchdog_source)
+                g_source_remove(server->watchdog_source);
         if (server->reconcile_source)
                 g_source_remove(server->reconcile_source);
         if (server->listen_fd >= 0) {

@@ -65,6 +65,7 @@ static GBytes *vm_pack(const VmmsVm *vm)
         out.boot_args = d->boot_args ? d->boot_args : (char *)"";
         out.notes = d->notes ? d->notes : (char *)"";
         out.engine = d->engine ? d->engine : (char *)"";
+        out.highly_available = d->highly_available;
         out.created_unix_ms = d->created_unix_ms;
         out.updated_unix_ms = d->updated_unix_ms;
         len = vmms__v1__vm__get_packed_size(&out);
@@ -201,7 +202,7 @@ static int sync_one(VmmsCluster *c, const char *id, GBytes *vm, const Etcdserver
         Etcdserverpb__TxnResponse *resp = NULL;
         int r = 0;
 
-        if (kv && (!cv || strcmp(cv->host, c->host_name) != 0 || same_vm(cv, vm)))
+        if (kv && (!cv || strcmp(cv->host, c->host_name) != 0 || (same_vm(cv, vm) && !cv->restart)))
                 goto out; /* another host's (placement leaves it alone), or unchanged */
         value = cluster_vm_pack(c->host_name, vm);
         r = guarded_write(c->etcd, key, !kv, kv ? kv->mod_revision : 0, value, c->period_ms, &current, &resp,
@@ -240,6 +241,77 @@ static int delete_removed(VmmsCluster *c, const char *id, char **ret_error)
         return r < 0 ? r : 0;
 }
 
+/* ---- What the main thread is asked to do ---- */
+
+typedef struct PlacementRequest {
+        VmmsCluster *c;
+        GBytes *cluster_vm; /* the key's value */
+        bool turn_off;      /* a VM running here that another host owns */
+} PlacementRequest;
+
+static gboolean request_deliver(gpointer userdata)
+{
+        PlacementRequest *q = userdata;
+        gsize len;
+        const uint8_t *data = g_bytes_get_data(q->cluster_vm, &len);
+        Vmms__V1__ClusterVm *cv;
+        VmmsVm *vm;
+
+        if (!q->turn_off) {
+                cluster_placement_restart_here(q->c, q->cluster_vm);
+                return G_SOURCE_REMOVE;
+        }
+        cv = vmms__v1__cluster_vm__unpack(NULL, len, data);
+        vm = cv && cv->vm ? vmms_manager_lookup(q->c->m, cv->vm->id, NULL) : NULL;
+        /* A VM in a job (a move hands its key over before COMMIT) is not another's yet. */
+        if (vm && !vm->job && (vm->def.state == VMMS_VM_RUNNING || vm->def.state == VMMS_VM_PAUSED)) {
+                g_autofree char *why = g_strdup_printf("turned off: the cluster gave it to %s", cv->host);
+
+                g_warning("cluster: VM '%s' %s", vm->def.name, why);
+                vmms_vm_record_event(vm, "cluster-fenced", why);
+                vmms_vm_stop(vm, true, true, NULL);
+        }
+        if (cv)
+                vmms__v1__cluster_vm__free_unpacked(cv, NULL);
+        return G_SOURCE_REMOVE;
+}
+
+static void request_free(gpointer userdata)
+{
+        PlacementRequest *q = userdata;
+
+        g_bytes_unref(q->cluster_vm);
+        g_free(q);
+}
+
+static void request(VmmsCluster *c, const Etcdserverpb__KeyValue *kv, bool turn_off)
+{
+        PlacementRequest *q = g_new0(PlacementRequest, 1);
+
+        q->c = c;
+        q->cluster_vm = g_bytes_new(kv->value.data, kv->value.len);
+        q->turn_off = turn_off;
+        g_main_context_invoke_full(c->main_context, G_PRIORITY_DEFAULT, request_deliver, q, request_free);
+}
+
+static bool state_live(Vmms__V1__VmState state)
+{
+        return state == VMMS__V1__VM_STATE__VM_STATE_RUNNING ||
+               state == VMMS__V1__VM_STATE__VM_STATE_PAUSED || state == VMMS__V1__VM_STATE__VM_STATE_STARTING;
+}
+
+static Vmms__V1__VmState local_state(GBytes *vm)
+{
+        gsize len;
+        const uint8_t *data = g_bytes_get_data(vm, &len);
+        Vmms__V1__Vm *v = vmms__v1__vm__unpack(NULL, len, data);
+        Vmms__V1__VmState state = v ? v->state : VMMS__V1__VM_STATE__VM_STATE_UNSPECIFIED;
+
+        if (v)
+                vmms__v1__vm__free_unpacked(v, NULL);
+        return state;
+}
+
 int cluster_placement_sync(VmmsCluster *c, GHashTable *local, GHashTable *removed, char **ret_error)
 {
         g_autofree char *end = vmms_etcd_prefix_end(VMS_PREFIX);
@@ -263,11 +335,20 @@ int cluster_placement_sync(VmmsCluster *c, GHashTable *local, GHashTable *remove
                 g_autofree char *kid = g_strndup((const char *)kv->key.data + strlen(VMS_PREFIX),
                                                  kv->key.len - strlen(VMS_PREFIX));
                 gpointer mine = NULL;
+                bool here = g_hash_table_lookup_extended(local, kid, &id, &mine);
+                Vmms__V1__ClusterVm *cv = cluster_vm_unpack(kv);
+                bool owned = cv && strcmp(cv->host, c->host_name) == 0;
 
-                if (g_hash_table_lookup_extended(local, kid, &id, &mine)) {
+                if (here)
                         g_hash_table_add(seen, id);
+                if (owned && cv->restart && (!here || !state_live(local_state(mine))))
+                        request(c, kv, false); /* the leader gave it here: define and start it */
+                else if (cv && !owned && here && state_live(local_state(mine)))
+                        request(c, kv, true); /* another host's: never two copies */
+                else if (here)
                         r = sync_one(c, kid, mine, kv, ret_error);
-                }
+                if (cv)
+                        vmms__v1__cluster_vm__free_unpacked(cv, NULL);
         }
         g_hash_table_iter_init(&it, local);
         while (r >= 0 && g_hash_table_iter_next(&it, &id, &vm))
@@ -596,4 +677,90 @@ void vmms_cluster_list_vms(VmmsCluster *c, const char *name_filter, VmmsCall *ca
         if (name_filter && *name_filter)
                 j->pattern = g_utf8_casefold(name_filter, -1);
         placement_job_start(j, list_run, list_done);
+}
+
+/* ---- Restarting a highly available VM here (main thread) ---- */
+
+/* The definition a ClusterVm carries, checked as CreateVm checks a request: it comes
+ * from another host. */
+static bool definition_from_proto(const Vmms__V1__Vm *in, VmmsVmDefinition *def, VmmsError *error)
+{
+        vmms_vm_definition_init_defaults(def);
+        if (!in->id || strlen(in->id) != 36) {
+                vmms_error_set(error, VMMS_ERROR_INVALID_ARGUMENT, "its key holds no VM id");
+                return false;
+        }
+        g_strlcpy(def->id, in->id, sizeof(def->id));
+        def->name = g_strdup(in->name);
+        if (in->processor) {
+                def->processor.count = in->processor->count;
+                def->processor.reserve = in->processor->reserve;
+                def->processor.maximum = in->processor->maximum;
+                def->processor.relative_weight = in->processor->relative_weight;
+                def->processor.compatibility_for_migration =
+                        in->processor->compatibility_for_migration_enabled;
+        }
+        if (in->memory) {
+                def->memory.dynamic_memory_enabled = in->memory->dynamic_memory_enabled;
+                def->memory.startup_bytes = in->memory->startup_bytes;
+                def->memory.minimum_bytes = in->memory->minimum_bytes;
+                def->memory.maximum_bytes = in->memory->maximum_bytes;
+                def->memory.buffer = in->memory->buffer;
+                def->memory.priority = in->memory->priority;
+                def->memory.paging_bytes = in->memory->paging_bytes;
+                def->memory.goal_seeking = in->memory->goal_seeking;
+        }
+        g_free(def->workload);
+        def->workload = g_strdup(in->workload);
+        g_free(def->boot_args);
+        def->boot_args = g_strdup(in->boot_args);
+        g_free(def->notes);
+        def->notes = g_strdup(in->notes);
+        if (in->engine && *in->engine) {
+                g_free(def->engine);
+                def->engine = g_strdup(in->engine);
+        }
+        def->highly_available = in->highly_available;
+        def->created_unix_ms = in->created_unix_ms;
+        def->updated_unix_ms = g_get_real_time() / 1000;
+        return vmms_vm_name_valid(def->name, error) && vmms_vm_processor_valid(&def->processor, error) &&
+               vmms_vm_processor_engine_valid(def->name, def->engine, &def->processor, error) &&
+               vmms_vm_memory_valid(&def->memory, error) &&
+               vmms_vm_workload_valid(def->workload, def->boot_args, def->notes, error) &&
+               vmms_vm_boot_source_valid(def, error);
+}
+
+void cluster_placement_restart_here(VmmsCluster *c, GBytes *cluster_vm)
+{
+        gsize len;
+        const uint8_t *data = g_bytes_get_data(cluster_vm, &len);
+        Vmms__V1__ClusterVm *cv = vmms__v1__cluster_vm__unpack(NULL, len, data);
+        g_auto(VmmsVmDefinition) def = {0};
+        g_autofree char *why = NULL;
+        VmmsError error = {0};
+        VmmsVm *vm;
+
+        if (!cv || !cv->vm || strcmp(cv->host, c->host_name) != 0)
+                goto out;
+        vm = vmms_manager_lookup(c->m, cv->vm->id, NULL);
+        if (!vm && (!definition_from_proto(cv->vm, &def, &error) ||
+                    vmms_manager_vm_add(c->m, &def, &vm, &error) < 0)) {
+                why = g_strdup_printf(
+                        "cannot restart highly available VM '%s' here (the leader gave it to %s "
+                        "when %s went Down): %s",
+                        cv->vm->name, c->host_name, cv->restarted_from, error.message);
+                g_warning("cluster: %s", why);
+                vmms_manager_record_host_event(c->m, "cluster-ha", why);
+                vmms_error_clear(&error);
+                goto out;
+        }
+        if (vm->def.state != VMMS_VM_OFF || vm->job)
+                goto out;
+        why = g_strdup_printf("restarting: highly available, its host %s is Down", cv->restarted_from);
+        g_message("cluster: VM '%s' %s", vm->def.name, why);
+        vmms_vm_record_event(vm, "cluster-ha", why);
+        vmms_vm_start(vm, NULL);
+out:
+        if (cv)
+                vmms__v1__cluster_vm__free_unpacked(cv, NULL);
 }

@@ -2,6 +2,7 @@
  * membership (vmms-cluster.c) and placement (vmms-cluster-placement.c). */
 #pragma once
 
+#include "hv-client.h"
 #include "vmms-cluster.h"
 #include "vmms-etcd.h"
 #include "vmms.pb-c.h"
@@ -10,6 +11,7 @@
 #define HOSTS_PREFIX CLUSTER_PREFIX "hosts/"
 #define ALIVE_PREFIX CLUSTER_PREFIX "alive/"
 #define VMS_PREFIX CLUSTER_PREFIX "vms/"
+#define LEADER_PREFIX CLUSTER_PREFIX "leader/"
 #define HOST_NAME_MAX_LEN 63
 
 struct VmmsCluster {
@@ -18,12 +20,22 @@ struct VmmsCluster {
         char *host_name, *host_address;
         char *alive_key, *record_key;
         uint32_t lease_ttl_s;
-        uint32_t period_ms; /* TTL / 3: renewals and the host's figures */
+        uint32_t period_ms;       /* TTL / 3: renewals and the host's figures */
+        uint32_t fence_margin_ms; /* TTL / 4: self-fence at TTL - margin, HA restarts after TTL + margin */
+        char *hvd_socket;         /* the watchdog's connection goes there */
         GMainContext *main_context;
         guint figures_timer;
         void *watch;          /* the manager's events: a VM that changes is written out at once */
         guint vm_change_idle; /* one snapshot per burst of events */
         GThread *thread;
+
+        /* The cluster thread's own */
+        HvClient *watchdog;     /* a connection to hvd of its own, for WatchdogArm */
+        bool watchdog_said;     /* that it cannot be armed, once */
+        bool fenced_unarmed;    /* fenced for a lost lease since the last arm: a fired watchdog is no news */
+        char *leader_key;       /* LEADER_PREFIX + this lease, created with the alive key */
+        GHashTable *down_since; /* host name -> monotonic µs the leader first saw it Down */
+        GHashTable *ha_said;    /* VM ids whose restart the leader could not place, said once */
 
         GMutex lock; /* guards what follows */
         GCond wake;
@@ -49,3 +61,15 @@ int cluster_placement_sync(VmmsCluster *c, GHashTable *local, GHashTable *remove
 
 /* The key of a VM and its ClusterVm value. */
 char *cluster_vm_key(const char *vm_id);
+
+/* Cluster thread, each pass: the election (the leader is the holder of the key under
+ * LEADER_PREFIX with the lowest create revision, and that revision is its fencing token:
+ * every write it makes compares it), then, on the leader, the HA job: a highly available
+ * VM that was running on a host Down for at least the fence margin goes to the Up host
+ * with the most free memory (then the least CPU load) that can hold it and admit its
+ * Reserve, by a transaction that compares the token and the VM key's revision. */
+int cluster_leader_pass(VmmsCluster *c, char **ret_error);
+
+/* Main thread: a key this host was given with `restart` set (packed ClusterVm): the VM
+ * is defined here from it if it is not, and started if it is Off. */
+void cluster_placement_restart_here(VmmsCluster *c, GBytes *cluster_vm);

@@ -104,6 +104,8 @@ static void figures_take(VmmsCluster *c)
         }
         node.engines = engine_names;
         if (cur) {
+                node.reservation_used_pct = cur->reserved_pct;
+                node.reservation_capacity_pct = cur->capacity_pct;
                 node.logical_processors = (uint32_t)cur->n_lps;
                 node.memory_pool_bytes = cur->pool_total_bytes;
                 node.memory_free_bytes = cur->pool_total_bytes > cur->pool_used_bytes
@@ -180,15 +182,17 @@ static void on_event(const VmmsEventRecord *event, void *userdata)
 
 /* ---- Renewals (the cluster thread) ---- */
 
-/* Creates this host's alive key on `lease` unless another lease holds it. */
-static int alive_claim(VmmsCluster *c, int64_t lease, char **ret_error)
+/* Creates this host's alive key and its candidate key for the election on `lease`,
+ * unless another lease holds the alive key. */
+static int alive_claim(VmmsCluster *c, int64_t lease, const char *leader_key, char **ret_error)
 {
         Etcdserverpb__TxnRequest txn = ETCDSERVERPB__TXN_REQUEST__INIT;
         Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
-        Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT;
-        Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
+        Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT, op2 = ETCDSERVERPB__REQUEST_OP__INIT;
+        Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT,
+                                 put2 = ETCDSERVERPB__PUT_REQUEST__INIT;
         Etcdserverpb__Compare *cmps[] = {&cmp};
-        Etcdserverpb__RequestOp *ops[] = {&op};
+        Etcdserverpb__RequestOp *ops[] = {&op, &op2};
         Etcdserverpb__TxnResponse *resp = NULL;
         int r;
 
@@ -202,9 +206,14 @@ static int alive_claim(VmmsCluster *c, int64_t lease, char **ret_error)
         put.lease = lease;
         op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
         op.request_put = &put;
+        put2.key = (ProtobufCBinaryData){.data = (uint8_t *)leader_key, .len = strlen(leader_key)};
+        put2.value = (ProtobufCBinaryData){.data = (uint8_t *)c->host_name, .len = strlen(c->host_name)};
+        put2.lease = lease;
+        op2.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
+        op2.request_put = &put2;
         txn.n_compare = 1;
         txn.compare = cmps;
-        txn.n_success = 1;
+        txn.n_success = 2;
         txn.success = ops;
         r = vmms_etcd_txn(c->etcd, &txn, c->period_ms, &resp, ret_error);
         if (r < 0)
@@ -225,14 +234,19 @@ static int join(VmmsCluster *c, int64_t *ret_lease, char **ret_error)
         int64_t lease = 0, ttl = 0;
         int r;
 
+        g_autofree char *leader_key = NULL;
+
         r = vmms_etcd_lease_grant(c->etcd, c->lease_ttl_s, c->period_ms, &lease, &ttl, ret_error);
         if (r < 0)
                 return r;
-        r = alive_claim(c, lease, ret_error);
+        leader_key = g_strdup_printf(LEADER_PREFIX "%016" G_GINT64_MODIFIER "x", lease);
+        r = alive_claim(c, lease, leader_key, ret_error);
         if (r < 0) {
                 vmms_etcd_lease_revoke(c->etcd, lease, c->period_ms, NULL);
                 return r;
         }
+        g_free(c->leader_key);
+        c->leader_key = g_steal_pointer(&leader_key);
         *ret_lease = lease;
         return 0;
 }
@@ -263,9 +277,90 @@ static int record_put(VmmsCluster *c, int64_t lease, char **ret_error)
         return vmms_etcd_put(c->etcd, c->record_key, packed, len, 0, c->period_ms, NULL, ret_error);
 }
 
+/* ---- Self-fence ---- */
+
+/* Main thread: every VM that runs here is turned off, and the host says why. */
+typedef struct FenceNotice {
+        VmmsManager *m;
+        char *why;
+} FenceNotice;
+
+static gboolean fence_deliver(gpointer userdata)
+{
+        FenceNotice *f = userdata;
+        GPtrArray *vms = vmms_manager_vms(f->m);
+        g_autofree char *message = NULL;
+        guint n = 0;
+
+        for (guint i = 0; i < vms->len; i++) {
+                VmmsVm *vm = vms->pdata[i];
+
+                if (vm->def.state == VMMS_VM_OFF || vm->def.state == VMMS_VM_SAVED)
+                        continue;
+                vmms_vm_record_event(vm, "cluster-fenced", "turned off: this host fenced itself");
+                vmms_vm_stop(vm, true, true, NULL);
+                n++;
+        }
+        message = g_strdup_printf("self-fence: %s; turned off %u VM%s (the cluster may run them elsewhere)",
+                                  f->why, n, n == 1 ? "" : "s");
+        g_warning("cluster: %s", message);
+        vmms_manager_record_host_event(f->m, "cluster-fenced", message);
+        return G_SOURCE_REMOVE;
+}
+
+static void fence_free(gpointer userdata)
+{
+        FenceNotice *f = userdata;
+
+        g_free(f->why);
+        g_free(f);
+}
+
+static void fence(VmmsCluster *c, const char *why)
+{
+        FenceNotice *f = g_new0(FenceNotice, 1);
+
+        f->m = c->m;
+        f->why = g_strdup(why);
+        g_main_context_invoke_full(c->main_context, G_PRIORITY_HIGH, fence_deliver, f, fence_free);
+}
+
+/* Arms hvd's watchdog to fire TTL - margin after `sent_us` (when the renewal that just
+ * succeeded left): if this vmmsd renews no more (stopped, killed, cut off), hvd pauses
+ * every guest before the lease can expire and the leader restart them elsewhere. A
+ * watchdog that fired since the last arm means this host's guests were paused: fenced. */
+static void watchdog_arm(VmmsCluster *c, int64_t sent_us)
+{
+        int64_t left_ms = (int64_t)c->lease_ttl_s * 1000 - c->fence_margin_ms -
+                          (g_get_monotonic_time() - sent_us) / 1000;
+        bool fired = false;
+        int r;
+
+        if (!c->watchdog && hv_client_connect(c->hvd_socket, &c->watchdog) < 0) {
+                if (!c->watchdog_said)
+                        cluster_notify(c, "cluster-error",
+                                       "cannot reach hvd at %s to arm its watchdog: this host's VMs run on "
+                                       "unfenced until it can",
+                                       c->hvd_socket);
+                c->watchdog_said = true;
+                return;
+        }
+        r = hv_client_watchdog_arm(c->watchdog, (uint32_t)MAX(left_ms, 1), &fired);
+        if (r < 0) {
+                g_clear_pointer(&c->watchdog, hv_client_free);
+                return;
+        }
+        c->watchdog_said = false;
+        if (fired && !c->fenced_unarmed)
+                fence(c, "hvd's watchdog paused every VM here: this host did not renew its cluster lease "
+                         "in time");
+        c->fenced_unarmed = false;
+}
+
 /* Waits until `until_us`, or until the main thread kicks (not sooner than
  * KICK_SPACING_MS after the last pass) or asks to stop; returns whether to go on. */
 #define KICK_SPACING_MS 100
+#define RETRY_MS 200
 static bool wait_until(VmmsCluster *c, int64_t until_us, int64_t last_pass_us)
 {
         bool go_on;
@@ -286,12 +381,17 @@ static bool wait_until(VmmsCluster *c, int64_t until_us, int64_t last_pass_us)
         return go_on;
 }
 
-/* Joins if not joined, else renews the lease; then rewrites the record. */
-static int renew(VmmsCluster *c, int64_t *lease, char **ret_error)
+/* Joins if not joined, else renews the lease; arms the watchdog; then rewrites the
+ * record. A lost lease fences this host (its VMs off) and it joins again only after
+ * the leader has had the time to restart its HA VMs elsewhere. */
+static int renew(VmmsCluster *c, int64_t *lease, int64_t *rejoin_us, char **ret_error)
 {
+        int64_t sent_us = g_get_monotonic_time();
         int r;
 
         if (*lease == 0) {
+                if (sent_us < *rejoin_us)
+                        return 0;
                 r = join(c, lease, ret_error);
                 if (r >= 0)
                         cluster_notify(c, "cluster-joined",
@@ -302,16 +402,22 @@ static int renew(VmmsCluster *c, int64_t *lease, char **ret_error)
         } else {
                 r = vmms_etcd_lease_keepalive(c->etcd, *lease, c->period_ms, NULL, ret_error);
                 if (r == -ENOENT) {
-                        cluster_notify(c, "cluster-lease-lost",
-                                       "%s lost its cluster lease %" G_GINT64_MODIFIER
-                                       "x (not renewed within %u s): the cluster counts it Down until it "
-                                       "joins again",
-                                       c->host_name, *lease, c->lease_ttl_s);
+                        g_autofree char *why = g_strdup_printf("%s lost its cluster lease %" G_GINT64_MODIFIER
+                                                               "x (not renewed within %u s)",
+                                                               c->host_name, *lease, c->lease_ttl_s);
+
+                        cluster_notify(c, "cluster-lease-lost", "%s", why);
+                        fence(c, why);
+                        c->fenced_unarmed = true;
                         *lease = 0;
+                        *rejoin_us = g_get_monotonic_time() +
+                                     ((int64_t)c->fence_margin_ms + 3 * (int64_t)c->period_ms) * 1000;
                         g_clear_pointer(ret_error, g_free);
-                        r = join(c, lease, ret_error);
+                        return 0;
                 }
         }
+        if (r >= 0)
+                watchdog_arm(c, sent_us);
         if (r >= 0)
                 r = record_put(c, *lease, ret_error);
         return r;
@@ -322,7 +428,7 @@ static int renew(VmmsCluster *c, int64_t *lease, char **ret_error)
 static gpointer cluster_thread(gpointer userdata)
 {
         VmmsCluster *c = userdata;
-        int64_t lease = 0, next_renewal = 0, last_pass = 0;
+        int64_t lease = 0, next_renewal = 0, last_pass = 0, rejoin = 0;
         bool failing = false;
 
         do {
@@ -333,7 +439,11 @@ static gpointer cluster_thread(gpointer userdata)
                 last_pass = g_get_monotonic_time();
                 if (last_pass >= next_renewal) {
                         next_renewal = last_pass + (int64_t)c->period_ms * 1000;
-                        r = renew(c, &lease, &why);
+                        r = renew(c, &lease, &rejoin, &why);
+                        /* A renewal that failed (etcd electing a leader, a member gone) is tried
+                         * again soon: the watchdog's deadline does not wait for the period. */
+                        if (r < 0)
+                                next_renewal = MIN(next_renewal, g_get_monotonic_time() + RETRY_MS * 1000);
                 }
                 g_mutex_lock(&c->lock);
                 c->kicked = false;
@@ -343,6 +453,8 @@ static gpointer cluster_thread(gpointer userdata)
                 g_mutex_unlock(&c->lock);
                 if (r >= 0 && lease && local)
                         r = cluster_placement_sync(c, local, removed, &why);
+                if (r >= 0 && lease)
+                        r = cluster_leader_pass(c, &why);
                 if ((r < 0 || !lease || !local) && g_hash_table_size(removed)) {
                         /* Not done: the next pass tries again. */
                         GHashTableIter it;
@@ -446,6 +558,10 @@ int vmms_cluster_new(VmmsManager *m, const VmmsClusterConfig *config, VmmsCluste
         c->record_key = g_strconcat(HOSTS_PREFIX, config->host_name, NULL);
         c->lease_ttl_s = config->lease_ttl_s ? config->lease_ttl_s : VMMS_CLUSTER_LEASE_TTL_DEFAULT;
         c->period_ms = c->lease_ttl_s * 1000 / 3;
+        c->fence_margin_ms = c->lease_ttl_s * 1000 / 4;
+        c->hvd_socket = g_strdup(vmms_manager_config(m)->hvd_socket);
+        c->down_since = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        c->ha_said = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         c->main_context = g_main_context_ref_thread_default();
         g_mutex_init(&c->lock);
         g_cond_init(&c->wake);
@@ -491,6 +607,14 @@ void vmms_cluster_free(VmmsCluster *c)
         g_free(c->host_address);
         g_free(c->alive_key);
         g_free(c->record_key);
+        g_free(c->hvd_socket);
+        g_free(c->leader_key);
+        if (c->watchdog)
+                hv_client_free(c->watchdog);
+        if (c->down_since)
+                g_hash_table_unref(c->down_since);
+        if (c->ha_said)
+                g_hash_table_unref(c->ha_said);
         g_free(c);
 }
 
@@ -505,7 +629,7 @@ typedef struct NodeListing {
         VmmsEtcd *etcd;
         VmmsCall *call;
         uint32_t timeout_ms;
-        Etcdserverpb__RangeResponse *hosts, *alive;
+        Etcdserverpb__RangeResponse *hosts, *alive, *leaders;
         char *error;
         int r;
 } NodeListing;
@@ -517,6 +641,8 @@ static void node_listing_free(NodeListing *l)
                 etcdserverpb__range_response__free_unpacked(l->hosts, NULL);
         if (l->alive)
                 etcdserverpb__range_response__free_unpacked(l->alive, NULL);
+        if (l->leaders)
+                etcdserverpb__range_response__free_unpacked(l->leaders, NULL);
         g_free(l->error);
         g_free(l);
 }
@@ -530,7 +656,12 @@ static void node_listing_run(GTask *task, gpointer source, gpointer task_data, G
         (void)source;
         (void)cancellable;
         /* Alive first: a host whose record is read after its lease is never shown Up late. */
+        g_autofree char *leaders_end = vmms_etcd_prefix_end(LEADER_PREFIX);
+
         l->r = vmms_etcd_range(l->etcd, ALIVE_PREFIX, alive_end, l->timeout_ms, &l->alive, &l->error);
+        if (l->r >= 0)
+                l->r = vmms_etcd_range(l->etcd, LEADER_PREFIX, leaders_end, l->timeout_ms, &l->leaders,
+                                       &l->error);
         if (l->r >= 0)
                 l->r = vmms_etcd_range(l->etcd, HOSTS_PREFIX, hosts_end, l->timeout_ms, &l->hosts, &l->error);
         g_task_return_boolean(task, TRUE);
@@ -560,6 +691,7 @@ static void node_listing_done(GObject *source, GAsyncResult *result, gpointer us
         NodeListing *l = g_task_get_task_data(G_TASK(result));
         Vmms__V1__ListClusterNodesResponse *out;
         g_autoptr(GPtrArray) nodes = NULL;
+        const Etcdserverpb__KeyValue *leader = NULL;
 
         (void)source;
         (void)userdata;
@@ -568,6 +700,9 @@ static void node_listing_done(GObject *source, GAsyncResult *result, gpointer us
                                l->error);
                 return;
         }
+        for (size_t i = 0; i < l->leaders->n_kvs; i++)
+                if (!leader || l->leaders->kvs[i]->create_revision < leader->create_revision)
+                        leader = l->leaders->kvs[i];
         nodes = g_ptr_array_new_with_free_func(cluster_node_free);
         out = vmms_call_new0(l->call, Vmms__V1__ListClusterNodesResponse);
         vmms__v1__list_cluster_nodes_response__init(out);
@@ -582,6 +717,8 @@ static void node_listing_done(GObject *source, GAsyncResult *result, gpointer us
                 node->state = key_listed(l->alive, ALIVE_PREFIX, node->name)
                                       ? VMMS__V1__CLUSTER_NODE_STATE__CLUSTER_NODE_STATE_UP
                                       : VMMS__V1__CLUSTER_NODE_STATE__CLUSTER_NODE_STATE_DOWN;
+                node->leader = leader && leader->value.len == strlen(node->name) &&
+                               memcmp(leader->value.data, node->name, leader->value.len) == 0;
                 out->nodes[out->n_nodes++] = node;
         }
         vmms_call_return(l->call, &out->base);

@@ -101,6 +101,8 @@ typedef struct VmmsVmDefinition {
         GArray *hard_disk_drives; /* of VmmsHardDiskDrive; never NULL once initialised */
         GArray *network_adapters; /* of VmmsNetworkAdapter */
         VmmsAutoStart automatic_start_action;
+        /* In a cluster: restarted on another host by the leader when its host dies. */
+        bool highly_available;
         int64_t created_unix_ms;
         int64_t updated_unix_ms;
         /* Runtime, kept so a restarted vmmsd finds its workers. */

@@ -1129,6 +1129,7 @@ static GVariant *offer_new(VmmsMigration *mig, const VmmsVm *vm, bool compare_on
         g_variant_dict_insert(&d, "priority", "u", def->memory.priority);
         g_variant_dict_insert(&d, "paging", "t", def->memory.paging_bytes);
         g_variant_dict_insert(&d, "goal-seeking", "b", def->memory.goal_seeking);
+        g_variant_dict_insert(&d, "highly-available", "b", def->highly_available);
         g_variant_dict_insert(&d, "workload", "s", def->workload ? def->workload : "");
         g_variant_dict_insert(&d, "boot-args", "s", def->boot_args ? def->boot_args : "");
         g_variant_dict_insert(&d, "notes", "s", def->notes ? def->notes : "");
@@ -1506,7 +1507,7 @@ static bool offer_parse(GVariantDict *d, VmmsVmDefinition *def, uint64_t *ret_ne
 {
         g_autofree char *id = NULL;
         uint32_t auto_start = 0;
-        gboolean dynamic = FALSE, compatibility = FALSE, goal_seeking = FALSE;
+        gboolean dynamic = FALSE, compatibility = FALSE, goal_seeking = FALSE, highly_available = FALSE;
         VmmsError error = {0};
 
         vmms_vm_definition_init_defaults(def);
@@ -1552,6 +1553,10 @@ static bool offer_parse(GVariantDict *d, VmmsVmDefinition *def, uint64_t *ret_ne
             !dict_get(d, "goal-seeking", "b", &goal_seeking, ret_error))
                 return false;
         def->memory.goal_seeking = goal_seeking;
+        if (g_variant_dict_contains(d, "highly-available") &&
+            !dict_get(d, "highly-available", "b", &highly_available, ret_error))
+                return false;
+        def->highly_available = highly_available;
         def->automatic_start_action = auto_start;
         g_free(def->engine);
         def->engine = NULL;

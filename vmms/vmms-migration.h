@@ -43,7 +43,8 @@
  *           id, name, vps, reserve, maximum, weight,
  *           dynamic b, startup t, minimum t,
  *           maximum-bytes t, buffer u, priority u,
- *           paging t, goal-seeking b (optional: off
+ *           paging t, highly-available b (optional: off
+ *           when absent), goal-seeking b (optional: off
  *           when absent), workload, boot-args, notes s,
  *           auto-start u, created x), needs t (the
  *           memory it holds now)

@@ -142,6 +142,7 @@ static Vmms__V1__Vm *vm_to_proto(VmmsManager *m, VmmsCall *call, const VmmsVm *v
         out->updated_unix_ms = vm->def.updated_unix_ms;
         out->engine = vmms_call_strdup(call, vm->def.engine);
         out->automatic_start_action = auto_start_to_proto(vm->def.automatic_start_action);
+        out->highly_available = vm->def.highly_available;
         out->kernel_path = vmms_call_strdup(call, vm->def.kernel_path ? vm->def.kernel_path : "");
         out->initrd_path = vmms_call_strdup(call, vm->def.initrd_path ? vm->def.initrd_path : "");
         out->kernel_args = vmms_call_strdup(call, vm->def.kernel_args ? vm->def.kernel_args : "");
@@ -767,12 +768,12 @@ static void op_update_memory(VmmsManager *m, const ProtobufCMessage *request, Vm
 
 static void op_update_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
 {
-        static const char *const fields[] = {"name", "notes", "automatic_start_action", "workload",
-                                             "boot_args"};
+        static const char *const fields[] = {"name",     "notes",     "automatic_start_action",
+                                             "workload", "boot_args", "highly_available"};
         const Vmms__V1__UpdateVmRequest *req = (const Vmms__V1__UpdateVmRequest *)request;
         VmmsVm *vm = update_target(m, req->vm, req->update_mask, req->n_update_mask, fields,
                                    G_N_ELEMENTS(fields), call);
-        VmmsVmSettings s = {.automatic_start_action = VMMS_AUTO_START_COUNT};
+        VmmsVmSettings s = {.automatic_start_action = VMMS_AUTO_START_COUNT, .highly_available = -1};
         VmmsError error = {0};
 
         if (!vm)
@@ -785,6 +786,8 @@ static void op_update_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCa
                 s.workload = req->workload ? req->workload : "";
         if (masked(req->update_mask, req->n_update_mask, "boot_args"))
                 s.boot_args = req->boot_args ? req->boot_args : "";
+        if (masked(req->update_mask, req->n_update_mask, "highly_available"))
+                s.highly_available = req->highly_available;
         if (masked(req->update_mask, req->n_update_mask, "automatic_start_action") &&
             req->automatic_start_action ==
                     VMMS__V1__AUTOMATIC_START_ACTION__AUTOMATIC_START_ACTION_UNSPECIFIED)

@@ -113,6 +113,10 @@ static const char *const migrations[] = {
          * checkpoint there was. */
         "ALTER TABLE vms ADD COLUMN goal_seeking INTEGER NOT NULL DEFAULT 0;"
         "ALTER TABLE checkpoints ADD COLUMN goal_seeking INTEGER NOT NULL DEFAULT 0;",
+        /* 11: Set-VM -HighlyAvailable (a clustered VM the cluster's leader restarts on another
+         * host when its own dies; vmms-cluster.h), off for every VM and checkpoint there was. */
+        "ALTER TABLE vms ADD COLUMN highly_available INTEGER NOT NULL DEFAULT 0;"
+        "ALTER TABLE checkpoints ADD COLUMN highly_available INTEGER NOT NULL DEFAULT 0;",
 };
 
 void vmms_event_record_free(VmmsEventRecord *event)
@@ -349,6 +353,7 @@ static void bind_definition(sqlite3_stmt *st, const VmmsVmDefinition *def)
         /* After the checkpoint's own ?28-?31. */
         sqlite3_bind_int(st, 32, def->processor.compatibility_for_migration);
         sqlite3_bind_int(st, 33, def->memory.goal_seeking);
+        sqlite3_bind_int(st, 34, def->highly_available);
 }
 
 static int write_runtime(VmmsStore *store, const VmmsVmDefinition *def)
@@ -410,9 +415,10 @@ static int insert_body(VmmsStore *store, const void *arg, VmmsEventRecord *event
                 "mem_startup, mem_minimum, mem_maximum, mem_buffer, mem_priority, workload, boot_args, "
                 "notes, "
                 "created_ms, updated_ms, engine, auto_start, paging_bytes, kernel_path, initrd_path, "
-                "kernel_args, vhd_path, hard_disk_drives, network_adapters, cpu_compatibility, goal_seeking) "
+                "kernel_args, vhd_path, hard_disk_drives, network_adapters, cpu_compatibility, goal_seeking, "
+                "highly_available) "
                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, "
-                "?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?32, ?33)",
+                "?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?32, ?33, ?34)",
                 &st);
         if (r < 0)
                 return r;
@@ -435,7 +441,9 @@ static int update_body(VmmsStore *store, const void *arg, VmmsEventRecord *event
                 "mem_buffer = ?12, mem_priority = ?13, workload = ?14, boot_args = ?15, notes = ?16, "
                 "created_ms = ?17, updated_ms = ?18, engine = ?19, auto_start = ?20, paging_bytes = ?21, "
                 "kernel_path = ?22, initrd_path = ?23, kernel_args = ?24, vhd_path = ?25, "
-                "hard_disk_drives = ?26, network_adapters = ?27, cpu_compatibility = ?32, goal_seeking = ?33 "
+                "hard_disk_drives = ?26, network_adapters = ?27, cpu_compatibility = ?32, goal_seeking = "
+                "?33, "
+                "highly_available = ?34 "
                 "WHERE id = ?1",
                 &st);
         if (r < 0)
@@ -500,7 +508,7 @@ static char *column_text(sqlite3_stmt *st, int column)
 
 /* A definition from columns 0-26 as vmms_store_vm_list selects them, its device lists
  * from columns `devices` and `devices` + 1, and CompatibilityForMigrationEnabled from
- * `devices` + 2, GoalSeeking from `devices` + 3. */
+ * `devices` + 2, GoalSeeking from `devices` + 3, HighlyAvailable from `devices` + 4. */
 static void read_definition(sqlite3_stmt *st, int devices, VmmsVmDefinition *def)
 {
         g_autofree char *state = column_text(st, 2);
@@ -539,6 +547,7 @@ static void read_definition(sqlite3_stmt *st, int devices, VmmsVmDefinition *def
                 vmms_network_adapters_from_text((const char *)sqlite3_column_text(st, devices + 1));
         def->processor.compatibility_for_migration = sqlite3_column_int(st, devices + 2) != 0;
         def->memory.goal_seeking = sqlite3_column_int(st, devices + 3) != 0;
+        def->highly_available = sqlite3_column_int(st, devices + 4) != 0;
         if (vmms_auto_start_from_string(auto_start, &def->automatic_start_action) < 0)
                 def->automatic_start_action = VMMS_AUTO_START_START_IF_RUNNING;
 }
@@ -556,7 +565,8 @@ int vmms_store_vm_list(VmmsStore *store, GPtrArray **ret_defs)
                 "v.workload, v.boot_args, v.notes, v.created_ms, v.updated_ms, "
                 "COALESCE(r.worker_pid, 0), COALESCE(r.started_ms, 0), v.engine, v.auto_start, "
                 "v.paging_bytes, v.kernel_path, v.initrd_path, v.kernel_args, v.vhd_path, "
-                "v.hard_disk_drives, v.network_adapters, v.cpu_compatibility, v.goal_seeking "
+                "v.hard_disk_drives, v.network_adapters, v.cpu_compatibility, v.goal_seeking, "
+                "v.highly_available "
                 "FROM vms v LEFT JOIN vm_runtime r ON r.vm_id = v.id ORDER BY v.created_ms, v.name",
                 &st);
         if (r < 0)
@@ -658,7 +668,7 @@ void vmms_checkpoint_free(VmmsCheckpoint *c)
         g_free(c);
 }
 
-/* The definition binds ?1-?27, ?32 and ?33 as in vms (its id is vm_id, its state the VM's then). */
+/* The definition binds ?1-?27 and ?32-?34 as in vms (its id is vm_id, its state the VM's then). */
 static int checkpoint_insert_body(VmmsStore *store, const void *arg, VmmsEventRecord *event)
 {
         const VmmsCheckpoint *c = arg;
@@ -672,11 +682,12 @@ static int checkpoint_insert_body(VmmsStore *store, const void *arg, VmmsEventRe
                 "cpu_weight, dm_enabled, mem_startup, mem_minimum, mem_maximum, mem_buffer, mem_priority, "
                 "workload, boot_args, notes, vm_created_ms, vm_updated_ms, engine, auto_start, "
                 "paging_bytes, kernel_path, initrd_path, kernel_args, vhd_path, hard_disk_drives, "
-                "network_adapters, id, name, created_ms, state_bytes, cpu_compatibility, goal_seeking) "
+                "network_adapters, id, name, created_ms, state_bytes, cpu_compatibility, goal_seeking, "
+                "highly_available) "
                 "VALUES (?1, ?2, ?3, "
                 "?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, "
                 "?23, "
-                "?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)",
+                "?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34)",
                 &st);
         if (r < 0)
                 return r;
@@ -716,7 +727,8 @@ int vmms_store_checkpoint_list(VmmsStore *store, const char *vm_id, GPtrArray **
                 "mem_startup, mem_minimum, mem_maximum, mem_buffer, mem_priority, workload, boot_args, "
                 "notes, vm_created_ms, vm_updated_ms, 0, 0, engine, auto_start, paging_bytes, "
                 "kernel_path, initrd_path, kernel_args, vhd_path, id, name, created_ms, state_bytes, "
-                "hard_disk_drives, network_adapters, cpu_compatibility, goal_seeking FROM checkpoints "
+                "hard_disk_drives, network_adapters, cpu_compatibility, goal_seeking, highly_available "
+                "FROM checkpoints "
                 "WHERE vm_id = ? "
                 "ORDER BY created_ms, rowid",
                 &st);

@@ -485,6 +485,10 @@ int vmms_vm_update_settings(VmmsVm *vm, const VmmsVmSettings *s, VmmsError *erro
                 vm->def.boot_args = g_strdup(s->boot_args);
                 g_string_append_printf(what, "BootArgs '%s'; ", s->boot_args);
         }
+        if (s->highly_available >= 0) {
+                vm->def.highly_available = s->highly_available != 0;
+                g_string_append_printf(what, "HighlyAvailable %s; ", s->highly_available ? "true" : "false");
+        }
         if (what->len >= 2)
                 g_string_truncate(what, what->len - 2);
         r = vmms_vm_persist(vm, "settings", error, "%s", what->str);

@@ -166,6 +166,7 @@ typedef struct VmmsVmSettings {
         VmmsAutoStart automatic_start_action; /* VMMS_AUTO_START_COUNT: unchanged */
         const char *workload;
         const char *boot_args;
+        int highly_available; /* 0 or 1; -1: unchanged */
 } VmmsVmSettings;
 int vmms_vm_update_settings(VmmsVm *vm, const VmmsVmSettings *s, VmmsError *error);
 /* Add-/Remove-VMHardDiskDrive and -VMNetworkAdapter (libvirt VMs, while Off). The

@@ -632,6 +632,27 @@ int hv_client_partition_memory_get(HvClient *c, uint64_t partition_id, HvClientM
         return call_memory(c, &req, "PartitionMemoryGet", ret_memory, NULL);
 }
 
+int hv_client_watchdog_arm(HvClient *c, uint32_t timeout_ms, bool *ret_fired)
+{
+        Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;
+        Vmms__Hv__WatchdogArm body = VMMS__HV__WATCHDOG_ARM__INIT;
+        g_autoptr(Vmms__Hv__Reply) reply = NULL;
+        int r;
+
+        body.timeout_ms = timeout_ms;
+        req.body_case = VMMS__HV__REQUEST__BODY_WATCHDOG_ARM;
+        req.watchdog_arm = &body;
+        r = call(c, &req, &reply, NULL);
+        if (r < 0)
+                return r;
+        if (reply->body_case != VMMS__HV__REPLY__BODY_WATCHDOG_STATE) {
+                set_last_error(c, "hvd answered WatchdogArm without its state");
+                return -EPROTO;
+        }
+        *ret_fired = reply->watchdog_state->fired;
+        return 0;
+}
+
 int hv_client_counters_request(HvClient *c, uint64_t *ret_id)
 {
         Vmms__Hv__Request req = VMMS__HV__REQUEST__INIT;

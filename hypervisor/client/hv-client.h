@@ -116,6 +116,10 @@ int hv_client_reply_take(HvClient *c, Vmms__Hv__Reply **ret_reply);
 int hv_client_compatibility_vector_get(HvClient *c, uint64_t partition_id, bool normalized,
                                        Vmms__Hv__Reply **ret_reply);
 
+/* hv.proto WatchdogArm: hvd pauses every partition unless armed again within timeout_ms
+ * (0 disarms); *ret_fired: it fired since it was last armed. */
+int hv_client_watchdog_arm(HvClient *c, uint32_t timeout_ms, bool *ret_fired);
+
 /* On success *ret_reply holds reply->counters; free with hv_client_reply_free. */
 int hv_client_counters_get(HvClient *c, Vmms__Hv__Reply **ret_reply);
 void hv_client_reply_free(Vmms__Hv__Reply *reply);

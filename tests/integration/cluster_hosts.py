@@ -14,7 +14,9 @@ from vmmsd_host import VmmsdHost
 VMCTL = BUILD / "cli" / "vmctl"
 HOST_EXT = "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=clientAuth,serverAuth"
 HOST_NAMES = ("hosta", "hostb", "hostc")
-LEASE_TTL = 2  # etcd's minimum: the tests wait for Down as little as they can
+# The watchdog fences TTL - TTL/4 after the last renewal left, renewals come every TTL/3: 4 s leaves
+# 1.7 s for a renewal to come late (an etcd election, a loaded 2-core machine) without a fence.
+LEASE_TTL = 4
 
 
 class ClusterHosts:

@@ -42,24 +42,28 @@ class EtcdCluster:
         self.client_ports = dict(zip(self.names, ports[:members]))
         self.peer_ports = dict(zip(self.names, ports[members:]))
         self.procs = {}
-        token = "vmms-test-" + secrets.token_hex(4)
-        initial = ",".join(f"{n}=http://127.0.0.1:{self.peer_ports[n]}" for n in self.names)
+        self._token = "vmms-test-" + secrets.token_hex(4)
         for n in self.names:
-            c, p = self.client_ports[n], self.peer_ports[n]
-            log = open(self.dir / f"{n}.log", "ab")
-            self.procs[n] = subprocess.Popen(
-                [ETCD, "--name", n, "--data-dir", str(self.dir / n),
-                 "--listen-client-urls", f"http://127.0.0.1:{c}", "--advertise-client-urls", f"http://127.0.0.1:{c}",
-                 "--listen-peer-urls", f"http://127.0.0.1:{p}", "--initial-advertise-peer-urls",
-                 f"http://127.0.0.1:{p}", "--initial-cluster", initial, "--initial-cluster-state", "new",
-                 "--initial-cluster-token", token, "--unsafe-no-fsync", "--log-level", "warn"],
-                stdout=log, stderr=subprocess.STDOUT)
-            log.close()
+            self.start(n)
         try:
             wait_for(self.healthy, 60, interval=0.2, what="three healthy etcd members")
         except BaseException:
             self.close()
             raise
+
+    def start(self, n):
+        """Starts member n (again: a restarted member rejoins from its data directory)."""
+        c, p = self.client_ports[n], self.peer_ports[n]
+        initial = ",".join(f"{m}=http://127.0.0.1:{self.peer_ports[m]}" for m in self.names)
+        log = open(self.dir / f"{n}.log", "ab")
+        self.procs[n] = subprocess.Popen(
+            [ETCD, "--name", n, "--data-dir", str(self.dir / n),
+             "--listen-client-urls", f"http://127.0.0.1:{c}", "--advertise-client-urls", f"http://127.0.0.1:{c}",
+             "--listen-peer-urls", f"http://127.0.0.1:{p}", "--initial-advertise-peer-urls",
+             f"http://127.0.0.1:{p}", "--initial-cluster", initial, "--initial-cluster-state", "new",
+             "--initial-cluster-token", self._token, "--unsafe-no-fsync", "--log-level", "warn"],
+            stdout=log, stderr=subprocess.STDOUT)
+        log.close()
 
     @property
     def endpoints(self):

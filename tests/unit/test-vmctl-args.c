@@ -191,7 +191,8 @@ static const UsageCase usage_cases[] = {
         {"set-vm-needs-a-setting",
          {"Set-VM", "web", NULL},
          2,
-         "vmctl: Set-VM: give at least one of -Notes, -AutomaticStartAction, -Workload, -BootArgs\n"},
+         "vmctl: Set-VM: give at least one of -Notes, -AutomaticStartAction, -Workload, -BootArgs, "
+         "-HighlyAvailable\n"},
         {"set-vm-bad-automatic-start-action",
          {"Set-VM", "web", "-AutomaticStartAction", "Sometimes", NULL},
          2,
@@ -991,7 +992,7 @@ static void test_json_has_every_field_with_proto_names(void)
                 "\"engine\":\"bundled\",\"automaticStartAction\":\"AUTOMATIC_START_ACTION_START\","
                 "\"kernelPath\":\"\","
                 "\"initrdPath\":\"\",\"kernelArgs\":\"\",\"vhdPath\":\"\",\"status\":\"\","
-                "\"hardDiskDrives\":[],\"networkAdapters\":[]}\n");
+                "\"hardDiskDrives\":[],\"networkAdapters\":[],\"host\":\"\",\"highlyAvailable\":false}\n");
 }
 
 /* json-glib's layout: two-space indent, "name" : value; values chosen to print the same at any

@@ -304,6 +304,8 @@ static void test_store_keeps_the_setting_and_old_rows_read_false(void)
         g_assert_cmpint(sqlite3_exec(raw,
                                      "ALTER TABLE vms DROP COLUMN cpu_compatibility;"
                                      "ALTER TABLE checkpoints DROP COLUMN cpu_compatibility;"
+                                     "ALTER TABLE vms DROP COLUMN highly_available;"
+                                     "ALTER TABLE checkpoints DROP COLUMN highly_available;"
                                      "ALTER TABLE vms DROP COLUMN goal_seeking;"
                                      "ALTER TABLE checkpoints DROP COLUMN goal_seeking;"
                                      "PRAGMA user_version = 8;",

@@ -184,6 +184,8 @@ static void test_rows_from_before_migration_8_keep_their_settings_and_have_no_de
                                      "ALTER TABLE checkpoints DROP COLUMN network_adapters;"
                                      "ALTER TABLE vms DROP COLUMN cpu_compatibility;"
                                      "ALTER TABLE checkpoints DROP COLUMN cpu_compatibility;"
+                                     "ALTER TABLE vms DROP COLUMN highly_available;"
+                                     "ALTER TABLE checkpoints DROP COLUMN highly_available;"
                                      "ALTER TABLE vms DROP COLUMN goal_seeking;"
                                      "ALTER TABLE checkpoints DROP COLUMN goal_seeking;"
                                      "PRAGMA user_version = 7;",
