@@ -17,8 +17,9 @@ PACKAGES=(
   libgrpc-dev protobuf-compiler-grpc
   # the JSON vmctl -Json, hvctl --json and the C benchmarks print
   libjson-glib-dev
-  # the libvirt engine (vmmsd builds it when libvirt-dev is there; scripts/libvirt-deps.sh adds libvirtd and QEMU)
-  libvirt-dev
+  # the libvirt engine (vmmsd builds it when libvirt-dev is there), and the libvirtd and QEMU
+  # test_libvirt_quick starts privately (scripts/libvirt-deps.sh adds the rest the boots need)
+  libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-system-x86
   python3-grpcio python3-protobuf python3-gi
   # the benchmark and seed-case plots (bench/dm_seed_case.py, test_dm_seed)
   python3-matplotlib

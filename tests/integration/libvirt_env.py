@@ -16,12 +16,17 @@ def virsh(uri, *args):
     return subprocess.run(["virsh", "-c", uri, *args], capture_output=True, text=True, timeout=30)
 
 
-def ensure_guest():
-    """libvirtd, QEMU, busybox and the libvirt-qemu account, then GUEST_DIR's vmlinuz and initrd.img."""
+def ensure_libvirtd():
+    """libvirtd, QEMU, busybox and the libvirt-qemu account (scripts/libvirt-deps.sh when one is missing)."""
     if not (shutil.which("libvirtd") and shutil.which("virsh") and Path("/bin/busybox").exists() and
             shutil.which("qemu-system-x86_64") and subprocess.run(["getent", "passwd", "libvirt-qemu"],
                                                                   capture_output=True).returncode == 0):
         subprocess.run([str(SOURCE / "scripts" / "libvirt-deps.sh")], check=True, timeout=600)
+
+
+def ensure_guest():
+    """ensure_libvirtd(), then GUEST_DIR's vmlinuz and initrd.img."""
+    ensure_libvirtd()
     subprocess.run([str(LIBVIRT_DIR / "make-guest.sh"), str(GUEST_DIR)], check=True, timeout=300,
                    stdout=subprocess.DEVNULL)
 
@@ -32,8 +37,15 @@ class PrivateLibvirtd:
     def __init__(self, prefix="vmms-libvirtd-"):
         self._tmp = tempfile.TemporaryDirectory(prefix=prefix)
         self.dir = Path(self._tmp.name)
+        self.start_daemon()
+
+    def start_daemon(self):
         self.uri = subprocess.run([str(LIBVIRT_DIR / "private-libvirtd.sh"), "start", str(self.dir)], check=True,
                                   capture_output=True, text=True, timeout=30).stdout.strip()
+
+    def stop_daemon(self):
+        """Destroys its domains and networks and stops it; its directory stays for start_daemon()."""
+        subprocess.run([str(LIBVIRT_DIR / "private-libvirtd.sh"), "stop", str(self.dir)], timeout=60)
 
     def virsh(self, *args):
         return virsh(self.uri, *args)
@@ -43,5 +55,5 @@ class PrivateLibvirtd:
         return [n for n in self.virsh("list", "--name").stdout.split() if n]
 
     def stop(self):
-        subprocess.run([str(LIBVIRT_DIR / "private-libvirtd.sh"), "stop", str(self.dir)], timeout=60)
+        self.stop_daemon()
         self._tmp.cleanup()
