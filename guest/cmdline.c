@@ -14,6 +14,9 @@
  *                        (0..4194304; 0 writes none) and prints "memsoak: tick <reference
  *                        time> written <pages>" every 2 ms, instead of back-to-back passes
  *                        (default: unpaced)
+ *   memsoak_hot_mb=N     memsoak's passes rewrite only its first N MiB (0..1048576); the rest,
+ *                        touched once as it grows, stays cold (default: all of it)
+ *   memsoak_pause_ms=N   pause between memsoak's passes, 0..3600000 (default 100)
  *   cache_mb=N           the cache workload's target size, 1..1048576 MiB (default 64)
  *   ignore_shutdown=0|1  1: the guest never answers the host's shutdown request, as a hung
  *                        guest would; only a turn-off stops it (default 0) */
@@ -22,6 +25,7 @@
 #define GUEST_MEMSOAK_MB_DEFAULT 64
 #define GUEST_MEMSOAK_STEP_MB_DEFAULT 8
 #define GUEST_MEMSOAK_STEP_MS_DEFAULT 500
+#define GUEST_MEMSOAK_PAUSE_MS_DEFAULT 100
 #define GUEST_CACHE_MB_DEFAULT 64
 #define GUEST_IDLE_PERIOD_MS_DEFAULT 1000
 
@@ -88,6 +92,8 @@ static const struct guest_cmdline_number {
         {"memsoak_step_ms", offsetof(struct guest_config, memsoak_step_ms), 0, 3600u * 1000u},
         {"memsoak_hold_s", offsetof(struct guest_config, memsoak_hold_s), 0, 86400u},
         {"memsoak_rate_kb", offsetof(struct guest_config, memsoak_rate_kb), 0, 4u << 20},
+        {"memsoak_hot_mb", offsetof(struct guest_config, memsoak_hot_mb), 0, 1u << 20},
+        {"memsoak_pause_ms", offsetof(struct guest_config, memsoak_pause_ms), 0, 3600u * 1000u},
         {"cache_mb", offsetof(struct guest_config, cache_mb), 1, 1u << 20},
         {"idle_period_ms", offsetof(struct guest_config, idle_period_ms), 1, 3600u * 1000u},
         {"ignore_shutdown", offsetof(struct guest_config, ignore_shutdown), 0, 1},
@@ -124,6 +130,8 @@ void guest_cmdline_parse(const char *cmdline, struct guest_config *ret_config)
                 .memsoak_step_mb = GUEST_MEMSOAK_STEP_MB_DEFAULT,
                 .memsoak_step_ms = GUEST_MEMSOAK_STEP_MS_DEFAULT,
                 .memsoak_rate_kb = GUEST_MEMSOAK_UNPACED,
+                .memsoak_hot_mb = GUEST_MEMSOAK_ALL_HOT,
+                .memsoak_pause_ms = GUEST_MEMSOAK_PAUSE_MS_DEFAULT,
                 .cache_mb = GUEST_CACHE_MB_DEFAULT,
                 .idle_period_ms = GUEST_IDLE_PERIOD_MS_DEFAULT,
         };

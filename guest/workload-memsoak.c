@@ -1,12 +1,14 @@
 /* The `memsoak` workload: VP 0 grows its memory in steps up to a target, then keeps
- * every page it holds in use, paging to the synthetic disk when the guest runs out of
- * free pages; the other VPs idle. Drives Dynamic Memory's pressure. */
+ * every page it holds in use (or only its first memsoak_hot_mb, the rest left cold),
+ * paging to the synthetic disk when the guest runs out of free pages; the other VPs
+ * idle. Drives Dynamic Memory's pressure, and goal seeking's (a cold majority). */
 #include "guest.h"
 #include "hypercall.h"
 
-#define GUEST_MEMSOAK_PASS_MS 100
 #define GUEST_MEMSOAK_REPORT_PASSES 10
 #define GUEST_MEMSOAK_REPORT_NS (2 * GUEST_NS_PER_SEC)
+/* Fast passes (a small hot set, no pause) report at most this often. */
+#define GUEST_MEMSOAK_REPORT_MIN_NS (250 * GUEST_NS_PER_MS)
 #define GUEST_MEMSOAK_MAX_CORRUPTION_REPORTS 16
 #define GUEST_MEMSOAK_POLL_PAGES 256
 /* The pager's table may take at most this fraction of free memory at start. */
@@ -27,6 +29,8 @@ struct guest_memsoak {
         uint64_t step_pages;
         uint64_t step_ns;
         uint64_t hold_ns;
+        uint64_t hot_pages; /* the passes rewrite pages [0, hot_pages) */
+        uint64_t pause_ns;
         struct guest_pager pager;
         uint64_t pass;
         uint64_t corruptions;
@@ -107,13 +111,15 @@ static void guest_memsoak_check(struct guest_memsoak *m, uint64_t index, uint64_
                              index, gpa, h_index, t_index, h_pass, t_pass, m->pass - 1);
 }
 
-/* Reads then writes every soaked page once, bringing paged-out pages back. */
-static void guest_memsoak_touch_all(struct guest_memsoak *m)
+/* Reads then writes every hot page once (every page unless memsoak_hot_mb= says
+ * fewer), bringing paged-out ones back; the cold ones stay where they are. */
+static void guest_memsoak_touch_hot(struct guest_memsoak *m)
 {
         uint64_t start = guest_hv_reference_time();
+        uint64_t n = m->hot_pages < m->pager.n_pages ? m->hot_pages : m->pager.n_pages;
 
         m->pass++;
-        for (uint64_t i = 0; i < m->pager.n_pages; i++) {
+        for (uint64_t i = 0; i < n; i++) {
                 uint64_t gpa;
                 int r = guest_pager_get(&m->pager, i, &gpa);
 
@@ -167,12 +173,17 @@ static void guest_memsoak_report(struct guest_memsoak *m)
 
         if (m->pass % GUEST_MEMSOAK_REPORT_PASSES != 0 && now - m->last_report_ns < GUEST_MEMSOAK_REPORT_NS)
                 return;
+        if (now - m->last_report_ns < GUEST_MEMSOAK_REPORT_MIN_NS)
+                return;
         m->last_report_ns = now;
+        /* t= (reference time) lets the host count passes per second of guest time. */
         guest_printf("memsoak: pass %lu committed=%lu resident=%lu paged_out=%lu page_in=%lu page_out=%lu "
-                     "pass_ms=%lu\n",
+                     "pass_ms=%lu hot=%lu t=%lu\n",
                      m->pass, guest_memory_committed_bytes(), m->pager.resident_pages * GUEST_PAGE_SIZE,
                      m->pager.paged_out_pages * GUEST_PAGE_SIZE, guest_paging_in_total(),
-                     guest_paging_out_total(), m->last_pass_ns / GUEST_NS_PER_MS);
+                     guest_paging_out_total(), m->last_pass_ns / GUEST_NS_PER_MS,
+                     (m->hot_pages < m->pager.n_pages ? m->hot_pages : m->pager.n_pages) * GUEST_PAGE_SIZE,
+                     now);
 }
 
 /* The pager's table covers the target, unless that table would not fit: then the
@@ -196,6 +207,10 @@ void guest_workload_memsoak_run(uint32_t vp, const struct guest_config *config)
                 .step_pages = config->memsoak_step_mb * GUEST_MIB / GUEST_PAGE_SIZE,
                 .step_ns = config->memsoak_step_ms * GUEST_NS_PER_MS,
                 .hold_ns = config->memsoak_hold_s * GUEST_NS_PER_SEC,
+                .hot_pages = config->memsoak_hot_mb == GUEST_MEMSOAK_ALL_HOT
+                                     ? UINT64_MAX
+                                     : config->memsoak_hot_mb * GUEST_MIB / GUEST_PAGE_SIZE,
+                .pause_ns = config->memsoak_pause_ms * GUEST_NS_PER_MS,
         };
         uint64_t next_step, reached_ns = 0;
         int r;
@@ -218,8 +233,10 @@ void guest_workload_memsoak_run(uint32_t vp, const struct guest_config *config)
                 guest_memsoak_paced(&m, config->memsoak_rate_kb);
         next_step = guest_hv_reference_time() + m.step_ns;
         for (;;) {
-                guest_sleep_ns(GUEST_MEMSOAK_PASS_MS * GUEST_NS_PER_MS);
-                guest_memsoak_touch_all(&m);
+                guest_sleep_ns(m.pause_ns);
+                if (!m.pause_ns)
+                        guest_check_host_request(); /* the sleep only polled the VMBus */
+                guest_memsoak_touch_hot(&m);
                 guest_memsoak_report(&m);
                 if (m.reached && m.hold_ns) {
                         if (!reached_ns)

@@ -12,7 +12,7 @@ from vmms_host import HvHost, wait_for
 
 MiB = 1 << 20
 PASS_LINE = re.compile(r"^memsoak: pass (\d+) committed=(\d+) resident=(\d+) paged_out=(\d+) page_in=(\d+) "
-                       r"page_out=(\d+) pass_ms=(\d+)$", re.M)
+                       r"page_out=(\d+) pass_ms=(\d+) hot=\d+ t=\d+$", re.M)
 CACHE_LINE = re.compile(r"^cache: size=(\d+) trimmed=(\d+)$", re.M)
 
 
