@@ -17,6 +17,8 @@
  *   memsoak_hot_mb=N     memsoak's passes rewrite only its first N MiB (0..1048576); the rest,
  *                        touched once as it grows, stays cold (default: all of it)
  *   memsoak_pause_ms=N   pause between memsoak's passes, 0..3600000 (default 100)
+ *   memsoak_hot_grow_s=N N seconds after reaching its target, memsoak's hot part grows to
+ *                        the whole soak, 0..86400; 0 never (default 0)
  *   cache_mb=N           the cache workload's target size, 1..1048576 MiB (default 64)
  *   ignore_shutdown=0|1  1: the guest never answers the host's shutdown request, as a hung
  *                        guest would; only a turn-off stops it (default 0) */
@@ -94,6 +96,7 @@ static const struct guest_cmdline_number {
         {"memsoak_rate_kb", offsetof(struct guest_config, memsoak_rate_kb), 0, 4u << 20},
         {"memsoak_hot_mb", offsetof(struct guest_config, memsoak_hot_mb), 0, 1u << 20},
         {"memsoak_pause_ms", offsetof(struct guest_config, memsoak_pause_ms), 0, 3600u * 1000u},
+        {"memsoak_hot_grow_s", offsetof(struct guest_config, memsoak_hot_grow_s), 0, 86400u},
         {"cache_mb", offsetof(struct guest_config, cache_mb), 1, 1u << 20},
         {"idle_period_ms", offsetof(struct guest_config, idle_period_ms), 1, 3600u * 1000u},
         {"ignore_shutdown", offsetof(struct guest_config, ignore_shutdown), 0, 1},

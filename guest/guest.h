@@ -187,10 +187,11 @@ struct guest_config {
         uint64_t memsoak_mb;
         uint64_t memsoak_step_mb;
         uint64_t memsoak_step_ms;
-        uint64_t memsoak_hold_s;   /* then release everything; 0 = hold forever */
-        uint64_t memsoak_rate_kb;  /* paced rewriting, KiB/s; GUEST_MEMSOAK_UNPACED: back-to-back passes */
-        uint64_t memsoak_hot_mb;   /* MiB the passes rewrite; GUEST_MEMSOAK_ALL_HOT: every page */
-        uint64_t memsoak_pause_ms; /* between passes (default 100) */
+        uint64_t memsoak_hold_s;     /* then release everything; 0 = hold forever */
+        uint64_t memsoak_rate_kb;    /* paced rewriting, KiB/s; GUEST_MEMSOAK_UNPACED: back-to-back passes */
+        uint64_t memsoak_hot_mb;     /* MiB the passes rewrite; GUEST_MEMSOAK_ALL_HOT: every page */
+        uint64_t memsoak_pause_ms;   /* between passes (default 100) */
+        uint64_t memsoak_hot_grow_s; /* then every page is hot; 0 = never */
         uint64_t cache_mb;
         uint64_t idle_period_ms;  /* how often an idle VP wakes (idle_period_ms=, default 1000) */
         uint64_t ignore_shutdown; /* 1: never answer the host's shutdown request (a hung guest) */

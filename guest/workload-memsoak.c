@@ -31,6 +31,11 @@ struct guest_memsoak {
         uint64_t hold_ns;
         uint64_t hot_pages; /* the passes rewrite pages [0, hot_pages) */
         uint64_t pause_ns;
+        uint64_t hot_grow_ns; /* after this long at the target, every page is hot; 0: never */
+        /* Pages from cold_from on were cold until the hot part grew: up to pass
+         * cold_until_pass their marks may be from any earlier pass. */
+        uint64_t cold_from;
+        uint64_t cold_until_pass;
         struct guest_pager pager;
         uint64_t pass;
         uint64_t corruptions;
@@ -104,6 +109,9 @@ static void guest_memsoak_check(struct guest_memsoak *m, uint64_t index, uint64_
         uint64_t t_index = trailer->index ^ GUEST_MEMSOAK_TRAILER_MAGIC, t_pass = trailer->pass;
 
         if (h_index == index && t_index == index && h_pass == m->pass - 1 && t_pass == m->pass - 1)
+                return;
+        if (h_index == index && t_index == index && h_pass == t_pass && h_pass < m->pass &&
+            index >= m->cold_from && m->pass <= m->cold_until_pass)
                 return;
         if (m->corruptions++ < GUEST_MEMSOAK_MAX_CORRUPTION_REPORTS)
                 guest_printf("memsoak: CORRUPTION page=%lu gpa=0x%lx index=%lu/%lu pass=%lu/%lu expected "
@@ -211,6 +219,7 @@ void guest_workload_memsoak_run(uint32_t vp, const struct guest_config *config)
                                      ? UINT64_MAX
                                      : config->memsoak_hot_mb * GUEST_MIB / GUEST_PAGE_SIZE,
                 .pause_ns = config->memsoak_pause_ms * GUEST_NS_PER_MS,
+                .hot_grow_ns = config->memsoak_hot_grow_s * GUEST_NS_PER_SEC,
         };
         uint64_t next_step, reached_ns = 0;
         int r;
@@ -238,9 +247,16 @@ void guest_workload_memsoak_run(uint32_t vp, const struct guest_config *config)
                         guest_check_host_request(); /* the sleep only polled the VMBus */
                 guest_memsoak_touch_hot(&m);
                 guest_memsoak_report(&m);
+                if (m.reached && !reached_ns)
+                        reached_ns = guest_hv_reference_time();
+                if (m.hot_grow_ns && reached_ns && m.hot_pages < m.pager.n_pages &&
+                    guest_hv_reference_time() - reached_ns >= m.hot_grow_ns) {
+                        m.cold_from = m.hot_pages;
+                        m.cold_until_pass = m.pass + 1;
+                        m.hot_pages = m.pager.n_pages;
+                        guest_printf("memsoak: hot grows to %lu\n", m.hot_pages * GUEST_PAGE_SIZE);
+                }
                 if (m.reached && m.hold_ns) {
-                        if (!reached_ns)
-                                reached_ns = guest_hv_reference_time();
                         if (guest_hv_reference_time() - reached_ns >= m.hold_ns) {
                                 uint64_t bytes = m.pager.n_pages * GUEST_PAGE_SIZE;
 

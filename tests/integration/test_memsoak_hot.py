@@ -59,6 +59,23 @@ class MemsoakHotTest(unittest.TestCase):
                 self.assertIsNone(vm.proc.poll(), vm.stderr())
                 control.close()
 
+    def test_hot_part_that_grows_brings_the_cold_pages_back(self):
+        with HvHost(memory="512MB") as host:
+            vm, control = start_vm(host, "grows", "64MB", "64MB",
+                                   "memsoak_mb=96 memsoak_step_mb=16 memsoak_step_ms=50 memsoak_hot_mb=8 "
+                                   "memsoak_hot_grow_s=2")
+            vm.wait_console(r"^memsoak: hot grows to 100663296", timeout=180)
+            grown = len(passes(vm))
+            wait_for(lambda: len(passes(vm)) >= grown + 3, 240, what="three passes of the grown hot part")
+            a, b = passes(vm)[-2:]
+            self.assertEqual(b["hot"], 96 * MiB)
+            # What does not fit comes back from disk on every pass now.
+            self.assertGreater(b["page_in"] - a["page_in"], (b["pass"] - a["pass"]) * 16 * MiB // 4096, (a, b))
+            # The cold pages' marks from before the growth are accepted once, then checked.
+            self.assertNotIn("CORRUPTION", vm.console())
+            self.assertNotIn("unreadable", vm.console())
+            control.close()
+
     def test_hot_part_larger_than_the_soak_is_all_of_it(self):
         with HvHost(memory="512MB") as host:
             vm, control = start_vm(host, "small", "64MB", "64MB",
