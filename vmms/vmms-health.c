@@ -27,6 +27,16 @@
  * hvd's scheduler costs a runnable VP when the host has spare processors. LPs at 95 %
  * rather than 100 % because the hypervisor's own time keeps _Total just short of it.
  *
+ * Goal seeking (Set-VMMemory -GoalSeeking, balancer/balancer-goal.c) trims a VM below what it
+ * commits: the pages it does not touch go to its paging disk and still count as committed, so
+ * its pressure reads over 100 — 296 on the cold-majority guest of bench/dm_goal_seeking.py —
+ * while it runs at full speed. That is the goal working, not a shortage: for a goal-seeking
+ * VM, a second counts towards "pressure high" only while it also pages in over goal seeking's
+ * own threshold (1 MiB/s, 256 pages/s, the mean over the paging rule's 10 s), and a VM that
+ * does not is left out of the host's pressure rule (which then judges the mean Average
+ * Pressure of the other VMs) and of the host's shortfall. Its paging rule stands as for any
+ * VM: a probe that pages shows as "Paging" for its seconds.
+ *
  * How long a sign has held (for_s) counts the seconds in a row its condition was true,
  * unbounded by the window: "Memory pressure high for 4 min". A VM's state is the set
  * of its rules that fire; vmms_health_end_second() reports a subject whose set changed,
@@ -44,6 +54,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "balancer-goal.h"
 #include "vmms-error.h"
 #include "vmms-health.h"
 
@@ -88,6 +99,7 @@ typedef struct HealthSubject {
 
 struct VmmsHealth {
         HealthSubject host;
+        double goal_paging_pages_per_s; /* goal seeking's paging threshold, in pages/s */
         bool host_seen_ever;
         GHashTable *vms; /* name -> HealthSubject* */
 };
@@ -95,7 +107,10 @@ struct VmmsHealth {
 VmmsHealth *vmms_health_new(void)
 {
         VmmsHealth *h = g_new0(VmmsHealth, 1);
+        BalancerGoalConfig goal;
 
+        balancer_goal_config_init_default(&goal);
+        h->goal_paging_pages_per_s = (double)goal.paging_threshold_bytes_per_s / BALANCER_GOAL_PAGE_BYTES;
         h->vms = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         return h;
 }
@@ -171,6 +186,32 @@ static double vm_window_mean(const HealthSubject *s, VmmsHealthRule rule)
         return known ? sum / known : NAN;
 }
 
+/* A goal-seeking VM's page-in rate over the paging rule's window (NAN until it is full). */
+static double vm_goal_paging(const HealthSubject *s)
+{
+        unsigned window = vmms_health_rules[VMMS_HEALTH_VM_PAGING].window_s;
+        double now, then;
+
+        if (s->n < window + 1)
+                return NAN;
+        now = s->ring.vm[ring_at(s, 0)].pages_in_total;
+        then = s->ring.vm[ring_at(s, window)].pages_in_total;
+        return isnan(now) || isnan(then) || now < then ? NAN : (now - then) / window;
+}
+
+/* Whether the VM's pressure this second means it is short of memory: always, unless it seeks a goal;
+ * then only while it pages in over goal seeking's threshold (its pressure over 100 is pages it left on
+ * disk because it does not touch them). */
+static bool vm_pressure_is_shortage(const VmmsHealth *h, const HealthSubject *s)
+{
+        double paging;
+
+        if (!s->ring.vm[ring_at(s, 0)].goal_seeking)
+                return true;
+        paging = vm_goal_paging(s);
+        return !isnan(paging) && paging > h->goal_paging_pages_per_s;
+}
+
 static double vm_figure(const HealthSubject *s, VmmsHealthRule rule)
 {
         if (rule == VMMS_HEALTH_VM_PRESSURE)
@@ -179,7 +220,7 @@ static double vm_figure(const HealthSubject *s, VmmsHealthRule rule)
 }
 
 /* Updates each rule's run of seconds and which rules fire. */
-static void judge(HealthSubject *s, bool is_host)
+static void judge(const VmmsHealth *h, HealthSubject *s, bool is_host)
 {
         VmmsHealthRule first = is_host ? VMMS_HEALTH_HOST_AVAILABLE_MEMORY : VMMS_HEALTH_VM_PRESSURE;
         VmmsHealthRule last = is_host ? VMMS_HEALTH_HOST_LP_BUSY : VMMS_HEALTH_VM_CPU_WAIT;
@@ -189,7 +230,9 @@ static void judge(HealthSubject *s, bool is_host)
                 const VmmsHealthRuleInfo *info = &vmms_health_rules[r];
                 double x = is_host ? host_figure(&s->ring.host[ring_at(s, 0)], r) : vm_figure(s, r);
 
-                s->run[r] = past(r, x) ? s->run[r] + 1 : 0;
+                bool sign = past(r, x) && (r != VMMS_HEALTH_VM_PRESSURE || vm_pressure_is_shortage(h, s));
+
+                s->run[r] = sign ? s->run[r] + 1 : 0;
                 /* A mean rule's first true second already stands for a whole window. */
                 if (info->sustained ? s->run[r] >= info->window_s : s->run[r] > 0)
                         s->firing |= 1u << r;
@@ -201,7 +244,6 @@ void vmms_health_push_host(VmmsHealth *h, const VmmsHealthHostSample *sample)
         h->host.ring.host[h->host.head] = *sample;
         ring_advance(&h->host);
         h->host.seen = true;
-        judge(&h->host, true);
 }
 
 void vmms_health_push_vm(VmmsHealth *h, const char *vm, const VmmsHealthVmSample *sample)
@@ -215,7 +257,36 @@ void vmms_health_push_vm(VmmsHealth *h, const char *vm, const VmmsHealthVmSample
         s->ring.vm[s->head] = *sample;
         ring_advance(s);
         s->seen = true;
-        judge(s, false);
+        judge(h, s, false);
+}
+
+/* The host's Average Pressure counter is the mean over its VMs, a goal-seeking VM's over 100 at its goal
+ * included. When a VM this second is such a one, the host's pressure rule judges the mean Average
+ * Pressure of the other dynamic-memory VMs instead (none: nothing to judge). */
+static void host_leave_out_goals(VmmsHealth *h)
+{
+        VmmsHealthHostSample *x = &h->host.ring.host[ring_at(&h->host, 0)];
+        GHashTableIter iter;
+        gpointer value;
+        double sum = 0;
+        unsigned n = 0, left_out = 0;
+
+        g_hash_table_iter_init(&iter, h->vms);
+        while (g_hash_table_iter_next(&iter, NULL, &value)) {
+                const HealthSubject *s = value;
+                const VmmsHealthVmSample *v = &s->ring.vm[ring_at(s, 0)];
+
+                if (!s->seen || v->static_memory || isnan(v->average_pressure))
+                        continue;
+                if (!vm_pressure_is_shortage(h, s)) {
+                        left_out++;
+                        continue;
+                }
+                sum += v->average_pressure;
+                n++;
+        }
+        if (left_out)
+                x->average_pressure = n ? sum / n : NAN;
 }
 
 static bool subject_changed(HealthSubject *s)
@@ -234,8 +305,12 @@ GPtrArray *vmms_health_end_second(VmmsHealth *h)
         GHashTableIter iter;
         gpointer key, value;
 
-        if (h->host.seen && subject_changed(&h->host))
-                g_ptr_array_add(changes, g_strdup(""));
+        if (h->host.seen) {
+                host_leave_out_goals(h);
+                judge(h, &h->host, true);
+                if (subject_changed(&h->host))
+                        g_ptr_array_add(changes, g_strdup(""));
+        }
         g_hash_table_iter_init(&iter, h->vms);
         while (g_hash_table_iter_next(&iter, &key, &value)) {
                 HealthSubject *s = value;
@@ -425,7 +500,8 @@ static void host_findings(VmmsHealth *h, GPtrArray *out)
         for (guint i = 0; i < names->len; i++) {
                 const VmmsHealthVmSample *v = latest_vm(g_hash_table_lookup(h->vms, names->pdata[i]));
 
-                if (v->average_pressure >= vmms_health_rules[VMMS_HEALTH_VM_PRESSURE].threshold)
+                if (v->average_pressure >= vmms_health_rules[VMMS_HEALTH_VM_PRESSURE].threshold &&
+                    vm_pressure_is_shortage(h, g_hash_table_lookup(h->vms, names->pdata[i])))
                         shortfall += vm_relief_bytes(v);
         }
         for (VmmsHealthRule r = VMMS_HEALTH_HOST_AVAILABLE_MEMORY; x && r <= VMMS_HEALTH_HOST_LP_BUSY; r++) {

@@ -38,6 +38,7 @@ extern const VmmsHealthRuleInfo vmms_health_rules[VMMS_HEALTH_RULE_COUNT];
 typedef struct VmmsHealthVmSample {
         double average_pressure;         /* \Hyper-V Dynamic Memory VM(vm)\Average Pressure, % */
         double pages_total;              /* Pages In + Pages Out, running totals */
+        double pages_in_total;           /* Pages In alone, the running total goal seeking judges */
         double cpu_wait_per_dispatch_ns; /* the mean over the VM's VPs */
         double cpu_run_pct;              /* % Total Run Time summed over its VPs (100 = one LP) */
         uint64_t assigned_bytes;
@@ -45,6 +46,8 @@ typedef struct VmmsHealthVmSample {
         uint64_t maximum_bytes; /* its Maximum Memory (Startup for static memory) */
         bool static_memory;     /* average_pressure is this second's committed / assigned: the balancer
                                    keeps no window, so a finding names Current Pressure */
+        bool goal_seeking;      /* Set-VMMemory -GoalSeeking with Dynamic Memory: pressure over 100 is its
+                                   goal, not a shortage, unless it pages in over goal seeking's threshold */
 } VmmsHealthVmSample;
 
 /* One second's figures of the host. */
@@ -74,7 +77,8 @@ void vmms_health_free(VmmsHealth *h);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmmsHealth, vmms_health_free)
 
 /* One second: the host's figures, then each running VM's; vmms_health_end_second()
- * forgets VMs that had no sample this second (they stopped) and returns the subjects
+ * judges the host (after its VMs: goal-seeking ones at their goal leave its pressure
+ * rule), forgets VMs that had no sample this second (they stopped) and returns the subjects
  * whose state changed, as "" for the host or the VM's name (free with
  * g_ptr_array_unref). */
 void vmms_health_push_host(VmmsHealth *h, const VmmsHealthHostSample *sample);

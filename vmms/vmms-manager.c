@@ -535,8 +535,10 @@ static void health_collect(const VmmsCounterSample *c, void *userdata)
         v = g_hash_table_lookup(hc->vms, c->vm);
         if (!v) {
                 v = g_new0(HealthVmFigures, 1);
-                v->sample = (VmmsHealthVmSample){
-                        .average_pressure = NAN, .pages_total = NAN, .cpu_wait_per_dispatch_ns = NAN};
+                v->sample = (VmmsHealthVmSample){.average_pressure = NAN,
+                                                 .pages_total = NAN,
+                                                 .pages_in_total = NAN,
+                                                 .cpu_wait_per_dispatch_ns = NAN};
                 g_hash_table_insert(hc->vms, g_strdup(c->vm), v);
         }
         switch (c->id) {
@@ -551,6 +553,9 @@ static void health_collect(const VmmsCounterSample *c, void *userdata)
                 v->have_pressure = true;
                 break;
         case VMMS_COUNTER_GUEST_PAGES_IN:
+                v->sample.pages_in_total = c->value;
+                v->sample.pages_total = (isnan(v->sample.pages_total) ? 0 : v->sample.pages_total) + c->value;
+                break;
         case VMMS_COUNTER_GUEST_PAGES_OUT:
                 v->sample.pages_total = (isnan(v->sample.pages_total) ? 0 : v->sample.pages_total) + c->value;
                 break;
@@ -635,6 +640,7 @@ static void health_feed(VmmsManager *m)
                                 (double)v->sample.committed_bytes * 100 / (double)v->sample.assigned_bytes;
                         v->sample.static_memory = true;
                 }
+                v->sample.goal_seeking = vm->def.memory.dynamic_memory_enabled && vm->def.memory.goal_seeking;
                 v->sample.maximum_bytes = vm->def.memory.dynamic_memory_enabled
                                                   ? vm->def.memory.maximum_bytes
                                                   : vm->def.memory.startup_bytes;

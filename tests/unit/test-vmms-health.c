@@ -338,6 +338,65 @@ static void test_status_joins_signs(void)
         g_assert_cmpstr(host, ==, "memory short");
 }
 
+/* A goal-seeking VM's pressure over 100 is its goal (committed counts the cold pages it left on disk):
+ * neither its status nor the host's pressure rule flags it unless it also pages in over goal seeking's
+ * threshold (256 pages/s, the mean over 10 s). 'db' sits at pressure 84 beside it; the host's Average
+ * Pressure counter is the mean of both. */
+typedef struct GoalCase {
+        const char *name;
+        bool goal_seeking;
+        double pressure;
+        double page_in_per_s;
+        bool vm_fires;
+        bool host_fires;
+} GoalCase;
+
+static const GoalCase goal_cases[] = {
+        {"without goal seeking, pressure 296 is high", false, 296, 0, true, true},
+        {"at its goal: pressure 296, no page-ins", true, 296, 0, false, false},
+        {"at its goal: page-ins at the threshold", true, 296, 256, false, false},
+        {"short: page-ins over the threshold", true, 296, 257, true, true},
+        {"paging but pressure under 100", true, 90, 1000, false, false},
+};
+
+static void test_goal_seeking_pressure_flagged_only_when_paging(void)
+{
+        for (size_t i = 0; i < G_N_ELEMENTS(goal_cases); i++) {
+                const GoalCase *c = &goal_cases[i];
+                g_autoptr(VmmsHealth) h = vmms_health_new();
+                g_autoptr(GPtrArray) findings = NULL;
+                g_autofree char *status = NULL;
+                g_autofree char *host_status = NULL;
+
+                g_test_message("%s", c->name);
+                /* 10 s to know the page-in rate, then the pressure rule's 30 s, and some. */
+                for (unsigned s = 0; s < 45; s++) {
+                        VmmsHealthHostSample host = host_at_rest();
+                        VmmsHealthVmSample web = vm_at_rest(), db = vm_at_rest();
+
+                        host.average_pressure = (c->pressure + 84) / 2;
+                        web.goal_seeking = c->goal_seeking;
+                        web.average_pressure = c->pressure;
+                        web.assigned_bytes = 64 * MIB;
+                        web.committed_bytes = (uint64_t)(c->pressure * 64 / 100) * MIB;
+                        web.pages_in_total = c->page_in_per_s * s;
+                        web.pages_total = web.pages_in_total;
+                        db.average_pressure = 84;
+                        vmms_health_push_host(h, &host);
+                        vmms_health_push_vm(h, "web", &web);
+                        vmms_health_push_vm(h, "db", &db);
+                        g_ptr_array_unref(vmms_health_end_second(h));
+                }
+                findings = vmms_health_findings(h);
+                g_assert_true((find(findings, VMMS_HEALTH_VM_PRESSURE) != NULL) == c->vm_fires);
+                g_assert_true((find(findings, VMMS_HEALTH_HOST_AVERAGE_PRESSURE) != NULL) == c->host_fires);
+                status = vmms_health_vm_status(h, "web");
+                g_assert_true(g_str_has_prefix(status, "Memory pressure high") == c->vm_fires);
+                host_status = vmms_health_host_status(h);
+                g_assert_true((strstr(host_status, "memory pressure high") != NULL) == c->host_fires);
+        }
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -349,5 +408,7 @@ int main(int argc, char **argv)
         g_test_add_func("/health/state-change-reported-once", test_state_change_reported_once);
         g_test_add_func("/health/status-says-how-long", test_status_says_how_long);
         g_test_add_func("/health/status-joins-signs", test_status_joins_signs);
+        g_test_add_func("/health/goal-seeking-pressure-flagged-only-when-paging",
+                        test_goal_seeking_pressure_flagged_only_when_paging);
         return g_test_run();
 }
