@@ -28,7 +28,11 @@
  *   is WAIT.
  *   Paging. rate > threshold (1 MiB/s) on confirm_ticks (2) judged samples in a row: the footprint that
  *   paged becomes the floor, the cap goes up by max(2 × step, assigned / 16) above max(cap, assigned), the
- *   probe step halves, and no probe goes down for hold_ticks (10).
+ *   probe step halves, and no probe goes down for hold_ticks (10). A raise that follows a raise (no quiet
+ *   sample, no probe between) is twice the one before, up to 8 times: on the bundled guest whose hot set
+ *   grew from 96 to 192 MiB (tests/integration/test_goal_seeking.py), equal raises of 16 MiB, one per
+ *   4 s (two samples to steady, two to confirm), took 20 s of page-ins at 45-58 MiB/s to get from 106 to
+ *   202 MiB; doubling takes three raises (the simulated guest: 39 ticks down to 15).
  *   Quiet. rate ≤ threshold / 4 on settle_ticks (3) judged samples in a row, at the cap, past the hold: the
  *   cap goes down one step (from min(cap, assigned)), but not to the floor: the lowest it goes is
  *   floor + one minimum step. A step that would be smaller than the minimum step means the goal is reached
@@ -63,6 +67,7 @@
 #define MiB (UINT64_C(1) << 20)
 #define GOAL_MIN_INTERVAL_NS UINT64_C(500000000)
 #define GOAL_STEADY_SAMPLES 2
+#define GOAL_RAISE_DOUBLINGS 3
 #define GOAL_NS_PER_S UINT64_C(1000000000)
 
 void balancer_goal_config_init_default(BalancerGoalConfig *ret_config)
@@ -139,6 +144,10 @@ static void goal_raise(BalancerGoal *goal, const BalancerGoalConfig *config, con
                 up = in->assigned_bytes / 16;
         if (up < min_step)
                 up = min_step;
+        /* Paging again right after a raise: the working set is far above (it grew); each raise in a row
+         * doubles, up to 8 times the first. */
+        up <<= goal->raise_run < GOAL_RAISE_DOUBLINGS ? goal->raise_run : GOAL_RAISE_DOUBLINGS;
+        goal->raise_run++;
 
         /* The same level paged again after its floor expired: wait twice as long before the next re-probe.
          * A new level (the first descent, a working set that moved) starts the backoff afresh. */
@@ -180,6 +189,7 @@ static bool goal_probe(BalancerGoal *goal, const BalancerGoalInput *in, uint64_t
                 return false;
         goal->cap_bytes = goal_units_down(next);
         goal->quiet_run = 0;
+        goal->raise_run = 0;
         goal->probes++;
         return true;
 }
@@ -239,6 +249,8 @@ uint64_t balancer_goal_sample(BalancerGoal *goal, const BalancerGoalConfig *conf
         quiet = goal->rate_bytes_per_s <= config->paging_threshold_bytes_per_s / 4;
         goal->paging_run = paging ? goal->paging_run + 1 : 0;
         goal->quiet_run = quiet ? goal->quiet_run + 1 : 0;
+        if (quiet)
+                goal->raise_run = 0;
         decision = BALANCER_GOAL_HOLD;
         if (goal->paging_run >= config->confirm_ticks) {
                 goal_raise(goal, config, in, min_step);
@@ -246,6 +258,8 @@ uint64_t balancer_goal_sample(BalancerGoal *goal, const BalancerGoalConfig *conf
         } else if (goal->quiet_run >= config->settle_ticks && goal->tick >= goal->hold_until &&
                    in->assigned_bytes <= goal->cap_bytes + BALANCER_UNIT_BYTES) {
                 decision = goal_probe(goal, in, min_step) ? BALANCER_GOAL_PROBE : BALANCER_GOAL_AT_GOAL;
+                if (decision == BALANCER_GOAL_AT_GOAL)
+                        goal->raise_run = 0;
         }
 out:
         if (goal->started)

@@ -53,6 +53,7 @@ typedef struct BalancerGoal {
         uint32_t quiet_run;   /* quiet samples in a row */
         uint32_t paging_run;  /* paging samples in a row */
         uint32_t steady_run;  /* samples in a row with assigned unchanged */
+        uint32_t raise_run;   /* raises since the last probe or goal: each one doubles the next */
         uint64_t last_assigned;
         uint64_t last_committed;
         uint64_t last_page_in;

@@ -132,7 +132,7 @@ static void test_goal_converges_just_above_working_set_without_oscillating(void)
         }
 }
 
-/* When the working set grows the guest pages; the cap follows it up within a minute and settles just above
+/* When the working set grows the guest pages; the cap follows it up within 20 ticks and settles just above
  * it again. */
 static void test_goal_returns_memory_when_working_set_grows(void)
 {
@@ -154,7 +154,8 @@ static void test_goal_returns_memory_when_working_set_grows(void)
                         reached++;
                 g_test_message("reached the new working set %" G_GUINT64_FORMAT " ticks after it grew",
                                reached - 500);
-                g_assert_cmpuint(reached, <=, 560);
+                /* Raises in a row double: 15 and 13 ticks here (39 and 25 when each raise was the same). */
+                g_assert_cmpuint(reached, <=, 520);
                 assert_at_working_set(run, c->ws_after, 700, SIM_TICKS, slack, 30);
                 g_assert_cmpuint(run->assigned[SIM_TICKS], >=, c->ws_after);
         }
