@@ -26,7 +26,9 @@
  *   trimmed by a step that were in use come back within a pass or two of the workload, and that burst is the
  *   step's cost, not evidence that the new footprint is too small. A sample taken while the footprint moves
  *   is WAIT.
- *   Paging. rate > threshold (1 MiB/s) on confirm_ticks (2) judged samples in a row: the footprint that
+ *   Paging. rate > threshold (1 MiB/s) on confirm_ticks (2) judged samples in a row, or on one judged
+ *   sample over 8 × threshold (a probe below the working set of the bundled guest pages in at 7-24 MiB/s
+ *   and every second there costs it a pass or more; a step's own burst is not judged): the footprint that
  *   paged becomes the floor, the cap goes up by max(2 × step, assigned / 16) above max(cap, assigned), the
  *   probe step halves, and no probe goes down for hold_ticks (10). A raise that follows a raise (no quiet
  *   sample, no probe between) is twice the one before, up to 8 times: on the bundled guest whose hot set
@@ -50,9 +52,10 @@
  *
  * No oscillation. A floor is remembered, so once the step has shrunk to the minimum the cap rests at
  * floor + one minimum step and stays. A working set can shrink without committed falling, though, so a
- * floor expires after floor_ticks (60) and the cap probes one step below it again; each time that probe
+ * floor expires after floor_ticks (120) and the cap probes one step below it again; each time that probe
  * pages, the expiry doubles (up to floor_ticks_max, 960): over 1,000 ticks at rest a guest pays for at most
- * a handful of one-step probes, each a few seconds of paging above the threshold.
+ * a handful of one-step probes, each a few seconds of paging above the threshold. (60 at first: on the
+ * bundled guest a re-probe cost 4-5 s of page-ins at 10-24 MiB/s, a fifth of a minute at rest.)
  *
  * Bounds. The cap is a whole number of balancer units within [Minimum, Maximum]. Work per sample is O(1);
  * the state is one BalancerGoal (the caller keeps it per VM and drops it when the VM stops or turns goal
@@ -68,6 +71,7 @@
 #define GOAL_MIN_INTERVAL_NS UINT64_C(500000000)
 #define GOAL_STEADY_SAMPLES 2
 #define GOAL_RAISE_DOUBLINGS 3
+#define GOAL_HEAVY_PAGING 8 /* times the threshold: no second sample needed to confirm */
 #define GOAL_NS_PER_S UINT64_C(1000000000)
 
 void balancer_goal_config_init_default(BalancerGoalConfig *ret_config)
@@ -79,7 +83,7 @@ void balancer_goal_config_init_default(BalancerGoalConfig *ret_config)
                 .settle_ticks = 3,
                 .confirm_ticks = 2,
                 .hold_ticks = 10,
-                .floor_ticks = 60,
+                .floor_ticks = 120,
                 .floor_ticks_max = 960,
         };
 }
@@ -252,7 +256,8 @@ uint64_t balancer_goal_sample(BalancerGoal *goal, const BalancerGoalConfig *conf
         if (quiet)
                 goal->raise_run = 0;
         decision = BALANCER_GOAL_HOLD;
-        if (goal->paging_run >= config->confirm_ticks) {
+        if (goal->paging_run >= config->confirm_ticks ||
+            (paging && goal->rate_bytes_per_s > GOAL_HEAVY_PAGING * config->paging_threshold_bytes_per_s)) {
                 goal_raise(goal, config, in, min_step);
                 decision = BALANCER_GOAL_RAISE;
         } else if (goal->quiet_run >= config->settle_ticks && goal->tick >= goal->hold_until &&
