@@ -29,6 +29,18 @@ def settled(vm, since):
 
 
 class MemsoakHotTest(unittest.TestCase):
+    def assert_pages_in_every_pass(self, vm):
+        """The last two pass lines: all 96 MiB hot, and what does not fit in 64 MiB (16 MiB at least)
+        read back from disk on every pass between them."""
+        a, b = passes(vm)[-2:]
+        self.assertEqual(b["hot"], 96 * MiB)
+        self.assertGreater(b["page_in"] - a["page_in"], (b["pass"] - a["pass"]) * 16 * MiB // 4096, (a, b))
+
+    def assert_intact(self, vm):
+        self.assertNotIn("CORRUPTION", vm.console())
+        self.assertNotIn("unreadable", vm.console())
+        self.assertIsNone(vm.proc.poll(), vm.stderr())
+
     def test_cold_majority_stays_on_disk_while_the_hot_part_is_rewritten(self):
         # 96 MiB soaked in 64 MiB visible: a third at least is on disk. The hot soak
         # rewrites 8 MiB of it; the other rewrites all of it.
@@ -49,14 +61,9 @@ class MemsoakHotTest(unittest.TestCase):
             self.assertEqual(after["resident"] + after["paged_out"], 96 * MiB, after)
             self.assertGreater(after["t"], before["t"], "reference time moves on")
             # The same soak all hot brings pages back on every pass: at least what does not fit.
-            full_seen = passes(full)
-            a, b = full_seen[-2], full_seen[-1]
-            self.assertEqual(b["hot"], 96 * MiB)
-            self.assertGreater(b["page_in"] - a["page_in"], (b["pass"] - a["pass"]) * 16 * MiB // 4096, (a, b))
+            self.assert_pages_in_every_pass(full)
             for vm, control in ((hot, hot_control), (full, full_control)):
-                self.assertNotIn("CORRUPTION", vm.console())
-                self.assertNotIn("unreadable", vm.console())
-                self.assertIsNone(vm.proc.poll(), vm.stderr())
+                self.assert_intact(vm)
                 control.close()
 
     def test_hot_part_that_grows_brings_the_cold_pages_back(self):
@@ -67,13 +74,9 @@ class MemsoakHotTest(unittest.TestCase):
             vm.wait_console(r"^memsoak: hot grows to 100663296", timeout=180)
             grown = len(passes(vm))
             wait_for(lambda: len(passes(vm)) >= grown + 3, 240, what="three passes of the grown hot part")
-            a, b = passes(vm)[-2:]
-            self.assertEqual(b["hot"], 96 * MiB)
-            # What does not fit comes back from disk on every pass now.
-            self.assertGreater(b["page_in"] - a["page_in"], (b["pass"] - a["pass"]) * 16 * MiB // 4096, (a, b))
+            self.assert_pages_in_every_pass(vm)
             # The cold pages' marks from before the growth are accepted once, then checked.
-            self.assertNotIn("CORRUPTION", vm.console())
-            self.assertNotIn("unreadable", vm.console())
+            self.assert_intact(vm)
             control.close()
 
     def test_hot_part_larger_than_the_soak_is_all_of_it(self):
