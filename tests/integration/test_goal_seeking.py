@@ -1,8 +1,7 @@
 """Goal seeking end to end on one vmmsd, its hvd and the bundled guest: two VMs with the same
 workload, a 192 MiB soak of which the guest rewrites only 96 MiB (memsoak_hot_mb), one with
 Set-VMMemory -GoalSeeking. Plain pressure-equalising gives both committed x 1.2; the goal-seeking
-VM ends well under that (asserted as a ratio of the two VMs' assigned memory) and no lower than
-its hot set, its page-ins back under goal seeking's threshold, its passes going on, and Get-VM not
+VM ends well under that (asserted as a ratio of the two VMs' assigned memory), its page-ins back under goal seeking's threshold, its passes going on, and Get-VM not
 calling its pressure over 100 high. Then its hot set grows to the whole soak (memsoak_hot_grow_s):
 it gets the memory back. Minutes of guest time: its own suite (meson test --suite goal)."""
 import re
@@ -62,21 +61,23 @@ class GoalSeekingTest(unittest.TestCase):
             def grown():
                 return "memsoak: hot grows" in console("goal")
 
-            # Trimmed: under 60 % of what the same workload gets without goal seeking.
-            def trimmed():
-                g, p = get("goal").assigned_memory_bytes, get("plain").assigned_memory_bytes
+            # Converged: under 60 % of what the same workload gets without goal seeking, and 10 s of guest
+            # time paging in under the threshold, both at once (a probe under the working set pages, and
+            # its raise takes the footprint back up for a while).
+            def converged():
+                goal, plain = get("goal"), get("plain")
+                g, p = goal.assigned_memory_bytes, plain.assigned_memory_bytes
                 self.assertFalse(grown(), f"the hot set grew before the goal was reached: {g >> 20} MiB "
                                           f"against {p >> 20} MiB")
-                return g < 0.6 * p and passes(console("goal"))
+                r = page_in_rate(passes(console("goal")), 10)
+                return (r, goal, plain) if g < 0.6 * p and r and r[0] <= THRESHOLD else None
 
-            wait_for(trimmed, GROW_S - 30, interval=1, what="the goal VM under 60 % of the plain one")
-            # Settled: 10 s of guest time paging in under the threshold, passes going on.
-            rate = wait_for(lambda: (lambda r: r if r and r[0] <= THRESHOLD else None)(
-                page_in_rate(passes(console("goal")), 10)), 60, interval=1, what="page-ins under 1 MiB/s")
+            # Judged from the moment both soaks are whole (while they grow, the goal VM's want is small too).
+            wait_for(lambda: all("memsoak: reached" in console(n) for n in ids), 120, interval=1,
+                     what="both soaks to reach their target")
+            rate, goal, plain = wait_for(converged, GROW_S - 40, interval=1,
+                                         what="the goal VM under 60 % of the plain one, paging in under 1 MiB/s")
             self.assertGreater(rate[1], 10, "passes go on")
-            goal, plain = get("goal"), get("plain")
-            self.assertLess(goal.assigned_memory_bytes, 0.6 * plain.assigned_memory_bytes)
-            self.assertGreaterEqual(goal.assigned_memory_bytes, HOT * MiB, "never under the hot set")
             self.assertGreater(plain.assigned_memory_bytes, SOAK * MiB, "plain keeps committed and more")
             self.assertGreater(goal.memory_pressure, 100, "committed counts the cold pages on disk")
             # Its pressure over 100 with page-ins under the threshold is the goal, not a shortage:
