@@ -319,6 +319,29 @@ static const VmctlParam set_vm_params[] = {
         COMMON_PARAMS,
 };
 
+static const VmctlParam suspend_cluster_node_params[] = {
+        {.name = "Name",
+         .type = VMCTL_PARAM_STRING,
+         .required = true,
+         .positional = true,
+         .max = 63,
+         .help = "The host's name in the cluster (Get-ClusterNode)."},
+        {.name = "Drain",
+         .type = VMCTL_PARAM_SWITCH,
+         .help = "Live-migrate its running VMs to the other hosts and wait until none is left."},
+        COMMON_PARAMS,
+};
+
+static const VmctlParam resume_cluster_node_params[] = {
+        {.name = "Name",
+         .type = VMCTL_PARAM_STRING,
+         .required = true,
+         .positional = true,
+         .max = 63,
+         .help = "The host's name in the cluster (Get-ClusterNode)."},
+        COMMON_PARAMS,
+};
+
 static const VmctlParam rename_vm_params[] = {
         VM_NAME_PARAM("Name"),
         {.name = "NewName",
@@ -1430,6 +1453,97 @@ static int handle_get_cluster_node(VmctlContext *ctx)
         return 0;
 }
 
+static int print_cluster_nodes(VmctlContext *ctx, ProtobufCMessage *reply)
+{
+        g_autoptr(GString) out = g_string_new(NULL);
+        Vmms__V1__ListClusterNodesResponse *list = (Vmms__V1__ListClusterNodesResponse *)reply;
+
+        if (ctx->json)
+                vmctl_json_append_array(out, (ProtobufCMessage *const *)list->nodes, list->n_nodes, true);
+        else
+                vmctl_format_cluster_nodes(out, list->nodes, list->n_nodes);
+        emit(ctx, out);
+        return 0;
+}
+
+/* -Drain waits until no VM the host owns runs (Get-VM -Cluster), saying how many are left. */
+static int wait_drained(VmctlContext *ctx, const char *host)
+{
+        size_t last = SIZE_MAX;
+
+        for (int i = 0; i < 1200; i++) {
+                g_autoptr(ProtobufCMessage) reply = NULL;
+                Vmms__V1__ListVmsRequest request = VMMS__V1__LIST_VMS_REQUEST__INIT;
+                Vmms__V1__ListVmsResponse *list;
+                size_t running = 0;
+                int r;
+
+                request.cluster = true;
+                r = call(ctx, METHOD("ListVms"), &request.base, &vmms__v1__list_vms_response__descriptor,
+                         VMCTL_TIMEOUT_MS, &reply);
+                if (r < 0)
+                        return r;
+                list = (Vmms__V1__ListVmsResponse *)reply;
+                for (size_t k = 0; k < list->n_vms; k++)
+                        if (g_strcmp0(list->vms[k]->host, host) == 0 &&
+                            (list->vms[k]->state == VMMS__V1__VM_STATE__VM_STATE_RUNNING ||
+                             list->vms[k]->state == VMMS__V1__VM_STATE__VM_STATE_MIGRATING))
+                                running++;
+                if (running == 0)
+                        return 0;
+                if (running != last && !ctx->json)
+                        g_print("Draining %s: %zu VM%s left\n", host, running, running == 1 ? "" : "s");
+                last = running;
+                g_usleep(500 * 1000);
+        }
+        ctx->error = g_strdup_printf("%s still runs VMs after 10 minutes of draining (Get-VM -Cluster; its "
+                                     "events say why a VM stays)",
+                                     host);
+        return -ETIMEDOUT;
+}
+
+static int handle_suspend_cluster_node(VmctlContext *ctx)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        Vmms__V1__SuspendClusterNodeRequest request = VMMS__V1__SUSPEND_CLUSTER_NODE_REQUEST__INIT;
+        int r;
+
+        request.name = (char *)arg_text(ctx, "Name");
+        request.drain = arg_flag(ctx, "Drain");
+        r = call(ctx, METHOD("SuspendClusterNode"), &request.base,
+                 &vmms__v1__list_cluster_nodes_response__descriptor, VMCTL_TIMEOUT_MS, &reply);
+        if (r < 0)
+                return r;
+        if (request.drain) {
+                g_autoptr(ProtobufCMessage) after = NULL;
+                Vmms__V1__ListClusterNodesRequest list = VMMS__V1__LIST_CLUSTER_NODES_REQUEST__INIT;
+
+                r = wait_drained(ctx, request.name);
+                if (r < 0)
+                        return r;
+                r = call(ctx, METHOD("ListClusterNodes"), &list.base,
+                         &vmms__v1__list_cluster_nodes_response__descriptor, VMCTL_TIMEOUT_MS, &after);
+                if (r < 0)
+                        return r;
+                return print_cluster_nodes(ctx, after);
+        }
+        return print_cluster_nodes(ctx, reply);
+}
+
+static int handle_resume_cluster_node(VmctlContext *ctx)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        Vmms__V1__ResumeClusterNodeRequest request = VMMS__V1__RESUME_CLUSTER_NODE_REQUEST__INIT;
+        int r;
+
+        request.name = (char *)arg_text(ctx, "Name");
+        r = call(ctx, METHOD("ResumeClusterNode"), &request.base,
+                 &vmms__v1__list_cluster_nodes_response__descriptor, VMCTL_TIMEOUT_MS, &reply);
+        if (r < 0)
+                return r;
+        return print_cluster_nodes(ctx, reply);
+}
+
 static int handle_get_vm_host_health(VmctlContext *ctx)
 {
         g_autoptr(ProtobufCMessage) reply = NULL;
@@ -1868,6 +1982,26 @@ static const VmctlVerb verbs[] = {
                 .params = no_params,
                 .n_params = G_N_ELEMENTS(no_params),
                 .handler = handle_get_cluster_node,
+                .needs_server = true,
+        },
+        {
+                .name = "Suspend-ClusterNode",
+                .synopsis =
+                        "Pauses a cluster host: it takes no VMs; with -Drain it live-migrates its running "
+                        "VMs to other hosts, one at a time, and vmctl waits until none is left.",
+                .example = "vmctl Suspend-ClusterNode hosta -Drain",
+                .params = suspend_cluster_node_params,
+                .n_params = G_N_ELEMENTS(suspend_cluster_node_params),
+                .handler = handle_suspend_cluster_node,
+                .needs_server = true,
+        },
+        {
+                .name = "Resume-ClusterNode",
+                .synopsis = "Ends a host's pause: it takes VMs again (its moved VMs stay where they went).",
+                .example = "vmctl Resume-ClusterNode hosta",
+                .params = resume_cluster_node_params,
+                .n_params = G_N_ELEMENTS(resume_cluster_node_params),
+                .handler = handle_resume_cluster_node,
                 .needs_server = true,
         },
         {

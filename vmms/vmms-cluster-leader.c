@@ -37,6 +37,7 @@ static int election(VmmsCluster *c, int64_t *ret_token, char **ret_error)
 typedef struct Candidate {
         Vmms__V1__ClusterNode *node; /* borrowed */
         bool up;
+        bool paused;          /* Suspend-ClusterNode: takes no VMs */
         uint64_t free_bytes;  /* minus what this pass already placed there */
         uint32_t reserve_pct; /* plus what this pass already placed there */
 } Candidate;
@@ -60,7 +61,7 @@ static Candidate *choose(GArray *candidates, const char *dead, const Vmms__V1__V
         for (guint i = 0; i < candidates->len; i++) {
                 Candidate *k = &g_array_index(candidates, Candidate, i);
 
-                if (!k->up || strcmp(k->node->name, dead) == 0 || k->free_bytes < need ||
+                if (!k->up || k->paused || strcmp(k->node->name, dead) == 0 || k->free_bytes < need ||
                     k->reserve_pct + reserve > k->node->reservation_capacity_pct)
                         continue;
                 if (!best || k->free_bytes > best->free_bytes ||
@@ -134,10 +135,11 @@ static int ha_pass(VmmsCluster *c, int64_t token, char **ret_error)
         g_autofree char *hosts_end = vmms_etcd_prefix_end(HOSTS_PREFIX);
         g_autofree char *alive_end = vmms_etcd_prefix_end(ALIVE_PREFIX);
         g_autofree char *vms_end = vmms_etcd_prefix_end(VMS_PREFIX);
+        g_autofree char *paused_end = vmms_etcd_prefix_end(PAUSED_PREFIX);
         g_autoptr(GPtrArray) nodes = g_ptr_array_new_with_free_func(cluster_node_free);
         g_autoptr(GArray) candidates = g_array_new(FALSE, TRUE, sizeof(Candidate));
         g_autoptr(GHashTable) down = g_hash_table_new(g_str_hash, g_str_equal); /* name -> ready */
-        Etcdserverpb__RangeResponse *hosts = NULL, *alive = NULL, *vms = NULL;
+        Etcdserverpb__RangeResponse *hosts = NULL, *alive = NULL, *vms = NULL, *paused = NULL;
         int64_t now = g_get_monotonic_time();
         int r;
 
@@ -146,6 +148,8 @@ static int ha_pass(VmmsCluster *c, int64_t token, char **ret_error)
                 r = vmms_etcd_range(c->etcd, HOSTS_PREFIX, hosts_end, c->period_ms, &hosts, ret_error);
         if (r >= 0)
                 r = vmms_etcd_range(c->etcd, VMS_PREFIX, vms_end, c->period_ms, &vms, ret_error);
+        if (r >= 0)
+                r = vmms_etcd_range(c->etcd, PAUSED_PREFIX, paused_end, c->period_ms, &paused, ret_error);
         if (r < 0)
                 goto out;
         for (size_t i = 0; i < hosts->n_kvs; i++) {
@@ -161,6 +165,11 @@ static int ha_pass(VmmsCluster *c, int64_t token, char **ret_error)
                         k.up = alive->kvs[a]->key.len == strlen(ALIVE_PREFIX) + strlen(n->name) &&
                                memcmp(alive->kvs[a]->key.data + strlen(ALIVE_PREFIX), n->name,
                                       strlen(n->name)) == 0;
+                for (size_t p = 0; p < paused->n_kvs; p++)
+                        k.paused = k.paused ||
+                                   (paused->kvs[p]->key.len == strlen(PAUSED_PREFIX) + strlen(n->name) &&
+                                    memcmp(paused->kvs[p]->key.data + strlen(PAUSED_PREFIX), n->name,
+                                           strlen(n->name)) == 0);
                 k.free_bytes = n->memory_free_bytes;
                 k.reserve_pct = n->reservation_used_pct;
                 g_array_append_val(candidates, k);
@@ -224,6 +233,8 @@ out:
                 etcdserverpb__range_response__free_unpacked(alive, NULL);
         if (vms)
                 etcdserverpb__range_response__free_unpacked(vms, NULL);
+        if (paused)
+                etcdserverpb__range_response__free_unpacked(paused, NULL);
         return r;
 }
 

@@ -570,14 +570,17 @@ static void resolve_run(GTask *task, gpointer source, gpointer task_data, GCance
         PlacementJob *j = task_data;
         g_autofree char *record_key = g_strconcat(HOSTS_PREFIX, j->target, NULL);
         g_autofree char *alive_key = g_strconcat(ALIVE_PREFIX, j->target, NULL);
+        g_autofree char *paused_key = g_strconcat(PAUSED_PREFIX, j->target, NULL);
         g_autofree char *why = NULL;
-        Etcdserverpb__RangeResponse *record = NULL, *alive = NULL;
+        Etcdserverpb__RangeResponse *record = NULL, *alive = NULL, *paused = NULL;
         Vmms__V1__ClusterNode *n = NULL;
         int r;
 
         (void)source;
         (void)cancellable;
         r = vmms_etcd_range(j->etcd, alive_key, NULL, j->timeout_ms, &alive, &why);
+        if (r >= 0)
+                r = vmms_etcd_range(j->etcd, paused_key, NULL, j->timeout_ms, &paused, &why);
         if (r >= 0)
                 r = vmms_etcd_range(j->etcd, record_key, NULL, j->timeout_ms, &record, &why);
         if (r < 0)
@@ -592,6 +595,11 @@ static void resolve_run(GTask *task, gpointer source, gpointer task_data, GCance
         else if (alive->n_kvs != 1)
                 vmms_error_set(&j->error, VMMS_ERROR_FAILED_PRECONDITION,
                                "host %s is Down (its lease expired): nothing can move to it", j->target);
+        else if (paused->n_kvs == 1)
+                vmms_error_set(
+                        &j->error, VMMS_ERROR_FAILED_PRECONDITION,
+                        "host %s is Paused (Suspend-ClusterNode): it takes no VMs until Resume-ClusterNode",
+                        j->target);
         else
                 j->result = g_strdup(n->address);
         if (n)
@@ -600,6 +608,8 @@ static void resolve_run(GTask *task, gpointer source, gpointer task_data, GCance
                 etcdserverpb__range_response__free_unpacked(record, NULL);
         if (alive)
                 etcdserverpb__range_response__free_unpacked(alive, NULL);
+        if (paused)
+                etcdserverpb__range_response__free_unpacked(paused, NULL);
         g_task_return_boolean(task, TRUE);
 }
 
@@ -609,6 +619,72 @@ void vmms_cluster_resolve(VmmsCluster *c, const char *name, VmmsClusterDoneFn fn
 
         j->target = g_strdup(name);
         placement_job_start(j, resolve_run, placement_job_done);
+}
+
+/* The drain's target: the Up, not Paused host other than this one with the most free
+ * memory that holds the VM's startup memory. */
+static void choose_run(GTask *task, gpointer source, gpointer task_data, GCancellable *cancellable)
+{
+        PlacementJob *j = task_data;
+        g_autofree char *hosts_end = vmms_etcd_prefix_end(HOSTS_PREFIX);
+        g_autofree char *alive_end = vmms_etcd_prefix_end(ALIVE_PREFIX);
+        g_autofree char *paused_end = vmms_etcd_prefix_end(PAUSED_PREFIX);
+        g_autofree char *why = NULL;
+        Etcdserverpb__RangeResponse *hosts = NULL, *alive = NULL, *paused = NULL;
+        gsize vlen;
+        const uint8_t *vdata = g_bytes_get_data(j->vm, &vlen);
+        Vmms__V1__Vm *vm = vmms__v1__vm__unpack(NULL, vlen, vdata);
+        uint64_t need = vm && vm->memory ? vm->memory->startup_bytes : 0, best_free = 0;
+        int r;
+
+        (void)source;
+        (void)cancellable;
+        r = vmms_etcd_range(j->etcd, ALIVE_PREFIX, alive_end, j->timeout_ms, &alive, &why);
+        if (r >= 0)
+                r = vmms_etcd_range(j->etcd, PAUSED_PREFIX, paused_end, j->timeout_ms, &paused, &why);
+        if (r >= 0)
+                r = vmms_etcd_range(j->etcd, HOSTS_PREFIX, hosts_end, j->timeout_ms, &hosts, &why);
+        if (r < 0) {
+                vmms_error_set(&j->error, VMMS_ERROR_UNAVAILABLE, "cannot read the cluster's hosts: %s", why);
+                goto out;
+        }
+        for (size_t i = 0; i < hosts->n_kvs; i++) {
+                Vmms__V1__ClusterNode *n = vmms__v1__cluster_node__unpack(NULL, hosts->kvs[i]->value.len,
+                                                                          hosts->kvs[i]->value.data);
+                bool up = false, is_paused = false;
+
+                for (size_t k = 0; n && k < alive->n_kvs; k++)
+                        up = up || key_is(&alive->kvs[k]->key, ALIVE_PREFIX, n->name);
+                for (size_t k = 0; n && k < paused->n_kvs; k++)
+                        is_paused = is_paused || key_is(&paused->kvs[k]->key, PAUSED_PREFIX, n->name);
+                if (n && up && !is_paused && strcmp(n->name, j->host_name) != 0 &&
+                    n->memory_free_bytes >= need && (!j->result || n->memory_free_bytes > best_free)) {
+                        g_free(j->result);
+                        j->result = g_strdup(n->address);
+                        best_free = n->memory_free_bytes;
+                }
+                if (n)
+                        vmms__v1__cluster_node__free_unpacked(n, NULL);
+        }
+        if (!j->result)
+                vmms_error_set(&j->error, VMMS_ERROR_RESOURCE_EXHAUSTED,
+                               "no Up host that is not Paused has %" G_GUINT64_FORMAT " MiB free for VM '%s'",
+                               need >> 20, j->vm_name);
+out:
+        if (vm)
+                vmms__v1__vm__free_unpacked(vm, NULL);
+        if (hosts)
+                etcdserverpb__range_response__free_unpacked(hosts, NULL);
+        if (alive)
+                etcdserverpb__range_response__free_unpacked(alive, NULL);
+        if (paused)
+                etcdserverpb__range_response__free_unpacked(paused, NULL);
+        g_task_return_boolean(task, TRUE);
+}
+
+void cluster_placement_choose(VmmsCluster *c, VmmsVm *vm, VmmsClusterDoneFn fn, void *userdata)
+{
+        placement_job_start(placement_job_new(c, vm, fn, userdata), choose_run, placement_job_done);
 }
 
 /* ---- ListVms -Cluster ---- */

@@ -12,6 +12,7 @@
 #define ALIVE_PREFIX CLUSTER_PREFIX "alive/"
 #define VMS_PREFIX CLUSTER_PREFIX "vms/"
 #define LEADER_PREFIX CLUSTER_PREFIX "leader/"
+#define PAUSED_PREFIX CLUSTER_PREFIX "paused/" /* Suspend-ClusterNode: "pause" or "drain" */
 #define HOST_NAME_MAX_LEN 63
 
 struct VmmsCluster {
@@ -44,6 +45,11 @@ struct VmmsCluster {
         GBytes *figures;     /* packed ClusterNode without the lease fields, from the main thread */
         GHashTable *local;   /* this host's VMs: id -> GBytes (packed Vm), from the main thread */
         GHashTable *removed; /* ids of VMs removed here whose keys are to go (a set) */
+        bool drain;          /* this host's paused key says "drain" */
+
+        /* Main thread: the drain (a step each period, from the figures' tick) */
+        bool drain_choosing; /* a target is being chosen for a VM */
+        bool drain_said;     /* that nothing is left to move, once per drain */
 };
 
 void cluster_notify(VmmsCluster *c, const char *kind, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
@@ -69,6 +75,12 @@ char *cluster_vm_key(const char *vm_id);
  * with the most free memory (then the least CPU load) that can hold it and admit its
  * Reserve, by a transaction that compares the token and the VM key's revision. */
 int cluster_leader_pass(VmmsCluster *c, char **ret_error);
+
+/* Main thread: the Up, not Paused host other than this one with the most free memory
+ * that can hold `vm` (result: its address). */
+void cluster_placement_choose(VmmsCluster *c, VmmsVm *vm, VmmsClusterDoneFn fn, void *userdata);
+/* Main thread, each period while this host drains: moves its next running VM away. */
+void cluster_drain_step(VmmsCluster *c);
 
 /* Main thread: a key this host was given with `restart` set (packed ClusterVm): the VM
  * is defined here from it if it is not, and started if it is Off. */

@@ -149,8 +149,18 @@ static void local_take(VmmsCluster *c, bool kick)
 
 static gboolean on_figures_tick(gpointer userdata)
 {
-        figures_take(userdata);
-        local_take(userdata, false);
+        VmmsCluster *c = userdata;
+        bool drain;
+
+        figures_take(c);
+        local_take(c, false);
+        g_mutex_lock(&c->lock);
+        drain = c->drain;
+        g_mutex_unlock(&c->lock);
+        if (drain)
+                cluster_drain_step(c);
+        else
+                c->drain_said = false;
         return G_SOURCE_CONTINUE;
 }
 
@@ -381,6 +391,26 @@ static bool wait_until(VmmsCluster *c, int64_t until_us, int64_t last_pass_us)
         return go_on;
 }
 
+/* Whether Suspend-ClusterNode -Drain asked this host to move its VMs away. */
+static int paused_read(VmmsCluster *c, char **ret_error)
+{
+        g_autofree char *key = g_strconcat(PAUSED_PREFIX, c->host_name, NULL);
+        Etcdserverpb__RangeResponse *range = NULL;
+        bool drain;
+        int r;
+
+        r = vmms_etcd_range(c->etcd, key, NULL, c->period_ms, &range, ret_error);
+        if (r < 0)
+                return r;
+        drain = range->n_kvs == 1 && range->kvs[0]->value.len == strlen("drain") &&
+                memcmp(range->kvs[0]->value.data, "drain", strlen("drain")) == 0;
+        etcdserverpb__range_response__free_unpacked(range, NULL);
+        g_mutex_lock(&c->lock);
+        c->drain = drain;
+        g_mutex_unlock(&c->lock);
+        return 0;
+}
+
 /* Joins if not joined, else renews the lease; arms the watchdog; then rewrites the
  * record. A lost lease fences this host (its VMs off) and it joins again only after
  * the leader has had the time to restart its HA VMs elsewhere. */
@@ -420,6 +450,8 @@ static int renew(VmmsCluster *c, int64_t *lease, int64_t *rejoin_us, char **ret_
                 watchdog_arm(c, sent_us);
         if (r >= 0)
                 r = record_put(c, *lease, ret_error);
+        if (r >= 0)
+                r = paused_read(c, ret_error);
         return r;
 }
 
@@ -629,7 +661,10 @@ typedef struct NodeListing {
         VmmsEtcd *etcd;
         VmmsCall *call;
         uint32_t timeout_ms;
-        Etcdserverpb__RangeResponse *hosts, *alive, *leaders;
+        char *change_name;        /* Suspend-/Resume-ClusterNode: the host; NULL for a listing */
+        const char *change_value; /* "pause", "drain"; NULL: resume */
+        Etcdserverpb__RangeResponse *hosts, *alive, *leaders, *paused;
+        VmmsErrorCode code;
         char *error;
         int r;
 } NodeListing;
@@ -643,8 +678,37 @@ static void node_listing_free(NodeListing *l)
                 etcdserverpb__range_response__free_unpacked(l->alive, NULL);
         if (l->leaders)
                 etcdserverpb__range_response__free_unpacked(l->leaders, NULL);
+        if (l->paused)
+                etcdserverpb__range_response__free_unpacked(l->paused, NULL);
+        g_free(l->change_name);
         g_free(l->error);
         g_free(l);
+}
+
+/* Suspend-/Resume-ClusterNode's write: the paused key of a host that has a record. */
+static int node_change(NodeListing *l)
+{
+        g_autofree char *record_key = g_strconcat(HOSTS_PREFIX, l->change_name, NULL);
+        g_autofree char *paused_key = g_strconcat(PAUSED_PREFIX, l->change_name, NULL);
+        Etcdserverpb__RangeResponse *record = NULL;
+        int r;
+
+        r = vmms_etcd_range(l->etcd, record_key, NULL, l->timeout_ms, &record, &l->error);
+        if (r < 0)
+                return r;
+        if (record->n_kvs == 0) {
+                l->code = VMMS_ERROR_NOT_FOUND;
+                l->error = g_strdup_printf("no host named '%s' in the cluster (Get-ClusterNode lists them)",
+                                           l->change_name);
+                r = -ENOENT;
+        } else if (l->change_value) {
+                r = vmms_etcd_put(l->etcd, paused_key, l->change_value, strlen(l->change_value), 0,
+                                  l->timeout_ms, NULL, &l->error);
+        } else {
+                r = vmms_etcd_delete(l->etcd, paused_key, l->timeout_ms, &l->error);
+        }
+        etcdserverpb__range_response__free_unpacked(record, NULL);
+        return r;
 }
 
 static void node_listing_run(GTask *task, gpointer source, gpointer task_data, GCancellable *cancellable)
@@ -652,15 +716,21 @@ static void node_listing_run(GTask *task, gpointer source, gpointer task_data, G
         NodeListing *l = task_data;
         g_autofree char *hosts_end = vmms_etcd_prefix_end(HOSTS_PREFIX);
         g_autofree char *alive_end = vmms_etcd_prefix_end(ALIVE_PREFIX);
+        g_autofree char *leaders_end = vmms_etcd_prefix_end(LEADER_PREFIX);
+        g_autofree char *paused_end = vmms_etcd_prefix_end(PAUSED_PREFIX);
 
         (void)source;
         (void)cancellable;
+        l->code = VMMS_ERROR_UNAVAILABLE;
+        l->r = l->change_name ? node_change(l) : 0;
         /* Alive first: a host whose record is read after its lease is never shown Up late. */
-        g_autofree char *leaders_end = vmms_etcd_prefix_end(LEADER_PREFIX);
-
-        l->r = vmms_etcd_range(l->etcd, ALIVE_PREFIX, alive_end, l->timeout_ms, &l->alive, &l->error);
+        if (l->r >= 0)
+                l->r = vmms_etcd_range(l->etcd, ALIVE_PREFIX, alive_end, l->timeout_ms, &l->alive, &l->error);
         if (l->r >= 0)
                 l->r = vmms_etcd_range(l->etcd, LEADER_PREFIX, leaders_end, l->timeout_ms, &l->leaders,
+                                       &l->error);
+        if (l->r >= 0)
+                l->r = vmms_etcd_range(l->etcd, PAUSED_PREFIX, paused_end, l->timeout_ms, &l->paused,
                                        &l->error);
         if (l->r >= 0)
                 l->r = vmms_etcd_range(l->etcd, HOSTS_PREFIX, hosts_end, l->timeout_ms, &l->hosts, &l->error);
@@ -695,9 +765,13 @@ static void node_listing_done(GObject *source, GAsyncResult *result, gpointer us
 
         (void)source;
         (void)userdata;
+        if (l->r < 0 && l->code != VMMS_ERROR_UNAVAILABLE) {
+                vmms_call_fail(l->call, l->code, "%s", l->error);
+                return;
+        }
         if (l->r < 0) {
-                vmms_call_fail(l->call, VMMS_ERROR_UNAVAILABLE, "cannot read the cluster's hosts: %s",
-                               l->error);
+                vmms_call_fail(l->call, VMMS_ERROR_UNAVAILABLE, "cannot %s the cluster's hosts: %s",
+                               l->change_name ? "change" : "read", l->error);
                 return;
         }
         for (size_t i = 0; i < l->leaders->n_kvs; i++)
@@ -711,12 +785,16 @@ static void node_listing_done(GObject *source, GAsyncResult *result, gpointer us
                 const ProtobufCBinaryData *v = &l->hosts->kvs[i]->value;
                 Vmms__V1__ClusterNode *node = vmms__v1__cluster_node__unpack(NULL, v->len, v->data);
 
-                if (!node || !node->name[0])
+                if (!node)
                         continue; /* not a record this version wrote */
                 g_ptr_array_add(nodes, node);
-                node->state = key_listed(l->alive, ALIVE_PREFIX, node->name)
-                                      ? VMMS__V1__CLUSTER_NODE_STATE__CLUSTER_NODE_STATE_UP
-                                      : VMMS__V1__CLUSTER_NODE_STATE__CLUSTER_NODE_STATE_DOWN;
+                if (!node->name[0])
+                        continue;
+                node->state = !key_listed(l->alive, ALIVE_PREFIX, node->name)
+                                      ? VMMS__V1__CLUSTER_NODE_STATE__CLUSTER_NODE_STATE_DOWN
+                              : key_listed(l->paused, PAUSED_PREFIX, node->name)
+                                      ? VMMS__V1__CLUSTER_NODE_STATE__CLUSTER_NODE_STATE_PAUSED
+                                      : VMMS__V1__CLUSTER_NODE_STATE__CLUSTER_NODE_STATE_UP;
                 node->leader = leader && leader->value.len == strlen(node->name) &&
                                memcmp(leader->value.data, node->name, leader->value.len) == 0;
                 out->nodes[out->n_nodes++] = node;
@@ -724,7 +802,8 @@ static void node_listing_done(GObject *source, GAsyncResult *result, gpointer us
         vmms_call_return(l->call, &out->base);
 }
 
-void vmms_cluster_list_nodes(VmmsCluster *c, VmmsCall *call)
+static void node_listing_start(VmmsCluster *c, VmmsCall *call, const char *change_name,
+                               const char *change_value)
 {
         g_autoptr(GTask) task = g_task_new(NULL, NULL, node_listing_done, NULL);
         NodeListing *l = g_new0(NodeListing, 1);
@@ -732,6 +811,23 @@ void vmms_cluster_list_nodes(VmmsCluster *c, VmmsCall *call)
         l->etcd = vmms_etcd_ref(c->etcd);
         l->call = call;
         l->timeout_ms = MAX(c->period_ms, 2000);
+        l->change_name = g_strdup(change_name);
+        l->change_value = change_value;
         g_task_set_task_data(task, l, (GDestroyNotify)node_listing_free);
         g_task_run_in_thread(task, node_listing_run);
+}
+
+void vmms_cluster_list_nodes(VmmsCluster *c, VmmsCall *call)
+{
+        node_listing_start(c, call, NULL, NULL);
+}
+
+void vmms_cluster_suspend_node(VmmsCluster *c, const char *name, bool drain, VmmsCall *call)
+{
+        node_listing_start(c, call, name ? name : "", drain ? "drain" : "pause");
+}
+
+void vmms_cluster_resume_node(VmmsCluster *c, const char *name, VmmsCall *call)
+{
+        node_listing_start(c, call, name ? name : "", NULL);
 }

@@ -47,6 +47,10 @@ const char *vmms_cluster_host_name(const VmmsCluster *c);
 
 /* ListClusterNodes: answers `call` later, from etcd, with every host that ever joined. */
 void vmms_cluster_list_nodes(VmmsCluster *c, VmmsCall *call);
+/* Suspend-ClusterNode (drain: the host moves its running VMs away) and Resume-ClusterNode
+ * of the host called `name`, then the listing; NOT_FOUND for a name no host has. */
+void vmms_cluster_suspend_node(VmmsCluster *c, const char *name, bool drain, VmmsCall *call);
+void vmms_cluster_resume_node(VmmsCluster *c, const char *name, VmmsCall *call);
 
 /* Placement (vmms-cluster-placement.c). Each VM of a host in a cluster has an owner key,
  * /vmms/vms/<id>, holding a vmms.v1.ClusterVm: the owner's name and the VM as the owner

@@ -896,6 +896,35 @@ static void op_list_cluster_nodes(VmmsManager *m, const ProtobufCMessage *reques
         vmms_cluster_list_nodes(cluster, call);
 }
 
+static VmmsCluster *cluster_or_fail(VmmsManager *m, VmmsCall *call)
+{
+        VmmsCluster *cluster = vmms_manager_cluster(m);
+
+        if (!cluster)
+                vmms_call_fail(call, VMMS_ERROR_FAILED_PRECONDITION,
+                               "this host is not in a cluster (start vmmsd with --cluster etcd=IP:PORT,... "
+                               "--host-name NAME --host-address HOST:PORT)");
+        return cluster;
+}
+
+static void op_suspend_cluster_node(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        const Vmms__V1__SuspendClusterNodeRequest *req = (const Vmms__V1__SuspendClusterNodeRequest *)request;
+        VmmsCluster *cluster = cluster_or_fail(m, call);
+
+        if (cluster)
+                vmms_cluster_suspend_node(cluster, req->name, req->drain, call);
+}
+
+static void op_resume_cluster_node(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        const Vmms__V1__ResumeClusterNodeRequest *req = (const Vmms__V1__ResumeClusterNodeRequest *)request;
+        VmmsCluster *cluster = cluster_or_fail(m, call);
+
+        if (cluster)
+                vmms_cluster_resume_node(cluster, req->name, call);
+}
+
 typedef struct CounterList {
         VmmsCall *call;
         GPtrArray *samples;
@@ -1210,6 +1239,10 @@ const VmmsOp vmms_ops[] = {
            vmms__v1__get_counters_response__descriptor, op_get_counters, VMMS_ROLE_READER),
         OP("ListClusterNodes", vmms__v1__list_cluster_nodes_request__descriptor,
            vmms__v1__list_cluster_nodes_response__descriptor, op_list_cluster_nodes, VMMS_ROLE_READER),
+        OP("SuspendClusterNode", vmms__v1__suspend_cluster_node_request__descriptor,
+           vmms__v1__list_cluster_nodes_response__descriptor, op_suspend_cluster_node, VMMS_ROLE_OPERATOR),
+        OP("ResumeClusterNode", vmms__v1__resume_cluster_node_request__descriptor,
+           vmms__v1__list_cluster_nodes_response__descriptor, op_resume_cluster_node, VMMS_ROLE_OPERATOR),
         OP("GetHostHealth", vmms__v1__get_host_health_request__descriptor, vmms__v1__host_health__descriptor,
            op_get_host_health, VMMS_ROLE_READER),
         /* Operator: it makes this host connect to another with its certificate. */

@@ -10,7 +10,9 @@ leads; when a host's vmmsd is stopped (kill -STOP), its hvd's watchdog pauses it
 its lease expires, and the leader restarts its highly available VM on another host; on
 kill -CONT the stopped host finds its lease gone, fences itself (its copy turned off) and
 its copy never printed a console line while the other ran. A kill -9 of etcd's raft leader
-changes nothing visible: every host stays Up, nobody fences, the guest runs on."""
+changes nothing visible: every host stays Up, nobody fences, the guest runs on. Drain:
+Suspend-ClusterNode -Drain moves every running VM off a host (the guests go on), the host
+shows Paused and takes no VMs by name, and Resume-ClusterNode makes it Up again."""
 import json
 import os
 import signal
@@ -276,6 +278,42 @@ class ClusterMembership(ClusterHosts, unittest.TestCase):
             except Exception:
                 pass
             b.api.RemoveVm(b.pb.VmRef(vm="steady"), timeout=30)
+
+    def test_drain_moves_every_vm_off_a_host_and_resume_takes_vms_again(self):
+        a, c = self.hosts["hosta"], self.hosts["hostc"]
+        self.wait_all_up(a)
+        vms = [self.start_soak(c, name) for name in ("d1", "d2")]
+        try:
+            r = vmctl(a, "Suspend-ClusterNode", "hostc", "-Drain", timeout=600)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertRegex(r.stdout, r"(?m)^hostc\s+Paused\s")
+            listed = cluster_vms(a)
+            for vm in vms:
+                self.assertNotEqual(listed[vm.name].host, "hostc")
+                new = self.hosts[listed[vm.name].host]
+                new.wait_state(vm.name, new.pb.VM_STATE_RUNNING, timeout=60)
+                last = max(passes(new, vm.id) or [0])
+                wait_for(lambda: max(passes(new, vm.id) or [0]) > last, 60, what=f"{vm.name}'s next pass")
+                self.assertNotIn("CORRUPTION", new.console(vm.id))
+            self.assertEqual([v.name for v in c.api.ListVms(c.pb.ListVmsRequest(), timeout=5).vms], [])
+            self.assertEqual(states(a)["hostc"], "PAUSED")
+            r = vmctl(a, "Move-VM", "d1" if listed["d1"].host == "hosta" else "d2", "-DestinationHost", "hostc")
+            self.assertIn("host hostc is Paused", r.stderr)
+            r = vmctl(self.hosts["hostb"], "Resume-ClusterNode", "hostc")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertRegex(r.stdout, r"(?m)^hostc\s+Up\s")
+        finally:
+            vmctl(a, "Resume-ClusterNode", "hostc")
+            for vm in vms:
+                for h in self.hosts.values():
+                    try:
+                        h.api.StopVm(h.pb.StopVmRequest(vm=vm.name, turn_off=True), timeout=30)
+                    except Exception:
+                        pass
+                    try:
+                        h.api.RemoveVm(h.pb.VmRef(vm=vm.name), timeout=30)
+                    except Exception:
+                        pass
 
 
 if __name__ == "__main__":
