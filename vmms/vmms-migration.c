@@ -27,6 +27,10 @@
 #define MAX_DOWNTIME_DEFAULT_MS 300 /* QEMU's and Cloud Hypervisor's default */
 #define MAX_DOWNTIME_LIMIT_MS 60000
 #define HOST_NAME_MAX_LEN 253
+/* What the TCP connection may hold in flight each way (the kernel doubles it). Left
+ * to autotuning, megabytes of pre-copy still queued when the source pauses reach the
+ * destination's worker inside the downtime. */
+#define LINK_SOCKET_BUFFER_BYTES (512 * 1024)
 /* A saved state holds at most the guest's memory plus its VP and device state. */
 #define STATE_OVERHEAD_BYTES (64u << 20)
 
@@ -96,8 +100,14 @@ int vmms_migration_header_parse(const uint8_t in[VMMS_MIGRATION_HEADER_SIZE], Vm
 }
 
 /* ---- A framed TLS link, shared by both sides ----
- * One read and one write may be in flight at a time. The owner is freed (its
- * free_fn) once it has closed the link and no operation is pending. */
+ * One read may be in flight at a time; writes queue, in order. The owner is freed
+ * (its free_fn) once it has closed the link and no operation is pending.
+ *
+ * Reads and writes are non-blocking loops: a frame goes through as many TLS records
+ * as the socket takes at once in one main-loop dispatch (GIO's read_all and
+ * write_all_async take one dispatch per 16 KB record, which was most of the relay's
+ * CPU), and a pollable source waits when it takes no more. Callbacks always come from
+ * a dispatch, never from link_read or link_write themselves. */
 
 typedef struct Link Link;
 typedef void (*LinkFrameFn)(Link *link, VmmsMigrationFrame type, GBytes *payload, const char *error);
@@ -109,13 +119,28 @@ struct Link {
         unsigned pending;
         bool closed;
         void (*free_fn)(Link *link);
+        /* The frame being read: `got` bytes of header, then of payload. */
         uint8_t header[VMMS_MIGRATION_HEADER_SIZE];
         VmmsMigrationFrame type;
+        uint32_t length;
         uint8_t *payload;
+        gsize got;
+        char *read_error;
         LinkFrameFn on_frame;
-        GBytes *out;
-        LinkWroteFn on_wrote;
+        /* Frames to write, in order (LinkFrame); the head is being written, waiting
+         * for room when out_source is set. */
+        GQueue out;
+        GSource *out_source;
 };
+
+typedef struct LinkFrame {
+        Link *link;
+        const uint8_t *data; /* `owned`'s, or the caller's until `fn` */
+        uint8_t *owned;
+        gsize size, put;
+        char *error;
+        LinkWroteFn fn;
+} LinkFrame;
 
 static void link_release(Link *link)
 {
@@ -140,80 +165,169 @@ static void link_clear(Link *link)
         g_clear_object(&link->tls);
         g_clear_object(&link->cancel);
         g_clear_pointer(&link->payload, g_free);
-        g_clear_pointer(&link->out, g_bytes_unref);
+        g_clear_pointer(&link->read_error, g_free);
 }
 
-static void on_payload_read(GObject *source, GAsyncResult *result, gpointer userdata)
+/* Reads what the socket has of the frame; G_SOURCE_CONTINUE while it needs more. */
+/* Reads what there is of the frame; false while it needs more. Reading always comes
+ * before waiting: GnuTLS may hold records it has decrypted that the socket no longer
+ * shows, and a pollable source would not wake for them. */
+static bool link_read_some(Link *link)
+{
+        GPollableInputStream *in = G_POLLABLE_INPUT_STREAM(g_io_stream_get_input_stream(link->tls));
+
+        while (!link->closed && !link->read_error) {
+                g_autoptr(GError) error = NULL;
+                bool in_header = link->got < sizeof(link->header);
+                uint8_t *to = in_header ? link->header + link->got
+                                        : link->payload + (link->got - sizeof(link->header));
+                gsize want = in_header ? sizeof(link->header) - link->got
+                                       : link->length - (link->got - sizeof(link->header));
+                gssize n;
+
+                if (want == 0)
+                        break;
+                n = g_pollable_input_stream_read_nonblocking(in, to, want, link->cancel, &error);
+                if (n < 0 && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+                        return false;
+                if (n <= 0) {
+                        link->read_error = g_strdup(error ? error->message : "the connection was closed");
+                        break;
+                }
+                link->got += (gsize)n;
+                if (in_header && link->got == sizeof(link->header)) {
+                        if (vmms_migration_header_parse(link->header, &link->type, &link->length,
+                                                        &link->read_error) < 0)
+                                break;
+                        link->payload = g_malloc(MAX(link->length, 1));
+                }
+        }
+        return true;
+}
+
+/* The frame is read (or failed): to its reader, from a dispatch of its own. */
+static gboolean on_link_frame_read(gpointer userdata)
 {
         Link *link = userdata;
-        g_autoptr(GError) error = NULL;
+        g_autofree char *why = g_steal_pointer(&link->read_error);
         g_autoptr(GBytes) payload = NULL;
-        uint32_t length = 0;
-        gsize n = 0;
 
-        for (int i = 0; i < 4; i++)
-                length |= (uint32_t)link->header[8 + i] << (8 * i);
-        if (!g_input_stream_read_all_finish(G_INPUT_STREAM(source), result, &n, &error) || n != length) {
-                g_autofree char *why = g_strdup(error ? error->message : "the connection was closed");
-
+        if (!link->closed && why) {
                 g_clear_pointer(&link->payload, g_free);
-                if (!link->closed)
-                        link->on_frame(link, 0, NULL, why);
+                link->on_frame(link, 0, NULL, why);
         } else if (!link->closed) {
-                payload = g_bytes_new_take(g_steal_pointer(&link->payload), length);
+                payload = g_bytes_new_take(g_steal_pointer(&link->payload), link->length);
                 link->on_frame(link, link->type, payload, NULL);
         }
         link_release(link);
+        return G_SOURCE_REMOVE;
 }
 
-static void on_header_read(GObject *source, GAsyncResult *result, gpointer userdata)
+static gboolean on_link_readable(GObject *stream, gpointer userdata)
 {
-        Link *link = userdata;
-        g_autoptr(GError) error = NULL;
-        g_autofree char *why = NULL;
-        uint32_t length;
-        gsize n = 0;
-
-        if (!g_input_stream_read_all_finish(G_INPUT_STREAM(source), result, &n, &error) ||
-            n != sizeof(link->header)) {
-                if (!link->closed)
-                        link->on_frame(link, 0, NULL, error ? error->message : "the connection was closed");
-        } else if (vmms_migration_header_parse(link->header, &link->type, &length, &why) < 0) {
-                if (!link->closed)
-                        link->on_frame(link, 0, NULL, why);
-        } else if (!link->closed) {
-                link->payload = g_malloc(MAX(length, 1));
-                link->pending++;
-                g_input_stream_read_all_async(g_io_stream_get_input_stream(link->tls), link->payload, length,
-                                              G_PRIORITY_DEFAULT, link->cancel, on_payload_read, link);
-        }
-        link_release(link);
+        (void)stream;
+        if (!link_read_some(userdata))
+                return G_SOURCE_CONTINUE;
+        return on_link_frame_read(userdata);
 }
 
 /* Reads the next frame; `fn` gets it, or an error (the link should then be closed). */
 static void link_read(Link *link, LinkFrameFn fn)
 {
+        GSource *source;
+
         link->on_frame = fn;
+        link->got = 0;
+        g_clear_pointer(&link->payload, g_free);
+        g_clear_pointer(&link->read_error, g_free);
         link->pending++;
-        g_input_stream_read_all_async(g_io_stream_get_input_stream(link->tls), link->header,
-                                      sizeof(link->header), G_PRIORITY_DEFAULT, link->cancel, on_header_read,
-                                      link);
+        if (link_read_some(link)) {
+                source = g_idle_source_new();
+                g_source_set_priority(source, G_PRIORITY_DEFAULT);
+                g_source_set_callback(source, on_link_frame_read, link, NULL);
+        } else {
+                source = g_pollable_input_stream_create_source(
+                        G_POLLABLE_INPUT_STREAM(g_io_stream_get_input_stream(link->tls)), link->cancel);
+                g_source_set_callback(source, G_SOURCE_FUNC(on_link_readable), link, NULL);
+        }
+        g_source_attach(source, NULL);
+        g_source_unref(source);
 }
 
-static void on_written(GObject *source, GAsyncResult *result, gpointer userdata)
+/* After a frame is written (or failed): its `fn`, from a dispatch of its own. */
+static gboolean on_link_frame_written(gpointer userdata)
+{
+        LinkFrame *f = userdata;
+        Link *link = f->link;
+
+        if (!link->closed && f->fn)
+                f->fn(link, f->error);
+        g_free(f->owned);
+        g_free(f->error);
+        g_free(f);
+        link_release(link);
+        return G_SOURCE_REMOVE;
+}
+
+static gboolean on_link_writable(GObject *stream, gpointer userdata);
+
+/* Writes queued frames as far as the socket takes them, then waits for room. */
+static void link_flush(Link *link)
+{
+        GPollableOutputStream *out = G_POLLABLE_OUTPUT_STREAM(g_io_stream_get_output_stream(link->tls));
+        LinkFrame *f;
+
+        while ((f = g_queue_peek_head(&link->out))) {
+                while (!link->closed && !f->error && f->put < f->size) {
+                        g_autoptr(GError) error = NULL;
+                        gssize n = g_pollable_output_stream_write_nonblocking(
+                                out, f->data + f->put, f->size - f->put, link->cancel, &error);
+
+                        if (n < 0 && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)) {
+                                link->out_source = g_pollable_output_stream_create_source(out, link->cancel);
+                                g_source_set_callback(link->out_source, G_SOURCE_FUNC(on_link_writable), link,
+                                                      NULL);
+                                g_source_attach(link->out_source, NULL);
+                                g_source_unref(link->out_source);
+                                return;
+                        }
+                        if (n < 0)
+                                f->error = g_strdup(error->message);
+                        else
+                                f->put += (gsize)n;
+                }
+                g_queue_pop_head(&link->out);
+                g_idle_add_full(G_PRIORITY_DEFAULT, on_link_frame_written, f, NULL);
+        }
+}
+
+static gboolean on_link_writable(GObject *stream, gpointer userdata)
 {
         Link *link = userdata;
-        g_autoptr(GError) error = NULL;
-        LinkWroteFn fn = link->on_wrote;
 
-        g_clear_pointer(&link->out, g_bytes_unref);
-        if (!g_output_stream_write_all_finish(G_OUTPUT_STREAM(source), result, NULL, &error)) {
-                if (!link->closed && fn)
-                        fn(link, error->message);
-        } else if (!link->closed && fn) {
-                fn(link, NULL);
-        }
-        link_release(link);
+        (void)stream;
+        link->out_source = NULL;
+        link_flush(link);
+        return G_SOURCE_REMOVE;
+}
+
+/* Queues `size` bytes of `data`, a whole frame (freed after if `owned`, else kept by
+ * the caller until `fn`), and writes at once what the socket takes: READY, COMMIT and
+ * COMMITTED leave before whatever their sender does next. `fn` always comes from a
+ * later dispatch; frames go out in the order they were queued. */
+static void link_write_raw(Link *link, const uint8_t *data, uint8_t *owned, gsize size, LinkWroteFn fn)
+{
+        LinkFrame *f = g_new0(LinkFrame, 1);
+
+        f->link = link;
+        f->data = data;
+        f->owned = owned;
+        f->size = size;
+        f->fn = fn;
+        link->pending++;
+        g_queue_push_tail(&link->out, f);
+        if (!link->out_source)
+                link_flush(link);
 }
 
 static void link_write(Link *link, VmmsMigrationFrame type, const void *payload, uint32_t length,
@@ -225,11 +339,16 @@ static void link_write(Link *link, VmmsMigrationFrame type, const void *payload,
         vmms_migration_header_write(buf, type, length);
         if (length)
                 memcpy(buf + VMMS_MIGRATION_HEADER_SIZE, payload, length);
-        link->out = g_bytes_new_take(buf, size);
-        link->on_wrote = fn;
-        link->pending++;
-        g_output_stream_write_all_async(g_io_stream_get_output_stream(link->tls), buf, size,
-                                        G_PRIORITY_DEFAULT, link->cancel, on_written, link);
+        link_write_raw(link, buf, buf, size, fn);
+}
+
+/* A frame whose payload the caller has put after VMMS_MIGRATION_HEADER_SIZE free bytes
+ * at `frame`, kept until `fn`: sent without a copy. */
+static void link_write_in_place(Link *link, VmmsMigrationFrame type, uint8_t *frame, uint32_t length,
+                                LinkWroteFn fn)
+{
+        vmms_migration_header_write(frame, type, length);
+        link_write_raw(link, frame, NULL, VMMS_MIGRATION_HEADER_SIZE + length, fn);
 }
 
 /* A frame whose payload is an a{sv} (floating `dict` is sunk). */
@@ -370,6 +489,31 @@ static void phase_reached(VmmsMigration *mig, const char *phase)
         (void)raise(SIGSTOP);
 }
 
+/* Where a move's time goes, for the log line at its end: "name +ms" per step, each
+ * measured from the step before. */
+typedef struct Timeline {
+        int64_t last_us;
+        GString *steps;
+} Timeline;
+
+static void timeline_mark(Timeline *t, const char *step)
+{
+        int64_t now = g_get_monotonic_time();
+
+        if (!t->steps)
+                t->steps = g_string_new(NULL);
+        else
+                g_string_append_printf(t->steps, " %s +%.1f", step, (double)(now - t->last_us) / 1000.0);
+        t->last_us = now;
+}
+
+static void timeline_clear(Timeline *t)
+{
+        if (t->steps)
+                g_string_free(t->steps, TRUE);
+        t->steps = NULL;
+}
+
 /* ---- The source: MoveVm ---- */
 
 typedef struct Move {
@@ -395,7 +539,7 @@ typedef struct Move {
         int64_t paused_us;
         int64_t sending_us;
         int64_t notified_us;
-        uint8_t *chunk;
+        uint8_t *chunk;      /* a STATE frame: header room, then what was read */
         GPtrArray *watchers; /* WatchMoveVm calls */
         /* Live: the worker writes the stream into stream_fd's peer; it is relayed as
          * STATE frames, one read per written frame (the worker waits when we do). */
@@ -406,6 +550,7 @@ typedef struct Move {
         bool stream_eof, out_done, done_sent;
         uint32_t round, throttle;
         uint64_t remaining, dirty_rate, bandwidth;
+        Timeline timeline;
 } Move;
 
 static void move_free(Link *link)
@@ -421,6 +566,7 @@ static void move_free(Link *link)
         g_free(mv->deferred);
         g_free(mv->chunk);
         g_ptr_array_unref(mv->watchers);
+        timeline_clear(&mv->timeline);
         g_free(mv);
 }
 
@@ -586,6 +732,8 @@ static void move_succeed(Move *mv)
                   " ms, total %" G_GINT64_FORMAT " ms (%s migration)",
                   mv->vm->def.name, mv->destination, mv->sent, (now - mv->paused_us) / 1000,
                   (now - mv->started_us) / 1000, mv->live ? "live" : "quick");
+        g_message("Move-VM '%s' steps (ms):%s; paused at %.1f, %u rounds", mv->vm->def.name,
+                  mv->timeline.steps->str, (double)(mv->paused_us - mv->started_us) / 1000.0, mv->round);
         move_stop_stream(mv);
         move_unregister(mv, "completed", NULL);
         vmms_vm_move_finish(mv->vm); /* live: its worker here ends the VM */
@@ -614,6 +762,7 @@ static void on_commit_answer(Link *link, VmmsMigrationFrame type, GBytes *payloa
                 return;
         }
         if (type == VMMS_MIGRATION_COMMITTED) {
+                timeline_mark(&mv->timeline, "committed");
                 move_succeed(mv);
                 return;
         }
@@ -754,6 +903,7 @@ static void on_ready_answer(Link *link, VmmsMigrationFrame type, GBytes *payload
                                   frame_names[type], why ? ": " : "", why ? why : "");
                 return;
         }
+        timeline_mark(&mv->timeline, "ready");
         phase_reached(mv->mig, "ready");
         /* A restart from here on must not start the VM here: recorded before COMMIT leaves. */
         r = vmms_store_move_set(vmms_manager_store(mv->mig->m), mv->vm_id, true, mv->destination,
@@ -763,6 +913,7 @@ static void on_ready_answer(Link *link, VmmsMigrationFrame type, GBytes *payload
                           g_strerror(-r));
                 return;
         }
+        timeline_mark(&mv->timeline, "store-committing");
         move_progress(mv, "committing", true);
         if (cluster) {
                 /* The owner key goes to the destination first: if that fails, COMMIT never
@@ -793,7 +944,7 @@ static void on_chunk_written(Link *link, const char *error)
 
 static void send_chunk(Move *mv)
 {
-        ssize_t n = read(mv->fd, mv->chunk, VMMS_MIGRATION_PAYLOAD_MAX);
+        ssize_t n = read(mv->fd, mv->chunk + VMMS_MIGRATION_HEADER_SIZE, VMMS_MIGRATION_PAYLOAD_MAX);
 
         if (n < 0) {
                 move_fail(mv, VMMS_ERROR_INTERNAL, "cannot read its saved state: %s", g_strerror(errno));
@@ -811,7 +962,7 @@ static void send_chunk(Move *mv)
         }
         mv->sent += (uint64_t)n;
         move_progress(mv, "sending", false);
-        link_write(&mv->link, VMMS_MIGRATION_STATE, mv->chunk, (uint32_t)n, on_chunk_written);
+        link_write_in_place(&mv->link, VMMS_MIGRATION_STATE, mv->chunk, (uint32_t)n, on_chunk_written);
 }
 
 /* After the engine's exit has been handled in full (a restart must not race it). */
@@ -839,7 +990,7 @@ static gboolean on_vm_saved_idle(gpointer userdata)
                 return G_SOURCE_REMOVE;
         }
         mv->total = (uint64_t)st.st_size;
-        mv->chunk = g_malloc(VMMS_MIGRATION_PAYLOAD_MAX);
+        mv->chunk = g_malloc(VMMS_MIGRATION_HEADER_SIZE + VMMS_MIGRATION_PAYLOAD_MAX);
         mv->sending_us = g_get_monotonic_time();
         move_progress(mv, "sending", true);
         send_chunk(mv);
@@ -927,7 +1078,7 @@ static void on_stream_chunk_written(Link *link, const char *error)
 static gboolean on_stream_readable(gint fd, GIOCondition condition, gpointer userdata)
 {
         Move *mv = userdata;
-        ssize_t n = read(fd, mv->chunk, VMMS_MIGRATION_PAYLOAD_MAX);
+        ssize_t n = read(fd, mv->chunk + VMMS_MIGRATION_HEADER_SIZE, VMMS_MIGRATION_PAYLOAD_MAX);
 
         (void)condition;
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -937,11 +1088,15 @@ static gboolean on_stream_readable(gint fd, GIOCondition condition, gpointer use
                 move_fail(mv, VMMS_ERROR_INTERNAL, "cannot read its worker's stream: %s", g_strerror(errno));
         } else if (n == 0) {
                 mv->stream_eof = true;
+                timeline_mark(&mv->timeline, "stream-end");
                 live_maybe_done(mv);
         } else {
+                if (mv->sent == 0)
+                        timeline_mark(&mv->timeline, "first-data");
                 mv->sent += (uint64_t)n;
                 move_progress(mv, "sending", false);
-                link_write(&mv->link, VMMS_MIGRATION_STATE, mv->chunk, (uint32_t)n, on_stream_chunk_written);
+                link_write_in_place(&mv->link, VMMS_MIGRATION_STATE, mv->chunk, (uint32_t)n,
+                                    on_stream_chunk_written);
         }
         link_release(&mv->link);
         return G_SOURCE_REMOVE;
@@ -983,6 +1138,7 @@ static void on_live_event(VmmsVm *vm, const VmmsEngineMigration *m, void *userda
                 mv->out_done = true;
                 if (mv->direct && direct_committed(mv, m))
                         break; /* DONE once the cluster handed it over */
+                timeline_mark(&mv->timeline, "worker-sent");
                 live_maybe_done(mv);
                 break;
         }
@@ -1013,12 +1169,13 @@ static void on_live_started(VmmsVm *vm, const VmmsError *error, bool unsupported
                 move_fail(mv, error->code, "%s", error->message);
         } else {
                 mv->live = true;
+                timeline_mark(&mv->timeline, "worker-started");
                 message = g_strdup_printf(
                         "moving to %s live (pre-copy while it runs%s; maximum downtime %u ms)",
                         mv->destination, mv->direct ? ", by its engine" : "", mv->max_downtime_ms);
                 vmms_vm_record_event(mv->vm, "migration", message);
                 write_begin(mv, mv->direct ? "direct" : "live");
-                mv->chunk = g_malloc(VMMS_MIGRATION_PAYLOAD_MAX);
+                mv->chunk = g_malloc(VMMS_MIGRATION_HEADER_SIZE + VMMS_MIGRATION_PAYLOAD_MAX);
                 mv->sending_us = g_get_monotonic_time();
                 move_progress(mv, "sending", true);
                 if (!mv->direct) /* direct: nothing crosses this link but the frames */
@@ -1083,6 +1240,7 @@ static void on_offer_answer(Link *link, VmmsMigrationFrame type, GBytes *payload
                 return;
         }
         if (type == VMMS_MIGRATION_ACCEPT) {
+                timeline_mark(&mv->timeline, "offer");
                 /* Recorded before anything changes here, so a restart knows to settle it. */
                 r = vmms_store_move_set(vmms_manager_store(mv->mig->m), mv->vm_id, true, mv->destination,
                                         "sending");
@@ -1092,6 +1250,7 @@ static void on_offer_answer(Link *link, VmmsMigrationFrame type, GBytes *payload
                         return;
                 }
                 mv->row = true;
+                timeline_mark(&mv->timeline, "store-sending");
                 phase_reached(mv->mig, "accepted");
                 if (mv->ended) /* cancelled while stopped at the phase */
                         return;
@@ -1156,20 +1315,38 @@ static GVariant *hello_new(VmmsMigration *mig)
         return g_variant_dict_end(&d);
 }
 
+/* A TLS connection over `conn` with this host's certificate and CA given at
+ * construction: g_tls_{client,server}_connection_new would load the system's trust
+ * store first (twice, on every connection: a quarter of a second of the main loop's
+ * time on a loaded host) only for set_database to replace it. */
+static GIOStream *tls_connection_new(GType type, GError **error, const char *first_property, ...)
+{
+        GTlsConnection *tls;
+        va_list ap;
+
+        va_start(ap, first_property);
+        tls = G_TLS_CONNECTION(g_initable_new_valist(type, first_property, ap, NULL, error));
+        va_end(ap);
+        if (!tls)
+                return NULL;
+        g_signal_connect(tls, "accept-certificate", G_CALLBACK(on_accept_certificate), NULL);
+        return G_IO_STREAM(tls);
+}
+
 /* The client side of TLS over `conn` to `destination`, presenting this host's
  * certificate and verifying the peer's against the CA; the link owns it. */
 static bool link_tls_client_new(Link *link, VmmsMigration *mig, GSocketConnection *conn,
                                 const char *destination, GError **error)
 {
         g_autoptr(GSocketConnectable) identity = g_network_address_parse(destination, 0, NULL);
-        GIOStream *tls = g_tls_client_connection_new(G_IO_STREAM(conn), identity, error);
+        GIOStream *tls =
+                tls_connection_new(g_tls_backend_get_client_connection_type(g_tls_backend_get_default()),
+                                   error, "base-io-stream", conn, "server-identity", identity, "certificate",
+                                   mig->cert, "database", mig->ca, NULL);
 
         if (!tls)
                 return false;
         link->tls = tls;
-        g_tls_connection_set_certificate(G_TLS_CONNECTION(tls), mig->cert);
-        g_tls_connection_set_database(G_TLS_CONNECTION(tls), mig->ca);
-        g_signal_connect(tls, "accept-certificate", G_CALLBACK(on_accept_certificate), NULL);
         return true;
 }
 
@@ -1195,6 +1372,7 @@ static void on_handshake_done(GObject *source, GAsyncResult *result, gpointer us
                 link_release(&mv->link);
                 return;
         }
+        timeline_mark(&mv->timeline, "tls");
         peer_caller(G_TLS_CONNECTION(source), &peer);
         if (!mv->ended && !vmms_access_migration_peer(mv->mig->access, &peer)) {
                 move_fail(mv, VMMS_ERROR_PERMISSION_DENIED,
@@ -1225,6 +1403,9 @@ static void on_connected(GObject *source, GAsyncResult *result, gpointer userdat
                 link_release(&mv->link);
                 return;
         }
+        timeline_mark(&mv->timeline, "connect");
+        (void)g_socket_set_option(g_socket_connection_get_socket(conn), SOL_SOCKET, SO_SNDBUF,
+                                  LINK_SOCKET_BUFFER_BYTES, NULL);
         if (!link_tls_client_new(&mv->link, mv->mig, conn, mv->destination, &error)) {
                 move_fail(mv, VMMS_ERROR_INTERNAL, "cannot set up TLS: %s", error->message);
                 link_release(&mv->link);
@@ -1273,6 +1454,7 @@ void vmms_migration_move(VmmsMigration *mig, VmmsVm *vm, const char *destination
         mv->destination = g_strdup(destination);
         mv->max_downtime_ms = max_downtime_ms ? max_downtime_ms : MAX_DOWNTIME_DEFAULT_MS;
         mv->started_us = g_get_monotonic_time();
+        timeline_mark(&mv->timeline, "start");
         mv->phase = "connecting";
         mv->watchers = g_ptr_array_new();
         mv->link.cancel = g_cancellable_new();
@@ -1374,6 +1556,7 @@ typedef struct Incoming {
         bool direct;       /* nothing is streamed: the VM's engine brings it (vmms-engine.h) */
         GIOStream *stream_conn;
         GBytes *writing; /* the STATE payload being written to the worker */
+        gsize written;   /* of it */
         bool row;        /* its 'in' row is in the store */
         bool committed;  /* COMMIT arrived and was recorded: the VM is this host's */
         bool dropping;   /* the VM received is being killed and removed */
@@ -1385,7 +1568,7 @@ typedef struct Incoming {
         uint64_t received;
         uint64_t limit;
         guint poll_id;
-        int64_t start_deadline_us;
+        Timeline timeline;
 } Incoming;
 
 static void incoming_free(Link *link)
@@ -1411,6 +1594,7 @@ static void incoming_free(Link *link)
         g_free(in->peer);
         g_free(in->source);
         vmms_vm_definition_clear(&in->def);
+        timeline_clear(&in->timeline);
         g_free(in);
 }
 
@@ -1725,8 +1909,10 @@ static void incoming_drop(Incoming *in, const char *why, bool answer)
         }
         if (!answer)
                 g_cancellable_cancel(in->link.cancel); /* nothing more is read or written */
-        if (vm)
+        if (vm) {
+                vmms_vm_move_watch_restore(vm, NULL, NULL);
                 vmms_vm_move_discard(vm, why);
+        }
         if (in->poll_id) {
                 g_source_remove(in->poll_id);
                 link_release(&in->link);
@@ -1762,13 +1948,17 @@ static void on_resumed(VmmsVm *vm, const VmmsError *error, void *userdata)
                 link_release(&in->link);
                 return;
         }
+        timeline_mark(&in->timeline, "resumed");
+        phase_reached(in->mig, "resumed");
+        /* The source's downtime ends with COMMITTED: it goes first. */
+        g_variant_dict_init(&d, NULL);
+        link_write_dict(&in->link, VMMS_MIGRATION_COMMITTED, g_variant_dict_end(&d), on_committed_written);
         message = g_strdup_printf("moved here from %s", incoming_source(in));
         vmms_vm_record_event(vm, "moved", message);
         (void)vmms_store_move_clear(vmms_manager_store(in->mig->m), in->def.id);
         in->row = false;
-        phase_reached(in->mig, "resumed");
-        g_variant_dict_init(&d, NULL);
-        link_write_dict(&in->link, VMMS_MIGRATION_COMMITTED, g_variant_dict_end(&d), on_committed_written);
+        timeline_mark(&in->timeline, "store-cleared");
+        g_message("incoming move of '%s' steps (ms):%s", in->def.name, in->timeline.steps->str);
         link_release(&in->link);
 }
 
@@ -1786,6 +1976,7 @@ static void incoming_commit(Incoming *in, VmmsVm *vm)
                 return;
         }
         in->committed = true;
+        timeline_mark(&in->timeline, "store-committed");
         phase_reached(in->mig, "commit-received");
         in->link.pending++;
         vmms_vm_move_commit(vm, incoming_source(in), on_resumed, in);
@@ -1803,6 +1994,7 @@ static void on_commit_frame(Link *link, VmmsMigrationFrame type, GBytes *payload
                 on_incoming_link_lost(in, error);
                 return;
         }
+        timeline_mark(&in->timeline, "commit");
         if (type != VMMS_MIGRATION_COMMIT) {
                 g_autofree char *why = g_strdup_printf("it sent %s instead of COMMIT", frame_names[type]);
 
@@ -1832,20 +2024,21 @@ static void on_ready_written(Link *link, const char *error)
 }
 
 /* The VM is restored paused (Migrating, no job): READY. Failed (Saved or Off, no job)
- * or too slow: dropped, FAILED. */
-static gboolean on_restore_poll(gpointer userdata)
+ * or too slow (START_TIMEOUT_MS): dropped, FAILED. */
+static gboolean on_restore_settled(gpointer userdata)
 {
         Incoming *in = userdata;
         VmmsVm *vm = vmms_manager_lookup(in->mig->m, in->def.id, NULL);
         g_autofree char *why = NULL;
         GVariantDict d;
 
-        if (vm && vm->job && g_get_monotonic_time() < in->start_deadline_us)
-                return G_SOURCE_CONTINUE;
         in->poll_id = 0;
+        if (vm)
+                vmms_vm_move_watch_restore(vm, NULL, NULL);
         if (vm && !vm->job && vm->def.state == VMMS_VM_MIGRATING && in->direct) {
                 incoming_commit(in, vm); /* it runs here already: no READY, no COMMIT */
         } else if (vm && !vm->job && vm->def.state == VMMS_VM_MIGRATING) {
+                timeline_mark(&in->timeline, "restored");
                 g_variant_dict_init(&d, NULL);
                 link_write_dict(&in->link, VMMS_MIGRATION_READY, g_variant_dict_end(&d), on_ready_written);
                 link_read(&in->link, on_commit_frame);
@@ -1857,6 +2050,29 @@ static gboolean on_restore_poll(gpointer userdata)
         }
         link_release(&in->link);
         return G_SOURCE_REMOVE;
+}
+
+/* From the VM's job end: READY (or FAILED) next, out of the VM's own bookkeeping. */
+static void on_restore_ended(VmmsVm *vm, void *userdata)
+{
+        Incoming *in = userdata;
+
+        (void)vm;
+        g_source_remove(in->poll_id);
+        in->poll_id = g_idle_add_full(G_PRIORITY_HIGH, on_restore_settled, in, NULL);
+}
+
+/* Waits for the start from the received state to end (no polling: the worker's
+ * report that it holds the VM paused ends it), at most START_TIMEOUT_MS. */
+static void incoming_wait_restore(Incoming *in, VmmsVm *vm)
+{
+        in->link.pending++;
+        if (vm && vm->job) {
+                vmms_vm_move_watch_restore(vm, on_restore_ended, in);
+                in->poll_id = g_timeout_add(START_TIMEOUT_MS, on_restore_settled, in);
+        } else {
+                in->poll_id = g_idle_add_full(G_PRIORITY_HIGH, on_restore_settled, in, NULL);
+        }
 }
 
 static void incoming_done(Incoming *in, GVariantDict *d)
@@ -1885,10 +2101,9 @@ static void incoming_done(Incoming *in, GVariantDict *d)
                  * (direct: the VM arrives through its engine, now or in a moment). */
                 if (in->stream_conn)
                         (void)g_io_stream_close(in->stream_conn, NULL, NULL);
+                timeline_mark(&in->timeline, "done");
                 in->done = true;
-                in->start_deadline_us = g_get_monotonic_time() + START_TIMEOUT_MS * 1000;
-                in->link.pending++;
-                in->poll_id = g_timeout_add(POLL_MS, on_restore_poll, in);
+                incoming_wait_restore(in, vmms_manager_lookup(in->mig->m, in->def.id, NULL));
                 return;
         }
         if (fsync(in->fd) < 0 || close(in->fd) < 0) {
@@ -1915,18 +2130,31 @@ static void incoming_done(Incoming *in, GVariantDict *d)
         g_clear_pointer(&in->tmp_path, g_free);
         in->done = true;
         vmms_vm_move_receive(vm);
-        in->start_deadline_us = g_get_monotonic_time() + START_TIMEOUT_MS * 1000;
-        in->link.pending++;
-        in->poll_id = g_timeout_add(POLL_MS, on_restore_poll, in);
+        incoming_wait_restore(in, vm);
 }
 
-static void on_stream_in_written(GObject *source, GAsyncResult *result, gpointer userdata)
+/* Hands the STATE payload to the worker as fast as it takes it (non-blocking writes,
+ * as the link's), then reads the next frame. */
+static gboolean on_stream_in_writable(GObject *stream, gpointer userdata)
 {
         Incoming *in = userdata;
         g_autoptr(GError) error = NULL;
+        gsize size = 0;
+        const uint8_t *data = g_bytes_get_data(in->writing, &size);
 
+        while (in->written < size && !in->link.closed) {
+                gssize n = g_pollable_output_stream_write_nonblocking(G_POLLABLE_OUTPUT_STREAM(stream),
+                                                                      data + in->written, size - in->written,
+                                                                      in->link.cancel, &error);
+
+                if (n < 0 && g_error_matches(error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+                        return G_SOURCE_CONTINUE;
+                if (n < 0)
+                        break;
+                in->written += (gsize)n;
+        }
         g_clear_pointer(&in->writing, g_bytes_unref);
-        if (!g_output_stream_write_all_finish(G_OUTPUT_STREAM(source), result, NULL, &error)) {
+        if (error) {
                 if (!in->link.closed && !in->dropping) {
                         g_autofree char *why = g_strdup_printf(
                                 "its worker stopped taking the stream (%s; see Get-VMEvent %s there)",
@@ -1938,6 +2166,7 @@ static void on_stream_in_written(GObject *source, GAsyncResult *result, gpointer
                 link_read(&in->link, on_incoming_frame);
         }
         link_release(&in->link);
+        return G_SOURCE_REMOVE;
 }
 
 /* BEGIN: quick (the saved file goes to tmp_path, as opened at ACCEPT) or live (the VM
@@ -2007,6 +2236,7 @@ static void incoming_begin(Incoming *in, GVariantDict *d)
         in->stream_conn = G_IO_STREAM(g_socket_connection_factory_create_connection(sock));
         in->live = in->begun = true;
         vmms_vm_move_receive_live(vm, sv[1]);
+        timeline_mark(&in->timeline, "begin");
         link_read(&in->link, on_incoming_frame);
 }
 
@@ -2104,6 +2334,7 @@ static void incoming_offer(Incoming *in, GVariantDict *d)
         in->accepted = true;
         in->arriving = true;
         g_hash_table_insert(in->mig->arriving, in->def.id, in);
+        timeline_mark(&in->timeline, "offer");
         g_variant_dict_init(&answer, NULL);
         if (!incoming_add_direct_target(in, &answer)) {
                 g_variant_dict_clear(&answer);
@@ -2167,17 +2398,23 @@ static void on_incoming_frame(Link *link, VmmsMigrationFrame type, GBytes *paylo
                 return;
         }
         if (in->begun && in->live && !in->dropping && type == VMMS_MIGRATION_STATE) {
-                gsize n = 0;
-                const void *data = g_bytes_get_data(payload, &n);
+                gsize n = g_bytes_get_size(payload);
+                GSource *source;
 
-                if (in->received == 0)
+                if (in->received == 0) {
+                        timeline_mark(&in->timeline, "first-data");
                         phase_reached(in->mig, "receiving");
+                }
                 in->received += n;
                 in->writing = g_bytes_ref(payload);
+                in->written = 0;
                 in->link.pending++;
-                g_output_stream_write_all_async(g_io_stream_get_output_stream(in->stream_conn), data, n,
-                                                G_PRIORITY_DEFAULT, in->link.cancel, on_stream_in_written,
-                                                in);
+                source = g_pollable_output_stream_create_source(
+                        G_POLLABLE_OUTPUT_STREAM(g_io_stream_get_output_stream(in->stream_conn)),
+                        in->link.cancel);
+                g_source_set_callback(source, G_SOURCE_FUNC(on_stream_in_writable), in, NULL);
+                g_source_attach(source, NULL);
+                g_source_unref(source);
                 return;
         }
         if (in->begun && !in->live && type == VMMS_MIGRATION_STATE) {
@@ -2223,6 +2460,7 @@ static void on_incoming_handshake(GObject *source, GAsyncResult *result, gpointe
                 link_release(&in->link);
                 return;
         }
+        timeline_mark(&in->timeline, "tls");
         peer_caller(G_TLS_CONNECTION(source), &peer);
         g_free(in->peer);
         in->peer = g_strdup(peer.description);
@@ -2250,6 +2488,7 @@ static gboolean on_incoming(GSocketService *service, GSocketConnection *conn, GO
         (void)source_object;
         in->mig = mig;
         in->fd = -1;
+        timeline_mark(&in->timeline, "start");
         in->link.cancel = g_cancellable_new();
         in->link.free_fn = incoming_free;
         in->link.pending = 1; /* the handshake */
@@ -2258,7 +2497,11 @@ static gboolean on_incoming(GSocketService *service, GSocketConnection *conn, GO
                                      g_inet_socket_address_get_address(G_INET_SOCKET_ADDRESS(remote)))
                            : g_strdup("an unknown address");
         g_socket_set_timeout(g_socket_connection_get_socket(conn), IO_TIMEOUT_S);
-        tls = g_tls_server_connection_new(G_IO_STREAM(conn), mig->cert, &error);
+        (void)g_socket_set_option(g_socket_connection_get_socket(conn), SOL_SOCKET, SO_RCVBUF,
+                                  LINK_SOCKET_BUFFER_BYTES, NULL);
+        tls = tls_connection_new(g_tls_backend_get_server_connection_type(g_tls_backend_get_default()),
+                                 &error, "base-io-stream", conn, "certificate", mig->cert, "database",
+                                 mig->ca, "authentication-mode", G_TLS_AUTHENTICATION_REQUIRED, NULL);
         if (!tls) {
                 g_warning("migration: cannot set up TLS for %s: %s", in->peer, error->message);
                 in->link.pending = 0;
@@ -2267,9 +2510,6 @@ static gboolean on_incoming(GSocketService *service, GSocketConnection *conn, GO
                 return TRUE;
         }
         in->link.tls = tls;
-        g_tls_connection_set_database(G_TLS_CONNECTION(tls), mig->ca);
-        g_object_set(tls, "authentication-mode", G_TLS_AUTHENTICATION_REQUIRED, NULL);
-        g_signal_connect(tls, "accept-certificate", G_CALLBACK(on_accept_certificate), NULL);
         g_tls_connection_handshake_async(G_TLS_CONNECTION(tls), G_PRIORITY_DEFAULT, in->link.cancel,
                                          on_incoming_handshake, in);
         return TRUE;

@@ -246,6 +246,16 @@ static bool job_begin(VmmsVm *vm, const char *job, VmmsVmAction action, VmmsCall
         return true;
 }
 
+/* Move-VM's destination waits for the start from what it received to end. */
+static void job_notify_restore(VmmsVm *vm)
+{
+        void (*fn)(VmmsVm *, void *) = vm->move_restored;
+
+        vm->move_restored = NULL;
+        if (fn)
+                fn(vm, vm->move_restored_data);
+}
+
 static void job_end(VmmsVm *vm)
 {
         VmmsCall *call = vm->job_call;
@@ -254,6 +264,7 @@ static void job_end(VmmsVm *vm)
         vm->job_call = NULL;
         if (call)
                 vm->ctx->reply(vm, call, vm->ctx->reply_data);
+        job_notify_restore(vm);
 }
 
 static void job_fail(VmmsVm *vm, VmmsErrorCode code, const char *message)
@@ -264,6 +275,7 @@ static void job_fail(VmmsVm *vm, VmmsErrorCode code, const char *message)
         vm->job_call = NULL;
         if (call)
                 vmms_call_fail(call, code, "%s", message);
+        job_notify_restore(vm);
 }
 
 static void job_fail_with(VmmsVm *vm, const VmmsError *error)
@@ -865,6 +877,12 @@ void vmms_vm_move_receive_live(VmmsVm *vm, int fd)
         vmms_vm_start(vm, NULL);
 }
 
+void vmms_vm_move_watch_restore(VmmsVm *vm, void (*fn)(VmmsVm *vm, void *userdata), void *userdata)
+{
+        vm->move_restored = fn;
+        vm->move_restored_data = userdata;
+}
+
 static void on_live_started(VmmsVm *vm, const VmmsError *error, bool unsupported)
 {
         void (*fn)(VmmsVm *, const VmmsError *, bool, void *) = vm->move_live_started;
@@ -954,8 +972,8 @@ void vmms_vm_move_commit(VmmsVm *vm, const char *source,
                 on_move_resumed(vm, NULL);
                 return;
         }
+        vm->engine->ops->pause(vm->engine, vm, false, on_move_resumed); /* the guest's downtime ends */
         vmms_vm_record_event(vm, "state", message);
-        vm->engine->ops->pause(vm->engine, vm, false, on_move_resumed);
 }
 
 void vmms_vm_move_discard(VmmsVm *vm, const char *why)

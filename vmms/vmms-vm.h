@@ -119,6 +119,8 @@ struct VmmsVm {
         void *move_event_data;
         void (*move_resumed)(VmmsVm *vm, const VmmsError *error, void *userdata);
         void *move_resumed_data;
+        void (*move_restored)(VmmsVm *vm, void *userdata);
+        void *move_restored_data;
         int move_percent;
         /* A Saved VM that is this host's again after a move cut short by a restart:
          * started from its state as soon as the hypervisor runs. */
@@ -221,6 +223,9 @@ void vmms_vm_move_receive(VmmsVm *vm);
 /* Live: Off (just received its definition): starts it reading the stream from `fd`
  * (the engine owns fd from here), paused once it is applied, as move_receive. */
 void vmms_vm_move_receive_live(VmmsVm *vm, int fd);
+/* `fn` runs once when the start of move_receive(_live) ends, restored or not (the
+ * VM's state says which); NULL: nobody waits any more. */
+void vmms_vm_move_watch_restore(VmmsVm *vm, void (*fn)(VmmsVm *vm, void *userdata), void *userdata);
 /* Live, the source: Running -> Migrating while the engine writes the stream to `fd`
  * (the caller keeps its copy); `fn` runs once it began, or with an error (the VM runs
  * on; unsupported: the engine cannot, a quick move may follow). Reports then go to

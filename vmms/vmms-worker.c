@@ -16,12 +16,13 @@
 #include "vmms-worker.h"
 
 #define WORKER_MESSAGE_MAX (64u * 1024u)
-#define CONNECT_RETRY_MS 20
 #define CONNECT_TIMEOUT_MS 15000
 /* A worker receiving a live migration opens its control socket only once the whole
  * stream is applied; the move's own link timeouts end a stalled one sooner. */
 #define INCOMING_CONNECT_TIMEOUT_MS (30 * 60 * 1000)
 #define INCOMING_FD_TARGET 3
+/* The worker writes a byte here once its control socket listens (vmwp --ready-fd). */
+#define READY_FD_TARGET 4
 
 typedef struct PendingReply {
         uint64_t id;
@@ -50,8 +51,9 @@ struct VmmsWorker {
         guint child_watch;
         int fd;
         guint fd_source;
-        guint connect_timer;
-        int64_t connect_deadline_us;
+        guint connect_timer; /* kills a worker that never opens its control socket */
+        int ready_fd;        /* says when it has: then we connect, no polling */
+        guint ready_source;
         uint64_t next_id;
         GQueue pending;
         bool exited;
@@ -222,21 +224,44 @@ static int try_connect(VmmsWorker *w)
         return 0;
 }
 
-static gboolean on_connect_retry(gpointer userdata)
+static void ready_stop(VmmsWorker *w)
+{
+        if (w->ready_source)
+                g_source_remove(w->ready_source);
+        w->ready_source = 0;
+        if (w->ready_fd >= 0)
+                close(w->ready_fd);
+        w->ready_fd = -1;
+}
+
+/* Its control socket listens (or it closed the pipe by exiting: the child watch says
+ * so). */
+static gboolean on_worker_ready(gint fd, GIOCondition condition, gpointer userdata)
 {
         VmmsWorker *w = userdata;
 
-        if (try_connect(w) >= 0) {
+        (void)fd;
+        (void)condition;
+        w->ready_source = 0;
+        ready_stop(w);
+        if (try_connect(w) >= 0 && w->connect_timer) {
+                g_source_remove(w->connect_timer);
                 w->connect_timer = 0;
-                return G_SOURCE_REMOVE;
         }
-        if (g_get_monotonic_time() > w->connect_deadline_us) {
-                w->connect_timer = 0;
-                g_warning("worker %d did not open its control socket in time; killing it", w->pid);
-                vmms_worker_kill(w);
+        return G_SOURCE_REMOVE;
+}
+
+static gboolean on_connect_timeout(gpointer userdata)
+{
+        VmmsWorker *w = userdata;
+
+        w->connect_timer = 0;
+        if (w->fd >= 0)
                 return G_SOURCE_REMOVE;
-        }
-        return G_SOURCE_CONTINUE;
+        g_warning("worker %d did not open its control socket in time; killing it", w->pid);
+        ready_stop(w);
+        vmms_worker_kill(w);
+        return G_SOURCE_REMOVE;
 }
 
 static void child_setup(gpointer userdata)
@@ -254,6 +279,7 @@ static VmmsWorker *worker_new(const char *control_socket, const VmmsWorkerCallba
         w->userdata = userdata;
         w->control_socket = g_strdup(control_socket);
         w->fd = -1;
+        w->ready_fd = -1;
         w->next_id = 1;
         g_queue_init(&w->pending);
         return w;
@@ -265,7 +291,7 @@ int vmms_worker_spawn(const VmmsWorkerSpawn *s, const VmmsWorkerCallbacks *callb
         g_autoptr(VmmsWorker) w = worker_new(s->control_socket, callbacks, userdata);
         g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
         g_autoptr(GError) error = NULL;
-        int log_fd;
+        int log_fd, ready[2];
         bool ok;
 
         g_ptr_array_add(argv, g_strdup(s->vmwp_path));
@@ -296,26 +322,39 @@ int vmms_worker_spawn(const VmmsWorkerSpawn *s, const VmmsWorkerCallbacks *callb
                 g_ptr_array_add(argv, g_strdup_printf("--incoming-fd=%d", INCOMING_FD_TARGET));
         if (s->paging_bytes)
                 g_ptr_array_add(argv, g_strdup_printf("--paging-bytes=%" G_GUINT64_FORMAT, s->paging_bytes));
+        g_ptr_array_add(argv, g_strdup_printf("--ready-fd=%d", READY_FD_TARGET));
         g_ptr_array_add(argv, NULL);
 
+        if (pipe2(ready, O_CLOEXEC) < 0) {
+                int r = -errno;
+
+                *ret_error = g_strdup_printf("cannot make the worker's ready pipe: %s", g_strerror(-r));
+                return r;
+        }
         log_fd = open(s->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
         if (log_fd < 0) {
                 int r = -errno;
 
+                close(ready[0]);
+                close(ready[1]);
                 *ret_error = g_strdup_printf("cannot open worker log %s: %s", s->log_path, g_strerror(-r));
                 return r;
         }
         (void)unlink(s->control_socket); /* a stale socket must not be mistaken for the new worker */
         {
-                /* The stream's fd goes to the worker as INCOMING_FD_TARGET; nothing else is inherited. */
-                int source_fds[1] = {s->incoming_fd}, target_fds[1] = {INCOMING_FD_TARGET};
+                /* The ready pipe goes to the worker as READY_FD_TARGET and the stream's fd as
+                 * INCOMING_FD_TARGET; nothing else is inherited. */
+                int source_fds[2] = {ready[1], s->incoming_fd},
+                    target_fds[2] = {READY_FD_TARGET, INCOMING_FD_TARGET};
 
                 ok = g_spawn_async_with_pipes_and_fds(
                         NULL, (const char *const *)argv->pdata, NULL, G_SPAWN_DO_NOT_REAP_CHILD, child_setup,
-                        NULL, -1, log_fd, log_fd, source_fds, target_fds, s->incoming_fd >= 0 ? 1 : 0,
+                        NULL, -1, log_fd, log_fd, source_fds, target_fds, s->incoming_fd >= 0 ? 2 : 1,
                         &w->pid, NULL, NULL, NULL, &error);
         }
         close(log_fd);
+        close(ready[1]);
+        w->ready_fd = ready[0];
         if (!ok) {
                 *ret_error = g_strdup_printf("cannot start the worker %s: %s", s->vmwp_path, error->message);
                 return -ENOEXEC;
@@ -323,10 +362,10 @@ int vmms_worker_spawn(const VmmsWorkerSpawn *s, const VmmsWorkerCallbacks *callb
         w->is_child = true;
         w->log_path = g_strdup(s->log_path);
         w->child_watch = g_child_watch_add(w->pid, on_child_exit, w);
-        w->connect_deadline_us =
-                g_get_monotonic_time() +
-                (s->incoming_fd >= 0 ? INCOMING_CONNECT_TIMEOUT_MS : CONNECT_TIMEOUT_MS) * 1000ll;
-        w->connect_timer = g_timeout_add(CONNECT_RETRY_MS, on_connect_retry, w);
+        w->ready_source = g_unix_fd_add(w->ready_fd, G_IO_IN | G_IO_HUP | G_IO_ERR, on_worker_ready, w);
+        w->connect_timer =
+                g_timeout_add(s->incoming_fd >= 0 ? INCOMING_CONNECT_TIMEOUT_MS : CONNECT_TIMEOUT_MS,
+                              on_connect_timeout, w);
         *ret = g_steal_pointer(&w);
         return 0;
 }
@@ -351,6 +390,7 @@ void vmms_worker_free(VmmsWorker *w)
                 return;
         if (w->connect_timer)
                 g_source_remove(w->connect_timer);
+        ready_stop(w);
         disconnect(w);
         /* A child still running keeps being reaped by GLib once the watch is gone. */
         if (w->child_watch)

@@ -108,7 +108,7 @@ int main(int argc, char **argv)
         g_auto(VmwpConfig) config = {0};
         g_autofree char *memory = NULL, *maximum = NULL, *control_socket = NULL, *vm_id = NULL,
                         *paging_bytes = NULL, *restore = NULL;
-        gint incoming_fd = -1;
+        gint incoming_fd = -1, ready_fd = -1;
         gint vps = 1, reserve = 0, cpu_maximum = 0, relative_weight = 0;
         gboolean console_stdout = FALSE, concurrent_vps = FALSE, restore_paused = FALSE,
                  cpu_compatibility = FALSE;
@@ -160,6 +160,8 @@ int main(int argc, char **argv)
                 {"incoming-fd", 0, 0, G_OPTION_ARG_INT, &incoming_fd,
                  "Receive a live migration's stream on this inherited fd; the VM ends paused (worker.proto)",
                  "N"},
+                {"ready-fd", 0, 0, G_OPTION_ARG_INT, &ready_fd,
+                 "Write a byte to this inherited fd and close it once the control socket listens", "N"},
                 {NULL},
         };
         g_autoptr(GOptionContext) options = g_option_context_new("- run one VM on hvd");
@@ -219,6 +221,11 @@ int main(int argc, char **argv)
                         restore ? "cannot be given with --restore" : "must not be stdin, stdout or stderr");
                 return 2;
         }
+        if (ready_fd >= 0 && (ready_fd <= 2 || ready_fd == incoming_fd)) {
+                fprintf(stderr, "vmwp: --ready-fd %d: must not be stdin, stdout, stderr or --incoming-fd\n",
+                        ready_fd);
+                return 2;
+        }
         /* A migration peer that goes away must be a write error, not a signal. */
         signal(SIGPIPE, SIG_IGN);
         r = vmwp_worker_new(&config, &worker, &why);
@@ -245,6 +252,12 @@ int main(int argc, char **argv)
                         return 1;
                 }
                 m.control = control;
+        }
+        if (ready_fd >= 0) {
+                /* vmmsd connects now (a write error only means it stopped waiting). */
+                if (write(ready_fd, "r", 1) < 0)
+                        fprintf(stderr, "vmwp: %s: --ready-fd: %s\n", config.name, g_strerror(errno));
+                close(ready_fd);
         }
         vmwp_worker_set_stopped_handler(worker, on_stopped, &m);
         watch_data[0] = worker;
