@@ -161,15 +161,8 @@ static int ha_pass(VmmsCluster *c, int64_t token, char **ret_error)
                         continue;
                 g_ptr_array_add(nodes, n);
                 k.node = n;
-                for (size_t a = 0; !k.up && a < alive->n_kvs; a++)
-                        k.up = alive->kvs[a]->key.len == strlen(ALIVE_PREFIX) + strlen(n->name) &&
-                               memcmp(alive->kvs[a]->key.data + strlen(ALIVE_PREFIX), n->name,
-                                      strlen(n->name)) == 0;
-                for (size_t p = 0; p < paused->n_kvs; p++)
-                        k.paused = k.paused ||
-                                   (paused->kvs[p]->key.len == strlen(PAUSED_PREFIX) + strlen(n->name) &&
-                                    memcmp(paused->kvs[p]->key.data + strlen(PAUSED_PREFIX), n->name,
-                                           strlen(n->name)) == 0);
+                k.up = cluster_range_names(alive, ALIVE_PREFIX, n->name);
+                k.paused = cluster_range_names(paused, PAUSED_PREFIX, n->name);
                 k.free_bytes = n->memory_free_bytes;
                 k.reserve_pct = n->reservation_used_pct;
                 g_array_append_val(candidates, k);
@@ -227,14 +220,10 @@ static int ha_pass(VmmsCluster *c, int64_t token, char **ret_error)
                         vmms__v1__cluster_vm__free_unpacked(cv, NULL);
         }
 out:
-        if (hosts)
-                etcdserverpb__range_response__free_unpacked(hosts, NULL);
-        if (alive)
-                etcdserverpb__range_response__free_unpacked(alive, NULL);
-        if (vms)
-                etcdserverpb__range_response__free_unpacked(vms, NULL);
-        if (paused)
-                etcdserverpb__range_response__free_unpacked(paused, NULL);
+        vmms_etcd_range_free(hosts);
+        vmms_etcd_range_free(alive);
+        vmms_etcd_range_free(vms);
+        vmms_etcd_range_free(paused);
         return r;
 }
 

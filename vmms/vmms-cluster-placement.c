@@ -22,14 +22,6 @@ static ProtobufCBinaryData bytes_of(const char *text)
         return (ProtobufCBinaryData){.data = (uint8_t *)text, .len = strlen(text)};
 }
 
-static bool key_is(const ProtobufCBinaryData *key, const char *prefix, const char *name)
-{
-        size_t plen = strlen(prefix), nlen = strlen(name);
-
-        return key->len == plen + nlen && memcmp(key->data, prefix, plen) == 0 &&
-               memcmp(key->data + plen, name, nlen) == 0;
-}
-
 /* ---- The VM as placement writes it (main thread) ---- */
 
 /* The definition and state, not the figures that change every second: a key is
@@ -389,8 +381,7 @@ static void placement_job_free(PlacementJob *j)
         g_free(j->pattern);
         vmms_error_clear(&j->error);
         g_free(j->result);
-        if (j->range)
-                etcdserverpb__range_response__free_unpacked(j->range, NULL);
+        vmms_etcd_range_free(j->range);
         g_free(j);
 }
 
@@ -489,10 +480,9 @@ static char *host_by_address(PlacementJob *j, const char *address, const char *w
                 Vmms__V1__ClusterNode *n = vmms__v1__cluster_node__unpack(NULL, hosts->kvs[i]->value.len,
                                                                           hosts->kvs[i]->value.data);
 
-                if (n && strcmp(n->address, address) == 0)
-                        for (size_t k = 0; !found && k < alive->n_kvs; k++)
-                                if (key_is(&alive->kvs[k]->key, ALIVE_PREFIX, n->name))
-                                        found = g_strdup(n->name);
+                if (n && strcmp(n->address, address) == 0 &&
+                    cluster_range_names(alive, ALIVE_PREFIX, n->name))
+                        found = g_strdup(n->name);
                 if (n)
                         vmms__v1__cluster_node__free_unpacked(n, NULL);
         }
@@ -500,10 +490,8 @@ static char *host_by_address(PlacementJob *j, const char *address, const char *w
                 vmms_error_set(&j->error, VMMS_ERROR_FAILED_PRECONDITION,
                                "%s: no Up host of the cluster has the address %s", what, address);
 out:
-        if (hosts)
-                etcdserverpb__range_response__free_unpacked(hosts, NULL);
-        if (alive)
-                etcdserverpb__range_response__free_unpacked(alive, NULL);
+        vmms_etcd_range_free(hosts);
+        vmms_etcd_range_free(alive);
         return found;
 }
 
@@ -551,8 +539,7 @@ out:
                 vmms__v1__cluster_vm__free_unpacked(cv, NULL);
         if (resp)
                 etcdserverpb__txn_response__free_unpacked(resp, NULL);
-        if (range)
-                etcdserverpb__range_response__free_unpacked(range, NULL);
+        vmms_etcd_range_free(range);
         g_task_return_boolean(task, TRUE);
 }
 
@@ -604,12 +591,9 @@ static void resolve_run(GTask *task, gpointer source, gpointer task_data, GCance
                 j->result = g_strdup(n->address);
         if (n)
                 vmms__v1__cluster_node__free_unpacked(n, NULL);
-        if (record)
-                etcdserverpb__range_response__free_unpacked(record, NULL);
-        if (alive)
-                etcdserverpb__range_response__free_unpacked(alive, NULL);
-        if (paused)
-                etcdserverpb__range_response__free_unpacked(paused, NULL);
+        vmms_etcd_range_free(record);
+        vmms_etcd_range_free(alive);
+        vmms_etcd_range_free(paused);
         g_task_return_boolean(task, TRUE);
 }
 
@@ -651,12 +635,9 @@ static void choose_run(GTask *task, gpointer source, gpointer task_data, GCancel
         for (size_t i = 0; i < hosts->n_kvs; i++) {
                 Vmms__V1__ClusterNode *n = vmms__v1__cluster_node__unpack(NULL, hosts->kvs[i]->value.len,
                                                                           hosts->kvs[i]->value.data);
-                bool up = false, is_paused = false;
+                bool up = n && cluster_range_names(alive, ALIVE_PREFIX, n->name);
+                bool is_paused = n && cluster_range_names(paused, PAUSED_PREFIX, n->name);
 
-                for (size_t k = 0; n && k < alive->n_kvs; k++)
-                        up = up || key_is(&alive->kvs[k]->key, ALIVE_PREFIX, n->name);
-                for (size_t k = 0; n && k < paused->n_kvs; k++)
-                        is_paused = is_paused || key_is(&paused->kvs[k]->key, PAUSED_PREFIX, n->name);
                 if (n && up && !is_paused && strcmp(n->name, j->host_name) != 0 &&
                     n->memory_free_bytes >= need && (!j->result || n->memory_free_bytes > best_free)) {
                         g_free(j->result);
@@ -673,12 +654,9 @@ static void choose_run(GTask *task, gpointer source, gpointer task_data, GCancel
 out:
         if (vm)
                 vmms__v1__vm__free_unpacked(vm, NULL);
-        if (hosts)
-                etcdserverpb__range_response__free_unpacked(hosts, NULL);
-        if (alive)
-                etcdserverpb__range_response__free_unpacked(alive, NULL);
-        if (paused)
-                etcdserverpb__range_response__free_unpacked(paused, NULL);
+        vmms_etcd_range_free(hosts);
+        vmms_etcd_range_free(alive);
+        vmms_etcd_range_free(paused);
         g_task_return_boolean(task, TRUE);
 }
 

@@ -52,6 +52,9 @@ struct VmmsCluster {
         bool drain_said;     /* that nothing is left to move, once per drain */
 };
 
+/* Whether `range` holds the key prefix + name (a host's alive or paused key). */
+bool cluster_range_names(const Etcdserverpb__RangeResponse *range, const char *prefix, const char *name);
+
 void cluster_notify(VmmsCluster *c, const char *kind, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 
 /* Main thread: this host's VMs as placement writes them (id -> GBytes of a packed Vm

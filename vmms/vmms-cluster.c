@@ -672,14 +672,10 @@ typedef struct NodeListing {
 static void node_listing_free(NodeListing *l)
 {
         vmms_etcd_unref(l->etcd);
-        if (l->hosts)
-                etcdserverpb__range_response__free_unpacked(l->hosts, NULL);
-        if (l->alive)
-                etcdserverpb__range_response__free_unpacked(l->alive, NULL);
-        if (l->leaders)
-                etcdserverpb__range_response__free_unpacked(l->leaders, NULL);
-        if (l->paused)
-                etcdserverpb__range_response__free_unpacked(l->paused, NULL);
+        vmms_etcd_range_free(l->hosts);
+        vmms_etcd_range_free(l->alive);
+        vmms_etcd_range_free(l->leaders);
+        vmms_etcd_range_free(l->paused);
         g_free(l->change_name);
         g_free(l->error);
         g_free(l);
@@ -737,7 +733,7 @@ static void node_listing_run(GTask *task, gpointer source, gpointer task_data, G
         g_task_return_boolean(task, TRUE);
 }
 
-static bool key_listed(const Etcdserverpb__RangeResponse *range, const char *prefix, const char *name)
+bool cluster_range_names(const Etcdserverpb__RangeResponse *range, const char *prefix, const char *name)
 {
         size_t plen = strlen(prefix), nlen = strlen(name);
 
@@ -790,9 +786,9 @@ static void node_listing_done(GObject *source, GAsyncResult *result, gpointer us
                 g_ptr_array_add(nodes, node);
                 if (!node->name[0])
                         continue;
-                node->state = !key_listed(l->alive, ALIVE_PREFIX, node->name)
+                node->state = !cluster_range_names(l->alive, ALIVE_PREFIX, node->name)
                                       ? VMMS__V1__CLUSTER_NODE_STATE__CLUSTER_NODE_STATE_DOWN
-                              : key_listed(l->paused, PAUSED_PREFIX, node->name)
+                              : cluster_range_names(l->paused, PAUSED_PREFIX, node->name)
                                       ? VMMS__V1__CLUSTER_NODE_STATE__CLUSTER_NODE_STATE_PAUSED
                                       : VMMS__V1__CLUSTER_NODE_STATE__CLUSTER_NODE_STATE_UP;
                 node->leader = leader && leader->value.len == strlen(node->name) &&

@@ -234,6 +234,12 @@ int vmms_etcd_range(VmmsEtcd *etcd, const char *key, const char *range_end, int6
         return 0;
 }
 
+void vmms_etcd_range_free(Etcdserverpb__RangeResponse *range)
+{
+        if (range)
+                etcdserverpb__range_response__free_unpacked(range, NULL);
+}
+
 int vmms_etcd_put(VmmsEtcd *etcd, const char *key, const void *value, size_t len, int64_t lease,
                   int64_t timeout_ms, int64_t *ret_revision, char **ret_error)
 {

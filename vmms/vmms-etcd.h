@@ -32,6 +32,8 @@ const char *vmms_etcd_endpoints(const VmmsEtcd *etcd);
  * etcdserverpb__range_response__free_unpacked. */
 int vmms_etcd_range(VmmsEtcd *etcd, const char *key, const char *range_end, int64_t timeout_ms,
                     Etcdserverpb__RangeResponse **ret, char **ret_error);
+/* Frees a range's answer; NULL is fine. */
+void vmms_etcd_range_free(Etcdserverpb__RangeResponse *range);
 /* Puts `value` (len bytes) at `key`, attached to `lease` (0: none); *ret_revision (may
  * be NULL) is the store revision of the write. */
 int vmms_etcd_put(VmmsEtcd *etcd, const char *key, const void *value, size_t len, int64_t lease,
