@@ -507,6 +507,43 @@ static gpointer cluster_thread(gpointer userdata)
         return NULL;
 }
 
+/* ---- Starts of vmmsd's own (AutomaticStartAction) ---- */
+
+typedef struct GatedStart {
+        VmmsCluster *c;
+        char vm_id[37];
+} GatedStart;
+
+static void on_gate_claimed(const VmmsError *error, const char *result, void *userdata)
+{
+        g_autofree GatedStart *g = userdata;
+        VmmsVm *vm = vmms_manager_lookup(g->c->m, g->vm_id, NULL);
+
+        (void)result;
+        if (!vm)
+                return;
+        if (error) {
+                g_autofree char *why = g_strdup_printf("not started on its own: %s", error->message);
+
+                g_message("cluster: VM '%s' %s", vm->def.name, why);
+                vmms_vm_record_event(vm, "cluster", why);
+                return;
+        }
+        if (!vm->job && (vm->def.state == VMMS_VM_OFF || vm->def.state == VMMS_VM_SAVED))
+                vmms_vm_start(vm, NULL);
+}
+
+/* A VM vmmsd would start on its own starts only if this host holds its key (a host back
+ * from a crash must not start what the leader restarted elsewhere). */
+static void start_gate(VmmsVm *vm, void *userdata)
+{
+        GatedStart *g = g_new0(GatedStart, 1);
+
+        g->c = userdata;
+        g_strlcpy(g->vm_id, vm->def.id, sizeof(g->vm_id));
+        vmms_cluster_claim(g->c, vm, on_gate_claimed, g);
+}
+
 /* ---- Setup ---- */
 
 static bool host_name_valid(const char *name)
@@ -604,6 +641,7 @@ int vmms_cluster_new(VmmsManager *m, const VmmsClusterConfig *config, VmmsCluste
         c->watch = vmms_manager_watch(m, on_event, c);
         c->thread = g_thread_new("vmms-cluster", cluster_thread, c);
         vmms_manager_set_cluster(m, c);
+        vmms_manager_set_start_gate(m, start_gate, c);
         *ret = g_steal_pointer(&c);
         return 0;
 }
@@ -627,8 +665,10 @@ void vmms_cluster_free(VmmsCluster *c)
                 vmms_manager_unwatch(c->m, c->watch);
         g_clear_pointer(&c->local, g_hash_table_unref);
         g_clear_pointer(&c->removed, g_hash_table_unref);
-        if (c->m && vmms_manager_cluster(c->m) == c)
+        if (c->m && vmms_manager_cluster(c->m) == c) {
                 vmms_manager_set_cluster(c->m, NULL);
+                vmms_manager_set_start_gate(c->m, NULL, NULL);
+        }
         g_clear_pointer(&c->figures, g_bytes_unref);
         g_mutex_clear(&c->lock);
         g_cond_clear(&c->wake);

@@ -34,10 +34,12 @@ struct VmmsManager {
         VmmsStore *store;
         VmmsEvents *events;
         VmmsVmContext vm_context;
-        char *saved_dir;          /* STATE/saved: Saved VMs' state files */
-        char *checkpoints_dir;    /* STATE/checkpoints/<vm id>: live checkpoints' state files */
-        VmmsMigration *migration; /* Move-VM; not owned */
-        VmmsCluster *cluster;     /* vmmsd --cluster; not owned */
+        char *saved_dir;            /* STATE/saved: Saved VMs' state files */
+        char *checkpoints_dir;      /* STATE/checkpoints/<vm id>: live checkpoints' state files */
+        VmmsMigration *migration;   /* Move-VM; not owned */
+        VmmsCluster *cluster;       /* vmmsd --cluster; not owned */
+        VmmsStartGateFn start_gate; /* starts of vmmsd's own go through it when set */
+        void *start_gate_data;
         GPtrArray *vms;
         GHashTable *by_id;   /* lower-case UUID -> VmmsVm* */
         GHashTable *by_name; /* case-folded name -> VmmsVm* */
@@ -285,6 +287,20 @@ VmmsMigration *vmms_manager_migration(VmmsManager *m)
 void vmms_manager_set_cluster(VmmsManager *m, VmmsCluster *cluster)
 {
         m->cluster = cluster;
+}
+
+void vmms_manager_set_start_gate(VmmsManager *m, VmmsStartGateFn fn, void *userdata)
+{
+        m->start_gate = fn;
+        m->start_gate_data = userdata;
+}
+
+static void start_own(VmmsManager *m, VmmsVm *vm)
+{
+        if (m->start_gate)
+                m->start_gate(vm, m->start_gate_data);
+        else
+                vmms_vm_start(vm, NULL);
 }
 
 VmmsCluster *vmms_manager_cluster(VmmsManager *m)
@@ -704,7 +720,7 @@ static void start_pending(VmmsManager *m)
                         vm->resume_pending = false;
                         g_message("VM '%s': continues from its saved state (a move was cut short)",
                                   vm->def.name);
-                        vmms_vm_start(vm, NULL);
+                        start_own(m, vm);
                         continue;
                 }
                 if (!vm->restart_pending || vm->def.state != VMMS_VM_OFF || vm->job)
@@ -712,7 +728,7 @@ static void start_pending(VmmsManager *m)
                 g_message("VM '%s': automatic start (%s)", vm->def.name,
                           vmms_auto_start_to_string(vm->def.automatic_start_action));
                 vmms_vm_record_event(vm, "state", "automatic start");
-                vmms_vm_start(vm, NULL);
+                start_own(m, vm);
         }
 }
 

@@ -69,6 +69,11 @@ VmmsMigration *vmms_manager_migration(VmmsManager *m);
 /* The cluster this host is in (vmms-cluster.h), NULL off a cluster; not owned. */
 typedef struct VmmsCluster VmmsCluster;
 void vmms_manager_set_cluster(VmmsManager *m, VmmsCluster *cluster);
+/* What vmmsd starts on its own (AutomaticStartAction, a move cut short) goes through
+ * `fn` when one is set: in a cluster, only a VM this host owns may start (the cluster
+ * claims its key first). fn starts vm, or says why not. */
+typedef void (*VmmsStartGateFn)(VmmsVm *vm, void *userdata);
+void vmms_manager_set_start_gate(VmmsManager *m, VmmsStartGateFn fn, void *userdata);
 VmmsCluster *vmms_manager_cluster(VmmsManager *m);
 /* Set-VM and Rename-VM: a new name must be free. */
 int vmms_manager_vm_update(VmmsManager *m, VmmsVm *vm, const VmmsVmSettings *s, VmmsError *error);

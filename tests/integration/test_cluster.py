@@ -12,7 +12,9 @@ kill -CONT the stopped host finds its lease gone, fences itself (its copy turned
 its copy never printed a console line while the other ran. A kill -9 of etcd's raft leader
 changes nothing visible: every host stays Up, nobody fences, the guest runs on. Drain:
 Suspend-ClusterNode -Drain moves every running VM off a host (the guests go on), the host
-shows Paused and takes no VMs by name, and Resume-ClusterNode makes it Up again."""
+shows Paused and takes no VMs by name, and Resume-ClusterNode makes it Up again. A host
+back from a crash (vmmsd, hvd and workers killed) does not start on its own an HA VM the
+leader restarted elsewhere meanwhile."""
 import json
 import os
 import signal
@@ -21,6 +23,7 @@ import unittest
 
 from cluster_hosts import HOST_NAMES, LEASE_TTL, ClusterHosts, cluster_vms, nodes, owner_record, states, vmctl
 from move_hosts import SOAK, passes, workers
+from vmmsd_host import processes_naming
 from vmms_host import wait_for
 
 MiB = 1 << 20
@@ -314,6 +317,42 @@ class ClusterMembership(ClusterHosts, unittest.TestCase):
                         h.api.RemoveVm(h.pb.VmRef(vm=vm.name), timeout=30)
                     except Exception:
                         pass
+
+    def test_host_back_from_a_crash_does_not_start_what_runs_elsewhere(self):
+        a = self.hosts["hosta"]
+        self.wait_all_up(a)
+        wait_for(lambda: sum(n.leader for n in nodes(a).values()) == 1, 30, interval=0.1, what="a leader")
+        victim_name = next(name for name, n in sorted(nodes(a).items()) if not n.leader and name != "hosta")
+        victim = self.hosts[victim_name]
+        vm = victim.create("crash", startup=64 * MiB, workload="memsoak", boot_args=SOAK)
+        self.assertEqual(vmctl(victim, "Set-VM", "crash", "-HighlyAvailable", "$true").returncode, 0)
+        self.assertEqual(vmctl(victim, "Start-VM", "crash").returncode, 0)
+        wait_for(lambda: len(passes(victim, vm.id)) >= 2, 60, what="two memsoak passes")
+        wait_for(lambda: (lambda v: v and v.highly_available and v.state == a.pb.VM_STATE_RUNNING)(
+            cluster_vms(a).get("crash")), 30, interval=0.1, what="the key to say HA and Running")
+        # The whole host goes: vmmsd, hvd and the worker.
+        for pid in [victim.proc.pid] + processes_naming(str(victim.dir)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        victim.proc.wait()
+        wait_for(lambda: (lambda v: v and v.host != victim_name)(cluster_vms(a).get("crash")), 60, interval=0.1,
+                 what="the leader to give crash to another host")
+        new = self.hosts[cluster_vms(a)["crash"].host]
+        wait_for(lambda: len(passes(new, vm.id)) >= 1, 60, what="crash running on the new host")
+        victim.start()
+        wait_for(lambda: "not started on its own" in victim.log(), 60, what="the returning host to hold back")
+        self.assertIn(f"owned by {new.name}", victim.log())
+        self.assertEqual(victim.api.GetVm(victim.pb.VmRef(vm="crash"), timeout=5).state, victim.pb.VM_STATE_OFF)
+        self.assertEqual(workers(victim, vm.id), [])
+        wait_for(lambda: states(a)[victim_name] == "UP", 60, interval=0.2, what=f"{victim_name} Up again")
+        for h in (victim, new):
+            try:
+                h.api.StopVm(h.pb.StopVmRequest(vm="crash", turn_off=True), timeout=30)
+            except Exception:
+                pass
+            h.api.RemoveVm(h.pb.VmRef(vm="crash"), timeout=30)
 
 
 if __name__ == "__main__":
