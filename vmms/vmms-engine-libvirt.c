@@ -45,6 +45,15 @@
  *                           LPs. Limits: the guarantee holds among libvirt VMs (their
  *                           cgroups are siblings under machine.slice), not against hvd or
  *                           other host processes; weights are capped at 10000.
+ *                           Measured (bench/libvirt_reserve.py, three busy 1-vCPU guests
+ *                           on 2 LPs of a machine at load ~11): cpu.shares 500/400/100 for
+ *                           Reserve 100/80/0 gave 49/43/8 % of the guests' CPU time for a
+ *                           50/40/10 % target, but 200/100/100 gave 37/30/33 % for 50/25/
+ *                           25 % (CFS weighs a group per CPU: a lone vCPU on one CPU
+ *                           cannot use its weight on the other), and the guests together
+ *                           got only 20-34 % of the host, so no Reserve was met in
+ *                           absolute terms. Weights divide what the libvirt VMs get; they
+ *                           cannot take CPU from processes outside machine.slice.
  *   Dynamic Memory       -> virtio-balloon with stats every second. <memory> is the
  *                           VM's Maximum (its startup size when Dynamic Memory is off) and
  *                           <currentMemory> its startup size: the balloon moves between
