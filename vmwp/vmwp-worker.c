@@ -608,9 +608,13 @@ int vmwp_worker_restore(VmwpWorker *w, const char *path, bool paused, char **ret
                                              why ? why : g_strerror(-r));
                 return r;
         }
-        r = create_restoring_partition(w, visible, ret_error);
+        r = create_restoring_partition(w, visible, &why);
         if (r < 0) {
+                /* The geometry is the file's: hvd may refuse what the checks let through. */
                 close(fd);
+                *ret_error =
+                        g_strdup_printf("cannot restore %s (%" G_GUINT64_FORMAT " bytes of RAM visible): %s",
+                                        path, visible, why ? why : g_strerror(-r));
                 return r;
         }
         parts = save_parts(w);
