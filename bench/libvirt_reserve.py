@@ -26,29 +26,20 @@ Usage: libvirt_reserve.py [SECONDS (default 20)]"""
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
-from libvirt_env import GUEST_DIR, PrivateLibvirtd, ensure_guest  # noqa: E402
-from vmms_host import BUILD, wait_for  # noqa: E402
+from libvirt_env import GUEST_DIR, PrivateLibvirtd, ensure_guest, vmctl  # noqa: E402
+from vmms_host import wait_for  # noqa: E402
 from vmmsd_host import VmmsdHost  # noqa: E402
 
-VMCTL = BUILD / "cli" / "vmctl"
 GUESTS = ["b1", "b2", "b3"]
 # (phase, {guest: Reserve}): every guest not named has Reserve 0, RelativeWeight 100.
 PHASES = [("equal", {}), ("one_reserve", {"b1": 100}), ("two_reserves", {"b1": 100, "b2": 80})]
 BOOT_TIMEOUT = 600  # each, one after the other, with the earlier ones burning
 
-
-def vmctl(host, *args, check=True):
-    env = dict(os.environ, VMMS_SOCKET=f"unix:{host.socket}")
-    r = subprocess.run([str(VMCTL), *args], capture_output=True, text=True, env=env, timeout=120)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"vmctl {' '.join(args)}: {r.stdout}{r.stderr}")
-    return r
 
 
 def get_vm(host, name):

@@ -181,7 +181,7 @@ typedef struct LibvirtVm {
         /* Move-VM: the destination waits for the domain to arrive (incoming); the source
          * runs libvirt's migration in a thread (migrating) until it moved (migrated) or
          * failed; migrate_end(false) while it runs aborts it and waits in end_done. */
-        bool incoming, migrating, migrated, aborting, progress_failed;
+        bool incoming, migrating, migrated, aborting, polling;
         guint migration_timer;
         gint abort_now; /* atomic: read by the migration thread */
         /* Save-VM: the file it goes to and who is told; the domain's end is ours to report. */
@@ -283,8 +283,9 @@ static LibvirtVm *vm_data(Libvirt *e, VmmsVm *vm)
 static void recompute_weights(Libvirt *e, VmmsVm *changed, const VmmsProcessorSettings *p);
 
 /* libvirt holds a domain's job while it saves or migrates it: a call that changes the
- * domain (setmem, schedinfo, a device update) would wait on vmmsd's main thread until
- * that ends, so none is made then. Queries are allowed and answer at once. */
+ * domain (setmem, schedinfo, a device update), and even a query that needs the monitor
+ * (memory stats), would wait on vmmsd's main thread until that ends (measured: 8 s), so
+ * none is made then; the migration's progress is asked in a thread. */
 static bool busy(const LibvirtVm *lv)
 {
         return lv->saving || lv->migrating;
@@ -1587,7 +1588,7 @@ static gboolean on_stats(gpointer userdata)
 
                 if (lv->incoming)
                         check_arrived(e, lv); /* in case its lifecycle event was missed */
-                else
+                else if (!busy(lv))           /* its memory stats would wait for libvirt's job */
                         poll_vm(e, vms->pdata[i]);
         }
         collect_counters(e);
@@ -1686,37 +1687,91 @@ static void migration_thread(GTask *task, gpointer source, gpointer data, GCance
         g_task_return_boolean(task, TRUE);
 }
 
-/* Every MIGRATION_POLL_MS while libvirt migrates: how far it is. */
-static gboolean on_migration_poll(gpointer userdata)
+/* Every MIGRATION_POLL_MS while libvirt migrates: how far it is, asked in a thread
+ * (libvirt answers virDomainGetJobStats only between the migration's own monitor calls:
+ * measured, up to 8 s while the destination starts QEMU), one poll at a time. An abort
+ * asked for is sent from there too, again each poll until the migration ends (before
+ * libvirt's job begins there is nothing to abort yet). */
+typedef struct JobPoll {
+        LibvirtVm *lv;
+        virDomainPtr dom;
+        bool abort, aborted, ok;
+        VmmsEngineMigration progress;
+} JobPoll;
+
+static void job_poll_free(JobPoll *poll)
 {
-        LibvirtVm *lv = userdata;
-        VmmsEngineMigration *p = &lv->progress;
+        virDomainFree(poll->dom);
+        g_free(poll);
+}
+
+static void job_poll_thread(GTask *task, gpointer source, gpointer data, GCancellable *cancellable)
+{
+        JobPoll *poll = data;
+        VmmsEngineMigration *p = &poll->progress;
         virTypedParameterPtr params = NULL;
         int n = 0, type = 0, throttle = 0;
 
-        /* An abort asked for before libvirt's job began is asked again until it ends. */
-        if (lv->aborting && virDomainAbortJob(lv->dom) == 0)
-                g_message("VM '%s': its migration is aborted", lv->vm->def.name);
-        if (virDomainGetJobStats(lv->dom, &type, &params, &n, 0) < 0 || type == VIR_DOMAIN_JOB_NONE) {
-                if (!lv->progress_failed && type != VIR_DOMAIN_JOB_NONE)
-                        g_message("VM '%s': no migration progress from libvirt: %s", lv->vm->def.name,
-                                  last_error());
-                lv->progress_failed = type != VIR_DOMAIN_JOB_NONE;
-                virTypedParamsFree(params, n);
-                return G_SOURCE_CONTINUE; /* not begun yet, or just ended */
+        (void)source;
+        (void)cancellable;
+        poll->aborted = poll->abort && virDomainAbortJob(poll->dom) == 0;
+        if (virDomainGetJobStats(poll->dom, &type, &params, &n, 0) == 0 && type != VIR_DOMAIN_JOB_NONE) {
+                poll->ok = true;
+                p->kind = VMMS_ENGINE_MIGRATION_PROGRESS;
+                p->ram_bytes = job_ullong(params, n, VIR_DOMAIN_JOB_MEMORY_TOTAL);
+                p->bytes_sent = job_ullong(params, n, VIR_DOMAIN_JOB_DATA_PROCESSED);
+                p->bytes_remaining = job_ullong(params, n, VIR_DOMAIN_JOB_DATA_REMAINING);
+                p->round = (uint32_t)job_ullong(params, n, VIR_DOMAIN_JOB_MEMORY_ITERATION);
+                p->dirty_bytes_per_s = job_ullong(params, n, VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE) *
+                                       MAX(job_ullong(params, n, VIR_DOMAIN_JOB_MEMORY_PAGE_SIZE), 1);
+                p->bandwidth_bytes_per_s = job_ullong(params, n, VIR_DOMAIN_JOB_MEMORY_BPS);
+                if (virTypedParamsGetInt(params, n, VIR_DOMAIN_JOB_AUTO_CONVERGE_THROTTLE, &throttle) == 1)
+                        p->throttle_percent = (uint32_t)MAX(throttle, 0);
         }
-        p->kind = VMMS_ENGINE_MIGRATION_PROGRESS;
-        p->ram_bytes = job_ullong(params, n, VIR_DOMAIN_JOB_MEMORY_TOTAL);
-        p->bytes_sent = job_ullong(params, n, VIR_DOMAIN_JOB_DATA_PROCESSED);
-        p->bytes_remaining = job_ullong(params, n, VIR_DOMAIN_JOB_DATA_REMAINING);
-        p->round = (uint32_t)job_ullong(params, n, VIR_DOMAIN_JOB_MEMORY_ITERATION);
-        p->dirty_bytes_per_s = job_ullong(params, n, VIR_DOMAIN_JOB_MEMORY_DIRTY_RATE) *
-                               MAX(job_ullong(params, n, VIR_DOMAIN_JOB_MEMORY_PAGE_SIZE), 1);
-        p->bandwidth_bytes_per_s = job_ullong(params, n, VIR_DOMAIN_JOB_MEMORY_BPS);
-        if (virTypedParamsGetInt(params, n, VIR_DOMAIN_JOB_AUTO_CONVERGE_THROTTLE, &throttle) == 1)
-                p->throttle_percent = (uint32_t)MAX(throttle, 0);
         virTypedParamsFree(params, n);
-        lv->engine->base.callbacks->migration(lv->vm, p);
+        g_task_return_boolean(task, TRUE);
+}
+
+static void on_job_polled(GObject *source, GAsyncResult *result, gpointer userdata)
+{
+        JobPoll *poll = g_task_get_task_data(G_TASK(result));
+        LibvirtVm *lv = poll->lv;
+
+        (void)source;
+        (void)userdata;
+        lv->pending--;
+        lv->polling = false;
+        if (!lv->vm) {
+                if (!lv->pending)
+                        lv_free(lv);
+                return;
+        }
+        if (poll->aborted && lv->aborting)
+                g_message("VM '%s': its migration is aborted", lv->vm->def.name);
+        if (poll->ok && lv->migrating) {
+                lv->progress = poll->progress;
+                lv->engine->base.callbacks->migration(lv->vm, &lv->progress);
+        }
+}
+
+static gboolean on_migration_poll(gpointer userdata)
+{
+        LibvirtVm *lv = userdata;
+        g_autoptr(GTask) task = NULL;
+        JobPoll *poll;
+
+        if (lv->polling)
+                return G_SOURCE_CONTINUE;
+        poll = g_new0(JobPoll, 1);
+        poll->lv = lv;
+        poll->dom = lv->dom;
+        virDomainRef(poll->dom);
+        poll->abort = lv->aborting;
+        lv->polling = true;
+        lv->pending++;
+        task = g_task_new(NULL, NULL, on_job_polled, NULL);
+        g_task_set_task_data(task, poll, (GDestroyNotify)job_poll_free);
+        g_task_run_in_thread(task, job_poll_thread);
         return G_SOURCE_CONTINUE;
 }
 
@@ -1830,7 +1885,6 @@ static void migrate_direct(VmmsEngine *e, VmmsVm *vm, const VmmsEngineDirectTarg
         mig->max_downtime_ms = max_downtime_ms;
         lv->migrating = true;
         lv->progress = (VmmsEngineMigration){0};
-        lv->progress_failed = false;
         lv->pending++;
         task = g_task_new(NULL, NULL, on_migration_done, NULL);
         g_task_set_task_data(task, mig, (GDestroyNotify)migration_free);
@@ -1847,9 +1901,8 @@ static void migrate_end(VmmsEngine *e, VmmsVm *vm, bool commit, VmmsEngineDoneFn
         (void)e;
         if (lv && lv->migrating && !commit) {
                 g_atomic_int_set(&lv->abort_now, 1); /* the thread has not asked libvirt yet */
-                if (virDomainAbortJob(lv->dom) < 0)
-                        lv->aborting = true; /* its job has not begun: asked again each poll */
-                lv->end_done = done;         /* once libvirt's migration returns */
+                lv->aborting = true;                 /* sent with each poll until it ends */
+                lv->end_done = done;                 /* once libvirt's migration returns */
                 return;
         }
         if (lv && lv->migrated) {

@@ -1,6 +1,7 @@
 """What the libvirt engine's tests share: the packages (scripts/libvirt-deps.sh when one is
 missing), the test guest (tests/libvirt/make-guest.sh), and private libvirtd instances
 (tests/libvirt/private-libvirtd.sh, never the system's)."""
+import os
 import shutil
 import subprocess
 import tempfile
@@ -10,6 +11,17 @@ from vmms_host import BUILD, SOURCE
 
 LIBVIRT_DIR = SOURCE / "tests" / "libvirt"
 GUEST_DIR = BUILD / "tests" / "libvirt-guest"
+VMCTL = BUILD / "cli" / "vmctl"
+
+
+def vmctl(host, *args, check=True, timeout=180):
+    """vmctl ARGS against host (a VmmsdHost); check: an AssertionError naming the command
+    and its output when it exits non-zero."""
+    env = dict(os.environ, VMMS_SOCKET=f"unix:{host.socket}")
+    r = subprocess.run([str(VMCTL), *args], capture_output=True, text=True, env=env, timeout=timeout)
+    if check and r.returncode != 0:
+        raise AssertionError(f"vmctl {' '.join(args)}: exit {r.returncode}: {r.stdout}{r.stderr}")
+    return r
 
 
 def virsh(uri, *args):

@@ -9,11 +9,10 @@ import subprocess
 import time
 import unittest
 
-from libvirt_env import GUEST_DIR, PrivateLibvirtd, ensure_guest, virsh
+from libvirt_env import GUEST_DIR, VMCTL, PrivateLibvirtd, ensure_guest, virsh, vmctl
 from vmmsd_host import VmmsdHost, pid_alive
-from vmms_host import BUILD, wait_for
+from vmms_host import wait_for
 
-VMCTL = BUILD / "cli" / "vmctl"
 BOOT_TIMEOUT = 90  # TCG on 2 shared cores: 6-9 s alone, much more under load
 
 
@@ -65,11 +64,7 @@ class LibvirtEngine(unittest.TestCase):
                   ", ".join(f"{k} {v:.1f} s" for k, v in cls.boot_seconds.items()), flush=True)
 
     def vmctl(self, *args, check=True):
-        env = dict(os.environ, VMMS_SOCKET=f"unix:{self.host.socket}")
-        r = subprocess.run([str(VMCTL), *args], capture_output=True, text=True, env=env, timeout=60)
-        if check and r.returncode != 0:
-            self.fail(f"vmctl {' '.join(args)}: exit {r.returncode}: {r.stdout}{r.stderr}")
-        return r
+        return vmctl(self.host, *args, check=check)
 
     def vm(self, name):
         return json.loads(self.vmctl("Get-VM", name, "-Json").stdout)[0]

@@ -4,19 +4,16 @@ to the destination's, QEMU's memory over loopback TCP); vmmsd moves the definiti
 real guest (Debian's kernel in TCG) goes A -> B, a cancelled move leaves it on B, a move
 whose libvirt migration fails leaves it running on B, then it goes B -> A."""
 import json
-import os
 import re
-import subprocess
 import threading
 import time
 import unittest
 
-from libvirt_env import GUEST_DIR, PrivateLibvirtd, ensure_guest
+from libvirt_env import GUEST_DIR, PrivateLibvirtd, ensure_guest, vmctl
 from move_hosts import HOST_EXT, MoveHosts
 from test_access import make_cert
-from vmms_host import BUILD, wait_for
+from vmms_host import wait_for
 
-VMCTL = BUILD / "cli" / "vmctl"
 BOOT_TIMEOUT = 90  # TCG on 2 shared cores: 6-9 s alone, much more under load
 PEERS = "CN=hosta;CN=hostb;CN=hostc"
 
@@ -73,11 +70,7 @@ class LibvirtMove(MoveHosts, unittest.TestCase):
         self.b = self.libvirt_host("hostb", self.libvirtd["b"])
 
     def vmctl(self, host, *args, check=True):
-        env = dict(os.environ, VMMS_SOCKET=f"unix:{host.socket}")
-        r = subprocess.run([str(VMCTL), *args], capture_output=True, text=True, env=env, timeout=180)
-        if check and r.returncode != 0:
-            self.fail(f"vmctl {' '.join(args)}: exit {r.returncode}: {r.stdout}{r.stderr}")
-        return r
+        return vmctl(host, *args, check=check)
 
     def get_vm(self, host, name):
         r = self.vmctl(host, "Get-VM", name, "-Json", check=False)

@@ -5,15 +5,13 @@ libvirt or QEMU refuses, or vmmsd refuses before asking libvirt. None of them le
 domain behind."""
 import json
 import os
-import subprocess
 import time
 import unittest
 
-from libvirt_env import PrivateLibvirtd, ensure_libvirtd
+from libvirt_env import PrivateLibvirtd, ensure_libvirtd, vmctl
 from vmmsd_host import VmmsdHost
 from vmms_host import BUILD, wait_for
 
-VMCTL = BUILD / "cli" / "vmctl"
 GUEST = BUILD / "guest" / "vmms-guest"  # the bundled guest: an ELF QEMU cannot boot
 
 
@@ -37,11 +35,7 @@ class LibvirtQuick(unittest.TestCase):
             cls.libvirtd.stop()
 
     def vmctl(self, *args, check=True):
-        env = dict(os.environ, VMMS_SOCKET=f"unix:{self.host.socket}")
-        r = subprocess.run([str(VMCTL), *args], capture_output=True, text=True, env=env, timeout=60)
-        if check and r.returncode != 0:
-            self.fail(f"vmctl {' '.join(args)}: exit {r.returncode}: {r.stdout}{r.stderr}")
-        return r
+        return vmctl(self.host, *args, check=check)
 
     def vm(self, name):
         return json.loads(self.vmctl("Get-VM", name, "-Json").stdout)[0]
