@@ -8,7 +8,7 @@
 #include <gio/gio.h>
 
 #include "vmms-cluster-private.h"
-#include "vmms-ops.h"
+#include "vmms-proto.h"
 
 #define CALL_TIMEOUT_MIN_MS 2000
 
@@ -37,7 +37,7 @@ static GBytes *vm_pack(const VmmsVm *vm)
 
         out.id = (char *)d->id;
         out.name = d->name;
-        out.state = vmms_ops_state_to_proto(d->state);
+        out.state = vmms_proto_vm_state(d->state);
         p.count = d->processor.count;
         p.reserve = d->processor.reserve;
         p.maximum = d->processor.maximum;

@@ -13,6 +13,7 @@
 #include "vmms-memory.h"
 #include "vmms-migration.h"
 #include "vmms-ops.h"
+#include "vmms-proto.h"
 #include "vmms.pb-c.h"
 
 #define EVENTS_DEFAULT_LIMIT 100
@@ -23,20 +24,6 @@
 #define EVENTS_MAX_LIMIT 10000
 
 /* ---- Conversions (responses are built from the call's memory) ---- */
-
-Vmms__V1__VmState vmms_ops_state_to_proto(VmmsVmState state)
-{
-        static const Vmms__V1__VmState map[VMMS_VM_STATE_COUNT] = {
-                [VMMS_VM_OFF] = VMMS__V1__VM_STATE__VM_STATE_OFF,
-                [VMMS_VM_STARTING] = VMMS__V1__VM_STATE__VM_STATE_STARTING,
-                [VMMS_VM_RUNNING] = VMMS__V1__VM_STATE__VM_STATE_RUNNING,
-                [VMMS_VM_PAUSED] = VMMS__V1__VM_STATE__VM_STATE_PAUSED,
-                [VMMS_VM_STOPPING] = VMMS__V1__VM_STATE__VM_STATE_STOPPING,
-                [VMMS_VM_SAVED] = VMMS__V1__VM_STATE__VM_STATE_SAVED,
-                [VMMS_VM_MIGRATING] = VMMS__V1__VM_STATE__VM_STATE_MIGRATING,
-        };
-        return state < VMMS_VM_STATE_COUNT ? map[state] : VMMS__V1__VM_STATE__VM_STATE_UNSPECIFIED;
-}
 
 static Vmms__V1__AutomaticStartAction auto_start_to_proto(VmmsAutoStart action)
 {
@@ -118,7 +105,7 @@ static Vmms__V1__Vm *vm_to_proto(VmmsManager *m, VmmsCall *call, const VmmsVm *v
         vmms__v1__memory_settings__init(mem);
         out->id = vmms_call_strdup(call, vm->def.id);
         out->name = vmms_call_strdup(call, vm->def.name);
-        out->state = vmms_ops_state_to_proto(vm->def.state);
+        out->state = vmms_proto_vm_state(vm->def.state);
         fill_devices(vm, out, call);
         p->count = vm->def.processor.count;
         p->reserve = vm->def.processor.reserve;
@@ -611,7 +598,7 @@ static void op_list_checkpoints(VmmsManager *m, const ProtobufCMessage *request,
                 o->name = vmms_call_strdup(call, c->name);
                 o->vm_id = vmms_call_strdup(call, vm->def.id);
                 o->created_unix_ms = c->created_unix_ms;
-                o->vm_state = vmms_ops_state_to_proto(c->def.state);
+                o->vm_state = vmms_proto_vm_state(c->def.state);
                 o->state_bytes = c->state_bytes;
                 out->checkpoints[out->n_checkpoints++] = o;
         }
@@ -1043,7 +1030,7 @@ static void event_to_proto(Vmms__V1__Event *out, const VmmsEventRecord *e)
         out->vm_id = e->vm_id;
         out->vm_name = e->vm_name;
         out->kind = e->kind;
-        out->state = vmms_ops_state_to_proto(e->state);
+        out->state = vmms_proto_vm_state(e->state);
         out->message = e->message ? e->message : "";
 }
 

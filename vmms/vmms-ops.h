@@ -29,7 +29,5 @@ extern const VmmsOp vmms_ops[];
 extern const size_t vmms_ops_count;
 
 const VmmsOp *vmms_op_lookup(const char *name);
-/* A VM's state as the public API names it. */
-Vmms__V1__VmState vmms_ops_state_to_proto(VmmsVmState state);
 /* Sets up the manager to answer finished jobs with a Vm message. */
 void vmms_ops_attach(VmmsManager *m);
