@@ -145,7 +145,7 @@ struct guest_pager {
         uint64_t bounce_gpa; /* a spare frame for paging in when no slot is free */
         uint64_t resident_pages;
         uint64_t paged_out_pages;
-        uint64_t rng;
+        uint64_t hand; /* the next entry the clock looks at */
         bool has_slots;
         bool paging_off;
 };

@@ -1,9 +1,10 @@
 """memsoak_hot_mb= on a real hvd and vmwp: memsoak commits its whole soak but its passes
 rewrite only the hot part, so a soak larger than visible memory stops paging in once its
 hot part is resident (the cold rest stays on disk), where the same soak all hot pages in
-every pass; its pass lines carry the hot size and the guest's reference time, and its
-pages' marks stay intact. Goal seeking (test_goal_seeking.py, bench/dm_goal_seeking.py)
-relies on all of it."""
+every pass; a balloon that makes the guest page takes cold pages and leaves the hot part
+alone; its pass lines carry the hot size and the guest's reference time, and its pages'
+marks stay intact. Goal seeking (test_goal_seeking.py, bench/dm_goal_seeking.py) relies on
+all of it."""
 import re
 import unittest
 
@@ -52,7 +53,7 @@ class MemsoakHotTest(unittest.TestCase):
                 vm.wait_console(r"^memsoak: reached 100663296", timeout=180)
             wait_for(lambda: len(passes(full)) >= 3, 240, what="three all-hot passes")
             # The hot part's pages the growth evicted come back within a few passes, each
-            # evicting a random resident page (mostly cold ones): then no page-ins at all.
+            # evicting a page the clock finds unreferenced (a cold one): then no page-ins at all.
             reached = len(passes(hot))
             before, after = wait_for(lambda: settled(hot, reached), 120, what="the hot soak's page-ins to stop")
             self.assertEqual(after["hot"], 8 * MiB)
@@ -65,6 +66,29 @@ class MemsoakHotTest(unittest.TestCase):
             for vm, control in ((hot, hot_control), (full, full_control)):
                 self.assert_intact(vm)
                 control.close()
+
+    def test_balloon_pages_out_cold_pages_and_leaves_the_hot_part(self):
+        # 40 MiB soaked in 64 MiB, 8 MiB of it hot: it fits. The balloon then asks for 32 MiB,
+        # more than is free, so the guest pages about a third of its soak out. The pager's
+        # clock passes the hot pages (used since) and takes cold ones: the hot part never
+        # comes back from disk. Random eviction would take a fifth of the trim from it.
+        with HvHost(memory="512MB") as host:
+            vm, control = start_vm(host, "trim", "64MB", "64MB",
+                                   "memsoak_mb=40 memsoak_step_mb=8 memsoak_step_ms=0 memsoak_hot_mb=8 "
+                                   "memsoak_pause_ms=20")
+            vm.wait_console(r"^memsoak: reached 41943040", timeout=120)
+            wait_for(lambda: len(passes(vm)) >= 2, 60, what="two pass lines")
+            self.assertEqual(passes(vm)[-1]["paged_out"], 0, "the soak fits before the balloon")
+            self.assertEqual(control.adjust(-32 * MiB).error, 0)
+            control.status_until(lambda s: s.ballooned_bytes == 32 * MiB and not s.pending_remove_bytes, 60,
+                                 "the balloon holding 32 MiB")
+            seen = len(passes(vm))
+            wait_for(lambda: len(passes(vm)) >= seen + 2, 60, what="two pass lines after the balloon")
+            last = passes(vm)[-1]
+            self.assertGreater(last["paged_out"], 8 * MiB, last)
+            self.assertEqual(last["page_in"], 0, last)
+            self.assert_intact(vm)
+            control.close()
 
     def test_hot_part_that_grows_brings_the_cold_pages_back(self):
         with HvHost(memory="512MB") as host:
