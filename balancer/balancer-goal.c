@@ -59,17 +59,16 @@
  *
  * Measured on the bundled guest (bench/dm_goal_seeking.py: memsoak commits 192 MiB and rewrites 96 MiB
  * of it, a pass every 20 ms, beside the same guest without goal seeking on the same host, 4 min from the
- * soaks' target, 2 shared cores at load 6-14; five runs). Freed: the goal-seeking VM held 110-127 MiB
- * on average against 234-238 MiB (108-123 MiB, 46-53 %) and ended at 98-105 MiB, its hot set plus the
- * guest's own 2-9 MiB. Cost: 33-43 % fewer passes a second (33.6 and 35.2 % with the first numbers;
- * 40.2, 43.0 and 33.5 % with the fast raise and the 120-tick floor: run-to-run spread, not a trend);
- * page-ins averaged 0.9-1.3 MiB/s, 22-30 % of the 10 s windows over the threshold. The stated
- * bound is 50 % (the bench checks it). Most of the cost is not this loop's paging: 30 s slices without a
- * single page-in are still 23-40 % slower, and with no balancer at all a guest whose hot set went through
- * paging (40 MiB rewritten of 96 MiB in 64 MiB) runs 18-21 % slower than the same guest that never paged
- * (bench --layout): its hot pages came back into frames scattered by the pager's random eviction, which
- * also makes every trim take hot pages in proportion to their share. The two VMs alone differ by 4 %
- * (--control). A guest whose reclaim takes its least-used pages first would pay the probes' bursts only.
+ * soaks' target, 2 shared cores at load 11-16; two runs). Freed: the goal-seeking VM held 115-118 MiB
+ * on average against 235-236 MiB (117-121 MiB, 50-51 %) and ended at 104-105 MiB, its hot set plus the
+ * guest's own 8-9 MiB. Cost: 9.5-12.3 % fewer passes a second, nearly all of it in the trim's first
+ * minute and the probes' bursts (30 s slices without a page-in: -1 to 5 %); page-ins averaged 0.9-1.1
+ * MiB/s, 11-15 % of the 10 s windows over the threshold. The stated bound is 20 % (the bench checks it).
+ * That holds because the guest's pager evicts by CLOCK (guest/paging.c), pages not used since its hand
+ * last passed: with the random eviction it had before, every trim took hot pages in proportion to their
+ * share, the same bench measured 24-43 % over seven runs, the loop stalled above the hot set (freeing
+ * 34-36 % in the last two) and the guest stayed 15-30 % slower even in slices without page-ins. The two
+ * VMs alone differ by 4 % (--control).
  *
  * Bounds. The cap is a whole number of balancer units within [Minimum, Maximum]. Work per sample is O(1);
  * the state is one BalancerGoal (the caller keeps it per VM and drops it when the VM stops or turns goal

@@ -34,7 +34,7 @@ from vmms_host import HvHost, wait_for  # noqa: E402
 MiB = 1 << 20
 PAGE = 4096
 THRESHOLD = 1 * MiB  # balancer-goal.c's paging threshold, bytes/s
-SLOWDOWN_BOUND_PCT = 50
+SLOWDOWN_BOUND_PCT = 20
 SOAK, HOT = 192, 96
 PASS = re.compile(r"^memsoak: pass (\d+) committed=\d+ resident=\d+ paged_out=\d+ page_in=(\d+) page_out=\d+ "
                   r"pass_ms=\d+ hot=\d+ t=(\d+)$", re.M)
