@@ -519,9 +519,9 @@ static const char *cluster_node_state_name(Vmms__V1__ClusterNodeState state)
 void vmctl_format_cluster_nodes(GString *out, Vmms__V1__ClusterNode *const *nodes, size_t n_nodes)
 {
         static const VmctlColumn columns[] = {
-                {"Name", false},        {"State", false},    {"Address", false},      {"VMs", true},
-                {"RunningVMs", true},   {"Memory(M)", true}, {"FreeMemory(M)", true}, {"CPU(%)", true},
-                {"LastRenewal", false}, {"Leader", false},
+                {"Name", false},       {"State", false},       {"Address", false},      {"VMs", true},
+                {"RunningVMs", true},  {"Memory(M)", true},    {"FreeMemory(M)", true}, {"CPU(%)", true},
+                {"Pressure(%)", true}, {"LastRenewal", false}, {"Leader", false},
         };
         g_autoptr(VmctlTable) table = vmctl_table_new(columns, G_N_ELEMENTS(columns));
 
@@ -533,7 +533,8 @@ void vmctl_format_cluster_nodes(GString *out, Vmms__V1__ClusterNode *const *node
                 vmctl_table_add(table, text(n->name), text(cluster_node_state_name(n->state)),
                                 text(n->address), number(n->vm_count), number(n->running_vm_count),
                                 mib(n->memory_pool_bytes), mib(n->memory_free_bytes),
-                                g_strdup_printf("%.0f", n->cpu_load_pct), g_steal_pointer(&when),
+                                g_strdup_printf("%.0f", n->cpu_load_pct),
+                                g_strdup_printf("%.0f", n->average_pressure), g_steal_pointer(&when),
                                 text(n->leader ? "yes" : ""));
         }
         vmctl_table_render(table, out);

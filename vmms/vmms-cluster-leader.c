@@ -237,7 +237,11 @@ int cluster_leader_pass(VmmsCluster *c, char **ret_error)
                 return r;
         if (!token) {
                 g_hash_table_remove_all(c->down_since); /* a new term starts its own clocks */
+                cluster_balance_forget(c);
                 return 0;
         }
-        return ha_pass(c, token, ret_error);
+        r = ha_pass(c, token, ret_error);
+        if (r >= 0)
+                r = cluster_balance_pass(c, token, ret_error);
+        return r;
 }

@@ -12,7 +12,13 @@
 #define ALIVE_PREFIX CLUSTER_PREFIX "alive/"
 #define VMS_PREFIX CLUSTER_PREFIX "vms/"
 #define LEADER_PREFIX CLUSTER_PREFIX "leader/"
-#define PAUSED_PREFIX CLUSTER_PREFIX "paused/" /* Suspend-ClusterNode: "pause" or "drain" */
+#define PAUSED_PREFIX CLUSTER_PREFIX "paused/"   /* Suspend-ClusterNode: "pause" or "drain" */
+#define BALANCE_PREFIX CLUSTER_PREFIX "balance/" /* auto-balance: a ClusterBalanceMove asked of a host */
+/* Auto-balance's hysteresis: a host is moved from after this many consecutive records
+ * (one a period) with its average pressure over the threshold, and moved to after as many
+ * under it; a host a move came from or went to counts again from zero once the move has
+ * ended (its cool-down). */
+#define BALANCE_LOOKS 3
 #define HOST_NAME_MAX_LEN 63
 
 struct VmmsCluster {
@@ -37,19 +43,28 @@ struct VmmsCluster {
         char *leader_key;       /* LEADER_PREFIX + this lease, created with the alive key */
         GHashTable *down_since; /* host name -> monotonic µs the leader first saw it Down */
         GHashTable *ha_said;    /* VM ids whose restart the leader could not place, said once */
+        uint32_t auto_balance_pct; /* --cluster-auto-balance: the average pressure over which a host is
+                                      over-committed; 0: off */
+        GHashTable *balance_looks; /* the leader's: host name -> HostLooks (vmms-cluster-balance.c) */
 
         GMutex lock; /* guards what follows */
         GCond wake;
         bool stopping;
-        bool kicked;         /* the main thread has news: sync the VMs before the period ends */
-        GBytes *figures;     /* packed ClusterNode without the lease fields, from the main thread */
-        GHashTable *local;   /* this host's VMs: id -> GBytes (packed Vm), from the main thread */
-        GHashTable *removed; /* ids of VMs removed here whose keys are to go (a set) */
-        bool drain;          /* this host's paused key says "drain" */
+        bool kicked;              /* the main thread has news: sync the VMs before the period ends */
+        GBytes *figures;          /* packed ClusterNode without the lease fields, from the main thread */
+        GHashTable *local;        /* this host's VMs: id -> GBytes (packed Vm), from the main thread */
+        GHashTable *removed;      /* ids of VMs removed here whose keys are to go (a set) */
+        bool drain;               /* this host's paused key says "drain" */
+        GBytes *balance;          /* this host's balance key's value (a ClusterBalanceMove), NULL if none */
+        int64_t balance_rev;      /* its mod revision */
+        int64_t balance_done_rev; /* the main thread has handled that revision: the key is deleted */
 
         /* Main thread: the drain (a step each period, from the figures' tick) */
         bool drain_choosing; /* a target is being chosen for a VM */
         bool drain_said;     /* that nothing is left to move, once per drain */
+        /* Main thread: the auto-balance move asked of this host */
+        int64_t balance_moved_rev; /* the balance key's revision acted on */
+        char balance_vm_id[37];    /* the VM moving for it; empty: none */
 };
 
 /* Whether `range` holds the key prefix + name (a host's alive or paused key). */
@@ -78,6 +93,22 @@ char *cluster_vm_key(const char *vm_id);
  * with the most free memory (then the least CPU load) that can hold it and admit its
  * Reserve, by a transaction that compares the token and the VM key's revision. */
 int cluster_leader_pass(VmmsCluster *c, char **ret_error);
+
+/* Cluster thread, on the leader after the HA job when --cluster-auto-balance is set: each
+ * host's new record is a look; an Up, not Paused host whose average pressure was over the
+ * threshold for BALANCE_LOOKS looks in a row is asked (/vmms/balance/<host>, written with
+ * the fencing token, only where absent) to move one VM to the Up, not Paused host under the
+ * threshold for as many looks with the most free memory. One move at a time in the
+ * cluster; each ask is a cluster-balance event naming the figures. */
+int cluster_balance_pass(VmmsCluster *c, int64_t token, char **ret_error);
+/* A new term counts its own looks. */
+void cluster_balance_forget(VmmsCluster *c);
+/* Cluster thread, with each renewal: this host's balance key into `balance`; deleted once
+ * the main thread has handled it. */
+int cluster_balance_read(VmmsCluster *c, char **ret_error);
+/* Main thread, each period: a new ask moves this host's running VM under the most pressure
+ * that fits on the target (Move-VM's live migration); its end (moved or not) is handled. */
+void cluster_balance_step(VmmsCluster *c);
 
 /* Main thread: the Up, not Paused host other than this one with the most free memory
  * that can hold `vm` (result: its address). */

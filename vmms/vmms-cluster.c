@@ -6,6 +6,7 @@
 #include <gio/gio.h>
 
 #include "vmms-cluster-private.h"
+#include "vmms-memory.h"
 #include "vmms-ops.h"
 #include "vmms.pb-c.h"
 
@@ -90,6 +91,7 @@ static void figures_take(VmmsCluster *c)
         GPtrArray *vms = vmms_manager_vms(c->m);
         g_autoptr(GArray) engines = vmms_manager_engines(c->m);
         g_autofree char *compat = compat_text(c->m);
+        const BalancerHostCounters *balancer = vmms_memory_host_counters(vmms_manager_memory(c->m));
         g_autofree char **engine_names = g_new0(char *, engines->len + 1);
         g_autofree uint8_t *packed = NULL;
         size_t len;
@@ -113,6 +115,10 @@ static void figures_take(VmmsCluster *c)
                                                  : 0;
         }
         node.cpu_load_pct = cpu_load_pct(c->m);
+        if (balancer) {
+                node.average_pressure = balancer->average_pressure;
+                node.available_memory_bytes = balancer->available_bytes;
+        }
         node.compatibility_vector = compat;
         node.vm_count = vms->len;
         for (guint i = 0; i < vms->len; i++) {
@@ -161,6 +167,7 @@ static gboolean on_figures_tick(gpointer userdata)
                 cluster_drain_step(c);
         else
                 c->drain_said = false;
+        cluster_balance_step(c);
         return G_SOURCE_CONTINUE;
 }
 
@@ -452,6 +459,8 @@ static int renew(VmmsCluster *c, int64_t *lease, int64_t *rejoin_us, char **ret_
                 r = record_put(c, *lease, ret_error);
         if (r >= 0)
                 r = paused_read(c, ret_error);
+        if (r >= 0)
+                r = cluster_balance_read(c, ret_error);
         return r;
 }
 
@@ -595,6 +604,12 @@ int vmms_cluster_config_check(const VmmsClusterConfig *config, char **ret_error)
                                              VMMS_CLUSTER_LEASE_TTL_MAX, VMMS_CLUSTER_LEASE_TTL_MIN);
                 return -EINVAL;
         }
+        if (config->auto_balance_pct > VMMS_CLUSTER_AUTO_BALANCE_MAX) {
+                *ret_error = g_strdup_printf("--cluster-auto-balance %u is out of range 1-%d (an average "
+                                             "memory pressure, %%; 0 turns it off)",
+                                             config->auto_balance_pct, VMMS_CLUSTER_AUTO_BALANCE_MAX);
+                return -EINVAL;
+        }
         if (vmms_etcd_endpoints_check(config->spec + strlen("etcd="), &why) < 0) {
                 *ret_error = g_strdup_printf("--cluster: %s", why);
                 return -EINVAL;
@@ -631,6 +646,8 @@ int vmms_cluster_new(VmmsManager *m, const VmmsClusterConfig *config, VmmsCluste
         c->hvd_socket = g_strdup(vmms_manager_config(m)->hvd_socket);
         c->down_since = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         c->ha_said = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        c->auto_balance_pct = config->auto_balance_pct;
+        c->balance_looks = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         c->main_context = g_main_context_ref_thread_default();
         g_mutex_init(&c->lock);
         g_cond_init(&c->wake);
@@ -687,6 +704,9 @@ void vmms_cluster_free(VmmsCluster *c)
                 g_hash_table_unref(c->down_since);
         if (c->ha_said)
                 g_hash_table_unref(c->ha_said);
+        if (c->balance_looks)
+                g_hash_table_unref(c->balance_looks);
+        g_clear_pointer(&c->balance, g_bytes_unref);
         g_free(c);
 }
 

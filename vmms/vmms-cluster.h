@@ -4,7 +4,8 @@
  * TTL/3. Attached to the lease is /vmms/alive/<host>, so the key disappears when the host
  * stops renewing; beside it, /vmms/hosts/<host> is the host's record (a packed
  * vmms.v1.ClusterNode: address, engines, capacity, free memory, CPU load, compatibility
- * vector, VM counts, the time of the last renewal), rewritten at each renewal and kept
+ * vector, VM counts, the balancer's Average Pressure and Available Memory, the time of the
+ * last renewal), rewritten at each renewal and kept
  * after the lease expires. A host is Up while its alive key exists and Down once it is
  * gone. The alive key is created only if absent, so a second vmmsd with the same
  * --host-name does not take a live host's place.
@@ -23,12 +24,15 @@
 #define VMMS_CLUSTER_LEASE_TTL_DEFAULT 10
 #define VMMS_CLUSTER_LEASE_TTL_MIN 2 /* etcd's own minimum at its default election settings */
 #define VMMS_CLUSTER_LEASE_TTL_MAX 3600
+#define VMMS_CLUSTER_AUTO_BALANCE_MAX 1000 /* a pressure, %: the balancer's own cap */
 
 typedef struct VmmsClusterConfig {
-        const char *spec;         /* --cluster: "etcd=IP:PORT,IP:PORT,..." */
-        const char *host_name;    /* --host-name */
-        const char *host_address; /* --host-address: HOST:PORT where peers move VMs to */
-        uint32_t lease_ttl_s;     /* 0: VMMS_CLUSTER_LEASE_TTL_DEFAULT */
+        const char *spec;          /* --cluster: "etcd=IP:PORT,IP:PORT,..." */
+        const char *host_name;     /* --host-name */
+        const char *host_address;  /* --host-address: HOST:PORT where peers move VMs to */
+        uint32_t lease_ttl_s;      /* 0: VMMS_CLUSTER_LEASE_TTL_DEFAULT */
+        uint32_t auto_balance_pct; /* --cluster-auto-balance: 0 off, else the average pressure (%) over
+                                      which the leader moves VMs off a host */
 } VmmsClusterConfig;
 
 /* Checks the settings: the spec's form (etcd=, each endpoint HOST:PORT), the host name

@@ -271,7 +271,7 @@ int main(int argc, char **argv)
                         *hvd_cpu_model = NULL, *libvirt_uri = NULL, *libvirt_domain_type = NULL,
                         *libvirt_migration_uri = NULL, *migration_listen = NULL, *migration_name = NULL,
                         *cluster_spec = NULL, *host_name = NULL, *host_address = NULL;
-        gint cluster_lease_ttl = 0;
+        gint cluster_lease_ttl = 0, cluster_auto_balance = 0;
         gint hvd_lps = 0, stop_timeout = 0, hvd_numa_nodes = 0, hvd_slice_ms = 0;
         gboolean no_spawn_hvd = FALSE, init_store = FALSE, hvd_io_boost = FALSE;
         g_autofree char *metrics_address = NULL;
@@ -317,6 +317,10 @@ int main(int argc, char **argv)
                 {"cluster-lease-ttl", 0, 0, G_OPTION_ARG_INT, &cluster_lease_ttl,
                  "Seconds after its last renewal that a silent host counts as Down (default 10, at least 2)",
                  "SEC"},
+                {"cluster-auto-balance", 0, 0, G_OPTION_ARG_INT, &cluster_auto_balance,
+                 "As the cluster's leader, live-migrate a VM off a host whose average memory pressure stays "
+                 "over PCT to the host with the most room (default 0: off)",
+                 "PCT"},
                 {"metrics-tls", 0, 0, G_OPTION_ARG_NONE, &metrics_tls,
                  "Serve metrics over TLS with client certificates on a loopback address too", NULL},
                 {"hvd-socket", 0, 0, G_OPTION_ARG_FILENAME, &hvd_socket, "hvd's socket (RUNTIME/hvd.sock)",
@@ -489,6 +493,8 @@ int main(int argc, char **argv)
         config_string(config_file, "host-address", &host_address);
         if (config_int(config_file, "cluster-lease-ttl", &cluster_lease_ttl) < 0)
                 return 2;
+        if (config_int(config_file, "cluster-auto-balance", &cluster_auto_balance) < 0)
+                return 2;
         cluster_config = (VmmsClusterConfig){
                 .spec = cluster_spec,
                 .host_name = host_name        ? host_name
@@ -496,7 +502,16 @@ int main(int argc, char **argv)
                                               : g_get_host_name(),
                 .host_address = host_address ? host_address : migration_listen,
                 .lease_ttl_s = cluster_lease_ttl > 0 ? (uint32_t)cluster_lease_ttl : 0,
+                .auto_balance_pct = cluster_auto_balance > 0 ? (uint32_t)cluster_auto_balance : 0,
         };
+        if (cluster_spec && cluster_auto_balance < 0) {
+                fprintf(stderr,
+                        "vmmsd: --cluster-auto-balance %d is out of range 1-%d (an average memory pressure, "
+                        "%%; "
+                        "0 turns it off)\n",
+                        cluster_auto_balance, VMMS_CLUSTER_AUTO_BALANCE_MAX);
+                return 2;
+        }
         if (cluster_spec && cluster_lease_ttl < 0) {
                 fprintf(stderr, "vmmsd: --cluster-lease-ttl %d is out of range %d-%d\n", cluster_lease_ttl,
                         VMMS_CLUSTER_LEASE_TTL_MIN, VMMS_CLUSTER_LEASE_TTL_MAX);
@@ -506,9 +521,10 @@ int main(int argc, char **argv)
                 fprintf(stderr, "vmmsd: %s\n", why);
                 return 2;
         }
-        if (!cluster_spec && (host_name || host_address || cluster_lease_ttl)) {
-                fprintf(stderr, "vmmsd: --host-name, --host-address and --cluster-lease-ttl are for a host "
-                                "in a cluster: give --cluster etcd=IP:PORT,...\n");
+        if (!cluster_spec && (host_name || host_address || cluster_lease_ttl || cluster_auto_balance)) {
+                fprintf(stderr, "vmmsd: --host-name, --host-address, --cluster-lease-ttl and "
+                                "--cluster-auto-balance are for a host in a cluster: give --cluster "
+                                "etcd=IP:PORT,...\n");
                 return 2;
         }
 

@@ -1,5 +1,5 @@
 """The cluster's settings, checked before vmmsd starts anything (a bad --cluster,
---host-name, --host-address or --cluster-lease-ttl is refused by name, exit 2), and a
+--host-name, --host-address, --cluster-lease-ttl or --cluster-auto-balance is refused by name, exit 2), and a
 host outside a cluster refusing Get-ClusterNode and Get-VM -Cluster with the flags that
 would put it in one.
 The cluster itself (three etcd members, three hosts) is test_cluster.py, suite cluster."""
@@ -34,6 +34,11 @@ class ClusterOptions(unittest.TestCase):
             ("lease under etcd's minimum", (*ok, "--cluster-lease-ttl", "1"),
              "--cluster-lease-ttl 1 is out of range 2-3600"),
             ("host name off a cluster", ("--host-name", "a"), "give --cluster etcd=IP:PORT"),
+            ("auto-balance over the pressure cap", (*ok, "--cluster-auto-balance", "1001"),
+             "--cluster-auto-balance 1001 is out of range 1-1000"),
+            ("negative auto-balance", (*ok, "--cluster-auto-balance", "-5"),
+             "--cluster-auto-balance -5 is out of range 1-1000"),
+            ("auto-balance off a cluster", ("--cluster-auto-balance", "100"), "give --cluster etcd=IP:PORT"),
         ]
         for what, args, message in cases:
             with self.subTest(what):

@@ -1,0 +1,138 @@
+"""The leader's auto-balance (vmmsd --cluster-auto-balance PCT, suite cluster): three hosts,
+hosta's pool small and over-committed by three memory soakers with Dynamic Memory (their
+pressure over 100). With auto-balance on, the leader asks hosta to move VMs, one at a
+time, to the hosts with room, until every host's average pressure is under the threshold:
+each ask is a cluster-balance event naming the figures, each moved VM runs on, uncorrupted,
+on its new host, and its owner key names that host. With auto-balance off, hosta stays
+over-committed for many looks and nothing moves."""
+import unittest
+
+from cluster_hosts import HOST_NAMES, ClusterHosts, cluster_vms, nodes, owner_record, states
+from move_hosts import passes
+from vmms_host import wait_for
+
+MiB = 1 << 20
+THRESHOLD = 100
+# hosta's pool holds one soaker's want (128 MiB committed + 20 % buffer), not three.
+SMALL_POOL = "256MB"
+SOAKERS = ("soak1", "soak2", "soak3")
+SOAK = "memsoak_mb=128 memsoak_step_mb=16 memsoak_step_ms=100"
+LOOKS = 3  # BALANCE_LOOKS in vmms-cluster-private.h
+
+
+class BalanceCase(ClusterHosts):
+    auto_balance = None  # the flag's value on every host, None: off
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.hosts = {}
+        extra = ("--cluster-auto-balance", str(cls.auto_balance)) if cls.auto_balance else ()
+        try:
+            for name in HOST_NAMES:
+                cls.hosts[name] = cls.join(name, hvd_memory=SMALL_POOL if name == "hosta" else "1GB",
+                                           extra=extra)
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        for h in getattr(cls, "hosts", {}).values():
+            h.close()
+        super().tearDownClass()
+
+    def over_commit_hosta(self):
+        a = self.hosts["hosta"]
+        wait_for(lambda: states(a) == {n: "UP" for n in HOST_NAMES}, 60, interval=0.2, what="all three hosts Up")
+        vms = {}
+        for name in SOAKERS:
+            vms[name] = a.create(name, startup=64 * MiB, workload="memsoak", dynamic_memory_enabled=True,
+                                 minimum_bytes=64 * MiB, maximum_bytes=256 * MiB, buffer=20, priority=50,
+                                 paging_bytes=256 * MiB, boot_args=SOAK)
+            a.api.StartVm(a.pb.VmRef(vm=name), timeout=60)
+        return vms
+
+    def pressures(self):
+        return {name: n.average_pressure for name, n in nodes(self.hosts["hostb"]).items()}
+
+    def balance_events(self):
+        found = []
+        for h in self.hosts.values():
+            found += [e.message for e in h.api.ListEvents(h.pb.ListEventsRequest(limit=10000), timeout=10).events
+                      if e.kind == "cluster-balance"]
+        return found
+
+
+class AutoBalanceOn(BalanceCase, unittest.TestCase):
+    auto_balance = THRESHOLD
+
+    def test_leader_moves_vms_until_every_host_is_under_the_threshold(self):
+        vms = self.over_commit_hosta()
+        a = self.hosts["hosta"]
+        seen_over = []
+        in_a_row = []
+
+        def balanced():
+            p = self.pressures()
+            if p["hosta"] > THRESHOLD:
+                seen_over.append(p["hosta"])
+            placed = cluster_vms(a)
+            now = (seen_over and all(v < THRESHOLD for v in p.values()) and len(placed) == len(SOAKERS)
+                   and all(v.state == a.pb.VM_STATE_RUNNING for v in placed.values())
+                   and not self.etcd.get_prefix("/vmms/balance/"))
+            # A VM just moved in is given its memory over a few seconds: judged on a few looks in a row.
+            if now:
+                in_a_row.append(p)
+            else:
+                in_a_row.clear()
+            return len(in_a_row) >= LOOKS
+
+        wait_for(balanced, 600, interval=1.0, what="every host's average pressure under the threshold")
+        print(f"# hosta's average pressure seen over {THRESHOLD}: up to {max(seen_over):.0f} %; now "
+              f"{self.pressures()}", flush=True)
+        placed = cluster_vms(a)
+        moved = [name for name, v in placed.items() if v.host != "hosta"]
+        self.assertGreaterEqual(len(moved), 1, placed)
+        self.assertLess(len(moved), len(SOAKERS), "hosta keeps the soaker its pool holds")
+        asks = [m for m in self.balance_events() if "asks hosta over-committed" in m]
+        self.assertEqual(len(asks), len(moved), asks)
+        self.assertRegex(asks[0], r"Average Pressure \d+ % over 100 for 3 looks, Available Memory \d+ MiB; "
+                                  r"host[bc] has room: Average Pressure \d+ %, \d+ MiB free")
+        for name in moved:
+            new = self.hosts[placed[name].host]
+            vm = vms[name]
+            self.assertEqual(owner_record(self.etcd, a, vm.id).host, placed[name].host)
+            last = max(passes(new, vm.id) or [0])
+            wait_for(lambda: max(passes(new, vm.id) or [0]) > last, 120, what=f"{name}'s next pass on its new host")
+            self.assertNotIn("CORRUPTION", new.console(vm.id))
+            # The source host's log says which VM went where, and why.
+            events = [e.message for e in a.api.ListEvents(a.pb.ListEventsRequest(limit=10000), timeout=10).events
+                      if e.kind == "cluster-balance" and e.vm_name == name]
+            self.assertTrue(any(m.startswith(f"auto-balance: moving to {placed[name].host} (Average Pressure ")
+                                for m in events), events)
+
+
+class AutoBalanceOff(BalanceCase, unittest.TestCase):
+    def test_nothing_moves_with_auto_balance_off(self):
+        self.over_commit_hosta()
+        a = self.hosts["hosta"]
+        # Over the threshold for three times the looks auto-balance would wait for.
+        records = set()
+
+        def over_long_enough():
+            n = nodes(a)["hosta"]
+            if n.average_pressure > THRESHOLD:
+                records.add(n.last_renewal_unix_ms)
+            else:
+                records.clear()
+            return len(records) >= 3 * LOOKS
+
+        wait_for(over_long_enough, 600, interval=0.3, what=f"hosta over {THRESHOLD} for {3 * LOOKS} records")
+        self.assertEqual({v.host for v in cluster_vms(a).values()}, {"hosta"})
+        self.assertEqual(self.etcd.get_prefix("/vmms/balance/"), [])
+        self.assertEqual(self.balance_events(), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
