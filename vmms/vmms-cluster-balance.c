@@ -206,37 +206,32 @@ out:
 
 /* ---- The host asked to move (cluster thread: the key; main thread: the move) ---- */
 
-int cluster_balance_read(VmmsCluster *c, char **ret_error)
+int cluster_balance_take(VmmsCluster *c, const Etcdserverpb__RangeResponse *range, char **ret_error)
 {
-        g_autofree char *key = g_strconcat(BALANCE_PREFIX, c->host_name, NULL);
-        Etcdserverpb__RangeResponse *range = NULL;
+        const Etcdserverpb__KeyValue *kv = range->n_kvs == 1 ? range->kvs[0] : NULL;
         int64_t done;
-        int r;
+        int r = 0;
 
         g_mutex_lock(&c->lock);
         done = c->balance_done_rev;
         g_mutex_unlock(&c->lock);
-        r = vmms_etcd_range(c->etcd, key, NULL, c->period_ms, &range, ret_error);
-        if (r < 0)
-                return r;
-        if (range->n_kvs == 1 && range->kvs[0]->mod_revision == done) {
+        if (kv && kv->mod_revision == done) {
                 /* Handled: the key goes, and the leader may ask again. Only the leader creates
                  * it, and only where it is absent, so this is the key the move answered. */
+                g_autofree char *key = g_strndup((const char *)kv->key.data, kv->key.len);
+
                 r = vmms_etcd_delete(c->etcd, key, c->period_ms, ret_error);
-                if (r >= 0) {
-                        vmms_etcd_range_free(range);
-                        range = NULL;
-                }
+                if (r >= 0)
+                        kv = NULL;
         }
         g_mutex_lock(&c->lock);
         g_clear_pointer(&c->balance, g_bytes_unref);
         c->balance_rev = 0;
-        if (range && range->n_kvs == 1) {
-                c->balance = g_bytes_new(range->kvs[0]->value.data, range->kvs[0]->value.len);
-                c->balance_rev = range->kvs[0]->mod_revision;
+        if (kv) {
+                c->balance = g_bytes_new(kv->value.data, kv->value.len);
+                c->balance_rev = kv->mod_revision;
         }
         g_mutex_unlock(&c->lock);
-        vmms_etcd_range_free(range);
         return r < 0 ? r : 0;
 }
 

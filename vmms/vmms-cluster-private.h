@@ -103,9 +103,9 @@ int cluster_leader_pass(VmmsCluster *c, char **ret_error);
 int cluster_balance_pass(VmmsCluster *c, int64_t token, char **ret_error);
 /* A new term counts its own looks. */
 void cluster_balance_forget(VmmsCluster *c);
-/* Cluster thread, with each renewal: this host's balance key into `balance`; deleted once
- * the main thread has handled it. */
-int cluster_balance_read(VmmsCluster *c, char **ret_error);
+/* Cluster thread, with each renewal: this host's balance key as just read (`range`) into
+ * `balance`; deleted instead once the main thread has handled it. */
+int cluster_balance_take(VmmsCluster *c, const Etcdserverpb__RangeResponse *range, char **ret_error);
 /* Main thread, each period: a new ask moves this host's running VM under the most pressure
  * that fits on the target (Move-VM's live migration); its end (moved or not) is handled. */
 void cluster_balance_step(VmmsCluster *c);

@@ -398,24 +398,52 @@ static bool wait_until(VmmsCluster *c, int64_t until_us, int64_t last_pass_us)
         return go_on;
 }
 
-/* Whether Suspend-ClusterNode -Drain asked this host to move its VMs away. */
-static int paused_read(VmmsCluster *c, char **ret_error)
+/* Whether Suspend-ClusterNode -Drain asked this host to move its VMs away, and the move
+ * auto-balance asked of it: both keys in one round trip (a renewal's calls are what stand
+ * between the watchdog and its deadline). */
+static int marks_read(VmmsCluster *c, char **ret_error)
 {
-        g_autofree char *key = g_strconcat(PAUSED_PREFIX, c->host_name, NULL);
-        Etcdserverpb__RangeResponse *range = NULL;
+        g_autofree char *paused_key = g_strconcat(PAUSED_PREFIX, c->host_name, NULL);
+        g_autofree char *balance_key = g_strconcat(BALANCE_PREFIX, c->host_name, NULL);
+        Etcdserverpb__TxnRequest txn = ETCDSERVERPB__TXN_REQUEST__INIT;
+        Etcdserverpb__RangeRequest paused = ETCDSERVERPB__RANGE_REQUEST__INIT,
+                                   balance = ETCDSERVERPB__RANGE_REQUEST__INIT;
+        Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT, op2 = ETCDSERVERPB__REQUEST_OP__INIT;
+        Etcdserverpb__RequestOp *ops[] = {&op, &op2};
+        Etcdserverpb__TxnResponse *resp = NULL;
+        const Etcdserverpb__RangeResponse *range;
         bool drain;
         int r;
 
-        r = vmms_etcd_range(c->etcd, key, NULL, c->period_ms, &range, ret_error);
+        paused.key = (ProtobufCBinaryData){.data = (uint8_t *)paused_key, .len = strlen(paused_key)};
+        balance.key = (ProtobufCBinaryData){.data = (uint8_t *)balance_key, .len = strlen(balance_key)};
+        op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+        op.request_range = &paused;
+        op2.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE;
+        op2.request_range = &balance;
+        txn.n_success = 2;
+        txn.success = ops;
+        r = vmms_etcd_txn(c->etcd, &txn, c->period_ms, &resp, ret_error);
         if (r < 0)
                 return r;
+        if (resp->n_responses != 2 ||
+            resp->responses[0]->response_case != ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE ||
+            resp->responses[1]->response_case != ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_RANGE) {
+                *ret_error = g_strdup_printf("etcd answered the read of %s and %s with %zu responses, not "
+                                             "two ranges",
+                                             paused_key, balance_key, resp->n_responses);
+                etcdserverpb__txn_response__free_unpacked(resp, NULL);
+                return -EIO;
+        }
+        range = resp->responses[0]->response_range;
         drain = range->n_kvs == 1 && range->kvs[0]->value.len == strlen("drain") &&
                 memcmp(range->kvs[0]->value.data, "drain", strlen("drain")) == 0;
-        etcdserverpb__range_response__free_unpacked(range, NULL);
         g_mutex_lock(&c->lock);
         c->drain = drain;
         g_mutex_unlock(&c->lock);
-        return 0;
+        r = cluster_balance_take(c, resp->responses[1]->response_range, ret_error);
+        etcdserverpb__txn_response__free_unpacked(resp, NULL);
+        return r;
 }
 
 /* Joins if not joined, else renews the lease; arms the watchdog; then rewrites the
@@ -458,9 +486,7 @@ static int renew(VmmsCluster *c, int64_t *lease, int64_t *rejoin_us, char **ret_
         if (r >= 0)
                 r = record_put(c, *lease, ret_error);
         if (r >= 0)
-                r = paused_read(c, ret_error);
-        if (r >= 0)
-                r = cluster_balance_read(c, ret_error);
+                r = marks_read(c, ret_error);
         return r;
 }
 
