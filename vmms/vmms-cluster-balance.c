@@ -44,47 +44,17 @@ static HostLooks *looks_of(VmmsCluster *c, const char *name)
 static int ask(VmmsCluster *c, int64_t token, const Vmms__V1__ClusterBalanceMove *move, char **ret_error)
 {
         g_autofree char *key = g_strconcat(BALANCE_PREFIX, move->from, NULL);
-        Etcdserverpb__TxnRequest txn = ETCDSERVERPB__TXN_REQUEST__INIT;
-        Etcdserverpb__Compare fencing = ETCDSERVERPB__COMPARE__INIT, absent = ETCDSERVERPB__COMPARE__INIT;
-        Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT;
-        Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
-        Etcdserverpb__Compare *cmps[] = {&fencing, &absent};
-        Etcdserverpb__RequestOp *ops[] = {&op};
-        Etcdserverpb__TxnResponse *resp = NULL;
+        Etcdserverpb__Compare absent = ETCDSERVERPB__COMPARE__INIT;
         size_t len = vmms__v1__cluster_balance_move__get_packed_size(move);
         g_autofree uint8_t *packed = g_malloc(len ? len : 1);
-        int r;
 
         vmms__v1__cluster_balance_move__pack(move, packed);
-        fencing.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
-        fencing.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE;
-        fencing.key = (ProtobufCBinaryData){.data = (uint8_t *)c->leader_key, .len = strlen(c->leader_key)};
-        fencing.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
-        fencing.create_revision = token;
         absent.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
         absent.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE;
         absent.key = (ProtobufCBinaryData){.data = (uint8_t *)key, .len = strlen(key)};
         absent.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
         absent.create_revision = 0;
-        put.key = absent.key;
-        put.value = (ProtobufCBinaryData){.data = packed, .len = len};
-        op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
-        op.request_put = &put;
-        txn.n_compare = 2;
-        txn.compare = cmps;
-        txn.n_success = 1;
-        txn.success = ops;
-        r = vmms_etcd_txn(c->etcd, &txn, c->period_ms, &resp, ret_error);
-        if (r < 0)
-                return r;
-        r = resp->succeeded ? 1 : 0;
-        etcdserverpb__txn_response__free_unpacked(resp, NULL);
-        return r;
-}
-
-static void cluster_node_free(gpointer node)
-{
-        vmms__v1__cluster_node__free_unpacked(node, NULL);
+        return cluster_leader_put(c, token, &absent, absent.key, packed, len, ret_error);
 }
 
 /* Whether the key of a move asked of or towards `name` is in `balance`. */

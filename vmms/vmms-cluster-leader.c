@@ -75,42 +75,25 @@ static Candidate *choose(GArray *candidates, const char *dead, const Vmms__V1__V
         return best;
 }
 
-/* The leader's write: the VM's key to `target` with restart set, if the leader still
- * holds its token and nobody changed the key since it was read. 1 done, 0 refused. */
-static int give(VmmsCluster *c, int64_t token, const Etcdserverpb__KeyValue *kv, Vmms__V1__ClusterVm *cv,
-                const char *target, char **ret_error)
+int cluster_leader_put(VmmsCluster *c, int64_t token, Etcdserverpb__Compare *guard, ProtobufCBinaryData key,
+                       const uint8_t *value, size_t len, char **ret_error)
 {
         Etcdserverpb__TxnRequest txn = ETCDSERVERPB__TXN_REQUEST__INIT;
-        Etcdserverpb__Compare fencing = ETCDSERVERPB__COMPARE__INIT, unchanged = ETCDSERVERPB__COMPARE__INIT;
+        Etcdserverpb__Compare fencing = ETCDSERVERPB__COMPARE__INIT;
         Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT;
         Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
-        Etcdserverpb__Compare *cmps[] = {&fencing, &unchanged};
+        Etcdserverpb__Compare *cmps[] = {&fencing, guard};
         Etcdserverpb__RequestOp *ops[] = {&op};
         Etcdserverpb__TxnResponse *resp = NULL;
-        Vmms__V1__ClusterVm out = *cv;
-        g_autofree uint8_t *packed = NULL;
-        size_t len;
         int r;
 
-        out.host = (char *)target;
-        out.restart = true;
-        out.restarted_from = cv->host;
-        out.updated_unix_ms = g_get_real_time() / 1000;
-        len = vmms__v1__cluster_vm__get_packed_size(&out);
-        packed = g_malloc(len ? len : 1);
-        vmms__v1__cluster_vm__pack(&out, packed);
         fencing.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
         fencing.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__CREATE;
         fencing.key = (ProtobufCBinaryData){.data = (uint8_t *)c->leader_key, .len = strlen(c->leader_key)};
         fencing.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
         fencing.create_revision = token;
-        unchanged.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
-        unchanged.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD;
-        unchanged.key = kv->key;
-        unchanged.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
-        unchanged.mod_revision = kv->mod_revision;
-        put.key = kv->key;
-        put.value = (ProtobufCBinaryData){.data = packed, .len = len};
+        put.key = key;
+        put.value = (ProtobufCBinaryData){.data = (uint8_t *)value, .len = len};
         op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
         op.request_put = &put;
         txn.n_compare = 2;
@@ -125,9 +108,29 @@ static int give(VmmsCluster *c, int64_t token, const Etcdserverpb__KeyValue *kv,
         return r;
 }
 
-static void cluster_node_free(gpointer node)
+/* The leader's write: the VM's key to `target` with restart set, if the leader still
+ * holds its token and nobody changed the key since it was read. 1 done, 0 refused. */
+static int give(VmmsCluster *c, int64_t token, const Etcdserverpb__KeyValue *kv, Vmms__V1__ClusterVm *cv,
+                const char *target, char **ret_error)
 {
-        vmms__v1__cluster_node__free_unpacked(node, NULL);
+        Etcdserverpb__Compare unchanged = ETCDSERVERPB__COMPARE__INIT;
+        Vmms__V1__ClusterVm out = *cv;
+        g_autofree uint8_t *packed = NULL;
+        size_t len;
+
+        out.host = (char *)target;
+        out.restart = true;
+        out.restarted_from = cv->host;
+        out.updated_unix_ms = g_get_real_time() / 1000;
+        len = vmms__v1__cluster_vm__get_packed_size(&out);
+        packed = g_malloc(len ? len : 1);
+        vmms__v1__cluster_vm__pack(&out, packed);
+        unchanged.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
+        unchanged.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD;
+        unchanged.key = kv->key;
+        unchanged.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
+        unchanged.mod_revision = kv->mod_revision;
+        return cluster_leader_put(c, token, &unchanged, kv->key, packed, len, ret_error);
 }
 
 static int ha_pass(VmmsCluster *c, int64_t token, char **ret_error)

@@ -86,6 +86,9 @@ int cluster_placement_sync(VmmsCluster *c, GHashTable *local, GHashTable *remove
 /* The key of a VM and its ClusterVm value. */
 char *cluster_vm_key(const char *vm_id);
 
+/* A GPtrArray free function for unpacked ClusterNode records. */
+void cluster_node_free(gpointer node);
+
 /* Cluster thread, each pass: the election (the leader is the holder of the key under
  * LEADER_PREFIX with the lowest create revision, and that revision is its fencing token:
  * every write it makes compares it), then, on the leader, the HA job: a highly available
@@ -93,6 +96,11 @@ char *cluster_vm_key(const char *vm_id);
  * with the most free memory (then the least CPU load) that can hold it and admit its
  * Reserve, by a transaction that compares the token and the VM key's revision. */
 int cluster_leader_pass(VmmsCluster *c, char **ret_error);
+/* Cluster thread, the leader's every write: puts `key` = `value` only if the leader still
+ * holds its fencing `token` (its election key's create revision) and `guard` holds.
+ * 1 written, 0 refused (deposed, or the guard failed), < 0 etcd failed. */
+int cluster_leader_put(VmmsCluster *c, int64_t token, Etcdserverpb__Compare *guard, ProtobufCBinaryData key,
+                       const uint8_t *value, size_t len, char **ret_error);
 
 /* Cluster thread, on the leader after the HA job when --cluster-auto-balance is set: each
  * host's new record is a look; an Up, not Paused host whose average pressure was over the

@@ -833,7 +833,7 @@ bool cluster_range_names(const Etcdserverpb__RangeResponse *range, const char *p
         return false;
 }
 
-static void cluster_node_free(gpointer node)
+void cluster_node_free(gpointer node)
 {
         vmms__v1__cluster_node__free_unpacked(node, NULL);
 }
