@@ -519,9 +519,9 @@ static const char *cluster_node_state_name(Vmms__V1__ClusterNodeState state)
 void vmctl_format_cluster_nodes(GString *out, Vmms__V1__ClusterNode *const *nodes, size_t n_nodes)
 {
         static const VmctlColumn columns[] = {
-                {"Name", false},       {"State", false},       {"Address", false},      {"VMs", true},
-                {"RunningVMs", true},  {"Memory(M)", true},    {"FreeMemory(M)", true}, {"CPU(%)", true},
-                {"Pressure(%)", true}, {"LastRenewal", false}, {"Leader", false},
+                {"Name", false},       {"State", false},      {"Address", false},      {"VMs", true},
+                {"RunningVMs", true},  {"Memory(M)", true},   {"FreeMemory(M)", true}, {"CPU(%)", true},
+                {"CPUWait(us)", true}, {"Pressure(%)", true}, {"LastRenewal", false},  {"Leader", false},
         };
         g_autoptr(VmctlTable) table = vmctl_table_new(columns, G_N_ELEMENTS(columns));
 
@@ -534,9 +534,30 @@ void vmctl_format_cluster_nodes(GString *out, Vmms__V1__ClusterNode *const *node
                                 text(n->address), number(n->vm_count), number(n->running_vm_count),
                                 mib(n->memory_pool_bytes), mib(n->memory_free_bytes),
                                 g_strdup_printf("%.0f", n->cpu_load_pct),
+                                g_strdup_printf("%.0f", n->cpu_wait_per_dispatch_ns / 1000),
                                 g_strdup_printf("%.0f", n->average_pressure), g_steal_pointer(&when),
                                 text(n->leader ? "yes" : ""));
         }
+        vmctl_table_render(table, out);
+}
+
+void vmctl_format_cluster_settings(GString *out, const Vmms__V1__ClusterSettings *s)
+{
+        static const VmctlColumn columns[] = {
+                {"AutoBalance", false},
+                {"AutoBalanceThreshold(%)", true},
+                {"AutoBalanceCpuWait(us)", true},
+                {"UpdatedBy", false},
+                {"Updated", false},
+        };
+        g_autoptr(VmctlTable) table = vmctl_table_new(columns, G_N_ELEMENTS(columns));
+        g_autoptr(GDateTime) t = s->stored ? g_date_time_new_from_unix_utc(s->updated_unix_ms / 1000) : NULL;
+        g_autofree char *when = t ? g_date_time_format(t, "%Y-%m-%d %H:%M:%S") : g_strdup("-");
+        g_autofree char *by =
+                s->stored ? g_strdup(s->updated_by) : g_strdup_printf("%s (defaults)", s->updated_by);
+
+        vmctl_table_add(table, text(s->auto_balance ? "True" : "False"), number(s->auto_balance_threshold),
+                        number(s->auto_balance_cpu_wait_us), g_steal_pointer(&by), g_steal_pointer(&when));
         vmctl_table_render(table, out);
 }
 

@@ -55,6 +55,8 @@ void vmctl_format_host(GString *out, const Vmms__V1__Host *host);
 void vmctl_format_cluster_vms(GString *out, Vmms__V1__Vm *const *vms, size_t n_vms);
 /* Get-ClusterNode: one row per host (Up, Down or Paused). */
 void vmctl_format_cluster_nodes(GString *out, Vmms__V1__ClusterNode *const *nodes, size_t n_nodes);
+/* Get-Cluster, Set-Cluster: one row of the cluster-wide settings. */
+void vmctl_format_cluster_settings(GString *out, const Vmms__V1__ClusterSettings *settings);
 /* Compare-VM's report: the verdict, the destination's reason, and each difference. */
 void vmctl_format_compare(GString *out, const char *vm_name, const Vmms__V1__CompareVmResult *result);
 void vmctl_format_counters(GString *out, const Vmms__V1__GetCountersResponse *counters);

@@ -342,6 +342,24 @@ static const VmctlParam resume_cluster_node_params[] = {
         COMMON_PARAMS,
 };
 
+static const VmctlParam set_cluster_params[] = {
+        {.name = "AutoBalance",
+         .type = VMCTL_PARAM_BOOL,
+         .help = "$true: the leader moves VMs off a host over-committed by memory or CPU to a host with "
+                 "room."},
+        {.name = "AutoBalanceThreshold",
+         .type = VMCTL_PARAM_UINT,
+         .min = VMMS_CLUSTER_AUTO_BALANCE_MIN,
+         .max = VMMS_CLUSTER_AUTO_BALANCE_MAX,
+         .help = "The Average Pressure (%) over which a host is over-committed by memory."},
+        {.name = "AutoBalanceCpuWait",
+         .type = VMCTL_PARAM_UINT,
+         .min = VMMS_CLUSTER_CPU_WAIT_MIN_US,
+         .max = VMMS_CLUSTER_CPU_WAIT_MAX_US,
+         .help = "The CPU Wait Time Per Dispatch (µs) at or over which a host is over-committed by CPU."},
+        COMMON_PARAMS,
+};
+
 static const VmctlParam rename_vm_params[] = {
         VM_NAME_PARAM("Name"),
         {.name = "NewName",
@@ -1530,6 +1548,60 @@ static int handle_suspend_cluster_node(VmctlContext *ctx)
         return print_cluster_nodes(ctx, reply);
 }
 
+static int print_cluster_settings(VmctlContext *ctx, ProtobufCMessage *reply)
+{
+        g_autoptr(GString) out = g_string_new(NULL);
+
+        if (ctx->json)
+                vmctl_json_append_message(out, reply, true);
+        else
+                vmctl_format_cluster_settings(out, (Vmms__V1__ClusterSettings *)reply);
+        emit(ctx, out);
+        return 0;
+}
+
+static int handle_get_cluster(VmctlContext *ctx)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        Vmms__V1__GetClusterRequest request = VMMS__V1__GET_CLUSTER_REQUEST__INIT;
+        int r;
+
+        r = call(ctx, METHOD("GetCluster"), &request.base, &vmms__v1__cluster_settings__descriptor,
+                 VMCTL_TIMEOUT_MS, &reply);
+        return r < 0 ? r : print_cluster_settings(ctx, reply);
+}
+
+static int handle_set_cluster(VmctlContext *ctx)
+{
+        g_autoptr(ProtobufCMessage) reply = NULL;
+        Vmms__V1__SetClusterRequest request = VMMS__V1__SET_CLUSTER_REQUEST__INIT;
+        char *mask[3];
+        const VmctlValue *v;
+        int r;
+
+        if ((v = given_value(ctx->args, "AutoBalance"))) {
+                request.auto_balance = v->flag;
+                mask[request.n_update_mask++] = (char *)"auto_balance";
+        }
+        if ((v = given_value(ctx->args, "AutoBalanceThreshold"))) {
+                request.auto_balance_threshold = (uint32_t)v->number;
+                mask[request.n_update_mask++] = (char *)"auto_balance_threshold";
+        }
+        if ((v = given_value(ctx->args, "AutoBalanceCpuWait"))) {
+                request.auto_balance_cpu_wait_us = (uint32_t)v->number;
+                mask[request.n_update_mask++] = (char *)"auto_balance_cpu_wait_us";
+        }
+        if (request.n_update_mask == 0) {
+                ctx->error = g_strdup(
+                        "give at least one of -AutoBalance, -AutoBalanceThreshold, -AutoBalanceCpuWait");
+                return -EINVAL;
+        }
+        request.update_mask = mask;
+        r = call(ctx, METHOD("SetCluster"), &request.base, &vmms__v1__cluster_settings__descriptor,
+                 VMCTL_TIMEOUT_MS, &reply);
+        return r < 0 ? r : print_cluster_settings(ctx, reply);
+}
+
 static int handle_resume_cluster_node(VmctlContext *ctx)
 {
         g_autoptr(ProtobufCMessage) reply = NULL;
@@ -2002,6 +2074,26 @@ static const VmctlVerb verbs[] = {
                 .params = resume_cluster_node_params,
                 .n_params = G_N_ELEMENTS(resume_cluster_node_params),
                 .handler = handle_resume_cluster_node,
+                .needs_server = true,
+        },
+        {
+                .name = "Get-Cluster",
+                .synopsis = "Shows the cluster-wide settings as etcd has them: auto-balance, its Average "
+                            "Pressure threshold and CPU wait threshold, who set them and when.",
+                .example = "vmctl Get-Cluster",
+                .params = no_params,
+                .n_params = G_N_ELEMENTS(no_params),
+                .handler = handle_get_cluster,
+                .needs_server = true,
+        },
+        {
+                .name = "Set-Cluster",
+                .synopsis = "Changes cluster-wide settings for every host (the leader acts on them): "
+                            "auto-balance on or off and its thresholds; only the parameters given change.",
+                .example = "vmctl Set-Cluster -AutoBalance $true -AutoBalanceThreshold 100",
+                .params = set_cluster_params,
+                .n_params = G_N_ELEMENTS(set_cluster_params),
+                .handler = handle_set_cluster,
                 .needs_server = true,
         },
         {

@@ -56,6 +56,15 @@
 #define VMMS_CONSOLE_TAIL_LINES_DEFAULT 10
 #define VMMS_CONSOLE_TAIL_LINES_MAX 10000
 
+/* The cluster's auto-balance (Set-Cluster): an Average Pressure, % (the balancer's own cap),
+ * and a CPU Wait Time Per Dispatch, µs (1 ms is Get-VMHostHealth's threshold for a VM). */
+#define VMMS_CLUSTER_AUTO_BALANCE_MIN 1
+#define VMMS_CLUSTER_AUTO_BALANCE_MAX 1000
+#define VMMS_CLUSTER_AUTO_BALANCE_DEFAULT 100
+#define VMMS_CLUSTER_CPU_WAIT_MIN_US 1
+#define VMMS_CLUSTER_CPU_WAIT_MAX_US 1000000
+#define VMMS_CLUSTER_CPU_WAIT_DEFAULT_US 1000
+
 typedef enum VmmsLimitId {
         VMMS_LIMIT_PROCESSOR_COUNT,
         VMMS_LIMIT_PROCESSOR_RESERVE,

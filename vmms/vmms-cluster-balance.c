@@ -1,6 +1,7 @@
-/* Auto-balance (vmmsd --cluster-auto-balance PCT): the leader moves VMs off a host that
- * stays over-committed to the host with the most room (the rules are in
- * vmms-cluster-private.h, above cluster_balance_pass).
+/* Auto-balance (Set-Cluster -AutoBalance, first from vmmsd --cluster-auto-balance PCT):
+ * the leader moves VMs off a host that stays over-committed, by memory or by CPU, to a
+ * host with room (the decision is vmms-cluster-balance-rule.c's; how the leader feeds it
+ * is in vmms-cluster-private.h, above cluster_balance_pass).
  *
  * The leader decides, the over-committed host moves: the leader cannot migrate another
  * host's VM, so it writes /vmms/balance/<from> (a ClusterBalanceMove, guarded by its
@@ -17,26 +18,9 @@
 
 /* ---- The leader (cluster thread) ---- */
 
-typedef struct HostLooks {
-        int64_t last_renewal_unix_ms; /* the record last looked at: a look is a new record */
-        unsigned over;                /* consecutive looks with its average pressure over the threshold */
-        unsigned under;               /* consecutive looks under it: a target needs BALANCE_LOOKS */
-} HostLooks;
-
 void cluster_balance_forget(VmmsCluster *c)
 {
-        g_hash_table_remove_all(c->balance_looks);
-}
-
-static HostLooks *looks_of(VmmsCluster *c, const char *name)
-{
-        HostLooks *l = g_hash_table_lookup(c->balance_looks, name);
-
-        if (!l) {
-                l = g_new0(HostLooks, 1);
-                g_hash_table_insert(c->balance_looks, g_strdup(name), l);
-        }
-        return l;
+        cluster_balance_rule_forget(c->balance_rule);
 }
 
 /* The leader's write: the move's key, if the leader still holds its token and no move is
@@ -74,20 +58,113 @@ static bool in_flight(const Etcdserverpb__RangeResponse *balance, const char *na
         return false;
 }
 
+/* The running VMs of the bundled engine each host owns (what a move can take), from the
+ * owner keys: host name -> GArray of ClusterBalanceVm. */
+static GHashTable *movable_vms(const Etcdserverpb__RangeResponse *vms)
+{
+        GHashTable *by_host =
+                g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)g_array_unref);
+
+        for (size_t i = 0; i < vms->n_kvs; i++) {
+                const Etcdserverpb__KeyValue *kv = vms->kvs[i];
+                Vmms__V1__ClusterVm *cv = vmms__v1__cluster_vm__unpack(NULL, kv->value.len, kv->value.data);
+                GArray *list;
+
+                if (cv && cv->vm && cv->vm->state == VMMS__V1__VM_STATE__VM_STATE_RUNNING &&
+                    (!cv->vm->engine[0] || strcmp(cv->vm->engine, "bundled") == 0)) {
+                        ClusterBalanceVm v = {
+                                .startup_bytes = cv->vm->memory ? cv->vm->memory->startup_bytes : 0,
+                                .reserve_pct = cv->vm->processor ? cv->vm->processor->reserve *
+                                                                           MAX(cv->vm->processor->count, 1)
+                                                                 : 0,
+                        };
+
+                        list = g_hash_table_lookup(by_host, cv->host);
+                        if (!list) {
+                                list = g_array_new(FALSE, TRUE, sizeof(ClusterBalanceVm));
+                                g_hash_table_insert(by_host, g_strdup(cv->host), list);
+                        }
+                        g_array_append_val(list, v);
+                }
+                if (cv)
+                        vmms__v1__cluster_vm__free_unpacked(cv, NULL);
+        }
+        return by_host;
+}
+
+/* A move asked of a host that went Down is never answered: its key goes, so the cluster
+ * is not stuck at one move in flight. 1: a key went (the next pass reads the keys again). */
+static int drop_unanswerable(VmmsCluster *c, const Etcdserverpb__RangeResponse *balance,
+                             const Etcdserverpb__RangeResponse *alive, char **ret_error)
+{
+        for (size_t i = 0; i < balance->n_kvs; i++) {
+                const Etcdserverpb__KeyValue *kv = balance->kvs[i];
+                g_autofree char *key = g_strndup((const char *)kv->key.data, kv->key.len);
+                int r;
+
+                if (cluster_range_names(alive, ALIVE_PREFIX, key + strlen(BALANCE_PREFIX)))
+                        continue;
+                r = vmms_etcd_delete(c->etcd, key, c->period_ms, ret_error);
+                if (r < 0)
+                        return r;
+                cluster_notify(c, "cluster-balance", "leader %s: %s is Down: the move asked of it is dropped",
+                               c->host_name, key + strlen(BALANCE_PREFIX));
+                return 1;
+        }
+        return 0;
+}
+
+static int ask_decided(VmmsCluster *c, int64_t token, const ClusterBalanceDecision *d,
+                       const Vmms__V1__ClusterNode *to, char **ret_error)
+{
+        Vmms__V1__ClusterBalanceMove move = VMMS__V1__CLUSTER_BALANCE_MOVE__INIT;
+        int r;
+
+        move.from = (char *)d->from->name;
+        move.to = (char *)d->to->name;
+        move.to_address = to->address;
+        move.to_free_bytes = to->memory_free_bytes;
+        move.to_reserve_room_pct = d->to_reserve_room_pct;
+        move.reason = d->reason;
+        r = ask(c, token, &move, ret_error);
+        if (r > 0) {
+                cluster_balance_rule_asked(c->balance_rule, d, g_get_monotonic_time() / 1000);
+                cluster_notify(c, "cluster-balance", "leader %s (token %" G_GINT64_FORMAT "): asks %s",
+                               c->host_name, token, d->reason);
+        }
+        return r < 0 ? r : 0;
+}
+
 int cluster_balance_pass(VmmsCluster *c, int64_t token, char **ret_error)
 {
         g_autofree char *hosts_end = vmms_etcd_prefix_end(HOSTS_PREFIX);
         g_autofree char *alive_end = vmms_etcd_prefix_end(ALIVE_PREFIX);
         g_autofree char *paused_end = vmms_etcd_prefix_end(PAUSED_PREFIX);
         g_autofree char *balance_end = vmms_etcd_prefix_end(BALANCE_PREFIX);
+        g_autofree char *vms_end = vmms_etcd_prefix_end(VMS_PREFIX);
         g_autoptr(GPtrArray) nodes = g_ptr_array_new_with_free_func(cluster_node_free);
-        Etcdserverpb__RangeResponse *hosts = NULL, *alive = NULL, *paused = NULL, *balance = NULL;
-        Vmms__V1__ClusterNode *from = NULL, *to = NULL;
-        const double threshold = c->auto_balance_pct;
+        g_autoptr(GArray) hosts_in = g_array_new(FALSE, TRUE, sizeof(ClusterBalanceHost));
+        g_autoptr(GHashTable) movable = NULL;
+        Etcdserverpb__RangeResponse *hosts = NULL, *alive = NULL, *paused = NULL, *balance = NULL,
+                                    *vms = NULL;
+        Vmms__V1__ClusterSettings *settings = NULL;
+        ClusterBalanceDecision d = {0};
+        ClusterBalanceSettings rule;
         int r;
 
-        if (!c->auto_balance_pct)
-                return 0;
+        r = cluster_settings_leader(c, token, &settings, ret_error);
+        if (r < 0 || !settings || !settings->auto_balance) {
+                /* Off: a later on counts its looks afresh. */
+                cluster_balance_rule_forget(c->balance_rule);
+                goto out;
+        }
+        rule = (ClusterBalanceSettings){
+                .pressure_threshold = settings->auto_balance_threshold,
+                .cpu_wait_threshold_ns = settings->auto_balance_cpu_wait_us * 1000.0,
+                .looks = BALANCE_LOOKS,
+                .spacing_ms = (int64_t)BALANCE_SPACING_PERIODS * c->period_ms,
+                .pingpong_ms = (int64_t)BALANCE_PINGPONG_PERIODS * c->period_ms,
+        };
         r = vmms_etcd_range(c->etcd, ALIVE_PREFIX, alive_end, c->period_ms, &alive, ret_error);
         if (r >= 0)
                 r = vmms_etcd_range(c->etcd, HOSTS_PREFIX, hosts_end, c->period_ms, &hosts, ret_error);
@@ -95,83 +172,58 @@ int cluster_balance_pass(VmmsCluster *c, int64_t token, char **ret_error)
                 r = vmms_etcd_range(c->etcd, PAUSED_PREFIX, paused_end, c->period_ms, &paused, ret_error);
         if (r >= 0)
                 r = vmms_etcd_range(c->etcd, BALANCE_PREFIX, balance_end, c->period_ms, &balance, ret_error);
-        if (r < 0)
+        if (r >= 0)
+                r = vmms_etcd_range(c->etcd, VMS_PREFIX, vms_end, c->period_ms, &vms, ret_error);
+        if (r >= 0)
+                r = drop_unanswerable(c, balance, alive, ret_error);
+        if (r != 0)
                 goto out;
-        /* A move asked of a host that went Down is never answered: its key goes, so the
-         * cluster is not stuck at one move in flight. */
-        for (size_t i = 0; r >= 0 && i < balance->n_kvs; i++) {
-                const Etcdserverpb__KeyValue *kv = balance->kvs[i];
-                g_autofree char *key = g_strndup((const char *)kv->key.data, kv->key.len);
-
-                if (!cluster_range_names(alive, ALIVE_PREFIX, key + strlen(BALANCE_PREFIX))) {
-                        r = vmms_etcd_delete(c->etcd, key, c->period_ms, ret_error);
-                        if (r >= 0)
-                                cluster_notify(c, "cluster-balance",
-                                               "leader %s: %s is Down: the move asked of it is dropped",
-                                               c->host_name, key + strlen(BALANCE_PREFIX));
-                        goto out; /* the next pass reads the keys again */
-                }
-        }
+        movable = movable_vms(vms);
         for (size_t i = 0; i < hosts->n_kvs; i++) {
                 Vmms__V1__ClusterNode *n = vmms__v1__cluster_node__unpack(NULL, hosts->kvs[i]->value.len,
                                                                           hosts->kvs[i]->value.data);
-                HostLooks *l;
+                GArray *own;
+                ClusterBalanceHost h;
 
                 if (!n)
                         continue;
                 g_ptr_array_add(nodes, n);
-                l = looks_of(c, n->name);
-                if (!cluster_range_names(alive, ALIVE_PREFIX, n->name) ||
-                    cluster_range_names(paused, PAUSED_PREFIX, n->name) || in_flight(balance, n->name)) {
-                        /* Down, Paused, or in a move: its figures say nothing yet. A host whose
-                         * move just ended starts counting again (its cool-down). */
-                        l->over = l->under = 0;
-                        l->last_renewal_unix_ms = n->last_renewal_unix_ms;
-                        continue;
-                }
-                if (n->last_renewal_unix_ms != l->last_renewal_unix_ms) {
-                        l->last_renewal_unix_ms = n->last_renewal_unix_ms;
-                        l->over = n->average_pressure > threshold ? l->over + 1 : 0;
-                        l->under = n->average_pressure < threshold ? l->under + 1 : 0;
-                }
-                if (l->over >= BALANCE_LOOKS && (!from || n->average_pressure > from->average_pressure))
-                        from = n;
-                else if (l->under >= BALANCE_LOOKS && n->memory_free_bytes > 0 &&
-                         (!to || n->memory_free_bytes > to->memory_free_bytes))
-                        to = n;
+                own = g_hash_table_lookup(movable, n->name);
+                h = (ClusterBalanceHost){
+                        .name = n->name,
+                        .eligible = cluster_range_names(alive, ALIVE_PREFIX, n->name) &&
+                                    !cluster_range_names(paused, PAUSED_PREFIX, n->name) &&
+                                    !in_flight(balance, n->name),
+                        .record_ms = n->last_renewal_unix_ms,
+                        .average_pressure = n->average_pressure,
+                        .cpu_wait_ns = n->cpu_wait_per_dispatch_ns,
+                        .cpu_load_pct = n->cpu_load_pct,
+                        .memory_free_bytes = n->memory_free_bytes,
+                        .available_memory_bytes = n->available_memory_bytes,
+                        .reservation_used_pct = n->reservation_used_pct,
+                        .reservation_capacity_pct = n->reservation_capacity_pct,
+                        .vms = own ? (const ClusterBalanceVm *)(const void *)own->data : NULL,
+                        .n_vms = own ? own->len : 0,
+                };
+                g_array_append_val(hosts_in, h);
         }
-        if (balance->n_kvs || !from || !to)
-                goto out; /* one move at a time in the cluster; or nothing to do, or nowhere to go */
-        {
-                Vmms__V1__ClusterBalanceMove move = VMMS__V1__CLUSTER_BALANCE_MOVE__INIT;
-                g_autofree char *reason = g_strdup_printf(
-                        "%s over-committed: Average Pressure %.0f %% over %.0f for %u looks, Available "
-                        "Memory %" G_GUINT64_FORMAT
-                        " MiB; %s has room: Average Pressure %.0f %%, %" G_GUINT64_FORMAT " MiB free",
-                        from->name, from->average_pressure, threshold, looks_of(c, from->name)->over,
-                        from->available_memory_bytes >> 20, to->name, to->average_pressure,
-                        to->memory_free_bytes >> 20);
-
-                move.from = from->name;
-                move.to = to->name;
-                move.to_address = to->address;
-                move.to_free_bytes = to->memory_free_bytes;
-                move.reason = reason;
-                r = ask(c, token, &move, ret_error);
-                if (r > 0) {
-                        looks_of(c, from->name)->over = 0;
-                        cluster_notify(c, "cluster-balance",
-                                       "leader %s (token %" G_GINT64_FORMAT "): asks %s", c->host_name, token,
-                                       reason);
-                }
-                r = r < 0 ? r : 0;
-        }
+        cluster_balance_rule_decide(c->balance_rule, &rule,
+                                    (const ClusterBalanceHost *)(const void *)hosts_in->data, hosts_in->len,
+                                    balance->n_kvs > 0, g_get_monotonic_time() / 1000, &d);
+        if (d.cause != CLUSTER_BALANCE_NONE)
+                r = ask_decided(c, token, &d,
+                                nodes->pdata[d.to - (const ClusterBalanceHost *)(const void *)hosts_in->data],
+                                ret_error);
 out:
+        cluster_balance_decision_clear(&d);
+        if (settings)
+                vmms__v1__cluster_settings__free_unpacked(settings, NULL);
         vmms_etcd_range_free(hosts);
         vmms_etcd_range_free(alive);
         vmms_etcd_range_free(paused);
         vmms_etcd_range_free(balance);
-        return r;
+        vmms_etcd_range_free(vms);
+        return r < 0 ? r : 0;
 }
 
 /* ---- The host asked to move (cluster thread: the key; main thread: the move) ---- */
@@ -219,8 +271,9 @@ static double vm_pressure(VmmsCluster *c, VmmsVm *vm)
         return dm ? dm->average_pressure : 0;
 }
 
-/* The running VM Move-VM can move that fits in `room`, under the most pressure. */
-static VmmsVm *balance_choose(VmmsCluster *c, uint64_t room)
+/* The running VM Move-VM can move whose memory fits in `room` and whose Reserve fits in
+ * `reserve_room`, under the most pressure. */
+static VmmsVm *balance_choose(VmmsCluster *c, uint64_t room, uint32_t reserve_room)
 {
         GPtrArray *vms = vmms_manager_vms(c->m);
         VmmsVm *best = NULL;
@@ -229,7 +282,8 @@ static VmmsVm *balance_choose(VmmsCluster *c, uint64_t room)
                 VmmsVm *vm = vms->pdata[i];
 
                 if (vm->job || vm->def.state != VMMS_VM_RUNNING || strcmp(vm->def.engine, "bundled") != 0 ||
-                    vm->def.memory.startup_bytes > room)
+                    vm->def.memory.startup_bytes > room ||
+                    (uint64_t)vm->def.processor.reserve * MAX(vm->def.processor.count, 1) > reserve_room)
                         continue;
                 if (!best || vm_pressure(c, vm) > vm_pressure(c, best))
                         best = vm;
@@ -266,13 +320,14 @@ void cluster_balance_step(VmmsCluster *c)
         move = vmms__v1__cluster_balance_move__unpack(NULL, len, data);
         c->balance_moved_rev = rev;
         c->balance_vm_id[0] = '\0';
-        vm = move && mig ? balance_choose(c, move->to_free_bytes) : NULL;
+        vm = move && mig ? balance_choose(c, move->to_free_bytes, move->to_reserve_room_pct) : NULL;
         if (!vm) {
                 g_autofree char *what = g_strdup_printf(
                         "auto-balance: nothing moves to %s: %s", move ? move->to : "?",
                         !move  ? "the leader's request is unreadable"
                         : !mig ? "this host cannot move VMs (no --tls-cert, --tls-key, --tls-ca)"
-                               : "no running VM of the bundled engine fits in the memory free there");
+                               : "no running VM of the bundled engine fits in the memory free there "
+                                 "and its room for Reserve");
 
                 g_message("cluster: %s", what);
                 vmms_manager_record_host_event(c->m, "cluster-balance", what);

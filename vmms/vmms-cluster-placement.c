@@ -102,12 +102,9 @@ static GBytes *cluster_vm_pack(const char *host, GBytes *vm)
         return g_bytes_new_take(buf, len);
 }
 
-/* One compare (create revision 0, or mod revision `rev`) guarding one put (value) or
- * one delete (value NULL); on failure the key's current value comes back in
- * *ret_current (NULL when absent). 1: done; 0: the compare failed. */
-static int guarded_write(VmmsEtcd *etcd, const char *key, bool create, int64_t rev, GBytes *value,
-                         int64_t timeout_ms, Etcdserverpb__KeyValue **ret_current,
-                         Etcdserverpb__TxnResponse **ret_resp, char **ret_error)
+int cluster_guarded_write(VmmsEtcd *etcd, const char *key, bool create, int64_t rev, GBytes *value,
+                          int64_t timeout_ms, Etcdserverpb__KeyValue **ret_current,
+                          Etcdserverpb__TxnResponse **ret_resp, char **ret_error)
 {
         Etcdserverpb__TxnRequest txn = ETCDSERVERPB__TXN_REQUEST__INIT;
         Etcdserverpb__Compare cmp = ETCDSERVERPB__COMPARE__INIT;
@@ -197,8 +194,8 @@ static int sync_one(VmmsCluster *c, const char *id, GBytes *vm, const Etcdserver
         if (kv && (!cv || strcmp(cv->host, c->host_name) != 0 || (same_vm(cv, vm) && !cv->restart)))
                 goto out; /* another host's (placement leaves it alone), or unchanged */
         value = cluster_vm_pack(c->host_name, vm);
-        r = guarded_write(c->etcd, key, !kv, kv ? kv->mod_revision : 0, value, c->period_ms, &current, &resp,
-                          ret_error);
+        r = cluster_guarded_write(c->etcd, key, !kv, kv ? kv->mod_revision : 0, value, c->period_ms, &current,
+                                  &resp, ret_error);
         /* A compare that failed: the key changed since the range; the next pass sees how. */
         if (resp)
                 etcdserverpb__txn_response__free_unpacked(resp, NULL);
@@ -223,8 +220,8 @@ static int delete_removed(VmmsCluster *c, const char *id, char **ret_error)
                 return r;
         cv = range->n_kvs == 1 ? cluster_vm_unpack(range->kvs[0]) : NULL;
         if (cv && strcmp(cv->host, c->host_name) == 0)
-                r = guarded_write(c->etcd, key, false, range->kvs[0]->mod_revision, NULL, c->period_ms,
-                                  &current, &resp, ret_error);
+                r = cluster_guarded_write(c->etcd, key, false, range->kvs[0]->mod_revision, NULL,
+                                          c->period_ms, &current, &resp, ret_error);
         if (resp)
                 etcdserverpb__txn_response__free_unpacked(resp, NULL);
         if (cv)
@@ -357,9 +354,10 @@ typedef struct PlacementJob {
         char *host_name; /* this host's */
         int64_t timeout_ms;
         char *vm_id, *vm_name;
-        GBytes *vm;    /* claim, hand-over: the VM as this host has it */
-        char *target;  /* hand-over: the destination's address; resolve: the name */
-        char *pattern; /* list: the name filter, casefolded */
+        GBytes *vm;         /* claim, hand-over: the VM as this host has it */
+        char *target;       /* hand-over: the destination's address; resolve: the name */
+        char *pattern;      /* list: the name filter, casefolded; name check: the name, casefolded */
+        bool refuse_paused; /* claim: Start-VM, refused while this host is Paused */
         VmmsClusterDoneFn fn;
         void *userdata;
         VmmsCall *call; /* list */
@@ -419,6 +417,20 @@ static void placement_job_start(PlacementJob *j, GTaskThreadFunc run, GAsyncRead
         g_task_run_in_thread(task, run);
 }
 
+/* Whether this host's paused key exists: 1 Paused, 0 not, < 0 etcd failed (*ret_why). */
+static int host_paused(PlacementJob *j, char **ret_why)
+{
+        g_autofree char *paused_key = g_strconcat(PAUSED_PREFIX, j->host_name, NULL);
+        Etcdserverpb__RangeResponse *paused = NULL;
+        int r;
+
+        r = vmms_etcd_range(j->etcd, paused_key, NULL, j->timeout_ms, &paused, ret_why);
+        if (r >= 0)
+                r = paused->n_kvs == 1;
+        vmms_etcd_range_free(paused);
+        return r;
+}
+
 static void claim_run(GTask *task, gpointer source, gpointer task_data, GCancellable *cancellable)
 {
         PlacementJob *j = task_data;
@@ -432,7 +444,22 @@ static void claim_run(GTask *task, gpointer source, gpointer task_data, GCancell
 
         (void)source;
         (void)cancellable;
-        r = guarded_write(j->etcd, key, true, 0, value, j->timeout_ms, &current, &resp, &why);
+        if (j->refuse_paused && host_paused(j, &why) != 0) {
+                if (why)
+                        vmms_error_set(
+                                &j->error, VMMS_ERROR_UNAVAILABLE,
+                                "cannot start VM '%s': the cluster cannot say whether %s is Paused: %s",
+                                j->vm_name, j->host_name, why);
+                else
+                        vmms_error_set(
+                                &j->error, VMMS_ERROR_FAILED_PRECONDITION,
+                                "cannot start VM '%s' on %s: the host is Paused (Suspend-ClusterNode) and "
+                                "starts no VMs; Resume-ClusterNode %s first, or start it on another host",
+                                j->vm_name, j->host_name, j->host_name);
+                g_task_return_boolean(task, TRUE);
+                return;
+        }
+        r = cluster_guarded_write(j->etcd, key, true, 0, value, j->timeout_ms, &current, &resp, &why);
         if (r < 0)
                 vmms_error_set(&j->error, VMMS_ERROR_UNAVAILABLE,
                                "cannot start VM '%s': the cluster cannot say which host owns it: %s",
@@ -456,6 +483,63 @@ static void claim_run(GTask *task, gpointer source, gpointer task_data, GCancell
 void vmms_cluster_claim(VmmsCluster *c, VmmsVm *vm, VmmsClusterDoneFn fn, void *userdata)
 {
         placement_job_start(placement_job_new(c, vm, fn, userdata), claim_run, placement_job_done);
+}
+
+void vmms_cluster_claim_for_start(VmmsCluster *c, VmmsVm *vm, VmmsClusterDoneFn fn, void *userdata)
+{
+        PlacementJob *j = placement_job_new(c, vm, fn, userdata);
+
+        j->refuse_paused = true;
+        placement_job_start(j, claim_run, placement_job_done);
+}
+
+/* Another host's VM with the name (casefolded, as a host compares its own), other than
+ * the VM `vm_id` itself. */
+static void name_check_run(GTask *task, gpointer source, gpointer task_data, GCancellable *cancellable)
+{
+        PlacementJob *j = task_data;
+        g_autofree char *end = vmms_etcd_prefix_end(VMS_PREFIX);
+        g_autofree char *why = NULL;
+        Etcdserverpb__RangeResponse *range = NULL;
+
+        (void)source;
+        (void)cancellable;
+        if (vmms_etcd_range(j->etcd, VMS_PREFIX, end, j->timeout_ms, &range, &why) < 0) {
+                vmms_error_set(&j->error, VMMS_ERROR_UNAVAILABLE,
+                               "cannot check that the name '%s' is free in the cluster: %s", j->vm_name, why);
+                g_task_return_boolean(task, TRUE);
+                return;
+        }
+        for (size_t i = 0; !j->error.code && i < range->n_kvs; i++) {
+                Vmms__V1__ClusterVm *cv = cluster_vm_unpack(range->kvs[i]);
+
+                if (cv && cv->vm && strcmp(cv->host, j->host_name) != 0 &&
+                    (!j->vm_id || strcmp(cv->vm->id, j->vm_id) != 0)) {
+                        g_autofree char *folded = g_utf8_casefold(cv->vm->name, -1);
+
+                        if (strcmp(folded, j->pattern) == 0)
+                                vmms_error_set(
+                                        &j->error, VMMS_ERROR_ALREADY_EXISTS,
+                                        "a VM named '%s' already exists in the cluster: %s owns it "
+                                        "(VM names are unique cluster-wide; Get-VM -Cluster lists them)",
+                                        cv->vm->name, cv->host);
+                }
+                if (cv)
+                        vmms__v1__cluster_vm__free_unpacked(cv, NULL);
+        }
+        vmms_etcd_range_free(range);
+        g_task_return_boolean(task, TRUE);
+}
+
+void vmms_cluster_check_name(VmmsCluster *c, const char *name, const char *vm_id, VmmsClusterDoneFn fn,
+                             void *userdata)
+{
+        PlacementJob *j = placement_job_new(c, NULL, fn, userdata);
+
+        j->vm_name = g_strdup(name);
+        j->vm_id = g_strdup(vm_id);
+        j->pattern = g_utf8_casefold(name, -1);
+        placement_job_start(j, name_check_run, placement_job_done);
 }
 
 /* The Up host with `address`; NULL with an error in j->error when none. */
@@ -525,8 +609,9 @@ static void hand_over_run(GTask *task, gpointer source, gpointer task_data, GCan
                 goto out;
         }
         value = cluster_vm_pack(dest, j->vm);
-        r = guarded_write(j->etcd, key, range->n_kvs == 0, range->n_kvs ? range->kvs[0]->mod_revision : 0,
-                          value, j->timeout_ms, &current, &resp, &why);
+        r = cluster_guarded_write(j->etcd, key, range->n_kvs == 0,
+                                  range->n_kvs ? range->kvs[0]->mod_revision : 0, value, j->timeout_ms,
+                                  &current, &resp, &why);
         if (r < 0)
                 vmms_error_set(&j->error, VMMS_ERROR_UNAVAILABLE, "%s: %s", what, why);
         else if (r == 0)

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "hv-client.h"
+#include "vmms-cluster-balance-rule.h"
 #include "vmms-cluster.h"
 #include "vmms-etcd.h"
 #include "vmms.pb-c.h"
@@ -14,11 +15,12 @@
 #define LEADER_PREFIX CLUSTER_PREFIX "leader/"
 #define PAUSED_PREFIX CLUSTER_PREFIX "paused/"   /* Suspend-ClusterNode: "pause" or "drain" */
 #define BALANCE_PREFIX CLUSTER_PREFIX "balance/" /* auto-balance: a ClusterBalanceMove asked of a host */
-/* Auto-balance's hysteresis: a host is moved from after this many consecutive records
- * (one a period) with its average pressure over the threshold, and moved to after as many
- * under it; a host a move came from or went to counts again from zero once the move has
- * ended (its cool-down). */
+/* Auto-balance's hysteresis (records in a row, one a period), its rate limit (periods
+ * between two asks) and the time a move back the same way is not asked (periods); the
+ * rules are in vmms-cluster-balance-rule.h. */
 #define BALANCE_LOOKS 3
+#define BALANCE_SPACING_PERIODS 3
+#define BALANCE_PINGPONG_PERIODS 30
 #define HOST_NAME_MAX_LEN 63
 
 struct VmmsCluster {
@@ -43,9 +45,8 @@ struct VmmsCluster {
         char *leader_key;       /* LEADER_PREFIX + this lease, created with the alive key */
         GHashTable *down_since; /* host name -> monotonic µs the leader first saw it Down */
         GHashTable *ha_said;    /* VM ids whose restart the leader could not place, said once */
-        uint32_t auto_balance_pct; /* --cluster-auto-balance: the average pressure over which a host is
-                                      over-committed; 0: off */
-        GHashTable *balance_looks; /* the leader's: host name -> HostLooks (vmms-cluster-balance.c) */
+        uint32_t auto_balance_pct;        /* --cluster-auto-balance: the settings' first value (0: off) */
+        ClusterBalanceRule *balance_rule; /* the leader's looks and recent moves */
 
         GMutex lock; /* guards what follows */
         GCond wake;
@@ -83,6 +84,14 @@ GHashTable *cluster_placement_snapshot(VmmsCluster *c);
  * left too: only a removal deletes. */
 int cluster_placement_sync(VmmsCluster *c, GHashTable *local, GHashTable *removed, char **ret_error);
 
+/* One compare (create revision 0, or mod revision `rev`) guarding one put (value) or
+ * one delete (value NULL); on failure the key's current value comes back in
+ * *ret_current (NULL when absent), owned by *ret_resp (free it with
+ * etcdserverpb__txn_response__free_unpacked). 1: done; 0: the compare failed. */
+int cluster_guarded_write(VmmsEtcd *etcd, const char *key, bool create, int64_t rev, GBytes *value,
+                          int64_t timeout_ms, Etcdserverpb__KeyValue **ret_current,
+                          Etcdserverpb__TxnResponse **ret_resp, char **ret_error);
+
 /* The key of a VM and its ClusterVm value. */
 char *cluster_vm_key(const char *vm_id);
 
@@ -102,12 +111,11 @@ int cluster_leader_pass(VmmsCluster *c, char **ret_error);
 int cluster_leader_put(VmmsCluster *c, int64_t token, Etcdserverpb__Compare *guard, ProtobufCBinaryData key,
                        const uint8_t *value, size_t len, char **ret_error);
 
-/* Cluster thread, on the leader after the HA job when --cluster-auto-balance is set: each
- * host's new record is a look; an Up, not Paused host whose average pressure was over the
- * threshold for BALANCE_LOOKS looks in a row is asked (/vmms/balance/<host>, written with
- * the fencing token, only where absent) to move one VM to the Up, not Paused host under the
- * threshold for as many looks with the most free memory. One move at a time in the
- * cluster; each ask is a cluster-balance event naming the figures. */
+/* Cluster thread, on the leader after the HA job while the cluster's settings say
+ * auto-balance: each host's new record is a look for cluster_balance_rule_decide (Up, not
+ * Paused and in no move: eligible; its movable VMs from the owner keys); a move it decides
+ * is asked of the source (/vmms/balance/<host>, written with the fencing token, only where
+ * absent). Each ask is a cluster-balance event naming the figures. */
 int cluster_balance_pass(VmmsCluster *c, int64_t token, char **ret_error);
 /* A new term counts its own looks. */
 void cluster_balance_forget(VmmsCluster *c);
@@ -117,6 +125,12 @@ int cluster_balance_take(VmmsCluster *c, const Etcdserverpb__RangeResponse *rang
 /* Main thread, each period: a new ask moves this host's running VM under the most pressure
  * that fits on the target (Move-VM's live migration); its end (moved or not) is handled. */
 void cluster_balance_step(VmmsCluster *c);
+
+/* Cluster thread, the leader each pass: the cluster's settings (vmms-cluster-settings.c);
+ * while etcd has none, this host's defaults are written there (fenced, only where absent).
+ * *ret NULL when there are none to act on yet; free with
+ * vmms__v1__cluster_settings__free_unpacked. */
+int cluster_settings_leader(VmmsCluster *c, int64_t token, Vmms__V1__ClusterSettings **ret, char **ret_error);
 
 /* Main thread: the Up, not Paused host other than this one with the most free memory
  * that can hold `vm` (result: its address). */

@@ -84,6 +84,34 @@ static double cpu_load_pct(VmmsManager *m)
         return all ? 100.0 * (double)busy / (double)all : 0;
 }
 
+/* CPU Wait Time Per Dispatch over every VP between the last two samples: the wait of all
+ * their dispatches over the number of dispatches (each VP's counter, weighted by its
+ * dispatches), ns. */
+static double cpu_wait_per_dispatch_ns(VmmsManager *m)
+{
+        const Vmms__Hv__Counters *prev, *cur;
+        uint64_t wait = 0, dispatches = 0;
+
+        if (!vmms_manager_counters(m, &prev, &cur))
+                return 0;
+        for (size_t i = 0; i < cur->n_partitions; i++) {
+                const Vmms__Hv__PartitionCounters *pc = cur->partitions[i], *pp = NULL;
+
+                for (size_t k = 0; !pp && k < prev->n_partitions; k++)
+                        if (prev->partitions[k]->partition_id == pc->partition_id)
+                                pp = prev->partitions[k];
+                for (size_t v = 0; pp && v < pc->n_vps && v < pp->n_vps; v++) {
+                        const Vmms__Hv__VpCounters *a = pp->vps[v], *b = pc->vps[v];
+
+                        if (b->dispatches < a->dispatches || b->wait_ns < a->wait_ns)
+                                continue;
+                        wait += b->wait_ns - a->wait_ns;
+                        dispatches += b->dispatches - a->dispatches;
+                }
+        }
+        return dispatches ? (double)wait / (double)dispatches : 0;
+}
+
 static void figures_take(VmmsCluster *c)
 {
         Vmms__V1__ClusterNode node = VMMS__V1__CLUSTER_NODE__INIT;
@@ -115,6 +143,7 @@ static void figures_take(VmmsCluster *c)
                                                  : 0;
         }
         node.cpu_load_pct = cpu_load_pct(c->m);
+        node.cpu_wait_per_dispatch_ns = cpu_wait_per_dispatch_ns(c->m);
         if (balancer) {
                 node.average_pressure = balancer->average_pressure;
                 node.available_memory_bytes = balancer->available_bytes;
@@ -673,7 +702,7 @@ int vmms_cluster_new(VmmsManager *m, const VmmsClusterConfig *config, VmmsCluste
         c->down_since = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         c->ha_said = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         c->auto_balance_pct = config->auto_balance_pct;
-        c->balance_looks = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+        c->balance_rule = cluster_balance_rule_new();
         c->main_context = g_main_context_ref_thread_default();
         g_mutex_init(&c->lock);
         g_cond_init(&c->wake);
@@ -730,8 +759,7 @@ void vmms_cluster_free(VmmsCluster *c)
                 g_hash_table_unref(c->down_since);
         if (c->ha_said)
                 g_hash_table_unref(c->ha_said);
-        if (c->balance_looks)
-                g_hash_table_unref(c->balance_looks);
+        cluster_balance_rule_free(c->balance_rule);
         g_clear_pointer(&c->balance, g_bytes_unref);
         g_free(c);
 }

@@ -19,12 +19,13 @@
 #include <stdint.h>
 
 #include "vmms-call.h"
+#include "vmms-limits.h"
 #include "vmms-manager.h"
+#include "vmms.pb-c.h"
 
 #define VMMS_CLUSTER_LEASE_TTL_DEFAULT 10
 #define VMMS_CLUSTER_LEASE_TTL_MIN 2 /* etcd's own minimum at its default election settings */
 #define VMMS_CLUSTER_LEASE_TTL_MAX 3600
-#define VMMS_CLUSTER_AUTO_BALANCE_MAX 1000 /* a pressure, %: the balancer's own cap */
 
 typedef struct VmmsClusterConfig {
         const char *spec;          /* --cluster: "etcd=IP:PORT,IP:PORT,..." */
@@ -32,7 +33,8 @@ typedef struct VmmsClusterConfig {
         const char *host_address;  /* --host-address: HOST:PORT where peers move VMs to */
         uint32_t lease_ttl_s;      /* 0: VMMS_CLUSTER_LEASE_TTL_DEFAULT */
         uint32_t auto_balance_pct; /* --cluster-auto-balance: 0 off, else the average pressure (%) over
-                                      which the leader moves VMs off a host */
+                                      which the leader moves VMs off a host; the cluster's settings
+                                      (Set-Cluster) start from it */
 } VmmsClusterConfig;
 
 /* Checks the settings: the spec's form (etcd=, each endpoint HOST:PORT), the host name
@@ -56,6 +58,14 @@ void vmms_cluster_list_nodes(VmmsCluster *c, VmmsCall *call);
 void vmms_cluster_suspend_node(VmmsCluster *c, const char *name, bool drain, VmmsCall *call);
 void vmms_cluster_resume_node(VmmsCluster *c, const char *name, VmmsCall *call);
 
+/* Get-Cluster: the cluster-wide settings as etcd holds them (vmms-cluster-settings.c);
+ * before any are stored, this host's defaults with `stored` false. */
+void vmms_cluster_get_settings(VmmsCluster *c, VmmsCall *call);
+/* Set-Cluster: the fields update_mask names change, by a transaction that compares the
+ * key's revision with the one read (read again and retried when another write came
+ * between); a bad value or an unknown field is refused by name (INVALID_ARGUMENT). */
+void vmms_cluster_set_settings(VmmsCluster *c, const Vmms__V1__SetClusterRequest *request, VmmsCall *call);
+
 /* Placement (vmms-cluster-placement.c). Each VM of a host in a cluster has an owner key,
  * /vmms/vms/<id>, holding a vmms.v1.ClusterVm: the owner's name and the VM as the owner
  * last wrote it. The key is created only where it is absent (create revision 0) and
@@ -72,6 +82,16 @@ typedef void (*VmmsClusterDoneFn)(const VmmsError *error, const char *result, vo
 /* Start-VM: the key for this host if absent, or kept if this host holds it; refused
  * (FAILED_PRECONDITION, naming the owner) when another host holds it. */
 void vmms_cluster_claim(VmmsCluster *c, VmmsVm *vm, VmmsClusterDoneFn fn, void *userdata);
+/* Start-VM asked by a caller: as vmms_cluster_claim, but refused (FAILED_PRECONDITION)
+ * while this host is Paused (Suspend-ClusterNode). What vmmsd starts on its own (a move
+ * cut short during a drain) claims with vmms_cluster_claim. */
+void vmms_cluster_claim_for_start(VmmsCluster *c, VmmsVm *vm, VmmsClusterDoneFn fn, void *userdata);
+/* New-VM and Move-VM: VM names are unique in the cluster. Refused (ALREADY_EXISTS, naming
+ * the owner) when an owner key of another host holds a VM called `name` (casefolded) other
+ * than `vm_id` (NULL: any). A check, not a reservation: two hosts creating one name in the
+ * same instant both pass. */
+void vmms_cluster_check_name(VmmsCluster *c, const char *name, const char *vm_id, VmmsClusterDoneFn fn,
+                             void *userdata);
 /* Move-VM's commit step: the key passes to the Up host whose address is `destination`
  * (an address no host of the cluster has is refused); result: that host's name. */
 void vmms_cluster_hand_over(VmmsCluster *c, VmmsVm *vm, const char *destination, VmmsClusterDoneFn fn,

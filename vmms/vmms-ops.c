@@ -191,9 +191,34 @@ static void processor_from_proto(VmmsProcessorSettings *p, const Vmms__V1__Proce
         p->compatibility_for_migration = in->compatibility_for_migration_enabled;
 }
 
+/* New-VM in a cluster: the name is checked against the other hosts' VMs first. */
+typedef struct CreateWait {
+        VmmsManager *m;
+        VmmsCall *call;
+        VmmsVmDefinition def;
+} CreateWait;
+
+static void on_create_name_checked(const VmmsError *error, const char *result, void *userdata)
+{
+        CreateWait *w = userdata;
+        VmmsError add_error = {0};
+        VmmsVm *vm;
+
+        (void)result;
+        if (error)
+                vmms_call_fail_with(w->call, error);
+        else if (vmms_manager_vm_add(w->m, &w->def, &vm, &add_error) < 0)
+                fail(w->call, &add_error);
+        else
+                reply_vm(vm, w->call, w->m);
+        vmms_vm_definition_clear(&w->def);
+        g_free(w);
+}
+
 static void op_create_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
 {
         const Vmms__V1__CreateVmRequest *req = (const Vmms__V1__CreateVmRequest *)request;
+        VmmsCluster *cluster = vmms_manager_cluster(m);
         g_auto(VmmsVmDefinition) def = {0};
         VmmsError error = {0};
         g_autofree char *uuid = g_uuid_string_random();
@@ -249,7 +274,20 @@ static void op_create_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCa
             !vmms_vm_processor_engine_valid(def.name, def.engine, &def.processor, &error) ||
             !vmms_vm_memory_valid(&def.memory, &error) ||
             !vmms_vm_workload_valid(def.workload, def.boot_args, def.notes, &error) ||
-            !vmms_vm_boot_source_valid(&def, &error) || vmms_manager_vm_add(m, &def, &vm, &error) < 0) {
+            !vmms_vm_boot_source_valid(&def, &error)) {
+                fail(call, &error);
+                return;
+        }
+        if (cluster) {
+                CreateWait *w = g_new0(CreateWait, 1);
+
+                w->m = m;
+                w->call = call;
+                vmms_vm_definition_copy(&w->def, &def);
+                vmms_cluster_check_name(cluster, def.name, NULL, on_create_name_checked, w);
+                return;
+        }
+        if (vmms_manager_vm_add(m, &def, &vm, &error) < 0) {
                 fail(call, &error);
                 return;
         }
@@ -370,15 +408,15 @@ static void on_claimed(const VmmsError *error, const char *result, void *userdat
                 vmms_vm_start(vm, w->call);
 }
 
-/* In a cluster a VM starts only on the host that owns it (vmms-cluster.h): the claim
- * comes first. */
+/* In a cluster a VM starts only on the host that owns it, and not while the host is
+ * Paused (vmms-cluster.h): the claim comes first. */
 static void op_start_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
 {
         VmmsVm *vm = lookup(m, ((const Vmms__V1__VmRef *)request)->vm, call);
         VmmsCluster *cluster = vmms_manager_cluster(m);
 
         if (vm && cluster)
-                vmms_cluster_claim(cluster, vm, on_claimed, cluster_wait_new(m, call, vm));
+                vmms_cluster_claim_for_start(cluster, vm, on_claimed, cluster_wait_new(m, call, vm));
         else if (vm)
                 vmms_vm_start(vm, call);
 }
@@ -438,26 +476,60 @@ static void on_destination_resolved(const VmmsError *error, const char *address,
                 vmms_migration_move(mig, vm, address, w->max_downtime_ms, w->call);
 }
 
-/* In a cluster, a destination without a port is a host's name: its address comes from
- * the cluster's address book. */
+/* Move-VM in a cluster, once the VM's name is known free of other hosts' VMs: a
+ * destination without a port is a host's name, its address from the cluster's address
+ * book. */
+typedef struct MoveWait {
+        ClusterWait w;
+        char *destination;
+} MoveWait;
+
+static void on_move_name_checked(const VmmsError *error, const char *result, void *userdata)
+{
+        MoveWait *mw = userdata;
+        VmmsVm *vm = cluster_wait_vm(&mw->w, error);
+        VmmsMigration *mig = vmms_manager_migration(mw->w.m);
+        VmmsCluster *cluster = vmms_manager_cluster(mw->w.m);
+
+        (void)result;
+        if (vm && mig && cluster && !strchr(mw->destination, ':')) {
+                ClusterWait *w = cluster_wait_new(mw->w.m, mw->w.call, vm);
+
+                w->max_downtime_ms = mw->w.max_downtime_ms;
+                vmms_cluster_resolve(cluster, mw->destination, on_destination_resolved, w);
+        } else if (vm && mig) {
+                vmms_migration_move(mig, vm, mw->destination, mw->w.max_downtime_ms, mw->w.call);
+        } else if (vm) {
+                vmms_call_fail(mw->w.call, VMMS_ERROR_FAILED_PRECONDITION,
+                               "cannot move VM '%s': this host "
+                               "left the cluster or lost its migration end meanwhile",
+                               vm->def.name);
+        }
+        g_free(mw->destination);
+        g_free(mw);
+}
+
 static void op_move_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
 {
         const Vmms__V1__MoveVmRequest *req = (const Vmms__V1__MoveVmRequest *)request;
         VmmsMigration *mig = NULL;
         VmmsVm *vm = migration_target(m, req->vm, "move", &mig, call);
         VmmsCluster *cluster = vmms_manager_cluster(m);
-        ClusterWait *w;
+        MoveWait *mw;
 
         if (!vm)
                 return;
-        if (!cluster || !req->destination_host || !req->destination_host[0] ||
-            strchr(req->destination_host, ':')) {
+        if (!cluster || !req->destination_host || !req->destination_host[0]) {
                 vmms_migration_move(mig, vm, req->destination_host, req->max_downtime_ms, call);
                 return;
         }
-        w = cluster_wait_new(m, call, vm);
-        w->max_downtime_ms = req->max_downtime_ms;
-        vmms_cluster_resolve(cluster, req->destination_host, on_destination_resolved, w);
+        mw = g_new0(MoveWait, 1);
+        mw->w.m = m;
+        mw->w.call = call;
+        g_strlcpy(mw->w.vm_id, vm->def.id, sizeof(mw->w.vm_id));
+        mw->w.max_downtime_ms = req->max_downtime_ms;
+        mw->destination = g_strdup(req->destination_host);
+        vmms_cluster_check_name(cluster, vm->def.name, vm->def.id, on_move_name_checked, mw);
 }
 
 static void op_watch_move_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
@@ -912,6 +984,23 @@ static void op_resume_cluster_node(VmmsManager *m, const ProtobufCMessage *reque
                 vmms_cluster_resume_node(cluster, req->name, call);
 }
 
+static void op_get_cluster(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        VmmsCluster *cluster = cluster_or_fail(m, call);
+
+        (void)request;
+        if (cluster)
+                vmms_cluster_get_settings(cluster, call);
+}
+
+static void op_set_cluster(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
+{
+        VmmsCluster *cluster = cluster_or_fail(m, call);
+
+        if (cluster)
+                vmms_cluster_set_settings(cluster, (const Vmms__V1__SetClusterRequest *)request, call);
+}
+
 typedef struct CounterList {
         VmmsCall *call;
         GPtrArray *samples;
@@ -1230,6 +1319,10 @@ const VmmsOp vmms_ops[] = {
            vmms__v1__list_cluster_nodes_response__descriptor, op_suspend_cluster_node, VMMS_ROLE_OPERATOR),
         OP("ResumeClusterNode", vmms__v1__resume_cluster_node_request__descriptor,
            vmms__v1__list_cluster_nodes_response__descriptor, op_resume_cluster_node, VMMS_ROLE_OPERATOR),
+        OP("GetCluster", vmms__v1__get_cluster_request__descriptor, vmms__v1__cluster_settings__descriptor,
+           op_get_cluster, VMMS_ROLE_READER),
+        OP("SetCluster", vmms__v1__set_cluster_request__descriptor, vmms__v1__cluster_settings__descriptor,
+           op_set_cluster, VMMS_ROLE_OPERATOR),
         OP("GetHostHealth", vmms__v1__get_host_health_request__descriptor, vmms__v1__host_health__descriptor,
            op_get_host_health, VMMS_ROLE_READER),
         /* Operator: it makes this host connect to another with its certificate. */
