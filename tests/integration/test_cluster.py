@@ -64,6 +64,7 @@ class ClusterMembership(ClusterHosts, unittest.TestCase):
             self.assertNotEqual(n.lease_id, 0)
             self.assertIn("bundled", list(n.engines))
             self.assertLessEqual(n.memory_free_bytes, n.memory_pool_bytes)
+            self.assertGreaterEqual(n.cpu_wait_per_dispatch_ns, 0)
             self.assertTrue(n.compatibility_vector.startswith("unicorn/"), n.compatibility_vector)
         # The keys are where vmms-cluster.h says: a lease-bound alive key and a record per host.
         self.assertEqual(sorted(self.etcd.get_prefix("/vmms/alive/")), [f"/vmms/alive/{n}" for n in HOST_NAMES])
@@ -74,7 +75,7 @@ class ClusterMembership(ClusterHosts, unittest.TestCase):
         r = vmctl(self.hosts["hosta"], "Get-ClusterNode")
         self.assertEqual(r.returncode, 0, r.stderr)
         lines = r.stdout.splitlines()
-        self.assertRegex(lines[0], r"^Name\s+State\s+Address")
+        self.assertRegex(lines[0], r"^Name\s+State\s+Address.*\sCPU\(%\)\s+CPUWait\(us\)\s+Pressure\(%\)")
         for name in HOST_NAMES:
             row = next(line for line in lines if line.startswith(name + " "))
             self.assertIn(" Up ", row)
@@ -186,6 +187,92 @@ class ClusterMembership(ClusterHosts, unittest.TestCase):
             self.assertEqual(owner_record(self.etcd, a, vm.id).host, "hostc")
         finally:
             a.api.RemoveVm(a.pb.VmRef(vm="db"), timeout=30)
+
+    def test_vm_names_are_unique_cluster_wide(self):
+        a, b = self.hosts["hosta"], self.hosts["hostb"]
+        self.wait_all_up(a)
+        vm = a.create("uniq")
+        try:
+            wait_for(lambda: owner_record(self.etcd, a, vm.id), 30, interval=0.1, what="uniq's owner key")
+            # New-VM of a name another host owns, in any case, is refused naming the owner.
+            r = vmctl(b, "New-VM", "-Name", "UNIQ", "-MemoryStartupBytes", "64MB")
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("a VM named 'uniq' already exists in the cluster: hosta owns it", r.stderr)
+            self.assertEqual([v.name for v in b.api.ListVms(b.pb.ListVmsRequest(), timeout=5).vms], [])
+            # Move-VM of a VM whose name another host's VM has (as a store restored from a backup
+            # could leave it) is refused before anything moves.
+            twin = b.create("twin")
+            cv = b.pb.ClusterVm(host="hostc", vm=b.pb.Vm(id="00000000-0000-4000-8000-00000000beef", name="TWIN"))
+            self.etcd.put("/vmms/vms/00000000-0000-4000-8000-00000000beef", cv.SerializeToString())
+            r = vmctl(b, "Move-VM", "twin", "-DestinationHost", "hosta")
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("a VM named 'TWIN' already exists in the cluster: hostc owns it", r.stderr)
+            self.assertEqual(b.api.GetVm(b.pb.VmRef(vm="twin"), timeout=5).id, twin.id)
+        finally:
+            self.etcd.etcdctl("del", "/vmms/vms/00000000-0000-4000-8000-00000000beef")
+            a.api.RemoveVm(a.pb.VmRef(vm="uniq"), timeout=30)
+            try:
+                b.api.RemoveVm(b.pb.VmRef(vm="twin"), timeout=30)
+            except Exception:
+                pass
+        # Once removed, the name is free again anywhere.
+        wait_for(lambda: owner_record(self.etcd, a, vm.id) is None, 30, interval=0.1, what="uniq's key to go")
+        r = vmctl(b, "New-VM", "-Name", "uniq", "-MemoryStartupBytes", "64MB")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        b.api.RemoveVm(b.pb.VmRef(vm="uniq"), timeout=30)
+
+    def test_start_on_a_paused_host_is_refused(self):
+        a, c = self.hosts["hosta"], self.hosts["hostc"]
+        self.wait_all_up(a)
+        c.create("held", startup=64 * MiB)
+        try:
+            r = vmctl(a, "Suspend-ClusterNode", "hostc")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            r = vmctl(c, "Start-VM", "held")
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("cannot start VM 'held' on hostc: the host is Paused (Suspend-ClusterNode)", r.stderr)
+            self.assertEqual(c.api.GetVm(c.pb.VmRef(vm="held"), timeout=5).state, c.pb.VM_STATE_OFF)
+            self.assertEqual(vmctl(a, "Resume-ClusterNode", "hostc").returncode, 0)
+            r = vmctl(c, "Start-VM", "held")
+            self.assertEqual(r.returncode, 0, r.stderr)
+        finally:
+            vmctl(a, "Resume-ClusterNode", "hostc")
+            c.api.StopVm(c.pb.StopVmRequest(vm="held", turn_off=True), timeout=30)
+            c.api.RemoveVm(c.pb.VmRef(vm="held"), timeout=30)
+
+    def test_set_cluster_is_stored_once_for_every_host_and_bad_values_are_refused(self):
+        a, b, c = (self.hosts[n] for n in HOST_NAMES)
+        self.wait_all_up(a)
+        # The leader stores its own defaults (no --cluster-auto-balance: off).
+        wait_for(lambda: self.etcd.get("/vmms/settings") is not None, 30, interval=0.2, what="stored settings")
+        r = vmctl(c, "Get-Cluster")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertRegex(r.stdout, r"(?m)^AutoBalance\s+AutoBalanceThreshold\(%\)\s+AutoBalanceCpuWait\(us\)")
+        self.assertRegex(r.stdout, r"(?m)^False\s+100\s+1000\s")
+        try:
+            r = vmctl(b, "Set-Cluster", "-AutoBalance", "$true", "-AutoBalanceThreshold", "400")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertRegex(r.stdout, r"(?m)^True\s+400\s+1000\s+hostb\s")
+            got = json.loads(vmctl(c, "Get-Cluster", "-Json").stdout)
+            self.assertEqual((got["autoBalance"], got["autoBalanceThreshold"], got["updatedBy"]), (True, 400, "hostb"))
+            stored = a.pb.ClusterSettings()
+            stored.ParseFromString(self.etcd.get("/vmms/settings"))
+            self.assertEqual((stored.auto_balance, stored.auto_balance_threshold), (True, 400))
+            # Bad values: vmctl's own range check, then the daemon's for any client.
+            r = vmctl(a, "Set-Cluster", "-AutoBalanceThreshold", "0")
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("AutoBalanceThreshold", r.stderr)
+            for req, name in ((a.pb.SetClusterRequest(auto_balance_threshold=5000,
+                                                      update_mask=["auto_balance_threshold"]), "AutoBalanceThreshold 5000"),
+                              (a.pb.SetClusterRequest(update_mask=["threshold"]), "no setting 'threshold'")):
+                with self.assertRaises(Exception) as raised:
+                    a.api.SetCluster(req, timeout=10)
+                self.assertEqual(raised.exception.code().name, "INVALID_ARGUMENT")
+                self.assertIn(name, raised.exception.details())
+            stored.ParseFromString(self.etcd.get("/vmms/settings"))
+            self.assertEqual(stored.auto_balance_threshold, 400, "nothing half-written")
+        finally:
+            vmctl(a, "Set-Cluster", "-AutoBalance", "$false", "-AutoBalanceThreshold", "100")
 
     def test_one_host_leads(self):
         a = self.hosts["hosta"]

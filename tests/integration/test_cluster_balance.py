@@ -4,10 +4,11 @@ pressure over 100). With auto-balance on, the leader asks hosta to move VMs, one
 time, to the hosts with room, until every host's average pressure is under the threshold:
 each ask is a cluster-balance event naming the figures, each moved VM runs on, uncorrupted,
 on its new host, and its owner key names that host. With auto-balance off, hosta stays
-over-committed for many looks and nothing moves."""
+over-committed for many looks and nothing moves, until vmctl Set-Cluster -AutoBalance $true
+on another host turns it on for the cluster: then the leader moves a VM off hosta."""
 import unittest
 
-from cluster_hosts import HOST_NAMES, ClusterHosts, cluster_vms, nodes, owner_record, states
+from cluster_hosts import HOST_NAMES, ClusterHosts, cluster_vms, nodes, owner_record, states, vmctl
 from move_hosts import passes
 from vmms_host import wait_for
 
@@ -114,7 +115,7 @@ class AutoBalanceOn(BalanceCase, unittest.TestCase):
 
 
 class AutoBalanceOff(BalanceCase, unittest.TestCase):
-    def test_nothing_moves_with_auto_balance_off(self):
+    def test_nothing_moves_with_auto_balance_off_until_set_cluster_turns_it_on(self):
         self.over_commit_hosta()
         a = self.hosts["hosta"]
         # Over the threshold for three times the looks auto-balance would wait for.
@@ -132,6 +133,14 @@ class AutoBalanceOff(BalanceCase, unittest.TestCase):
         self.assertEqual({v.host for v in cluster_vms(a).values()}, {"hosta"})
         self.assertEqual(self.etcd.get_prefix("/vmms/balance/"), [])
         self.assertEqual(self.balance_events(), [])
+        # The cluster-wide setting, written on any host, is what the leader acts on.
+        r = vmctl(self.hosts["hostc"], "Set-Cluster", "-AutoBalance", "$true", "-AutoBalanceThreshold",
+                  str(THRESHOLD))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        wait_for(lambda: any(v.host != "hosta" for v in cluster_vms(a).values()), 300, interval=1.0,
+                 what="a VM moved off hosta once Set-Cluster turned auto-balance on")
+        asks = [m for m in self.balance_events() if "asks hosta over-committed" in m]
+        self.assertGreaterEqual(len(asks), 1)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """vmmsd's D-Bus API on a private dbus-daemon, driven by clients nobody here wrote
 (gdbus, busctl, dbus-send): the lifecycle, each API seeing the other's VMs at once,
 PropertiesChanged when a VM starts, named errors for bad input, who may change things
-(the bus policy file and the daemon's own check, with a client running as nobody), and
-the introspection XML against golden files."""
+(the bus policy file and the daemon's own check, with a client running as nobody), the
+introspection XML against golden files, and the cluster's methods against a host joined
+to private etcd members."""
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import time
 import unittest
 from pathlib import Path
 
+from etcd_cluster import EtcdCluster, free_ports
 from vmmsd_host import VMMSD, VmmsdHost
 from vmms_host import SOURCE, wait_for
 
@@ -467,6 +469,101 @@ for method, sig, args in (("GetVm", "(s)", ("kept",)), ("CreateVm", "(sa{sv})", 
         manager = re.search(r'<interface name="org.vmms.Manager1">.*?</interface>', xml, re.S).group(0)
         self.assertEqual(set(re.findall(r'<method name="(\w+)"', manager)), rpcs)
         self.assertIn('<signal name="Event">', manager, "WatchEvents is the Event signal")
+
+
+class ClusterDbusTest(unittest.TestCase):
+    """The cluster's methods over D-Bus against a real cluster: one vmmsd joined to three
+    private etcd members (Debian's etcd-server, as test_cluster.py starts them), called with
+    busctl and gdbus: Get-ClusterNode, Suspend-/Resume-ClusterNode, Get-/Set-Cluster, and
+    named errors for a host no one has and a bad setting."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.etcd = EtcdCluster()
+        cls.bus = PrivateBus(SESSION_CONFIG)
+        cls.saved_env = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+        os.environ["DBUS_SESSION_BUS_ADDRESS"] = cls.bus.address
+        cls.address = f"127.0.0.1:{free_ports(1)[0]}"
+        try:
+            cls.host = VmmsdHost(extra=("--dbus", "session", "--cluster", f"etcd={cls.etcd.endpoints}",
+                                        "--host-name", "dbushost", "--host-address", cls.address,
+                                        "--cluster-lease-ttl", "4"))
+        except Exception:
+            cls.bus.close()
+            cls.etcd.close()
+            raise
+        cls.dbus = DbusClient(cls.bus.address)
+        wait_for(lambda: MANAGER in cls.dbus.objects(), 10, what="vmmsd on the bus")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.host.close()
+        cls.bus.close()
+        cls.etcd.close()
+        if cls.saved_env is None:
+            os.environ.pop("DBUS_SESSION_BUS_ADDRESS", None)
+        else:
+            os.environ["DBUS_SESSION_BUS_ADDRESS"] = cls.saved_env
+
+    def node(self, nodes):
+        self.assertEqual([n["name"] for n in nodes], ["dbushost"])
+        return nodes[0]
+
+    def wait_up(self):
+        return wait_for(lambda: (lambda n: n if n and n[0]["state"] == "Up" else None)(
+            self.dbus.call("ListClusterNodes")[0]), 30, interval=0.2, what="the host Up in the cluster")
+
+    def test_list_cluster_nodes_shows_the_host_and_its_figures(self):
+        node = self.node(self.wait_up())
+        self.assertEqual(node["address"], self.address)
+        self.assertEqual(node["lease_ttl_seconds"], 4)
+        self.assertIn("bundled", node["engines"])
+        # The figures auto-balance reads, CPU wait among them, are in every record.
+        for key in ("average_pressure", "available_memory_bytes", "cpu_wait_per_dispatch_ns", "cpu_load_pct"):
+            self.assertIn(key, node)
+        self.assertEqual(self.etcd.get_prefix("/vmms/hosts/"), ["/vmms/hosts/dbushost"])
+
+    def test_suspend_and_resume_cluster_node_change_its_state(self):
+        self.wait_up()
+        try:
+            nodes = self.dbus.call("SuspendClusterNode", "sb", "dbushost", "false")[0]
+            self.assertEqual(self.node(nodes)["state"], "Paused")
+            self.assertEqual(self.etcd.get_prefix("/vmms/paused/"), ["/vmms/paused/dbushost"])
+            self.assertEqual(self.node(self.dbus.call("ListClusterNodes")[0])["state"], "Paused")
+        finally:
+            nodes = self.dbus.call("ResumeClusterNode", "s", "dbushost")[0]
+        self.assertEqual(self.node(nodes)["state"], "Up")
+        self.assertEqual(self.etcd.get_prefix("/vmms/paused/"), [])
+        error, message = dbus_error(self.dbus.gdbus("SuspendClusterNode", "nosuch", "false"))
+        self.assertEqual(error, "org.vmms.Error.NotFound")
+        self.assertIn("no host named 'nosuch' in the cluster", message)
+
+    def test_get_and_set_cluster_settings(self):
+        self.wait_up()
+        # The leader (this host, alone) writes its own defaults: auto-balance off.
+        settings = wait_for(lambda: (lambda s: s if s["stored"] else None)(self.dbus.call("GetCluster")[0]), 30,
+                            interval=0.2, what="the leader to store the cluster's settings")
+        self.assertEqual((settings["auto_balance"], settings["auto_balance_threshold"],
+                          settings["auto_balance_cpu_wait_us"], settings["updated_by"]),
+                         (False, 100, 1000, "dbushost"))
+        try:
+            changed = self.dbus.call("SetCluster", "a{sv}", 2, "auto_balance", "b", "true",
+                                     "auto_balance_threshold", "u", 150)[0]
+            self.assertEqual((changed["auto_balance"], changed["auto_balance_threshold"],
+                              changed["auto_balance_cpu_wait_us"]), (True, 150, 1000))
+            got = self.dbus.call("GetCluster")[0]
+            self.assertEqual((got["auto_balance"], got["auto_balance_threshold"]), (True, 150))
+            self.assertGreaterEqual(got["updated_unix_ms"], settings["updated_unix_ms"])
+            for options, name in (("{'auto_balance_threshold': <uint32 0>}", "AutoBalanceThreshold 0"),
+                                  ("{'auto_balance_cpu_wait_us': <uint32 2000000>}", "AutoBalanceCpuWait 2000000"),
+                                  ("{}", "names no setting")):
+                with self.subTest(options=options):
+                    error, message = dbus_error(self.dbus.gdbus("SetCluster", options))
+                    self.assertEqual(error, "org.vmms.Error.InvalidArgument")
+                    self.assertIn(name, message)
+            self.assertEqual(self.dbus.call("GetCluster")[0]["auto_balance_threshold"], 150, "nothing half-written")
+        finally:
+            self.dbus.call("SetCluster", "a{sv}", 2, "auto_balance", "b", "false", "auto_balance_threshold", "u", 100)
 
 
 @unittest.skipUnless(os.geteuid() == 0, "needs root: vmmsd owns the name on a system bus as root")
