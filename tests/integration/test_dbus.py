@@ -189,17 +189,17 @@ class DbusClient:
         return path, vm
 
 
-class SessionBusTest(unittest.TestCase):
-    """One private bus and one vmmsd (--dbus session) for the whole class; each test
-    uses VMs of its own."""
+class SessionBusHost:
+    """Mixin: one private session bus and one vmmsd on it (--dbus session, and `extra`)
+    for the whole class."""
 
     @classmethod
-    def setUpClass(cls):
+    def start_host(cls, extra=()):
         cls.bus = PrivateBus(SESSION_CONFIG)
         cls.saved_env = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
         os.environ["DBUS_SESSION_BUS_ADDRESS"] = cls.bus.address
         try:
-            cls.host = VmmsdHost(extra=("--dbus", "session"))
+            cls.host = VmmsdHost(extra=("--dbus", "session", *extra))
         except Exception:
             cls.bus.close()
             raise
@@ -207,13 +207,26 @@ class SessionBusTest(unittest.TestCase):
         wait_for(lambda: MANAGER in cls.dbus.objects(), 10, what="vmmsd on the bus")
 
     @classmethod
-    def tearDownClass(cls):
+    def stop_host(cls):
         cls.host.close()
         cls.bus.close()
         if cls.saved_env is None:
             os.environ.pop("DBUS_SESSION_BUS_ADDRESS", None)
         else:
             os.environ["DBUS_SESSION_BUS_ADDRESS"] = cls.saved_env
+
+
+class SessionBusTest(SessionBusHost, unittest.TestCase):
+    """One private bus and one vmmsd (--dbus session) for the whole class; each test
+    uses VMs of its own."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.start_host()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stop_host()
 
     def test_create_start_get_stop_remove_over_dbus(self):
         d = self.dbus
@@ -471,7 +484,7 @@ for method, sig, args in (("GetVm", "(s)", ("kept",)), ("CreateVm", "(sa{sv})", 
         self.assertIn('<signal name="Event">', manager, "WatchEvents is the Event signal")
 
 
-class ClusterDbusTest(unittest.TestCase):
+class ClusterDbusTest(SessionBusHost, unittest.TestCase):
     """The cluster's methods over D-Bus against a real cluster: one vmmsd joined to three
     private etcd members (Debian's etcd-server, as test_cluster.py starts them), called with
     busctl and gdbus: Get-ClusterNode, Suspend-/Resume-ClusterNode, Get-/Set-Cluster, and
@@ -480,30 +493,18 @@ class ClusterDbusTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.etcd = EtcdCluster()
-        cls.bus = PrivateBus(SESSION_CONFIG)
-        cls.saved_env = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
-        os.environ["DBUS_SESSION_BUS_ADDRESS"] = cls.bus.address
         cls.address = f"127.0.0.1:{free_ports(1)[0]}"
         try:
-            cls.host = VmmsdHost(extra=("--dbus", "session", "--cluster", f"etcd={cls.etcd.endpoints}",
-                                        "--host-name", "dbushost", "--host-address", cls.address,
-                                        "--cluster-lease-ttl", "4"))
+            cls.start_host(("--cluster", f"etcd={cls.etcd.endpoints}", "--host-name", "dbushost",
+                            "--host-address", cls.address, "--cluster-lease-ttl", "4"))
         except Exception:
-            cls.bus.close()
             cls.etcd.close()
             raise
-        cls.dbus = DbusClient(cls.bus.address)
-        wait_for(lambda: MANAGER in cls.dbus.objects(), 10, what="vmmsd on the bus")
 
     @classmethod
     def tearDownClass(cls):
-        cls.host.close()
-        cls.bus.close()
+        cls.stop_host()
         cls.etcd.close()
-        if cls.saved_env is None:
-            os.environ.pop("DBUS_SESSION_BUS_ADDRESS", None)
-        else:
-            os.environ["DBUS_SESSION_BUS_ADDRESS"] = cls.saved_env
 
     def node(self, nodes):
         self.assertEqual([n["name"] for n in nodes], ["dbushost"])
