@@ -881,10 +881,14 @@ static void plan_counters(BalancerPlan *plan, PlanVm *pvs, size_t n, const Balan
                                 pvs[i].history->last_pressure = pvs[i].pressure;
                         else
                                 history_sample(pvs[i].history, pvs[i].pressure);
-                        committed += pvs[i].vm->committed_bytes;
-                        assigned += pvs[i].vm->assigned_bytes;
-                        pressure_sum += pvs[i].pressure;
-                        n_balanced++;
+                        /* A goal-seeking VM at rest reads over 100 by design: the host's figures leave it
+                         * out. */
+                        if (!pvs[i].vm->goal_quiet) {
+                                committed += pvs[i].vm->committed_bytes;
+                                assigned += pvs[i].vm->assigned_bytes;
+                                pressure_sum += pvs[i].pressure;
+                                n_balanced++;
+                        }
                 }
                 plan_vm_counters(&pvs[i], &plan->vms[i]);
         }

@@ -48,6 +48,9 @@ typedef struct BalancerVm {
         uint64_t committed_bytes;      /* the guest's last report */
         uint64_t committed_time_ns;    /* when that report arrived (host clock of now_ns); 0: never */
         uint64_t goal_cap_bytes;       /* goal seeking's cap on want (balancer-goal.h); 0: none */
+        bool goal_quiet;               /* goal seeking and paging in under its threshold: the pressure over
+                                          100 is cold pages left on the paging disk, not a shortage, so the
+                                          host's figures leave this VM out */
 } BalancerVm;
 
 typedef struct BalancerHost {
@@ -104,7 +107,7 @@ typedef struct BalancerVmCounters {
 /* Hyper-V's "Dynamic Memory Balancer" set. */
 typedef struct BalancerHostCounters {
         uint64_t available_bytes;         /* pool available above the reserve */
-        uint32_t average_pressure;        /* mean of the balanced VMs' current pressures */
+        uint32_t average_pressure;        /* mean of the balanced VMs' current pressures (not goal_quiet) */
         uint32_t system_current_pressure; /* their Σ committed / Σ assigned */
 } BalancerHostCounters;
 

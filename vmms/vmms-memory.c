@@ -166,6 +166,20 @@ static uint64_t memory_goal_cap(VmmsMemory *mem, VmmsVm *vm, const BalancerVm *b
         return cap;
 }
 
+/* Whether a goal-seeking VM pages in under goal seeking's threshold at its last report: its pressure over
+ * 100 is then cold pages on its paging disk, and the host's Average Pressure leaves it out (as health's
+ * host rule does, vmms-health.c). */
+static bool memory_goal_quiet(VmmsMemory *mem, const BalancerVm *b)
+{
+        const MemoryGoal *g;
+
+        if (!b->goal_cap_bytes)
+                return false;
+        g = g_hash_table_lookup(mem->goals, &b->id);
+        return g && g->goal.started &&
+               g->goal.rate_bytes_per_s <= mem->goal_config.paging_threshold_bytes_per_s;
+}
+
 static gboolean memory_goal_unseen(gpointer key, gpointer value, gpointer user_data)
 {
         (void)key;
@@ -218,6 +232,7 @@ static const BalancerPlan *memory_plan(VmmsMemory *mem, GPtrArray *vms, const Vm
                 if (live && vm->memory.received_ns)
                         memory_in_flight_apply(mem, vm, b);
                 b->goal_cap_bytes = memory_goal_cap(mem, vm, b, prompt);
+                b->goal_quiet = memory_goal_quiet(mem, b);
         }
         /* Goals of VMs that stopped, turned goal seeking off or went away: they start afresh. */
         if (!prompt)

@@ -1189,6 +1189,45 @@ static void test_invalid_settings_hold_only_that_vm(gconstpointer data)
         g_assert_nonnull(plan_action(plan, 2)); /* 512 → 256: the healthy VM is still balanced */
 }
 
+/* The host's Average Pressure and System Current Pressure leave out a goal-seeking VM that pages under its
+ * threshold (its pressure over 100 is cold pages on its paging disk), and count it again once it pages. */
+typedef struct HostPressureCase {
+        const char *name;
+        uint64_t committed_mib[2]; /* both VMs hold 512 MiB */
+        bool goal_quiet[2];
+        uint32_t average_pressure, system_current_pressure;
+} HostPressureCase;
+
+static const HostPressureCase host_pressure_cases[] = {
+        {"both-counted", {256, 768}, {false, false}, 100, 100},
+        {"quiet-goal-seeker-left-out", {256, 1536}, {false, true}, 50, 50},
+        {"paging-goal-seeker-counted", {256, 1536}, {false, false}, 175, 175},
+        {"all-quiet-reads-zero", {1024, 1536}, {true, true}, 0, 0},
+};
+
+static void test_host_pressure_leaves_out_quiet_goal_seekers(gconstpointer data)
+{
+        const HostPressureCase *tc = data;
+        g_autoptr(Balancer) balancer = NULL;
+        g_autoptr(BalancerPlan) plan = NULL;
+        BalancerVm vms[2] = {healthy_vm(1), healthy_vm(2)};
+        BalancerSnapshot snapshot = {{1, 4096 * MiB, 2048 * MiB, 0}, vms, 2};
+
+        for (size_t i = 0; i < 2; i++) {
+                vms[i].committed_bytes = tc->committed_mib[i] * MiB;
+                vms[i].maximum_bytes = 4096 * MiB;
+                vms[i].goal_cap_bytes = tc->goal_quiet[i] ? 512 * MiB : 0;
+                vms[i].goal_quiet = tc->goal_quiet[i];
+        }
+        g_assert_cmpint(balancer_new(NULL, &balancer), ==, 0);
+        g_assert_cmpint(balancer_plan(balancer, &snapshot, &plan), ==, 0);
+        g_assert_cmpuint(plan->host.average_pressure, ==, tc->average_pressure);
+        g_assert_cmpuint(plan->host.system_current_pressure, ==, tc->system_current_pressure);
+        /* The VM's own counters are untouched: Get-VMMemory still shows what it reads. */
+        for (size_t i = 0; i < 2; i++)
+                g_assert_cmpuint(plan->vms[i].current_pressure, ==, tc->committed_mib[i] * 100 / 512);
+}
+
 /* The plan is a function of the VMs, not of the order vmmsd happens to list them in. */
 static void test_plan_does_not_depend_on_snapshot_order(void)
 {
@@ -1458,6 +1497,13 @@ int main(int argc, char **argv)
         g_test_add_func("/balancer/counters_follow_history", test_counters_follow_history);
         g_test_add_func("/balancer/malformed_snapshot_is_refused_and_changes_nothing",
                         test_malformed_snapshot_is_refused_and_changes_nothing);
+        for (size_t i = 0; i < G_N_ELEMENTS(host_pressure_cases); i++) {
+                g_autofree char *path =
+                        g_strdup_printf("/balancer/host-pressure/%s", host_pressure_cases[i].name);
+
+                g_test_add_data_func(path, &host_pressure_cases[i],
+                                     test_host_pressure_leaves_out_quiet_goal_seekers);
+        }
         g_test_add_func("/balancer/plan_does_not_depend_on_snapshot_order",
                         test_plan_does_not_depend_on_snapshot_order);
         g_test_add_func("/balancer/seed_case_writes_csv", test_seed_case_writes_csv);
