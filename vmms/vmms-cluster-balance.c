@@ -126,6 +126,7 @@ static int ask_decided(VmmsCluster *c, int64_t token, const ClusterBalanceDecisi
         move.to_free_bytes = to->memory_free_bytes;
         move.to_reserve_room_pct = d->to_reserve_room_pct;
         move.reason = d->reason;
+        move.by_cpu = d->cause == CLUSTER_BALANCE_CPU;
         r = ask(c, token, &move, ret_error);
         if (r > 0) {
                 cluster_balance_rule_asked(c->balance_rule, d, g_get_monotonic_time() / 1000);
@@ -271,9 +272,16 @@ static double vm_pressure(VmmsCluster *c, VmmsVm *vm)
         return dm ? dm->average_pressure : 0;
 }
 
+/* What a VM weighs in a move: by CPU, the processor time it uses (% of one LP); by
+ * memory, its pressure. */
+static double vm_weight(VmmsCluster *c, VmmsVm *vm, bool by_cpu)
+{
+        return by_cpu ? vm->figures.cpu_usage_pct : vm_pressure(c, vm);
+}
+
 /* The running VM Move-VM can move whose memory fits in `room` and whose Reserve fits in
- * `reserve_room`, under the most pressure. */
-static VmmsVm *balance_choose(VmmsCluster *c, uint64_t room, uint32_t reserve_room)
+ * `reserve_room`, the heaviest (vm_weight). */
+static VmmsVm *balance_choose(VmmsCluster *c, uint64_t room, uint32_t reserve_room, bool by_cpu)
 {
         GPtrArray *vms = vmms_manager_vms(c->m);
         VmmsVm *best = NULL;
@@ -285,7 +293,7 @@ static VmmsVm *balance_choose(VmmsCluster *c, uint64_t room, uint32_t reserve_ro
                     vm->def.memory.startup_bytes > room ||
                     (uint64_t)vm->def.processor.reserve * MAX(vm->def.processor.count, 1) > reserve_room)
                         continue;
-                if (!best || vm_pressure(c, vm) > vm_pressure(c, best))
+                if (!best || vm_weight(c, vm, by_cpu) > vm_weight(c, best, by_cpu))
                         best = vm;
         }
         return best;
@@ -320,7 +328,8 @@ void cluster_balance_step(VmmsCluster *c)
         move = vmms__v1__cluster_balance_move__unpack(NULL, len, data);
         c->balance_moved_rev = rev;
         c->balance_vm_id[0] = '\0';
-        vm = move && mig ? balance_choose(c, move->to_free_bytes, move->to_reserve_room_pct) : NULL;
+        vm = move && mig ? balance_choose(c, move->to_free_bytes, move->to_reserve_room_pct, move->by_cpu)
+                         : NULL;
         if (!vm) {
                 g_autofree char *what = g_strdup_printf(
                         "auto-balance: nothing moves to %s: %s", move ? move->to : "?",
@@ -334,8 +343,9 @@ void cluster_balance_step(VmmsCluster *c)
                 balance_done(c, rev);
         } else {
                 g_autofree char *what =
-                        g_strdup_printf("auto-balance: moving to %s (Average Pressure %.0f %% here): %s",
-                                        move->to, vm_pressure(c, vm), move->reason);
+                        g_strdup_printf("auto-balance: moving to %s (%s %.0f %% here): %s", move->to,
+                                        move->by_cpu ? "CPU usage" : "Average Pressure",
+                                        vm_weight(c, vm, move->by_cpu), move->reason);
 
                 g_message("cluster: VM '%s' %s", vm->def.name, what);
                 vmms_vm_record_event(vm, "cluster-balance", what);

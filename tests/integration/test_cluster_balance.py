@@ -5,7 +5,9 @@ time, to the hosts with room, until every host's average pressure is under the t
 each ask is a cluster-balance event naming the figures, each moved VM runs on, uncorrupted,
 on its new host, and its owner key names that host. With auto-balance off, hosta stays
 over-committed for many looks and nothing moves, until vmctl Set-Cluster -AutoBalance $true
-on another host turns it on for the cluster: then the leader moves a VM off hosta."""
+on another host turns it on for the cluster: then the leader moves a VM off hosta. And a
+host over-committed by CPU (four burners on two LPs, CPU Wait Time Per Dispatch in the
+milliseconds) has VMs moved off, each ask naming CPU, until its wait is under the threshold."""
 import unittest
 
 from cluster_hosts import HOST_NAMES, ClusterHosts, cluster_vms, nodes, owner_record, states, vmctl
@@ -141,6 +143,79 @@ class AutoBalanceOff(BalanceCase, unittest.TestCase):
                  what="a VM moved off hosta once Set-Cluster turned auto-balance on")
         asks = [m for m in self.balance_events() if "asks hosta over-committed" in m]
         self.assertGreaterEqual(len(asks), 1)
+
+
+class AutoBalanceCpu(ClusterHosts, unittest.TestCase):
+    """Over-committed by CPU: four CPU burners of one VP each on hosta's two LPs wait for an LP
+    (CPU Wait Time Per Dispatch in the milliseconds); with auto-balance on for CPU only (the
+    pressure threshold at its maximum), the leader moves burners to hosts with room until
+    hosta's wait stays under the threshold."""
+
+    BURNERS = 4
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.hosts = {}
+        try:
+            for name in HOST_NAMES:
+                cls.hosts[name] = cls.join(name)
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        for h in getattr(cls, "hosts", {}).values():
+            h.close()
+        super().tearDownClass()
+
+    def test_leader_moves_vms_off_a_host_over_committed_by_cpu(self):
+        a = self.hosts["hosta"]
+        wait_for(lambda: states(a) == {n: "UP" for n in HOST_NAMES}, 60, interval=0.2, what="all three hosts Up")
+        for i in range(self.BURNERS):
+            a.create(f"burn{i}", startup=64 * MiB, workload="cpu")
+            a.api.StartVm(a.pb.VmRef(vm=f"burn{i}"), timeout=60)
+        threshold_us = 1000
+        wait_for(lambda: nodes(a)["hosta"].cpu_wait_per_dispatch_ns > threshold_us * 1000, 60, interval=0.5,
+                 what="hosta's CPU wait over the threshold")
+        r = vmctl(self.hosts["hostb"], "Set-Cluster", "-AutoBalance", "$true", "-AutoBalanceThreshold", "1000",
+                  "-AutoBalanceCpuWait", str(threshold_us))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        records = {}
+
+        def settled():
+            n = nodes(a)["hosta"]
+            if n.cpu_wait_per_dispatch_ns < threshold_us * 1000:
+                records[n.last_renewal_unix_ms] = n.cpu_wait_per_dispatch_ns
+            else:
+                records.clear()
+            return len(records) >= LOOKS and any(v.host != "hosta" for v in cluster_vms(a).values())
+
+        wait_for(settled, 300, interval=0.5, what="hosta's CPU wait under the threshold after moves")
+        placed = cluster_vms(a)
+        moved = [name for name, v in placed.items() if v.host != "hosta"]
+        print(f"# moved {moved}; hosta's CPU wait now {[round(v / 1000) for v in records.values()]} µs", flush=True)
+        self.assertGreaterEqual(len(moved), 1, placed)
+        self.assertLess(len(moved), self.BURNERS, "hosta keeps the burners its LPs hold")
+        asks = [e.message for e in self.balance_events() if "asks hosta" in e.message]
+        self.assertEqual(len(asks), len(moved), asks)
+        for m in asks:
+            self.assertRegex(m, r"asks hosta over-committed by CPU: CPU Wait Time Per Dispatch \d+ µs at or over "
+                                r"1000 for \d+ looks, CPU load \d+ %; host[bc] has room: CPU Wait Time Per "
+                                r"Dispatch \d+ µs, \d+ MiB free")
+        for name in moved:
+            new = self.hosts[placed[name].host]
+            new.wait_state(name, new.pb.VM_STATE_RUNNING, timeout=60)
+            # hosta moved the VM using the most CPU, and said so.
+            said = [e.message for e in self.balance_events() if e.vm_name == name]
+            self.assertTrue(any(m.startswith(f"auto-balance: moving to {placed[name].host} (CPU usage ")
+                                for m in said), said)
+
+    def balance_events(self):
+        return [e for h in self.hosts.values()
+                for e in h.api.ListEvents(h.pb.ListEventsRequest(limit=10000), timeout=10).events
+                if e.kind == "cluster-balance"]
 
 
 if __name__ == "__main__":
