@@ -73,6 +73,41 @@ int hv_dirty_start(HvPartition *p)
         return 0;
 }
 
+/* Takes what every VP wrote up to now into the accumulated bitmap (the lock held). */
+static void collect(HvPartition *p, uint64_t words)
+{
+        gint64 deadline = g_get_monotonic_time() + HV_DIRTY_LEAVE_WAIT_US;
+        bool waiting = false;
+
+        for (uint32_t i = 0; i < p->vp_count; i++) {
+                HvVpDirty *d = &p->vps[i]->dirty;
+
+                if (!d->bitmaps[0])
+                        continue; /* hot-added after the start: marks nothing yet */
+                absorb(p->dirty_accumulated, d->bitmaps[!d->active], words);
+                if (d->in_engine) {
+                        d->swap_wanted = true;
+                        atomic_store(&p->vps[i]->preempt, 1);
+                        waiting = true;
+                } else {
+                        absorb(p->dirty_accumulated, d->bitmaps[d->active], words);
+                }
+        }
+        while (waiting) {
+                waiting = false;
+                for (uint32_t i = 0; i < p->vp_count; i++)
+                        waiting |= p->vps[i]->dirty.swap_wanted;
+                if (waiting && !g_cond_wait_until(&p->dirty_cond, &p->dirty_lock, deadline))
+                        break; /* still in it: its swap comes at its leave, for the next harvest */
+        }
+        for (uint32_t i = 0; i < p->vp_count; i++) {
+                HvVpDirty *d = &p->vps[i]->dirty;
+
+                if (d->bitmaps[0] && !d->swap_wanted)
+                        absorb(p->dirty_accumulated, d->bitmaps[!d->active], words);
+        }
+}
+
 int hv_dirty_harvest(HvPartition *p, uint64_t first_page, uint64_t *out, uint64_t *ret_pages,
                      uint64_t *ret_dirty)
 {
@@ -81,17 +116,7 @@ int hv_dirty_harvest(HvPartition *p, uint64_t first_page, uint64_t *out, uint64_
         if (!hv_dirty_tracking(p))
                 return -ENOENT;
         g_mutex_lock(&p->dirty_lock);
-        for (uint32_t i = 0; i < p->vp_count; i++) {
-                HvVpDirty *d = &p->vps[i]->dirty;
-
-                if (!d->bitmaps[0])
-                        continue; /* hot-added after the start: marks nothing yet */
-                absorb(p->dirty_accumulated, d->bitmaps[!d->active], words);
-                if (d->in_engine)
-                        d->swap_wanted = true;
-                else
-                        absorb(p->dirty_accumulated, d->bitmaps[d->active], words);
-        }
+        collect(p, words);
         g_mutex_unlock(&p->dirty_lock);
 
         visible_pages = atomic_load(&p->visible_bytes) / HV_PAGE_SIZE;
@@ -135,10 +160,6 @@ void hv_dirty_vp_enter(HvVp *vp, const HvEngineOps *engine)
                         d->bitmaps[0] = g_new0(uint64_t, WORDS(bitmap_pages(p)));
                         d->bitmaps[1] = g_new0(uint64_t, WORDS(bitmap_pages(p)));
                 }
-                if (d->swap_wanted) {
-                        d->active = !d->active;
-                        d->swap_wanted = false;
-                }
                 target = d->bitmaps[d->active];
         }
         d->in_engine = true;
@@ -147,14 +168,21 @@ void hv_dirty_vp_enter(HvVp *vp, const HvEngineOps *engine)
                 d->engine_owned = target;
 }
 
+/* The engine has stopped: a swap a harvest asked for is safe now, and it is told. */
 void hv_dirty_vp_leave(HvVp *vp)
 {
         HvPartition *p = vp->partition;
+        HvVpDirty *d = &vp->dirty;
 
-        if (!vp->dirty.engine_owned && !vp->dirty.in_engine)
+        if (!d->engine_owned && !d->in_engine)
                 return;
         g_mutex_lock(&p->dirty_lock);
-        vp->dirty.in_engine = false;
+        d->in_engine = false;
+        if (d->swap_wanted) {
+                d->active = !d->active;
+                d->swap_wanted = false;
+                g_cond_broadcast(&p->dirty_cond);
+        }
         g_mutex_unlock(&p->dirty_lock);
 }
 
@@ -166,4 +194,5 @@ void hv_dirty_free(HvPartition *p)
                                 g_free(p->vps[i]->dirty.bitmaps[k]);
         g_free(p->dirty_accumulated);
         g_mutex_clear(&p->dirty_lock);
+        g_cond_clear(&p->dirty_cond);
 }

@@ -6,11 +6,17 @@
  * UC_HOOK_MEM_WRITE), so a bitmap the engine may still be writing through must never be
  * harvested: a page copied between the bit and the store would be sent stale and its
  * bit gone. The active bitmap therefore changes only on the VP's own LP thread, between
- * runs (hv_dirty_vp_enter), and a harvest takes only bitmaps no engine is running on:
- * the retired one of a VP in its engine (and asks it to swap at its next entry), both
- * of a VP that is not (it cannot enter while the harvest holds the partition's dirty
- * lock). A page written during a run is thus harvested at the latest one harvest after
- * the run ended, and a paused partition's harvest is complete. Harvests OR what they
+ * runs, and a harvest takes only bitmaps no engine is running on. A harvest is complete
+ * up to the moment it is taken: a VP in its engine is asked to leave it at its next
+ * translated block (its preempt flag, the scheduler's own safe preemption) and to swap
+ * bitmaps as it leaves (hv_dirty_vp_leave); the harvest waits for that, then takes the
+ * retired bitmap, and both of a VP that is not in its engine (it cannot enter while the
+ * harvest holds the partition's dirty lock). A round's dirty count is therefore the
+ * round's own, not the round before's: with the old "swap at the next entry", a VP that
+ * was out of its engine at one harvest showed nothing at the next, and a migration
+ * believed it had converged and paused with a whole round still to send. The wait is
+ * bounded (HV_DIRTY_LEAVE_WAIT_US, for an LP thread the host does not schedule): a VP
+ * that has not left by then is harvested at the next harvest. Harvests OR what they
  * take into the partition's accumulated bitmap, and hand out ranges of it.
  *
  * Cost: nothing while the partition is not tracking (one relaxed load per dispatch);
@@ -26,6 +32,10 @@
 typedef struct HvPartition HvPartition;
 typedef struct HvVp HvVp;
 
+/* How long a harvest waits for a running VP to leave its engine (one translated block,
+ * unless the host does not run its LP thread). */
+#define HV_DIRTY_LEAVE_WAIT_US 50000
+
 /* Pages one harvest reply covers at most: a 512 KiB bitmap, inside a wire message. */
 #define HV_DIRTY_HARVEST_PAGES (4u << 20)
 
@@ -34,13 +44,14 @@ typedef struct HvVpDirty {
         uint64_t *bitmaps[2];
         int active;             /* the one the engine writes while in it */
         bool in_engine;         /* between hv_dirty_vp_enter and hv_dirty_vp_leave */
-        bool swap_wanted;       /* a harvest took the retired one: swap at the next entry */
+        bool swap_wanted;       /* a harvest waits for the VP to leave and swap */
         uint64_t *engine_owned; /* what the engine was last given (LP thread only) */
 } HvVpDirty;
 
 /* Main thread. Start: every page counts clean from now; -EBUSY when already tracking. */
 int hv_dirty_start(HvPartition *p);
-/* Main thread. Collects what the VPs wrote, then hands out and clears the accumulated
+/* Main thread. Collects what the VPs wrote up to now (waiting for a running VP to leave
+ * its engine, as above), then hands out and clears the accumulated
  * bits of pages [first_page, first_page + *ret_pages), where *ret_pages is at most
  * HV_DIRTY_HARVEST_PAGES and stops at the visible RAM's end (0 when first_page is past
  * it). `out` holds ceil(HV_DIRTY_HARVEST_PAGES / 64) words. -ENOENT when not tracking. */

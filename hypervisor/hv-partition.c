@@ -106,6 +106,7 @@ int hv_partition_new(Hv *hv, const char *name, uint32_t vp_count, uint32_t max_v
         g_mutex_init(&p->mailbox_lock);
         g_queue_init(&p->mailbox);
         g_mutex_init(&p->dirty_lock);
+        g_cond_init(&p->dirty_cond);
 
         memfd_name = g_strdup_printf("vmms-ram-%s", name);
         p->ram_fd = memfd_create(memfd_name, MFD_CLOEXEC);

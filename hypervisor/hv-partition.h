@@ -175,6 +175,7 @@ struct HvPartition {
         /* Dirty-page tracking (hv-dirty.h): on while a migration copies the RAM. */
         atomic_bool dirty_tracking;
         GMutex dirty_lock;
+        GCond dirty_cond;            /* a VP left its engine with a swap a harvest waits for */
         uint64_t *dirty_accumulated; /* harvested from the VPs, not yet handed out */
 };
 

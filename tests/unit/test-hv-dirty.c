@@ -313,6 +313,51 @@ static void test_racing_harvests_lose_no_store(Fixture *f, gconstpointer data)
         g_assert_cmpint(differ, ==, 0);
 }
 
+/* ---- A harvest while the VP is in its engine holds what it stored up to then: the VP
+ * stores, then stays in its "engine" until it is asked to leave (its preempt flag, as the
+ * block hook sees it), as a guest that never idles does. ---- */
+
+#define RUNNING_PAGES 100u
+
+static gpointer running_thread(gpointer data)
+{
+        Racer *r = data;
+        HvVp *vp = r->f->p->vps[0];
+        uint64_t *ram = (uint64_t *)r->f->p->ram;
+
+        hv_dirty_vp_enter(vp, &racer_engine);
+        for (uint64_t page = 0; page < RUNNING_PAGES; page++) {
+                hv_dirty_mark(r->engine_bitmap, r->engine_pages, page * HV_PAGE_SIZE, 8);
+                ram[page * (HV_PAGE_SIZE / 8)] = page + 1;
+        }
+        atomic_store(&r->done, true);
+        for (int i = 0; i < 20000 && !atomic_load(&vp->preempt); i++) /* bounded: fails, not hangs */
+                g_usleep(100);
+        atomic_store(&vp->preempt, 0);
+        hv_dirty_vp_leave(vp);
+        return NULL;
+}
+
+static void test_a_harvest_while_the_vp_runs_holds_its_stores_so_far(Fixture *f, gconstpointer data)
+{
+        Racer r = {.f = f};
+        g_autoptr(GArray) pages = NULL;
+        g_autofree uint64_t *expect = g_new(uint64_t, RUNNING_PAGES);
+        GThread *thread;
+
+        (void)data;
+        racer_now = &r;
+        for (uint64_t k = 0; k < RUNNING_PAGES; k++)
+                expect[k] = k;
+        g_assert_cmpint(hv_dirty_start(f->p), ==, 0);
+        thread = g_thread_new("running", running_thread, &r);
+        while (!atomic_load(&r.done))
+                g_usleep(100);
+        pages = harvested(f);
+        g_thread_join(thread);
+        assert_pages(pages, expect, RUNNING_PAGES);
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
@@ -325,5 +370,7 @@ int main(int argc, char **argv)
         ADD("stores_before_the_start_are_not_dirty", test_stores_before_the_start_are_not_dirty);
         ADD("a_harvest_past_the_visible_ram_is_empty", test_a_harvest_past_the_visible_ram_is_empty);
         ADD("racing_harvests_lose_no_store", test_racing_harvests_lose_no_store);
+        ADD("a_harvest_while_the_vp_runs_holds_its_stores_so_far",
+            test_a_harvest_while_the_vp_runs_holds_its_stores_so_far);
         return g_test_run();
 }
