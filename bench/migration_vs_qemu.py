@@ -173,6 +173,12 @@ def last_object(text):
     return obj
 
 
+def steps_line(log, name):
+    """The last "steps (ms)" line vmmsd logged for VM `name`: where the move's time went."""
+    found = re.findall(rf"(?:Move-VM|incoming move of) '{re.escape(name)}' steps \(ms\):(.*)", log)
+    return found[-1].strip() if found else None
+
+
 # --- vmms ---------------------------------------------------------------------------
 
 class VmmsPair:
@@ -229,6 +235,7 @@ class VmmsPair:
             if k in moved:
                 out[k] = int(moved[k])
         out["corruption"] = watch.corrupt or "CORRUPTION" in console
+        out["steps"] = {role: steps_line(h.log(), name) for role, h in (("source", a), ("destination", b))}
         return out
 
 

@@ -7,13 +7,19 @@
  * data, zero, or, where the page is a hole now (the balloon punched it), a discard
  * record. It stops iterating when what is left fits the downtime target at the
  * bandwidth measured over the last round (QEMU's rule, threshold = bandwidth x downtime)
- * or after max_rounds. With auto_converge, a round whose dirtying exceeds half of what
- * it sent counts against convergence; two such rounds lower the VPs' cap by 20 %, then
- * each further pair by 10 % more (QEMU's CPU_THROTTLE_INITIAL/INCREMENT), down to 1 %
- * of what the VM had; the cap comes back when the migration ends. Then the VPs pause,
- * the last harvest is complete (nothing runs) and is added to the one that ended the
- * iteration (never sent: dropping it lost pages, which memsoak caught), and those pages, the VP,
- * device, Dynamic Memory and reference-clock state, the paging disk and END follow.
+ * and the rounds stopped paying (the set did not halve, or it is down to what a few
+ * milliseconds hold: a guest that dirties a tenth of the link's speed would otherwise
+ * stop at the whole target and be paused for it), or after max_rounds. Auto-converge
+ * is judged once a second, not once a round (a round of a big guest lasts seconds):
+ * the sender harvests every second while it sends (into `next`, the round after's
+ * set), and a second in which the guest dirtied more than half of what was sent counts
+ * against convergence; two such lower the VPs' cap by 20 %, then each further two by
+ * 10 % more (QEMU's CPU_THROTTLE_INITIAL/INCREMENT and its per-second check), down to
+ * 1 % of what the VM had; the cap comes back when the migration ends. Then the VPs
+ * pause, the last harvest is complete (nothing runs) and is added to the set that ended
+ * the iteration (never sent: dropping it lost pages, which memsoak caught), and those
+ * pages, the VP, device, Dynamic Memory and reference-clock state, the paging disk and
+ * END follow.
  *
  * Threads: the sender thread reads guest RAM and blocks only on the stream fd. Every
  * hvd call, every device and every change to the worker happens on the main thread:
@@ -35,6 +41,10 @@
 #define THROTTLE_INITIAL 20u
 #define THROTTLE_INCREMENT 10u
 #define THROTTLE_MAX 99u
+#define TICK_US 1000000u /* auto-converge's period */
+/* Rounds go on while they halve what is left, down to what this many ms of the link
+ * carry: below that, the pause's fixed costs dominate anyway. */
+#define CONVERGED_MS 3u
 
 typedef enum MainCallKind {
         CALL_HARVEST,
@@ -66,15 +76,22 @@ struct VmwpMigration {
 
         uint64_t bitmap_pages; /* maximum RAM's pages: both bitmaps' size */
         uint64_t visible_at_start;
-        uint64_t *harvest; /* main thread fills it, the sender reads it */
-        uint64_t *scratch; /* hvd's part of a harvest */
-        uint64_t *own;     /* the worker's own writes (VmwpGuestRam.dirty) */
-        GByteArray *state; /* the final device/VP sections, framed */
+        uint64_t *harvest;        /* the set the sender sends now */
+        uint64_t *next;           /* main thread ORs each harvest into it: the next round's set */
+        uint64_t harvested_pages; /* what the last harvest found (pages, with repeats) */
+        uint64_t *scratch;        /* hvd's part of a harvest */
+        uint64_t *own;            /* the worker's own writes (VmwpGuestRam.dirty) */
+        GByteArray *state;        /* the final device/VP sections, framed */
         bool vm_was_paused;
         bool paused_by_us;
         bool tracking;
         uint32_t throttle;
         uint64_t paused_mono_us;
+
+        /* Auto-converge's once-a-second judgement (the sender thread's). */
+        bool ticking; /* pre-copy: the VPs run */
+        uint64_t tick_us, tick_bytes, tick_dirty;
+        uint32_t high_dirty;
 
         /* The outcome, for CALL_END. */
         bool ok;
@@ -91,12 +108,11 @@ struct VmwpMigration {
 
 /* ---- The main thread's side ---- */
 
-/* What was written since the last harvest: hvd's log and the worker's own marks. With
- * `keep`, added to m->harvest (the final pass: the last round's harvest that the loop
- * did not send any more is still owed), else in place of it. */
-static int main_harvest(VmwpMigration *m, bool keep, char **ret_error)
+/* What was written since the last harvest, hvd's log and the worker's own marks, ORed
+ * into m->next; m->harvested_pages counts it. */
+static int main_harvest(VmwpMigration *m, char **ret_error)
 {
-        uint64_t pages = m->parts.guest_ram->visible_bytes / PAGE, dirty;
+        uint64_t pages = m->parts.guest_ram->visible_bytes / PAGE, dirty, found = 0;
         int r = hv_client_dirty_log_harvest(m->parts.hv, m->parts.partition_id, m->scratch, pages, &dirty);
 
         if (r < 0) {
@@ -107,8 +123,10 @@ static int main_harvest(VmwpMigration *m, bool keep, char **ret_error)
         for (uint64_t i = 0; i < (m->bitmap_pages + 63) / 64; i++) {
                 uint64_t bits = m->scratch[i] | __atomic_exchange_n(&m->own[i], 0, __ATOMIC_ACQ_REL);
 
-                m->harvest[i] = keep ? m->harvest[i] | bits : bits;
+                found += (uint64_t)__builtin_popcountll(bits);
+                m->next[i] |= bits;
         }
+        m->harvested_pages = found;
         return 0;
 }
 
@@ -136,7 +154,7 @@ static int main_final(VmwpMigration *m, char **ret_error)
         (void)hv_client_dispatch(m->parts.hv);
         for (int i = 0; i < 64 && vmwp_vmbus_process(m->parts.vmbus); i++)
                 ;
-        r = main_harvest(m, true, ret_error);
+        r = main_harvest(m, ret_error);
         if (r < 0)
                 return r;
         if (m->parts.guest_ram->visible_bytes != m->visible_at_start) {
@@ -177,7 +195,7 @@ static gboolean on_main_call(gpointer data)
 
         switch (m->call) {
         case CALL_HARVEST:
-                r = main_harvest(m, false, &error);
+                r = main_harvest(m, &error);
                 break;
         case CALL_THROTTLE:
                 r = m->ops->throttle(m->userdata, m->call_arg, &error);
@@ -276,12 +294,53 @@ static int stream_write(void *ctx, const void *data, size_t len)
         return 0;
 }
 
+/* A harvest into the next round's set (pre-copy only) and, once a second has passed
+ * since the last judgement, auto-converge's: a second in which the guest dirtied more
+ * than half of what was sent counts; two such step the throttle (QEMU's rule). `force`:
+ * harvest now (a round ends) even within the second. */
+static int sender_tick(VmwpMigration *m, bool force, char **ret_error)
+{
+        uint64_t now = now_us(), sent, dirty_bytes;
+        uint32_t pct;
+        int r;
+
+        if (!m->ticking || (!force && now - m->tick_us < TICK_US))
+                return 0;
+        r = main_call(m, CALL_HARVEST, 0, ret_error);
+        if (r < 0)
+                return r;
+        m->tick_dirty += m->harvested_pages;
+        if (now - m->tick_us < TICK_US)
+                return 0;
+        sent = atomic_load(&m->bytes_sent) - m->tick_bytes;
+        dirty_bytes = m->tick_dirty * PAGE;
+        m->tick_us = now;
+        m->tick_bytes += sent;
+        m->tick_dirty = 0;
+        if (!m->opt.auto_converge || dirty_bytes <= sent / 2 || ++m->high_dirty < 2)
+                return 0;
+        m->high_dirty = 0;
+        pct = m->throttle ? MIN(m->throttle + THROTTLE_INCREMENT, THROTTLE_MAX) : THROTTLE_INITIAL;
+        if (pct == m->throttle)
+                return 0;
+        r = main_call(m, CALL_THROTTLE, pct, ret_error);
+        if (r < 0)
+                return r;
+        g_message("vmwp: migration throttles the VPs by %u %%: %" G_GUINT64_FORMAT
+                  " bytes dirtied in a second that sent %" G_GUINT64_FORMAT,
+                  pct, dirty_bytes, sent);
+        atomic_store(&m->throttle_pct, pct);
+        m->done.max_throttle_percent = MAX(m->done.max_throttle_percent, pct);
+        return 0;
+}
+
 /* Runs of one kind, gathered page by page, flushed into MEMORY sections of at most
  * VMWP_STREAM_SECTION_MAX payload bytes. */
 typedef struct RunBuilder {
         VmwpMigration *m;
         VmwpSectionWriter *w;
-        bool open; /* a MEMORY section is begun */
+        char **error; /* where a failed tick says why */
+        bool open;    /* a MEMORY section is begun */
         uint64_t start, pages;
         VmwpRunKind kind;
         uint64_t counts[3];
@@ -310,6 +369,8 @@ static int run_flush(RunBuilder *b)
                                                     : &b->m->discarded_pages,
                          b->pages);
         b->pages = 0;
+        if (r >= 0)
+                r = sender_tick(b->m, false, b->error);
         return r;
 }
 
@@ -420,9 +481,10 @@ static int sender_run(VmwpMigration *m, char **ret_error)
         uint32_t max_rounds = m->opt.max_rounds ? m->opt.max_rounds : VMWP_MIGRATE_ROUNDS_DEFAULT;
         uint8_t header[VMWP_FORMAT_HEADER_BYTES];
         VmwpSectionWriter w;
-        RunBuilder b = {.m = m, .w = &w};
+        RunBuilder b = {.m = m, .w = &w, .error = ret_error};
         uint64_t round_start, round_bytes_before, sent_in_round = 0, round_us = 1, final_before, pages_sent;
-        uint32_t rounds = 0, high_dirty = 0;
+        uint64_t words = (m->bitmap_pages + 63) / 64, last_bytes = m->visible_at_start;
+        uint32_t rounds = 0;
         int r;
 
         vmwp_section_writer_init_stream(&w, stream_write, m);
@@ -432,46 +494,44 @@ static int sender_run(VmwpMigration *m, char **ret_error)
                 r = vmwp_save_write_config(&w, &m->parts);
 
         /* Round 0: everything that is not a hole. */
-        round_start = now_us();
-        round_bytes_before = atomic_load(&m->bytes_sent);
+        round_start = m->tick_us = now_us();
+        round_bytes_before = m->tick_bytes = atomic_load(&m->bytes_sent);
+        m->ticking = true;
         if (r >= 0)
                 r = send_range(&b, 0, m->visible_at_start / PAGE, true);
         if (r >= 0)
                 r = run_close(&b);
         for (;;) {
-                uint64_t dirty, dirty_bytes, bandwidth, now;
+                uint64_t dirty, dirty_bytes, bandwidth, now, *sent_set;
 
                 if (r < 0)
                         break;
                 now = now_us();
                 round_us = MAX(now - round_start, 1);
                 sent_in_round = atomic_load(&m->bytes_sent) - round_bytes_before;
-                r = main_call(m, CALL_HARVEST, 0, ret_error);
+                r = sender_tick(m, true, ret_error);
                 if (r < 0)
                         break;
+                /* The set gathered while this round was sent is the next round's. */
+                sent_set = m->harvest;
+                m->harvest = m->next;
+                m->next = sent_set;
+                memset(m->next, 0, words * sizeof(uint64_t));
                 dirty = count_bits(m->harvest, m->visible_at_start / PAGE);
                 dirty_bytes = dirty * PAGE;
                 bandwidth = sent_in_round * 1000000 / round_us;
                 atomic_store(&m->remaining, dirty_bytes);
                 atomic_store(&m->bandwidth, bandwidth);
                 atomic_store(&m->dirty_rate, dirty_bytes * 1000000 / round_us);
-                if (dirty_bytes <= bandwidth / 1000 * downtime_ms || rounds >= max_rounds)
+                g_message("vmwp: migration round %u: sent %" G_GUINT64_FORMAT " bytes in %" G_GUINT64_FORMAT
+                          " us, %" G_GUINT64_FORMAT " pages dirty since, throttle %u %%",
+                          rounds, sent_in_round, round_us, dirty, m->throttle);
+                if (rounds >= max_rounds)
                         break;
-                /* QEMU's trigger: dirtied more than half of what was sent, twice. */
-                if (m->opt.auto_converge && rounds > 0 && dirty_bytes > sent_in_round / 2 &&
-                    ++high_dirty >= 2) {
-                        uint32_t pct = m->throttle ? MIN(m->throttle + THROTTLE_INCREMENT, THROTTLE_MAX)
-                                                   : THROTTLE_INITIAL;
-
-                        high_dirty = 0;
-                        if (pct != m->throttle) {
-                                r = main_call(m, CALL_THROTTLE, pct, ret_error);
-                                if (r < 0)
-                                        break;
-                                atomic_store(&m->throttle_pct, pct);
-                                m->done.max_throttle_percent = MAX(m->done.max_throttle_percent, pct);
-                        }
-                }
+                if (dirty_bytes <= bandwidth / 1000 * downtime_ms &&
+                    (dirty_bytes <= bandwidth / 1000 * CONVERGED_MS || dirty_bytes * 2 > last_bytes))
+                        break;
+                last_bytes = dirty_bytes;
                 rounds++;
                 atomic_store(&m->round, rounds);
                 round_start = now_us();
@@ -480,6 +540,7 @@ static int sender_run(VmwpMigration *m, char **ret_error)
                 if (r >= 0)
                         r = run_close(&b);
         }
+        m->ticking = false;
         if (r < 0) {
                 vmwp_section_writer_clear(&w);
                 return r;
@@ -487,6 +548,8 @@ static int sender_run(VmwpMigration *m, char **ret_error)
 
         /* The final pass, paused. */
         r = main_call(m, CALL_FINAL, 0, ret_error);
+        for (uint64_t i = 0; i < words; i++)
+                m->harvest[i] |= m->next[i];
         atomic_store(&m->paused, true);
         atomic_store(&m->round, ++rounds);
         final_before = atomic_load(&m->bytes_sent);
@@ -494,6 +557,10 @@ static int sender_run(VmwpMigration *m, char **ret_error)
                 r = send_dirty(&b, &pages_sent);
         if (r >= 0)
                 r = run_close(&b);
+        if (r >= 0)
+                g_message("vmwp: migration final pass: %" G_GUINT64_FORMAT " pages, %" G_GUINT64_FORMAT
+                          " us after the pause",
+                          pages_sent, now_us() - m->paused_mono_us);
         if (r >= 0)
                 r = stream_write(m, m->state->data, m->state->len);
         if (r >= 0)
@@ -579,6 +646,7 @@ int vmwp_migration_start(const VmwpSaveParts *parts, int fd, const VmwpMigrateOp
         m->bitmap_pages = parts->guest_ram->maximum_bytes / PAGE;
         words = (m->bitmap_pages + 63) / 64;
         m->harvest = g_new0(uint64_t, words);
+        m->next = g_new0(uint64_t, words);
         m->scratch = g_new0(uint64_t, words);
         m->own = g_new0(uint64_t, words);
         m->state = g_byte_array_new();
@@ -654,6 +722,7 @@ void vmwp_migration_free(VmwpMigration *m)
         if (m->fd >= 0)
                 close(m->fd);
         g_free(m->harvest);
+        g_free(m->next);
         g_free(m->scratch);
         g_free(m->own);
         if (m->state)
