@@ -14,6 +14,8 @@ PACKAGES=(
   libglib2.0-dev libglib2.0-dev-bin libglib2.0-bin
   libprotobuf-c-dev protobuf-c-compiler protobuf-compiler
   libsqlite3-dev sqlite3
+  # the migration stream's and saved file's CRC-32 at PCLMUL speed (vmwp falls back to zlib's)
+  libdeflate-dev
   libgrpc-dev protobuf-compiler-grpc
   # the JSON vmctl -Json, hvctl --json and the C benchmarks print
   libjson-glib-dev

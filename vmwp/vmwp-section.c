@@ -4,14 +4,23 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#ifdef VMWP_HAVE_LIBDEFLATE
+#include <libdeflate.h>
+#else
 #include <zlib.h>
+#endif
 
 #include "hv-abi.h"
 #include "vmwp-section.h"
 
+/* CRC-32 (ISO-HDLC, zlib's): libdeflate's where it was built with it, the same sum. */
 uint32_t vmwp_crc32(uint32_t sum, const void *data, size_t len)
 {
+#ifdef VMWP_HAVE_LIBDEFLATE
+        return libdeflate_crc32(sum, data, len);
+#else
         return (uint32_t)crc32_z(sum, data, len);
+#endif
 }
 
 void vmwp_put_le32(uint8_t *p, uint32_t v)
