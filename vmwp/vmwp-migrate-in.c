@@ -109,6 +109,7 @@ int vmwp_incoming_receive(int fd, uint32_t vp_count, uint64_t maximum_bytes, Vmw
         Reader rd = {.fd = fd};
         uint64_t counts[3] = {0}, t0 = (uint64_t)g_get_monotonic_time();
         uint32_t index = 0, vps_seen = 0, memory_sections = 0;
+        uint64_t pages_max = 0;
         Stage stage = STAGE_START;
         int r;
 
@@ -177,6 +178,7 @@ int vmwp_incoming_receive(int fd, uint32_t vp_count, uint64_t maximum_bytes, Vmw
                                                         "the incoming VM's visible memory (%" G_GUINT64_FORMAT
                                                         " bytes) is impossible",
                                                         visible);
+                        pages_max = visible / HV_PAGE_SIZE * VMWP_INCOMING_PASSES_MAX;
                         r = prepare(userdata, visible, &parts, ret_error);
                         if (r < 0)
                                 return r;
@@ -188,6 +190,16 @@ int vmwp_incoming_receive(int fd, uint32_t vp_count, uint64_t maximum_bytes, Vmw
                         if (r < 0)
                                 return r;
                         memory_sections++;
+                        if (counts[VMWP_RUN_DATA] + counts[VMWP_RUN_ZERO] + counts[VMWP_RUN_DISCARD] >
+                            pages_max)
+                                return vmwp_bad_message(
+                                        ret_error,
+                                        "the stream's memory records cover more than %u passes over the "
+                                        "VM's %" G_GUINT64_FORMAT " pages (%u MEMORY sections) and it has "
+                                        "not ended: a source sends at most round 0, %u dirty rounds and "
+                                        "the final pass",
+                                        VMWP_INCOMING_PASSES_MAX, pages_max / VMWP_INCOMING_PASSES_MAX,
+                                        memory_sections, VMWP_MIGRATE_ROUNDS_DEFAULT);
                         break;
                 case VMWP_SAVE_PARTITION:
                         state.partition = (VmwpSaveBlob){.data = payload, .len = s.length};

@@ -75,6 +75,11 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmwpMigration, vmwp_migration_free)
 
 /* ---- Destination ---- */
 
+/* The most memory a stream may carry, in passes over the visible RAM: round 0, the
+ * default 30 dirty rounds and the final pass (vmmsd never raises max_rounds). A peer
+ * whose stream goes on past it is refused: it would never end. */
+#define VMWP_INCOMING_PASSES_MAX (VMWP_MIGRATE_ROUNDS_DEFAULT + 2u)
+
 typedef struct VmwpIncomingResult {
         uint64_t bytes_received, duration_ms, data_pages, zero_pages, discarded_pages;
         uint32_t memory_sections;

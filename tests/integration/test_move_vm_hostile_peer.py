@@ -14,7 +14,8 @@ migration protocol (vmms-migration.h) on purpose.
   by name, and the first completes.
 - A source whose offer is accepted (a real one, replayed) and whose stream or saved file
   is garbage gets FAILED naming what the destination's worker found wrong, and the
-  destination keeps nothing."""
+  destination keeps nothing; so does one whose valid stream goes on past the most
+  passes over RAM a source sends (an endless pre-copy)."""
 import os
 import shutil
 import signal
@@ -35,6 +36,7 @@ from vmms_host import wait_for
 
 HELLO, OFFER, ACCEPT, REFUSE, STATE, DONE, STARTED, FAILED, READY, COMMIT, COMMITTED, BEGIN = range(1, 13)
 PAYLOAD_MAX = 1 << 20
+ZERO_RUN = 1  # a MEMORY run's kind (vmwp-stream.h): all zeros, no data follows
 
 
 def frame(kind, payload=b"", length=None, magic=b"VMMG", reserved=0):
@@ -291,6 +293,10 @@ class HostilePeerTest(MoveHosts, unittest.TestCase):
             ("live, another geometry", "live", stream((1, struct.pack("<IQQ", 7, 1 << 30, 1 << 30))),
              "the incoming VM has 7 VPs"),
             ("quick, not a saved file", "quick", b"VMMSLIVE" + bytes(56), "not a saved VM (bad magic)"),
+            # a valid stream whose pre-copy never ends: one zero run over all of RAM per section
+            ("live, endless pre-copy", "live", stream((1, struct.pack("<IQQ", 1, 64 * MiB, 64 * MiB)),
+                                                      *[(6, struct.pack("<QQ", ZERO_RUN, 64 * MiB))] * 40),
+             "more than 32 passes over the VM's 16384 pages (33 MEMORY sections) and it has not ended"),
         ]
         with self.host("hosta", "CN=hostb") as a, self.host("hostb", "CN=hosta") as b:
             a.create("web")
