@@ -83,7 +83,9 @@
  *                           with a virtio-mem region reserved 126 MiB (the region above
  *                           4 GiB makes it set up a 64 MiB swiotlb); with MemTotal -
  *                           MemAvailable the balancer saw 55 % pressure while the guest
- *                           ran out of memory. Assigned = the balloon's
+ *                           ran out of memory. The reserve (held - MemTotal) is learned
+ *                           only while the balloon is still: held is live, the stats up to
+ *                           a second old (vmms-virtio-balloon.c). Assigned = the balloon's
  *                           size (actual), or the target vmmsd asked for while a deflate
  *                           is under way; an inflate not yet done is pending removal.
  *                           Resident = QEMU's rss, measured by libvirt.
@@ -133,6 +135,7 @@
 
 #include "vmms-devices.h"
 #include "vmms-engine.h"
+#include "vmms-virtio-balloon.h"
 
 #define RECONNECT_INTERVAL_S 2
 #define STATS_INTERVAL_MS 1000
@@ -170,6 +173,7 @@ typedef struct LibvirtVm {
         uint64_t vmem_size_kib, vmem_requested_kib, vmem_current_kib;
         bool vmem_checked; /* the domain was looked at for a virtio-mem device */
         uint64_t actual_kib, rss_kib;
+        VmmsVirtioBalloon balloon; /* its committed memory from the balloon's stats */
         uint64_t cpu_time_ns;
         int64_t cpu_at_us;
         double cpu_pct;
@@ -1375,7 +1379,7 @@ static void poll_vm(Libvirt *e, VmmsVm *vm)
 {
         LibvirtVm *lv = vm->engine_data;
         virDomainMemoryStatStruct stats[VIR_DOMAIN_MEMORY_STAT_NR];
-        uint64_t available_kib = 0, usable_kib = 0, last_update = 0, held_kib;
+        uint64_t available_kib = 0, usable_kib = 0, last_update = 0, held_kib, committed_kib = 0;
         bool have_available = false, have_usable = false;
         virDomainInfo info;
         int64_t now_us = g_get_monotonic_time();
@@ -1423,12 +1427,14 @@ static void poll_vm(Libvirt *e, VmmsVm *vm)
         status.received_ns = (uint64_t)now_us * 1000;
         /* The guest's balloon driver reports once it is loaded: before that there is no
          * committed figure and the balancer holds the VM. */
-        status.reporting = have_available && have_usable && last_update > 0;
         /* What of its memory the guest cannot give back: all it holds (the balloon's
-         * part and virtio-mem's plugged part) less MemAvailable. */
+         * part and virtio-mem's plugged part) less MemAvailable, read so that a moving
+         * balloon does not make it look small (vmms-virtio-balloon.c). */
         held_kib = lv->actual_kib + lv->vmem_current_kib;
-        status.committed_bytes =
-                status.reporting && held_kib > usable_kib ? (held_kib - usable_kib) << 10 : 0;
+        status.reporting = have_available && have_usable &&
+                           vmms_virtio_balloon_committed(&lv->balloon, held_kib, available_kib, usable_kib,
+                                                         last_update, &committed_kib);
+        status.committed_bytes = status.reporting ? committed_kib << 10 : 0;
         status.visible_bytes = available_kib << 10;
         status.assigned_bytes = assigned_kib(lv) << 10;
         status.ballooned_bytes = (maximum_kib(&vm->def) - MIN(maximum_kib(&vm->def), assigned_kib(lv))) << 10;
