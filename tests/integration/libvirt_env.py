@@ -69,3 +69,29 @@ class PrivateLibvirtd:
     def stop(self):
         self.stop_daemon()
         self._tmp.cleanup()
+
+
+def qemu_memory_kib(pid, ram_kib):
+    """QEMU's memory from /proc/PID/smaps, KiB: rss and pss (shared pages divided among the
+    processes mapping them), and the part of rss in guest RAM (the anonymous mapping of
+    ram_kib, the domain's <memory>) and in TCG's translated-code buffer (the anonymous
+    executable mapping; none under KVM)."""
+    out = {"rss": 0, "pss": 0, "guest_ram_rss": 0, "tcg_code_rss": 0}
+    anonymous = executable = False
+    size = 0
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and not fields[0].endswith(":"):  # a mapping's header
+            anonymous, executable = len(fields) == 5, "x" in fields[1]
+            continue
+        if fields[0] == "Size:":
+            size = int(fields[1])
+        elif fields[0] == "Rss:":
+            out["rss"] += int(fields[1])
+            if anonymous and size == ram_kib:
+                out["guest_ram_rss"] += int(fields[1])
+            elif anonymous and executable:
+                out["tcg_code_rss"] += int(fields[1])
+        elif fields[0] == "Pss:":
+            out["pss"] += int(fields[1])
+    return out
