@@ -8,7 +8,7 @@
  *                           only while it runs, so Remove-VM leaves nothing behind and a
  *                           changed setting needs no second copy kept in step). UUID =
  *                           the VM's id, name "vmms-<name>-<id prefix>".
- *   Start-VM             -> virDomainCreateXML, run in a thread (QEMU takes a moment)
+ *   Start-VM             -> virDomainCreateXML, in a thread (QEMU takes a moment)
  *   Stop-VM              -> the ACPI power button (virDomainShutdownFlags), then
  *                           virDomainDestroy (in a thread) after the stop timeout
  *   -TurnOff, kill       -> virDomainDestroy
@@ -109,10 +109,14 @@
  *
  * The connection: libvirt's GLib event loop implementation (virEventRegisterDefaultImpl)
  * runs on vmmsd's default main context, so lifecycle events and keepalives arrive there.
- * Short calls (suspend, setmem, schedinfo, stats) run on the main thread; creating and
- * destroying a domain run in a thread. If libvirtd goes away (close callback, keepalive
- * 5 s x 3), the engine is unavailable with that reason and reconnects every 2 s; on
- * reconnect each VM's domain is looked up again and one that is gone is reported.
+ * Calls that wait for libvirtd run off the main thread: creating, destroying, saving and
+ * migrating a domain each in a thread of their own, every other call (stats, setmem,
+ * schedinfo, suspend, the power button, reconnecting) in order on the engine's worker
+ * thread ("Calls on the worker thread" below); a libvirtd that stops answering is
+ * reported as not responding while vmmsd answers on. If libvirtd goes away (close
+ * callback, keepalive 5 s x 3), the engine is unavailable with that reason and reconnects
+ * every 2 s; on reconnect each VM's domain is looked up again and one that is gone is
+ * reported.
  *
  *   Save-VM              -> virDomainSaveFlags to STATE/saved/<id>.vmrs (libvirt's save
  *                           image: the domain XML and QEMU's migration stream) through a
@@ -154,6 +158,14 @@ typedef struct Libvirt {
         guint stats_timer;
         GHashTable *vms; /* lower-case UUID -> LibvirtVm* */
         uint32_t host_lps;
+        /* The calls that can block, on one worker thread (see "Calls on the worker thread"). */
+        GThreadPool *worker;
+        gint refs;  /* atomic: the engine, each call in flight, the connection's close callback */
+        bool freed; /* vmms_engine_libvirt_free() ran: calls that finish only free themselves */
+        bool connecting, collecting; /* a (re)connection, a stats round in flight */
+        unsigned calls_waiting;      /* queued or running */
+        unsigned calls_done, calls_done_at_tick;
+        unsigned stalled_ticks; /* stats ticks in a row with calls waiting and none finished */
 } Libvirt;
 
 /* The engine's state for one VM while it runs. */
@@ -172,6 +184,7 @@ typedef struct LibvirtVm {
          * plug, and what it has plugged (libvirt's <current>); size 0: no device. */
         uint64_t vmem_size_kib, vmem_requested_kib, vmem_current_kib;
         bool vmem_checked; /* the domain was looked at for a virtio-mem device */
+        bool memory_call;  /* a balloon or virtio-mem change is on the worker thread */
         uint64_t actual_kib, rss_kib;
         VmmsVirtioBalloon balloon; /* its committed memory from the balloon's stats */
         uint64_t cpu_time_ns;
@@ -672,6 +685,197 @@ static void run_blocking(LibvirtVm *lv, BlockingOp op, char *xml)
         g_task_run_in_thread(task, blocking_thread);
 }
 
+/* ---- Calls on the worker thread ----
+ * Every other libvirt call that waits for libvirtd (and through it, often, for QEMU's
+ * monitor: memory stats, setmem, schedinfo, suspend, the power button, a device update,
+ * a reconnection) runs on the engine's one worker thread, in the order asked, and its
+ * outcome comes back to the main context: a libvirtd that stops answering (stopped,
+ * swapping, a QEMU monitor that hangs) leaves vmmsd's main loop, and with it the APIs,
+ * answering. A call's work touches only the Call; its done runs on the main thread,
+ * unless the engine was freed meanwhile. A VM's state is held (pending) until its calls
+ * are done.
+ *
+ * Not responding: each stats tick (once a second) in which calls were waiting and none
+ * finished counts; at STALL_TICKS in a row the engine is not responding — available()
+ * says so (Start-VM is refused), each VM's Get-VM Status says so and gets an event —
+ * until a call finishes again. libvirt's keepalive (5 s x 3) closes a connection whose
+ * libvirtd is silent, and reconnecting waits on this thread too, so a stopped libvirtd
+ * stays "not responding" until it answers; then the VMs are found again.
+ * Left on the main thread: the first connection and attach() at vmmsd start-up, Move-VM's
+ * migratable XML and network_valid() (both refused or skipped while not responding), and
+ * the job statistics of a domain that just arrived (libvirtd has just sent its event). */
+
+#define STALL_TICKS 5
+
+typedef struct Call Call;
+typedef void (*CallFn)(Call *c);
+
+struct Call {
+        Libvirt *e;         /* a reference */
+        LibvirtVm *lv;      /* NULL: about the connection; else held (pending) until done */
+        virConnectPtr conn; /* a reference, or NULL */
+        virDomainPtr dom;   /* a reference, or NULL */
+        CallFn work;        /* worker thread: reads and writes only the Call */
+        CallFn done;        /* main thread */
+        int r;              /* work's outcome: 0, or < 0 with error */
+        char *error;        /* libvirt's message */
+        /* What a call asks and answers (each call uses its own). */
+        uint32_t weight;
+        VmmsProcessorSettings processor;
+        bool with_quota, paused, set_balloon, set_vmem;
+        uint64_t balloon_kib, vmem_requested_kib;
+        VmmsEngineDoneFn reply; /* the op's done, if any */
+        void *data;
+        GDestroyNotify free_data;
+};
+
+static void lv_free(LibvirtVm *lv);
+static void recompute_weights(Libvirt *e, VmmsVm *changed, const VmmsProcessorSettings *p);
+
+static Libvirt *engine_ref(Libvirt *e)
+{
+        g_atomic_int_inc(&e->refs);
+        return e;
+}
+
+static void engine_destroy(Libvirt *e);
+
+/* Any thread (the connection's close callback is freed where libvirt frees it). */
+static void engine_unref(gpointer userdata)
+{
+        Libvirt *e = userdata;
+
+        if (g_atomic_int_dec_and_test(&e->refs))
+                engine_destroy(e);
+}
+
+static bool stalled(const Libvirt *e)
+{
+        return e->stalled_ticks >= STALL_TICKS;
+}
+
+static char *not_responding(const Libvirt *e)
+{
+        return g_strdup_printf("libvirtd at %s is not responding: a call has waited %u s", e->config.uri,
+                               e->stalled_ticks);
+}
+
+static GPtrArray *tracked_vms(Libvirt *e);
+
+/* Each tracked VM's event when the engine stops or starts answering. */
+static void record_engine_event(Libvirt *e, const char *message)
+{
+        g_autoptr(GPtrArray) vms = tracked_vms(e);
+
+        for (guint i = 0; i < vms->len; i++)
+                vmms_vm_record_event(vms->pdata[i], "engine", message);
+}
+
+/* Once a stats tick (main thread). */
+static void check_stall(Libvirt *e)
+{
+        if (e->calls_waiting && e->calls_done == e->calls_done_at_tick && ++e->stalled_ticks == STALL_TICKS) {
+                g_autofree char *why = not_responding(e);
+
+                g_warning("libvirt: %s", why);
+                record_engine_event(e, why);
+        }
+        e->calls_done_at_tick = e->calls_done;
+}
+
+static Call *call_new(Libvirt *e, LibvirtVm *lv, CallFn work, CallFn done)
+{
+        Call *c = g_new0(Call, 1);
+
+        c->e = engine_ref(e);
+        c->lv = lv;
+        c->work = work;
+        c->done = done;
+        if (e->conn) {
+                c->conn = e->conn;
+                virConnectRef(c->conn);
+        }
+        if (lv) {
+                lv->pending++;
+                if (lv->dom) {
+                        c->dom = lv->dom;
+                        virDomainRef(c->dom);
+                }
+        }
+        return c;
+}
+
+static void call_free(Call *c)
+{
+        if (c->free_data && c->data)
+                c->free_data(c->data);
+        if (c->dom)
+                virDomainFree(c->dom);
+        if (c->conn)
+                virConnectClose(c->conn);
+        g_free(c->error);
+        g_free(c);
+}
+
+static void call_failed(Call *c)
+{
+        c->r = -EIO;
+        g_free(c->error);
+        c->error = g_strdup(last_error());
+}
+
+/* A call answered unless its connection died under it (libvirt's keepalive closed the
+ * connection to a silent libvirtd): that one does not end a stall. A reconnection that
+ * failed was answered (refused). */
+static gboolean call_finished(gpointer userdata)
+{
+        Call *c = userdata;
+        Libvirt *e = c->e;
+        LibvirtVm *lv = c->lv;
+        bool answered = !c->conn || virConnectIsAlive(c->conn) == 1;
+
+        e->calls_waiting--;
+        if (answered)
+                e->calls_done++;
+        if (!e->freed) {
+                if (answered && stalled(e)) {
+                        g_autofree char *message =
+                                g_strdup_printf("libvirtd at %s answers again", e->config.uri);
+
+                        g_message("libvirt: %s", message);
+                        record_engine_event(e, message);
+                }
+                if (answered)
+                        e->stalled_ticks = 0;
+                c->done(c);
+        }
+        if (lv && !--lv->pending && !lv->vm)
+                lv_free(lv);
+        call_free(c);
+        engine_unref(e);
+        return G_SOURCE_REMOVE;
+}
+
+static void worker_run(gpointer data, gpointer userdata)
+{
+        Call *c = data;
+
+        (void)userdata;
+        if (c->lv && !c->dom) {
+                c->r = -ENOENT;
+                c->error = g_strdup("its domain is not reachable");
+        } else {
+                c->work(c);
+        }
+        g_idle_add(call_finished, c);
+}
+
+static void call_submit(Call *c)
+{
+        c->e->calls_waiting++;
+        g_thread_pool_push(c->e->worker, c, NULL);
+}
+
 /* ---- Policy: CPU ---- */
 
 typedef struct Share {
@@ -752,25 +956,39 @@ static uint32_t clamp_weight(double w)
         return (uint32_t)CLAMP(w, 2, WEIGHT_MAX);
 }
 
-static int set_scheduler(LibvirtVm *lv, uint32_t weight, const VmmsProcessorSettings *p, bool with_quota)
+static void scheduler_work(Call *c)
 {
         virTypedParameterPtr params = NULL;
-        int n = 0, cap = 0, r;
+        int n = 0, cap = 0;
 
-        virTypedParamsAddULLong(&params, &n, &cap, VIR_DOMAIN_SCHEDULER_CPU_SHARES, weight);
-        if (with_quota) {
+        virTypedParamsAddULLong(&params, &n, &cap, VIR_DOMAIN_SCHEDULER_CPU_SHARES, c->weight);
+        if (c->with_quota) {
                 virTypedParamsAddULLong(&params, &n, &cap, VIR_DOMAIN_SCHEDULER_VCPU_PERIOD, VCPU_PERIOD_US);
                 virTypedParamsAddLLong(&params, &n, &cap, VIR_DOMAIN_SCHEDULER_VCPU_QUOTA,
-                                       p->maximum >= 100 ? -1
-                                                         : (long long)p->maximum * (VCPU_PERIOD_US / 100));
+                                       c->processor.maximum >= 100
+                                               ? -1
+                                               : (long long)c->processor.maximum * (VCPU_PERIOD_US / 100));
         }
-        r = virDomainSetSchedulerParametersFlags(lv->dom, params, n, VIR_DOMAIN_AFFECT_LIVE);
+        if (virDomainSetSchedulerParametersFlags(c->dom, params, n, VIR_DOMAIN_AFFECT_LIVE) < 0)
+                call_failed(c);
         virTypedParamsFree(params, n);
-        return r;
+}
+
+/* A weight refused is forgotten, so the next recomputation asks again. */
+static void weight_done(Call *c)
+{
+        LibvirtVm *lv = c->lv;
+
+        if (c->r >= 0 || !lv->vm)
+                return;
+        g_warning("VM '%s': cannot set its CPU weight to %u: %s", lv->vm->def.name, c->weight, c->error);
+        if (lv->weight == c->weight)
+                lv->weight = 0;
 }
 
 /* Applies the recomputed weights to every running VM whose weight changed (`changed`
- * with settings `p` is left to the caller, which sets its quota too). */
+ * with settings `p` is left to the caller, which sets its quota too). The weight asked
+ * counts as applied from the moment it is asked. */
 static void recompute_weights(Libvirt *e, VmmsVm *changed, const VmmsProcessorSettings *p)
 {
         g_autoptr(GArray) shares = NULL;
@@ -781,14 +999,13 @@ static void recompute_weights(Libvirt *e, VmmsVm *changed, const VmmsProcessorSe
         for (guint i = 0; i < shares->len; i++) {
                 Share *s = &g_array_index(shares, Share, i);
                 uint32_t w = clamp_weight(s->weight);
+                Call *c;
 
                 if (!s->lv->dom || s->lv->vm == changed || s->lv->weight == w || busy(s->lv))
                         continue;
-                if (set_scheduler(s->lv, w, NULL, false) < 0)
-                        g_warning("VM '%s': cannot set its CPU weight to %u: %s", s->lv->vm->def.name, w,
-                                  last_error());
-                else
-                        s->lv->weight = w;
+                c = call_new(e, s->lv, scheduler_work, weight_done);
+                c->weight = s->lv->weight = w;
+                call_submit(c);
         }
 }
 
@@ -838,111 +1055,232 @@ static void disconnect(Libvirt *e, const char *why)
                 e->reconnect_timer = g_timeout_add_seconds(RECONNECT_INTERVAL_S, on_reconnect, e);
 }
 
+typedef struct CloseNote {
+        Libvirt *e; /* a reference */
+        virConnectPtr conn;
+        int reason;
+} CloseNote;
+
 static gboolean on_close_idle(gpointer userdata)
 {
-        Libvirt *e = userdata;
-        g_autofree char *why = g_steal_pointer(&e->why_not);
+        CloseNote *note = userdata;
+        Libvirt *e = note->e;
 
-        disconnect(e, why);
+        /* Only about the connection in use (a note can outlive a reconnection). */
+        if (!e->freed && e->conn == note->conn) {
+                g_autofree char *why =
+                        g_strdup_printf("libvirtd at %s is not reachable: the connection closed (%s)",
+                                        e->config.uri, close_reason(note->reason));
+
+                g_warning("libvirt: the connection to %s closed: %s", e->config.uri,
+                          close_reason(note->reason));
+                disconnect(e, why);
+        }
+        engine_unref(e);
+        g_free(note);
         return G_SOURCE_REMOVE;
 }
 
+/* Any thread (libvirt calls it where it saw the connection close, the worker's too):
+ * the main thread handles it, outside libvirt's callback, which holds the connection's
+ * lock. The connection holds a reference on the engine, so it is alive here. */
 static void on_close(virConnectPtr conn, int reason, void *opaque)
 {
-        Libvirt *e = opaque;
+        CloseNote *note = g_new0(CloseNote, 1);
 
-        (void)conn;
-        g_warning("libvirt: the connection to %s closed: %s", e->config.uri, close_reason(reason));
-        g_free(e->why_not);
-        e->why_not = g_strdup_printf("libvirtd at %s is not reachable: the connection closed (%s)",
-                                     e->config.uri, close_reason(reason));
-        /* Not inside libvirt's own callback: it holds the connection's lock. */
-        g_idle_add(on_close_idle, e);
+        note->e = engine_ref(opaque);
+        note->conn = conn;
+        note->reason = reason;
+        g_idle_add(on_close_idle, note);
 }
 
-/* Which virtualization the domain asks for: "kvm" where libvirt offers it (unless the
- * configuration says otherwise), else "qemu" (TCG). */
-static const char *resolve_domain_type(Libvirt *e)
+/* A connection, set up: keepalive, the close callback, lifecycle events, and which
+ * virtualization the domains ask for ("kvm" where libvirt offers it, unless the
+ * configuration says otherwise, else "qemu": TCG). Either thread: it reads only the
+ * engine's configuration. NULL with *ret_error when libvirtd cannot be reached. */
+static virConnectPtr open_connection(Libvirt *e, int *ret_callback, const char **ret_type, char **ret_error)
 {
+        virConnectPtr conn = virConnectOpen(e->config.uri);
         g_autofree char *caps = NULL;
 
-        if (g_strcmp0(e->config.domain_type, "kvm") == 0 || g_strcmp0(e->config.domain_type, "qemu") == 0)
-                return g_strcmp0(e->config.domain_type, "kvm") == 0 ? "kvm" : "qemu";
-        caps = virConnectGetCapabilities(e->conn);
-        return caps && strstr(caps, "<domain type='kvm'") ? "kvm" : "qemu";
+        if (!conn) {
+                *ret_error =
+                        g_strdup_printf("libvirtd at %s is not reachable: %s", e->config.uri, last_error());
+                return NULL;
+        }
+        if (virConnectSetKeepAlive(conn, 5, 3) < 0)
+                g_warning("libvirt: no keepalive on %s: %s", e->config.uri, last_error());
+        virConnectRegisterCloseCallback(conn, on_close, engine_ref(e), engine_unref);
+        *ret_callback = virConnectDomainEventRegisterAny(conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                                                         VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), e, NULL);
+        if (*ret_callback < 0)
+                g_warning("libvirt: no lifecycle events from %s: %s", e->config.uri, last_error());
+        if (g_strcmp0(e->config.domain_type, "kvm") == 0 || g_strcmp0(e->config.domain_type, "qemu") == 0) {
+                *ret_type = g_strcmp0(e->config.domain_type, "kvm") == 0 ? "kvm" : "qemu";
+        } else {
+                caps = virConnectGetCapabilities(conn);
+                *ret_type = caps && strstr(caps, "<domain type='kvm'") ? "kvm" : "qemu";
+        }
+        return conn;
 }
 
-/* After a reconnect: each VM's domain again, or its end. */
-static void refind_domains(Libvirt *e)
+static void connected(Libvirt *e, virConnectPtr conn, int callback, const char *type)
 {
-        g_autoptr(GPtrArray) vms = tracked_vms(e);
+        e->conn = conn;
+        e->lifecycle_callback = callback;
+        e->domain_type = type;
+        g_clear_pointer(&e->why_not, g_free);
+        g_message("libvirt: connected to %s (domains of type '%s')", e->config.uri, e->domain_type);
+}
 
-        for (guint i = 0; i < vms->len; i++) {
-                VmmsVm *vm = vms->pdata[i];
-                LibvirtVm *lv = vm->engine_data;
-                virDomainPtr dom;
-                int state = 0, reason = 0;
+/* vmmsd's start-up: the first connection, on the main thread (attach() follows). */
+static int connect_now(Libvirt *e)
+{
+        int callback = -1;
+        const char *type = NULL;
+        char *error = NULL;
+        virConnectPtr conn = open_connection(e, &callback, &type, &error);
 
-                if (lv->pending)
-                        continue;
-                dom = virDomainLookupByUUIDString(e->conn, lv->uuid);
-                if (!dom || virDomainGetState(dom, &state, &reason, 0) < 0 || state == VIR_DOMAIN_SHUTOFF) {
-                        if (dom)
-                                virDomainFree(dom);
+        if (!conn) {
+                g_free(e->why_not);
+                e->why_not = error;
+                return -ECONNREFUSED;
+        }
+        connected(e, conn, callback, type);
+        return 0;
+}
+
+/* A reconnection on the worker thread: the connection, then each tracked VM's domain
+ * looked up again. */
+typedef struct Refound {
+        char uuid[37];
+        virDomainPtr dom; /* NULL: gone */
+        int state;
+} Refound;
+
+typedef struct Reconnect {
+        GArray *vms; /* Refound; uuid filled in when asked */
+        virConnectPtr conn;
+        int callback;
+        const char *type;
+} Reconnect;
+
+static void reconnect_free(gpointer userdata)
+{
+        Reconnect *k = userdata;
+
+        for (guint i = 0; i < k->vms->len; i++)
+                if (g_array_index(k->vms, Refound, i).dom)
+                        virDomainFree(g_array_index(k->vms, Refound, i).dom);
+        g_array_unref(k->vms);
+        if (k->conn) {
+                if (k->callback >= 0)
+                        virConnectDomainEventDeregisterAny(k->conn, k->callback);
+                virConnectUnregisterCloseCallback(k->conn, on_close);
+                virConnectClose(k->conn);
+        }
+        g_free(k);
+}
+
+static void reconnect_work(Call *c)
+{
+        Reconnect *k = c->data;
+
+        k->conn = open_connection(c->e, &k->callback, &k->type, &c->error);
+        if (!k->conn) {
+                c->r = -ECONNREFUSED;
+                return;
+        }
+        for (guint i = 0; i < k->vms->len; i++) {
+                Refound *f = &g_array_index(k->vms, Refound, i);
+                int reason = 0;
+
+                f->dom = virDomainLookupByUUIDString(k->conn, f->uuid);
+                if (f->dom && (virDomainGetState(f->dom, &f->state, &reason, 0) < 0 ||
+                               f->state == VIR_DOMAIN_SHUTOFF)) {
+                        virDomainFree(f->dom);
+                        f->dom = NULL;
+                }
+        }
+}
+
+/* Each VM's domain again, or its end. */
+static void refind_domains(Libvirt *e, GArray *found)
+{
+        for (guint i = 0; i < found->len; i++) {
+                Refound *f = &g_array_index(found, Refound, i);
+                VmmsVm *vm = g_hash_table_lookup(e->vms, f->uuid);
+                LibvirtVm *lv = vm ? vm->engine_data : NULL;
+
+                if (!lv || lv->pending > 0 || lv->incoming)
+                        continue; /* gone meanwhile, or a thread of its own says */
+                if (!f->dom) {
                         report_exit(vm, "its domain was gone when the connection to libvirtd came back", NULL,
                                     VMMS_ERROR_UNAVAILABLE);
                         continue;
                 }
                 if (lv->dom)
                         virDomainFree(lv->dom);
-                lv->dom = dom;
+                lv->dom = g_steal_pointer(&f->dom);
                 if (!lv->started)
-                        report_running(vm, state == VIR_DOMAIN_PAUSED,
+                        report_running(vm, f->state == VIR_DOMAIN_PAUSED,
                                        vm->def.started_unix_ms ? vm->def.started_unix_ms
                                                                : g_get_real_time() / 1000);
         }
 }
 
-static int connect_now(Libvirt *e)
+static void reconnect_done(Call *c)
 {
-        virConnectPtr conn = virConnectOpen(e->config.uri);
+        Libvirt *e = c->e;
+        Reconnect *k = c->data;
 
-        if (!conn) {
+        e->connecting = false;
+        if (c->r < 0) {
                 g_free(e->why_not);
-                e->why_not =
-                        g_strdup_printf("libvirtd at %s is not reachable: %s", e->config.uri, last_error());
-                return -ECONNREFUSED;
+                e->why_not = g_steal_pointer(&c->error);
+                return; /* the timer tries again */
         }
-        e->conn = conn;
-        if (virConnectSetKeepAlive(conn, 5, 3) < 0)
-                g_warning("libvirt: no keepalive on %s: %s", e->config.uri, last_error());
-        virConnectRegisterCloseCallback(conn, on_close, e, NULL);
-        e->lifecycle_callback = virConnectDomainEventRegisterAny(
-                conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE, VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), e, NULL);
-        if (e->lifecycle_callback < 0)
-                g_warning("libvirt: no lifecycle events from %s: %s", e->config.uri, last_error());
-        e->domain_type = resolve_domain_type(e);
-        g_clear_pointer(&e->why_not, g_free);
-        g_message("libvirt: connected to %s (domains of type '%s')", e->config.uri, e->domain_type);
-        return 0;
+        clear_timer(&e->reconnect_timer);
+        connected(e, g_steal_pointer(&k->conn), k->callback, k->type);
+        refind_domains(e, k->vms);
+        recompute_weights(e, NULL, NULL);
 }
 
 static gboolean on_reconnect(gpointer userdata)
 {
         Libvirt *e = userdata;
+        g_autoptr(GPtrArray) vms = NULL;
+        Reconnect *k;
+        Call *c;
 
-        if (connect_now(e) < 0)
+        if (e->connecting || e->conn)
                 return G_SOURCE_CONTINUE;
-        e->reconnect_timer = 0;
-        refind_domains(e);
-        recompute_weights(e, NULL, NULL);
-        return G_SOURCE_REMOVE;
+        k = g_new0(Reconnect, 1);
+        k->callback = -1;
+        k->vms = g_array_new(FALSE, TRUE, sizeof(Refound));
+        vms = tracked_vms(e);
+        for (guint i = 0; i < vms->len; i++) {
+                Refound f = {0};
+
+                memcpy(f.uuid, ((LibvirtVm *)((VmmsVm *)vms->pdata[i])->engine_data)->uuid, sizeof(f.uuid));
+                g_array_append_val(k->vms, f);
+        }
+        c = call_new(e, NULL, reconnect_work, reconnect_done);
+        c->data = k;
+        c->free_data = reconnect_free;
+        e->connecting = true;
+        call_submit(c);
+        return G_SOURCE_CONTINUE;
 }
 
 static bool available(VmmsEngine *e, char **ret_why)
 {
         Libvirt *l = libvirt(e);
 
+        if (stalled(l)) {
+                *ret_why = not_responding(l);
+                return false;
+        }
         if (!l->conn || !virConnectIsAlive(l->conn)) {
                 *ret_why = g_strdup(l->why_not ? l->why_not : "libvirtd is not reachable");
                 return false;
@@ -984,30 +1322,37 @@ static uint64_t job_ullong(virTypedParameterPtr params, int n, const char *name)
         return virTypedParamsGetULLong(params, n, name, &v) == 1 ? v : 0;
 }
 
-/* A direct move's domain runs here now: the VM is the destination's. */
-static void incoming_arrived(LibvirtVm *lv, virDomainPtr dom)
+/* libvirt's account of a move that just ended here (it hands the source's job
+ * statistics to the destination), or NULL. */
+static char *arrival_message(virDomainPtr dom)
 {
         virTypedParameterPtr params = NULL;
         int n = 0, type = 0;
+        char *message = NULL;
 
+        if (virDomainGetJobStats(dom, &type, &params, &n, VIR_DOMAIN_JOB_STATS_COMPLETED) == 0 && n > 0)
+                message = g_strdup_printf("libvirt migrated it here: downtime %" G_GUINT64_FORMAT
+                                          " ms, %" G_GUINT64_FORMAT " bytes in %" G_GUINT64_FORMAT
+                                          " ms, %" G_GUINT64_FORMAT " memory iterations",
+                                          job_ullong(params, n, VIR_DOMAIN_JOB_DOWNTIME),
+                                          job_ullong(params, n, VIR_DOMAIN_JOB_DATA_PROCESSED),
+                                          job_ullong(params, n, VIR_DOMAIN_JOB_TIME_ELAPSED),
+                                          job_ullong(params, n, VIR_DOMAIN_JOB_MEMORY_ITERATION));
+        virTypedParamsFree(params, n);
+        return message;
+}
+
+/* A direct move's domain runs here now: the VM is the destination's. message: libvirt's
+ * account of the move, or NULL. */
+static void incoming_arrived(LibvirtVm *lv, virDomainPtr dom, const char *message)
+{
         lv->incoming = false;
         if (lv->dom)
                 virDomainFree(lv->dom);
         virDomainRef(dom);
         lv->dom = dom;
-        /* libvirt hands the source's job statistics to the destination. */
-        if (virDomainGetJobStats(dom, &type, &params, &n, VIR_DOMAIN_JOB_STATS_COMPLETED) == 0 && n > 0) {
-                g_autofree char *message = g_strdup_printf(
-                        "libvirt migrated it here: downtime %" G_GUINT64_FORMAT " ms, %" G_GUINT64_FORMAT
-                        " bytes in %" G_GUINT64_FORMAT " ms, %" G_GUINT64_FORMAT " memory iterations",
-                        job_ullong(params, n, VIR_DOMAIN_JOB_DOWNTIME),
-                        job_ullong(params, n, VIR_DOMAIN_JOB_DATA_PROCESSED),
-                        job_ullong(params, n, VIR_DOMAIN_JOB_TIME_ELAPSED),
-                        job_ullong(params, n, VIR_DOMAIN_JOB_MEMORY_ITERATION));
-
+        if (message)
                 vmms_vm_record_event(lv->vm, "migration", message);
-        }
-        virTypedParamsFree(params, n);
         g_message("VM '%s': its domain arrived (libvirt migrated it here)", lv->vm->def.name);
         report_running(lv->vm, false, g_get_real_time() / 1000);
         recompute_weights(lv->engine, NULL, NULL);
@@ -1026,7 +1371,9 @@ static void on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int de
         lv = vm->engine_data;
         if (lv->incoming && event == VIR_DOMAIN_EVENT_RESUMED &&
             detail == VIR_DOMAIN_EVENT_RESUMED_MIGRATED) {
-                incoming_arrived(lv, dom);
+                g_autofree char *message = arrival_message(dom);
+
+                incoming_arrived(lv, dom, message);
                 return;
         }
         if (lv->incoming && event != VIR_DOMAIN_EVENT_STOPPED)
@@ -1059,10 +1406,15 @@ static void start(VmmsEngine *e, VmmsVm *vm)
         g_autoptr(GPtrArray) formats = NULL;
         double reserved = 0;
 
-        if (!l->conn) {
+        if (!l->conn || stalled(l)) {
+                g_autofree char *why = stalled(l) ? not_responding(l) : NULL;
+
                 vm_data(l, vm);
-                report_exit(vm, l->why_not ? l->why_not : "libvirtd is not reachable", NULL,
-                            VMMS_ERROR_UNAVAILABLE);
+                report_exit(vm,
+                            why          ? why
+                            : l->why_not ? l->why_not
+                                         : "libvirtd is not reachable",
+                            NULL, VMMS_ERROR_UNAVAILABLE);
                 return;
         }
         lv = vm_data(l, vm);
@@ -1161,6 +1513,23 @@ static gboolean on_stop_timeout(gpointer userdata)
         return G_SOURCE_REMOVE;
 }
 
+static void power_button_work(Call *c)
+{
+        if (virDomainShutdownFlags(c->dom, VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN) < 0)
+                call_failed(c);
+}
+
+static void power_button_done(Call *c)
+{
+        LibvirtVm *lv = c->lv;
+
+        if (c->r >= 0 || !lv->vm)
+                return;
+        g_warning("VM '%s': cannot press its power button (%s); turning it off", lv->vm->def.name, c->error);
+        clear_timer(&lv->stop_timer);
+        destroy_now(lv);
+}
+
 static void stop(VmmsEngine *e, VmmsVm *vm, bool turn_off, uint32_t timeout_ms)
 {
         LibvirtVm *lv = vm_data(libvirt(e), vm);
@@ -1169,17 +1538,13 @@ static void stop(VmmsEngine *e, VmmsVm *vm, bool turn_off, uint32_t timeout_ms)
                 report_exit(vm, "its domain was not reachable", NULL, VMMS_OK);
                 return;
         }
-        if (!turn_off && virDomainShutdownFlags(lv->dom, VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN) < 0) {
-                g_warning("VM '%s': cannot press its power button (%s); turning it off", vm->def.name,
-                          last_error());
-                turn_off = true;
-        }
         if (turn_off) {
                 destroy_now(lv);
                 return;
         }
         clear_timer(&lv->stop_timer);
         lv->stop_timer = g_timeout_add(timeout_ms, on_stop_timeout, lv);
+        call_submit(call_new(libvirt(e), lv, power_button_work, power_button_done));
 }
 
 static void kill_vm(VmmsEngine *e, VmmsVm *vm)
@@ -1193,12 +1558,21 @@ static void kill_vm(VmmsEngine *e, VmmsVm *vm)
                 destroy_now(lv);
 }
 
-static void fail_done(VmmsVm *vm, VmmsEngineDoneFn done, VmmsErrorCode code, const char *what)
+/* An op's reply once its call is done; none if the VM ended meanwhile (its exit ended
+ * the op's job). */
+static void reply_done(Call *c, VmmsErrorCode code, const char *what)
 {
+        LibvirtVm *lv = c->lv;
         VmmsError error = {0};
 
-        vmms_error_set(&error, code, "VM '%s': %s: %s", vm->def.name, what, last_error());
-        done(vm, &error);
+        if (!lv->vm)
+                return;
+        if (c->r >= 0) {
+                c->reply(lv->vm, NULL);
+                return;
+        }
+        vmms_error_set(&error, code, "VM '%s': %s: %s", lv->vm->def.name, what, c->error);
+        c->reply(lv->vm, &error);
         vmms_error_clear(&error);
 }
 
@@ -1216,46 +1590,65 @@ static bool reachable(VmmsVm *vm, VmmsEngineDoneFn done)
         return false;
 }
 
-static void pause_vm(VmmsEngine *e, VmmsVm *vm, bool paused, VmmsEngineDoneFn done)
+static void pause_work(Call *c)
 {
-        LibvirtVm *lv = vm->engine_data;
-
-        (void)e;
-        if (!reachable(vm, done))
-                return;
-        if ((paused ? virDomainSuspend(lv->dom) : virDomainResume(lv->dom)) < 0) {
-                fail_done(vm, done, VMMS_ERROR_FAILED_PRECONDITION,
-                          paused ? "libvirt cannot suspend it" : "libvirt cannot resume it");
-                return;
-        }
-        done(vm, NULL);
+        if ((c->paused ? virDomainSuspend(c->dom) : virDomainResume(c->dom)) < 0)
+                call_failed(c);
 }
 
+static void pause_done(Call *c)
+{
+        reply_done(c, VMMS_ERROR_FAILED_PRECONDITION,
+                   c->paused ? "libvirt cannot suspend it" : "libvirt cannot resume it");
+}
+
+static void pause_vm(VmmsEngine *e, VmmsVm *vm, bool paused, VmmsEngineDoneFn done)
+{
+        Call *c;
+
+        if (!reachable(vm, done))
+                return;
+        c = call_new(libvirt(e), vm->engine_data, pause_work, pause_done);
+        c->paused = paused;
+        c->reply = done;
+        call_submit(c);
+}
+
+static void processor_done(Call *c)
+{
+        if (c->r < 0 && c->lv->vm) {
+                c->lv->weight = 0;
+                recompute_weights(c->e, NULL, NULL); /* the others' weights, as they were */
+        }
+        reply_done(c, VMMS_ERROR_FAILED_PRECONDITION, "libvirt refused the CPU settings");
+}
+
+/* Its own weight and quota first, then the others' weights as the new settings change
+ * them (the worker keeps that order). */
 static void set_processor(VmmsEngine *e, VmmsVm *vm, const VmmsProcessorSettings *p, VmmsEngineDoneFn done)
 {
         Libvirt *l = libvirt(e);
         LibvirtVm *lv = vm->engine_data;
-        uint32_t weight;
+        Call *c;
 
         if (!reachable(vm, done))
                 return;
-        weight = weight_for(l, vm, p);
-        if (set_scheduler(lv, weight, p, true) < 0) {
-                fail_done(vm, done, VMMS_ERROR_FAILED_PRECONDITION, "libvirt refused the CPU settings");
-                return;
-        }
-        lv->weight = weight;
+        c = call_new(l, lv, scheduler_work, processor_done);
+        c->weight = lv->weight = weight_for(l, vm, p);
+        c->processor = *p;
+        c->with_quota = true;
+        c->reply = done;
+        call_submit(c);
         recompute_weights(l, vm, p);
-        done(vm, NULL);
 }
 
 /* Asks the guest to plug `requested_kib` of its virtio-mem device: libvirt matches the
  * device by its whole live definition (address included), so the device's XML as the
  * live domain shows it goes back with a new <requested> (what virsh
- * update-memory-device does). */
-static int set_vmem_requested(LibvirtVm *lv, uint64_t requested_kib)
+ * update-memory-device does). Worker thread. */
+static int set_vmem_requested(virDomainPtr dom, uint64_t requested_kib)
 {
-        g_autofree char *xml = virDomainGetXMLDesc(lv->dom, 0);
+        g_autofree char *xml = virDomainGetXMLDesc(dom, 0);
         const char *dev = xml ? strstr(xml, "<memory model='virtio-mem'>") : NULL;
         const char *end = dev ? strstr(dev, "</memory>") : NULL;
         const char *req = dev ? strstr(dev, "<requested ") : NULL;
@@ -1266,10 +1659,47 @@ static int set_vmem_requested(LibvirtVm *lv, uint64_t requested_kib)
                 return -ENOENT;
         update = g_strdup_printf("%.*s<requested unit='KiB'>%" G_GUINT64_FORMAT "%.*s", (int)(req - dev), dev,
                                  requested_kib, (int)(end + strlen("</memory>") - req_end), req_end);
-        if (virDomainUpdateDeviceFlags(lv->dom, update, VIR_DOMAIN_AFFECT_LIVE) < 0)
-                return -EIO;
-        lv->vmem_requested_kib = requested_kib;
-        return 0;
+        return virDomainUpdateDeviceFlags(dom, update, VIR_DOMAIN_AFFECT_LIVE) < 0 ? -EIO : 0;
+}
+
+/* The balloon's target, then virtio-mem's requested size; set_* say which. */
+static void memory_work(Call *c)
+{
+        int r;
+
+        if (c->set_balloon &&
+            virDomainSetMemoryFlags(c->dom, (unsigned long)c->balloon_kib, VIR_DOMAIN_AFFECT_LIVE) < 0) {
+                call_failed(c);
+                c->set_vmem = false; /* not asked: the balancer asks again */
+                return;
+        }
+        if (c->set_vmem && (r = set_vmem_requested(c->dom, c->vmem_requested_kib)) < 0) {
+                c->r = r;
+                c->error = g_strdup(r == -ENOENT ? "its live definition shows no virtio-mem device"
+                                                 : last_error());
+        }
+}
+
+static void memory_done(Call *c)
+{
+        LibvirtVm *lv = c->lv;
+        bool balloon_failed = c->r < 0 && c->set_balloon && !c->set_vmem;
+
+        lv->memory_call = false;
+        if (!lv->vm)
+                return;
+        if (balloon_failed) {
+                g_warning("VM '%s': libvirt refused a balloon target of %" G_GUINT64_FORMAT " KiB: %s",
+                          lv->vm->def.name, c->balloon_kib, c->error);
+                return;
+        }
+        if (c->set_balloon)
+                lv->target_kib = c->balloon_kib;
+        if (c->set_vmem && c->r < 0)
+                g_warning("VM '%s': libvirt refused a virtio-mem size of %" G_GUINT64_FORMAT " KiB: %s",
+                          lv->vm->def.name, c->vmem_requested_kib, c->error);
+        else if (c->set_vmem)
+                lv->vmem_requested_kib = c->vmem_requested_kib;
 }
 
 /* Dynamic Memory's adds deflate the balloon first (the boot memory the guest already
@@ -1284,11 +1714,12 @@ static void adjust_memory(VmmsEngine *e, VmmsVm *vm, int64_t delta_bytes, const 
         const VmmsMemorySettings *m = &vm->def.memory;
         int64_t balloon, want, d, balloon_max, floor;
         uint64_t requested;
-        int r;
+        bool set_balloon, set_vmem;
+        Call *c;
 
         (void)e;
         (void)reason;
-        if (!lv || !lv->dom || !lv->engine->conn || busy(lv))
+        if (!lv || !lv->dom || !lv->engine->conn || busy(lv) || lv->memory_call)
                 return; /* the balancer's next snapshot asks again */
         balloon = (int64_t)(lv->target_kib ? lv->target_kib : lv->actual_kib);
         requested = lv->vmem_requested_kib;
@@ -1314,18 +1745,17 @@ static void adjust_memory(VmmsEngine *e, VmmsVm *vm, int64_t delta_bytes, const 
                 if (less && requested)
                         requested -= MIN(requested, less / VMEM_BLOCK_KIB * VMEM_BLOCK_KIB);
         }
-        if ((uint64_t)balloon != (lv->target_kib ? lv->target_kib : lv->actual_kib)) {
-                if (virDomainSetMemoryFlags(lv->dom, (unsigned long)balloon, VIR_DOMAIN_AFFECT_LIVE) < 0) {
-                        g_warning("VM '%s': libvirt refused a balloon target of %" G_GINT64_FORMAT " KiB: %s",
-                                  vm->def.name, balloon, last_error());
-                        return;
-                }
-                lv->target_kib = (uint64_t)balloon;
-        }
-        if (requested != lv->vmem_requested_kib && (r = set_vmem_requested(lv, requested)) < 0)
-                g_warning("VM '%s': libvirt refused a virtio-mem size of %" G_GUINT64_FORMAT " KiB: %s",
-                          vm->def.name, requested,
-                          r == -ENOENT ? "its live definition shows no virtio-mem device" : last_error());
+        set_balloon = (uint64_t)balloon != (lv->target_kib ? lv->target_kib : lv->actual_kib);
+        set_vmem = requested != lv->vmem_requested_kib;
+        if (!set_balloon && !set_vmem)
+                return;
+        c = call_new(lv->engine, lv, memory_work, memory_done);
+        c->set_balloon = set_balloon;
+        c->balloon_kib = (uint64_t)balloon;
+        c->set_vmem = set_vmem;
+        c->vmem_requested_kib = requested;
+        lv->memory_call = true;
+        call_submit(c);
 }
 
 /* The balloon's part (a deflate under way counted as done) plus what virtio-mem has
@@ -1356,13 +1786,54 @@ static uint64_t xml_kib(const char *from, const char *tag)
         return at ? g_ascii_strtoull(at + 1, NULL, 10) : 0;
 }
 
+/* One VM's part of a stats round: asked on the worker thread, applied on the main one. */
+typedef struct StatsItem {
+        LibvirtVm *lv;    /* held (pending) until applied */
+        virDomainPtr dom; /* a reference; NULL for a VM waiting for its incoming domain */
+        char uuid[37];
+        bool incoming, memory, want_xml; /* what to ask */
+        bool have_info;
+        virDomainInfo info;
+        int64_t info_at_us;
+        int n_stats;
+        virDomainMemoryStatStruct stats[VIR_DOMAIN_MEMORY_STAT_NR];
+        char *xml;             /* the live XML, for virtio-mem's sizes */
+        virDomainPtr arrived;  /* incoming: its domain, running here now */
+        char *arrival_message; /* incoming: libvirt's account of the move */
+} StatsItem;
+
+typedef struct StatsRound {
+        GArray *items; /* StatsItem */
+        virDomainStatsRecordPtr *records;
+        int n_records;
+        int64_t records_at_us;
+} StatsRound;
+
+static void stats_round_free(gpointer userdata)
+{
+        StatsRound *round = userdata;
+
+        for (guint i = 0; i < round->items->len; i++) {
+                StatsItem *it = &g_array_index(round->items, StatsItem, i);
+
+                if (it->dom)
+                        virDomainFree(it->dom);
+                if (it->arrived)
+                        virDomainFree(it->arrived);
+                g_free(it->xml);
+                g_free(it->arrival_message);
+        }
+        g_array_unref(round->items);
+        if (round->records)
+                virDomainStatsRecordListFree(round->records);
+        g_free(round);
+}
+
 /* virtio-mem's size, requested and plugged sizes as libvirt shows them (it follows the
  * guest's plugging through QEMU's events): read each second, so a vmmsd that re-attached
  * knows them too. */
-static void read_vmem(LibvirtVm *lv)
+static void read_vmem(LibvirtVm *lv, const char *xml)
 {
-        g_autofree char *xml =
-                lv->vmem_size_kib || !lv->vmem_checked ? virDomainGetXMLDesc(lv->dom, 0) : NULL;
         const char *dev = xml ? strstr(xml, "<memory model='virtio-mem'>") : NULL;
 
         lv->vmem_checked = true;
@@ -1373,57 +1844,90 @@ static void read_vmem(LibvirtVm *lv)
         lv->vmem_current_kib = xml_kib(dev, "<current ");
 }
 
-/* Once a second: each running domain's balloon stats become its memory status, and its
- * CPU time its CPU %. */
-static void poll_vm(Libvirt *e, VmmsVm *vm)
+/* Worker thread: each VM's CPU time, balloon stats and live XML (an incoming VM: whether
+ * its domain runs here yet, in case its lifecycle event was missed), then one call for
+ * every running domain's vCPU stats. */
+static void stats_work(Call *c)
+{
+        StatsRound *round = c->data;
+
+        for (guint i = 0; i < round->items->len; i++) {
+                StatsItem *it = &g_array_index(round->items, StatsItem, i);
+                int state = 0, reason = 0;
+
+                if (it->incoming) {
+                        virDomainPtr dom = virDomainLookupByUUIDString(c->conn, it->uuid);
+
+                        if (dom && virDomainGetState(dom, &state, &reason, 0) == 0 &&
+                            state == VIR_DOMAIN_RUNNING) {
+                                it->arrival_message = arrival_message(dom);
+                                it->arrived = g_steal_pointer(&dom);
+                        }
+                        if (dom)
+                                virDomainFree(dom);
+                        continue;
+                }
+                it->have_info = virDomainGetInfo(it->dom, &it->info) == 0;
+                it->info_at_us = g_get_monotonic_time();
+                if (!it->memory)
+                        continue;
+                it->n_stats = virDomainMemoryStats(it->dom, it->stats, VIR_DOMAIN_MEMORY_STAT_NR, 0);
+                if (it->n_stats >= 0 && it->want_xml)
+                        it->xml = virDomainGetXMLDesc(it->dom, 0);
+        }
+        round->n_records = virConnectGetAllDomainStats(c->conn, VIR_DOMAIN_STATS_VCPU, &round->records,
+                                                       VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE);
+        round->records_at_us = g_get_monotonic_time();
+}
+
+/* A running domain's balloon stats become its memory status, and its CPU time its
+ * CPU %. */
+static void apply_poll(Libvirt *e, VmmsVm *vm, StatsItem *it)
 {
         LibvirtVm *lv = vm->engine_data;
-        virDomainMemoryStatStruct stats[VIR_DOMAIN_MEMORY_STAT_NR];
         uint64_t available_kib = 0, usable_kib = 0, last_update = 0, held_kib, committed_kib = 0;
         bool have_available = false, have_usable = false;
-        virDomainInfo info;
-        int64_t now_us = g_get_monotonic_time();
+        int64_t now_us = it->info_at_us;
         VmmsMemoryStatus status = {0};
-        int n;
 
-        if (!lv->dom || !lv->started || lv->migrated)
-                return;
-        if (virDomainGetInfo(lv->dom, &info) == 0) {
-                if (lv->cpu_at_us && now_us > lv->cpu_at_us && info.cpuTime >= lv->cpu_time_ns)
-                        lv->cpu_pct = 100.0 * (double)(info.cpuTime - lv->cpu_time_ns) /
+        if (it->have_info) {
+                if (lv->cpu_at_us && now_us > lv->cpu_at_us && it->info.cpuTime >= lv->cpu_time_ns)
+                        lv->cpu_pct = 100.0 * (double)(it->info.cpuTime - lv->cpu_time_ns) /
                                       ((double)(now_us - lv->cpu_at_us) * 1000.0 * e->host_lps);
-                lv->cpu_time_ns = info.cpuTime;
+                lv->cpu_time_ns = it->info.cpuTime;
                 lv->cpu_at_us = now_us;
         }
-        n = virDomainMemoryStats(lv->dom, stats, VIR_DOMAIN_MEMORY_STAT_NR, 0);
-        for (int i = 0; i < n; i++) {
-                switch (stats[i].tag) {
+        if (!it->memory || busy(lv))
+                return;
+        for (int i = 0; i < it->n_stats; i++) {
+                switch (it->stats[i].tag) {
                 case VIR_DOMAIN_MEMORY_STAT_ACTUAL_BALLOON:
-                        lv->actual_kib = stats[i].val;
+                        lv->actual_kib = it->stats[i].val;
                         break;
                 case VIR_DOMAIN_MEMORY_STAT_RSS:
-                        lv->rss_kib = stats[i].val;
+                        lv->rss_kib = it->stats[i].val;
                         break;
                 case VIR_DOMAIN_MEMORY_STAT_AVAILABLE:
-                        available_kib = stats[i].val;
+                        available_kib = it->stats[i].val;
                         have_available = true;
                         break;
                 case VIR_DOMAIN_MEMORY_STAT_USABLE:
-                        usable_kib = stats[i].val;
+                        usable_kib = it->stats[i].val;
                         have_usable = true;
                         break;
                 case VIR_DOMAIN_MEMORY_STAT_LAST_UPDATE:
-                        last_update = stats[i].val;
+                        last_update = it->stats[i].val;
                         break;
                 default:
                         break;
                 }
         }
-        if (n < 0)
+        if (it->n_stats < 0)
                 return;
         if (!lv->target_kib)
                 lv->target_kib = lv->actual_kib;
-        read_vmem(lv);
+        if (it->want_xml)
+                read_vmem(lv, it->xml);
         status.received_ns = (uint64_t)now_us * 1000;
         /* The guest's balloon driver reports once it is loaded: before that there is no
          * committed figure and the balancer holds the VM. */
@@ -1527,20 +2031,15 @@ static Vmms__Hv__PartitionCounters *sample_counters(LibvirtVm *lv, virDomainStat
         return pc;
 }
 
-/* Once a second, one call for every running domain. */
-static void collect_counters(Libvirt *e)
+/* The round's vCPU stats: each VM's last two samples. */
+static void apply_counters(Libvirt *e, StatsRound *round)
 {
-        virDomainStatsRecordPtr *records = NULL;
-        int64_t now_us = g_get_monotonic_time();
-        int n = virConnectGetAllDomainStats(e->conn, VIR_DOMAIN_STATS_VCPU, &records,
-                                            VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE);
-
-        for (int i = 0; i < n; i++) {
+        for (int i = 0; i < round->n_records; i++) {
                 char uuid[VIR_UUID_STRING_BUFLEN];
                 VmmsVm *vm;
                 LibvirtVm *lv;
 
-                if (virDomainGetUUIDString(records[i]->dom, uuid) < 0 ||
+                if (virDomainGetUUIDString(round->records[i]->dom, uuid) < 0 ||
                     !(vm = g_hash_table_lookup(e->vms, uuid)))
                         continue;
                 lv = vm->engine_data;
@@ -1549,11 +2048,9 @@ static void collect_counters(Libvirt *e)
                 counters_free(lv->counters[0]);
                 lv->counters[0] = lv->counters[1];
                 lv->counters_at_us[0] = lv->counters_at_us[1];
-                lv->counters[1] = sample_counters(lv, records[i]);
-                lv->counters_at_us[1] = now_us;
+                lv->counters[1] = sample_counters(lv, round->records[i]);
+                lv->counters_at_us[1] = round->records_at_us;
         }
-        if (records)
-                virDomainStatsRecordListFree(records);
 }
 
 static bool counters(VmmsEngine *e, const VmmsVm *vm, const Vmms__Hv__PartitionCounters **ret_prev,
@@ -1570,34 +2067,64 @@ static bool counters(VmmsEngine *e, const VmmsVm *vm, const Vmms__Hv__PartitionC
         return true;
 }
 
-static void check_arrived(Libvirt *e, LibvirtVm *lv)
+static void stats_done(Call *c)
 {
-        virDomainPtr dom = virDomainLookupByUUIDString(e->conn, lv->uuid);
-        int state = 0, reason = 0;
+        Libvirt *e = c->e;
+        StatsRound *round = c->data;
 
-        if (dom && virDomainGetState(dom, &state, &reason, 0) == 0 && state == VIR_DOMAIN_RUNNING)
-                incoming_arrived(lv, dom);
-        if (dom)
-                virDomainFree(dom);
+        e->collecting = false;
+        for (guint i = 0; i < round->items->len; i++) {
+                StatsItem *it = &g_array_index(round->items, StatsItem, i);
+                LibvirtVm *lv = it->lv;
+
+                if (lv->vm && lv->incoming && it->arrived)
+                        incoming_arrived(lv, it->arrived, it->arrival_message);
+                else if (lv->vm && !it->incoming && lv->dom && lv->started && !lv->migrated)
+                        apply_poll(e, lv->vm, it);
+                if (!--lv->pending && !lv->vm)
+                        lv_free(lv);
+        }
+        if (c->conn == e->conn)
+                apply_counters(e, round);
 }
 
+/* Once a second: a stats round on the worker thread, unless the last one is still
+ * there (then it counts towards "not responding"). */
 static gboolean on_stats(gpointer userdata)
 {
         Libvirt *e = userdata;
         g_autoptr(GPtrArray) vms = NULL;
+        StatsRound *round;
+        Call *c;
 
-        if (!e->conn)
+        check_stall(e);
+        if (!e->conn || e->collecting)
                 return G_SOURCE_CONTINUE;
+        round = g_new0(StatsRound, 1);
+        round->items = g_array_new(FALSE, TRUE, sizeof(StatsItem));
         vms = tracked_vms(e);
         for (guint i = 0; i < vms->len; i++) {
                 LibvirtVm *lv = ((VmmsVm *)vms->pdata[i])->engine_data;
+                StatsItem it = {.lv = lv, .incoming = lv->incoming};
 
-                if (lv->incoming)
-                        check_arrived(e, lv); /* in case its lifecycle event was missed */
-                else if (!busy(lv))           /* its memory stats would wait for libvirt's job */
-                        poll_vm(e, vms->pdata[i]);
+                if (!lv->incoming && (!lv->dom || !lv->started || lv->migrated))
+                        continue;
+                memcpy(it.uuid, lv->uuid, sizeof(it.uuid));
+                if (lv->dom) {
+                        it.dom = lv->dom;
+                        virDomainRef(it.dom);
+                }
+                /* A saving or migrating domain's memory stats would wait for libvirt's job. */
+                it.memory = !busy(lv);
+                it.want_xml = lv->vmem_size_kib || !lv->vmem_checked;
+                lv->pending++;
+                g_array_append_val(round->items, it);
         }
-        collect_counters(e);
+        c = call_new(e, NULL, stats_work, stats_done);
+        c->data = round;
+        c->free_data = stats_round_free;
+        e->collecting = true;
+        call_submit(c);
         return G_SOURCE_CONTINUE;
 }
 
@@ -1864,9 +2391,14 @@ static void migrate_direct(VmmsEngine *e, VmmsVm *vm, const VmmsEngineDirectTarg
         VmmsError error = {0};
         Migration *mig;
 
-        if (!lv || !lv->dom || !libvirt(e)->conn || lv->migrating || lv->migrated) {
+        if (!lv || !lv->dom || !libvirt(e)->conn || lv->migrating || lv->migrated || stalled(libvirt(e))) {
+                g_autofree char *why = stalled(libvirt(e)) ? not_responding(libvirt(e)) : NULL;
+
                 vmms_error_set(&error, VMMS_ERROR_UNAVAILABLE, "VM '%s': its domain is not reachable (%s)",
-                               vm->def.name, libvirt(e)->why_not ? libvirt(e)->why_not : "not running");
+                               vm->def.name,
+                               why                   ? why
+                               : libvirt(e)->why_not ? libvirt(e)->why_not
+                                                     : "not running");
                 done(vm, &error, false);
                 vmms_error_clear(&error);
                 return;
@@ -1945,12 +2477,26 @@ static bool migrate_direct_target(VmmsEngine *e, const char *vm_id, VmmsEngineDi
         return true;
 }
 
+/* Get-VM's Status while libvirtd does not answer or cannot be reached. */
+static char *vm_status(VmmsEngine *e, const VmmsVm *vm)
+{
+        Libvirt *l = libvirt(e);
+        g_autofree char *why = NULL;
+
+        (void)vm;
+        if (stalled(l))
+                why = not_responding(l);
+        else if (!l->conn)
+                why = g_strdup(l->why_not ? l->why_not : "libvirtd is not reachable");
+        return why ? g_strdup_printf("Not responding (%s)", why) : NULL;
+}
+
 static bool network_valid(VmmsEngine *e, const char *switch_name, VmmsError *error)
 {
         Libvirt *l = libvirt(e);
         virNetworkPtr net;
 
-        if (!l->conn)
+        if (!l->conn || stalled(l))
                 return true; /* checked by libvirt when the VM starts */
         net = virNetworkLookupByName(l->conn, switch_name);
         if (!net) {
@@ -1965,6 +2511,7 @@ static bool network_valid(VmmsEngine *e, const char *switch_name, VmmsError *err
 
 static const VmmsEngineOps libvirt_ops = {
         .network_valid = network_valid,
+        .status = vm_status,
         .counters = counters,
         .name = "libvirt",
         .available = available,
@@ -2011,6 +2558,8 @@ VmmsEngine *vmms_engine_libvirt_new(const VmmsLibvirtConfig *config, const VmmsE
         e->lifecycle_callback = -1;
         e->vms = g_hash_table_new(g_str_hash, g_str_equal);
         e->host_lps = MAX(1, g_get_num_processors());
+        e->refs = 1;
+        e->worker = g_thread_pool_new(worker_run, NULL, 1, FALSE, NULL);
         if (connect_now(e) < 0) {
                 g_warning("libvirt: %s; trying again every %d s", e->why_not, RECONNECT_INTERVAL_S);
                 e->reconnect_timer = g_timeout_add_seconds(RECONNECT_INTERVAL_S, on_reconnect, e);
@@ -2019,21 +2568,8 @@ VmmsEngine *vmms_engine_libvirt_new(const VmmsLibvirtConfig *config, const VmmsE
         return &e->base;
 }
 
-/* Domains keep running: a vmmsd that stops leaves the VMs alone. */
-void vmms_engine_libvirt_free(VmmsEngine *base)
+static void engine_destroy(Libvirt *e)
 {
-        Libvirt *e = (Libvirt *)base;
-
-        if (!e)
-                return;
-        clear_timer(&e->reconnect_timer);
-        clear_timer(&e->stats_timer);
-        if (e->conn) {
-                if (e->lifecycle_callback >= 0)
-                        virConnectDomainEventDeregisterAny(e->conn, e->lifecycle_callback);
-                virConnectUnregisterCloseCallback(e->conn, on_close);
-                virConnectClose(e->conn);
-        }
         g_hash_table_unref(e->vms);
         g_free((char *)e->config.uri);
         g_free((char *)e->config.domain_type);
@@ -2041,4 +2577,27 @@ void vmms_engine_libvirt_free(VmmsEngine *base)
         g_free((char *)e->config.migration_uri);
         g_free(e->why_not);
         g_free(e);
+}
+
+/* Domains keep running: a vmmsd that stops leaves the VMs alone. A call still on the
+ * worker thread (a libvirtd that does not answer) is not waited for: it ends with the
+ * process, or frees itself when it returns. */
+void vmms_engine_libvirt_free(VmmsEngine *base)
+{
+        Libvirt *e = (Libvirt *)base;
+
+        if (!e)
+                return;
+        e->freed = true;
+        clear_timer(&e->reconnect_timer);
+        clear_timer(&e->stats_timer);
+        g_thread_pool_free(e->worker, TRUE, FALSE);
+        if (e->conn) {
+                if (e->lifecycle_callback >= 0)
+                        virConnectDomainEventDeregisterAny(e->conn, e->lifecycle_callback);
+                virConnectUnregisterCloseCallback(e->conn, on_close);
+                virConnectClose(e->conn);
+                e->conn = NULL;
+        }
+        engine_unref(e);
 }

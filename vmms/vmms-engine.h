@@ -127,6 +127,9 @@ typedef struct VmmsEngineOps {
          * keep_running (a checkpoint): the VM goes on as it was once the file is in
          * place, and no exited() follows. */
         void (*save)(VmmsEngine *e, VmmsVm *vm, const char *path, bool keep_running, VmmsEngineSavedFn done);
+        /* Optional, Running|Paused: Get-VM's Status when the engine cannot reach the VM now
+         * ("Not responding (why)"), newly allocated; NULL when it can. */
+        char *(*status)(VmmsEngine *e, const VmmsVm *vm);
         /* Optional, any state: whether `switch_name` names a network VMs can attach to;
          * if not, an error naming it. An engine that cannot tell now says true. */
         bool (*network_valid)(VmmsEngine *e, const char *switch_name, VmmsError *error);

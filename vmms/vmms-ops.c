@@ -152,10 +152,14 @@ static Vmms__V1__Vm *vm_to_proto(VmmsManager *m, VmmsCall *call, const VmmsVm *v
                 out->cpu_usage_pct = vm->def.state == VMMS_VM_PAUSED ? 0 : vm->figures.cpu_usage_pct;
                 out->worker_pid = vm->def.worker_pid;
         }
+        g_autofree char *engine_status = live ? vmms_vm_engine_status(vm) : NULL;
+
         if (vm->def.state == VMMS_VM_MIGRATING && vm->move_percent >= 0) {
                 g_autofree char *status = g_strdup_printf("Migrating (%d %%)", vm->move_percent);
 
                 out->status = vmms_call_strdup(call, status);
+        } else if (engine_status) {
+                out->status = vmms_call_strdup(call, engine_status);
         } else {
                 g_autofree char *status = vmms_health_vm_status(vmms_manager_health(m), vm->def.name);
 

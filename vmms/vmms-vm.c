@@ -1453,6 +1453,11 @@ static void on_engine_running(VmmsVm *vm, const VmmsEngineRunning *info)
         }
 }
 
+char *vmms_vm_engine_status(const VmmsVm *vm)
+{
+        return vm->engine && vm->engine->ops->status ? vm->engine->ops->status(vm->engine, vm) : NULL;
+}
+
 static void on_engine_exited(VmmsVm *vm, const VmmsEngineExit *exit)
 {
         VmmsVmState was = vm->def.state;

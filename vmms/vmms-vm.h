@@ -148,6 +148,9 @@ char *vmms_vm_partition_name(const VmmsVm *vm);
 int vmms_vm_persist(VmmsVm *vm, const char *kind, VmmsError *error, const char *fmt, ...) G_GNUC_PRINTF(4, 5);
 /* An event about the VM that changes no definition. */
 void vmms_vm_record_event(VmmsVm *vm, const char *kind, const char *message);
+/* Get-VM's Status when the VM's engine cannot reach it now ("Not responding (why)"),
+ * newly allocated; NULL when it can. */
+char *vmms_vm_engine_status(const VmmsVm *vm);
 
 /* Whether no job is in progress on the VM; if one is, a NotAllowed error naming it. */
 bool vmms_vm_check_idle(VmmsVm *vm, VmmsError *error);

@@ -5,9 +5,11 @@ off. Everything is torn down at the end: domains destroyed, libvirtd stopped."""
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 import unittest
+from pathlib import Path
 
 from libvirt_env import GUEST_DIR, VMCTL, PrivateLibvirtd, ensure_guest, virsh, vmctl
 from vmmsd_host import VmmsdHost, pid_alive
@@ -320,6 +322,62 @@ class LibvirtEngine(unittest.TestCase):
                  what="the restored guest's next line")
         self.assertEqual(self.console("deb").count("vmms-guest: up"), 1, "restored, not booted again")
         self.assertIn("restored from its saved state", self.vmctl("Get-VMEvent", "-VMName", "deb", "-Json").stdout)
+
+    def engine_status(self):
+        host = json.loads(vmctl(self.host, "Get-VMHost", "-Json", timeout=60).stdout)
+        return dict(zip(host["engines"], host["engineStatus"]))["libvirt"]
+
+    def test_07c_a_stopped_libvirtd_leaves_vmmsd_answering_and_is_reported_until_it_answers(self):
+        # Every libvirt call that waits for libvirtd runs off vmmsd's main thread: with
+        # libvirtd stopped (SIGSTOP) the APIs answer, the engine and the VM say "not
+        # responding", and everything comes back once libvirtd runs again. A vmctl that
+        # hung would fail the test through vmctl's own 60 s timeout, not a timed assert.
+        pid = int((self.libvirtd_dir / "run" / "libvirtd.pid").read_text())
+        vm_id = self.vm("deb")["id"]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            status = wait_for(lambda: (lambda s: s if "not responding" in s else None)(self.engine_status()), 120,
+                              interval=1, what="Get-VMHost to say libvirtd is not responding")
+            self.assertTrue(status.startswith("unavailable"), status)
+            self.assertIn(self.uri, status)
+            answers = [json.loads(vmctl(self.host, "Get-VM", "deb", "-Json", timeout=60).stdout)[0]
+                       for _ in range(5)]
+            self.assertEqual([a["id"] for a in answers], [vm_id] * 5)
+            self.assertTrue(all(a["state"] == "VM_STATE_RUNNING" for a in answers), answers)
+            self.assertTrue(all(a["status"].startswith("Not responding (libvirtd at ") for a in answers),
+                            [a["status"] for a in answers])
+            # libvirt's keepalive (5 s x 3) then closes the connection; reconnecting waits on
+            # the engine's worker thread, so vmmsd still answers and still says why
+            wait_for(lambda: "libvirtd stopped answering keepalives" in self.host.log(), 120, interval=1,
+                     what="libvirt's keepalive to close the connection")
+            wait_for(lambda: "not responding" in self.engine_status(), 60, interval=1,
+                     what="the reconnection's wait to count as not responding")
+            vm = json.loads(vmctl(self.host, "Get-VM", "deb", "-Json", timeout=60).stdout)[0]
+            self.assertEqual(vm["state"], "VM_STATE_RUNNING")
+            self.assertTrue(vm["status"].startswith("Not responding (libvirtd at "), vm["status"])
+            # a start is refused by name rather than left waiting
+            self.new_vm("waits", "quiet")
+            r = vmctl(self.host, "Start-VM", "waits", check=False, timeout=60)
+            self.assertEqual(r.returncode, 1, r.stdout)
+            self.assertIn("not responding", r.stderr)
+            # and libvirtd was stopped all along
+            self.assertEqual(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0], "T")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        wait_for(lambda: self.engine_status().startswith("available"), 120, interval=1,
+                 what="the engine to be available again")
+        vm = wait_for(lambda: (lambda v: v if not v["status"].startswith("Not responding") else None)(self.vm("deb")),
+                      120, interval=1, what="deb's Status to leave 'Not responding'")
+        self.assertEqual(vm["state"], "VM_STATE_RUNNING")
+        events = [e["message"] for e in json.loads(self.vmctl("Get-VMEvent", "-VMName", "deb", "-Json").stdout)]
+        self.assertTrue(any("is not responding" in m for m in events), events)
+        self.assertTrue(any("answers again" in m for m in events), events)
+        # driven again through the domain it found again
+        self.vmctl("Suspend-VM", "deb")
+        self.assertIn("paused", virsh(self.uri, "domstate", self.domain("deb")).stdout)
+        self.vmctl("Resume-VM", "deb")
+        self.assertIn("running", virsh(self.uri, "domstate", self.domain("deb")).stdout)
+        self.vmctl("Remove-VM", "waits", "-Force")
 
     def test_08_stop_vm_presses_the_power_button_and_the_guest_shuts_down(self):
         domain = self.domain("deb")
