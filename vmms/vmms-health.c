@@ -5,14 +5,18 @@
  * Per Dispatch and logical processors at 100 %. Each rule below reads one counter
  * Get-Counter shows, so an operator can watch the same figure the rule judged.
  *
- *   rule                 counter                                              fires when window host memory
- * short    \Hyper-V Dynamic Memory Balancer\Available Memory    < 5 % of the pool, every s  30 s host
- * pressure        \Hyper-V Dynamic Memory Balancer\Average Pressure    >= 100, every second       30 s host
- * LPs busy        \Hyper-V Hypervisor Logical Processor(_Total)\       >= 95 %, every second      30 s %
- * Total Run Time VM pressure          \Hyper-V Dynamic Memory VM(vm)\Average Pressure      >= 100, every
- * second       30 s VM paging            \VMMS Guest Memory(vm)\Pages In + Pages Out          >= 64 pages/s,
- * the mean    10 s VM waiting for CPU   \Hyper-V Hypervisor Virtual Processor(vm:Hv VP *)\   >= 1 ms, the
- * mean          10 s CPU Wait Time Per Dispatch
+ *   rule             counter                                                 fires when          window
+ *   host memory      \Hyper-V Dynamic Memory Balancer\Available Memory       < 5 % of the pool,    30 s
+ *   short                                                                    every second
+ *   host pressure    \Hyper-V Dynamic Memory Balancer\Average Pressure       >= 100, every second  30 s
+ *   host LPs busy    \Hyper-V Hypervisor Logical Processor(_Total)\          >= 95 %, every second 30 s
+ *                    % Total Run Time
+ *   VM pressure      \Hyper-V Dynamic Memory VM(vm)\Average Pressure         >= 100, every second  30 s
+ *   VM paging        \VMMS Guest Memory(vm)\Pages In + Pages Out             >= 64 pages/s, mean   10 s
+ *   VM waiting for   \Hyper-V Hypervisor Virtual Processor(vm:Hv VP *)\      >= 1 ms, the mean     10 s
+ *   CPU              CPU Wait Time Per Dispatch
+ *   VM short of its  \Hyper-V Hypervisor Virtual Processor(vm:Hv VP *)\      >= 10 % of one LP     10 s
+ *   CPU Reserve      % Total Run Time, against Reserve x Count               short, the mean
  *
  * Why these. Pressure is committed / assigned × 100: at 100 the guest has no free
  * memory and starts paging (the seed's guests 3–5 sat over 100 while guest 5 paged
@@ -26,6 +30,14 @@
  * a guest at rest ever pages here, and 1 ms waiting per dispatch is ten times what
  * hvd's scheduler costs a runnable VP when the host has spare processors. LPs at 95 %
  * rather than 100 % because the hypervisor's own time keeps _Total just short of it.
+ *
+ * A Reserve is "guaranteed when runnable": hvd's scheduler meets it exactly, but the libvirt
+ * engine can only weigh its guests against each other (cgroups have no CPU minimum), so a
+ * busy host can leave a libvirt VM short. Over the window, from its VPs' running totals:
+ * run = what it got, wait = what it spent runnable but not running (libvirt's vcpu.N.delay,
+ * hvd's VP wait), both in % of one LP; it wanted min(Reserve x Count, run + wait), and the
+ * shortfall is wanted - run. An idle VM wants nothing and is never short. 10 % of one LP
+ * is well past the few % a busy guest's dispatching costs here.
  *
  * Goal seeking (Set-VMMemory -GoalSeeking, balancer/balancer-goal.c) trims a VM below what it
  * commits: the pages it does not touch go to its paging disk and still count as committed, so
@@ -81,6 +93,9 @@ const VmmsHealthRuleInfo vmms_health_rules[VMMS_HEALTH_RULE_COUNT] = {
                 {"vm-cpu-wait",
                  "\\Hyper-V Hypervisor Virtual Processor(%s:Hv VP *)\\CPU Wait Time Per Dispatch", "ns", 1e6,
                  10, false, "Waiting for CPU"},
+        [VMMS_HEALTH_VM_CPU_RESERVE] =
+                {"vm-cpu-reserve", "\\Hyper-V Hypervisor Virtual Processor(%s:Hv VP *)\\% Total Run Time",
+                 "%", 10, 10, false, "CPU reserve not met"},
 };
 
 typedef struct HealthSubject {
@@ -186,6 +201,33 @@ static double vm_window_mean(const HealthSubject *s, VmmsHealthRule rule)
         return known ? sum / known : NAN;
 }
 
+/* The reserve rule's figures over its window, in % of one LP: what the VM got (run), what it
+ * waited (wait), and how far short of its reservation it was (the essay's formula). NAN
+ * until the window is full, without a reservation, or when a total is not known or went
+ * back (a restart). */
+static double vm_reserve_shortfall(const HealthSubject *s, double *ret_run, double *ret_wait)
+{
+        unsigned window = vmms_health_rules[VMMS_HEALTH_VM_CPU_RESERVE].window_s;
+        const VmmsHealthVmSample *now, *then;
+        double run, wait;
+
+        if (s->n < window + 1)
+                return NAN;
+        now = &s->ring.vm[ring_at(s, 0)];
+        then = &s->ring.vm[ring_at(s, window)];
+        if (!(now->cpu_reserve_pct > 0) || isnan(now->cpu_run_s_total) || isnan(then->cpu_run_s_total) ||
+            isnan(now->cpu_wait_s_total) || isnan(then->cpu_wait_s_total) ||
+            now->cpu_run_s_total < then->cpu_run_s_total || now->cpu_wait_s_total < then->cpu_wait_s_total)
+                return NAN;
+        run = (now->cpu_run_s_total - then->cpu_run_s_total) * 100 / window;
+        wait = (now->cpu_wait_s_total - then->cpu_wait_s_total) * 100 / window;
+        if (ret_run)
+                *ret_run = run;
+        if (ret_wait)
+                *ret_wait = wait;
+        return MAX(0, MIN(now->cpu_reserve_pct, run + wait) - run);
+}
+
 /* A goal-seeking VM's page-in rate over the paging rule's window (NAN until it is full). */
 static double vm_goal_paging(const HealthSubject *s)
 {
@@ -216,6 +258,8 @@ static double vm_figure(const HealthSubject *s, VmmsHealthRule rule)
 {
         if (rule == VMMS_HEALTH_VM_PRESSURE)
                 return s->ring.vm[ring_at(s, 0)].average_pressure;
+        if (rule == VMMS_HEALTH_VM_CPU_RESERVE)
+                return vm_reserve_shortfall(s, NULL, NULL);
         return vm_window_mean(s, rule);
 }
 
@@ -223,7 +267,7 @@ static double vm_figure(const HealthSubject *s, VmmsHealthRule rule)
 static void judge(const VmmsHealth *h, HealthSubject *s, bool is_host)
 {
         VmmsHealthRule first = is_host ? VMMS_HEALTH_HOST_AVAILABLE_MEMORY : VMMS_HEALTH_VM_PRESSURE;
-        VmmsHealthRule last = is_host ? VMMS_HEALTH_HOST_LP_BUSY : VMMS_HEALTH_VM_CPU_WAIT;
+        VmmsHealthRule last = is_host ? VMMS_HEALTH_HOST_LP_BUSY : VMMS_HEALTH_VM_CPU_RESERVE;
 
         s->firing = 0;
         for (VmmsHealthRule r = first; r <= last; r++) {
@@ -458,6 +502,27 @@ static char *advice_memory_for_vm(VmmsHealth *h, const char *vm, const VmmsHealt
                                vm, relief_text, want_text, other, other_text, vm, want_text);
 }
 
+/* What it got and waited against its reservation, and who to move. */
+static char *advice_reserve(VmmsHealth *h, const char *vm, const HealthSubject *s)
+{
+        double run = NAN, wait = NAN, pct;
+        const char *busiest = vm_busiest(h, vm, &pct);
+        g_autofree char *got = NULL;
+
+        vm_reserve_shortfall(s, &run, &wait);
+        got = g_strdup_printf("'%s' got %.0f %% of one logical processor against a Reserve of %.0f %% while "
+                              "its processors waited %.0f %%",
+                              vm, run, latest_vm(s)->cpu_reserve_pct, wait);
+        if (busiest)
+                return g_strdup_printf("%s: move '%s' (%.0f %% of one logical processor) to another host, or "
+                                       "lower '%s''s Reserve (Set-VMProcessor -Reserve)",
+                                       got, busiest, pct, vm);
+        return g_strdup_printf(
+                "%s: processes outside vmms take it; move '%s' to a less busy host, or lower its "
+                "Reserve (Set-VMProcessor -Reserve)",
+                got, vm);
+}
+
 static VmmsHealthFinding *finding_new(VmmsHealthRule rule, const char *vm, double value, unsigned run)
 {
         const VmmsHealthRuleInfo *info = &vmms_health_rules[rule];
@@ -547,7 +612,7 @@ static void vm_findings(VmmsHealth *h, const char *name, GPtrArray *out)
         const HealthSubject *s = g_hash_table_lookup(h->vms, name);
         const VmmsHealthVmSample *x = latest_vm(s);
 
-        for (VmmsHealthRule r = VMMS_HEALTH_VM_PRESSURE; r <= VMMS_HEALTH_VM_CPU_WAIT; r++) {
+        for (VmmsHealthRule r = VMMS_HEALTH_VM_PRESSURE; r <= VMMS_HEALTH_VM_CPU_RESERVE; r++) {
                 VmmsHealthFinding *f;
                 double value = NAN;
 
@@ -558,7 +623,7 @@ static void vm_findings(VmmsHealth *h, const char *name, GPtrArray *out)
                                 value = isnan(value) ? s->ring.vm[ring_at(s, i)].average_pressure
                                                      : MIN(value, s->ring.vm[ring_at(s, i)].average_pressure);
                 } else {
-                        value = vm_window_mean(s, r);
+                        value = vm_figure(s, r);
                 }
                 f = finding_new(r, name, value, s->run[r]);
                 if (r == VMMS_HEALTH_VM_PRESSURE && x && x->static_memory) {
@@ -578,6 +643,8 @@ static void vm_findings(VmmsHealth *h, const char *name, GPtrArray *out)
                                         : g_strdup_printf("give '%s' fewer virtual processors or a host with "
                                                           "more logical processors",
                                                           name);
+                } else if (r == VMMS_HEALTH_VM_CPU_RESERVE) {
+                        f->advice = advice_reserve(h, name, s);
                 } else {
                         f->relief_bytes = vm_relief_bytes(x);
                         if (f->relief_bytes == 0) /* paging within its own limit: an eighth more */
@@ -611,7 +678,7 @@ char *vmms_health_vm_status(VmmsHealth *h, const char *vm)
         const HealthSubject *s = g_hash_table_lookup(h->vms, vm);
         GString *status = g_string_new(NULL);
 
-        for (VmmsHealthRule r = VMMS_HEALTH_VM_PRESSURE; s && r <= VMMS_HEALTH_VM_CPU_WAIT; r++) {
+        for (VmmsHealthRule r = VMMS_HEALTH_VM_PRESSURE; s && r <= VMMS_HEALTH_VM_CPU_RESERVE; r++) {
                 if (!(s->firing & (1u << r)))
                         continue;
                 g_string_append_printf(status, "%s%s", status->len ? ", " : "", vmms_health_rules[r].status);

@@ -18,6 +18,7 @@ typedef enum VmmsHealthRule {
         VMMS_HEALTH_VM_PRESSURE,           /* one VM commits more than it is given */
         VMMS_HEALTH_VM_PAGING,             /* one VM pages to its disk */
         VMMS_HEALTH_VM_CPU_WAIT,           /* one VM's processors wait to be dispatched */
+        VMMS_HEALTH_VM_CPU_RESERVE,        /* one VM gets less than its Reserve while it asks for it */
         VMMS_HEALTH_RULE_COUNT,
 } VmmsHealthRule;
 
@@ -41,6 +42,9 @@ typedef struct VmmsHealthVmSample {
         double pages_in_total;           /* Pages In alone, the running total goal seeking judges */
         double cpu_wait_per_dispatch_ns; /* the mean over the VM's VPs */
         double cpu_run_pct;              /* % Total Run Time summed over its VPs (100 = one LP) */
+        double cpu_run_s_total;          /* its VPs' run time, seconds, running total (NAN: not known) */
+        double cpu_wait_s_total;         /* their time runnable but not running, likewise */
+        double cpu_reserve_pct;          /* Reserve x Count, % of one LP (0: no reservation) */
         uint64_t assigned_bytes;
         uint64_t committed_bytes;
         uint64_t maximum_bytes; /* its Maximum Memory (Startup for static memory) */

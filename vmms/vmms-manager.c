@@ -554,7 +554,9 @@ static void health_collect(const VmmsCounterSample *c, void *userdata)
                 v->sample = (VmmsHealthVmSample){.average_pressure = NAN,
                                                  .pages_total = NAN,
                                                  .pages_in_total = NAN,
-                                                 .cpu_wait_per_dispatch_ns = NAN};
+                                                 .cpu_wait_per_dispatch_ns = NAN,
+                                                 .cpu_run_s_total = NAN,
+                                                 .cpu_wait_s_total = NAN};
                 g_hash_table_insert(hc->vms, g_strdup(c->vm), v);
         }
         switch (c->id) {
@@ -578,9 +580,14 @@ static void health_collect(const VmmsCounterSample *c, void *userdata)
         case VMMS_COUNTER_VP_CPU_WAIT_TIME_PER_DISPATCH:
                 v->wait_sum_ns += c->value;
                 v->n_vps++;
+                /* base_value: the VP's wait time so far, in seconds */
+                v->sample.cpu_wait_s_total =
+                        (isnan(v->sample.cpu_wait_s_total) ? 0 : v->sample.cpu_wait_s_total) + c->base_value;
                 break;
         case VMMS_COUNTER_VP_TOTAL_RUN_TIME:
                 v->sample.cpu_run_pct += c->value;
+                v->sample.cpu_run_s_total =
+                        (isnan(v->sample.cpu_run_s_total) ? 0 : v->sample.cpu_run_s_total) + c->base_value;
                 break;
         default:
                 break;
@@ -657,6 +664,7 @@ static void health_feed(VmmsManager *m)
                         v->sample.static_memory = true;
                 }
                 v->sample.goal_seeking = vm->def.memory.dynamic_memory_enabled && vm->def.memory.goal_seeking;
+                v->sample.cpu_reserve_pct = (double)vm->def.processor.reserve * vm->def.processor.count;
                 v->sample.maximum_bytes = vm->def.memory.dynamic_memory_enabled
                                                   ? vm->def.memory.maximum_bytes
                                                   : vm->def.memory.startup_bytes;

@@ -276,6 +276,46 @@ class LibvirtEngine(unittest.TestCase):
         self.assertRegex(virsh(self.uri, "schedinfo", self.domain("deb")).stdout,
                          r"vcpu_quota\s*:\s*(-1|17592186044415)\b")
 
+    def test_06b_a_reserve_the_host_does_not_give_is_reported_short(self):
+        # cgroups have no CPU minimum: a busy guest whose vCPU shares a host CPU with two busy
+        # processes outside machine.slice gets at most half of it, whatever its weight. Its
+        # Reserve of 100 % is then short by over 10 % of one LP while its vCPU waits, and
+        # Get-VM's Status, Get-VMHostHealth and a "health" event say so, from libvirt's
+        # vcpu.0.time and vcpu.0.delay.
+        self.new_vm("burn", "vmms.burn=1")
+        self.vmctl("Set-VMProcessor", "burn", "-Reserve", "100")
+        self.start_and_boot("burn")
+        domain = self.domain("burn")
+        self.assertEqual(virsh(self.uri, "vcpupin", domain, "0", "0").returncode, 0)
+        hogs = [subprocess.Popen(["taskset", "-c", "0", "/usr/bin/python3", "-c", "while True: pass"])
+                for _ in range(2)]
+        try:
+            vm = wait_for(lambda: (lambda v: v if "CPU reserve not met" in v["status"] else None)(self.vm("burn")),
+                          120, interval=1, what="burn's Status to say its reserve is not met")
+            self.assertEqual(vm["state"], "VM_STATE_RUNNING")
+            findings = json.loads(self.vmctl("Get-VMHostHealth", "-Json").stdout).get("findings", [])
+            mine = [f for f in findings if f.get("vm") == "burn" and f.get("rule") == "vm-cpu-reserve"]
+            self.assertEqual(len(mine), 1, findings)
+            f = mine[0]
+            self.assertGreaterEqual(f["value"], 10, f)
+            self.assertEqual(f["counter"], "\\Hyper-V Hypervisor Virtual Processor(burn:Hv VP *)\\% Total Run Time")
+            got = re.search(r"got (\d+) % of one logical processor against a Reserve of 100 % while its "
+                            r"processors waited (\d+) %", f["advice"])
+            self.assertIsNotNone(got, f["advice"])
+            print(f"# reserve 100 %, vCPU pinned with two host hogs: got {got[1]} %, waited {got[2]} %, "
+                  f"short {f['value']:.0f} % of one LP", flush=True)
+            events = [e["message"] for e in json.loads(self.vmctl("Get-VMEvent", "-VMName", "burn", "-Json").stdout)]
+            self.assertTrue(any("CPU reserve not met" in m for m in events), events)
+        finally:
+            for h in hogs:
+                h.kill()
+                h.wait()
+        # Without a reservation nothing can be short of it.
+        self.vmctl("Set-VMProcessor", "burn", "-Reserve", "0")
+        wait_for(lambda: "CPU reserve not met" not in self.vm("burn")["status"], 60, interval=1,
+                 what="burn's Status to drop the reserve sign")
+        self.vmctl("Stop-VM", "burn", "-TurnOff")
+
     def test_07_vmmsd_kill9_and_restart_reattaches_by_uuid(self):
         before = self.vm("deb")
         self.host.kill9()

@@ -397,12 +397,100 @@ static void test_goal_seeking_pressure_flagged_only_when_paging(void)
         }
 }
 
+/* A Reserve is judged against what the VM asked for: its run time plus the time its VPs
+ * waited to run, over the window, never more than the reservation. */
+typedef struct ReserveCase {
+        const char *name;
+        double reserve_pct, run_pct, wait_pct; /* % of one LP, every second */
+        unsigned seconds;
+        bool fires;
+        double shortfall;
+} ReserveCase;
+
+static const ReserveCase reserve_cases[] = {
+        {"met: it got more than it reserved", 50, 60, 40, 30, false, 0},
+        {"short while its VPs waited", 50, 30, 60, 30, true, 20},
+        {"idle: it asked for less than it reserved", 50, 5, 0, 30, false, 0},
+        {"short of what it asked, under the threshold", 50, 30, 5, 30, false, 5},
+        {"short by exactly the threshold", 50, 30, 10, 30, true, 10},
+        {"short, one second before the window is full", 50, 30, 60, 10, false, 20},
+        {"short, the window just full", 50, 30, 60, 11, true, 20},
+        {"no reservation", 0, 10, 90, 30, false, 0},
+        {"two VPs reserving 50 % each", 100, 60, 100, 30, true, 40},
+};
+
+static void test_reserve_shortfall_counts_what_was_asked_for(void)
+{
+        for (size_t i = 0; i < G_N_ELEMENTS(reserve_cases); i++) {
+                const ReserveCase *c = &reserve_cases[i];
+                g_autoptr(VmmsHealth) h = vmms_health_new();
+                g_autoptr(GPtrArray) findings = NULL;
+                g_autofree char *status = NULL;
+                const VmmsHealthFinding *f;
+
+                g_test_message("%s", c->name);
+                for (unsigned sec = 0; sec < c->seconds; sec++) {
+                        VmmsHealthHostSample host = host_at_rest();
+                        VmmsHealthVmSample vm = vm_at_rest();
+
+                        vm.cpu_reserve_pct = c->reserve_pct;
+                        vm.cpu_run_s_total = 1000 + c->run_pct / 100 * sec; /* a VM that ran before */
+                        vm.cpu_wait_s_total = 7 + c->wait_pct / 100 * sec;
+                        vm.cpu_run_pct = c->run_pct;
+                        vmms_health_push_host(h, &host);
+                        vmms_health_push_vm(h, "db", &vm);
+                        g_ptr_array_unref(vmms_health_end_second(h));
+                }
+                findings = vmms_health_findings(h);
+                f = find(findings, VMMS_HEALTH_VM_CPU_RESERVE);
+                status = vmms_health_vm_status(h, "db");
+                g_assert_true((f != NULL) == c->fires);
+                g_assert_cmpstr(status, ==, c->fires ? "CPU reserve not met" : "Operating normally");
+                if (!f)
+                        continue;
+                g_assert_cmpfloat_with_epsilon(f->value, c->shortfall, 1e-6);
+                g_assert_cmpfloat(f->threshold, ==, 10);
+                g_assert_cmpstr(f->counter, ==,
+                                "\\Hyper-V Hypervisor Virtual Processor(db:Hv VP *)\\% Total Run Time");
+                g_autofree char *got =
+                        g_strdup_printf("'db' got %.0f %% of one logical processor against a "
+                                        "Reserve of %.0f %% while its processors waited %.0f %%",
+                                        c->run_pct, c->reserve_pct, c->wait_pct);
+                g_assert_true(g_str_has_prefix(f->advice, got));
+        }
+}
+
+/* A restart starts the running totals again: no shortfall is made up from the drop. */
+static void test_reserve_shortfall_ignores_totals_that_go_back(void)
+{
+        g_autoptr(VmmsHealth) h = vmms_health_new();
+        g_autoptr(GPtrArray) findings = NULL;
+
+        for (unsigned sec = 0; sec < 30; sec++) {
+                VmmsHealthHostSample host = host_at_rest();
+                VmmsHealthVmSample vm = vm_at_rest();
+
+                vm.cpu_reserve_pct = 100;
+                vm.cpu_run_s_total = sec < 20 ? 100 + sec : 0.1 * (sec - 20);
+                vm.cpu_wait_s_total = sec < 20 ? 50 : 0.9 * (sec - 20);
+                vmms_health_push_host(h, &host);
+                vmms_health_push_vm(h, "db", &vm);
+                g_ptr_array_unref(vmms_health_end_second(h));
+        }
+        findings = vmms_health_findings(h);
+        g_assert_null(find(findings, VMMS_HEALTH_VM_CPU_RESERVE));
+}
+
 int main(int argc, char **argv)
 {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/health/rules-fire-at-threshold-after-window",
                         test_rules_fire_at_threshold_after_window);
         g_test_add_func("/health/advice-names-vm-and-memory", test_advice_names_vm_and_memory);
+        g_test_add_func("/health/reserve-shortfall-counts-what-was-asked-for",
+                        test_reserve_shortfall_counts_what_was_asked_for);
+        g_test_add_func("/health/reserve-shortfall-ignores-totals-that-go-back",
+                        test_reserve_shortfall_ignores_totals_that_go_back);
         g_test_add_func("/health/static-memory-pressure-names-current-pressure",
                         test_static_memory_pressure_names_current_pressure);
         g_test_add_func("/health/state-change-reported-once", test_state_change_reported_once);
