@@ -223,18 +223,18 @@ class LibvirtEngine(unittest.TestCase):
     def test_05_dynamic_memory_moves_the_balloon_within_minimum(self):
         # Demand ~60 MiB + 20 % buffer is below Minimum: the balancer takes the VM from 256
         # down to 160 MB through the balloon, never below.
-        wait_for(lambda: self.balloon_kib("deb") <= 170 * 1024, 60, interval=0.5,
+        wait_for(lambda: self.balloon_kib("deb") <= 170 * 1024, 120, interval=0.5,
                  what="the balloon to shrink the guest towards Minimum")
         self.assertGreaterEqual(self.balloon_kib("deb"), 160 * 1024)
         # The guest's own view follows: its MemTotal falls below the balloon's size (the
-        # kernel's reserved memory is in neither), and by more than the 32 MiB it may already
-        # have given before it printed its first MemTotal (the balloon starts as soon as its
-        # driver reports, while the guest is still soaking).
+        # kernel's reserved memory is in neither), so below 170 MiB, 86 MiB under the 256 it
+        # started with. Not "its first MemTotal less N": the balloon starts as soon as its
+        # driver reports, while the guest still soaks, so under load the first line the guest
+        # prints can already be at Minimum (measured: "up" at 166 MiB, then 110 MiB).
         def memtotals():
             return [int(k) for k in re.findall(r"MemTotal: (\d+)", self.console("deb"))]
-        first = memtotals()[0]
-        wait_for(lambda: memtotals()[-1] < min(first - 32 * 1024, self.balloon_kib("deb")), 30, interval=0.5,
-                 what="the guest's MemTotal to follow the balloon")
+        wait_for(lambda: memtotals() and memtotals()[-1] < min(self.balloon_kib("deb"), 170 * 1024), 60,
+                 interval=0.5, what="the guest's MemTotal to follow the balloon")
         events = self.vmctl("Get-VMEvent", "-VMName", "deb", "-Json").stdout
         self.assertIn("removing", events)
         self.assertLessEqual(self.vm("deb")["assignedMemoryBytes"], 170 << 20)

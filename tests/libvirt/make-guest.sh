@@ -26,7 +26,7 @@ fi
 for tool in /bin/busybox cpio; do
   command -v "$tool" >/dev/null || { echo "make-guest.sh: $tool is missing (scripts/libvirt-deps.sh installs it)" >&2; exit 1; }
 done
-[ -x /bin/busybox ] && /bin/busybox --list | grep -qx insmod ||
+[ -x /bin/busybox ] && /bin/busybox --list | grep -x insmod >/dev/null ||
   { echo "make-guest.sh: /bin/busybox has no insmod (install busybox-static)" >&2; exit 1; }
 
 work=$(mktemp -d)
