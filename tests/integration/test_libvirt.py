@@ -277,8 +277,8 @@ class LibvirtEngine(unittest.TestCase):
                          r"vcpu_quota\s*:\s*(-1|17592186044415)\b")
 
     def test_06b_a_reserve_the_host_does_not_give_is_reported_short(self):
-        # cgroups have no CPU minimum: a busy guest whose vCPU shares a host CPU with two busy
-        # processes outside machine.slice gets at most half of it, whatever its weight. Its
+        # cgroups have no CPU minimum: a busy guest whose vCPU shares a host CPU with three busy
+        # processes outside machine.slice gets only part of it, whatever its weight. Its
         # Reserve of 100 % is then short by over 10 % of one LP while its vCPU waits, and
         # Get-VM's Status, Get-VMHostHealth and a "health" event say so, from libvirt's
         # vcpu.0.time and vcpu.0.delay.
@@ -287,8 +287,9 @@ class LibvirtEngine(unittest.TestCase):
         self.start_and_boot("burn")
         domain = self.domain("burn")
         self.assertEqual(virsh(self.uri, "vcpupin", domain, "0", "0").returncode, 0)
-        hogs = [subprocess.Popen(["taskset", "-c", "0", "/usr/bin/python3", "-c", "while True: pass"])
-                for _ in range(2)]
+        # each hog its own session, so its own scheduling group where autogroups apply
+        hogs = [subprocess.Popen(["taskset", "-c", "0", "/usr/bin/python3", "-c", "while True: pass"],
+                                 start_new_session=True) for _ in range(3)]
         try:
             vm = wait_for(lambda: (lambda v: v if "CPU reserve not met" in v["status"] else None)(self.vm("burn")),
                           120, interval=1, what="burn's Status to say its reserve is not met")
@@ -302,7 +303,7 @@ class LibvirtEngine(unittest.TestCase):
             got = re.search(r"got (\d+) % of one logical processor against a Reserve of 100 % while its "
                             r"processors waited (\d+) %", f["advice"])
             self.assertIsNotNone(got, f["advice"])
-            print(f"# reserve 100 %, vCPU pinned with two host hogs: got {got[1]} %, waited {got[2]} %, "
+            print(f"# reserve 100 %, vCPU pinned with three host hogs: got {got[1]} %, waited {got[2]} %, "
                   f"short {f['value']:.0f} % of one LP", flush=True)
             events = [e["message"] for e in json.loads(self.vmctl("Get-VMEvent", "-VMName", "burn", "-Json").stdout)]
             self.assertTrue(any("CPU reserve not met" in m for m in events), events)
