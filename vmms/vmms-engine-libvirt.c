@@ -876,6 +876,16 @@ static void call_submit(Call *c)
         g_thread_pool_push(c->e->worker, c, NULL);
 }
 
+/* A call about the connection as a whole, with its own data (freed with the call). */
+static void call_submit_engine(Libvirt *e, CallFn work, CallFn done, void *data, GDestroyNotify free_data)
+{
+        Call *c = call_new(e, NULL, work, done);
+
+        c->data = data;
+        c->free_data = free_data;
+        call_submit(c);
+}
+
 /* ---- Policy: CPU ---- */
 
 typedef struct Share {
@@ -1251,7 +1261,6 @@ static gboolean on_reconnect(gpointer userdata)
         Libvirt *e = userdata;
         g_autoptr(GPtrArray) vms = NULL;
         Reconnect *k;
-        Call *c;
 
         if (e->connecting || e->conn)
                 return G_SOURCE_CONTINUE;
@@ -1265,11 +1274,8 @@ static gboolean on_reconnect(gpointer userdata)
                 memcpy(f.uuid, ((LibvirtVm *)((VmmsVm *)vms->pdata[i])->engine_data)->uuid, sizeof(f.uuid));
                 g_array_append_val(k->vms, f);
         }
-        c = call_new(e, NULL, reconnect_work, reconnect_done);
-        c->data = k;
-        c->free_data = reconnect_free;
         e->connecting = true;
-        call_submit(c);
+        call_submit_engine(e, reconnect_work, reconnect_done, k, reconnect_free);
         return G_SOURCE_CONTINUE;
 }
 
@@ -2095,7 +2101,6 @@ static gboolean on_stats(gpointer userdata)
         Libvirt *e = userdata;
         g_autoptr(GPtrArray) vms = NULL;
         StatsRound *round;
-        Call *c;
 
         check_stall(e);
         if (!e->conn || e->collecting)
@@ -2120,11 +2125,8 @@ static gboolean on_stats(gpointer userdata)
                 lv->pending++;
                 g_array_append_val(round->items, it);
         }
-        c = call_new(e, NULL, stats_work, stats_done);
-        c->data = round;
-        c->free_data = stats_round_free;
         e->collecting = true;
-        call_submit(c);
+        call_submit_engine(e, stats_work, stats_done, round, stats_round_free);
         return G_SOURCE_CONTINUE;
 }
 
