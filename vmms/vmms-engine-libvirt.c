@@ -183,8 +183,10 @@ typedef struct LibvirtVm {
         /* virtio-mem (hot-add beyond startup): its size, the size vmmsd asked the guest to
          * plug, and what it has plugged (libvirt's <current>); size 0: no device. */
         uint64_t vmem_size_kib, vmem_requested_kib, vmem_current_kib;
-        bool vmem_checked; /* the domain was looked at for a virtio-mem device */
-        bool memory_call;  /* a balloon or virtio-mem change is on the worker thread */
+        bool vmem_checked;     /* the domain was looked at for a virtio-mem device */
+        bool memory_call;      /* a balloon or virtio-mem change is on the worker thread */
+        unsigned arrival_asks; /* stats rounds left to ask libvirt's account of a move that
+                                  arrived (its completed job's statistics come a moment later) */
         uint64_t actual_kib, rss_kib;
         VmmsVirtioBalloon balloon; /* its committed memory from the balloon's stats */
         uint64_t cpu_time_ns;
@@ -703,9 +705,10 @@ static void run_blocking(LibvirtVm *lv, BlockingOp op, char *xml)
  * stays "not responding" until it answers; then the VMs are found again.
  * Left on the main thread: the first connection and attach() at vmmsd start-up, Move-VM's
  * migratable XML and network_valid() (both refused or skipped while not responding), and
- * the job statistics of a domain that just arrived (libvirtd has just sent its event). */
+ * whether a domain whose save failed still runs (libvirtd has just answered the save). */
 
 #define STALL_TICKS 5
+#define ARRIVAL_ASKS 10
 
 typedef struct Call Call;
 typedef void (*CallFn)(Call *c);
@@ -1349,7 +1352,8 @@ static char *arrival_message(virDomainPtr dom)
 }
 
 /* A direct move's domain runs here now: the VM is the destination's. message: libvirt's
- * account of the move, or NULL. */
+ * account of the move, or NULL: then the next stats rounds ask for it (libvirt sets the
+ * completed job's statistics after the domain resumes). */
 static void incoming_arrived(LibvirtVm *lv, virDomainPtr dom, const char *message)
 {
         lv->incoming = false;
@@ -1357,6 +1361,7 @@ static void incoming_arrived(LibvirtVm *lv, virDomainPtr dom, const char *messag
                 virDomainFree(lv->dom);
         virDomainRef(dom);
         lv->dom = dom;
+        lv->arrival_asks = message ? 0 : ARRIVAL_ASKS;
         if (message)
                 vmms_vm_record_event(lv->vm, "migration", message);
         g_message("VM '%s': its domain arrived (libvirt migrated it here)", lv->vm->def.name);
@@ -1377,9 +1382,7 @@ static void on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int de
         lv = vm->engine_data;
         if (lv->incoming && event == VIR_DOMAIN_EVENT_RESUMED &&
             detail == VIR_DOMAIN_EVENT_RESUMED_MIGRATED) {
-                g_autofree char *message = arrival_message(dom);
-
-                incoming_arrived(lv, dom, message);
+                incoming_arrived(lv, dom, NULL); /* libvirt's account: the next stats round */
                 return;
         }
         if (lv->incoming && event != VIR_DOMAIN_EVENT_STOPPED)
@@ -1797,7 +1800,7 @@ typedef struct StatsItem {
         LibvirtVm *lv;    /* held (pending) until applied */
         virDomainPtr dom; /* a reference; NULL for a VM waiting for its incoming domain */
         char uuid[37];
-        bool incoming, memory, want_xml; /* what to ask */
+        bool incoming, memory, want_xml, want_arrival; /* what to ask */
         bool have_info;
         virDomainInfo info;
         int64_t info_at_us;
@@ -1873,6 +1876,8 @@ static void stats_work(Call *c)
                                 virDomainFree(dom);
                         continue;
                 }
+                if (it->want_arrival)
+                        it->arrival_message = arrival_message(it->dom);
                 it->have_info = virDomainGetInfo(it->dom, &it->info) == 0;
                 it->info_at_us = g_get_monotonic_time();
                 if (!it->memory)
@@ -2087,6 +2092,11 @@ static void stats_done(Call *c)
                         incoming_arrived(lv, it->arrived, it->arrival_message);
                 else if (lv->vm && !it->incoming && lv->dom && lv->started && !lv->migrated)
                         apply_poll(e, lv->vm, it);
+                if (lv->vm && it->want_arrival && lv->arrival_asks) {
+                        lv->arrival_asks = it->arrival_message ? 0 : lv->arrival_asks - 1;
+                        if (it->arrival_message)
+                                vmms_vm_record_event(lv->vm, "migration", it->arrival_message);
+                }
                 if (!--lv->pending && !lv->vm)
                         lv_free(lv);
         }
@@ -2122,6 +2132,7 @@ static gboolean on_stats(gpointer userdata)
                 /* A saving or migrating domain's memory stats would wait for libvirt's job. */
                 it.memory = !busy(lv);
                 it.want_xml = lv->vmem_size_kib || !lv->vmem_checked;
+                it.want_arrival = lv->arrival_asks > 0;
                 lv->pending++;
                 g_array_append_val(round->items, it);
         }
