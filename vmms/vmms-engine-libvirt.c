@@ -157,6 +157,9 @@ typedef struct Libvirt {
         guint reconnect_timer;
         guint stats_timer;
         GHashTable *vms; /* lower-case UUID -> LibvirtVm* */
+        /* Lower-case UUIDs of VMs whose incoming move this host gave up: their domain must
+         * not run here, whenever libvirt brings it (refuse_domain). */
+        GHashTable *refused;
         uint32_t host_lps;
         /* The calls that can block, on one worker thread (see "Calls on the worker thread"). */
         GThreadPool *worker;
@@ -295,6 +298,7 @@ static LibvirtVm *vm_data(Libvirt *e, VmmsVm *vm)
         for (size_t i = 0; i < sizeof(lv->uuid) - 1 && vm->def.id[i]; i++)
                 lv->uuid[i] = g_ascii_tolower(vm->def.id[i]);
         g_hash_table_insert(e->vms, lv->uuid, vm);
+        g_hash_table_remove(e->refused, lv->uuid); /* this host's again */
         vm->engine_data = lv;
         return lv;
 }
@@ -725,7 +729,7 @@ struct Call {
         /* What a call asks and answers (each call uses its own). */
         uint32_t weight;
         VmmsProcessorSettings processor;
-        bool with_quota, paused, set_balloon, set_vmem;
+        bool with_quota, paused, set_balloon, set_vmem, found;
         uint64_t balloon_kib, vmem_requested_kib;
         VmmsEngineDoneFn reply; /* the op's done, if any */
         void *data;
@@ -1035,6 +1039,7 @@ static uint32_t weight_for(Libvirt *e, VmmsVm *vm, const VmmsProcessorSettings *
 /* ---- The connection ---- */
 
 static void on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int detail, void *opaque);
+static void refuse_domain(Libvirt *e, const char *uuid);
 static void on_close(virConnectPtr conn, int reason, void *opaque);
 static gboolean on_reconnect(gpointer userdata);
 
@@ -1377,8 +1382,14 @@ static void on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int de
         LibvirtVm *lv;
 
         (void)conn;
-        if (virDomainGetUUIDString(dom, uuid) < 0 || !(vm = g_hash_table_lookup(e->vms, uuid)))
-                return; /* not a domain of ours */
+        if (virDomainGetUUIDString(dom, uuid) < 0)
+                return;
+        if (!(vm = g_hash_table_lookup(e->vms, uuid))) {
+                if (g_hash_table_contains(e->refused, uuid) &&
+                    (event == VIR_DOMAIN_EVENT_STARTED || event == VIR_DOMAIN_EVENT_RESUMED))
+                        refuse_domain(e, uuid); /* a move given up here arrived after all */
+                return;                         /* not a domain of ours */
+        }
         lv = vm->engine_data;
         if (lv->incoming && event == VIR_DOMAIN_EVENT_RESUMED &&
             detail == VIR_DOMAIN_EVENT_RESUMED_MIGRATED) {
@@ -1556,15 +1567,82 @@ static void stop(VmmsEngine *e, VmmsVm *vm, bool turn_off, uint32_t timeout_ms)
         call_submit(call_new(libvirt(e), lv, power_button_work, power_button_done));
 }
 
+/* A move given up here: libvirt's peer-to-peer migration is the source libvirtd's and
+ * goes on without vmmsd (a source vmmsd killed mid-move leaves it running), so the domain
+ * can still arrive, or be arriving (paused, taking memory). Left alone it would run here
+ * with no VM of vmmsd's behind it while the source's definition says Off — a second copy
+ * at the next Start-VM. So it is destroyed now and whenever it comes (on_lifecycle):
+ * while it is arriving, that fails the source's migration and the guest runs on there. */
+typedef struct Refusal {
+        char *uuid;
+        char *console; /* "<source path='STATE/logs/": what a domain brought to this vmmsd has */
+} Refusal;
+
+static void refusal_free(gpointer userdata)
+{
+        Refusal *r = userdata;
+
+        g_free(r->uuid);
+        g_free(r->console);
+        g_free(r);
+}
+
+/* Only a domain whose console is in this vmmsd's state directory: another vmmsd on the
+ * same libvirtd (tests run a few) may be receiving the same VM legitimately. */
+static void refuse_work(Call *c)
+{
+        Refusal *r = c->data;
+        virDomainPtr dom = virDomainLookupByUUIDString(c->conn, r->uuid);
+        g_autofree char *xml = dom ? virDomainGetXMLDesc(dom, 0) : NULL;
+        int state = 0, reason = 0;
+
+        if (xml && strstr(xml, r->console)) {
+                c->found = true;
+                c->paused = virDomainGetState(dom, &state, &reason, 0) == 0 && state == VIR_DOMAIN_PAUSED;
+                if (virDomainDestroy(dom) < 0)
+                        call_failed(c);
+        }
+        if (dom)
+                virDomainFree(dom);
+}
+
+static void refuse_done(Call *c)
+{
+        const Refusal *r = c->data;
+
+        if (!c->found)
+                return;
+        if (c->r < 0)
+                g_warning("libvirt: cannot destroy domain %s of a move given up here: %s", r->uuid, c->error);
+        else
+                g_message("libvirt: destroyed domain %s of a move given up here (it was %s)", r->uuid,
+                          c->paused ? "still arriving" : "running");
+}
+
+static void refuse_domain(Libvirt *e, const char *uuid)
+{
+        g_autofree char *logs = g_build_filename(e->config.state_dir, "logs", NULL);
+        Refusal *r;
+
+        g_hash_table_add(e->refused, g_strdup(uuid));
+        if (!e->conn)
+                return;
+        r = g_new0(Refusal, 1);
+        r->uuid = g_strdup(uuid);
+        r->console = g_markup_printf_escaped("<source path='%s/", logs);
+        call_submit_engine(e, refuse_work, refuse_done, r, refusal_free);
+}
+
 static void kill_vm(VmmsEngine *e, VmmsVm *vm)
 {
         LibvirtVm *lv = vm->engine_data;
 
-        (void)e;
-        if (lv && lv->incoming && !lv->dom)
+        if (lv && lv->incoming && !lv->dom) {
+                refuse_domain(libvirt(e), lv->uuid);
                 report_exit(vm, "its incoming migration was given up", NULL, VMMS_ERROR_UNAVAILABLE);
-        else if (lv)
+        } else if (lv) {
                 destroy_now(lv);
+        }
 }
 
 /* An op's reply once its call is done; none if the VM ended meanwhile (its exit ended
@@ -2181,7 +2259,10 @@ static void save(VmmsEngine *e, VmmsVm *vm, const char *path, bool keep_running,
  * success the domain runs here (a failure or an abort resumes it), after that it runs
  * there and is gone from here. The domain is transient, so nothing is defined or
  * undefined on either side; its console log moves to the destination's state directory
- * (the destination XML). Progress comes from virDomainGetJobStats every 200 ms. */
+ * (the destination XML). Progress comes from virDomainGetJobStats every 200 ms.
+ * The migration is the source libvirtd's job and outlives a source vmmsd killed mid-move;
+ * a destination that gives the move up destroys the domain if it is arriving or comes
+ * later (refuse_domain), so the guest runs on at the source rather than unowned here. */
 
 #define MIGRATION_POLL_MS 200
 
@@ -2570,6 +2651,7 @@ VmmsEngine *vmms_engine_libvirt_new(const VmmsLibvirtConfig *config, const VmmsE
                 config->migration_uri && *config->migration_uri ? g_strdup(config->migration_uri) : NULL;
         e->lifecycle_callback = -1;
         e->vms = g_hash_table_new(g_str_hash, g_str_equal);
+        e->refused = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         e->host_lps = MAX(1, g_get_num_processors());
         e->refs = 1;
         e->worker = g_thread_pool_new(worker_run, NULL, 1, FALSE, NULL);
@@ -2584,6 +2666,7 @@ VmmsEngine *vmms_engine_libvirt_new(const VmmsLibvirtConfig *config, const VmmsE
 static void engine_destroy(Libvirt *e)
 {
         g_hash_table_unref(e->vms);
+        g_hash_table_unref(e->refused);
         g_free((char *)e->config.uri);
         g_free((char *)e->config.domain_type);
         g_free((char *)e->config.state_dir);
