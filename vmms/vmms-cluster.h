@@ -86,7 +86,7 @@ void vmms_cluster_claim(VmmsCluster *c, VmmsVm *vm, VmmsClusterDoneFn fn, void *
  * while this host is Paused (Suspend-ClusterNode). What vmmsd starts on its own (a move
  * cut short during a drain) claims with vmms_cluster_claim. */
 void vmms_cluster_claim_for_start(VmmsCluster *c, VmmsVm *vm, VmmsClusterDoneFn fn, void *userdata);
-/* New-VM and Move-VM: VM names are unique in the cluster. Refused (ALREADY_EXISTS, naming
+/* New-VM, Rename-VM and Move-VM: VM names are unique in the cluster. Refused (ALREADY_EXISTS, naming
  * the owner) when an owner key of another host holds a VM called `name` (casefolded) other
  * than `vm_id` (NULL: any). A check, not a reservation: two hosts creating one name in the
  * same instant both pass. */

@@ -829,6 +829,32 @@ static void op_update_memory(VmmsManager *m, const ProtobufCMessage *request, Vm
         vmms_vm_set_memory(vm, &mem, call);
 }
 
+/* Rename-VM in a cluster: the new name is checked against the other hosts' VMs first
+ * (the settings' text is copied: the wait outlives the request's handler). */
+typedef struct UpdateWait {
+        ClusterWait w;
+        VmmsVmSettings s;
+        char *name, *notes, *workload, *boot_args;
+} UpdateWait;
+
+static void on_update_name_checked(const VmmsError *error, const char *result, void *userdata)
+{
+        UpdateWait *u = userdata;
+        VmmsVm *vm = cluster_wait_vm(&u->w, error);
+        VmmsError update_error = {0};
+
+        (void)result;
+        if (vm && vmms_manager_vm_update(u->w.m, vm, &u->s, &update_error) < 0)
+                fail(u->w.call, &update_error);
+        else if (vm)
+                reply_vm(vm, u->w.call, u->w.m);
+        g_free(u->name);
+        g_free(u->notes);
+        g_free(u->workload);
+        g_free(u->boot_args);
+        g_free(u);
+}
+
 static void op_update_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCall *call)
 {
         static const char *const fields[] = {"name",     "notes",     "automatic_start_action",
@@ -837,6 +863,7 @@ static void op_update_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCa
         VmmsVm *vm = update_target(m, req->vm, req->update_mask, req->n_update_mask, fields,
                                    G_N_ELEMENTS(fields), call);
         VmmsVmSettings s = {.automatic_start_action = VMMS_AUTO_START_COUNT, .highly_available = -1};
+        VmmsCluster *cluster = vmms_manager_cluster(m);
         VmmsError error = {0};
 
         if (!vm)
@@ -856,11 +883,27 @@ static void op_update_vm(VmmsManager *m, const ProtobufCMessage *request, VmmsCa
                     VMMS__V1__AUTOMATIC_START_ACTION__AUTOMATIC_START_ACTION_UNSPECIFIED)
                 vmms_error_set(&error, VMMS_ERROR_INVALID_ARGUMENT,
                                "automatic_start_action is in update_mask but unset");
-        if (error.code ||
-            (masked(req->update_mask, req->n_update_mask, "automatic_start_action") &&
-             !auto_start_from_proto(req->automatic_start_action, VMMS_AUTO_START_COUNT,
-                                    &s.automatic_start_action, &error)) ||
-            vmms_manager_vm_update(m, vm, &s, &error) < 0) {
+        if (error.code || (masked(req->update_mask, req->n_update_mask, "automatic_start_action") &&
+                           !auto_start_from_proto(req->automatic_start_action, VMMS_AUTO_START_COUNT,
+                                                  &s.automatic_start_action, &error))) {
+                fail(call, &error);
+                return;
+        }
+        if (cluster && s.name && *s.name) {
+                UpdateWait *w = g_new0(UpdateWait, 1);
+
+                w->w.m = m;
+                w->w.call = call;
+                g_strlcpy(w->w.vm_id, vm->def.id, sizeof(w->w.vm_id));
+                w->s = s;
+                w->s.name = w->name = g_strdup(s.name);
+                w->s.notes = w->notes = g_strdup(s.notes);
+                w->s.workload = w->workload = g_strdup(s.workload);
+                w->s.boot_args = w->boot_args = g_strdup(s.boot_args);
+                vmms_cluster_check_name(cluster, s.name, vm->def.id, on_update_name_checked, w);
+                return;
+        }
+        if (vmms_manager_vm_update(m, vm, &s, &error) < 0) {
                 fail(call, &error);
                 return;
         }

@@ -199,9 +199,14 @@ class ClusterMembership(ClusterHosts, unittest.TestCase):
             self.assertNotEqual(r.returncode, 0)
             self.assertIn("a VM named 'uniq' already exists in the cluster: hosta owns it", r.stderr)
             self.assertEqual([v.name for v in b.api.ListVms(b.pb.ListVmsRequest(), timeout=5).vms], [])
+            # Rename-VM to it as well; the VM keeps its name.
+            twin = b.create("twin")
+            r = vmctl(b, "Rename-VM", "twin", "-NewName", "Uniq")
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("a VM named 'uniq' already exists in the cluster: hosta owns it", r.stderr)
+            self.assertEqual(b.api.GetVm(b.pb.VmRef(vm=twin.id), timeout=5).name, "twin")
             # Move-VM of a VM whose name another host's VM has (as a store restored from a backup
             # could leave it) is refused before anything moves.
-            twin = b.create("twin")
             cv = b.pb.ClusterVm(host="hostc", vm=b.pb.Vm(id="00000000-0000-4000-8000-00000000beef", name="TWIN"))
             self.etcd.put("/vmms/vms/00000000-0000-4000-8000-00000000beef", cv.SerializeToString())
             r = vmctl(b, "Move-VM", "twin", "-DestinationHost", "hosta")
