@@ -146,6 +146,7 @@ static int ha_pass(VmmsCluster *c, int64_t token, char **ret_error)
         int64_t now = g_get_monotonic_time();
         int r;
 
+        c->leader_wake_us = 0;
         r = vmms_etcd_range(c->etcd, ALIVE_PREFIX, alive_end, c->period_ms, &alive, ret_error);
         if (r >= 0)
                 r = vmms_etcd_range(c->etcd, HOSTS_PREFIX, hosts_end, c->period_ms, &hosts, ret_error);
@@ -178,9 +179,17 @@ static int ha_pass(VmmsCluster *c, int64_t token, char **ret_error)
                                 since = g_new(int64_t, 1);
                                 *since = now;
                                 g_hash_table_insert(c->down_since, g_strdup(n->name), since);
+                                cluster_notify(c, "cluster-down",
+                                               "leader %s: host %s is Down (its lease expired); its highly "
+                                               "available VMs restart elsewhere after the fence margin "
+                                               "(%u ms)",
+                                               c->host_name, n->name, c->fence_margin_ms);
                         }
                         if (now - *since >= (int64_t)c->fence_margin_ms * 1000)
                                 g_hash_table_add(down, n->name);
+                        else if (!c->leader_wake_us ||
+                                 *since + (int64_t)c->fence_margin_ms * 1000 < c->leader_wake_us)
+                                c->leader_wake_us = *since + (int64_t)c->fence_margin_ms * 1000;
                 }
         }
         for (size_t i = 0; r >= 0 && i < vms->n_kvs; i++) {
@@ -240,6 +249,7 @@ int cluster_leader_pass(VmmsCluster *c, char **ret_error)
                 return r;
         if (!token) {
                 g_hash_table_remove_all(c->down_since); /* a new term starts its own clocks */
+                c->leader_wake_us = 0;
                 cluster_balance_forget(c);
                 return 0;
         }

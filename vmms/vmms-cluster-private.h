@@ -37,14 +37,20 @@ struct VmmsCluster {
         void *watch;          /* the manager's events: a VM that changes is written out at once */
         guint vm_change_idle; /* one snapshot per burst of events */
         GThread *thread;
+        GThread *watch_thread; /* vmms-cluster-watch.c: etcd's changes wake `thread` */
 
         /* The cluster thread's own */
-        HvClient *watchdog;     /* a connection to hvd of its own, for WatchdogArm */
-        bool watchdog_said;     /* that it cannot be armed, once */
-        bool fenced_unarmed;    /* fenced for a lost lease since the last arm: a fired watchdog is no news */
-        char *leader_key;       /* LEADER_PREFIX + this lease, created with the alive key */
-        GHashTable *down_since; /* host name -> monotonic µs the leader first saw it Down */
-        GHashTable *ha_said;    /* VM ids whose restart the leader could not place, said once */
+        HvClient *watchdog;      /* a connection to hvd of its own, for WatchdogArm */
+        bool watchdog_said;      /* that it cannot be armed, once */
+        bool fenced_unarmed;     /* fenced for a lost lease since the last arm: a fired watchdog is no news */
+        int64_t renewed_sent_us; /* monotonic: when the last renewal that succeeded left */
+        bool fenced_unrenewed;   /* fenced for renewals failing past TTL - margin, since the last success */
+        char *leader_key;        /* LEADER_PREFIX + this lease, created with the alive key */
+        GHashTable *down_since;  /* host name -> monotonic µs the leader first saw it Down */
+        int64_t leader_wake_us;  /* the leader's next pass: a Down host's fence margin ends; 0: none */
+        GHashTable *ha_said;     /* VM ids whose restart the leader could not place, said once */
+        GHashTable *stale;       /* VM id -> StaleKey (vmms-cluster-placement.c): keys naming this host
+                                    for a VM it does not have, since when */
         uint32_t auto_balance_pct;        /* --cluster-auto-balance: the settings' first value (0: off) */
         ClusterBalanceRule *balance_rule; /* the leader's looks and recent moves */
 
@@ -67,6 +73,10 @@ struct VmmsCluster {
         int64_t balance_moved_rev; /* the balance key's revision acted on */
         char balance_vm_id[37];    /* the VM moving for it; empty: none */
 };
+
+/* The watch thread (vmms-cluster-watch.c): wakes the cluster thread when etcd changes a
+ * key that concerns it; ends when `stopping` is set. */
+gpointer cluster_watch_thread(gpointer userdata);
 
 /* Whether `range` holds the key prefix + name (a host's alive or paused key). */
 bool cluster_range_names(const Etcdserverpb__RangeResponse *range, const char *prefix, const char *name);

@@ -177,7 +177,7 @@ static void local_take(VmmsCluster *c, bool kick)
         c->local = g_steal_pointer(&local);
         if (kick) {
                 c->kicked = true;
-                g_cond_signal(&c->wake);
+                g_cond_broadcast(&c->wake);
         }
         g_mutex_unlock(&c->lock);
 }
@@ -567,7 +567,8 @@ static gpointer cluster_thread(gpointer userdata)
                 else if (r >= 0 && failing)
                         cluster_notify(c, "cluster-joined", "%s reaches etcd again", c->host_name);
                 failing = r < 0;
-        } while (wait_until(c, next_renewal, last_pass));
+        } while (wait_until(c, c->leader_wake_us ? MIN(next_renewal, c->leader_wake_us) : next_renewal,
+                            last_pass));
         return NULL;
 }
 
@@ -712,6 +713,7 @@ int vmms_cluster_new(VmmsManager *m, const VmmsClusterConfig *config, VmmsCluste
         c->figures_timer = g_timeout_add(c->period_ms, on_figures_tick, c);
         c->watch = vmms_manager_watch(m, on_event, c);
         c->thread = g_thread_new("vmms-cluster", cluster_thread, c);
+        c->watch_thread = g_thread_new("vmms-cluster-watch", cluster_watch_thread, c);
         vmms_manager_set_cluster(m, c);
         vmms_manager_set_start_gate(m, start_gate, c);
         *ret = g_steal_pointer(&c);
@@ -725,10 +727,12 @@ void vmms_cluster_free(VmmsCluster *c)
         if (c->thread) {
                 g_mutex_lock(&c->lock);
                 c->stopping = true;
-                g_cond_signal(&c->wake);
+                g_cond_broadcast(&c->wake);
                 g_mutex_unlock(&c->lock);
                 g_thread_join(c->thread);
         }
+        if (c->watch_thread)
+                g_thread_join(c->watch_thread);
         if (c->figures_timer)
                 g_source_remove(c->figures_timer);
         if (c->vm_change_idle)

@@ -2,6 +2,7 @@
  * Messages are packed with protobuf-c (proto/etcd.proto) and sent as raw byte buffers,
  * as api/api-grpc.c does for vmmsd's own API. */
 #include <errno.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include <grpc/byte_buffer.h>
@@ -348,6 +349,246 @@ int vmms_etcd_lease_revoke(VmmsEtcd *etcd, int64_t id, int64_t timeout_ms, char 
                 return r;
         etcdserverpb__lease_revoke_response__free_unpacked(resp, NULL);
         return 0;
+}
+
+/* ---- Watch ---- */
+
+/* The stream's batches, each its own tag on the watch's completion queue: the create request
+ * sent, the status (completes when the stream ends), one message received. */
+enum { WATCH_SENT = 1, WATCH_STATUS, WATCH_RECEIVED };
+
+struct VmmsEtcdWatch {
+        VmmsEtcd *etcd;
+        grpc_completion_queue *cq;
+        grpc_call *call;
+        unsigned pending;       /* batches started and not yet completed, one bit per tag */
+        bool received_initial;  /* the first receive also takes the initial metadata */
+        grpc_byte_buffer *recv; /* the receive batch's message */
+        grpc_metadata_array initial, trailing;
+        grpc_status_code status;
+        grpc_slice details;
+        bool ended; /* the status came, or a receive found the stream closed */
+        char *why;  /* why it ended */
+};
+
+static int watch_batch(VmmsEtcdWatch *w, const grpc_op *ops, size_t n, intptr_t tag)
+{
+        if (grpc_call_start_batch(w->call, ops, n, (void *)tag, NULL) != GRPC_CALL_OK)
+                return -EIO;
+        w->pending |= 1u << tag;
+        return 0;
+}
+
+static int watch_receive(VmmsEtcdWatch *w)
+{
+        grpc_op ops[2];
+        size_t n = 0;
+
+        memset(ops, 0, sizeof(ops));
+        if (!w->received_initial) {
+                ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
+                ops[n++].data.recv_initial_metadata.recv_initial_metadata = &w->initial;
+                w->received_initial = true;
+        }
+        ops[n].op = GRPC_OP_RECV_MESSAGE;
+        ops[n++].data.recv_message.recv_message = &w->recv;
+        return watch_batch(w, ops, n, WATCH_RECEIVED);
+}
+
+static void watch_end(VmmsEtcdWatch *w, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
+static void watch_end(VmmsEtcdWatch *w, const char *fmt, ...)
+{
+        va_list ap;
+
+        w->ended = true;
+        if (w->why)
+                return;
+        va_start(ap, fmt);
+        w->why = g_strdup_vprintf(fmt, ap);
+        va_end(ap);
+}
+
+int vmms_etcd_watch_next(VmmsEtcdWatch *w, int64_t timeout_ms, Etcdserverpb__WatchResponse **ret,
+                         char **ret_error)
+{
+        gpr_timespec deadline =
+                gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
+
+        while (!w->ended) {
+                grpc_event ev;
+
+                if (!(w->pending & (1u << WATCH_RECEIVED)) && watch_receive(w) < 0) {
+                        watch_end(w, "cannot read the watch's stream");
+                        break;
+                }
+                ev = grpc_completion_queue_next(w->cq, deadline, NULL);
+                if (ev.type == GRPC_QUEUE_TIMEOUT)
+                        return 0;
+                if (ev.type != GRPC_OP_COMPLETE) {
+                        watch_end(w, "the watch's queue shut down");
+                        break;
+                }
+                w->pending &= ~(1u << (intptr_t)ev.tag);
+                if ((intptr_t)ev.tag == WATCH_STATUS) {
+                        watch_end(w, "%.*s", (int)GRPC_SLICE_LENGTH(w->details),
+                                  (const char *)GRPC_SLICE_START_PTR(w->details));
+                } else if ((intptr_t)ev.tag == WATCH_RECEIVED) {
+                        Etcdserverpb__WatchResponse *resp = NULL;
+                        grpc_byte_buffer_reader reader;
+                        grpc_slice all;
+
+                        if (!ev.success || !w->recv) {
+                                /* Closed: the status says why; wait for it. */
+                                w->received_initial = true;
+                                if (!(w->pending & (1u << WATCH_STATUS)))
+                                        watch_end(w, "the stream closed");
+                                while (!w->ended && (w->pending & (1u << WATCH_STATUS))) {
+                                        ev = grpc_completion_queue_next(w->cq, deadline, NULL);
+                                        if (ev.type != GRPC_OP_COMPLETE) {
+                                                watch_end(w, "the stream closed");
+                                                break;
+                                        }
+                                        w->pending &= ~(1u << (intptr_t)ev.tag);
+                                        if ((intptr_t)ev.tag == WATCH_STATUS)
+                                                watch_end(w, "%.*s", (int)GRPC_SLICE_LENGTH(w->details),
+                                                          (const char *)GRPC_SLICE_START_PTR(w->details));
+                                }
+                                break;
+                        }
+                        grpc_byte_buffer_reader_init(&reader, w->recv);
+                        all = grpc_byte_buffer_reader_readall(&reader);
+                        grpc_byte_buffer_reader_destroy(&reader);
+                        grpc_byte_buffer_destroy(w->recv);
+                        w->recv = NULL;
+                        resp = etcdserverpb__watch_response__unpack(NULL, GRPC_SLICE_LENGTH(all),
+                                                                    GRPC_SLICE_START_PTR(all));
+                        grpc_slice_unref(all);
+                        if (!resp) {
+                                watch_end(w, "an answer that does not unpack as a WatchResponse");
+                                break;
+                        }
+                        if (resp->canceled) {
+                                watch_end(w, "etcd canceled the watch: %s",
+                                          resp->cancel_reason && resp->cancel_reason[0] ? resp->cancel_reason
+                                                                                        : "no reason given");
+                                etcdserverpb__watch_response__free_unpacked(resp, NULL);
+                                break;
+                        }
+                        *ret = resp;
+                        return 1;
+                }
+        }
+        if (ret_error)
+                *ret_error = g_strdup_printf("etcd watch at %s: %s", w->etcd->endpoints,
+                                             w->why && w->why[0] ? w->why : "the stream ended");
+        return -ENOTCONN;
+}
+
+int vmms_etcd_watch_new(VmmsEtcd *etcd, const char *key, const char *range_end, int64_t timeout_ms,
+                        VmmsEtcdWatch **ret, char **ret_error)
+{
+        g_autoptr(VmmsEtcdWatch) w = g_new0(VmmsEtcdWatch, 1);
+        Etcdserverpb__WatchRequest req = ETCDSERVERPB__WATCH_REQUEST__INIT;
+        Etcdserverpb__WatchCreateRequest create = ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
+        Etcdserverpb__WatchResponse *first = NULL;
+        grpc_metadata hasleader = {.key = grpc_slice_from_static_string("hasleader"),
+                                   .value = grpc_slice_from_static_string("true")};
+        grpc_byte_buffer *send;
+        grpc_slice slice;
+        grpc_op ops[2], status_op;
+        int64_t until_us = g_get_monotonic_time() + timeout_ms * 1000;
+        int r;
+
+        w->etcd = vmms_etcd_ref(etcd);
+        w->cq = grpc_completion_queue_create_for_next(NULL);
+        w->details = grpc_empty_slice();
+        grpc_metadata_array_init(&w->initial);
+        grpc_metadata_array_init(&w->trailing);
+        w->call = grpc_channel_create_call(etcd->channel, NULL, GRPC_PROPAGATE_DEFAULTS, w->cq,
+                                           grpc_slice_from_static_string("/etcdserverpb.Watch/Watch"), NULL,
+                                           gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        create.key = bytes_of(key);
+        create.range_end = bytes_of(range_end);
+        req.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
+        req.create_request = &create;
+        slice = grpc_slice_malloc(etcdserverpb__watch_request__get_packed_size(&req));
+        etcdserverpb__watch_request__pack(&req, GRPC_SLICE_START_PTR(slice));
+        send = grpc_raw_byte_buffer_create(&slice, 1);
+        grpc_slice_unref(slice);
+        memset(ops, 0, sizeof(ops));
+        ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+        ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY;
+        ops[0].data.send_initial_metadata.count = 1;
+        ops[0].data.send_initial_metadata.metadata = &hasleader;
+        ops[1].op = GRPC_OP_SEND_MESSAGE;
+        ops[1].data.send_message.send_message = send;
+        memset(&status_op, 0, sizeof(status_op));
+        status_op.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+        status_op.data.recv_status_on_client.trailing_metadata = &w->trailing;
+        status_op.data.recv_status_on_client.status = &w->status;
+        status_op.data.recv_status_on_client.status_details = &w->details;
+        r = watch_batch(w, ops, G_N_ELEMENTS(ops), WATCH_SENT);
+        grpc_byte_buffer_destroy(send); /* the batch holds its own reference */
+        if (r >= 0)
+                r = watch_batch(w, &status_op, 1, WATCH_STATUS);
+        if (r < 0) {
+                if (ret_error)
+                        *ret_error = g_strdup_printf("cannot start a watch at %s", etcd->endpoints);
+                return r;
+        }
+        /* etcd's first answer says the watch exists (created). */
+        for (;;) {
+                int64_t left_ms = (until_us - g_get_monotonic_time()) / 1000;
+
+                r = left_ms > 0 ? vmms_etcd_watch_next(w, left_ms, &first, ret_error) : 0;
+                if (r < 0)
+                        return r;
+                if (r == 0) {
+                        if (ret_error)
+                                *ret_error = g_strdup_printf(
+                                        "etcd watch at %s: no answer within %" G_GINT64_FORMAT " ms",
+                                        etcd->endpoints, timeout_ms);
+                        return -ETIMEDOUT;
+                }
+                r = first->created;
+                etcdserverpb__watch_response__free_unpacked(first, NULL);
+                if (r)
+                        break;
+        }
+        *ret = g_steal_pointer(&w);
+        return 0;
+}
+
+void vmms_etcd_watch_free(VmmsEtcdWatch *w)
+{
+        if (!w)
+                return;
+        if (w->call) {
+                if (w->pending)
+                        grpc_call_cancel(w->call, NULL);
+                while (w->pending) {
+                        grpc_event ev =
+                                grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+
+                        if (ev.type != GRPC_OP_COMPLETE)
+                                break;
+                        w->pending &= ~(1u << (intptr_t)ev.tag);
+                }
+                grpc_call_unref(w->call);
+        }
+        if (w->recv)
+                grpc_byte_buffer_destroy(w->recv);
+        grpc_completion_queue_shutdown(w->cq);
+        while (grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+               GRPC_QUEUE_SHUTDOWN)
+                ;
+        grpc_completion_queue_destroy(w->cq);
+        grpc_metadata_array_destroy(&w->initial);
+        grpc_metadata_array_destroy(&w->trailing);
+        grpc_slice_unref(w->details);
+        g_free(w->why);
+        vmms_etcd_unref(w->etcd);
+        g_free(w);
 }
 
 char *vmms_etcd_prefix_end(const char *prefix)

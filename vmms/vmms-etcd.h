@@ -55,3 +55,20 @@ int vmms_etcd_lease_revoke(VmmsEtcd *etcd, int64_t id, int64_t timeout_ms, char 
 
 /* The range_end that makes [prefix, end) every key starting with `prefix`. */
 char *vmms_etcd_prefix_end(const char *prefix);
+
+/* A watch on [key, range_end) from the store's revision when it starts: etcd streams each
+ * change (Watch, one stream per watch). Like the unary calls it asks for a member with a
+ * leader ("hasleader"), so a member cut off from its quorum ends the stream instead of
+ * going quiet. One thread at a time calls next. */
+typedef struct VmmsEtcdWatch VmmsEtcdWatch;
+/* Waits up to timeout_ms for etcd to confirm the watch. */
+int vmms_etcd_watch_new(VmmsEtcd *etcd, const char *key, const char *range_end, int64_t timeout_ms,
+                        VmmsEtcdWatch **ret, char **ret_error);
+/* The next response with events: 1 and *ret (free with
+ * etcdserverpb__watch_response__free_unpacked); 0 when none came within timeout_ms; < 0 when
+ * the stream ended (etcd's reason in *ret_error): watch again, and read what changed meanwhile. */
+int vmms_etcd_watch_next(VmmsEtcdWatch *w, int64_t timeout_ms, Etcdserverpb__WatchResponse **ret,
+                         char **ret_error);
+/* Cancels the stream if it runs; NULL is fine. */
+void vmms_etcd_watch_free(VmmsEtcdWatch *w);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(VmmsEtcdWatch, vmms_etcd_watch_free)
