@@ -475,6 +475,25 @@ static int marks_read(VmmsCluster *c, char **ret_error)
         return r;
 }
 
+/* A renewal failed. Once TTL - margin has passed since the last one that succeeded left,
+ * hvd's watchdog has paused this host's guests and the lease may expire before etcd
+ * answers again (a majority of its members down, this host cut off): the host turns its
+ * VMs off, as the leader will count on, and says why, once until a renewal succeeds. */
+static void fence_unrenewed(VmmsCluster *c, const char *why)
+{
+        int64_t budget_ms = (int64_t)c->lease_ttl_s * 1000 - c->fence_margin_ms;
+        g_autofree char *message = NULL;
+
+        if (c->fenced_unrenewed || g_get_monotonic_time() < c->renewed_sent_us + budget_ms * 1000)
+                return;
+        message = g_strdup_printf("%s could not renew its cluster lease within %" G_GINT64_FORMAT
+                                  " ms (TTL %u s less the fence margin): %s",
+                                  c->host_name, budget_ms, c->lease_ttl_s, why ? why : "etcd did not answer");
+        fence(c, message);
+        c->fenced_unrenewed = true;
+        c->fenced_unarmed = true; /* the watchdog that fired meanwhile is this fence, said already */
+}
+
 /* Joins if not joined, else renews the lease; arms the watchdog; then rewrites the
  * record. A lost lease fences this host (its VMs off) and it joins again only after
  * the leader has had the time to restart its HA VMs elsewhere. */
@@ -509,9 +528,14 @@ static int renew(VmmsCluster *c, int64_t *lease, int64_t *rejoin_us, char **ret_
                         g_clear_pointer(ret_error, g_free);
                         return 0;
                 }
+                if (r < 0)
+                        fence_unrenewed(c, *ret_error);
         }
-        if (r >= 0)
+        if (r >= 0) {
+                c->renewed_sent_us = sent_us;
+                c->fenced_unrenewed = false;
                 watchdog_arm(c, sent_us);
+        }
         if (r >= 0)
                 r = record_put(c, *lease, ret_error);
         if (r >= 0)

@@ -114,6 +114,22 @@ static int status_to_errno(grpc_status_code status)
         }
 }
 
+/* What a failed call's message adds to etcd's own words, for the statuses an operator
+ * meets when etcd itself is in trouble. */
+static const char *status_hint(grpc_status_code status)
+{
+        switch (status) {
+        case GRPC_STATUS_DEADLINE_EXCEEDED:
+                return " (no answer in time: etcd answers only while a majority of its members are up and "
+                       "agree on a leader)";
+        case GRPC_STATUS_UNAVAILABLE:
+                return " (no member reachable, or none with a leader: etcd needs a majority of its members "
+                       "up)";
+        default:
+                return "";
+        }
+}
+
 /* One request, one response: a unary call, or the first exchange of a stream the client
  * half-closes at once (LeaseKeepAlive). etcd refuses streams on a member without a
  * leader only when asked to ("hasleader"), which keeps a cut-off member from answering. */
@@ -172,9 +188,10 @@ static int call_once(VmmsEtcd *etcd, const char *method, const ProtobufCMessage 
                 r = -EIO;
         if (r < 0) {
                 if (ret_error)
-                        *ret_error = g_strdup_printf("etcd %s at %s: %.*s", method, etcd->endpoints,
+                        *ret_error = g_strdup_printf("etcd %s at %s: %.*s%s", method, etcd->endpoints,
                                                      (int)GRPC_SLICE_LENGTH(details),
-                                                     (const char *)GRPC_SLICE_START_PTR(details));
+                                                     (const char *)GRPC_SLICE_START_PTR(details),
+                                                     status_hint(status));
         } else if (!recv) {
                 r = -EIO;
                 if (ret_error)
