@@ -82,6 +82,7 @@ int cluster_leader_put(VmmsCluster *c, int64_t token, Etcdserverpb__Compare *gua
         Etcdserverpb__Compare fencing = ETCDSERVERPB__COMPARE__INIT;
         Etcdserverpb__RequestOp op = ETCDSERVERPB__REQUEST_OP__INIT;
         Etcdserverpb__PutRequest put = ETCDSERVERPB__PUT_REQUEST__INIT;
+        Etcdserverpb__DeleteRangeRequest del = ETCDSERVERPB__DELETE_RANGE_REQUEST__INIT;
         Etcdserverpb__Compare *cmps[] = {&fencing, guard};
         Etcdserverpb__RequestOp *ops[] = {&op};
         Etcdserverpb__TxnResponse *resp = NULL;
@@ -92,10 +93,16 @@ int cluster_leader_put(VmmsCluster *c, int64_t token, Etcdserverpb__Compare *gua
         fencing.key = (ProtobufCBinaryData){.data = (uint8_t *)c->leader_key, .len = strlen(c->leader_key)};
         fencing.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_CREATE_REVISION;
         fencing.create_revision = token;
-        put.key = key;
-        put.value = (ProtobufCBinaryData){.data = (uint8_t *)value, .len = len};
-        op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
-        op.request_put = &put;
+        if (value) {
+                put.key = key;
+                put.value = (ProtobufCBinaryData){.data = (uint8_t *)value, .len = len};
+                op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_PUT;
+                op.request_put = &put;
+        } else {
+                del.key = key;
+                op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_DELETE_RANGE;
+                op.request_delete_range = &del;
+        }
         txn.n_compare = 2;
         txn.compare = cmps;
         txn.n_success = 1;
@@ -133,6 +140,34 @@ static int give(VmmsCluster *c, int64_t token, const Etcdserverpb__KeyValue *kv,
         return cluster_leader_put(c, token, &unchanged, kv->key, packed, len, ret_error);
 }
 
+/* The leader's sweep of an owner key naming a host that has no record (a host record is
+ * written before its first owner key, and kept after its lease: such a key names no host
+ * of this cluster, e.g. after etcd was restored from a backup or a record deleted by hand).
+ * Deleted with the fencing token and the key's revision; a host that has the VM writes
+ * the key for itself on its next pass. */
+static int forget(VmmsCluster *c, int64_t token, const Etcdserverpb__KeyValue *kv,
+                  const Vmms__V1__ClusterVm *cv, char **ret_error)
+{
+        Etcdserverpb__Compare unchanged = ETCDSERVERPB__COMPARE__INIT;
+        int r;
+
+        unchanged.result = ETCDSERVERPB__COMPARE__COMPARE_RESULT__EQUAL;
+        unchanged.target = ETCDSERVERPB__COMPARE__COMPARE_TARGET__MOD;
+        unchanged.key = kv->key;
+        unchanged.target_union_case = ETCDSERVERPB__COMPARE__TARGET_UNION_MOD_REVISION;
+        unchanged.mod_revision = kv->mod_revision;
+        r = cluster_leader_put(c, token, &unchanged, kv->key, NULL, 0, ret_error);
+        if (r > 0)
+                cluster_notify(
+                        c, "cluster-reconcile",
+                        "leader %s (token %" G_GINT64_FORMAT "): owner key %.*s named %s for VM '%s', "
+                        "but no host of that name ever joined (no /vmms/hosts/ record): deleted; a host "
+                        "that has the VM takes the key again",
+                        c->host_name, token, (int)kv->key.len, (const char *)kv->key.data, cv->host,
+                        cv->vm ? cv->vm->name : "?");
+        return r < 0 ? r : 0;
+}
+
 static int ha_pass(VmmsCluster *c, int64_t token, char **ret_error)
 {
         g_autofree char *hosts_end = vmms_etcd_prefix_end(HOSTS_PREFIX);
@@ -142,6 +177,7 @@ static int ha_pass(VmmsCluster *c, int64_t token, char **ret_error)
         g_autoptr(GPtrArray) nodes = g_ptr_array_new_with_free_func(cluster_node_free);
         g_autoptr(GArray) candidates = g_array_new(FALSE, TRUE, sizeof(Candidate));
         g_autoptr(GHashTable) down = g_hash_table_new(g_str_hash, g_str_equal); /* name -> ready */
+        g_autoptr(GHashTable) recorded = g_hash_table_new(g_str_hash, g_str_equal);
         Etcdserverpb__RangeResponse *hosts = NULL, *alive = NULL, *vms = NULL, *paused = NULL;
         int64_t now = g_get_monotonic_time();
         int r;
@@ -164,6 +200,7 @@ static int ha_pass(VmmsCluster *c, int64_t token, char **ret_error)
                 if (!n)
                         continue;
                 g_ptr_array_add(nodes, n);
+                g_hash_table_add(recorded, n->name);
                 k.node = n;
                 k.up = cluster_range_names(alive, ALIVE_PREFIX, n->name);
                 k.paused = cluster_range_names(paused, PAUSED_PREFIX, n->name);
@@ -197,6 +234,13 @@ static int ha_pass(VmmsCluster *c, int64_t token, char **ret_error)
                 Vmms__V1__ClusterVm *cv = vmms__v1__cluster_vm__unpack(NULL, kv->value.len, kv->value.data);
                 Candidate *target;
 
+                /* Records come before a host's first key: a key no newer than the records' read
+                 * names a host whose record was read. */
+                if (cv && !g_hash_table_contains(recorded, cv->host) && hosts->header &&
+                    kv->mod_revision <= hosts->header->revision) {
+                        r = forget(c, token, kv, cv, ret_error);
+                        goto next;
+                }
                 if (!cv || !cv->vm || !cv->vm->highly_available || !g_hash_table_contains(down, cv->host) ||
                     (!running_wanted(cv->vm->state) && !cv->restart))
                         goto next;

@@ -230,6 +230,50 @@ static int delete_removed(VmmsCluster *c, const char *id, char **ret_error)
         return r < 0 ? r : 0;
 }
 
+/* ---- Stale keys (cluster thread) ---- */
+
+typedef struct StaleKey {
+        int64_t mod_revision; /* the key as first seen stale */
+        int64_t since_us;     /* monotonic */
+} StaleKey;
+
+/* A key naming this host, without restart, for a VM this host does not have: deleted once
+ * it has stayed so, unchanged, for a lease TTL (cluster_placement_sync's rules). */
+static int stale_reconcile(VmmsCluster *c, const char *id, const Etcdserverpb__KeyValue *kv,
+                           const Vmms__V1__ClusterVm *cv, char **ret_error)
+{
+        StaleKey *seen = g_hash_table_lookup(c->stale, id);
+        int64_t now = g_get_monotonic_time();
+        g_autofree char *key = NULL;
+        Etcdserverpb__KeyValue *current = NULL;
+        Etcdserverpb__TxnResponse *resp = NULL;
+        int r;
+
+        if (!seen || seen->mod_revision != kv->mod_revision) {
+                seen = g_new(StaleKey, 1);
+                seen->mod_revision = kv->mod_revision;
+                seen->since_us = now;
+                g_hash_table_insert(c->stale, g_strdup(id), seen);
+                return 0;
+        }
+        if (now - seen->since_us < (int64_t)c->lease_ttl_s * G_USEC_PER_SEC)
+                return 0;
+        key = cluster_vm_key(id);
+        r = cluster_guarded_write(c->etcd, key, false, kv->mod_revision, NULL, c->period_ms, &current, &resp,
+                                  ret_error);
+        if (r > 0)
+                cluster_notify(
+                        c, "cluster-reconcile",
+                        "owner key %s named %s for VM '%s', which this host does not have (its store "
+                        "restored or replaced, the VM removed while etcd was unreachable, or a move in "
+                        "given up): deleted; a host that has the VM takes the key again",
+                        key, c->host_name, cv->vm ? cv->vm->name : id);
+        if (resp)
+                etcdserverpb__txn_response__free_unpacked(resp, NULL);
+        g_hash_table_remove(c->stale, id);
+        return r < 0 ? r : 0;
+}
+
 /* ---- What the main thread is asked to do ---- */
 
 typedef struct PlacementRequest {
@@ -289,6 +333,15 @@ static bool state_live(Vmms__V1__VmState state)
                state == VMMS__V1__VM_STATE__VM_STATE_PAUSED || state == VMMS__V1__VM_STATE__VM_STATE_STARTING;
 }
 
+/* The key as Move-VM's hand-over wrote it (the VM still Migrating, as the source packed
+ * it): the destination has not written it as its own yet. A source restarted in doubt
+ * (vmms_vm_move_recover) keeps its copy until the destination does, or the key comes back
+ * (the destination gave the move up and its stale key went). */
+static bool handed_over_unconfirmed(const Vmms__V1__ClusterVm *cv)
+{
+        return cv->vm && cv->vm->state == VMMS__V1__VM_STATE__VM_STATE_MIGRATING;
+}
+
 static Vmms__V1__VmState local_state(GBytes *vm)
 {
         gsize len;
@@ -305,6 +358,7 @@ int cluster_placement_sync(VmmsCluster *c, GHashTable *local, GHashTable *remove
 {
         g_autofree char *end = vmms_etcd_prefix_end(VMS_PREFIX);
         g_autoptr(GHashTable) seen = g_hash_table_new(g_str_hash, g_str_equal);
+        g_autoptr(GHashTable) stale = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
         Etcdserverpb__RangeResponse *range = NULL;
         GHashTableIter it;
         gpointer id, vm;
@@ -332,10 +386,15 @@ int cluster_placement_sync(VmmsCluster *c, GHashTable *local, GHashTable *remove
                         g_hash_table_add(seen, id);
                 if (owned && cv->restart && (!here || !state_live(local_state(mine))))
                         request(c, kv, false); /* the leader gave it here: define and start it */
-                else if (cv && !owned && here && state_live(local_state(mine)))
+                else if (cv && !owned && here && state_live(local_state(mine)) &&
+                         !handed_over_unconfirmed(cv))
                         request(c, kv, true); /* another host's: never two copies */
                 else if (here)
                         r = sync_one(c, kid, mine, kv, ret_error);
+                else if (owned && !cv->restart) {
+                        g_hash_table_add(stale, g_strdup(kid));
+                        r = stale_reconcile(c, kid, kv, cv, ret_error);
+                }
                 if (cv)
                         vmms__v1__cluster_vm__free_unpacked(cv, NULL);
         }
@@ -343,6 +402,10 @@ int cluster_placement_sync(VmmsCluster *c, GHashTable *local, GHashTable *remove
         while (r >= 0 && g_hash_table_iter_next(&it, &id, &vm))
                 if (!g_hash_table_contains(seen, id))
                         r = sync_one(c, id, vm, NULL, ret_error);
+        g_hash_table_iter_init(&it, c->stale); /* stale no more: counts again from zero */
+        while (r >= 0 && g_hash_table_iter_next(&it, &id, NULL))
+                if (!g_hash_table_contains(stale, id))
+                        g_hash_table_iter_remove(&it);
         etcdserverpb__range_response__free_unpacked(range, NULL);
         return r < 0 ? r : 0;
 }

@@ -90,8 +90,12 @@ GHashTable *cluster_placement_snapshot(VmmsCluster *c);
  * for this host when absent); this host's keys follow its VMs' definitions and states
  * (compared on the key's revision); the keys of VMs removed here (`removed`, a set of
  * ids) go. Keys other hosts own are left alone. A key this host owns without having the
- * VM (the VM moved in but is not registered yet, or a store restored from a backup) is
- * left too: only a removal deletes. */
+ * VM and without restart set (this host's store restored or replaced, the VM removed while
+ * etcd was unreachable and vmmsd restarted since, a move in that the destination gave up
+ * after the key was handed to it) is stale: once it has stayed so, unchanged, for a lease
+ * TTL (a VM being registered here is in the snapshot long before), it is deleted by a
+ * transaction that compares its revision, and a cluster-reconcile event says so; a host
+ * that has the VM then writes the key for itself on its next pass. */
 int cluster_placement_sync(VmmsCluster *c, GHashTable *local, GHashTable *removed, char **ret_error);
 
 /* One compare (create revision 0, or mod revision `rev`) guarding one put (value) or
@@ -113,11 +117,13 @@ void cluster_node_free(gpointer node);
  * every write it makes compares it), then, on the leader, the HA job: a highly available
  * VM that was running on a host Down for at least the fence margin goes to the Up host
  * with the most free memory (then the least CPU load) that can hold it and admit its
- * Reserve, by a transaction that compares the token and the VM key's revision. */
+ * Reserve, by a transaction that compares the token and the VM key's revision. Its sweep:
+ * an owner key naming a host that never joined (no record) is deleted the same way, with a
+ * cluster-reconcile event. */
 int cluster_leader_pass(VmmsCluster *c, char **ret_error);
-/* Cluster thread, the leader's every write: puts `key` = `value` only if the leader still
- * holds its fencing `token` (its election key's create revision) and `guard` holds.
- * 1 written, 0 refused (deposed, or the guard failed), < 0 etcd failed. */
+/* Cluster thread, the leader's every write: puts `key` = `value` (value NULL: deletes `key`)
+ * only if the leader still holds its fencing `token` (its election key's create revision)
+ * and `guard` holds. 1 written, 0 refused (deposed, or the guard failed), < 0 etcd failed. */
 int cluster_leader_put(VmmsCluster *c, int64_t token, Etcdserverpb__Compare *guard, ProtobufCBinaryData key,
                        const uint8_t *value, size_t len, char **ret_error);
 

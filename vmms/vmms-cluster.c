@@ -726,6 +726,7 @@ int vmms_cluster_new(VmmsManager *m, const VmmsClusterConfig *config, VmmsCluste
         c->hvd_socket = g_strdup(vmms_manager_config(m)->hvd_socket);
         c->down_since = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         c->ha_said = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        c->stale = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
         c->auto_balance_pct = config->auto_balance_pct;
         c->balance_rule = cluster_balance_rule_new();
         c->main_context = g_main_context_ref_thread_default();
@@ -787,6 +788,8 @@ void vmms_cluster_free(VmmsCluster *c)
                 g_hash_table_unref(c->down_since);
         if (c->ha_said)
                 g_hash_table_unref(c->ha_said);
+        if (c->stale)
+                g_hash_table_unref(c->stale);
         cluster_balance_rule_free(c->balance_rule);
         g_clear_pointer(&c->balance, g_bytes_unref);
         g_free(c);

@@ -114,6 +114,9 @@ class EtcdCluster:
         self._gateway("/v3/kv/put", {"key": base64.b64encode(key.encode()).decode(),
                                      "value": base64.b64encode(value).decode()})
 
+    def delete(self, key):
+        self._gateway("/v3/kv/deleterange", {"key": base64.b64encode(key.encode()).decode()})
+
     def kill9(self, name):
         self.procs[name].send_signal(signal.SIGKILL)
         self.procs[name].wait()

@@ -14,15 +14,23 @@ changes nothing visible: every host stays Up, nobody fences, the guest runs on. 
 Suspend-ClusterNode -Drain moves every running VM off a host (the guests go on), the host
 shows Paused and takes no VMs by name, and Resume-ClusterNode makes it Up again. A host
 back from a crash (vmmsd, hvd and workers killed) does not start on its own an HA VM the
-leader restarted elsewhere meanwhile."""
+leader restarted elsewhere meanwhile. A source vmmsd killed at the hand-over of a move (its
+owner key given, COMMIT out) leaves one copy running, on the host the owner key names. Stale
+owner keys (naming a host that does not have the VM, or a host that never joined) are
+deleted, and a host that has the VM takes its key again. When etcd loses its quorum,
+Get-ClusterNode names etcd and why, and each host turns its VMs off once it could not renew
+its lease for TTL less the fence margin, saying why."""
 import json
 import os
 import signal
+import subprocess
 import time
 import unittest
+import uuid
 
-from cluster_hosts import HOST_NAMES, LEASE_TTL, ClusterHosts, cluster_vms, nodes, owner_record, states, vmctl
-from move_hosts import SOAK, passes, workers
+from cluster_hosts import (HOST_NAMES, LEASE_TTL, VMCTL, ClusterHosts, cluster_vms, nodes, owner_record, states,
+                           vmctl)
+from move_hosts import SOAK, passes, stopped, workers
 from vmmsd_host import processes_naming
 from vmms_host import wait_for
 
@@ -114,6 +122,16 @@ class ClusterMembership(ClusterHosts, unittest.TestCase):
         wait_for(lambda: states(a)["hostc"] == "UP", 60, interval=0.2, what="hostc Up again")
         self.assertGreater(nodes(a)["hostc"].last_renewal_unix_ms, last)
 
+    def restart(self, host, env=None):
+        """kill -9 of host's vmmsd, started again with `env`; back once it holds a new lease (until then its
+        hvd's watchdog, armed by the killed vmmsd, may still pause what starts there)."""
+        lease = nodes(self.hosts["hostb" if host.name != "hostb" else "hosta"])[host.name].lease_id
+        host.env = env
+        host.kill9()
+        host.start()
+        wait_for(lambda: (lambda n: n.lease_id != lease and n.state == host.pb.CLUSTER_NODE_STATE_UP)(
+            nodes(host)[host.name]), 60, interval=0.2, what=f"{host.name} to join with a new lease")
+
     def start_soak(self, host, name):
         vm = host.create(name, startup=64 * MiB, workload="memsoak", boot_args=SOAK)
         r = vmctl(host, "Start-VM", name)
@@ -171,22 +189,26 @@ class ClusterMembership(ClusterHosts, unittest.TestCase):
         a = self.hosts["hosta"]
         self.wait_all_up(a)
         vm = a.create("db")
+        # As after a failover to a host that is Down now: hostz (a record, no lease) holds the key
+        # of a VM hosta still has a definition of. Only hostz could say its key is stale.
+        self.etcd.put("/vmms/hosts/hostz", a.pb.ClusterNode(name="hostz", address="127.0.0.1:9").SerializeToString())
         try:
             wait_for(lambda: owner_record(self.etcd, a, vm.id), 30, interval=0.1, what="db's owner key")
-            # As after a failover: hostc holds the key of a VM hosta still has a definition of.
             cv = owner_record(self.etcd, a, vm.id)
             self.assertEqual(cv.host, "hosta")
-            cv.host = "hostc"
+            cv.host = "hostz"
             self.etcd.put(f"/vmms/vms/{vm.id}", cv.SerializeToString())
             r = vmctl(a, "Start-VM", "db")
             self.assertNotEqual(r.returncode, 0)
-            self.assertIn("cannot start VM 'db' on hosta: it is owned by hostc in the cluster", r.stderr)
+            self.assertIn("cannot start VM 'db' on hosta: it is owned by hostz in the cluster", r.stderr)
             self.assertEqual(a.api.GetVm(a.pb.VmRef(vm="db"), timeout=5).state, a.pb.VM_STATE_OFF)
-            # hosta's next passes leave another host's key alone.
+            # hosta's next passes, and the leader's, leave another host's key alone.
             time.sleep(2 * LEASE_TTL)
-            self.assertEqual(owner_record(self.etcd, a, vm.id).host, "hostc")
+            self.assertEqual(owner_record(self.etcd, a, vm.id).host, "hostz")
         finally:
+            self.etcd.delete("/vmms/hosts/hostz")
             a.api.RemoveVm(a.pb.VmRef(vm="db"), timeout=30)
+            self.etcd.delete(f"/vmms/vms/{vm.id}")
 
     def test_vm_names_are_unique_cluster_wide(self):
         a, b = self.hosts["hosta"], self.hosts["hostb"]
@@ -445,6 +467,178 @@ class ClusterMembership(ClusterHosts, unittest.TestCase):
             except Exception:
                 pass
             h.api.RemoveVm(h.pb.VmRef(vm="crash"), timeout=30)
+
+    def test_move_cut_short_at_the_hand_over_leaves_one_copy_where_the_owner_key_says(self):
+        a, b = self.hosts["hosta"], self.hosts["hostb"]
+        self.wait_all_up(a)
+        # hosta stops itself once its owner key is handed to hostb and COMMIT is out, and is killed there.
+        self.restart(a, {"VMMS_MIGRATION_STOP_AT": "commit-sent"})
+        vm = self.start_soak(a, "handoff")
+        move = subprocess.Popen([str(VMCTL), "Move-VM", "handoff", "-DestinationHost", "hostb"],
+                                env=dict(os.environ, VMMS_SOCKET=str(a.socket)), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: stopped(a.proc.pid), 120, interval=0.05, what="hosta at commit-sent")
+            self.assertEqual(owner_record(self.etcd, b, vm.id).host, "hostb")
+            a.kill9()
+            move.communicate(timeout=60)
+            a.env = None
+            a.start()  # joins once its old lease expired; its hvd's watchdog fired meanwhile
+            # The key says hostb: the copy there runs on; hosta's is turned off, never resumed.
+            b.wait_state("handoff", b.pb.VM_STATE_RUNNING, timeout=60)
+            last = max(passes(b, vm.id) or [0])
+            wait_for(lambda: max(passes(b, vm.id) or [0]) > last, 60, what="the guest's next pass on hostb")
+            wait_for(lambda: a.api.GetVm(a.pb.VmRef(vm="handoff"), timeout=5).state == a.pb.VM_STATE_OFF, 60,
+                     interval=0.2, what="hosta's copy Off")
+            wait_for(lambda: workers(a, vm.id) == [], 30, interval=0.2, what="hosta's worker gone")
+            self.wait_all_up(a)
+            frozen = a.console(vm.id)
+            time.sleep(LEASE_TTL)  # passes of every host: nothing starts hosta's copy again
+            self.assertEqual(len(workers(b, vm.id)), 1)
+            self.assertEqual(workers(a, vm.id), [])
+            self.assertEqual(a.console(vm.id), frozen)
+            self.assertEqual(owner_record(self.etcd, a, vm.id).host, "hostb")
+            self.assertEqual(cluster_vms(self.hosts["hostc"])["handoff"].host, "hostb")
+            self.assertNotIn("CORRUPTION", b.console(vm.id))
+            r = vmctl(a, "Start-VM", "handoff")
+            self.assertIn("it is owned by hostb", r.stderr)
+        finally:
+            if move.poll() is None:
+                move.kill()
+                move.communicate()
+            if a.env:
+                self.restart(a)
+            for h in (a, b):
+                try:
+                    h.api.StopVm(h.pb.StopVmRequest(vm="handoff", turn_off=True), timeout=30)
+                except Exception:
+                    pass
+                try:
+                    h.api.RemoveVm(h.pb.VmRef(vm="handoff"), timeout=30)
+                except Exception:
+                    pass
+
+    def test_move_whose_destination_dies_at_the_hand_over_stays_with_the_source(self):
+        a, b = self.hosts["hosta"], self.hosts["hostb"]
+        self.wait_all_up(a)
+        # hostb stops itself once READY is out; hosta then hands the key over and sends COMMIT, and
+        # hostb is killed before it reads it: hosta's copy is in doubt, the key names hostb.
+        self.restart(b, {"VMMS_MIGRATION_STOP_AT": "ready-sent"})
+        vm = self.start_soak(a, "handback")
+        try:
+            move = subprocess.Popen([str(VMCTL), "Move-VM", "handback", "-DestinationHost", "hostb"],
+                                    env=dict(os.environ, VMMS_SOCKET=str(a.socket)), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            wait_for(lambda: stopped(b.proc.pid), 120, interval=0.05, what="hostb at ready-sent")
+            wait_for(lambda: (lambda k: k and k.host == "hostb")(owner_record(self.etcd, a, vm.id)), 30,
+                     interval=0.05, what="the key handed to hostb")
+            b.kill9()
+            _, err = move.communicate(timeout=60)
+            self.assertIn("outcome", err)
+            # The key is the hand-over's (hostb never wrote it): hosta keeps its copy, Paused.
+            time.sleep(LEASE_TTL / 2)
+            self.assertEqual(a.api.GetVm(a.pb.VmRef(vm="handback"), timeout=5).state, a.pb.VM_STATE_PAUSED)
+            self.assertEqual(len(workers(a, vm.id)), 1)
+            b.env = None
+            b.start()  # discards the move it never committed, and with it the key it was handed
+            wait_for(lambda: (lambda k: k and k.host == "hosta")(owner_record(self.etcd, a, vm.id)), 60,
+                     interval=0.2, what="the key back with hosta")
+            self.assertEqual(a.api.GetVm(a.pb.VmRef(vm="handback"), timeout=5).state, a.pb.VM_STATE_PAUSED)
+            r = vmctl(a, "Resume-VM", "handback")
+            self.assertEqual(r.returncode, 0, r.stderr)
+            last = max(passes(a, vm.id))
+            wait_for(lambda: max(passes(a, vm.id)) > last, 60, what="the guest's next pass on hosta")
+            self.assertNotIn("CORRUPTION", a.console(vm.id))
+            self.assertEqual(len(workers(a, vm.id)), 1)
+            self.assertEqual(workers(b, vm.id), [])
+            self.assertNotIn("handback", {v.name for v in b.api.ListVms(b.pb.ListVmsRequest(), timeout=5).vms})
+            self.assertEqual(owner_record(self.etcd, a, vm.id).host, "hosta")
+        finally:
+            if b.env:
+                self.restart(b)
+            self.wait_all_up(a)
+            for h in (a, b):
+                try:
+                    h.api.StopVm(h.pb.StopVmRequest(vm="handback", turn_off=True), timeout=30)
+                except Exception:
+                    pass
+                try:
+                    h.api.RemoveVm(h.pb.VmRef(vm="handback"), timeout=30)
+                except Exception:
+                    pass
+
+    def ghost_key(self, host, owner, name):
+        """An owner key naming `owner` for a VM nobody has; its id."""
+        vm_id = str(uuid.uuid4())
+        cv = host.pb.ClusterVm(host=owner, vm=host.pb.Vm(id=vm_id, name=name, state=host.pb.VM_STATE_OFF))
+        self.etcd.put(f"/vmms/vms/{vm_id}", cv.SerializeToString())
+        return vm_id
+
+    def reconcile_events(self, host, name):
+        return [e.message for e in host.api.ListEvents(host.pb.ListEventsRequest(limit=10000), timeout=10).events
+                if e.kind == "cluster-reconcile" and f"'{name}'" in e.message]
+
+    def test_stale_owner_keys_are_deleted_and_retaken_by_the_host_that_has_the_vm(self):
+        a, b, c = self.hosts["hosta"], self.hosts["hostb"], self.hosts["hostc"]
+        self.wait_all_up(a)
+        # hostc's store loses a VM while its vmmsd is down (replaced, or the VM removed while etcd
+        # was unreachable): its key still names hostc when it starts again.
+        c.kill9()
+        ghost = self.ghost_key(a, "hostc", "ghost")
+        c.start()
+        wait_for(lambda: owner_record(self.etcd, a, ghost) is None, 60, interval=0.2, what="hostc to drop ghost's key")
+        self.assertEqual(len(self.reconcile_events(c, "ghost")), 1)
+        self.assertIn("which this host does not have", self.reconcile_events(c, "ghost")[0])
+        # A key naming a host that never joined: the leader's sweep.
+        orphan = self.ghost_key(a, "nosuchhost", "orphan")
+        wait_for(lambda: owner_record(self.etcd, a, orphan) is None, 60, interval=0.2, what="the leader to drop it")
+        leader = next(self.hosts[n] for n, node in nodes(a).items() if node.leader)
+        self.assertIn("no host of that name ever joined", self.reconcile_events(leader, "orphan")[0])
+        # hosta has db2; its key wrongly names hostb, which has no such VM: hostb drops it, hosta takes it.
+        vm = a.create("db2")
+        try:
+            wait_for(lambda: owner_record(self.etcd, a, vm.id), 30, interval=0.1, what="db2's owner key")
+            cv = owner_record(self.etcd, a, vm.id)
+            cv.host = "hostb"
+            self.etcd.put(f"/vmms/vms/{vm.id}", cv.SerializeToString())
+            wait_for(lambda: (lambda k: k and k.host == "hosta")(owner_record(self.etcd, a, vm.id)), 60, interval=0.2,
+                     what="hosta to own db2 again")
+            self.assertEqual(len(self.reconcile_events(b, "db2")), 1)
+            self.assertEqual(vmctl(a, "Start-VM", "db2").returncode, 0)
+            self.assertEqual(owner_record(self.etcd, a, vm.id).host, "hosta")
+        finally:
+            try:
+                a.api.StopVm(a.pb.StopVmRequest(vm="db2", turn_off=True), timeout=30)
+            except Exception:
+                pass
+            a.api.RemoveVm(a.pb.VmRef(vm="db2"), timeout=30)
+
+    def test_etcd_quorum_lost_names_etcd_and_hosts_fence_after_the_margin(self):
+        a, b = self.hosts["hosta"], self.hosts["hostb"]
+        self.wait_all_up(a)
+        vm = self.start_soak(b, "quorum")
+        members = list(self.etcd.names[:2])
+        for m in members:
+            self.etcd.kill9(m)
+        try:
+            r = wait_for(lambda: (lambda r: r if r.returncode != 0 else None)(vmctl(a, "Get-ClusterNode")), 30,
+                         interval=0.2, what="Get-ClusterNode to fail")
+            self.assertIn("etcd", r.stderr)
+            self.assertIn("majority of its members", r.stderr)
+            wait_for(lambda: "could not renew its cluster lease" in b.log(), 60, interval=0.2,
+                     what="hostb to fence itself")
+            b.wait_state("quorum", b.pb.VM_STATE_OFF, timeout=30)
+            fenced = [e.message for e in b.api.ListEvents(b.pb.ListEventsRequest(limit=10000), timeout=10).events
+                      if e.kind == "cluster-fenced" and not e.vm_id]
+            self.assertTrue(any("could not renew its cluster lease" in m and "etcd" in m for m in fenced), fenced)
+            self.assertEqual(workers(b, vm.id), [])
+        finally:
+            for m in members:
+                self.etcd.start(m)
+            wait_for(self.etcd.healthy, 60, interval=0.2, what="etcd healthy again")
+        self.wait_all_up(a)
+        self.assertEqual(vmctl(a, "Get-ClusterNode").returncode, 0)
+        b.api.RemoveVm(b.pb.VmRef(vm="quorum"), timeout=30)
 
 
 if __name__ == "__main__":
