@@ -130,6 +130,28 @@ static const char *status_hint(grpc_status_code status)
         }
 }
 
+/* Every call's first two ops: the metadata asking for a member with a leader (waiting for
+ * one to be reachable), then `request` packed into *ret_send, which the caller destroys once
+ * the batch has completed. `hasleader` lives as long as the batch. */
+static void request_ops(grpc_op ops[2], grpc_metadata *hasleader, const ProtobufCMessage *request,
+                        grpc_byte_buffer **ret_send)
+{
+        grpc_slice slice = grpc_slice_malloc(protobuf_c_message_get_packed_size(request));
+
+        protobuf_c_message_pack(request, GRPC_SLICE_START_PTR(slice));
+        *ret_send = grpc_raw_byte_buffer_create(&slice, 1);
+        grpc_slice_unref(slice);
+        hasleader->key = grpc_slice_from_static_string("hasleader");
+        hasleader->value = grpc_slice_from_static_string("true");
+        memset(ops, 0, 2 * sizeof(*ops));
+        ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+        ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY;
+        ops[0].data.send_initial_metadata.count = 1;
+        ops[0].data.send_initial_metadata.metadata = hasleader;
+        ops[1].op = GRPC_OP_SEND_MESSAGE;
+        ops[1].data.send_message.send_message = *ret_send;
+}
+
 /* One request, one response: a unary call, or the first exchange of a stream the client
  * half-closes at once (LeaseKeepAlive). etcd refuses streams on a member without a
  * leader only when asked to ("hasleader"), which keeps a cut-off member from answering. */
@@ -140,12 +162,9 @@ static int call_once(VmmsEtcd *etcd, const char *method, const ProtobufCMessage 
         grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
         gpr_timespec deadline =
                 gpr_time_add(gpr_now(GPR_CLOCK_REALTIME), gpr_time_from_millis(timeout_ms, GPR_TIMESPAN));
-        size_t len = protobuf_c_message_get_packed_size(request);
-        grpc_slice slice = grpc_slice_malloc(len);
         grpc_byte_buffer *send, *recv = NULL;
         grpc_metadata_array initial, trailing;
-        grpc_metadata hasleader = {.key = grpc_slice_from_static_string("hasleader"),
-                                   .value = grpc_slice_from_static_string("true")};
+        grpc_metadata hasleader;
         grpc_status_code status = GRPC_STATUS_UNKNOWN;
         grpc_slice details = grpc_empty_slice();
         grpc_op ops[6];
@@ -153,20 +172,12 @@ static int call_once(VmmsEtcd *etcd, const char *method, const ProtobufCMessage 
         grpc_event ev;
         int r;
 
-        protobuf_c_message_pack(request, GRPC_SLICE_START_PTR(slice));
-        send = grpc_raw_byte_buffer_create(&slice, 1);
-        grpc_slice_unref(slice);
         grpc_metadata_array_init(&initial);
         grpc_metadata_array_init(&trailing);
         call = grpc_channel_create_call(etcd->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
                                         grpc_slice_from_static_string(method), NULL, deadline, NULL);
         memset(ops, 0, sizeof(ops));
-        ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-        ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY;
-        ops[0].data.send_initial_metadata.count = 1;
-        ops[0].data.send_initial_metadata.metadata = &hasleader;
-        ops[1].op = GRPC_OP_SEND_MESSAGE;
-        ops[1].data.send_message.send_message = send;
+        request_ops(ops, &hasleader, request, &send);
         ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
         ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
         ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial;
@@ -378,8 +389,10 @@ struct VmmsEtcdWatch {
         VmmsEtcd *etcd;
         grpc_completion_queue *cq;
         grpc_call *call;
-        unsigned pending;       /* batches started and not yet completed, one bit per tag */
-        bool received_initial;  /* the first receive also takes the initial metadata */
+        unsigned pending;      /* batches started and not yet completed, one bit per tag */
+        bool received_initial; /* the first receive also takes the initial metadata */
+        grpc_metadata hasleader;
+        grpc_byte_buffer *send; /* the create request, kept until the call ends */
         grpc_byte_buffer *recv; /* the receive batch's message */
         grpc_metadata_array initial, trailing;
         grpc_status_code status;
@@ -508,10 +521,6 @@ int vmms_etcd_watch_new(VmmsEtcd *etcd, const char *key, const char *range_end, 
         Etcdserverpb__WatchRequest req = ETCDSERVERPB__WATCH_REQUEST__INIT;
         Etcdserverpb__WatchCreateRequest create = ETCDSERVERPB__WATCH_CREATE_REQUEST__INIT;
         Etcdserverpb__WatchResponse *first = NULL;
-        grpc_metadata hasleader = {.key = grpc_slice_from_static_string("hasleader"),
-                                   .value = grpc_slice_from_static_string("true")};
-        grpc_byte_buffer *send;
-        grpc_slice slice;
         grpc_op ops[2], status_op;
         int64_t until_us = g_get_monotonic_time() + timeout_ms * 1000;
         int r;
@@ -528,24 +537,13 @@ int vmms_etcd_watch_new(VmmsEtcd *etcd, const char *key, const char *range_end, 
         create.range_end = bytes_of(range_end);
         req.request_union_case = ETCDSERVERPB__WATCH_REQUEST__REQUEST_UNION_CREATE_REQUEST;
         req.create_request = &create;
-        slice = grpc_slice_malloc(etcdserverpb__watch_request__get_packed_size(&req));
-        etcdserverpb__watch_request__pack(&req, GRPC_SLICE_START_PTR(slice));
-        send = grpc_raw_byte_buffer_create(&slice, 1);
-        grpc_slice_unref(slice);
-        memset(ops, 0, sizeof(ops));
-        ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-        ops[0].flags = GRPC_INITIAL_METADATA_WAIT_FOR_READY;
-        ops[0].data.send_initial_metadata.count = 1;
-        ops[0].data.send_initial_metadata.metadata = &hasleader;
-        ops[1].op = GRPC_OP_SEND_MESSAGE;
-        ops[1].data.send_message.send_message = send;
+        request_ops(ops, &w->hasleader, &req.base, &w->send);
         memset(&status_op, 0, sizeof(status_op));
         status_op.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
         status_op.data.recv_status_on_client.trailing_metadata = &w->trailing;
         status_op.data.recv_status_on_client.status = &w->status;
         status_op.data.recv_status_on_client.status_details = &w->details;
         r = watch_batch(w, ops, G_N_ELEMENTS(ops), WATCH_SENT);
-        grpc_byte_buffer_destroy(send); /* the batch holds its own reference */
         if (r >= 0)
                 r = watch_batch(w, &status_op, 1, WATCH_STATUS);
         if (r < 0) {
@@ -595,6 +593,8 @@ void vmms_etcd_watch_free(VmmsEtcdWatch *w)
         }
         if (w->recv)
                 grpc_byte_buffer_destroy(w->recv);
+        if (w->send)
+                grpc_byte_buffer_destroy(w->send);
         grpc_completion_queue_shutdown(w->cq);
         while (grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
                GRPC_QUEUE_SHUTDOWN)
