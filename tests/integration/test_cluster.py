@@ -122,6 +122,18 @@ class ClusterMembership(ClusterHosts, unittest.TestCase):
         wait_for(lambda: states(a)["hostc"] == "UP", 60, interval=0.2, what="hostc Up again")
         self.assertGreater(nodes(a)["hostc"].last_renewal_unix_ms, last)
 
+    def remove_everywhere(self, name, hosts):
+        """Turns off and removes the VM called name on each host that has it."""
+        for h in hosts:
+            try:
+                h.api.StopVm(h.pb.StopVmRequest(vm=name, turn_off=True), timeout=30)
+            except Exception:
+                pass
+            try:
+                h.api.RemoveVm(h.pb.VmRef(vm=name), timeout=30)
+            except Exception:
+                pass
+
     def restart(self, host, env=None):
         """kill -9 of host's vmmsd, started again with `env`; back once it holds a new lease (until then its
         hvd's watchdog, armed by the killed vmmsd, may still pause what starts there)."""
@@ -508,15 +520,7 @@ class ClusterMembership(ClusterHosts, unittest.TestCase):
                 move.communicate()
             if a.env:
                 self.restart(a)
-            for h in (a, b):
-                try:
-                    h.api.StopVm(h.pb.StopVmRequest(vm="handoff", turn_off=True), timeout=30)
-                except Exception:
-                    pass
-                try:
-                    h.api.RemoveVm(h.pb.VmRef(vm="handoff"), timeout=30)
-                except Exception:
-                    pass
+            self.remove_everywhere("handoff", (a, b))
 
     def test_move_whose_destination_dies_at_the_hand_over_stays_with_the_source(self):
         a, b = self.hosts["hosta"], self.hosts["hostb"]
@@ -557,15 +561,7 @@ class ClusterMembership(ClusterHosts, unittest.TestCase):
             if b.env:
                 self.restart(b)
             self.wait_all_up(a)
-            for h in (a, b):
-                try:
-                    h.api.StopVm(h.pb.StopVmRequest(vm="handback", turn_off=True), timeout=30)
-                except Exception:
-                    pass
-                try:
-                    h.api.RemoveVm(h.pb.VmRef(vm="handback"), timeout=30)
-                except Exception:
-                    pass
+            self.remove_everywhere("handback", (a, b))
 
     def ghost_key(self, host, owner, name):
         """An owner key naming `owner` for a VM nobody has; its id."""
