@@ -11,7 +11,8 @@
  *   - an owner key naming this host with restart set: the leader gave a VM here;
  *   - an owner key naming another host for a VM this host has: placement turns it off
  *     here if it runs (never two copies).
- * Renewals, record writes and this host's own key writes do not. */
+ * Renewals, record writes and this host's own key writes do not; nor, while renewals
+ * fail, does anything (vmms-cluster.c): the lease comes first. */
 #include <errno.h>
 #include <string.h>
 
@@ -102,14 +103,16 @@ gpointer cluster_watch_thread(gpointer userdata)
                 int r;
 
                 if (!w) {
-                        /* etcd unreachable: the renewals say so; the watch tries again. */
+                        /* etcd unreachable: the renewals say so; the watch tries again. What
+                         * changed meanwhile is found by the next periodic pass, not a kicked
+                         * one: a new watch often follows an etcd election, when a pass's
+                         * calls would wait in front of the renewal that keeps the lease. */
                         if (vmms_etcd_watch_new(c->etcd, CLUSTER_PREFIX, end, c->period_ms, &w, &why) < 0) {
                                 g_debug("cluster: %s", why);
                                 if (!pause_unless_stopping(c, c->period_ms))
                                         break;
                                 continue;
                         }
-                        kick(c); /* what changed while nothing watched */
                 }
                 r = vmms_etcd_watch_next(w, WATCH_POLL_MS, &resp, &why);
                 if (r < 0) {

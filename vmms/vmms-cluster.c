@@ -549,7 +549,7 @@ static gpointer cluster_thread(gpointer userdata)
 {
         VmmsCluster *c = userdata;
         int64_t lease = 0, next_renewal = 0, last_pass = 0, rejoin = 0;
-        bool failing = false;
+        bool failing = false, renew_failing = false;
 
         do {
                 g_autofree char *why = NULL;
@@ -564,6 +564,11 @@ static gpointer cluster_thread(gpointer userdata)
                          * again soon: the watchdog's deadline does not wait for the period. */
                         if (r < 0)
                                 next_renewal = MIN(next_renewal, g_get_monotonic_time() + RETRY_MS * 1000);
+                        renew_failing = r < 0;
+                } else if (renew_failing) {
+                        /* Kicked while renewals fail: the pass's etcd calls would only wait
+                         * in front of the next renewal. */
+                        r = -EAGAIN;
                 }
                 g_mutex_lock(&c->lock);
                 c->kicked = false;
